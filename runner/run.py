@@ -1,0 +1,254 @@
+"""Run the real pipeline for one classroom on one of two clocks.
+
+* ``virtual``: the pipeline and the fake provider app in one looptime event loop,
+  talking through ``httpx.ASGITransport``: exact model times, milliseconds of CPU;
+* ``wall``: the fake provider on a real uvicorn socket on 127.0.0.1 (or any
+  ``base_url``), latencies compressed by ``time_scale``; times reported in model
+  seconds.
+
+Same pipeline code, same provider code; only the clock and the transport differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import looptime
+
+from sim.model import clamp_concurrency, effective_tts_concurrency
+from sim.scenario import MODES, Scenario
+from sim.schema import RunResult, records_from_log
+
+from .pipeline import Clock, PipelineOptions, ScenePipeline
+from .server import ServerThread, create_app
+
+__all__ = ["read_server_concurrency", "run_classroom", "run_classroom_async"]
+
+CLOCKS = ("wall", "virtual")
+Hook = Callable[[ScenePipeline], Awaitable[None]]
+
+
+async def read_server_concurrency(client: httpx.AsyncClient) -> int:
+    """Read ``generation.parallelSceneConcurrency`` from ``/api/health``, clamped like upstream."""
+    try:
+        resp = await client.get("/api/health")
+        raw = resp.json().get("generation", {}).get("parallelSceneConcurrency", 0)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return 0
+    return clamp_concurrency(raw)
+
+
+async def run_classroom_async(
+    client: httpx.AsyncClient,
+    scenario: Scenario,
+    mode: str,
+    concurrency: int | None,
+    *,
+    tts_concurrency: int | None = None,
+    seed: int = 0,
+    run_id: int = 0,
+    clock: Clock | None = None,
+    world: str = "wall",
+    hook: Hook | None = None,
+) -> tuple[ScenePipeline, RunResult]:
+    """Build and run one pipeline on an existing client; returns it and its result."""
+    c = (
+        await read_server_concurrency(client)
+        if concurrency is None
+        else clamp_concurrency(concurrency)
+    )
+    opts = PipelineOptions(
+        mode=mode,
+        concurrency=c,
+        tts_concurrency=effective_tts_concurrency(mode, c, tts_concurrency),
+        retry_llm=scenario.retry_llm,
+        retry_tts=scenario.retry_tts,
+        request_timeout_s=scenario.request_timeout_s,
+        classroom=run_id,
+    )
+    pipe = ScenePipeline(client, scenario, opts, clock or Clock(1.0), world=world, seed=seed)
+    if hook is None:
+        return pipe, await pipe.run()
+    task = asyncio.ensure_future(pipe.run())
+    hook_task = asyncio.ensure_future(hook(pipe))
+    res = await task
+    hook_task.cancel()
+    await asyncio.gather(hook_task, return_exceptions=True)
+    return pipe, res
+
+
+def _check(mode: str, clock: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock: must be one of {', '.join(CLOCKS)}; got {clock!r}")
+
+
+def run_classroom(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int | None,
+    *,
+    tts_concurrency: int | None = None,
+    seed: int = 0,
+    run_id: int = 0,
+    clock: str = "virtual",
+    time_scale: float | None = None,
+    base_url: str | None = None,
+    records: bool = True,
+    hook: Hook | None = None,
+) -> RunResult:
+    """Run one classroom through the real pipeline against the fake provider.
+
+    ``concurrency=None`` reads it from the provider's ``/api/health`` (its
+    ``PARALLEL_SCENE_CONCURRENCY``). With ``base_url`` the provider is external
+    (wall clock only); otherwise one is started for the run. ``records`` attaches
+    the provider's request log to the result.
+    """
+    _check(mode, clock)
+    if clock == "virtual":
+        if base_url is not None:
+            raise ValueError(
+                "base_url: only with clock='wall' (a virtual clock needs the in-process provider)"
+            )
+        return _run_virtual(
+            scenario, mode, concurrency, tts_concurrency, seed, run_id, records, hook
+        )
+    scale = scenario.time_scale if time_scale is None else time_scale
+    if not scale > 0:
+        raise ValueError(f"time_scale: must be > 0, got {scale}")
+    return asyncio.run(
+        _run_wall(
+            scenario,
+            mode,
+            concurrency,
+            tts_concurrency,
+            seed,
+            run_id,
+            scale,
+            base_url,
+            records,
+            hook,
+        )
+    )
+
+
+def _run_virtual(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int | None,
+    tts_concurrency: int | None,
+    seed: int,
+    run_id: int,
+    records: bool,
+    hook: Hook | None,
+) -> RunResult:
+    app = create_app(scenario, seed, virtual=True, keep_log=records)
+    fake = app.state.fake
+
+    async def main() -> RunResult:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fake-provider") as cl:
+            _, res = await run_classroom_async(
+                cl,
+                scenario,
+                mode,
+                concurrency,
+                tts_concurrency=tts_concurrency,
+                seed=seed,
+                run_id=run_id,
+                clock=Clock(1.0),
+                world="virtual",
+                hook=hook,
+            )
+        if records:
+            res = dataclasses.replace(
+                res, requests_log=tuple(records_from_log(fake.log_rows(run_id)))
+            )
+        return res
+
+    loop = looptime.new_event_loop(start=0.0, resolution=1e-6, noop_cycles=0)
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+async def _run_wall(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int | None,
+    tts_concurrency: int | None,
+    seed: int,
+    run_id: int,
+    scale: float,
+    base_url: str | None,
+    records: bool,
+    hook: Hook | None,
+) -> RunResult:
+    server: ServerThread | None = None
+    if base_url is None:
+        server = ServerThread(create_app(scenario, seed, time_scale=scale)).start()
+        base_url = server.base_url
+    try:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits) as client:
+            # The server's model clock at the run's start: shared monotonic clock when the
+            # server is ours, else read from it (one round trip of error).
+            t0_ext = None if server is not None else await _server_now_us(client)
+            await _warm_up(client, 12)
+            pipe, res = await run_classroom_async(
+                client,
+                scenario,
+                mode,
+                concurrency,
+                tts_concurrency=tts_concurrency,
+                seed=seed,
+                run_id=run_id,
+                clock=Clock(scale),
+                world="wall",
+                hook=hook,
+            )
+            if records:
+                if server is not None:
+                    epoch = server.app.state.fake.epoch
+                    t0_server = round((pipe.clock.t0 - epoch) / scale * 1e6)
+                else:
+                    t0_server = t0_ext or 0
+                log = await _server_log(client, run_id)
+                res = dataclasses.replace(
+                    res, requests_log=tuple(records_from_log(log, t0_us=t0_server))
+                )
+        return res
+    finally:
+        if server is not None:
+            server.stop()
+
+
+async def _warm_up(client: httpx.AsyncClient, connections: int) -> None:
+    """Open the pool's connections before the clock starts (TCP setup is not the pipeline's)."""
+    try:
+        await asyncio.gather(*(client.get("/api/health") for _ in range(connections)))
+    except httpx.HTTPError:
+        pass  # the run itself reports an unreachable provider
+
+
+async def _server_now_us(client: httpx.AsyncClient) -> int:
+    try:
+        resp = await client.get("/api/_scenebench/clock")
+        return int(resp.json()["now_us"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return 0
+
+
+async def _server_log(client: httpx.AsyncClient, cid: int) -> list[Any]:
+    try:
+        resp = await client.get("/api/_scenebench/log", params={"classroom": str(cid)})
+        rows: list[Any] = resp.json()["log"]
+        return rows
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return []

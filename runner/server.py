@@ -1,0 +1,425 @@
+"""The fake provider: OpenMAIC's three generation routes as a Starlette app.
+
+Latencies come from the scenario's keyed draws and quotas from
+:mod:`sim.provider` (the same code the model uses). Two clocks:
+
+* ``wall``: model time = real time / ``time_scale``; every request is decided
+  on arrival;
+* ``virtual``: for a looptime event loop driven in-process through
+  ``httpx.ASGITransport``; arrivals on a limited key at one virtual instant
+  are decided together when the loop has nothing else to do at that instant,
+  in the canonical order of :func:`sim.provider.arrival_order` (the model
+  does the same with a low-priority SimPy event).
+
+Run it with ``scenebench serve`` (uvicorn on 127.0.0.1) or embed it with
+:class:`ServerThread` or :func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sim.provider import Call, Decision, Provider, arrival_order
+from sim.scenario import SCENE_TYPES, Scenario
+
+__all__ = ["FakeProvider", "ServerThread", "create_app"]
+
+_STAGE_RE = re.compile(r"^sb-(\d+)$")
+_AUDIO_RE = re.compile(r"^tts_sb-(\d+)-o(\d+)-s(\d+)$")
+MAX_BODY_BYTES = 1_000_000
+_FAKE_AUDIO = "SUQzBAAAAAAAI1RTU0UAAAAPAAADTGF2ZjU4Ljc2LjEwMAAAAAAAAAAAAAAA"
+
+
+def _hash_id(s: str) -> int:
+    return zlib.crc32(s.encode("utf-8")) & 0x7FFFFFFF
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"success": False, "errorCode": code, "error": message}, status_code=status, headers=headers
+    )
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class FakeProvider:
+    """State behind the app: the shared provider rules, the clock, the batcher, the log."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        *,
+        time_scale: float = 1.0,
+        virtual: bool = False,
+        parallel_scene_concurrency: int | str | None = None,
+        keep_log: bool = True,
+    ) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.virtual = virtual
+        self.time_scale = 1.0 if virtual else float(time_scale)
+        self.provider = Provider(scenario, seed, keep_log=keep_log)
+        pscv: int | str = (
+            scenario.parallel_scene_concurrency
+            if parallel_scene_concurrency is None
+            else parallel_scene_concurrency
+        )
+        self.parallel_scene_concurrency = pscv
+        self.epoch = 0.0 if virtual else time.monotonic()
+        self._attempts: dict[tuple[int, int, int, int], int] = {}
+        self._pending: list[tuple[Call, asyncio.Future[Decision]]] = []
+        self._probe_scheduled = False
+        self.actions_inputs: dict[tuple[int, int], list[str]] = {}
+
+    # -- clock -------------------------------------------------------------------------
+    def now_us(self) -> int:
+        """Model time in µs since the server's epoch."""
+        t = asyncio.get_running_loop().time() if self.virtual else time.monotonic()
+        return round((t - self.epoch) / self.time_scale * 1e6)
+
+    async def sleep_us(self, us: int) -> None:
+        if us > 0:
+            await asyncio.sleep(us / 1e6 * self.time_scale)
+
+    def reset(self) -> None:
+        self.provider.reset()
+        self._attempts.clear()
+        self.actions_inputs.clear()
+
+    # -- admission ---------------------------------------------------------------------
+    async def admit(self, cid: int, step: int, order: int, clip: int, api_key: str) -> Decision:
+        ident = (cid, step, order, clip)
+        attempt = self._attempts.get(ident, 0)
+        self._attempts[ident] = attempt + 1
+        call = Call(cid, step, order, clip, attempt, api_key)
+        if not (self.virtual and self.provider.limited(step)):
+            return self.provider.decide(call, self.now_us())
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Decision] = loop.create_future()
+        self._pending.append((call, fut))
+        if not self._probe_scheduled:
+            self._probe_scheduled = True
+            loop.call_soon(self._probe)
+        return await fut
+
+    def _probe(self) -> None:
+        """Decide batched arrivals once nothing else is left to run at this virtual instant."""
+        loop = asyncio.get_running_loop()
+        ready = getattr(loop, "_ready", None)
+        scheduled = getattr(loop, "_scheduled", None)
+        busy = bool(ready) or bool(scheduled and scheduled[0].when() <= loop.time())
+        if busy:
+            loop.call_soon(self._probe)
+            return
+        self._probe_scheduled = False
+        items, self._pending = self._pending, []
+        items.sort(key=lambda it: arrival_order(it[0]))
+        now = self.now_us()
+        for call, fut in items:
+            if not fut.cancelled():
+                fut.set_result(self.provider.decide(call, now))
+
+    def log_rows(self, cid: int | None = None) -> list[tuple[Any, ...]]:
+        return [e for e in self.provider.log if cid is None or e[0] == cid]
+
+
+def _require(body: dict[str, Any], *names: str) -> None:
+    for n in names:
+        v = body.get(n)
+        if v is None or (isinstance(v, str) and not v) or (isinstance(v, list) and not v):
+            raise _BadRequest("MISSING_REQUIRED_FIELD", f"Missing required field: {n}")
+
+
+def _outline(body: dict[str, Any]) -> dict[str, Any]:
+    o = body.get("outline")
+    if not isinstance(o, dict):
+        raise _BadRequest("MISSING_REQUIRED_FIELD", "Missing required field: outline")
+    order = o.get("order")
+    if not isinstance(order, int) or isinstance(order, bool) or order < 0:
+        raise _BadRequest("INVALID_REQUEST", "outline.order must be an integer >= 0")
+    if o.get("type", "slide") not in SCENE_TYPES:
+        raise _BadRequest(
+            "INVALID_REQUEST", f"outline.type must be one of {', '.join(SCENE_TYPES)}"
+        )
+    if not isinstance(body.get("allOutlines"), list):
+        raise _BadRequest("MISSING_REQUIRED_FIELD", "Missing required field: allOutlines")
+    if not isinstance(body.get("stageId"), str):
+        raise _BadRequest("MISSING_REQUIRED_FIELD", "Missing required field: stageId")
+    return o
+
+
+def _classroom_of(stage_id: str) -> int:
+    m = _STAGE_RE.match(stage_id)
+    return int(m.group(1)) if m else _hash_id(stage_id)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _BadRequest("PAYLOAD_TOO_LARGE", f"Body over {MAX_BODY_BYTES} bytes", 413)
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise _BadRequest("PAYLOAD_TOO_LARGE", f"Body over {MAX_BODY_BYTES} bytes", 413)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _BadRequest("INVALID_REQUEST", "Body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _BadRequest("INVALID_REQUEST", "Body must be a JSON object")
+    return data
+
+
+def _rate_limited(dec: Decision) -> JSONResponse:
+    headers = {}
+    if dec.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(dec.retry_after_ms)
+        headers["retry-after"] = str(math.ceil(dec.retry_after_ms / 1000))
+    return _error(429, "RATE_LIMITED", f"Rate limit exceeded ({dec.reason})", headers)
+
+
+def create_app(
+    scenario: Scenario,
+    seed: int = 0,
+    *,
+    time_scale: float = 1.0,
+    virtual: bool = False,
+    parallel_scene_concurrency: int | str | None = None,
+    keep_log: bool = True,
+) -> Starlette:
+    """The fake provider app; its state is ``app.state.fake`` (a :class:`FakeProvider`)."""
+    fake = FakeProvider(
+        scenario,
+        seed,
+        time_scale=time_scale,
+        virtual=virtual,
+        parallel_scene_concurrency=parallel_scene_concurrency,
+        keep_log=keep_log,
+    )
+
+    def handler(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def wrapped(request: Request) -> Response:
+            try:
+                resp: Response = await fn(request)
+                return resp
+            except _BadRequest as e:
+                return _error(e.status, e.code, str(e))
+
+        return wrapped
+
+    async def generate(request: Request, step: int, dec: Decision) -> Response | None:
+        if dec.status == 429:
+            return _rate_limited(dec)
+        await fake.sleep_us(dec.latency_us)
+        if dec.status != 200:
+            return _error(dec.status, "GENERATION_FAILED", "Upstream model call failed")
+        return None
+
+    @handler
+    async def scene_content(request: Request) -> Response:
+        body = await _json_body(request)
+        outline = _outline(body)
+        _require(body, "allOutlines", "stageId")
+        cid = _classroom_of(body["stageId"])
+        order = outline["order"]
+        dec = await fake.admit(cid, 0, order, 0, request.headers.get("x-api-key", ""))
+        err = await generate(request, 0, dec)
+        if err is not None:
+            return err
+        content = {
+            "type": outline.get("type", "slide"),
+            "elements": [
+                {
+                    "id": f"el-{order}-{j}",
+                    "type": "text",
+                    "content": f"{outline.get('title', '')} point {j + 1}",
+                }
+                for j in range(3)
+            ],
+        }
+        return JSONResponse({"success": True, "content": content, "effectiveOutline": outline})
+
+    @handler
+    async def scene_actions(request: Request) -> Response:
+        body = await _json_body(request)
+        outline = _outline(body)
+        _require(body, "allOutlines", "stageId", "content")
+        prev = body.get("previousSpeeches", [])
+        if not isinstance(prev, list) or not all(isinstance(s, str) for s in prev):
+            raise _BadRequest("INVALID_REQUEST", "previousSpeeches must be a list of strings")
+        cid = _classroom_of(body["stageId"])
+        order = outline["order"]
+        fake.actions_inputs[(cid, order)] = list(prev)
+        dec = await fake.admit(cid, 1, order, 0, request.headers.get("x-api-key", ""))
+        err = await generate(request, 1, dec)
+        if err is not None:
+            return err
+        k = fake.provider.speeches(cid, order)
+        speeches = [
+            f"[o{order} s{j}] Now let us look at {outline.get('title', 'this')}, part {j}."
+            for j in range(k)
+        ]
+        actions: list[dict[str, Any]] = []
+        for j, text in enumerate(speeches):
+            actions.append({"id": f"sb-{cid}-o{order}-s{j}", "type": "speech", "text": text})
+            if j == 0:
+                actions.append(
+                    {
+                        "id": f"sb-{cid}-o{order}-spot",
+                        "type": "spotlight",
+                        "elementId": f"el-{order}-0",
+                    }
+                )
+        scene = {
+            "id": f"scene-{cid}-{order}",
+            "stageId": body["stageId"],
+            "type": outline.get("type", "slide"),
+            "title": outline.get("title", ""),
+            "order": order,
+            "content": body["content"],
+            "actions": actions,
+        }
+        return JSONResponse({"success": True, "scene": scene, "previousSpeeches": speeches})
+
+    @handler
+    async def tts(request: Request) -> Response:
+        body = await _json_body(request)
+        _require(body, "text", "audioId", "ttsProviderId", "ttsVoice")
+        audio_id = body["audioId"]
+        if not isinstance(audio_id, str):
+            raise _BadRequest("INVALID_REQUEST", "audioId must be a string")
+        m = _AUDIO_RE.match(audio_id)
+        cid, order, clip = (
+            (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (_hash_id(audio_id), 0, 0)
+        )
+        key = body.get("ttsApiKey") or ""
+        dec = await fake.admit(cid, 2, order, clip, str(key))
+        err = await generate(request, 2, dec)
+        if err is not None:
+            return err
+        return JSONResponse(
+            {"success": True, "audioId": audio_id, "base64": _FAKE_AUDIO, "format": "mp3"}
+        )
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "success": True,
+                "status": "ok",
+                "generation": {"parallelSceneConcurrency": fake.parallel_scene_concurrency},
+            }
+        )
+
+    async def log(request: Request) -> Response:
+        cid = request.query_params.get("classroom")
+        rows = fake.log_rows(int(cid) if cid and cid.isdigit() else None)
+        return JSONResponse({"success": True, "now_us": fake.now_us(), "log": rows})
+
+    async def clock(request: Request) -> Response:
+        return JSONResponse({"success": True, "now_us": fake.now_us()})
+
+    async def reset(request: Request) -> Response:
+        fake.reset()
+        return JSONResponse({"success": True})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INVALID_REQUEST")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        return _error(500, "INTERNAL_ERROR", f"{type(exc).__name__}")
+
+    app = Starlette(
+        routes=[
+            Route("/api/generate/scene-content", scene_content, methods=["POST"]),
+            Route("/api/generate/scene-actions", scene_actions, methods=["POST"]),
+            Route("/api/generate/tts", tts, methods=["POST"]),
+            Route("/api/health", health, methods=["GET"]),
+            Route("/api/_scenebench/log", log, methods=["GET"]),
+            Route("/api/_scenebench/clock", clock, methods=["GET"]),
+            Route("/api/_scenebench/reset", reset, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: not_found, Exception: internal},
+    )
+    app.state.fake = fake
+    return app
+
+
+class ServerThread:
+    """uvicorn serving an app on 127.0.0.1 (a free port by default) in a background thread.
+
+    Use as a context manager; ``base_url`` is set once the server is listening.
+    """
+
+    def __init__(self, app: Starlette, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self._run, name="scenebench-fake-provider", daemon=True
+        )
+        self.base_url = ""
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self.server.serve())
+        except BaseException as e:  # reported by start()
+            self._error = e
+
+    def start(self, timeout_s: float = 10.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if self._error is not None or not self.thread.is_alive():
+                raise RuntimeError(f"fake provider failed to start: {self._error!r}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake provider did not start in time")
+            time.sleep(0.005)
+        sock = self.server.servers[0].sockets[0]
+        host, port = sock.getsockname()[:2]
+        self.base_url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def env_parallel_scene_concurrency() -> str | None:
+    """``PARALLEL_SCENE_CONCURRENCY`` from the environment, as upstream's server reads it."""
+    return os.environ.get("PARALLEL_SCENE_CONCURRENCY")

@@ -1,0 +1,108 @@
+"""Keyed random draws (common random numbers).
+
+Every random quantity is a pure function of (seed, classroom id, outline order,
+step, clip index, attempt): stream ``(step, attempt, kind)`` of the run seed is a
+PCG64 sequence, and classroom ``cid`` owns the block of it that starts at
+``cid * per_classroom``. A block is reached with ``PCG64.advance`` so one
+classroom's draws never depend on which other classrooms were drawn, nor on the
+order in which calls arrive. The model draws many classrooms at once, the fake
+provider one at a time; both get the same numbers.
+
+Latencies are returned as integer microseconds: both worlds keep time in whole
+microseconds so that sums are exact and equal-time ties are real ties.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .scenario import STEPS, Scenario
+
+__all__ = ["KIND_5XX", "KIND_429", "KIND_LATENCY", "Draws", "seconds_to_us"]
+
+KIND_LATENCY = 0
+KIND_429 = 1
+KIND_5XX = 2
+_SPEECHES_KEY = (99, 0, 0)
+US_PER_S = 1_000_000
+
+
+def seconds_to_us(seconds: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Round seconds to whole microseconds."""
+    out: NDArray[np.int64] = np.rint(np.asarray(seconds, dtype=float) * US_PER_S).astype(np.int64)
+    return out
+
+
+class Draws:
+    """Keyed draws for classrooms ``lo .. hi-1`` of one scenario and seed (lazy, cached)."""
+
+    def __init__(self, scenario: Scenario, seed: int, lo: int, hi: int) -> None:
+        if seed < 0 or lo < 0 or hi <= lo:
+            raise ValueError(
+                f"seed and classroom ids must be >= 0 and hi > lo; got "
+                f"seed={seed}, lo={lo}, hi={hi}"
+            )
+        self.scenario = scenario
+        self.seed = int(seed)
+        self.lo = int(lo)
+        self.hi = int(hi)
+        self.n = scenario.outlines
+        self.kmax = max(1, scenario.max_clips)
+        self._cache: dict[tuple[int, int, int], NDArray[np.float64]] = {}
+        self._lat: dict[tuple[int, int], NDArray[np.int64]] = {}
+        self._speeches: NDArray[np.int64] | None = None
+
+    def _per(self, step: int) -> int:
+        return self.n * self.kmax if step == 2 else self.n
+
+    def uniforms(self, key: tuple[int, int, int], per: int) -> NDArray[np.float64]:
+        """Uniforms of stream ``key`` for the classrooms, shape ``(hi-lo, per)``."""
+        u = self._cache.get(key)
+        if u is None:
+            bitgen = np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=key))
+            if self.lo:
+                bitgen.advance(self.lo * per)
+            u = np.random.Generator(bitgen).random((self.hi - self.lo) * per)
+            u = u.reshape(self.hi - self.lo, per)
+            self._cache[key] = u
+        return u
+
+    def fault_u(self, step: int, attempt: int, kind: int) -> NDArray[np.float64]:
+        """Uniforms deciding a random 429 (``KIND_429``) or 5xx (``KIND_5XX``)."""
+        return self.uniforms((step, attempt, kind), self._per(step))
+
+    def latency_us(self, step: int, attempt: int) -> NDArray[np.int64]:
+        """Latencies in µs: shape ``(classrooms, N)`` or ``(classrooms, N*kmax)`` for tts."""
+        lat = self._lat.get((step, attempt))
+        if lat is None:
+            u = self.uniforms((step, attempt, KIND_LATENCY), self._per(step))
+            sc = self.scenario
+            if step == 0:
+                out = np.empty_like(u)
+                groups: dict[int, list[int]] = {}
+                for order in range(self.n):
+                    groups.setdefault(id(sc.content_dist(order)), []).append(order)
+                for orders in groups.values():
+                    dist = sc.content_dist(orders[0])
+                    out[:, orders] = dist.quantile(u[:, orders])
+            else:
+                out = (sc.actions if step == 1 else sc.tts).quantile(u)
+            lat = seconds_to_us(out)
+            self._lat[(step, attempt)] = lat
+        return lat
+
+    def speeches(self) -> NDArray[np.int64]:
+        """Speech actions per scene, shape ``(classrooms, N)``."""
+        if self._speeches is None:
+            u = self.uniforms(_SPEECHES_KEY, self.n)
+            self._speeches = np.asarray(self.scenario.speech_actions.quantile(u), dtype=np.int64)
+        return self._speeches
+
+    def column(self, step: int, order: int, clip: int) -> int:
+        """Index of a call in a row of the step's table."""
+        order %= self.n
+        return order * self.kmax + (clip % self.kmax) if step == 2 else order
+
+    def step_index(self, step_name: str) -> int:
+        return STEPS.index(step_name)

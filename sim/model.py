@@ -1,0 +1,365 @@
+"""SimPy model of OpenMAIC's scene generation: serial, hybrid and pipelined.
+
+The model mirrors :mod:`runner.pipeline` step for step (``content``, ``actions``,
+``tts``) and shares the provider's admission rules (:mod:`sim.provider`) and
+the keyed draws (:mod:`sim.draws`) with the fake server, so that a model run and
+a real run with the same seed see the same latencies and the same quota
+decisions. Time is kept in integer microseconds.
+
+Order at equal times (documented, and followed by the real pipeline too):
+a request ending at ``t`` frees its slot for one arriving at ``t``; arrivals on
+a limited key at one instant are decided together, after everything else at
+that instant, in :func:`sim.provider.arrival_order`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import simpy
+from simpy.events import NORMAL, Event, EventPriority
+
+from .draws import Draws
+from .provider import Call, Decision, Provider, arrival_order
+from .scenario import MAX_CONCURRENCY, MODES, RetryPolicy, Scenario
+from .schema import RunResult, records_from_log
+
+__all__ = ["clamp_concurrency", "effective_tts_concurrency", "simulate", "simulate_many"]
+
+LLM_KEY = "llm-key"
+TTS_KEY = "tts-key"
+_BATCH_PRIORITY = EventPriority(NORMAL + 1)  # after every normal event of the instant
+_TIMEOUT = Decision(0, 0, None, 0, "timeout")
+
+
+def clamp_concurrency(value: object) -> int:
+    """Upstream's rule: an integer clamped to [0, 10]; non-numeric or <= 0 gives 0."""
+    try:
+        v = int(float(str(value).strip()))
+    except (TypeError, ValueError):
+        return 0
+    return max(0, min(MAX_CONCURRENCY, v))
+
+
+def effective_tts_concurrency(mode: str, concurrency: int, tts_concurrency: int | None) -> int:
+    """Within-scene TTS concurrency: follows ``concurrency`` in parallel modes unless given."""
+    if tts_concurrency is not None:
+        return max(1, clamp_concurrency(tts_concurrency))
+    if mode == "serial":
+        return 1
+    return max(1, clamp_concurrency(concurrency))
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    http_429: int = 0
+    http_5xx: int = 0
+    retries: int = 0
+    timeouts: int = 0
+
+
+class _Batch(Event):
+    """Fires after every normal event of its instant: decides the batched arrivals."""
+
+    def __init__(self, world: _World, key: int) -> None:
+        super().__init__(world.env)
+        self._ok = True
+        self._value = None
+        self.key = key
+        self.items: list[tuple[Call, Event]] = []
+        self.callbacks.append(world._flush)
+        world.env.schedule(self, _BATCH_PRIORITY)
+
+
+class _World:
+    def __init__(self, scenario: Scenario, provider: Provider) -> None:
+        self.env = simpy.Environment()
+        self.scenario = scenario
+        self.provider = provider
+        self.batches: dict[int, _Batch] = {}
+        self.timeout_us = round(scenario.request_timeout_s * 1e6)
+
+    def _flush(self, batch: Event) -> None:
+        assert isinstance(batch, _Batch)
+        del self.batches[batch.key]
+        now = int(self.env.now)
+        decide = self.provider.decide
+        items = batch.items
+        items.sort(key=lambda it: arrival_order(it[0]))
+        for call, ev in items:
+            ev.succeed(decide(call, now))
+
+    def attempt(self, call: Call) -> Generator[Event, Any, Decision]:
+        """One attempt: arrival, admission, and the wait for the answer."""
+        env = self.env
+        prov = self.provider
+        if prov.limited(call.step):
+            ks = prov.key_state(call.step, call.api_key)
+            batch = self.batches.get(id(ks))
+            if batch is None:
+                batch = self.batches[id(ks)] = _Batch(self, id(ks))
+            ev = Event(env)
+            batch.items.append((call, ev))
+            dec: Decision = yield ev
+        else:
+            dec = prov.decide(call, int(env.now))
+        if dec.latency_us > self.timeout_us:
+            yield env.timeout(self.timeout_us)
+            return _TIMEOUT
+        if dec.latency_us:
+            yield env.timeout(dec.latency_us)
+        return dec
+
+    def call(
+        self, cid: int, step: int, order: int, clip: int, policy: RetryPolicy, stats: _Stats
+    ) -> Generator[Event, Any, bool]:
+        """One step call with the client's retry policy; True on success."""
+        key = TTS_KEY if step == 2 else LLM_KEY
+        last = policy.max_retries
+        for attempt in range(last + 1):
+            dec = yield from self.attempt(Call(cid, step, order, clip, attempt, key))
+            status = dec.status
+            ra_us = None
+            if status == 200:
+                stats.requests += 1
+                return True
+            if status == 0:
+                stats.timeouts += 1
+            else:
+                stats.requests += 1
+                if status == 429:
+                    stats.http_429 += 1
+                    if dec.retry_after_ms is not None:
+                        ra_us = dec.retry_after_ms * 1000
+                else:
+                    stats.http_5xx += 1
+            if attempt == last:
+                return False
+            stats.retries += 1
+            yield self.env.timeout(policy.delay_us(attempt, ra_us))
+        return False  # pragma: no cover - loop always returns
+
+    def tts(self, cid: int, order: int, tts_c: int, stats: _Stats) -> Generator[Event, Any, bool]:
+        """All speech clips of one scene; every clip is tried, any failure fails the scene."""
+        k = self.provider.speeches(cid, order)
+        policy = self.scenario.retry_tts
+        if k == 0:
+            return True
+        if tts_c <= 1 or k == 1:
+            ok_all = True
+            for clip in range(k):
+                ok = yield from self.call(cid, 2, order, clip, policy, stats)
+                ok_all = ok_all and ok
+            return ok_all
+        # Bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
+        env = self.env
+        nxt = [0]
+        oks = [True]
+
+        def worker() -> Generator[Event, Any, None]:
+            while nxt[0] < k:
+                clip = nxt[0]
+                nxt[0] += 1
+                ok = yield from self.call(cid, 2, order, clip, policy, stats)
+                if not ok:
+                    oks[0] = False
+
+        yield env.all_of([env.process(worker()) for _ in range(min(tts_c, k))])
+        return oks[0]
+
+
+def _classroom(
+    w: _World, cid: int, mode: str, c: int, tts_c: int, out: dict[str, Any]
+) -> Generator[Event, Any, None]:
+    env = w.env
+    sc = w.scenario
+    n = sc.outlines
+    stats = _Stats()
+    ready: list[tuple[int, int]] = []
+    failed: list[int] = []
+    status = "completed"
+    t0 = int(env.now)
+    out["stats"] = stats
+    out["ready"] = ready
+    out["failed"] = failed
+    parallel = mode != "serial" and c > 1 and n > 1
+
+    def scene_tail(i: int) -> Generator[Event, Any, bool]:
+        ok = yield from w.call(cid, 1, i, 0, sc.retry_llm, stats)
+        if ok:
+            ok = yield from w.tts(cid, i, tts_c, stats)
+        if ok:
+            ready.append((i, int(env.now) - t0))
+        else:
+            failed.append(i)
+        return ok
+
+    if not parallel:
+        for i in range(n):
+            ok = yield from w.call(cid, 0, i, 0, sc.retry_llm, stats)
+            if not ok:
+                failed.append(i)
+                status = "paused"
+                break
+            ok = yield from scene_tail(i)
+            if not ok:
+                status = "paused"
+                break
+    else:
+        slots = min(c, n)
+        done = [env.event() for _ in range(n)]
+        nxt = [0]
+
+        def content_worker() -> Generator[Event, Any, None]:
+            while nxt[0] < n:
+                i = nxt[0]
+                nxt[0] += 1
+                ok = yield from w.call(cid, 0, i, 0, sc.retry_llm, stats)
+                done[i].succeed(ok)
+
+        for _ in range(slots):
+            env.process(content_worker())
+        if mode == "hybrid":
+            yield env.all_of(done)
+        for i in range(n):
+            ok = yield done[i]
+            if not ok:
+                failed.append(i)
+                continue
+            ok = yield from scene_tail(i)
+            if not ok:
+                status = "paused"
+                break
+    out["status"] = status
+    out["end"] = env.now - t0
+
+
+def _result(
+    sc: Scenario,
+    mode: str,
+    c: int,
+    tts_c: int,
+    seed: int,
+    cid: int,
+    out: dict[str, Any],
+    tenants: int,
+    tenant: int,
+    log: Sequence[Any],
+) -> RunResult:
+    st: _Stats = out["stats"]
+    ready = out["ready"]
+    return RunResult(
+        world="sim",
+        scenario=sc.name,
+        mode=mode,
+        concurrency=c,
+        tts_concurrency=tts_c,
+        seed=seed,
+        classroom=cid,
+        makespan_s=out["end"] / 1e6,
+        ttfs_s=ready[0][1] / 1e6 if ready else math.nan,
+        scenes_ok=len(ready),
+        scenes_failed=len(out["failed"]),
+        status=out["status"],
+        requests=st.requests,
+        http_429=st.http_429,
+        http_5xx=st.http_5xx,
+        retries=st.retries,
+        timeouts=st.timeouts,
+        scene_order=tuple(i for i, _ in ready),
+        scene_ready_s=tuple(t / 1e6 for _, t in ready),
+        failed_orders=tuple(out["failed"]),
+        tenants=tenants,
+        tenant=tenant,
+        requests_log=tuple(records_from_log(log)) if log else (),
+    )
+
+
+def _check(mode: str, tenants: int, seed: int, run_id: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    if tenants < 1:
+        raise ValueError(f"tenants: must be >= 1, got {tenants}")
+    if seed < 0 or run_id < 0:
+        raise ValueError(f"seed and run_id: must be >= 0, got {seed}, {run_id}")
+
+
+def _run_one(
+    sc: Scenario,
+    mode: str,
+    c: int,
+    tts_c: int,
+    seed: int,
+    run_id: int,
+    tenants: int,
+    draws: Draws | None,
+    records: bool,
+) -> list[RunResult]:
+    prov = Provider(sc, seed, draws=draws, keep_log=records)
+    w = _World(sc, prov)
+    outs = []
+    for j in range(tenants):
+        out: dict[str, Any] = {}
+        w.env.process(_classroom(w, run_id * tenants + j, mode, c, tts_c, out))
+        outs.append(out)
+    w.env.run()
+    results = []
+    for j, out in enumerate(outs):
+        cid = run_id * tenants + j
+        log = [e for e in prov.log if e[0] == cid] if records else []
+        results.append(_result(sc, mode, c, tts_c, seed, cid, out, tenants, j, log))
+    return results
+
+
+def simulate(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int,
+    *,
+    seed: int = 0,
+    run_id: int = 0,
+    tts_concurrency: int | None = None,
+    tenants: int = 1,
+    records: bool = False,
+) -> RunResult | list[RunResult]:
+    """Simulate one run: one classroom (``tenants=1``) or ``tenants`` sharing the keys.
+
+    ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``; with
+    ``tenants > 1`` a list of per-classroom results is returned. Classroom ids
+    are ``run_id * tenants + j``; they key the draws.
+    """
+    _check(mode, tenants, seed, run_id)
+    c = clamp_concurrency(concurrency)
+    tts_c = effective_tts_concurrency(mode, c, tts_concurrency)
+    res = _run_one(scenario, mode, c, tts_c, seed, run_id, tenants, None, records)
+    return res[0] if tenants == 1 else res
+
+
+def simulate_many(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int,
+    reps: int,
+    *,
+    seed: int = 0,
+    first_run: int = 0,
+    tts_concurrency: int | None = None,
+    tenants: int = 1,
+    records: bool = False,
+) -> list[RunResult]:
+    """``reps`` runs with run ids ``first_run ..``; draws are made in one batch."""
+    _check(mode, tenants, seed, first_run)
+    if reps < 1:
+        raise ValueError(f"reps: must be >= 1, got {reps}")
+    c = clamp_concurrency(concurrency)
+    tts_c = effective_tts_concurrency(mode, c, tts_concurrency)
+    lo = first_run * tenants
+    draws = Draws(scenario, seed, lo, lo + reps * tenants)
+    out: list[RunResult] = []
+    for r in range(first_run, first_run + reps):
+        out.extend(_run_one(scenario, mode, c, tts_c, seed, r, tenants, draws, records))
+    return out

@@ -1,0 +1,406 @@
+"""The scenario spec shared by the model (sim/) and the real harness (runner/).
+
+A scenario is an immutable, validated description of one workload: the
+classroom, per-step latency distributions, per-key provider quotas and the
+client's retry policies. Scenarios are TOML files; the built-in ones live in
+``sim/scenarios``. Errors are :class:`ScenarioError` with one line naming the
+field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .dists import Dist, IntDist, dist_from_mapping, int_dist_from_mapping
+
+__all__ = [
+    "MODES",
+    "SCENE_TYPES",
+    "STEPS",
+    "Quota",
+    "RetryPolicy",
+    "Scenario",
+    "ScenarioError",
+    "builtin_names",
+    "load_scenario",
+    "scenario_from_mapping",
+]
+
+STEPS = ("content", "actions", "tts")
+MODES = ("serial", "hybrid", "pipelined")
+SCENE_TYPES = ("slide", "quiz", "interactive", "pbl")
+MAX_CONCURRENCY = 10
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be used; the message is one line naming the field."""
+
+
+def _num(
+    path: str,
+    v: Any,
+    *,
+    lo: float = 0.0,
+    hi: float = math.inf,
+    integer: bool = False,
+    lo_open: bool = False,
+) -> Any:
+    ok_type = isinstance(v, int) if integer else isinstance(v, int | float)
+    if isinstance(v, bool) or not ok_type or not math.isfinite(v):
+        kind = "an integer" if integer else "a number"
+        raise ScenarioError(f"{path}: must be {kind} in {_rng(lo, hi, lo_open)}, got {v!r}")
+    if v < lo or v > hi or (lo_open and v == lo):
+        raise ScenarioError(f"{path}: must be in {_rng(lo, hi, lo_open)}, got {v!r}")
+    return v
+
+
+def _rng(lo: float, hi: float, lo_open: bool) -> str:
+    left = "(" if lo_open else "["
+    right = "∞)" if hi == math.inf else f"{hi:g}]"
+    return f"{left}{lo:g}, {right}"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What the fake provider enforces on one API key.
+
+    ``max_inflight`` 0 means unlimited; ``rpm`` 0 means no token bucket. The
+    bucket holds ``rpm_burst`` tokens (0: ``rpm``) and refills ``rpm/60`` per
+    second. ``p_429``/``p_5xx`` are per-attempt probabilities of a random 429
+    (answered at once) or 5xx (answered after the drawn latency).
+    ``retry_after_s`` is carried by every 429 (``None``: no header).
+    """
+
+    max_inflight: int = 0
+    rpm: float = 0.0
+    rpm_burst: int = 0
+    p_429: float = 0.0
+    p_5xx: float = 0.0
+    status_5xx: int = 500
+    retry_after_s: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        _num("max_inflight", self.max_inflight, integer=True)
+        _num("rpm", self.rpm)
+        _num("rpm_burst", self.rpm_burst, integer=True)
+        _num("p_429", self.p_429, hi=1.0)
+        _num("p_5xx", self.p_5xx, hi=1.0)
+        if self.status_5xx not in (500, 502, 503, 529):
+            raise ScenarioError(
+                f"status_5xx: must be one of 500, 502, 503, 529, got {self.status_5xx!r}"
+            )
+        if self.retry_after_s is not None:
+            _num("retry_after_s", self.retry_after_s, hi=3600.0)
+
+    @property
+    def limited(self) -> bool:
+        """True when admission depends on other requests (in-flight cap or bucket)."""
+        return self.max_inflight > 0 or self.rpm > 0
+
+    @property
+    def bucket_capacity(self) -> float:
+        return float(self.rpm_burst or self.rpm)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry of one step call, as the Vercel AI SDK's ``generateText`` does it.
+
+    Delay before retry n (0-based) is ``initial_delay_s * backoff_factor**n``;
+    a ``Retry-After`` (``retry-after-ms`` first) is used instead when honoured and
+    ``0 <= value < retry_after_cap_s`` or shorter than that delay.
+    Retried: 408, 409, 429, every status >= 500, network errors and timeouts.
+    """
+
+    max_retries: int = 2
+    initial_delay_s: float = 2.0
+    backoff_factor: float = 2.0
+    honour_retry_after: bool = True
+    retry_after_cap_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _num("max_retries", self.max_retries, hi=20, integer=True)
+        _num("initial_delay_s", self.initial_delay_s, hi=3600.0)
+        _num("backoff_factor", self.backoff_factor, lo=1.0, hi=10.0)
+        if not isinstance(self.honour_retry_after, bool):
+            raise ScenarioError(
+                f"honour_retry_after: must be true or false, got {self.honour_retry_after!r}"
+            )
+        _num("retry_after_cap_s", self.retry_after_cap_s, hi=3600.0)
+
+    def delay_us(self, retry_index: int, retry_after_us: int | None) -> int:
+        """Microseconds to wait before retry number ``retry_index`` (0-based)."""
+        exp_us = round(self.initial_delay_s * self.backoff_factor**retry_index * 1e6)
+        if (
+            self.honour_retry_after
+            and retry_after_us is not None
+            and retry_after_us >= 0
+            and (retry_after_us < self.retry_after_cap_s * 1e6 or retry_after_us < exp_us)
+        ):
+            return retry_after_us
+        return exp_us
+
+
+NO_RETRY = RetryPolicy(max_retries=0)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One workload. Times are model seconds; ``time_scale`` only affects wall-clock runs."""
+
+    name: str
+    outlines: int
+    scene_types: tuple[str, ...]
+    speech_actions: IntDist
+    content: Dist
+    actions: Dist
+    tts: Dist
+    content_by_type: Mapping[str, Dist] = field(default_factory=dict)
+    quota_llm: Quota = Quota()
+    quota_tts: Quota = Quota()
+    retry_llm: RetryPolicy = RetryPolicy()
+    retry_tts: RetryPolicy = NO_RETRY
+    time_scale: float = 0.01
+    request_timeout_s: float = 600.0
+    parallel_scene_concurrency: int = 0
+    description: str = ""
+    sources: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _num("classroom.outlines", self.outlines, lo=1, hi=1000, integer=True)
+        if not self.scene_types:
+            raise ScenarioError(
+                "classroom.scene_types: must be a non-empty list of " + "|".join(SCENE_TYPES)
+            )
+        for t in self.scene_types:
+            if t not in SCENE_TYPES:
+                raise ScenarioError(
+                    f"classroom.scene_types: must be one of {', '.join(SCENE_TYPES)}; got {t!r}"
+                )
+        for t in self.content_by_type:
+            if t not in SCENE_TYPES:
+                raise ScenarioError(
+                    f"latency.content_by_type: keys must be one of "
+                    f"{', '.join(SCENE_TYPES)}; got {t!r}"
+                )
+        _num("run.time_scale", self.time_scale, hi=100.0, lo_open=True)
+        _num("run.request_timeout_s", self.request_timeout_s, hi=86400.0, lo_open=True)
+        _num(
+            "run.parallel_scene_concurrency",
+            self.parallel_scene_concurrency,
+            hi=1_000_000,
+            integer=True,
+        )
+
+    def scene_type(self, order: int) -> str:
+        return self.scene_types[order % len(self.scene_types)]
+
+    def content_dist(self, order: int) -> Dist:
+        return self.content_by_type.get(self.scene_type(order), self.content)
+
+    @property
+    def max_clips(self) -> int:
+        return self.speech_actions.max
+
+    def replace(self, **changes: Any) -> Scenario:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_quota(
+        self, *, llm_inflight: int | None = None, tts_inflight: int | None = None
+    ) -> Scenario:
+        """A copy whose per-key in-flight limits are set (``None`` keeps the current one)."""
+        s = self
+        if llm_inflight is not None:
+            s = s.replace(quota_llm=dataclasses.replace(s.quota_llm, max_inflight=llm_inflight))
+        if tts_inflight is not None:
+            s = s.replace(quota_tts=dataclasses.replace(s.quota_tts, max_inflight=tts_inflight))
+        return s
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The TOML-shaped mapping that :func:`scenario_from_mapping` reads back."""
+
+        def quota(q: Quota) -> dict[str, Any]:
+            d = dataclasses.asdict(q)
+            if d["retry_after_s"] is None:
+                del d["retry_after_s"]
+            return d
+
+        return {
+            "name": self.name,
+            "description": self.description,
+            "sources": list(self.sources),
+            "classroom": {
+                "outlines": self.outlines,
+                "scene_types": list(self.scene_types),
+                "speech_actions": self.speech_actions.to_mapping(),
+            },
+            "latency": {
+                "content": self.content.to_mapping(),
+                "actions": self.actions.to_mapping(),
+                "tts": self.tts.to_mapping(),
+                **(
+                    {
+                        "content_by_type": {
+                            k: v.to_mapping() for k, v in self.content_by_type.items()
+                        }
+                    }
+                    if self.content_by_type
+                    else {}
+                ),
+            },
+            "quota": {"llm": quota(self.quota_llm), "tts": quota(self.quota_tts)},
+            "retry": {
+                "llm": dataclasses.asdict(self.retry_llm),
+                "tts": dataclasses.asdict(self.retry_tts),
+            },
+            "run": {
+                "time_scale": self.time_scale,
+                "request_timeout_s": self.request_timeout_s,
+                "parallel_scene_concurrency": self.parallel_scene_concurrency,
+            },
+        }
+
+
+_TOP = {"name", "description", "sources", "classroom", "latency", "quota", "retry", "run"}
+_SECTIONS: dict[str, set[str]] = {
+    "classroom": {"outlines", "scene_types", "speech_actions"},
+    "latency": {"content", "actions", "tts", "content_by_type"},
+    "quota": {"llm", "tts"},
+    "retry": {"llm", "tts"},
+    "run": {"time_scale", "request_timeout_s", "parallel_scene_concurrency"},
+}
+
+
+def _table(path: str, v: Any) -> Mapping[str, Any]:
+    if not isinstance(v, Mapping):
+        raise ScenarioError(f"{path}: must be a table, got {v!r}")
+    return v
+
+
+def _check_keys(path: str, m: Mapping[str, Any], allowed: set[str]) -> None:
+    for k in m:
+        if k not in allowed:
+            where = f"{path}." if path else ""
+            raise ScenarioError(f"{where}{k}: unknown field; allowed: {', '.join(sorted(allowed))}")
+
+
+def _sub(path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ScenarioError as e:
+        raise ScenarioError(f"{path}.{e}") from None
+    except (ValueError, TypeError) as e:
+        raise ScenarioError(f"{path}.{e}") from None
+
+
+def _dataclass_from(path: str, cls: Any, m: Mapping[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    _check_keys(path, m, names)
+    return _sub(path, cls, **m)
+
+
+def scenario_from_mapping(m: Mapping[str, Any], *, default_name: str = "custom") -> Scenario:
+    """Validate a parsed TOML mapping and build a :class:`Scenario`."""
+    m = _table("scenario", m)
+    _check_keys("", m, _TOP)
+    sections = {k: _table(k, m.get(k, {})) for k in _SECTIONS}
+    for k, allowed in _SECTIONS.items():
+        _check_keys(k, sections[k], allowed)
+    cls = sections["classroom"]
+    lat = sections["latency"]
+    for step in STEPS:
+        if step not in lat:
+            raise ScenarioError(
+                f"latency.{step}: required (a table with dist = "
+                "constant|uniform|exponential|lognormal|gamma|empirical)"
+            )
+    types = cls.get("scene_types", ["slide"])
+    if not isinstance(types, list):
+        raise ScenarioError(
+            f"classroom.scene_types: must be a list of {'|'.join(SCENE_TYPES)}, got {types!r}"
+        )
+    by_type_raw = _table("latency.content_by_type", lat.get("content_by_type", {}))
+    sources = m.get("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        raise ScenarioError("sources: must be a list of strings")
+    name = m.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise ScenarioError(f"name: must be a non-empty string, got {name!r}")
+    description = m.get("description", "")
+    if not isinstance(description, str):
+        raise ScenarioError(f"description: must be a string, got {description!r}")
+    run = sections["run"]
+    q = sections["quota"]
+    r = sections["retry"]
+    return Scenario(
+        name=name,
+        description=description,
+        sources=tuple(sources),
+        outlines=cls.get("outlines", 10),
+        scene_types=tuple(types),
+        speech_actions=_sub(
+            "classroom.speech_actions",
+            int_dist_from_mapping,
+            cls.get("speech_actions", {"dist": "constant", "value": 3}),
+        ),
+        content=_sub("latency.content", dist_from_mapping, lat["content"]),
+        actions=_sub("latency.actions", dist_from_mapping, lat["actions"]),
+        tts=_sub("latency.tts", dist_from_mapping, lat["tts"]),
+        content_by_type={
+            k: _sub(f"latency.content_by_type.{k}", dist_from_mapping, v)
+            for k, v in by_type_raw.items()
+        },
+        quota_llm=_dataclass_from("quota.llm", Quota, _table("quota.llm", q.get("llm", {}))),
+        quota_tts=_dataclass_from("quota.tts", Quota, _table("quota.tts", q.get("tts", {}))),
+        retry_llm=_dataclass_from("retry.llm", RetryPolicy, _table("retry.llm", r.get("llm", {}))),
+        retry_tts=_dataclass_from(
+            "retry.tts", RetryPolicy, _table("retry.tts", r.get("tts", {"max_retries": 0}))
+        ),
+        time_scale=run.get("time_scale", 0.01),
+        request_timeout_s=run.get("request_timeout_s", 600.0),
+        parallel_scene_concurrency=run.get("parallel_scene_concurrency", 0),
+    )
+
+
+def builtin_names() -> list[str]:
+    """Names of the scenarios shipped in ``sim/scenarios``."""
+    files = resources.files("sim").joinpath("scenarios").iterdir()
+    return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a built-in scenario by name, or a TOML file by path."""
+    text: str
+    default_name: str
+    p = Path(name_or_path)
+    if str(name_or_path) in builtin_names():
+        ref = resources.files("sim").joinpath("scenarios", f"{name_or_path}.toml")
+        text = ref.read_text(encoding="utf-8")
+        default_name = str(name_or_path)
+    elif p.suffix == ".toml" or p.exists():
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ScenarioError(
+                f"scenario: cannot read {str(p)!r} ({e.strerror}); give a "
+                f"built-in name ({', '.join(builtin_names())}) or a .toml path"
+            ) from None
+        default_name = p.stem
+    else:
+        raise ScenarioError(
+            f"scenario: unknown {str(name_or_path)!r}; allowed: "
+            f"{', '.join(builtin_names())} or a path to a .toml file"
+        )
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"scenario: {str(name_or_path)!r} is not valid TOML ({e})") from None
+    return scenario_from_mapping(data, default_name=default_name)

@@ -1,0 +1,145 @@
+"""The scenebench command line, run as a user runs it (a subprocess)."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+CMD = [sys.executable, "-m", "runner.cli"]
+
+
+def sb(*args, timeout=120):
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_json_has_the_documented_keys():
+    p = sb(
+        "run",
+        "--scenario",
+        "default",
+        "--mode",
+        "pipelined",
+        "--concurrency",
+        "3",
+        "--clock",
+        "virtual",
+        "--seed",
+        "2",
+        "--json",
+    )
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    for key in (
+        "mode",
+        "concurrency",
+        "makespan_s",
+        "ttfs_s",
+        "scenes_ok",
+        "scenes_failed",
+        "status",
+        "http_429",
+        "retries",
+        "scene_order",
+    ):
+        assert key in d
+    assert d["mode"] == "pipelined" and d["concurrency"] == 3
+    assert d["scenes_ok"] + d["scenes_failed"] <= 10 and d["makespan_s"] > 0
+
+
+def test_run_readable_summary_on_the_wall_clock():
+    p = sb(
+        "run",
+        "--scenario",
+        "default",
+        "--mode",
+        "serial",
+        "--concurrency",
+        "1",
+        "--time-scale",
+        "0.001",
+    )
+    assert p.returncode == 0, p.stderr
+    assert "makespan" in p.stdout and "timeline" in p.stdout and "clock wall" in p.stdout
+
+
+def test_sim_prints_mean_p50_p95():
+    p = sb(
+        "sim",
+        "--scenario",
+        "low-quota",
+        "--mode",
+        "serial",
+        "--concurrency",
+        "1",
+        "--reps",
+        "50",
+        "--json",
+    )
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["reps"] == 50 and d["engine"] == "simpy"
+    assert d["makespan_s"]["p50"] <= d["makespan_s"]["p95"]
+    txt = sb("sim", "--mode", "pipelined", "--concurrency", "3", "--reps", "300")
+    assert "p95" in txt.stdout and "engine fast" in txt.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("run", "--mode", "turbo"), "--mode: invalid choice"),
+        (("sim", "--concurrency", "x"), "--concurrency must be an integer >= 0"),
+        (("sim", "--concurrency", "3", "--scenario", "nope"), "allowed: burst-429"),
+        (("run", "--time-scale", "-1"), "--time-scale must be a number > 0"),
+        (("serve", "--host", "0.0.0.0"), "--allow-remote"),
+        (("frobnicate",), "invalid choice"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args, needle):
+    p = sb(*args)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_bad_scenario_file_names_the_field(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text(
+        '[classroom]\noutlines = 3\n[latency.content]\ndist = "lognormal"\n'
+        'median_s = 2.0\nsigma = -1\n[latency.actions]\ndist = "constant"\n'
+        'value_s = 1.0\n[latency.tts]\ndist = "constant"\nvalue_s = 1.0\n'
+    )
+    p = sb("sim", "--scenario", str(f), "--concurrency", "2", "--reps", "5")
+    assert p.returncode == 2
+    assert p.stderr.strip() == ("scenebench: error: latency.content.sigma: must be > 0, got -1")
+
+
+def test_serve_listens_on_loopback_and_stops_on_ctrl_c():
+    with subprocess.Popen(
+        [
+            *CMD,
+            "serve",
+            "--scenario",
+            "default",
+            "--port",
+            "0",
+            "--parallel-scene-concurrency",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            line = proc.stdout.readline()
+            url = line.split("listening on ")[1].split()[0]
+            assert url.startswith("http://127.0.0.1:")
+            health = httpx.get(f"{url}/api/health", timeout=5).json()
+            assert health["generation"]["parallelSceneConcurrency"] == "3"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=10)
+    assert proc.returncode == 0

@@ -1,0 +1,214 @@
+"""The real pipeline against the fake provider: closed forms, pairing, quotas, semantics."""
+
+import asyncio
+
+import pytest
+
+from runner import ServerThread, create_app, run_classroom
+from sim import Quota, RetryPolicy, load_scenario, simulate
+from sim import analytic as an
+from tests.conftest import assert_same_run, const_scenario, log_key
+
+MODES = ("serial", "hybrid", "pipelined")
+
+
+def _closed_form(mode, n, c, C, S):
+    if mode == "serial":
+        return an.serial_makespan(n, C, S)
+    if mode == "hybrid":
+        return an.hybrid_makespan(n, c, C, S)
+    return an.pipelined_makespan(n, c, C, S)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("n", "c", "k"), [(1, 3, 2), (4, 1, 2), (5, 2, 0), (6, 3, 3), (7, 10, 1)])
+def test_virtual_clock_matches_closed_forms_exactly(mode, n, c, k):
+    C, A, T = 21.0, 4.5, 1.25
+    sc = const_scenario(n, C, A, T, clips=k)
+    r = run_classroom(sc, mode, c, clock="virtual", tts_concurrency=1)
+    S = an.scene_tail(A, T, k)
+    assert r.makespan_s == pytest.approx(_closed_form(mode, n, c, C, S), abs=1e-6)
+    assert r.status == "completed" and r.scene_order == tuple(range(n))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_wall_clock_within_two_percent_at_time_scale_001(mode):
+    # long calls so that the harness's ~2 ms of real time per request stays well under 2%
+    C, A, T, n, c, k = 60.0, 30.0, 20.0, 2, 2, 1
+    sc = const_scenario(n, C, A, T, clips=k)
+    r = run_classroom(sc, mode, c, clock="wall", time_scale=0.01, tts_concurrency=1)
+    expected = _closed_form(mode, n, c, C, an.scene_tail(A, T, k))
+    assert expected <= r.makespan_s <= expected * 1.02, (r.makespan_s, expected)
+
+
+def test_same_seed_gives_same_latencies_in_every_mode_from_the_server_log():
+    sc = load_scenario("default").replace(quota_llm=Quota(), quota_tts=Quota())
+    lat = {}
+    for mode in MODES:
+        r = run_classroom(sc, mode, 3, seed=11, clock="wall", time_scale=0.002)
+        lat[mode] = {log_key(q): round((q.t_end_s - q.t_start_s) * 1e6) for q in r.requests_log}
+    common = set(lat["serial"]) & set(lat["hybrid"]) & set(lat["pipelined"])
+    assert len(common) >= 40
+    for key in common:
+        assert lat["serial"][key] == lat["hybrid"][key] == lat["pipelined"][key]
+    # and another seed differs
+    other = run_classroom(sc, "serial", 1, seed=12, clock="virtual")
+    assert {log_key(q): round((q.t_end_s - q.t_start_s) * 1e6) for q in other.requests_log} != lat[
+        "serial"
+    ]
+
+
+def _max_inflight(log, steps):
+    reqs = [q for q in log if q.step in steps and q.status != 429]
+    best = 0
+    for q in reqs:
+        t = q.t_start_s
+        best = max(best, sum(1 for x in reqs if x.t_start_s <= t < x.t_end_s))
+    return best
+
+
+@pytest.mark.parametrize(
+    ("mode", "q", "c", "expect_429"),
+    [
+        ("hybrid", 2, 3, True),
+        ("hybrid", 3, 3, False),
+        ("pipelined", 2, 3, True),
+        ("pipelined", 4, 3, False),
+    ],
+)
+def test_quota_below_concurrency_gives_429s_and_retries(mode, q, c, expect_429):
+    sc = const_scenario(6, 20.0, 5.0, 2.0, clips=2).with_quota(llm_inflight=q, tts_inflight=c)
+    r = run_classroom(sc, mode, c, clock="wall", time_scale=0.005)
+    log429 = [x for x in r.requests_log if x.status == 429]
+    assert bool(log429) == expect_429
+    assert (r.retries > 0) == expect_429 and r.http_429 == len(log429)
+    retried = [x for x in r.requests_log if x.attempt > 0]
+    assert bool(retried) == expect_429
+    assert r.status == "completed"
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "pipelined"])
+@pytest.mark.parametrize("c", [2, 3, 5])
+def test_concurrency_never_exceeds_the_cap_in_the_server_log(mode, c):
+    sc = const_scenario(8, 20.0, 3.0, 1.0, clips=4).replace(
+        content=load_scenario("default").content
+    )
+    r = run_classroom(sc, mode, c, seed=2, clock="wall", time_scale=0.002)
+    assert _max_inflight(r.requests_log, {"content"}) == c
+    assert _max_inflight(r.requests_log, {"tts"}) <= c
+    assert _max_inflight(r.requests_log, {"content", "actions"}) <= c + 1
+
+
+def test_tts_concurrency_defaults_to_concurrency_and_can_be_set():
+    sc = const_scenario(2, 5.0, 1.0, 1.0, clips=6)
+    assert run_classroom(sc, "pipelined", 4, clock="virtual").tts_concurrency == 4
+    one = run_classroom(sc, "pipelined", 4, clock="virtual", tts_concurrency=1)
+    assert one.tts_concurrency == 1
+    assert _max_inflight(one.requests_log, {"tts"}) == 1
+    assert run_classroom(sc, "serial", 4, clock="virtual").tts_concurrency == 1
+
+
+def _with_server(sc, fn, **server_kw):
+    app = create_app(sc, 0, time_scale=0.005, **server_kw)
+    with ServerThread(app) as srv:
+        return fn(app.state.fake, srv.base_url)
+
+
+def test_previous_speeches_thread_from_scene_to_scene():
+    sc = const_scenario(4, 10.0, 2.0, 1.0, clips=2)
+
+    def go(fake, url):
+        r = run_classroom(sc, "pipelined", 3, clock="wall", base_url=url, time_scale=0.005)
+        return r, dict(fake.actions_inputs)
+
+    r, inputs = _with_server(sc, go)
+    assert r.scene_order == (0, 1, 2, 3)
+    assert inputs[(0, 0)] == []
+    for i in range(1, 4):
+        assert len(inputs[(0, i)]) == 2
+        assert all(s.startswith(f"[o{i - 1} s") for s in inputs[(0, i)])
+
+
+def _forced(sc, mode, fail, c=3, **kw):
+    def go(fake, url):
+        fake.provider.force_status.update(fail)
+        return run_classroom(sc, mode, c, clock="wall", base_url=url, time_scale=0.005, **kw)
+
+    return _with_server(sc, go)
+
+
+def test_content_failure_pauses_serial_and_is_skipped_in_parallel_modes():
+    sc = const_scenario(4, 10.0, 2.0, 1.0, clips=1, retry_llm=RetryPolicy(max_retries=0))
+    s = _forced(sc, "serial", {(0, 1): 500})
+    assert (s.status, s.scene_order, s.failed_orders) == ("paused", (0,), (1,))
+    for mode in ("hybrid", "pipelined"):
+        p = _forced(sc, mode, {(0, 1): 500})
+        assert (p.status, p.scene_order, p.failed_orders) == ("completed", (0, 2, 3), (1,))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_actions_failure_pauses_in_every_mode(mode):
+    sc = const_scenario(
+        4, 10.0, 2.0, 1.0, clips=1, retry_llm=RetryPolicy(max_retries=1, initial_delay_s=0.5)
+    )
+    r = _forced(sc, mode, {(1, 2): 503})
+    assert (r.status, r.scene_order, r.failed_orders) == ("paused", (0, 1), (2,))
+    assert r.http_5xx == 2 and r.retries == 1  # the route's retry was spent first
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tts_failure_pauses_and_tries_every_clip_without_retry(mode):
+    sc = const_scenario(3, 10.0, 2.0, 1.0, clips=3)
+    r = _forced(sc, mode, {(2, 1, 0): 500}, tts_concurrency=1)
+    assert (r.status, r.scene_order, r.failed_orders) == ("paused", (0,), (1,))
+    clips = [q for q in r.requests_log if q.step == "tts" and q.order == 1]
+    assert sorted(q.clip for q in clips) == [0, 1, 2]  # every clip was tried, none retried
+    assert r.retries == 0
+
+
+@pytest.mark.parametrize("clock", ["virtual", "wall"])
+def test_stop_aborts_in_flight_requests_and_pauses(clock):
+    sc = const_scenario(6, 20.0, 5.0, 2.0, clips=2)
+    scale = 1.0 if clock == "virtual" else 0.02
+
+    async def stop_soon(pipe):
+        # scenes are ready at 27, 34, 41, ... (C=20, S=5+2): at 38 scene 2 is in progress
+        await asyncio.sleep(38.0 * scale)
+        pipe.stop()
+
+    r = run_classroom(
+        sc,
+        "pipelined",
+        3,
+        clock=clock,
+        time_scale=scale if clock == "wall" else None,
+        hook=stop_soon,
+    )
+    assert r.status == "paused"
+    assert r.scene_order == (0, 1)
+    assert r.failed_orders == ()  # an abort is not a failure
+    assert 38.0 <= r.makespan_s < 40.0  # returned at once, not after the in-flight calls
+
+
+def test_concurrency_is_read_from_the_server_when_not_given():
+    sc = const_scenario(4, 20.0, 5.0, 2.0, clips=1)
+
+    def go(fake, url):
+        return run_classroom(sc, "pipelined", None, clock="wall", base_url=url, time_scale=0.005)
+
+    r = _with_server(sc, go, parallel_scene_concurrency="15")
+    assert r.concurrency == 10  # clamped like upstream
+    r = _with_server(sc, go, parallel_scene_concurrency="nonsense")
+    assert r.concurrency == 0 and r.makespan_s == pytest.approx(4 * 29.0, rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["default", "low-quota", "burst-429"])
+@pytest.mark.parametrize("mode", MODES)
+def test_virtual_real_pipeline_equals_the_model_run_for_run(name, mode):
+    sc = load_scenario(name)
+    for run in range(3):
+        for c in (1, 3):
+            real = run_classroom(sc, mode, c, seed=4, run_id=run, clock="virtual")
+            model = simulate(sc, mode, c, seed=4, run_id=run, records=True)
+            assert_same_run(real, model)
+            assert sorted(real.requests_log, key=log_key) == sorted(model.requests_log, key=log_key)

@@ -1,0 +1,43 @@
+import numpy as np
+
+from sim import load_scenario
+from sim.draws import Draws
+
+
+def test_a_classrooms_draws_do_not_depend_on_the_batch():
+    sc = load_scenario("default")
+    batch = Draws(sc, 42, 0, 50)
+    one = Draws(sc, 42, 37, 38)
+    for step in (0, 1, 2):
+        for attempt in (0, 2):
+            assert np.array_equal(
+                batch.latency_us(step, attempt)[37], one.latency_us(step, attempt)[0]
+            )
+            assert np.array_equal(
+                batch.fault_u(step, attempt, 1)[37], one.fault_u(step, attempt, 1)[0]
+            )
+    assert np.array_equal(batch.speeches()[37], one.speeches()[0])
+    offset = Draws(sc, 42, 30, 40)
+    assert np.array_equal(offset.latency_us(2, 0)[7], one.latency_us(2, 0)[0])
+
+
+def test_streams_are_distinct_and_seeded():
+    sc = load_scenario("default")
+    a = Draws(sc, 1, 0, 5)
+    b = Draws(sc, 1, 0, 5)
+    c = Draws(sc, 2, 0, 5)
+    assert np.array_equal(a.latency_us(0, 0), b.latency_us(0, 0))
+    assert not np.array_equal(a.latency_us(0, 0), c.latency_us(0, 0))
+    # content and actions, attempt 0 and 1: different streams
+    assert not np.array_equal(a.uniforms((0, 0, 0), 10), a.uniforms((1, 0, 0), 10))
+    assert not np.array_equal(a.uniforms((0, 0, 0), 10), a.uniforms((0, 1, 0), 10))
+
+
+def test_latencies_are_whole_microseconds_of_the_distribution():
+    sc = load_scenario("default")
+    d = Draws(sc, 3, 0, 2000)
+    lat = d.latency_us(0, 0) / 1e6
+    # lognormal median 26 s: the sample median is close to it
+    assert abs(np.median(lat) - 26.0) < 0.5
+    k = d.speeches()
+    assert k.min() >= 3 and k.max() <= 6
