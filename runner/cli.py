@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
@@ -275,6 +276,214 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(name: str, lo: int, hi: int) -> Callable[[str], list[int]]:
+    conv = _int_in(name, lo, hi)
+
+    def f(s: str) -> list[int]:
+        return [conv(x) for x in s.split(",") if x.strip()]
+
+    return f
+
+
+def _cmd_sweep(a: argparse.Namespace) -> int:
+    from .sweep import ResultsError, default_spec, run_sweep
+
+    backends = ("sim", "real") if a.backend == "both" else (a.backend,)
+    try:
+        if a.resume is not None:
+            d = run_sweep(
+                default_spec(quick=True, scenarios=None, backends=backends),
+                resume=Path(a.resume),
+                workers=a.workers,
+                dask_scheduler=a.dask_scheduler,
+                progress=not a.no_progress,
+            )
+        else:
+            spec = default_spec(
+                quick=a.quick,
+                scenarios=a.scenario,
+                backends=backends,
+                seed=a.seed,
+                sim_reps=a.reps,
+                real_reps=a.real_reps,
+                real_clock=a.real_clock,
+                real_time_scale=a.time_scale,
+                quotas=a.quotas,
+                concurrencies=a.concurrency,
+            )
+            d = run_sweep(
+                spec,
+                root=Path(a.results_root),
+                out=Path(a.out) if a.out else None,
+                workers=a.workers,
+                dask_scheduler=a.dask_scheduler,
+                progress=not a.no_progress,
+            )
+    except ResultsError as e:
+        raise UsageError(f"scenebench sweep: {e}") from None
+    except KeyboardInterrupt:
+        print(
+            "scenebench sweep: interrupted; finished cells are kept. Continue with "
+            "scenebench sweep --resume <the results folder above>",
+            file=sys.stderr,
+        )
+        return 130
+    rec = json.loads((d / "recommendation.json").read_text())
+    print(f"results: {d}")
+    print(f"report:  {d / 'REPORT.md'}")
+    print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {rec['recommended']}")
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from .analysis import render_results
+    from .sweep import ResultsError
+
+    try:
+        render_results(Path(a.results))
+    except ResultsError as e:
+        raise UsageError(f"scenebench report: {e}") from None
+    print(f"re-rendered {Path(a.results) / 'REPORT.md'}")
+    return 0
+
+
+def _cmd_recommend(a: argparse.Namespace) -> int:
+    from .analysis import render_results
+    from .sweep import ResultsError
+
+    try:
+        rec = render_results(Path(a.results))
+    except ResultsError as e:
+        raise UsageError(f"scenebench recommend: {e}") from None
+    if a.json:
+        print(json.dumps(rec, default=float))
+        return 0
+    print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {rec['recommended']}")
+    r = rec["rule"]
+    print(
+        f"rule: smallest c within {100 * r['within_best']:g}% of the best admissible speedup; "
+        f"admissible = P(any failed scene) <= serial + {r['failure_budget_pp']:g} pp for every "
+        f"key allowing >= {r['min_quota_for_default']} in flight"
+    )
+    for name, v in rec["scenarios"].items():
+        lo, hi = v["speedup_unlimited_ci"]
+        print(
+            f"  {name}: c = {v['recommended']}, speedup {v['speedup_unlimited']:.2f}x "
+            f"(95% CI {lo:.2f}-{hi:.2f}) with an unlimited key"
+        )
+        for m, cl in v["claim_c3"].items():
+            print(
+                f"    upstream claim 2-3x at c = 3 ({m}): {cl['speedup']:.2f}x "
+                f"[{cl['lo']:.2f}, {cl['hi']:.2f}] -> {cl['verdict']}; bound "
+                f"(C+A+kT)/(A+kT) = {v['bound']['limit_serial_tts']:.2f}x"
+            )
+    return 0
+
+
+def _cmd_validate(a: argparse.Namespace) -> int:
+    from sim.scenario import builtin_names
+
+    from . import validate as v
+
+    names = a.scenario or builtin_names()
+    if a.exact:
+        scenarios = [load_scenario(n) for n in names]
+        bar = None
+        if not a.json and not a.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(desc="validate --exact", unit="cell")
+
+        def progress(i: int, n: int) -> None:
+            if bar is not None:
+                bar.total = n
+                bar.update(1)
+
+        rep = v.validate_exact(
+            scenarios, runs=a.runs or (1 if a.quick else 2), seed=a.seed, progress=progress
+        )
+        if bar is not None:
+            bar.close()
+        if a.json:
+            print(
+                json.dumps(
+                    {
+                        "cells": rep.cells,
+                        "runs": rep.runs,
+                        "requests": rep.requests,
+                        "http_429": rep.http_429,
+                        "retries": rep.retries,
+                        "ok": rep.ok,
+                        "divergences": rep.divergences,
+                    }
+                )
+            )
+        else:
+            print(
+                f"validate --exact: {rep.cells} cells, {rep.runs} runs, {rep.requests} "
+                f"requests ({rep.http_429} answered 429, {rep.retries} retries) over "
+                f"{', '.join(names)}"
+            )
+            print(
+                "real pipeline (virtual clock) and model agree on every timeline"
+                if rep.ok
+                else f"DIVERGED: {rep.divergences[0]}"
+            )
+        return 0 if rep.ok else 1
+    cells = [
+        c
+        for c in (v.QUICK_CELLS if a.quick else v.FULL_CELLS)
+        if a.scenario is None or c.scenario in names
+    ]
+    if not cells:
+        raise UsageError(
+            f"scenebench validate: no wall-clock cell for scenario(s) "
+            f"{', '.join(names)}; cells exist for: "
+            f"{', '.join(sorted({c.scenario for c in v.FULL_CELLS}))}"
+        )
+    log = None if a.json else print
+    report = v.validate_wall(
+        cells, reps=a.reps or (16 if a.quick else 40), seed=a.seed, model_reps=2000, log=log
+    )
+    from .sweep import new_results_dir, write_json_atomic
+
+    d = Path(a.out) if a.out else new_results_dir(Path(a.results_root), "validate")
+    d.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(d / "validate.json", report)
+    figs = v.render_wall_figure(report, d / "model-vs-real")
+    worst = sorted(report["cells"], key=lambda c: -abs(c["makespan_mean_rel_err"]))
+    md = [
+        "# scenebench validate (wall clock)",
+        "",
+        f"Harness overhead floor {report['overhead_floor_s'] * 1e3:.2f} ms per request; "
+        f"{report['reps']} real runs per cell (paired with model runs on the same seeds), "
+        f"model population {report['model_reps']} runs. Tolerance: mean makespan "
+        f"{100 * report['mean_tol']:g}%, p95 {100 * report['p95_tol']:g}%.",
+        "",
+        f"![model vs real]({figs[0].name})",
+        "",
+        "| cell | time scale | real mean (s) | model mean (s) | rel. err (95% CI) | p95 err | "
+        "TTFS err | 429/run real / model | ok |",
+        "|" + "---|" * 9,
+    ]
+    for c in worst:
+        lo, hi = c["makespan_mean_rel_ci"]
+        md.append(
+            f"| {c['cell']} | {c['time_scale']} | {c['real_makespan_mean_s']:.1f} | "
+            f"{c['model_makespan_mean_s']:.1f} | {100 * c['makespan_mean_rel_err']:+.2f}% "
+            f"({100 * lo:+.2f}%, {100 * hi:+.2f}%) | {100 * c['makespan_p95_rel_err']:+.2f}%"
+            f" | {100 * c['ttfs_mean_rel_err']:+.2f}% | {c['real_429_mean']:.1f} / "
+            f"{c['model_429_mean']:.1f} | {'yes' if c['ok'] else 'NO'} |"
+        )
+    (d / "VALIDATE.md").write_text("\n".join(md) + "\n")
+    if a.json:
+        print(json.dumps({k: v_ for k, v_ in report.items()}, default=float))
+    else:
+        print(f"results: {d}")
+        print("all cells within tolerance" if report["ok"] else "SOME CELLS OUT OF TOLERANCE")
+    return 0 if report["ok"] else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scenebench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -316,6 +525,99 @@ def _parser() -> argparse.ArgumentParser:
         "else the scenario's run.parallel_scene_concurrency)",
     )
     v.set_defaults(fn=_cmd_serve)
+
+    w = sub.add_parser("sweep", help="the grid: modes x concurrency x quotas x scenarios")
+    w.add_argument("--backend", choices=("sim", "real", "both"), default="both")
+    w.add_argument("--quick", action="store_true", help="small grid, under 2 minutes")
+    w.add_argument(
+        "--scenario",
+        action="append",
+        default=None,
+        help="repeatable; default: default, content-heavy, tts-heavy (quick: default)",
+    )
+    w.add_argument(
+        "--quotas",
+        type=_int_list("--quotas", 0, 1000),
+        default=None,
+        help="in-flight limits, comma-separated; 0 = unlimited (default 1,2,3,5,10,0)",
+    )
+    w.add_argument(
+        "--concurrency",
+        type=_int_list("--concurrency", 1, 10),
+        default=None,
+        help="comma-separated (default 1..10)",
+    )
+    w.add_argument(
+        "--reps",
+        type=_int_in("--reps", 2),
+        default=None,
+        help="model runs per cell (default 2000; quick 1000)",
+    )
+    w.add_argument(
+        "--real-reps",
+        type=_int_in("--real-reps", 1),
+        default=None,
+        help="real runs per cell (default 40; quick 10)",
+    )
+    w.add_argument("--real-clock", choices=("virtual", "wall"), default="virtual")
+    w.add_argument(
+        "--time-scale",
+        type=_positive_float("--time-scale"),
+        default=None,
+        help="for --real-clock wall",
+    )
+    w.add_argument("--seed", type=_int_in("--seed", 0), default=0)
+    w.add_argument(
+        "--workers",
+        type=_int_in("--workers", 1, 256),
+        default=None,
+        help="local processes (default: one per core)",
+    )
+    w.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the cells on a Dask distributed cluster",
+    )
+    w.add_argument("--results-root", default="results")
+    w.add_argument("--out", default=None, help="the results folder (default: a new one)")
+    w.add_argument("--resume", default=None, metavar="DIR", help="finish an interrupted sweep")
+    w.add_argument("--no-progress", action="store_true")
+    w.set_defaults(fn=_cmd_sweep)
+
+    va = sub.add_parser("validate", help="model vs real pipeline: exact (virtual) or wall clock")
+    va.add_argument(
+        "--exact", action="store_true", help="virtual clock, every cell of the grid, run for run"
+    )
+    va.add_argument("--quick", action="store_true")
+    va.add_argument("--scenario", action="append", default=None)
+    va.add_argument(
+        "--runs",
+        type=_int_in("--runs", 1),
+        default=None,
+        help="--exact: runs per cell (default 2; quick 1)",
+    )
+    va.add_argument(
+        "--reps",
+        type=_int_in("--reps", 2),
+        default=None,
+        help="wall: real runs per cell (default 24; quick 12)",
+    )
+    va.add_argument("--seed", type=_int_in("--seed", 0), default=0)
+    va.add_argument("--results-root", default="results")
+    va.add_argument("--out", default=None)
+    va.add_argument("--json", action="store_true")
+    va.add_argument("--no-progress", action="store_true")
+    va.set_defaults(fn=_cmd_validate)
+
+    rp = sub.add_parser("report", help="re-render tables, figures and REPORT.md of a folder")
+    rp.add_argument("results")
+    rp.set_defaults(fn=_cmd_report)
+
+    rc = sub.add_parser("recommend", help="the default PARALLEL_SCENE_CONCURRENCY and why")
+    rc.add_argument("--results", required=True)
+    rc.add_argument("--json", action="store_true")
+    rc.set_defaults(fn=_cmd_recommend)
 
     b = sub.add_parser("bench", help="speed of the model and the harness, as ratios")
     b.add_argument("--quick", action="store_true")

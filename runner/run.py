@@ -12,6 +12,7 @@ Same pipeline code, same provider code; only the clock and the transport differ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,7 +27,7 @@ from sim.schema import RunResult, records_from_log
 from .pipeline import Clock, PipelineOptions, ScenePipeline
 from .server import ServerThread, create_app
 
-__all__ = ["read_server_concurrency", "run_classroom", "run_classroom_async"]
+__all__ = ["read_server_concurrency", "run_classroom", "run_classroom_async", "warm_up"]
 
 CLOCKS = ("wall", "virtual")
 Hook = Callable[[ScenePipeline], Awaitable[None]]
@@ -54,8 +55,12 @@ async def run_classroom_async(
     clock: Clock | None = None,
     world: str = "wall",
     hook: Hook | None = None,
+    api_keys: tuple[str, str] = ("llm-key", "tts-key"),
 ) -> tuple[ScenePipeline, RunResult]:
-    """Build and run one pipeline on an existing client; returns it and its result."""
+    """Build and run one pipeline on an existing client; returns it and its result.
+
+    ``api_keys`` are the (LLM, TTS) keys the classroom sends; quotas are per key.
+    """
     c = (
         await read_server_concurrency(client)
         if concurrency is None
@@ -69,6 +74,8 @@ async def run_classroom_async(
         retry_tts=scenario.retry_tts,
         request_timeout_s=scenario.request_timeout_s,
         classroom=run_id,
+        llm_api_key=api_keys[0],
+        tts_api_key=api_keys[1],
     )
     pipe = ScenePipeline(client, scenario, opts, clock or Clock(1.0), world=world, seed=seed)
     if hook is None:
@@ -200,7 +207,7 @@ async def _run_wall(
             # The server's model clock at the run's start: shared monotonic clock when the
             # server is ours, else read from it (one round trip of error).
             t0_ext = None if server is not None else await _server_now_us(client)
-            await _warm_up(client, 12)
+            await warm_up(client, 12)
             pipe, res = await run_classroom_async(
                 client,
                 scenario,
@@ -229,12 +236,10 @@ async def _run_wall(
             server.stop()
 
 
-async def _warm_up(client: httpx.AsyncClient, connections: int) -> None:
+async def warm_up(client: httpx.AsyncClient, connections: int) -> None:
     """Open the pool's connections before the clock starts (TCP setup is not the pipeline's)."""
-    try:
+    with contextlib.suppress(httpx.HTTPError):  # the run itself reports an unreachable provider
         await asyncio.gather(*(client.get("/api/health") for _ in range(connections)))
-    except httpx.HTTPError:
-        pass  # the run itself reports an unreachable provider
 
 
 async def _server_now_us(client: httpx.AsyncClient) -> int:

@@ -38,7 +38,7 @@ from starlette.routing import Route
 from sim.provider import Call, Decision, Provider, arrival_order
 from sim.scenario import SCENE_TYPES, Scenario
 
-__all__ = ["FakeProvider", "ServerThread", "create_app"]
+__all__ = ["FakeProvider", "ServerProcess", "ServerThread", "create_app"]
 
 _STAGE_RE = re.compile(r"^sb-(\d+)$")
 _AUDIO_RE = re.compile(r"^tts_sb-(\d+)-o(\d+)-s(\d+)$")
@@ -423,3 +423,100 @@ class ServerThread:
 def env_parallel_scene_concurrency() -> str | None:
     """``PARALLEL_SCENE_CONCURRENCY`` from the environment, as upstream's server reads it."""
     return os.environ.get("PARALLEL_SCENE_CONCURRENCY")
+
+
+def _serve_in_child(
+    scenario_map: dict[str, Any],
+    seed: int,
+    time_scale: float,
+    parallel_scene_concurrency: int | str | None,
+    keep_log: bool,
+    conn: Any,
+) -> None:  # pragma: no cover - runs in the child process
+    from sim.scenario import scenario_from_mapping
+
+    app = create_app(
+        scenario_from_mapping(scenario_map),
+        seed,
+        time_scale=time_scale,
+        parallel_scene_concurrency=parallel_scene_concurrency,
+        keep_log=keep_log,
+    )
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(server.serve())
+        while not server.started:
+            if task.done():
+                conn.send(("error", repr(task.exception())))
+                return
+            await asyncio.sleep(0.005)
+        conn.send(("ok", server.servers[0].sockets[0].getsockname()[1]))
+        await task
+
+    asyncio.run(main())
+
+
+class ServerProcess:
+    """The fake provider in its own process (no GIL shared with the client), on 127.0.0.1.
+
+    For wall-clock measurements where the client is busy: same app, same routes;
+    its state is reached over HTTP (``/api/_scenebench/...``). Stopped with SIGTERM.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int = 0,
+        *,
+        time_scale: float = 1.0,
+        parallel_scene_concurrency: int | str | None = None,
+        keep_log: bool = True,
+    ) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(
+            target=_serve_in_child,
+            name="scenebench-fake-provider",
+            args=(
+                scenario.to_mapping(),
+                seed,
+                time_scale,
+                parallel_scene_concurrency,
+                keep_log,
+                child,
+            ),
+            daemon=True,
+        )
+        self.base_url = ""
+
+    def start(self, timeout_s: float = 30.0) -> ServerProcess:
+        self.process.start()
+        if not self._conn.poll(timeout_s):
+            self.stop()
+            raise RuntimeError("fake provider process did not start in time")
+        status, value = self._conn.recv()
+        if status != "ok":
+            self.stop()
+            raise RuntimeError(f"fake provider process failed to start: {value}")
+        self.base_url = f"http://127.0.0.1:{value}"
+        return self
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=10)
+        if self.process.is_alive():  # pragma: no cover
+            self.process.kill()
+            self.process.join(timeout=5)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

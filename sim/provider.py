@@ -14,8 +14,12 @@ on integer-microsecond model time:
    probability ``p_5xx``, else 200.
 
 Requests arriving on one key at the same instant are decided in the canonical
-order of :func:`arrival_order` (classroom, outline order, step, clip, attempt),
-whatever order they physically arrived in; both worlds batch such arrivals.
+order of :func:`arrival_order` (step: content < actions < tts, then classroom,
+outline order, clip, attempt), whatever order they physically arrived in; both
+worlds batch such arrivals. Step first matches the one tie that happens on a real
+clock too: when content ``i`` ends, the semaphore's next content request leaves
+before the loop's actions call for ``i`` (the slot is released before the loop's
+await resumes), so it reaches the provider first.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ class Decision(NamedTuple):
 
 def arrival_order(call: Call) -> tuple[int, int, int, int, int]:
     """The documented tie-break for arrivals on one key at one instant."""
-    return (call.cid, call.order, call.step, call.clip, call.attempt)
+    return (call.step, call.cid, call.order, call.clip, call.attempt)
 
 
 class KeyState:

@@ -143,3 +143,58 @@ def test_serve_listens_on_loopback_and_stops_on_ctrl_c():
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_sweep_recommend_and_report_from_the_command_line(tmp_path):
+    out = tmp_path / "res"
+    p = sb(
+        "sweep",
+        "--backend",
+        "both",
+        "--quotas",
+        "0,2",
+        "--concurrency",
+        "1,3",
+        "--reps",
+        "20",
+        "--real-reps",
+        "1",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
+    assert p.returncode == 0, p.stderr
+    assert f"results: {out}" in p.stdout and "recommended default" in p.stdout
+    r = sb("recommend", "--results", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["recommended"] in (1, 3) and "default" in rec["scenarios"]
+    txt = sb("recommend", "--results", str(out))
+    assert "rule:" in txt.stdout and "upstream claim" in txt.stdout
+    (out / "REPORT.md").unlink()
+    assert sb("report", str(out)).returncode == 0 and (out / "REPORT.md").is_file()
+    again = sb("sweep", "--out", str(out), "--no-progress", "--backend", "sim")
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("recommend", "--results", "/nonexistent/x"),
+        ("sweep", "--resume", "/nonexistent/x"),
+        ("report", "/nonexistent/x"),
+    ],
+)
+def test_missing_results_folder_is_one_line_exit_2(args):
+    p = sb(*args)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "does not exist" in p.stderr
+
+
+def test_validate_exact_from_the_command_line():
+    p = sb("validate", "--exact", "--scenario", "low-quota", "--runs", "1", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["ok"] and d["cells"] == 7 * 21 and d["http_429"] > 0

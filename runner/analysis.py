@@ -1,0 +1,599 @@
+"""Analysis of a results folder: cell table, paired speedups, recommendation, figures, report.
+
+Everything here reads the saved ``runs.parquet`` (never memory), so a report can
+be re-rendered at any time with ``scenebench report DIR``.
+
+**Speedup** of a cell = mean serial makespan / mean cell makespan over the runs
+that completed with every scene in both (same seed and run id: paired), with a
+95% percentile bootstrap interval over the pairs (2,000 resamples, seeded).
+
+**The recommendation rule** (for the merged ``pipelined`` design, on the model):
+for each scenario, a concurrency ``c`` is *admissible* when, for every quota
+profile that lets a key hold at least two requests in flight (unlimited
+included), P(any failed scene) at ``c`` is at most serial's plus one percentage
+point. The recommended default is the smallest admissible ``c`` whose speedup
+(geometric mean over those profiles) is within 5% of the best admissible
+speedup. Across scenarios the smallest recommendation wins, so no scenario is
+pushed beyond its admissible range. Keys that allow one request in flight are
+reported separately: no fixed ``c > 1`` is safe for them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.scenario import Scenario, scenario_from_mapping
+
+__all__ = [
+    "RULE",
+    "cell_table",
+    "critical_path_speedup",
+    "recommend",
+    "render_figures",
+    "render_report",
+    "render_results",
+    "speedup_bound",
+]
+
+RULE: dict[str, Any] = {
+    "mode": "pipelined",
+    "backend": "sim",
+    "min_quota_for_default": 2,
+    "failure_budget_pp": 1.0,
+    "within_best": 0.05,
+}
+_KEYS = ["backend", "scenario", "quota", "mode", "concurrency"]
+
+
+def _bootstrap_ratio(
+    num: np.ndarray[Any, Any], den: np.ndarray[Any, Any], *, seed: int = 0, n_boot: int = 2000
+) -> tuple[float, float]:
+    """95% percentile interval of mean(num)/mean(den) over resampled pairs."""
+    n = len(num)
+    if n < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    ratios = num[idx].mean(axis=1) / den[idx].mean(axis=1)
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell with summaries and the paired speedup over serial."""
+    runs = runs.copy()
+    runs["complete"] = (runs["status"] == "completed") & (runs["scenes_failed"] == 0)
+    runs["any_failed"] = runs["scenes_failed"] > 0
+    base = (
+        runs[runs["mode"] == "serial"]
+        .set_index(["backend", "scenario", "quota", "classroom"])
+        .sort_index()
+    )
+    rows = []
+    for key, g in runs.groupby(_KEYS, sort=True):
+        b, s, q, _m, _c = key
+        n = len(g)
+        k_fail = int(g["any_failed"].sum())
+        lo_f, hi_f = _wilson(k_fail, n)
+        row: dict[str, Any] = dict(zip(_KEYS, key, strict=True))
+        ttfs = g["ttfs_s"].dropna()
+        row.update(
+            {
+                "runs": n,
+                "makespan_mean_s": g["makespan_s"].mean(),
+                "makespan_p50_s": g["makespan_s"].quantile(0.5),
+                "makespan_p95_s": g["makespan_s"].quantile(0.95),
+                "ttfs_mean_s": ttfs.mean() if len(ttfs) else math.nan,
+                "ttfs_p95_s": ttfs.quantile(0.95) if len(ttfs) else math.nan,
+                "http_429_mean": g["http_429"].mean(),
+                "retries_mean": g["retries"].mean(),
+                "p_any_failed": k_fail / n,
+                "p_any_failed_lo": lo_f,
+                "p_any_failed_hi": hi_f,
+                "p_paused": float((g["status"] == "paused").mean()),
+            }
+        )
+        try:
+            bg = base.loc[(b, s, q)]
+        except KeyError:
+            bg = None
+        if bg is not None:
+            serial_cols = bg[["makespan_s", "complete"]].rename(
+                columns={"makespan_s": "makespan_s_serial", "complete": "complete_serial"}
+            )
+            paired = g.set_index("classroom").join(serial_cols, how="inner")
+            ok = paired[paired["complete"] & paired["complete_serial"]]
+            num = ok["makespan_s_serial"].to_numpy(dtype=float)
+            den = ok["makespan_s"].to_numpy(dtype=float)
+            row["pairs"] = len(ok)
+            if len(ok):
+                row["speedup"] = num.mean() / den.mean()
+                row["speedup_lo"], row["speedup_hi"] = _bootstrap_ratio(num, den)
+            else:
+                row["speedup"] = row["speedup_lo"] = row["speedup_hi"] = math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def speedup_bound(sc: Scenario, concurrency: int = 10) -> dict[str, float]:
+    """Upper bounds on pipelined speedup from mean latencies (no quota).
+
+    ``S = A + k·T`` with clips one at a time (upstream's proposal arithmetic) and with
+    clips ``t`` at a time (``S_t = A + ceil(k/t)·T``): the limit as N grows is
+    ``(C+S)/S``; for the classroom's N it is ``N(C+S)/(C+N·S)`` with the serial S.
+    """
+    n = sc.outlines
+    C = float(np.mean([sc.content_dist(i).mean for i in range(n)]))
+    A = sc.actions.mean
+    T = sc.tts.mean
+    k = sc.speech_actions.mean
+    S1 = A + k * T
+    ks = sc.speech_actions.quantile((np.arange(1000) + 0.5) / 1000)  # E[ceil(k/t)]
+    St = A + float(np.mean(np.ceil(ks / max(1, concurrency)))) * T
+    return {
+        "C_s": C,
+        "A_s": A,
+        "T_s": T,
+        "k": k,
+        "S_serial_s": S1,
+        "S_parallel_s": St,
+        "limit_serial_tts": (C + S1) / S1,
+        "finite_n": n * (C + S1) / (C + n * St),
+    }
+
+
+def critical_path_speedup(sc: Scenario, concurrency: int) -> float:
+    """Serial makespan over the critical path ``C + N·S_c`` (means; clips ``c`` at a time)."""
+    return speedup_bound(sc, concurrency)["finite_n"]
+
+
+def recommend(cells: pd.DataFrame, scenarios: dict[str, Scenario]) -> dict[str, Any]:
+    """Apply :data:`RULE` to a cell table; returns the recommendation and its evidence."""
+    rule = RULE
+    sim = cells[(cells["backend"] == rule["backend"])]
+    per: dict[str, Any] = {}
+    for name, g in sim.groupby("scenario"):
+        serial = g[g["mode"] == "serial"].set_index("quota")
+        pip = g[g["mode"] == rule["mode"]]
+        profiles = [
+            q for q in sorted(pip["quota"].unique()) if q == 0 or q >= rule["min_quota_for_default"]
+        ]
+        table: list[dict[str, Any]] = []
+        for c, gc in pip.groupby("concurrency"):
+            gc = gc.set_index("quota")
+            fails = {int(q): float(gc.loc[q, "p_any_failed"]) for q in profiles}
+            base = {int(q): float(serial.loc[q, "p_any_failed"]) for q in profiles}
+            admissible = all(
+                fails[q] <= base[q] + rule["failure_budget_pp"] / 100 for q in profiles
+            )
+            sp = [float(gc.loc[q, "speedup"]) for q in profiles]
+            geo = float(np.exp(np.mean(np.log(sp)))) if all(x > 0 for x in sp) else math.nan
+            excess = {
+                q: fails[q] - base[q]
+                for q in profiles
+                if fails[q] > base[q] + rule["failure_budget_pp"] / 100
+            }
+            blocked = max(excess, key=lambda q: excess[q]) if excess else None
+            table.append(
+                {
+                    "concurrency": int(c),
+                    "admissible": admissible,
+                    "blocked_by": None if blocked is None else int(blocked),
+                    "speedup_geomean": geo,
+                    "p_any_failed": fails,
+                    "p_any_failed_serial": base,
+                }
+            )
+        adm = [t for t in table if t["admissible"] and not math.isnan(t["speedup_geomean"])]
+        if adm:
+            best = max(t["speedup_geomean"] for t in adm)
+            rec = min(
+                t["concurrency"]
+                for t in adm
+                if t["speedup_geomean"] >= (1 - rule["within_best"]) * best
+            )
+        else:
+            best, rec = math.nan, 1
+        at = pip[pip["concurrency"] == rec].set_index("quota")
+        unl = at.loc[0] if 0 in at.index else None
+        c3 = g[(g["concurrency"] == 3) & (g["quota"] == 0)].set_index("mode")
+        sc = scenarios.get(str(name))
+        bound = speedup_bound(sc, 3) if sc is not None else {}
+        claim = {}
+        for m in ("hybrid", "pipelined"):
+            if m in c3.index:
+                lo, hi = float(c3.loc[m, "speedup_lo"]), float(c3.loc[m, "speedup_hi"])
+                verdict = (
+                    "holds"
+                    if hi >= 2.0 and lo <= 3.0
+                    else "exceeds it"
+                    if lo > 3.0
+                    else "falls short"
+                )
+                claim[m] = {
+                    "speedup": float(c3.loc[m, "speedup"]),
+                    "lo": lo,
+                    "hi": hi,
+                    "verdict": verdict,
+                }
+        by_quota = {}
+        for q, gq in pip.groupby("quota"):
+            sq = float(serial.loc[q, "p_any_failed"]) if q in serial.index else math.nan
+            ok = gq[gq["p_any_failed"] <= sq + rule["failure_budget_pp"] / 100]
+            ok = ok[ok["speedup"].notna()]
+            if ok.empty:
+                by_quota[int(q)] = {"concurrency": 1, "speedup": 1.0}
+                continue
+            top = float(ok["speedup"].max())
+            pick = (
+                ok[ok["speedup"] >= (1 - rule["within_best"]) * top]
+                .sort_values("concurrency")
+                .iloc[0]
+            )
+            by_quota[int(q)] = {
+                "concurrency": int(pick["concurrency"]),
+                "speedup": float(pick["speedup"]),
+                "lo": float(pick["speedup_lo"]),
+                "hi": float(pick["speedup_hi"]),
+            }
+        q1 = pip[(pip["quota"] == 1) & (pip["concurrency"] == rec)]
+        s1 = serial.loc[1, "p_any_failed"] if 1 in serial.index else math.nan
+        per[str(name)] = {
+            "recommended": rec,
+            "best_admissible_speedup": best,
+            "speedup_unlimited": float(unl["speedup"]) if unl is not None else math.nan,
+            "speedup_unlimited_ci": [float(unl["speedup_lo"]), float(unl["speedup_hi"])]
+            if unl is not None
+            else [math.nan, math.nan],
+            "pairs": int(unl["pairs"]) if unl is not None else 0,
+            "profiles": [int(q) for q in profiles],
+            "table": table,
+            "claim_c3": claim,
+            "bound": bound,
+            "by_quota": by_quota,
+            "one_in_flight": {
+                "p_any_failed": float(q1["p_any_failed"].iloc[0]) if len(q1) else math.nan,
+                "p_any_failed_serial": float(s1),
+            },
+        }
+    overall = min((v["recommended"] for v in per.values()), default=1)
+    return {"rule": rule, "recommended": overall, "scenarios": per}
+
+
+# -- figures ----------------------------------------------------------------------------
+def _quota_label(q: int) -> str:
+    return "unlimited" if q == 0 else f"{q} in flight"
+
+
+def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figdir.mkdir(parents=True, exist_ok=True)
+    out: list[Path] = []
+    sim = cells[cells["backend"] == "sim"]
+    if sim.empty:
+        sim = cells
+    modes = [m for m in ("hybrid", "pipelined") if m in set(sim["mode"])]
+    quotas = sorted(sim["quota"].unique(), key=lambda q: (q == 0, q))
+    colors = {q: plt.get_cmap("viridis")(i / max(1, len(quotas) - 1)) for i, q in enumerate(quotas)}
+    # identical curves would hide each other: dodge them a little along x, vary the marker
+    dodge = {q: 0.08 * (i - (len(quotas) - 1) / 2) for i, q in enumerate(quotas)}
+    markers = {q: "osD^vP*X"[i % 8] for i, q in enumerate(quotas)}
+
+    def save(fig: Any, stem: str) -> None:
+        for ext in ("png", "svg"):
+            p = figdir / f"{stem}.{ext}"
+            fig.savefig(p, dpi=120, bbox_inches="tight")
+            out.append(p)
+        plt.close(fig)
+
+    for name, g in sim.groupby("scenario"):
+        slug = str(name)
+        sc = scenarios.get(slug)
+        # speedup
+        fig, axes = plt.subplots(
+            1, len(modes), figsize=(5.2 * len(modes), 4.2), sharey=True, squeeze=False
+        )
+        for ax, m in zip(axes[0], modes, strict=True):
+            for q in quotas:
+                d = g[(g["mode"] == m) & (g["quota"] == q)].sort_values("concurrency")
+                if d.empty:
+                    continue
+                err = np.vstack([d["speedup"] - d["speedup_lo"], d["speedup_hi"] - d["speedup"]])
+                ax.errorbar(
+                    d["concurrency"] + dodge[q],
+                    d["speedup"],
+                    yerr=np.nan_to_num(err),
+                    marker=markers[q],
+                    ms=4,
+                    capsize=2,
+                    color=colors[q],
+                    lw=1.2,
+                    label=_quota_label(q),
+                )
+            if sc is not None:
+                cs = list(range(2, 11))
+                ax.plot(
+                    [1, *cs],
+                    [1.0] + [critical_path_speedup(sc, c) for c in cs],
+                    ls="--",
+                    color="grey",
+                    lw=1,
+                    label="critical path N(C+S)/(C+N·S_c), means",
+                )
+            ax.axhline(1.0, color="black", lw=0.6)
+            ax.set_title(f"{m}")
+            ax.set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
+            ax.set_xticks(range(1, 11))
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("speedup over serial (paired, 95% CI)")
+        axes[0][-1].legend(
+            title="key quota",
+            fontsize=8,
+            title_fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+        )
+        fig.suptitle(
+            f"Speedup vs concurrency — scenario {slug} (model; a missing point: no run completed)"
+        )
+        save(fig, f"{slug}-speedup")
+        # time to first scene
+        fig, axes = plt.subplots(
+            1, len(modes), figsize=(5.2 * len(modes), 4.0), sharey=True, squeeze=False
+        )
+        ser = g[g["mode"] == "serial"]
+        for ax, m in zip(axes[0], modes, strict=True):
+            for q in quotas:
+                d = g[(g["mode"] == m) & (g["quota"] == q)].sort_values("concurrency")
+                if not d.empty:
+                    ax.plot(
+                        d["concurrency"] + dodge[q],
+                        d["ttfs_mean_s"],
+                        marker=markers[q],
+                        ms=4,
+                        color=colors[q],
+                        label=_quota_label(q),
+                    )
+            if not ser.empty:
+                ax.axhline(
+                    float(ser["ttfs_mean_s"].mean()), ls=":", color="black", lw=1, label="serial"
+                )
+            ax.set_title(m)
+            ax.set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
+            ax.set_xticks(range(1, 11))
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("mean time to first scene (model s)")
+        axes[0][-1].legend(
+            title="key quota",
+            fontsize=8,
+            title_fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+        )
+        fig.suptitle(f"Time to first scene — scenario {slug} (model)")
+        save(fig, f"{slug}-ttfs")
+        # 429s and failures
+        fig, axes = plt.subplots(
+            2, len(modes), figsize=(5.2 * len(modes), 7.0), sharex=True, squeeze=False
+        )
+        for j, m in enumerate(modes):
+            for q in quotas:
+                d = g[(g["mode"] == m) & (g["quota"] == q)].sort_values("concurrency")
+                if d.empty:
+                    continue
+                axes[0][j].plot(
+                    d["concurrency"] + dodge[q],
+                    d["http_429_mean"],
+                    marker=markers[q],
+                    ms=4,
+                    color=colors[q],
+                    label=_quota_label(q),
+                )
+                axes[1][j].plot(
+                    d["concurrency"] + dodge[q],
+                    100 * d["p_any_failed"],
+                    marker=markers[q],
+                    ms=4,
+                    color=colors[q],
+                    label=_quota_label(q),
+                )
+            axes[0][j].set_title(m)
+            axes[0][j].set_ylabel("HTTP 429 per classroom")
+            axes[1][j].set_ylabel("P(any failed scene) (%)")
+            axes[1][j].set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
+            axes[1][j].set_xticks(range(1, 11))
+            for ax in (axes[0][j], axes[1][j]):
+                ax.grid(alpha=0.3)
+        axes[0][-1].legend(
+            title="key quota",
+            fontsize=8,
+            title_fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+        )
+        fig.suptitle(f"429s and failed scenes vs concurrency — scenario {slug} (model)")
+        save(fig, f"{slug}-failures")
+    return out
+
+
+# -- report -----------------------------------------------------------------------------
+def _fmt(x: float, nd: int = 2) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def render_report(
+    d: Path, cells: pd.DataFrame, rec: dict[str, Any], meta: dict[str, Any], figures: list[Path]
+) -> str:
+    spec = meta["spec"]
+    lines = [f"# scenebench report — {d.name}", ""]
+    lines += [
+        f"Created {meta.get('created', '?')} from commit `{meta.get('git_commit', '?')}` "
+        f"by `{' '.join(meta.get('argv', []))}`.",
+        "",
+    ]
+    lines += ["## Recommendation", ""]
+    lines += [
+        f"**Default `PARALLEL_SCENE_CONCURRENCY` = {rec['recommended']}** "
+        "(for the merged pipelined design).",
+        "",
+    ]
+    r = rec["rule"]
+    lines += [
+        f"Rule: for each scenario, *c* is admissible when, for every quota profile that "
+        f"allows ≥ {r['min_quota_for_default']} requests in flight (unlimited included), "
+        f"P(any failed scene) at *c* is at most serial's + {r['failure_budget_pp']:g} "
+        f"percentage point; the recommendation is the smallest admissible *c* whose "
+        f"speedup (geometric mean over those profiles) is within "
+        f"{100 * r['within_best']:g}% of the best admissible one; across scenarios the "
+        f"smallest recommendation. Measured on the {r['backend']} backend.",
+        "",
+    ]
+    for name, v in rec["scenarios"].items():
+        ci = v["speedup_unlimited_ci"]
+        lines += [f"### Scenario `{name}`", ""]
+        lines += [
+            f"- recommended *c* = **{v['recommended']}**; expected speedup with an "
+            f"unlimited key {_fmt(v['speedup_unlimited'])}× (95% CI {_fmt(ci[0])}–"
+            f"{_fmt(ci[1])}, {v['pairs']} paired runs).",
+            f"- profiles checked: {', '.join(_quota_label(q) for q in v['profiles'])}.",
+        ]
+        adm = [str(t["concurrency"]) for t in v["table"] if t["admissible"]]
+        lines += [
+            f"- admissible *c*: {', '.join(adm) or 'none'}; best admissible geometric-"
+            f"mean speedup {_fmt(v['best_admissible_speedup'])}×."
+        ]
+        blocked = [t for t in v["table"] if not t["admissible"]]
+        if blocked:
+            lines += [
+                "- not admissible: "
+                + "; ".join(
+                    f"*c* = {t['concurrency']} (P(any failed) "
+                    f"{_fmt(100 * t['p_any_failed'][t['blocked_by']], 1)}% with "
+                    f"{_quota_label(t['blocked_by'])} vs "
+                    f"{_fmt(100 * t['p_any_failed_serial'][t['blocked_by']], 1)}% serial)"
+                    for t in blocked[:4]
+                )
+                + ("; and more" if len(blocked) > 4 else "")
+                + ". In pipelined "
+                "mode the actions call of scene *i* needs a slot beside *c* content calls on the "
+                "same LLM key (a key needs *c* + 1), and within-scene TTS at *c* needs *c* TTS "
+                "slots; TTS 429s are not retried."
+            ]
+        o = v["one_in_flight"]
+        lines += [
+            f"- keys allowing 1 request in flight: P(any failed scene) "
+            f"{_fmt(100 * o['p_any_failed'], 1)}% at *c* = {v['recommended']} vs "
+            f"{_fmt(100 * o['p_any_failed_serial'], 1)}% serial — no fixed *c* > 1 is "
+            "safe for them (see the failures figure)."
+            if v["recommended"] > 1
+            else "- keys allowing 1 request in flight: serial (the recommendation) is "
+            "unchanged for them."
+        ]
+        lines += ["- if you know your keys' in-flight limit (same rule, that profile alone):"]
+        for q, bq in sorted(v["by_quota"].items(), key=lambda kv: (kv[0] == 0, kv[0])):
+            ci_q = f" (95% CI {_fmt(bq['lo'])}–{_fmt(bq['hi'])})" if "lo" in bq else ""
+            lines += [
+                f"  - {_quota_label(q)}: *c* = {bq['concurrency']}, speedup "
+                f"{_fmt(bq['speedup'])}×{ci_q}"
+            ]
+        b = v["bound"]
+        if b:
+            lines += [
+                f"- upstream's claim '≈2–3× at concurrency 3': the bound from mean "
+                f"latencies is (C+A+k·T)/(A+k·T) = ({_fmt(b['C_s'], 1)} + "
+                f"{_fmt(b['S_serial_s'], 1)})/{_fmt(b['S_serial_s'], 1)} = "
+                f"{_fmt(b['limit_serial_tts'])}× as N grows, "
+                f"{_fmt(b['finite_n'])}× for this N with clips 3 at a time."
+            ]
+            for m, cl in v["claim_c3"].items():
+                lines += [
+                    f"  - {m} at c = 3, unlimited key: {_fmt(cl['speedup'])}× "
+                    f"(95% CI {_fmt(cl['lo'])}–{_fmt(cl['hi'])}): the claim "
+                    f"**{cl['verdict']}**."
+                ]
+        lines += [""]
+    lines += ["## Figures", ""]
+    for p in figures:
+        if p.suffix == ".png":
+            lines += [f"![{p.stem}](figures/{p.name})", ""]
+    lines += ["## Evidence: cells", ""]
+    reps = cells.groupby("backend")["runs"].max().to_dict()
+    lines += [
+        "Replications per cell: "
+        + ", ".join(f"{k}: {v}" for k, v in reps.items())
+        + f"; seed {spec['seed']} (the same run ids in every cell: speedups are paired). "
+        "Speedup = mean serial makespan / mean cell makespan over runs that completed "
+        "with every scene in both, 95% bootstrap CI.",
+        "",
+    ]
+    show = (
+        cells[(cells["backend"] == "sim") & (cells["quota"].isin([0, 2]))]
+        if (cells["backend"] == "sim").any()
+        else cells
+    )
+    lines += [
+        "| scenario | quota | mode | c | runs | makespan mean (s) | p95 (s) | TTFS (s) | "
+        "429/run | P(failed) | speedup (95% CI) |",
+        "|" + "---|" * 11,
+    ]
+    for _, x in show.iterrows():
+        lines += [
+            f"| {x['scenario']} | {_quota_label(int(x['quota']))} | {x['mode']} | "
+            f"{x['concurrency']} | {x['runs']} | {_fmt(x['makespan_mean_s'], 1)} | "
+            f"{_fmt(x['makespan_p95_s'], 1)} | {_fmt(x['ttfs_mean_s'], 1)} | "
+            f"{_fmt(x['http_429_mean'], 1)} | {_fmt(100 * x['p_any_failed'], 1)}% | "
+            f"{_fmt(x.get('speedup', math.nan))} ({_fmt(x.get('speedup_lo', math.nan))}–"
+            f"{_fmt(x.get('speedup_hi', math.nan))}) |"
+        ]
+    lines += ["", "All cells: `cells.csv`; all runs: `runs.parquet` / `runs.csv`.", ""]
+    if set(cells["backend"]) >= {"sim", "real"}:
+        both = cells.pivot_table(
+            index=["scenario", "quota", "mode", "concurrency"],
+            columns="backend",
+            values="makespan_mean_s",
+        )
+        lines += [
+            "## Real pipeline vs model in this sweep",
+            "",
+            f"{len(both.dropna())} cells ran on both backends. The real backend ran "
+            f"{reps.get('real', 0)} runs per cell with the same seeds as the model's "
+            "first runs; see `scenebench validate` for the wall-clock check.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def render_results(d: Path) -> dict[str, Any]:
+    """(Re-)render cells.csv, figures, REPORT.md and recommendation.json from runs.parquet."""
+    from .sweep import load_runs, write_atomic, write_json_atomic
+
+    runs, meta = load_runs(d)
+    cells = cell_table(runs)
+    write_atomic(d / "cells.csv", lambda p: cells.to_csv(p, index=False))
+    scenarios = {m["name"]: scenario_from_mapping(m) for m in meta["spec"]["scenarios"]}
+    rec = recommend(cells, scenarios)
+    figures = render_figures(cells, scenarios, d / "figures")
+    report = render_report(d, cells, rec, meta, figures)
+    write_atomic(d / "REPORT.md", lambda p: p.write_text(report))
+    write_json_atomic(d / "recommendation.json", json.loads(json.dumps(rec, default=float)))
+    return rec

@@ -1,0 +1,458 @@
+"""``scenebench sweep``: a grid of cells on the model, the real pipeline, or both.
+
+A cell is (backend, scenario, quota profile, mode, concurrency). The quota
+profile sets the in-flight limit of both keys (0 = unlimited) and keeps the
+scenario's other limits. ``serial`` runs at c = 1 only; it is every cell's
+baseline. Every cell of one scenario uses the same seed and run ids, so
+speedups are paired run for run. The ``real`` backend runs the real pipeline
+code (runner/pipeline.py against the fake provider app) under the virtual clock
+by default; ``--real-clock wall`` uses uvicorn sockets.
+
+A results folder holds ``metadata.json`` (written first), one Parquet file per
+finished cell under ``cells/`` (each written atomically), and, once every cell
+is done, ``runs.parquet``/``runs.csv``, ``cells.csv``, figures, ``REPORT.md`` and
+``recommendation.json``. Ctrl-C keeps the finished cells; ``--resume DIR`` runs
+the rest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import multiprocessing
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from sim.fast import quota_free, simulate_fast
+from sim.model import simulate_many
+from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
+from sim.schema import SCHEMA_VERSION, runs_frame
+
+__all__ = [
+    "Cell",
+    "SweepSpec",
+    "apply_quota",
+    "grid_cells",
+    "run_cell",
+    "run_sweep",
+]
+
+RESULTS_KIND = "scenebench-sweep"
+DEFAULT_QUOTAS = (1, 2, 3, 5, 10, 0)
+BACKENDS = ("sim", "real")
+_LIST_COLUMNS = ("scene_order", "scene_ready_s", "failed_orders")
+
+
+@dataclass(frozen=True)
+class Cell:
+    backend: str
+    scenario: str
+    quota: int  # in-flight limit of both keys; 0 = unlimited
+    mode: str
+    concurrency: int
+    reps: int
+    seed: int
+    real_clock: str = "virtual"
+
+    @property
+    def cell_id(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.scenario)
+        return f"{self.backend}__{slug}__q{self.quota}__{self.mode}__c{self.concurrency}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The grid. Scenarios are kept as validated mappings so a folder is self-contained."""
+
+    scenarios: tuple[dict[str, Any], ...]
+    backends: tuple[str, ...] = BACKENDS
+    modes: tuple[str, ...] = ("hybrid", "pipelined")
+    concurrencies: tuple[int, ...] = tuple(range(1, 11))
+    quotas: tuple[int, ...] = DEFAULT_QUOTAS
+    sim_reps: int = 1000
+    real_reps: int = 30
+    seed: int = 0
+    real_clock: str = "virtual"
+    real_time_scale: float | None = None
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        for b in self.backends:
+            if b not in BACKENDS:
+                raise ValueError(f"backend: must be one of sim, real, both; got {b!r}")
+        for m in self.modes:
+            if m not in MODES:
+                raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {m!r}")
+        for c in self.concurrencies:
+            if not 1 <= c <= 10:
+                raise ValueError(f"concurrency: must be in 1..10, got {c}")
+        for q in self.quotas:
+            if q < 0:
+                raise ValueError(f"quota: in-flight limits must be >= 0 (0 = unlimited), got {q}")
+        if self.sim_reps < 2 or self.real_reps < 1:
+            raise ValueError("reps: --reps must be >= 2 and --real-reps >= 1")
+        if self.real_clock not in ("virtual", "wall"):
+            raise ValueError(f"real clock: must be virtual or wall, got {self.real_clock!r}")
+
+    def scenario_objects(self) -> list[Scenario]:
+        return [scenario_from_mapping(m) for m in self.scenarios]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SweepSpec:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw: dict[str, Any] = {
+            k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields
+        }
+        return cls(**kw)
+
+
+def apply_quota(scenario: Scenario, quota: int) -> Scenario:
+    """The scenario with both keys' in-flight limit set to ``quota`` (0 = unlimited)."""
+    return scenario.with_quota(llm_inflight=quota, tts_inflight=quota)
+
+
+def grid_cells(spec: SweepSpec) -> list[Cell]:
+    cells = []
+    for sc in spec.scenario_objects():
+        for backend in spec.backends:
+            reps = spec.sim_reps if backend == "sim" else spec.real_reps
+            for q in spec.quotas:
+                cells.append(
+                    Cell(backend, sc.name, q, "serial", 1, reps, spec.seed, spec.real_clock)
+                )
+                for mode in spec.modes:
+                    if mode == "serial":
+                        continue
+                    for c in spec.concurrencies:
+                        cells.append(
+                            Cell(backend, sc.name, q, mode, c, reps, spec.seed, spec.real_clock)
+                        )
+    return cells
+
+
+def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = None) -> pd.DataFrame:
+    """All runs of one cell as tidy rows (per-scene lists dropped)."""
+    sc = apply_quota(scenario, cell.quota)
+    t0 = time.perf_counter()
+    if cell.backend == "sim":
+        if quota_free(sc):
+            df = simulate_fast(sc, cell.mode, cell.concurrency, cell.reps, seed=cell.seed).frame()
+        else:
+            df = runs_frame(
+                simulate_many(sc, cell.mode, cell.concurrency, cell.reps, seed=cell.seed)
+            )
+    else:
+        from .run import run_classroom
+
+        results = [
+            run_classroom(
+                sc,
+                cell.mode,
+                cell.concurrency,
+                seed=cell.seed,
+                run_id=r,
+                clock=cell.real_clock,
+                time_scale=real_time_scale,
+                records=False,
+            )
+            for r in range(cell.reps)
+        ]
+        df = runs_frame(results)
+    df = df.drop(columns=[c for c in _LIST_COLUMNS if c in df.columns])
+    df["scenario"] = cell.scenario
+    df["backend"] = cell.backend
+    df["world"] = df["world"].astype(str)
+    df["quota"] = cell.quota
+    df["cell_id"] = cell.cell_id
+    df["cell_cpu_s"] = time.perf_counter() - t0
+    return df
+
+
+def _run_cell_job(
+    cell: Cell, scenario_map: dict[str, Any], real_time_scale: float | None
+) -> tuple[str, pd.DataFrame]:
+    return cell.cell_id, run_cell(cell, scenario_from_mapping(scenario_map), real_time_scale)
+
+
+# -- results folder ---------------------------------------------------------------------
+class ResultsError(Exception):
+    """A results folder that cannot be used (foreign, corrupted, or of another grid)."""
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_atomic(path, lambda p: p.write_text(json.dumps(data, indent=2, default=str)))
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in (
+        "scenebench",
+        "simpy",
+        "numpy",
+        "scipy",
+        "pandas",
+        "pyarrow",
+        "httpx",
+        "starlette",
+        "uvicorn",
+        "looptime",
+        "matplotlib",
+        "dask",
+        "distributed",
+    ):
+        try:
+            out[pkg] = importlib_metadata.version(pkg)
+        except importlib_metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def new_results_dir(root: Path, name: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    d = root / f"{stamp}-{name}"
+    n = 1
+    while d.exists():
+        n += 1
+        d = root / f"{stamp}-{name}-{n}"
+    (d / "cells").mkdir(parents=True)
+    return d
+
+
+def read_metadata(d: Path) -> dict[str, Any]:
+    """The folder's metadata, or :class:`ResultsError` saying why it cannot be used."""
+    p = d / "metadata.json"
+    if not d.is_dir():
+        raise ResultsError(f"results folder {str(d)!r} does not exist")
+    if not p.is_file():
+        raise ResultsError(f"{str(d)!r} is not a scenebench results folder (no metadata.json)")
+    try:
+        meta = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ResultsError(f"{str(p)!r} is corrupted ({e}); start a new sweep") from None
+    if not isinstance(meta, dict) or meta.get("kind") != RESULTS_KIND:
+        raise ResultsError(
+            f"{str(d)!r} is not a scenebench sweep folder (kind "
+            f"{meta.get('kind') if isinstance(meta, dict) else None!r})"
+        )
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise ResultsError(
+            f"{str(d)!r} has schema version {meta.get('schema_version')!r}; "
+            f"this scenebench reads {SCHEMA_VERSION}"
+        )
+    return meta
+
+
+def finished_cells(d: Path) -> set[str]:
+    """Ids of the cells whose files are complete; an unreadable one is an error."""
+    done = set()
+    for f in sorted((d / "cells").glob("*.parquet")):
+        try:
+            pd.read_parquet(f, columns=["cell_id"])
+        except Exception as e:  # pyarrow raises several kinds
+            raise ResultsError(
+                f"cell file {str(f)!r} is corrupted ({type(e).__name__}); delete it and resume"
+            ) from None
+        done.add(f.stem)
+    return done
+
+
+def _executor(workers: int, dask_scheduler: str | None) -> Any:
+    if dask_scheduler is not None:
+        from distributed import Client
+
+        return Client(dask_scheduler)  # type: ignore[no-untyped-call]
+    ctx = multiprocessing.get_context("spawn")
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    root: Path = Path("results"),
+    out: Path | None = None,
+    resume: Path | None = None,
+    workers: int | None = None,
+    dask_scheduler: str | None = None,
+    progress: bool = True,
+    name: str | None = None,
+) -> Path:
+    """Run (or resume) a sweep; returns the results folder. Raises KeyboardInterrupt on Ctrl-C
+    after saving what finished."""
+    if resume is not None:
+        meta = read_metadata(resume)
+        spec = SweepSpec.from_json(meta["spec"])
+        d = resume
+        (d / "cells").mkdir(exist_ok=True)
+    else:
+        label = name or "-".join(m.get("name", "custom") for m in spec.scenarios)
+        d = (
+            out
+            if out is not None
+            else new_results_dir(root, label + ("-quick" if spec.quick else ""))
+        )
+        (d / "cells").mkdir(parents=True, exist_ok=True)
+        if (d / "metadata.json").exists():
+            raise ResultsError(f"{str(d)!r} already holds a sweep; use --resume {d}")
+        meta = {
+            "kind": RESULTS_KIND,
+            "schema_version": SCHEMA_VERSION,
+            "spec": spec.to_json(),
+            "created": datetime.now(UTC).isoformat(),
+            "git_commit": _git_commit(),
+            "versions": _versions(),
+            "argv": sys.argv,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        }
+        write_json_atomic(d / "metadata.json", meta)
+    scenarios = {sc.name: sc.to_mapping() for sc in spec.scenario_objects()}
+    cells = grid_cells(spec)
+    done = finished_cells(d)
+    todo = [c for c in cells if c.cell_id not in done]
+    # big cells first: better packing on the workers
+    todo.sort(key=lambda c: (c.backend != "real", -c.concurrency))
+    n_workers = workers or max(1, os.cpu_count() or 1)
+    bar = tqdm(
+        total=len(cells),
+        initial=len(cells) - len(todo),
+        unit="cell",
+        desc="sweep",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+
+    def save(cell_id: str, df: pd.DataFrame) -> None:
+        write_atomic(d / "cells" / f"{cell_id}.parquet", lambda p: df.to_parquet(p, index=False))
+        bar.update(1)
+
+    try:
+        if not todo:
+            pass
+        elif n_workers == 1 and dask_scheduler is None:
+            for c in todo:
+                save(*_run_cell_job(c, scenarios[c.scenario], spec.real_time_scale))
+        else:
+            ex = _executor(n_workers, dask_scheduler)
+            try:
+                futs = [
+                    ex.submit(_run_cell_job, c, scenarios[c.scenario], spec.real_time_scale)
+                    for c in todo
+                ]
+                for f in _as_completed(futs, dask_scheduler is not None):
+                    save(*f.result())
+            except BaseException:
+                for f in futs:
+                    f.cancel()
+                raise
+            finally:
+                if dask_scheduler is not None:
+                    ex.close()
+                else:
+                    ex.shutdown(wait=False, cancel_futures=True)
+    finally:
+        bar.close()
+    finalize(d)
+    return d
+
+
+def _as_completed(futs: Sequence[Any], dask: bool) -> Iterable[Any]:
+    if dask:
+        from distributed import as_completed
+
+        return as_completed(futs)  # type: ignore[no-untyped-call,no-any-return]
+    return cf.as_completed(futs)
+
+
+def finalize(d: Path) -> None:
+    """Combine the cells and render tables, figures, the report and the recommendation."""
+    from .analysis import render_results
+
+    files = sorted((d / "cells").glob("*.parquet"))
+    runs = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    write_atomic(d / "runs.parquet", lambda p: runs.to_parquet(p, index=False))
+    write_atomic(d / "runs.csv", lambda p: runs.to_csv(p, index=False))
+    render_results(d)
+
+
+def load_runs(d: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    meta = read_metadata(d)
+    p = d / "runs.parquet"
+    if not p.is_file():
+        raise ResultsError(
+            f"{str(d)!r} has no runs.parquet (an unfinished sweep? scenebench sweep --resume {d})"
+        )
+    return pd.read_parquet(p), meta
+
+
+def default_spec(
+    *,
+    quick: bool,
+    scenarios: Sequence[str] | None,
+    backends: Sequence[str],
+    seed: int = 0,
+    sim_reps: int | None = None,
+    real_reps: int | None = None,
+    real_clock: str = "virtual",
+    real_time_scale: float | None = None,
+    quotas: Sequence[int] | None = None,
+    concurrencies: Sequence[int] | None = None,
+) -> SweepSpec:
+    names = (
+        list(scenarios)
+        if scenarios
+        else (["default"] if quick else ["default", "content-heavy", "tts-heavy"])
+    )
+    maps = tuple(load_scenario(n).to_mapping() for n in names)
+    return SweepSpec(
+        scenarios=maps,
+        backends=tuple(backends),
+        quotas=tuple(quotas) if quotas else DEFAULT_QUOTAS,
+        concurrencies=tuple(concurrencies) if concurrencies else tuple(range(1, 11)),
+        sim_reps=sim_reps or (1000 if quick else 2000),
+        real_reps=real_reps or (10 if quick else 40),
+        seed=seed,
+        real_clock=real_clock,
+        real_time_scale=real_time_scale,
+        quick=quick,
+    )

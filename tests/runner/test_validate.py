@@ -1,0 +1,40 @@
+"""Model vs real: the exact check over the grid, divergence reports, the wall-clock check."""
+
+import dataclasses
+
+from runner import run_classroom
+from runner.validate import WallCell, first_divergence, validate_exact, validate_wall
+from sim import load_scenario, simulate
+
+
+def test_exact_validation_over_the_whole_grid_including_a_429_heavy_scenario():
+    rep = validate_exact([load_scenario("default"), load_scenario("burst-429")], runs=1)
+    assert rep.ok, rep.divergences
+    assert rep.cells == 2 * 7 * (1 + 2 * 10)  # own quota + 6 profiles; serial + 2 modes x 10
+    assert rep.http_429 > 1000 and rep.retries > 500
+
+
+def test_a_divergence_is_reported_with_its_first_event():
+    sc = load_scenario("low-quota")
+    real = run_classroom(sc, "pipelined", 3, seed=1, clock="virtual")
+    model = simulate(sc, "pipelined", 3, seed=1, records=True)
+    assert first_divergence(real, model) is None
+    log = list(model.requests_log)
+    i = len(log) // 2
+    log[i] = dataclasses.replace(log[i], t_end_s=log[i].t_end_s + 0.001)
+    msg = first_divergence(real, dataclasses.replace(model, requests_log=tuple(log)))
+    assert msg is not None and msg.startswith("first diverging request")
+    assert f"o{log[i].order}" in msg
+    changed = dataclasses.replace(model, retries=model.retries + 1)
+    assert "retries" in first_divergence(real, changed)
+
+
+def test_wall_clock_validation_of_one_cell():
+    rep = validate_wall([WallCell("default", 0, "pipelined", 3)], reps=4, model_reps=200)
+    cell = rep["cells"][0]
+    assert rep["overhead_floor_s"] > 0
+    assert cell["overhead_share"] <= 0.0101  # the time scale keeps the harness under 1%
+    assert len(cell["pairs_real"]) == 4
+    # common random numbers: real run r and model run r are the same classroom
+    assert abs(cell["makespan_mean_rel_err"]) <= 0.05, cell
+    assert rep["ok"]
