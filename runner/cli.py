@@ -484,6 +484,91 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def _cmd_gate(a: argparse.Namespace) -> int:
+    from . import gate as g
+
+    path = Path(a.baseline)
+    baseline = None
+    if not a.update:
+        if not path.is_file():
+            raise UsageError(
+                f"scenebench gate: --baseline {path} does not exist; create it with --update"
+            )
+        try:
+            baseline = json.loads(path.read_text())
+        except ValueError as e:
+            raise UsageError(f"scenebench gate: --baseline {path} is not JSON ({e})") from None
+        if baseline.get("gate_version") != g.GATE_VERSION:
+            raise UsageError(
+                f"scenebench gate: --baseline {path} has gate_version "
+                f"{baseline.get('gate_version')!r}; this gate writes "
+                f"{g.GATE_VERSION} (refresh it with --update)"
+            )
+    now = g.measure(wall=not a.no_wall)
+    if a.update:
+        g.save_baseline(now, path)
+        print(f"baseline written: {path} ({len(now['metrics'])} metrics)")
+        return 0
+    assert baseline is not None
+    metrics = g.compare(baseline, now)
+    failed = [m for m in metrics if not m.ok]
+    if a.junit:
+        g.write_junit(metrics, Path(a.junit))
+    if a.json:
+        print(
+            json.dumps(
+                {
+                    "ok": not failed,
+                    "metrics": [
+                        {
+                            "name": m.name,
+                            "baseline": m.baseline,
+                            "now": m.now,
+                            "delta": m.delta,
+                            "tolerance": m.tolerance,
+                            "kind": m.kind,
+                            "ok": m.ok,
+                            "note": m.note,
+                        }
+                        for m in metrics
+                    ],
+                    "notes": now["notes"],
+                },
+                default=float,
+            )
+        )
+    else:
+        print(
+            g.render_table(metrics, only_failed=bool(failed)) if failed else g.render_table(metrics)
+        )
+        for n in now["notes"]:
+            print(f"note: {n}")
+        print(
+            f"gate: {len(metrics) - len(failed)} metrics within tolerance, {len(failed)} regressed"
+        )
+    return 1 if failed else 0
+
+
+def _cmd_calibrate(a: argparse.Namespace) -> int:
+    from sim.calibrate import (
+        fit_summary,
+        fit_trace,
+        read_trace,
+        scenario_from_fits,
+        write_scenario,
+    )
+
+    trace = read_trace(a.trace)
+    fits = fit_trace(trace)
+    sc = scenario_from_fits(load_scenario(a.base), fits, trace, name=a.name)
+    write_scenario(sc, a.out)
+    summary = fit_summary(fits)
+    with_cols = summary[["step", "rank", "candidate", "n", "mean_s", "aic", "ks_stat", "ks_pvalue"]]
+    print(with_cols.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"scenario written: {a.out} (base {a.base}; best fit by AIC per step)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scenebench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -618,6 +703,21 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("--results", required=True)
     rc.add_argument("--json", action="store_true")
     rc.set_defaults(fn=_cmd_recommend)
+
+    ga = sub.add_parser("gate", help="regression gate against a committed baseline")
+    ga.add_argument("--baseline", default="results/baseline.json")
+    ga.add_argument("--update", action="store_true", help="rewrite the baseline deliberately")
+    ga.add_argument("--json", action="store_true")
+    ga.add_argument("--junit", default=None, metavar="FILE")
+    ga.add_argument("--no-wall", action="store_true", help="skip the wall-clock check")
+    ga.set_defaults(fn=_cmd_gate)
+
+    ca = sub.add_parser("calibrate", help="fit latency distributions from a trace")
+    ca.add_argument("trace", help="CSV or JSONL with columns step, seconds")
+    ca.add_argument("--out", required=True, help="scenario TOML to write")
+    ca.add_argument("--base", default="default", help="scenario whose other fields are kept")
+    ca.add_argument("--name", default=None)
+    ca.set_defaults(fn=_cmd_calibrate)
 
     b = sub.add_parser("bench", help="speed of the model and the harness, as ratios")
     b.add_argument("--quick", action="store_true")

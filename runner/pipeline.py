@@ -119,6 +119,11 @@ class ScenePipeline:
         ]
         self.previous_speeches_sent: dict[int, list[str]] = {}
 
+    @staticmethod
+    def content_slots(concurrency: int, pending: int) -> int:
+        """Size of the content semaphore: ``min(c, pending)`` (upstream's rule)."""
+        return min(concurrency, pending)
+
     # -- abort -------------------------------------------------------------------------
     def stop(self) -> None:
         """Upstream's ``stop()``: set the abort flag and abort in-flight requests."""
@@ -307,7 +312,7 @@ class ScenePipeline:
                         status = "paused"
                         break
             else:
-                sem = asyncio.Semaphore(min(c, n))
+                sem = asyncio.Semaphore(self.content_slots(c, n))
 
                 async def content_task(i: int) -> dict[str, Any] | None:
                     async with sem:

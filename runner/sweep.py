@@ -358,7 +358,7 @@ def run_sweep(
         initial=len(cells) - len(todo),
         unit="cell",
         desc="sweep",
-        disable=not progress,
+        disable=None if progress else True,  # None: off when stderr is not a terminal
         dynamic_ncols=True,
     )
 

@@ -11,6 +11,7 @@ from .dists import (
     Uniform,
     UniformInt,
 )
+from .fast import simulate_fast
 from .model import clamp_concurrency, effective_tts_concurrency, simulate, simulate_many
 from .scenario import (
     MODES,
@@ -52,5 +53,6 @@ __all__ = [
     "runs_frame",
     "scenario_from_mapping",
     "simulate",
+    "simulate_fast",
     "simulate_many",
 ]

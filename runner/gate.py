@@ -1,0 +1,234 @@
+"""``scenebench gate``: a fixed, seeded check against a committed baseline.
+
+Model part (deterministic: tight tolerance): the default scenario, hybrid and
+pipelined at c = 2, 3, 5 on an unlimited, a 3-in-flight and a 5-in-flight key,
+500 runs per cell: paired speedup, mean time to first scene, 429s per run and
+P(any failed scene). Real part: the same key cells through the real pipeline
+under the virtual clock (20 runs each; must equal the model exactly, and their
+speedups are gated like the model's), plus a small wall-clock check (6
+classrooms on sockets) whose paired relative error to the model must have a 95%
+interval that reaches within 5%.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sim.model import simulate_many
+from sim.scenario import load_scenario
+from sim.schema import runs_frame
+
+from .analysis import cell_table
+from .run import run_classroom
+from .sweep import apply_quota, write_json_atomic
+from .validate import WallCell, first_divergence, validate_wall
+
+__all__ = [
+    "GATE_VERSION",
+    "Metric",
+    "compare",
+    "measure",
+    "render_table",
+    "save_baseline",
+    "write_junit",
+]
+
+GATE_VERSION = 1
+SEED = 20261124
+MODEL_CELLS = [(q, m, c) for q in (0, 3, 5) for m in ("hybrid", "pipelined") for c in (2, 3, 5)]
+REAL_CELLS = [(0, "pipelined", 3), (0, "hybrid", 3), (3, "pipelined", 2), (5, "pipelined", 5)]
+MODEL_REPS = 500
+REAL_REPS = 20
+# tolerances: relative for the deterministic model part, absolute for probabilities
+TOL = {
+    "speedup": 0.005,
+    "ttfs_mean_s": 0.005,
+    "http_429_mean": 0.01,
+    "p_any_failed": 0.005,
+    "real_speedup": 0.005,
+    "exact_mismatches": 0.0,
+    "wall_rel_err": 0.05,
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    baseline: float
+    now: float
+    tolerance: float
+    kind: str  # "rel", "abs" or "interval"
+    ok: bool
+    note: str = ""
+
+    @property
+    def delta(self) -> float:
+        return self.now - self.baseline
+
+
+def _model_cells() -> pd.DataFrame:
+    sc = load_scenario("default")
+    frames = []
+    for q in sorted({q for q, _, _ in MODEL_CELLS}):
+        s = apply_quota(sc, q)
+        cells = [("serial", 1)] + [(m, c) for qq, m, c in MODEL_CELLS if qq == q]
+        for m, c in cells:
+            df = runs_frame(simulate_many(s, m, c, MODEL_REPS, seed=SEED))
+            df["backend"], df["quota"] = "sim", q
+            frames.append(df)
+    return cell_table(pd.concat(frames, ignore_index=True))
+
+
+def _real_cells() -> tuple[pd.DataFrame, int, list[str]]:
+    sc = load_scenario("default")
+    frames: list[pd.DataFrame] = []
+    mismatches = 0
+    notes: list[str] = []
+    from sim.model import simulate
+
+    for q in sorted({q for q, _, _ in REAL_CELLS}):
+        s = apply_quota(sc, q)
+        for m, c in [("serial", 1)] + [(m, c) for qq, m, c in REAL_CELLS if qq == q]:
+            results = []
+            for r in range(REAL_REPS):
+                real = run_classroom(s, m, c, seed=SEED, run_id=r, clock="virtual")
+                model = simulate(s, m, c, seed=SEED, run_id=r, records=True)
+                diff = first_divergence(real, model)  # type: ignore[arg-type]
+                if diff is not None:
+                    mismatches += 1
+                    if len(notes) < 3:
+                        notes.append(f"quota {q} {m} c={c} run {r}: {diff}")
+                results.append(real)
+            df = runs_frame(results).drop(columns=["scene_order", "scene_ready_s", "failed_orders"])
+            df["backend"], df["quota"] = "real", q
+            frames.append(df)
+    return cell_table(pd.concat(frames, ignore_index=True)), mismatches, notes
+
+
+def measure(*, wall: bool = True) -> dict[str, Any]:
+    """Run the gate's fixed grid; a flat dict of metric name -> value (plus notes)."""
+    out: dict[str, Any] = {"gate_version": GATE_VERSION, "seed": SEED, "metrics": {}, "notes": []}
+    cells = _model_cells()
+    for q, m, c in MODEL_CELLS:
+        row = cells[(cells["quota"] == q) & (cells["mode"] == m) & (cells["concurrency"] == c)]
+        r = row.iloc[0]
+        key = f"model q={q} {m} c={c}"
+        out["metrics"][f"{key} speedup"] = float(r["speedup"])
+        out["metrics"][f"{key} ttfs_mean_s"] = float(r["ttfs_mean_s"])
+        out["metrics"][f"{key} http_429_mean"] = float(r["http_429_mean"])
+        out["metrics"][f"{key} p_any_failed"] = float(r["p_any_failed"])
+    real, mismatches, notes = _real_cells()
+    for q, m, c in REAL_CELLS:
+        r = real[(real["quota"] == q) & (real["mode"] == m) & (real["concurrency"] == c)].iloc[0]
+        out["metrics"][f"real q={q} {m} c={c} real_speedup"] = float(r["speedup"])
+    out["metrics"]["real vs model exact_mismatches"] = float(mismatches)
+    out["notes"] += notes
+    out["wall_skipped"] = not wall
+    if wall:
+        rep = validate_wall(
+            [WallCell("default", 0, "pipelined", 3)], reps=6, model_reps=500, seed=SEED
+        )
+        cell = rep["cells"][0]
+        out["metrics"]["wall pipelined c=3 wall_rel_err"] = float(cell["makespan_mean_rel_err"])
+        out["wall_ci"] = list(cell["makespan_mean_rel_ci"])
+        out["notes"].append(
+            f"wall: overhead floor {rep['overhead_floor_s'] * 1e3:.2f} ms, "
+            f"time scale {cell['time_scale']}"
+        )
+    return out
+
+
+def _kind(name: str) -> str:
+    suffix = name.rsplit(" ", 1)[-1]
+    return {"p_any_failed": "abs", "exact_mismatches": "abs", "wall_rel_err": "interval"}.get(
+        suffix, "rel"
+    )
+
+
+def compare(baseline: dict[str, Any], now: dict[str, Any]) -> list[Metric]:
+    """Every metric of ``now`` against the baseline, with its tolerance and verdict."""
+    out = []
+    for name, v in now["metrics"].items():
+        suffix = name.rsplit(" ", 1)[-1]
+        tol = TOL[suffix]
+        kind = _kind(name)
+        b = baseline.get("metrics", {}).get(name)
+        if kind == "interval":  # a wall-clock error: judged by its interval, not the baseline
+            lo, hi = now.get("wall_ci", [math.nan, math.nan])
+            ok = bool(abs(v) <= tol or (not math.isnan(lo) and lo <= tol and hi >= -tol))
+            out.append(
+                Metric(
+                    name,
+                    float(b) if b is not None else math.nan,
+                    v,
+                    tol,
+                    kind,
+                    ok,
+                    f"95% CI {100 * lo:+.2f}%..{100 * hi:+.2f}%",
+                )
+            )
+            continue
+        if b is None:
+            out.append(Metric(name, math.nan, v, tol, kind, False, "not in the baseline"))
+            continue
+        if kind == "rel":
+            ok = bool(abs(v - b) <= tol * max(abs(b), 1e-9)) or (math.isnan(v) and math.isnan(b))
+        else:
+            ok = bool(abs(v - b) <= tol)
+        out.append(Metric(name, float(b), float(v), tol, kind, ok))
+    missing = set(baseline.get("metrics", {})) - set(now["metrics"])
+    if now.get("wall_skipped"):
+        missing = {n for n in missing if _kind(n) != "interval"}
+    for name in sorted(missing):
+        out.append(
+            Metric(
+                name, float(baseline["metrics"][name]), math.nan, 0.0, "rel", False, "missing now"
+            )
+        )
+    return out
+
+
+def render_table(metrics: list[Metric], *, only_failed: bool = False) -> str:
+    rows = [m for m in metrics if not (only_failed and m.ok)]
+    w = max([len(m.name) for m in rows] + [6])
+    head = f"{'metric':<{w}}  {'baseline':>10}  {'now':>10}  {'delta':>10}  {'tolerance':>12}  ok"
+    lines = [head, "-" * len(head)]
+    for m in rows:
+        tol = f"±{100 * m.tolerance:g}%" if m.kind in ("rel", "interval") else f"±{m.tolerance:g}"
+        lines.append(
+            f"{m.name:<{w}}  {m.baseline:>10.4f}  {m.now:>10.4f}  {m.delta:>+10.4f}  "
+            f"{tol:>12}  {'yes' if m.ok else 'NO'}" + (f"  ({m.note})" if m.note else "")
+        )
+    return "\n".join(lines)
+
+
+def write_junit(metrics: list[Metric], path: Path) -> None:
+    suite = ET.Element(
+        "testsuite",
+        name="scenebench-gate",
+        tests=str(len(metrics)),
+        failures=str(sum(not m.ok for m in metrics)),
+    )
+    for m in metrics:
+        case = ET.SubElement(suite, "testcase", classname="gate", name=m.name)
+        if not m.ok:
+            f = ET.SubElement(
+                case,
+                "failure",
+                message=f"{m.name}: baseline {m.baseline:.6g}, "
+                f"now {m.now:.6g}, tolerance {m.tolerance:g} ({m.kind})",
+            )
+            f.text = m.note
+    ET.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)
+
+
+def save_baseline(now: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, json.loads(json.dumps(now, default=float)))

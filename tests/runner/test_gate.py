@@ -1,0 +1,75 @@
+"""The regression gate: passes on the baseline, fails readably on a broken pipeline."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from runner import gate
+from runner.pipeline import ScenePipeline
+from runner.sweep import write_json_atomic
+
+BASELINE = Path(__file__).resolve().parents[2] / "results" / "baseline.json"
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return json.loads(BASELINE.read_text())
+
+
+def test_committed_baseline_has_the_gate_version_and_metrics(baseline):
+    assert baseline["gate_version"] == gate.GATE_VERSION
+    assert len(baseline["metrics"]) >= 70
+    assert baseline["metrics"]["real vs model exact_mismatches"] == 0
+
+
+def test_gate_passes_on_this_code_and_fails_on_a_broken_pipeline(baseline, monkeypatch):
+    now = gate.measure(wall=False)
+    metrics = gate.compare(baseline, now)
+    assert all(m.ok for m in metrics), gate.render_table(metrics, only_failed=True)
+
+    # break the pipelined mode: each content waits for the previous one (one slot)
+    monkeypatch.setattr(ScenePipeline, "content_slots", staticmethod(lambda c, n: 1))
+    broken = gate.compare(baseline, gate.measure(wall=False))
+    failed = {m.name for m in broken if not m.ok}
+    assert "real q=0 pipelined c=3 real_speedup" in failed
+    assert "real vs model exact_mismatches" in failed
+    table = gate.render_table(broken, only_failed=True)
+    assert "baseline" in table.splitlines()[0] and "tolerance" in table.splitlines()[0]
+    assert "real q=0 pipelined c=3 real_speedup" in table and "NO" in table
+
+    monkeypatch.undo()  # restored: passes again
+    assert all(m.ok for m in gate.compare(baseline, gate.measure(wall=False)))
+
+
+def test_compare_flags_drift_missing_metrics_and_writes_junit(tmp_path):
+    base = {
+        "gate_version": 1,
+        "metrics": {
+            "model q=0 pipelined c=3 speedup": 2.85,
+            "model q=0 pipelined c=3 p_any_failed": 0.02,
+            "gone speedup": 1.0,
+        },
+    }
+    now = {
+        "metrics": {
+            "model q=0 pipelined c=3 speedup": 2.80,
+            "model q=0 pipelined c=3 p_any_failed": 0.021,
+        }
+    }
+    ms = {m.name: m for m in gate.compare(base, now)}
+    assert not ms["model q=0 pipelined c=3 speedup"].ok  # 1.8% > 0.5%
+    assert ms["model q=0 pipelined c=3 p_any_failed"].ok  # 0.001 <= 0.005
+    assert not ms["gone speedup"].ok and math.isnan(ms["gone speedup"].now)
+    junit = tmp_path / "gate.xml"
+    gate.write_junit(list(ms.values()), junit)
+    text = junit.read_text()
+    assert 'tests="3"' in text and 'failures="2"' in text
+
+
+def test_update_rewrites_the_baseline(tmp_path):
+    p = tmp_path / "b.json"
+    write_json_atomic(p, {"gate_version": 1, "metrics": {"x speedup": 1.0}})
+    gate.save_baseline({"gate_version": 1, "metrics": {"y speedup": 2.0}, "notes": []}, p)
+    assert json.loads(p.read_text())["metrics"] == {"y speedup": 2.0}
