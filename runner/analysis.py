@@ -532,6 +532,17 @@ def render_report(
                     f"**{cl['verdict']}**."
                 ]
         lines += [""]
+    failed_path = d / "failed_cells.json"
+    failed = json.loads(failed_path.read_text()) if failed_path.is_file() else {}
+    if failed:
+        lines += [
+            "## Failed cells",
+            "",
+            f"{len(failed)} cell(s) failed and are not in the tables; "
+            f"`scenebench sweep --resume {d}` runs them again.",
+            "",
+        ]
+        lines += [f"- `{cid}`: {reason}" for cid, reason in sorted(failed.items())] + [""]
     lines += ["## Figures", ""]
     for p in figures:
         if p.suffix == ".png":

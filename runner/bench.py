@@ -40,7 +40,58 @@ def quota_scenario(base: Scenario) -> Scenario:
     )
 
 
-def run_bench(*, quick: bool = False) -> dict[str, Any]:
+def run_load_bench(*, quick: bool = False) -> dict[str, Any]:
+    """2,000 concurrent sleeping requests, then a soak; the fake provider beside a bare app."""
+    from .load import run_load
+
+    out: dict[str, Any] = {}
+    burst = run_load(connections=2000, per_connection=1, latency_s=1.0)
+    soak_n = 20_000 if quick else 200_000
+    soak = run_load(
+        connections=100, per_connection=soak_n // 100, latency_s=0.0, rss_every=soak_n // 10
+    )
+    lines = [
+        f"load (server in its own process, thin HTTP/1.1 client in another; "
+        f"{soak_n:,}-request soak)"
+    ]
+    for tag, (fake, bare) in (("burst", burst), ("soak", soak)):
+        for r in (fake, bare):
+            key = f"{tag}_{'fake' if r is fake else 'bare'}"
+            out[key] = {
+                "requests": r.requests,
+                "seconds": r.seconds,
+                "rps": r.rps,
+                "statuses": {str(k): v for k, v in r.statuses.items()},
+                "errors": r.errors,
+                "added_p50_ms": r.added_p50_ms,
+                "added_p99_ms": r.added_p99_ms,
+                "rss_mb": r.rss_mb,
+            }
+    bf, bb = burst
+    lines.append(
+        f"  2,000 requests in flight at once (each sleeps 1 s): fake provider "
+        f"{bf.statuses} in {bf.seconds:.2f} s, added p50 {bf.added_p50_ms:.0f} ms / "
+        f"p99 {bf.added_p99_ms:.0f} ms; bare ASGI app {bb.statuses} in "
+        f"{bb.seconds:.2f} s, added p50 {bb.added_p50_ms:.0f} / p99 "
+        f"{bb.added_p99_ms:.0f} ms"
+    )
+    sf, sb = soak
+    lines.append(
+        f"  soak, zero latency, 100 connections: fake provider {sf.rps:,.0f} req/s, "
+        f"added p50 {sf.added_p50_ms:.1f} / p99 {sf.added_p99_ms:.1f} ms, "
+        f"{sf.errors} errors; bare ASGI app {sb.rps:,.0f} req/s, p50 "
+        f"{sb.added_p50_ms:.1f} / p99 {sb.added_p99_ms:.1f} ms "
+        f"(fake/bare throughput {sf.rps / sb.rps:.2f})"
+    )
+    lines.append(
+        "  fake provider resident memory (requests: MB): "
+        + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in sf.rss_mb)
+    )
+    out["lines"] = lines
+    return out
+
+
+def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
     base = load_scenario("default")
     quota = quota_scenario(base)
     min_s = 0.5 if quick else 2.0
@@ -93,4 +144,7 @@ def run_bench(*, quick: bool = False) -> dict[str, Any]:
         f"  real pipeline, virtual clock, quotas:    {out['virtual_real_per_s']:,.1f} "
         f"classrooms/s  (SimPy is {out['simpy_over_virtual_real']:.0f}x faster)",
     ]
+    if load:
+        out["load"] = run_load_bench(quick=quick)
+        out["lines"] += out["load"]["lines"]
     return out

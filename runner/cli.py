@@ -267,7 +267,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 def _cmd_bench(a: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    report = run_bench(quick=a.quick)
+    report = run_bench(quick=a.quick, load=not a.no_load)
     if a.json:
         print(json.dumps(report))
     else:
@@ -328,10 +328,22 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    failed = json.loads((d / "failed_cells.json").read_text())
+    for cid, reason in sorted(failed.items()):
+        print(f"scenebench sweep: cell {cid} failed: {reason}", file=sys.stderr)
+    if not (d / "recommendation.json").is_file():
+        print(f"results: {d} (every cell failed; scenebench sweep --resume {d})")
+        return 1
     rec = json.loads((d / "recommendation.json").read_text())
     print(f"results: {d}")
     print(f"report:  {d / 'REPORT.md'}")
     print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {rec['recommended']}")
+    if failed:
+        print(
+            f"{len(failed)} cell(s) failed (listed in REPORT.md); finish them with "
+            f"scenebench sweep --resume {d}"
+        )
+        return 1
     return 0
 
 
@@ -721,6 +733,7 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="speed of the model and the harness, as ratios")
     b.add_argument("--quick", action="store_true")
+    b.add_argument("--no-load", action="store_true", help="skip the server load and soak")
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=_cmd_bench)
     return p

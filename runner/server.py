@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import re
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sim.provider import Call, Decision, Provider, arrival_order
+from sim.provider import RESET, TRUNCATED, Call, Decision, Provider, arrival_order
 from sim.scenario import SCENE_TYPES, Scenario
 
 __all__ = ["FakeProvider", "ServerProcess", "ServerThread", "create_app"]
@@ -82,7 +84,8 @@ class FakeProvider:
         self.seed = seed
         self.virtual = virtual
         self.time_scale = 1.0 if virtual else float(time_scale)
-        self.provider = Provider(scenario, seed, keep_log=keep_log)
+        # the newest 100,000 requests are kept: enough for any run, flat over a long soak
+        self.provider = Provider(scenario, seed, keep_log=keep_log, max_log=100_000)
         pscv: int | str = (
             scenario.parallel_scene_concurrency
             if parallel_scene_concurrency is None
@@ -90,7 +93,9 @@ class FakeProvider:
         )
         self.parallel_scene_concurrency = pscv
         self.epoch = 0.0 if virtual else time.monotonic()
-        self._attempts: dict[tuple[int, int, int, int], int] = {}
+        # attempt counters per call; bounded (oldest forgotten) so a long soak stays flat
+        self._attempts: OrderedDict[tuple[int, int, int, int], int] = OrderedDict()
+        self.max_calls_tracked = 100_000
         self._pending: list[tuple[Call, asyncio.Future[Decision]]] = []
         self._probe_scheduled = False
         self.actions_inputs: dict[tuple[int, int], list[str]] = {}
@@ -113,8 +118,10 @@ class FakeProvider:
     # -- admission ---------------------------------------------------------------------
     async def admit(self, cid: int, step: int, order: int, clip: int, api_key: str) -> Decision:
         ident = (cid, step, order, clip)
-        attempt = self._attempts.get(ident, 0)
+        attempt = self._attempts.pop(ident, 0)
         self._attempts[ident] = attempt + 1
+        if len(self._attempts) > self.max_calls_tracked:
+            self._attempts.popitem(last=False)
         call = Call(cid, step, order, clip, attempt, api_key)
         if not (self.virtual and self.provider.limited(step)):
             return self.provider.decide(call, self.now_us())
@@ -195,6 +202,52 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return data
 
 
+class InjectedReset(ConnectionResetError):
+    """Raised after a partial body to make the server drop the connection (an injected fault)."""
+
+
+class _ResetResponse(Response):
+    """Starts a response, sends part of its body, then drops the connection."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200, media_type="application/json")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": b'{"success": true, "con', "more_body": True}
+        )
+        raise InjectedReset("scenebench: injected connection reset")
+
+
+def _ok(dec: Decision, payload: dict[str, Any]) -> Response:
+    """The success answer, or its first half when the decision is an injected truncation."""
+    if dec.status == TRUNCATED:
+        raw = json.dumps(payload).encode()
+        return Response(raw[: len(raw) // 2], media_type="application/json")
+    return JSONResponse(payload)
+
+
+class _DropInjectedResets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        # injected resets, and handlers still sleeping when a stopping server cancels them
+        return not isinstance(exc, InjectedReset | asyncio.CancelledError)
+
+
+def quiet_injected_resets() -> None:
+    """Keep uvicorn's error log free of the tracebacks of injected resets (idempotent)."""
+    log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DropInjectedResets) for f in log.filters):
+        log.addFilter(_DropInjectedResets())
+
+
 def _rate_limited(dec: Decision) -> JSONResponse:
     headers = {}
     if dec.retry_after_ms is not None:
@@ -236,7 +289,9 @@ def create_app(
         if dec.status == 429:
             return _rate_limited(dec)
         await fake.sleep_us(dec.latency_us)
-        if dec.status != 200:
+        if dec.status == RESET:
+            return _ResetResponse()
+        if dec.status not in (200, TRUNCATED):
             return _error(dec.status, "GENERATION_FAILED", "Upstream model call failed")
         return None
 
@@ -262,13 +317,15 @@ def create_app(
                 for j in range(3)
             ],
         }
-        return JSONResponse({"success": True, "content": content, "effectiveOutline": outline})
+        return _ok(dec, {"success": True, "content": content, "effectiveOutline": outline})
 
     @handler
     async def scene_actions(request: Request) -> Response:
         body = await _json_body(request)
         outline = _outline(body)
         _require(body, "allOutlines", "stageId", "content")
+        if not isinstance(body["content"], dict):
+            raise _BadRequest("INVALID_REQUEST", "content must be an object")
         prev = body.get("previousSpeeches", [])
         if not isinstance(prev, list) or not all(isinstance(s, str) for s in prev):
             raise _BadRequest("INVALID_REQUEST", "previousSpeeches must be a list of strings")
@@ -304,15 +361,18 @@ def create_app(
             "content": body["content"],
             "actions": actions,
         }
-        return JSONResponse({"success": True, "scene": scene, "previousSpeeches": speeches})
+        return _ok(dec, {"success": True, "scene": scene, "previousSpeeches": speeches})
 
     @handler
     async def tts(request: Request) -> Response:
         body = await _json_body(request)
         _require(body, "text", "audioId", "ttsProviderId", "ttsVoice")
+        for name in ("text", "audioId", "ttsProviderId", "ttsVoice"):
+            if not isinstance(body[name], str):
+                raise _BadRequest("INVALID_REQUEST", f"{name} must be a string")
+        if body.get("ttsApiKey") is not None and not isinstance(body["ttsApiKey"], str):
+            raise _BadRequest("INVALID_REQUEST", "ttsApiKey must be a string")
         audio_id = body["audioId"]
-        if not isinstance(audio_id, str):
-            raise _BadRequest("INVALID_REQUEST", "audioId must be a string")
         m = _AUDIO_RE.match(audio_id)
         cid, order, clip = (
             (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (_hash_id(audio_id), 0, 0)
@@ -322,8 +382,8 @@ def create_app(
         err = await generate(request, 2, dec)
         if err is not None:
             return err
-        return JSONResponse(
-            {"success": True, "audioId": audio_id, "base64": _FAKE_AUDIO, "format": "mp3"}
+        return _ok(
+            dec, {"success": True, "audioId": audio_id, "base64": _FAKE_AUDIO, "format": "mp3"}
         )
 
     async def health(request: Request) -> Response:
@@ -380,7 +440,13 @@ class ServerThread:
     def __init__(self, app: Starlette, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
@@ -396,6 +462,7 @@ class ServerThread:
             self._error = e
 
     def start(self, timeout_s: float = 10.0) -> ServerThread:
+        quiet_injected_resets()
         self.thread.start()
         deadline = time.monotonic() + timeout_s
         while not self.server.started:
@@ -426,6 +493,7 @@ def env_parallel_scene_concurrency() -> str | None:
 
 
 def _serve_in_child(
+    bare_latency_s: float | None,
     scenario_map: dict[str, Any],
     seed: int,
     time_scale: float,
@@ -435,17 +503,29 @@ def _serve_in_child(
 ) -> None:  # pragma: no cover - runs in the child process
     from sim.scenario import scenario_from_mapping
 
-    app = create_app(
-        scenario_from_mapping(scenario_map),
-        seed,
-        time_scale=time_scale,
-        parallel_scene_concurrency=parallel_scene_concurrency,
-        keep_log=keep_log,
-    )
+    if bare_latency_s is not None:
+        from .load import bare_app
+
+        app: Any = bare_app(bare_latency_s)
+    else:
+        app = create_app(
+            scenario_from_mapping(scenario_map),
+            seed,
+            time_scale=time_scale,
+            parallel_scene_concurrency=parallel_scene_concurrency,
+            keep_log=keep_log,
+        )
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
+    quiet_injected_resets()
 
     async def main() -> None:
         task = asyncio.ensure_future(server.serve())
@@ -475,7 +555,9 @@ class ServerProcess:
         time_scale: float = 1.0,
         parallel_scene_concurrency: int | str | None = None,
         keep_log: bool = True,
+        bare_latency_s: float | None = None,
     ) -> None:
+        """``bare_latency_s``: serve :func:`runner.load.bare_app` instead (for comparisons)."""
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
@@ -484,6 +566,7 @@ class ServerProcess:
             target=_serve_in_child,
             name="scenebench-fake-provider",
             args=(
+                bare_latency_s,
                 scenario.to_mapping(),
                 seed,
                 time_scale,
@@ -500,7 +583,10 @@ class ServerProcess:
         if not self._conn.poll(timeout_s):
             self.stop()
             raise RuntimeError("fake provider process did not start in time")
-        status, value = self._conn.recv()
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            status, value = "error", f"the process exited with code {self.process.exitcode}"
         if status != "ok":
             self.stop()
             raise RuntimeError(f"fake provider process failed to start: {value}")

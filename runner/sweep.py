@@ -187,8 +187,14 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
 
 def _run_cell_job(
     cell: Cell, scenario_map: dict[str, Any], real_time_scale: float | None
-) -> tuple[str, pd.DataFrame]:
-    return cell.cell_id, run_cell(cell, scenario_from_mapping(scenario_map), real_time_scale)
+) -> tuple[str, pd.DataFrame | None, str | None]:
+    """Run one cell; a failure (a provider that died, a bug) is returned, not raised, so that
+    the sweep records it and goes on."""
+    try:
+        df = run_cell(cell, scenario_from_mapping(scenario_map), real_time_scale)
+    except Exception as e:
+        return cell.cell_id, None, f"{type(e).__name__}: {e}"
+    return cell.cell_id, df, None
 
 
 # -- results folder ---------------------------------------------------------------------
@@ -362,8 +368,25 @@ def run_sweep(
         dynamic_ncols=True,
     )
 
-    def save(cell_id: str, df: pd.DataFrame) -> None:
-        write_atomic(d / "cells" / f"{cell_id}.parquet", lambda p: df.to_parquet(p, index=False))
+    failed: dict[str, str] = {}
+
+    def save(cell_id: str, df: pd.DataFrame | None, error: str | None) -> None:
+        marker = d / "cells" / f"{cell_id}.failed.json"
+        if df is None:
+            failed[cell_id] = error or "unknown error"
+            write_json_atomic(
+                marker,
+                {
+                    "cell_id": cell_id,
+                    "reason": failed[cell_id],
+                    "time": datetime.now(UTC).isoformat(),
+                },
+            )
+        else:
+            write_atomic(
+                d / "cells" / f"{cell_id}.parquet", lambda p: df.to_parquet(p, index=False)
+            )
+            marker.unlink(missing_ok=True)
         bar.update(1)
 
     try:
@@ -379,8 +402,14 @@ def run_sweep(
                     ex.submit(_run_cell_job, c, scenarios[c.scenario], spec.real_time_scale)
                     for c in todo
                 ]
+                ids = {id(f): c.cell_id for f, c in zip(futs, todo, strict=True)}
                 for f in _as_completed(futs, dask_scheduler is not None):
-                    save(*f.result())
+                    try:
+                        save(*f.result())
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except BaseException as e:  # a worker that died takes its cell with it
+                        save(ids[id(f)], None, f"worker failed: {type(e).__name__}: {e}")
             except BaseException:
                 for f in futs:
                     f.cancel()
@@ -392,7 +421,9 @@ def run_sweep(
                     ex.shutdown(wait=False, cancel_futures=True)
     finally:
         bar.close()
-    finalize(d)
+    write_json_atomic(d / "failed_cells.json", failed)
+    if len(failed) < len(cells):
+        finalize(d)
     return d
 
 
@@ -409,6 +440,8 @@ def finalize(d: Path) -> None:
     from .analysis import render_results
 
     files = sorted((d / "cells").glob("*.parquet"))
+    if not files:
+        raise ResultsError(f"{str(d)!r} has no finished cell to combine")
     runs = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     write_atomic(d / "runs.parquet", lambda p: runs.to_parquet(p, index=False))
     write_atomic(d / "runs.csv", lambda p: runs.to_csv(p, index=False))

@@ -19,11 +19,12 @@ from numpy.typing import NDArray
 
 from .scenario import STEPS, Scenario
 
-__all__ = ["KIND_5XX", "KIND_429", "KIND_LATENCY", "Draws", "seconds_to_us"]
+__all__ = ["KIND_5XX", "KIND_429", "KIND_FAULT", "KIND_LATENCY", "Draws", "seconds_to_us"]
 
 KIND_LATENCY = 0
 KIND_429 = 1
 KIND_5XX = 2
+KIND_FAULT = 3
 _SPEECHES_KEY = (99, 0, 0)
 US_PER_S = 1_000_000
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from .draws import KIND_5XX, KIND_429, Draws
+from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
 from .model import clamp_concurrency, effective_tts_concurrency
 from .scenario import MODES, RetryPolicy, Scenario
 from .schema import SCHEMA_VERSION, RunResult
@@ -162,8 +162,9 @@ class _Calls:
 
     def _attempt(
         self, step: int, attempt: int, lat: I64, idx: I64 | None
-    ) -> tuple[I64, B | None, B | None, B | None]:
-        """Duration, 429, 5xx and timeout flags of one attempt (``idx``: a subset, flat)."""
+    ) -> tuple[I64, B | None, B | None, B | None, B | None]:
+        """Duration and the 429, 5xx, timeout and reset/truncated flags of one attempt
+        (``idx``: a subset of the table, flat)."""
         quota = self.sc.quota_tts if step == 2 else self.sc.quota_llm
 
         def pick(u: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -171,27 +172,41 @@ class _Calls:
 
         is429 = pick(self.d.fault_u(step, attempt, KIND_429)) < quota.p_429 if quota.p_429 else None
         is5xx = pick(self.d.fault_u(step, attempt, KIND_5XX)) < quota.p_5xx if quota.p_5xx else None
+        if is429 is not None and is5xx is not None:
+            is5xx &= ~is429
+        fail = None
+        if quota.faulty:  # reset / stall / truncated, for admitted non-5xx attempts
+            uf = pick(self.d.fault_u(step, attempt, KIND_FAULT))
+            eligible = np.ones(uf.shape, dtype=bool)
+            for flag in (is429, is5xx):
+                if flag is not None:
+                    eligible &= ~flag
+            p_r, p_s, p_t = quota.p_reset, quota.p_stall, quota.p_truncate
+            stall = eligible & (uf >= p_r) & (uf < p_r + p_s)
+            fail = eligible & ((uf < p_r) | ((uf >= p_r + p_s) & (uf < p_r + p_s + p_t)))
+            if stall.any():
+                lat = np.where(stall, round(quota.stall_s * 1e6), lat)
         tout = lat > self.timeout_us if lat.size and lat.max() > self.timeout_us else None
-        if is429 is not None:
-            if is5xx is not None:
-                is5xx &= ~is429
-            if tout is not None:
+        if tout is not None:
+            if is429 is not None:
                 tout &= ~is429
-        if is5xx is not None and tout is not None:
-            is5xx &= ~tout
+            if is5xx is not None:
+                is5xx &= ~tout
+            if fail is not None:
+                fail &= ~tout
         dur = lat
         if tout is not None:
             dur = np.where(tout, self.timeout_us, dur)
         if is429 is not None:
             dur = np.where(is429, 0, dur)
-        return dur, is429, is5xx, tout
+        return dur, is429, is5xx, tout, fail
 
     def step(self, step: int, policy: RetryPolicy) -> _StepCalls:
         quota = self.sc.quota_tts if step == 2 else self.sc.quota_llm
         lat0 = self.d.latency_us(step, 0)
-        dur, is429, is5xx, tout = self._attempt(step, 0, lat0, None)
+        dur, is429, is5xx, tout, fail = self._attempt(step, 0, lat0, None)
         bad: B | None = None
-        for flag in (is429, is5xx, tout):
+        for flag in (is429, is5xx, tout, fail):
             if flag is not None:
                 bad = flag if bad is None else (bad | flag)
         if bad is None or not bad.any():
@@ -204,7 +219,7 @@ class _Calls:
                 return np.zeros(m if where is None else len(where), dtype=bool)
             return flag.ravel()[idx] if where is None else flag
 
-        f429, f5xx, ftout = sub(is429), sub(is5xx), sub(tout)
+        f429, f5xx, ftout, ffail = sub(is429), sub(is5xx), sub(tout), sub(fail)
         extra = np.zeros((m, 5), dtype=np.int64)
         extra[:, 0] = ~ftout
         extra[:, 1] = f429
@@ -222,10 +237,11 @@ class _Calls:
                 delay = np.where(f429, policy.delay_us(attempt - 1, ra_us), delay)
             elapsed += np.where(active, delay, 0)
             lat = self.d.latency_us(step, attempt).ravel()[idx]
-            d, a429, a5xx, atout = self._attempt(step, attempt, lat, idx)
-            f429, f5xx, ftout = sub(a429, idx), sub(a5xx, idx), sub(atout, idx)
+            d, a429, a5xx, atout, afail = self._attempt(step, attempt, lat, idx)
+            f429, f5xx = sub(a429, idx), sub(a5xx, idx)
+            ftout, ffail = sub(atout, idx), sub(afail, idx)
             elapsed += np.where(active, d, 0)
-            success = active & ~f429 & ~f5xx & ~ftout
+            success = active & ~f429 & ~f5xx & ~ftout & ~ffail
             ok |= success
             extra[:, 0] += active & ~ftout
             extra[:, 1] += active & f429

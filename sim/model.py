@@ -135,8 +135,9 @@ class _World:
                     stats.http_429 += 1
                     if dec.retry_after_ms is not None:
                         ra_us = dec.retry_after_ms * 1000
-                else:
+                elif status >= 500:
                     stats.http_5xx += 1
+                # RESET / TRUNCATED: a failed request, retried like a network error
             if attempt == last:
                 return False
             stats.retries += 1

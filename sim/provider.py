@@ -11,7 +11,9 @@ on integer-microsecond model time:
    429 at once (``reason="rpm"``);
 3. random 429 with probability ``p_429`` (a token is spent) → 429 at once;
 4. admitted: the response comes after the drawn latency, a ``status_5xx`` with
-   probability ``p_5xx``, else 200.
+   probability ``p_5xx``; else, with the injected-fault probabilities, a reset
+   connection (status ``RESET``) or a truncated JSON body (status ``TRUNCATED``)
+   after the latency, or a stall (a 200 after ``stall_s``); else 200.
 
 Requests arriving on one key at the same instant are decided in the canonical
 order of :func:`arrival_order` (step: content < actions < tts, then classroom,
@@ -25,13 +27,16 @@ await resumes), so it reaches the provider first.
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import NamedTuple
 
-from .draws import KIND_5XX, KIND_429, Draws
+from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
 from .scenario import Quota, Scenario
 
-__all__ = ["Call", "Decision", "KeyState", "Provider", "arrival_order"]
+__all__ = ["RESET", "TRUNCATED", "Call", "Decision", "KeyState", "Provider", "arrival_order"]
+
+RESET = 1  # decision status: the connection is reset after the latency
+TRUNCATED = 2  # decision status: a 200 with a cut JSON body after the latency
 
 STEP_LLM = (0, 1)
 
@@ -79,7 +84,9 @@ class KeyState:
             heapq.heappop(ends)
         return len(ends)
 
-    def decide(self, now_us: int, latency_us: int, u429: float, u5xx: float) -> Decision:
+    def decide(
+        self, now_us: int, latency_us: int, u429: float, u5xx: float, ufault: float = 1.0
+    ) -> Decision:
         q = self.quota
         n = self.inflight(now_us)
         ra = None if q.retry_after_s is None else round(q.retry_after_s * 1000)
@@ -94,9 +101,20 @@ class KeyState:
             self.tokens -= 1.0
         if u429 < q.p_429:
             return Decision(429, 0, ra, n, "random")
-        heapq.heappush(self._ends, now_us + latency_us)
         if u5xx < q.p_5xx:
+            heapq.heappush(self._ends, now_us + latency_us)
             return Decision(q.status_5xx, latency_us, None, n, "5xx")
+        if ufault < q.p_reset + q.p_stall + q.p_truncate:
+            if ufault < q.p_reset:
+                heapq.heappush(self._ends, now_us + latency_us)
+                return Decision(RESET, latency_us, None, n, "reset")
+            if ufault < q.p_reset + q.p_stall:
+                stall_us = round(q.stall_s * 1e6)
+                heapq.heappush(self._ends, now_us + stall_us)
+                return Decision(200, stall_us, None, n, "stall")
+            heapq.heappush(self._ends, now_us + latency_us)
+            return Decision(TRUNCATED, latency_us, None, n, "truncated")
+        heapq.heappush(self._ends, now_us + latency_us)
         return Decision(200, latency_us, None, n, "ok")
 
 
@@ -111,6 +129,7 @@ class Provider:
         draws: Draws | None = None,
         keep_log: bool = True,
         draws_cache: int = 256,
+        max_log: int = 1_000_000,
     ) -> None:
         self.scenario = scenario
         self.seed = seed
@@ -119,7 +138,8 @@ class Provider:
         self._draws_cache = draws_cache
         self._keys: dict[tuple[str, str], KeyState] = {}
         self.keep_log = keep_log
-        self.log: list[tuple[object, ...]] = []
+        # the request log keeps the newest max_log entries (a long soak stays flat)
+        self.log: deque[tuple[object, ...]] = deque(maxlen=max_log)
         # Test hook: admitted calls of (step, order) or (step, order, clip) answer this status.
         self.force_status: dict[tuple[int, ...], int] = {}
 
@@ -163,7 +183,8 @@ class Provider:
         q = self.scenario.quota_tts if call.step == 2 else self.scenario.quota_llm
         u429 = float(d.fault_u(call.step, call.attempt, KIND_429)[row, col]) if q.p_429 else 1.0
         u5xx = float(d.fault_u(call.step, call.attempt, KIND_5XX)[row, col]) if q.p_5xx else 1.0
-        dec = self.key_state(call.step, call.api_key).decide(now_us, lat, u429, u5xx)
+        uf = float(d.fault_u(call.step, call.attempt, KIND_FAULT)[row, col]) if q.faulty else 1.0
+        dec = self.key_state(call.step, call.api_key).decide(now_us, lat, u429, u5xx, uf)
         if self.force_status and dec.status != 429:
             forced = self.force_status.get(
                 (call.step, call.order, call.clip), self.force_status.get((call.step, call.order))

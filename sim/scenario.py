@@ -76,6 +76,10 @@ class Quota:
     second. ``p_429``/``p_5xx`` are per-attempt probabilities of a random 429
     (answered at once) or 5xx (answered after the drawn latency).
     ``retry_after_s`` is carried by every 429 (``None``: no header).
+    Injected faults, per admitted attempt that is not a 5xx: ``p_reset`` (the
+    connection is reset mid-response after the latency), ``p_truncate`` (a 200
+    whose JSON body is cut short), ``p_stall`` (the answer takes ``stall_s``
+    instead of the latency: past the client's timeout, the client gives up).
     """
 
     max_inflight: int = 0
@@ -85,6 +89,10 @@ class Quota:
     p_5xx: float = 0.0
     status_5xx: int = 500
     retry_after_s: float | None = 1.0
+    p_reset: float = 0.0
+    p_stall: float = 0.0
+    p_truncate: float = 0.0
+    stall_s: float = 900.0
 
     def __post_init__(self) -> None:
         _num("max_inflight", self.max_inflight, integer=True)
@@ -92,12 +100,26 @@ class Quota:
         _num("rpm_burst", self.rpm_burst, integer=True)
         _num("p_429", self.p_429, hi=1.0)
         _num("p_5xx", self.p_5xx, hi=1.0)
+        _num("p_reset", self.p_reset, hi=1.0)
+        _num("p_stall", self.p_stall, hi=1.0)
+        _num("p_truncate", self.p_truncate, hi=1.0)
+        if self.p_reset + self.p_stall + self.p_truncate > 1.0:
+            raise ScenarioError(
+                "p_reset: p_reset + p_stall + p_truncate must be <= 1, got "
+                f"{self.p_reset + self.p_stall + self.p_truncate:g}"
+            )
+        _num("stall_s", self.stall_s, hi=86400.0, lo_open=True)
         if self.status_5xx not in (500, 502, 503, 529):
             raise ScenarioError(
                 f"status_5xx: must be one of 500, 502, 503, 529, got {self.status_5xx!r}"
             )
         if self.retry_after_s is not None:
             _num("retry_after_s", self.retry_after_s, hi=3600.0)
+
+    @property
+    def faulty(self) -> bool:
+        """Whether injected faults (reset, stall, truncate) can happen."""
+        return self.p_reset + self.p_stall + self.p_truncate > 0
 
     @property
     def limited(self) -> bool:
