@@ -2,7 +2,7 @@
 
 from .analysis import cell_table, recommend, render_results
 from .pipeline import Clock, PipelineOptions, ScenePipeline
-from .run import read_server_concurrency, run_classroom, run_classroom_async
+from .run import read_server_concurrency, run_classroom, run_classroom_async, run_tenants
 from .server import FakeProvider, ServerProcess, ServerThread, create_app
 from .sweep import SweepSpec, default_spec, load_runs, run_sweep
 
@@ -24,4 +24,5 @@ __all__ = [
     "run_classroom",
     "run_classroom_async",
     "run_sweep",
+    "run_tenants",
 ]

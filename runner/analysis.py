@@ -382,7 +382,7 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
             ax.set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
             ax.set_xticks(range(1, 11))
             ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("mean time to first scene (model s)")
+        axes[0][0].set_ylabel("mean time to first scene (model s;\nruns that added a scene)")
         axes[0][-1].legend(
             title="key quota",
             fontsize=8,

@@ -91,6 +91,28 @@ def _add_cell(p: argparse.ArgumentParser, *, concurrency_required: bool) -> None
     p.add_argument("--seed", type=_int_in("--seed", 0), default=0)
 
 
+def _add_adaptive(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--adaptive",
+        choices=("off", "halve", "aimd"),
+        default="off",
+        help="adaptive limiter for content calls and within-scene clips (README: Adaptive)",
+    )
+
+
+def _nonneg_float(name: str) -> Callable[[str], float]:
+    def conv(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number >= 0, got {s!r}") from None
+        if not (v >= 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"{name} must be a number >= 0, got {s!r}")
+        return v
+
+    return conv
+
+
 def _fmt_s(v: float) -> str:
     return "-" if math.isnan(v) else f"{v:.2f} s"
 
@@ -132,6 +154,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         time_scale=a.time_scale,
         base_url=a.base_url,
         records=False,
+        adaptive=a.adaptive,
     )
     if a.json:
         print(res.to_json())
@@ -170,11 +193,17 @@ def _cmd_sim(a: argparse.Namespace) -> int:
     sc = load_scenario(a.scenario)
     engine = a.engine
     if engine == "auto":
-        engine = "fast" if quota_free(sc) and a.tenants == 1 and a.reps >= 200 else "simpy"
+        engine = (
+            "fast"
+            if quota_free(sc) and a.tenants == 1 and a.reps >= 200 and a.adaptive == "off"
+            else "simpy"
+        )
     t0 = time.perf_counter()
     if engine == "fast":
-        if a.tenants != 1:
-            raise UsageError("scenebench sim: --engine fast supports --tenants 1 only")
+        if a.tenants != 1 or a.adaptive != "off":
+            raise UsageError(
+                "scenebench sim: --engine fast supports --tenants 1 and --adaptive off only"
+            )
         results = simulate_fast(
             sc, a.mode, a.concurrency or 0, a.reps, seed=a.seed, tts_concurrency=a.tts_concurrency
         ).results()
@@ -187,6 +216,8 @@ def _cmd_sim(a: argparse.Namespace) -> int:
             seed=a.seed,
             tts_concurrency=a.tts_concurrency,
             tenants=a.tenants,
+            adaptive=a.adaptive,
+            stagger_s=a.stagger_s,
         )
     elapsed = time.perf_counter() - t0
     s = _summary(results)
@@ -198,6 +229,8 @@ def _cmd_sim(a: argparse.Namespace) -> int:
             "tts_concurrency": results[0].tts_concurrency,
             "seed": a.seed,
             "tenants": a.tenants,
+            "adaptive": a.adaptive,
+            "stagger_s": a.stagger_s,
             "engine": engine,
             "cpu_s": elapsed,
         }
@@ -588,6 +621,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one classroom through the real pipeline")
     _add_scenario(r)
     _add_cell(r, concurrency_required=False)
+    _add_adaptive(r)
     r.add_argument("--clock", choices=("wall", "virtual"), default="wall")
     r.add_argument("--time-scale", type=_positive_float("--time-scale"), default=None)
     r.add_argument("--run-id", type=_int_in("--run-id", 0), default=0)
@@ -598,6 +632,13 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sim", help="simulate replications with the model")
     _add_scenario(s)
     _add_cell(s, concurrency_required=True)
+    _add_adaptive(s)
+    s.add_argument(
+        "--stagger-s",
+        type=_nonneg_float("--stagger-s"),
+        default=0.0,
+        help="tenant j starts j x this many model seconds after tenant 0",
+    )
     s.add_argument("--reps", type=_int_in("--reps", 1), default=1000)
     s.add_argument("--tenants", type=_int_in("--tenants", 1, 1000), default=1)
     s.add_argument("--engine", choices=("auto", "simpy", "fast"), default="auto")

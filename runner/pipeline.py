@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from sim.limiter import POLICIES, GateCore
 from sim.model import _Stats
 from sim.scenario import MODES, RetryPolicy, Scenario
 from sim.schema import RunResult
@@ -74,14 +75,60 @@ class PipelineOptions:
     llm_api_key: str = "llm-key"
     tts_api_key: str = "tts-key"
     headers: dict[str, str] = field(default_factory=dict)
+    adaptive: str = "off"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.adaptive not in POLICIES:
+            raise ValueError(
+                f"adaptive: must be one of {', '.join(POLICIES)}; got {self.adaptive!r}"
+            )
 
 
 class _Failed(Exception):
     pass
+
+
+class _AioGate:
+    """The adaptive gate (:class:`sim.limiter.GateCore`) on asyncio futures."""
+
+    def __init__(self, core: GateCore, clock: Clock) -> None:
+        self.core = core
+        self.clock = clock
+        self._armed: set[int] = set()
+
+    async def __aenter__(self) -> None:
+        if self.core.try_acquire(self.clock.now_us()):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> bool:
+            if fut.done():  # cancelled while waiting (stop())
+                return False
+            fut.set_result(None)
+            return True
+
+        self.core.waiters.append(wake)
+        self.changed()
+        await fut
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.core.release()
+        self.changed()
+
+    def changed(self) -> None:
+        """After any change of the gate's state: wake who fits, arm the hold's end."""
+        now = self.clock.now_us()
+        at = self.core.pump(now)
+        if at is not None and at not in self._armed:
+            self._armed.add(at)
+
+            def fire() -> None:
+                self._armed.discard(at)
+                self.changed()
+
+            asyncio.get_running_loop().call_later(self.clock.real_s((at - now) / 1e6), fire)
 
 
 class ScenePipeline:
@@ -118,6 +165,11 @@ class ScenePipeline:
             for i in range(scenario.outlines)
         ]
         self.previous_speeches_sent: dict[int, list[str]] = {}
+        self._tts_gate = (
+            _AioGate(GateCore(options.tts_concurrency, options.adaptive), clock)
+            if options.adaptive != "off" and options.tts_concurrency > 1
+            else None
+        )
 
     @staticmethod
     def content_slots(concurrency: int, pending: int) -> int:
@@ -172,15 +224,23 @@ class ScenePipeline:
         return resp.status_code, data, ra_us
 
     async def _call(
-        self, step: int, body: dict[str, Any], policy: RetryPolicy, headers: dict[str, str]
+        self,
+        step: int,
+        body: dict[str, Any],
+        policy: RetryPolicy,
+        headers: dict[str, str],
+        gate: _AioGate | None = None,
     ) -> dict[str, Any] | None:
-        """One step call with the retry policy; the JSON body on success, else None."""
+        """One step call with the retry policy; the JSON body on success, else None. A gated
+        call tells its adaptive gate of every 429 and of its success."""
         st = self.stats
         route = _ROUTES[step]
         for attempt in range(policy.max_retries + 1):
             status, data, ra_us = await self._attempt(route, body, headers)
             if status == 200 and data is not None and data.get("success"):
                 st.requests += 1
+                if gate is not None:
+                    gate.core.on_success(self.clock.now_us())
                 return data
             if status == 0:
                 st.timeouts += 1
@@ -188,6 +248,9 @@ class ScenePipeline:
                 st.requests += 1
                 if status == 429:
                     st.http_429 += 1
+                    if gate is not None:
+                        gate.core.on_429(self.clock.now_us(), ra_us)
+                        gate.changed()
                 elif status >= 500:
                     st.http_5xx += 1
             retryable = status <= 0 or status in RETRYABLE or status >= 500
@@ -206,14 +269,14 @@ class ScenePipeline:
             **self.opt.headers,
         }
 
-    async def content(self, i: int) -> dict[str, Any] | None:
+    async def content(self, i: int, gate: _AioGate | None = None) -> dict[str, Any] | None:
         body = {
             "outline": self.outlines[i],
             "allOutlines": self.outlines,
             "stageId": self.stage_id,
             "stageInfo": {"name": "scenebench"},
         }
-        return await self._call(0, body, self.opt.retry_llm, self._llm_headers())
+        return await self._call(0, body, self.opt.retry_llm, self._llm_headers(), gate)
 
     async def actions(
         self, i: int, content: dict[str, Any], prev: list[str]
@@ -246,10 +309,21 @@ class ScenePipeline:
                 "ttsVoice": "alloy",
                 "ttsApiKey": self.opt.tts_api_key,
             }
-            res = await self._call(2, body, self.opt.retry_tts, {})
+            res = await self._call(2, body, self.opt.retry_tts, {}, gate)
             oks.append(res is not None and bool(res.get("base64")))
 
         c = self.opt.tts_concurrency
+        gate = self._tts_gate
+        if gate is not None and k > 1:  # adaptive: every clip waits for the gate in order
+
+            async def gated(action: dict[str, Any]) -> None:
+                assert gate is not None
+                async with gate:
+                    await clip(action)
+
+            await asyncio.gather(*(gated(a) for a in speeches))
+            return all(oks)
+        gate = None
         if c <= 1 or k == 1:
             for a in speeches:
                 await clip(a)
@@ -312,13 +386,19 @@ class ScenePipeline:
                         status = "paused"
                         break
             else:
-                sem = asyncio.Semaphore(self.content_slots(c, n))
+                slots = self.content_slots(c, n)
+                cgate = (
+                    _AioGate(GateCore(slots, self.opt.adaptive), self.clock)
+                    if self.opt.adaptive != "off"
+                    else None
+                )
+                sem = asyncio.Semaphore(slots)
 
                 async def content_task(i: int) -> dict[str, Any] | None:
-                    async with sem:
+                    async with cgate if cgate is not None else sem:
                         if self._aborted:
                             return None
-                        return await self.content(i)
+                        return await self.content(i, cgate)
 
                 for i in range(n):
                     t = asyncio.ensure_future(content_task(i))

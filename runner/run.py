@@ -27,7 +27,13 @@ from sim.schema import RunResult, records_from_log
 from .pipeline import Clock, PipelineOptions, ScenePipeline
 from .server import ServerThread, create_app
 
-__all__ = ["read_server_concurrency", "run_classroom", "run_classroom_async", "warm_up"]
+__all__ = [
+    "read_server_concurrency",
+    "run_classroom",
+    "run_classroom_async",
+    "run_tenants",
+    "warm_up",
+]
 
 CLOCKS = ("wall", "virtual")
 Hook = Callable[[ScenePipeline], Awaitable[None]]
@@ -56,6 +62,7 @@ async def run_classroom_async(
     world: str = "wall",
     hook: Hook | None = None,
     api_keys: tuple[str, str] = ("llm-key", "tts-key"),
+    adaptive: str = "off",
 ) -> tuple[ScenePipeline, RunResult]:
     """Build and run one pipeline on an existing client; returns it and its result.
 
@@ -76,6 +83,7 @@ async def run_classroom_async(
         classroom=run_id,
         llm_api_key=api_keys[0],
         tts_api_key=api_keys[1],
+        adaptive=adaptive,
     )
     pipe = ScenePipeline(client, scenario, opts, clock or Clock(1.0), world=world, seed=seed)
     if hook is None:
@@ -108,6 +116,7 @@ def run_classroom(
     base_url: str | None = None,
     records: bool = True,
     hook: Hook | None = None,
+    adaptive: str = "off",
 ) -> RunResult:
     """Run one classroom through the real pipeline against the fake provider.
 
@@ -123,7 +132,7 @@ def run_classroom(
                 "base_url: only with clock='wall' (a virtual clock needs the in-process provider)"
             )
         return _run_virtual(
-            scenario, mode, concurrency, tts_concurrency, seed, run_id, records, hook
+            scenario, mode, concurrency, tts_concurrency, seed, run_id, records, hook, adaptive
         )
     scale = scenario.time_scale if time_scale is None else time_scale
     if not scale > 0:
@@ -140,6 +149,7 @@ def run_classroom(
             base_url,
             records,
             hook,
+            adaptive,
         )
     )
 
@@ -153,6 +163,7 @@ def _run_virtual(
     run_id: int,
     records: bool,
     hook: Hook | None,
+    adaptive: str = "off",
 ) -> RunResult:
     app = create_app(scenario, seed, virtual=True, keep_log=records)
     fake = app.state.fake
@@ -173,6 +184,7 @@ def _run_virtual(
                 clock=Clock(1.0),
                 world="virtual",
                 hook=hook,
+                adaptive=adaptive,
             )
         if records:
             res = dataclasses.replace(
@@ -198,6 +210,7 @@ async def _run_wall(
     base_url: str | None,
     records: bool,
     hook: Hook | None,
+    adaptive: str = "off",
 ) -> RunResult:
     server: ServerThread | None = None
     if base_url is None:
@@ -221,6 +234,7 @@ async def _run_wall(
                 clock=Clock(scale),
                 world="wall",
                 hook=hook,
+                adaptive=adaptive,
             )
             if records:
                 if server is not None:
@@ -259,3 +273,58 @@ async def _server_log(client: httpx.AsyncClient, cid: int) -> list[Any]:
         return rows
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return []
+
+
+def run_tenants(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int,
+    tenants: int,
+    *,
+    seed: int = 0,
+    run_id: int = 0,
+    tts_concurrency: int | None = None,
+    stagger_s: float = 0.0,
+    adaptive: str = "off",
+    records: bool = True,
+) -> list[RunResult]:
+    """``tenants`` classrooms generated at once on the same keys (a deployment's server key),
+    tenant ``j`` starting ``j * stagger_s`` model seconds after tenant 0; virtual clock.
+
+    Classroom ids are ``run_id * tenants + j``, as in :func:`sim.simulate` with ``tenants``.
+    """
+    _check(mode, "virtual")
+    if tenants < 1 or not (stagger_s >= 0):
+        raise ValueError(f"tenants must be >= 1 and stagger_s >= 0; got {tenants}, {stagger_s}")
+    app = create_app(scenario, seed, virtual=True, keep_log=records)
+    fake = app.state.fake
+
+    async def one(client: httpx.AsyncClient, j: int) -> RunResult:
+        if j and stagger_s:
+            await asyncio.sleep(j * stagger_s)
+        cid = run_id * tenants + j
+        _, res = await run_classroom_async(
+            client,
+            scenario,
+            mode,
+            concurrency,
+            tts_concurrency=tts_concurrency,
+            seed=seed,
+            run_id=cid,
+            clock=Clock(1.0),
+            world="virtual",
+            adaptive=adaptive,
+        )
+        log = tuple(records_from_log(fake.log_rows(cid))) if records else ()
+        return dataclasses.replace(res, tenants=tenants, tenant=j, requests_log=log)
+
+    async def main() -> list[RunResult]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fake-provider") as cl:
+            return list(await asyncio.gather(*(one(cl, j) for j in range(tenants))))
+
+    loop = looptime.new_event_loop(start=0.0, resolution=1e-6, noop_cycles=0)
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()

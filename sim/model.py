@@ -23,6 +23,7 @@ import simpy
 from simpy.events import NORMAL, Event, EventPriority
 
 from .draws import Draws
+from .limiter import POLICIES, GateCore
 from .provider import Call, Decision, Provider, arrival_order
 from .scenario import MAX_CONCURRENCY, MODES, RetryPolicy, Scenario
 from .schema import RunResult, records_from_log
@@ -75,6 +76,43 @@ class _Batch(Event):
         world.env.schedule(self, _BATCH_PRIORITY)
 
 
+class _SimGate:
+    """The adaptive gate (:class:`sim.limiter.GateCore`) on SimPy events."""
+
+    def __init__(self, env: simpy.Environment, core: GateCore) -> None:
+        self.env = env
+        self.core = core
+        self._armed: set[int] = set()
+
+    def acquire(self) -> Event | None:
+        now = int(self.env.now)
+        if self.core.try_acquire(now):
+            return None
+        ev = Event(self.env)
+
+        def wake() -> bool:
+            ev.succeed()
+            return True
+
+        self.core.waiters.append(wake)
+        self.changed()
+        return ev
+
+    def changed(self) -> None:
+        """After any change of the gate's state: wake who fits, arm the hold's end."""
+        now = int(self.env.now)
+        at = self.core.pump(now)
+        if at is not None and at not in self._armed:
+            self._armed.add(at)
+            t = self.env.timeout(at - now)
+
+            def fire(_ev: Event) -> None:
+                self._armed.discard(at)
+                self.changed()
+
+            t.callbacks.append(fire)
+
+
 class _World:
     def __init__(self, scenario: Scenario, provider: Provider) -> None:
         self.env = simpy.Environment()
@@ -115,9 +153,17 @@ class _World:
         return dec
 
     def call(
-        self, cid: int, step: int, order: int, clip: int, policy: RetryPolicy, stats: _Stats
+        self,
+        cid: int,
+        step: int,
+        order: int,
+        clip: int,
+        policy: RetryPolicy,
+        stats: _Stats,
+        gate: _SimGate | None = None,
     ) -> Generator[Event, Any, bool]:
-        """One step call with the client's retry policy; True on success."""
+        """One step call with the client's retry policy; True on success. A gated call tells
+        its adaptive gate of every 429 and of its success."""
         key = TTS_KEY if step == 2 else LLM_KEY
         last = policy.max_retries
         for attempt in range(last + 1):
@@ -126,6 +172,8 @@ class _World:
             ra_us = None
             if status == 200:
                 stats.requests += 1
+                if gate is not None:
+                    gate.core.on_success(int(self.env.now))
                 return True
             if status == 0:
                 stats.timeouts += 1
@@ -135,6 +183,9 @@ class _World:
                     stats.http_429 += 1
                     if dec.retry_after_ms is not None:
                         ra_us = dec.retry_after_ms * 1000
+                    if gate is not None:
+                        gate.core.on_429(int(self.env.now), ra_us)
+                        gate.changed()
                 elif status >= 500:
                     stats.http_5xx += 1
                 # RESET / TRUNCATED: a failed request, retried like a network error
@@ -144,12 +195,30 @@ class _World:
             yield self.env.timeout(policy.delay_us(attempt, ra_us))
         return False  # pragma: no cover - loop always returns
 
-    def tts(self, cid: int, order: int, tts_c: int, stats: _Stats) -> Generator[Event, Any, bool]:
+    def tts(
+        self, cid: int, order: int, tts_c: int, stats: _Stats, gate: _SimGate | None = None
+    ) -> Generator[Event, Any, bool]:
         """All speech clips of one scene; every clip is tried, any failure fails the scene."""
         k = self.provider.speeches(cid, order)
         policy = self.scenario.retry_tts
         if k == 0:
             return True
+        if gate is not None and k > 1:  # adaptive: every clip waits for the gate in order
+            oks_g = [True]
+
+            def clip_proc(clip: int) -> Generator[Event, Any, None]:
+                assert gate is not None
+                ev = gate.acquire()
+                if ev is not None:
+                    yield ev
+                ok = yield from self.call(cid, 2, order, clip, policy, stats, gate)
+                gate.core.release()
+                gate.changed()
+                if not ok:
+                    oks_g[0] = False
+
+            yield self.env.all_of([self.env.process(clip_proc(j)) for j in range(k)])
+            return oks_g[0]
         if tts_c <= 1 or k == 1:
             ok_all = True
             for clip in range(k):
@@ -174,11 +243,20 @@ class _World:
 
 
 def _classroom(
-    w: _World, cid: int, mode: str, c: int, tts_c: int, out: dict[str, Any]
+    w: _World,
+    cid: int,
+    mode: str,
+    c: int,
+    tts_c: int,
+    out: dict[str, Any],
+    adaptive: str = "off",
+    delay_us: int = 0,
 ) -> Generator[Event, Any, None]:
     env = w.env
     sc = w.scenario
     n = sc.outlines
+    if delay_us:  # a staggered tenant arrives later
+        yield env.timeout(delay_us)
     stats = _Stats()
     ready: list[tuple[int, int]] = []
     failed: list[int] = []
@@ -188,11 +266,12 @@ def _classroom(
     out["ready"] = ready
     out["failed"] = failed
     parallel = mode != "serial" and c > 1 and n > 1
+    tts_gate = _SimGate(env, GateCore(tts_c, adaptive)) if adaptive != "off" and tts_c > 1 else None
 
     def scene_tail(i: int) -> Generator[Event, Any, bool]:
         ok = yield from w.call(cid, 1, i, 0, sc.retry_llm, stats)
         if ok:
-            ok = yield from w.tts(cid, i, tts_c, stats)
+            ok = yield from w.tts(cid, i, tts_c, stats, tts_gate)
         if ok:
             ready.append((i, int(env.now) - t0))
         else:
@@ -222,8 +301,23 @@ def _classroom(
                 ok = yield from w.call(cid, 0, i, 0, sc.retry_llm, stats)
                 done[i].succeed(ok)
 
-        for _ in range(slots):
-            env.process(content_worker())
+        if adaptive == "off":
+            for _ in range(slots):
+                env.process(content_worker())
+        else:
+            gate = _SimGate(env, GateCore(slots, adaptive))
+
+            def content_task(i: int) -> Generator[Event, Any, None]:
+                ev = gate.acquire()
+                if ev is not None:
+                    yield ev
+                ok = yield from w.call(cid, 0, i, 0, sc.retry_llm, stats, gate)
+                gate.core.release()
+                gate.changed()
+                done[i].succeed(ok)
+
+            for i in range(n):
+                env.process(content_task(i))
         if mode == "hybrid":
             yield env.all_of(done)
         for i in range(n):
@@ -280,7 +374,13 @@ def _result(
     )
 
 
-def _check(mode: str, tenants: int, seed: int, run_id: int) -> None:
+def _check(
+    mode: str, tenants: int, seed: int, run_id: int, adaptive: str = "off", stagger_s: float = 0.0
+) -> None:
+    if adaptive not in POLICIES:
+        raise ValueError(f"adaptive: must be one of {', '.join(POLICIES)}; got {adaptive!r}")
+    if not (stagger_s >= 0 and math.isfinite(stagger_s)):
+        raise ValueError(f"stagger_s: must be a finite number >= 0, got {stagger_s}")
     if mode not in MODES:
         raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
     if tenants < 1:
@@ -299,13 +399,16 @@ def _run_one(
     tenants: int,
     draws: Draws | None,
     records: bool,
+    adaptive: str = "off",
+    stagger_s: float = 0.0,
 ) -> list[RunResult]:
     prov = Provider(sc, seed, draws=draws, keep_log=records)
     w = _World(sc, prov)
     outs = []
     for j in range(tenants):
         out: dict[str, Any] = {}
-        w.env.process(_classroom(w, run_id * tenants + j, mode, c, tts_c, out))
+        delay = round(j * stagger_s * 1e6)
+        w.env.process(_classroom(w, run_id * tenants + j, mode, c, tts_c, out, adaptive, delay))
         outs.append(out)
     w.env.run()
     results = []
@@ -326,17 +429,22 @@ def simulate(
     tts_concurrency: int | None = None,
     tenants: int = 1,
     records: bool = False,
+    adaptive: str = "off",
+    stagger_s: float = 0.0,
 ) -> RunResult | list[RunResult]:
     """Simulate one run: one classroom (``tenants=1``) or ``tenants`` sharing the keys.
 
     ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``; with
     ``tenants > 1`` a list of per-classroom results is returned. Classroom ids
-    are ``run_id * tenants + j``; they key the draws.
+    are ``run_id * tenants + j``; they key the draws. Tenant ``j`` starts at
+    ``j * stagger_s``. ``adaptive`` is the limiter policy (:mod:`sim.limiter`).
     """
-    _check(mode, tenants, seed, run_id)
+    _check(mode, tenants, seed, run_id, adaptive, stagger_s)
     c = clamp_concurrency(concurrency)
     tts_c = effective_tts_concurrency(mode, c, tts_concurrency)
-    res = _run_one(scenario, mode, c, tts_c, seed, run_id, tenants, None, records)
+    res = _run_one(
+        scenario, mode, c, tts_c, seed, run_id, tenants, None, records, adaptive, stagger_s
+    )
     return res[0] if tenants == 1 else res
 
 
@@ -351,9 +459,11 @@ def simulate_many(
     tts_concurrency: int | None = None,
     tenants: int = 1,
     records: bool = False,
+    adaptive: str = "off",
+    stagger_s: float = 0.0,
 ) -> list[RunResult]:
     """``reps`` runs with run ids ``first_run ..``; draws are made in one batch."""
-    _check(mode, tenants, seed, first_run)
+    _check(mode, tenants, seed, first_run, adaptive, stagger_s)
     if reps < 1:
         raise ValueError(f"reps: must be >= 1, got {reps}")
     c = clamp_concurrency(concurrency)
@@ -362,5 +472,9 @@ def simulate_many(
     draws = Draws(scenario, seed, lo, lo + reps * tenants)
     out: list[RunResult] = []
     for r in range(first_run, first_run + reps):
-        out.extend(_run_one(scenario, mode, c, tts_c, seed, r, tenants, draws, records))
+        out.extend(
+            _run_one(
+                scenario, mode, c, tts_c, seed, r, tenants, draws, records, adaptive, stagger_s
+            )
+        )
     return out
