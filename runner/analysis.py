@@ -48,7 +48,7 @@ RULE: dict[str, Any] = {
     "failure_budget_pp": 1.0,
     "within_best": 0.05,
 }
-_KEYS = ["backend", "scenario", "quota", "mode", "concurrency"]
+_KEYS = ["backend", "scenario", "quota", "mode", "concurrency", "adaptive", "tenants"]
 
 
 def _bootstrap_ratio(
@@ -78,16 +78,20 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per cell with summaries and the paired speedup over serial."""
     runs = runs.copy()
+    if "adaptive" not in runs.columns:  # folders written before the adaptive dimension
+        runs["adaptive"] = "off"
+    if "tenants" not in runs.columns:
+        runs["tenants"] = 1
     runs["complete"] = (runs["status"] == "completed") & (runs["scenes_failed"] == 0)
     runs["any_failed"] = runs["scenes_failed"] > 0
     base = (
         runs[runs["mode"] == "serial"]
-        .set_index(["backend", "scenario", "quota", "classroom"])
+        .set_index(["backend", "scenario", "quota", "tenants", "classroom"])
         .sort_index()
     )
     rows = []
     for key, g in runs.groupby(_KEYS, sort=True):
-        b, s, q, _m, _c = key
+        b, s, q, _m, _c, _a, k = key
         n = len(g)
         k_fail = int(g["any_failed"].sum())
         lo_f, hi_f = _wilson(k_fail, n)
@@ -110,7 +114,7 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
             }
         )
         try:
-            bg = base.loc[(b, s, q)]
+            bg = base.loc[(b, s, q, k)]
         except KeyError:
             bg = None
         if bg is not None:
@@ -166,7 +170,11 @@ def critical_path_speedup(sc: Scenario, concurrency: int) -> float:
 def recommend(cells: pd.DataFrame, scenarios: dict[str, Scenario]) -> dict[str, Any]:
     """Apply :data:`RULE` to a cell table; returns the recommendation and its evidence."""
     rule = RULE
-    sim = cells[(cells["backend"] == rule["backend"])]
+    sim = cells[
+        (cells["backend"] == rule["backend"])
+        & (cells["adaptive"] == "off")
+        & (cells["tenants"] == 1)
+    ]
     per: dict[str, Any] = {}
     for name, g in sim.groupby("scenario"):
         serial = g[g["mode"] == "serial"].set_index("quota")
@@ -276,6 +284,60 @@ def recommend(cells: pd.DataFrame, scenarios: dict[str, Scenario]) -> dict[str, 
     return {"rule": rule, "recommended": overall, "scenarios": per}
 
 
+def adaptive_verdict(cells: pd.DataFrame) -> dict[str, Any]:
+    """For each adaptive policy in the cells (pipelined, one tenant, model): at each *c*, does
+    it dominate "off" (the serial default) on every quota — P(any failed scene) at most
+    serial's + the failure budget, and no slower than serial (2% slack) — and how much of
+    fixed *c*'s speedup does it keep where fixed *c* is admissible?"""
+    budget = RULE["failure_budget_pp"] / 100
+    sim = cells[(cells["backend"] == "sim") & (cells["tenants"] == 1)]
+    pip = sim[sim["mode"] == "pipelined"]
+    serial = sim[sim["mode"] == "serial"]
+    out: dict[str, Any] = {"policies": {}}
+    for pol in sorted(set(pip["adaptive"]) - {"off"}):
+        for name, g in pip.groupby("scenario"):
+            ser = serial[serial["scenario"] == name].set_index("quota")
+            rows = []
+            for c, gc in g[g["adaptive"] == pol].groupby("concurrency"):
+                gc = gc.set_index("quota")
+                fixed = g[(g["adaptive"] == "off") & (g["concurrency"] == c)].set_index("quota")
+                per_q: dict[int, Any] = {}
+                dominates = True
+                kept_all = []
+                for q in gc.index:
+                    pf = float(gc.loc[q, "p_any_failed"])
+                    sf = float(ser.loc[q, "p_any_failed"]) if q in ser.index else math.nan
+                    sp = float(gc.loc[q, "speedup"])
+                    fixed_ok = (
+                        q in fixed.index and float(fixed.loc[q, "p_any_failed"]) <= sf + budget
+                    )
+                    fsp = float(fixed.loc[q, "speedup"]) if q in fixed.index else math.nan
+                    kept = sp / fsp if fixed_ok and fsp > 0 and not math.isnan(sp) else math.nan
+                    if not math.isnan(kept):
+                        kept_all.append(kept)
+                    safe = pf <= sf + budget
+                    faster = not math.isnan(sp) and sp >= 0.98
+                    dominates = dominates and safe and faster
+                    per_q[int(q)] = {
+                        "p_any_failed": pf,
+                        "p_any_failed_serial": sf,
+                        "speedup": sp,
+                        "fixed_speedup": fsp,
+                        "fixed_admissible": bool(fixed_ok),
+                        "kept": kept,
+                    }
+                rows.append(
+                    {
+                        "concurrency": int(c),
+                        "dominates_off": bool(dominates),
+                        "min_kept": min(kept_all) if kept_all else math.nan,
+                        "per_quota": per_q,
+                    }
+                )
+            out["policies"].setdefault(pol, {})[str(name)] = rows
+    return out
+
+
 # -- figures ----------------------------------------------------------------------------
 def _quota_label(q: int) -> str:
     return "unlimited" if q == 0 else f"{q} in flight"
@@ -289,9 +351,10 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
 
     figdir.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
-    sim = cells[cells["backend"] == "sim"]
-    if sim.empty:
-        sim = cells
+    every = cells[cells["backend"] == "sim"]
+    if every.empty:
+        every = cells
+    sim = every[(every["adaptive"] == "off") & (every["tenants"] == 1)]
     modes = [m for m in ("hybrid", "pipelined") if m in set(sim["mode"])]
     quotas = sorted(sim["quota"].unique(), key=lambda q: (q == 0, q))
     colors = {q: plt.get_cmap("viridis")(i / max(1, len(quotas) - 1)) for i, q in enumerate(quotas)}
@@ -433,6 +496,117 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
         )
         fig.suptitle(f"429s and failed scenes vs concurrency — scenario {slug} (model)")
         save(fig, f"{slug}-failures")
+    pols = sorted(
+        set(every["adaptive"]),
+        key=lambda a: (
+            ("off", "halve", "aimd", "gate").index(a)
+            if a in ("off", "halve", "aimd", "gate")
+            else 9
+        ),
+    )
+    pip_all = every[every["mode"] == "pipelined"]
+    for name, g in pip_all.groupby("scenario"):
+        slug = str(name)
+        one = g[g["tenants"] == 1]
+        if len(pols) > 1 and not one.empty:
+            fig, axes = plt.subplots(
+                2,
+                len(pols),
+                figsize=(4.2 * len(pols), 6.6),
+                sharex=True,
+                sharey="row",
+                squeeze=False,
+            )
+            for j, pol in enumerate(pols):
+                for q in quotas:
+                    d = one[(one["adaptive"] == pol) & (one["quota"] == q)].sort_values(
+                        "concurrency"
+                    )
+                    if d.empty:
+                        continue
+                    x = d["concurrency"] + dodge[q]
+                    axes[0][j].plot(
+                        x,
+                        d["speedup"],
+                        marker=markers[q],
+                        ms=4,
+                        color=colors[q],
+                        label=_quota_label(q),
+                    )
+                    axes[1][j].plot(
+                        x,
+                        100 * d["p_any_failed"],
+                        marker=markers[q],
+                        ms=4,
+                        color=colors[q],
+                        label=_quota_label(q),
+                    )
+                axes[0][j].set_title(f"pipelined, adaptive = {pol}")
+                axes[1][j].set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
+                axes[1][j].set_xticks(range(1, 11))
+                for ax in (axes[0][j], axes[1][j]):
+                    ax.grid(alpha=0.3)
+            axes[0][0].set_ylabel("speedup over serial (paired)")
+            axes[1][0].set_ylabel("P(any failed scene) (%)")
+            axes[0][-1].legend(
+                title="key quota",
+                fontsize=8,
+                title_fontsize=8,
+                loc="upper left",
+                bbox_to_anchor=(1.02, 1.0),
+            )
+            fig.suptitle(
+                f"Fixed vs adaptive concurrency — scenario {slug} (model; a missing "
+                "point: no run completed)"
+            )
+            save(fig, f"{slug}-adaptive")
+        ks = sorted(set(g["tenants"]))
+        if len(ks) > 1:
+            pcol = {p: plt.get_cmap("tab10")(i) for i, p in enumerate(pols)}
+            for q in quotas:
+                gq = g[g["quota"] == q]
+                if gq.empty:
+                    continue
+                fig, axes = plt.subplots(
+                    2,
+                    len(ks),
+                    figsize=(4.2 * len(ks), 6.6),
+                    sharex=True,
+                    sharey="row",
+                    squeeze=False,
+                )
+                for j, k in enumerate(ks):
+                    for i, pol in enumerate(pols):
+                        d = gq[(gq["tenants"] == k) & (gq["adaptive"] == pol)].sort_values(
+                            "concurrency"
+                        )
+                        if d.empty:
+                            continue
+                        x = d["concurrency"] + 0.08 * (i - (len(pols) - 1) / 2)
+                        axes[0][j].plot(
+                            x, d["speedup"], marker="o", ms=4, color=pcol[pol], label=pol
+                        )
+                        axes[1][j].plot(
+                            x, 100 * d["p_any_failed"], marker="o", ms=4, color=pcol[pol], label=pol
+                        )
+                    axes[0][j].set_title(f"{k} classroom(s) on one key")
+                    axes[1][j].set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
+                    axes[1][j].set_xticks(range(1, 11))
+                    for ax in (axes[0][j], axes[1][j]):
+                        ax.grid(alpha=0.3)
+                axes[0][0].set_ylabel("speedup over serial (paired)")
+                axes[1][0].set_ylabel("P(any failed scene) (%), per classroom")
+                axes[0][-1].legend(
+                    title="adaptive",
+                    fontsize=8,
+                    title_fontsize=8,
+                    loc="upper left",
+                    bbox_to_anchor=(1.02, 1.0),
+                )
+                fig.suptitle(
+                    f"Shared key, {_quota_label(int(q))} — scenario {slug} (model, pipelined)"
+                )
+                save(fig, f"{slug}-tenants-q{int(q)}")
     return out
 
 
@@ -543,6 +717,39 @@ def render_report(
             "",
         ]
         lines += [f"- `{cid}`: {reason}" for cid, reason in sorted(failed.items())] + [""]
+    ad = rec.get("adaptive", {}).get("policies", {})
+    if ad:
+        lines += [
+            "## Adaptive concurrency",
+            "",
+            "A policy *dominates off* at *c* when, on every quota profile, P(any failed "
+            "scene) is at most serial's + "
+            f"{RULE['failure_budget_pp']:g} pp and it is no slower than serial (2% "
+            "slack); *kept* is its speedup over fixed *c*'s, where fixed *c* is "
+            "admissible (pipelined, one classroom per key, model).",
+            "",
+        ]
+        for pol, per_sc in ad.items():
+            for name, rows in per_sc.items():
+                dom = [r["concurrency"] for r in rows if r["dominates_off"]]
+                lines += [
+                    f"- `{pol}` on `{name}`: dominates off at c = "
+                    f"{', '.join(map(str, dom)) if dom else 'none'}."
+                ]
+                for r in rows:
+                    if r["concurrency"] != 3:
+                        continue
+                    parts = []
+                    for q, v in sorted(r["per_quota"].items(), key=lambda kv: (kv[0] == 0, kv[0])):
+                        kept = "" if math.isnan(v["kept"]) else f", keeps {100 * v['kept']:.0f}%"
+                        parts.append(
+                            f"{_quota_label(q)}: P(failed) "
+                            f"{100 * v['p_any_failed']:.1f}% vs serial "
+                            f"{100 * v['p_any_failed_serial']:.1f}%, "
+                            f"{_fmt(v['speedup'])}×{kept}"
+                        )
+                    lines += ["  - at c = 3: " + "; ".join(parts) + "."]
+        lines += [""]
     lines += ["## Figures", ""]
     for p in figures:
         if p.suffix == ".png":
@@ -603,6 +810,7 @@ def render_results(d: Path) -> dict[str, Any]:
     write_atomic(d / "cells.csv", lambda p: cells.to_csv(p, index=False))
     scenarios = {m["name"]: scenario_from_mapping(m) for m in meta["spec"]["scenarios"]}
     rec = recommend(cells, scenarios)
+    rec["adaptive"] = adaptive_verdict(cells)
     figures = render_figures(cells, scenarios, d / "figures")
     report = render_report(d, cells, rec, meta, figures)
     write_atomic(d / "REPORT.md", lambda p: p.write_text(report))

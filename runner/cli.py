@@ -94,7 +94,7 @@ def _add_cell(p: argparse.ArgumentParser, *, concurrency_required: bool) -> None
 def _add_adaptive(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--adaptive",
-        choices=("off", "halve", "aimd"),
+        choices=("off", "halve", "aimd", "gate"),
         default="off",
         help="adaptive limiter for content calls and within-scene clips (README: Adaptive)",
     )
@@ -318,6 +318,41 @@ def _int_list(name: str, lo: int, hi: int) -> Callable[[str], list[int]]:
     return f
 
 
+def _choice_list(name: str, allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def f(s: str) -> list[str]:
+        out = [x.strip() for x in s.split(",") if x.strip()]
+        for x in out:
+            if x not in allowed:
+                raise argparse.ArgumentTypeError(
+                    f"{name} must be a comma-separated list of {', '.join(allowed)}; got {x!r}"
+                )
+        return out
+
+    return f
+
+
+def _add_dimensions(p: argparse.ArgumentParser) -> None:
+    """The adaptive and shared-key grid dimensions (sweep, validate --exact)."""
+    p.add_argument(
+        "--adaptive",
+        type=_choice_list("--adaptive", ("off", "halve", "aimd", "gate")),
+        default=None,
+        help="comma-separated limiter policies (default off)",
+    )
+    p.add_argument(
+        "--tenants",
+        type=_int_list("--tenants", 1, 100),
+        default=None,
+        help="comma-separated classrooms per key (default 1)",
+    )
+    p.add_argument(
+        "--stagger-s",
+        type=_nonneg_float("--stagger-s"),
+        default=0.0,
+        help="tenant j starts j x this many model seconds after tenant 0",
+    )
+
+
 def _cmd_sweep(a: argparse.Namespace) -> int:
     from .sweep import ResultsError, default_spec, run_sweep
 
@@ -343,6 +378,9 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
                 real_time_scale=a.time_scale,
                 quotas=a.quotas,
                 concurrencies=a.concurrency,
+                adaptives=a.adaptive or ("off",),
+                tenants=a.tenants or (1,),
+                stagger_s=a.stagger_s,
             )
             d = run_sweep(
                 spec,
@@ -445,7 +483,13 @@ def _cmd_validate(a: argparse.Namespace) -> int:
                 bar.update(1)
 
         rep = v.validate_exact(
-            scenarios, runs=a.runs or (1 if a.quick else 2), seed=a.seed, progress=progress
+            scenarios,
+            runs=a.runs or (1 if a.quick else 2),
+            seed=a.seed,
+            progress=progress,
+            adaptives=a.adaptive or ("off",),
+            tenants=a.tenants or (1,),
+            stagger_s=a.stagger_s,
         )
         if bar is not None:
             bar.close()
@@ -697,6 +741,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="real runs per cell (default 40; quick 10)",
     )
+    _add_dimensions(w)
     w.add_argument("--real-clock", choices=("virtual", "wall"), default="virtual")
     w.add_argument(
         "--time-scale",
@@ -742,6 +787,7 @@ def _parser() -> argparse.ArgumentParser:
         help="wall: real runs per cell (default 24; quick 12)",
     )
     va.add_argument("--seed", type=_int_in("--seed", 0), default=0)
+    _add_dimensions(va)
     va.add_argument("--results-root", default="results")
     va.add_argument("--out", default=None)
     va.add_argument("--json", action="store_true")

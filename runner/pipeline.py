@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from sim.limiter import POLICIES, GateCore
+from sim.limiter import MAX_429_WAITS, POLICIES, GateCore
 from sim.model import _Stats
 from sim.scenario import MODES, RetryPolicy, Scenario
 from sim.schema import RunResult
@@ -98,8 +98,8 @@ class _AioGate:
         self.clock = clock
         self._armed: set[int] = set()
 
-    async def __aenter__(self) -> None:
-        if self.core.try_acquire(self.clock.now_us()):
+    async def acquire(self, high: bool = False) -> None:
+        if self.core.try_acquire(self.clock.now_us(), high):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -109,13 +109,19 @@ class _AioGate:
             fut.set_result(None)
             return True
 
-        self.core.waiters.append(wake)
+        (self.core.waiters_hi if high else self.core.waiters).append(wake)
         self.changed()
         await fut
 
-    async def __aexit__(self, *exc: object) -> None:
+    def release(self) -> None:
         self.core.release()
         self.changed()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
 
     def changed(self) -> None:
         """After any change of the gate's state: wake who fits, arm the hold's end."""
@@ -165,11 +171,13 @@ class ScenePipeline:
             for i in range(scenario.outlines)
         ]
         self.previous_speeches_sent: dict[int, list[str]] = {}
+        gated = options.adaptive == "gate"
         self._tts_gate = (
-            _AioGate(GateCore(options.tts_concurrency, options.adaptive), clock)
-            if options.adaptive != "off" and options.tts_concurrency > 1
+            _AioGate(GateCore(max(1, options.tts_concurrency), options.adaptive), clock)
+            if gated or (options.adaptive != "off" and options.tts_concurrency > 1)
             else None
         )
+        self._llm_gate: _AioGate | None = None  # the gate policy's LLM-key gate (run())
 
     @staticmethod
     def content_slots(concurrency: int, pending: int) -> int:
@@ -230,9 +238,12 @@ class ScenePipeline:
         policy: RetryPolicy,
         headers: dict[str, str],
         gate: _AioGate | None = None,
+        high: bool = False,
     ) -> dict[str, Any] | None:
         """One step call with the retry policy; the JSON body on success, else None. A gated
         call tells its adaptive gate of every 429 and of its success."""
+        if gate is not None and gate.core.policy == "gate":
+            return await self._gated_call(step, body, policy, headers, gate, high)
         st = self.stats
         route = _ROUTES[step]
         for attempt in range(policy.max_retries + 1):
@@ -260,6 +271,59 @@ class ScenePipeline:
             await self.clock.sleep_us(policy.delay_us(attempt, ra_us if status == 429 else None))
         return None  # pragma: no cover
 
+    async def _gated_call(
+        self,
+        step: int,
+        body: dict[str, Any],
+        policy: RetryPolicy,
+        headers: dict[str, str],
+        gate: _AioGate,
+        high: bool,
+    ) -> dict[str, Any] | None:
+        """The ``gate`` policy: every attempt passes the key's gate; a 429 re-queues the
+        attempt at the front instead of spending the retry budget."""
+        st = self.stats
+        route = _ROUTES[step]
+        used = waits = 0
+        prio = high
+        while True:
+            await gate.acquire(prio)
+            try:
+                status, data, ra_us = await self._attempt(route, body, headers)
+            except BaseException:
+                gate.release()
+                raise
+            now = self.clock.now_us()
+            if status == 200 and data is not None and data.get("success"):
+                st.requests += 1
+                gate.core.on_success(now)
+                gate.release()
+                return data
+            if status == 0:
+                st.timeouts += 1
+            else:
+                st.requests += 1
+            if status == 429:
+                st.http_429 += 1
+                gate.core.on_429(now, ra_us)
+                gate.release()
+                waits += 1
+                if waits > MAX_429_WAITS:
+                    return None
+                st.retries += 1
+                prio = True
+                continue
+            if status >= 500:
+                st.http_5xx += 1
+            gate.release()
+            retryable = status <= 0 or status in RETRYABLE or status >= 500
+            if not retryable or used == policy.max_retries:
+                return None
+            st.retries += 1
+            await self.clock.sleep_us(policy.delay_us(used, None))
+            used += 1
+            prio = high
+
     def _llm_headers(self) -> dict[str, str]:
         return {
             "x-model": "fake:model",
@@ -276,6 +340,7 @@ class ScenePipeline:
             "stageId": self.stage_id,
             "stageInfo": {"name": "scenebench"},
         }
+        gate = gate if gate is not None else self._llm_gate
         return await self._call(0, body, self.opt.retry_llm, self._llm_headers(), gate)
 
     async def actions(
@@ -289,7 +354,9 @@ class ScenePipeline:
             "stageId": self.stage_id,
             "previousSpeeches": prev,
         }
-        return await self._call(1, body, self.opt.retry_llm, self._llm_headers())
+        return await self._call(
+            1, body, self.opt.retry_llm, self._llm_headers(), self._llm_gate, True
+        )
 
     async def tts(self, scene: dict[str, Any]) -> bool:
         """All speech clips of a scene; every clip is tried, any failure fails the scene."""
@@ -314,6 +381,9 @@ class ScenePipeline:
 
         c = self.opt.tts_concurrency
         gate = self._tts_gate
+        if gate is not None and gate.core.policy == "gate":  # every clip, every attempt gated
+            await asyncio.gather(*(clip(a) for a in speeches))
+            return all(oks)
         if gate is not None and k > 1:  # adaptive: every clip waits for the gate in order
 
             async def gated(action: dict[str, Any]) -> None:
@@ -347,6 +417,9 @@ class ScenePipeline:
         status = "completed"
         prev: list[str] = []
         parallel = mode != "serial" and c > 1 and n > 1
+        if self.opt.adaptive == "gate":
+            slots = min(c, n) + 1 if parallel else 1
+            self._llm_gate = _AioGate(GateCore(slots, "gate"), self.clock)
         content_tasks: list[asyncio.Task[dict[str, Any] | None]] = []
 
         async def scene_tail(i: int, content: dict[str, Any]) -> bool:
@@ -389,7 +462,7 @@ class ScenePipeline:
                 slots = self.content_slots(c, n)
                 cgate = (
                     _AioGate(GateCore(slots, self.opt.adaptive), self.clock)
-                    if self.opt.adaptive != "off"
+                    if self.opt.adaptive not in ("off", "gate")
                     else None
                 )
                 sem = asyncio.Semaphore(slots)
@@ -398,7 +471,7 @@ class ScenePipeline:
                     async with cgate if cgate is not None else sem:
                         if self._aborted:
                             return None
-                        return await self.content(i, cgate)
+                        return await self.content(i, cgate or self._llm_gate)
 
                 for i in range(n):
                     t = asyncio.ensure_future(content_task(i))

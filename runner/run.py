@@ -154,6 +154,24 @@ def run_classroom(
     )
 
 
+def _in_virtual_world(app: Any, body: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
+    """Run ``body(client)`` against ``app`` through the ASGI transport on a fresh looptime loop
+    that starts at virtual time 0 with microsecond resolution."""
+
+    async def main() -> Any:
+        # an injected reset raises inside the app after a partial body: hand that partial body
+        # to the client (a failed request), as a socket would, instead of raising into it
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fake-provider") as cl:
+            return await body(cl)
+
+    loop = looptime.new_event_loop(start=0.0, resolution=1e-6, noop_cycles=0)
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 def _run_virtual(
     scenario: Scenario,
     mode: str,
@@ -168,35 +186,28 @@ def _run_virtual(
     app = create_app(scenario, seed, virtual=True, keep_log=records)
     fake = app.state.fake
 
-    async def main() -> RunResult:
-        # an injected reset raises inside the app after a partial body: hand that partial body
-        # to the client (a failed request), as a socket would, instead of raising into it
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://fake-provider") as cl:
-            _, res = await run_classroom_async(
-                cl,
-                scenario,
-                mode,
-                concurrency,
-                tts_concurrency=tts_concurrency,
-                seed=seed,
-                run_id=run_id,
-                clock=Clock(1.0),
-                world="virtual",
-                hook=hook,
-                adaptive=adaptive,
-            )
+    async def body(cl: httpx.AsyncClient) -> RunResult:
+        _, res = await run_classroom_async(
+            cl,
+            scenario,
+            mode,
+            concurrency,
+            tts_concurrency=tts_concurrency,
+            seed=seed,
+            run_id=run_id,
+            clock=Clock(1.0),
+            world="virtual",
+            hook=hook,
+            adaptive=adaptive,
+        )
         if records:
             res = dataclasses.replace(
                 res, requests_log=tuple(records_from_log(fake.log_rows(run_id)))
             )
         return res
 
-    loop = looptime.new_event_loop(start=0.0, resolution=1e-6, noop_cycles=0)
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
+    result: RunResult = _in_virtual_world(app, body)
+    return result
 
 
 async def _run_wall(
@@ -318,13 +329,8 @@ def run_tenants(
         log = tuple(records_from_log(fake.log_rows(cid))) if records else ()
         return dataclasses.replace(res, tenants=tenants, tenant=j, requests_log=log)
 
-    async def main() -> list[RunResult]:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://fake-provider") as cl:
-            return list(await asyncio.gather(*(one(cl, j) for j in range(tenants))))
+    async def body(cl: httpx.AsyncClient) -> list[RunResult]:
+        return list(await asyncio.gather(*(one(cl, j) for j in range(tenants))))
 
-    loop = looptime.new_event_loop(start=0.0, resolution=1e-6, noop_cycles=0)
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
+    results: list[RunResult] = _in_virtual_world(app, body)
+    return results

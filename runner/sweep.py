@@ -38,6 +38,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from sim.fast import quota_free, simulate_fast
+from sim.limiter import POLICIES
 from sim.model import simulate_many
 from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
 from sim.schema import SCHEMA_VERSION, runs_frame
@@ -67,11 +68,16 @@ class Cell:
     reps: int
     seed: int
     real_clock: str = "virtual"
+    adaptive: str = "off"
+    tenants: int = 1
+    stagger_s: float = 0.0
 
     @property
     def cell_id(self) -> str:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.scenario)
-        return f"{self.backend}__{slug}__q{self.quota}__{self.mode}__c{self.concurrency}"
+        extra = "" if self.adaptive == "off" else f"__a-{self.adaptive}"
+        extra += "" if self.tenants == 1 else f"__k{self.tenants}"
+        return f"{self.backend}__{slug}__q{self.quota}__{self.mode}__c{self.concurrency}{extra}"
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,17 @@ class SweepSpec:
     real_clock: str = "virtual"
     real_time_scale: float | None = None
     quick: bool = False
+    adaptives: tuple[str, ...] = ("off",)
+    tenants: tuple[int, ...] = (1,)
+    stagger_s: float = 0.0
 
     def __post_init__(self) -> None:
+        for a in self.adaptives:
+            if a not in POLICIES:
+                raise ValueError(f"adaptive: must be one of {', '.join(POLICIES)}; got {a!r}")
+        for k in self.tenants:
+            if not 1 <= k <= 100:
+                raise ValueError(f"tenants: must be in 1..100, got {k}")
         for b in self.backends:
             if b not in BACKENDS:
                 raise ValueError(f"backend: must be one of sim, real, both; got {b!r}")
@@ -134,16 +149,43 @@ def grid_cells(spec: SweepSpec) -> list[Cell]:
         for backend in spec.backends:
             reps = spec.sim_reps if backend == "sim" else spec.real_reps
             for q in spec.quotas:
-                cells.append(
-                    Cell(backend, sc.name, q, "serial", 1, reps, spec.seed, spec.real_clock)
-                )
-                for mode in spec.modes:
-                    if mode == "serial":
-                        continue
-                    for c in spec.concurrencies:
-                        cells.append(
-                            Cell(backend, sc.name, q, mode, c, reps, spec.seed, spec.real_clock)
+                for k in spec.tenants:
+                    st = spec.stagger_s
+                    cells.append(
+                        Cell(
+                            backend,
+                            sc.name,
+                            q,
+                            "serial",
+                            1,
+                            reps,
+                            spec.seed,
+                            spec.real_clock,
+                            "off",
+                            k,
+                            st,
                         )
+                    )
+                    for mode in spec.modes:
+                        if mode == "serial":
+                            continue
+                        for a in spec.adaptives:
+                            for c in spec.concurrencies:
+                                cells.append(
+                                    Cell(
+                                        backend,
+                                        sc.name,
+                                        q,
+                                        mode,
+                                        c,
+                                        reps,
+                                        spec.seed,
+                                        spec.real_clock,
+                                        a,
+                                        k,
+                                        st,
+                                    )
+                                )
     return cells
 
 
@@ -152,34 +194,62 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
     sc = apply_quota(scenario, cell.quota)
     t0 = time.perf_counter()
     if cell.backend == "sim":
-        if quota_free(sc):
+        if quota_free(sc) and cell.adaptive == "off" and cell.tenants == 1:
             df = simulate_fast(sc, cell.mode, cell.concurrency, cell.reps, seed=cell.seed).frame()
         else:
             df = runs_frame(
-                simulate_many(sc, cell.mode, cell.concurrency, cell.reps, seed=cell.seed)
+                simulate_many(
+                    sc,
+                    cell.mode,
+                    cell.concurrency,
+                    cell.reps,
+                    seed=cell.seed,
+                    adaptive=cell.adaptive,
+                    tenants=cell.tenants,
+                    stagger_s=cell.stagger_s,
+                )
             )
     else:
-        from .run import run_classroom
+        from .run import run_classroom, run_tenants
 
-        results = [
-            run_classroom(
-                sc,
-                cell.mode,
-                cell.concurrency,
-                seed=cell.seed,
-                run_id=r,
-                clock=cell.real_clock,
-                time_scale=real_time_scale,
-                records=False,
-            )
-            for r in range(cell.reps)
-        ]
+        if cell.real_clock != "virtual" and cell.tenants > 1:
+            raise ValueError("tenants: shared-key cells run on the virtual clock only")
+        results = []
+        for r in range(cell.reps):
+            if cell.tenants > 1:
+                results += run_tenants(
+                    sc,
+                    cell.mode,
+                    cell.concurrency,
+                    cell.tenants,
+                    seed=cell.seed,
+                    run_id=r,
+                    stagger_s=cell.stagger_s,
+                    adaptive=cell.adaptive,
+                    records=False,
+                )
+            else:
+                results.append(
+                    run_classroom(
+                        sc,
+                        cell.mode,
+                        cell.concurrency,
+                        seed=cell.seed,
+                        run_id=r,
+                        clock=cell.real_clock,
+                        time_scale=real_time_scale,
+                        records=False,
+                        adaptive=cell.adaptive,
+                    )
+                )
         df = runs_frame(results)
     df = df.drop(columns=[c for c in _LIST_COLUMNS if c in df.columns])
     df["scenario"] = cell.scenario
     df["backend"] = cell.backend
     df["world"] = df["world"].astype(str)
     df["quota"] = cell.quota
+    df["adaptive"] = cell.adaptive
+    df["tenants"] = cell.tenants
     df["cell_id"] = cell.cell_id
     df["cell_cpu_s"] = time.perf_counter() - t0
     return df
@@ -470,6 +540,9 @@ def default_spec(
     real_time_scale: float | None = None,
     quotas: Sequence[int] | None = None,
     concurrencies: Sequence[int] | None = None,
+    adaptives: Sequence[str] = ("off",),
+    tenants: Sequence[int] = (1,),
+    stagger_s: float = 0.0,
 ) -> SweepSpec:
     names = (
         list(scenarios)
@@ -488,4 +561,7 @@ def default_spec(
         real_clock=real_clock,
         real_time_scale=real_time_scale,
         quick=quick,
+        adaptives=tuple(adaptives),
+        tenants=tuple(tenants),
+        stagger_s=stagger_s,
     )

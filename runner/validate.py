@@ -36,7 +36,7 @@ from sim.scenario import MODES, Scenario, load_scenario
 from sim.schema import RequestRecord, RunResult
 
 from .pipeline import Clock
-from .run import run_classroom, run_classroom_async, warm_up
+from .run import run_classroom, run_classroom_async, run_tenants, warm_up
 from .server import ServerProcess
 from .sweep import DEFAULT_QUOTAS, apply_quota
 
@@ -110,24 +110,57 @@ class ExactReport:
 
 
 def _exact_cell(
-    sc: Scenario, q: int | None, mode: str, c: int, runs: int, seed: int
+    sc: Scenario,
+    q: int | None,
+    mode: str,
+    c: int,
+    runs: int,
+    seed: int,
+    adaptive: str = "off",
+    tenants: int = 1,
+    stagger_s: float = 0.0,
 ) -> tuple[int, int, int, str | None]:
     s = sc if q is None else apply_quota(sc, q)
     n_req = n429 = nretry = 0
     for r in range(runs):
-        real = run_classroom(s, mode, c, seed=seed, run_id=r, clock="virtual")
-        model = simulate(s, mode, c, seed=seed, run_id=r, records=True)
-        assert isinstance(model, RunResult)
-        n_req += len(real.requests_log)
-        n429 += real.http_429
-        nretry += real.retries
-        diff = first_divergence(real, model)
-        if diff is not None:
-            where = (
-                f"scenario {sc.name}, quota {'scenario' if q is None else q}, mode {mode}, "
-                f"c {c}, seed {seed}, run {r}"
+        models: list[RunResult] = []
+        if tenants == 1:
+            reals = [
+                run_classroom(s, mode, c, seed=seed, run_id=r, clock="virtual", adaptive=adaptive)
+            ]
+            one = simulate(s, mode, c, seed=seed, run_id=r, records=True, adaptive=adaptive)
+            assert isinstance(one, RunResult)
+            models = [one]
+        else:
+            reals = run_tenants(
+                s, mode, c, tenants, seed=seed, run_id=r, adaptive=adaptive, stagger_s=stagger_s
             )
-            return n_req, n429, nretry, f"{where}: {diff}"
+            out = simulate(
+                s,
+                mode,
+                c,
+                seed=seed,
+                run_id=r,
+                records=True,
+                adaptive=adaptive,
+                tenants=tenants,
+                stagger_s=stagger_s,
+            )
+            assert isinstance(out, list)
+            models = out
+        for real, model in zip(reals, models, strict=True):
+            assert isinstance(model, RunResult)
+            n_req += len(real.requests_log)
+            n429 += real.http_429
+            nretry += real.retries
+            diff = first_divergence(real, model)
+            if diff is not None:
+                where = (
+                    f"scenario {sc.name}, quota {'scenario' if q is None else q}, mode {mode}, "
+                    f"c {c}, adaptive {adaptive}, tenants {tenants}, seed {seed}, run {r}, "
+                    f"tenant {real.tenant}"
+                )
+                return n_req, n429, nretry, f"{where}: {diff}"
     return n_req, n429, nretry, None
 
 
@@ -141,19 +174,24 @@ def validate_exact(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     stop_at_first: bool = True,
+    adaptives: Sequence[str] = ("off",),
+    tenants: Sequence[int] = (1,),
+    stagger_s: float = 0.0,
 ) -> ExactReport:
     """Compare the real pipeline (virtual clock) and the model on every cell."""
     qs: list[int | None] = list(quotas) if quotas is not None else [None, *DEFAULT_QUOTAS]
     cells = [
-        (sc, q, m, c)
+        (sc, q, m, c, a, k)
         for sc in scenarios
         for q in qs
+        for k in tenants
         for m in modes
+        for a in (["off"] if m == "serial" else adaptives)
         for c in ([1] if m == "serial" else concurrencies)
     ]
     rep = ExactReport()
-    for i, (sc, q, m, c) in enumerate(cells):
-        n_req, n429, nretry, diff = _exact_cell(sc, q, m, c, runs, seed)
+    for i, (sc, q, m, c, a, k) in enumerate(cells):
+        n_req, n429, nretry, diff = _exact_cell(sc, q, m, c, runs, seed, a, k, stagger_s)
         rep.cells += 1
         rep.runs += runs
         rep.requests += n_req

@@ -11,7 +11,11 @@ speech clips (two keys). A gate admits new starts in FIFO order while
   once per cooldown window;
 * ``aimd`` (scenebench's): ``halve``'s decrease, plus recovery: after ``cap``
   successes in a row outside a hold, the cap grows by one, up to the configured
-  cap (additive increase, multiplicative decrease).
+  cap (additive increase, multiplicative decrease);
+* ``gate`` (scenebench's proposal): ``aimd``'s rules on per-key gates that every
+  *attempt* passes (content and actions on the LLM key, clips on the TTS key), the
+  loop's own calls first; a 429 — the provider did no work — sends the attempt back
+  to the front of the gate's queue instead of spending the retry budget.
 
 The class holds the state and the arithmetic; each world supplies the waiting
 (SimPy events, asyncio futures) and calls :meth:`pump` after every change.
@@ -24,7 +28,8 @@ from collections.abc import Callable
 
 __all__ = ["POLICIES", "GateCore"]
 
-POLICIES = ("off", "halve", "aimd")
+POLICIES = ("off", "halve", "aimd", "gate")
+MAX_429_WAITS = 100  # a gated call gives up after this many 429s
 COOL_MIN_US = 1_000_000
 COOL_MAX_US = 60_000_000
 
@@ -32,7 +37,17 @@ COOL_MAX_US = 60_000_000
 class GateCore:
     """Adaptive FIFO gate state. Times in µs of model time."""
 
-    __slots__ = ("cap", "cut_until", "hold_until", "in_use", "max_cap", "oks", "policy", "waiters")
+    __slots__ = (
+        "cap",
+        "cut_until",
+        "hold_until",
+        "in_use",
+        "max_cap",
+        "oks",
+        "policy",
+        "waiters",
+        "waiters_hi",
+    )
 
     def __init__(self, cap: int, policy: str) -> None:
         if policy not in POLICIES:
@@ -46,23 +61,25 @@ class GateCore:
         self.oks = 0
         # a waiter is a callable that wakes it and answers whether it still wanted the slot
         self.waiters: deque[Callable[[], bool]] = deque()
+        self.waiters_hi: deque[Callable[[], bool]] = deque()  # served first
 
     def can_start(self, now_us: int) -> bool:
         return self.in_use < self.cap and now_us >= self.hold_until
 
-    def try_acquire(self, now_us: int) -> bool:
-        """Start at once when nobody waits and there is room."""
-        if not self.waiters and self.can_start(now_us):
+    def try_acquire(self, now_us: int, high: bool = False) -> bool:
+        """Start at once when nobody (of this priority or higher) waits and there is room."""
+        if not self.waiters_hi and (high or not self.waiters) and self.can_start(now_us):
             self.in_use += 1
             return True
         return False
 
     def pump(self, now_us: int) -> int | None:
         """Wake as many waiters as fit; returns a time to pump again (a hold's end) or None."""
-        while self.waiters and self.can_start(now_us):
-            if self.waiters.popleft()():
+        while (self.waiters_hi or self.waiters) and self.can_start(now_us):
+            queue = self.waiters_hi if self.waiters_hi else self.waiters
+            if queue.popleft()():
                 self.in_use += 1
-        if self.waiters and now_us < self.hold_until:
+        if (self.waiters_hi or self.waiters) and now_us < self.hold_until:
             return self.hold_until
         return None
 
@@ -84,7 +101,7 @@ class GateCore:
             self.cut_until = now_us + cool
 
     def on_success(self, now_us: int) -> None:
-        if self.policy != "aimd":
+        if self.policy not in ("aimd", "gate"):
             return
         self.oks += 1
         if self.oks >= self.cap and now_us >= self.hold_until and self.cap < self.max_cap:

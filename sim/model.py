@@ -23,7 +23,7 @@ import simpy
 from simpy.events import NORMAL, Event, EventPriority
 
 from .draws import Draws
-from .limiter import POLICIES, GateCore
+from .limiter import MAX_429_WAITS, POLICIES, GateCore
 from .provider import Call, Decision, Provider, arrival_order
 from .scenario import MAX_CONCURRENCY, MODES, RetryPolicy, Scenario
 from .schema import RunResult, records_from_log
@@ -84,9 +84,9 @@ class _SimGate:
         self.core = core
         self._armed: set[int] = set()
 
-    def acquire(self) -> Event | None:
+    def acquire(self, high: bool = False) -> Event | None:
         now = int(self.env.now)
-        if self.core.try_acquire(now):
+        if self.core.try_acquire(now, high):
             return None
         ev = Event(self.env)
 
@@ -94,7 +94,7 @@ class _SimGate:
             ev.succeed()
             return True
 
-        self.core.waiters.append(wake)
+        (self.core.waiters_hi if high else self.core.waiters).append(wake)
         self.changed()
         return ev
 
@@ -195,6 +195,63 @@ class _World:
             yield self.env.timeout(policy.delay_us(attempt, ra_us))
         return False  # pragma: no cover - loop always returns
 
+    def gated_call(
+        self,
+        cid: int,
+        step: int,
+        order: int,
+        clip: int,
+        policy: RetryPolicy,
+        stats: _Stats,
+        gate: _SimGate,
+        high: bool,
+    ) -> Generator[Event, Any, bool]:
+        """The ``gate`` policy: every attempt passes the key's gate; a 429 re-queues the
+        attempt at the front instead of spending the retry budget."""
+        key = TTS_KEY if step == 2 else LLM_KEY
+        attempt = used = waits = 0
+        prio = high
+        while True:
+            ev = gate.acquire(prio)
+            if ev is not None:
+                yield ev
+            dec = yield from self.attempt(Call(cid, step, order, clip, attempt, key))
+            attempt += 1
+            now = int(self.env.now)
+            status = dec.status
+            if status == 200:
+                stats.requests += 1
+                gate.core.on_success(now)
+                gate.core.release()
+                gate.changed()
+                return True
+            if status == 0:
+                stats.timeouts += 1
+            else:
+                stats.requests += 1
+            if status == 429:
+                stats.http_429 += 1
+                ra_us = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
+                gate.core.on_429(now, ra_us)
+                gate.core.release()
+                gate.changed()
+                waits += 1
+                if waits > MAX_429_WAITS:
+                    return False
+                stats.retries += 1
+                prio = True
+                continue
+            if status >= 500:
+                stats.http_5xx += 1
+            gate.core.release()
+            gate.changed()
+            if used == policy.max_retries:
+                return False
+            stats.retries += 1
+            yield self.env.timeout(policy.delay_us(used, None))
+            used += 1
+            prio = high
+
     def tts(
         self, cid: int, order: int, tts_c: int, stats: _Stats, gate: _SimGate | None = None
     ) -> Generator[Event, Any, bool]:
@@ -203,6 +260,17 @@ class _World:
         policy = self.scenario.retry_tts
         if k == 0:
             return True
+        if gate is not None and gate.core.policy == "gate":  # every clip, every attempt gated
+            oks_q = [True]
+
+            def gated_clip(clip: int) -> Generator[Event, Any, None]:
+                assert gate is not None
+                ok = yield from self.gated_call(cid, 2, order, clip, policy, stats, gate, False)
+                if not ok:
+                    oks_q[0] = False
+
+            yield self.env.all_of([self.env.process(gated_clip(j)) for j in range(k)])
+            return oks_q[0]
         if gate is not None and k > 1:  # adaptive: every clip waits for the gate in order
             oks_g = [True]
 
@@ -266,10 +334,23 @@ def _classroom(
     out["ready"] = ready
     out["failed"] = failed
     parallel = mode != "serial" and c > 1 and n > 1
-    tts_gate = _SimGate(env, GateCore(tts_c, adaptive)) if adaptive != "off" and tts_c > 1 else None
+    gated = adaptive == "gate"
+    llm_gate = (
+        _SimGate(env, GateCore(min(c, n) + 1 if parallel else 1, adaptive)) if gated else None
+    )
+    tts_gate = (
+        _SimGate(env, GateCore(max(1, tts_c), adaptive))
+        if gated or (adaptive != "off" and tts_c > 1)
+        else None
+    )
+
+    def llm_call(step: int, i: int, high: bool) -> Generator[Event, Any, bool]:
+        if llm_gate is not None:
+            return (yield from w.gated_call(cid, step, i, 0, sc.retry_llm, stats, llm_gate, high))
+        return (yield from w.call(cid, step, i, 0, sc.retry_llm, stats))
 
     def scene_tail(i: int) -> Generator[Event, Any, bool]:
-        ok = yield from w.call(cid, 1, i, 0, sc.retry_llm, stats)
+        ok = yield from llm_call(1, i, True)
         if ok:
             ok = yield from w.tts(cid, i, tts_c, stats, tts_gate)
         if ok:
@@ -280,7 +361,7 @@ def _classroom(
 
     if not parallel:
         for i in range(n):
-            ok = yield from w.call(cid, 0, i, 0, sc.retry_llm, stats)
+            ok = yield from llm_call(0, i, False)
             if not ok:
                 failed.append(i)
                 status = "paused"
@@ -298,10 +379,10 @@ def _classroom(
             while nxt[0] < n:
                 i = nxt[0]
                 nxt[0] += 1
-                ok = yield from w.call(cid, 0, i, 0, sc.retry_llm, stats)
+                ok = yield from llm_call(0, i, False)
                 done[i].succeed(ok)
 
-        if adaptive == "off":
+        if adaptive in ("off", "gate"):
             for _ in range(slots):
                 env.process(content_worker())
         else:

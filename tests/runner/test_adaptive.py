@@ -90,3 +90,73 @@ def test_shared_key_tenants_agree_exactly_between_the_real_pipeline_and_the_mode
         assert_same_run(a, b)
         assert sorted(a.requests_log, key=log_key) == sorted(b.requests_log, key=log_key)
     assert sum(r.http_429 for r in real) > 0
+
+
+def test_the_gate_policy_meets_the_bar_other_policies_miss():
+    """On a 1-in-flight key, gate at c = 3 fails no more scenes than serial (within the
+    1-point budget); on a 5-in-flight key it keeps at least 90% of fixed c = 3's speedup.
+    halve and aimd fail a scene in every run on the 1-in-flight key."""
+    base = load_scenario("default")
+    one, five = apply_quota(base, 1), apply_quota(base, 5)
+
+    def p_fail(rs):
+        return float(np.mean([r.scenes_failed > 0 for r in rs]))
+
+    def mean(rs):
+        return float(np.mean([r.makespan_s for r in rs]))
+
+    serial1 = simulate_many(one, "serial", 1, 300, seed=5)
+    gate1 = simulate_many(one, "pipelined", 3, 300, seed=5, adaptive="gate")
+    assert p_fail(gate1) <= p_fail(serial1) + 0.01
+    for policy in ("halve", "aimd"):
+        assert p_fail(simulate_many(one, "pipelined", 3, 100, seed=5, adaptive=policy)) == 1.0
+    serial5 = simulate_many(five, "serial", 1, 300, seed=5)
+    fixed5 = simulate_many(five, "pipelined", 3, 300, seed=5)
+    gate5 = simulate_many(five, "pipelined", 3, 300, seed=5, adaptive="gate")
+    kept = (mean(serial5) / mean(gate5)) / (mean(serial5) / mean(fixed5))
+    assert kept >= 0.9
+
+
+def test_gate_runs_agree_exactly_between_the_real_pipeline_and_the_model():
+    from runner.validate import validate_exact
+
+    rep = validate_exact(
+        [load_scenario("default")],
+        quotas=[1, 3],
+        concurrencies=[3],
+        modes=["serial", "pipelined"],
+        runs=1,
+        adaptives=["halve", "aimd", "gate"],
+        tenants=[1, 3],
+        stagger_s=5.0,
+    )
+    assert rep.ok, rep.divergences
+    assert rep.cells == 2 * 2 * (1 + 3) and rep.http_429 > 100
+
+
+def test_a_sweep_with_adaptive_and_tenant_dimensions(tmp_path):
+    import json
+
+    from runner import sweep as sw
+
+    spec = sw.default_spec(
+        quick=True,
+        scenarios=["default"],
+        backends=["sim", "real"],
+        sim_reps=40,
+        real_reps=1,
+        quotas=[1, 5],
+        concurrencies=[1, 3],
+        adaptives=["off", "gate"],
+        tenants=[1, 3],
+    )
+    d = sw.run_sweep(spec, out=tmp_path / "r", workers=1, progress=False)
+    report = (d / "REPORT.md").read_text()
+    assert "## Adaptive concurrency" in report and "`gate` on `default`" in report
+    for f in ("default-adaptive.png", "default-tenants-q1.png", "default-tenants-q5.png"):
+        assert (d / "figures" / f).is_file()
+    rec = json.loads((d / "recommendation.json").read_text())
+    rows = {r["concurrency"]: r for r in rec["adaptive"]["policies"]["gate"]["default"]}
+    assert rows[3]["dominates_off"] is True
+    cells = sw.grid_cells(spec)
+    assert any(c.cell_id.endswith("__a-gate__k3") for c in cells)

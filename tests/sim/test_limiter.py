@@ -61,3 +61,18 @@ def test_aimd_recovers_one_step_per_window_of_successes():
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="adaptive: must be one of off, halve, aimd"):
         GateCore(3, "fast")
+
+
+def test_high_priority_waiters_go_first():
+    g = GateCore(1, "gate")
+    assert g.try_acquire(0)
+    log = []
+    g.waiters.append(_waiter(log, "content"))
+    g.waiters_hi.append(_waiter(log, "actions"))
+    assert not g.try_acquire(0, high=True)  # full
+    g.release()
+    g.pump(1)
+    assert log == ["actions"]
+    g.release()
+    g.pump(2)
+    assert log == ["actions", "content"]
