@@ -218,6 +218,7 @@ def _cmd_sim(a: argparse.Namespace) -> int:
             tenants=a.tenants,
             adaptive=a.adaptive,
             stagger_s=a.stagger_s,
+            stagger_dist=a.stagger_dist,
         )
     elapsed = time.perf_counter() - t0
     s = _summary(results)
@@ -349,8 +350,9 @@ def _add_dimensions(p: argparse.ArgumentParser) -> None:
         "--stagger-s",
         type=_nonneg_float("--stagger-s"),
         default=0.0,
-        help="tenant j starts j x this many model seconds after tenant 0",
+        help="tenants start this many model seconds apart (the gap, or its mean)",
     )
+    p.add_argument("--stagger-dist", choices=("constant", "exponential"), default="constant")
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
@@ -381,6 +383,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
                 adaptives=a.adaptive or ("off",),
                 tenants=a.tenants or (1,),
                 stagger_s=a.stagger_s,
+                stagger_dist=a.stagger_dist,
             )
             d = run_sweep(
                 spec,
@@ -490,6 +493,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
             adaptives=a.adaptive or ("off",),
             tenants=a.tenants or (1,),
             stagger_s=a.stagger_s,
+            stagger_dist=a.stagger_dist,
         )
         if bar is not None:
             bar.close()
@@ -681,8 +685,9 @@ def _parser() -> argparse.ArgumentParser:
         "--stagger-s",
         type=_nonneg_float("--stagger-s"),
         default=0.0,
-        help="tenant j starts j x this many model seconds after tenant 0",
+        help="tenants start this many model seconds apart (the gap, or its mean)",
     )
+    s.add_argument("--stagger-dist", choices=("constant", "exponential"), default="constant")
     s.add_argument("--reps", type=_int_in("--reps", 1), default=1000)
     s.add_argument("--tenants", type=_int_in("--tenants", 1, 1000), default=1)
     s.add_argument("--engine", choices=("auto", "simpy", "fast"), default="auto")

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import looptime
 
+from sim.draws import tenant_offsets_us
 from sim.model import clamp_concurrency, effective_tts_concurrency
 from sim.scenario import MODES, Scenario
 from sim.schema import RunResult, records_from_log
@@ -298,6 +299,7 @@ def run_tenants(
     stagger_s: float = 0.0,
     adaptive: str = "off",
     records: bool = True,
+    stagger_dist: str = "constant",
 ) -> list[RunResult]:
     """``tenants`` classrooms generated at once on the same keys (a deployment's server key),
     tenant ``j`` starting ``j * stagger_s`` model seconds after tenant 0; virtual clock.
@@ -310,9 +312,11 @@ def run_tenants(
     app = create_app(scenario, seed, virtual=True, keep_log=records)
     fake = app.state.fake
 
+    offsets = tenant_offsets_us(seed, run_id, tenants, stagger_s, stagger_dist)
+
     async def one(client: httpx.AsyncClient, j: int) -> RunResult:
-        if j and stagger_s:
-            await asyncio.sleep(j * stagger_s)
+        if offsets[j]:
+            await asyncio.sleep(offsets[j] / 1e6)
         cid = run_id * tenants + j
         _, res = await run_classroom_async(
             client,

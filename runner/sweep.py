@@ -71,6 +71,7 @@ class Cell:
     adaptive: str = "off"
     tenants: int = 1
     stagger_s: float = 0.0
+    stagger_dist: str = "constant"
 
     @property
     def cell_id(self) -> str:
@@ -98,6 +99,7 @@ class SweepSpec:
     adaptives: tuple[str, ...] = ("off",)
     tenants: tuple[int, ...] = (1,)
     stagger_s: float = 0.0
+    stagger_dist: str = "constant"
 
     def __post_init__(self) -> None:
         for a in self.adaptives:
@@ -164,6 +166,7 @@ def grid_cells(spec: SweepSpec) -> list[Cell]:
                             "off",
                             k,
                             st,
+                            spec.stagger_dist,
                         )
                     )
                     for mode in spec.modes:
@@ -184,6 +187,7 @@ def grid_cells(spec: SweepSpec) -> list[Cell]:
                                         a,
                                         k,
                                         st,
+                                        spec.stagger_dist,
                                     )
                                 )
     return cells
@@ -207,6 +211,7 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
                     adaptive=cell.adaptive,
                     tenants=cell.tenants,
                     stagger_s=cell.stagger_s,
+                    stagger_dist=cell.stagger_dist,
                 )
             )
     else:
@@ -227,6 +232,7 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
                     stagger_s=cell.stagger_s,
                     adaptive=cell.adaptive,
                     records=False,
+                    stagger_dist=cell.stagger_dist,
                 )
             else:
                 results.append(
@@ -543,6 +549,7 @@ def default_spec(
     adaptives: Sequence[str] = ("off",),
     tenants: Sequence[int] = (1,),
     stagger_s: float = 0.0,
+    stagger_dist: str = "constant",
 ) -> SweepSpec:
     names = (
         list(scenarios)
@@ -564,4 +571,5 @@ def default_spec(
         adaptives=tuple(adaptives),
         tenants=tuple(tenants),
         stagger_s=stagger_s,
+        stagger_dist=stagger_dist,
     )

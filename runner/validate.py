@@ -119,6 +119,7 @@ def _exact_cell(
     adaptive: str = "off",
     tenants: int = 1,
     stagger_s: float = 0.0,
+    stagger_dist: str = "constant",
 ) -> tuple[int, int, int, str | None]:
     s = sc if q is None else apply_quota(sc, q)
     n_req = n429 = nretry = 0
@@ -133,7 +134,15 @@ def _exact_cell(
             models = [one]
         else:
             reals = run_tenants(
-                s, mode, c, tenants, seed=seed, run_id=r, adaptive=adaptive, stagger_s=stagger_s
+                s,
+                mode,
+                c,
+                tenants,
+                seed=seed,
+                run_id=r,
+                adaptive=adaptive,
+                stagger_s=stagger_s,
+                stagger_dist=stagger_dist,
             )
             out = simulate(
                 s,
@@ -145,6 +154,7 @@ def _exact_cell(
                 adaptive=adaptive,
                 tenants=tenants,
                 stagger_s=stagger_s,
+                stagger_dist=stagger_dist,
             )
             assert isinstance(out, list)
             models = out
@@ -177,6 +187,7 @@ def validate_exact(
     adaptives: Sequence[str] = ("off",),
     tenants: Sequence[int] = (1,),
     stagger_s: float = 0.0,
+    stagger_dist: str = "constant",
 ) -> ExactReport:
     """Compare the real pipeline (virtual clock) and the model on every cell."""
     qs: list[int | None] = list(quotas) if quotas is not None else [None, *DEFAULT_QUOTAS]
@@ -191,7 +202,9 @@ def validate_exact(
     ]
     rep = ExactReport()
     for i, (sc, q, m, c, a, k) in enumerate(cells):
-        n_req, n429, nretry, diff = _exact_cell(sc, q, m, c, runs, seed, a, k, stagger_s)
+        n_req, n429, nretry, diff = _exact_cell(
+            sc, q, m, c, runs, seed, a, k, stagger_s, stagger_dist
+        )
         rep.cells += 1
         rep.runs += runs
         rep.requests += n_req
@@ -243,6 +256,7 @@ class WallCell:
     quota: int | None  # None: the scenario's own quotas
     mode: str
     concurrency: int
+    adaptive: str = "off"
 
     def build(self) -> Scenario:
         sc = load_scenario(self.scenario)
@@ -255,7 +269,8 @@ class WallCell:
             if self.quota is None
             else ("unlimited" if self.quota == 0 else f"{self.quota} in flight")
         )
-        return f"{self.scenario} / {q} / {self.mode} c={self.concurrency}"
+        tail = "" if self.adaptive == "off" else f" adaptive={self.adaptive}"
+        return f"{self.scenario} / {q} / {self.mode} c={self.concurrency}{tail}"
 
 
 QUICK_CELLS = (
@@ -272,11 +287,20 @@ FULL_CELLS = (
     WallCell("default", 3, "pipelined", 2),
     WallCell("default", 2, "hybrid", 2),
     WallCell("default", 5, "pipelined", 5),
+    WallCell("low-quota", None, "pipelined", 3, "gate"),
+    WallCell("default", 3, "pipelined", 3, "gate"),
 )
 
 
 async def _wall_runs(
-    sc: Scenario, mode: str, c: int, seed: int, reps: int, scale: float, at_once: int = 4
+    sc: Scenario,
+    mode: str,
+    c: int,
+    seed: int,
+    reps: int,
+    scale: float,
+    at_once: int = 4,
+    adaptive: str = "off",
 ) -> list[RunResult]:
     with ServerProcess(sc, seed, time_scale=scale, keep_log=False) as srv:
         limits = httpx.Limits(
@@ -302,6 +326,7 @@ async def _wall_runs(
                         clock=Clock(scale),
                         world="wall",
                         api_keys=(f"llm-{r}", f"tts-{r}"),
+                        adaptive=adaptive,
                     )
 
             done = await asyncio.gather(*(one(r) for r in range(reps)))
@@ -365,8 +390,10 @@ def validate_wall(
         sc = cell.build()
         pop = (
             simulate_fast(sc, cell.mode, cell.concurrency, model_reps, seed=seed).results()
-            if quota_free(sc)
-            else simulate_many(sc, cell.mode, cell.concurrency, model_reps, seed=seed)
+            if quota_free(sc) and cell.adaptive == "off"
+            else simulate_many(
+                sc, cell.mode, cell.concurrency, model_reps, seed=seed, adaptive=cell.adaptive
+            )
         )
         paired_model = pop[:reps]
         mk_pop = np.array([r.makespan_s for r in pop])
@@ -377,7 +404,9 @@ def validate_wall(
         t0 = time.perf_counter()
         # quota-free classrooms cannot race each other: run them all at once
         at_once = reps if quota_free(sc) else 4
-        real = asyncio.run(_wall_runs(sc, cell.mode, cell.concurrency, seed, reps, scale, at_once))
+        real = asyncio.run(
+            _wall_runs(sc, cell.mode, cell.concurrency, seed, reps, scale, at_once, cell.adaptive)
+        )
         wall_s = time.perf_counter() - t0
         mr = np.array([r.makespan_s for r in real])
         mm = np.array([r.makespan_s for r in paired_model])

@@ -19,7 +19,16 @@ from numpy.typing import NDArray
 
 from .scenario import STEPS, Scenario
 
-__all__ = ["KIND_5XX", "KIND_429", "KIND_FAULT", "KIND_LATENCY", "Draws", "seconds_to_us"]
+__all__ = [
+    "KIND_5XX",
+    "KIND_429",
+    "KIND_FAULT",
+    "KIND_LATENCY",
+    "STAGGER_DISTS",
+    "Draws",
+    "seconds_to_us",
+    "tenant_offsets_us",
+]
 
 KIND_LATENCY = 0
 KIND_429 = 1
@@ -107,3 +116,24 @@ class Draws:
 
     def step_index(self, step_name: str) -> int:
         return STEPS.index(step_name)
+
+
+STAGGER_DISTS = ("constant", "exponential")
+
+
+def tenant_offsets_us(
+    seed: int, run_id: int, tenants: int, stagger_s: float, dist: str = "constant"
+) -> list[int]:
+    """Start offsets (µs) of a run's tenants: gaps of ``stagger_s`` (``constant``) or
+    exponential gaps of mean ``stagger_s`` drawn from the run's own keyed stream."""
+    if dist not in STAGGER_DISTS:
+        raise ValueError(f"stagger_dist: must be one of {', '.join(STAGGER_DISTS)}; got {dist!r}")
+    if tenants <= 1 or stagger_s == 0:
+        return [0] * tenants
+    if dist == "constant":
+        gaps = np.full(tenants - 1, float(stagger_s))
+    else:
+        bitgen = np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(97, run_id)))
+        u = np.random.Generator(bitgen).random(tenants - 1)
+        gaps = -stagger_s * np.log1p(-u)
+    return [0, *(int(x) for x in np.cumsum(seconds_to_us(gaps)))]

@@ -22,7 +22,7 @@ from typing import Any
 import simpy
 from simpy.events import NORMAL, Event, EventPriority
 
-from .draws import Draws
+from .draws import Draws, tenant_offsets_us
 from .limiter import MAX_429_WAITS, POLICIES, GateCore
 from .provider import Call, Decision, Provider, arrival_order
 from .scenario import MAX_CONCURRENCY, MODES, RetryPolicy, Scenario
@@ -482,13 +482,15 @@ def _run_one(
     records: bool,
     adaptive: str = "off",
     stagger_s: float = 0.0,
+    stagger_dist: str = "constant",
 ) -> list[RunResult]:
     prov = Provider(sc, seed, draws=draws, keep_log=records)
     w = _World(sc, prov)
     outs = []
+    offsets = tenant_offsets_us(seed, run_id, tenants, stagger_s, stagger_dist)
     for j in range(tenants):
         out: dict[str, Any] = {}
-        delay = round(j * stagger_s * 1e6)
+        delay = offsets[j]
         w.env.process(_classroom(w, run_id * tenants + j, mode, c, tts_c, out, adaptive, delay))
         outs.append(out)
     w.env.run()
@@ -512,19 +514,33 @@ def simulate(
     records: bool = False,
     adaptive: str = "off",
     stagger_s: float = 0.0,
+    stagger_dist: str = "constant",
 ) -> RunResult | list[RunResult]:
     """Simulate one run: one classroom (``tenants=1``) or ``tenants`` sharing the keys.
 
     ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``; with
     ``tenants > 1`` a list of per-classroom results is returned. Classroom ids
     are ``run_id * tenants + j``; they key the draws. Tenant ``j`` starts at
-    ``j * stagger_s``. ``adaptive`` is the limiter policy (:mod:`sim.limiter`).
+    ``j * stagger_s`` (``stagger_dist="constant"``) or after exponential gaps of mean
+    ``stagger_s`` (``"exponential"``, keyed by seed and run id).
+    ``adaptive`` is the limiter policy (:mod:`sim.limiter`).
     """
     _check(mode, tenants, seed, run_id, adaptive, stagger_s)
     c = clamp_concurrency(concurrency)
     tts_c = effective_tts_concurrency(mode, c, tts_concurrency)
     res = _run_one(
-        scenario, mode, c, tts_c, seed, run_id, tenants, None, records, adaptive, stagger_s
+        scenario,
+        mode,
+        c,
+        tts_c,
+        seed,
+        run_id,
+        tenants,
+        None,
+        records,
+        adaptive,
+        stagger_s,
+        stagger_dist,
     )
     return res[0] if tenants == 1 else res
 
@@ -542,6 +558,7 @@ def simulate_many(
     records: bool = False,
     adaptive: str = "off",
     stagger_s: float = 0.0,
+    stagger_dist: str = "constant",
 ) -> list[RunResult]:
     """``reps`` runs with run ids ``first_run ..``; draws are made in one batch."""
     _check(mode, tenants, seed, first_run, adaptive, stagger_s)
@@ -555,7 +572,18 @@ def simulate_many(
     for r in range(first_run, first_run + reps):
         out.extend(
             _run_one(
-                scenario, mode, c, tts_c, seed, r, tenants, draws, records, adaptive, stagger_s
+                scenario,
+                mode,
+                c,
+                tts_c,
+                seed,
+                r,
+                tenants,
+                draws,
+                records,
+                adaptive,
+                stagger_s,
+                stagger_dist,
             )
         )
     return out

@@ -63,16 +63,30 @@ def test_tenants_on_one_key_with_staggered_arrivals():
 
 
 @pytest.mark.parametrize(
-    ("tenants", "stagger_s", "adaptive"), [(3, 0.0, "off"), (3, 20.0, "aimd"), (5, 7.5, "halve")]
+    ("tenants", "stagger_s", "dist", "adaptive"),
+    [
+        (3, 0.0, "constant", "off"),
+        (3, 20.0, "constant", "aimd"),
+        (5, 7.5, "constant", "halve"),
+        (4, 15.0, "exponential", "gate"),
+    ],
 )
 def test_shared_key_tenants_agree_exactly_between_the_real_pipeline_and_the_model(
-    tenants, stagger_s, adaptive
+    tenants, stagger_s, dist, adaptive
 ):
     from runner import run_tenants
 
     sc = apply_quota(load_scenario("default"), 4)
     real = run_tenants(
-        sc, "pipelined", 3, tenants, seed=3, run_id=2, stagger_s=stagger_s, adaptive=adaptive
+        sc,
+        "pipelined",
+        3,
+        tenants,
+        seed=3,
+        run_id=2,
+        stagger_s=stagger_s,
+        adaptive=adaptive,
+        stagger_dist=dist,
     )
     model = simulate(
         sc,
@@ -84,6 +98,7 @@ def test_shared_key_tenants_agree_exactly_between_the_real_pipeline_and_the_mode
         stagger_s=stagger_s,
         records=True,
         adaptive=adaptive,
+        stagger_dist=dist,
     )
     assert [r.tenant for r in real] == list(range(tenants))
     for a, b in zip(real, model, strict=True):
@@ -160,3 +175,16 @@ def test_a_sweep_with_adaptive_and_tenant_dimensions(tmp_path):
     assert rows[3]["dominates_off"] is True
     cells = sw.grid_cells(spec)
     assert any(c.cell_id.endswith("__a-gate__k3") for c in cells)
+
+
+def test_exponential_arrivals_are_keyed_by_seed_and_run():
+    from sim.draws import tenant_offsets_us
+
+    a = tenant_offsets_us(1, 2, 50, 10.0, "exponential")
+    assert a == tenant_offsets_us(1, 2, 50, 10.0, "exponential")
+    assert a != tenant_offsets_us(1, 3, 50, 10.0, "exponential")
+    gaps = np.diff(a) / 1e6
+    assert a[0] == 0 and (gaps > 0).all() and 5.0 < gaps.mean() < 15.0
+    assert tenant_offsets_us(1, 2, 3, 10.0) == [0, 10_000_000, 20_000_000]
+    with pytest.raises(ValueError, match="stagger_dist: must be one of constant, exponential"):
+        tenant_offsets_us(1, 2, 3, 10.0, "poisson")
