@@ -326,15 +326,45 @@ def adaptive_verdict(cells: pd.DataFrame) -> dict[str, Any]:
                         "fixed_admissible": bool(fixed_ok),
                         "kept": kept,
                     }
+                sps = [v["speedup"] for v in per_q.values()]
+                geo = (
+                    float(np.exp(np.mean(np.log(sps))))
+                    if sps and all(x > 0 for x in sps)
+                    else math.nan
+                )
                 rows.append(
                     {
                         "concurrency": int(c),
                         "dominates_off": bool(dominates),
+                        "speedup_geomean": geo,
                         "min_kept": min(kept_all) if kept_all else math.nan,
                         "per_quota": per_q,
                     }
                 )
             out["policies"].setdefault(pol, {})[str(name)] = rows
+    # an adaptive default: per policy, the smallest c >= 2 that dominates off in every scenario
+    # and whose geometric-mean speedup is within 5% of the best such c (scenario by scenario)
+    for pol, per_sc in out["policies"].items():
+        ok_c = None
+        for c in sorted({r["concurrency"] for rows in per_sc.values() for r in rows}):
+            if c < 2:
+                continue
+            good = True
+            for rows in per_sc.values():
+                by_c = {r["concurrency"]: r for r in rows}
+                dom = [r for r in rows if r["dominates_off"] and r["concurrency"] >= 2]
+                best = max((r["speedup_geomean"] for r in dom), default=math.nan)
+                r = by_c.get(c)
+                if (
+                    r is None
+                    or not r["dominates_off"]
+                    or not (r["speedup_geomean"] >= (1 - RULE["within_best"]) * best)
+                ):
+                    good = False
+            if good:
+                ok_c = c
+                break
+        out.setdefault("defaults", {})[pol] = ok_c
     return out
 
 
@@ -718,6 +748,22 @@ def render_report(
         ]
         lines += [f"- `{cid}`: {reason}" for cid, reason in sorted(failed.items())] + [""]
     ad = rec.get("adaptive", {}).get("policies", {})
+    defaults = rec.get("adaptive", {}).get("defaults", {})
+    if defaults:
+        picks = {p: c for p, c in defaults.items() if c is not None}
+        lines.insert(
+            lines.index("## Recommendation") + 4,
+            "**With an adaptive limiter**: "
+            + (
+                "; ".join(
+                    f"`{p}` on at c = **{c}** dominates off on every quota profile"
+                    for p, c in sorted(picks.items())
+                )
+                if picks
+                else "no adaptive policy in this sweep dominates off at any c >= 2"
+            )
+            + " (section Adaptive concurrency).\n",
+        )
     if ad:
         lines += [
             "## Adaptive concurrency",

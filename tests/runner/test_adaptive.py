@@ -188,3 +188,25 @@ def test_exponential_arrivals_are_keyed_by_seed_and_run():
     assert tenant_offsets_us(1, 2, 3, 10.0) == [0, 10_000_000, 20_000_000]
     with pytest.raises(ValueError, match="stagger_dist: must be one of constant, exponential"):
         tenant_offsets_us(1, 2, 3, 10.0, "poisson")
+
+
+def test_the_report_states_the_adaptive_default(tmp_path):
+    import json
+
+    from runner import sweep as sw
+
+    spec = sw.default_spec(
+        quick=True,
+        scenarios=["default"],
+        backends=["sim"],
+        sim_reps=400,
+        quotas=[1, 3, 0],
+        concurrencies=[1, 2, 3],
+        adaptives=["off", "halve", "gate"],
+    )
+    d = sw.run_sweep(spec, out=tmp_path / "r", workers=1, progress=False)
+    rec = json.loads((d / "recommendation.json").read_text())
+    assert rec["adaptive"]["defaults"]["halve"] is None
+    assert rec["adaptive"]["defaults"]["gate"] in (2, 3)
+    report = (d / "REPORT.md").read_text()
+    assert "**With an adaptive limiter**: `gate` on at c = **" in report
