@@ -369,6 +369,25 @@ def adaptive_verdict(cells: pd.DataFrame) -> dict[str, Any]:
 
 
 # -- figures ----------------------------------------------------------------------------
+def _finish_two_rows(axes: Any, titles: list[str], bottom_label: str, legend_title: str) -> None:
+    """Titles, axis labels, ticks, grid and legend of a speedup-over-failures grid."""
+    for j, title in enumerate(titles):
+        axes[0][j].set_title(title)
+        axes[1][j].set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
+        axes[1][j].set_xticks(range(1, 11))
+        for ax in (axes[0][j], axes[1][j]):
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("speedup over serial (paired)")
+    axes[1][0].set_ylabel(bottom_label)
+    axes[0][-1].legend(
+        title=legend_title,
+        fontsize=8,
+        title_fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+    )
+
+
 def _quota_label(q: int) -> str:
     return "unlimited" if q == 0 else f"{q} in flight"
 
@@ -571,19 +590,11 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                         color=colors[q],
                         label=_quota_label(q),
                     )
-                axes[0][j].set_title(f"pipelined, adaptive = {pol}")
-                axes[1][j].set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
-                axes[1][j].set_xticks(range(1, 11))
-                for ax in (axes[0][j], axes[1][j]):
-                    ax.grid(alpha=0.3)
-            axes[0][0].set_ylabel("speedup over serial (paired)")
-            axes[1][0].set_ylabel("P(any failed scene) (%)")
-            axes[0][-1].legend(
-                title="key quota",
-                fontsize=8,
-                title_fontsize=8,
-                loc="upper left",
-                bbox_to_anchor=(1.02, 1.0),
+            _finish_two_rows(
+                axes,
+                [f"pipelined, adaptive = {p}" for p in pols],
+                "P(any failed scene) (%)",
+                "key quota",
             )
             fig.suptitle(
                 f"Fixed vs adaptive concurrency — scenario {slug} (model; a missing "
@@ -619,19 +630,11 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                         axes[1][j].plot(
                             x, 100 * d["p_any_failed"], marker="o", ms=4, color=pcol[pol], label=pol
                         )
-                    axes[0][j].set_title(f"{k} classroom(s) on one key")
-                    axes[1][j].set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
-                    axes[1][j].set_xticks(range(1, 11))
-                    for ax in (axes[0][j], axes[1][j]):
-                        ax.grid(alpha=0.3)
-                axes[0][0].set_ylabel("speedup over serial (paired)")
-                axes[1][0].set_ylabel("P(any failed scene) (%), per classroom")
-                axes[0][-1].legend(
-                    title="adaptive",
-                    fontsize=8,
-                    title_fontsize=8,
-                    loc="upper left",
-                    bbox_to_anchor=(1.02, 1.0),
+                _finish_two_rows(
+                    axes,
+                    [f"{k} classroom(s) on one key" for k in ks],
+                    "P(any failed scene) (%), per classroom",
+                    "adaptive",
                 )
                 fig.suptitle(
                     f"Shared key, {_quota_label(int(q))} — scenario {slug} (model, pipelined)"

@@ -253,17 +253,10 @@ class ScenePipeline:
                 if gate is not None:
                     gate.core.on_success(self.clock.now_us())
                 return data
-            if status == 0:
-                st.timeouts += 1
-            else:
-                st.requests += 1
-                if status == 429:
-                    st.http_429 += 1
-                    if gate is not None:
-                        gate.core.on_429(self.clock.now_us(), ra_us)
-                        gate.changed()
-                elif status >= 500:
-                    st.http_5xx += 1
+            st.count(status)
+            if status == 429 and gate is not None:
+                gate.core.on_429(self.clock.now_us(), ra_us)
+                gate.changed()
             retryable = status <= 0 or status in RETRYABLE or status >= 500
             if not retryable or attempt == policy.max_retries:
                 return None
@@ -299,12 +292,8 @@ class ScenePipeline:
                 gate.core.on_success(now)
                 gate.release()
                 return data
-            if status == 0:
-                st.timeouts += 1
-            else:
-                st.requests += 1
+            st.count(status)
             if status == 429:
-                st.http_429 += 1
                 gate.core.on_429(now, ra_us)
                 gate.release()
                 waits += 1
@@ -313,8 +302,6 @@ class ScenePipeline:
                 st.retries += 1
                 prio = True
                 continue
-            if status >= 500:
-                st.http_5xx += 1
             gate.release()
             retryable = status <= 0 or status in RETRYABLE or status >= 500
             if not retryable or used == policy.max_retries:

@@ -317,6 +317,14 @@ _INT_KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
 }
 
 
+def field_name(key: object) -> str:
+    """A field name as it may appear in a one-line error: plain names as they are, anything
+    else (spaces, newlines, non-strings) quoted."""
+    if isinstance(key, str) and key and all(ch.isalnum() or ch in "_-." for ch in key):
+        return key
+    return repr(key)
+
+
 def _build(kinds: Mapping[str, tuple[type, tuple[str, ...]]], m: Mapping[str, Any]) -> Any:
     if not isinstance(m, Mapping):
         raise ValueError(f"must be a table like {{dist = ...}}, got {m!r}")
@@ -326,7 +334,9 @@ def _build(kinds: Mapping[str, tuple[type, tuple[str, ...]]], m: Mapping[str, An
     cls, fields = kinds[kind]
     extra = sorted(set(m) - {"dist", *fields})
     if extra:
-        raise ValueError(f"{extra[0]}: unknown for dist {kind!r}; allowed: {', '.join(fields)}")
+        raise ValueError(
+            f"{field_name(extra[0])}: unknown for dist {kind!r}; allowed: {', '.join(fields)}"
+        )
     missing = [f for f in fields if f not in m]
     if missing:
         raise ValueError(f"{missing[0]}: required for dist {kind!r}")

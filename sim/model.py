@@ -62,6 +62,18 @@ class _Stats:
     retries: int = 0
     timeouts: int = 0
 
+    def count(self, status: int) -> None:
+        """Count a failed attempt's answer: 0 is a timeout (no answer), anything else an
+        answered request, of which 429s and 5xx are also counted apart (both worlds)."""
+        if status == 0:
+            self.timeouts += 1
+            return
+        self.requests += 1
+        if status == 429:
+            self.http_429 += 1
+        elif status >= 500:
+            self.http_5xx += 1
+
 
 class _Batch(Event):
     """Fires after every normal event of its instant: decides the batched arrivals."""
@@ -175,20 +187,13 @@ class _World:
                 if gate is not None:
                     gate.core.on_success(int(self.env.now))
                 return True
-            if status == 0:
-                stats.timeouts += 1
-            else:
-                stats.requests += 1
-                if status == 429:
-                    stats.http_429 += 1
-                    if dec.retry_after_ms is not None:
-                        ra_us = dec.retry_after_ms * 1000
-                    if gate is not None:
-                        gate.core.on_429(int(self.env.now), ra_us)
-                        gate.changed()
-                elif status >= 500:
-                    stats.http_5xx += 1
-                # RESET / TRUNCATED: a failed request, retried like a network error
+            stats.count(status)  # RESET / TRUNCATED: failed requests, retried like network errors
+            if status == 429:
+                if dec.retry_after_ms is not None:
+                    ra_us = dec.retry_after_ms * 1000
+                if gate is not None:
+                    gate.core.on_429(int(self.env.now), ra_us)
+                    gate.changed()
             if attempt == last:
                 return False
             stats.retries += 1
@@ -225,12 +230,8 @@ class _World:
                 gate.core.release()
                 gate.changed()
                 return True
-            if status == 0:
-                stats.timeouts += 1
-            else:
-                stats.requests += 1
+            stats.count(status)
             if status == 429:
-                stats.http_429 += 1
                 ra_us = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
                 gate.core.on_429(now, ra_us)
                 gate.core.release()
@@ -241,8 +242,6 @@ class _World:
                 stats.retries += 1
                 prio = True
                 continue
-            if status >= 500:
-                stats.http_5xx += 1
             gate.core.release()
             gate.changed()
             if used == policy.max_retries:

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .dists import Dist, IntDist, dist_from_mapping, int_dist_from_mapping
+from .dists import Dist, IntDist, dist_from_mapping, field_name, int_dist_from_mapping
 
 __all__ = [
     "MODES",
@@ -311,7 +311,9 @@ def _check_keys(path: str, m: Mapping[str, Any], allowed: set[str]) -> None:
     for k in m:
         if k not in allowed:
             where = f"{path}." if path else ""
-            raise ScenarioError(f"{where}{k}: unknown field; allowed: {', '.join(sorted(allowed))}")
+            raise ScenarioError(
+                f"{where}{field_name(k)}: unknown field; allowed: {', '.join(sorted(allowed))}"
+            )
 
 
 def _sub(path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -132,3 +132,17 @@ def test_loader_fuzz_only_raises_scenario_error(data):
         assert "\n" not in str(e)
     else:
         assert sc.outlines >= 1 and math.isfinite(sc.time_scale)
+
+
+def test_odd_field_names_are_quoted_and_stay_on_one_line():
+    """Found by the fuzzer: a key with a newline once made a two-line error."""
+    with pytest.raises(ScenarioError) as ei:
+        scenario_from_mapping({"classroom": {"\n": None}})
+    assert str(ei.value) == (
+        "classroom.'\\n': unknown field; allowed: outlines, scene_types, speech_actions"
+    )
+    base = load_scenario("default").to_mapping()
+    base["latency"]["content"] = {"dist": "constant", "value_s": 1.0, "a b": 2}
+    with pytest.raises(ScenarioError) as ei:
+        scenario_from_mapping(base)
+    assert str(ei.value) == ("latency.content.'a b': unknown for dist 'constant'; allowed: value_s")
