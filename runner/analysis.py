@@ -369,23 +369,29 @@ def adaptive_verdict(cells: pd.DataFrame) -> dict[str, Any]:
 
 
 # -- figures ----------------------------------------------------------------------------
+def _concurrency_axis(ax: Any) -> None:
+    """The x axis every figure shares: c = 1..10."""
+    ax.set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
+    ax.set_xticks(range(1, 11))
+
+
+def _legend_right(ax: Any, title: str) -> None:
+    """A small legend outside the axes, to the right (it never covers a curve)."""
+    ax.legend(
+        title=title, fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )
+
+
 def _finish_two_rows(axes: Any, titles: list[str], bottom_label: str, legend_title: str) -> None:
     """Titles, axis labels, ticks, grid and legend of a speedup-over-failures grid."""
     for j, title in enumerate(titles):
         axes[0][j].set_title(title)
-        axes[1][j].set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
-        axes[1][j].set_xticks(range(1, 11))
+        _concurrency_axis(axes[1][j])
         for ax in (axes[0][j], axes[1][j]):
             ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("speedup over serial (paired)")
     axes[1][0].set_ylabel(bottom_label)
-    axes[0][-1].legend(
-        title=legend_title,
-        fontsize=8,
-        title_fontsize=8,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1.0),
-    )
+    _legend_right(axes[0][-1], legend_title)
 
 
 def _quota_label(q: int) -> str:
@@ -454,17 +460,10 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                 )
             ax.axhline(1.0, color="black", lw=0.6)
             ax.set_title(f"{m}")
-            ax.set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
-            ax.set_xticks(range(1, 11))
+            _concurrency_axis(ax)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("speedup over serial (paired, 95% CI)")
-        axes[0][-1].legend(
-            title="key quota",
-            fontsize=8,
-            title_fontsize=8,
-            loc="upper left",
-            bbox_to_anchor=(1.02, 1.0),
-        )
+        _legend_right(axes[0][-1], "key quota")
         fig.suptitle(
             f"Speedup vs concurrency — scenario {slug} (model; a missing point: no run completed)"
         )
@@ -491,17 +490,10 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                     float(ser["ttfs_mean_s"].mean()), ls=":", color="black", lw=1, label="serial"
                 )
             ax.set_title(m)
-            ax.set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
-            ax.set_xticks(range(1, 11))
+            _concurrency_axis(ax)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("mean time to first scene (model s;\nruns that added a scene)")
-        axes[0][-1].legend(
-            title="key quota",
-            fontsize=8,
-            title_fontsize=8,
-            loc="upper left",
-            bbox_to_anchor=(1.02, 1.0),
-        )
+        _legend_right(axes[0][-1], "key quota")
         fig.suptitle(f"Time to first scene — scenario {slug} (model)")
         save(fig, f"{slug}-ttfs")
         # 429s and failures
@@ -532,17 +524,10 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
             axes[0][j].set_title(m)
             axes[0][j].set_ylabel("HTTP 429 per classroom")
             axes[1][j].set_ylabel("P(any failed scene) (%)")
-            axes[1][j].set_xlabel("PARALLEL_SCENE_CONCURRENCY (c)")
-            axes[1][j].set_xticks(range(1, 11))
+            _concurrency_axis(axes[1][j])
             for ax in (axes[0][j], axes[1][j]):
                 ax.grid(alpha=0.3)
-        axes[0][-1].legend(
-            title="key quota",
-            fontsize=8,
-            title_fontsize=8,
-            loc="upper left",
-            bbox_to_anchor=(1.02, 1.0),
-        )
+        _legend_right(axes[0][-1], "key quota")
         fig.suptitle(f"429s and failed scenes vs concurrency — scenario {slug} (model)")
         save(fig, f"{slug}-failures")
     pols = sorted(
