@@ -30,15 +30,27 @@ from typing import Any
 
 import httpx
 
+from sim.draws import Draws, client_jitter_u
 from sim.limiter import MAX_429_WAITS, POLICIES, GateCore
 from sim.model import _Stats
-from sim.scenario import MODES, RetryPolicy, Scenario
-from sim.schema import RunResult
+from sim.rules import (
+    RunStatus,
+    after_attempt,
+    content_slots,
+    final_status,
+    is_parallel,
+    outcome_of,
+)
+from sim.scenario import MODES, Scenario
+from sim.schema import STEP_NAMES, RunResult
+from sim.upstream import Handoff
+
+from .wire import COUNTS_HEADER, FOREGROUND_HEADER, audio_id, parse_counts
 
 __all__ = ["Clock", "PipelineOptions", "ScenePipeline"]
 
-RETRYABLE = frozenset({408, 409, 429})
 _ROUTES = ("/api/generate/scene-content", "/api/generate/scene-actions", "/api/generate/tts")
+HANDOFF_YIELDS = 16  # event-loop turns the loop gets to issue actions(i) before the slot frees
 
 
 class Clock:
@@ -68,8 +80,6 @@ class PipelineOptions:
     mode: str
     concurrency: int
     tts_concurrency: int
-    retry_llm: RetryPolicy
-    retry_tts: RetryPolicy
     request_timeout_s: float
     classroom: int = 0
     llm_api_key: str = "llm-key"
@@ -88,6 +98,40 @@ class PipelineOptions:
 
 class _Failed(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One HTTP answer as the client read it (status 0 timeout, -1 network, -2 bad body)."""
+
+    status: int
+    data: dict[str, Any] | None
+    retry_after_us: int | None
+    counts: str | None  # the route's count header, when the answer had one
+
+
+@dataclass(frozen=True)
+class _Fetch:
+    """One client request's end, as in :class:`sim.model._Fetch` (plus the body)."""
+
+    status: int
+    provider_status: int
+    retry_after_us: int | None
+    counts: _Stats | None
+    data: dict[str, Any] | None
+
+
+def _retry_after_us(resp: httpx.Response) -> int | None:
+    ms = resp.headers.get("retry-after-ms")
+    s = resp.headers.get("retry-after")
+    try:
+        if ms is not None:
+            return round(float(ms) * 1000)
+        if s is not None:
+            return round(float(s) * 1e6)
+    except ValueError:
+        return None
+    return None
 
 
 class _AioGate:
@@ -171,18 +215,22 @@ class ScenePipeline:
             for i in range(scenario.outlines)
         ]
         self.previous_speeches_sent: dict[int, list[str]] = {}
-        gated = options.adaptive == "gate"
-        self._tts_gate = (
-            _AioGate(GateCore(max(1, options.tts_concurrency), options.adaptive), clock)
-            if gated or (options.adaptive != "off" and options.tts_concurrency > 1)
-            else None
-        )
-        self._llm_gate: _AioGate | None = None  # the gate policy's LLM-key gate (run())
+        self._tts_gate: _AioGate | None = None  # the loop's gates (made when it starts)
+        self._llm_gate: _AioGate | None = None
+        self._draws_cache: Draws | None = None
+        self._content_tasks: list[asyncio.Task[Any]] = []
+        self._awaiting: int | None = None  # the outline whose content the loop waits for
+        self._prev: list[str] = []  # previousSpeeches
+        self.ready: list[tuple[int, int]] = []
+        self.failed: list[int] = []
+        self.status = RunStatus.COMPLETED
+        # per failed call: (step, outline order, clip, what it ended with, attempts)
+        self.failures: list[tuple[str, int, int, str, int]] = []
 
     @staticmethod
     def content_slots(concurrency: int, pending: int) -> int:
-        """Size of the content semaphore: ``min(c, pending)`` (upstream's rule)."""
-        return min(concurrency, pending)
+        """Size of the content semaphore (:func:`sim.rules.content_slots`)."""
+        return content_slots(concurrency, pending)
 
     # -- abort -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -201,115 +249,141 @@ class ScenePipeline:
             self._tasks.discard(task)
 
     # -- one step call with retries ----------------------------------------------------
-    async def _attempt(
-        self, route: str, body: dict[str, Any], headers: dict[str, str]
-    ) -> tuple[int, dict[str, Any] | None, int | None]:
-        """POST once. Returns (status, json or None, retry-after µs); status 0 = timeout."""
+    async def _attempt(self, route: str, body: dict[str, Any], headers: dict[str, str]) -> _Answer:
+        """POST once; the answer the client sees (status 0 = timeout, -1 = network)."""
         try:
             async with asyncio.timeout(self.clock.real_s(self.opt.request_timeout_s)):
                 resp = await self.client.post(route, json=body, headers=headers)
         except TimeoutError:
-            return 0, None, None
+            return _Answer(0, None, None, None)
         except httpx.TransportError:
-            return -1, None, None
+            return _Answer(-1, None, None, None)
         try:
             data = resp.json()
         except ValueError:
             data = None
-        ra_us = None
-        if resp.status_code == 429:
-            ms = resp.headers.get("retry-after-ms")
-            s = resp.headers.get("retry-after")
-            try:
-                if ms is not None:
-                    ra_us = round(float(ms) * 1000)
-                elif s is not None:
-                    ra_us = round(float(s) * 1e6)
-            except ValueError:
-                ra_us = None
+        ra_us = _retry_after_us(resp) if resp.status_code == 429 else None
+        counts = resp.headers.get(COUNTS_HEADER)
         if not isinstance(data, dict):
-            return (resp.status_code if resp.status_code >= 400 else -2), None, ra_us
-        return resp.status_code, data, ra_us
+            status = resp.status_code if resp.status_code >= 400 else -2
+            return _Answer(status, None, ra_us, None)  # a cut body: the counts are lost too
+        return _Answer(resp.status_code, data, ra_us, counts)
+
+    async def _fetch(
+        self, step: int, body: dict[str, Any], headers: dict[str, str], fg: bool
+    ) -> _Fetch:
+        """One client request (the route may retry inside it, see :mod:`runner.server`)."""
+        hdrs = {**headers, FOREGROUND_HEADER: "1"} if fg else headers
+        ans = await self._attempt(_ROUTES[step], body, hdrs)
+        if ans.status == 0:
+            return _Fetch(0, 0, None, None, None)
+        counts, provider_status = parse_counts(ans.counts, ans.status)
+        status = ans.status
+        if status == 200 and not (ans.data is not None and ans.data.get("success")):
+            status = -2
+        return _Fetch(status, provider_status, ans.retry_after_us, counts, ans.data)
 
     async def _call(
         self,
         step: int,
         body: dict[str, Any],
-        policy: RetryPolicy,
         headers: dict[str, str],
+        ident: tuple[int, int],
         gate: _AioGate | None = None,
         high: bool = False,
+        fg: bool = False,
     ) -> dict[str, Any] | None:
-        """One step call with the retry policy; the JSON body on success, else None. A gated
-        call tells its adaptive gate of every 429 and of its success."""
+        """One step call with the client's retries; the JSON body on success, else None. A
+        gated call tells its adaptive gate of every 429 and of its success."""
         if gate is not None and gate.core.policy == "gate":
-            return await self._gated_call(step, body, policy, headers, gate, high)
-        st = self.stats
-        route = _ROUTES[step]
-        for attempt in range(policy.max_retries + 1):
-            status, data, ra_us = await self._attempt(route, body, headers)
-            if status == 200 and data is not None and data.get("success"):
-                st.requests += 1
-                if gate is not None:
-                    gate.core.on_success(self.clock.now_us())
-                return data
-            st.count(status)
-            if status == 429 and gate is not None:
-                gate.core.on_429(self.clock.now_us(), ra_us)
-                gate.changed()
-            retryable = status <= 0 or status in RETRYABLE or status >= 500
-            if not retryable or attempt == policy.max_retries:
+            return await self._gated_call(step, body, headers, ident, gate, high, fg)
+        policy = self.sc.client.client_policy(step, fg)
+        k = 0
+        while True:
+            f = await self._fetch(step, body, headers, fg)
+            self.stats.add(f.counts)
+            now = self.clock.now_us()
+            if gate is not None:
+                if f.status == 200:
+                    gate.core.on_success(now)
+                elif f.provider_status == 429:
+                    gate.core.on_429(now, f.retry_after_us)
+                    gate.changed()
+            u = self.jitter_u(step, ident, k)
+            verdict = after_attempt(policy, k, outcome_of(f.status), f.retry_after_us, u)
+            if verdict.done:
+                return f.data
+            if verdict.fail:
+                self._note_failure(step, ident, f, k + 1)
                 return None
-            st.retries += 1
-            await self.clock.sleep_us(policy.delay_us(attempt, ra_us if status == 429 else None))
-        return None  # pragma: no cover
+            self.stats.retries += 1
+            k += 1
+            await self.clock.sleep_us(verdict.wait_us)
 
     async def _gated_call(
         self,
         step: int,
         body: dict[str, Any],
-        policy: RetryPolicy,
         headers: dict[str, str],
+        ident: tuple[int, int],
         gate: _AioGate,
         high: bool,
+        fg: bool,
     ) -> dict[str, Any] | None:
         """The ``gate`` policy: every attempt passes the key's gate; a 429 re-queues the
         attempt at the front instead of spending the retry budget."""
-        st = self.stats
-        route = _ROUTES[step]
-        used = waits = 0
+        policy = self.sc.client.client_policy(step, fg)
+        k = used = waits = 0
         prio = high
         while True:
             await gate.acquire(prio)
             try:
-                status, data, ra_us = await self._attempt(route, body, headers)
+                f = await self._fetch(step, body, headers, fg)
             except BaseException:
                 gate.release()
                 raise
+            k += 1
+            self.stats.add(f.counts)
             now = self.clock.now_us()
-            if status == 200 and data is not None and data.get("success"):
-                st.requests += 1
+            if f.status == 200:
                 gate.core.on_success(now)
                 gate.release()
-                return data
-            st.count(status)
-            if status == 429:
-                gate.core.on_429(now, ra_us)
+                return f.data
+            if f.provider_status == 429:
+                gate.core.on_429(now, f.retry_after_us)
                 gate.release()
                 waits += 1
                 if waits > MAX_429_WAITS:
+                    self._note_failure(step, ident, f, k)
                     return None
-                st.retries += 1
+                self.stats.retries += 1
                 prio = True
                 continue
             gate.release()
-            retryable = status <= 0 or status in RETRYABLE or status >= 500
-            if not retryable or used == policy.max_retries:
+            u = self.jitter_u(step, ident, k - 1)
+            verdict = after_attempt(policy, used, outcome_of(f.status), None, u)
+            if verdict.fail:
+                self._note_failure(step, ident, f, k)
                 return None
-            st.retries += 1
-            await self.clock.sleep_us(policy.delay_us(used, None))
+            self.stats.retries += 1
+            await self.clock.sleep_us(verdict.wait_us)
             used += 1
             prio = high
+
+    def jitter_u(self, step: int, ident: tuple[int, int], attempt: int) -> float:
+        """The retry jitter after a call's attempt: the profile's fixed value or the keyed
+        draw of this classroom (the same number the model draws)."""
+        return client_jitter_u(self.sc, self._draws(), 0, step, ident[0], ident[1], attempt)
+
+    def _draws(self) -> Draws:
+        if self._draws_cache is None:
+            cid = self.opt.classroom
+            self._draws_cache = Draws(self.sc, self.seed, cid, cid + 1)
+        return self._draws_cache
+
+    def _note_failure(self, step: int, ident: tuple[int, int], f: _Fetch, attempts: int) -> None:
+        what = {0: "timeout", -1: "network error", -2: "bad body"}.get(f.status, f"HTTP {f.status}")
+        self.failures.append((STEP_NAMES[step], ident[0], ident[1], what, attempts))
 
     def _llm_headers(self) -> dict[str, str]:
         return {
@@ -320,18 +394,20 @@ class ScenePipeline:
             **self.opt.headers,
         }
 
-    async def content(self, i: int, gate: _AioGate | None = None) -> dict[str, Any] | None:
+    async def content(
+        self, i: int, gate: _AioGate | None = None, fg: bool = False
+    ) -> dict[str, Any] | None:
         body = {
             "outline": self.outlines[i],
             "allOutlines": self.outlines,
             "stageId": self.stage_id,
             "stageInfo": {"name": "scenebench"},
         }
-        gate = gate if gate is not None else self._llm_gate
-        return await self._call(0, body, self.opt.retry_llm, self._llm_headers(), gate)
+        gate = None if fg else (gate if gate is not None else self._llm_gate)
+        return await self._call(0, body, self._llm_headers(), (i, 0), gate, False, fg)
 
     async def actions(
-        self, i: int, content: dict[str, Any], prev: list[str]
+        self, i: int, content: dict[str, Any], prev: list[str], fg: bool = False
     ) -> dict[str, Any] | None:
         self.previous_speeches_sent[i] = list(prev)
         body = {
@@ -341,169 +417,213 @@ class ScenePipeline:
             "stageId": self.stage_id,
             "previousSpeeches": prev,
         }
-        return await self._call(
-            1, body, self.opt.retry_llm, self._llm_headers(), self._llm_gate, True
-        )
+        gate = None if fg else self._llm_gate
+        return await self._call(1, body, self._llm_headers(), (i, 0), gate, True, fg)
 
-    async def tts(self, scene: dict[str, Any]) -> bool:
-        """All speech clips of a scene; every clip is tried, any failure fails the scene."""
+    async def tts(self, scene: dict[str, Any], fg: bool = False) -> bool:
+        """All speech clips of a scene; every clip is tried, any failure fails the scene.
+        The foreground scene's clips go one at a time (the preview page's call)."""
         speeches = [
             a for a in scene.get("actions", []) if a.get("type") == "speech" and a.get("text")
         ]
         k = len(speeches)
         if k == 0:
             return True
+        order = int(scene.get("order", 0))
         oks: list[bool] = []
 
-        async def clip(action: dict[str, Any]) -> None:
+        async def clip(j: int, g: _AioGate | None = None) -> None:
             body = {
-                "text": action["text"],
-                "audioId": f"tts_{action['id']}",
+                "text": speeches[j]["text"],
+                "audioId": audio_id(order, str(speeches[j]["id"])),
                 "ttsProviderId": "fake-tts",
                 "ttsVoice": "alloy",
                 "ttsApiKey": self.opt.tts_api_key,
             }
-            res = await self._call(2, body, self.opt.retry_tts, {}, gate)
+            res = await self._call(2, body, {}, (order, j), g, False, fg)
             oks.append(res is not None and bool(res.get("base64")))
 
-        c = self.opt.tts_concurrency
-        gate = self._tts_gate
-        if gate is not None and gate.core.policy == "gate":  # every clip, every attempt gated
-            await asyncio.gather(*(clip(a) for a in speeches))
-            return all(oks)
-        if gate is not None and k > 1:  # adaptive: every clip waits for the gate in order
+        gate = None if fg else self._tts_gate
+        if gate is not None and (gate.core.policy == "gate" or k > 1):
+            gate_all = gate.core.policy == "gate"  # every clip, every attempt gated
 
-            async def gated(action: dict[str, Any]) -> None:
+            async def gated(j: int) -> None:
                 assert gate is not None
-                async with gate:
-                    await clip(action)
+                if gate_all:
+                    await clip(j, gate)
+                    return
+                async with gate:  # adaptive: every clip waits for the gate in order
+                    await clip(j, gate)
 
-            await asyncio.gather(*(gated(a) for a in speeches))
+            await asyncio.gather(*(gated(j) for j in range(k)))
             return all(oks)
-        gate = None
+        c = 1 if fg else self.opt.tts_concurrency
+        nxt = iter(range(k))
+
+        async def worker() -> None:  # min(c, k) workers = a FIFO semaphore of size c
+            for j in nxt:
+                await clip(j)
+
         if c <= 1 or k == 1:
-            for a in speeches:
-                await clip(a)
+            await worker()
         else:
-            nxt = iter(speeches)
-
-            async def worker() -> None:  # min(c, k) workers = a FIFO semaphore of size c
-                for a in nxt:
-                    await clip(a)
-
             await asyncio.gather(*(worker() for _ in range(min(c, k))))
         return all(oks)
 
     # -- the loop ----------------------------------------------------------------------
     async def run(self) -> RunResult:
         self.clock.start()
-        n = self.sc.outlines
-        mode, c = self.opt.mode, self.opt.concurrency
-        ready: list[tuple[int, int]] = []
-        failed: list[int] = []
-        status = "completed"
-        prev: list[str] = []
-        parallel = mode != "serial" and c > 1 and n > 1
-        if self.opt.adaptive == "gate":
-            slots = min(c, n) + 1 if parallel else 1
-            self._llm_gate = _AioGate(GateCore(slots, "gate"), self.clock)
-        content_tasks: list[asyncio.Task[dict[str, Any] | None]] = []
-
-        async def scene_tail(i: int, content: dict[str, Any]) -> bool:
-            nonlocal prev
-            if self._aborted:
-                raise _Failed
-            res = await self._guard(self.actions(i, content, prev))
-            ok = res is not None and isinstance(res.get("scene"), dict)
-            if ok:
-                assert res is not None
-                if self._aborted:
-                    raise _Failed
-                ok = await self._guard(self.tts(res["scene"]))
-            if self._aborted:
-                raise _Failed
-            if ok:
-                assert res is not None
-                ready.append((i, self.clock.now_us()))
-                prev = list(res.get("previousSpeeches") or [])
-            else:
-                failed.append(i)
-            return ok
-
         try:
-            if not parallel:
-                for i in range(n):
-                    if self._aborted:
-                        raise _Failed
-                    content = await self._guard(self.content(i))
-                    if self._aborted:
-                        raise _Failed
-                    if content is None:
-                        failed.append(i)
-                        status = "paused"
-                        break
-                    if not await scene_tail(i, content):
-                        status = "paused"
-                        break
-            else:
-                slots = self.content_slots(c, n)
-                cgate = (
-                    _AioGate(GateCore(slots, self.opt.adaptive), self.clock)
-                    if self.opt.adaptive not in ("off", "gate")
-                    else None
-                )
-                sem = asyncio.Semaphore(slots)
-
-                async def content_task(i: int) -> dict[str, Any] | None:
-                    async with cgate if cgate is not None else sem:
-                        if self._aborted:
-                            return None
-                        return await self.content(i, cgate or self._llm_gate)
-
-                for i in range(n):
-                    t = asyncio.ensure_future(content_task(i))
-                    content_tasks.append(t)
-                    self._tasks.add(t)
-                if mode == "hybrid":
-                    await asyncio.gather(*content_tasks, return_exceptions=True)
-                for i in range(n):
-                    if self._aborted:
-                        raise _Failed
-                    try:
-                        content = await content_tasks[i]
-                    except asyncio.CancelledError:
-                        raise _Failed from None
-                    if self._aborted:
-                        raise _Failed
-                    if content is None:
-                        failed.append(i)
-                        continue
-                    if not await scene_tail(i, content):
-                        status = "paused"
-                        break
+            await self._run_loop()
         except (_Failed, asyncio.CancelledError):
             if not self._aborted:
                 raise
-            status = "paused"
+            self.status = RunStatus.PAUSED
         end_us = self.clock.now_us()
         # Upstream does not abort the remaining content requests on a pause; let them finish.
-        if content_tasks:
-            await asyncio.gather(*content_tasks, return_exceptions=True)
+        if self._content_tasks:
+            await asyncio.gather(*self._content_tasks, return_exceptions=True)
         self._tasks.clear()
+        return self._result(end_us)
+
+    async def _step(self, coro: Awaitable[Any]) -> Any:
+        """A step the loop waits for; a stop before or during it ends the loop."""
+        if self._aborted:
+            coro.close() if hasattr(coro, "close") else None
+            raise _Failed
+        res = await self._guard(coro)
+        if self._aborted:
+            raise _Failed
+        return res
+
+    async def _run_loop(self) -> None:
+        first = 0
+        if self.sc.client.foreground_first_scene:  # the preview page, before the loop
+            content = await self._step(self.content(0, fg=True))
+            ok = content is not None and await self.scene_tail(0, content, fg=True)
+            if not ok:
+                if 0 not in self.failed:
+                    self.failed.append(0)
+                self.status = RunStatus.FIRST_SCENE_FAILED
+                return
+            first = 1
+        pending = list(range(first, self.sc.outlines))
+        self._make_gates(len(pending))
+        if is_parallel(self.opt.mode, self.opt.concurrency, len(pending)):
+            await self.parallel_loop(pending)
+        else:
+            await self.serial_loop(pending)
+
+    def _make_gates(self, pending: int) -> None:
+        opt = self.opt
+        parallel = is_parallel(opt.mode, opt.concurrency, pending)
+        gated = opt.adaptive == "gate"
+        if gated:
+            slots = self.content_slots(opt.concurrency, pending) + 1 if parallel else 1
+            self._llm_gate = _AioGate(GateCore(slots, "gate"), self.clock)
+        if gated or (opt.adaptive != "off" and opt.tts_concurrency > 1):
+            core = GateCore(max(1, opt.tts_concurrency), opt.adaptive)
+            self._tts_gate = _AioGate(core, self.clock)
+
+    async def scene_tail(self, i: int, content: dict[str, Any], fg: bool = False) -> bool:
+        """Actions, then every clip; the scene is added on success."""
+        res = await self._step(self.actions(i, content, self._prev, fg))
+        ok = res is not None and isinstance(res.get("scene"), dict)
+        if ok:
+            assert res is not None
+            ok = await self._step(self.tts(res["scene"], fg))
+        if ok:
+            assert res is not None
+            self.ready.append((i, self.clock.now_us()))
+            self._prev = list(res.get("previousSpeeches") or [])
+        else:
+            self.failed.append(i)
+        return ok
+
+    async def serial_loop(self, pending: list[int]) -> None:
+        for i in pending:
+            content = await self._step(self.content(i))
+            if content is None:
+                self.failed.append(i)
+                self.status = RunStatus.PAUSED
+                return
+            if not await self.scene_tail(i, content):
+                self.status = RunStatus.PAUSED
+                return
+
+    def _start_content(self, pending: list[int]) -> dict[int, asyncio.Future[Any]]:
+        """Every pending outline's content task, each waiting for a slot of a FIFO
+        semaphore of ``min(c, pending)`` (or of the adaptive gate)."""
+        loop = asyncio.get_running_loop()
+        slots = self.content_slots(self.opt.concurrency, len(pending))
+        adaptive = self.opt.adaptive
+        cgate = (
+            _AioGate(GateCore(slots, adaptive), self.clock)
+            if adaptive not in ("off", "gate")
+            else None
+        )
+        sem = asyncio.Semaphore(slots)
+        results = {i: loop.create_future() for i in pending}
+
+        async def content_task(i: int) -> None:
+            async with cgate if cgate is not None else sem:
+                res = None if self._aborted else await self.content(i, cgate or self._llm_gate)
+                if not results[i].done():
+                    results[i].set_result(res)
+                await self._handoff(i)
+
+        for i in pending:
+            t = asyncio.ensure_future(content_task(i))
+            self._content_tasks.append(t)
+            self._tasks.add(t)
+        return results
+
+    async def _handoff(self, i: int) -> None:
+        """JavaScript's order at the hand-off (``actions-first``): when the loop is waiting
+        for content ``i``, it issues actions ``i`` before the slot goes to the next content.
+        (Under the virtual clock the provider orders same-instant arrivals by the same rule.)"""
+        if self.sc.client.handoff == Handoff.ACTIONS_FIRST and self._awaiting == i:
+            for _ in range(HANDOFF_YIELDS):
+                await asyncio.sleep(0)
+
+    async def parallel_loop(self, pending: list[int]) -> None:
+        results = self._start_content(pending)
+        if self.opt.mode == "hybrid":
+            await asyncio.gather(*results.values(), return_exceptions=True)
+        content_failed = paused = False
+        for i in pending:
+            if self._aborted:
+                raise _Failed
+            self._awaiting = i
+            content = await results[i]
+            self._awaiting = None
+            if self._aborted:
+                raise _Failed
+            if content is None:
+                self.failed.append(i)
+                content_failed = True
+                continue
+            if not await self.scene_tail(i, content):
+                paused = True
+                break
+        self.status = final_status(paused, content_failed, self.sc.client.content_failure_pauses)
+
+    def _result(self, end_us: int) -> RunResult:
         st = self.stats
+        ready = self.ready
         return RunResult(
             world=self.world,
             scenario=self.sc.name,
-            mode=mode,
-            concurrency=c,
+            mode=self.opt.mode,
+            concurrency=self.opt.concurrency,
             tts_concurrency=self.opt.tts_concurrency,
             seed=self.seed,
             classroom=self.opt.classroom,
             makespan_s=end_us / 1e6,
             ttfs_s=ready[0][1] / 1e6 if ready else math.nan,
             scenes_ok=len(ready),
-            scenes_failed=len(failed),
-            status=status,
+            scenes_failed=len(self.failed),
+            status=str(self.status),
             requests=st.requests,
             http_429=st.http_429,
             http_5xx=st.http_5xx,
@@ -511,7 +631,8 @@ class ScenePipeline:
             timeouts=st.timeouts,
             scene_order=tuple(i for i, _ in ready),
             scene_ready_s=tuple(t / 1e6 for _, t in ready),
-            failed_orders=tuple(failed),
+            failed_orders=tuple(self.failed),
+            upstream=self.sc.upstream,
         )
 
 

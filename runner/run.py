@@ -40,10 +40,16 @@ CLOCKS = ("wall", "virtual")
 Hook = Callable[[ScenePipeline], Awaitable[None]]
 
 
-async def read_server_concurrency(client: httpx.AsyncClient) -> int:
-    """Read ``generation.parallelSceneConcurrency`` from ``/api/health``, clamped like upstream."""
+async def read_server_concurrency(
+    client: httpx.AsyncClient, endpoint: str | None = "/api/server-providers"
+) -> int:
+    """Read ``generation.parallelSceneConcurrency`` where the profile's client reads it
+    (``/api/server-providers`` since #660; ``None``: the version has no knob → 0), parsed
+    and clamped like upstream."""
+    if endpoint is None:
+        return 0
     try:
-        resp = await client.get("/api/health")
+        resp = await client.get(endpoint)
         raw = resp.json().get("generation", {}).get("parallelSceneConcurrency", 0)
     except (httpx.HTTPError, ValueError, AttributeError):
         return 0
@@ -70,16 +76,16 @@ async def run_classroom_async(
     ``api_keys`` are the (LLM, TTS) keys the classroom sends; quotas are per key.
     """
     c = (
-        await read_server_concurrency(client)
+        await read_server_concurrency(client, scenario.client.knob_endpoint)
         if concurrency is None
         else clamp_concurrency(concurrency)
     )
     opts = PipelineOptions(
         mode=mode,
         concurrency=c,
-        tts_concurrency=effective_tts_concurrency(mode, c, tts_concurrency),
-        retry_llm=scenario.retry_llm,
-        retry_tts=scenario.retry_tts,
+        tts_concurrency=effective_tts_concurrency(
+            mode, c, tts_concurrency, scenario.client.tts_at_concurrency
+        ),
         request_timeout_s=scenario.request_timeout_s,
         classroom=run_id,
         llm_api_key=api_keys[0],

@@ -22,10 +22,8 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 import time
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -37,19 +35,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sim.provider import RESET, TRUNCATED, Call, Decision, Provider, arrival_order
+from sim.provider import RESET, TRUNCATED, Call, Decision, Provider
+from sim.rules import Counts, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
+from sim.upstream import ErrorShape
+
+from .wire import COUNTS_HEADER, FOREGROUND_HEADER, classroom_of, format_counts, parse_audio_id
 
 __all__ = ["FakeProvider", "ServerProcess", "ServerThread", "create_app"]
 
-_STAGE_RE = re.compile(r"^sb-(\d+)$")
-_AUDIO_RE = re.compile(r"^tts_sb-(\d+)-o(\d+)-s(\d+)$")
 MAX_BODY_BYTES = 1_000_000
 _FAKE_AUDIO = "SUQzBAAAAAAAI1RTU0UAAAAPAAADTGF2ZjU4Ljc2LjEwMAAAAAAAAAAAAAAA"
-
-
-def _hash_id(s: str) -> int:
-    return zlib.crc32(s.encode("utf-8")) & 0x7FFFFFFF
 
 
 def _error(
@@ -144,11 +140,37 @@ class FakeProvider:
             return
         self._probe_scheduled = False
         items, self._pending = self._pending, []
-        items.sort(key=lambda it: arrival_order(it[0]))
+        items.sort(key=lambda it: self.provider.arrival_key(it[0]))
         now = self.now_us()
         for call, fut in items:
             if not fut.cancelled():
                 fut.set_result(self.provider.decide(call, now))
+
+    async def route_call(
+        self, cid: int, step: int, order: int, clip: int, api_key: str, fg: bool
+    ) -> tuple[Decision, Counts]:
+        """What the route does with the model call: admit, wait the latency and, in the
+        ``route`` error shape before #788, retry a 429 or 5xx as the AI SDK does; returns the
+        last decision and the provider attempts' counts (the same rule as the model's)."""
+        policy = self.scenario.client.route_policy(step, fg)
+        counts = Counts()
+        k = 0
+        while True:
+            dec = await self.admit(cid, step, order, clip, api_key)
+            if dec.status != 429:
+                await self.sleep_us(dec.latency_us)
+            if dec.status in (RESET, TRUNCATED):
+                return dec, counts
+            counts.count(dec.status)
+            if dec.status == 200:
+                return dec, counts
+            ra = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
+            verdict = after_attempt(policy, k, outcome_of(dec.status), ra)
+            if verdict.fail:
+                return dec, counts
+            counts.retries += 1
+            k += 1
+            await self.sleep_us(verdict.wait_us)
 
     def log_rows(self, cid: int | None = None) -> list[tuple[Any, ...]]:
         return [e for e in self.provider.log if cid is None or e[0] == cid]
@@ -177,11 +199,6 @@ def _outline(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(body.get("stageId"), str):
         raise _BadRequest("MISSING_REQUIRED_FIELD", "Missing required field: stageId")
     return o
-
-
-def _classroom_of(stage_id: str) -> int:
-    m = _STAGE_RE.match(stage_id)
-    return int(m.group(1)) if m else _hash_id(stage_id)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -234,6 +251,13 @@ def _ok(dec: Decision, payload: dict[str, Any]) -> Response:
     return JSONResponse(payload)
 
 
+def _ok_counted(dec: Decision, counts: str, payload: dict[str, Any]) -> Response:
+    resp = _ok(dec, payload)
+    if dec.status != TRUNCATED:  # a cut answer tells the client nothing more
+        resp.headers[COUNTS_HEADER] = counts
+    return resp
+
+
 class _DropInjectedResets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -248,8 +272,7 @@ def quiet_injected_resets() -> None:
         log.addFilter(_DropInjectedResets())
 
 
-def _rate_limited(dec: Decision) -> JSONResponse:
-    headers = {}
+def _rate_limited(dec: Decision, headers: dict[str, str]) -> JSONResponse:
     if dec.retry_after_ms is not None:
         headers["retry-after-ms"] = str(dec.retry_after_ms)
         headers["retry-after"] = str(math.ceil(dec.retry_after_ms / 1000))
@@ -285,25 +308,35 @@ def create_app(
 
         return wrapped
 
-    async def generate(request: Request, step: int, dec: Decision) -> Response | None:
-        if dec.status == 429:
-            return _rate_limited(dec)
-        await fake.sleep_us(dec.latency_us)
+    async def generate(
+        request: Request, cid: int, step: int, order: int, clip: int, api_key: str
+    ) -> tuple[Decision, str, Response | None]:
+        """The route's model call; its decision, its count header, and the error answer (or
+        ``None`` when the route answers with the payload)."""
+        fg = request.headers.get(FOREGROUND_HEADER) == "1"
+        dec, counts = await fake.route_call(cid, step, order, clip, api_key, fg)
+        tally = format_counts(counts, dec.status)
         if dec.status == RESET:
-            return _ResetResponse()
-        if dec.status not in (200, TRUNCATED):
-            return _error(dec.status, "GENERATION_FAILED", "Upstream model call failed")
-        return None
+            return dec, tally, _ResetResponse()
+        if dec.status in (200, TRUNCATED):
+            return dec, tally, None
+        hdrs = {COUNTS_HEADER: tally}
+        msg = "Upstream model call failed"
+        if fake.scenario.client.provider_errors == ErrorShape.ROUTE:
+            return dec, tally, _error(500, "GENERATION_FAILED", msg, hdrs)
+        if dec.status == 429:
+            return dec, tally, _rate_limited(dec, hdrs)
+        return dec, tally, _error(dec.status, "GENERATION_FAILED", msg, hdrs)
 
     @handler
     async def scene_content(request: Request) -> Response:
         body = await _json_body(request)
         outline = _outline(body)
         _require(body, "allOutlines", "stageId")
-        cid = _classroom_of(body["stageId"])
+        cid = classroom_of(body["stageId"])
         order = outline["order"]
-        dec = await fake.admit(cid, 0, order, 0, request.headers.get("x-api-key", ""))
-        err = await generate(request, 0, dec)
+        key = request.headers.get("x-api-key", "")
+        dec, tally, err = await generate(request, cid, 0, order, 0, key)
         if err is not None:
             return err
         content = {
@@ -317,7 +350,8 @@ def create_app(
                 for j in range(3)
             ],
         }
-        return _ok(dec, {"success": True, "content": content, "effectiveOutline": outline})
+        payload = {"success": True, "content": content, "effectiveOutline": outline}
+        return _ok_counted(dec, tally, payload)
 
     @handler
     async def scene_actions(request: Request) -> Response:
@@ -329,11 +363,11 @@ def create_app(
         prev = body.get("previousSpeeches", [])
         if not isinstance(prev, list) or not all(isinstance(s, str) for s in prev):
             raise _BadRequest("INVALID_REQUEST", "previousSpeeches must be a list of strings")
-        cid = _classroom_of(body["stageId"])
+        cid = classroom_of(body["stageId"])
         order = outline["order"]
         fake.actions_inputs[(cid, order)] = list(prev)
-        dec = await fake.admit(cid, 1, order, 0, request.headers.get("x-api-key", ""))
-        err = await generate(request, 1, dec)
+        key = request.headers.get("x-api-key", "")
+        dec, tally, err = await generate(request, cid, 1, order, 0, key)
         if err is not None:
             return err
         k = fake.provider.speeches(cid, order)
@@ -361,7 +395,8 @@ def create_app(
             "content": body["content"],
             "actions": actions,
         }
-        return _ok(dec, {"success": True, "scene": scene, "previousSpeeches": speeches})
+        payload = {"success": True, "scene": scene, "previousSpeeches": speeches}
+        return _ok_counted(dec, tally, payload)
 
     @handler
     async def tts(request: Request) -> Response:
@@ -373,18 +408,13 @@ def create_app(
         if body.get("ttsApiKey") is not None and not isinstance(body["ttsApiKey"], str):
             raise _BadRequest("INVALID_REQUEST", "ttsApiKey must be a string")
         audio_id = body["audioId"]
-        m = _AUDIO_RE.match(audio_id)
-        cid, order, clip = (
-            (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (_hash_id(audio_id), 0, 0)
-        )
+        cid, order, clip = parse_audio_id(audio_id)
         key = body.get("ttsApiKey") or ""
-        dec = await fake.admit(cid, 2, order, clip, str(key))
-        err = await generate(request, 2, dec)
+        dec, tally, err = await generate(request, cid, 2, order, clip, str(key))
         if err is not None:
             return err
-        return _ok(
-            dec, {"success": True, "audioId": audio_id, "base64": _FAKE_AUDIO, "format": "mp3"}
-        )
+        payload = {"success": True, "audioId": audio_id, "base64": _FAKE_AUDIO, "format": "mp3"}
+        return _ok_counted(dec, tally, payload)
 
     async def health(request: Request) -> Response:
         return JSONResponse(
@@ -393,6 +423,13 @@ def create_app(
                 "status": "ok",
                 "generation": {"parallelSceneConcurrency": fake.parallel_scene_concurrency},
             }
+        )
+
+    async def server_providers(request: Request) -> Response:
+        """Where upstream's client reads the knob (since #660): the server's parsed value."""
+        knob = parse_knob(fake.parallel_scene_concurrency)
+        return JSONResponse(
+            {"success": True, "providers": {}, "generation": {"parallelSceneConcurrency": knob}}
         )
 
     async def log(request: Request) -> Response:
@@ -421,6 +458,7 @@ def create_app(
             Route("/api/generate/scene-actions", scene_actions, methods=["POST"]),
             Route("/api/generate/tts", tts, methods=["POST"]),
             Route("/api/health", health, methods=["GET"]),
+            Route("/api/server-providers", server_providers, methods=["GET"]),
             Route("/api/_scenebench/log", log, methods=["GET"]),
             Route("/api/_scenebench/clock", clock, methods=["GET"]),
             Route("/api/_scenebench/reset", reset, methods=["POST"]),

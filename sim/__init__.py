@@ -13,6 +13,7 @@ from .dists import (
 )
 from .fast import simulate_fast
 from .model import clamp_concurrency, effective_tts_concurrency, simulate, simulate_many
+from .rules import Mode, RunStatus, Step, parse_knob
 from .scenario import (
     MODES,
     STEPS,
@@ -25,11 +26,15 @@ from .scenario import (
     scenario_from_mapping,
 )
 from .schema import SCHEMA_VERSION, RequestRecord, RunResult, requests_frame, runs_frame
+from .upstream import DEFAULT_PROFILE, PROFILES, ClientProfile, profile, profile_names
 
 __all__ = [
+    "DEFAULT_PROFILE",
     "MODES",
+    "PROFILES",
     "SCHEMA_VERSION",
     "STEPS",
+    "ClientProfile",
     "Constant",
     "ConstantInt",
     "Empirical",
@@ -37,18 +42,24 @@ __all__ = [
     "Exponential",
     "Gamma",
     "LogNormal",
+    "Mode",
     "Quota",
     "RequestRecord",
     "RetryPolicy",
     "RunResult",
+    "RunStatus",
     "Scenario",
     "ScenarioError",
+    "Step",
     "Uniform",
     "UniformInt",
     "builtin_names",
     "clamp_concurrency",
     "effective_tts_concurrency",
     "load_scenario",
+    "parse_knob",
+    "profile",
+    "profile_names",
     "requests_frame",
     "runs_frame",
     "scenario_from_mapping",

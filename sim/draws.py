@@ -23,9 +23,11 @@ __all__ = [
     "KIND_5XX",
     "KIND_429",
     "KIND_FAULT",
+    "KIND_JITTER",
     "KIND_LATENCY",
     "STAGGER_DISTS",
     "Draws",
+    "client_jitter_u",
     "seconds_to_us",
     "tenant_offsets_us",
 ]
@@ -34,6 +36,7 @@ KIND_LATENCY = 0
 KIND_429 = 1
 KIND_5XX = 2
 KIND_FAULT = 3
+KIND_JITTER = 4  # the client's retry jitter U[0, 1) after a failed attempt (#788)
 _SPEECHES_KEY = (99, 0, 0)
 US_PER_S = 1_000_000
 
@@ -82,6 +85,11 @@ class Draws:
         """Uniforms deciding a random 429 (``KIND_429``) or 5xx (``KIND_5XX``)."""
         return self.uniforms((step, attempt, kind), self._per(step))
 
+    def jitter_u(self, step: int, attempt: int) -> NDArray[np.float64]:
+        """Uniforms for the retry jitter after attempt ``attempt`` of a call (same shape as
+        :meth:`fault_u`): the client draws them, so both worlds draw the same jitter."""
+        return self.uniforms((step, attempt, KIND_JITTER), self._per(step))
+
     def latency_us(self, step: int, attempt: int) -> NDArray[np.int64]:
         """Latencies in µs: shape ``(classrooms, N)`` or ``(classrooms, N*kmax)`` for tts."""
         lat = self._lat.get((step, attempt))
@@ -116,6 +124,17 @@ class Draws:
 
     def step_index(self, step_name: str) -> int:
         return STEPS.index(step_name)
+
+
+def client_jitter_u(
+    scenario: Scenario, draws: Draws, row: int, step: int, order: int, clip: int, attempt: int
+) -> float:
+    """The client's retry jitter after ``attempt`` of a call: the profile's fixed
+    ``jitter_u``, else the keyed draw (row ``row`` of ``draws``)."""
+    fixed = scenario.client.jitter_u
+    if fixed is not None:
+        return fixed
+    return float(draws.jitter_u(step, attempt)[row, draws.column(step, order, clip)])
 
 
 STAGGER_DISTS = ("constant", "exponential")

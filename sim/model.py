@@ -4,7 +4,10 @@ The model mirrors :mod:`runner.pipeline` step for step (``content``, ``actions``
 ``tts``) and shares the provider's admission rules (:mod:`sim.provider`) and
 the keyed draws (:mod:`sim.draws`) with the fake server, so that a model run and
 a real run with the same seed see the same latencies and the same quota
-decisions. Time is kept in integer microseconds.
+decisions. Time is kept in integer microseconds. The client's rules come from the
+scenario's upstream profile (:mod:`sim.upstream`): the foreground first scene, where
+retries live, the hand-off tie and the final status; every decision is made by
+:mod:`sim.rules`, the model only waits.
 
 Order at equal times (documented, and followed by the real pipeline too):
 a request ending at ``t`` frees its slot for one arriving at ``t``; arrivals on
@@ -24,11 +27,29 @@ from simpy.events import NORMAL, Event, EventPriority
 
 from .draws import Draws, tenant_offsets_us
 from .limiter import MAX_429_WAITS, POLICIES, GateCore
-from .provider import Call, Decision, Provider, arrival_order
-from .scenario import MAX_CONCURRENCY, MODES, RetryPolicy, Scenario
+from .provider import RESET, TRUNCATED, Call, Decision, Provider
+from .rules import (
+    Counts,
+    RunStatus,
+    after_attempt,
+    clamp_concurrency,
+    content_slots,
+    final_status,
+    is_parallel,
+    outcome_of,
+    tts_concurrency,
+)
+from .scenario import MODES, Scenario
 from .schema import RunResult, records_from_log
+from .upstream import ErrorShape
 
-__all__ = ["clamp_concurrency", "effective_tts_concurrency", "simulate", "simulate_many"]
+__all__ = [
+    "RunStatus",
+    "clamp_concurrency",
+    "effective_tts_concurrency",
+    "simulate",
+    "simulate_many",
+]
 
 LLM_KEY = "llm-key"
 TTS_KEY = "tts-key"
@@ -36,43 +57,14 @@ _BATCH_PRIORITY = EventPriority(NORMAL + 1)  # after every normal event of the i
 _TIMEOUT = Decision(0, 0, None, 0, "timeout")
 
 
-def clamp_concurrency(value: object) -> int:
-    """Upstream's rule: an integer clamped to [0, 10]; non-numeric or <= 0 gives 0."""
-    try:
-        v = int(float(str(value).strip()))
-    except (TypeError, ValueError):
-        return 0
-    return max(0, min(MAX_CONCURRENCY, v))
+def effective_tts_concurrency(
+    mode: str, concurrency: int, tts_concurrency_: int | None, at_concurrency: bool = True
+) -> int:
+    """Within-scene TTS concurrency of the loop's scenes (:func:`sim.rules.tts_concurrency`)."""
+    return tts_concurrency(mode, concurrency, tts_concurrency_, at_concurrency)
 
 
-def effective_tts_concurrency(mode: str, concurrency: int, tts_concurrency: int | None) -> int:
-    """Within-scene TTS concurrency: follows ``concurrency`` in parallel modes unless given."""
-    if tts_concurrency is not None:
-        return max(1, clamp_concurrency(tts_concurrency))
-    if mode == "serial":
-        return 1
-    return max(1, clamp_concurrency(concurrency))
-
-
-@dataclass
-class _Stats:
-    requests: int = 0
-    http_429: int = 0
-    http_5xx: int = 0
-    retries: int = 0
-    timeouts: int = 0
-
-    def count(self, status: int) -> None:
-        """Count a failed attempt's answer: 0 is a timeout (no answer), anything else an
-        answered request, of which 429s and 5xx are also counted apart (both worlds)."""
-        if status == 0:
-            self.timeouts += 1
-            return
-        self.requests += 1
-        if status == 429:
-            self.http_429 += 1
-        elif status >= 500:
-            self.http_5xx += 1
+_Stats = Counts
 
 
 class _Batch(Event):
@@ -125,10 +117,27 @@ class _SimGate:
             t.callbacks.append(fire)
 
 
+@dataclass(frozen=True)
+class _Fetch:
+    """One client request's end: the status the client sees (HTTP, or 0 timeout, -1 network,
+    -2 bad body), the provider's own status of the last attempt, its Retry-After, the
+    provider attempts it used, and the counts the client learns (``None`` on a timeout)."""
+
+    status: int
+    provider_status: int
+    retry_after_us: int | None
+    attempts: int
+    counts: _Stats | None
+
+
+_SEEN = {RESET: -1, TRUNCATED: -2}  # provider fault → what the client sees
+
+
 class _World:
     def __init__(self, scenario: Scenario, provider: Provider) -> None:
         self.env = simpy.Environment()
         self.scenario = scenario
+        self.client = scenario.client
         self.provider = provider
         self.batches: dict[int, _Batch] = {}
         self.timeout_us = round(scenario.request_timeout_s * 1e6)
@@ -139,12 +148,13 @@ class _World:
         now = int(self.env.now)
         decide = self.provider.decide
         items = batch.items
-        items.sort(key=lambda it: arrival_order(it[0]))
+        items.sort(key=lambda it: self.provider.arrival_key(it[0]))
         for call, ev in items:
             ev.succeed(decide(call, now))
 
-    def attempt(self, call: Call) -> Generator[Event, Any, Decision]:
-        """One attempt: arrival, admission, and the wait for the answer."""
+    def attempt(self, call: Call, deadline_us: int) -> Generator[Event, Any, Decision]:
+        """One provider attempt: arrival, admission, and the wait for the answer, or for the
+        client's deadline when the answer would come later."""
         env = self.env
         prov = self.provider
         if prov.limited(call.step):
@@ -157,12 +167,49 @@ class _World:
             dec: Decision = yield ev
         else:
             dec = prov.decide(call, int(env.now))
-        if dec.latency_us > self.timeout_us:
-            yield env.timeout(self.timeout_us)
+        now = int(env.now)
+        if now + dec.latency_us > deadline_us:
+            yield env.timeout(deadline_us - now)
             return _TIMEOUT
         if dec.latency_us:
             yield env.timeout(dec.latency_us)
         return dec
+
+    def fetch(
+        self, cid: int, step: int, order: int, clip: int, fg: bool, first: int
+    ) -> Generator[Event, Any, _Fetch]:
+        """One client request: one provider attempt, or in the ``route`` error shape the
+        route's own retries of it (before #788), all within the client's request timeout."""
+        env = self.env
+        key = TTS_KEY if step == 2 else LLM_KEY
+        policy = self.client.route_policy(step, fg)
+        route_shape = self.client.provider_errors == ErrorShape.ROUTE
+        deadline = int(env.now) + self.timeout_us
+        counts = _Stats()
+        n = first
+        while True:
+            dec = yield from self.attempt(Call(cid, step, order, clip, n, key), deadline)
+            n += 1
+            if dec is _TIMEOUT:
+                return _Fetch(0, 0, None, n, None)
+            seen = _SEEN.get(dec.status, dec.status)
+            if seen < 0:  # a transport fault of the answer: the client learns of one request
+                lone = Counts()
+                lone.count(dec.status)
+                return _Fetch(seen, dec.status, None, n, lone)
+            counts.count(dec.status)
+            ra = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
+            if dec.status == 200:
+                return _Fetch(200, 200, None, n, counts)
+            verdict = after_attempt(policy, n - 1 - first, outcome_of(seen), ra)
+            if verdict.fail:
+                status = 500 if route_shape else seen
+                return _Fetch(status, dec.status, None if route_shape else ra, n, counts)
+            if int(env.now) + verdict.wait_us >= deadline:
+                yield env.timeout(deadline - int(env.now))
+                return _Fetch(0, 0, None, n, None)
+            counts.retries += 1
+            yield env.timeout(verdict.wait_us)
 
     def call(
         self,
@@ -170,35 +217,34 @@ class _World:
         step: int,
         order: int,
         clip: int,
-        policy: RetryPolicy,
+        fg: bool,
         stats: _Stats,
         gate: _SimGate | None = None,
     ) -> Generator[Event, Any, bool]:
-        """One step call with the client's retry policy; True on success. A gated call tells
-        its adaptive gate of every 429 and of its success."""
-        key = TTS_KEY if step == 2 else LLM_KEY
-        last = policy.max_retries
-        for attempt in range(last + 1):
-            dec = yield from self.attempt(Call(cid, step, order, clip, attempt, key))
-            status = dec.status
-            ra_us = None
-            if status == 200:
-                stats.requests += 1
-                if gate is not None:
-                    gate.core.on_success(int(self.env.now))
-                return True
-            stats.count(status)  # RESET / TRUNCATED: failed requests, retried like network errors
-            if status == 429:
-                if dec.retry_after_ms is not None:
-                    ra_us = dec.retry_after_ms * 1000
-                if gate is not None:
-                    gate.core.on_429(int(self.env.now), ra_us)
+        """One step call with the client's retries; True on success. A gated call tells its
+        adaptive gate of every 429 and of its success."""
+        policy = self.client.client_policy(step, fg)
+        n = k = 0
+        while True:
+            f = yield from self.fetch(cid, step, order, clip, fg, n)
+            n = f.attempts
+            stats.add(f.counts)
+            now = int(self.env.now)
+            if gate is not None:
+                if f.status == 200:
+                    gate.core.on_success(now)
+                elif f.provider_status == 429:
+                    gate.core.on_429(now, f.retry_after_us)
                     gate.changed()
-            if attempt == last:
+            u = self.provider.jitter_u(cid, step, order, clip, k)
+            verdict = after_attempt(policy, k, outcome_of(f.status), f.retry_after_us, u)
+            if verdict.done:
+                return True
+            if verdict.fail:
                 return False
             stats.retries += 1
-            yield self.env.timeout(policy.delay_us(attempt, ra_us))
-        return False  # pragma: no cover - loop always returns
+            k += 1
+            yield self.env.timeout(verdict.wait_us)
 
     def gated_call(
         self,
@@ -206,34 +252,32 @@ class _World:
         step: int,
         order: int,
         clip: int,
-        policy: RetryPolicy,
+        fg: bool,
         stats: _Stats,
         gate: _SimGate,
         high: bool,
     ) -> Generator[Event, Any, bool]:
         """The ``gate`` policy: every attempt passes the key's gate; a 429 re-queues the
         attempt at the front instead of spending the retry budget."""
-        key = TTS_KEY if step == 2 else LLM_KEY
-        attempt = used = waits = 0
+        policy = self.client.client_policy(step, fg)
+        n = k = used = waits = 0
         prio = high
         while True:
             ev = gate.acquire(prio)
             if ev is not None:
                 yield ev
-            dec = yield from self.attempt(Call(cid, step, order, clip, attempt, key))
-            attempt += 1
+            f = yield from self.fetch(cid, step, order, clip, fg, n)
+            n = f.attempts
+            k += 1
+            stats.add(f.counts)
             now = int(self.env.now)
-            status = dec.status
-            if status == 200:
-                stats.requests += 1
+            if f.status == 200:
                 gate.core.on_success(now)
                 gate.core.release()
                 gate.changed()
                 return True
-            stats.count(status)
-            if status == 429:
-                ra_us = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
-                gate.core.on_429(now, ra_us)
+            if f.provider_status == 429:
+                gate.core.on_429(now, f.retry_after_us)
                 gate.core.release()
                 gate.changed()
                 waits += 1
@@ -244,202 +288,219 @@ class _World:
                 continue
             gate.core.release()
             gate.changed()
-            if used == policy.max_retries:
+            u = self.provider.jitter_u(cid, step, order, clip, k - 1)
+            verdict = after_attempt(policy, used, outcome_of(f.status), None, u)
+            if verdict.fail:
                 return False
             stats.retries += 1
-            yield self.env.timeout(policy.delay_us(used, None))
+            yield self.env.timeout(verdict.wait_us)
             used += 1
             prio = high
 
     def tts(
-        self, cid: int, order: int, tts_c: int, stats: _Stats, gate: _SimGate | None = None
+        self,
+        cid: int,
+        order: int,
+        tts_c: int,
+        stats: _Stats,
+        gate: _SimGate | None = None,
+        fg: bool = False,
     ) -> Generator[Event, Any, bool]:
         """All speech clips of one scene; every clip is tried, any failure fails the scene."""
         k = self.provider.speeches(cid, order)
-        policy = self.scenario.retry_tts
         if k == 0:
             return True
-        if gate is not None and gate.core.policy == "gate":  # every clip, every attempt gated
-            oks_q = [True]
+        env = self.env
+        oks = [True]
+        if gate is not None and (gate.core.policy == "gate" or k > 1):
+            gate_all = gate.core.policy == "gate"  # every clip, every attempt gated
 
             def gated_clip(clip: int) -> Generator[Event, Any, None]:
                 assert gate is not None
-                ok = yield from self.gated_call(cid, 2, order, clip, policy, stats, gate, False)
+                if gate_all:
+                    ok = yield from self.gated_call(cid, 2, order, clip, fg, stats, gate, False)
+                else:  # adaptive: every clip waits for the gate in order
+                    ev = gate.acquire()
+                    if ev is not None:
+                        yield ev
+                    ok = yield from self.call(cid, 2, order, clip, fg, stats, gate)
+                    gate.core.release()
+                    gate.changed()
                 if not ok:
-                    oks_q[0] = False
+                    oks[0] = False
 
-            yield self.env.all_of([self.env.process(gated_clip(j)) for j in range(k)])
-            return oks_q[0]
-        if gate is not None and k > 1:  # adaptive: every clip waits for the gate in order
-            oks_g = [True]
-
-            def clip_proc(clip: int) -> Generator[Event, Any, None]:
-                assert gate is not None
-                ev = gate.acquire()
-                if ev is not None:
-                    yield ev
-                ok = yield from self.call(cid, 2, order, clip, policy, stats, gate)
-                gate.core.release()
-                gate.changed()
-                if not ok:
-                    oks_g[0] = False
-
-            yield self.env.all_of([self.env.process(clip_proc(j)) for j in range(k)])
-            return oks_g[0]
-        if tts_c <= 1 or k == 1:
-            ok_all = True
-            for clip in range(k):
-                ok = yield from self.call(cid, 2, order, clip, policy, stats)
-                ok_all = ok_all and ok
-            return ok_all
-        # Bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
-        env = self.env
+            yield env.all_of([env.process(gated_clip(j)) for j in range(k)])
+            return oks[0]
+        # A bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
         nxt = [0]
-        oks = [True]
 
         def worker() -> Generator[Event, Any, None]:
             while nxt[0] < k:
                 clip = nxt[0]
                 nxt[0] += 1
-                ok = yield from self.call(cid, 2, order, clip, policy, stats)
+                ok = yield from self.call(cid, 2, order, clip, fg, stats)
                 if not ok:
                     oks[0] = False
 
-        yield env.all_of([env.process(worker()) for _ in range(min(tts_c, k))])
+        if tts_c <= 1 or k == 1:
+            yield from worker()
+        else:
+            yield env.all_of([env.process(worker()) for _ in range(min(tts_c, k))])
         return oks[0]
 
 
-def _classroom(
-    w: _World,
-    cid: int,
-    mode: str,
-    c: int,
-    tts_c: int,
-    out: dict[str, Any],
-    adaptive: str = "off",
-    delay_us: int = 0,
-) -> Generator[Event, Any, None]:
-    env = w.env
-    sc = w.scenario
-    n = sc.outlines
-    if delay_us:  # a staggered tenant arrives later
-        yield env.timeout(delay_us)
-    stats = _Stats()
-    ready: list[tuple[int, int]] = []
-    failed: list[int] = []
-    status = "completed"
-    t0 = int(env.now)
-    out["stats"] = stats
-    out["ready"] = ready
-    out["failed"] = failed
-    parallel = mode != "serial" and c > 1 and n > 1
-    gated = adaptive == "gate"
-    llm_gate = (
-        _SimGate(env, GateCore(min(c, n) + 1 if parallel else 1, adaptive)) if gated else None
-    )
-    tts_gate = (
-        _SimGate(env, GateCore(max(1, tts_c), adaptive))
-        if gated or (adaptive != "off" and tts_c > 1)
-        else None
-    )
+class _Classroom:
+    """One classroom's loop on a :class:`_World`: the foreground first scene, then the
+    loop over the rest (serial, hybrid or pipelined), as the profile says."""
 
-    def llm_call(step: int, i: int, high: bool) -> Generator[Event, Any, bool]:
-        if llm_gate is not None:
-            return (yield from w.gated_call(cid, step, i, 0, sc.retry_llm, stats, llm_gate, high))
-        return (yield from w.call(cid, step, i, 0, sc.retry_llm, stats))
+    def __init__(self, w: _World, cid: int, mode: str, c: int, tts_c: int, adaptive: str) -> None:
+        self.w = w
+        self.env = w.env
+        self.cid = cid
+        self.mode = mode
+        self.c = c
+        self.tts_c = tts_c
+        self.adaptive = adaptive
+        self.stats = _Stats()
+        self.ready: list[tuple[int, int]] = []
+        self.failed: list[int] = []
+        self.status = RunStatus.COMPLETED
+        self.t0 = 0
+        self.end = 0
+        self.llm_gate: _SimGate | None = None
+        self.tts_gate: _SimGate | None = None
 
-    def scene_tail(i: int) -> Generator[Event, Any, bool]:
-        ok = yield from llm_call(1, i, True)
+    def _gates(self, pending: int) -> None:
+        parallel = is_parallel(self.mode, self.c, pending)
+        gated = self.adaptive == "gate"
+        if gated:
+            slots = content_slots(self.c, pending) + 1 if parallel else 1
+            self.llm_gate = _SimGate(self.env, GateCore(slots, self.adaptive))
+        if gated or (self.adaptive != "off" and self.tts_c > 1):
+            self.tts_gate = _SimGate(self.env, GateCore(max(1, self.tts_c), self.adaptive))
+
+    def llm_call(
+        self, step: int, i: int, high: bool, fg: bool = False
+    ) -> Generator[Event, Any, bool]:
+        w = self.w
+        if self.llm_gate is not None and not fg:
+            gate = self.llm_gate
+            return (yield from w.gated_call(self.cid, step, i, 0, fg, self.stats, gate, high))
+        return (yield from w.call(self.cid, step, i, 0, fg, self.stats))
+
+    def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
+        """Actions, then every clip; the scene is added on success."""
+        ok = yield from self.llm_call(1, i, True, fg)
         if ok:
-            ok = yield from w.tts(cid, i, tts_c, stats, tts_gate)
+            tts_c, gate = (1, None) if fg else (self.tts_c, self.tts_gate)
+            ok = yield from self.w.tts(self.cid, i, tts_c, self.stats, gate, fg)
         if ok:
-            ready.append((i, int(env.now) - t0))
+            self.ready.append((i, int(self.env.now) - self.t0))
         else:
-            failed.append(i)
+            self.failed.append(i)
         return ok
 
-    if not parallel:
-        for i in range(n):
-            ok = yield from llm_call(0, i, False)
+    def run(self, delay_us: int) -> Generator[Event, Any, None]:
+        if delay_us:  # a staggered tenant arrives later
+            yield self.env.timeout(delay_us)
+        self.t0 = int(self.env.now)
+        first = 0
+        if self.w.client.foreground_first_scene:  # the preview page, before the loop
+            ok = yield from self.llm_call(0, 0, False, True)
+            ok = ok and (yield from self.scene_tail(0, True))
             if not ok:
-                failed.append(i)
-                status = "paused"
-                break
-            ok = yield from scene_tail(i)
-            if not ok:
-                status = "paused"
-                break
-    else:
-        slots = min(c, n)
-        done = [env.event() for _ in range(n)]
-        nxt = [0]
-
-        def content_worker() -> Generator[Event, Any, None]:
-            while nxt[0] < n:
-                i = nxt[0]
-                nxt[0] += 1
-                ok = yield from llm_call(0, i, False)
-                done[i].succeed(ok)
-
-        if adaptive in ("off", "gate"):
-            for _ in range(slots):
-                env.process(content_worker())
+                if 0 not in self.failed:
+                    self.failed.append(0)
+                self.status = RunStatus.FIRST_SCENE_FAILED
+                self.end = int(self.env.now) - self.t0
+                return
+            first = 1
+        pending = list(range(first, self.w.scenario.outlines))
+        self._gates(len(pending))
+        if is_parallel(self.mode, self.c, len(pending)):
+            yield from self.parallel_loop(pending)
         else:
-            gate = _SimGate(env, GateCore(slots, adaptive))
+            yield from self.serial_loop(pending)
+        self.end = int(self.env.now) - self.t0
 
-            def content_task(i: int) -> Generator[Event, Any, None]:
-                ev = gate.acquire()
-                if ev is not None:
-                    yield ev
-                ok = yield from w.call(cid, 0, i, 0, sc.retry_llm, stats, gate)
-                gate.core.release()
-                gate.changed()
-                done[i].succeed(ok)
+    def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
+        for i in pending:
+            ok = yield from self.llm_call(0, i, False)
+            if not ok:
+                self.failed.append(i)
+                self.status = RunStatus.PAUSED
+                return
+            if not (yield from self.scene_tail(i)):
+                self.status = RunStatus.PAUSED
+                return
 
-            for i in range(n):
-                env.process(content_task(i))
-        if mode == "hybrid":
-            yield env.all_of(done)
-        for i in range(n):
+    def _content_done(self, pending: list[int]) -> dict[int, Event]:
+        """Start the content prefetch: a FIFO semaphore of ``min(c, pending)`` slots (as
+        workers taking outlines in order), or the adaptive gate's tasks."""
+        env = self.env
+        done = {i: env.event() for i in pending}
+        slots = content_slots(self.c, len(pending))
+        if self.adaptive in ("off", "gate"):
+            queue = iter(pending)
+
+            def worker() -> Generator[Event, Any, None]:
+                for i in queue:
+                    ok = yield from self.llm_call(0, i, False)
+                    done[i].succeed(ok)
+
+            for _ in range(slots):
+                env.process(worker())
+            return done
+        gate = _SimGate(env, GateCore(slots, self.adaptive))
+
+        def task(i: int) -> Generator[Event, Any, None]:
+            ev = gate.acquire()
+            if ev is not None:
+                yield ev
+            ok = yield from self.w.call(self.cid, 0, i, 0, False, self.stats, gate)
+            gate.core.release()
+            gate.changed()
+            done[i].succeed(ok)
+
+        for i in pending:
+            env.process(task(i))
+        return done
+
+    def parallel_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
+        done = self._content_done(pending)
+        if self.mode == "hybrid":
+            yield self.env.all_of(list(done.values()))
+        content_failed = paused = False
+        for i in pending:
             ok = yield done[i]
             if not ok:
-                failed.append(i)
+                self.failed.append(i)
+                content_failed = True
                 continue
-            ok = yield from scene_tail(i)
-            if not ok:
-                status = "paused"
+            if not (yield from self.scene_tail(i)):
+                paused = True
                 break
-    out["status"] = status
-    out["end"] = env.now - t0
+        pauses = self.w.client.content_failure_pauses
+        self.status = final_status(paused, content_failed, pauses)
 
 
-def _result(
-    sc: Scenario,
-    mode: str,
-    c: int,
-    tts_c: int,
-    seed: int,
-    cid: int,
-    out: dict[str, Any],
-    tenants: int,
-    tenant: int,
-    log: Sequence[Any],
-) -> RunResult:
-    st: _Stats = out["stats"]
-    ready = out["ready"]
+def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[Any]) -> RunResult:
+    st = cr.stats
+    ready = cr.ready
+    sc = cr.w.scenario
     return RunResult(
         world="sim",
         scenario=sc.name,
-        mode=mode,
-        concurrency=c,
-        tts_concurrency=tts_c,
+        mode=cr.mode,
+        concurrency=cr.c,
+        tts_concurrency=cr.tts_c,
         seed=seed,
-        classroom=cid,
-        makespan_s=out["end"] / 1e6,
+        classroom=cr.cid,
+        makespan_s=cr.end / 1e6,
         ttfs_s=ready[0][1] / 1e6 if ready else math.nan,
         scenes_ok=len(ready),
-        scenes_failed=len(out["failed"]),
-        status=out["status"],
+        scenes_failed=len(cr.failed),
+        status=str(cr.status),
         requests=st.requests,
         http_429=st.http_429,
         http_5xx=st.http_5xx,
@@ -447,7 +508,8 @@ def _result(
         timeouts=st.timeouts,
         scene_order=tuple(i for i, _ in ready),
         scene_ready_s=tuple(t / 1e6 for _, t in ready),
-        failed_orders=tuple(out["failed"]),
+        failed_orders=tuple(cr.failed),
+        upstream=sc.upstream,
         tenants=tenants,
         tenant=tenant,
         requests_log=tuple(records_from_log(log)) if log else (),
@@ -485,19 +547,17 @@ def _run_one(
 ) -> list[RunResult]:
     prov = Provider(sc, seed, draws=draws, keep_log=records)
     w = _World(sc, prov)
-    outs = []
+    rooms = []
     offsets = tenant_offsets_us(seed, run_id, tenants, stagger_s, stagger_dist)
     for j in range(tenants):
-        out: dict[str, Any] = {}
-        delay = offsets[j]
-        w.env.process(_classroom(w, run_id * tenants + j, mode, c, tts_c, out, adaptive, delay))
-        outs.append(out)
+        cr = _Classroom(w, run_id * tenants + j, mode, c, tts_c, adaptive)
+        w.env.process(cr.run(offsets[j]))
+        rooms.append(cr)
     w.env.run()
     results = []
-    for j, out in enumerate(outs):
-        cid = run_id * tenants + j
-        log = [e for e in prov.log if e[0] == cid] if records else []
-        results.append(_result(sc, mode, c, tts_c, seed, cid, out, tenants, j, log))
+    for j, cr in enumerate(rooms):
+        log = [e for e in prov.log if e[0] == cr.cid] if records else []
+        results.append(_result(cr, seed, tenants, j, log))
     return results
 
 
@@ -526,7 +586,7 @@ def simulate(
     """
     _check(mode, tenants, seed, run_id, adaptive, stagger_s)
     c = clamp_concurrency(concurrency)
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency)
+    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     res = _run_one(
         scenario,
         mode,
@@ -564,7 +624,7 @@ def simulate_many(
     if reps < 1:
         raise ValueError(f"reps: must be >= 1, got {reps}")
     c = clamp_concurrency(concurrency)
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency)
+    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     lo = first_run * tenants
     draws = Draws(scenario, seed, lo, lo + reps * tenants)
     out: list[RunResult] = []

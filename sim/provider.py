@@ -16,12 +16,13 @@ on integer-microsecond model time:
    after the latency, or a stall (a 200 after ``stall_s``); else 200.
 
 Requests arriving on one key at the same instant are decided in the canonical
-order of :func:`arrival_order` (step: content < actions < tts, then classroom,
-outline order, clip, attempt), whatever order they physically arrived in; both
-worlds batch such arrivals. Step first matches the one tie that happens on a real
-clock too: when content ``i`` ends, the semaphore's next content request leaves
-before the loop's actions call for ``i`` (the slot is released before the loop's
-await resumes), so it reaches the provider first.
+order of :func:`arrival_order` (step, then classroom, outline order, clip, attempt),
+whatever order they physically arrived in; both worlds batch such arrivals. The
+step rank follows the profile's hand-off rule, the one tie that happens on a real
+clock too: in JavaScript (``actions-first``, since #660) when content ``i`` ends the
+loop's await resumes and issues actions ``i`` before the semaphore's ``finally``
+frees the slot for the next content, so actions reaches the provider first;
+``content-first`` is the opposite order (Python asyncio's, the port's before).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import heapq
 from collections import OrderedDict, deque
 from typing import NamedTuple
 
-from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
+from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws, client_jitter_u
 from .scenario import Quota, Scenario
 
 __all__ = ["RESET", "TRUNCATED", "Call", "Decision", "KeyState", "Provider", "arrival_order"]
@@ -60,9 +61,13 @@ class Decision(NamedTuple):
     reason: str  # "ok", "5xx", "inflight", "rpm", "random"
 
 
-def arrival_order(call: Call) -> tuple[int, int, int, int, int]:
+_RANK_ACTIONS_FIRST = (1, 0, 2)  # rank of content, actions, tts
+
+
+def arrival_order(call: Call, actions_first: bool = True) -> tuple[int, int, int, int, int]:
     """The documented tie-break for arrivals on one key at one instant."""
-    return (call.step, call.cid, call.order, call.clip, call.attempt)
+    rank = _RANK_ACTIONS_FIRST[call.step] if actions_first else call.step
+    return (rank, call.cid, call.order, call.clip, call.attempt)
 
 
 class KeyState:
@@ -133,6 +138,7 @@ class Provider:
     ) -> None:
         self.scenario = scenario
         self.seed = seed
+        self.actions_first = scenario.client.handoff == "actions-first"
         self._fixed = draws
         self._draws: OrderedDict[int, Draws] = OrderedDict()
         self._draws_cache = draws_cache
@@ -142,6 +148,10 @@ class Provider:
         self.log: deque[tuple[object, ...]] = deque(maxlen=max_log)
         # Test hook: admitted calls of (step, order) or (step, order, clip) answer this status.
         self.force_status: dict[tuple[int, ...], int] = {}
+
+    def arrival_key(self, call: Call) -> tuple[int, int, int, int, int]:
+        """:func:`arrival_order` under this scenario's hand-off rule."""
+        return arrival_order(call, self.actions_first)
 
     def reset(self) -> None:
         """Forget quota state and the log (a fresh provider with the same seed)."""
@@ -171,6 +181,12 @@ class Provider:
     def limited(self, step: int) -> bool:
         """Whether arrivals of this step's key must be batched per instant."""
         return (self.scenario.quota_tts if step == 2 else self.scenario.quota_llm).limited
+
+    def jitter_u(self, cid: int, step: int, order: int, clip: int, attempt: int) -> float:
+        """The client's retry jitter after ``attempt`` of a call: the profile's fixed
+        ``jitter_u``, else the keyed draw."""
+        d, row = self.draws_for(cid)
+        return client_jitter_u(self.scenario, d, row, step, order, clip, attempt)
 
     def speeches(self, cid: int, order: int) -> int:
         d, row = self.draws_for(cid)

@@ -10,7 +10,6 @@ field and the allowed values.
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from .dists import Dist, IntDist, dist_from_mapping, field_name, int_dist_from_mapping
+from .rules import MAX_CONCURRENCY, RetryPolicy, ScenarioError, check_number
+from .upstream import ClientProfile, client_from_mapping
 
 __all__ = [
+    "MAX_CONCURRENCY",
     "MODES",
     "SCENE_TYPES",
     "STEPS",
+    "ClientProfile",
     "Quota",
     "RetryPolicy",
     "Scenario",
@@ -36,35 +39,7 @@ __all__ = [
 STEPS = ("content", "actions", "tts")
 MODES = ("serial", "hybrid", "pipelined")
 SCENE_TYPES = ("slide", "quiz", "interactive", "pbl")
-MAX_CONCURRENCY = 10
-
-
-class ScenarioError(ValueError):
-    """A scenario that cannot be used; the message is one line naming the field."""
-
-
-def _num(
-    path: str,
-    v: Any,
-    *,
-    lo: float = 0.0,
-    hi: float = math.inf,
-    integer: bool = False,
-    lo_open: bool = False,
-) -> Any:
-    ok_type = isinstance(v, int) if integer else isinstance(v, int | float)
-    if isinstance(v, bool) or not ok_type or not math.isfinite(v):
-        kind = "an integer" if integer else "a number"
-        raise ScenarioError(f"{path}: must be {kind} in {_rng(lo, hi, lo_open)}, got {v!r}")
-    if v < lo or v > hi or (lo_open and v == lo):
-        raise ScenarioError(f"{path}: must be in {_rng(lo, hi, lo_open)}, got {v!r}")
-    return v
-
-
-def _rng(lo: float, hi: float, lo_open: bool) -> str:
-    left = "(" if lo_open else "["
-    right = "∞)" if hi == math.inf else f"{hi:g}]"
-    return f"{left}{lo:g}, {right}"
+_num = check_number
 
 
 @dataclass(frozen=True)
@@ -132,48 +107,6 @@ class Quota:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Retry of one step call, as the Vercel AI SDK's ``generateText`` does it.
-
-    Delay before retry n (0-based) is ``initial_delay_s * backoff_factor**n``;
-    a ``Retry-After`` (``retry-after-ms`` first) is used instead when honoured and
-    ``0 <= value < retry_after_cap_s`` or shorter than that delay.
-    Retried: 408, 409, 429, every status >= 500, network errors and timeouts.
-    """
-
-    max_retries: int = 2
-    initial_delay_s: float = 2.0
-    backoff_factor: float = 2.0
-    honour_retry_after: bool = True
-    retry_after_cap_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        _num("max_retries", self.max_retries, hi=20, integer=True)
-        _num("initial_delay_s", self.initial_delay_s, hi=3600.0)
-        _num("backoff_factor", self.backoff_factor, lo=1.0, hi=10.0)
-        if not isinstance(self.honour_retry_after, bool):
-            raise ScenarioError(
-                f"honour_retry_after: must be true or false, got {self.honour_retry_after!r}"
-            )
-        _num("retry_after_cap_s", self.retry_after_cap_s, hi=3600.0)
-
-    def delay_us(self, retry_index: int, retry_after_us: int | None) -> int:
-        """Microseconds to wait before retry number ``retry_index`` (0-based)."""
-        exp_us = round(self.initial_delay_s * self.backoff_factor**retry_index * 1e6)
-        if (
-            self.honour_retry_after
-            and retry_after_us is not None
-            and retry_after_us >= 0
-            and (retry_after_us < self.retry_after_cap_s * 1e6 or retry_after_us < exp_us)
-        ):
-            return retry_after_us
-        return exp_us
-
-
-NO_RETRY = RetryPolicy(max_retries=0)
-
-
-@dataclass(frozen=True)
 class Scenario:
     """One workload. Times are model seconds; ``time_scale`` only affects wall-clock runs."""
 
@@ -187,8 +120,7 @@ class Scenario:
     content_by_type: Mapping[str, Dist] = field(default_factory=dict)
     quota_llm: Quota = Quota()
     quota_tts: Quota = Quota()
-    retry_llm: RetryPolicy = RetryPolicy()
-    retry_tts: RetryPolicy = NO_RETRY
+    client: ClientProfile = field(default_factory=ClientProfile)
     time_scale: float = 0.01
     request_timeout_s: float = 600.0
     parallel_scene_concurrency: int = 0
@@ -220,6 +152,15 @@ class Scenario:
             hi=1_000_000,
             integer=True,
         )
+
+    @property
+    def upstream(self) -> str:
+        """The name of the upstream profile whose rules this scenario's client follows."""
+        return self.client.upstream
+
+    def with_client(self, **changes: Any) -> Scenario:
+        """A copy whose client profile has some fields changed."""
+        return self.replace(client=dataclasses.replace(self.client, **changes))
 
     def scene_type(self, order: int) -> str:
         return self.scene_types[order % len(self.scene_types)]
@@ -279,10 +220,7 @@ class Scenario:
                 ),
             },
             "quota": {"llm": quota(self.quota_llm), "tts": quota(self.quota_tts)},
-            "retry": {
-                "llm": dataclasses.asdict(self.retry_llm),
-                "tts": dataclasses.asdict(self.retry_tts),
-            },
+            "client": self.client.to_mapping(),
             "run": {
                 "time_scale": self.time_scale,
                 "request_timeout_s": self.request_timeout_s,
@@ -291,12 +229,22 @@ class Scenario:
         }
 
 
-_TOP = {"name", "description", "sources", "classroom", "latency", "quota", "retry", "run"}
+_TOP = {
+    "name",
+    "description",
+    "sources",
+    "classroom",
+    "latency",
+    "quota",
+    "retry",
+    "client",
+    "run",
+}
 _SECTIONS: dict[str, set[str]] = {
     "classroom": {"outlines", "scene_types", "speech_actions"},
     "latency": {"content", "actions", "tts", "content_by_type"},
     "quota": {"llm", "tts"},
-    "retry": {"llm", "tts"},
+    "retry": {"llm", "tts", "foreground_llm", "foreground_tts"},
     "run": {"time_scale", "request_timeout_s", "parallel_scene_concurrency"},
 }
 
@@ -331,8 +279,14 @@ def _dataclass_from(path: str, cls: Any, m: Mapping[str, Any]) -> Any:
     return _sub(path, cls, **m)
 
 
-def scenario_from_mapping(m: Mapping[str, Any], *, default_name: str = "custom") -> Scenario:
-    """Validate a parsed TOML mapping and build a :class:`Scenario`."""
+def scenario_from_mapping(
+    m: Mapping[str, Any], *, default_name: str = "custom", upstream: str | None = None
+) -> Scenario:
+    """Validate a parsed TOML mapping and build a :class:`Scenario`.
+
+    ``upstream`` (a ``--upstream`` flag) replaces ``[client] upstream``; the table's
+    other fields still override that profile's rules.
+    """
     m = _table("scenario", m)
     _check_keys("", m, _TOP)
     sections = {k: _table(k, m.get(k, {})) for k in _SECTIONS}
@@ -384,10 +338,7 @@ def scenario_from_mapping(m: Mapping[str, Any], *, default_name: str = "custom")
         },
         quota_llm=_dataclass_from("quota.llm", Quota, _table("quota.llm", q.get("llm", {}))),
         quota_tts=_dataclass_from("quota.tts", Quota, _table("quota.tts", q.get("tts", {}))),
-        retry_llm=_dataclass_from("retry.llm", RetryPolicy, _table("retry.llm", r.get("llm", {}))),
-        retry_tts=_dataclass_from(
-            "retry.tts", RetryPolicy, _table("retry.tts", r.get("tts", {"max_retries": 0}))
-        ),
+        client=client_from_mapping(_table("client", m.get("client", {})), r, upstream=upstream),
         time_scale=run.get("time_scale", 0.01),
         request_timeout_s=run.get("request_timeout_s", 600.0),
         parallel_scene_concurrency=run.get("parallel_scene_concurrency", 0),
@@ -400,8 +351,9 @@ def builtin_names() -> list[str]:
     return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
 
 
-def load_scenario(name_or_path: str | Path) -> Scenario:
-    """Load a built-in scenario by name, or a TOML file by path."""
+def load_scenario(name_or_path: str | Path, *, upstream: str | None = None) -> Scenario:
+    """Load a built-in scenario by name, or a TOML file by path (``upstream``: the profile,
+    replacing the file's ``[client] upstream``)."""
     text: str
     default_name: str
     p = Path(name_or_path)
@@ -427,4 +379,4 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"scenario: {str(name_or_path)!r} is not valid TOML ({e})") from None
-    return scenario_from_mapping(data, default_name=default_name)
+    return scenario_from_mapping(data, default_name=default_name, upstream=upstream)

@@ -25,7 +25,7 @@ __all__ = [
     "runs_frame",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the upstream profile (``upstream``); status first_scene_failed
 STEP_NAMES = ("content", "actions", "tts")
 
 
@@ -103,6 +103,7 @@ class RunResult:
     scene_order: tuple[int, ...]
     scene_ready_s: tuple[float, ...]
     failed_orders: tuple[int, ...]
+    upstream: str = "pr788"
     tenants: int = 1
     tenant: int = 0
     requests_log: tuple[RequestRecord, ...] = ()
