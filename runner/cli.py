@@ -18,8 +18,10 @@ from typing import Any, NoReturn
 import numpy as np
 
 from sim.model import simulate_many
+from sim.rules import parse_knob
 from sim.scenario import MODES, ScenarioError, builtin_names, load_scenario
 from sim.schema import RunResult
+from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
 
 __all__ = ["main"]
 
@@ -70,16 +72,41 @@ def _add_scenario(p: argparse.ArgumentParser) -> None:
         default="default",
         help=f"built-in name ({', '.join(builtin_names())}) or a TOML path",
     )
+    p.add_argument(
+        "--upstream",
+        choices=profile_names(),
+        default=None,
+        help="the upstream profile whose client rules to follow (default: the scenario's "
+        f"[client] upstream, {DEFAULT_PROFILE} in the built-ins)",
+    )
+
+
+def _knob(s: str) -> int:
+    """``--concurrency`` as upstream reads PARALLEL_SCENE_CONCURRENCY (parseInt, clamp)."""
+    return parse_knob(s)
+
+
+def _profile_list(s: str) -> list[str]:
+    names = profile_names() if s == "all" else [x.strip() for x in s.split(",") if x.strip()]
+    for n in names:
+        if n not in PROFILES:
+            raise argparse.ArgumentTypeError(
+                f"--upstream must be 'all' or a comma list of {', '.join(PROFILES)}; got {n!r}"
+            )
+    if not names:
+        raise argparse.ArgumentTypeError("--upstream must name at least one profile")
+    return names
 
 
 def _add_cell(p: argparse.ArgumentParser, *, concurrency_required: bool) -> None:
     p.add_argument("--mode", choices=MODES, default="pipelined")
     p.add_argument(
         "--concurrency",
-        type=_int_in("--concurrency", 0),
+        type=_knob,
         required=concurrency_required,
         default=None,
-        help="PARALLEL_SCENE_CONCURRENCY (clamped to [0, 10]; 0 and 1 mean serial)",
+        help="PARALLEL_SCENE_CONCURRENCY, read as upstream does (parseInt, then [0, 10]: "
+        "'3abc' is 3, '1e1' is 1, 'inf' is 0; 0 and 1 mean serial)",
     )
     p.add_argument(
         "--tts-concurrency",
@@ -119,8 +146,8 @@ def _fmt_s(v: float) -> str:
 
 def _print_run(r: RunResult) -> None:
     print(
-        f"scenario {r.scenario}  mode {r.mode}  concurrency {r.concurrency}  "
-        f"tts_concurrency {r.tts_concurrency}  clock {r.world}  seed {r.seed}"
+        f"scenario {r.scenario}  upstream {r.upstream}  mode {r.mode}  concurrency "
+        f"{r.concurrency}  tts_concurrency {r.tts_concurrency}  clock {r.world}  seed {r.seed}"
     )
     print(
         f"status {r.status}: {r.scenes_ok} scenes added, {r.scenes_failed} failed "
@@ -142,7 +169,7 @@ def _print_run(r: RunResult) -> None:
 def _cmd_run(a: argparse.Namespace) -> int:
     from .run import run_classroom
 
-    sc = load_scenario(a.scenario)
+    sc = load_scenario(a.scenario, upstream=a.upstream)
     res = run_classroom(
         sc,
         a.mode,
@@ -190,7 +217,7 @@ def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
 def _cmd_sim(a: argparse.Namespace) -> int:
     from sim.fast import quota_free, simulate_fast
 
-    sc = load_scenario(a.scenario)
+    sc = load_scenario(a.scenario, upstream=a.upstream)
     engine = a.engine
     if engine == "auto":
         engine = (
@@ -275,7 +302,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
             f"WARNING: the fake provider will accept connections on {a.host}, beyond loopback",
             file=sys.stderr,
         )
-    sc = load_scenario(a.scenario)
+    sc = load_scenario(a.scenario, upstream=a.upstream)
     pscv = a.parallel_scene_concurrency
     if pscv is None:
         pscv = env_parallel_scene_concurrency()
@@ -372,6 +399,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             spec = default_spec(
                 quick=a.quick,
                 scenarios=a.scenario,
+                upstreams=a.upstream,
                 backends=backends,
                 seed=a.seed,
                 sim_reps=a.reps,
@@ -473,7 +501,10 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
     names = a.scenario or builtin_names()
     if a.exact:
-        scenarios = [load_scenario(n) for n in names]
+        profiles = a.upstream or profile_names()
+        scenarios = [
+            load_scenario(n, upstream=p).replace(name=f"{n}@{p}") for n in names for p in profiles
+        ]
         bar = None
         if not a.json and not a.no_progress:
             from tqdm import tqdm
@@ -515,7 +546,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
             print(
                 f"validate --exact: {rep.cells} cells, {rep.runs} runs, {rep.requests} "
                 f"requests ({rep.http_429} answered 429, {rep.retries} retries) over "
-                f"{', '.join(names)}"
+                f"{', '.join(names)} x upstream {', '.join(profiles)}"
             )
             print(
                 "real pipeline (virtual clock) and model agree on every timeline"
@@ -714,6 +745,13 @@ def _parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=_cmd_serve)
 
     w = sub.add_parser("sweep", help="the grid: modes x concurrency x quotas x scenarios")
+    w.add_argument(
+        "--upstream",
+        type=_profile_list,
+        default=None,
+        help=f"profiles, comma list or 'all' (default: {DEFAULT_PROFILE}); with more than "
+        "one, each scenario runs under each and is named <scenario>@<profile>",
+    )
     w.add_argument("--backend", choices=("sim", "real", "both"), default="both")
     w.add_argument("--quick", action="store_true", help="small grid, under 2 minutes")
     w.add_argument(
@@ -779,6 +817,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     va.add_argument("--quick", action="store_true")
     va.add_argument("--scenario", action="append", default=None)
+    va.add_argument(
+        "--upstream",
+        type=_profile_list,
+        default=None,
+        help="with --exact: profiles to check, comma list or 'all' (default: all)",
+    )
     va.add_argument(
         "--runs",
         type=_int_in("--runs", 1),

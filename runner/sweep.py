@@ -359,9 +359,15 @@ def read_metadata(d: Path) -> dict[str, Any]:
             f"{meta.get('kind') if isinstance(meta, dict) else None!r})"
         )
     if meta.get("schema_version") != SCHEMA_VERSION:
+        old = meta.get("schema_version")
+        why = (
+            " (made before upstream profiles: it modelled route retries without the "
+            "foreground first scene; run the sweep again with this version)"
+            if isinstance(old, int) and old < SCHEMA_VERSION
+            else ""
+        )
         raise ResultsError(
-            f"{str(d)!r} has schema version {meta.get('schema_version')!r}; "
-            f"this scenebench reads {SCHEMA_VERSION}"
+            f"{str(d)!r} has schema version {old!r}; this scenebench reads {SCHEMA_VERSION}{why}"
         )
     return meta
 
@@ -534,11 +540,17 @@ def load_runs(d: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return pd.read_parquet(p), meta
 
 
+def _named(sc: Scenario, name: str, upstream: str | None, suffix: bool) -> Scenario:
+    """A scenario of a sweep over several profiles is named ``<scenario>@<profile>``."""
+    return sc.replace(name=f"{name}@{upstream}") if suffix else sc
+
+
 def default_spec(
     *,
     quick: bool,
     scenarios: Sequence[str] | None,
     backends: Sequence[str],
+    upstreams: Sequence[str] | None = None,
     seed: int = 0,
     sim_reps: int | None = None,
     real_reps: int | None = None,
@@ -556,7 +568,12 @@ def default_spec(
         if scenarios
         else (["default"] if quick else ["default", "content-heavy", "tts-heavy"])
     )
-    maps = tuple(load_scenario(n).to_mapping() for n in names)
+    profiles = list(upstreams) if upstreams else [None]
+    maps = tuple(
+        _named(load_scenario(n, upstream=p), n, p, len(profiles) > 1).to_mapping()
+        for n in names
+        for p in profiles
+    )
     return SweepSpec(
         scenarios=maps,
         backends=tuple(backends),

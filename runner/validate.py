@@ -403,7 +403,7 @@ def validate_wall(
         scale = float(min(max_scale, max(sc.time_scale, math.ceil(scale * 1000) / 1000)))
         t0 = time.perf_counter()
         # quota-free classrooms cannot race each other: run them all at once
-        at_once = reps if quota_free(sc) else 4
+        at_once = reps if not (sc.quota_llm.limited or sc.quota_tts.limited) else 4
         real = asyncio.run(
             _wall_runs(sc, cell.mode, cell.concurrency, seed, reps, scale, at_once, cell.adaptive)
         )

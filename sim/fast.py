@@ -1,16 +1,26 @@
 """An exact vectorised path for quota-free cells (no in-flight limit, no token bucket).
 
 Without a quota no request affects another, so each call's duration and outcome
-is a function of its own keyed draws (attempts, random 429/5xx, timeouts,
-backoff), and a classroom is a max-plus recurrence over its scenes. This module
-evaluates that recurrence with numpy across many classrooms at once, with the
-same draws, rules and failure semantics as :mod:`sim.model`; the tests prove it
-equal to the SimPy model run for run. Results are columns (numpy arrays), turned
-into the tidy schema by :func:`FastRuns.frame` or :func:`FastRuns.results`.
+is a function of its own keyed draws (attempts, random 429/5xx, faults, timeouts,
+the client's backoff and its keyed jitter), and a classroom is a max-plus
+recurrence over its scenes. This module evaluates that recurrence with numpy
+across many classrooms at once, with the same draws, rules (:mod:`sim.rules`, the
+scenario's upstream profile) and failure semantics as :mod:`sim.model`: the
+foreground first scene (its own retry budgets, clips one at a time), then the
+loop over the pending outlines (serial, or parallel content with ``min(c,
+pending)`` slots), and the final status. The tests prove it equal to the SimPy
+model run for run. Results are columns (numpy arrays), turned into the tidy
+schema by :func:`FastRuns.frame` or :func:`FastRuns.results`.
+
+Not covered (:func:`quota_free` is False, use :func:`sim.simulate_many`): keys with
+an in-flight limit or a bucket, and profiles whose route retries inside one client
+request (the ``route`` error shape before #788): those retries share the request's
+timeout and count differently.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,18 +29,64 @@ from numpy.typing import NDArray
 
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
 from .model import clamp_concurrency, effective_tts_concurrency
-from .scenario import MODES, RetryPolicy, Scenario
+from .rules import RetryPolicy, RunStatus, content_slots, is_parallel
+from .scenario import MODES, Scenario
 from .schema import SCHEMA_VERSION, RunResult
+from .upstream import ErrorShape
 
-__all__ = ["FastRuns", "quota_free", "simulate_fast"]
+__all__ = ["STATUSES", "FastRuns", "delay_us", "quota_free", "route_retries", "simulate_fast"]
 
 I64 = NDArray[np.int64]
+I8 = NDArray[np.int8]
 B = NDArray[np.bool_]
+F64 = NDArray[np.float64]
+
+# FastRuns.status codes: an index into STATUSES
+STATUSES = (RunStatus.COMPLETED, RunStatus.PAUSED, RunStatus.FIRST_SCENE_FAILED)
+_COMPLETED, _PAUSED, _FIRST_FAILED = 0, 1, 2
+
+
+def route_retries(scenario: Scenario) -> bool:
+    """Whether the profile's routes retry inside one client request (any step, either scene)."""
+    client = scenario.client
+    return any(
+        client.route_policy(step, fg).max_retries > 0 for step in (0, 1, 2) for fg in (False, True)
+    )
 
 
 def quota_free(scenario: Scenario) -> bool:
-    """Whether the fast path applies: neither key has an in-flight limit nor a bucket."""
-    return not (scenario.quota_llm.limited or scenario.quota_tts.limited)
+    """Whether the fast path applies: neither key has an in-flight limit nor a bucket, and
+    the routes do not retry (:func:`route_retries`; pre-#788 profiles in their default
+    ``route`` error shape do, so those run in :func:`sim.simulate_many`)."""
+    limited = scenario.quota_llm.limited or scenario.quota_tts.limited
+    return not (limited or route_retries(scenario))
+
+
+def delay_us(policy: RetryPolicy, retry_index: int, retry_after_us: int | None, u: F64) -> I64:
+    """:meth:`RetryPolicy.delay_us` for an array of jitter draws ``u`` (same shape out).
+
+    The same operations in the same order on the same doubles as the scalar method, so
+    each element equals ``policy.delay_us(retry_index, retry_after_us, float(u_i))``.
+    """
+    p = policy
+    exp_ms = p.initial_delay_s * p.backoff_factor**retry_index * 1000.0
+    cap_ms = p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf
+    exp_ms = min(cap_ms, exp_ms)
+    exp_us = round(exp_ms * 1000)
+    u = np.asarray(u, dtype=np.float64)
+    if (
+        p.honour_retry_after
+        and retry_after_us is not None
+        and retry_after_us >= 0
+        and (retry_after_us < p.retry_after_cap_s * 1e6 or retry_after_us < exp_us)
+    ):
+        return np.full(u.shape, retry_after_us, dtype=np.int64)
+    if p.jitter:
+        uc = np.minimum(np.maximum(u, 0.0), 1.0)
+        jittered = np.minimum(cap_ms, exp_ms + np.floor(exp_ms * uc * p.jitter))
+        out: I64 = np.rint(jittered * 1000).astype(np.int64)
+        return out
+    return np.full(u.shape, exp_us, dtype=np.int64)
 
 
 _COUNTERS = ("requests", "http_429", "http_5xx", "retries", "timeouts")
@@ -49,7 +105,7 @@ class _Counters:
 
 @dataclass
 class _StepCalls:
-    """Outcome of every call of one step: dense durations, sparse failures.
+    """Outcome of every call of one step: dense durations and success, sparse counters.
 
     Calls that succeed at their first attempt count one request and nothing
     else; ``idx`` (flat indices into the table) lists the others, with their
@@ -57,14 +113,17 @@ class _StepCalls:
     """
 
     dur: I64
-    ok: B | None  # None: every call succeeded
+    ok: B
     idx: I64
     extra: I64  # (len(idx), 5)
 
 
 @dataclass
 class FastRuns:
-    """Column results of :func:`simulate_fast`; times in µs."""
+    """Column results of :func:`simulate_fast`; times in µs.
+
+    ``status`` holds codes into :data:`STATUSES` (completed, paused, first_scene_failed).
+    """
 
     scenario: Scenario
     mode: str
@@ -75,15 +134,24 @@ class FastRuns:
     end_us: I64
     ready_us: I64  # (reps, N), -1 where no scene was added
     failed: B  # (reps, N)
-    paused: B
+    status: I8
     counters: _Counters
 
     @property
-    def makespan_s(self) -> NDArray[np.float64]:
+    def paused(self) -> B:
+        out: B = self.status == _PAUSED
+        return out
+
+    @property
+    def status_names(self) -> NDArray[np.str_]:
+        return np.array([str(s) for s in STATUSES])[self.status]
+
+    @property
+    def makespan_s(self) -> F64:
         return self.end_us / 1e6
 
     @property
-    def ttfs_s(self) -> NDArray[np.float64]:
+    def ttfs_s(self) -> F64:
         r = np.where(self.ready_us >= 0, self.ready_us, np.iinfo(np.int64).max).min(axis=1)
         return np.where(r == np.iinfo(np.int64).max, np.nan, r / 1e6)
 
@@ -92,6 +160,7 @@ class FastRuns:
         out = []
         ttfs = self.ttfs_s
         c = self.counters
+        names = self.status_names
         for r in range(len(self.end_us)):
             orders = np.flatnonzero(self.ready_us[r] >= 0)
             ready = self.ready_us[r, orders]
@@ -109,7 +178,7 @@ class FastRuns:
                     ttfs_s=float(ttfs[r]),
                     scenes_ok=len(orders),
                     scenes_failed=int(self.failed[r].sum()),
-                    status="paused" if self.paused[r] else "completed",
+                    status=str(names[r]),
                     requests=int(c.requests[r]),
                     http_429=int(c.http_429[r]),
                     http_5xx=int(c.http_5xx[r]),
@@ -118,6 +187,7 @@ class FastRuns:
                     scene_order=tuple(int(o) for o in orders[srt]),
                     scene_ready_s=tuple(float(t) / 1e6 for t in ready[srt]),
                     failed_orders=tuple(int(o) for o in np.flatnonzero(self.failed[r])),
+                    upstream=self.scenario.upstream,
                 )
             )
         return out
@@ -139,12 +209,13 @@ class FastRuns:
                 "ttfs_s": self.ttfs_s,
                 "scenes_ok": (self.ready_us >= 0).sum(axis=1),
                 "scenes_failed": self.failed.sum(axis=1),
-                "status": np.where(self.paused, "paused", "completed"),
+                "status": self.status_names.astype(object),
                 "requests": c.requests,
                 "http_429": c.http_429,
                 "http_5xx": c.http_5xx,
                 "retries": c.retries,
                 "timeouts": c.timeouts,
+                "upstream": self.scenario.upstream,
                 "tenants": 1,
                 "tenant": 0,
                 "schema_version": SCHEMA_VERSION,
@@ -152,22 +223,26 @@ class FastRuns:
         )
 
 
-class _Calls:
-    """Vectorised step calls: duration and success of every call of one step."""
+_Flags = tuple[I64, B | None, B | None, B | None, B | None]
 
-    def __init__(self, scenario: Scenario, draws: Draws) -> None:
+
+class _Calls:
+    """Vectorised step calls: duration and success of every call of one step, with the
+    client's retries (the loop's budget, or the foreground scene's for outline 0)."""
+
+    def __init__(self, scenario: Scenario, draws: Draws, foreground: bool) -> None:
         self.sc = scenario
         self.d = draws
+        self.foreground = foreground
         self.timeout_us = round(scenario.request_timeout_s * 1e6)
+        self.direct = scenario.client.provider_errors != ErrorShape.ROUTE
 
-    def _attempt(
-        self, step: int, attempt: int, lat: I64, idx: I64 | None
-    ) -> tuple[I64, B | None, B | None, B | None, B | None]:
+    def _attempt(self, step: int, attempt: int, lat: I64, idx: I64 | None) -> _Flags:
         """Duration and the 429, 5xx, timeout and reset/truncated flags of one attempt
         (``idx``: a subset of the table, flat)."""
         quota = self.sc.quota_tts if step == 2 else self.sc.quota_llm
 
-        def pick(u: NDArray[np.float64]) -> NDArray[np.float64]:
+        def pick(u: F64) -> F64:
             return u if idx is None else u.ravel()[idx]
 
         is429 = pick(self.d.fault_u(step, attempt, KIND_429)) < quota.p_429 if quota.p_429 else None
@@ -201,8 +276,35 @@ class _Calls:
             dur = np.where(is429, 0, dur)
         return dur, is429, is5xx, tout, fail
 
-    def step(self, step: int, policy: RetryPolicy) -> _StepCalls:
+    def _delays(self, step: int, k: int, idx: I64, fg: B, was429: B) -> I64:
+        """The wait before retry ``k`` of the calls ``idx`` (``fg``: the foreground policy),
+        after attempt ``k`` failed (``was429``: with a provider 429)."""
+        client = self.sc.client
         quota = self.sc.quota_tts if step == 2 else self.sc.quota_llm
+        # the client sees a 429 (and its Retry-After) only in the direct shape
+        ra = quota.retry_after_s if self.direct else None
+        ra_us = None if ra is None else round(ra * 1000) * 1000
+        pols = [(False, client.client_policy(step, False))]
+        if self.foreground:
+            pols.append((True, client.client_policy(step, True)))
+        u: F64 = np.zeros(len(idx))
+        if any(p.jitter for _, p in pols):
+            if client.jitter_u is not None:
+                u = np.full(len(idx), client.jitter_u)
+            else:
+                u = self.d.jitter_u(step, k).ravel()[idx]
+        out = np.zeros(len(idx), dtype=np.int64)
+        for is_fg, p in pols:
+            sel = fg == is_fg
+            if not sel.any():
+                continue
+            d = delay_us(p, k, None, u[sel])
+            if ra_us is not None:
+                d = np.where(was429[sel], delay_us(p, k, ra_us, u[sel]), d)
+            out[sel] = d
+        return out
+
+    def step(self, step: int) -> _StepCalls:
         lat0 = self.d.latency_us(step, 0)
         dur, is429, is5xx, tout, fail = self._attempt(step, 0, lat0, None)
         bad: B | None = None
@@ -210,36 +312,45 @@ class _Calls:
             if flag is not None:
                 bad = flag if bad is None else (bad | flag)
         if bad is None or not bad.any():
-            return _StepCalls(dur, None, np.zeros(0, np.int64), np.zeros((0, 5), np.int64))
+            ok0 = np.ones(dur.shape, dtype=bool)
+            return _StepCalls(dur, ok0, np.zeros(0, np.int64), np.zeros((0, 5), np.int64))
         idx = np.flatnonzero(bad)
         m = len(idx)
 
-        def sub(flag: B | None, where: I64 | None = None) -> B:
+        def sub(flag: B | None, subset: bool) -> B:
             if flag is None:
-                return np.zeros(m if where is None else len(where), dtype=bool)
-            return flag.ravel()[idx] if where is None else flag
+                return np.zeros(m, dtype=bool)
+            return flag if subset else flag.ravel()[idx]
 
-        f429, f5xx, ftout, ffail = sub(is429), sub(is5xx), sub(tout), sub(fail)
+        f429, f5xx, ftout = sub(is429, False), sub(is5xx, False), sub(tout, False)
         extra = np.zeros((m, 5), dtype=np.int64)
         extra[:, 0] = ~ftout
         extra[:, 1] = f429
         extra[:, 2] = f5xx
         extra[:, 4] = ftout
         elapsed = dur.ravel()[idx].astype(np.int64)
+        # the foreground scene's calls: outline 0's column(s) when it runs in the foreground
+        width = self.d.kmax if step == 2 else 1
+        per = dur.shape[1]
+        fg = (idx % per < width) if self.foreground else np.zeros(m, dtype=bool)
+        client = self.sc.client
+        budget = np.where(
+            fg,
+            client.client_policy(step, True).max_retries,
+            client.client_policy(step, False).max_retries,
+        )
         ok = np.zeros(m, dtype=bool)
         active = np.ones(m, dtype=bool)
-        ra_us = None if quota.retry_after_s is None else round(quota.retry_after_s * 1000) * 1000
-        for attempt in range(1, policy.max_retries + 1):
+        for k in range(int(budget.max())):
+            active &= k < budget  # attempt k failed: retried while the budget lasts
+            if not active.any():
+                break
             extra[:, 3] += active
-            d_exp = policy.delay_us(attempt - 1, None)
-            delay = np.full(m, d_exp, dtype=np.int64)
-            if ra_us is not None:
-                delay = np.where(f429, policy.delay_us(attempt - 1, ra_us), delay)
-            elapsed += np.where(active, delay, 0)
-            lat = self.d.latency_us(step, attempt).ravel()[idx]
-            d, a429, a5xx, atout, afail = self._attempt(step, attempt, lat, idx)
-            f429, f5xx = sub(a429, idx), sub(a5xx, idx)
-            ftout, ffail = sub(atout, idx), sub(afail, idx)
+            elapsed += np.where(active, self._delays(step, k, idx, fg, f429), 0)
+            lat = self.d.latency_us(step, k + 1).ravel()[idx]
+            d, a429, a5xx, atout, afail = self._attempt(step, k + 1, lat, idx)
+            f429, f5xx = sub(a429, True), sub(a5xx, True)
+            ftout, ffail = sub(atout, True), sub(afail, True)
             elapsed += np.where(active, d, 0)
             success = active & ~f429 & ~f5xx & ~ftout & ~ffail
             ok |= success
@@ -248,8 +359,6 @@ class _Calls:
             extra[:, 2] += active & f5xx
             extra[:, 4] += active & ftout
             active &= ~success
-            if not active.any():
-                break
         dur_full = dur.copy() if dur is lat0 else dur
         dur_full.ravel()[idx] = elapsed
         ok_full = np.ones(dur.shape, dtype=bool)
@@ -277,6 +386,168 @@ def _bounded_map(start: I64, dur: I64, mask: B, workers: int) -> I64:
     return end
 
 
+class _Run:
+    """The state of ``reps`` classrooms and the three steps' call tables."""
+
+    def __init__(self, sc: Scenario, d: Draws, mode: str, c: int, tts_c: int) -> None:
+        self.sc = sc
+        self.mode = mode
+        self.c = c
+        self.tts_c = tts_c
+        self.foreground = sc.client.foreground_first_scene
+        calls = _Calls(sc, d, self.foreground)
+        self.content, self.actions, self.tts = calls.step(0), calls.step(1), calls.step(2)
+        self.kmax = d.kmax
+        self.speeches = d.speeches()  # (reps, n)
+        reps, n = self.speeches.shape
+        self.clip_idx = np.arange(self.kmax)
+        self.ready = np.full((reps, n), -1, dtype=np.int64)
+        self.failed = np.zeros((reps, n), dtype=bool)
+        # which calls were made: for the counters
+        self.ran = [np.zeros((reps, n), dtype=bool) for _ in range(3)]
+        self.status = np.full(reps, _COMPLETED, dtype=np.int8)
+        self.end = np.zeros(reps, dtype=np.int64)
+
+    def tail(self, i: int, go: B, t: I64, tts_c: int) -> tuple[I64, B]:
+        """Actions, then every clip of scene ``i`` for the runs ``go`` from ``t``: the end
+        and whether the scene was added (a failed one is marked)."""
+        self.ran[1][:, i] = go
+        t = np.where(go, t + self.actions.dur[:, i], t)
+        tts_go = go & self.actions.ok[:, i]
+        self.ran[2][:, i] = tts_go
+        cols = slice(i * self.kmax, (i + 1) * self.kmax)
+        mask = (self.clip_idx[None, :] < self.speeches[:, i, None]) & tts_go[:, None]
+        if tts_c <= 1:
+            t_end = t + np.where(mask, self.tts.dur[:, cols], 0).sum(axis=1)
+        else:
+            t_end = _bounded_map(t, self.tts.dur[:, cols], mask, tts_c)
+        t = np.where(tts_go, t_end, t)
+        clips_ok = np.where(mask, self.tts.ok[:, cols], True).all(axis=1)
+        scene_ok = tts_go & clips_ok
+        self.ready[:, i] = np.where(scene_ok, t, -1)
+        self.failed[:, i] |= go & ~scene_ok
+        return t, scene_ok
+
+    def first_scene(self) -> tuple[I64, B]:
+        """The foreground first scene (its clips one at a time): its end and success; a
+        failure ends the run (``first_scene_failed``)."""
+        self.ran[0][:, 0] = True
+        t = self.content.dur[:, 0].copy()
+        ok = self.content.ok[:, 0]
+        self.failed[:, 0] = ~ok
+        t, ok = self.tail(0, ok, t, 1)
+        self.status[~ok] = _FIRST_FAILED
+        self.end = np.where(ok, self.end, t)
+        return t, ok
+
+    def serial_loop(self, pending: list[int], t: I64, alive: B) -> I64:
+        """Content then tail, one outline at a time; a failure pauses the run."""
+        for i in pending:
+            if not alive.any():
+                break
+            self.ran[0][:, i] = alive
+            t = np.where(alive, t + self.content.dur[:, i], t)
+            bad = alive & ~self.content.ok[:, i]
+            self.failed[:, i] |= bad
+            alive = alive & ~bad
+            t, ok = self.tail(i, alive, t, self.tts_c)
+            bad |= alive & ~ok
+            self.status[bad] = _PAUSED
+            alive = alive & ok
+        return t
+
+    def parallel_loop(self, pending: list[int], t: I64, started: B) -> I64:
+        """Content prefetch in ``min(c, pending)`` FIFO slots from the loop's start; scenes
+        in order as their content is ready; a failed content is skipped, a failed tail
+        pauses; the final status by :func:`sim.rules.final_status`."""
+        reps = len(t)
+        slots = content_slots(self.c, len(pending))
+        free = np.repeat(t[:, None], slots, axis=1)
+        rows = np.arange(reps)
+        content_end = {}
+        for i in pending:
+            slot = free.argmin(axis=1)
+            e = free[rows, slot] + self.content.dur[:, i]
+            free[rows, slot] = e
+            content_end[i] = e
+            # content tasks run to the end even after a pause (upstream does not abort them)
+            self.ran[0][:, i] = started
+        if self.mode == "hybrid":
+            t = np.where(started, np.max([content_end[i] for i in pending], axis=0), t)
+        alive = started.copy()
+        content_failed = np.zeros(reps, dtype=bool)
+        paused = np.zeros(reps, dtype=bool)
+        for i in pending:
+            if not alive.any():
+                break
+            t = np.where(alive, np.maximum(t, content_end[i]), t)
+            cf = alive & ~self.content.ok[:, i]
+            self.failed[:, i] |= cf
+            content_failed |= cf
+            go = alive & self.content.ok[:, i]
+            t, ok = self.tail(i, go, t, self.tts_c)
+            paused |= go & ~ok
+            alive &= ~(go & ~ok)
+        pauses = self.sc.client.content_failure_pauses
+        to_pause = paused | (content_failed & pauses)  # final_status, vectorised
+        self.status[started & to_pause] = _PAUSED
+        return t
+
+    def run(self) -> None:
+        reps, n = self.speeches.shape
+        t = np.zeros(reps, dtype=np.int64)
+        started = np.ones(reps, dtype=bool)
+        first = 0
+        if self.foreground:
+            t, started = self.first_scene()
+            first = 1
+        pending = list(range(first, n))
+        if is_parallel(self.mode, self.c, len(pending)):
+            t = self.parallel_loop(pending, t, started)
+        else:
+            t = self.serial_loop(pending, t, started.copy())
+        self.end = np.where(started, t, self.end)
+
+    def counters(self) -> _Counters:
+        """One request per call made, plus what failed first attempts added."""
+        reps, n = self.speeches.shape
+        kmax = self.kmax
+        n_tts = np.where(self.ran[2], self.speeches, 0).sum(axis=1)
+        totals = np.zeros((5, reps), dtype=np.int64)
+        totals[0] = self.ran[0].sum(axis=1) + self.ran[1].sum(axis=1) + n_tts
+        for step, calls in enumerate((self.content, self.actions, self.tts)):
+            if not len(calls.idx):
+                continue
+            per = kmax if step == 2 else 1
+            r, col = np.divmod(calls.idx, n * per)
+            scene = col // per
+            made = self.ran[step][r, scene]
+            if step == 2:
+                made &= (col % per) < self.speeches[r, scene]
+            extra = calls.extra[made].copy()
+            extra[:, 0] -= 1  # the one request already counted
+            for j in range(5):
+                np.add.at(totals[j], r[made], extra[:, j])
+        return _Counters(*totals)
+
+
+def _check(scenario: Scenario, mode: str, reps: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    if scenario.quota_llm.limited or scenario.quota_tts.limited:
+        raise ValueError(
+            "scenario: the fast path needs quota-free keys (max_inflight = 0 and "
+            "rpm = 0 on both); use sim.simulate_many"
+        )
+    if route_retries(scenario):
+        raise ValueError(
+            f"scenario: the fast path does not model retries inside the route (profile "
+            f"{scenario.upstream!r} with provider_errors = 'route'); use sim.simulate_many"
+        )
+    if reps < 1:
+        raise ValueError(f"reps: must be >= 1, got {reps}")
+
+
 def simulate_fast(
     scenario: Scenario,
     mode: str,
@@ -287,134 +558,24 @@ def simulate_fast(
     first_run: int = 0,
     tts_concurrency: int | None = None,
 ) -> FastRuns:
-    """``reps`` quota-free classrooms at once; equal run for run to :func:`sim.simulate_many`."""
-    if mode not in MODES:
-        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
-    if not quota_free(scenario):
-        raise ValueError(
-            "scenario: the fast path needs quota-free keys (max_inflight = 0 and "
-            "rpm = 0 on both); use sim.simulate_many"
-        )
-    if reps < 1:
-        raise ValueError(f"reps: must be >= 1, got {reps}")
+    """``reps`` quota-free classrooms at once; equal run for run to :func:`sim.simulate_many`
+    (see :func:`quota_free` for the scenarios it covers)."""
+    _check(scenario, mode, reps)
     c = clamp_concurrency(concurrency)
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency)
-    sc = scenario
-    n = sc.outlines
-    d = Draws(sc, seed, first_run, first_run + reps)
-    calls = _Calls(sc, d)
-    kmax = d.kmax
-    speeches = d.speeches()  # (reps, n)
-    content = calls.step(0, sc.retry_llm)
-    actions = calls.step(1, sc.retry_llm)
-    tts = calls.step(2, sc.retry_tts)
-    ones = np.ones((reps, n), dtype=bool)
-
-    ready = np.full((reps, n), -1, dtype=np.int64)
-    failed = np.zeros((reps, n), dtype=bool)
-    ran_content = np.zeros((reps, n), dtype=bool)  # which calls were made: for the counters
-    ran_actions = np.zeros((reps, n), dtype=bool)
-    ran_tts = np.zeros((reps, n), dtype=bool)
-    alive = np.ones(reps, dtype=bool)
-    paused = np.zeros(reps, dtype=bool)
-    end = np.zeros(reps, dtype=np.int64)
-    clip_idx = np.arange(kmax)
-    parallel = mode != "serial" and c > 1 and n > 1
-    content_ok = content.ok if content.ok is not None else ones
-    actions_ok = actions.ok if actions.ok is not None else ones
-
-    content_end: I64 | None = None
-    t = np.zeros(reps, dtype=np.int64)
-    if parallel:
-        slots = min(c, n)
-        free = np.zeros((reps, slots), dtype=np.int64)
-        rows = np.arange(reps)
-        content_end = np.empty((reps, n), dtype=np.int64)
-        for i in range(n):
-            slot = free.argmin(axis=1) if slots > 1 else np.zeros(reps, dtype=np.int64)
-            e = free[rows, slot] + content.dur[:, i]
-            free[rows, slot] = e
-            content_end[:, i] = e
-        # Content tasks run to the end even after a pause (upstream does not abort them).
-        ran_content[:] = True
-        if mode == "hybrid":
-            t = content_end.max(axis=1)
-
-    for i in range(n):
-        if not alive.any():
-            break
-        if parallel:
-            assert content_end is not None
-            t = np.where(alive, np.maximum(t, content_end[:, i]), t)
-            skip = alive & ~content_ok[:, i]
-            failed[:, i] |= skip
-            go = alive & content_ok[:, i]
-        else:
-            ran_content[:, i] = alive
-            t = np.where(alive, t + content.dur[:, i], t)
-            bad = alive & ~content_ok[:, i]
-            failed[:, i] |= bad
-            paused |= bad
-            end = np.where(bad, t, end)
-            alive = alive & ~bad
-            go = alive
-        ran_actions[:, i] = go
-        t = np.where(go, t + actions.dur[:, i], t)
-        tts_go = go & actions_ok[:, i]
-        ran_tts[:, i] = tts_go
-        cols = slice(i * kmax, (i + 1) * kmax)
-        mask = (clip_idx[None, :] < speeches[:, i, None]) & tts_go[:, None]
-        if tts_c <= 1:
-            t_end = t + np.where(mask, tts.dur[:, cols], 0).sum(axis=1)
-        else:
-            t_end = _bounded_map(t, tts.dur[:, cols], mask, tts_c)
-        t = np.where(tts_go, t_end, t)
-        clips_ok = (
-            np.where(mask, tts.ok[:, cols], True).all(axis=1)
-            if tts.ok is not None
-            else np.ones(reps, dtype=bool)
-        )
-        scene_ok = tts_go & clips_ok
-        ready[:, i] = np.where(scene_ok, t, -1)
-        bad = go & ~scene_ok
-        failed[:, i] |= bad
-        paused |= bad
-        end = np.where(bad, t, end)
-        alive = alive & ~bad
-    end = np.where(alive, t, end)
-
-    # Counters: one request per call made, plus what failed first attempts added.
-    n_tts = np.where(ran_tts, speeches, 0).sum(axis=1)
-    totals = np.zeros((5, reps), dtype=np.int64)
-    totals[0] = ran_content.sum(axis=1) + ran_actions.sum(axis=1) + n_tts
-    for calls_, ran, is_tts in (
-        (content, ran_content, False),
-        (actions, ran_actions, False),
-        (tts, ran_tts, True),
-    ):
-        if not len(calls_.idx):
-            continue
-        per = kmax if is_tts else 1
-        r, col = np.divmod(calls_.idx, n * per)
-        scene = col // per
-        made = ran[r, scene]
-        if is_tts:
-            made &= (col % per) < speeches[r, scene]
-        extra = calls_.extra[made].copy()
-        extra[:, 0] -= 1  # the one request already counted
-        for j in range(5):
-            np.add.at(totals[j], r[made], extra[:, j])
-    cnt = _Counters(*totals)
+    at_c = scenario.client.tts_at_concurrency
+    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, at_c)
+    run = _Run(scenario, Draws(scenario, seed, first_run, first_run + reps), mode, c, tts_c)
+    run.run()
     return FastRuns(
-        scenario=sc,
+        scenario=scenario,
         mode=mode,
         concurrency=c,
         tts_concurrency=tts_c,
         seed=seed,
         first_run=first_run,
-        end_us=end,
-        ready_us=ready,
-        failed=failed,
-        paused=paused,
-        counters=cnt,
+        end_us=run.end,
+        ready_us=run.ready,
+        failed=run.failed,
+        status=run.status,
+        counters=run.counters(),
     )

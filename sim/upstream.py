@@ -68,6 +68,11 @@ class ErrorShape(StrEnum):
     ROUTE = "route"  # as upstream's route answers it: 500 GENERATION_FAILED after its retries
 
 
+_ENUMS: dict[str, type[StrEnum]] = {
+    "retry_in": RetryLayer,
+    "handoff": Handoff,
+    "provider_errors": ErrorShape,
+}
 # The Vercel AI SDK's generateText budget, inside the LLM routes before #788.
 AI_SDK_RETRY = RetryPolicy(max_retries=2, initial_delay_s=2.0, backoff_factor=2.0)
 NO_RETRY = RetryPolicy(max_retries=0)
@@ -110,6 +115,10 @@ class ClientProfile:
     jitter_u: float | None = None
 
     def __post_init__(self) -> None:
+        for name, cls in _ENUMS.items():  # accept the plain strings a TOML table gives
+            v = getattr(self, name)
+            if not isinstance(v, cls):
+                object.__setattr__(self, name, _enum(name, v))
         if self.jitter_u is not None:
             check_number("client.jitter_u", self.jitter_u, hi=1.0)
             if self.jitter_u >= 1.0:
@@ -190,11 +199,6 @@ def profile(name: str) -> ClientProfile:
         ) from None
 
 
-_ENUMS: dict[str, type[StrEnum]] = {
-    "retry_in": RetryLayer,
-    "handoff": Handoff,
-    "provider_errors": ErrorShape,
-}
 _RETRY_FIELDS = {
     "llm": "retry_llm",
     "tts": "retry_tts",

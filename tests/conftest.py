@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from sim import Constant, ConstantInt, Quota, RetryPolicy, RunResult, Scenario
+from sim import Constant, ConstantInt, Quota, RetryPolicy, RunResult, Scenario, profile
+from sim.upstream import NO_RETRY, ErrorShape, Handoff
+
+# The port's rules before upstream profiles (scenebench main up to 6ad8a24): pr696's
+# route retries applied by the client to the provider's own 429 (the ``direct`` shape), no
+# foreground first scene, content-first hand-off, no hadContentFailure status. The older
+# tests keep their closed forms under it; tests/sim/test_upstream.py covers the profiles.
+LEGACY = dataclasses.replace(
+    profile("pr696"),
+    upstream="pr696",
+    foreground_first_scene=False,
+    handoff=Handoff.CONTENT_FIRST,
+    content_failure_pauses=False,
+    provider_errors=ErrorShape.DIRECT,
+)
 
 
 def const_scenario(
@@ -17,7 +32,11 @@ def const_scenario(
     clips: int = 2,
     **kw: object,
 ) -> Scenario:
-    """A scenario with constant latencies (closed forms apply)."""
+    """A scenario with constant latencies (closed forms apply), under :data:`LEGACY` unless
+    ``client`` is given; ``retry_llm`` / ``retry_tts`` set the client's budgets."""
+    client = kw.pop("client", LEGACY)
+    retries = {k: kw.pop(k) for k in ("retry_llm", "retry_tts") if k in kw}
+    client = dataclasses.replace(client, **retries)  # type: ignore[arg-type]
     return Scenario(
         name="const",
         outlines=n,
@@ -26,6 +45,7 @@ def const_scenario(
         content=Constant(content),
         actions=Constant(actions),
         tts=Constant(tts),
+        client=client,
         **kw,
     )  # type: ignore[arg-type]
 
@@ -46,4 +66,19 @@ def log_key(r: object) -> tuple[object, ...]:
     return (r.step, r.order, r.clip, r.attempt)  # type: ignore[attr-defined]
 
 
-__all__ = ["Quota", "RetryPolicy", "assert_same_run", "const_scenario", "log_key", "pytest"]
+def legacy(sc: Scenario) -> Scenario:
+    """``sc`` under :data:`LEGACY` (a built-in scenario as the older tests knew it)."""
+    return sc.replace(client=LEGACY)
+
+
+__all__ = [
+    "LEGACY",
+    "NO_RETRY",
+    "Quota",
+    "RetryPolicy",
+    "assert_same_run",
+    "const_scenario",
+    "legacy",
+    "log_key",
+    "pytest",
+]

@@ -10,9 +10,8 @@ def _faulty(name):
     return sc.replace(
         quota_llm=Quota(p_429=0.15, p_5xx=0.1, retry_after_s=1.0),
         quota_tts=Quota(p_5xx=0.03, p_429=0.03, retry_after_s=None),
-        retry_tts=RetryPolicy(max_retries=1, initial_delay_s=0.5),
         request_timeout_s=30.0,
-    )
+    ).with_client(retry_tts=RetryPolicy(max_retries=1, initial_delay_s=0.5))
 
 
 @pytest.mark.parametrize("scenario", ["default", "tts-heavy", "content-heavy", "faulty"])
@@ -20,8 +19,9 @@ def _faulty(name):
 @pytest.mark.parametrize("c", [1, 2, 3, 10])
 def test_fast_path_equals_simpy_run_for_run(scenario, mode, c):
     sc = _faulty("default") if scenario == "faulty" else load_scenario(scenario)
-    a = simulate_many(sc, mode, c, 60, seed=7, first_run=3)
-    b = simulate_fast(sc, mode, c, 60, seed=7, first_run=3).results()
+    assert quota_free(sc)
+    a = simulate_many(sc, mode, c, 40, seed=7, first_run=3)
+    b = simulate_fast(sc, mode, c, 40, seed=7, first_run=3).results()
     for x, y in zip(a, b, strict=True):
         assert_same_run(x, y)
 
@@ -31,6 +31,8 @@ def test_fast_path_exercises_faults():
     df = res.frame()
     assert df["retries"].sum() > 0 and df["http_429"].sum() > 0 and df["timeouts"].sum() > 0
     assert (df["status"] == "paused").any()
+    assert (df["status"] == "first_scene_failed").any()
+    assert (df["upstream"] == "pr788").all()
 
 
 def test_fast_path_refuses_quota_cells():
