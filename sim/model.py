@@ -41,7 +41,7 @@ from .rules import (
 )
 from .scenario import MODES, Scenario
 from .schema import RunResult, records_from_log
-from .upstream import ErrorShape
+from .upstream import ErrorShape, Handoff
 
 __all__ = [
     "RunStatus",
@@ -369,6 +369,7 @@ class _Classroom:
         self.end = 0
         self.llm_gate: _SimGate | None = None
         self.tts_gate: _SimGate | None = None
+        self.awaiting: int | None = None  # the outline whose content the loop waits for
 
     def _gates(self, pending: int) -> None:
         parallel = is_parallel(self.mode, self.c, pending)
@@ -440,6 +441,7 @@ class _Classroom:
         env = self.env
         done = {i: env.event() for i in pending}
         slots = content_slots(self.c, len(pending))
+        handoff_first = self.w.client.handoff == Handoff.ACTIONS_FIRST
         if self.adaptive in ("off", "gate"):
             queue = iter(pending)
 
@@ -447,6 +449,10 @@ class _Classroom:
                 for i in queue:
                     ok = yield from self.llm_call(0, i, False)
                     done[i].succeed(ok)
+                    if handoff_first and self.awaiting == i:
+                        # JavaScript's hand-off: the loop's await resumes (and issues
+                        # actions i) before the slot goes to the next content
+                        yield env.timeout(0)
 
             for _ in range(slots):
                 env.process(worker())
@@ -472,7 +478,9 @@ class _Classroom:
             yield self.env.all_of(list(done.values()))
         content_failed = paused = False
         for i in pending:
+            self.awaiting = i
             ok = yield done[i]
+            self.awaiting = None
             if not ok:
                 self.failed.append(i)
                 content_failed = True

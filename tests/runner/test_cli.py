@@ -90,7 +90,7 @@ def test_sim_prints_mean_p50_p95():
     ("args", "needle"),
     [
         (("run", "--mode", "turbo"), "--mode: invalid choice"),
-        (("sim", "--concurrency", "x"), "--concurrency must be an integer >= 0"),
+        (("sim", "--concurrency", "3", "--upstream", "v9"), "--upstream: invalid choice"),
         (("sim", "--concurrency", "3", "--scenario", "nope"), "allowed: burst-429"),
         (("run", "--time-scale", "-1"), "--time-scale must be a number > 0"),
         (("serve", "--host", "0.0.0.0"), "--allow-remote"),
@@ -194,7 +194,19 @@ def test_missing_results_folder_is_one_line_exit_2(args):
 
 
 def test_validate_exact_from_the_command_line():
+    # 7 quota settings x 21 (mode, c) cells, under each of the 4 upstream profiles
     p = sb("validate", "--exact", "--scenario", "low-quota", "--runs", "1", "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
-    assert d["ok"] and d["cells"] == 7 * 21 and d["http_429"] > 0
+    assert d["ok"] and d["cells"] == 7 * 21 * 4 and d["http_429"] > 0
+    p = sb("validate", "--exact", "--scenario", "low-quota", "--upstream", "pr660,pr788", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["cells"] == 7 * 21 * 2
+    p = sb("validate", "--exact", "--upstream", "v9")
+    assert p.returncode == 2 and "--upstream must be 'all' or a comma list" in p.stderr
+
+
+@pytest.mark.parametrize(("raw", "c"), [("inf", 0), ("3abc", 3), ("1e1", 1), ("15", 10)])
+def test_concurrency_flag_is_read_as_upstream_parses_the_knob(raw, c):
+    p = sb("sim", "--concurrency", raw, "--reps", "3", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["concurrency"] == c

@@ -176,10 +176,15 @@ def test_serial_mode_pauses_on_a_reset_tts_clip_without_retrying_it():
 
 
 def test_faults_agree_exactly_between_the_model_and_the_virtual_clock():
-    sc = const_scenario(5, 10.0, 2.0, 1.0, clips=3, request_timeout_s=20.0).replace(
-        quota_llm=Quota(max_inflight=3, p_reset=0.1, p_stall=0.05, p_truncate=0.1, stall_s=50.0),
-        quota_tts=Quota(p_reset=0.02, p_truncate=0.02),
-        retry_tts=RetryPolicy(max_retries=1),
+    sc = (
+        const_scenario(5, 10.0, 2.0, 1.0, clips=3, request_timeout_s=20.0)
+        .replace(
+            quota_llm=Quota(
+                max_inflight=3, p_reset=0.1, p_stall=0.05, p_truncate=0.1, stall_s=50.0
+            ),
+            quota_tts=Quota(p_reset=0.02, p_truncate=0.02),
+        )
+        .with_client(retry_tts=RetryPolicy(max_retries=1))
     )
     kinds = set()
     for run in range(12):

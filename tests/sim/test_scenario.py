@@ -22,9 +22,11 @@ def test_builtins_load_and_cite_sources():
     assert load_scenario("low-quota").quota_tts.max_inflight == 1
     d = load_scenario("default")
     assert d.outlines == 10 and d.scene_types == ("slide",)
-    # defaults mirror the AI SDK; TTS does not retry
-    assert d.retry_llm == RetryPolicy(2, 2.0, 2.0, True, 60.0)
-    assert d.retry_tts.max_retries == 0
+    # the built-ins follow today's upstream: client retries on every step (#788)
+    assert d.upstream == "pr788"
+    assert d.client.retry_llm == RetryPolicy(5, 1.0, 2.0, False, 60.0, 16.0, 0.2)
+    assert d.client.retry_tts == d.client.retry_llm
+    assert d.client.foreground_retry_llm.max_retries == 2
 
 
 def test_round_trip_through_toml(tmp_path):
