@@ -30,6 +30,8 @@ import pandas as pd
 
 from sim.scenario import Scenario, scenario_from_mapping
 
+from .upstream_report import overall_for_today, render_profile_section
+
 __all__ = [
     "RULE",
     "cell_table",
@@ -280,8 +282,8 @@ def recommend(cells: pd.DataFrame, scenarios: dict[str, Scenario]) -> dict[str, 
                 "p_any_failed_serial": float(s1),
             },
         }
-    overall = min((v["recommended"] for v in per.values()), default=1)
-    return {"rule": rule, "recommended": overall, "scenarios": per}
+    today = overall_for_today(per, scenarios)
+    return {"rule": rule, **today, "scenarios": per}
 
 
 def adaptive_verdict(cells: pd.DataFrame) -> dict[str, Any]:
@@ -646,7 +648,9 @@ def render_report(
     lines += ["## Recommendation", ""]
     lines += [
         f"**Default `PARALLEL_SCENE_CONCURRENCY` = {rec['recommended']}** "
-        "(for the merged pipelined design).",
+        f"(for the merged pipelined design, under the upstream profile "
+        f"`{rec.get('upstream', '?')}`: the client rules OpenMAIC runs"
+        f"{' today' if rec.get('upstream') == 'pr788' else ''}).",
         "",
     ]
     r = rec["rule"]
@@ -657,7 +661,8 @@ def render_report(
         f"percentage point; the recommendation is the smallest admissible *c* whose "
         f"speedup (geometric mean over those profiles) is within "
         f"{100 * r['within_best']:g}% of the best admissible one; across scenarios the "
-        f"smallest recommendation. Measured on the {r['backend']} backend.",
+        f"smallest recommendation (of the scenarios under that profile). Measured on the "
+        f"{r['backend']} backend.",
         "",
     ]
     for name, v in rec["scenarios"].items():
@@ -689,7 +694,7 @@ def render_report(
                 + ". In pipelined "
                 "mode the actions call of scene *i* needs a slot beside *c* content calls on the "
                 "same LLM key (a key needs *c* + 1), and within-scene TTS at *c* needs *c* TTS "
-                "slots; TTS 429s are not retried."
+                "slots."
             ]
         o = v["one_in_flight"]
         lines += [
@@ -847,6 +852,9 @@ def render_results(d: Path) -> dict[str, Any]:
     rec["adaptive"] = adaptive_verdict(cells)
     figures = render_figures(cells, scenarios, d / "figures")
     report = render_report(d, cells, rec, meta, figures)
+    extra = render_profile_section(cells, rec, scenarios)
+    if extra:
+        report = report.rstrip("\n") + "\n\n" + "\n".join(extra) + "\n"
     write_atomic(d / "REPORT.md", lambda p: p.write_text(report))
     write_json_atomic(d / "recommendation.json", json.loads(json.dumps(rec, default=float)))
     return rec

@@ -252,6 +252,7 @@ def _cmd_sim(a: argparse.Namespace) -> int:
     s.update(
         {
             "scenario": sc.name,
+            "upstream": sc.upstream,
             "mode": a.mode,
             "concurrency": results[0].concurrency,
             "tts_concurrency": results[0].tts_concurrency,
@@ -267,7 +268,8 @@ def _cmd_sim(a: argparse.Namespace) -> int:
         print(json.dumps(s))
         return 0
     print(
-        f"scenario {sc.name}  mode {a.mode}  concurrency {s['concurrency']}  "
+        f"scenario {sc.name}  upstream {sc.upstream}  mode {a.mode}  concurrency "
+        f"{s['concurrency']}  "
         f"tts_concurrency {s['tts_concurrency']}  tenants {a.tenants}  reps {a.reps}  "
         f"seed {a.seed}  engine {engine}"
     )
