@@ -239,7 +239,7 @@ def _case_scenario(stem: str) -> tuple[Scenario, str]:
     except ScenarioError as e:
         if not str(e).startswith("client"):
             raise
-    note = "the scenario spec has no [client] profile yet: the port ran its own rules"
+        note = f"the scenario spec refused the port's [client] profile ({e}); the port ran its own"
     return scenario_from_mapping(data), note
 
 
@@ -451,7 +451,7 @@ class ConformReport:
     def table(self) -> str:
         """The report as text: one line per case and side, then the differences."""
         head = (
-            f"{'case':<10} {'side':<9} {'reqs':>4} {'tries':>5} {'429':>4} {'5xx':>4} "
+            f"{'case':<10} {'side':<9} {'reqs':>4} {'retry':>5} {'429':>4} {'5xx':>4} "
             f"{'ttfs_s':>8} {'makespan':>8} {'status':<10} {'failed':<10} result"
         )
         lines = [head]
@@ -492,6 +492,32 @@ def _metrics(t: Trace) -> dict[str, Any]:
     }
 
 
+def _near_ties(up: Trace, port: Trace, tol_s: float) -> list[str]:
+    """Status differences at an upstream arrival within ``tol_s`` of a slot freeing on its key.
+
+    A wall-clock run can flip such a race through harness overhead (a loaded machine, a small
+    time scale); the report flags them so that a rerun, or a larger time scale, can tell.
+    """
+    theirs = {(r.step, r.order, r.clip, r.attempt): r.status for r in port.requests}
+    out = []
+    for r in up.requests:
+        k = (r.step, r.order, r.clip, r.attempt)
+        if k not in theirs or theirs[k] == r.status:
+            continue
+        same_key = [q for q in up.requests if (q.step == "tts") == (r.step == "tts")]
+        ends = [
+            q.t_end_s - r.t_arrival_s for q in same_key if q is not r and q.t_end_s > q.t_arrival_s
+        ]
+        margin = min((abs(d) for d in ends), default=None)
+        if margin is not None and margin <= tol_s:
+            out.append(
+                f"{r.step} {r.order}/{r.clip} attempt {r.attempt} arrived {margin:.3f} model s "
+                "from a slot freeing on its key: a near-tie (rerun on an idle machine or with a "
+                "larger --time-scale to tell timing from behaviour)"
+            )
+    return out
+
+
 def conform(
     openmaic_path: str | Path,
     cases: Sequence[ConformCase] | None = None,
@@ -518,6 +544,7 @@ def conform(
             up = run_case(case, bundle, time_scale=time_scale, random_u=random_u, out_dir=out_dir)
             port = port_trace(case.scenario, case.concurrency, seed=case.seed)
             diffs = compare(up, port, tol_s)
+            notes = [case.note, *(_near_ties(up, port, tol_s) if diffs else [])]
             rows.append(
                 ConformRow(
                     case.name,
@@ -525,7 +552,7 @@ def conform(
                     _metrics(up),
                     _metrics(port),
                     tuple(diffs),
-                    case.note,
+                    "; ".join(n for n in notes if n),
                 )
             )
     return ConformReport(

@@ -360,3 +360,23 @@ def test_cli_exits_1_on_a_difference(esbuild_dir: Path, capsys: pytest.CaptureFi
 def test_public_names_exist() -> None:
     for name in cf.__all__:
         assert hasattr(cf, name), name
+
+
+def _trace(rows: list[tuple[int, int, int, float, float, int]]) -> Any:
+    log = [
+        (0, s, o, 0, a, "k", round(t0 * 1e6), 0, round(t1 * 1e6), st, 0, "")
+        for s, o, a, t0, t1, st in rows
+    ]
+    d = cf.trace_dict("t", 2, log, {"t0_us": 0}, 0.15)
+    return cf._to_trace(d, None)
+
+
+def test_status_differences_at_a_near_tie_are_flagged() -> None:
+    up = _trace(
+        [(1, 0, 0, 25.1, 33.1, 200), (0, 3, 3, 32.93, 32.93, 429), (0, 4, 0, 1.0, 1.0, 429)]
+    )
+    port = _trace(
+        [(1, 0, 0, 25.0, 33.0, 200), (0, 3, 3, 32.9, 57.9, 200), (0, 4, 0, 1.0, 26.0, 200)]
+    )
+    (note,) = cf._near_ties(up, port, 1.0)
+    assert note.startswith("content 3/0 attempt 3 arrived 0.170 model s from a slot freeing")
