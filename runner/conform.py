@@ -367,11 +367,13 @@ def run_case(
     classroom: int = 0,
     timeout_s: float | None = None,
     out_dir: str | Path | None = None,
+    driver_out: dict[str, Any] | None = None,
 ) -> Trace:
     """Upstream's loop (the bundle) on one case against a fresh fake provider on 127.0.0.1.
 
     ``timeout_s`` defaults to one model hour at ``time_scale`` plus a minute. With ``out_dir``
-    the trace is also written there as ``<case>.json``.
+    the trace is also written there as ``<case>.json``; ``driver_out`` (a dict) receives the
+    driver's own result (statuses, warnings logged, no-op stubs called).
     """
     from .server import ServerThread, create_app
 
@@ -390,6 +392,8 @@ def run_case(
             timeout_s=limit,
         )
         rows = _provider_log(server.base_url, classroom)
+    if driver_out is not None:
+        driver_out.update(out)
     d = trace_dict(case.name, case.concurrency, rows, out, time_scale)
     return _to_trace(d, Path(out_dir) if out_dir is not None else None)
 
@@ -518,6 +522,36 @@ def _near_ties(up: Trace, port: Trace, tol_s: float) -> list[str]:
     return out
 
 
+def _conform_case(
+    case: ConformCase,
+    bundle: Bundle,
+    time_scale: float,
+    random_u: float,
+    tol_s: float,
+    out_dir: str | Path | None,
+) -> ConformRow:
+    from .traces import compare, port_trace
+
+    info: dict[str, Any] = {}
+    up = run_case(
+        case, bundle, time_scale=time_scale, random_u=random_u, out_dir=out_dir, driver_out=info
+    )
+    port = port_trace(case.scenario, case.concurrency, seed=case.seed)
+    diffs = compare(up, port, tol_s)
+    notes = [case.note, *(_near_ties(up, port, tol_s) if diffs else [])]
+    if info.get("noop_calls"):
+        notes.append(f"upstream called no-op stubs: {', '.join(info['noop_calls'])}")
+    upstream = {**_metrics(up), "log_warnings": info.get("warnings", 0)}
+    return ConformRow(
+        case.name,
+        case.concurrency,
+        upstream,
+        _metrics(port),
+        tuple(diffs),
+        "; ".join(n for n in notes if n),
+    )
+
+
 def conform(
     openmaic_path: str | Path,
     cases: Sequence[ConformCase] | None = None,
@@ -530,8 +564,6 @@ def conform(
     progress: Callable[[str], None] | None = None,
 ) -> ConformReport:
     """Run every case through upstream's loop (under Node) and the port; compare them."""
-    from .traces import compare, port_trace
-
     root = check_checkout(openmaic_path)
     chosen = list(cases) if cases is not None else fixed_cases()
     esb = ensure_esbuild(cache_dir)
@@ -541,20 +573,7 @@ def conform(
         for case in chosen:
             if progress is not None:
                 progress(case.name)
-            up = run_case(case, bundle, time_scale=time_scale, random_u=random_u, out_dir=out_dir)
-            port = port_trace(case.scenario, case.concurrency, seed=case.seed)
-            diffs = compare(up, port, tol_s)
-            notes = [case.note, *(_near_ties(up, port, tol_s) if diffs else [])]
-            rows.append(
-                ConformRow(
-                    case.name,
-                    case.concurrency,
-                    _metrics(up),
-                    _metrics(port),
-                    tuple(diffs),
-                    "; ".join(n for n in notes if n),
-                )
-            )
+            rows.append(_conform_case(case, bundle, time_scale, random_u, tol_s, out_dir))
     return ConformReport(
         str(root),
         time_scale,

@@ -193,6 +193,9 @@ def test_conform_on_a_small_case_equal_to_the_port(tmp_path: Path) -> None:
     (row,) = rep.rows
     assert row.upstream["request_order"] == row.port["request_order"]
     assert row.upstream["requests"] == 2 * (2 + 2)
+    # the auto-stubbed package was called (once per scene): the report says so
+    assert "upstream called no-op stubs: scenebench-absent-analytics:track" in row.note
+    assert row.upstream["log_warnings"] == 0
     saved = json.loads((tmp_path / "small.json").read_text(encoding="utf-8"))
     assert set(saved) == {
         "case",
