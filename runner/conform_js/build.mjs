@@ -54,8 +54,11 @@ export const STUBS = {
   sonner: 'toast.mjs',
 };
 
-const EXTS = ['', '.ts', '.tsx', '.mts', '.js', '.mjs', '.jsx', '/index.ts', '/index.tsx', '/index.js'];
+const EXTS = ['', '.ts', '.tsx', '.mts', '.js', '.mjs', '.jsx'];
+const INDEX = ['/index.ts', '/index.tsx', '/index.js'];
 const IDENT = /^[A-Za-z_$][\w$]*$/;
+// assets a loop module might import: bundled as empty modules
+const ASSETS = ['.svg', '.png', '.jpg', '.css', '.woff2'];
 
 function isFile(p) {
   try {
@@ -66,7 +69,7 @@ function isFile(p) {
 }
 
 function inRoot(root, rel) {
-  for (const ext of EXTS) {
+  for (const ext of [...EXTS, ...INDEX]) {
     const p = join(root, rel + ext);
     if (isFile(p)) return p;
   }
@@ -110,10 +113,64 @@ function importedNames(importer, spec) {
 function stubExports(file) {
   const src = readFileSync(join(STUB_DIR, file), 'utf8');
   const names = new Set();
-  for (const m of src.matchAll(/^export\s+(?:async\s+)?(?:function|const|let|class)\s+([\w$]+)/gm)) {
+  const decl = /^export\s+(?:async\s+)?(?:function|const|let|class)\s+([\w$]+)/gm;
+  for (const m of src.matchAll(decl)) {
     names.add(m[1]);
   }
   return { names, hasDefault: /^export default /m.test(src) };
+}
+
+const AUTO = JSON.stringify(join(STUB_DIR, '_auto.mjs'));
+
+function splitPath(path) {
+  const cut = path.indexOf('|');
+  return [path.slice(0, cut), JSON.parse(path.slice(cut + 1))];
+}
+
+// A stubbed module as its importer sees it: the stub's names, plus a recorded no-op for each
+// name the importer wants that the stub lacks (reported as missing_names).
+function loadStub(path, missing) {
+  const [spec, want] = splitPath(path);
+  const file = JSON.stringify(join(STUB_DIR, STUBS[spec]));
+  const have = stubExports(STUBS[spec]);
+  const lines = [`import { noop } from ${AUTO};`];
+  const present = want.names.filter((n) => have.names.has(n));
+  if (present.length) lines.push(`export { ${present.join(', ')} } from ${file};`);
+  for (const n of want.names.filter((n) => !have.names.has(n))) {
+    if (!missing.has(spec)) missing.set(spec, new Set());
+    missing.get(spec).add(n);
+    lines.push(`export const ${n} = noop(${JSON.stringify(`${spec}:${n}`)});`);
+  }
+  if (want.wantsDefault) {
+    lines.push(
+      have.hasDefault
+        ? `export { default } from ${file};`
+        : `export default noop(${JSON.stringify(spec)});`,
+    );
+  }
+  return { contents: lines.join('\n'), loader: 'js', resolveDir: STUB_DIR };
+}
+
+// A module that cannot be found: every name its importer wants is a recorded no-op.
+function loadAuto(path) {
+  const [spec, want] = splitPath(path);
+  const lines = [`import { noop } from ${AUTO};`];
+  for (const n of want.names) {
+    lines.push(`export const ${n} = noop(${JSON.stringify(`${spec}:${n}`)});`);
+  }
+  lines.push(`export default noop(${JSON.stringify(spec)});`);
+  return { contents: lines.join('\n'), loader: 'js', resolveDir: STUB_DIR };
+}
+
+function autoStub(spec, args, report) {
+  report.auto.add(spec);
+  const want = importedNames(args.importer, spec);
+  return { path: `${spec}|${JSON.stringify(want)}`, namespace: 'sb-auto' };
+}
+
+function isBare(spec) {
+  if (spec.startsWith('.') || isAbsolute(spec) || spec.startsWith('node:')) return false;
+  return !builtinModules.includes(spec.split('/')[0]);
 }
 
 function scenebenchPlugin(root, report) {
@@ -131,59 +188,27 @@ function scenebenchPlugin(root, report) {
         }
         if (spec.startsWith('@/')) {
           const file = inRoot(root, spec.slice(2));
-          if (file) return { path: file };
-          return autoStub(spec, args, report);
+          return file ? { path: file } : autoStub(spec, args, report);
         }
-        if (spec.startsWith('.') || isAbsolute(spec) || spec.startsWith('node:')) return undefined;
-        if (builtinModules.includes(spec.split('/')[0])) return undefined;
+        if (!isBare(spec)) return undefined;
+        // a package: as the checkout would resolve it, else an auto-stub
         const r = await build.resolve(spec, {
           kind: args.kind,
           importer: args.importer,
           resolveDir: args.resolveDir,
           pluginData: { sbInner: true },
         });
-        if (r.errors.length === 0) return { path: r.path, external: r.external, sideEffects: r.sideEffects, namespace: r.namespace };
-        return autoStub(spec, args, report);
+        if (r.errors.length > 0) return autoStub(spec, args, report);
+        const { path, external, sideEffects, namespace } = r;
+        return { path, external, sideEffects, namespace };
       });
-      build.onLoad({ filter: /.*/, namespace: 'sb-stub' }, (args) => {
-        const cut = args.path.indexOf('|');
-        const spec = args.path.slice(0, cut);
-        const want = JSON.parse(args.path.slice(cut + 1));
-        const file = join(STUB_DIR, STUBS[spec]);
-        const have = stubExports(STUBS[spec]);
-        const lines = [`import { noop } from ${JSON.stringify(join(STUB_DIR, '_auto.mjs'))};`];
-        const present = want.names.filter((n) => have.names.has(n));
-        if (present.length) lines.push(`export { ${present.join(', ')} } from ${JSON.stringify(file)};`);
-        for (const n of want.names.filter((n) => !have.names.has(n))) {
-          if (!missing.has(spec)) missing.set(spec, new Set());
-          missing.get(spec).add(n);
-          lines.push(`export const ${n} = noop(${JSON.stringify(`${spec}:${n}`)});`);
-        }
-        if (want.wantsDefault) {
-          lines.push(have.hasDefault ? `export { default } from ${JSON.stringify(file)};` : `export default noop(${JSON.stringify(spec)});`);
-        }
-        return { contents: lines.join('\n'), loader: 'js', resolveDir: STUB_DIR };
-      });
-      build.onLoad({ filter: /.*/, namespace: 'sb-auto' }, (args) => {
-        const cut = args.path.indexOf('|');
-        const spec = args.path.slice(0, cut);
-        const want = JSON.parse(args.path.slice(cut + 1));
-        const lines = [`import { noop } from ${JSON.stringify(join(STUB_DIR, '_auto.mjs'))};`];
-        for (const n of want.names) lines.push(`export const ${n} = noop(${JSON.stringify(`${spec}:${n}`)});`);
-        lines.push(`export default noop(${JSON.stringify(spec)});`);
-        return { contents: lines.join('\n'), loader: 'js', resolveDir: STUB_DIR };
-      });
+      build.onLoad({ filter: /.*/, namespace: 'sb-stub' }, (args) => loadStub(args.path, missing));
+      build.onLoad({ filter: /.*/, namespace: 'sb-auto' }, (args) => loadAuto(args.path));
       build.onEnd(() => {
         report.missing = Object.fromEntries([...missing].map(([k, v]) => [k, [...v].sort()]));
       });
     },
   };
-}
-
-function autoStub(spec, args, report) {
-  report.auto.add(spec);
-  const want = importedNames(args.importer, spec);
-  return { path: `${spec}|${JSON.stringify(want)}`, namespace: 'sb-auto' };
 }
 
 async function main() {
@@ -205,7 +230,7 @@ async function main() {
     logLevel: 'silent',
     tsconfigRaw: { compilerOptions: {} },
     jsx: 'automatic',
-    loader: { '.svg': 'empty', '.png': 'empty', '.jpg': 'empty', '.css': 'empty', '.woff2': 'empty' },
+    loader: Object.fromEntries(ASSETS.map((ext) => [ext, 'empty'])),
     // the determinism hooks: every setTimeout delay and every Math.random of the bundled code
     // go through the driver (scaled delay, pinned value)
     define: {
@@ -229,7 +254,9 @@ async function main() {
 }
 
 main().catch((err) => {
-  const errors = err?.errors?.map((e) => `${e.location ? `${e.location.file}:${e.location.line}: ` : ''}${e.text}`);
-  console.log(JSON.stringify({ ok: false, error: errors?.length ? errors.join('; ') : String(err?.message ?? err) }));
+  const where = (e) => (e.location ? `${e.location.file}:${e.location.line}: ` : '');
+  const errors = err?.errors?.map((e) => `${where(e)}${e.text}`);
+  const error = errors?.length ? errors.join('; ') : String(err?.message ?? err);
+  console.log(JSON.stringify({ ok: false, error }));
   process.exit(1);
 });

@@ -7,7 +7,8 @@ export function createLogger(name) {
       record('log', { level, name, message: args.map((a) => String(a?.message ?? a)).join(' ') });
     }
   };
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), log: at('info') };
+  const levels = ['debug', 'info', 'warn', 'error'];
+  return { ...Object.fromEntries(levels.map((l) => [l, at(l)])), log: at('info') };
 }
 export const logger = createLogger('root');
 export default createLogger;

@@ -7,7 +7,8 @@ export function resolveVoice(_lang, _role, _providerId, voice) {
   return voice;
 }
 export function resolveNarratorVoiceBinding(_bound, globalVoice) {
-  return { providerId: globalVoice.providerId, modelId: globalVoice.modelId, voiceId: globalVoice.voiceId };
+  const { providerId, modelId, voiceId } = globalVoice;
+  return { providerId, modelId, voiceId };
 }
 export function resolveDeterministicFallbackVoice() {
   return null;
