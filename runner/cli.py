@@ -695,6 +695,37 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_conform(a: argparse.Namespace) -> int:
+    from .conform import ConformError, conform, fixed_cases
+
+    def progress(name: str) -> None:
+        print(f"conform: {name} ...", file=sys.stderr, flush=True)
+
+    try:
+        cases = fixed_cases(a.case)
+        rep = conform(
+            a.openmaic,
+            cases,
+            time_scale=a.time_scale,
+            progress=None if a.json else progress,
+        )
+    except ConformError as e:
+        print(f"scenebench: error: {e}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(rep.to_json(), indent=1))
+    else:
+        print(rep.table())
+        n_bad = sum(1 for r in rep.rows if not r.ok)
+        print(
+            f"conform: {len(rep.rows) - n_bad} of {len(rep.rows)} cases equal within "
+            f"{rep.tol_s:g} model s (time scale {rep.time_scale:g})"
+        )
+        if rep.auto_stubbed:
+            print(f"conform: auto-stubbed (not found): {', '.join(rep.auto_stubbed)}")
+    return 0 if rep.ok else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scenebench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -874,6 +905,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-load", action="store_true", help="skip the server load and soak")
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=_cmd_bench)
+
+    co = sub.add_parser("conform", help="upstream's own TypeScript loop (Node) vs the port")
+    co.add_argument("--openmaic", required=True, metavar="PATH", help="an OpenMAIC checkout")
+    co.add_argument("--case", action="append", default=None, help="repeatable; default: all")
+    co.add_argument("--time-scale", type=_positive_float("--time-scale"), default=0.15)
+    co.add_argument("--json", action="store_true")
+    co.set_defaults(fn=_cmd_conform)
     return p
 
 

@@ -16,9 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.scenario import Scenario
 from sim.schema import RunResult
 
-__all__ = ["Request", "Trace", "compare", "load_trace", "trace_from_json", "trace_from_result"]
+__all__ = [
+    "Request",
+    "Trace",
+    "TraceSummary",
+    "compare",
+    "load_trace",
+    "port_trace",
+    "trace_from_json",
+    "trace_from_result",
+]
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,16 @@ class Request:
 
 
 @dataclass(frozen=True)
+class TraceSummary:
+    ttfs_s: float | None
+    makespan_s: float | None
+    status: str
+    failed_orders: tuple[int, ...]
+    scene_order: tuple[int, ...]
+    scene_ready_s: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Trace:
     """One run's requests and summary; times in model seconds (``None``: never)."""
 
@@ -49,11 +69,26 @@ class Trace:
     makespan_s: float | None = None
     concurrency: int = 0
     case: str = ""
+    tts_concurrency: int = 1
+    recorded_time_scale: float | None = None
+
+    @property
+    def summary(self) -> TraceSummary:
+        return TraceSummary(
+            self.ttfs_s,
+            self.makespan_s,
+            self.status,
+            self.failed_orders,
+            self.scene_order,
+            self.scene_ready_s,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "case": self.case,
             "concurrency": self.concurrency,
+            "tts_concurrency": self.tts_concurrency,
+            "recorded_time_scale": self.recorded_time_scale,
             "summary": {
                 "ttfs_s": self.ttfs_s,
                 "makespan_s": self.makespan_s,
@@ -94,6 +129,8 @@ def trace_from_json(d: dict[str, Any]) -> Trace:
         makespan_s=_opt(s.get("makespan_s")),
         concurrency=int(d.get("concurrency", 0)),
         case=str(d.get("case", "")),
+        tts_concurrency=int(d.get("tts_concurrency", 1)),
+        recorded_time_scale=_opt(d.get("recorded_time_scale")),
     )
 
 
@@ -118,7 +155,17 @@ def trace_from_result(res: RunResult, case: str = "") -> Trace:
         makespan_s=res.makespan_s if res.scenes_ok else None,
         concurrency=res.concurrency,
         case=case,
+        tts_concurrency=res.tts_concurrency,
     )
+
+
+def port_trace(scenario: Scenario, concurrency: int, seed: int = 0) -> Trace:
+    """The Python port on the virtual clock, pipelined (serial when ``c`` <= 1 anyway),
+    under the scenario's upstream profile."""
+    from .run import run_classroom
+
+    res = run_classroom(scenario, "pipelined", concurrency, seed=seed, clock="virtual")
+    return trace_from_result(res, case=scenario.name)
 
 
 def _close(a: float | None, b: float | None, tol_s: float) -> bool:

@@ -1,0 +1,262 @@
+// scenebench conform: bundle an OpenMAIC checkout's scene loop for Node with esbuild.
+// Written for scenebench (MIT); no upstream code.
+//
+//   node build.mjs '<json>'   json = {root, entry, outfile, esbuild}
+//
+// Prints one JSON line: {ok, stubbed, auto_stubbed, missing_names, inputs} or {ok: false, error}.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { builtinModules, createRequire } from 'node:module';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const STUB_DIR = join(HERE, 'stubs');
+
+// The one table of stubbed modules: import path -> stub file (in stubs/) and what it does.
+// Everything else under '@/' is bundled from the checkout as it is; a module that cannot be
+// found at all (not in the checkout, package not installed) becomes an auto-stub whose names are
+// recorded no-ops, and is listed in the report.
+export const STUBS = {
+  // React hooks for one call outside a component: useRef box, useCallback = the function
+  react: 'react.mjs',
+  // stage store: stage `sb-<classroom>`, the N outlines, no scenes; records addScene,
+  // addFailedOutline and setGenerationStatus with their model time
+  '@/lib/store/stage': 'stage-store.mjs',
+  // settings store: TTS on (one provider, the TTS key), media off, parallelSceneConcurrency = c
+  '@/lib/store/settings': 'settings-store.mjs',
+  // model config: the LLM key sent as x-api-key
+  '@/lib/utils/model-config': 'model-config.mjs',
+  // IndexedDB wrapper (Dexie): every table accepts writes, reads nothing
+  '@/lib/utils/database': 'database.mjs',
+  // media orchestrator and asset pool: nothing to generate or store
+  '@/lib/media/media-orchestrator': 'media.mjs',
+  '@/lib/media/commit-to-pool': 'media.mjs',
+  // voice registries: the settings' provider and voice as they are, no agent binding
+  '@/lib/audio/voice-map': 'voices.mjs',
+  '@/lib/audio/voice-resolver': 'voices.mjs',
+  '@/lib/audio/agent-voice': 'voices.mjs',
+  '@/lib/audio/unavailable-voice-bindings': 'voices.mjs',
+  // provider enablement: the TTS provider is enabled
+  '@/lib/audio/provider-enablement': 'voices.mjs',
+  // agent registry: no agents
+  '@/lib/orchestration/registry/store': 'agents.mjs',
+  // regen lock: never locked; generation permission: granted; persistence: browser-only;
+  // audio duration: unknown; i18n: the key itself
+  '@/lib/edit/regen-lock': 'misc.mjs',
+  '@/lib/classroom/generation-permission': 'misc.mjs',
+  '@/lib/persistence/media-persistence': 'misc.mjs',
+  '@/lib/audio/audio-duration': 'misc.mjs',
+  '@/lib/i18n': 'misc.mjs',
+  '@/lib/hooks/use-i18n': 'misc.mjs',
+  // logger: silent, warnings recorded
+  '@/lib/logger': 'logger.mjs',
+  // toasts (sonner): recorded, never shown
+  sonner: 'toast.mjs',
+};
+
+const EXTS = ['', '.ts', '.tsx', '.mts', '.js', '.mjs', '.jsx'];
+const INDEX = ['/index.ts', '/index.tsx', '/index.js'];
+const IDENT = /^[A-Za-z_$][\w$]*$/;
+// assets a loop module might import: bundled as empty modules
+const ASSETS = ['.svg', '.png', '.jpg', '.css', '.woff2'];
+
+function isFile(p) {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function inRoot(root, rel) {
+  for (const ext of [...EXTS, ...INDEX]) {
+    const p = join(root, rel + ext);
+    if (isFile(p)) return p;
+  }
+  return null;
+}
+
+function escapeRe(s) {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+// Value names that `importer` imports from `spec` (type-only imports left out).
+function importedNames(importer, spec) {
+  let src;
+  try {
+    src = readFileSync(importer, 'utf8');
+  } catch {
+    return { names: [], wantsDefault: false };
+  }
+  src = src.replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+  const re = new RegExp(`(?:import|export)\\s+([^;]*?)\\s+from\\s*['"]${escapeRe(spec)}['"]`, 'g');
+  const names = new Set();
+  let wantsDefault = false;
+  for (const m of src.matchAll(re)) {
+    const clause = m[1].trim();
+    if (/^type\s/.test(clause)) continue;
+    const brace = clause.match(/\{([\s\S]*)\}/);
+    const head = clause.replace(/\{[\s\S]*\}/, '').replace(/,/g, ' ').trim();
+    if (head && !head.startsWith('*')) wantsDefault = true;
+    if (!brace) continue;
+    for (let part of brace[1].split(',')) {
+      part = part.trim();
+      if (!part || /^type\s/.test(part)) continue;
+      const name = part.split(/\s+as\s+/)[0].trim();
+      if (name === 'default') wantsDefault = true;
+      else if (IDENT.test(name)) names.add(name);
+    }
+  }
+  return { names: [...names].sort(), wantsDefault };
+}
+
+function stubExports(file) {
+  const src = readFileSync(join(STUB_DIR, file), 'utf8');
+  const names = new Set();
+  const decl = /^export\s+(?:async\s+)?(?:function|const|let|class)\s+([\w$]+)/gm;
+  for (const m of src.matchAll(decl)) {
+    names.add(m[1]);
+  }
+  return { names, hasDefault: /^export default /m.test(src) };
+}
+
+const AUTO = JSON.stringify(join(STUB_DIR, '_auto.mjs'));
+
+function splitPath(path) {
+  const cut = path.indexOf('|');
+  return [path.slice(0, cut), JSON.parse(path.slice(cut + 1))];
+}
+
+// A stubbed module as its importer sees it: the stub's names, plus a recorded no-op for each
+// name the importer wants that the stub lacks (reported as missing_names).
+function loadStub(path, missing) {
+  const [spec, want] = splitPath(path);
+  const file = JSON.stringify(join(STUB_DIR, STUBS[spec]));
+  const have = stubExports(STUBS[spec]);
+  const lines = [`import { noop } from ${AUTO};`];
+  const present = want.names.filter((n) => have.names.has(n));
+  if (present.length) lines.push(`export { ${present.join(', ')} } from ${file};`);
+  for (const n of want.names.filter((n) => !have.names.has(n))) {
+    if (!missing.has(spec)) missing.set(spec, new Set());
+    missing.get(spec).add(n);
+    lines.push(`export const ${n} = noop(${JSON.stringify(`${spec}:${n}`)});`);
+  }
+  if (want.wantsDefault) {
+    lines.push(
+      have.hasDefault
+        ? `export { default } from ${file};`
+        : `export default noop(${JSON.stringify(spec)});`,
+    );
+  }
+  return { contents: lines.join('\n'), loader: 'js', resolveDir: STUB_DIR };
+}
+
+// A module that cannot be found: every name its importer wants is a recorded no-op.
+function loadAuto(path) {
+  const [spec, want] = splitPath(path);
+  const lines = [`import { noop } from ${AUTO};`];
+  for (const n of want.names) {
+    lines.push(`export const ${n} = noop(${JSON.stringify(`${spec}:${n}`)});`);
+  }
+  lines.push(`export default noop(${JSON.stringify(spec)});`);
+  return { contents: lines.join('\n'), loader: 'js', resolveDir: STUB_DIR };
+}
+
+function autoStub(spec, args, report) {
+  report.auto.add(spec);
+  const want = importedNames(args.importer, spec);
+  return { path: `${spec}|${JSON.stringify(want)}`, namespace: 'sb-auto' };
+}
+
+function isBare(spec) {
+  if (spec.startsWith('.') || isAbsolute(spec) || spec.startsWith('node:')) return false;
+  return !builtinModules.includes(spec.split('/')[0]);
+}
+
+function scenebenchPlugin(root, report) {
+  const missing = new Map();
+  return {
+    name: 'scenebench-conform',
+    setup(build) {
+      build.onResolve({ filter: /.*/ }, async (args) => {
+        if (args.pluginData?.sbInner) return undefined;
+        const spec = args.path;
+        if (Object.hasOwn(STUBS, spec)) {
+          report.stubbed.add(spec);
+          const want = importedNames(args.importer, spec);
+          return { path: `${spec}|${JSON.stringify(want)}`, namespace: 'sb-stub' };
+        }
+        if (spec.startsWith('@/')) {
+          const file = inRoot(root, spec.slice(2));
+          return file ? { path: file } : autoStub(spec, args, report);
+        }
+        if (!isBare(spec)) return undefined;
+        // a package: as the checkout would resolve it, else an auto-stub
+        const r = await build.resolve(spec, {
+          kind: args.kind,
+          importer: args.importer,
+          resolveDir: args.resolveDir,
+          pluginData: { sbInner: true },
+        });
+        if (r.errors.length > 0) return autoStub(spec, args, report);
+        const { path, external, sideEffects, namespace } = r;
+        return { path, external, sideEffects, namespace };
+      });
+      build.onLoad({ filter: /.*/, namespace: 'sb-stub' }, (args) => loadStub(args.path, missing));
+      build.onLoad({ filter: /.*/, namespace: 'sb-auto' }, (args) => loadAuto(args.path));
+      build.onEnd(() => {
+        report.missing = Object.fromEntries([...missing].map(([k, v]) => [k, [...v].sort()]));
+      });
+    },
+  };
+}
+
+async function main() {
+  const cfg = JSON.parse(process.argv[2]);
+  const require = createRequire(join(resolve(cfg.esbuild), 'package.json'));
+  const esbuild = require(resolve(cfg.esbuild));
+  const root = resolve(cfg.root);
+  const report = { stubbed: new Set(), auto: new Set(), missing: {} };
+  const result = await esbuild.build({
+    absWorkingDir: root,
+    entryPoints: [join(root, cfg.entry)],
+    outfile: resolve(cfg.outfile),
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node18',
+    write: true,
+    metafile: true,
+    logLevel: 'silent',
+    tsconfigRaw: { compilerOptions: {} },
+    jsx: 'automatic',
+    loader: Object.fromEntries(ASSETS.map((ext) => [ext, 'empty'])),
+    // the determinism hooks: every setTimeout delay and every Math.random of the bundled code
+    // go through the driver (scaled delay, pinned value)
+    define: {
+      setTimeout: 'globalThis.__sbSetTimeout',
+      'Math.random': 'globalThis.__sbRandom',
+      'process.env.NODE_ENV': '"production"',
+    },
+    plugins: [scenebenchPlugin(root, report)],
+  });
+  const inputs = Object.keys(result.metafile.inputs).filter((p) => !p.includes(':'));
+  console.log(
+    JSON.stringify({
+      ok: true,
+      stubbed: [...report.stubbed].sort(),
+      auto_stubbed: [...report.auto].sort(),
+      missing_names: report.missing,
+      inputs: inputs.sort(),
+      warnings: result.warnings.map((w) => w.text),
+    }),
+  );
+}
+
+main().catch((err) => {
+  const where = (e) => (e.location ? `${e.location.file}:${e.location.line}: ` : '');
+  const errors = err?.errors?.map((e) => `${where(e)}${e.text}`);
+  const error = errors?.length ? errors.join('; ') : String(err?.message ?? err);
+  console.log(JSON.stringify({ ok: false, error }));
+  process.exit(1);
+});

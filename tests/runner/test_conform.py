@@ -1,0 +1,385 @@
+"""``scenebench conform``: bundling, stubs, the Node driver and the CLI, on a mini checkout.
+
+No OpenMAIC checkout is needed: ``tests/fixtures/mini_openmaic`` is a small TypeScript module of
+scenebench's own with the same shape. Tests that run Node skip when ``node`` is not on PATH;
+esbuild is installed once (npm) into the default cache (``$SCENEBENCH_CACHE`` if set).
+Expected times are derived from the scenarios' constant latencies; every tolerance is in model
+seconds (the provider runs on a real socket, so the harness adds a little per hop).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner import conform as cf
+from runner.cli import main
+from runner.conform import Bundle, ConformCase, ConformError
+from sim.draws import KIND_5XX, Draws
+from sim.scenario import Quota
+from tests.conftest import const_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+MINI = ROOT / "tests" / "fixtures" / "mini_openmaic"
+TOL_S = 1.0  # model seconds, as conform's own tolerance
+HOP_S = 0.3  # model seconds for one client hop (~0.03 at time scale 0.15; loaded machines more)
+
+needs_node = pytest.mark.skipif(
+    shutil.which("node") is None, reason="node not on PATH (conform needs Node >= 18; CI has 20)"
+)
+
+
+@pytest.fixture(scope="session")
+def esbuild_dir() -> Path:
+    if shutil.which("node") is None:
+        pytest.skip("node not on PATH")
+    try:
+        return cf.ensure_esbuild()
+    except ConformError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"esbuild could not be installed here: {e}")
+
+
+@pytest.fixture(scope="session")
+def mini_bundle(esbuild_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return cf.build_bundle(MINI, tmp_path_factory.mktemp("bundle"), esbuild_dir)
+
+
+def _checkout(tmp: Path, source: str) -> Path:
+    entry = tmp / cf.ENTRY
+    entry.parent.mkdir(parents=True)
+    entry.write_text(source, encoding="utf-8")
+    return tmp
+
+
+def _schedule(n: int, content: float, actions: float, tts: float, clips: int) -> list[Any]:
+    """Expected (step, order, clip, arrival) of the mini loop (serial, one clip at a time)."""
+    out, t = [], 0.0
+    for o in range(n):
+        out.append(("content", o, 0, t))
+        t += content
+        out.append(("actions", o, 0, t))
+        t += actions
+        for k in range(clips):
+            out.append(("tts", o, k, t))
+            t += tts
+    return out
+
+
+# -- bundling ----------------------------------------------------------------------------------
+@needs_node
+def test_bundle_maps_stubbed_imports_and_keeps_the_checkout_modules(mini_bundle: Bundle) -> None:
+    assert set(mini_bundle.stubbed) == {
+        "react",
+        "sonner",
+        "@/lib/store/stage",
+        "@/lib/store/settings",
+        "@/lib/utils/model-config",
+        "@/lib/logger",
+    }
+    # a package that is not installed becomes a recorded no-op, and is reported
+    assert mini_bundle.auto_stubbed == ("scenebench-absent-analytics",)
+    assert mini_bundle.missing_names == {}
+    # '@/' resolves to the checkout root: its own helpers are bundled as they are
+    own = {p for p in mini_bundle.inputs if p.startswith("lib/")}
+    assert own == {
+        "lib/hooks/use-scene-generator.ts",
+        "lib/utils/ids.ts",
+        "lib/generation/generation-retry.ts",
+    }
+    text = mini_bundle.path.read_text(encoding="utf-8")
+    # both determinism hooks replace references as well as calls
+    assert "Math.random" not in text and "globalThis.__sbRandom" in text
+    assert "globalThis.__sbSetTimeout" in text
+
+
+@needs_node
+def test_a_name_the_stub_lacks_becomes_a_recorded_noop(esbuild_dir: Path, tmp_path: Path) -> None:
+    src = (
+        "import { useStageStore, selectSomethingNew } from '@/lib/store/stage';\n"
+        "export function useSceneGenerator() {\n"
+        "  const run = async () => selectSomethingNew(useStageStore.getState());\n"
+        "  return { generateRemaining: run };\n"
+        "}\n"
+    )
+    root = _checkout(tmp_path / "co", src)
+    b = cf.build_bundle(root, tmp_path, esbuild_dir)
+    assert b.missing_names == {"@/lib/store/stage": ["selectSomethingNew"]}
+    assert b.path.is_file()
+
+
+@needs_node
+def test_a_build_error_is_one_line(esbuild_dir: Path, tmp_path: Path) -> None:
+    root = _checkout(tmp_path / "co", "export function useSceneGenerator( {\n")
+    with pytest.raises(ConformError, match=r"^build\.mjs: .*use-scene-generator\.ts:\d+: ") as ei:
+        cf.build_bundle(root, tmp_path, esbuild_dir)
+    assert "\n" not in str(ei.value)
+
+
+def test_the_stub_table_is_documented() -> None:
+    table = (ROOT / "runner" / "conform_js" / "build.mjs").read_text(encoding="utf-8")
+    body = table.split("export const STUBS = {", 1)[1].split("};", 1)[0]
+    names = re.findall(r"^\s*'?([@\w/.-]+)'?:\s*'[\w.-]+\.mjs',", body, re.M)
+    assert "react" in names and "@/lib/store/stage" in names
+    doc = (ROOT / "docs" / "conform.md").read_text(encoding="utf-8")
+    assert [n for n in names if f"`{n}`" not in doc] == []
+    stubs = ROOT / "runner" / "conform_js" / "stubs"
+    for f in re.findall(r":\s*'([\w.-]+\.mjs)',", body):
+        assert (stubs / f).is_file(), f
+
+
+# -- the driver against the fake provider -------------------------------------------------------
+@needs_node
+def test_the_driver_runs_the_loop_and_the_trace_has_the_expected_requests(
+    mini_bundle: Bundle,
+) -> None:
+    n, content, actions, tts, clips = 2, 2.0, 1.0, 0.5, 2
+    sc = const_scenario(n=n, content=content, actions=actions, tts=tts, clips=clips)
+    t = cf.run_case(ConformCase("mini", sc, 0), mini_bundle, time_scale=0.2, classroom=7)
+    want = _schedule(n, content, actions, tts, clips)
+    got = [(r.step, r.order, r.clip, r.attempt, r.status) for r in t.requests]
+    # every clip reached the provider under its own (order, clip): the audioId adapter works
+    assert got == [(s, o, k, 0, 200) for s, o, k, _ in want]
+    prev_end = 0.0
+    for r, (*_, t_arr) in zip(t.requests, want, strict=True):
+        assert r.t_arrival_s == pytest.approx(t_arr, abs=TOL_S)
+        # each request leaves as soon as the one before it is answered (one hop later)
+        assert 0.0 <= r.t_arrival_s - prev_end <= HOP_S
+        lat = {"content": content, "actions": actions, "tts": tts}[r.step]
+        assert r.t_end_s - r.t_arrival_s == pytest.approx(lat, abs=1e-6)
+        prev_end = r.t_end_s
+    per_scene = content + actions + clips * tts
+    s = t.summary
+    assert (s.status, s.scene_order, s.failed_orders) == ("completed", (0, 1), ())
+    assert s.ttfs_s == pytest.approx(per_scene, abs=TOL_S)
+    assert s.makespan_s == pytest.approx(n * per_scene, abs=TOL_S)
+    assert (t.concurrency, t.tts_concurrency, t.recorded_time_scale) == (0, 1, 0.2)
+
+
+@needs_node
+@pytest.mark.parametrize("u", [0.0, 0.5])
+def test_set_timeout_is_scaled_and_math_random_pinned(mini_bundle: Bundle, u: float) -> None:
+    # every LLM attempt is a 429: the mini retry helper waits 1 s * 2^n plus delay * u
+    sc = const_scenario(n=2, content=2.0, actions=1.0, tts=0.5, clips=1, quota_llm=Quota(p_429=1.0))
+    t = cf.run_case(ConformCase("retry", sc, 0), mini_bundle, time_scale=0.1, random_u=u)
+    assert [(r.step, r.order, r.attempt, r.status) for r in t.requests] == [
+        ("content", 0, a, 429) for a in range(3)
+    ]
+    gaps = [b.t_arrival_s - a.t_arrival_s for a, b in zip(t.requests, t.requests[1:], strict=False)]
+    # in model seconds: unscaled sleeps would show up as gaps of 10 and 20 (1/0.1 times longer)
+    assert gaps == pytest.approx([1.0 * (1 + u), 2.0 * (1 + u)], abs=0.3)
+    assert (t.summary.status, t.summary.failed_orders, t.summary.scene_order) == (
+        "paused",
+        (0,),
+        (),
+    )
+    assert t.summary.ttfs_s is None and t.summary.makespan_s is None
+
+
+@needs_node
+def test_conform_on_a_small_case_equal_to_the_port(tmp_path: Path) -> None:
+    sc = const_scenario(n=2, content=2.0, actions=1.0, tts=0.5, clips=2)
+    rep = cf.conform(MINI, [ConformCase("small", sc, 0)], time_scale=0.2, out_dir=tmp_path)
+    assert rep.ok, rep.table()
+    (row,) = rep.rows
+    assert row.upstream["request_order"] == row.port["request_order"]
+    assert row.upstream["requests"] == 2 * (2 + 2)
+    # the auto-stubbed package was called (once per scene): the report says so
+    assert "upstream called no-op stubs: scenebench-absent-analytics:track" in row.note
+    assert row.upstream["log_warnings"] == 0
+    saved = json.loads((tmp_path / "small.json").read_text(encoding="utf-8"))
+    assert set(saved) == {
+        "case",
+        "concurrency",
+        "tts_concurrency",
+        "recorded_time_scale",
+        "summary",
+        "requests",
+    }
+    assert "small" in rep.table() and json.dumps(rep.to_json())
+
+
+# -- trace format, cases, esbuild and Node checks (no Node needed) -----------------------------
+def test_trace_dict_converts_the_provider_log() -> None:
+    t0 = 5_000_000
+    rows = [
+        (0, 0, 1, 0, 0, "llm-key", t0 + 250_000, t0 + 250_000, t0 + 25_250_000, 200, 0, "ok"),
+        (0, 2, 1, 2, 3, "tts-key", t0 + 30_000_000, t0 + 30_000_000, t0 + 30_000_000, 429, 1, "x"),
+    ]
+    out = {"t0_us": t0, "status": "completed", "scene_order": [1], "scene_ready_s": [31.5]}
+    d = cf.trace_dict("x", 3, rows, out, 0.15)
+    assert d["requests"] == [
+        {
+            "step": "content",
+            "order": 1,
+            "clip": 0,
+            "attempt": 0,
+            "t_arrival_s": 0.25,
+            "t_end_s": 25.25,
+            "status": 200,
+        },
+        {
+            "step": "tts",
+            "order": 1,
+            "clip": 2,
+            "attempt": 3,
+            "t_arrival_s": 30.0,
+            "t_end_s": 30.0,
+            "status": 429,
+        },
+    ]
+    assert d["tts_concurrency"] == 3 and d["recorded_time_scale"] == 0.15
+    assert d["summary"] == {
+        "ttfs_s": 31.5,
+        "makespan_s": 31.5,
+        "status": "completed",
+        "failed_orders": [],
+        "scene_order": [1],
+        "scene_ready_s": [31.5],
+    }
+
+
+def test_the_fixed_cases() -> None:
+    cases = cf.fixed_cases()
+    got = {c.name: (c.concurrency, c.scenario.outlines) for c in cases}
+    assert got == {
+        "case1-c0": (0, 5),
+        "case1-c3": (3, 5),
+        "case2-c2": (2, 5),
+        "case2-c3": (3, 5),
+        "case3-c0": (0, 5),
+        "case3-c3": (3, 5),
+        "case4-c0": (0, 5),
+        "case5-c3": (3, 5),
+    }
+    by = {c.name: c.scenario for c in cases}
+    assert by["case2-c2"].quota_llm.max_inflight == 2
+    assert by["case3-c0"].quota_llm.p_429 == 1.0 and by["case4-c0"].quota_tts.p_429 == 1.0
+    with pytest.raises(ConformError, match=r"^--case: unknown 'nope'; allowed: case1-c0"):
+        cf.fixed_cases(["nope"])
+
+
+def test_case5_seed_fails_exactly_one_content_for_good() -> None:
+    (case,) = cf.fixed_cases(["case5-c3"])
+    sc, p = case.scenario, case.scenario.quota_llm.p_5xx
+    d = Draws(sc, case.seed, 0, 1)
+
+    def fails(step: int, order: int, attempt: int) -> bool:
+        return bool(d.fault_u(step, attempt, KIND_5XX)[0, d.column(step, order, 0)] < p)
+
+    assert [o for o in range(5) if all(fails(0, o, a) for a in range(6))] == [2]
+    assert not any(fails(0, o, 0) for o in range(5) if o != 2)
+    assert not any(fails(1, o, 0) for o in range(5))
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SCENEBENCH_CACHE", str(tmp_path / "sb"))
+    assert cf.default_cache_dir() == tmp_path / "sb"
+    monkeypatch.delenv("SCENEBENCH_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cf.default_cache_dir() == tmp_path / "xdg" / "scenebench" / "node"
+
+
+@pytest.fixture
+def no_node(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    real = shutil.which
+    monkeypatch.setattr(cf.shutil, "which", lambda n: None if n == "node" else real(n))
+    yield
+
+
+def test_missing_node_is_one_clear_error(no_node: None, tmp_path: Path) -> None:
+    with pytest.raises(ConformError, match=r"^node: not found on PATH; conform needs Node >= 18"):
+        cf.ensure_esbuild(tmp_path)
+
+
+def test_old_node_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(cf.shutil, "which", lambda n: f"/usr/bin/{n}")
+
+    def fake_run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(cmd, 0, stdout="v16.20.2\n", stderr="")
+
+    monkeypatch.setattr(cf.subprocess, "run", fake_run)
+    with pytest.raises(ConformError, match=r"version v16\.20\.2 found; conform needs Node >= 18"):
+        cf.ensure_esbuild(tmp_path)
+
+
+@needs_node
+def test_an_installed_esbuild_is_not_installed_again(
+    esbuild_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = shutil.which
+    monkeypatch.setattr(cf.shutil, "which", lambda n: None if n == "npm" else real(n))
+    assert cf.ensure_esbuild(esbuild_dir.parent.parent) == esbuild_dir
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+def _one_line_error(capsys: pytest.CaptureFixture[str], pattern: str) -> None:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.match(pattern, err), err
+
+
+def test_cli_bad_checkout_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["conform", "--openmaic", str(tmp_path)]) == 2
+    _one_line_error(capsys, r"scenebench: error: --openmaic: .* is not an OpenMAIC checkout")
+
+
+def test_cli_unknown_case_and_bad_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conform", "--openmaic", str(MINI), "--case", "nope"]) == 2
+    _one_line_error(capsys, r"scenebench: error: --case: unknown 'nope'")
+    assert main(["conform", "--openmaic", str(MINI), "--time-scale", "0"]) == 2
+    _one_line_error(capsys, r"scenebench: error: .*--time-scale must be a number > 0")
+
+
+def test_cli_without_node_is_one_line_exit_2(
+    no_node: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["conform", "--openmaic", str(MINI), "--case", "case3-c0"]) == 2
+    _one_line_error(capsys, r"scenebench: error: node: not found on PATH")
+
+
+@needs_node
+def test_cli_exits_1_on_a_difference(esbuild_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the mini loop's own retry rule (2 retries, 100 % jitter) is not the port's
+    args = ["conform", "--openmaic", str(MINI), "--case", "case3-c0", "--time-scale", "0.05"]
+    assert main([*args, "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    (row,) = rep["rows"]
+    assert rep["ok"] is False and row["ok"] is False and row["differences"]
+    assert row["upstream"]["requests"] == 3 and row["upstream"]["status"] == "paused"
+    assert rep["auto_stubbed"] == ["scenebench-absent-analytics"]
+
+
+def test_public_names_exist() -> None:
+    for name in cf.__all__:
+        assert hasattr(cf, name), name
+
+
+def _trace(rows: list[tuple[int, int, int, float, float, int]]) -> Any:
+    log = [
+        (0, s, o, 0, a, "k", round(t0 * 1e6), 0, round(t1 * 1e6), st, 0, "")
+        for s, o, a, t0, t1, st in rows
+    ]
+    d = cf.trace_dict("t", 2, log, {"t0_us": 0}, 0.15)
+    return cf._to_trace(d, None)
+
+
+def test_status_differences_at_a_near_tie_are_flagged() -> None:
+    up = _trace(
+        [(1, 0, 0, 25.1, 33.1, 200), (0, 3, 3, 32.93, 32.93, 429), (0, 4, 0, 1.0, 1.0, 429)]
+    )
+    port = _trace(
+        [(1, 0, 0, 25.0, 33.0, 200), (0, 3, 3, 32.9, 57.9, 200), (0, 4, 0, 1.0, 26.0, 200)]
+    )
+    (note,) = cf._near_ties(up, port, 1.0)
+    assert note.startswith("content 3/0 attempt 3 arrived 0.170 model s from a slot freeing")
