@@ -14,12 +14,18 @@ MODULES = [
     "sim.model",
     "sim.fast",
     "sim.analytic",
+    "sim.rules",
+    "sim.upstream",
     "runner",
     "runner.server",
     "runner.pipeline",
     "runner.run",
     "runner.cli",
     "runner.bench",
+    "runner.conform",
+    "runner.traces",
+    "runner.wire",
+    "runner.upstream_report",
 ]
 
 
