@@ -15,6 +15,7 @@ MODULES = [
     "sim.fast",
     "sim.analytic",
     "sim.rules",
+    "sim.catalog",
     "sim.upstream",
     "runner",
     "runner.server",
