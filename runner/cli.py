@@ -456,6 +456,12 @@ def _cmd_report(a: argparse.Namespace) -> int:
     from .sweep import ResultsError
 
     try:
+        if a.findings is not None:
+            from .findings import write_findings
+
+            write_findings(Path(a.results), Path(a.findings))
+            print(f"wrote {a.findings}")
+            return 0
         render_results(Path(a.results))
     except ResultsError as e:
         raise UsageError(f"scenebench report: {e}") from None
@@ -878,6 +884,12 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="re-render tables, figures and REPORT.md of a folder")
     rp.add_argument("results")
+    rp.add_argument(
+        "--findings",
+        default=None,
+        metavar="FILE",
+        help="write the findings page (docs/findings.md) from the folder instead",
+    )
     rp.set_defaults(fn=_cmd_report)
 
     rc = sub.add_parser("recommend", help="the default PARALLEL_SCENE_CONCURRENCY and why")
