@@ -20,6 +20,10 @@ MODULES = [
     "runner.run",
     "runner.cli",
     "runner.bench",
+    "runner.counts",
+    "runner.failures",
+    "runner.provenance",
+    "runner.analysis",
 ]
 
 
