@@ -35,6 +35,8 @@ from sim.model import _Stats
 from sim.scenario import MODES, RetryPolicy, Scenario
 from sim.schema import RunResult
 
+from .failures import FailureReason, failure_from_attempt
+
 __all__ = ["Clock", "PipelineOptions", "ScenePipeline"]
 
 RETRYABLE = frozenset({408, 409, 429})
@@ -157,6 +159,7 @@ class ScenePipeline:
         self.world = world
         self.seed = seed
         self.stats = _Stats()
+        self.failures: list[FailureReason] = []  # every attempt that did not succeed, and why
         self._aborted = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stage_id = f"sb-{options.classroom}"
@@ -209,8 +212,10 @@ class ScenePipeline:
             async with asyncio.timeout(self.clock.real_s(self.opt.request_timeout_s)):
                 resp = await self.client.post(route, json=body, headers=headers)
         except TimeoutError:
+            self._note_failure(route, body, 0, None)
             return 0, None, None
-        except httpx.TransportError:
+        except httpx.TransportError as e:
+            self._note_failure(route, body, -1, None, e)
             return -1, None, None
         try:
             data = resp.json()
@@ -228,8 +233,26 @@ class ScenePipeline:
             except ValueError:
                 ra_us = None
         if not isinstance(data, dict):
-            return (resp.status_code if resp.status_code >= 400 else -2), None, ra_us
+            bad = resp.status_code if resp.status_code >= 400 else -2
+            self._note_failure(route, body, bad, None)
+            return bad, None, ra_us
+        self._note_failure(route, body, resp.status_code, data)
         return resp.status_code, data, ra_us
+
+    def _note_failure(
+        self,
+        route: str,
+        body: dict[str, Any],
+        status: int,
+        data: dict[str, Any] | None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record why an attempt did not succeed (``self.failures``; nothing on success)."""
+        f = failure_from_attempt(
+            route, body, status, data, error=error, timeout_s=self.opt.request_timeout_s
+        )
+        if f is not None:
+            self.failures.append(f)
 
     async def _call(
         self,
