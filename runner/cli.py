@@ -591,9 +591,11 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
             f"(95% CI {lo:.2f}-{hi:.2f}) with an unlimited key"
         )
         for m, cl in v["claim_c3"].items():
+            sp = f"{cl['speedup']:.2f}x [{cl['lo']:.2f}, {cl['hi']:.2f}]"
+            if not cl.get("counts", True):  # the shared rule: never a plain number
+                sp = f"({sp} over the few runs that completed)"
             print(
-                f"    upstream claim 2-3x at c = 3 ({m}): {cl['speedup']:.2f}x "
-                f"[{cl['lo']:.2f}, {cl['hi']:.2f}] -> {cl['verdict']}; bound "
+                f"    upstream claim 2-3x at c = 3 ({m}): {sp} -> {cl['verdict']}; bound "
                 f"(C+A+kT)/(A+kT) = {v['bound']['limit_serial_tts']:.2f}x"
             )
     return 0
