@@ -8,6 +8,7 @@ import pytest
 
 from runner import gate
 from runner.pipeline import ScenePipeline
+from runner.provenance import dumps
 from runner.sweep import write_json_atomic
 
 BASELINE = Path(__file__).resolve().parents[2] / "results" / "baseline.json"
@@ -45,6 +46,10 @@ def test_gate_passes_on_this_code_and_fails_on_a_broken_pipeline(baseline, monke
     table = gate.render_table(broken, only_failed=True)
     assert "baseline" in table.splitlines()[0] and "tolerance" in table.splitlines()[0]
     assert "real q=0 pipelined c=3 real_speedup" in table and "NO" in table
+    # what gate --json prints for it is strict JSON: a metric missing now is null, not NaN
+    text = dumps({"ok": False, "metrics": [m.to_json() for m in broken]})
+    parsed = json.loads(text, parse_constant=_no_constants)
+    assert all(isinstance(m["ok"], bool) for m in parsed["metrics"])
 
     monkeypatch.undo()  # restored: passes again
     assert all(m.ok for m in gate.compare(baseline, gate.measure(wall=False)))
