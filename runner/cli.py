@@ -649,6 +649,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
                 )
             )
         else:
+            print(provenance_line(provenance(scenarios)))
             print(
                 f"validate --exact: {rep.cells} cells, {rep.runs} runs, {rep.requests} "
                 f"requests ({rep.http_429} answered 429, {rep.retries} retries) over "

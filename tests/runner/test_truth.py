@@ -389,6 +389,7 @@ def test_no_progress_bar_into_a_pipe():
     p = sb("validate", "--exact", "--scenario", "burst-429", "--runs", "1")
     assert p.returncode == 0, p.stderr
     assert "\r" not in p.stderr and "cell/s" not in p.stderr
+    assert p.stdout.startswith("scenario burst-429 · models upstream ")
 
 
 def test_scenarios_cite_public_sources():
