@@ -241,7 +241,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         hook=keep,
         adaptive=a.adaptive,
     )
-    failures = scene_failures(res.failed_orders, pipes[0].failures if pipes else [])
+    failures = scene_failures(res.failed_orders, pipes[0].attempt_failures if pipes else [])
     prov = provenance(sc)
     if a.json:
         d = json.loads(res.to_json())

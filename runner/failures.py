@@ -1,7 +1,7 @@
 """Why a scene failed: every failed attempt of the real pipeline, and one line per failed scene.
 
 :class:`runner.pipeline.ScenePipeline` appends a :class:`FailureReason` to its
-``failures`` for every attempt that did not succeed (a timeout, a transport error,
+``attempt_failures`` for every attempt that did not succeed (a timeout, a transport error,
 an unreadable body, an HTTP error or ``success: false``). :func:`scene_failures`
 turns them into one record per failed scene: the step, status and reason of the
 call that failed it and how many attempts that call made, e.g.
@@ -30,7 +30,9 @@ _ROUTE_STEP = {
     "/api/generate/scene-actions": "actions",
     "/api/generate/tts": "tts",
 }
-_AUDIO_RE = re.compile(r"^tts_sb-\d+-o(\d+)-s(\d+)$")
+# a clip's audio id ends with its action id sb-<classroom>-o<order>-s<clip>, in scenebench's
+# form (tts_sb-...) or upstream's (tts_s<order>_sb-...)
+_AUDIO_RE = re.compile(r"sb-\d+-o(\d+)-s(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def _where(route: str, body: dict[str, Any]) -> tuple[str, int, int]:
     outline = body.get("outline")
     if isinstance(outline, dict) and isinstance(outline.get("order"), int):
         order = outline["order"]
-    m = _AUDIO_RE.match(str(body.get("audioId", "")))
+    m = _AUDIO_RE.search(str(body.get("audioId", "")))
     if m:
         order, clip = int(m.group(1)), int(m.group(2))
     return step, order, clip

@@ -159,7 +159,7 @@ class ScenePipeline:
         self.world = world
         self.seed = seed
         self.stats = _Stats()
-        self.failures: list[FailureReason] = []  # every attempt that did not succeed, and why
+        self.attempt_failures: list[FailureReason] = []  # every unsuccessful attempt, and why
         self._aborted = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stage_id = f"sb-{options.classroom}"
@@ -212,10 +212,10 @@ class ScenePipeline:
             async with asyncio.timeout(self.clock.real_s(self.opt.request_timeout_s)):
                 resp = await self.client.post(route, json=body, headers=headers)
         except TimeoutError:
-            self._note_failure(route, body, 0, None)
+            self._note_attempt(route, body, 0, None)
             return 0, None, None
         except httpx.TransportError as e:
-            self._note_failure(route, body, -1, None, e)
+            self._note_attempt(route, body, -1, None, e)
             return -1, None, None
         try:
             data = resp.json()
@@ -234,12 +234,12 @@ class ScenePipeline:
                 ra_us = None
         if not isinstance(data, dict):
             bad = resp.status_code if resp.status_code >= 400 else -2
-            self._note_failure(route, body, bad, None)
+            self._note_attempt(route, body, bad, None)
             return bad, None, ra_us
-        self._note_failure(route, body, resp.status_code, data)
+        self._note_attempt(route, body, resp.status_code, data)
         return resp.status_code, data, ra_us
 
-    def _note_failure(
+    def _note_attempt(
         self,
         route: str,
         body: dict[str, Any],
@@ -247,12 +247,13 @@ class ScenePipeline:
         data: dict[str, Any] | None,
         error: BaseException | None = None,
     ) -> None:
-        """Record why an attempt did not succeed (``self.failures``; nothing on success)."""
+        """Record why an attempt did not succeed (``self.attempt_failures``; nothing on
+        success)."""
         f = failure_from_attempt(
             route, body, status, data, error=error, timeout_s=self.opt.request_timeout_s
         )
         if f is not None:
-            self.failures.append(f)
+            self.attempt_failures.append(f)
 
     async def _call(
         self,

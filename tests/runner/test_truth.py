@@ -294,10 +294,18 @@ def test_a_failed_scene_reports_step_status_reason_and_attempts():
 
     res = run_classroom(sc, "serial", 1, clock="virtual", hook=keep, records=False)
     assert res.failed_orders == (0,) and res.status == "paused"
-    (f,) = scene_failures(res.failed_orders, pipes[0].failures)
+    (f,) = scene_failures(res.failed_orders, pipes[0].attempt_failures)
     attempts = sc.retry_llm.max_retries + 1
     assert (f.order, f.step, f.status, f.attempts) == (0, "content", 503, attempts)
     assert f.line().startswith("content: HTTP 503") and f.line().endswith(f"{attempts} attempts")
+
+
+def test_a_clip_is_found_by_its_audio_id_in_either_form():
+    from runner.failures import failure_from_attempt
+
+    for audio in ("tts_sb-4-o2-s1", "tts_s2_sb-4-o2-s1"):
+        f = failure_from_attempt("/api/generate/tts", {"audioId": audio}, 503, None)
+        assert f is not None and (f.step, f.order, f.clip, f.reason) == ("tts", 2, 1, "HTTP 503")
 
 
 def test_scene_failures_counts_the_attempts_of_the_failing_call():
