@@ -9,6 +9,17 @@ import importlib
 from typing import Any
 
 _WHERE = {
+    "HOLLOW_CAPTION": "analysis",
+    "folder_provenance": "analysis",
+    "plot_marked": "analysis",
+    "FAILURE_BUDGET_PP": "counts",
+    "counts_mask": "counts",
+    "fails_too_often": "counts",
+    "p_any_failed": "counts",
+    "paired_speedup": "counts",
+    "provenance": "provenance",
+    "provenance_line": "provenance",
+    "upstream_of": "provenance",
     "cell_table": "analysis",
     "recommend": "analysis",
     "render_results": "analysis",

@@ -27,6 +27,11 @@ MODULES = [
     "runner.traces",
     "runner.wire",
     "runner.upstream_report",
+    "runner.findings",
+    "runner.counts",
+    "runner.failures",
+    "runner.provenance",
+    "runner.analysis",
 ]
 
 
