@@ -453,8 +453,9 @@ def test_ctrl_c_prints_the_folder_first_and_one_resume_line_at_the_end(tmp_path:
 
 
 def test_a_health_endpoint_without_an_answer_is_one_line_exit_1():
-    """A server that is not the provider (404 on /api/health): without --concurrency the run
-    cannot know PARALLEL_SCENE_CONCURRENCY and says so; it does not silently run serial."""
+    """A server that is not the provider (404 where the profile's client reads the knob,
+    /api/server-providers): without --concurrency the run cannot know
+    PARALLEL_SCENE_CONCURRENCY and says so; it does not silently run serial."""
     from starlette.applications import Starlette
 
     from runner.server import ServerThread
@@ -463,4 +464,4 @@ def test_a_health_endpoint_without_an_answer_is_one_line_exit_1():
         p = sb("run", "--base-url", srv.base_url, timeout=60)
     assert p.returncode == 1, p.stderr
     (line,) = p.stderr.strip().splitlines()
-    assert "/api/health answered HTTP 404" in line and "--concurrency" in line
+    assert "/api/server-providers answered HTTP 404" in line and "--concurrency" in line
