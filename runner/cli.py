@@ -217,6 +217,11 @@ def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
 def _cmd_sim(a: argparse.Namespace) -> int:
     from sim.fast import quota_free, simulate_fast
 
+    if a.client == "server":  # background classroom jobs on one key (runner/capacity.py)
+        from .capacity import sim_server
+
+        return sim_server(a)
+
     sc = load_scenario(a.scenario, upstream=a.upstream)
     engine = a.engine
     if engine == "auto":
@@ -763,6 +768,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("auto", "simpy", "fast"), default="auto")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_cmd_sim)
+    from .capacity import add_capacity_parser, add_server_args  # the server path
+
+    add_server_args(s)
 
     v = sub.add_parser("serve", help="serve the fake provider (uvicorn)")
     _add_scenario(v)
@@ -924,6 +932,7 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--time-scale", type=_positive_float("--time-scale"), default=0.15)
     co.add_argument("--json", action="store_true")
     co.set_defaults(fn=_cmd_conform)
+    add_capacity_parser(sub)
     return p
 
 
