@@ -513,6 +513,10 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     from . import validate as v
 
     names = a.scenario or builtin_names()
+    if a.client == "server":  # the server path's jobs and key-wide gate (runner/capacity.py)
+        from .capacity import validate_server
+
+        return validate_server(a, names)
     if a.exact:
         profiles = a.upstream or profile_names()
         scenarios = [
@@ -888,6 +892,7 @@ def _parser() -> argparse.ArgumentParser:
     va.add_argument("--out", default=None)
     va.add_argument("--json", action="store_true")
     va.add_argument("--no-progress", action="store_true")
+    va.add_argument("--client", choices=("browser", "server"), default="browser")
     va.set_defaults(fn=_cmd_validate)
 
     rp = sub.add_parser("report", help="re-render tables, figures and REPORT.md of a folder")

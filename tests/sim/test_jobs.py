@@ -106,15 +106,15 @@ def test_arrivals_are_keyed_and_poisson():
 
 def test_bad_arguments_name_themselves():
     sc = job_sc()
-    with pytest.raises(ValueError, match="^arrival_per_hour:"):
+    with pytest.raises(ValueError, match=r"^arrival_per_hour:"):
         simulate_jobs(sc, "serial", 1, jobs=3)
-    with pytest.raises(ValueError, match="^jobs:"):
+    with pytest.raises(ValueError, match=r"^jobs:"):
         simulate_jobs(sc, "serial", 1, jobs=0, arrival_per_hour=3)
-    with pytest.raises(ValueError, match="^mode:"):
+    with pytest.raises(ValueError, match=r"^mode:"):
         simulate_jobs(sc, "nope", 1, jobs=1, arrival_per_hour=3)
-    with pytest.raises(ValueError, match="^media_concurrency:"):
+    with pytest.raises(ValueError, match=r"^media_concurrency:"):
         simulate_jobs(sc, "serial", 1, jobs=1, arrival_per_hour=3, media_concurrency=0)
-    with pytest.raises(ValueError, match="^arrivals:"):
+    with pytest.raises(ValueError, match=r"^arrivals:"):
         simulate_jobs(sc, "serial", 1, arrivals_s=[-1.0])
 
 
