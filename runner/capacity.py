@@ -73,7 +73,7 @@ def _server_sc(a: argparse.Namespace) -> Scenario:
 
 
 def _read_arrivals(path: str) -> list[float]:
-    err = _cli().UsageError
+    err = ValueError  # main() prints it as one line, exit 2
     try:
         lines = Path(path).read_text(encoding="utf-8").split()
     except OSError as e:
@@ -89,7 +89,7 @@ def _read_arrivals(path: str) -> list[float]:
 
 def sim_server(a: argparse.Namespace) -> int:
     """``scenebench sim --client server``."""
-    err = _cli().UsageError
+    err = ValueError
     arrivals = _read_arrivals(a.arrivals) if a.arrivals else None
     if arrivals is None and a.arrival_per_hour is None:
         raise err("--arrival-per-hour: required with --client server (or give --arrivals)")
@@ -358,7 +358,7 @@ def validate_server(a: argparse.Namespace, names: Sequence[str]) -> int:
     from .jobs import validate_jobs_exact
 
     if not a.exact:
-        raise _cli().UsageError("--client server: validate it with --exact (virtual clock)")
+        raise ValueError("--client server: validate it with --exact (virtual clock)")
     scs = [load_scenario(n, upstream=(a.upstream or [None])[0]) for n in names]
     rep = validate_jobs_exact(scs, runs=a.runs or 1, seed=a.seed)
     if a.json:
