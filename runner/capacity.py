@@ -352,6 +352,15 @@ def capacity(a: argparse.Namespace) -> int:
     return 0
 
 
+def server_lines(folder: Path) -> list[str]:
+    """The server-path recommendation lines that :func:`capacity` wrote to ``folder``."""
+    p = folder / "SERVER.md"
+    if not p.exists():
+        return []
+    text = p.read_text(encoding="utf-8")
+    return [ln[2:] for ln in text.splitlines() if ln.startswith("- **server path")]
+
+
 def validate_server(a: argparse.Namespace, names: Sequence[str]) -> int:
     """``scenebench validate --exact --client server``: server jobs (key gate off and on)
     and key-gated tenants, model vs real pipeline, virtual clock, run for run."""

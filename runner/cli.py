@@ -482,6 +482,9 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
         rec = render_results(Path(a.results))
     except ResultsError as e:
         raise UsageError(f"scenebench recommend: {e}") from None
+    from .capacity import server_lines  # the server path's default, stated apart (capacity)
+
+    rec["server_path"] = server_lines(Path(a.results))
     if a.json:
         print(json.dumps(rec, default=float))
         return 0
@@ -504,6 +507,8 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
                 f"[{cl['lo']:.2f}, {cl['hi']:.2f}] -> {cl['verdict']}; bound "
                 f"(C+A+kT)/(A+kT) = {v['bound']['limit_serial_tts']:.2f}x"
             )
+    for line in rec["server_path"]:  # none unless `scenebench capacity` wrote to the folder
+        print(line)
     return 0
 
 

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from runner.capacity import server_lines
 from runner.jobs import run_jobs, run_keygate_tenants, validate_jobs_exact
 from sim import Quota, load_scenario, profile
 from sim.jobs import simulate_jobs, simulate_keygate_tenants
@@ -130,6 +131,8 @@ def test_validate_and_capacity_from_the_command_line(tmp_path):
     rep = (tmp_path / "REPORT.md").read_text()
     assert "## Other" in rep and rep.count("## Server path: key capacity") == 1
     assert "**server path, key 5 in flight**" in rep
+    (line,) = server_lines(tmp_path)  # what `scenebench recommend` prints for the server path
+    assert line.startswith("**server path, key 5 in flight**: PARALLEL_SCENE_CONCURRENCY = ")
     sb(*("capacity", "--concurrency", "1", "--quotas", "5", "--jobs", "4", "--tenant-reps", "0"),
        *("--out", str(tmp_path)))  # fmt: skip
     assert (tmp_path / "REPORT.md").read_text().count("## Server path: key capacity") == 1
