@@ -41,7 +41,7 @@ from .run import _in_virtual_world
 from .server import create_app
 from .wire import audio_id
 
-__all__ = ["run_jobs", "run_keygate_tenants"]
+__all__ = ["run_jobs", "run_keygate_tenants", "validate_jobs_exact"]
 
 
 class _TenantAioGate(_AioGate):
@@ -255,8 +255,10 @@ def run_keygate_tenants(
 ) -> list[RunResult]:
     """:func:`runner.run.run_tenants` with key-wide gates instead of per-classroom gates
     (virtual clock); the counterpart of :func:`sim.jobs.simulate_keygate_tenants`."""
-    if tenants < 1 or mode not in MODES:
-        raise ValueError(f"tenants and mode: got {tenants!r}, {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    if not (isinstance(tenants, int) and tenants >= 1):
+        raise ValueError(f"tenants: must be an integer >= 1, got {tenants!r}")
     c = clamp_concurrency(concurrency)
     tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     app = create_app(scenario, seed, virtual=True, keep_log=False)

@@ -42,7 +42,7 @@ from simpy.events import Event
 
 from .draws import Draws, tenant_offsets_us
 from .keygate import KeyGate, key_cap
-from .model import _Classroom, _SimGate, _World
+from .model import _Classroom, _result, _SimGate, _World, effective_tts_concurrency
 from .provider import Provider
 from .rules import RetryPolicy, RunStatus, clamp_concurrency
 from .scenario import MODES, Scenario
@@ -53,9 +53,11 @@ __all__ = [
     "JOB_RETRY",
     "MODEL_RETRY",
     "JobRecord",
+    "JobsRun",
     "ServerProfile",
     "arrivals_us",
     "check_jobs",
+    "key_gates",
     "server_scenario",
     "simulate_jobs",
     "simulate_keygate_tenants",
@@ -392,11 +394,12 @@ def simulate_keygate_tenants(
     stagger_dist: str = "constant",
 ) -> list[Any]:
     """:func:`sim.simulate` with ``tenants`` browser classrooms on one key, every call through
-    the key-wide gates (one per key) instead of per-classroom gates."""
-    from .model import _result, effective_tts_concurrency
-
-    if tenants < 1 or mode not in MODES:
-        raise ValueError(f"tenants and mode: got {tenants!r}, {mode!r}")
+    the key-wide gates (one per key) instead of per-classroom gates. Per-classroom
+    results as :func:`sim.simulate` gives them (``requests_log`` empty)."""
+    if mode not in MODES:
+        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    if not (isinstance(tenants, int) and tenants >= 1):
+        raise ValueError(f"tenants: must be an integer >= 1, got {tenants!r}")
     c = clamp_concurrency(concurrency)
     tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     prov = Provider(scenario, seed, keep_log=False)

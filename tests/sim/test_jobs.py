@@ -116,6 +116,10 @@ def test_bad_arguments_name_themselves():
         simulate_jobs(sc, "serial", 1, jobs=1, arrival_per_hour=3, media_concurrency=0)
     with pytest.raises(ValueError, match=r"^arrivals:"):
         simulate_jobs(sc, "serial", 1, arrivals_s=[-1.0])
+    with pytest.raises(ValueError, match=r"^tenants:"):
+        simulate_keygate_tenants(sc, "serial", 1, 0)
+    with pytest.raises(ValueError, match=r"^mode:"):
+        simulate_keygate_tenants(sc, "turbo", 1, 2)
 
 
 def test_key_gate_is_fifo_by_job_arrival():
