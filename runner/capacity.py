@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -57,11 +58,10 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-gate", action="store_true", help="one gate per key shared by all jobs")
     p.add_argument("--model-retries", type=c._int_in("--model-retries", 0, 20), default=None)
     p.add_argument("--job-retries", type=c._int_in("--job-retries", 0, 20), default=None)
+    p.add_argument("--per-job", action="store_true", help="with --json: every job's record too")
 
 
 def _server_sc(a: argparse.Namespace) -> Scenario:
-    import dataclasses
-
     sc = load_scenario(a.scenario, upstream=a.upstream)
     model = MODEL_RETRY if a.model_retries is None else None
     job = JOB_RETRY if a.job_retries is None else None
@@ -106,6 +106,8 @@ def sim_server(a: argparse.Namespace) -> int:
         key_gate=a.key_gate,
     )
     s = run.summary() | {"seed": a.seed, "arrival_per_hour": a.arrival_per_hour}
+    if a.per_job:
+        s["per_job"] = [dataclasses.asdict(r) for r in run.records]
     if a.json:
         print(json.dumps(s))
         return 0

@@ -115,6 +115,13 @@ def test_replayed_arrivals_from_a_file(tmp_path):
     )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["jobs"] == 3
+    p = sb(
+        *("sim", "--scenario", "server-key5", "--client", "server", "--arrivals", str(f)),
+        *("--mode", "serial", "--concurrency", "1", "--json", "--per-job"),
+    )
+    jobs = json.loads(p.stdout)["per_job"]
+    assert [j["arrival_s"] for j in jobs] == [0.0, 30.0, 60.5]
+    assert {"latency_s", "scenes_failed", "clips_failed", "http_429"} <= set(jobs[0])
 
 
 def test_validate_and_capacity_from_the_command_line(tmp_path):
