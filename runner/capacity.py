@@ -55,14 +55,31 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=c._int_in("--jobs", 1, 100_000), default=200)
     p.add_argument("--arrivals", default=None, help="a file of job arrival times (s), one a line")
     p.add_argument("--media-concurrency", type=c._int_in("--media-concurrency", 1, 1000), default=1)
-    p.add_argument("--key-gate", action="store_true", help="one gate per key shared by all jobs")
+    p.add_argument(
+        "--key-gate",
+        action="store_true",
+        help="one gate per key shared by every job (--client server) or classroom (--tenants)",
+    )
+    p.add_argument(
+        "--key-inflight",
+        type=c._int_in("--key-inflight", 1, 1000),
+        default=None,
+        help="with --client server or --key-gate: both keys allow this many in flight",
+    )
     p.add_argument("--model-retries", type=c._int_in("--model-retries", 0, 20), default=None)
     p.add_argument("--job-retries", type=c._int_in("--job-retries", 0, 20), default=None)
     p.add_argument("--per-job", action="store_true", help="with --json: every job's record too")
 
 
-def _server_sc(a: argparse.Namespace) -> Scenario:
+def _keyed(a: argparse.Namespace) -> Scenario:
     sc = load_scenario(a.scenario, upstream=a.upstream)
+    if a.key_inflight is not None:
+        sc = sc.with_quota(llm_inflight=a.key_inflight, tts_inflight=a.key_inflight)
+    return sc
+
+
+def _server_sc(a: argparse.Namespace) -> Scenario:
+    sc = _keyed(a)
     model = MODEL_RETRY if a.model_retries is None else None
     job = JOB_RETRY if a.job_retries is None else None
     if model is None:
@@ -87,8 +104,49 @@ def _read_arrivals(path: str) -> list[float]:
     return out
 
 
+def _browser_keygate(a: argparse.Namespace) -> int:
+    """``scenebench sim --key-gate`` (browser): ``--tenants`` classrooms per run, every call
+    through the key-wide gates; the browser's summary."""
+    cli = _cli()
+    sc = _keyed(a)
+    results = [
+        x
+        for r in range(a.reps)
+        for x in keygate_tenants(
+            sc, a.mode, a.concurrency or 0, a.tenants, seed=a.seed, run_id=r,
+            tts_concurrency=a.tts_concurrency, stagger_s=a.stagger_s, stagger_dist=a.stagger_dist,
+        )
+    ]  # fmt: skip
+    s = cli._summary(results) | {
+        "scenario": sc.name,
+        "client": "browser",
+        "mode": a.mode,
+        "concurrency": results[0].concurrency,
+        "tenants": a.tenants,
+        "key_gate": True,
+        "seed": a.seed,
+    }
+    if a.json:
+        print(json.dumps(s))
+        return 0
+    mk = s["makespan_s"]
+    print(
+        f"scenario {sc.name}  client browser  key-wide gate  mode {a.mode}  concurrency "
+        f"{s['concurrency']}  tenants {a.tenants}  reps {a.reps}  seed {a.seed}"
+    )
+    print(
+        f"makespan (s): mean {mk['mean']:.1f}  p50 {mk['p50']:.1f}  p95 {mk['p95']:.1f}  "
+        f"P(any failed) {s['p_any_failed']:.3f}  429s per classroom {s['http_429_mean']:.2f}"
+    )
+    return 0
+
+
 def sim_server(a: argparse.Namespace) -> int:
-    """``scenebench sim --client server``."""
+    """``scenebench sim --client server`` (and ``--key-gate`` for browser tenants)."""
+    if a.client == "browser":
+        if not a.key_gate:
+            raise ValueError("--key-inflight: only with --client server or --key-gate")
+        return _browser_keygate(a)
     err = ValueError
     arrivals = _read_arrivals(a.arrivals) if a.arrivals else None
     if arrivals is None and a.arrival_per_hour is None:

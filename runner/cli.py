@@ -217,8 +217,8 @@ def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
 def _cmd_sim(a: argparse.Namespace) -> int:
     from sim.fast import quota_free, simulate_fast
 
-    if a.client == "server":  # background classroom jobs on one key (runner/capacity.py)
-        from .capacity import sim_server
+    if a.client == "server" or a.key_gate or a.key_inflight:  # server jobs, key-wide gate
+        from .capacity import sim_server  # (runner/capacity.py)
 
         return sim_server(a)
 

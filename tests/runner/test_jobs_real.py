@@ -97,6 +97,13 @@ def test_sim_client_server_prints_the_done_when_keys():
         (("--client", "server", "--arrival-per-hour", "0"), "--arrival-per-hour must be"),
         (("--client", "server", "--arrivals", "/nonexistent/x"), "--arrivals: cannot read"),
         (("--client", "server", "--arrival-per-hour", "5", "--jobs", "0"), "--jobs must be"),
+        (
+            (
+                "--key-inflight",
+                "3",
+            ),
+            "--key-inflight: only with --client server or --key-gate",
+        ),
     ],
 )
 def test_server_user_errors_are_one_line_exit_2(args, needle):
@@ -104,6 +111,23 @@ def test_server_user_errors_are_one_line_exit_2(args, needle):
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], p.stderr
+
+
+def test_browser_tenants_with_the_key_wide_gate():
+    p = sb(
+        *("sim", "--key-inflight", "3", "--tenants", "3", "--key-gate", "--concurrency", "3"),
+        *("--reps", "4", "--seed", "11", "--json"),
+    )
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["reps"] == 12 and d["key_gate"] and d["http_429_mean"] == 0.0
+    sc = load_scenario("default").with_quota(llm_inflight=3, tts_inflight=3)
+    rs = [
+        x
+        for r in range(4)
+        for x in simulate_keygate_tenants(sc, "pipelined", 3, 3, seed=11, run_id=r)
+    ]
+    assert d["makespan_s"]["mean"] == pytest.approx(sum(r.makespan_s for r in rs) / 12)
 
 
 def test_replayed_arrivals_from_a_file(tmp_path):
