@@ -251,3 +251,13 @@ def test_measured_saturation_matches_the_closed_form():
     work, chain = 40 * n * (C + A), n * (C + A)
     assert work / 2 <= last_llm <= work / 2 + (1 - 1 / 2) * chain
     assert 40 / last_llm * 3600 <= sat
+
+
+@pytest.mark.parametrize(
+    "name", ["sim.jobs", "sim.keygate", "sim.capacity", "runner.jobs", "runner.capacity"]
+)
+def test_public_names_exist(name):
+    import importlib
+
+    mod = importlib.import_module(name)
+    assert all(hasattr(mod, attr) for attr in mod.__all__)
