@@ -385,14 +385,15 @@ def _write_report(out: Path, text: str) -> None:
 
 def capacity(a: argparse.Namespace) -> int:
     """``scenebench capacity``."""
-    sc = server_scenario(load_scenario(a.scenario, upstream=a.upstream))
+    browser = load_scenario(a.scenario, upstream=a.upstream)
+    sc = server_scenario(browser)
     s = sc.with_quota(llm_inflight=a.key_inflight, tts_inflight=a.key_inflight)
     load = key_load(s, a.key_inflight, a.key_inflight)
     sat = load.saturation_per_hour if math.isfinite(load.saturation_per_hour) else 60.0
     rates = [round(f * sat, 3) for f in FRACTIONS]
     rows = sweep(s, a.concurrency, rates, jobs=a.jobs, seed=a.seed)
     lines = [recommend_line(sc, q, jobs=a.jobs, seed=a.seed)[0] for q in a.quotas]
-    grid = tenants_grid(sc, 3, 3, (2, 3, 4, 5), a.tenant_reps, a.seed) if a.tenant_reps else []
+    grid = tenants_grid(browser, 3, 3, (2, 3, 4, 5), a.tenant_reps, a.seed) if a.tenant_reps else []
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     fig = f"capacity-{sc.name}.png"

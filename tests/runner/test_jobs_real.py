@@ -162,6 +162,13 @@ def test_validate_and_capacity_from_the_command_line(tmp_path):
     rep = (tmp_path / "REPORT.md").read_text()
     assert "## Other" in rep and rep.count("## Server path: key capacity") == 1
     assert "**server path, key 5 in flight**" in rep
+    # the shared-key table is the browser's classrooms (not server jobs) on 3-in-flight keys
+    sc = load_scenario("default").with_quota(llm_inflight=3, tts_inflight=3)
+    rs = [x for r in range(2) for x in simulate_keygate_tenants(sc, "pipelined", 3, 3, run_id=r)]
+    mean = sum(r.makespan_s for r in rs) / len(rs)
+    p_failed = sum(r.scenes_failed > 0 for r in rs) / len(rs)
+    row = next(ln for ln in rep.splitlines() if ln.startswith("| 3 | ") and "%, " in ln)
+    assert row.endswith(f"| {p_failed:.1%}, {mean:.0f} s |")
     (line,) = server_lines(tmp_path)  # what `scenebench recommend` prints for the server path
     assert line.startswith("**server path, key 5 in flight**: PARALLEL_SCENE_CONCURRENCY = ")
     sb(*("capacity", "--concurrency", "1", "--quotas", "5", "--jobs", "4", "--tenant-reps", "0"),
