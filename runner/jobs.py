@@ -9,6 +9,9 @@ The provider's routes run the model-call budget (the scenario's
 job runs ``withGenerationRetry`` around it (``client_policy``): the same two layers
 as the model. With ``key_gate`` each key's :class:`~sim.keygate.KeyGate` is shared
 by all jobs (or classrooms, :func:`run_keygate_tenants`).
+
+Virtual clock only: the key-wide gates keep the key's own time line (the loop's time from
+0), which a wall-clock run against a socket does not have yet.
 """
 
 from __future__ import annotations
