@@ -777,7 +777,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("auto", "simpy", "fast"), default="auto")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_cmd_sim)
-    from .capacity import add_capacity_parser, add_server_args  # the server path
+    from .server_cli import add_capacity_parser, add_server_args  # the server path
 
     add_server_args(s)
 

@@ -254,7 +254,15 @@ def test_measured_saturation_matches_the_closed_form():
 
 
 @pytest.mark.parametrize(
-    "name", ["sim.jobs", "sim.keygate", "sim.capacity", "runner.jobs", "runner.capacity"]
+    "name",
+    [
+        "sim.jobs",
+        "sim.keygate",
+        "sim.capacity",
+        "runner.jobs",
+        "runner.capacity",
+        "runner.server_cli",
+    ],
 )
 def test_public_names_exist(name):
     import importlib
