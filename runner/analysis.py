@@ -999,8 +999,11 @@ def render_results(d: Path) -> dict[str, Any]:
     figures = render_figures(cells, scenarios, d / "figures")
     report = render_report(d, cells, rec, meta, figures)
     extra = render_profile_section(cells, rec, scenarios)
+    server = d / "SERVER.md"  # the server path's section, written by `scenebench capacity`
+    if server.is_file():
+        extra += ["", server.read_text(encoding="utf-8").rstrip("\n")]
     if extra:
-        report = report.rstrip("\n") + "\n\n" + "\n".join(extra) + "\n"
+        report = report.rstrip("\n") + "\n\n" + "\n".join(extra).lstrip("\n") + "\n"
     write_atomic(d / "REPORT.md", lambda p: p.write_text(report))
     write_json_atomic(d / "recommendation.json", rec)
     return rec

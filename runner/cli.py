@@ -314,6 +314,11 @@ def _cmd_sim(a: argparse.Namespace) -> int:
 
     from .provenance import dumps, provenance, provenance_line
 
+    if a.client == "server" or a.key_gate or a.key_inflight:  # server jobs, key-wide gate
+        from .capacity import sim_server  # (runner/capacity.py)
+
+        return sim_server(a)
+
     sc = load_scenario(a.scenario, upstream=a.upstream)
     engine = a.engine
     if engine == "auto":
@@ -605,6 +610,9 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
         rec = render_results(Path(a.results))
     except ResultsError as e:
         raise UsageError(f"scenebench recommend: {e}") from None
+    from .capacity import server_lines  # the server path's default, stated apart (capacity)
+
+    rec["server_path"] = server_lines(Path(a.results))
     if a.json:
         from .provenance import dumps
 
@@ -635,6 +643,8 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
                 f"    upstream claim 2-3x at c = 3 ({m}): {sp} -> {cl['verdict']}; bound "
                 f"(C+A+kT)/(A+kT) = {v['bound']['limit_serial_tts']:.2f}x"
             )
+    for line in rec["server_path"]:  # none unless `scenebench capacity` wrote to the folder
+        print(line)
     return 0
 
 
@@ -645,6 +655,10 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     from .provenance import dumps, provenance, provenance_line
 
     names = a.scenario or builtin_names()
+    if a.client == "server":  # the server path's jobs and key-wide gate (runner/capacity.py)
+        from .capacity import validate_server
+
+        return validate_server(a, names)
     if a.exact:
         profiles = a.upstream or profile_names()
         scenarios = [
@@ -942,6 +956,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("auto", "simpy", "fast"), default="auto")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_cmd_sim)
+    from .server_cli import add_capacity_parser, add_server_args  # the server path
+
+    add_server_args(s)
 
     v = sub.add_parser("serve", help="serve the fake provider (uvicorn)")
     _add_scenario(v)
@@ -1064,6 +1081,7 @@ def _parser() -> argparse.ArgumentParser:
     va.add_argument("--out", default=None)
     va.add_argument("--json", action="store_true")
     va.add_argument("--no-progress", action="store_true")
+    va.add_argument("--client", choices=("browser", "server"), default="browser")
     va.set_defaults(fn=_cmd_validate)
 
     rp = sub.add_parser("report", help="re-render tables, figures and REPORT.md of a folder")
@@ -1108,6 +1126,7 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--time-scale", type=_positive_float("--time-scale"), default=0.15)
     co.add_argument("--json", action="store_true")
     co.set_defaults(fn=_cmd_conform)
+    add_capacity_parser(sub)
     return p
 
 
