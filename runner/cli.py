@@ -16,15 +16,25 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
-
-from sim.model import simulate_many
-from sim.rules import parse_knob
-from sim.scenario import MODES, ScenarioError, builtin_names, load_scenario
-from sim.schema import RunResult
+from sim.catalog import builtin_names
+from sim.rules import MODES, ScenarioError, parse_knob
 from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
+
+if TYPE_CHECKING:  # the model and pandas load only when a command needs them (fast --help)
+    import numpy as np
+
+    from sim.scenario import Scenario
+    from sim.schema import RunResult
+
+
+def load_scenario(name_or_path: str | Path, *, upstream: str | None = None) -> Scenario:
+    """:func:`sim.scenario.load_scenario`, imported when a command first needs it."""
+    from sim.scenario import load_scenario as load
+
+    return load(name_or_path, upstream=upstream)
+
 
 __all__ = ["main"]
 
@@ -286,6 +296,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 
 def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
+    import numpy as np
+
     mk = np.array([r.makespan_s for r in results])
     tf = np.array([r.ttfs_s for r in results])
     tfv = tf[~np.isnan(tf)]
@@ -337,6 +349,8 @@ def _cmd_sim(a: argparse.Namespace) -> int:
             sc, a.mode, a.concurrency or 0, a.reps, seed=a.seed, tts_concurrency=a.tts_concurrency
         ).results()
     else:
+        from sim.model import simulate_many
+
         results = simulate_many(
             sc,
             a.mode,
