@@ -30,6 +30,8 @@ import pandas as pd
 
 from sim.scenario import Scenario, scenario_from_mapping
 
+from .qoe_report import qoe_cell_columns, qoe_section, recommend_qoe, render_qoe_figures
+
 __all__ = [
     "RULE",
     "cell_table",
@@ -132,7 +134,9 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
             else:
                 row["speedup"] = row["speedup_lo"] = row["speedup_hi"] = math.nan
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    qoe = qoe_cell_columns(runs, _KEYS)  # the learner's metrics per cell (runner.qoe_report)
+    return table.merge(qoe, on=_KEYS, how="left") if len(qoe) else table
 
 
 def speedup_bound(sc: Scenario, concurrency: int = 10) -> dict[str, float]:
@@ -281,7 +285,7 @@ def recommend(cells: pd.DataFrame, scenarios: dict[str, Scenario]) -> dict[str, 
             },
         }
     overall = min((v["recommended"] for v in per.values()), default=1)
-    return {"rule": rule, "recommended": overall, "scenarios": per}
+    return {"rule": rule, "recommended": overall, "scenarios": per, "qoe": recommend_qoe(cells)}
 
 
 def adaptive_verdict(cells: pd.DataFrame) -> dict[str, Any]:
@@ -625,6 +629,7 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                     f"Shared key, {_quota_label(int(q))} — scenario {slug} (model, pipelined)"
                 )
                 save(fig, f"{slug}-tenants-q{int(q)}")
+    out += render_qoe_figures(cells, figdir)
     return out
 
 
@@ -832,6 +837,8 @@ def render_report(
             "first runs; see `scenebench validate` for the wall-clock check.",
             "",
         ]
+    if rec.get("qoe", {}).get("scenarios"):
+        lines += [qoe_section(rec["qoe"])]
     return "\n".join(lines)
 
 

@@ -23,6 +23,8 @@ from sim.scenario import MODES, ScenarioError, builtin_names, load_scenario
 from sim.schema import RunResult
 from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
 
+from .qoe_report import qoe_summary
+
 __all__ = ["main"]
 
 
@@ -144,6 +146,10 @@ def _fmt_s(v: float) -> str:
     return "-" if math.isnan(v) else f"{v:.2f} s"
 
 
+def _fmt_pct(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{100 * v:.2f}%"
+
+
 def _print_run(r: RunResult) -> None:
     print(
         f"scenario {r.scenario}  upstream {r.upstream}  mode {r.mode}  concurrency "
@@ -159,6 +165,10 @@ def _print_run(r: RunResult) -> None:
     print(
         f"requests {r.requests}  429s {r.http_429}  5xx {r.http_5xx}  retries {r.retries}  "
         f"timeouts {r.timeouts}"
+    )
+    print(
+        f"learner: startup {_fmt_s(r.startup_s)}  stall {_fmt_s(r.stall_s)} in {r.stalls} "
+        f"stall(s)  stall ratio {_fmt_pct(r.stall_ratio)}  last scene {_fmt_s(r.last_scene_s)}"
     )
     if r.scene_order:
         print("timeline (scene order: ready at)")
@@ -211,6 +221,7 @@ def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
         "failed_scenes_mean": float(np.mean([r.scenes_failed for r in results])),
         "p_any_failed": float(np.mean([r.scenes_failed > 0 for r in results])),
         "p_paused": float(np.mean([r.status == "paused" for r in results])),
+        **qoe_summary(results),
     }
 
 
@@ -279,6 +290,11 @@ def _cmd_sim(a: argparse.Namespace) -> int:
     print(f"{'(model seconds)':<22}{'mean':>10}{'p50':>10}{'p95':>10}")
     print(row("makespan", s["makespan_s"]))
     print(row("time to first scene", s["ttfs_s"]))
+    print(row("startup delay", s["startup_s"]))
+    print(row("stall time", s["stall_s"]))
+    print(row("time to last scene", s["last_scene_s"]))
+    sr = s["stall_ratio"]
+    print(f"stalls per run {s['stalls_mean']:.2f}  stall ratio {_fmt_pct(sr)}")
     print(
         f"429s per run {s['http_429_mean']:.2f}  retries per run {s['retries_mean']:.2f}  "
         f"failed scenes per run {s['failed_scenes_mean']:.3f}  "
@@ -473,6 +489,7 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
         print(json.dumps(rec, default=float))
         return 0
     print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {rec['recommended']}")
+    _print_qoe_rec(rec.get("qoe", {}))
     r = rec["rule"]
     print(
         f"rule: smallest c within {100 * r['within_best']:g}% of the best admissible speedup; "
@@ -492,6 +509,20 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
                 f"(C+A+kT)/(A+kT) = {v['bound']['limit_serial_tts']:.2f}x"
             )
     return 0
+
+
+def _print_qoe_rec(q: dict[str, Any]) -> None:
+    """The QoE rule with its tolerances and, per scenario, policy and quota, the c to set."""
+    if not q.get("scenarios"):
+        return
+    print(f"QoE rule: {q['rule']['text']}")
+    for name, per_pol in q["scenarios"].items():
+        for pol, d in per_pol.items():
+            picks = ", ".join(
+                f"{'unlimited' if int(k) == 0 else k}: c = {e['concurrency']}"
+                for k, e in d["by_quota"].items()
+            )
+            print(f"  {name}, adaptive {pol}: default c = {d['default']}; per key quota {picks}")
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ import httpx
 from sim.draws import Draws, client_jitter_u
 from sim.limiter import MAX_429_WAITS, POLICIES, GateCore
 from sim.model import _Stats
+from sim.qoe import qoe_of_run
 from sim.rules import (
     RunStatus,
     after_attempt,
@@ -222,6 +223,7 @@ class ScenePipeline:
         self._awaiting: int | None = None  # the outline whose content the loop waits for
         self._prev: list[str] = []  # previousSpeeches
         self.ready: list[tuple[int, int]] = []
+        self.clips: dict[int, int] = {}  # speech clips per scene, as the actions answer gave them
         self.failed: list[int] = []
         self.status = RunStatus.COMPLETED
         # per failed call: (step, outline order, clip, what it ended with, attempts)
@@ -427,9 +429,10 @@ class ScenePipeline:
             a for a in scene.get("actions", []) if a.get("type") == "speech" and a.get("text")
         ]
         k = len(speeches)
+        order = int(scene.get("order", 0))
+        self.clips[order] = k
         if k == 0:
             return True
-        order = int(scene.get("order", 0))
         oks: list[bool] = []
 
         async def clip(j: int, g: _AioGate | None = None) -> None:
@@ -608,6 +611,13 @@ class ScenePipeline:
                 break
         self.status = final_status(paused, content_failed, self.sc.client.content_failure_pauses)
 
+    def _qoe(self) -> dict[str, Any]:
+        """The learner's metrics (:func:`sim.qoe.qoe_of_run`): each ready scene plays its
+        clips' keyed audio durations plus the non-speech constant."""
+        d = self._draws()
+        play = {i: d.playback_us(0, i, self.clips.get(i, 0)) for i, _ in self.ready}
+        return qoe_of_run(self.sc.outlines, self.ready, play, self.sc.playback)
+
     def _result(self, end_us: int) -> RunResult:
         st = self.stats
         ready = self.ready
@@ -632,6 +642,7 @@ class ScenePipeline:
             scene_order=tuple(i for i, _ in ready),
             scene_ready_s=tuple(t / 1e6 for _, t in ready),
             failed_orders=tuple(self.failed),
+            **self._qoe(),
             upstream=self.sc.upstream,
         )
 

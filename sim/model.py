@@ -28,6 +28,7 @@ from simpy.events import NORMAL, Event, EventPriority
 from .draws import Draws, tenant_offsets_us
 from .limiter import MAX_429_WAITS, POLICIES, GateCore
 from .provider import RESET, TRUNCATED, Call, Decision, Provider
+from .qoe import qoe_of_run
 from .rules import (
     Counts,
     RunStatus,
@@ -492,6 +493,14 @@ class _Classroom:
         self.status = final_status(paused, content_failed, pauses)
 
 
+def _qoe(cr: _Classroom) -> dict[str, Any]:
+    """The learner's metrics of a classroom (:func:`sim.qoe.qoe_of_run`)."""
+    prov = cr.w.provider
+    d, row = prov.draws_for(cr.cid)
+    play = {i: d.playback_us(row, i, prov.speeches(cr.cid, i)) for i, _ in cr.ready}
+    return qoe_of_run(cr.w.scenario.outlines, cr.ready, play, cr.w.scenario.playback)
+
+
 def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[Any]) -> RunResult:
     st = cr.stats
     ready = cr.ready
@@ -517,6 +526,7 @@ def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[
         scene_order=tuple(i for i, _ in ready),
         scene_ready_s=tuple(t / 1e6 for _, t in ready),
         failed_orders=tuple(cr.failed),
+        **_qoe(cr),
         upstream=sc.upstream,
         tenants=tenants,
         tenant=tenant,
