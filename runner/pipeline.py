@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from sim.draws import Draws, client_jitter_u
-from sim.limiter import MAX_429_WAITS, POLICIES, GateCore
+from sim.limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
 from sim.model import _Stats
 from sim.qoe import qoe_of_run
 from sim.rules import (
@@ -143,8 +143,8 @@ class _AioGate:
         self.clock = clock
         self._armed: set[int] = set()
 
-    async def acquire(self, high: bool = False) -> None:
-        if self.core.try_acquire(self.clock.now_us(), high):
+    async def acquire(self, rank: Rank = ()) -> None:
+        if self.core.try_acquire(self.clock.now_us(), rank):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -154,12 +154,12 @@ class _AioGate:
             fut.set_result(None)
             return True
 
-        (self.core.waiters_hi if high else self.core.waiters).append(wake)
+        self.core.wait(rank, wake)
         self.changed()
         await fut
 
-    def release(self) -> None:
-        self.core.release()
+    def release(self, rank: Rank = ()) -> None:
+        self.core.release(rank)
         self.changed()
 
     async def __aenter__(self) -> None:
@@ -292,13 +292,12 @@ class ScenePipeline:
         headers: dict[str, str],
         ident: tuple[int, int],
         gate: _AioGate | None = None,
-        high: bool = False,
         fg: bool = False,
     ) -> dict[str, Any] | None:
         """One step call with the client's retries; the JSON body on success, else None. A
         gated call tells its adaptive gate of every 429 and of its success."""
         if gate is not None and gate.core.policy == "gate":
-            return await self._gated_call(step, body, headers, ident, gate, high, fg)
+            return await self._gated_call(step, body, headers, ident, gate, fg)
         policy = self.sc.client.client_policy(step, fg)
         k = 0
         while True:
@@ -329,39 +328,38 @@ class ScenePipeline:
         headers: dict[str, str],
         ident: tuple[int, int],
         gate: _AioGate,
-        high: bool,
         fg: bool,
     ) -> dict[str, Any] | None:
-        """The ``gate`` policy: every attempt passes the key's gate; a 429 re-queues the
-        attempt at the front instead of spending the retry budget."""
+        """The ``gate`` policy: every attempt passes the key's gate at its rank (outline
+        order, step, clip); a 429 re-queues the attempt at the same rank instead of
+        spending the retry budget."""
         policy = self.sc.client.client_policy(step, fg)
         k = used = waits = 0
-        prio = high
+        rank = (ident[0], step, ident[1])
         while True:
-            await gate.acquire(prio)
+            await gate.acquire(rank)
             try:
                 f = await self._fetch(step, body, headers, fg)
             except BaseException:
-                gate.release()
+                gate.release(rank)
                 raise
             k += 1
             self.stats.add(f.counts)
             now = self.clock.now_us()
             if f.status == 200:
                 gate.core.on_success(now)
-                gate.release()
+                gate.release(rank)
                 return f.data
             if f.provider_status == 429:
                 gate.core.on_429(now, f.retry_after_us)
-                gate.release()
+                gate.release(rank)
                 waits += 1
                 if waits > MAX_429_WAITS:
                     self._note_failure(step, ident, f, k)
                     return None
                 self.stats.retries += 1
-                prio = True
                 continue
-            gate.release()
+            gate.release(rank)
             u = self.jitter_u(step, ident, k - 1)
             verdict = after_attempt(policy, used, outcome_of(f.status), None, u)
             if verdict.fail:
@@ -370,7 +368,6 @@ class ScenePipeline:
             self.stats.retries += 1
             await self.clock.sleep_us(verdict.wait_us)
             used += 1
-            prio = high
 
     def jitter_u(self, step: int, ident: tuple[int, int], attempt: int) -> float:
         """The retry jitter after a call's attempt: the profile's fixed value or the keyed
@@ -406,7 +403,7 @@ class ScenePipeline:
             "stageInfo": {"name": "scenebench"},
         }
         gate = None if fg else (gate if gate is not None else self._llm_gate)
-        return await self._call(0, body, self._llm_headers(), (i, 0), gate, False, fg)
+        return await self._call(0, body, self._llm_headers(), (i, 0), gate, fg)
 
     async def actions(
         self, i: int, content: dict[str, Any], prev: list[str], fg: bool = False
@@ -420,7 +417,7 @@ class ScenePipeline:
             "previousSpeeches": prev,
         }
         gate = None if fg else self._llm_gate
-        return await self._call(1, body, self._llm_headers(), (i, 0), gate, True, fg)
+        return await self._call(1, body, self._llm_headers(), (i, 0), gate, fg)
 
     async def tts(self, scene: dict[str, Any], fg: bool = False) -> bool:
         """All speech clips of a scene; every clip is tried, any failure fails the scene.
@@ -443,7 +440,7 @@ class ScenePipeline:
                 "ttsVoice": "alloy",
                 "ttsApiKey": self.opt.tts_api_key,
             }
-            res = await self._call(2, body, {}, (order, j), g, False, fg)
+            res = await self._call(2, body, {}, (order, j), g, fg)
             oks.append(res is not None and bool(res.get("base64")))
 
         gate = None if fg else self._tts_gate
@@ -523,15 +520,25 @@ class ScenePipeline:
         gated = opt.adaptive == "gate"
         if gated:
             slots = self.content_slots(opt.concurrency, pending) + 1 if parallel else 1
-            self._llm_gate = _AioGate(GateCore(slots, "gate"), self.clock)
+            reserve = parallel and opt.mode == "pipelined"  # keep a slot for the loop
+            self._llm_gate = _AioGate(GateCore(slots, "gate", reserve), self.clock)
         if gated or (opt.adaptive != "off" and opt.tts_concurrency > 1):
             core = GateCore(max(1, opt.tts_concurrency), opt.adaptive)
             self._tts_gate = _AioGate(core, self.clock)
+
+    def _frontier(self, i: int) -> None:
+        """The scene whose LLM work the loop does or awaits next (the gate keeps it a slot)."""
+        gate = self._llm_gate
+        if gate is not None and gate.core.reserve:
+            gate.core.frontier = i
+            gate.changed()
 
     async def scene_tail(self, i: int, content: dict[str, Any], fg: bool = False) -> bool:
         """Actions, then every clip; the scene is added on success."""
         res = await self._step(self.actions(i, content, self._prev, fg))
         ok = res is not None and isinstance(res.get("scene"), dict)
+        if ok and not fg:
+            self._frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
             assert res is not None
             ok = await self._step(self.tts(res["scene"], fg))
@@ -594,21 +601,25 @@ class ScenePipeline:
         if self.opt.mode == "hybrid":
             await asyncio.gather(*results.values(), return_exceptions=True)
         content_failed = paused = False
-        for i in pending:
-            if self._aborted:
-                raise _Failed
-            self._awaiting = i
-            content = await results[i]
-            self._awaiting = None
-            if self._aborted:
-                raise _Failed
-            if content is None:
-                self.failed.append(i)
-                content_failed = True
-                continue
-            if not await self.scene_tail(i, content):
-                paused = True
-                break
+        try:
+            for i in pending:
+                if self._aborted:
+                    raise _Failed
+                self._frontier(i)
+                self._awaiting = i
+                content = await results[i]
+                self._awaiting = None
+                if self._aborted:
+                    raise _Failed
+                if content is None:
+                    self.failed.append(i)
+                    content_failed = True
+                    continue
+                if not await self.scene_tail(i, content):
+                    paused = True
+                    break
+        finally:
+            self._frontier(LOOP_DONE)  # the content still queued runs to the end
         self.status = final_status(paused, content_failed, self.sc.client.content_failure_pauses)
 
     def _qoe(self) -> dict[str, Any]:
