@@ -150,7 +150,7 @@ def recommend_qoe(cells: pd.DataFrame, rule: QoERule = QOE_RULE) -> dict[str, An
         for pol, gp in g[g["mode"] == "pipelined"].groupby("adaptive"):
             by_quota: dict[int, Any] = {}
             admissible_all: set[int] | None = None
-            for q, gq in gp.groupby("quota"):
+            for q, gq in sorted(gp.groupby("quota"), key=lambda t: (t[0] == 0, t[0])):
                 if q not in serial.index:
                     continue
                 srow = serial.loc[q]
@@ -194,9 +194,27 @@ def _qlabel(q: int) -> str:
     return "unlimited" if int(q) == 0 else f"{int(q)} in flight"
 
 
-def render_qoe_figures(cells: pd.DataFrame, figdir: Path) -> list[Path]:
-    """Per scenario: stall ratio and startup delay vs *c* per quota (one line per quota and
-    adaptive policy; serial at c = 1), and makespan vs stall (Pareto view)."""
+def _qoe_lines(g: pd.DataFrame, budget: float) -> list[tuple[str, int, pd.DataFrame]]:
+    """(policy, quota, rows by c with serial at c = 1 and a ``fails`` flag) per line."""
+    serial = g[g["mode"] == "serial"].set_index("quota")
+    out = []
+    pip = g[g["mode"] == "pipelined"]
+    for (pol, q), gl in pip.groupby(["adaptive", "quota"]):
+        gl = gl.sort_values("concurrency")
+        if q in serial.index:
+            gl = pd.concat([serial.loc[[q]].reset_index().assign(concurrency=1), gl])
+            base = float(serial.loc[q, "p_any_failed"])
+            gl = gl.assign(fails=gl["p_any_failed"].astype(float) > base + budget)
+        else:
+            gl = gl.assign(fails=False)
+        out.append((str(pol), int(q), gl))
+    return out
+
+
+def render_qoe_figures(cells: pd.DataFrame, figdir: Path, rule: QoERule = QOE_RULE) -> list[Path]:
+    """Per scenario: stall ratio and startup delay vs *c* per quota (colour: quota; solid:
+    fixed cap, dashed: adaptive policy; hollow markers: more failed scenes than serial's +
+    the budget), and makespan vs stall (the Pareto view)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,37 +225,46 @@ def render_qoe_figures(cells: pd.DataFrame, figdir: Path) -> list[Path]:
     out: list[Path] = []
     sim = cells[(cells["backend"] == "sim") & (cells["tenants"] == 1)]
     for name, g in sim.groupby("scenario"):
-        serial = g[g["mode"] == "serial"].set_index("quota")
-        pip = g[g["mode"] == "pipelined"]
-        fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-        for (pol, q), gl in pip.groupby(["adaptive", "quota"]):
-            gl = gl.sort_values("concurrency")
-            if q in serial.index:
-                s = serial.loc[q]
-                gl = pd.concat([s.to_frame().T.assign(concurrency=1), gl])
+        lines = _qoe_lines(g, rule.failure_budget_pp / 100)
+        quotas = sorted({q for _, q, _ in lines}, key=lambda q: (q == 0, q))
+        cmap = plt.get_cmap("viridis")
+        color = {q: cmap(i / max(1, len(quotas) - 1)) for i, q in enumerate(quotas)}
+        fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+        for pol, q, gl in lines:
             style = "-" if pol == "off" else "--"
-            lab = f"{_qlabel(q)}, {pol}"
-            x = gl["concurrency"].astype(int)
-            axes[0].plot(x, 100 * gl["stall_ratio"].astype(float), style, marker="o", label=lab)
-            axes[1].plot(x, gl["startup_mean_s"].astype(float), style, marker="o", label=lab)
-            axes[2].scatter(
-                gl["makespan_mean_s"].astype(float), gl["stall_mean_s"].astype(float), label=lab
+            x = gl["concurrency"].astype(int).to_numpy()
+            ys = (
+                100 * gl["stall_ratio"].astype(float).to_numpy(),
+                gl["startup_mean_s"].astype(float).to_numpy(),
             )
-            for _, r in gl.iterrows():
+            mk = gl["makespan_mean_s"].astype(float).to_numpy()
+            st = gl["stall_mean_s"].astype(float).to_numpy()
+            pts = ((x, ys[0]), (x, ys[1]), (mk, st))
+            fails = gl["fails"].to_numpy(dtype=bool)
+            for ax, (px, py) in zip(axes, pts, strict=True):
+                ax.plot(px, py, style, color=color[q], lw=1.2, label=f"{_qlabel(q)}, {pol}")
+                ax.scatter(px[~fails], py[~fails], color=color[q], s=22, zorder=3)
+                ax.scatter(px[fails], py[fails], facecolors="none", edgecolors=color[q], s=30)
+            for cx, a, b in zip(x, mk, st, strict=True):
                 axes[2].annotate(
-                    f"c={int(r['concurrency'])}",
-                    (float(r["makespan_mean_s"]), float(r["stall_mean_s"])),
-                    fontsize=7,
+                    f"{cx}", (a, b), fontsize=6, xytext=(2, 2), textcoords="offset points"
                 )
+        for ax in axes[:2]:
+            ax.set_xticks(sorted({int(c) for c in g["concurrency"]}))
         axes[0].set(xlabel="concurrency c", ylabel="stall ratio (%)", title="stall ratio vs c")
         axes[1].set(xlabel="concurrency c", ylabel="mean startup delay (s)", title="startup vs c")
         axes[2].set(
             xlabel="mean makespan (s)",
             ylabel="mean stall per run (s)",
-            title="makespan vs stall (lower left is better)",
+            title="makespan vs stall (labels: c; lower left is better)",
         )
         axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        fig.suptitle(f"{name}: what the learner feels (pipelined; serial at c = 1)")
+        fig.suptitle(
+            f"{name}: what the learner feels (model, pipelined; serial at c = 1; solid: fixed "
+            f"cap, dashed: adaptive; hollow: P(any failed) > serial's + "
+            f"{rule.failure_budget_pp:g} point)",
+            fontsize=10,
+        )
         fig.tight_layout()
         for ext in ("png", "svg"):
             p = figdir / f"{name}-qoe.{ext}"
