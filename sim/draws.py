@@ -8,6 +8,9 @@ classroom's draws never depend on which other classrooms were drawn, nor on the
 order in which calls arrive. The model draws many classrooms at once, the fake
 provider one at a time; both get the same numbers.
 
+The learner's playback draws one audio duration per speech clip from stream
+``(98, 0, 0)`` (:meth:`Draws.audio_us`), keyed like a clip's TTS latency.
+
 Latencies are returned as integer microseconds: both worlds keep time in whole
 microseconds so that sums are exact and equal-time ties are real ties.
 """

@@ -87,3 +87,25 @@ def test_sim_and_run_json_report_the_learner_metrics(capsys):
     for k in ("startup_s", "stall_s", "stalls", "stall_ratio", "last_scene_s"):
         assert k in r
     assert r["startup_s"] == r["ttfs_s"]  # the foreground scene is the first the learner plays
+
+
+def test_a_folder_of_the_previous_schema_is_refused_with_its_reason(tmp_path):
+    import pytest
+
+    from runner.sweep import ResultsError, load_runs
+
+    spec = SweepSpec(
+        scenarios=(load_scenario("default").to_mapping(),),
+        backends=("sim",),
+        concurrencies=(2,),
+        quotas=(0,),
+        sim_reps=4,
+    )
+    d = run_sweep(spec, out=tmp_path / "r", workers=1, progress=False)
+    meta = json.loads((d / "metadata.json").read_text())
+    meta["schema_version"] = 2
+    (d / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ResultsError) as e:
+        load_runs(d)
+    msg = str(e.value)
+    assert "schema version 2" in msg and "learner's metrics" in msg and "\n" not in msg
