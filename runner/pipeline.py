@@ -601,25 +601,24 @@ class ScenePipeline:
         if self.opt.mode == "hybrid":
             await asyncio.gather(*results.values(), return_exceptions=True)
         content_failed = paused = False
-        try:
-            for i in pending:
-                if self._aborted:
-                    raise _Failed
-                self._frontier(i)
-                self._awaiting = i
-                content = await results[i]
-                self._awaiting = None
-                if self._aborted:
-                    raise _Failed
-                if content is None:
-                    self.failed.append(i)
-                    content_failed = True
-                    continue
-                if not await self.scene_tail(i, content):
-                    paused = True
-                    break
-        finally:
-            self._frontier(LOOP_DONE)  # the content still queued runs to the end
+        for i in pending:
+            if self._aborted:
+                raise _Failed
+            self._frontier(i)
+            self._awaiting = i
+            content = await results[i]
+            self._awaiting = None
+            if self._aborted:
+                raise _Failed
+            if content is None:
+                self.failed.append(i)
+                content_failed = True
+                continue
+            if not await self.scene_tail(i, content):
+                paused = True
+                break
+        # the content still queued runs to the end (a stop() cancels it instead)
+        self._frontier(LOOP_DONE)
         self.status = final_status(paused, content_failed, self.sc.client.content_failure_pauses)
 
     def _qoe(self) -> dict[str, Any]:

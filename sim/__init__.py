@@ -13,6 +13,7 @@ from .dists import (
 )
 from .fast import simulate_fast
 from .model import clamp_concurrency, effective_tts_concurrency, simulate, simulate_many
+from .qoe import Playback, QoERule, qoe_us
 from .rules import Mode, RunStatus, Step, parse_knob
 from .scenario import (
     MODES,
@@ -43,6 +44,8 @@ __all__ = [
     "Gamma",
     "LogNormal",
     "Mode",
+    "Playback",
+    "QoERule",
     "Quota",
     "RequestRecord",
     "RetryPolicy",
@@ -60,6 +63,7 @@ __all__ = [
     "parse_knob",
     "profile",
     "profile_names",
+    "qoe_us",
     "requests_frame",
     "runs_frame",
     "scenario_from_mapping",
