@@ -311,8 +311,9 @@ def qoe_section(rec: dict[str, Any]) -> str:
                     f"{_f(100 * s['p_any_failed']['mean'])}% |"
                 )
             lines.append("")
+    links = ", ".join(f"[{n}-qoe.png](figures/{n}-qoe.png)" for n in rec["scenarios"])
     lines.append(
-        "Figures `<scenario>-qoe.png`: stall ratio and startup delay vs *c* per quota, and "
-        "makespan vs stall. The learner model is in `sim/qoe.py`."
+        f"Figures ({links}; also under Figures): stall ratio and startup delay vs *c* per "
+        "quota, and makespan vs stall. The learner model is in `sim/qoe.py`."
     )
     return "\n".join(lines) + "\n"
