@@ -132,7 +132,8 @@ class GateCore:
 
     def release(self, rank: Rank = ()) -> None:
         self.in_use -= 1
-        self.running.remove(rank)
+        if rank in self.running:  # a subclass that admits on its own may not track ranks
+            self.running.remove(rank)
 
     def on_429(self, now_us: int, retry_after_us: int | None) -> None:
         """A 429 to an attempt that still holds its slot (call before :meth:`release`)."""
