@@ -38,6 +38,7 @@ from .counts import (
     paired_speedup,
 )
 from .provenance import provenance, provenance_line
+from .qoe_report import qoe_cell_columns, qoe_section, recommend_qoe, render_qoe_figures
 from .upstream_report import overall_for_today, render_profile_section
 
 __all__ = [
@@ -128,7 +129,9 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
             # only where runs do not fail more often than serial's + the budget
             row["fails_too_often"] = fails_too_often(k_fail / n, p_serial)
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    qoe = qoe_cell_columns(runs, _KEYS)  # the learner's metrics per cell (runner.qoe_report)
+    return table.merge(qoe, on=_KEYS, how="left") if len(qoe) else table
 
 
 def speedup_bound(sc: Scenario, concurrency: int = 10) -> dict[str, float]:
@@ -274,7 +277,7 @@ def recommend(cells: pd.DataFrame, scenarios: dict[str, Scenario]) -> dict[str, 
             },
         }
     today = overall_for_today(per, scenarios)
-    return {"rule": rule, **today, "scenarios": per}
+    return {"rule": rule, **today, "scenarios": per, "qoe": recommend_qoe(cells)}
 
 
 def adaptive_verdict(cells: pd.DataFrame) -> dict[str, Any]:
@@ -704,6 +707,7 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                 )
                 _caption(fig)
                 save(fig, f"{slug}-tenants-q{int(q)}")
+    out += render_qoe_figures(cells, figdir)
     return out
 
 
@@ -982,6 +986,8 @@ def render_report(
             "first runs; see `scenebench validate` for the wall-clock check.",
             "",
         ]
+    if rec.get("qoe", {}).get("scenarios"):
+        lines += [qoe_section(rec["qoe"])]
     return "\n".join(lines)
 
 

@@ -175,6 +175,10 @@ def _fmt_s(v: float) -> str:
     return "-" if math.isnan(v) else f"{v:.2f} s"
 
 
+def _fmt_pct(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{100 * v:.2f}%"
+
+
 def _print_run(r: RunResult, prov: dict[str, Any], failures: Sequence[Any] = ()) -> None:
     from .provenance import provenance_line
 
@@ -195,6 +199,10 @@ def _print_run(r: RunResult, prov: dict[str, Any], failures: Sequence[Any] = ())
     print(
         f"requests {r.requests}  429s {r.http_429}  5xx {r.http_5xx}  retries {r.retries}  "
         f"timeouts {r.timeouts}"
+    )
+    print(
+        f"learner: startup {_fmt_s(r.startup_s)}  stall {_fmt_s(r.stall_s)} in {r.stalls} "
+        f"stall(s)  stall ratio {_fmt_pct(r.stall_ratio)}  last scene {_fmt_s(r.last_scene_s)}"
     )
     if r.scene_order:
         print("timeline (scene order: ready at)")
@@ -295,6 +303,12 @@ def _cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _qoe_summary(results: Sequence[RunResult]) -> dict[str, Any]:
+    from .qoe_report import qoe_summary
+
+    return qoe_summary(results)
+
+
 def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
     import numpy as np
 
@@ -318,6 +332,7 @@ def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
         "failed_scenes_mean": float(np.mean([r.scenes_failed for r in results])),
         "p_any_failed": float(np.mean([r.scenes_failed > 0 for r in results])),
         "p_paused": float(np.mean([r.status == "paused" for r in results])),
+        **_qoe_summary(results),
     }
 
 
@@ -399,6 +414,11 @@ def _cmd_sim(a: argparse.Namespace) -> int:
     print(f"{'(model seconds)':<22}{'mean':>10}{'p50':>10}{'p95':>10}")
     print(row("makespan", s["makespan_s"]))
     print(row("time to first scene", s["ttfs_s"]))
+    print(row("startup delay", s["startup_s"]))
+    print(row("stall time", s["stall_s"]))
+    print(row("time to last scene", s["last_scene_s"]))
+    sr = s["stall_ratio"]
+    print(f"stalls per run {s['stalls_mean']:.2f}  stall ratio {_fmt_pct(sr)}")
     print(
         f"429s per run {s['http_429_mean']:.2f}  retries per run {s['retries_mean']:.2f}  "
         f"failed scenes per run {s['failed_scenes_mean']:.3f}  "
@@ -637,6 +657,7 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
     if "provenance" in rec:
         print(provenance_line(rec["provenance"]))
     print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {rec['recommended']}")
+    _print_qoe_rec(rec.get("qoe", {}))
     r = rec["rule"]
     print(
         f"rule: smallest c within {100 * r['within_best']:g}% of the best admissible speedup; "
@@ -660,6 +681,20 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
     for line in rec["server_path"]:  # none unless `scenebench capacity` wrote to the folder
         print(line)
     return 0
+
+
+def _print_qoe_rec(q: dict[str, Any]) -> None:
+    """The QoE rule with its tolerances and, per scenario, policy and quota, the c to set."""
+    if not q.get("scenarios"):
+        return
+    print(f"QoE rule: {q['rule']['text']}")
+    for name, per_pol in q["scenarios"].items():
+        for pol, d in per_pol.items():
+            picks = ", ".join(
+                f"{'unlimited' if int(k) == 0 else k}: c = {e['concurrency']}"
+                for k, e in d["by_quota"].items()
+            )
+            print(f"  {name}, adaptive {pol}: default c = {d['default']}; per key quota {picks}")
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from sim.jobs import (
     server_scenario,
 )
 from sim.keygate import KeyGate
+from sim.limiter import Rank
 from sim.model import effective_tts_concurrency
 from sim.rules import RunStatus, clamp_concurrency
 from sim.scenario import MODES, Scenario
@@ -52,23 +53,13 @@ class _TenantAioGate(_AioGate):
 
     def __init__(self, core: KeyGate, rank: int) -> None:
         super().__init__(core, _KeyClock(1.0))
-        self.key = core
         self.rank = rank
 
-    async def acquire(self, high: bool = False) -> None:
-        if self.key.try_acquire(self.clock.now_us(), high):
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def acquire(self, rank: Rank = ()) -> None:
+        await super().acquire((self.rank, *rank))
 
-        def wake() -> bool:
-            if fut.done():
-                return False
-            fut.set_result(None)
-            return True
-
-        self.key.push(self.rank, high, wake)
-        self.changed()
-        await fut
+    def release(self, rank: Rank = ()) -> None:
+        super().release((self.rank, *rank))
 
 
 class _KeyClock(Clock):
@@ -108,12 +99,11 @@ class _KeyPipeline(ScenePipeline):
         headers: dict[str, str],
         ident: tuple[int, int],
         gate: _AioGate | None = None,
-        high: bool = False,
         fg: bool = False,
     ) -> dict[str, Any] | None:
         if gate is None and self._llm_gate is not None:
             gate = self._tts_gate if step == 2 else self._llm_gate
-        return await super()._call(step, body, headers, ident, gate, high or fg, fg)
+        return await super()._call(step, body, headers, ident, gate, fg)
 
 
 class _JobPipeline(_KeyPipeline):
@@ -128,7 +118,7 @@ class _JobPipeline(_KeyPipeline):
             self._tts_gate = _TenantAioGate(gates[1], rank)
         self.media_c = media_c
         self.scenes: list[tuple[int, dict[str, Any]]] = []
-        self.clips = 0
+        self.media_clips = 0
         self.clips_failed = 0
 
     async def scene_tail(self, i: int, content: dict[str, Any], fg: bool = False) -> bool:
@@ -152,7 +142,7 @@ class _JobPipeline(_KeyPipeline):
         for order, scene in self.scenes:
             speech = [a for a in scene.get("actions", []) if a.get("type") == "speech"]
             todo.extend((order, j, a) for j, a in enumerate(speech))
-        self.clips = len(todo)
+        self.media_clips = len(todo)
         it = iter(todo)
 
         async def worker() -> None:
@@ -164,7 +154,7 @@ class _JobPipeline(_KeyPipeline):
                     "ttsVoice": "alloy",
                     "ttsApiKey": self.opt.tts_api_key,
                 }
-                res = await self._call(2, body, {}, (order, j), self._tts_gate, False, False)
+                res = await self._call(2, body, {}, (order, j), self._tts_gate, False)
                 if res is None or not res.get("base64"):
                     self.clips_failed += 1
 
@@ -185,7 +175,7 @@ class _JobPipeline(_KeyPipeline):
             latency_s=end / 1e6,
             scenes_ok=len(self.scenes),
             scenes_failed=len(self.failed),
-            clips=self.clips,
+            clips=self.media_clips,
             clips_failed=self.clips_failed,
             requests=st.requests,
             http_429=st.http_429,

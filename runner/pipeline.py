@@ -31,8 +31,9 @@ from typing import Any
 import httpx
 
 from sim.draws import Draws, client_jitter_u
-from sim.limiter import MAX_429_WAITS, POLICIES, GateCore
+from sim.limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
 from sim.model import _Stats
+from sim.qoe import qoe_of_run
 from sim.rules import (
     RunStatus,
     after_attempt,
@@ -143,8 +144,8 @@ class _AioGate:
         self.clock = clock
         self._armed: set[int] = set()
 
-    async def acquire(self, high: bool = False) -> None:
-        if self.core.try_acquire(self.clock.now_us(), high):
+    async def acquire(self, rank: Rank = ()) -> None:
+        if self.core.try_acquire(self.clock.now_us(), rank):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -154,12 +155,12 @@ class _AioGate:
             fut.set_result(None)
             return True
 
-        (self.core.waiters_hi if high else self.core.waiters).append(wake)
+        self.core.wait(rank, wake)
         self.changed()
         await fut
 
-    def release(self) -> None:
-        self.core.release()
+    def release(self, rank: Rank = ()) -> None:
+        self.core.release(rank)
         self.changed()
 
     async def __aenter__(self) -> None:
@@ -224,6 +225,7 @@ class ScenePipeline:
         self._awaiting: int | None = None  # the outline whose content the loop waits for
         self._prev: list[str] = []  # previousSpeeches
         self.ready: list[tuple[int, int]] = []
+        self.clips: dict[int, int] = {}  # speech clips per scene, as the actions answer gave them
         self.failed: list[int] = []
         self.status = RunStatus.COMPLETED
 
@@ -310,13 +312,12 @@ class ScenePipeline:
         headers: dict[str, str],
         ident: tuple[int, int],
         gate: _AioGate | None = None,
-        high: bool = False,
         fg: bool = False,
     ) -> dict[str, Any] | None:
         """One step call with the client's retries; the JSON body on success, else None. A
         gated call tells its adaptive gate of every 429 and of its success."""
         if gate is not None and gate.core.policy == "gate":
-            return await self._gated_call(step, body, headers, ident, gate, high, fg)
+            return await self._gated_call(step, body, headers, ident, gate, fg)
         policy = self.sc.client.client_policy(step, fg)
         k = 0
         while True:
@@ -346,38 +347,37 @@ class ScenePipeline:
         headers: dict[str, str],
         ident: tuple[int, int],
         gate: _AioGate,
-        high: bool,
         fg: bool,
     ) -> dict[str, Any] | None:
-        """The ``gate`` policy: every attempt passes the key's gate; a 429 re-queues the
-        attempt at the front instead of spending the retry budget."""
+        """The ``gate`` policy: every attempt passes the key's gate at its rank (outline
+        order, step, clip); a 429 re-queues the attempt at the same rank instead of
+        spending the retry budget."""
         policy = self.sc.client.client_policy(step, fg)
         k = used = waits = 0
-        prio = high
+        rank = (ident[0], step, ident[1])
         while True:
-            await gate.acquire(prio)
+            await gate.acquire(rank)
             try:
                 f = await self._fetch(step, body, headers, fg)
             except BaseException:
-                gate.release()
+                gate.release(rank)
                 raise
             k += 1
             self.stats.add(f.counts)
             now = self.clock.now_us()
             if f.status == 200:
                 gate.core.on_success(now)
-                gate.release()
+                gate.release(rank)
                 return f.data
             if f.provider_status == 429:
                 gate.core.on_429(now, f.retry_after_us)
-                gate.release()
+                gate.release(rank)
                 waits += 1
                 if waits > MAX_429_WAITS:
                     return None
                 self.stats.retries += 1
-                prio = True
                 continue
-            gate.release()
+            gate.release(rank)
             u = self.jitter_u(step, ident, k - 1)
             verdict = after_attempt(policy, used, outcome_of(f.status), None, u)
             if verdict.fail:
@@ -385,7 +385,6 @@ class ScenePipeline:
             self.stats.retries += 1
             await self.clock.sleep_us(verdict.wait_us)
             used += 1
-            prio = high
 
     def jitter_u(self, step: int, ident: tuple[int, int], attempt: int) -> float:
         """The retry jitter after a call's attempt: the profile's fixed value or the keyed
@@ -417,7 +416,7 @@ class ScenePipeline:
             "stageInfo": {"name": "scenebench"},
         }
         gate = None if fg else (gate if gate is not None else self._llm_gate)
-        return await self._call(0, body, self._llm_headers(), (i, 0), gate, False, fg)
+        return await self._call(0, body, self._llm_headers(), (i, 0), gate, fg)
 
     async def actions(
         self, i: int, content: dict[str, Any], prev: list[str], fg: bool = False
@@ -431,7 +430,7 @@ class ScenePipeline:
             "previousSpeeches": prev,
         }
         gate = None if fg else self._llm_gate
-        return await self._call(1, body, self._llm_headers(), (i, 0), gate, True, fg)
+        return await self._call(1, body, self._llm_headers(), (i, 0), gate, fg)
 
     async def tts(self, scene: dict[str, Any], fg: bool = False) -> bool:
         """All speech clips of a scene; every clip is tried, any failure fails the scene.
@@ -440,9 +439,10 @@ class ScenePipeline:
             a for a in scene.get("actions", []) if a.get("type") == "speech" and a.get("text")
         ]
         k = len(speeches)
+        order = int(scene.get("order", 0))
+        self.clips[order] = k
         if k == 0:
             return True
-        order = int(scene.get("order", 0))
         oks: list[bool] = []
 
         async def clip(j: int, g: _AioGate | None = None) -> None:
@@ -453,7 +453,7 @@ class ScenePipeline:
                 "ttsVoice": "alloy",
                 "ttsApiKey": self.opt.tts_api_key,
             }
-            res = await self._call(2, body, {}, (order, j), g, False, fg)
+            res = await self._call(2, body, {}, (order, j), g, fg)
             oks.append(res is not None and bool(res.get("base64")))
 
         gate = None if fg else self._tts_gate
@@ -533,15 +533,25 @@ class ScenePipeline:
         gated = opt.adaptive == "gate"
         if gated:
             slots = self.content_slots(opt.concurrency, pending) + 1 if parallel else 1
-            self._llm_gate = _AioGate(GateCore(slots, "gate"), self.clock)
+            reserve = parallel and opt.mode == "pipelined"  # keep a slot for the loop
+            self._llm_gate = _AioGate(GateCore(slots, "gate", reserve), self.clock)
         if gated or (opt.adaptive != "off" and opt.tts_concurrency > 1):
             core = GateCore(max(1, opt.tts_concurrency), opt.adaptive)
             self._tts_gate = _AioGate(core, self.clock)
+
+    def _frontier(self, i: int) -> None:
+        """The scene whose LLM work the loop does or awaits next (the gate keeps it a slot)."""
+        gate = self._llm_gate
+        if gate is not None and gate.core.reserve:
+            gate.core.frontier = i
+            gate.changed()
 
     async def scene_tail(self, i: int, content: dict[str, Any], fg: bool = False) -> bool:
         """Actions, then every clip; the scene is added on success."""
         res = await self._step(self.actions(i, content, self._prev, fg))
         ok = res is not None and isinstance(res.get("scene"), dict)
+        if ok and not fg:
+            self._frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
             assert res is not None
             ok = await self._step(self.tts(res["scene"], fg))
@@ -607,6 +617,7 @@ class ScenePipeline:
         for i in pending:
             if self._aborted:
                 raise _Failed
+            self._frontier(i)
             self._awaiting = i
             content = await results[i]
             self._awaiting = None
@@ -619,7 +630,16 @@ class ScenePipeline:
             if not await self.scene_tail(i, content):
                 paused = True
                 break
+        # the content still queued runs to the end (a stop() cancels it instead)
+        self._frontier(LOOP_DONE)
         self.status = final_status(paused, content_failed, self.sc.client.content_failure_pauses)
+
+    def _qoe(self) -> dict[str, Any]:
+        """The learner's metrics (:func:`sim.qoe.qoe_of_run`): each ready scene plays its
+        clips' keyed audio durations plus the non-speech constant."""
+        d = self._draws()
+        play = {i: d.playback_us(0, i, self.clips.get(i, 0)) for i, _ in self.ready}
+        return qoe_of_run(self.sc.outlines, self.ready, play, self.sc.playback)
 
     def _result(self, end_us: int) -> RunResult:
         st = self.stats
@@ -645,6 +665,7 @@ class ScenePipeline:
             scene_order=tuple(i for i, _ in ready),
             scene_ready_s=tuple(t / 1e6 for _, t in ready),
             failed_orders=tuple(self.failed),
+            **self._qoe(),
             upstream=self.sc.upstream,
         )
 

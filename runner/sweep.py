@@ -43,7 +43,7 @@ from sim.fast import quota_free, simulate_fast
 from sim.limiter import POLICIES
 from sim.model import simulate_many
 from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
-from sim.schema import SCHEMA_VERSION, runs_frame
+from sim.schema import SCHEMA_VERSION, runs_frame, schema_upgrade_reason
 
 from .provenance import dumps, git_commit, provenance
 
@@ -362,12 +362,7 @@ def read_metadata(d: Path) -> dict[str, Any]:
         )
     if meta.get("schema_version") != SCHEMA_VERSION:
         old = meta.get("schema_version")
-        why = (
-            " (made before upstream profiles: it modelled route retries without the "
-            "foreground first scene; run the sweep again with this version)"
-            if isinstance(old, int) and old < SCHEMA_VERSION
-            else ""
-        )
+        why = schema_upgrade_reason(old)
         raise ResultsError(
             f"{str(d)!r} has schema version {old!r}; this scenebench reads {SCHEMA_VERSION}{why}"
         )

@@ -92,6 +92,17 @@ def first_divergence(real: RunResult, model: RunResult) -> str | None:
             return f"{k}: real {getattr(real, k)!r} | model {getattr(model, k)!r}"
     if abs(real.makespan_s - model.makespan_s) > TOL_S:
         return f"makespan: real {real.makespan_s:.6f} s | model {model.makespan_s:.6f} s"
+    return _qoe_divergence(real, model)
+
+
+def _qoe_divergence(real: RunResult, model: RunResult) -> str | None:
+    """The learner's metrics (:mod:`sim.qoe`): equal counts, times within 1e-6 s (NaN = NaN)."""
+    if real.stalls != model.stalls:
+        return f"stalls: real {real.stalls} | model {model.stalls}"
+    for k in ("startup_s", "stall_s", "stall_ratio", "last_scene_s", "playback_s"):
+        a, b = getattr(real, k), getattr(model, k)
+        if math.isnan(a) != math.isnan(b) or (not math.isnan(a) and abs(a - b) > TOL_S):
+            return f"{k}: real {a!r} | model {b!r}"
     return None
 
 

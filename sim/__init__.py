@@ -47,6 +47,9 @@ _WHERE = {
     "ClientProfile": "upstream",
     "profile": "upstream",
     "profile_names": "upstream",
+    "Playback": "qoe",
+    "QoERule": "qoe",
+    "qoe_us": "qoe",
 }
 
 __all__ = sorted(_WHERE)

@@ -8,6 +8,9 @@ classroom's draws never depend on which other classrooms were drawn, nor on the
 order in which calls arrive. The model draws many classrooms at once, the fake
 provider one at a time; both get the same numbers.
 
+The learner's playback draws one audio duration per speech clip from stream
+``(98, 0, 0)`` (:meth:`Draws.audio_us`), keyed like a clip's TTS latency.
+
 Latencies are returned as integer microseconds: both worlds keep time in whole
 microseconds so that sums are exact and equal-time ties are real ties.
 """
@@ -38,6 +41,7 @@ KIND_5XX = 2
 KIND_FAULT = 3
 KIND_JITTER = 4  # the client's retry jitter U[0, 1) after a failed attempt (#788)
 _SPEECHES_KEY = (99, 0, 0)
+_PLAYBACK_KEY = (98, 0, 0)  # the audio duration of each speech clip (the learner's playback)
 US_PER_S = 1_000_000
 
 
@@ -65,6 +69,7 @@ class Draws:
         self._cache: dict[tuple[int, int, int], NDArray[np.float64]] = {}
         self._lat: dict[tuple[int, int], NDArray[np.int64]] = {}
         self._speeches: NDArray[np.int64] | None = None
+        self._audio: NDArray[np.int64] | None = None
 
     def _per(self, step: int) -> int:
         return self.n * self.kmax if step == 2 else self.n
@@ -116,6 +121,30 @@ class Draws:
             u = self.uniforms(_SPEECHES_KEY, self.n)
             self._speeches = np.asarray(self.scenario.speech_actions.quantile(u), dtype=np.int64)
         return self._speeches
+
+    def audio_us(self) -> NDArray[np.int64]:
+        """Audio duration of every speech clip in µs, shape ``(classrooms, N*kmax)`` (column
+        :meth:`column` of step 2): stream ``(98, 0, 0)``, ``[playback] clip``."""
+        if self._audio is None:
+            u = self.uniforms(_PLAYBACK_KEY, self.n * self.kmax)
+            self._audio = seconds_to_us(self.scenario.playback.clip.quantile(u))
+        return self._audio
+
+    def playback_us(self, row: int, order: int, clips: int) -> int:
+        """Playback time of one scene with ``clips`` speech clips: the non-speech constant
+        plus its clips' audio (the same integers :meth:`playback_table_us` sums)."""
+        base = order % self.n * self.kmax
+        audio = self.audio_us()[row, base : base + min(clips, self.kmax)]
+        return self.scenario.playback.non_speech_us + int(audio.sum())
+
+    def playback_table_us(self) -> NDArray[np.int64]:
+        """Playback time of every scene, shape ``(classrooms, N)``, for its drawn clips."""
+        audio = self.audio_us().reshape(self.hi - self.lo, self.n, self.kmax)
+        mask = np.arange(self.kmax)[None, None, :] < self.speeches()[:, :, None]
+        out: NDArray[np.int64] = self.scenario.playback.non_speech_us + np.where(
+            mask, audio, 0
+        ).sum(axis=2)
+        return out
 
     def column(self, step: int, order: int, clip: int) -> int:
         """Index of a call in a row of the step's table."""

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
 from .model import clamp_concurrency, effective_tts_concurrency
+from .qoe import QOE_FIELDS, QoE, qoe_us
 from .rules import RetryPolicy, RunStatus, content_slots, is_parallel
 from .scenario import MODES, Scenario
 from .schema import SCHEMA_VERSION, RunResult
@@ -136,6 +137,7 @@ class FastRuns:
     failed: B  # (reps, N)
     status: I8
     counters: _Counters
+    qoe: QoE | None = None  # the learner's metrics (sim.qoe.qoe_us on ready_us)
 
     @property
     def paused(self) -> B:
@@ -187,6 +189,7 @@ class FastRuns:
                     scene_order=tuple(int(o) for o in orders[srt]),
                     scene_ready_s=tuple(float(t) / 1e6 for t in ready[srt]),
                     failed_orders=tuple(int(o) for o in np.flatnonzero(self.failed[r])),
+                    **(self.qoe.row(r) if self.qoe is not None else {}),
                     upstream=self.scenario.upstream,
                 )
             )
@@ -215,6 +218,7 @@ class FastRuns:
                 "http_5xx": c.http_5xx,
                 "retries": c.retries,
                 "timeouts": c.timeouts,
+                **({k: getattr(self.qoe, k) for k in QOE_FIELDS} if self.qoe is not None else {}),
                 "upstream": self.scenario.upstream,
                 "tenants": 1,
                 "tenant": 0,
@@ -564,8 +568,11 @@ def simulate_fast(
     c = clamp_concurrency(concurrency)
     at_c = scenario.client.tts_at_concurrency
     tts_c = effective_tts_concurrency(mode, c, tts_concurrency, at_c)
-    run = _Run(scenario, Draws(scenario, seed, first_run, first_run + reps), mode, c, tts_c)
+    draws = Draws(scenario, seed, first_run, first_run + reps)
+    run = _Run(scenario, draws, mode, c, tts_c)
     run.run()
+    pb = scenario.playback
+    qoe = qoe_us(run.ready, draws.playback_table_us(), pb.start, pb.buffer_us)
     return FastRuns(
         scenario=scenario,
         mode=mode,
@@ -578,4 +585,5 @@ def simulate_fast(
         failed=run.failed,
         status=run.status,
         counters=run.counters(),
+        qoe=qoe,
     )

@@ -42,6 +42,7 @@ from simpy.events import Event
 
 from .draws import Draws, tenant_offsets_us
 from .keygate import KeyGate, key_cap
+from .limiter import Rank
 from .model import _Classroom, _result, _SimGate, _World, effective_tts_concurrency
 from .provider import Provider
 from .rules import RetryPolicy, RunStatus, clamp_concurrency
@@ -168,22 +169,13 @@ class _TenantSimGate(_SimGate):
 
     def __init__(self, env: Any, core: KeyGate, rank: int) -> None:
         super().__init__(env, core)
-        self.key = core
         self.rank = rank
 
-    def acquire(self, high: bool = False) -> Event | None:
-        now = int(self.env.now)
-        if self.key.try_acquire(now, high):
-            return None
-        ev = Event(self.env)
+    def acquire(self, rank: Rank = ()) -> Event | None:
+        return super().acquire((self.rank, *rank))
 
-        def wake() -> bool:
-            ev.succeed()
-            return True
-
-        self.key.push(self.rank, high, wake)
-        self.changed()
-        return ev
+    def release(self, rank: Rank = ()) -> None:
+        super().release((self.rank, *rank))
 
 
 def key_gates(sc: Scenario) -> tuple[KeyGate, KeyGate]:
@@ -206,22 +198,20 @@ class _KeyClassroom(_Classroom):
     def _gates(self, pending: int) -> None:  # the key-wide gates exist already
         return
 
-    def llm_call(
-        self, step: int, i: int, high: bool, fg: bool = False
-    ) -> Generator[Event, Any, bool]:
+    def llm_call(self, step: int, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         assert self.llm_gate is not None
         gate, st = self.llm_gate, self.stats
-        return (yield from self.w.gated_call(self.cid, step, i, 0, fg, st, gate, high or fg))
+        return (yield from self.w.gated_call(self.cid, step, i, 0, fg, st, gate))
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         if not fg:
             return (yield from super().scene_tail(i, fg))
-        ok = yield from self.llm_call(1, i, True, fg)
+        ok = yield from self.llm_call(1, i, fg)
         if ok:  # the preview page's clips, one at a time, each through the gate
             assert self.tts_gate is not None
             for clip in range(self.w.provider.speeches(self.cid, i)):
                 one = yield from self.w.gated_call(
-                    self.cid, 2, i, clip, fg, self.stats, self.tts_gate, True
+                    self.cid, 2, i, clip, fg, self.stats, self.tts_gate
                 )
                 ok = ok and one
         if ok:
@@ -247,7 +237,7 @@ class _Job(_Classroom):
         super().__init__(w, cid, mode, c, 1, "gate" if gates is not None else "off")
         self.media_c = media_c
         self.scenes: list[int] = []
-        self.clips = 0
+        self.media_clips = 0
         self.clips_failed = 0
         self.arrival = 0
         if gates is not None:
@@ -259,13 +249,13 @@ class _Job(_Classroom):
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions; a failure skips the scene and the job goes on."""
-        ok = yield from self.llm_call(1, i, True)
+        ok = yield from self.llm_call(1, i)
         (self.scenes if ok else self.failed).append(i)
         return True
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(0, i, False)
+            ok = yield from self.llm_call(0, i)
             if not ok:
                 self.failed.append(i)
                 continue
@@ -275,14 +265,14 @@ class _Job(_Classroom):
         """Every clip of every generated scene, in order, ``media_c`` at a time."""
         w, env = self.w, self.env
         todo = [(i, k) for i in self.scenes for k in range(w.provider.speeches(self.cid, i))]
-        self.clips = len(todo)
+        self.media_clips = len(todo)
         it = iter(todo)
 
         def worker() -> Generator[Event, Any, None]:
             for i, k in it:
                 if self.tts_gate is not None:
                     g = self.tts_gate
-                    ok = yield from w.gated_call(self.cid, 2, i, k, False, self.stats, g, False)
+                    ok = yield from w.gated_call(self.cid, 2, i, k, False, self.stats, g)
                 else:
                     ok = yield from w.call(self.cid, 2, i, k, False, self.stats)
                 if not ok:
@@ -308,7 +298,7 @@ class _Job(_Classroom):
             latency_s=self.end / 1e6,
             scenes_ok=len(self.scenes),
             scenes_failed=len(self.failed),
-            clips=self.clips,
+            clips=self.media_clips,
             clips_failed=self.clips_failed,
             requests=st.requests,
             http_429=st.http_429,

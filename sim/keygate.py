@@ -16,9 +16,6 @@ content, clips). Only the waiting order is new; cap, hold and AIMD are GateCore'
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable
-
 from .limiter import GateCore
 
 __all__ = ["UNLIMITED_CAP", "KeyGate", "key_cap"]
@@ -32,33 +29,12 @@ def key_cap(max_inflight: int) -> int:
 
 
 class KeyGate(GateCore):
-    """A GateCore whose waiters are ordered by (rank, lane, sequence) instead of two FIFOs."""
+    """A :class:`GateCore` shared by the tenants of a key. Its ranks are
+    ``(tenant rank, outline order, step, clip)``: lowest first, so tenants are served in
+    arrival order and, inside one, in the order its learner needs the work (the loop's
+    current call before prefetched content; a retried attempt keeps its place)."""
 
-    __slots__ = ("heap", "seq")
+    __slots__ = ()
 
     def __init__(self, cap: int, policy: str = "gate") -> None:
         super().__init__(cap, policy)
-        self.heap: list[tuple[int, int, int, Callable[[], bool]]] = []
-        self.seq = 0
-
-    def push(self, rank: int, high: bool, wake: Callable[[], bool]) -> None:
-        """Queue a waiter of tenant ``rank``; ``high``: the tenant's current call."""
-        heapq.heappush(self.heap, (rank, 0 if high else 1, self.seq, wake))
-        self.seq += 1
-
-    def try_acquire(self, now_us: int, high: bool = False) -> bool:
-        """Start at once only when nobody waits and there is room."""
-        if not self.heap and self.can_start(now_us):
-            self.in_use += 1
-            return True
-        return False
-
-    def pump(self, now_us: int) -> int | None:
-        """Wake waiters in order while they fit; a time to pump again (a hold's end) or None."""
-        while self.heap and self.can_start(now_us):
-            wake = heapq.heappop(self.heap)[3]
-            if wake():
-                self.in_use += 1
-        if self.heap and now_us < self.hold_until:
-            return self.hold_until
-        return None

@@ -13,9 +13,19 @@ speech clips (two keys). A gate admits new starts in FIFO order while
   successes in a row outside a hold, the cap grows by one, up to the configured
   cap (additive increase, multiplicative decrease);
 * ``gate`` (scenebench's proposal): ``aimd``'s rules on per-key gates that every
-  *attempt* passes (content and actions on the LLM key, clips on the TTS key), the
-  loop's own calls first; a 429 — the provider did no work — sends the attempt back
-  to the front of the gate's queue instead of spending the retry budget.
+  *attempt* passes (content and actions on the LLM key, clips on the TTS key); a 429 —
+  the provider did no work — sends the attempt back to the gate instead of spending
+  the retry budget. Attempts pass **in the order the learner needs them**: each has a
+  rank (outline order, step, clip) and the gate serves the lowest rank first, so the
+  loop's current call goes first, prefetched content follows by scene order, and a
+  retried attempt keeps its original place — nothing jumps ahead of an earlier
+  scene's work. On the LLM key of the pipelined loop the gate also **keeps a slot for
+  the loop** (``reserve``): an attempt for a scene beyond the loop's frontier (the
+  scene whose LLM work the loop does or awaits next) may not take the last free slot
+  unless the loop's own call already holds one. And it **learns the key's limit**: a
+  429 met while ``m`` other attempts of the gate were in flight caps the gate at
+  ``max(1, m)`` for the rest of the classroom (the key held no more than ``m``), so
+  additive increase never probes past a limit it has seen.
 
 The class holds the state and the arithmetic; each world supplies the waiting
 (SimPy events, asyncio futures) and calls :meth:`pump` after every change.
@@ -23,10 +33,10 @@ The class holds the state and the arithmetic; each world supplies the waiting
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 from collections.abc import Callable
 
-__all__ = ["POLICIES", "GateCore"]
+__all__ = ["LOOP_DONE", "POLICIES", "GateCore", "Rank"]
 
 POLICIES = ("off", "halve", "aimd", "gate")
 MAX_429_WAITS = 100  # a gated call gives up after this many 429s
@@ -34,61 +44,104 @@ COOL_MIN_US = 1_000_000
 COOL_MAX_US = 60_000_000
 
 
+Rank = tuple[int, ...]
+LOOP_DONE = 1 << 30  # a frontier past every scene: the loop has ended, nothing is reserved
+
+
 class GateCore:
-    """Adaptive FIFO gate state. Times in µs of model time."""
+    """Adaptive gate state; waiters are served lowest rank first (FIFO among equal ranks).
+    Times in µs of model time."""
 
     __slots__ = (
         "cap",
+        "ceiling",
         "cut_until",
+        "frontier",
         "hold_until",
         "in_use",
         "max_cap",
         "oks",
         "policy",
+        "reserve",
+        "running",
+        "seq",
         "waiters",
-        "waiters_hi",
     )
 
-    def __init__(self, cap: int, policy: str) -> None:
+    def __init__(self, cap: int, policy: str, reserve: bool = False) -> None:
         if policy not in POLICIES:
             raise ValueError(f"adaptive: must be one of {', '.join(POLICIES)}; got {policy!r}")
         self.policy = policy
         self.max_cap = max(1, cap)
         self.cap = self.max_cap
+        self.ceiling = self.max_cap  # the learned limit of the key (``gate``)
         self.in_use = 0
         self.hold_until = 0
         self.cut_until = 0
         self.oks = 0
-        # a waiter is a callable that wakes it and answers whether it still wanted the slot
-        self.waiters: deque[Callable[[], bool]] = deque()
-        self.waiters_hi: deque[Callable[[], bool]] = deque()  # served first
+        self.reserve = reserve  # keep a slot for the loop's work (``frontier``)
+        self.frontier = -1
+        self.running: list[Rank] = []  # ranks of the attempts holding a slot
+        self.seq = 0
+        # a waiter is (rank, arrival, wake): wake() wakes it and answers whether it still
+        # wanted the slot
+        self.waiters: list[tuple[Rank, int, Callable[[], bool]]] = []
 
     def can_start(self, now_us: int) -> bool:
         return self.in_use < self.cap and now_us >= self.hold_until
 
-    def try_acquire(self, now_us: int, high: bool = False) -> bool:
-        """Start at once when nobody (of this priority or higher) waits and there is room."""
-        if not self.waiters_hi and (high or not self.waiters) and self.can_start(now_us):
-            self.in_use += 1
+    def is_loop(self, rank: Rank) -> bool:
+        """Whether an attempt is the loop's own work (its scene is not past the frontier)."""
+        return not rank or rank[0] <= self.frontier
+
+    def fits(self, rank: Rank, now_us: int) -> bool:
+        """Whether an attempt of this rank may take a slot now (ignoring who waits)."""
+        if not self.can_start(now_us):
+            return False
+        if not self.reserve or self.is_loop(rank):
+            return True
+        loop_holds = any(self.is_loop(r) for r in self.running)
+        return self.in_use + (1 if loop_holds else 2) <= self.cap
+
+    def _take(self, rank: Rank) -> None:
+        self.in_use += 1
+        self.running.append(rank)
+
+    def try_acquire(self, now_us: int, rank: Rank = ()) -> bool:
+        """Start at once when nobody ranked before it waits and it fits."""
+        if (not self.waiters or rank < self.waiters[0][0]) and self.fits(rank, now_us):
+            self._take(rank)
             return True
         return False
 
+    def wait(self, rank: Rank, wake: Callable[[], bool]) -> None:
+        """Queue a waiter (the world calls :meth:`pump` next)."""
+        heapq.heappush(self.waiters, (rank, self.seq, wake))
+        self.seq += 1
+
     def pump(self, now_us: int) -> int | None:
-        """Wake as many waiters as fit; returns a time to pump again (a hold's end) or None."""
-        while (self.waiters_hi or self.waiters) and self.can_start(now_us):
-            queue = self.waiters_hi if self.waiters_hi else self.waiters
-            if queue.popleft()():
-                self.in_use += 1
-        if (self.waiters_hi or self.waiters) and now_us < self.hold_until:
+        """Wake waiters lowest rank first while the first fits; returns a time to pump
+        again (a hold's end) or None."""
+        while self.waiters and self.fits(self.waiters[0][0], now_us):
+            rank, _, wake = heapq.heappop(self.waiters)
+            if wake():
+                self._take(rank)
+        if self.waiters and now_us < self.hold_until:
             return self.hold_until
         return None
 
-    def release(self) -> None:
+    def release(self, rank: Rank = ()) -> None:
         self.in_use -= 1
+        if rank in self.running:  # a subclass that admits on its own may not track ranks
+            self.running.remove(rank)
 
     def on_429(self, now_us: int, retry_after_us: int | None) -> None:
+        """A 429 to an attempt that still holds its slot (call before :meth:`release`)."""
         if self.policy == "off":
             return
+        if self.policy == "gate":  # the key held at most the others in flight
+            self.ceiling = max(1, min(self.ceiling, self.in_use - 1))
+            self.cap = min(self.cap, self.ceiling)
         cool = (
             COOL_MIN_US
             if retry_after_us is None
@@ -104,6 +157,7 @@ class GateCore:
         if self.policy not in ("aimd", "gate"):
             return
         self.oks += 1
-        if self.oks >= self.cap and now_us >= self.hold_until and self.cap < self.max_cap:
+        top = min(self.max_cap, self.ceiling)
+        if self.oks >= self.cap and now_us >= self.hold_until and self.cap < top:
             self.cap += 1
             self.oks = 0

@@ -26,8 +26,9 @@ import simpy
 from simpy.events import NORMAL, Event, EventPriority
 
 from .draws import Draws, tenant_offsets_us
-from .limiter import MAX_429_WAITS, POLICIES, GateCore
+from .limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
 from .provider import RESET, TRUNCATED, Call, Decision, Provider
+from .qoe import qoe_of_run
 from .rules import (
     Counts,
     RunStatus,
@@ -88,9 +89,9 @@ class _SimGate:
         self.core = core
         self._armed: set[int] = set()
 
-    def acquire(self, high: bool = False) -> Event | None:
+    def acquire(self, rank: Rank = ()) -> Event | None:
         now = int(self.env.now)
-        if self.core.try_acquire(now, high):
+        if self.core.try_acquire(now, rank):
             return None
         ev = Event(self.env)
 
@@ -98,9 +99,13 @@ class _SimGate:
             ev.succeed()
             return True
 
-        (self.core.waiters_hi if high else self.core.waiters).append(wake)
+        self.core.wait(rank, wake)
         self.changed()
         return ev
+
+    def release(self, rank: Rank = ()) -> None:
+        self.core.release(rank)
+        self.changed()
 
     def changed(self) -> None:
         """After any change of the gate's state: wake who fits, arm the hold's end."""
@@ -255,15 +260,15 @@ class _World:
         fg: bool,
         stats: _Stats,
         gate: _SimGate,
-        high: bool,
     ) -> Generator[Event, Any, bool]:
-        """The ``gate`` policy: every attempt passes the key's gate; a 429 re-queues the
-        attempt at the front instead of spending the retry budget."""
+        """The ``gate`` policy: every attempt passes the key's gate at its rank (outline
+        order, step, clip); a 429 re-queues the attempt at the same rank instead of
+        spending the retry budget."""
         policy = self.client.client_policy(step, fg)
         n = k = used = waits = 0
-        prio = high
+        rank = (order, step, clip)
         while True:
-            ev = gate.acquire(prio)
+            ev = gate.acquire(rank)
             if ev is not None:
                 yield ev
             f = yield from self.fetch(cid, step, order, clip, fg, n)
@@ -273,21 +278,17 @@ class _World:
             now = int(self.env.now)
             if f.status == 200:
                 gate.core.on_success(now)
-                gate.core.release()
-                gate.changed()
+                gate.release(rank)
                 return True
             if f.provider_status == 429:
                 gate.core.on_429(now, f.retry_after_us)
-                gate.core.release()
-                gate.changed()
+                gate.release(rank)
                 waits += 1
                 if waits > MAX_429_WAITS:
                     return False
                 stats.retries += 1
-                prio = True
                 continue
-            gate.core.release()
-            gate.changed()
+            gate.release(rank)
             u = self.provider.jitter_u(cid, step, order, clip, k - 1)
             verdict = after_attempt(policy, used, outcome_of(f.status), None, u)
             if verdict.fail:
@@ -295,7 +296,6 @@ class _World:
             stats.retries += 1
             yield self.env.timeout(verdict.wait_us)
             used += 1
-            prio = high
 
     def tts(
         self,
@@ -318,14 +318,13 @@ class _World:
             def gated_clip(clip: int) -> Generator[Event, Any, None]:
                 assert gate is not None
                 if gate_all:
-                    ok = yield from self.gated_call(cid, 2, order, clip, fg, stats, gate, False)
+                    ok = yield from self.gated_call(cid, 2, order, clip, fg, stats, gate)
                 else:  # adaptive: every clip waits for the gate in order
                     ev = gate.acquire()
                     if ev is not None:
                         yield ev
                     ok = yield from self.call(cid, 2, order, clip, fg, stats, gate)
-                    gate.core.release()
-                    gate.changed()
+                    gate.release()
                 if not ok:
                     oks[0] = False
 
@@ -376,22 +375,30 @@ class _Classroom:
         gated = self.adaptive == "gate"
         if gated:
             slots = content_slots(self.c, pending) + 1 if parallel else 1
-            self.llm_gate = _SimGate(self.env, GateCore(slots, self.adaptive))
+            reserve = parallel and self.mode == "pipelined"  # keep a slot for the loop
+            self.llm_gate = _SimGate(self.env, GateCore(slots, self.adaptive, reserve))
         if gated or (self.adaptive != "off" and self.tts_c > 1):
             self.tts_gate = _SimGate(self.env, GateCore(max(1, self.tts_c), self.adaptive))
 
-    def llm_call(
-        self, step: int, i: int, high: bool, fg: bool = False
-    ) -> Generator[Event, Any, bool]:
+    def llm_call(self, step: int, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         w = self.w
         if self.llm_gate is not None and not fg:
             gate = self.llm_gate
-            return (yield from w.gated_call(self.cid, step, i, 0, fg, self.stats, gate, high))
+            return (yield from w.gated_call(self.cid, step, i, 0, fg, self.stats, gate))
         return (yield from w.call(self.cid, step, i, 0, fg, self.stats))
+
+    def frontier(self, i: int) -> None:
+        """The scene whose LLM work the loop does or awaits next (the gate keeps it a slot)."""
+        gate = self.llm_gate
+        if gate is not None and gate.core.reserve:
+            gate.core.frontier = i
+            gate.changed()
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions, then every clip; the scene is added on success."""
-        ok = yield from self.llm_call(1, i, True, fg)
+        ok = yield from self.llm_call(1, i, fg)
+        if ok and not fg:
+            self.frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
             tts_c, gate = (1, None) if fg else (self.tts_c, self.tts_gate)
             ok = yield from self.w.tts(self.cid, i, tts_c, self.stats, gate, fg)
@@ -407,7 +414,7 @@ class _Classroom:
         self.t0 = int(self.env.now)
         first = 0
         if self.w.client.foreground_first_scene:  # the preview page, before the loop
-            ok = yield from self.llm_call(0, 0, False, True)
+            ok = yield from self.llm_call(0, 0, True)
             ok = ok and (yield from self.scene_tail(0, True))
             if not ok:
                 if 0 not in self.failed:
@@ -426,7 +433,7 @@ class _Classroom:
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(0, i, False)
+            ok = yield from self.llm_call(0, i)
             if not ok:
                 self.failed.append(i)
                 self.status = RunStatus.PAUSED
@@ -447,7 +454,7 @@ class _Classroom:
 
             def worker() -> Generator[Event, Any, None]:
                 for i in queue:
-                    ok = yield from self.llm_call(0, i, False)
+                    ok = yield from self.llm_call(0, i)
                     done[i].succeed(ok)
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues
@@ -464,8 +471,7 @@ class _Classroom:
             if ev is not None:
                 yield ev
             ok = yield from self.w.call(self.cid, 0, i, 0, False, self.stats, gate)
-            gate.core.release()
-            gate.changed()
+            gate.release()
             done[i].succeed(ok)
 
         for i in pending:
@@ -478,6 +484,7 @@ class _Classroom:
             yield self.env.all_of(list(done.values()))
         content_failed = paused = False
         for i in pending:
+            self.frontier(i)
             self.awaiting = i
             ok = yield done[i]
             self.awaiting = None
@@ -488,8 +495,17 @@ class _Classroom:
             if not (yield from self.scene_tail(i)):
                 paused = True
                 break
+        self.frontier(LOOP_DONE)  # the content still queued runs to the end
         pauses = self.w.client.content_failure_pauses
         self.status = final_status(paused, content_failed, pauses)
+
+
+def _qoe(cr: _Classroom) -> dict[str, Any]:
+    """The learner's metrics of a classroom (:func:`sim.qoe.qoe_of_run`)."""
+    prov = cr.w.provider
+    d, row = prov.draws_for(cr.cid)
+    play = {i: d.playback_us(row, i, prov.speeches(cr.cid, i)) for i, _ in cr.ready}
+    return qoe_of_run(cr.w.scenario.outlines, cr.ready, play, cr.w.scenario.playback)
 
 
 def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[Any]) -> RunResult:
@@ -517,6 +533,7 @@ def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[
         scene_order=tuple(i for i, _ in ready),
         scene_ready_s=tuple(t / 1e6 for _, t in ready),
         failed_orders=tuple(cr.failed),
+        **_qoe(cr),
         upstream=sc.upstream,
         tenants=tenants,
         tenant=tenant,

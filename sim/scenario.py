@@ -19,6 +19,7 @@ from typing import Any
 
 from .catalog import builtin_names
 from .dists import Dist, IntDist, dist_from_mapping, field_name, int_dist_from_mapping
+from .qoe import Playback, playback_from_mapping
 from .rules import (
     MAX_CONCURRENCY,
     MODES,
@@ -128,6 +129,7 @@ class Scenario:
     quota_llm: Quota = Quota()
     quota_tts: Quota = Quota()
     client: ClientProfile = field(default_factory=ClientProfile)
+    playback: Playback = field(default_factory=Playback)
     time_scale: float = 0.01
     request_timeout_s: float = 600.0
     parallel_scene_concurrency: int = 0
@@ -228,6 +230,7 @@ class Scenario:
             },
             "quota": {"llm": quota(self.quota_llm), "tts": quota(self.quota_tts)},
             "client": self.client.to_mapping(),
+            "playback": self.playback.to_mapping(),
             "run": {
                 "time_scale": self.time_scale,
                 "request_timeout_s": self.request_timeout_s,
@@ -245,6 +248,7 @@ _TOP = {
     "quota",
     "retry",
     "client",
+    "playback",
     "run",
 }
 _SECTIONS: dict[str, set[str]] = {
@@ -346,6 +350,7 @@ def scenario_from_mapping(
         quota_llm=_dataclass_from("quota.llm", Quota, _table("quota.llm", q.get("llm", {}))),
         quota_tts=_dataclass_from("quota.tts", Quota, _table("quota.tts", q.get("tts", {}))),
         client=client_from_mapping(_table("client", m.get("client", {})), r, upstream=upstream),
+        playback=playback_from_mapping(m.get("playback", {})),
         time_scale=run.get("time_scale", 0.01),
         request_timeout_s=run.get("request_timeout_s", 600.0),
         parallel_scene_concurrency=run.get("parallel_scene_concurrency", 0),

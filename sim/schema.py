@@ -23,10 +23,24 @@ __all__ = [
     "records_from_log",
     "requests_frame",
     "runs_frame",
+    "schema_upgrade_reason",
 ]
 
-SCHEMA_VERSION = 2  # 2: the upstream profile (``upstream``); status first_scene_failed
+SCHEMA_VERSION = 3  # 2: the upstream profile (``upstream``); status first_scene_failed
+# 3: what the learner feels (startup_s, stall_s, stalls, stall_ratio, last_scene_s, playback_s)
+_UPGRADES = {
+    1: "made before upstream profiles: it modelled route retries without the foreground "
+    "first scene",
+    2: "made before the learner's metrics (startup delay, stalls): it has no playback",
+}
 STEP_NAMES = ("content", "actions", "tts")
+
+
+def schema_upgrade_reason(old: object) -> str:
+    """Why a folder of schema version ``old`` cannot be read (one clause, or "")."""
+    if isinstance(old, int) and old < SCHEMA_VERSION:
+        return f" ({_UPGRADES.get(old, 'an older schema')}; run the sweep again with this version)"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,12 @@ class RunResult:
     the first scene added (NaN when none was). Counts are the client's view:
     ``requests`` answered attempts, ``http_429``/``http_5xx`` such answers,
     ``retries`` retries made, ``timeouts`` attempts given up.
+
+    What the learner feels (:mod:`sim.qoe`, one function for every world): ``startup_s``
+    (when the learner starts; NaN when no scene was ready), ``stall_s`` and ``stalls``
+    (the waits for a scene not ready yet), ``stall_ratio`` (stall / playback; NaN when
+    nothing plays), ``last_scene_s`` (when the last scene was ready; NaN when none was),
+    ``playback_s`` (playback time of the ready scenes).
     """
 
     world: str
@@ -103,6 +123,12 @@ class RunResult:
     scene_order: tuple[int, ...]
     scene_ready_s: tuple[float, ...]
     failed_orders: tuple[int, ...]
+    startup_s: float = math.nan
+    stall_s: float = 0.0
+    stalls: int = 0
+    stall_ratio: float = math.nan
+    last_scene_s: float = math.nan
+    playback_s: float = 0.0
     upstream: str = "pr788"
     tenants: int = 1
     tenant: int = 0
@@ -118,7 +144,8 @@ class RunResult:
 
     def to_json(self, *, with_log: bool = False) -> str:
         d = self.row()
-        d["ttfs_s"] = None if math.isnan(self.ttfs_s) else self.ttfs_s
+        for k in ("ttfs_s", "startup_s", "stall_ratio", "last_scene_s"):
+            d[k] = None if math.isnan(d[k]) else d[k]
         if with_log:
             d["requests_log"] = [asdict(r) for r in self.requests_log]
         return json.dumps(d)
