@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import multiprocessing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,9 +27,11 @@ from sim.scenario import MODES, Scenario
 from sim.schema import RunResult, records_from_log
 
 from .pipeline import Clock, PipelineOptions, ScenePipeline
-from .server import ServerThread, create_app
+from .server import ServerProcess, ServerThread, create_app
 
 __all__ = [
+    "ScaleChoice",
+    "choose_time_scale",
     "read_server_concurrency",
     "run_classroom",
     "run_classroom_async",
@@ -230,13 +233,14 @@ async def _run_wall(
     hook: Hook | None,
     adaptive: str = "off",
 ) -> RunResult:
-    server: ServerThread | None = None
+    server: ServerProcess | ServerThread | None = None
     if base_url is None:
-        server = ServerThread(create_app(scenario, seed, time_scale=scale)).start()
+        server = _own_server(scenario, seed, scale, records)
         base_url = server.base_url
     try:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=base_url, limits=limits) as client:
+        # no client-side timeout but the pipeline's own, in model seconds (request_timeout_s)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=None) as client:
             # The server's model clock at the run's start: shared monotonic clock when the
             # server is ours, else read from it (one round trip of error).
             t0_ext = None if server is not None else await _server_now_us(client)
@@ -256,8 +260,7 @@ async def _run_wall(
             )
             if records:
                 if server is not None:
-                    epoch = server.app.state.fake.epoch
-                    t0_server = round((pipe.clock.t0 - epoch) / scale * 1e6)
+                    t0_server = round((pipe.clock.t0 - _epoch(server)) / scale * 1e6)
                 else:
                     t0_server = t0_ext or 0
                 log = await _server_log(client, run_id)
@@ -268,6 +271,23 @@ async def _run_wall(
     finally:
         if server is not None:
             server.stop()
+
+
+def _own_server(
+    scenario: Scenario, seed: int, scale: float, records: bool
+) -> ServerProcess | ServerThread:
+    """The run's provider: in its own process (its event loop shares no GIL with the
+    pipeline's), or in a thread where a process may not start one (a daemonic worker)."""
+    if multiprocessing.current_process().daemon:
+        return ServerThread(create_app(scenario, seed, time_scale=scale, keep_log=records)).start()
+    return ServerProcess(scenario, seed, time_scale=scale, keep_log=records).start()
+
+
+def _epoch(server: ServerProcess | ServerThread) -> float:
+    """The server's model-time origin on this machine's monotonic clock."""
+    if isinstance(server, ServerProcess):
+        return server.epoch
+    return float(server.app.state.fake.epoch)
 
 
 async def warm_up(client: httpx.AsyncClient, connections: int) -> None:
@@ -291,6 +311,70 @@ async def _server_log(client: httpx.AsyncClient, cid: int) -> list[Any]:
         return rows
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return []
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleChoice:
+    """A wall-clock run's time scale, picked from the floor measured before it."""
+
+    time_scale: float
+    floor_s: float  # real seconds per request beyond its latency, measured just now
+    requests: int  # requests of the virtual run of the same command and seed
+    model_s: float  # its makespan, model seconds
+    target: float
+
+    @property
+    def overhead_share(self) -> float:
+        """The floor's upper bound on the run's error: floor x requests / real duration."""
+        return self.floor_s * self.requests / (self.time_scale * self.model_s)
+
+    def line(self) -> str:
+        return (
+            f"time scale {self.time_scale:g} (picked: harness floor "
+            f"{self.floor_s * 1e3:.2f} ms/request x {self.requests} requests <= "
+            f"{100 * self.overhead_share:.2f}% of {self.model_s:.0f} model s; "
+            f"target {100 * self.target:g}%; set --time-scale to override)"
+        )
+
+
+def choose_time_scale(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int | None,
+    *,
+    tts_concurrency: int | None = None,
+    seed: int = 0,
+    run_id: int = 0,
+    adaptive: str = "off",
+    target: float = 0.005,
+    floor_s: float | None = None,
+) -> ScaleChoice:
+    """The time scale at which the harness's floor costs at most ``target`` of the run's
+    model time: the virtual run of the same command gives the requests and the makespan,
+    the floor is measured now (:func:`runner.floor.measure_floor`) unless given. Never
+    below the scenario's own ``time_scale``. The default target is half of the 1% budget:
+    the floor is measured on 20 ms calls, and waking after a longer sleep costs up to a
+    third more on a busy machine (docs/validation.md)."""
+    from .floor import measure_floor, pick_time_scale
+
+    ref = run_classroom(
+        scenario,
+        mode,
+        concurrency,
+        tts_concurrency=tts_concurrency,
+        seed=seed,
+        run_id=run_id,
+        clock="virtual",
+        records=False,
+        adaptive=adaptive,
+    )
+    if floor_s is None:
+        floor_s = measure_floor(rounds=1, bare=False).harness_s
+    n = ref.requests + ref.timeouts
+    scale = pick_time_scale(
+        floor_s, n, ref.makespan_s, target=target, min_scale=scenario.time_scale
+    )
+    return ScaleChoice(scale, floor_s, n, ref.makespan_s, target)
 
 
 def run_tenants(

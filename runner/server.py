@@ -40,7 +40,14 @@ from sim.rules import Counts, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
 from sim.upstream import ErrorShape
 
-from .wire import COUNTS_HEADER, FOREGROUND_HEADER, classroom_of, format_counts, parse_audio_id
+from .wire import (
+    COUNTS_HEADER,
+    FOREGROUND_HEADER,
+    SENT_HEADER,
+    classroom_of,
+    format_counts,
+    parse_audio_id,
+)
 
 __all__ = ["FakeProvider", "ServerProcess", "ServerThread", "create_app"]
 
@@ -75,8 +82,12 @@ class FakeProvider:
         virtual: bool = False,
         parallel_scene_concurrency: int | str | None = None,
         keep_log: bool = True,
+        latency_factor: float = 1.0,
     ) -> None:
+        """``latency_factor`` multiplies every wait (1: the scenario's latencies; else a
+        deliberately biased provider, for tests of the checks that must catch a bias)."""
         self.scenario = scenario
+        self.latency_factor = float(latency_factor)
         self.seed = seed
         self.virtual = virtual
         self.time_scale = 1.0 if virtual else float(time_scale)
@@ -102,9 +113,23 @@ class FakeProvider:
         t = asyncio.get_running_loop().time() if self.virtual else time.monotonic()
         return round((t - self.epoch) / self.time_scale * 1e6)
 
-    async def sleep_us(self, us: int) -> None:
+    async def sleep_us(self, us: int, since: float | None = None) -> None:
+        """Wait ``us`` model µs; from ``since`` (this machine's monotonic seconds, when the
+        client sent the request) when given, else from now."""
         if us > 0:
-            await asyncio.sleep(us / 1e6 * self.time_scale)
+            delay = us / 1e6 * self.time_scale * self.latency_factor
+            if since is not None:
+                delay -= time.monotonic() - since
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def sent_at(self, header: str | None) -> float | None:
+        """When the client sent the request (:data:`runner.wire.SENT_HEADER`), if that is a
+        plausible time on this machine's clock (the past 250 ms); the wall clock only."""
+        if self.virtual or not header or not header.isdigit():
+            return None
+        sent = int(header) / 1e9
+        return sent if 0.0 <= time.monotonic() - sent <= 0.25 else None
 
     def reset(self) -> None:
         self.provider.reset()
@@ -147,7 +172,14 @@ class FakeProvider:
                 fut.set_result(self.provider.decide(call, now))
 
     async def route_call(
-        self, cid: int, step: int, order: int, clip: int, api_key: str, fg: bool
+        self,
+        cid: int,
+        step: int,
+        order: int,
+        clip: int,
+        api_key: str,
+        fg: bool,
+        sent: float | None = None,
     ) -> tuple[Decision, Counts]:
         """What the route does with the model call: admit, wait the latency and, in the
         ``route`` error shape before #788, retry a 429 or 5xx as the AI SDK does; returns the
@@ -158,7 +190,8 @@ class FakeProvider:
         while True:
             dec = await self.admit(cid, step, order, clip, api_key)
             if dec.status != 429:
-                await self.sleep_us(dec.latency_us)
+                await self.sleep_us(dec.latency_us, sent)
+            sent = None  # a later attempt's latency runs from its own start
             if dec.status in (RESET, TRUNCATED):
                 return dec, counts
             counts.count(dec.status)
@@ -287,6 +320,7 @@ def create_app(
     virtual: bool = False,
     parallel_scene_concurrency: int | str | None = None,
     keep_log: bool = True,
+    latency_factor: float = 1.0,
 ) -> Starlette:
     """The fake provider app; its state is ``app.state.fake`` (a :class:`FakeProvider`)."""
     fake = FakeProvider(
@@ -296,6 +330,7 @@ def create_app(
         virtual=virtual,
         parallel_scene_concurrency=parallel_scene_concurrency,
         keep_log=keep_log,
+        latency_factor=latency_factor,
     )
 
     def handler(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
@@ -314,7 +349,8 @@ def create_app(
         """The route's model call; its decision, its count header, and the error answer (or
         ``None`` when the route answers with the payload)."""
         fg = request.headers.get(FOREGROUND_HEADER) == "1"
-        dec, counts = await fake.route_call(cid, step, order, clip, api_key, fg)
+        sent = fake.sent_at(request.headers.get(SENT_HEADER))
+        dec, counts = await fake.route_call(cid, step, order, clip, api_key, fg, sent)
         tally = format_counts(counts, dec.status)
         if dec.status == RESET:
             return dec, tally, _ResetResponse()
@@ -469,6 +505,23 @@ def create_app(
     return app
 
 
+def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    """uvicorn for the fake provider: no access log; httptools' parser when it is installed
+    (a dependency; about a tenth of h11's cost per request). The event loop stays asyncio's:
+    uvloop's timers and ``loop.time()`` have millisecond resolution (a latency of 1.2345 ms
+    would sleep 1 ms), and it did not lower the floor here (docs/validation.md)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="auto",
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+
+
 class ServerThread:
     """uvicorn serving an app on 127.0.0.1 (a free port by default) in a background thread.
 
@@ -477,16 +530,7 @@ class ServerThread:
 
     def __init__(self, app: Starlette, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(uvicorn_config(app, host, port))
         self.thread = threading.Thread(
             target=self._run, name="scenebench-fake-provider", daemon=True
         )
@@ -538,6 +582,7 @@ def _serve_in_child(
     parallel_scene_concurrency: int | str | None,
     keep_log: bool,
     conn: Any,
+    latency_factor: float = 1.0,
 ) -> None:  # pragma: no cover - runs in the child process
     from sim.scenario import scenario_from_mapping
 
@@ -552,17 +597,9 @@ def _serve_in_child(
             time_scale=time_scale,
             parallel_scene_concurrency=parallel_scene_concurrency,
             keep_log=keep_log,
+            latency_factor=latency_factor,
         )
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
     quiet_injected_resets()
 
     async def main() -> None:
@@ -572,7 +609,8 @@ def _serve_in_child(
                 conn.send(("error", repr(task.exception())))
                 return
             await asyncio.sleep(0.005)
-        conn.send(("ok", server.servers[0].sockets[0].getsockname()[1]))
+        epoch = app.state.fake.epoch if bare_latency_s is None else time.monotonic()
+        conn.send(("ok", (server.servers[0].sockets[0].getsockname()[1], epoch)))
         await task
 
     asyncio.run(main())
@@ -594,11 +632,15 @@ class ServerProcess:
         parallel_scene_concurrency: int | str | None = None,
         keep_log: bool = True,
         bare_latency_s: float | None = None,
+        latency_factor: float = 1.0,
     ) -> None:
-        """``bare_latency_s``: serve :func:`runner.load.bare_app` instead (for comparisons)."""
+        """``bare_latency_s``: serve :func:`runner.load.bare_app` instead (for comparisons);
+        ``latency_factor``: see :class:`FakeProvider` (tests)."""
         import multiprocessing
 
-        ctx = multiprocessing.get_context("spawn")
+        # a fork server that has imported this module: a start costs a fork, not an import
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["runner.server"])
         self._conn, child = ctx.Pipe(duplex=False)
         self.process = ctx.Process(
             target=_serve_in_child,
@@ -611,10 +653,12 @@ class ServerProcess:
                 parallel_scene_concurrency,
                 keep_log,
                 child,
+                latency_factor,
             ),
             daemon=True,
         )
         self.base_url = ""
+        self.epoch = 0.0  # the server's model-time origin, on this machine's monotonic clock
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         self.process.start()
@@ -628,7 +672,8 @@ class ServerProcess:
         if status != "ok":
             self.stop()
             raise RuntimeError(f"fake provider process failed to start: {value}")
-        self.base_url = f"http://127.0.0.1:{value}"
+        port, self.epoch = value
+        self.base_url = f"http://127.0.0.1:{port}"
         return self
 
     def stop(self) -> None:
