@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
+import multiprocessing
 import statistics
 import time
 from dataclasses import dataclass
@@ -29,9 +31,16 @@ from sim.dists import Constant
 from sim.scenario import Scenario, load_scenario
 
 from .pipeline import Clock
-from .server import ServerProcess
+from .server import ServerProcess, ServerThread, create_app
 
-__all__ = ["FLOOR_CALL_S", "Floor", "floor_scenario", "measure_floor", "pick_time_scale"]
+__all__ = [
+    "FLOOR_CALL_S",
+    "Floor",
+    "floor_of_this_process",
+    "floor_scenario",
+    "measure_floor",
+    "pick_time_scale",
+]
 
 FLOOR_CALL_S = 0.02  # real seconds per call: the order of a wall run's calls at its scale
 _BARE_BODY = {"text": "hi", "audioId": "tts_sb-0-o0-s0", "ttsProviderId": "p", "ttsVoice": "v"}
@@ -127,14 +136,28 @@ def measure_floor(*, call_s: float = FLOOR_CALL_S, rounds: int = 3, bare: bool =
     ``call_s`` and 30 at zero latency). ``bare=False`` measures the harness only."""
     sc = floor_scenario(call_s)
     with contextlib.ExitStack() as stack:
-        servers = [ServerProcess(sc, 0, time_scale=1.0, keep_log=False)]
-        if bare:
-            servers += [
-                ServerProcess(sc, 0, bare_latency_s=call_s),
-                ServerProcess(sc, 0, bare_latency_s=0.0),
-            ]
-        urls = [stack.enter_context(s).base_url for s in servers]
+        if multiprocessing.current_process().daemon:  # a daemonic worker starts no process
+            from .load import bare_app
+
+            apps = [create_app(sc, 0, time_scale=1.0, keep_log=False)]
+            apps += [bare_app(call_s), bare_app(0.0)] if bare else []
+            urls = [stack.enter_context(ServerThread(a)).base_url for a in apps]
+        else:
+            servers = [ServerProcess(sc, 0, time_scale=1.0, keep_log=False)]
+            if bare:
+                servers += [
+                    ServerProcess(sc, 0, bare_latency_s=call_s),
+                    ServerProcess(sc, 0, bare_latency_s=0.0),
+                ]
+            urls = [stack.enter_context(s).base_url for s in servers]
         return asyncio.run(_measure(urls, sc, call_s, rounds))
+
+
+@functools.cache
+def floor_of_this_process() -> float:
+    """The harness floor, measured once per process (a sweep's worker picks every wall-clock
+    cell's time scale from it)."""
+    return measure_floor(rounds=1, bare=False).harness_s
 
 
 def pick_time_scale(
