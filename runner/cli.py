@@ -624,17 +624,23 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         print(json.dumps({k: v_ for k, v_ in report.items()}, default=float))
     else:
         print(f"results: {d}")
-        for c in report["cells"]:
-            if c["verdict"] == v.ALL_PAUSED:
-                print(f"reported apart (every run paused early): {c['cell']}")
-        print(
-            {
-                v.PASS: "every cell's 95% intervals lie inside the tolerance bands",
-                v.FAIL: "SOME CELLS OUT OF TOLERANCE",
-                v.INCONCLUSIVE: "INCONCLUSIVE: too few runs to decide some cells (see above)",
-            }[report["verdict"]]
-        )
+        _print_wall_verdict(report)
     return {v.PASS: 0, v.FAIL: 1}.get(report["verdict"], 3)
+
+
+def _print_wall_verdict(report: dict[str, Any]) -> None:
+    from . import validate as v
+
+    for c in report["cells"]:
+        if c["verdict"] == v.ALL_PAUSED:
+            print(f"reported apart (every run paused early): {c['cell']}")
+    print(
+        {
+            v.PASS: "every cell's 95% intervals lie inside the tolerance bands",
+            v.FAIL: "SOME CELLS OUT OF TOLERANCE",
+            v.INCONCLUSIVE: "INCONCLUSIVE: too few runs to decide some cells (see above)",
+        }[report["verdict"]]
+    )
 
 
 def _cmd_gate(a: argparse.Namespace) -> int:

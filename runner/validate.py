@@ -345,7 +345,7 @@ def runs_to_decide(point: float, ci: tuple[float, float], n: int, tol: float) ->
     if n < 2 or math.isnan(lo) or math.isnan(hi) or math.isnan(point) or margin == 0:
         return None
     half = (hi - lo) / 2
-    return max(n + 1, math.ceil(n * (half / margin) ** 2))
+    return max(n + 1, math.ceil(n * (half / margin) ** 2 - 1e-9))
 
 
 def _paired_mean(real: np.ndarray[Any, Any], model: np.ndarray[Any, Any]) -> tuple[float, Any]:
@@ -520,13 +520,9 @@ def validate_wall(
         model_s = float(np.mean([r.makespan_s for r in pop]))
         req = float(np.mean([r.requests + r.timeouts for r in pop]))
         scale = pick_time_scale(
-            floor_s,
-            math.ceil(req),
-            model_s,
-            target=overhead_target,
-            min_scale=sc.time_scale,
-            max_scale=max_scale,
+            floor_s, math.ceil(req), model_s, target=overhead_target, min_scale=sc.time_scale
         )
+        scale = min(scale, max_scale)
         t0 = time.perf_counter()
         # quota-free classrooms cannot race each other: run them all at once
         at_once = reps if not (sc.quota_llm.limited or sc.quota_tts.limited) else 4
