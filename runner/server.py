@@ -105,6 +105,7 @@ class FakeProvider:
         self.max_calls_tracked = 100_000
         self._pending: list[tuple[Call, asyncio.Future[Decision]]] = []
         self._probe_scheduled = False
+        self._last_decided_us = 0
         self.actions_inputs: dict[tuple[int, int], list[str]] = {}
 
     # -- clock -------------------------------------------------------------------------
@@ -133,11 +134,23 @@ class FakeProvider:
 
     def reset(self) -> None:
         self.provider.reset()
+        self._last_decided_us = 0
         self._attempts.clear()
         self.actions_inputs.clear()
 
     # -- admission ---------------------------------------------------------------------
-    async def admit(self, cid: int, step: int, order: int, clip: int, api_key: str) -> Decision:
+    def decision_us(self, sent: float | None) -> int:
+        """When a request is decided, in model µs: when the client sent it (``sent``, this
+        machine's monotonic seconds) if known, else now; never before the previous decision
+        (arrivals may overtake each other on the way in)."""
+        now = self.now_us()
+        at = now if sent is None else min(now, round((sent - self.epoch) / self.time_scale * 1e6))
+        self._last_decided_us = max(self._last_decided_us, at)
+        return self._last_decided_us
+
+    async def admit(
+        self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
+    ) -> Decision:
         ident = (cid, step, order, clip)
         attempt = self._attempts.pop(ident, 0)
         self._attempts[ident] = attempt + 1
@@ -145,7 +158,7 @@ class FakeProvider:
             self._attempts.popitem(last=False)
         call = Call(cid, step, order, clip, attempt, api_key)
         if not (self.virtual and self.provider.limited(step)):
-            return self.provider.decide(call, self.now_us())
+            return self.provider.decide(call, self.decision_us(sent))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Decision] = loop.create_future()
         self._pending.append((call, fut))
@@ -188,7 +201,7 @@ class FakeProvider:
         counts = Counts()
         k = 0
         while True:
-            dec = await self.admit(cid, step, order, clip, api_key)
+            dec = await self.admit(cid, step, order, clip, api_key, sent)
             if dec.status != 429:
                 await self.sleep_us(dec.latency_us, sent)
             sent = None  # a later attempt's latency runs from its own start
