@@ -31,6 +31,7 @@ from sim.dists import Constant
 from sim.scenario import Scenario, load_scenario
 
 from .pipeline import Clock
+from .run import frozen_gc, pool_size, wall_client
 from .server import ServerProcess, ServerThread, create_app
 
 __all__ = [
@@ -81,8 +82,7 @@ def floor_scenario(call_s: float = FLOOR_CALL_S) -> Scenario:
 
 
 def _client(url: str) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
-    return httpx.AsyncClient(base_url=url, limits=limits, timeout=None)
+    return wall_client(url, pool_size(1))  # as a serial classroom's own run has it
 
 
 async def _bare(client: httpx.AsyncClient, n: int, call_s: float) -> list[float]:
@@ -111,7 +111,7 @@ async def _measure(urls: list[str], sc: Scenario, call_s: float, rounds: int) ->
     async with contextlib.AsyncExitStack() as stack:
         for c in clients:
             await stack.enter_async_context(c)
-            await warm_up(c, 2)
+            await warm_up(c, pool_size(1))
         per_h: list[float] = []
         per_b: list[float] = []
         per_0: list[float] = []
@@ -150,7 +150,8 @@ def measure_floor(*, call_s: float = FLOOR_CALL_S, rounds: int = 3, bare: bool =
                     ServerProcess(sc, 0, bare_latency_s=0.0),
                 ]
             urls = [stack.enter_context(s).base_url for s in servers]
-        return asyncio.run(_measure(urls, sc, call_s, rounds))
+        with frozen_gc():
+            return asyncio.run(_measure(urls, sc, call_s, rounds))
 
 
 @functools.cache

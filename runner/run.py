@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import multiprocessing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -32,10 +33,13 @@ from .server import ServerProcess, ServerThread, create_app
 __all__ = [
     "ScaleChoice",
     "choose_time_scale",
+    "frozen_gc",
+    "pool_size",
     "read_server_concurrency",
     "run_classroom",
     "run_classroom_async",
     "run_tenants",
+    "wall_client",
     "warm_up",
 ]
 
@@ -147,21 +151,36 @@ def run_classroom(
     scale = scenario.time_scale if time_scale is None else time_scale
     if not scale > 0:
         raise ValueError(f"time_scale: must be > 0, got {scale}")
-    return asyncio.run(
-        _run_wall(
-            scenario,
-            mode,
-            concurrency,
-            tts_concurrency,
-            seed,
-            run_id,
-            scale,
-            base_url,
-            records,
-            hook,
-            adaptive,
+    with frozen_gc():
+        return asyncio.run(
+            _run_wall(
+                scenario,
+                mode,
+                concurrency,
+                tts_concurrency,
+                seed,
+                run_id,
+                scale,
+                base_url,
+                records,
+                hook,
+                adaptive,
+            )
         )
-    )
+
+
+@contextlib.contextmanager
+def frozen_gc() -> Iterator[None]:
+    """For a wall-clock run: the objects alive before it move out of the garbage collector's
+    sight (``gc.freeze``) until it ends. A full collection over everything the process has
+    imported (numpy, pandas, scipy) stalls the event loop for 100-200 ms on a busy machine:
+    a request sent in that stall is late by that much."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _in_virtual_world(app: Any, body: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
@@ -238,13 +257,12 @@ async def _run_wall(
         server = _own_server(scenario, seed, scale, records)
         base_url = server.base_url
     try:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        # no client-side timeout but the pipeline's own, in model seconds (request_timeout_s)
-        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=None) as client:
+        n = pool_size(concurrency, tts_concurrency)
+        async with wall_client(base_url, n) as client:
             # The server's model clock at the run's start: shared monotonic clock when the
             # server is ours, else read from it (one round trip of error).
             t0_ext = None if server is not None else await _server_now_us(client)
-            await warm_up(client, 12)
+            await warm_up(client, n)
             pipe, res = await run_classroom_async(
                 client,
                 scenario,
@@ -273,6 +291,22 @@ async def _run_wall(
             server.stop()
 
 
+def pool_size(concurrency: int | None, tts_concurrency: int | None = None) -> int:
+    """Connections one classroom can use at once: ``c`` content calls, the loop's call and
+    its clips (``tts_concurrency``, else ``c``); 10 when ``c`` is read from the provider."""
+    c = 10 if concurrency is None else max(1, clamp_concurrency(concurrency))
+    return c + max(1, tts_concurrency or c) + 2
+
+
+def wall_client(base_url: str, connections: int) -> httpx.AsyncClient:
+    """A wall-clock client: a pool of exactly the connections a classroom needs (httpx checks
+    every pooled connection, with a system call each, whenever a request starts or ends: at
+    80 connections that is milliseconds per request), and no timeout but the pipeline's own,
+    in model seconds (``request_timeout_s``)."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=None)
+
+
 def _own_server(
     scenario: Scenario, seed: int, scale: float, records: bool
 ) -> ServerProcess | ServerThread:
@@ -291,9 +325,14 @@ def _epoch(server: ServerProcess | ServerThread) -> float:
 
 
 async def warm_up(client: httpx.AsyncClient, connections: int) -> None:
-    """Open the pool's connections before the clock starts (TCP setup is not the pipeline's)."""
+    """Open the pool's connections before the clock starts (TCP setup is not the pipeline's):
+    requests the provider holds for 50 ms, all at once, so that each needs its own connection
+    (quick ones would share a few)."""
     with contextlib.suppress(httpx.HTTPError):  # the run itself reports an unreachable provider
-        await asyncio.gather(*(client.get("/api/health") for _ in range(connections)))
+        hold = {"ms": "50"}
+        await asyncio.gather(
+            *(client.get("/api/_scenebench/hold", params=hold) for _ in range(connections))
+        )
 
 
 async def _server_now_us(client: httpx.AsyncClient) -> int:

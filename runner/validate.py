@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from scipy import stats
 
@@ -38,7 +37,15 @@ from sim.scenario import MODES, Scenario, load_scenario
 from sim.schema import RequestRecord, RunResult
 
 from .pipeline import Clock
-from .run import run_classroom, run_classroom_async, run_tenants, warm_up
+from .run import (
+    frozen_gc,
+    pool_size,
+    run_classroom,
+    run_classroom_async,
+    run_tenants,
+    wall_client,
+    warm_up,
+)
 from .server import ServerProcess
 from .sweep import DEFAULT_QUOTAS, apply_quota
 
@@ -293,33 +300,29 @@ async def _wall_runs(
     with ServerProcess(
         sc, seed, time_scale=scale, keep_log=False, latency_factor=latency_factor
     ) as srv:
-        limits = httpx.Limits(
-            max_connections=reps * (c + 3), max_keepalive_connections=reps * (c + 3)
-        )
-        async with httpx.AsyncClient(
-            base_url=srv.base_url, limits=limits, timeout=httpx.Timeout(None)
-        ) as client:
-            await warm_up(client, min(200, reps * (c + 2)))
-            # every classroom on its own keys: replications, not tenants sharing a quota;
-            # a few at a time so that one busy client loop does not perturb their timing
-            gate = asyncio.Semaphore(at_once)
+        # every classroom on its own keys: replications, not tenants sharing a quota; each on
+        # its own small pool (a shared large one costs milliseconds per request), a few at a
+        # time so that one busy client loop does not perturb their races
+        gate = asyncio.Semaphore(at_once)
+        n = pool_size(c)
 
-            async def one(r: int) -> tuple[Any, RunResult]:
-                async with gate:
-                    return await run_classroom_async(
-                        client,
-                        sc,
-                        mode,
-                        c,
-                        seed=seed,
-                        run_id=r,
-                        clock=Clock(scale),
-                        world="wall",
-                        api_keys=(f"llm-{r}", f"tts-{r}"),
-                        adaptive=adaptive,
-                    )
+        async def one(r: int) -> tuple[Any, RunResult]:
+            async with gate, wall_client(srv.base_url, n) as client:
+                await warm_up(client, n)
+                return await run_classroom_async(
+                    client,
+                    sc,
+                    mode,
+                    c,
+                    seed=seed,
+                    run_id=r,
+                    clock=Clock(scale),
+                    world="wall",
+                    api_keys=(f"llm-{r}", f"tts-{r}"),
+                    adaptive=adaptive,
+                )
 
-            done = await asyncio.gather(*(one(r) for r in range(reps)))
+        done = await asyncio.gather(*(one(r) for r in range(reps)))
     return [res for _, res in done]
 
 
@@ -526,19 +529,20 @@ def validate_wall(
         t0 = time.perf_counter()
         # quota-free classrooms cannot race each other: run them all at once
         at_once = reps if not (sc.quota_llm.limited or sc.quota_tts.limited) else 4
-        real = asyncio.run(
-            _wall_runs(
-                sc,
-                cell.mode,
-                cell.concurrency,
-                seed,
-                reps,
-                scale,
-                at_once,
-                cell.adaptive,
-                latency_factor,
+        with frozen_gc():
+            real = asyncio.run(
+                _wall_runs(
+                    sc,
+                    cell.mode,
+                    cell.concurrency,
+                    seed,
+                    reps,
+                    scale,
+                    at_once,
+                    cell.adaptive,
+                    latency_factor,
+                )
             )
-        )
         res = _cell_report(cell, real, pop, tols)
         res["model_reps"] = model_reps
         res["time_scale"] = scale
