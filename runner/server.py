@@ -18,6 +18,7 @@ Run it with ``scenebench serve`` (uvicorn on 127.0.0.1) or embed it with
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -489,6 +490,13 @@ def create_app(
     async def clock(request: Request) -> Response:
         return JSONResponse({"success": True, "now_us": fake.now_us()})
 
+    async def hold(request: Request) -> Response:
+        """Answer after ``ms`` real milliseconds (at most 1 s): requests held at once make a
+        client open that many connections before a run (:func:`runner.run.warm_up`)."""
+        ms = request.query_params.get("ms", "0")
+        await asyncio.sleep(min(1000, int(ms)) / 1000 if ms.isdigit() else 0)
+        return JSONResponse({"success": True})
+
     async def reset(request: Request) -> Response:
         fake.reset()
         return JSONResponse({"success": True})
@@ -510,6 +518,7 @@ def create_app(
             Route("/api/server-providers", server_providers, methods=["GET"]),
             Route("/api/_scenebench/log", log, methods=["GET"]),
             Route("/api/_scenebench/clock", clock, methods=["GET"]),
+            Route("/api/_scenebench/hold", hold, methods=["GET"]),
             Route("/api/_scenebench/reset", reset, methods=["POST"]),
         ],
         exception_handlers={HTTPException: not_found, Exception: internal},
@@ -532,6 +541,9 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
         lifespan="off",
         access_log=False,
         timeout_graceful_shutdown=1,
+        # the client's pool stays open for the whole run: a connection opened mid-run costs
+        # 10-60 ms of real time on a busy machine (uvicorn closes idle ones after 5 s)
+        timeout_keep_alive=3600,
     )
 
 
@@ -614,6 +626,10 @@ def _serve_in_child(
         )
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
     quiet_injected_resets()
+    # what the process imported stays out of the collector's sight: a full collection over it
+    # stalls the provider's event loop for 100+ ms on a busy machine
+    gc.collect()
+    gc.freeze()
 
     async def main() -> None:
         task = asyncio.ensure_future(server.serve())
