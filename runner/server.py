@@ -203,6 +203,8 @@ class FakeProvider:
         k = 0
         while True:
             dec = await self.admit(cid, step, order, clip, api_key, sent)
+            if sent is not None:  # decided without a pause just now: the latency runs from then
+                sent = self.epoch + self._last_decided_us / 1e6 * self.time_scale
             if dec.status != 429:
                 await self.sleep_us(dec.latency_us, sent)
             sent = None  # a later attempt's latency runs from its own start
