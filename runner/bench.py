@@ -91,6 +91,26 @@ def run_load_bench(*, quick: bool = False) -> dict[str, Any]:
     return out
 
 
+def run_floor_bench(*, quick: bool = False) -> dict[str, Any]:
+    """The harness's added time per request next to a bare httpx -> uvicorn request, measured
+    interleaved in one run (:func:`runner.floor.measure_floor`)."""
+    from .floor import measure_floor
+
+    f = measure_floor(rounds=3 if quick else 7)
+    ms = 1e3
+    lines = [
+        f"wall-clock floor (real ms per request beyond the {f.call_s * ms:.0f} ms asked; "
+        f"medians of {f.rounds} interleaved rounds; providers in their own processes)",
+        f"  harness (real pipeline -> fake provider):     {f.harness_s * ms:.3f} ms",
+        f"  bare httpx -> bare uvicorn app, same sleep:   {f.bare_s * ms:.3f} ms",
+        f"  difference (what the harness adds):           {f.diff_s * ms:+.3f} ms "
+        f"({'within' if f.diff_s <= 0.0005 else 'OVER'} the 0.5 ms budget)",
+        f"  bare round trip, zero latency:                {f.bare_rtt_s * ms:.3f} ms "
+        f"(harness minus it: {(f.harness_s - f.bare_rtt_s) * ms:+.3f} ms)",
+    ]
+    return {**f.to_dict(), "lines": lines}
+
+
 def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
     base = load_scenario("default")
     quota = quota_scenario(base)
@@ -144,6 +164,8 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
         f"  real pipeline, virtual clock, quotas:    {out['virtual_real_per_s']:,.1f} "
         f"classrooms/s  (SimPy is {out['simpy_over_virtual_real']:.0f}x faster)",
     ]
+    out["floor"] = run_floor_bench(quick=quick)
+    out["lines"] += out["floor"]["lines"]
     if load:
         out["load"] = run_load_bench(quick=quick)
         out["lines"] += out["load"]["lines"]

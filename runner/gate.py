@@ -7,7 +7,7 @@ P(any failed scene). Real part: the same key cells through the real pipeline
 under the virtual clock (20 runs each; must equal the model exactly, and their
 speedups are gated like the model's), plus a small wall-clock check (6
 classrooms on sockets) whose paired relative error to the model must have a 95%
-interval that reaches within 5%.
+interval that lies inside ±5% (the equivalence rule of ``validate``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .counts import FAILURE_BUDGET_PP
 from .provenance import dumps, provenance
 from .run import run_classroom
 from .sweep import apply_quota, write_json_atomic
-from .validate import WallCell, first_divergence, validate_wall
+from .validate import PASS, WallCell, equivalence, first_divergence, validate_wall
 
 __all__ = [
     "GATE_VERSION",
@@ -231,7 +231,8 @@ def compare(baseline: dict[str, Any], now: dict[str, Any]) -> list[Metric]:
         v = float(v)
         if kind == "interval":  # a wall-clock error: judged by its interval, not the baseline
             lo, hi = now.get("wall_ci", [math.nan, math.nan])
-            ok = bool(abs(v) <= tol or (not math.isnan(lo) and lo <= tol and hi >= -tol))
+            verdict = equivalence((lo, hi), tol)  # inside the band: an interval, not a point
+            ok = verdict == PASS
             out.append(
                 Metric(
                     name,
@@ -240,7 +241,7 @@ def compare(baseline: dict[str, Any], now: dict[str, Any]) -> list[Metric]:
                     tol,
                     kind,
                     ok,
-                    f"95% CI {100 * lo:+.2f}%..{100 * hi:+.2f}%",
+                    f"95% CI {100 * lo:+.2f}%..{100 * hi:+.2f}%: {verdict}",
                 )
             )
             continue

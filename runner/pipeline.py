@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,7 @@ from sim.schema import RunResult
 from sim.upstream import Handoff
 
 from .failures import FailureReason, failure_from_attempt
-from .wire import COUNTS_HEADER, FOREGROUND_HEADER, audio_id, parse_counts
+from .wire import COUNTS_HEADER, FOREGROUND_HEADER, SENT_HEADER, audio_id, parse_counts
 
 __all__ = ["Clock", "PipelineOptions", "ScenePipeline"]
 
@@ -255,6 +256,8 @@ class ScenePipeline:
         """POST once; the answer the client sees (status 0 = timeout, -1 = network)."""
         try:
             async with asyncio.timeout(self.clock.real_s(self.opt.request_timeout_s)):
+                if self.world == "wall":  # the provider counts the latency from here
+                    headers = {**headers, SENT_HEADER: str(time.monotonic_ns())}
                 resp = await self.client.post(route, json=body, headers=headers)
         except TimeoutError:
             self._note_attempt(route, body, 0, None)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable
+import gc
+import multiprocessing
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -26,13 +28,18 @@ from sim.scenario import MODES, Scenario
 from sim.schema import RunResult, records_from_log
 
 from .pipeline import Clock, PipelineOptions, ScenePipeline
-from .server import ServerThread, create_app
+from .server import ServerProcess, ServerThread, create_app
 
 __all__ = [
+    "ScaleChoice",
+    "choose_time_scale",
+    "frozen_gc",
+    "pool_size",
     "read_server_concurrency",
     "run_classroom",
     "run_classroom_async",
     "run_tenants",
+    "wall_client",
     "warm_up",
 ]
 
@@ -144,21 +151,36 @@ def run_classroom(
     scale = scenario.time_scale if time_scale is None else time_scale
     if not scale > 0:
         raise ValueError(f"time_scale: must be > 0, got {scale}")
-    return asyncio.run(
-        _run_wall(
-            scenario,
-            mode,
-            concurrency,
-            tts_concurrency,
-            seed,
-            run_id,
-            scale,
-            base_url,
-            records,
-            hook,
-            adaptive,
+    with frozen_gc():
+        return asyncio.run(
+            _run_wall(
+                scenario,
+                mode,
+                concurrency,
+                tts_concurrency,
+                seed,
+                run_id,
+                scale,
+                base_url,
+                records,
+                hook,
+                adaptive,
+            )
         )
-    )
+
+
+@contextlib.contextmanager
+def frozen_gc() -> Iterator[None]:
+    """For a wall-clock run: the objects alive before it move out of the garbage collector's
+    sight (``gc.freeze``) until it ends. A full collection over everything the process has
+    imported (numpy, pandas, scipy) stalls the event loop for 100-200 ms on a busy machine:
+    a request sent in that stall is late by that much."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _in_virtual_world(app: Any, body: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
@@ -230,17 +252,17 @@ async def _run_wall(
     hook: Hook | None,
     adaptive: str = "off",
 ) -> RunResult:
-    server: ServerThread | None = None
+    server: ServerProcess | ServerThread | None = None
     if base_url is None:
-        server = ServerThread(create_app(scenario, seed, time_scale=scale)).start()
+        server = _own_server(scenario, seed, scale, records)
         base_url = server.base_url
     try:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=base_url, limits=limits) as client:
+        n = pool_size(concurrency, tts_concurrency)
+        async with wall_client(base_url, n) as client:
             # The server's model clock at the run's start: shared monotonic clock when the
             # server is ours, else read from it (one round trip of error).
             t0_ext = None if server is not None else await _server_now_us(client)
-            await warm_up(client, 12)
+            await warm_up(client, n)
             pipe, res = await run_classroom_async(
                 client,
                 scenario,
@@ -256,8 +278,7 @@ async def _run_wall(
             )
             if records:
                 if server is not None:
-                    epoch = server.app.state.fake.epoch
-                    t0_server = round((pipe.clock.t0 - epoch) / scale * 1e6)
+                    t0_server = round((pipe.clock.t0 - _epoch(server)) / scale * 1e6)
                 else:
                     t0_server = t0_ext or 0
                 log = await _server_log(client, run_id)
@@ -270,10 +291,48 @@ async def _run_wall(
             server.stop()
 
 
+def pool_size(concurrency: int | None, tts_concurrency: int | None = None) -> int:
+    """Connections one classroom can use at once: ``c`` content calls, the loop's call and
+    its clips (``tts_concurrency``, else ``c``); 10 when ``c`` is read from the provider."""
+    c = 10 if concurrency is None else max(1, clamp_concurrency(concurrency))
+    return c + max(1, tts_concurrency or c) + 2
+
+
+def wall_client(base_url: str, connections: int) -> httpx.AsyncClient:
+    """A wall-clock client: a pool of exactly the connections a classroom needs (httpx checks
+    every pooled connection, with a system call each, whenever a request starts or ends: at
+    80 connections that is milliseconds per request), and no timeout but the pipeline's own,
+    in model seconds (``request_timeout_s``)."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=None)
+
+
+def _own_server(
+    scenario: Scenario, seed: int, scale: float, records: bool
+) -> ServerProcess | ServerThread:
+    """The run's provider: in its own process (its event loop shares no GIL with the
+    pipeline's), or in a thread where a process may not start one (a daemonic worker)."""
+    if multiprocessing.current_process().daemon:
+        return ServerThread(create_app(scenario, seed, time_scale=scale, keep_log=records)).start()
+    return ServerProcess(scenario, seed, time_scale=scale, keep_log=records).start()
+
+
+def _epoch(server: ServerProcess | ServerThread) -> float:
+    """The server's model-time origin on this machine's monotonic clock."""
+    if isinstance(server, ServerProcess):
+        return server.epoch
+    return float(server.app.state.fake.epoch)
+
+
 async def warm_up(client: httpx.AsyncClient, connections: int) -> None:
-    """Open the pool's connections before the clock starts (TCP setup is not the pipeline's)."""
+    """Open the pool's connections before the clock starts (TCP setup is not the pipeline's):
+    requests the provider holds for 50 ms, all at once, so that each needs its own connection
+    (quick ones would share a few)."""
     with contextlib.suppress(httpx.HTTPError):  # the run itself reports an unreachable provider
-        await asyncio.gather(*(client.get("/api/health") for _ in range(connections)))
+        hold = {"ms": "50"}
+        await asyncio.gather(
+            *(client.get("/api/_scenebench/hold", params=hold) for _ in range(connections))
+        )
 
 
 async def _server_now_us(client: httpx.AsyncClient) -> int:
@@ -291,6 +350,70 @@ async def _server_log(client: httpx.AsyncClient, cid: int) -> list[Any]:
         return rows
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return []
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleChoice:
+    """A wall-clock run's time scale, picked from the floor measured before it."""
+
+    time_scale: float
+    floor_s: float  # real seconds per request beyond its latency, measured just now
+    requests: int  # requests of the virtual run of the same command and seed
+    model_s: float  # its makespan, model seconds
+    target: float
+
+    @property
+    def overhead_share(self) -> float:
+        """The floor's upper bound on the run's error: floor x requests / real duration."""
+        return self.floor_s * self.requests / (self.time_scale * self.model_s)
+
+    def line(self) -> str:
+        return (
+            f"time scale {self.time_scale:g} (picked: harness floor "
+            f"{self.floor_s * 1e3:.2f} ms/request x {self.requests} requests <= "
+            f"{100 * self.overhead_share:.2f}% of {self.model_s:.0f} model s; "
+            f"target {100 * self.target:g}%; set --time-scale to override)"
+        )
+
+
+def choose_time_scale(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int | None,
+    *,
+    tts_concurrency: int | None = None,
+    seed: int = 0,
+    run_id: int = 0,
+    adaptive: str = "off",
+    target: float = 0.005,
+    floor_s: float | None = None,
+) -> ScaleChoice:
+    """The time scale at which the harness's floor costs at most ``target`` of the run's
+    model time: the virtual run of the same command gives the requests and the makespan,
+    the floor is measured now (:func:`runner.floor.measure_floor`) unless given. Never
+    below the scenario's own ``time_scale``. The default target is half of the 1% budget:
+    the floor is measured on 20 ms calls, and waking after a longer sleep costs up to a
+    third more on a busy machine (docs/validation.md)."""
+    from .floor import measure_floor, pick_time_scale
+
+    ref = run_classroom(
+        scenario,
+        mode,
+        concurrency,
+        tts_concurrency=tts_concurrency,
+        seed=seed,
+        run_id=run_id,
+        clock="virtual",
+        records=False,
+        adaptive=adaptive,
+    )
+    if floor_s is None:
+        floor_s = measure_floor(rounds=1, bare=False).harness_s
+    n = ref.requests + ref.timeouts
+    scale = pick_time_scale(
+        floor_s, n, ref.makespan_s, target=target, min_scale=scenario.time_scale
+    )
+    return ScaleChoice(scale, floor_s, n, ref.makespan_s, target)
 
 
 def run_tenants(

@@ -18,6 +18,7 @@ Run it with ``scenebench serve`` (uvicorn on 127.0.0.1) or embed it with
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -40,7 +41,14 @@ from sim.rules import Counts, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
 from sim.upstream import ErrorShape
 
-from .wire import COUNTS_HEADER, FOREGROUND_HEADER, classroom_of, format_counts, parse_audio_id
+from .wire import (
+    COUNTS_HEADER,
+    FOREGROUND_HEADER,
+    SENT_HEADER,
+    classroom_of,
+    format_counts,
+    parse_audio_id,
+)
 
 __all__ = ["FakeProvider", "ServerProcess", "ServerThread", "create_app"]
 
@@ -75,8 +83,12 @@ class FakeProvider:
         virtual: bool = False,
         parallel_scene_concurrency: int | str | None = None,
         keep_log: bool = True,
+        latency_factor: float = 1.0,
     ) -> None:
+        """``latency_factor`` multiplies every wait (1: the scenario's latencies; else a
+        deliberately biased provider, for tests of the checks that must catch a bias)."""
         self.scenario = scenario
+        self.latency_factor = float(latency_factor)
         self.seed = seed
         self.virtual = virtual
         self.time_scale = 1.0 if virtual else float(time_scale)
@@ -94,6 +106,7 @@ class FakeProvider:
         self.max_calls_tracked = 100_000
         self._pending: list[tuple[Call, asyncio.Future[Decision]]] = []
         self._probe_scheduled = False
+        self._last_decided_us = 0
         self.actions_inputs: dict[tuple[int, int], list[str]] = {}
 
     # -- clock -------------------------------------------------------------------------
@@ -102,17 +115,43 @@ class FakeProvider:
         t = asyncio.get_running_loop().time() if self.virtual else time.monotonic()
         return round((t - self.epoch) / self.time_scale * 1e6)
 
-    async def sleep_us(self, us: int) -> None:
+    async def sleep_us(self, us: int, since: float | None = None) -> None:
+        """Wait ``us`` model µs; from ``since`` (this machine's monotonic seconds, when the
+        client sent the request) when given, else from now."""
         if us > 0:
-            await asyncio.sleep(us / 1e6 * self.time_scale)
+            delay = us / 1e6 * self.time_scale * self.latency_factor
+            if since is not None:
+                delay -= time.monotonic() - since
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def sent_at(self, header: str | None) -> float | None:
+        """When the client sent the request (:data:`runner.wire.SENT_HEADER`), if that is a
+        plausible time on this machine's clock (the past 250 ms); the wall clock only."""
+        if self.virtual or not header or not header.isdigit():
+            return None
+        sent = int(header) / 1e9
+        return sent if 0.0 <= time.monotonic() - sent <= 0.25 else None
 
     def reset(self) -> None:
         self.provider.reset()
+        self._last_decided_us = 0
         self._attempts.clear()
         self.actions_inputs.clear()
 
     # -- admission ---------------------------------------------------------------------
-    async def admit(self, cid: int, step: int, order: int, clip: int, api_key: str) -> Decision:
+    def decision_us(self, sent: float | None) -> int:
+        """When a request is decided, in model µs: when the client sent it (``sent``, this
+        machine's monotonic seconds) if known, else now; never before the previous decision
+        (arrivals may overtake each other on the way in)."""
+        now = self.now_us()
+        at = now if sent is None else min(now, round((sent - self.epoch) / self.time_scale * 1e6))
+        self._last_decided_us = max(self._last_decided_us, at)
+        return self._last_decided_us
+
+    async def admit(
+        self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
+    ) -> Decision:
         ident = (cid, step, order, clip)
         attempt = self._attempts.pop(ident, 0)
         self._attempts[ident] = attempt + 1
@@ -120,7 +159,7 @@ class FakeProvider:
             self._attempts.popitem(last=False)
         call = Call(cid, step, order, clip, attempt, api_key)
         if not (self.virtual and self.provider.limited(step)):
-            return self.provider.decide(call, self.now_us())
+            return self.provider.decide(call, self.decision_us(sent))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Decision] = loop.create_future()
         self._pending.append((call, fut))
@@ -147,7 +186,14 @@ class FakeProvider:
                 fut.set_result(self.provider.decide(call, now))
 
     async def route_call(
-        self, cid: int, step: int, order: int, clip: int, api_key: str, fg: bool
+        self,
+        cid: int,
+        step: int,
+        order: int,
+        clip: int,
+        api_key: str,
+        fg: bool,
+        sent: float | None = None,
     ) -> tuple[Decision, Counts]:
         """What the route does with the model call: admit, wait the latency and, in the
         ``route`` error shape before #788, retry a 429 or 5xx as the AI SDK does; returns the
@@ -156,9 +202,12 @@ class FakeProvider:
         counts = Counts()
         k = 0
         while True:
-            dec = await self.admit(cid, step, order, clip, api_key)
+            dec = await self.admit(cid, step, order, clip, api_key, sent)
+            if sent is not None:  # decided without a pause just now: the latency runs from then
+                sent = self.epoch + self._last_decided_us / 1e6 * self.time_scale
             if dec.status != 429:
-                await self.sleep_us(dec.latency_us)
+                await self.sleep_us(dec.latency_us, sent)
+            sent = None  # a later attempt's latency runs from its own start
             if dec.status in (RESET, TRUNCATED):
                 return dec, counts
             counts.count(dec.status)
@@ -287,6 +336,7 @@ def create_app(
     virtual: bool = False,
     parallel_scene_concurrency: int | str | None = None,
     keep_log: bool = True,
+    latency_factor: float = 1.0,
 ) -> Starlette:
     """The fake provider app; its state is ``app.state.fake`` (a :class:`FakeProvider`)."""
     fake = FakeProvider(
@@ -296,6 +346,7 @@ def create_app(
         virtual=virtual,
         parallel_scene_concurrency=parallel_scene_concurrency,
         keep_log=keep_log,
+        latency_factor=latency_factor,
     )
 
     def handler(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
@@ -314,7 +365,8 @@ def create_app(
         """The route's model call; its decision, its count header, and the error answer (or
         ``None`` when the route answers with the payload)."""
         fg = request.headers.get(FOREGROUND_HEADER) == "1"
-        dec, counts = await fake.route_call(cid, step, order, clip, api_key, fg)
+        sent = fake.sent_at(request.headers.get(SENT_HEADER))
+        dec, counts = await fake.route_call(cid, step, order, clip, api_key, fg, sent)
         tally = format_counts(counts, dec.status)
         if dec.status == RESET:
             return dec, tally, _ResetResponse()
@@ -440,6 +492,13 @@ def create_app(
     async def clock(request: Request) -> Response:
         return JSONResponse({"success": True, "now_us": fake.now_us()})
 
+    async def hold(request: Request) -> Response:
+        """Answer after ``ms`` real milliseconds (at most 1 s): requests held at once make a
+        client open that many connections before a run (:func:`runner.run.warm_up`)."""
+        ms = request.query_params.get("ms", "0")
+        await asyncio.sleep(min(1000, int(ms)) / 1000 if ms.isdigit() else 0)
+        return JSONResponse({"success": True})
+
     async def reset(request: Request) -> Response:
         fake.reset()
         return JSONResponse({"success": True})
@@ -461,12 +520,33 @@ def create_app(
             Route("/api/server-providers", server_providers, methods=["GET"]),
             Route("/api/_scenebench/log", log, methods=["GET"]),
             Route("/api/_scenebench/clock", clock, methods=["GET"]),
+            Route("/api/_scenebench/hold", hold, methods=["GET"]),
             Route("/api/_scenebench/reset", reset, methods=["POST"]),
         ],
         exception_handlers={HTTPException: not_found, Exception: internal},
     )
     app.state.fake = fake
     return app
+
+
+def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    """uvicorn for the fake provider: no access log; httptools' parser when it is installed
+    (a dependency; about a tenth of h11's cost per request). The event loop stays asyncio's:
+    uvloop's timers and ``loop.time()`` have millisecond resolution (a latency of 1.2345 ms
+    would sleep 1 ms), and it did not lower the floor here (docs/validation.md)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="auto",
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+        # the client's pool stays open for the whole run: a connection opened mid-run costs
+        # 10-60 ms of real time on a busy machine (uvicorn closes idle ones after 5 s)
+        timeout_keep_alive=3600,
+    )
 
 
 class ServerThread:
@@ -477,16 +557,7 @@ class ServerThread:
 
     def __init__(self, app: Starlette, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(uvicorn_config(app, host, port))
         self.thread = threading.Thread(
             target=self._run, name="scenebench-fake-provider", daemon=True
         )
@@ -538,6 +609,7 @@ def _serve_in_child(
     parallel_scene_concurrency: int | str | None,
     keep_log: bool,
     conn: Any,
+    latency_factor: float = 1.0,
 ) -> None:  # pragma: no cover - runs in the child process
     from sim.scenario import scenario_from_mapping
 
@@ -552,18 +624,14 @@ def _serve_in_child(
             time_scale=time_scale,
             parallel_scene_concurrency=parallel_scene_concurrency,
             keep_log=keep_log,
+            latency_factor=latency_factor,
         )
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
     quiet_injected_resets()
+    # what the process imported stays out of the collector's sight: a full collection over it
+    # stalls the provider's event loop for 100+ ms on a busy machine
+    gc.collect()
+    gc.freeze()
 
     async def main() -> None:
         task = asyncio.ensure_future(server.serve())
@@ -572,7 +640,8 @@ def _serve_in_child(
                 conn.send(("error", repr(task.exception())))
                 return
             await asyncio.sleep(0.005)
-        conn.send(("ok", server.servers[0].sockets[0].getsockname()[1]))
+        epoch = app.state.fake.epoch if bare_latency_s is None else time.monotonic()
+        conn.send(("ok", (server.servers[0].sockets[0].getsockname()[1], epoch)))
         await task
 
     asyncio.run(main())
@@ -594,11 +663,15 @@ class ServerProcess:
         parallel_scene_concurrency: int | str | None = None,
         keep_log: bool = True,
         bare_latency_s: float | None = None,
+        latency_factor: float = 1.0,
     ) -> None:
-        """``bare_latency_s``: serve :func:`runner.load.bare_app` instead (for comparisons)."""
+        """``bare_latency_s``: serve :func:`runner.load.bare_app` instead (for comparisons);
+        ``latency_factor``: see :class:`FakeProvider` (tests)."""
         import multiprocessing
 
-        ctx = multiprocessing.get_context("spawn")
+        # a fork server that has imported this module: a start costs a fork, not an import
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["runner.server"])
         self._conn, child = ctx.Pipe(duplex=False)
         self.process = ctx.Process(
             target=_serve_in_child,
@@ -611,10 +684,12 @@ class ServerProcess:
                 parallel_scene_concurrency,
                 keep_log,
                 child,
+                latency_factor,
             ),
             daemon=True,
         )
         self.base_url = ""
+        self.epoch = 0.0  # the server's model-time origin, on this machine's monotonic clock
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         self.process.start()
@@ -628,7 +703,8 @@ class ServerProcess:
         if status != "ok":
             self.stop()
             raise RuntimeError(f"fake provider process failed to start: {value}")
-        self.base_url = f"http://127.0.0.1:{value}"
+        port, self.epoch = value
+        self.base_url = f"http://127.0.0.1:{port}"
         return self
 
     def stop(self) -> None:

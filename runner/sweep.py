@@ -223,6 +223,8 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
 
         if cell.real_clock != "virtual" and cell.tenants > 1:
             raise ValueError("tenants: shared-key cells run on the virtual clock only")
+        if cell.real_clock == "wall" and real_time_scale is None:
+            real_time_scale = _wall_time_scale(cell, sc)
         results = []
         for r in range(cell.reps):
             if cell.tenants > 1:
@@ -263,6 +265,24 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
     df["cell_id"] = cell.cell_id
     df["cell_cpu_s"] = time.perf_counter() - t0
     return df
+
+
+def _wall_time_scale(cell: Cell, sc: Scenario) -> float:
+    """A wall-clock cell's time scale, picked from this process's floor so that the harness
+    costs at most 0.5% of model time (:func:`runner.run.choose_time_scale`); printed."""
+    from .floor import floor_of_this_process
+    from .run import choose_time_scale
+
+    choice = choose_time_scale(
+        sc,
+        cell.mode,
+        cell.concurrency,
+        seed=cell.seed,
+        adaptive=cell.adaptive,
+        floor_s=floor_of_this_process(),
+    )
+    print(f"sweep: cell {cell.cell_id}: {choice.line()}", file=sys.stderr, flush=True)
+    return choice.time_scale
 
 
 def _run_cell_job(

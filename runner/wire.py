@@ -11,6 +11,9 @@
   provider's 429 reaches the client as a 500, so the client counts 429s from this.
 * ``x-scenebench-foreground: 1`` on the foreground first scene's requests, so a route
   that retries (before #788) uses the foreground budget.
+* ``x-scenebench-sent-ns`` on the wall clock: the client's monotonic clock when it sent
+  the request. A provider on the same machine (loopback, the same clock) counts the
+  latency from then, so the request's way in is inside the latency, not added to it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sim.rules import Counts
 __all__ = [
     "COUNTS_HEADER",
     "FOREGROUND_HEADER",
+    "SENT_HEADER",
     "audio_id",
     "classroom_of",
     "format_counts",
@@ -32,6 +36,7 @@ __all__ = [
 
 COUNTS_HEADER = "x-scenebench-counts"
 FOREGROUND_HEADER = "x-scenebench-foreground"
+SENT_HEADER = "x-scenebench-sent-ns"
 _STAGE_RE = re.compile(r"^sb-(\d+)$")
 _ACTION_RE = re.compile(r"sb-(\d+)-o(\d+)-s(\d+)$")
 _UPSTREAM_AUDIO_RE = re.compile(r"^tts_s(\d+)_(.+)$")

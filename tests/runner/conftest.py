@@ -17,3 +17,18 @@ def live_server() -> Iterator[ServerThread]:
         assert srv.base_url.startswith("http://127.0.0.1:")
         yield srv
     assert not srv.thread.is_alive()
+
+
+@pytest.fixture(scope="session")
+def wall_floor_s() -> float:
+    """The harness's floor now (real seconds per request beyond its latency): the basis of
+    every wall-clock test's one-sided bound."""
+    from runner.floor import measure_floor
+
+    return measure_floor(rounds=1, bare=False).harness_s
+
+
+def wall_bound_s(floor_s: float, requests: int, time_scale: float, slack: float = 3.0) -> float:
+    """Model seconds a wall-clock run may add to its exact value: ``slack`` times the floor
+    for every request (all of them: an upper bound on the critical path), in model time."""
+    return slack * floor_s * requests / time_scale

@@ -8,6 +8,7 @@ from runner import ServerThread, create_app, run_classroom
 from sim import Quota, RetryPolicy, load_scenario, simulate
 from sim import analytic as an
 from tests.conftest import assert_same_run, const_scenario, log_key
+from tests.runner.conftest import wall_bound_s
 
 MODES = ("serial", "hybrid", "pipelined")
 
@@ -31,16 +32,19 @@ def test_virtual_clock_matches_closed_forms_exactly(mode, n, c, k):
     assert r.status == "completed" and r.scene_order == tuple(range(n))
 
 
+@pytest.mark.wallclock
 @pytest.mark.parametrize("mode", MODES)
-def test_wall_clock_within_two_percent_at_time_scale_001(mode):
-    # long calls so that the harness's ~2 ms of real time per request stays well under 2%
+def test_wall_clock_is_exact_plus_at_most_the_floor(mode, wall_floor_s):
+    # a request never ends before its latency; each adds at most (a few times) the floor
     C, A, T, n, c, k = 60.0, 30.0, 20.0, 2, 2, 1
     sc = const_scenario(n, C, A, T, clips=k)
     r = run_classroom(sc, mode, c, clock="wall", time_scale=0.01, tts_concurrency=1)
     expected = _closed_form(mode, n, c, C, an.scene_tail(A, T, k))
-    assert expected <= r.makespan_s <= expected * 1.02, (r.makespan_s, expected)
+    bound = wall_bound_s(wall_floor_s, r.requests, 0.01)
+    assert expected <= r.makespan_s <= expected + bound, (r.makespan_s, expected, bound)
 
 
+@pytest.mark.wallclock
 def test_same_seed_gives_same_latencies_in_every_mode_from_the_server_log():
     sc = load_scenario("default").replace(quota_llm=Quota(), quota_tts=Quota())
     lat = {}
@@ -67,6 +71,7 @@ def _max_inflight(log, steps):
     return best
 
 
+@pytest.mark.wallclock
 @pytest.mark.parametrize(
     ("mode", "q", "c", "expect_429"),
     [
@@ -87,6 +92,7 @@ def test_quota_below_concurrency_gives_429s_and_retries(mode, q, c, expect_429):
     assert r.status == "completed"
 
 
+@pytest.mark.wallclock
 @pytest.mark.parametrize("mode", ["hybrid", "pipelined"])
 @pytest.mark.parametrize("c", [2, 3, 5])
 def test_concurrency_never_exceeds_the_cap_in_the_server_log(mode, c):
@@ -114,6 +120,7 @@ def _with_server(sc, fn, **server_kw):
         return fn(app.state.fake, srv.base_url)
 
 
+@pytest.mark.wallclock
 def test_previous_speeches_thread_from_scene_to_scene():
     sc = const_scenario(4, 10.0, 2.0, 1.0, clips=2)
 
@@ -137,6 +144,7 @@ def _forced(sc, mode, fail, c=3, **kw):
     return _with_server(sc, go)
 
 
+@pytest.mark.wallclock
 def test_content_failure_pauses_serial_and_is_skipped_in_parallel_modes():
     sc = const_scenario(4, 10.0, 2.0, 1.0, clips=1, retry_llm=RetryPolicy(max_retries=0))
     s = _forced(sc, "serial", {(0, 1): 500})
@@ -146,6 +154,7 @@ def test_content_failure_pauses_serial_and_is_skipped_in_parallel_modes():
         assert (p.status, p.scene_order, p.failed_orders) == ("completed", (0, 2, 3), (1,))
 
 
+@pytest.mark.wallclock
 @pytest.mark.parametrize("mode", MODES)
 def test_actions_failure_pauses_in_every_mode(mode):
     sc = const_scenario(
@@ -156,6 +165,7 @@ def test_actions_failure_pauses_in_every_mode(mode):
     assert r.http_5xx == 2 and r.retries == 1  # the route's retry was spent first
 
 
+@pytest.mark.wallclock
 @pytest.mark.parametrize("mode", MODES)
 def test_tts_failure_pauses_and_tries_every_clip_without_retry(mode):
     sc = const_scenario(3, 10.0, 2.0, 1.0, clips=3)
@@ -166,6 +176,7 @@ def test_tts_failure_pauses_and_tries_every_clip_without_retry(mode):
     assert r.retries == 0
 
 
+@pytest.mark.wallclock
 @pytest.mark.parametrize("clock", ["virtual", "wall"])
 def test_stop_aborts_in_flight_requests_and_pauses(clock):
     sc = const_scenario(6, 20.0, 5.0, 2.0, clips=2)
@@ -190,7 +201,8 @@ def test_stop_aborts_in_flight_requests_and_pauses(clock):
     assert 38.0 <= r.makespan_s < 40.0  # returned at once, not after the in-flight calls
 
 
-def test_concurrency_is_read_from_the_server_when_not_given():
+@pytest.mark.wallclock
+def test_concurrency_is_read_from_the_server_when_not_given(wall_floor_s):
     sc = const_scenario(4, 20.0, 5.0, 2.0, clips=1)
 
     def go(fake, url):
@@ -199,7 +211,9 @@ def test_concurrency_is_read_from_the_server_when_not_given():
     r = _with_server(sc, go, parallel_scene_concurrency="15")
     assert r.concurrency == 10  # clamped like upstream
     r = _with_server(sc, go, parallel_scene_concurrency="nonsense")
-    assert r.concurrency == 0 and r.makespan_s == pytest.approx(4 * 29.0, rel=0.05)
+    assert r.concurrency == 0
+    exact = an.serial_makespan(4, 20.0, an.scene_tail(5.0, 2.0, 1))  # 108 s
+    assert exact <= r.makespan_s <= exact + wall_bound_s(wall_floor_s, r.requests, 0.005)
 
 
 @pytest.mark.parametrize("name", ["default", "low-quota", "burst-429"])

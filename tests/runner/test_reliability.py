@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import time
 
 import httpx
 import pytest
@@ -149,24 +148,23 @@ def _faulty(**llm):
     )
 
 
+@pytest.mark.wallclock
 @pytest.mark.parametrize(
     ("fault", "counter"),
     [("p_reset", "requests"), ("p_truncate", "requests"), ("p_stall", "timeouts")],
 )
 def test_each_injected_fault_is_a_failed_request_retried_then_a_pause(fault, counter):
     sc = _faulty(**{fault: 1.0, "stall_s": 100.0})
-    t0 = time.perf_counter()
     r = run_classroom(sc, "pipelined", 2, clock="wall", time_scale=0.01)
-    elapsed = time.perf_counter() - t0
     # every content attempt fails: 3 attempts each, content failures are skipped in parallel
     # modes, so the run completes with every outline failed and no scene
     assert r.status == "completed" and r.scenes_ok == 0 and r.failed_orders == (0, 1, 2)
     assert getattr(r, counter) == 9 and r.retries == 6 and r.http_5xx == 0
     # attempts take 10 s (or the 30 s timeout) plus 2 + 4 s of backoff: bounded, no hang
-    assert elapsed < 5.0
     assert r.makespan_s < (3 * 30.0 + 6.0) * 2 + 5
 
 
+@pytest.mark.wallclock
 def test_serial_mode_pauses_on_a_reset_tts_clip_without_retrying_it():
     sc = const_scenario(3, 10.0, 2.0, 1.0, clips=2, quota_tts=Quota(p_reset=1.0))
     r = run_classroom(sc, "serial", 1, clock="wall", time_scale=0.01)
@@ -196,6 +194,7 @@ def test_faults_agree_exactly_between_the_model_and_the_virtual_clock():
     assert {"reset", "stall", "truncated", "ok"} <= kinds
 
 
+@pytest.mark.wallclock
 def test_a_provider_that_dies_mid_run_gives_a_paused_result_not_a_hang():
     sc = const_scenario(6, 20.0, 5.0, 2.0, clips=2)
     srv = ServerProcess(sc, 0, time_scale=0.01).start()
@@ -204,7 +203,6 @@ def test_a_provider_that_dies_mid_run_gives_a_paused_result_not_a_hang():
         await asyncio.sleep(0.5)  # model second 50: scenes 0 and 1 are done
         srv.process.kill()
 
-    t0 = time.perf_counter()
     try:
         r = run_classroom(
             sc,
@@ -218,8 +216,9 @@ def test_a_provider_that_dies_mid_run_gives_a_paused_result_not_a_hang():
         )
     finally:
         srv.stop()
-    assert time.perf_counter() - t0 < 10.0
     assert r.status == "paused" and 1 <= r.scenes_ok < 6 and r.failed_orders
+    # no hang: the serial classroom's whole length plus a call's every back-off (model time)
+    assert r.makespan_s < 6 * (20.0 + 5.0 + 2 * 2.0) + 1 + 2 + 4 + 8 + 16
 
 
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
