@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sim.provider import RESET, TRUNCATED, Call, Decision, Provider
+from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from sim.rules import Counts, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
 from sim.upstream import ErrorShape
@@ -95,6 +95,38 @@ class FakeProvider:
         self._pending: list[tuple[Call, asyncio.Future[Decision]]] = []
         self._probe_scheduled = False
         self.actions_inputs: dict[tuple[int, int], list[str]] = {}
+        self._armed: set[int] = set()
+        if scenario.quota_llm.shared or scenario.quota_tts.shared:
+            self.provider.arm = self._arm  # shared capacity: the provider decides, we wait
+
+    def _arm(self, at_us: int) -> None:
+        """A timer calling the provider's ``fire`` at model time ``at_us``."""
+        if at_us in self._armed:
+            return
+        self._armed.add(at_us)
+
+        def fire() -> None:
+            self._armed.discard(at_us)
+            self.provider.fire(max(at_us, self.now_us()))
+
+        delay = max(0, at_us - self.now_us()) / 1e6 * self.time_scale
+        asyncio.get_running_loop().call_later(delay, fire)
+
+    async def served(self, dec: Decision) -> Decision:
+        """Wait for a shared capacity to finish a PENDING request (:mod:`sim.capacity`)."""
+        assert dec.job is not None
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+
+        def resolve(d: Decision) -> None:
+            if not fut.done():
+                fut.set_result(d)
+
+        self.provider.wait(dec.job, resolve)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self.provider.forget(dec.job)
+            raise
 
     # -- clock -------------------------------------------------------------------------
     def now_us(self) -> int:
@@ -157,7 +189,9 @@ class FakeProvider:
         k = 0
         while True:
             dec = await self.admit(cid, step, order, clip, api_key)
-            if dec.status != 429:
+            if dec.latency_us == PENDING:
+                dec = await self.served(dec)
+            elif dec.status != 429:
                 await self.sleep_us(dec.latency_us)
             if dec.status in (RESET, TRUNCATED):
                 return dec, counts
@@ -273,6 +307,8 @@ def quiet_injected_resets() -> None:
 
 
 def _rate_limited(dec: Decision, headers: dict[str, str]) -> JSONResponse:
+    if dec.rate is not None:  # OpenAI-style x-ratelimit-{limit,remaining,reset}-*
+        headers.update(dec.rate.headers())
     if dec.retry_after_ms is not None:
         headers["retry-after-ms"] = str(dec.retry_after_ms)
         headers["retry-after"] = str(math.ceil(dec.retry_after_ms / 1000))
