@@ -30,6 +30,13 @@ import pandas as pd
 
 from sim.scenario import Scenario, scenario_from_mapping
 
+from .presets_report import (
+    preset_cells,
+    recommend_presets,
+    render_presets_section,
+    shared_verdicts,
+    split_presets,
+)
 from .upstream_report import overall_for_today, render_profile_section
 
 __all__ = [
@@ -845,6 +852,7 @@ def render_results(d: Path) -> dict[str, Any]:
     from .sweep import load_runs, write_atomic, write_json_atomic
 
     runs, meta = load_runs(d)
+    runs, preset_runs = split_presets(runs)  # provider presets: their own section
     cells = cell_table(runs)
     write_atomic(d / "cells.csv", lambda p: cells.to_csv(p, index=False))
     scenarios = {m["name"]: scenario_from_mapping(m) for m in meta["spec"]["scenarios"]}
@@ -853,6 +861,9 @@ def render_results(d: Path) -> dict[str, Any]:
     figures = render_figures(cells, scenarios, d / "figures")
     report = render_report(d, cells, rec, meta, figures)
     extra = render_profile_section(cells, rec, scenarios)
+    rec["presets"] = recommend_presets(preset_cells(preset_runs, cell_table), rec["rule"])
+    rec["shared_capacity"] = shared_verdicts(cells, scenarios)
+    extra += render_presets_section(rec["presets"], rec["shared_capacity"])
     if extra:
         report = report.rstrip("\n") + "\n\n" + "\n".join(extra) + "\n"
     write_atomic(d / "REPORT.md", lambda p: p.write_text(report))

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from sim.model import simulate_many
+from sim.presets import preset_names
 from sim.rules import parse_knob
 from sim.scenario import MODES, ScenarioError, builtin_names, load_scenario
 from sim.schema import RunResult
@@ -348,6 +349,25 @@ def _int_list(name: str, lo: int, hi: int) -> Callable[[str], list[int]]:
     return f
 
 
+def _quota_list(s: str) -> list[int | str]:
+    """``--quotas``: in-flight limits (0..1000) and provider preset names (sim.presets)."""
+    conv = _int_in("--quotas", 0, 1000)
+    out: list[int | str] = []
+    for x in (x.strip() for x in s.split(",")):
+        if not x:
+            continue
+        if x.lstrip("-").isdigit():
+            out.append(conv(x))
+        elif x in preset_names():
+            out.append(x)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"--quotas: {x!r} is neither an in-flight limit (0..1000) nor a preset "
+                f"({', '.join(preset_names())})"
+            )
+    return out
+
+
 def _choice_list(name: str, allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
     def f(s: str) -> list[str]:
         out = [x.strip() for x in s.split(",") if x.strip()]
@@ -493,7 +513,29 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
                 f"[{cl['lo']:.2f}, {cl['hi']:.2f}] -> {cl['verdict']}; bound "
                 f"(C+A+kT)/(A+kT) = {v['bound']['limit_serial_tts']:.2f}x"
             )
+    _print_presets(rec)
     return 0
+
+
+def _print_presets(rec: dict[str, Any]) -> None:
+    """A line per provider preset (issue 12) and the shared-capacity verdicts."""
+    for scenario, by in rec.get("presets", {}).items():
+        print(f"  provider presets, scenario {scenario}:")
+        for name, v in by.items():
+            if v["serial_only"]:
+                print(f"    on {v['label']} ({name}): keep c = 1 (serial)")
+                continue
+            print(
+                f"    on {v['label']} ({name}): set c = {v['concurrency']}, expect "
+                f"{v['speedup']:.2f}x [{v['lo']:.2f}, {v['hi']:.2f}], P(any failed scene) "
+                f"{100 * v['p_any_failed']:.1f}% (serial {100 * v['p_any_failed_serial']:.1f}%)"
+            )
+    for name, v in rec.get("shared_capacity", {}).items():
+        what = "no speedup over serial" if v["no_speedup"] else f"{v['speedup']:.2f}x"
+        print(
+            f"  {name} (shared capacity): pipelined c = {v['concurrency']}: {what}; "
+            f"bound {v['bound']:.2f}x"
+        )
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
@@ -795,9 +837,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--quotas",
-        type=_int_list("--quotas", 0, 1000),
+        type=_quota_list,
         default=None,
-        help="in-flight limits, comma-separated; 0 = unlimited (default 1,2,3,5,10,0)",
+        help="in-flight limits and provider presets, comma-separated; 0 = unlimited "
+        "(default 1,2,3,5,10,0); presets: " + ", ".join(preset_names()),
     )
     w.add_argument(
         "--concurrency",
