@@ -725,14 +725,25 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
         scenario_from_fits,
         write_scenario,
     )
+    from sim.calibrate_tokens import apply_token_fits, fit_tokens
 
     trace = read_trace(a.trace)
     fits = fit_trace(trace)
     sc = scenario_from_fits(load_scenario(a.base), fits, trace, name=a.name)
+    token_fits = fit_tokens(trace)  # with token columns: tokens per call and output speed
+    sc = apply_token_fits(sc, token_fits)
     write_scenario(sc, a.out)
     summary = fit_summary(fits)
     with_cols = summary[["step", "rank", "candidate", "n", "mean_s", "aic", "ks_stat", "ks_pvalue"]]
     print(with_cols.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    for f in token_fits.values():
+        speed = f"{f.output_tps:.1f} tok/s" if f.output_tps else "no speed (flat)"
+        print(
+            f"{f.step}: tokens per call {f.output.mean:.0f} out"
+            + (f", {f.input.mean:.0f} in" if f.input is not None else "")
+            + f"; output speed {speed}, time to first token {f.ttft_mean_s:.2f} s "
+            f"(R² {f.r2:.3f}, {f.n} calls)"
+        )
     print(f"scenario written: {a.out} (base {a.base}; best fit by AIC per step)")
     return 0
 
@@ -937,7 +948,11 @@ def _parser() -> argparse.ArgumentParser:
     ga.set_defaults(fn=_cmd_gate)
 
     ca = sub.add_parser("calibrate", help="fit latency distributions from a trace")
-    ca.add_argument("trace", help="CSV or JSONL with columns step, seconds")
+    ca.add_argument(
+        "trace",
+        help="CSV or JSONL with columns step, seconds (and optionally input_tokens, "
+        "output_tokens: then tokens per call and output speed are fitted too)",
+    )
     ca.add_argument("--out", required=True, help="scenario TOML to write")
     ca.add_argument("--base", default="default", help="scenario whose other fields are kept")
     ca.add_argument("--name", default=None)
