@@ -37,7 +37,7 @@ DEFAULT_TOKENS: dict[str, dict[str, Any]] = {
         "max_tokens": 2048,
     },
 }
-_TOP = {"label", "model_class", "source", "as_of", "notes", "quota"}
+_TOP = {"label", "model_class", "source", "as_of", "notes", "quota", "no_retry_after"}
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,11 @@ def load_preset(name: str) -> Preset:
     for k in ("source", "as_of"):
         if not isinstance(m.get(k), str) or not m[k]:
             raise ScenarioError(f"preset {name}.{k}: required (a non-empty string)")
+    fields = dict(m.get("quota", {}).get("llm", {}))
+    if m.get("no_retry_after", False):  # TOML has no null: the 429 carries no Retry-After
+        fields["retry_after_s"] = None
     try:
-        quota = Quota(**m.get("quota", {}).get("llm", {}))
+        quota = Quota(**fields)
     except (ScenarioError, TypeError) as e:
         raise ScenarioError(f"preset {name}.quota.llm.{e}") from None
     return Preset(
