@@ -51,14 +51,38 @@ def preset_cells(runs: pd.DataFrame, cell_table: Callable[[pd.DataFrame], pd.Dat
     return cell_table(r.drop(columns=["preset"]))
 
 
+def _rejected(pip: pd.DataFrame, budget: float) -> dict[str, Any] | None:
+    """The fastest parallel *c* the failure budget ruled out, if it beats what was kept."""
+    bad = pip[(pip["p_any_failed"] > budget) & (pip["concurrency"] > 1)]
+    bad = bad[bad["speedup"].notna()]
+    if bad.empty:
+        return None
+    row = bad.sort_values(["speedup", "concurrency"], ascending=[False, True]).iloc[0]
+    return {
+        "concurrency": int(row["concurrency"]),
+        "speedup": float(row["speedup"]),
+        "p_any_failed": float(row["p_any_failed"]),
+    }
+
+
 def _pick(pip: pd.DataFrame, serial_fail: float, rule: dict[str, Any]) -> dict[str, Any]:
-    ok = pip[pip["p_any_failed"] <= serial_fail + rule["failure_budget_pp"] / 100]
+    budget = serial_fail + rule["failure_budget_pp"] / 100
+    ok = pip[pip["p_any_failed"] <= budget]
     ok = ok[ok["speedup"].notna()]
     if ok.empty:
-        return {"concurrency": 1, "speedup": 1.0, "lo": 1.0, "hi": 1.0, "serial_only": True}
+        return {
+            "concurrency": 1,
+            "speedup": 1.0,
+            "lo": 1.0,
+            "hi": 1.0,
+            "serial_only": True,
+            "rejected": _rejected(pip, budget),
+        }
     top = float(ok["speedup"].max())
     row = ok[ok["speedup"] >= (1 - rule["within_best"]) * top].sort_values("concurrency").iloc[0]
+    rej = _rejected(pip, budget)
     return {
+        "rejected": rej if rej is not None and rej["speedup"] > float(row["speedup"]) else None,
         "concurrency": int(row["concurrency"]),
         "speedup": float(row["speedup"]),
         "lo": float(row["speedup_lo"]),
@@ -156,12 +180,19 @@ def _line(name: str, v: dict[str, Any]) -> str:
             head + "keep c = 1 (serial): every parallel c fails scenes more often than serial "
             f"(P(any failed scene) {100 * v['p_any_failed_serial']:.1f}% serial)."
         )
+    rej = v.get("rejected")
+    why_not = (
+        f" (c = {rej['concurrency']} would be {rej['speedup']:.2f}× but fails a scene in "
+        f"{100 * rej['p_any_failed']:.1f}% of classrooms)"
+        if rej
+        else ""
+    )
     return head + (
         f"set c = {v['concurrency']}, expect {v['speedup']:.2f}× serial's speed "
         f"(95% CI {v['lo']:.2f}–{v['hi']:.2f}; mean makespan {v['makespan_mean_s']:.0f} s vs "
         f"{v['makespan_serial_s']:.0f} s), P(any failed scene) {100 * v['p_any_failed']:.1f}% "
         f"(serial {100 * v['p_any_failed_serial']:.1f}%), {v['http_429_mean']:.1f} 429s "
-        f"per classroom. Limits from {v['source']}, as of {v['as_of']}."
+        f"per classroom{why_not}. Limits from {v['source']}, as of {v['as_of']}."
     )
 
 
@@ -173,7 +204,9 @@ def render_presets_section(presets: dict[str, Any], shared: dict[str, Any]) -> l
         lines += [
             "Each preset (`sim/presets/<name>.toml`) limits the LLM key as the provider's "
             "page says (numbers marked unverified in the file are the author's best reading). "
-            "Pipelined; same failure budget as above.",
+            "Pipelined; same failure budget as above. A token-limited preset on a scenario "
+            "without tokens per call uses `sim.presets.DEFAULT_TOKENS` (max_tokens 4096 for "
+            "content, 2048 for actions: assumptions, not measured upstream).",
             "",
         ]
         for scenario, by in presets.items():
