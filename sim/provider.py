@@ -15,6 +15,14 @@ on integer-microsecond model time:
    connection (status ``RESET``) or a truncated JSON body (status ``TRUNCATED``)
    after the latency, or a stall (a 200 after ``stall_s``); else 200.
 
+Issue 12 adds, after the RPM bucket: a per-second window and token buckets
+(:mod:`sim.tokens`; a 429 from them spends nothing and carries the wait until they would
+admit the call, and OpenAI-style ``x-ratelimit-*`` values in :attr:`Decision.rate`), and
+a shared capacity (:mod:`sim.capacity`): an admitted request on such a key gets a
+``PENDING`` decision, its end is decided by :meth:`Provider.fire` when the world's timer
+(set through :attr:`Provider.arm`) fires, and the world only waits (:meth:`Provider.wait`).
+A request the queue refuses or holds out has still spent its tokens and its RPM token.
+
 Requests arriving on one key at the same instant are decided in the canonical
 order of :func:`arrival_order` (step, then classroom, outline order, clip, attempt),
 whatever order they physically arrived in; both worlds batch such arrivals. The

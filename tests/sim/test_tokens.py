@@ -116,3 +116,17 @@ def test_a_scenario_with_tokens_round_trips_through_its_mapping():
     for name in ("output-tpm", "shared-vllm", "slow-not-429"):
         sc = load_scenario(name)
         assert scenario_from_mapping(sc.to_mapping()) == sc
+
+
+def test_the_fast_path_takes_derived_latencies_and_steps_aside_for_token_limits():
+    from sim.fast import quota_free, simulate_fast
+    from sim.model import simulate_many
+    from sim.scenario import Quota
+
+    sc = load_scenario("output-tpm")
+    assert not quota_free(sc)  # a token bucket: the SimPy model decides
+    free = sc.replace(quota_llm=Quota())
+    assert quota_free(free)
+    fast = simulate_fast(free, "pipelined", 3, 8, seed=1).frame()["makespan_s"].tolist()
+    slow = [r.makespan_s for r in simulate_many(free, "pipelined", 3, 8, seed=1)]
+    assert fast == pytest.approx(slow, abs=1e-6)
