@@ -144,3 +144,15 @@ def test_a_full_queue_answers_its_status_and_a_held_request_answers_after_the_ho
     assert first.status_code == 200
     assert second.status_code == 503  # waited 10 s for the first (~26 s), then let go
     assert third.status_code == 503  # the queue (1) was full: refused at once
+
+
+def test_per_second_rpm_refuses_the_second_request_of_a_second_in_both_worlds():
+    base = load_scenario("default")
+    sc = base.replace(quota_llm=base.quota_llm.__class__(rpm=60, rpm_per_second=True))
+    model, real = _both(sc, "pipelined", 3)
+    assert first_divergence(real, model) is None
+    rps = [r for r in model.requests_log if r.reason == "rps"]
+    assert rps and all(r.status == 429 for r in rps)
+    # at most ceil(60/60) = 1 admitted LLM request per whole second
+    admitted = [int(r.t_start_s) for r in model.requests_log if r.step != "tts" and r.status != 429]
+    assert len(admitted) == len(set(admitted))
