@@ -20,7 +20,15 @@ from ..rules import ScenarioError
 from ..scenario import Quota, Scenario
 from ..tokens import StepTokens, step_tokens_from_mapping
 
-__all__ = ["DEFAULT_TOKENS", "Preset", "apply_preset", "is_preset", "load_preset", "preset_names"]
+__all__ = [
+    "DEFAULT_TOKENS",
+    "LIMIT_FIELDS",
+    "Preset",
+    "apply_preset",
+    "is_preset",
+    "load_preset",
+    "preset_names",
+]
 
 # Tokens per call for a scenario that has none: content ~3k output tokens and actions ~1k
 # (provider-facts.md, 'Latency figures'); the inputs and the requests' max_tokens are
@@ -107,12 +115,35 @@ def load_preset(name: str) -> Preset:
     )
 
 
+# The quota fields a preset sets (every one of them: what it omits is off); the scenario
+# keeps its own random faults (p_429, p_5xx, status_5xx, resets, stalls, truncations).
+LIMIT_FIELDS = (
+    "max_inflight",
+    "rpm",
+    "rpm_burst",
+    "retry_after_s",
+    "tpm",
+    "itpm",
+    "otpm",
+    "token_refund",
+    "rpm_per_second",
+    "throughput",
+    "parallel",
+    "max_queue",
+    "max_hold_s",
+    "queue_status",
+)
+
+
 def apply_preset(scenario: Scenario, name: str) -> Scenario:
-    """The scenario with its LLM key limited as preset ``name`` says (tokens per call
-    added from :data:`DEFAULT_TOKENS` when the preset counts tokens and it has none)."""
+    """The scenario with its LLM key limited as preset ``name`` says (its limit fields,
+    :data:`LIMIT_FIELDS`; the scenario's fault probabilities stay), tokens per call added
+    from :data:`DEFAULT_TOKENS` when the preset counts tokens and the scenario has none."""
     p = load_preset(name)
     tokens: dict[str, StepTokens] = dict(scenario.tokens)
     if p.quota.tokens_limited and "content" not in tokens and "actions" not in tokens:
         for step, m in DEFAULT_TOKENS.items():
             tokens[step] = step_tokens_from_mapping(m)
-    return dataclasses.replace(scenario, quota_llm=p.quota, tokens=tokens)
+    limits = {f: getattr(p.quota, f) for f in LIMIT_FIELDS}
+    quota = dataclasses.replace(scenario.quota_llm, **limits)
+    return dataclasses.replace(scenario, quota_llm=quota, tokens=tokens)

@@ -52,6 +52,8 @@ def test_applying_a_token_preset_adds_tokens_per_call_and_keeps_the_tts_key():
     base = load_scenario("default")
     sc = apply_preset(base, "openai-tier1")
     assert sc.quota_llm.tpm > 0 and sc.quota_tts == base.quota_tts
+    assert sc.quota_llm.p_5xx == base.quota_llm.p_5xx > 0  # the scenario's faults stay
+    assert apply_preset(base.with_quota(llm_inflight=4), "openai-tier1").quota_llm.max_inflight == 0
     assert sc.step_tokens(0) is not None and sc.step_tokens(0).max_tokens > 0
     with pytest.raises(ScenarioError, match=r"^preset: unknown 'nope'"):
         apply_preset(base, "nope")
