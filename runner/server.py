@@ -113,7 +113,7 @@ class FakeProvider:
         asyncio.get_running_loop().call_later(delay, fire)
 
     async def served(self, dec: Decision) -> Decision:
-        """Wait for a shared capacity to finish a PENDING request (:mod:`sim.capacity`)."""
+        """Wait for a shared capacity to finish a PENDING request (:mod:`sim.sharing`)."""
         assert dec.job is not None
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
 

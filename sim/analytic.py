@@ -15,7 +15,7 @@ below by the critical path ``C_0 + Σ S_i`` and, for ``c >= N``, equals the long
 path ``max_i (C_i + Σ_{j>=i} S_j)`` (equal to ``C_0 + Σ S_i`` whenever content 0 is
 on the longest path).
 
-Shared capacity (issue 12, :mod:`sim.capacity`): an LLM server whose aggregate
+Shared capacity (issue 12, :mod:`sim.sharing`): an LLM server whose aggregate
 throughput at ``n`` requests in service is ``T(n)``, efficiency ``e(n) = T(n)/T(1)``
 (``T`` flat after its last point). ``w`` requests of equal solo time ``C`` started
 together finish together after ``w·C/e(w)``. So hybrid with cap ``c`` (TTS elsewhere,

@@ -18,7 +18,7 @@ on integer-microsecond model time:
 Issue 12 adds, after the RPM bucket: a per-second window and token buckets
 (:mod:`sim.tokens`; a 429 from them spends nothing and carries the wait until they would
 admit the call, and OpenAI-style ``x-ratelimit-*`` values in :attr:`Decision.rate`), and
-a shared capacity (:mod:`sim.capacity`): an admitted request on such a key gets a
+a shared capacity (:mod:`sim.sharing`): an admitted request on such a key gets a
 ``PENDING`` decision, its end is decided by :meth:`Provider.fire` when the world's timer
 (set through :attr:`Provider.arm`) fires, and the world only waits (:meth:`Provider.wait`).
 A request the queue refuses or holds out has still spent its tokens and its RPM token.
@@ -41,9 +41,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import NamedTuple, cast
 
-from .capacity import SharedCore
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws, client_jitter_u
 from .scenario import Quota, Scenario
+from .sharing import SharedCore
 from .tokens import RateInfo, SecondWindow, TokenBuckets
 
 __all__ = [
@@ -240,7 +240,7 @@ class Provider:
         self.log: deque[tuple[object, ...]] = deque(maxlen=max_log)
         # Test hook: admitted calls of (step, order) or (step, order, clip) answer this status.
         self.force_status: dict[tuple[int, ...], int] = {}
-        # Shared capacity (sim.capacity): the world sets ``arm`` to call fire(at) at ``at``.
+        # Shared capacity (sim.sharing): the world sets ``arm`` to call fire(at) at ``at``.
         self.arm: Callable[[int], None] | None = None
         self._jobs: dict[tuple[int, ...], tuple[Decision, int, KeyState, list[object] | None]] = {}
         self._waiters: dict[tuple[int, ...], Callable[[Decision], object]] = {}
@@ -358,7 +358,7 @@ class Provider:
         tout = int(d.tokens_out(call.step, call.attempt)[row, col])
         return spec.estimate(tin, tout), tout
 
-    # -- shared capacity (sim.capacity): the worlds wait, the provider decides ----------
+    # -- shared capacity (sim.sharing): the worlds wait, the provider decides ----------
     def _join(self, ks: KeyState, call: Call, dec: Decision, now_us: int, unused: int) -> Decision:
         """Hand an admitted request to its key's shared capacity: the queue-full answer
         at once, else a PENDING decision whose end :meth:`fire` decides."""

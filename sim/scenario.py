@@ -57,7 +57,7 @@ class Quota:
     whose JSON body is cut short), ``p_stall`` (the answer takes ``stall_s``
     instead of the latency: past the client's timeout, the client gives up).
 
-    Issue 12 (:mod:`sim.tokens`, :mod:`sim.capacity`): token buckets ``tpm`` (input +
+    Issue 12 (:mod:`sim.tokens`, :mod:`sim.sharing`): token buckets ``tpm`` (input +
     output), ``itpm``, ``otpm`` (tokens per minute, continuous refill, checked against a
     call's estimated tokens; ``token_refund`` gives the unused output estimate back when
     the call ends); ``rpm_per_second`` also enforces ``ceil(rpm/60)`` requests per
@@ -130,7 +130,7 @@ class Quota:
 
     @property
     def shared(self) -> bool:
-        """True when the key's capacity is shared by its requests (:mod:`sim.capacity`)."""
+        """True when the key's capacity is shared by its requests (:mod:`sim.sharing`)."""
         return bool(self.throughput) or self.parallel > 0
 
     @property

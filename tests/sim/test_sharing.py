@@ -1,4 +1,4 @@
-"""Issue 12: shared capacity (sim.capacity) and its closed forms (sim.analytic)."""
+"""Issue 12: shared capacity (sim.sharing) and its closed forms (sim.analytic)."""
 
 import random
 from fractions import Fraction
@@ -11,10 +11,10 @@ from sim.analytic import (
     shared_hybrid_makespan,
     shared_pipelined_speedup_bound,
 )
-from sim.capacity import SharedCore, ps_rate
 from sim.dists import Constant, ConstantInt
 from sim.model import simulate
 from sim.scenario import load_scenario
+from sim.sharing import SharedCore, ps_rate
 
 S = 1_000_000
 
