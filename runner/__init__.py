@@ -1,28 +1,56 @@
-"""The real world: fake provider server, the asyncio + httpx pipeline, sweeps and the CLI."""
+"""The real world: fake provider server, the asyncio + httpx pipeline, sweeps and the CLI.
 
-from .analysis import cell_table, recommend, render_results
-from .pipeline import Clock, PipelineOptions, ScenePipeline
-from .run import read_server_concurrency, run_classroom, run_classroom_async, run_tenants
-from .server import FakeProvider, ServerProcess, ServerThread, create_app
-from .sweep import SweepSpec, default_spec, load_runs, run_sweep
+Names are imported on first use (PEP 562), so the command line's ``--help`` stays light.
+"""
 
-__all__ = [
-    "Clock",
-    "FakeProvider",
-    "PipelineOptions",
-    "ScenePipeline",
-    "ServerProcess",
-    "ServerThread",
-    "SweepSpec",
-    "cell_table",
-    "create_app",
-    "default_spec",
-    "load_runs",
-    "read_server_concurrency",
-    "recommend",
-    "render_results",
-    "run_classroom",
-    "run_classroom_async",
-    "run_sweep",
-    "run_tenants",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "HOLLOW_CAPTION": "analysis",
+    "folder_provenance": "analysis",
+    "plot_marked": "analysis",
+    "FAILURE_BUDGET_PP": "counts",
+    "counts_mask": "counts",
+    "fails_too_often": "counts",
+    "p_any_failed": "counts",
+    "paired_speedup": "counts",
+    "provenance": "provenance",
+    "provenance_line": "provenance",
+    "upstream_of": "provenance",
+    "cell_table": "analysis",
+    "recommend": "analysis",
+    "render_results": "analysis",
+    "Clock": "pipeline",
+    "PipelineOptions": "pipeline",
+    "ScenePipeline": "pipeline",
+    "read_server_concurrency": "run",
+    "run_classroom": "run",
+    "run_classroom_async": "run",
+    "run_tenants": "run",
+    "FakeProvider": "server",
+    "ServerProcess": "server",
+    "ServerThread": "server",
+    "create_app": "server",
+    "SweepSpec": "sweep",
+    "default_spec": "sweep",
+    "load_runs": "sweep",
+    "run_sweep": "sweep",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -30,6 +30,13 @@ import pandas as pd
 
 from sim.scenario import Scenario, scenario_from_mapping
 
+from .counts import (
+    FAILURE_BUDGET_PP,
+    bootstrap_ratio,
+    fails_too_often,
+    p_any_failed,
+    paired_speedup,
+)
 from .presets_report import (
     preset_cells,
     recommend_presets,
@@ -37,12 +44,17 @@ from .presets_report import (
     shared_verdicts,
     split_presets,
 )
+from .provenance import provenance, provenance_line
 from .upstream_report import overall_for_today, render_profile_section
 
 __all__ = [
+    "HOLLOW_CAPTION",
     "RULE",
     "cell_table",
     "critical_path_speedup",
+    "evidence_table",
+    "folder_provenance",
+    "plot_marked",
     "recommend",
     "render_figures",
     "render_report",
@@ -54,24 +66,13 @@ RULE: dict[str, Any] = {
     "mode": "pipelined",
     "backend": "sim",
     "min_quota_for_default": 2,
-    "failure_budget_pp": 1.0,
+    "failure_budget_pp": FAILURE_BUDGET_PP,
     "within_best": 0.05,
 }
 _KEYS = ["backend", "scenario", "quota", "mode", "concurrency", "adaptive", "tenants"]
 
 
-def _bootstrap_ratio(
-    num: np.ndarray[Any, Any], den: np.ndarray[Any, Any], *, seed: int = 0, n_boot: int = 2000
-) -> tuple[float, float]:
-    """95% percentile interval of mean(num)/mean(den) over resampled pairs."""
-    n = len(num)
-    if n < 2:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    ratios = num[idx].mean(axis=1) / den[idx].mean(axis=1)
-    lo, hi = np.percentile(ratios, [2.5, 97.5])
-    return float(lo), float(hi)
+_bootstrap_ratio = bootstrap_ratio
 
 
 def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -91,7 +92,6 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
         runs["adaptive"] = "off"
     if "tenants" not in runs.columns:
         runs["tenants"] = 1
-    runs["complete"] = (runs["status"] == "completed") & (runs["scenes_failed"] == 0)
     runs["any_failed"] = runs["scenes_failed"] > 0
     base = (
         runs[runs["mode"] == "serial"]
@@ -102,7 +102,7 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
     for key, g in runs.groupby(_KEYS, sort=True):
         b, s, q, _m, _c, _a, k = key
         n = len(g)
-        k_fail = int(g["any_failed"].sum())
+        k_fail = int(g["any_failed"].sum())  # = p_any_failed(g) * n
         lo_f, hi_f = _wilson(k_fail, n)
         row: dict[str, Any] = dict(zip(_KEYS, key, strict=True))
         ttfs = g["ttfs_s"].dropna()
@@ -127,19 +127,13 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
         except KeyError:
             bg = None
         if bg is not None:
-            serial_cols = bg[["makespan_s", "complete"]].rename(
-                columns={"makespan_s": "makespan_s_serial", "complete": "complete_serial"}
-            )
-            paired = g.set_index("classroom").join(serial_cols, how="inner")
-            ok = paired[paired["complete"] & paired["complete_serial"]]
-            num = ok["makespan_s_serial"].to_numpy(dtype=float)
-            den = ok["makespan_s"].to_numpy(dtype=float)
-            row["pairs"] = len(ok)
-            if len(ok):
-                row["speedup"] = num.mean() / den.mean()
-                row["speedup_lo"], row["speedup_hi"] = _bootstrap_ratio(num, den)
-            else:
-                row["speedup"] = row["speedup_lo"] = row["speedup_hi"] = math.nan
+            serial = bg.reset_index()
+            row.update(paired_speedup(g, serial))
+            p_serial = p_any_failed(serial)
+            row["p_any_failed_serial"] = p_serial
+            # the shared rule: a speedup over the runs that completed is shown plainly
+            # only where runs do not fail more often than serial's + the budget
+            row["fails_too_often"] = fails_too_often(k_fail / n, p_serial)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -196,16 +190,10 @@ def recommend(cells: pd.DataFrame, scenarios: dict[str, Scenario]) -> dict[str, 
             gc = gc.set_index("quota")
             fails = {int(q): float(gc.loc[q, "p_any_failed"]) for q in profiles}
             base = {int(q): float(serial.loc[q, "p_any_failed"]) for q in profiles}
-            admissible = all(
-                fails[q] <= base[q] + rule["failure_budget_pp"] / 100 for q in profiles
-            )
+            admissible = all(not fails_too_often(fails[q], base[q]) for q in profiles)
             sp = [float(gc.loc[q, "speedup"]) for q in profiles]
             geo = float(np.exp(np.mean(np.log(sp)))) if all(x > 0 for x in sp) else math.nan
-            excess = {
-                q: fails[q] - base[q]
-                for q in profiles
-                if fails[q] > base[q] + rule["failure_budget_pp"] / 100
-            }
+            excess = {q: fails[q] - base[q] for q in profiles if fails_too_often(fails[q], base[q])}
             blocked = max(excess, key=lambda q: excess[q]) if excess else None
             table.append(
                 {
@@ -237,13 +225,16 @@ def recommend(cells: pd.DataFrame, scenarios: dict[str, Scenario]) -> dict[str, 
             if m in c3.index:
                 lo, hi = float(c3.loc[m, "speedup_lo"]), float(c3.loc[m, "speedup_hi"])
                 verdict = (
-                    "holds"
+                    "cannot be judged (runs fail too often)"
+                    if bool(c3.loc[m, "fails_too_often"])
+                    else "holds"
                     if hi >= 2.0 and lo <= 3.0
                     else "exceeds it"
                     if lo > 3.0
                     else "falls short"
                 )
                 claim[m] = {
+                    "counts": not verdict.startswith("cannot"),
                     "speedup": float(c3.loc[m, "speedup"]),
                     "lo": lo,
                     "hi": hi,
@@ -252,7 +243,7 @@ def recommend(cells: pd.DataFrame, scenarios: dict[str, Scenario]) -> dict[str, 
         by_quota = {}
         for q, gq in pip.groupby("quota"):
             sq = float(serial.loc[q, "p_any_failed"]) if q in serial.index else math.nan
-            ok = gq[gq["p_any_failed"] <= sq + rule["failure_budget_pp"] / 100]
+            ok = gq[[not fails_too_often(p, sq) for p in gq["p_any_failed"]]]
             ok = ok[ok["speedup"].notna()]
             if ok.empty:
                 by_quota[int(q)] = {"concurrency": 1, "speedup": 1.0}
@@ -298,7 +289,6 @@ def adaptive_verdict(cells: pd.DataFrame) -> dict[str, Any]:
     it dominate "off" (the serial default) on every quota — P(any failed scene) at most
     serial's + the failure budget, and no slower than serial (2% slack) — and how much of
     fixed *c*'s speedup does it keep where fixed *c* is admissible?"""
-    budget = RULE["failure_budget_pp"] / 100
     sim = cells[(cells["backend"] == "sim") & (cells["tenants"] == 1)]
     pip = sim[sim["mode"] == "pipelined"]
     serial = sim[sim["mode"] == "serial"]
@@ -317,14 +307,14 @@ def adaptive_verdict(cells: pd.DataFrame) -> dict[str, Any]:
                     pf = float(gc.loc[q, "p_any_failed"])
                     sf = float(ser.loc[q, "p_any_failed"]) if q in ser.index else math.nan
                     sp = float(gc.loc[q, "speedup"])
-                    fixed_ok = (
-                        q in fixed.index and float(fixed.loc[q, "p_any_failed"]) <= sf + budget
+                    fixed_ok = q in fixed.index and not fails_too_often(
+                        float(fixed.loc[q, "p_any_failed"]), sf
                     )
                     fsp = float(fixed.loc[q, "speedup"]) if q in fixed.index else math.nan
                     kept = sp / fsp if fixed_ok and fsp > 0 and not math.isnan(sp) else math.nan
                     if not math.isnan(kept):
                         kept_all.append(kept)
-                    safe = pf <= sf + budget
+                    safe = not fails_too_often(pf, sf)
                     faster = not math.isnan(sp) and sp >= 0.98
                     dominates = dominates and safe and faster
                     per_q[int(q)] = {
@@ -403,6 +393,69 @@ def _finish_two_rows(axes: Any, titles: list[str], bottom_label: str, legend_tit
     _legend_right(axes[0][-1], legend_title)
 
 
+HOLLOW_CAPTION = (
+    "hollow marker: P(any failed scene) above serial's + "
+    f"{FAILURE_BUDGET_PP:g} pp (P(failed) beside it), a value over the few runs that "
+    "completed, not one a user gets; missing point: no run completed"
+)
+
+
+def _fails(d: pd.DataFrame) -> np.ndarray[Any, Any]:
+    """The shared rule per row (:func:`runner.counts.fails_too_often`), from the cell table."""
+    if "fails_too_often" in d.columns:
+        return np.array([bool(x) if x == x else True for x in d["fails_too_often"]], dtype=bool)
+    return np.ones(len(d), dtype=bool)
+
+
+def plot_marked(
+    ax: Any,
+    x: Any,
+    y: Any,
+    fails: Any,
+    p_failed: Any,
+    *,
+    color: Any,
+    marker: str = "o",
+    label: str | None = None,
+    yerr: Any = None,
+) -> bool:
+    """A curve whose points fail too often are hollow, with P(failed) written beside them
+    (filled points: the runs count). Returns whether any point was hollow."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    bad = np.asarray(fails, dtype=bool)
+    p = np.asarray(p_failed, dtype=float)
+    ax.plot(x, y, color=color, lw=1.2)
+    if yerr is not None:
+        e = np.nan_to_num(np.asarray(yerr, dtype=float))
+        ax.errorbar(x[~bad], y[~bad], yerr=e[:, ~bad], fmt="none", ecolor=color, capsize=2, lw=1)
+    ax.plot(x[~bad], y[~bad], ls="none", marker=marker, ms=4, color=color)
+    ax.plot(x[bad], y[bad], ls="none", marker=marker, ms=5, mfc="white", mec=color)
+    for xi, yi, pi in zip(x[bad], y[bad], p[bad], strict=True):
+        if math.isfinite(yi) and math.isfinite(pi):
+            ax.annotate(
+                f"{100 * pi:.0f}%",
+                (xi, yi),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=6,
+                color=color,
+            )
+    ax.plot([], [], color=color, marker=marker, ms=4, lw=1.2, label=label)  # legend entry
+    return bool((bad & np.isfinite(y)).any())
+
+
+def _caption(fig: Any) -> None:
+    """What a hollow or a missing point means, under the figure."""
+    fig.text(0.5, -0.01, HOLLOW_CAPTION, ha="center", va="top", fontsize=8, wrap=True)
+
+
+def _hollow_legend(ax: Any) -> None:
+    ax.plot(
+        [], [], ls="none", marker="o", ms=5, mfc="white", mec="grey", label="P(failed) too high"
+    )
+
+
 def _quota_label(q: int) -> str:
     return "unlimited" if q == 0 else f"{q} in flight"
 
@@ -440,22 +493,23 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
         fig, axes = plt.subplots(
             1, len(modes), figsize=(5.2 * len(modes), 4.2), sharey=True, squeeze=False
         )
+        hollow = False
         for ax, m in zip(axes[0], modes, strict=True):
             for q in quotas:
                 d = g[(g["mode"] == m) & (g["quota"] == q)].sort_values("concurrency")
                 if d.empty:
                     continue
                 err = np.vstack([d["speedup"] - d["speedup_lo"], d["speedup_hi"] - d["speedup"]])
-                ax.errorbar(
+                hollow |= plot_marked(
+                    ax,
                     d["concurrency"] + dodge[q],
                     d["speedup"],
-                    yerr=np.nan_to_num(err),
-                    marker=markers[q],
-                    ms=4,
-                    capsize=2,
+                    _fails(d),
+                    d["p_any_failed"],
                     color=colors[q],
-                    lw=1.2,
+                    marker=markers[q],
                     label=_quota_label(q),
+                    yerr=err,
                 )
             if sc is not None:
                 cs = list(range(2, 11))
@@ -472,26 +526,33 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
             _concurrency_axis(ax)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("speedup over serial (paired, 95% CI)")
+        if hollow:
+            _hollow_legend(axes[0][-1])
         _legend_right(axes[0][-1], "key quota")
         fig.suptitle(
-            f"Speedup vs concurrency — scenario {slug} (model; a missing point: no run completed)"
+            f"Speedup vs concurrency — scenario {slug} (model; runs that generated every "
+            f"scene, paired)"
         )
+        _caption(fig)
         save(fig, f"{slug}-speedup")
         # time to first scene
         fig, axes = plt.subplots(
             1, len(modes), figsize=(5.2 * len(modes), 4.0), sharey=True, squeeze=False
         )
         ser = g[g["mode"] == "serial"]
+        hollow = False
         for ax, m in zip(axes[0], modes, strict=True):
             for q in quotas:
                 d = g[(g["mode"] == m) & (g["quota"] == q)].sort_values("concurrency")
                 if not d.empty:
-                    ax.plot(
+                    hollow |= plot_marked(
+                        ax,
                         d["concurrency"] + dodge[q],
                         d["ttfs_mean_s"],
-                        marker=markers[q],
-                        ms=4,
+                        _fails(d),
+                        d["p_any_failed"],
                         color=colors[q],
+                        marker=markers[q],
                         label=_quota_label(q),
                     )
             if not ser.empty:
@@ -502,8 +563,11 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
             _concurrency_axis(ax)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("mean time to first scene (model s;\nruns that added a scene)")
+        if hollow:
+            _hollow_legend(axes[0][-1])
         _legend_right(axes[0][-1], "key quota")
         fig.suptitle(f"Time to first scene — scenario {slug} (model)")
+        _caption(fig)
         save(fig, f"{slug}-ttfs")
         # 429s and failures
         fig, axes = plt.subplots(
@@ -560,6 +624,7 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                 sharey="row",
                 squeeze=False,
             )
+            hollow = False
             for j, pol in enumerate(pols):
                 for q in quotas:
                     d = one[(one["adaptive"] == pol) & (one["quota"] == q)].sort_values(
@@ -568,12 +633,14 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                     if d.empty:
                         continue
                     x = d["concurrency"] + dodge[q]
-                    axes[0][j].plot(
+                    hollow |= plot_marked(
+                        axes[0][j],
                         x,
                         d["speedup"],
-                        marker=markers[q],
-                        ms=4,
+                        _fails(d),
+                        d["p_any_failed"],
                         color=colors[q],
+                        marker=markers[q],
                         label=_quota_label(q),
                     )
                     axes[1][j].plot(
@@ -584,16 +651,16 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                         color=colors[q],
                         label=_quota_label(q),
                     )
+            if hollow:
+                _hollow_legend(axes[0][-1])
             _finish_two_rows(
                 axes,
                 [f"pipelined, adaptive = {p}" for p in pols],
                 "P(any failed scene) (%)",
                 "key quota",
             )
-            fig.suptitle(
-                f"Fixed vs adaptive concurrency — scenario {slug} (model; a missing "
-                "point: no run completed)"
-            )
+            fig.suptitle(f"Fixed vs adaptive concurrency — scenario {slug} (model)")
+            _caption(fig)
             save(fig, f"{slug}-adaptive")
         ks = sorted(set(g["tenants"]))
         if len(ks) > 1:
@@ -610,6 +677,7 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                     sharey="row",
                     squeeze=False,
                 )
+                hollow = False
                 for j, k in enumerate(ks):
                     for i, pol in enumerate(pols):
                         d = gq[(gq["tenants"] == k) & (gq["adaptive"] == pol)].sort_values(
@@ -618,12 +686,20 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                         if d.empty:
                             continue
                         x = d["concurrency"] + 0.08 * (i - (len(pols) - 1) / 2)
-                        axes[0][j].plot(
-                            x, d["speedup"], marker="o", ms=4, color=pcol[pol], label=pol
+                        hollow |= plot_marked(
+                            axes[0][j],
+                            x,
+                            d["speedup"],
+                            _fails(d),
+                            d["p_any_failed"],
+                            color=pcol[pol],
+                            label=pol,
                         )
                         axes[1][j].plot(
                             x, 100 * d["p_any_failed"], marker="o", ms=4, color=pcol[pol], label=pol
                         )
+                if hollow:
+                    _hollow_legend(axes[0][-1])
                 _finish_two_rows(
                     axes,
                     [f"{k} classroom(s) on one key" for k in ks],
@@ -633,6 +709,7 @@ def render_figures(cells: pd.DataFrame, scenarios: dict[str, Scenario], figdir: 
                 fig.suptitle(
                     f"Shared key, {_quota_label(int(q))} — scenario {slug} (model, pipelined)"
                 )
+                _caption(fig)
                 save(fig, f"{slug}-tenants-q{int(q)}")
     return out
 
@@ -642,12 +719,93 @@ def _fmt(x: float, nd: int = 2) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
+def folder_provenance(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a results folder models and which scenebench made it (from its metadata; folders
+    written before provenance was recorded: their git commit and version, today's upstream
+    lookup)."""
+    if isinstance(meta.get("provenance"), dict):
+        return dict(meta["provenance"])
+    prov = provenance(list(meta["spec"]["scenarios"]))
+    prov["scenebench_commit"] = meta.get("git_commit", "unknown")
+    prov["scenebench_version"] = meta.get("versions", {}).get("scenebench", "unknown")
+    return prov
+
+
+def _qkey(q: Any) -> tuple[bool, Any]:
+    return (q == 0, q)
+
+
+def _speedup_cell(x: Any) -> str:
+    """A speedup for a table: plain only when the cell's runs count (the shared rule)."""
+    sp = x.get("speedup", math.nan)
+    ci = f"{_fmt(x.get('speedup_lo', math.nan))}–{_fmt(x.get('speedup_hi', math.nan))}"
+    if sp is None or (isinstance(sp, float) and math.isnan(sp)):
+        return "– (no run completed)" if x.get("pairs", 0) == 0 else "–"
+    flag = x.get("fails_too_often")
+    if flag is None or flag != flag or bool(flag):
+        return f"({_fmt(sp)}, {ci})†"
+    return f"{_fmt(sp)} ({ci})"
+
+
+def evidence_table(cells: pd.DataFrame) -> list[str]:
+    """Every cell of the model backend (every quota, mode, c, policy and tenant count of the
+    sweep), or every cell when there is no model backend; says what it leaves out."""
+    has_sim = bool((cells["backend"] == "sim").any())
+    show = cells[cells["backend"] == "sim"] if has_sim else cells
+    left = len(cells) - len(show)
+    extra = [k for k in ("adaptive", "tenants") if k in show.columns and show[k].nunique() > 1]
+    head = ["scenario", "quota", *extra, "mode", "c", "runs", "makespan mean (s)", "p95 (s)"]
+    head += ["TTFS (s)", "429/run", "P(failed)", "speedup (95% CI)"]
+    qs = ", ".join(_quota_label(int(q)) for q in sorted(show["quota"].unique(), key=_qkey))
+    out = [
+        f"{len(show)} cells: every quota ({qs}), mode and *c* of the "
+        + ("model backend" if has_sim else "sweep")
+        + (
+            f"; the {left} cells of the real backend are in `cells.csv` (see the section "
+            "Real pipeline vs model)."
+            if left
+            else "."
+        )
+        + f" † P(any failed scene) above serial's + {FAILURE_BUDGET_PP:g} pp: the speedup is "
+        "over the few runs that completed with every scene, not one a user gets.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for _, x in show.iterrows():
+        ex = [str(x[k]) for k in extra]
+        out += [
+            "| "
+            + " | ".join(
+                [
+                    str(x["scenario"]),
+                    _quota_label(int(x["quota"])),
+                    *ex,
+                    str(x["mode"]),
+                    str(x["concurrency"]),
+                    str(x["runs"]),
+                    _fmt(x["makespan_mean_s"], 1),
+                    _fmt(x["makespan_p95_s"], 1),
+                    _fmt(x["ttfs_mean_s"], 1),
+                    _fmt(x["http_429_mean"], 1),
+                    f"{_fmt(100 * x['p_any_failed'], 1)}%",
+                    _speedup_cell(x),
+                ]
+            )
+            + " |"
+        ]
+    return out
+
+
 def render_report(
     d: Path, cells: pd.DataFrame, rec: dict[str, Any], meta: dict[str, Any], figures: list[Path]
 ) -> str:
     spec = meta["spec"]
+    prov = rec.get("provenance") or folder_provenance(meta)
     lines = [f"# scenebench report — {d.name}", ""]
     lines += [
+        f"{provenance_line(prov)}.",
+        "",
         f"Created {meta.get('created', '?')} from commit `{meta.get('git_commit', '?')}` "
         f"by `{' '.join(meta.get('argv', []))}`.",
         "",
@@ -704,15 +862,18 @@ def render_report(
                 "slots."
             ]
         o = v["one_in_flight"]
-        lines += [
-            f"- keys allowing 1 request in flight: P(any failed scene) "
-            f"{_fmt(100 * o['p_any_failed'], 1)}% at *c* = {v['recommended']} vs "
-            f"{_fmt(100 * o['p_any_failed_serial'], 1)}% serial — no fixed *c* > 1 is "
-            "safe for them (see the failures figure)."
-            if v["recommended"] > 1
-            else "- keys allowing 1 request in flight: serial (the recommendation) is "
-            "unchanged for them."
-        ]
+        if math.isnan(o["p_any_failed"]):
+            lines += ["- keys allowing 1 request in flight: not in this sweep (`--quotas 1,...`)."]
+        else:
+            lines += [
+                f"- keys allowing 1 request in flight: P(any failed scene) "
+                f"{_fmt(100 * o['p_any_failed'], 1)}% at *c* = {v['recommended']} vs "
+                f"{_fmt(100 * o['p_any_failed_serial'], 1)}% serial — no fixed *c* > 1 is "
+                "safe for them (see the failures figure)."
+                if v["recommended"] > 1
+                else "- keys allowing 1 request in flight: serial (the recommendation) is "
+                "unchanged for them."
+            ]
         lines += ["- if you know your keys' in-flight limit (same rule, that profile alone):"]
         for q, bq in sorted(v["by_quota"].items(), key=lambda kv: (kv[0] == 0, kv[0])):
             ci_q = f" (95% CI {_fmt(bq['lo'])}–{_fmt(bq['hi'])})" if "lo" in bq else ""
@@ -730,11 +891,10 @@ def render_report(
                 f"{_fmt(b['finite_n'])}× for this N with clips 3 at a time."
             ]
             for m, cl in v["claim_c3"].items():
-                lines += [
-                    f"  - {m} at c = 3, unlimited key: {_fmt(cl['speedup'])}× "
-                    f"(95% CI {_fmt(cl['lo'])}–{_fmt(cl['hi'])}): the claim "
-                    f"**{cl['verdict']}**."
-                ]
+                sp = f"{_fmt(cl['speedup'])}× (95% CI {_fmt(cl['lo'])}–{_fmt(cl['hi'])})"
+                if not cl.get("counts", True):
+                    sp = f"({sp}, over the few runs that completed)†"
+                lines += [f"  - {m} at c = 3, unlimited key: {sp}: the claim **{cl['verdict']}**."]
         lines += [""]
     failed_path = d / "failed_cells.json"
     failed = json.loads(failed_path.read_text()) if failed_path.is_file() else {}
@@ -788,15 +948,18 @@ def render_report(
                     parts = []
                     for q, v in sorted(r["per_quota"].items(), key=lambda kv: (kv[0] == 0, kv[0])):
                         kept = "" if math.isnan(v["kept"]) else f", keeps {100 * v['kept']:.0f}%"
+                        bad = fails_too_often(v["p_any_failed"], v["p_any_failed_serial"])
                         parts.append(
                             f"{_quota_label(q)}: P(failed) "
                             f"{100 * v['p_any_failed']:.1f}% vs serial "
                             f"{100 * v['p_any_failed_serial']:.1f}%, "
-                            f"{_fmt(v['speedup'])}×{kept}"
+                            + (f"({_fmt(v['speedup'])}×)†" if bad else f"{_fmt(v['speedup'])}×")
+                            + kept
                         )
                     lines += ["  - at c = 3: " + "; ".join(parts) + "."]
         lines += [""]
     lines += ["## Figures", ""]
+    lines += [f"In every figure: {HOLLOW_CAPTION}.", ""]
     for p in figures:
         if p.suffix == ".png":
             lines += [f"![{p.stem}](figures/{p.name})", ""]
@@ -810,25 +973,7 @@ def render_report(
         "with every scene in both, 95% bootstrap CI.",
         "",
     ]
-    show = (
-        cells[(cells["backend"] == "sim") & (cells["quota"].isin([0, 2]))]
-        if (cells["backend"] == "sim").any()
-        else cells
-    )
-    lines += [
-        "| scenario | quota | mode | c | runs | makespan mean (s) | p95 (s) | TTFS (s) | "
-        "429/run | P(failed) | speedup (95% CI) |",
-        "|" + "---|" * 11,
-    ]
-    for _, x in show.iterrows():
-        lines += [
-            f"| {x['scenario']} | {_quota_label(int(x['quota']))} | {x['mode']} | "
-            f"{x['concurrency']} | {x['runs']} | {_fmt(x['makespan_mean_s'], 1)} | "
-            f"{_fmt(x['makespan_p95_s'], 1)} | {_fmt(x['ttfs_mean_s'], 1)} | "
-            f"{_fmt(x['http_429_mean'], 1)} | {_fmt(100 * x['p_any_failed'], 1)}% | "
-            f"{_fmt(x.get('speedup', math.nan))} ({_fmt(x.get('speedup_lo', math.nan))}–"
-            f"{_fmt(x.get('speedup_hi', math.nan))}) |"
-        ]
+    lines += evidence_table(cells)
     lines += ["", "All cells: `cells.csv`; all runs: `runs.parquet` / `runs.csv`.", ""]
     if set(cells["backend"]) >= {"sim", "real"}:
         both = cells.pivot_table(
@@ -858,14 +1003,18 @@ def render_results(d: Path) -> dict[str, Any]:
     scenarios = {m["name"]: scenario_from_mapping(m) for m in meta["spec"]["scenarios"]}
     rec = recommend(cells, scenarios)
     rec["adaptive"] = adaptive_verdict(cells)
+    rec["provenance"] = folder_provenance(meta)
     figures = render_figures(cells, scenarios, d / "figures")
     report = render_report(d, cells, rec, meta, figures)
     extra = render_profile_section(cells, rec, scenarios)
     rec["presets"] = recommend_presets(preset_cells(preset_runs, cell_table), rec["rule"])
     rec["shared_capacity"] = shared_verdicts(cells, scenarios)
     extra += render_presets_section(rec["presets"], rec["shared_capacity"])
+    server = d / "SERVER.md"  # the server path's section, written by `scenebench capacity`
+    if server.is_file():
+        extra += ["", server.read_text(encoding="utf-8").rstrip("\n")]
     if extra:
-        report = report.rstrip("\n") + "\n\n" + "\n".join(extra) + "\n"
+        report = report.rstrip("\n") + "\n\n" + "\n".join(extra).lstrip("\n") + "\n"
     write_atomic(d / "REPORT.md", lambda p: p.write_text(report))
-    write_json_atomic(d / "recommendation.json", json.loads(json.dumps(rec, default=float)))
+    write_json_atomic(d / "recommendation.json", rec)
     return rec

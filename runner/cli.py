@@ -8,21 +8,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import re
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
-
-from sim.model import simulate_many
-from sim.presets import preset_names
-from sim.rules import parse_knob
-from sim.scenario import MODES, ScenarioError, builtin_names, load_scenario
-from sim.schema import RunResult
+from sim.catalog import builtin_names, preset_names
+from sim.rules import MODES, ScenarioError, parse_knob
 from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
+
+if TYPE_CHECKING:  # the model and pandas load only when a command needs them (fast --help)
+    import numpy as np
+
+    from sim.scenario import Scenario
+    from sim.schema import RunResult
+
+
+def load_scenario(name_or_path: str | Path, *, upstream: str | None = None) -> Scenario:
+    """:func:`sim.scenario.load_scenario`, imported when a command first needs it."""
+    from sim.scenario import load_scenario as load
+
+    return load(name_or_path, upstream=upstream)
+
 
 __all__ = ["main"]
 
@@ -31,9 +43,27 @@ class UsageError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+class ProviderUnreachable(Exception):
+    """The provider (or its health endpoint) cannot be reached: one line, exit status 1."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
+        # "argument --concurrency: --concurrency must be ..." names the flag twice: once is enough
+        m = re.match(r"argument (\S+?)(?:/\S+)?: (.*)$", message, re.S)
+        if m and m.group(2).startswith(m.group(1)):
+            message = m.group(2)
         raise UsageError(f"{self.prog}: {message}")
+
+
+def _error_line(e: Exception) -> str:
+    """``<program>: error: <message>``, the program named once: a message that starts with
+    ``scenebench <command>:`` keeps that as its program."""
+    msg = " ".join(str(e).split("\n")).strip()
+    m = re.match(r"(scenebench(?: [a-z]+)?): (.*)$", msg, re.S)
+    if m:
+        return f"{m.group(1)}: error: {m.group(2)}"
+    return f"scenebench: error: {msg}"
 
 
 def _positive_float(name: str) -> Callable[[str], float]:
@@ -145,7 +175,10 @@ def _fmt_s(v: float) -> str:
     return "-" if math.isnan(v) else f"{v:.2f} s"
 
 
-def _print_run(r: RunResult) -> None:
+def _print_run(r: RunResult, prov: dict[str, Any], failures: Sequence[Any] = ()) -> None:
+    from .provenance import provenance_line
+
+    print(provenance_line(prov))
     print(
         f"scenario {r.scenario}  upstream {r.upstream}  mode {r.mode}  concurrency "
         f"{r.concurrency}  tts_concurrency {r.tts_concurrency}  clock {r.world}  seed {r.seed}"
@@ -154,6 +187,8 @@ def _print_run(r: RunResult) -> None:
         f"status {r.status}: {r.scenes_ok} scenes added, {r.scenes_failed} failed "
         f"{list(r.failed_orders) if r.failed_orders else ''}".rstrip()
     )
+    for f in failures:
+        print(f"  scene {f.order:>3} failed: {f.line()} (status {f.status})")
     print(
         f"makespan {_fmt_s(r.makespan_s)}  time to first scene {_fmt_s(r.ttfs_s)}  (model seconds)"
     )
@@ -167,10 +202,69 @@ def _print_run(r: RunResult) -> None:
             print(f"  scene {o:>3}: {t:9.2f} s")
 
 
+def _check_base_url(url: str) -> str:
+    """A usable ``--base-url`` (http or https, with a host), else a one-line user error."""
+    import httpx
+
+    try:
+        u = httpx.URL(url)
+        ok = u.scheme in ("http", "https") and bool(u.host)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise UsageError(
+            f"scenebench run: --base-url must be an http:// or https:// URL with a host "
+            f"(e.g. http://127.0.0.1:8000), got {url!r}"
+        )
+    return url.rstrip("/")
+
+
+def _probe_provider(url: str, need_concurrency: bool, endpoint: str | None) -> None:
+    """Reach the provider once before the run: an unreachable provider is one line and exit 1,
+    not ten silently failed scenes. Without ``--concurrency`` the run needs the knob from
+    ``endpoint`` (where the profile's client reads it; ``None``: the version has no knob)."""
+    import httpx
+
+    from .failures import describe_transport_error
+
+    health = f"{url}{endpoint or '/api/health'}"
+    need_concurrency = need_concurrency and endpoint is not None
+    try:
+        resp = httpx.get(health, timeout=10.0)
+    except httpx.TransportError as e:
+        raise ProviderUnreachable(
+            f"scenebench run: cannot reach the provider at {url}: {describe_transport_error(e)}"
+        ) from None
+    if not need_concurrency:
+        return
+    try:
+        body = resp.json() if resp.status_code == 200 else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ProviderUnreachable(
+            f"scenebench run: {health} answered HTTP {resp.status_code} without a JSON "
+            "body, so PARALLEL_SCENE_CONCURRENCY is unknown; give --concurrency"
+        )
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
+    from .failures import scene_failures
+    from .pipeline import ScenePipeline
+    from .provenance import dumps, provenance
     from .run import run_classroom
 
     sc = load_scenario(a.scenario, upstream=a.upstream)
+    base_url = None
+    if a.base_url is not None:
+        base_url = _check_base_url(a.base_url)
+        if a.clock != "virtual":
+            _probe_provider(base_url, a.concurrency is None, sc.client.knob_endpoint)
+    pipes: list[ScenePipeline] = []
+
+    async def keep(pipe: ScenePipeline) -> None:
+        pipes.append(pipe)
+
     res = run_classroom(
         sc,
         a.mode,
@@ -180,18 +274,30 @@ def _cmd_run(a: argparse.Namespace) -> int:
         run_id=a.run_id,
         clock=a.clock,
         time_scale=a.time_scale,
-        base_url=a.base_url,
+        base_url=base_url,
         records=False,
+        hook=keep,
         adaptive=a.adaptive,
     )
+    failures = scene_failures(res.failed_orders, pipes[0].attempt_failures if pipes else [])
+    prov = provenance(sc)
     if a.json:
-        print(res.to_json())
+        d = json.loads(res.to_json())
+        d["scene_failures"] = [f.to_dict() for f in failures]
+        d["provenance"] = prov
+        print(dumps(d))
     else:
-        _print_run(res)
+        _print_run(res, prov, failures)
+    if res.scenes_ok == 0 and failures and all(f.status == -1 for f in failures):
+        raise ProviderUnreachable(
+            f"scenebench run: the provider stopped answering ({failures[0].line()})"
+        )
     return 0
 
 
 def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
+    import numpy as np
+
     mk = np.array([r.makespan_s for r in results])
     tf = np.array([r.ttfs_s for r in results])
     tfv = tf[~np.isnan(tf)]
@@ -218,6 +324,13 @@ def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
 def _cmd_sim(a: argparse.Namespace) -> int:
     from sim.fast import quota_free, simulate_fast
 
+    from .provenance import dumps, provenance, provenance_line
+
+    if a.client == "server" or a.key_gate or a.key_inflight:  # server jobs, key-wide gate
+        from .capacity import sim_server  # (runner/capacity.py)
+
+        return sim_server(a)
+
     sc = load_scenario(a.scenario, upstream=a.upstream)
     engine = a.engine
     if engine == "auto":
@@ -236,6 +349,8 @@ def _cmd_sim(a: argparse.Namespace) -> int:
             sc, a.mode, a.concurrency or 0, a.reps, seed=a.seed, tts_concurrency=a.tts_concurrency
         ).results()
     else:
+        from sim.model import simulate_many
+
         results = simulate_many(
             sc,
             a.mode,
@@ -263,11 +378,13 @@ def _cmd_sim(a: argparse.Namespace) -> int:
             "stagger_s": a.stagger_s,
             "engine": engine,
             "cpu_s": elapsed,
+            "provenance": provenance(sc),
         }
     )
     if a.json:
-        print(json.dumps(s))
+        print(dumps(s))
         return 0
+    print(provenance_line(s["provenance"]))
     print(
         f"scenario {sc.name}  upstream {sc.upstream}  mode {a.mode}  concurrency "
         f"{s['concurrency']}  "
@@ -333,7 +450,9 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
     report = run_bench(quick=a.quick, load=not a.no_load)
     if a.json:
-        print(json.dumps(report))
+        from .provenance import dumps
+
+        print(dumps(report))
     else:
         for line in report["lines"]:
             print(line)
@@ -405,9 +524,16 @@ def _add_dimensions(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from .sweep import ResultsError, default_spec, run_sweep
+    from .sweep import ResultsError, default_spec, finished_cells, run_sweep
 
     backends = ("sim", "real") if a.backend == "both" else (a.backend,)
+    started: list[Path] = []
+
+    def on_start(folder: Path, n_cells: int, n_done: int) -> None:
+        started.append(folder)
+        resumed = f", {n_done} already done" if n_done else ""
+        print(f"results: {folder} ({n_cells} cells{resumed})", flush=True)
+
     try:
         if a.resume is not None:
             d = run_sweep(
@@ -416,6 +542,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
                 workers=a.workers,
                 dask_scheduler=a.dask_scheduler,
                 progress=not a.no_progress,
+                on_start=on_start,
             )
         else:
             spec = default_spec(
@@ -442,24 +569,34 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
                 workers=a.workers,
                 dask_scheduler=a.dask_scheduler,
                 progress=not a.no_progress,
+                allow_source_tree=a.allow_source_tree,
+                on_start=on_start,
             )
     except ResultsError as e:
         raise UsageError(f"scenebench sweep: {e}") from None
     except KeyboardInterrupt:
-        print(
-            "scenebench sweep: interrupted; finished cells are kept. Continue with "
-            "scenebench sweep --resume <the results folder above>",
-            file=sys.stderr,
-        )
+        _quiet_teardown()
+        if not started:
+            msg = "interrupted before any cell ran; nothing was written"
+        else:
+            folder = started[0]
+            try:
+                kept = len(finished_cells(folder))
+            except ResultsError:
+                kept = 0
+            msg = (
+                f"interrupted; {kept} finished cell(s) kept in {folder}; continue with: "
+                f"scenebench sweep --resume {folder}"
+            )
+        print(f"scenebench sweep: {msg}", file=sys.stderr, flush=True)
         return 130
     failed = json.loads((d / "failed_cells.json").read_text())
     for cid, reason in sorted(failed.items()):
         print(f"scenebench sweep: cell {cid} failed: {reason}", file=sys.stderr)
     if not (d / "recommendation.json").is_file():
-        print(f"results: {d} (every cell failed; scenebench sweep --resume {d})")
+        print(f"every cell failed; after fixing the cause: scenebench sweep --resume {d}")
         return 1
     rec = json.loads((d / "recommendation.json").read_text())
-    print(f"results: {d}")
     print(f"report:  {d / 'REPORT.md'}")
     print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {rec['recommended']}")
     if failed:
@@ -471,11 +608,26 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_teardown() -> None:
+    """After Ctrl-C the abandoned cell's event loop is garbage: let it go without the
+    asyncio teardown noise ("Task was destroyed but it is pending!", "Event loop is closed",
+    "coroutine ... was never awaited"), which would bury the one line that matters."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
+    sys.unraisablehook = lambda _u: None
+    warnings.simplefilter("ignore")
+
+
 def _cmd_report(a: argparse.Namespace) -> int:
     from .analysis import render_results
     from .sweep import ResultsError
 
     try:
+        if a.findings is not None:
+            from .findings import write_findings
+
+            write_findings(Path(a.results), Path(a.findings))
+            print(f"wrote {a.findings}")
+            return 0
         render_results(Path(a.results))
     except ResultsError as e:
         raise UsageError(f"scenebench report: {e}") from None
@@ -491,9 +643,18 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
         rec = render_results(Path(a.results))
     except ResultsError as e:
         raise UsageError(f"scenebench recommend: {e}") from None
+    from .capacity import server_lines  # the server path's default, stated apart (capacity)
+
+    rec["server_path"] = server_lines(Path(a.results))
     if a.json:
-        print(json.dumps(rec, default=float))
+        from .provenance import dumps
+
+        print(dumps(rec))
         return 0
+    from .provenance import provenance_line
+
+    if "provenance" in rec:
+        print(provenance_line(rec["provenance"]))
     print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {rec['recommended']}")
     r = rec["rule"]
     print(
@@ -508,12 +669,16 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
             f"(95% CI {lo:.2f}-{hi:.2f}) with an unlimited key"
         )
         for m, cl in v["claim_c3"].items():
+            sp = f"{cl['speedup']:.2f}x [{cl['lo']:.2f}, {cl['hi']:.2f}]"
+            if not cl.get("counts", True):  # the shared rule: never a plain number
+                sp = f"({sp} over the few runs that completed)"
             print(
-                f"    upstream claim 2-3x at c = 3 ({m}): {cl['speedup']:.2f}x "
-                f"[{cl['lo']:.2f}, {cl['hi']:.2f}] -> {cl['verdict']}; bound "
+                f"    upstream claim 2-3x at c = 3 ({m}): {sp} -> {cl['verdict']}; bound "
                 f"(C+A+kT)/(A+kT) = {v['bound']['limit_serial_tts']:.2f}x"
             )
     _print_presets(rec)
+    for line in rec["server_path"]:  # none unless `scenebench capacity` wrote to the folder
+        print(line)
     return 0
 
 
@@ -542,15 +707,20 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     from sim.scenario import builtin_names
 
     from . import validate as v
+    from .provenance import dumps, provenance, provenance_line
 
     names = a.scenario or builtin_names()
+    if a.client == "server":  # the server path's jobs and key-wide gate (runner/capacity.py)
+        from .capacity import validate_server
+
+        return validate_server(a, names)
     if a.exact:
         profiles = a.upstream or profile_names()
         scenarios = [
             load_scenario(n, upstream=p).replace(name=f"{n}@{p}") for n in names for p in profiles
         ]
         bar = None
-        if not a.json and not a.no_progress:
+        if not a.json and not a.no_progress and sys.stderr.isatty():  # a bar only on a terminal
             from tqdm import tqdm
 
             bar = tqdm(desc="validate --exact", unit="cell")
@@ -574,7 +744,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
             bar.close()
         if a.json:
             print(
-                json.dumps(
+                dumps(
                     {
                         "cells": rep.cells,
                         "runs": rep.runs,
@@ -583,10 +753,12 @@ def _cmd_validate(a: argparse.Namespace) -> int:
                         "retries": rep.retries,
                         "ok": rep.ok,
                         "divergences": rep.divergences,
+                        "provenance": provenance(scenarios),
                     }
                 )
             )
         else:
+            print(provenance_line(provenance(scenarios)))
             print(
                 f"validate --exact: {rep.cells} cells, {rep.runs} runs, {rep.requests} "
                 f"requests ({rep.http_429} answered 429, {rep.retries} retries) over "
@@ -609,19 +781,42 @@ def _cmd_validate(a: argparse.Namespace) -> int:
             f"{', '.join(names)}; cells exist for: "
             f"{', '.join(sorted({c.scenario for c in v.FULL_CELLS}))}"
         )
+    from .sweep import ResultsError, check_new_folder, in_source_tree
+
+    try:
+        if a.out:
+            out = Path(a.out)
+            if out.exists() and not out.is_dir():
+                raise ResultsError(f"--out {out} is a file, not a folder; name a folder")
+            if in_source_tree(out):
+                check_new_folder(out, flag="--out")
+        else:
+            check_new_folder(Path(a.results_root), flag="--results-root")
+    except ResultsError as e:
+        raise UsageError(f"scenebench validate: {e}") from None
     log = None if a.json else print
     report = v.validate_wall(
         cells, reps=a.reps or (16 if a.quick else 40), seed=a.seed, model_reps=2000, log=log
     )
     from .sweep import new_results_dir, write_json_atomic
 
-    d = Path(a.out) if a.out else new_results_dir(Path(a.results_root), "validate")
-    d.mkdir(parents=True, exist_ok=True)
+    report["provenance"] = provenance(
+        [load_scenario(n) for n in sorted({c.scenario for c in cells})]
+    )
+    try:
+        d = Path(a.out) if a.out else new_results_dir(Path(a.results_root), "validate")
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(
+            f"scenebench validate: cannot write the results folder: {e.strerror or e}"
+        ) from None
     write_json_atomic(d / "validate.json", report)
     figs = v.render_wall_figure(report, d / "model-vs-real")
     worst = sorted(report["cells"], key=lambda c: -abs(c["makespan_mean_rel_err"]))
     md = [
         "# scenebench validate (wall clock)",
+        "",
+        provenance_line(report["provenance"]) + ".",
         "",
         f"Harness overhead floor {report['overhead_floor_s'] * 1e3:.2f} ms per request; "
         f"{report['reps']} real runs per cell (paired with model runs on the same seeds), "
@@ -645,7 +840,9 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         )
     (d / "VALIDATE.md").write_text("\n".join(md) + "\n")
     if a.json:
-        print(json.dumps({k: v_ for k, v_ in report.items()}, default=float))
+        from .provenance import dumps
+
+        print(dumps(report))
     else:
         print(f"results: {d}")
         print("all cells within tolerance" if report["ok"] else "SOME CELLS OUT OF TOLERANCE")
@@ -664,8 +861,10 @@ def _cmd_gate(a: argparse.Namespace) -> int:
             )
         try:
             baseline = json.loads(path.read_text())
-        except ValueError as e:
+        except (OSError, ValueError) as e:
             raise UsageError(f"scenebench gate: --baseline {path} is not JSON ({e})") from None
+        if not isinstance(baseline, dict):
+            raise UsageError(f"scenebench gate: --baseline {path} is not a gate baseline")
         if baseline.get("gate_version") != g.GATE_VERSION:
             raise UsageError(
                 f"scenebench gate: --baseline {path} has gate_version "
@@ -674,7 +873,11 @@ def _cmd_gate(a: argparse.Namespace) -> int:
             )
     now = g.measure(wall=not a.no_wall)
     if a.update:
-        g.save_baseline(now, path)
+        try:
+            g.save_baseline(now, path)
+        except ValueError as e:
+            print(f"scenebench gate: error: {e}", file=sys.stderr)
+            return 1
         print(f"baseline written: {path} ({len(now['metrics'])} metrics)")
         return 0
     assert baseline is not None
@@ -683,36 +886,31 @@ def _cmd_gate(a: argparse.Namespace) -> int:
     if a.junit:
         g.write_junit(metrics, Path(a.junit))
     if a.json:
+        from .provenance import dumps
+
         print(
-            json.dumps(
+            dumps(
                 {
                     "ok": not failed,
-                    "metrics": [
-                        {
-                            "name": m.name,
-                            "baseline": m.baseline,
-                            "now": m.now,
-                            "delta": m.delta,
-                            "tolerance": m.tolerance,
-                            "kind": m.kind,
-                            "ok": m.ok,
-                            "note": m.note,
-                        }
-                        for m in metrics
-                    ],
+                    "provenance": now.get("provenance"),
+                    "metrics": [m.to_json() for m in metrics],
                     "notes": now["notes"],
-                },
-                default=float,
+                }
             )
         )
     else:
+        from .provenance import provenance_line
+
+        print(provenance_line(now["provenance"]))
         print(
             g.render_table(metrics, only_failed=bool(failed)) if failed else g.render_table(metrics)
         )
         for n in now["notes"]:
             print(f"note: {n}")
+        undefined = sum("undefined" in m.note for m in metrics)
         print(
-            f"gate: {len(metrics) - len(failed)} metrics within tolerance, {len(failed)} regressed"
+            f"gate: {len(metrics) - len(failed)} metrics within tolerance, {len(failed)} failed"
+            + (f" ({undefined} undefined: failures to measure)" if undefined else "")
         )
     return 1 if failed else 0
 
@@ -727,12 +925,26 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     )
     from sim.calibrate_tokens import apply_token_fits, fit_tokens
 
+    from .sweep import write_atomic
+
+    out = Path(a.out)
+    if out.is_dir():
+        raise UsageError(f"scenebench calibrate: --out {out} is a folder; name a .toml file")
+    if not out.parent.is_dir():
+        raise UsageError(
+            f"scenebench calibrate: --out {out}: folder {str(out.parent)!r} does not exist"
+        )
     trace = read_trace(a.trace)
     fits = fit_trace(trace)
     sc = scenario_from_fits(load_scenario(a.base), fits, trace, name=a.name)
     token_fits = fit_tokens(trace)  # with token columns: tokens per call and output speed
     sc = apply_token_fits(sc, token_fits)
-    write_scenario(sc, a.out)
+    try:
+        write_atomic(out, lambda p: write_scenario(sc, p))
+    except OSError as e:
+        raise UsageError(
+            f"scenebench calibrate: cannot write --out {out}: {e.strerror or e}"
+        ) from None
     summary = fit_summary(fits)
     with_cols = summary[["step", "rank", "candidate", "n", "mean_s", "aic", "ks_stat", "ks_pvalue"]]
     print(with_cols.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -810,6 +1022,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("auto", "simpy", "fast"), default="auto")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_cmd_sim)
+    from .server_cli import add_capacity_parser, add_server_args  # the server path
+
+    add_server_args(s)
 
     v = sub.add_parser("serve", help="serve the fake provider (uvicorn)")
     _add_scenario(v)
@@ -896,6 +1111,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--out", default=None, help="the results folder (default: a new one)")
     w.add_argument("--resume", default=None, metavar="DIR", help="finish an interrupted sweep")
     w.add_argument("--no-progress", action="store_true")
+    w.add_argument(
+        "--allow-source-tree",
+        action="store_true",
+        help="allow --out/--results-root inside the scenebench checkout's own folders",
+    )
     w.set_defaults(fn=_cmd_sweep)
 
     va = sub.add_parser("validate", help="model vs real pipeline: exact (virtual) or wall clock")
@@ -928,10 +1148,17 @@ def _parser() -> argparse.ArgumentParser:
     va.add_argument("--out", default=None)
     va.add_argument("--json", action="store_true")
     va.add_argument("--no-progress", action="store_true")
+    va.add_argument("--client", choices=("browser", "server"), default="browser")
     va.set_defaults(fn=_cmd_validate)
 
     rp = sub.add_parser("report", help="re-render tables, figures and REPORT.md of a folder")
     rp.add_argument("results")
+    rp.add_argument(
+        "--findings",
+        default=None,
+        metavar="FILE",
+        help="write the findings page (docs/findings.md) from the folder instead",
+    )
     rp.set_defaults(fn=_cmd_report)
 
     rc = sub.add_parser("recommend", help="the default PARALLEL_SCENE_CONCURRENCY and why")
@@ -970,6 +1197,7 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--time-scale", type=_positive_float("--time-scale"), default=0.15)
     co.add_argument("--json", action="store_true")
     co.set_defaults(fn=_cmd_conform)
+    add_capacity_parser(sub)
     return p
 
 
@@ -979,10 +1207,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.fn(args)
         return rc
     except (UsageError, ScenarioError) as e:
-        print(f"scenebench: error: {e}", file=sys.stderr)
+        print(_error_line(e), file=sys.stderr)
         return 2
+    except ProviderUnreachable as e:
+        print(_error_line(e), file=sys.stderr)
+        return 1
     except ValueError as e:  # validation errors from the library (field: message)
-        print(f"scenebench: error: {e}", file=sys.stderr)
+        print(_error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("scenebench: interrupted", file=sys.stderr)

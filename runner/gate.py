@@ -26,6 +26,8 @@ from sim.scenario import load_scenario
 from sim.schema import runs_frame
 
 from .analysis import cell_table
+from .counts import FAILURE_BUDGET_PP
+from .provenance import dumps, provenance
 from .run import run_classroom
 from .sweep import apply_quota, write_json_atomic
 from .validate import WallCell, first_divergence, validate_wall
@@ -40,7 +42,7 @@ __all__ = [
     "write_junit",
 ]
 
-GATE_VERSION = 1
+GATE_VERSION = 2  # 2: speedups and TTFS only for cells whose runs count; undefined = failure
 SEED = 20261124
 MODEL_CELLS = [(q, m, c) for q in (0, 3, 5) for m in ("hybrid", "pipelined") for c in (2, 3, 5)]
 REAL_CELLS = [(0, "pipelined", 3), (0, "hybrid", 3), (3, "pipelined", 2), (5, "pipelined", 5)]
@@ -71,6 +73,22 @@ class Metric:
     @property
     def delta(self) -> float:
         return self.now - self.baseline
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "baseline": self.baseline,
+            "now": self.now,
+            "delta": self.delta,
+            "tolerance": self.tolerance,
+            "kind": self.kind,
+            "ok": self.ok,
+            "note": self.note,
+        }
+
+
+def _undefined(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 def _model_cells() -> pd.DataFrame:
@@ -114,20 +132,34 @@ def _real_cells() -> tuple[pd.DataFrame, int, list[str]]:
 
 def measure(*, wall: bool = True) -> dict[str, Any]:
     """Run the gate's fixed grid; a flat dict of metric name -> value (plus notes)."""
-    out: dict[str, Any] = {"gate_version": GATE_VERSION, "seed": SEED, "metrics": {}, "notes": []}
+    out: dict[str, Any] = {
+        "gate_version": GATE_VERSION,
+        "seed": SEED,
+        "provenance": provenance(load_scenario("default")),
+        "metrics": {},
+        "notes": [],
+    }
     cells = _model_cells()
     for q, m, c in MODEL_CELLS:
         row = cells[(cells["quota"] == q) & (cells["mode"] == m) & (cells["concurrency"] == c)]
         r = row.iloc[0]
         key = f"model q={q} {m} c={c}"
-        out["metrics"][f"{key} speedup"] = float(r["speedup"])
-        out["metrics"][f"{key} ttfs_mean_s"] = float(r["ttfs_mean_s"])
+        # the shared rule (runner.counts): where runs fail too often, the speedup and the time
+        # to first scene describe the few runs that completed; gate P(any failed) instead
+        if _counts(r):
+            out["metrics"][f"{key} speedup"] = float(r["speedup"])
+            out["metrics"][f"{key} ttfs_mean_s"] = float(r["ttfs_mean_s"])
+        else:
+            out["notes"].append(_not_gated(key, r))
         out["metrics"][f"{key} http_429_mean"] = float(r["http_429_mean"])
         out["metrics"][f"{key} p_any_failed"] = float(r["p_any_failed"])
     real, mismatches, notes = _real_cells()
     for q, m, c in REAL_CELLS:
         r = real[(real["quota"] == q) & (real["mode"] == m) & (real["concurrency"] == c)].iloc[0]
-        out["metrics"][f"real q={q} {m} c={c} real_speedup"] = float(r["speedup"])
+        if _counts(r):
+            out["metrics"][f"real q={q} {m} c={c} real_speedup"] = float(r["speedup"])
+        else:
+            out["notes"].append(_not_gated(f"real q={q} {m} c={c}", r))
     out["metrics"]["real vs model exact_mismatches"] = float(mismatches)
     out["notes"] += notes
     out["wall_skipped"] = not wall
@@ -145,6 +177,29 @@ def measure(*, wall: bool = True) -> dict[str, Any]:
     return out
 
 
+def _counts(r: Any) -> bool:
+    flag = r.get("fails_too_often", True)
+    return not (flag is None or flag != flag or bool(flag))
+
+
+def _not_gated(key: str, r: Any) -> str:
+    instead = (
+        "its P(any failed) and 429s are gated instead"
+        if key.startswith("model")
+        else "the exact comparison with the model still covers it"
+    )
+    return (
+        f"{key}: speedup not gated, its runs fail too often (P(any failed) "
+        f"{100 * float(r['p_any_failed']):.1f}% > serial's "
+        f"{100 * float(r['p_any_failed_serial']):.1f}% + {FAILURE_BUDGET_PP:g} pp); {instead}"
+    )
+
+
+def undefined_metrics(measured: dict[str, Any]) -> list[str]:
+    """Names of the metrics that are undefined (NaN or null): a baseline must not hold them."""
+    return sorted(n for n, v in measured["metrics"].items() if _undefined(v))
+
+
 def _kind(name: str) -> str:
     suffix = name.rsplit(" ", 1)[-1]
     return {"p_any_failed": "abs", "exact_mismatches": "abs", "wall_rel_err": "interval"}.get(
@@ -160,6 +215,20 @@ def compare(baseline: dict[str, Any], now: dict[str, Any]) -> list[Metric]:
         tol = TOL[suffix]
         kind = _kind(name)
         b = baseline.get("metrics", {}).get(name)
+        if _undefined(v):  # a metric that cannot be measured cannot pass
+            out.append(
+                Metric(
+                    name,
+                    math.nan if _undefined(b) else float(b),
+                    math.nan,
+                    tol,
+                    kind,
+                    False,
+                    "undefined now (NaN): failed to measure",
+                )
+            )
+            continue
+        v = float(v)
         if kind == "interval":  # a wall-clock error: judged by its interval, not the baseline
             lo, hi = now.get("wall_ci", [math.nan, math.nan])
             ok = bool(abs(v) <= tol or (not math.isnan(lo) and lo <= tol and hi >= -tol))
@@ -175,11 +244,26 @@ def compare(baseline: dict[str, Any], now: dict[str, Any]) -> list[Metric]:
                 )
             )
             continue
-        if b is None:
+        if name not in baseline.get("metrics", {}):
             out.append(Metric(name, math.nan, v, tol, kind, False, "not in the baseline"))
             continue
+        if _undefined(b):
+            out.append(
+                Metric(
+                    name,
+                    math.nan,
+                    v,
+                    tol,
+                    kind,
+                    False,
+                    "undefined in the baseline (null/NaN): it can never catch a regression; "
+                    "refresh the baseline with --update",
+                )
+            )
+            continue
+        b = float(b)
         if kind == "rel":
-            ok = bool(abs(v - b) <= tol * max(abs(b), 1e-9)) or (math.isnan(v) and math.isnan(b))
+            ok = bool(abs(v - b) <= tol * max(abs(b), 1e-9))
         else:
             ok = bool(abs(v - b) <= tol)
         out.append(Metric(name, float(b), float(v), tol, kind, ok))
@@ -187,9 +271,17 @@ def compare(baseline: dict[str, Any], now: dict[str, Any]) -> list[Metric]:
     if now.get("wall_skipped"):
         missing = {n for n in missing if _kind(n) != "interval"}
     for name in sorted(missing):
+        b = baseline["metrics"][name]
         out.append(
             Metric(
-                name, float(baseline["metrics"][name]), math.nan, 0.0, "rel", False, "missing now"
+                name,
+                math.nan if _undefined(b) else float(b),
+                math.nan,
+                0.0,
+                "rel",
+                False,
+                "missing now (not measured: a cell whose runs now fail too often has no "
+                "speedup metric)",
             )
         )
     return out
@@ -200,10 +292,14 @@ def render_table(metrics: list[Metric], *, only_failed: bool = False) -> str:
     w = max([len(m.name) for m in rows] + [6])
     head = f"{'metric':<{w}}  {'baseline':>10}  {'now':>10}  {'delta':>10}  {'tolerance':>12}  ok"
     lines = [head, "-" * len(head)]
+
+    def num(x: float, sign: str = "") -> str:
+        return f"{'undefined':>10}" if math.isnan(x) else f"{x:>{sign}10.4f}"
+
     for m in rows:
         tol = f"±{100 * m.tolerance:g}%" if m.kind in ("rel", "interval") else f"±{m.tolerance:g}"
         lines.append(
-            f"{m.name:<{w}}  {m.baseline:>10.4f}  {m.now:>10.4f}  {m.delta:>+10.4f}  "
+            f"{m.name:<{w}}  {num(m.baseline)}  {num(m.now)}  {num(m.delta, '+')}  "
             f"{tol:>12}  {'yes' if m.ok else 'NO'}" + (f"  ({m.note})" if m.note else "")
         )
     return "\n".join(lines)
@@ -230,5 +326,11 @@ def write_junit(metrics: list[Metric], path: Path) -> None:
 
 
 def save_baseline(now: dict[str, Any], path: Path) -> None:
+    bad = undefined_metrics(now)
+    if bad:
+        raise ValueError(
+            f"gate: {len(bad)} metric(s) undefined (NaN), a baseline cannot hold them: "
+            f"{', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, json.loads(json.dumps(now, default=float)))
+    write_json_atomic(path, json.loads(dumps(now)))

@@ -42,9 +42,10 @@ from sim.rules import (
     outcome_of,
 )
 from sim.scenario import MODES, Scenario
-from sim.schema import STEP_NAMES, RunResult
+from sim.schema import RunResult
 from sim.upstream import Handoff
 
+from .failures import FailureReason, failure_from_attempt
 from .wire import COUNTS_HEADER, FOREGROUND_HEADER, audio_id, parse_counts
 
 __all__ = ["Clock", "PipelineOptions", "ScenePipeline"]
@@ -201,6 +202,7 @@ class ScenePipeline:
         self.world = world
         self.seed = seed
         self.stats = _Stats()
+        self.attempt_failures: list[FailureReason] = []  # every unsuccessful attempt, and why
         self._aborted = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stage_id = f"sb-{options.classroom}"
@@ -224,8 +226,6 @@ class ScenePipeline:
         self.ready: list[tuple[int, int]] = []
         self.failed: list[int] = []
         self.status = RunStatus.COMPLETED
-        # per failed call: (step, outline order, clip, what it ended with, attempts)
-        self.failures: list[tuple[str, int, int, str, int]] = []
 
     @staticmethod
     def content_slots(concurrency: int, pending: int) -> int:
@@ -255,8 +255,10 @@ class ScenePipeline:
             async with asyncio.timeout(self.clock.real_s(self.opt.request_timeout_s)):
                 resp = await self.client.post(route, json=body, headers=headers)
         except TimeoutError:
+            self._note_attempt(route, body, 0, None)
             return _Answer(0, None, None, None)
-        except httpx.TransportError:
+        except httpx.TransportError as e:
+            self._note_attempt(route, body, -1, None, e)
             return _Answer(-1, None, None, None)
         try:
             data = resp.json()
@@ -266,7 +268,9 @@ class ScenePipeline:
         counts = resp.headers.get(COUNTS_HEADER)
         if not isinstance(data, dict):
             status = resp.status_code if resp.status_code >= 400 else -2
+            self._note_attempt(route, body, status, None)
             return _Answer(status, None, ra_us, None)  # a cut body: the counts are lost too
+        self._note_attempt(route, body, resp.status_code, data)
         return _Answer(resp.status_code, data, ra_us, counts)
 
     async def _fetch(
@@ -282,6 +286,22 @@ class ScenePipeline:
         if status == 200 and not (ans.data is not None and ans.data.get("success")):
             status = -2
         return _Fetch(status, provider_status, ans.retry_after_us, counts, ans.data)
+
+    def _note_attempt(
+        self,
+        route: str,
+        body: dict[str, Any],
+        status: int,
+        data: dict[str, Any] | None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record why an attempt did not succeed (``self.attempt_failures``; nothing on
+        success)."""
+        f = failure_from_attempt(
+            route, body, status, data, error=error, timeout_s=self.opt.request_timeout_s
+        )
+        if f is not None:
+            self.attempt_failures.append(f)
 
     async def _call(
         self,
@@ -314,7 +334,6 @@ class ScenePipeline:
             if verdict.done:
                 return f.data
             if verdict.fail:
-                self._note_failure(step, ident, f, k + 1)
                 return None
             self.stats.retries += 1
             k += 1
@@ -354,7 +373,6 @@ class ScenePipeline:
                 gate.release()
                 waits += 1
                 if waits > MAX_429_WAITS:
-                    self._note_failure(step, ident, f, k)
                     return None
                 self.stats.retries += 1
                 prio = True
@@ -363,7 +381,6 @@ class ScenePipeline:
             u = self.jitter_u(step, ident, k - 1)
             verdict = after_attempt(policy, used, outcome_of(f.status), None, u)
             if verdict.fail:
-                self._note_failure(step, ident, f, k)
                 return None
             self.stats.retries += 1
             await self.clock.sleep_us(verdict.wait_us)
@@ -380,10 +397,6 @@ class ScenePipeline:
             cid = self.opt.classroom
             self._draws_cache = Draws(self.sc, self.seed, cid, cid + 1)
         return self._draws_cache
-
-    def _note_failure(self, step: int, ident: tuple[int, int], f: _Fetch, attempts: int) -> None:
-        what = {0: "timeout", -1: "network error", -2: "bad body"}.get(f.status, f"HTTP {f.status}")
-        self.failures.append((STEP_NAMES[step], ident[0], ident[1], what, attempts))
 
     def _llm_headers(self) -> dict[str, str]:
         return {

@@ -18,13 +18,15 @@ the rest.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
 import platform
 import re
-import subprocess
+import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +45,8 @@ from sim.model import simulate_many
 from sim.presets import apply_preset, load_preset
 from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
 from sim.schema import SCHEMA_VERSION, runs_frame
+
+from .provenance import dumps, git_commit, provenance
 
 __all__ = [
     "Cell",
@@ -309,21 +313,13 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_atomic(path, lambda p: p.write_text(json.dumps(data, indent=2, default=str)))
+    """Strict JSON (``null`` for NaN/Infinity), written through a temporary file."""
+    text = dumps(data, indent=2)
+    write_atomic(path, lambda p: p.write_text(text))
 
 
 def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    return git_commit()
 
 
 def _versions() -> dict[str, str]:
@@ -350,13 +346,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def new_results_dir(root: Path, name: str) -> Path:
+def _new_dir_name(root: Path, name: str) -> Path:
+    """A fresh ``<time>-<name>`` folder name under ``root`` (not created)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     d = root / f"{stamp}-{name}"
     n = 1
     while d.exists():
         n += 1
         d = root / f"{stamp}-{name}-{n}"
+    return d
+
+
+def new_results_dir(root: Path, name: str) -> Path:
+    d = _new_dir_name(root, name)
     (d / "cells").mkdir(parents=True)
     return d
 
@@ -405,13 +407,111 @@ def finished_cells(d: Path) -> set[str]:
     return done
 
 
+# where results must not go unless asked: the checkout's own folders
+SOURCE_DIRS = (
+    "sim",
+    "runner",
+    "tests",
+    "notebooks",
+    "docs",
+    ".git",
+    ".github",
+    ".ci",
+    ".venv",
+    "scenebench.egg-info",
+)
+DASK_CONNECT_TIMEOUT_S = 8
+
+
+def source_tree_root() -> Path | None:
+    """The scenebench checkout this code runs from, or None for an installed copy."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        pp = (root / "pyproject.toml").read_text()
+    except OSError:
+        return None
+    return root if 'name = "scenebench"' in pp else None
+
+
+def in_source_tree(path: Path) -> bool:
+    """Is ``path`` the checkout's root, one of its files, or inside one of :data:`SOURCE_DIRS`?"""
+    root = source_tree_root()
+    if root is None:
+        return False
+    p = path.resolve()
+    if p == root:
+        return True
+    try:
+        rel = p.relative_to(root)
+    except ValueError:
+        return False
+    return rel.parts[0] in SOURCE_DIRS or (root / rel.parts[0]).is_file()
+
+
+def check_new_folder(path: Path, *, flag: str, allow_source_tree: bool = False) -> None:
+    """Refuse, with one line, a folder a new sweep cannot or should not write into."""
+    if path.exists() and not path.is_dir():
+        raise ResultsError(f"{flag} {path} is a file, not a folder; name a new folder")
+    if not allow_source_tree and in_source_tree(path):
+        raise ResultsError(
+            f"{flag} {path} is inside the scenebench source tree ({source_tree_root()}); "
+            "write results elsewhere (default: results/) or pass --allow-source-tree"
+        )
+    if path.is_dir() and (path / "metadata.json").exists():
+        raise ResultsError(f"{str(path)!r} already holds a sweep; use --resume {path}")
+    if flag == "--out" and path.is_dir() and any(path.iterdir()):
+        raise ResultsError(f"{flag} {path} exists and is not empty; name a new or empty folder")
+
+
+def _ignore_sigint() -> None:
+    """Worker processes leave Ctrl-C to the sweep, which stops them (no half-run noise)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _connect_dask(address: str) -> Any:
+    """A Dask client, or :class:`ResultsError` in one line (bad address, nothing listening)."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=DASK_CONNECT_TIMEOUT_S)  # type: ignore[no-untyped-call]
+    except Exception as e:  # OSError, TimeoutError, ValueError for a malformed address
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ResultsError(
+            f"--dask-scheduler {address}: cannot connect to the Dask scheduler ({msg})"
+        ) from None
+
+
 def _executor(workers: int, dask_scheduler: str | None) -> Any:
     if dask_scheduler is not None:
-        from distributed import Client
-
-        return Client(dask_scheduler)  # type: ignore[no-untyped-call]
+        return _connect_dask(dask_scheduler)
     ctx = multiprocessing.get_context("spawn")
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint)
+
+
+def _stop_workers(ex: Any) -> None:
+    """On Ctrl-C: stop the local worker processes now (their cells are lost, not half-saved)."""
+    for proc in list(getattr(ex, "_processes", {}).values()):
+        proc.terminate()
+
+
+def _create_folder(d: Path, meta: dict[str, Any]) -> None:
+    """Make a new results folder with its metadata; on an OS error leave nothing behind."""
+    made = [p for p in (d, *d.parents) if not p.exists()]  # innermost first
+    try:
+        (d / "cells").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(d / "metadata.json", meta)
+    except OSError as e:
+        if not made:  # an empty folder given with --out: take back only what was added
+            shutil.rmtree(d / "cells", ignore_errors=True)
+            (d / "metadata.json").unlink(missing_ok=True)
+        else:
+            shutil.rmtree(made[0], ignore_errors=True)
+            for p in made[1:]:
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # only if empty
+        raise ResultsError(
+            f"cannot write the results folder {str(d)!r}: {e.strerror or e}"
+        ) from None
 
 
 def run_sweep(
@@ -424,9 +524,48 @@ def run_sweep(
     dask_scheduler: str | None = None,
     progress: bool = True,
     name: str | None = None,
+    allow_source_tree: bool = False,
+    on_start: Callable[[Path, int, int], None] | None = None,
 ) -> Path:
     """Run (or resume) a sweep; returns the results folder. Raises KeyboardInterrupt on Ctrl-C
-    after saving what finished."""
+    after saving what finished.
+
+    A folder that cannot be written, a folder in the source tree (unless
+    ``allow_source_tree``) and an unreachable Dask scheduler raise :class:`ResultsError`
+    before anything is written. ``on_start(folder, cells, done)`` is called once the folder
+    exists, before the first cell runs."""
+    dask_client = _connect_dask(dask_scheduler) if dask_scheduler is not None else None
+    try:
+        return _run_sweep(
+            spec,
+            root=root,
+            out=out,
+            resume=resume,
+            workers=workers,
+            dask_client=dask_client,
+            progress=progress,
+            name=name,
+            allow_source_tree=allow_source_tree,
+            on_start=on_start,
+        )
+    finally:
+        if dask_client is not None:
+            dask_client.close()
+
+
+def _run_sweep(
+    spec: SweepSpec,
+    *,
+    root: Path,
+    out: Path | None,
+    resume: Path | None,
+    workers: int | None,
+    dask_client: Any,
+    progress: bool,
+    name: str | None,
+    allow_source_tree: bool,
+    on_start: Callable[[Path, int, int], None] | None,
+) -> Path:
     if resume is not None:
         meta = read_metadata(resume)
         spec = SweepSpec.from_json(meta["spec"])
@@ -434,29 +573,30 @@ def run_sweep(
         (d / "cells").mkdir(exist_ok=True)
     else:
         label = name or "-".join(m.get("name", "custom") for m in spec.scenarios)
-        d = (
-            out
-            if out is not None
-            else new_results_dir(root, label + ("-quick" if spec.quick else ""))
-        )
-        (d / "cells").mkdir(parents=True, exist_ok=True)
-        if (d / "metadata.json").exists():
-            raise ResultsError(f"{str(d)!r} already holds a sweep; use --resume {d}")
+        if out is not None:
+            check_new_folder(out, flag="--out", allow_source_tree=allow_source_tree)
+            d = out
+        else:
+            check_new_folder(root, flag="--results-root", allow_source_tree=allow_source_tree)
+            d = _new_dir_name(root, label + ("-quick" if spec.quick else ""))
         meta = {
             "kind": RESULTS_KIND,
             "schema_version": SCHEMA_VERSION,
             "spec": spec.to_json(),
             "created": datetime.now(UTC).isoformat(),
+            "provenance": provenance(list(spec.scenarios)),
             "git_commit": _git_commit(),
             "versions": _versions(),
             "argv": sys.argv,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         }
-        write_json_atomic(d / "metadata.json", meta)
+        _create_folder(d, meta)
     scenarios = {sc.name: sc.to_mapping() for sc in spec.scenario_objects()}
     cells = grid_cells(spec)
     done = finished_cells(d)
     todo = [c for c in cells if c.cell_id not in done]
+    if on_start is not None:
+        on_start(d, len(cells), len(cells) - len(todo))
     # big cells first: better packing on the workers
     todo.sort(key=lambda c: (c.backend != "real", -c.concurrency))
     n_workers = workers or max(1, os.cpu_count() or 1)
@@ -465,7 +605,7 @@ def run_sweep(
         initial=len(cells) - len(todo),
         unit="cell",
         desc="sweep",
-        disable=None if progress else True,  # None: off when stderr is not a terminal
+        disable=not progress or not sys.stderr.isatty(),  # a bar only on a terminal
         dynamic_ncols=True,
     )
 
@@ -490,21 +630,23 @@ def run_sweep(
             marker.unlink(missing_ok=True)
         bar.update(1)
 
+    dask = dask_client is not None
     try:
         if not todo:
             pass
-        elif n_workers == 1 and dask_scheduler is None:
+        elif n_workers == 1 and not dask:
             for c in todo:
                 save(*_run_cell_job(c, scenarios[c.scenario], spec.real_time_scale))
         else:
-            ex = _executor(n_workers, dask_scheduler)
+            ex = dask_client if dask else _executor(n_workers, None)
+            futs: list[Any] = []
             try:
                 futs = [
                     ex.submit(_run_cell_job, c, scenarios[c.scenario], spec.real_time_scale)
                     for c in todo
                 ]
                 ids = {id(f): c.cell_id for f, c in zip(futs, todo, strict=True)}
-                for f in _as_completed(futs, dask_scheduler is not None):
+                for f in _as_completed(futs, dask):
                     try:
                         save(*f.result())
                     except (KeyboardInterrupt, SystemExit):
@@ -514,11 +656,11 @@ def run_sweep(
             except BaseException:
                 for f in futs:
                     f.cancel()
+                if not dask:
+                    _stop_workers(ex)
                 raise
             finally:
-                if dask_scheduler is not None:
-                    ex.close()
-                else:
+                if not dask:
                     ex.shutdown(wait=False, cancel_futures=True)
     finally:
         bar.close()

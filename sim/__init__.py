@@ -1,69 +1,65 @@
-"""The model world: scenario spec, keyed draws, provider rules, SimPy model, analytic bounds."""
+"""The model world: scenario spec, keyed draws, provider rules, SimPy model, analytic bounds.
 
-from .dists import (
-    Constant,
-    ConstantInt,
-    Empirical,
-    EmpiricalInt,
-    Exponential,
-    Gamma,
-    LogNormal,
-    Uniform,
-    UniformInt,
-)
-from .fast import simulate_fast
-from .model import clamp_concurrency, effective_tts_concurrency, simulate, simulate_many
-from .rules import Mode, RunStatus, Step, parse_knob
-from .scenario import (
-    MODES,
-    STEPS,
-    Quota,
-    RetryPolicy,
-    Scenario,
-    ScenarioError,
-    builtin_names,
-    load_scenario,
-    scenario_from_mapping,
-)
-from .schema import SCHEMA_VERSION, RequestRecord, RunResult, requests_frame, runs_frame
-from .upstream import DEFAULT_PROFILE, PROFILES, ClientProfile, profile, profile_names
+Names are imported on first use (PEP 562), so ``import sim`` — and the command line's
+``--help`` — stay light; ``from sim import simulate`` works as usual.
+"""
 
-__all__ = [
-    "DEFAULT_PROFILE",
-    "MODES",
-    "PROFILES",
-    "SCHEMA_VERSION",
-    "STEPS",
-    "ClientProfile",
-    "Constant",
-    "ConstantInt",
-    "Empirical",
-    "EmpiricalInt",
-    "Exponential",
-    "Gamma",
-    "LogNormal",
-    "Mode",
-    "Quota",
-    "RequestRecord",
-    "RetryPolicy",
-    "RunResult",
-    "RunStatus",
-    "Scenario",
-    "ScenarioError",
-    "Step",
-    "Uniform",
-    "UniformInt",
-    "builtin_names",
-    "clamp_concurrency",
-    "effective_tts_concurrency",
-    "load_scenario",
-    "parse_knob",
-    "profile",
-    "profile_names",
-    "requests_frame",
-    "runs_frame",
-    "scenario_from_mapping",
-    "simulate",
-    "simulate_fast",
-    "simulate_many",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Constant": "dists",
+    "ConstantInt": "dists",
+    "Empirical": "dists",
+    "EmpiricalInt": "dists",
+    "Exponential": "dists",
+    "Gamma": "dists",
+    "LogNormal": "dists",
+    "Uniform": "dists",
+    "UniformInt": "dists",
+    "simulate_fast": "fast",
+    "clamp_concurrency": "rules",
+    "effective_tts_concurrency": "model",
+    "simulate": "model",
+    "simulate_many": "model",
+    "MODES": "scenario",
+    "STEPS": "scenario",
+    "Quota": "scenario",
+    "RetryPolicy": "rules",
+    "Scenario": "scenario",
+    "ScenarioError": "rules",
+    "builtin_names": "scenario",
+    "load_scenario": "scenario",
+    "scenario_from_mapping": "scenario",
+    "Mode": "rules",
+    "RunStatus": "rules",
+    "Step": "rules",
+    "parse_knob": "rules",
+    "SCHEMA_VERSION": "schema",
+    "RequestRecord": "schema",
+    "RunResult": "schema",
+    "requests_frame": "schema",
+    "runs_frame": "schema",
+    "DEFAULT_PROFILE": "upstream",
+    "PROFILES": "upstream",
+    "ClientProfile": "upstream",
+    "profile": "upstream",
+    "profile_names": "upstream",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'sim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "MAX_CONCURRENCY",
+    "MODES",
     "Counts",
     "Mode",
     "Outcome",
@@ -59,6 +60,9 @@ class Mode(StrEnum):
     SERIAL = "serial"
     HYBRID = "hybrid"
     PIPELINED = "pipelined"
+
+
+MODES = tuple(m.value for m in Mode)
 
 
 class RunStatus(StrEnum):

@@ -17,8 +17,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .catalog import builtin_names
 from .dists import Dist, IntDist, dist_from_mapping, field_name, int_dist_from_mapping
-from .rules import MAX_CONCURRENCY, RetryPolicy, ScenarioError, check_number
+from .rules import (
+    MAX_CONCURRENCY,
+    MODES,
+    RetryPolicy,
+    ScenarioError,
+    Step,
+    check_number,
+)
 from .tokens import StepTokens, check_limits, step_tokens_from_mapping
 from .upstream import ClientProfile, client_from_mapping
 
@@ -37,8 +45,7 @@ __all__ = [
     "scenario_from_mapping",
 ]
 
-STEPS = ("content", "actions", "tts")
-MODES = ("serial", "hybrid", "pipelined")
+STEPS = tuple(s.name.lower() for s in Step)
 SCENE_TYPES = ("slide", "quiz", "interactive", "pbl")
 _num = check_number
 
@@ -399,12 +406,6 @@ def scenario_from_mapping(
             for k, v in sections["tokens"].items()
         },
     )
-
-
-def builtin_names() -> list[str]:
-    """Names of the scenarios shipped in ``sim/scenarios``."""
-    files = resources.files("sim").joinpath("scenarios").iterdir()
-    return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
 
 
 def load_scenario(name_or_path: str | Path, *, upstream: str | None = None) -> Scenario:

@@ -19,10 +19,13 @@ def test_notebooks_are_stored_without_outputs(name):
             assert cell.outputs == [] and cell.execution_count is None
 
 
-def _run(name, params, tmp_path):
+def _run(name, params, tmp_path, edits=()):
     nb = nbformat.read(NB / name, as_version=4)
     first_code = next(c for c in nb.cells if c.cell_type == "code")
     first_code.source = params
+    for old, new in edits:  # change a later cell's parameter, as a user would
+        cell = next(c for c in nb.cells if c.cell_type == "code" and old in c.source)
+        cell.source = cell.source.replace(old, new)
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NB)}}
     ).execute()
@@ -69,3 +72,29 @@ def test_calibrate_runs_offline_and_writes_a_scenario(tmp_path):
     assert out.is_file()
     text = _text(nb)
     assert "lognormal" in text and "written:" in text
+
+
+def test_explore_parameter_cell_uses_the_reports_rule_on_a_tight_key(tmp_path):
+    """KEY_INFLIGHT = 3 (the value its comment suggests): pipelined c needs c + 1 LLM slots,
+    so every c >= 3 fails a scene in (almost) every run. The cell must not show those
+    speedups as plain: it uses the report's rule (runner.counts) and lists only the c that
+    count."""
+    spec = default_spec(
+        quick=True,
+        scenarios=["default"],
+        backends=["sim"],
+        sim_reps=20,
+        quotas=[0],
+        concurrencies=[1, 2],
+    )
+    folder = run_sweep(spec, out=tmp_path / "res", workers=1, progress=False)
+    nb = _run(
+        "explore.ipynb",
+        f"RESULTS = {str(folder)!r}\nRESULTS_ROOT = None",
+        tmp_path,
+        edits=[("KEY_INFLIGHT = 0", "KEY_INFLIGHT = 3"), ("REPS = 300", "REPS = 60")],
+    )
+    text = _text(nb)
+    line = next(ln for ln in text.splitlines() if ln.startswith("c that count"))
+    counted = [int(x) for x in line.split("[", 1)[1].rstrip("]").split(",") if x.strip()]
+    assert 1 in counted and all(c <= 2 for c in counted), line

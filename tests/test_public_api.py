@@ -15,6 +15,7 @@ MODULES = [
     "sim.fast",
     "sim.analytic",
     "sim.rules",
+    "sim.catalog",
     "sim.upstream",
     "runner",
     "runner.server",
@@ -26,6 +27,11 @@ MODULES = [
     "runner.traces",
     "runner.wire",
     "runner.upstream_report",
+    "runner.findings",
+    "runner.counts",
+    "runner.failures",
+    "runner.provenance",
+    "runner.analysis",
 ]
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from ..catalog import preset_names
 from ..rules import ScenarioError
 from ..scenario import Quota, Scenario
 from ..tokens import StepTokens, step_tokens_from_mapping
@@ -74,11 +75,6 @@ class Preset:
         if q.throughput:
             parts.append(f"shared {q.throughput[0]:g}→{q.throughput[-1]:g} tok/s")
         return ", ".join(parts) or "no fixed limit"
-
-
-def preset_names() -> list[str]:
-    files = resources.files("sim.presets").iterdir()
-    return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
 
 
 def is_preset(name: str) -> bool:

@@ -338,7 +338,7 @@ def test_cli_unknown_case_and_bad_scale(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["conform", "--openmaic", str(MINI), "--case", "nope"]) == 2
     _one_line_error(capsys, r"scenebench: error: --case: unknown 'nope'")
     assert main(["conform", "--openmaic", str(MINI), "--time-scale", "0"]) == 2
-    _one_line_error(capsys, r"scenebench: error: .*--time-scale must be a number > 0")
+    _one_line_error(capsys, r"scenebench conform: error: --time-scale must be a number > 0")
 
 
 def test_cli_without_node_is_one_line_exit_2(

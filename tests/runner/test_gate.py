@@ -8,20 +8,28 @@ import pytest
 
 from runner import gate
 from runner.pipeline import ScenePipeline
+from runner.provenance import dumps
 from runner.sweep import write_json_atomic
 
 BASELINE = Path(__file__).resolve().parents[2] / "results" / "baseline.json"
 
 
+def _no_constants(c):
+    raise ValueError(f"non-standard JSON constant {c}")
+
+
 @pytest.fixture(scope="module")
 def baseline():
-    return json.loads(BASELINE.read_text())
+    return json.loads(BASELINE.read_text(), parse_constant=_no_constants)
 
 
 def test_committed_baseline_has_the_gate_version_and_metrics(baseline):
     assert baseline["gate_version"] == gate.GATE_VERSION
-    assert len(baseline["metrics"]) >= 70
+    # 18 model cells x (429s, P(failed)) always; speedup and TTFS only where runs count
+    assert len(baseline["metrics"]) >= 2 * len(gate.MODEL_CELLS) + 20
     assert baseline["metrics"]["real vs model exact_mismatches"] == 0
+    assert gate.undefined_metrics(baseline) == []  # every gated metric is defined
+    assert baseline["provenance"]["upstream"] and baseline["provenance"]["scenario"] == "default"
 
 
 def test_gate_passes_on_this_code_and_fails_on_a_broken_pipeline(baseline, monkeypatch):
@@ -38,6 +46,10 @@ def test_gate_passes_on_this_code_and_fails_on_a_broken_pipeline(baseline, monke
     table = gate.render_table(broken, only_failed=True)
     assert "baseline" in table.splitlines()[0] and "tolerance" in table.splitlines()[0]
     assert "real q=0 pipelined c=3 real_speedup" in table and "NO" in table
+    # what gate --json prints for it is strict JSON: a metric missing now is null, not NaN
+    text = dumps({"ok": False, "metrics": [m.to_json() for m in broken]})
+    parsed = json.loads(text, parse_constant=_no_constants)
+    assert all(isinstance(m["ok"], bool) for m in parsed["metrics"])
 
     monkeypatch.undo()  # restored: passes again
     assert all(m.ok for m in gate.compare(baseline, gate.measure(wall=False)))
