@@ -37,6 +37,13 @@ from .counts import (
     p_any_failed,
     paired_speedup,
 )
+from .presets_report import (
+    preset_cells,
+    recommend_presets,
+    render_presets_section,
+    shared_verdicts,
+    split_presets,
+)
 from .provenance import provenance, provenance_line
 from .qoe_report import qoe_cell_columns, qoe_section, recommend_qoe, render_qoe_figures
 from .upstream_report import overall_for_today, render_profile_section
@@ -996,6 +1003,7 @@ def render_results(d: Path) -> dict[str, Any]:
     from .sweep import load_runs, write_atomic, write_json_atomic
 
     runs, meta = load_runs(d)
+    runs, preset_runs = split_presets(runs)  # provider presets: their own section
     cells = cell_table(runs)
     write_atomic(d / "cells.csv", lambda p: cells.to_csv(p, index=False))
     scenarios = {m["name"]: scenario_from_mapping(m) for m in meta["spec"]["scenarios"]}
@@ -1005,6 +1013,9 @@ def render_results(d: Path) -> dict[str, Any]:
     figures = render_figures(cells, scenarios, d / "figures")
     report = render_report(d, cells, rec, meta, figures)
     extra = render_profile_section(cells, rec, scenarios)
+    rec["presets"] = recommend_presets(preset_cells(preset_runs, cell_table), rec["rule"])
+    rec["shared_capacity"] = shared_verdicts(cells, scenarios)
+    extra += render_presets_section(rec["presets"], rec["shared_capacity"])
     server = d / "SERVER.md"  # the server path's section, written by `scenebench capacity`
     if server.is_file():
         extra += ["", server.read_text(encoding="utf-8").rstrip("\n")]

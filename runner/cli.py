@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sim.catalog import builtin_names
+from sim.catalog import builtin_names, preset_names
 from sim.rules import MODES, ScenarioError, parse_knob
 from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
 
@@ -503,6 +503,25 @@ def _int_list(name: str, lo: int, hi: int) -> Callable[[str], list[int]]:
     return f
 
 
+def _quota_list(s: str) -> list[int | str]:
+    """``--quotas``: in-flight limits (0..1000) and provider preset names (sim.presets)."""
+    conv = _int_in("--quotas", 0, 1000)
+    out: list[int | str] = []
+    for x in (x.strip() for x in s.split(",")):
+        if not x:
+            continue
+        if x.lstrip("-").isdigit():
+            out.append(conv(x))
+        elif x in preset_names():
+            out.append(x)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"--quotas: {x!r} is neither an in-flight limit (0..1000) nor a preset "
+                f"({', '.join(preset_names())})"
+            )
+    return out
+
+
 def _choice_list(name: str, allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
     def f(s: str) -> list[str]:
         out = [x.strip() for x in s.split(",") if x.strip()]
@@ -693,6 +712,7 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
                 f"    upstream claim 2-3x at c = 3 ({m}): {sp} -> {cl['verdict']}; bound "
                 f"(C+A+kT)/(A+kT) = {v['bound']['limit_serial_tts']:.2f}x"
             )
+    _print_presets(rec)
     for line in rec["server_path"]:  # none unless `scenebench capacity` wrote to the folder
         print(line)
     return 0
@@ -710,6 +730,27 @@ def _print_qoe_rec(q: dict[str, Any]) -> None:
                 for k, e in d["by_quota"].items()
             )
             print(f"  {name}, adaptive {pol}: default c = {d['default']}; per key quota {picks}")
+
+
+def _print_presets(rec: dict[str, Any]) -> None:
+    """A line per provider preset (issue 12) and the shared-capacity verdicts."""
+    for scenario, by in rec.get("presets", {}).items():
+        print(f"  provider presets, scenario {scenario}:")
+        for name, v in by.items():
+            if v["serial_only"]:
+                print(f"    on {v['label']} ({name}): keep c = 1 (serial)")
+                continue
+            print(
+                f"    on {v['label']} ({name}): set c = {v['concurrency']}, expect "
+                f"{v['speedup']:.2f}x [{v['lo']:.2f}, {v['hi']:.2f}], P(any failed scene) "
+                f"{100 * v['p_any_failed']:.1f}% (serial {100 * v['p_any_failed_serial']:.1f}%)"
+            )
+    for name, v in rec.get("shared_capacity", {}).items():
+        what = "no speedup over serial" if v["no_speedup"] else f"{v['speedup']:.2f}x"
+        print(
+            f"  {name} (shared capacity): pipelined c = {v['concurrency']}: {what}; "
+            f"bound {v['bound']:.2f}x"
+        )
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
@@ -952,6 +993,7 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
         scenario_from_fits,
         write_scenario,
     )
+    from sim.calibrate_tokens import apply_token_fits, fit_tokens
 
     from .sweep import write_atomic
 
@@ -965,6 +1007,8 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     trace = read_trace(a.trace)
     fits = fit_trace(trace)
     sc = scenario_from_fits(load_scenario(a.base), fits, trace, name=a.name)
+    token_fits = fit_tokens(trace)  # with token columns: tokens per call and output speed
+    sc = apply_token_fits(sc, token_fits)
     try:
         write_atomic(out, lambda p: write_scenario(sc, p))
     except OSError as e:
@@ -974,6 +1018,14 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     summary = fit_summary(fits)
     with_cols = summary[["step", "rank", "candidate", "n", "mean_s", "aic", "ks_stat", "ks_pvalue"]]
     print(with_cols.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    for f in token_fits.values():
+        speed = f"{f.output_tps:.1f} tok/s" if f.output_tps else "no speed (flat)"
+        print(
+            f"{f.step}: tokens per call {f.output.mean:.0f} out"
+            + (f", {f.input.mean:.0f} in" if f.input is not None else "")
+            + f"; output speed {speed}, time to first token {f.ttft_mean_s:.2f} s "
+            f"(R² {f.r2:.3f}, {f.n} calls)"
+        )
     print(f"scenario written: {a.out} (base {a.base}; best fit by AIC per step)")
     return 0
 
@@ -1081,9 +1133,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--quotas",
-        type=_int_list("--quotas", 0, 1000),
+        type=_quota_list,
         default=None,
-        help="in-flight limits, comma-separated; 0 = unlimited (default 1,2,3,5,10,0)",
+        help="in-flight limits and provider presets, comma-separated; 0 = unlimited "
+        "(default 1,2,3,5,10,0); presets: " + ", ".join(preset_names()),
     )
     w.add_argument(
         "--concurrency",
@@ -1192,7 +1245,11 @@ def _parser() -> argparse.ArgumentParser:
     ga.set_defaults(fn=_cmd_gate)
 
     ca = sub.add_parser("calibrate", help="fit latency distributions from a trace")
-    ca.add_argument("trace", help="CSV or JSONL with columns step, seconds")
+    ca.add_argument(
+        "trace",
+        help="CSV or JSONL with columns step, seconds (and optionally input_tokens, "
+        "output_tokens: then tokens per call and output speed are fitted too)",
+    )
     ca.add_argument("--out", required=True, help="scenario TOML to write")
     ca.add_argument("--base", default="default", help="scenario whose other fields are kept")
     ca.add_argument("--name", default=None)

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sim.provider import RESET, TRUNCATED, Call, Decision, Provider
+from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from sim.rules import Counts, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
 from sim.upstream import ErrorShape
@@ -108,6 +108,38 @@ class FakeProvider:
         self._probe_scheduled = False
         self._last_decided_us = 0
         self.actions_inputs: dict[tuple[int, int], list[str]] = {}
+        self._armed: set[int] = set()
+        if scenario.quota_llm.shared or scenario.quota_tts.shared:
+            self.provider.arm = self._arm  # shared capacity: the provider decides, we wait
+
+    def _arm(self, at_us: int) -> None:
+        """A timer calling the provider's ``fire`` at model time ``at_us``."""
+        if at_us in self._armed:
+            return
+        self._armed.add(at_us)
+
+        def fire() -> None:
+            self._armed.discard(at_us)
+            self.provider.fire(max(at_us, self.now_us()))
+
+        delay = max(0, at_us - self.now_us()) / 1e6 * self.time_scale
+        asyncio.get_running_loop().call_later(delay, fire)
+
+    async def served(self, dec: Decision) -> Decision:
+        """Wait for a shared capacity to finish a PENDING request (:mod:`sim.sharing`)."""
+        assert dec.job is not None
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+
+        def resolve(d: Decision) -> None:
+            if not fut.done():
+                fut.set_result(d)
+
+        self.provider.wait(dec.job, resolve)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self.provider.forget(dec.job)
+            raise
 
     # -- clock -------------------------------------------------------------------------
     def now_us(self) -> int:
@@ -205,7 +237,9 @@ class FakeProvider:
             dec = await self.admit(cid, step, order, clip, api_key, sent)
             if sent is not None:  # decided without a pause just now: the latency runs from then
                 sent = self.epoch + self._last_decided_us / 1e6 * self.time_scale
-            if dec.status != 429:
+            if dec.latency_us == PENDING:  # a shared capacity serves it (sim.sharing)
+                dec = await self.served(dec)
+            elif dec.status != 429:
                 await self.sleep_us(dec.latency_us, sent)
             sent = None  # a later attempt's latency runs from its own start
             if dec.status in (RESET, TRUNCATED):
@@ -322,6 +356,8 @@ def quiet_injected_resets() -> None:
 
 
 def _rate_limited(dec: Decision, headers: dict[str, str]) -> JSONResponse:
+    if dec.rate is not None:  # OpenAI-style x-ratelimit-{limit,remaining,reset}-*
+        headers.update(dec.rate.headers())
     if dec.retry_after_ms is not None:
         headers["retry-after-ms"] = str(dec.retry_after_ms)
         headers["retry-after"] = str(math.ceil(dec.retry_after_ms / 1000))

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from sim.fast import quota_free, simulate_fast
 from sim.limiter import POLICIES
 from sim.model import simulate_many
+from sim.presets import apply_preset, load_preset
 from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
 from sim.schema import SCHEMA_VERSION, runs_frame, schema_upgrade_reason
 
@@ -76,12 +77,14 @@ class Cell:
     tenants: int = 1
     stagger_s: float = 0.0
     stagger_dist: str = "constant"
+    preset: str = ""  # a provider preset (sim.presets) instead of the in-flight ``quota``
 
     @property
     def cell_id(self) -> str:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.scenario)
         extra = "" if self.adaptive == "off" else f"__a-{self.adaptive}"
         extra += "" if self.tenants == 1 else f"__k{self.tenants}"
+        extra += f"__p-{self.preset}" if self.preset else ""
         return f"{self.backend}__{slug}__q{self.quota}__{self.mode}__c{self.concurrency}{extra}"
 
 
@@ -104,8 +107,11 @@ class SweepSpec:
     tenants: tuple[int, ...] = (1,)
     stagger_s: float = 0.0
     stagger_dist: str = "constant"
+    presets: tuple[str, ...] = ()  # provider presets swept next to the in-flight quotas
 
     def __post_init__(self) -> None:
+        for p in self.presets:
+            load_preset(p)  # a one-line error naming the preset
         for a in self.adaptives:
             if a not in POLICIES:
                 raise ValueError(f"adaptive: must be one of {', '.join(POLICIES)}; got {a!r}")
@@ -144,6 +150,16 @@ class SweepSpec:
         return cls(**kw)
 
 
+def split_quotas(quotas: Sequence[int | str] | None) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """``--quotas``: in-flight numbers and preset names (:mod:`sim.presets`); none given:
+    :data:`DEFAULT_QUOTAS`; presets alone: with the unlimited key (0) beside them."""
+    if not quotas:
+        return DEFAULT_QUOTAS, ()
+    numbers = tuple(q for q in quotas if isinstance(q, int))
+    presets = tuple(q for q in quotas if isinstance(q, str))
+    return (numbers or (0,)), presets
+
+
 def apply_quota(scenario: Scenario, quota: int) -> Scenario:
     """The scenario with both keys' in-flight limit set to ``quota`` (0 = unlimited)."""
     return scenario.with_quota(llm_inflight=quota, tts_inflight=quota)
@@ -154,7 +170,7 @@ def grid_cells(spec: SweepSpec) -> list[Cell]:
     for sc in spec.scenario_objects():
         for backend in spec.backends:
             reps = spec.sim_reps if backend == "sim" else spec.real_reps
-            for q in spec.quotas:
+            for q, preset in [(q, "") for q in spec.quotas] + [(0, p) for p in spec.presets]:
                 for k in spec.tenants:
                     st = spec.stagger_s
                     cells.append(
@@ -171,6 +187,7 @@ def grid_cells(spec: SweepSpec) -> list[Cell]:
                             k,
                             st,
                             spec.stagger_dist,
+                            preset,
                         )
                     )
                     for mode in spec.modes:
@@ -192,6 +209,7 @@ def grid_cells(spec: SweepSpec) -> list[Cell]:
                                         k,
                                         st,
                                         spec.stagger_dist,
+                                        preset,
                                     )
                                 )
     return cells
@@ -199,7 +217,7 @@ def grid_cells(spec: SweepSpec) -> list[Cell]:
 
 def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = None) -> pd.DataFrame:
     """All runs of one cell as tidy rows (per-scene lists dropped)."""
-    sc = apply_quota(scenario, cell.quota)
+    sc = apply_preset(scenario, cell.preset) if cell.preset else apply_quota(scenario, cell.quota)
     t0 = time.perf_counter()
     if cell.backend == "sim":
         if quota_free(sc) and cell.adaptive == "off" and cell.tenants == 1:
@@ -260,6 +278,7 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
     df["backend"] = cell.backend
     df["world"] = df["world"].astype(str)
     df["quota"] = cell.quota
+    df["preset"] = cell.preset
     df["adaptive"] = cell.adaptive
     df["tenants"] = cell.tenants
     df["cell_id"] = cell.cell_id
@@ -713,7 +732,7 @@ def default_spec(
     real_reps: int | None = None,
     real_clock: str = "virtual",
     real_time_scale: float | None = None,
-    quotas: Sequence[int] | None = None,
+    quotas: Sequence[int | str] | None = None,
     concurrencies: Sequence[int] | None = None,
     adaptives: Sequence[str] = ("off",),
     tenants: Sequence[int] = (1,),
@@ -726,6 +745,7 @@ def default_spec(
         else (["default"] if quick else ["default", "content-heavy", "tts-heavy"])
     )
     profiles = list(upstreams) if upstreams else [None]
+    numbers, presets = split_quotas(quotas)
     maps = tuple(
         _named(load_scenario(n, upstream=p), n, p, len(profiles) > 1).to_mapping()
         for n in names
@@ -734,7 +754,8 @@ def default_spec(
     return SweepSpec(
         scenarios=maps,
         backends=tuple(backends),
-        quotas=tuple(quotas) if quotas else DEFAULT_QUOTAS,
+        quotas=numbers,
+        presets=presets,
         concurrencies=tuple(concurrencies) if concurrencies else tuple(range(1, 11)),
         sim_reps=sim_reps or (1000 if quick else 2000),
         real_reps=real_reps or (10 if quick else 40),

@@ -14,6 +14,15 @@ For random latencies the pipelined makespan with unlimited quota is bounded
 below by the critical path ``C_0 + Σ S_i`` and, for ``c >= N``, equals the longest
 path ``max_i (C_i + Σ_{j>=i} S_j)`` (equal to ``C_0 + Σ S_i`` whenever content 0 is
 on the longest path).
+
+Shared capacity (issue 12, :mod:`sim.sharing`): an LLM server whose aggregate
+throughput at ``n`` requests in service is ``T(n)``, efficiency ``e(n) = T(n)/T(1)``
+(``T`` flat after its last point). ``w`` requests of equal solo time ``C`` started
+together finish together after ``w·C/e(w)``. So hybrid with cap ``c`` (TTS elsewhere,
+actions alone on the server) takes ``Σ_waves w·C/e(w) + N·S`` exactly, and the
+pipelined makespan is at least the LLM work over the best rate it can reach,
+``N·(C+A)/max_{n<=c+1} e(n)`` (``c`` contents and one actions in service), and at least
+the critical path: with a flat curve and no TTS pipelining gives no speedup at all.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ __all__ = [
     "scene_tail",
     "serial_makespan",
     "serial_ttfs",
+    "shared_efficiency",
+    "shared_hybrid_makespan",
+    "shared_pipelined_speedup_bound",
 ]
 
 
@@ -111,3 +123,43 @@ def longest_path(contents_s: Sequence[float], tails_s: Sequence[float]) -> float
         suffix += s_i
         best = max(best, c_i + suffix)
     return best
+
+
+def shared_efficiency(curve: Sequence[float], n: int) -> float:
+    """``e(n) = T(n)/T(1)`` of an aggregate-throughput curve (flat after its last point)."""
+    if not curve or n <= 1:
+        return 1.0
+    return curve[min(n, len(curve)) - 1] / curve[0]
+
+
+def shared_hybrid_makespan(
+    n: int, c: int, content_s: float, tail_s: float, curve: Sequence[float]
+) -> float:
+    """Hybrid on a shared LLM server, constant latencies: waves of ``min(c, left)`` contents
+    finishing together after ``w·C/e(w)``, then ``N`` tails with the server to themselves."""
+    if c <= 1 or n <= 1:
+        return serial_makespan(n, content_s, tail_s)
+    total, left = 0.0, n
+    while left > 0:
+        w = min(c, left)
+        total += w * content_s / shared_efficiency(curve, w)
+        left -= w
+    return total + n * tail_s
+
+
+def shared_pipelined_speedup_bound(
+    n: int,
+    c: int,
+    content_s: float,
+    actions_s: float,
+    tail_s: float,
+    curve: Sequence[float],
+) -> float:
+    """Best pipelined speedup over serial on a shared LLM server (TTS elsewhere):
+    ``N(C+S) / max(N(C+A)/max_{k<=c+1} e(k), C + N·S)``. A flat curve and ``S = A`` (no
+    TTS) give exactly 1: no speedup."""
+    if c <= 1:
+        return 1.0
+    best = max(shared_efficiency(curve, k) for k in range(1, c + 2))
+    floor = max(n * (content_s + actions_s) / best, content_s + n * tail_s)
+    return serial_makespan(n, content_s, tail_s) / floor

@@ -71,7 +71,14 @@ def read_trace(path: str | Path) -> pd.DataFrame:
     sec = pd.to_numeric(df["seconds"], errors="coerce")
     if sec.isna().any() or (sec < 0).any() or not np.isfinite(sec).all():
         raise ScenarioError("trace.seconds: must be finite numbers >= 0")
-    return pd.DataFrame({"step": df["step"].astype(str), "seconds": sec.astype(float)})
+    out = pd.DataFrame({"step": df["step"].astype(str), "seconds": sec.astype(float)})
+    for col in ("input_tokens", "output_tokens"):  # optional (sim.calibrate_tokens)
+        if col in df.columns:
+            v = pd.to_numeric(df[col], errors="coerce")
+            if (v < 0).any() or np.isinf(v).any():
+                raise ScenarioError(f"trace.{col}: must be counts >= 0 (or empty)")
+            out[col] = v.astype(float)
+    return out
 
 
 def _fit(step: str, name: str, dist: Dist, x: np.ndarray[Any, Any], logpdf: Any, k: int) -> Fit:

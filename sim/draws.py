@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .scenario import STEPS, Scenario
+from .tokens import decode_us, tokens_to_int
 
 __all__ = [
     "KIND_5XX",
@@ -28,6 +29,8 @@ __all__ = [
     "KIND_FAULT",
     "KIND_JITTER",
     "KIND_LATENCY",
+    "KIND_TOKENS_IN",
+    "KIND_TOKENS_OUT",
     "STAGGER_DISTS",
     "Draws",
     "client_jitter_u",
@@ -40,6 +43,8 @@ KIND_429 = 1
 KIND_5XX = 2
 KIND_FAULT = 3
 KIND_JITTER = 4  # the client's retry jitter U[0, 1) after a failed attempt (#788)
+KIND_TOKENS_IN = 5  # a call's input tokens (drawn once per call: attempt 0)
+KIND_TOKENS_OUT = 6  # an attempt's output tokens (characters for TTS)
 _SPEECHES_KEY = (99, 0, 0)
 _PLAYBACK_KEY = (98, 0, 0)  # the audio duration of each speech clip (the learner's playback)
 US_PER_S = 1_000_000
@@ -70,6 +75,7 @@ class Draws:
         self._lat: dict[tuple[int, int], NDArray[np.int64]] = {}
         self._speeches: NDArray[np.int64] | None = None
         self._audio: NDArray[np.int64] | None = None
+        self._tok: dict[tuple[int, int, int], NDArray[np.int64]] = {}
 
     def _per(self, step: int) -> int:
         return self.n * self.kmax if step == 2 else self.n
@@ -112,8 +118,33 @@ class Draws:
             else:
                 out = (sc.actions if step == 1 else sc.tts).quantile(u)
             lat = seconds_to_us(out)
+            spec = sc.step_tokens(step)
+            if spec is not None and spec.derived:  # time to first token + output / speed
+                lat = lat + decode_us(self.tokens_out(step, attempt), spec.output_tps)
             self._lat[(step, attempt)] = lat
         return lat
+
+    def tokens_in(self, step: int) -> NDArray[np.int64]:
+        """A call's input tokens (0 without a distribution); same shape as latencies."""
+        return self._tokens(step, 0, KIND_TOKENS_IN)
+
+    def tokens_out(self, step: int, attempt: int) -> NDArray[np.int64]:
+        """An attempt's output tokens (TTS: characters); same shape as latencies."""
+        return self._tokens(step, attempt, KIND_TOKENS_OUT)
+
+    def _tokens(self, step: int, attempt: int, kind: int) -> NDArray[np.int64]:
+        key = (step, attempt, kind)
+        got = self._tok.get(key)
+        if got is None:
+            spec = self.scenario.step_tokens(step)
+            dist = None if spec is None else (spec.input if kind == KIND_TOKENS_IN else spec.output)
+            shape = (self.hi - self.lo, self._per(step))
+            if dist is None:
+                got = np.zeros(shape, dtype=np.int64)
+            else:
+                got = tokens_to_int(dist.quantile(self.uniforms(key, self._per(step))))
+            self._tok[key] = got
+        return got
 
     def speeches(self) -> NDArray[np.int64]:
         """Speech actions per scene, shape ``(classrooms, N)``."""

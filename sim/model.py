@@ -27,7 +27,7 @@ from simpy.events import NORMAL, Event, EventPriority
 
 from .draws import Draws, tenant_offsets_us
 from .limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
-from .provider import RESET, TRUNCATED, Call, Decision, Provider
+from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from .qoe import qoe_of_run
 from .rules import (
     Counts,
@@ -146,6 +146,39 @@ class _World:
         self.provider = provider
         self.batches: dict[int, _Batch] = {}
         self.timeout_us = round(scenario.request_timeout_s * 1e6)
+        self._armed: set[int] = set()
+        if scenario.quota_llm.shared or scenario.quota_tts.shared:
+            provider.arm = self._arm  # shared capacity: the provider decides, we wait
+
+    def _arm(self, at_us: int) -> None:
+        """A timer calling the provider's :meth:`~sim.provider.Provider.fire` at ``at_us``."""
+        if at_us in self._armed:
+            return
+        self._armed.add(at_us)
+
+        def fire(_ev: Event) -> None:
+            self._armed.discard(at_us)
+            self.provider.fire(int(self.env.now))
+
+        self.env.timeout(max(0, at_us - int(self.env.now))).callbacks.append(fire)
+
+    def _served(self, dec: Decision, deadline_us: int) -> Generator[Event, Any, Decision]:
+        """Wait for a shared capacity to finish a request, or for the client's deadline (a
+        request ending at the deadline is in time)."""
+        assert dec.job is not None
+        env = self.env
+        ev = Event(env)
+        self.provider.wait(dec.job, ev.succeed)
+        if not ev.triggered:
+            yield ev | env.timeout(deadline_us - int(env.now))
+            if not ev.triggered:
+                self.provider.fire(int(env.now))
+            if not ev.triggered:
+                self.provider.forget(dec.job)
+                return _TIMEOUT
+        done = ev.value
+        assert isinstance(done, Decision)
+        return done
 
     def _flush(self, batch: Event) -> None:
         assert isinstance(batch, _Batch)
@@ -172,6 +205,8 @@ class _World:
             dec: Decision = yield ev
         else:
             dec = prov.decide(call, int(env.now))
+        if dec.latency_us == PENDING:
+            return (yield from self._served(dec, deadline_us))
         now = int(env.now)
         if now + dec.latency_us > deadline_us:
             yield env.timeout(deadline_us - now)

@@ -15,6 +15,14 @@ on integer-microsecond model time:
    connection (status ``RESET``) or a truncated JSON body (status ``TRUNCATED``)
    after the latency, or a stall (a 200 after ``stall_s``); else 200.
 
+Issue 12 adds, after the RPM bucket: a per-second window and token buckets
+(:mod:`sim.tokens`; a 429 from them spends nothing and carries the wait until they would
+admit the call, and OpenAI-style ``x-ratelimit-*`` values in :attr:`Decision.rate`), and
+a shared capacity (:mod:`sim.sharing`): an admitted request on such a key gets a
+``PENDING`` decision, its end is decided by :meth:`Provider.fire` when the world's timer
+(set through :attr:`Provider.arm`) fires, and the world only waits (:meth:`Provider.wait`).
+A request the queue refuses or holds out has still spent its tokens and its RPM token.
+
 Requests arriving on one key at the same instant are decided in the canonical
 order of :func:`arrival_order` (step, then classroom, outline order, clip, attempt),
 whatever order they physically arrived in; both worlds batch such arrivals. The
@@ -28,13 +36,26 @@ frees the slot for the next content, so actions reaches the provider first;
 from __future__ import annotations
 
 import heapq
+import math
 from collections import OrderedDict, deque
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, cast
 
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws, client_jitter_u
 from .scenario import Quota, Scenario
+from .sharing import SharedCore
+from .tokens import RateInfo, SecondWindow, TokenBuckets
 
-__all__ = ["RESET", "TRUNCATED", "Call", "Decision", "KeyState", "Provider", "arrival_order"]
+__all__ = [
+    "PENDING",
+    "RESET",
+    "TRUNCATED",
+    "Call",
+    "Decision",
+    "KeyState",
+    "Provider",
+    "arrival_order",
+]
 
 RESET = 1  # decision status: the connection is reset after the latency
 TRUNCATED = 2  # decision status: a 200 with a cut JSON body after the latency
@@ -58,7 +79,9 @@ class Decision(NamedTuple):
     latency_us: int  # 0 for an immediate 429
     retry_after_ms: int | None
     inflight: int  # requests in flight on the key at arrival (before this one)
-    reason: str  # "ok", "5xx", "inflight", "rpm", "random"
+    reason: str  # "ok", "5xx", "inflight", "rpm", "random", "rps", "tpm", "itpm", "otpm", …
+    rate: RateInfo | None = None  # the x-ratelimit-* values of a 429 (:mod:`sim.tokens`)
+    job: tuple[int, ...] | None = None  # a shared-capacity job to wait for (latency PENDING)
 
 
 _RANK_ACTIONS_FIRST = (1, 0, 2)  # rank of content, actions, tts
@@ -73,7 +96,17 @@ def arrival_order(call: Call, actions_first: bool = True) -> tuple[int, int, int
 class KeyState:
     """Quota state of one API key."""
 
-    __slots__ = ("_ends", "cap", "last_us", "quota", "rate_per_us", "tokens")
+    __slots__ = (
+        "_ends",
+        "buckets",
+        "cap",
+        "core",
+        "last_us",
+        "quota",
+        "rate_per_us",
+        "tokens",
+        "window",
+    )
 
     def __init__(self, quota: Quota) -> None:
         self.quota = quota
@@ -82,6 +115,16 @@ class KeyState:
         self.tokens = self.cap
         self.last_us = 0
         self.rate_per_us = quota.rpm / 60e6
+        q = quota
+        self.buckets = (
+            TokenBuckets(q.tpm, q.itpm, q.otpm, q.token_refund) if q.tokens_limited else None
+        )
+        self.window = SecondWindow(q.rpm) if q.rpm_per_second else None
+        self.core = (
+            SharedCore(q.throughput, q.parallel, q.max_queue, round(q.max_hold_s * 1e6))
+            if q.shared
+            else None
+        )
 
     def inflight(self, now_us: int) -> int:
         ends = self._ends
@@ -90,10 +133,17 @@ class KeyState:
         return len(ends)
 
     def decide(
-        self, now_us: int, latency_us: int, u429: float, u5xx: float, ufault: float = 1.0
+        self,
+        now_us: int,
+        latency_us: int,
+        u429: float,
+        u5xx: float,
+        ufault: float = 1.0,
+        need: tuple[int, int] = (0, 0),
     ) -> Decision:
+        """``need``: the call's estimated (input, output) tokens for the token buckets."""
         q = self.quota
-        n = self.inflight(now_us)
+        n = len(self.core) if self.core is not None else self.inflight(now_us)
         ra = None if q.retry_after_s is None else round(q.retry_after_s * 1000)
         if q.max_inflight and n >= q.max_inflight:
             return Decision(429, 0, ra, n, "inflight")
@@ -102,7 +152,12 @@ class KeyState:
             self.tokens = tokens if tokens < self.cap else self.cap
             self.last_us = now_us
             if self.tokens < 1.0:
-                return Decision(429, 0, ra, n, "rpm")
+                return Decision(429, 0, ra, n, "rpm", self.rate_info(now_us, None))
+        if self.buckets is not None or self.window is not None:
+            limited = self._limits(now_us, need, n, ra)
+            if limited is not None:
+                return limited
+        if q.rpm > 0:
             self.tokens -= 1.0
         if u429 < q.p_429:
             return Decision(429, 0, ra, n, "random")
@@ -121,6 +176,43 @@ class KeyState:
             return Decision(TRUNCATED, latency_us, None, n, "truncated")
         heapq.heappush(self._ends, now_us + latency_us)
         return Decision(200, latency_us, None, n, "ok")
+
+    def _limits(
+        self, now_us: int, need: tuple[int, int], n: int, ra: int | None
+    ) -> Decision | None:
+        """The per-second window and the token buckets (:mod:`sim.tokens`): a 429 whose
+        Retry-After is the wait until they would admit the call, or ``None`` (spent)."""
+        hit: tuple[str, int] | None = None
+        if self.window is not None:
+            wait = self.window.check(now_us)
+            hit = None if wait is None else ("rps", wait)
+        if hit is None and self.buckets is not None:
+            hit = self.buckets.check(now_us, *need)
+        if hit is not None:
+            reason, wait = hit
+            if ra is not None and wait >= 0:
+                ra = -(-wait // 1000)
+            return Decision(429, 0, ra, n, reason, self.rate_info(now_us, reason))
+        if self.window is not None:
+            self.window.spend()
+        if self.buckets is not None:
+            self.buckets.spend(*need)
+        return None
+
+    def rate_info(self, now_us: int, which: str | None) -> RateInfo:
+        """OpenAI-style ``x-ratelimit-*`` values now (requests: the RPM bucket; tokens: the
+        bucket ``which``, else the first)."""
+        q = self.quota
+        req = (-1, -1, -1)
+        if q.rpm > 0:
+            missing = self.cap - self.tokens
+            reset = math.ceil(missing / self.rate_per_us) if missing > 0 else 0
+            req = (int(q.rpm), max(0, math.floor(self.tokens)), reset)
+        tok = self.buckets.info(which) if self.buckets is not None else (-1, -1, -1)
+        return RateInfo(*req, *tok)
+
+
+PENDING = -1  # Decision.latency_us of a request a shared capacity is still serving
 
 
 class Provider:
@@ -148,6 +240,13 @@ class Provider:
         self.log: deque[tuple[object, ...]] = deque(maxlen=max_log)
         # Test hook: admitted calls of (step, order) or (step, order, clip) answer this status.
         self.force_status: dict[tuple[int, ...], int] = {}
+        # Shared capacity (sim.sharing): the world sets ``arm`` to call fire(at) at ``at``.
+        self.arm: Callable[[int], None] | None = None
+        self._jobs: dict[tuple[int, ...], tuple[Decision, int, KeyState, list[object] | None]] = {}
+        self._waiters: dict[tuple[int, ...], Callable[[Decision], object]] = {}
+        self._results: dict[tuple[int, ...], Decision] = {}
+        self._unused: dict[tuple[int, ...], int] = {}  # output tokens to refund at the end
+        self._forgotten: set[tuple[int, ...]] = set()
 
     def arrival_key(self, call: Call) -> tuple[int, int, int, int, int]:
         """:func:`arrival_order` under this scenario's hand-off rule."""
@@ -157,6 +256,11 @@ class Provider:
         """Forget quota state and the log (a fresh provider with the same seed)."""
         self._keys.clear()
         self.log.clear()
+        self._jobs.clear()
+        self._waiters.clear()
+        self._results.clear()
+        self._unused.clear()
+        self._forgotten.clear()
 
     def draws_for(self, cid: int) -> tuple[Draws, int]:
         fixed = self._fixed
@@ -200,13 +304,29 @@ class Provider:
         u429 = float(d.fault_u(call.step, call.attempt, KIND_429)[row, col]) if q.p_429 else 1.0
         u5xx = float(d.fault_u(call.step, call.attempt, KIND_5XX)[row, col]) if q.p_5xx else 1.0
         uf = float(d.fault_u(call.step, call.attempt, KIND_FAULT)[row, col]) if q.faulty else 1.0
-        dec = self.key_state(call.step, call.api_key).decide(now_us, lat, u429, u5xx, uf)
+        ks = self.key_state(call.step, call.api_key)
+        need, used = self._need(ks, call, d, row, col)
+        if ks.core is not None:
+            self.fire(now_us)  # what ended by now has left (normally the worlds' timers did)
+        dec = ks.decide(now_us, lat, u429, u5xx, uf, need)
+        if ks.buckets is not None and dec.status != 429 and ks.core is None:
+            ks.buckets.refund_at(now_us + dec.latency_us, need[1] - used)
         if self.force_status and dec.status != 429:
             forced = self.force_status.get(
                 (call.step, call.order, call.clip), self.force_status.get((call.step, call.order))
             )
             if forced is not None:
                 dec = dec._replace(status=forced, reason="forced")
+        row_log: list[object] | None = None
+        if ks.core is not None and dec.status != 429 and dec.reason != "stall":
+            dec = self._join(ks, call, dec, now_us, need[1] - used)
+            if dec.latency_us == PENDING and self.keep_log:
+                arr = now_us if arrival_us is None else arrival_us
+                row_log = [*call[:6], arr, now_us, now_us, dec.status, dec.inflight, dec.reason]
+                self.log.append(row_log)  # type: ignore[arg-type]  # its end is set later
+                job_dec, arrived, _, _ = self._jobs[call[:5]]
+                self._jobs[call[:5]] = (job_dec, arrived, ks, row_log)
+                return dec
         if self.keep_log:
             arr = now_us if arrival_us is None else arrival_us
             self.log.append(
@@ -226,3 +346,81 @@ class Provider:
                 )
             )
         return dec
+
+    def _need(
+        self, ks: KeyState, call: Call, d: Draws, row: int, col: int
+    ) -> tuple[tuple[int, int], int]:
+        """The call's estimated (input, output) tokens, and its actual output tokens."""
+        spec = self.scenario.step_tokens(call.step)
+        if ks.buckets is None or spec is None:
+            return (0, 0), 0
+        tin = int(d.tokens_in(call.step)[row, col])
+        tout = int(d.tokens_out(call.step, call.attempt)[row, col])
+        return spec.estimate(tin, tout), tout
+
+    # -- shared capacity (sim.sharing): the worlds wait, the provider decides ----------
+    def _join(self, ks: KeyState, call: Call, dec: Decision, now_us: int, unused: int) -> Decision:
+        """Hand an admitted request to its key's shared capacity: the queue-full answer
+        at once, else a PENDING decision whose end :meth:`fire` decides."""
+        assert ks.core is not None
+        job = tuple(call[:5])
+        if not ks.core.add(now_us, job, dec.latency_us):
+            return Decision(ks.quota.queue_status, 0, None, dec.inflight, "queue-full")
+        self._jobs[job] = (dec._replace(job=job), now_us, ks, None)
+        if ks.buckets is not None and unused > 0:
+            self._unused[job] = unused
+        self._arm_next()
+        return dec._replace(latency_us=PENDING, job=job)
+
+    def _arm_next(self) -> None:
+        if self.arm is None:
+            return
+        times = [
+            t
+            for ks in self._keys.values()
+            if ks.core is not None and (t := ks.core.next_event_us()) is not None
+        ]
+        if times:
+            self.arm(min(times))
+
+    def fire(self, now_us: int) -> None:
+        """Move every shared capacity to ``now_us``; answer the requests that ended."""
+        for ks in self._keys.values():
+            if ks.core is None or not len(ks.core):
+                continue
+            for f in ks.core.advance(now_us):
+                job = cast(tuple[int, ...], f.key)
+                dec, arrived, _, row_log = self._jobs.pop(job)
+                if f.expired:
+                    dec = Decision(ks.quota.queue_status, 0, None, dec.inflight, "held")
+                dec = dec._replace(latency_us=f.at_us - arrived, job=job)
+                unused = self._unused.pop(job, 0)
+                if ks.buckets is not None and not f.expired:
+                    ks.buckets.refund_at(f.at_us, unused)
+                if row_log is not None:
+                    row_log[8], row_log[9], row_log[11] = f.at_us, dec.status, dec.reason
+                waiter = self._waiters.pop(job, None)
+                if waiter is not None:
+                    waiter(dec)
+                elif job in self._forgotten:
+                    self._forgotten.discard(job)
+                else:
+                    self._results[job] = dec
+        self._arm_next()
+
+    def wait(self, job: tuple[int, ...], resolve: Callable[[Decision], object]) -> None:
+        """Call ``resolve`` with the final decision of a PENDING ``job`` when it ends (at
+        once if it already has)."""
+        done = self._results.pop(job, None)
+        if done is not None:
+            resolve(done)
+        else:
+            self._waiters[job] = resolve
+
+    def forget(self, job: tuple[int, ...]) -> None:
+        """The client gave up on ``job``: it keeps its place, nobody hears its end."""
+        self._waiters.pop(job, None)
+        if job in self._jobs:
+            self._forgotten.add(job)
+        else:
+            self._results.pop(job, None)

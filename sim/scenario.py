@@ -28,6 +28,7 @@ from .rules import (
     Step,
     check_number,
 )
+from .tokens import StepTokens, check_limits, step_tokens_from_mapping
 from .upstream import ClientProfile, client_from_mapping
 
 __all__ = [
@@ -63,6 +64,16 @@ class Quota:
     connection is reset mid-response after the latency), ``p_truncate`` (a 200
     whose JSON body is cut short), ``p_stall`` (the answer takes ``stall_s``
     instead of the latency: past the client's timeout, the client gives up).
+
+    Issue 12 (:mod:`sim.tokens`, :mod:`sim.sharing`): token buckets ``tpm`` (input +
+    output), ``itpm``, ``otpm`` (tokens per minute, continuous refill, checked against a
+    call's estimated tokens; ``token_refund`` gives the unused output estimate back when
+    the call ends); ``rpm_per_second`` also enforces ``ceil(rpm/60)`` requests per
+    second. A 429 from these carries the time until the limit would admit the call as
+    its Retry-After (``retry_after_s`` ``None``: no header). A shared capacity:
+    ``throughput`` (aggregate tokens/s at 1, 2, … in service: processor sharing),
+    ``parallel`` (in service at once; the rest queue), ``max_queue``, ``max_hold_s`` and
+    ``queue_status`` (the answer to a request the queue cannot take or held too long).
     """
 
     max_inflight: int = 0
@@ -76,9 +87,20 @@ class Quota:
     p_stall: float = 0.0
     p_truncate: float = 0.0
     stall_s: float = 900.0
+    tpm: int = 0
+    itpm: int = 0
+    otpm: int = 0
+    token_refund: bool = False
+    rpm_per_second: bool = False
+    throughput: tuple[float, ...] = ()
+    parallel: int = 0
+    max_queue: int = 0
+    max_hold_s: float = 0.0
+    queue_status: int = 503
 
     def __post_init__(self) -> None:
         _num("max_inflight", self.max_inflight, integer=True)
+        check_limits(self)
         _num("rpm", self.rpm)
         _num("rpm_burst", self.rpm_burst, integer=True)
         _num("p_429", self.p_429, hi=1.0)
@@ -107,7 +129,17 @@ class Quota:
     @property
     def limited(self) -> bool:
         """True when admission depends on other requests (in-flight cap or bucket)."""
-        return self.max_inflight > 0 or self.rpm > 0
+        return self.max_inflight > 0 or self.rpm > 0 or self.tokens_limited or self.shared
+
+    @property
+    def tokens_limited(self) -> bool:
+        """True when a token bucket limits the key (:mod:`sim.tokens`)."""
+        return self.tpm > 0 or self.itpm > 0 or self.otpm > 0
+
+    @property
+    def shared(self) -> bool:
+        """True when the key's capacity is shared by its requests (:mod:`sim.sharing`)."""
+        return bool(self.throughput) or self.parallel > 0
 
     @property
     def bucket_capacity(self) -> float:
@@ -135,6 +167,7 @@ class Scenario:
     parallel_scene_concurrency: int = 0
     description: str = ""
     sources: tuple[str, ...] = ()
+    tokens: Mapping[str, StepTokens] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _num("classroom.outlines", self.outlines, lo=1, hi=1000, integer=True)
@@ -152,6 +185,13 @@ class Scenario:
                 raise ScenarioError(
                     f"latency.content_by_type: keys must be one of "
                     f"{', '.join(SCENE_TYPES)}; got {t!r}"
+                )
+        for key, q, steps in (("llm", self.quota_llm, (0, 1)), ("tts", self.quota_tts, (2,))):
+            if q.tokens_limited and all(self.step_tokens(i) is None for i in steps):
+                need = "content/actions" if key == "llm" else "tts"
+                raise ScenarioError(
+                    f"quota.{key}.tpm: a token bucket needs a [tokens.{need}] table "
+                    "(tokens per call)"
                 )
         _num("run.time_scale", self.time_scale, hi=100.0, lo_open=True)
         _num("run.request_timeout_s", self.request_timeout_s, hi=86400.0, lo_open=True)
@@ -176,6 +216,10 @@ class Scenario:
 
     def content_dist(self, order: int) -> Dist:
         return self.content_by_type.get(self.scene_type(order), self.content)
+
+    def step_tokens(self, step: int) -> StepTokens | None:
+        """The ``[tokens.<step>]`` table of step 0, 1 or 2, if any (:mod:`sim.tokens`)."""
+        return self.tokens.get(STEPS[step])
 
     @property
     def max_clips(self) -> int:
@@ -203,6 +247,7 @@ class Scenario:
             d = dataclasses.asdict(q)
             if d["retry_after_s"] is None:
                 del d["retry_after_s"]
+            d["throughput"] = list(q.throughput)
             return d
 
         return {
@@ -229,6 +274,11 @@ class Scenario:
                 ),
             },
             "quota": {"llm": quota(self.quota_llm), "tts": quota(self.quota_tts)},
+            **(
+                {"tokens": {k: v.to_mapping(k == "tts") for k, v in self.tokens.items()}}
+                if self.tokens
+                else {}
+            ),
             "client": self.client.to_mapping(),
             "playback": self.playback.to_mapping(),
             "run": {
@@ -250,6 +300,7 @@ _TOP = {
     "client",
     "playback",
     "run",
+    "tokens",
 }
 _SECTIONS: dict[str, set[str]] = {
     "classroom": {"outlines", "scene_types", "speech_actions"},
@@ -257,6 +308,7 @@ _SECTIONS: dict[str, set[str]] = {
     "quota": {"llm", "tts"},
     "retry": {"llm", "tts", "foreground_llm", "foreground_tts"},
     "run": {"time_scale", "request_timeout_s", "parallel_scene_concurrency"},
+    "tokens": set(STEPS),
 }
 
 
@@ -354,6 +406,10 @@ def scenario_from_mapping(
         time_scale=run.get("time_scale", 0.01),
         request_timeout_s=run.get("request_timeout_s", 600.0),
         parallel_scene_concurrency=run.get("parallel_scene_concurrency", 0),
+        tokens={
+            k: _sub(f"tokens.{k}", step_tokens_from_mapping, _table(f"tokens.{k}", v), k == "tts")
+            for k, v in sections["tokens"].items()
+        },
     )
 
 
