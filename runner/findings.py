@@ -89,13 +89,61 @@ def _why_off(cells: pd.DataFrame, name: str) -> list[str]:
     return rows
 
 
-def _scenario_section(cells: pd.DataFrame, name: str, v: dict[str, Any], sc: Scenario) -> list[str]:
+def _iv(d: dict[str, float], nd: int = 1) -> str:
+    return "–" if math.isnan(d["mean"]) else f"{d['mean']:.{nd}f}"
+
+
+def _qoe_table(qoe: dict[str, Any], name: str) -> list[str]:
+    """What the learner feels, per adaptive policy: the QoE rule's c per key limit."""
+    lines: list[str] = []
+    for pol, d in qoe.get("scenarios", {}).get(name, {}).items():
+        lines += [
+            "",
+            f"What learners feel with adaptive `{pol}` (QoE rule; default *c* = "
+            f"**{d['default']}**): mean stall serial → at *c*, startup, last scene ready.",
+            "",
+            "| key allows | *c* | stall (s) | startup (s) | last scene (s) | P(any failed) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for q in _QUOTAS:
+            e = d["by_quota"].get(str(q), d["by_quota"].get(q))
+            if e is None:
+                continue
+            ser = e["serial"]
+            lines.append(
+                f"| {_q(q)} | {e['concurrency']} | {_iv(ser['stall_s'])} → "
+                f"{_iv(e['stall_s'])} | {_iv(e['startup_s'])} | {_iv(e['last_scene_s'], 0)} | "
+                f"{_pct(e['p_any_failed']['mean'])} |"
+            )
+    return lines
+
+
+def _scenario_section(
+    cells: pd.DataFrame, name: str, rec: dict[str, Any], sc: Scenario
+) -> list[str]:
     lines = [f"### `{base_name(name)}` under `{sc.upstream}`", ""]
-    lines += _per_quota_table(cells, name, v)
+    lines += _per_quota_table(cells, name, rec["scenarios"][name])
     lines += ["", "P(any failed scene) on tight keys, serial vs pipelined:", ""]
     lines += _why_off(cells, name)
+    lines += _qoe_table(rec.get("qoe", {}), name)
     lines.append("")
     return lines
+
+
+def _gate_line(rec: dict[str, Any], scenarios: dict[str, Scenario]) -> list[str]:
+    """The QoE rule's default with scenebench's ``gate`` policy, when the sweep ran it."""
+    today = [n for n, s in scenarios.items() if s.upstream == DEFAULT_PROFILE]
+    per = rec.get("qoe", {}).get("scenarios", {})
+    cs = [per[n]["gate"]["default"] for n in today if "gate" in per.get(n, {})]
+    if not cs or len(cs) != len(today):
+        return []
+    return [
+        f"With scenebench's `gate` policy in the client (every attempt through a per-key "
+        f"gate in the order the learner needs it; not in upstream), the learner-first rule "
+        f"below admits *c* = **{min(cs)}** on every key of every scenario: failures at "
+        "serial's level, startup unchanged, less stall.",
+        "",
+    ]
 
 
 def render_findings(d: Path) -> str:
@@ -121,10 +169,11 @@ def render_findings(d: Path) -> str:
         "it fails no more classrooms than serial (+1 point) on every key that allows ≥ 2 "
         "requests in flight. A deployer who knows the key's limit can set *c* per the tables.",
         "",
+        *_gate_line(rec, scenarios),
     ]
     today = [n for n, s in scenarios.items() if s.upstream == DEFAULT_PROFILE] or list(scenarios)
     for name in today:
-        lines += _scenario_section(cells, name, rec["scenarios"][name], scenarios[name])
+        lines += _scenario_section(cells, name, rec, scenarios[name])
     lines += render_profile_section(cells, rec, scenarios)
     return "\n".join(lines).rstrip("\n") + "\n"
 
