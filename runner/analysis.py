@@ -1000,7 +1000,7 @@ def render_report(
 
 def render_results(d: Path) -> dict[str, Any]:
     """(Re-)render cells.csv, figures, REPORT.md and recommendation.json from runs.parquet."""
-    from .sweep import load_runs, write_atomic, write_json_atomic
+    from .results import load_runs, write_atomic, write_json_atomic
 
     runs, meta = load_runs(d)
     runs, preset_runs = split_presets(runs)  # provider presets: their own section

@@ -27,6 +27,7 @@ from sim.jobs import simulate_keygate_tenants as keygate_tenants
 from sim.scenario import Scenario, load_scenario
 
 from .provenance import dumps
+from .summary import summary
 
 __all__ = [
     "capacity",
@@ -38,12 +39,6 @@ __all__ = [
 
 FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0, 1.15)  # of the closed-form saturation
 SECTION = "## Server path: key capacity"
-
-
-def _cli() -> Any:
-    from . import cli
-
-    return cli
 
 
 def _keyed(a: argparse.Namespace) -> Scenario:
@@ -82,7 +77,6 @@ def _read_arrivals(path: str) -> list[float]:
 def _browser_keygate(a: argparse.Namespace) -> int:
     """``scenebench sim --key-gate`` (browser): ``--tenants`` classrooms per run, every call
     through the key-wide gates; the browser's summary."""
-    cli = _cli()
     sc = _keyed(a)
     results = [
         x
@@ -92,7 +86,7 @@ def _browser_keygate(a: argparse.Namespace) -> int:
             tts_concurrency=a.tts_concurrency, stagger_s=a.stagger_s, stagger_dist=a.stagger_dist,
         )
     ]  # fmt: skip
-    s = cli._summary(results) | {
+    s = summary(results) | {
         "scenario": sc.name,
         "client": "browser",
         "mode": a.mode,

@@ -18,13 +18,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sim.catalog import builtin_names, preset_names
+from sim.catalog import preset_names
 from sim.rules import MODES, ScenarioError, parse_knob
 from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
 
-if TYPE_CHECKING:  # the model and pandas load only when a command needs them (fast --help)
-    import numpy as np
+from .argtypes import _add_scenario, _int_in, _int_list, _positive_float
+from .summary import _summary
 
+if TYPE_CHECKING:  # the model and pandas load only when a command needs them (fast --help)
     from sim.scenario import Scenario
     from sim.schema import RunResult
 
@@ -64,52 +65,6 @@ def _error_line(e: Exception) -> str:
     if m:
         return f"{m.group(1)}: error: {m.group(2)}"
     return f"scenebench: error: {msg}"
-
-
-def _positive_float(name: str) -> Callable[[str], float]:
-    def conv(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number > 0, got {s!r}") from None
-        if not (v > 0 and math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"{name} must be a number > 0, got {s!r}")
-        return v
-
-    return conv
-
-
-def _int_in(name: str, lo: int, hi: int | None = None) -> Callable[[str], int]:
-    def conv(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be an integer >= {lo}{'' if hi is None else f' and <= {hi}'}, "
-                f"got {s!r}"
-            ) from None
-        if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(
-                f"{name} must be an integer >= {lo}{'' if hi is None else f' and <= {hi}'}, got {v}"
-            )
-        return v
-
-    return conv
-
-
-def _add_scenario(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--scenario",
-        default="default",
-        help=f"built-in name ({', '.join(builtin_names())}) or a TOML path",
-    )
-    p.add_argument(
-        "--upstream",
-        choices=profile_names(),
-        default=None,
-        help="the upstream profile whose client rules to follow (default: the scenario's "
-        f"[client] upstream, {DEFAULT_PROFILE} in the built-ins)",
-    )
 
 
 def _knob(s: str) -> int:
@@ -265,7 +220,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     sc = load_scenario(a.scenario, upstream=a.upstream)
     scale = a.time_scale
     if a.clock == "wall" and scale is None and a.base_url is None:
-        from .run import choose_time_scale
+        from .floor import choose_time_scale
 
         choice = choose_time_scale(
             sc,
@@ -316,39 +271,6 @@ def _cmd_run(a: argparse.Namespace) -> int:
             f"scenebench run: the provider stopped answering ({failures[0].line()})"
         )
     return 0
-
-
-def _qoe_summary(results: Sequence[RunResult]) -> dict[str, Any]:
-    from .qoe_report import qoe_summary
-
-    return qoe_summary(results)
-
-
-def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
-    import numpy as np
-
-    mk = np.array([r.makespan_s for r in results])
-    tf = np.array([r.ttfs_s for r in results])
-    tfv = tf[~np.isnan(tf)]
-
-    def q(x: np.ndarray[Any, Any], p: float) -> float | None:
-        return float(np.percentile(x, p)) if len(x) else None
-
-    return {
-        "reps": len(results),
-        "makespan_s": {"mean": float(mk.mean()), "p50": q(mk, 50), "p95": q(mk, 95)},
-        "ttfs_s": {
-            "mean": float(tfv.mean()) if len(tfv) else None,
-            "p50": q(tfv, 50),
-            "p95": q(tfv, 95),
-        },
-        "http_429_mean": float(np.mean([r.http_429 for r in results])),
-        "retries_mean": float(np.mean([r.retries for r in results])),
-        "failed_scenes_mean": float(np.mean([r.scenes_failed for r in results])),
-        "p_any_failed": float(np.mean([r.scenes_failed > 0 for r in results])),
-        "p_paused": float(np.mean([r.status == "paused" for r in results])),
-        **_qoe_summary(results),
-    }
 
 
 def _cmd_sim(a: argparse.Namespace) -> int:
@@ -492,15 +414,6 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         for line in report["lines"]:
             print(line)
     return 0
-
-
-def _int_list(name: str, lo: int, hi: int) -> Callable[[str], list[int]]:
-    conv = _int_in(name, lo, hi)
-
-    def f(s: str) -> list[int]:
-        return [conv(x) for x in s.split(",") if x.strip()]
-
-    return f
 
 
 def _quota_list(s: str) -> list[int | str]:

@@ -148,7 +148,7 @@ def _gate_line(rec: dict[str, Any], scenarios: dict[str, Scenario]) -> list[str]
 
 def render_findings(d: Path) -> str:
     """The findings page for the results folder ``d`` (deterministic in its saved data)."""
-    from .sweep import load_runs
+    from .results import load_runs
 
     runs, meta = load_runs(d)
     cells = cell_table(runs)
@@ -180,7 +180,7 @@ def render_findings(d: Path) -> str:
 
 def write_findings(d: Path, out: Path) -> None:
     """Render and write atomically."""
-    from .sweep import write_atomic
+    from .results import write_atomic
 
     text = render_findings(d)
     write_atomic(out, lambda p: p.write_text(text, encoding="utf-8"))

@@ -31,12 +31,14 @@ from sim.dists import Constant
 from sim.scenario import Scenario, load_scenario
 
 from .pipeline import Clock
-from .run import frozen_gc, pool_size, wall_client
+from .run import frozen_gc, pool_size, run_classroom, wall_client
 from .server import ServerProcess, ServerThread, create_app
 
 __all__ = [
     "FLOOR_CALL_S",
     "Floor",
+    "ScaleChoice",
+    "choose_time_scale",
     "floor_of_this_process",
     "floor_scenario",
     "measure_floor",
@@ -137,7 +139,7 @@ def measure_floor(*, call_s: float = FLOOR_CALL_S, rounds: int = 3, bare: bool =
     sc = floor_scenario(call_s)
     with contextlib.ExitStack() as stack:
         if multiprocessing.current_process().daemon:  # a daemonic worker starts no process
-            from .load import bare_app
+            from .bare import bare_app
 
             apps = [create_app(sc, 0, time_scale=1.0, keep_log=False)]
             apps += [bare_app(call_s), bare_app(0.0)] if bare else []
@@ -183,3 +185,65 @@ def pick_time_scale(
     digits = 1 - math.floor(math.log10(need))
     nice = math.ceil(need * 10**digits - 1e-9) / 10**digits
     return float(min(max_scale, max(min_scale, nice)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleChoice:
+    """A wall-clock run's time scale, picked from the floor measured before it."""
+
+    time_scale: float
+    floor_s: float  # real seconds per request beyond its latency, measured just now
+    requests: int  # requests of the virtual run of the same command and seed
+    model_s: float  # its makespan, model seconds
+    target: float
+
+    @property
+    def overhead_share(self) -> float:
+        """The floor's upper bound on the run's error: floor x requests / real duration."""
+        return self.floor_s * self.requests / (self.time_scale * self.model_s)
+
+    def line(self) -> str:
+        return (
+            f"time scale {self.time_scale:g} (picked: harness floor "
+            f"{self.floor_s * 1e3:.2f} ms/request x {self.requests} requests <= "
+            f"{100 * self.overhead_share:.2f}% of {self.model_s:.0f} model s; "
+            f"target {100 * self.target:g}%; set --time-scale to override)"
+        )
+
+
+def choose_time_scale(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int | None,
+    *,
+    tts_concurrency: int | None = None,
+    seed: int = 0,
+    run_id: int = 0,
+    adaptive: str = "off",
+    target: float = 0.005,
+    floor_s: float | None = None,
+) -> ScaleChoice:
+    """The time scale at which the harness's floor costs at most ``target`` of the run's
+    model time: the virtual run of the same command gives the requests and the makespan,
+    the floor is measured now (:func:`runner.floor.measure_floor`) unless given. Never
+    below the scenario's own ``time_scale``. The default target is half of the 1% budget:
+    the floor is measured on 20 ms calls, and waking after a longer sleep costs up to a
+    third more on a busy machine (docs/validation.md)."""
+    ref = run_classroom(
+        scenario,
+        mode,
+        concurrency,
+        tts_concurrency=tts_concurrency,
+        seed=seed,
+        run_id=run_id,
+        clock="virtual",
+        records=False,
+        adaptive=adaptive,
+    )
+    if floor_s is None:
+        floor_s = measure_floor(rounds=1, bare=False).harness_s
+    n = ref.requests + ref.timeouts
+    scale = pick_time_scale(
+        floor_s, n, ref.makespan_s, target=target, min_scale=scenario.time_scale
+    )
+    return ScaleChoice(scale, floor_s, n, ref.makespan_s, target)

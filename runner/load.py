@@ -16,11 +16,11 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sim.dists import Constant
 from sim.scenario import load_scenario
 
+from .bare import bare_app
 from .server import ServerProcess
 
 __all__ = ["LoadResult", "bare_app", "run_load"]
@@ -34,28 +34,6 @@ _BODY = json.dumps(
         "ttsApiKey": "load",
     }
 )
-
-
-def bare_app(latency_s: float) -> Any:
-    """The barest ASGI app: read the body, sleep ``latency_s``, answer a small JSON."""
-    payload = b'{"success": true, "audioId": "x", "base64": "AAAA", "format": "mp3"}'
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-    ]
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        more = True
-        while more:
-            msg = await receive()
-            more = msg.get("more_body", False)
-        await asyncio.sleep(latency_s)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-
-    return app
 
 
 @dataclass

@@ -650,7 +650,7 @@ def _serve_in_child(
     from sim.scenario import scenario_from_mapping
 
     if bare_latency_s is not None:
-        from .load import bare_app
+        from .bare import bare_app
 
         app: Any = bare_app(bare_latency_s)
     else:

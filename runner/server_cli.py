@@ -10,9 +10,9 @@ __all__ = ["add_capacity_parser", "add_server_args"]
 
 
 def _cli() -> Any:
-    from . import cli
+    from . import argtypes
 
-    return cli
+    return argtypes
 
 
 def _capacity(a: argparse.Namespace) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import json
 import multiprocessing
 import os
 import platform
@@ -44,20 +43,33 @@ from sim.limiter import POLICIES
 from sim.model import simulate_many
 from sim.presets import apply_preset, load_preset
 from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
-from sim.schema import SCHEMA_VERSION, runs_frame, schema_upgrade_reason
+from sim.schema import SCHEMA_VERSION, runs_frame
 
-from .provenance import dumps, git_commit, provenance
+from .provenance import git_commit, provenance
+from .results import (
+    RESULTS_KIND,
+    ResultsError,
+    load_runs,
+    read_metadata,
+    write_atomic,
+    write_json_atomic,
+)
 
 __all__ = [
+    "RESULTS_KIND",
     "Cell",
+    "ResultsError",
     "SweepSpec",
     "apply_quota",
     "grid_cells",
+    "load_runs",
+    "read_metadata",
     "run_cell",
     "run_sweep",
+    "write_atomic",
+    "write_json_atomic",
 ]
 
-RESULTS_KIND = "scenebench-sweep"
 DEFAULT_QUOTAS = (1, 2, 3, 5, 10, 0)
 BACKENDS = ("sim", "real")
 _LIST_COLUMNS = ("scene_order", "scene_ready_s", "failed_orders")
@@ -288,9 +300,8 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
 
 def _wall_time_scale(cell: Cell, sc: Scenario) -> float:
     """A wall-clock cell's time scale, picked from this process's floor so that the harness
-    costs at most 0.5% of model time (:func:`runner.run.choose_time_scale`); printed."""
-    from .floor import floor_of_this_process
-    from .run import choose_time_scale
+    costs at most 0.5% of model time (:func:`runner.floor.choose_time_scale`); printed."""
+    from .floor import choose_time_scale, floor_of_this_process
 
     choice = choose_time_scale(
         sc,
@@ -317,25 +328,6 @@ def _run_cell_job(
 
 
 # -- results folder ---------------------------------------------------------------------
-class ResultsError(Exception):
-    """A results folder that cannot be used (foreign, corrupted, or of another grid)."""
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Strict JSON (``null`` for NaN/Infinity), written through a temporary file."""
-    text = dumps(data, indent=2)
-    write_atomic(path, lambda p: p.write_text(text))
 
 
 def _git_commit() -> str:
@@ -381,31 +373,6 @@ def new_results_dir(root: Path, name: str) -> Path:
     d = _new_dir_name(root, name)
     (d / "cells").mkdir(parents=True)
     return d
-
-
-def read_metadata(d: Path) -> dict[str, Any]:
-    """The folder's metadata, or :class:`ResultsError` saying why it cannot be used."""
-    p = d / "metadata.json"
-    if not d.is_dir():
-        raise ResultsError(f"results folder {str(d)!r} does not exist")
-    if not p.is_file():
-        raise ResultsError(f"{str(d)!r} is not a scenebench results folder (no metadata.json)")
-    try:
-        meta = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise ResultsError(f"{str(p)!r} is corrupted ({e}); start a new sweep") from None
-    if not isinstance(meta, dict) or meta.get("kind") != RESULTS_KIND:
-        raise ResultsError(
-            f"{str(d)!r} is not a scenebench sweep folder (kind "
-            f"{meta.get('kind') if isinstance(meta, dict) else None!r})"
-        )
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        old = meta.get("schema_version")
-        why = schema_upgrade_reason(old)
-        raise ResultsError(
-            f"{str(d)!r} has schema version {old!r}; this scenebench reads {SCHEMA_VERSION}{why}"
-        )
-    return meta
 
 
 def finished_cells(d: Path) -> set[str]:
@@ -704,16 +671,6 @@ def finalize(d: Path) -> None:
     write_atomic(d / "runs.parquet", lambda p: runs.to_parquet(p, index=False))
     write_atomic(d / "runs.csv", lambda p: runs.to_csv(p, index=False))
     render_results(d)
-
-
-def load_runs(d: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    meta = read_metadata(d)
-    p = d / "runs.parquet"
-    if not p.is_file():
-        raise ResultsError(
-            f"{str(d)!r} has no runs.parquet (an unfinished sweep? scenebench sweep --resume {d})"
-        )
-    return pd.read_parquet(p), meta
 
 
 def _named(sc: Scenario, name: str, upstream: str | None, suffix: bool) -> Scenario:

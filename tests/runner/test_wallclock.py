@@ -7,8 +7,7 @@ import math
 import pytest
 
 from runner import run_classroom
-from runner.floor import pick_time_scale
-from runner.run import choose_time_scale
+from runner.floor import choose_time_scale, pick_time_scale
 from runner.validate import (
     ALL_PAUSED,
     FAIL,
