@@ -33,9 +33,9 @@ import httpx
 
 from sim.draws import Draws, client_jitter_u
 from sim.limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
-from sim.model import _Stats
 from sim.qoe import qoe_of_run
 from sim.rules import (
+    Counts,
     RunStatus,
     after_attempt,
     content_slots,
@@ -120,7 +120,7 @@ class _Fetch:
     status: int
     provider_status: int
     retry_after_us: int | None
-    counts: _Stats | None
+    counts: Counts | None
     data: dict[str, Any] | None
 
 
@@ -203,7 +203,7 @@ class ScenePipeline:
         self.clock = clock
         self.world = world
         self.seed = seed
-        self.stats = _Stats()
+        self.stats = Counts()
         self.attempt_failures: list[FailureReason] = []  # every unsuccessful attempt, and why
         self._aborted = False
         self._tasks: set[asyncio.Task[Any]] = set()

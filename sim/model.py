@@ -65,9 +65,6 @@ def effective_tts_concurrency(
     return tts_concurrency(mode, concurrency, tts_concurrency_, at_concurrency)
 
 
-_Stats = Counts
-
-
 class _Batch(Event):
     """Fires after every normal event of its instant: decides the batched arrivals."""
 
@@ -132,7 +129,7 @@ class _Fetch:
     provider_status: int
     retry_after_us: int | None
     attempts: int
-    counts: _Stats | None
+    counts: Counts | None
 
 
 _SEEN = {RESET: -1, TRUNCATED: -2}  # provider fault → what the client sees
@@ -225,7 +222,7 @@ class _World:
         policy = self.client.route_policy(step, fg)
         route_shape = self.client.provider_errors == ErrorShape.ROUTE
         deadline = int(env.now) + self.timeout_us
-        counts = _Stats()
+        counts = Counts()
         n = first
         while True:
             dec = yield from self.attempt(Call(cid, step, order, clip, n, key), deadline)
@@ -258,7 +255,7 @@ class _World:
         order: int,
         clip: int,
         fg: bool,
-        stats: _Stats,
+        stats: Counts,
         gate: _SimGate | None = None,
     ) -> Generator[Event, Any, bool]:
         """One step call with the client's retries; True on success. A gated call tells its
@@ -293,7 +290,7 @@ class _World:
         order: int,
         clip: int,
         fg: bool,
-        stats: _Stats,
+        stats: Counts,
         gate: _SimGate,
     ) -> Generator[Event, Any, bool]:
         """The ``gate`` policy: every attempt passes the key's gate at its rank (outline
@@ -337,7 +334,7 @@ class _World:
         cid: int,
         order: int,
         tts_c: int,
-        stats: _Stats,
+        stats: Counts,
         gate: _SimGate | None = None,
         fg: bool = False,
     ) -> Generator[Event, Any, bool]:
@@ -395,7 +392,7 @@ class _Classroom:
         self.c = c
         self.tts_c = tts_c
         self.adaptive = adaptive
-        self.stats = _Stats()
+        self.stats = Counts()
         self.ready: list[tuple[int, int]] = []
         self.failed: list[int] = []
         self.status = RunStatus.COMPLETED
