@@ -176,9 +176,9 @@ def test_set_timeout_is_scaled_and_math_random_pinned(mini_bundle: Bundle, u: fl
     ]
     gaps = [b.t_arrival_s - a.t_arrival_s for a, b in zip(t.requests, t.requests[1:], strict=False)]
     # in model seconds: unscaled sleeps would show up as gaps of 10 and 20 (1/0.1 times longer).
-    # A sleep never ends early; harness overhead only adds (one-sided, at most a second here).
+    # Hop overhead varies a little either way and only grows on a loaded machine.
     for gap, want in zip(gaps, [1.0 * (1 + u), 2.0 * (1 + u)], strict=True):
-        assert want - 0.05 <= gap <= want + TOL_S
+        assert want - HOP_S <= gap <= want + TOL_S
     assert (t.summary.status, t.summary.failed_orders, t.summary.scene_order) == (
         "paused",
         (0,),
