@@ -27,7 +27,8 @@ from sim.schema import runs_frame
 
 from .analysis import cell_table
 from .counts import FAILURE_BUDGET_PP
-from .provenance import dumps, provenance
+from .errors import UsageError
+from .provenance import dumps, provenance, provenance_line
 from .run import run_classroom
 from .sweep import apply_quota, write_json_atomic
 from .validate import PASS, WallCell, equivalence, first_divergence, validate_wall
@@ -35,9 +36,13 @@ from .validate import PASS, WallCell, equivalence, first_divergence, validate_wa
 __all__ = [
     "GATE_VERSION",
     "Metric",
+    "UndefinedMetrics",
     "compare",
+    "load_baseline",
     "measure",
     "render_table",
+    "report_json",
+    "report_lines",
     "save_baseline",
     "write_junit",
 ]
@@ -326,12 +331,60 @@ def write_junit(metrics: list[Metric], path: Path) -> None:
     ET.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)
 
 
+class UndefinedMetrics(ValueError):
+    """A measurement with undefined (NaN) metrics: it cannot become a baseline (exit 1, not a
+    user error: the measurement failed)."""
+
+
 def save_baseline(now: dict[str, Any], path: Path) -> None:
     bad = undefined_metrics(now)
     if bad:
-        raise ValueError(
+        raise UndefinedMetrics(
             f"gate: {len(bad)} metric(s) undefined (NaN), a baseline cannot hold them: "
             f"{', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, json.loads(dumps(now)))
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    """The committed baseline at ``path``; a :class:`UsageError` naming ``--baseline`` if it is
+    missing, not JSON, not a baseline, or of another gate version."""
+    if not path.is_file():
+        raise UsageError(f"--baseline {path} does not exist; create it with --update")
+    try:
+        baseline = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--baseline {path} is not JSON ({e})") from None
+    if not isinstance(baseline, dict):
+        raise UsageError(f"--baseline {path} is not a gate baseline")
+    if baseline.get("gate_version") != GATE_VERSION:
+        raise UsageError(
+            f"--baseline {path} has gate_version {baseline.get('gate_version')!r}; this gate "
+            f"writes {GATE_VERSION} (refresh it with --update)"
+        )
+    return baseline
+
+
+def report_json(metrics: list[Metric], now: dict[str, Any]) -> dict[str, Any]:
+    """``scenebench gate --json``: the verdict, provenance, every metric and the notes."""
+    return {
+        "ok": all(m.ok for m in metrics),
+        "provenance": now.get("provenance"),
+        "metrics": [m.to_json() for m in metrics],
+        "notes": now["notes"],
+    }
+
+
+def report_lines(metrics: list[Metric], now: dict[str, Any]) -> list[str]:
+    """``scenebench gate``'s text: provenance, the table (only the failed metrics when some
+    failed), the notes and a one-line tally."""
+    failed = [m for m in metrics if not m.ok]
+    undefined = sum("undefined" in m.note for m in metrics)
+    return [
+        provenance_line(now["provenance"]),
+        render_table(metrics, only_failed=bool(failed)),
+        *(f"note: {n}" for n in now["notes"]),
+        f"gate: {len(metrics) - len(failed)} metrics within tolerance, {len(failed)} failed"
+        + (f" ({undefined} undefined: failures to measure)" if undefined else ""),
+    ]
