@@ -61,17 +61,17 @@ def _server_sc(a: argparse.Namespace) -> Scenario:
 
 
 def _read_arrivals(path: str) -> list[float]:
-    err = UsageError  # main() prints it as one line, exit 2
+    """``--arrivals``: job arrival times, one a line; a one-line :class:`UsageError` else."""
     try:
         lines = Path(path).read_text(encoding="utf-8").split()
     except OSError as e:
-        raise err(f"--arrivals: cannot read {path!r} ({e.strerror})") from None
+        raise UsageError(f"--arrivals: cannot read {path!r} ({e.strerror})") from None
     try:
         out = [float(x) for x in lines]
     except ValueError:
-        raise err(f"--arrivals: {path!r} must hold numbers (seconds), one a line") from None
+        raise UsageError(f"--arrivals: {path!r} must hold numbers (seconds), one a line") from None
     if not out or any(not (math.isfinite(t) and t >= 0) for t in out):
-        raise err(f"--arrivals: {path!r} must hold at least one finite time >= 0")
+        raise UsageError(f"--arrivals: {path!r} must hold at least one finite time >= 0")
     return out
 
 
@@ -117,10 +117,9 @@ def sim_server(a: argparse.Namespace) -> int:
         if not a.key_gate:
             raise UsageError("--key-inflight: only with --client server or --key-gate")
         return _browser_keygate(a)
-    err = UsageError
     arrivals = _read_arrivals(a.arrivals) if a.arrivals else None
     if arrivals is None and a.arrival_per_hour is None:
-        raise err("--arrival-per-hour: required with --client server (or give --arrivals)")
+        raise UsageError("--arrival-per-hour: required with --client server (or give --arrivals)")
     sc = _server_sc(a)
     run = simulate_jobs(
         sc,

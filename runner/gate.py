@@ -214,65 +214,7 @@ def _kind(name: str) -> str:
 
 def compare(baseline: dict[str, Any], now: dict[str, Any]) -> list[Metric]:
     """Every metric of ``now`` against the baseline, with its tolerance and verdict."""
-    out = []
-    for name, v in now["metrics"].items():
-        suffix = name.rsplit(" ", 1)[-1]
-        tol = TOL[suffix]
-        kind = _kind(name)
-        b = baseline.get("metrics", {}).get(name)
-        if _undefined(v):  # a metric that cannot be measured cannot pass
-            out.append(
-                Metric(
-                    name,
-                    math.nan if _undefined(b) else float(b),
-                    math.nan,
-                    tol,
-                    kind,
-                    False,
-                    "undefined now (NaN): failed to measure",
-                )
-            )
-            continue
-        v = float(v)
-        if kind == "interval":  # a wall-clock error: judged by its interval, not the baseline
-            lo, hi = now.get("wall_ci", [math.nan, math.nan])
-            verdict = equivalence((lo, hi), tol)  # inside the band: an interval, not a point
-            ok = verdict == PASS
-            out.append(
-                Metric(
-                    name,
-                    float(b) if b is not None else math.nan,
-                    v,
-                    tol,
-                    kind,
-                    ok,
-                    f"95% CI {100 * lo:+.2f}%..{100 * hi:+.2f}%: {verdict}",
-                )
-            )
-            continue
-        if name not in baseline.get("metrics", {}):
-            out.append(Metric(name, math.nan, v, tol, kind, False, "not in the baseline"))
-            continue
-        if _undefined(b):
-            out.append(
-                Metric(
-                    name,
-                    math.nan,
-                    v,
-                    tol,
-                    kind,
-                    False,
-                    "undefined in the baseline (null/NaN): it can never catch a regression; "
-                    "refresh the baseline with --update",
-                )
-            )
-            continue
-        b = float(b)
-        if kind == "rel":
-            ok = bool(abs(v - b) <= tol * max(abs(b), 1e-9))
-        else:
-            ok = bool(abs(v - b) <= tol)
-        out.append(Metric(name, float(b), float(v), tol, kind, ok))
+    out = [_compare_one(name, v, baseline, now) for name, v in now["metrics"].items()]
     missing = set(baseline.get("metrics", {})) - set(now["metrics"])
     if now.get("wall_skipped"):
         missing = {n for n in missing if _kind(n) != "interval"}
@@ -291,6 +233,37 @@ def compare(baseline: dict[str, Any], now: dict[str, Any]) -> list[Metric]:
             )
         )
     return out
+
+
+def _compare_one(name: str, v: Any, baseline: dict[str, Any], now: dict[str, Any]) -> Metric:
+    """One metric measured now against its baseline value (or, for the wall-clock error,
+    its interval against the band)."""
+    tol = TOL[name.rsplit(" ", 1)[-1]]
+    kind = _kind(name)
+    b = baseline.get("metrics", {}).get(name)
+    if _undefined(v):  # a metric that cannot be measured cannot pass
+        b_now = math.nan if _undefined(b) else float(b)
+        return Metric(
+            name, b_now, math.nan, tol, kind, False, "undefined now (NaN): failed to measure"
+        )
+    v = float(v)
+    if kind == "interval":  # a wall-clock error: judged by its interval, not the baseline
+        lo, hi = now.get("wall_ci", [math.nan, math.nan])
+        verdict = equivalence((lo, hi), tol)  # inside the band: an interval, not a point
+        b_f = float(b) if b is not None else math.nan
+        note = f"95% CI {100 * lo:+.2f}%..{100 * hi:+.2f}%: {verdict}"
+        return Metric(name, b_f, v, tol, kind, verdict == PASS, note)
+    if name not in baseline.get("metrics", {}):
+        return Metric(name, math.nan, v, tol, kind, False, "not in the baseline")
+    if _undefined(b):
+        return Metric(
+            name, math.nan, v, tol, kind, False,
+            "undefined in the baseline (null/NaN): it can never catch a regression; "
+            "refresh the baseline with --update",
+        )  # fmt: skip
+    b = float(b)
+    bound = tol * max(abs(b), 1e-9) if kind == "rel" else tol
+    return Metric(name, float(b), float(v), tol, kind, bool(abs(v - b) <= bound))
 
 
 def render_table(metrics: list[Metric], *, only_failed: bool = False) -> str:
