@@ -26,6 +26,7 @@ from sim.jobs import JOB_RETRY, MODEL_RETRY, server_scenario, simulate_jobs
 from sim.jobs import simulate_keygate_tenants as keygate_tenants
 from sim.scenario import Scenario, load_scenario
 
+from .errors import UsageError
 from .provenance import dumps
 from .summary import summary
 
@@ -60,17 +61,17 @@ def _server_sc(a: argparse.Namespace) -> Scenario:
 
 
 def _read_arrivals(path: str) -> list[float]:
-    err = ValueError  # main() prints it as one line, exit 2
+    """``--arrivals``: job arrival times, one a line; a one-line :class:`UsageError` else."""
     try:
         lines = Path(path).read_text(encoding="utf-8").split()
     except OSError as e:
-        raise err(f"--arrivals: cannot read {path!r} ({e.strerror})") from None
+        raise UsageError(f"--arrivals: cannot read {path!r} ({e.strerror})") from None
     try:
         out = [float(x) for x in lines]
     except ValueError:
-        raise err(f"--arrivals: {path!r} must hold numbers (seconds), one a line") from None
+        raise UsageError(f"--arrivals: {path!r} must hold numbers (seconds), one a line") from None
     if not out or any(not (math.isfinite(t) and t >= 0) for t in out):
-        raise err(f"--arrivals: {path!r} must hold at least one finite time >= 0")
+        raise UsageError(f"--arrivals: {path!r} must hold at least one finite time >= 0")
     return out
 
 
@@ -114,12 +115,11 @@ def sim_server(a: argparse.Namespace) -> int:
     """``scenebench sim --client server`` (and ``--key-gate`` for browser tenants)."""
     if a.client == "browser":
         if not a.key_gate:
-            raise ValueError("--key-inflight: only with --client server or --key-gate")
+            raise UsageError("--key-inflight: only with --client server or --key-gate")
         return _browser_keygate(a)
-    err = ValueError
     arrivals = _read_arrivals(a.arrivals) if a.arrivals else None
     if arrivals is None and a.arrival_per_hour is None:
-        raise err("--arrival-per-hour: required with --client server (or give --arrivals)")
+        raise UsageError("--arrival-per-hour: required with --client server (or give --arrivals)")
     sc = _server_sc(a)
     run = simulate_jobs(
         sc,
@@ -397,7 +397,7 @@ def validate_server(a: argparse.Namespace, names: Sequence[str]) -> int:
     from .jobs import validate_jobs_exact
 
     if not a.exact:
-        raise ValueError("--client server: validate it with --exact (virtual clock)")
+        raise UsageError("--client server: validate it with --exact (virtual clock)")
     scs = [load_scenario(n, upstream=(a.upstream or [None])[0]) for n in names]
     rep = validate_jobs_exact(scs, runs=a.runs or 1, seed=a.seed)
     if a.json:

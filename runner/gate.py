@@ -27,7 +27,8 @@ from sim.schema import runs_frame
 
 from .analysis import cell_table
 from .counts import FAILURE_BUDGET_PP
-from .provenance import dumps, provenance
+from .errors import UsageError
+from .provenance import dumps, provenance, provenance_line
 from .run import run_classroom
 from .sweep import apply_quota, write_json_atomic
 from .validate import PASS, WallCell, equivalence, first_divergence, validate_wall
@@ -35,9 +36,13 @@ from .validate import PASS, WallCell, equivalence, first_divergence, validate_wa
 __all__ = [
     "GATE_VERSION",
     "Metric",
+    "UndefinedMetrics",
     "compare",
+    "load_baseline",
     "measure",
     "render_table",
+    "report_json",
+    "report_lines",
     "save_baseline",
     "write_junit",
 ]
@@ -209,65 +214,7 @@ def _kind(name: str) -> str:
 
 def compare(baseline: dict[str, Any], now: dict[str, Any]) -> list[Metric]:
     """Every metric of ``now`` against the baseline, with its tolerance and verdict."""
-    out = []
-    for name, v in now["metrics"].items():
-        suffix = name.rsplit(" ", 1)[-1]
-        tol = TOL[suffix]
-        kind = _kind(name)
-        b = baseline.get("metrics", {}).get(name)
-        if _undefined(v):  # a metric that cannot be measured cannot pass
-            out.append(
-                Metric(
-                    name,
-                    math.nan if _undefined(b) else float(b),
-                    math.nan,
-                    tol,
-                    kind,
-                    False,
-                    "undefined now (NaN): failed to measure",
-                )
-            )
-            continue
-        v = float(v)
-        if kind == "interval":  # a wall-clock error: judged by its interval, not the baseline
-            lo, hi = now.get("wall_ci", [math.nan, math.nan])
-            verdict = equivalence((lo, hi), tol)  # inside the band: an interval, not a point
-            ok = verdict == PASS
-            out.append(
-                Metric(
-                    name,
-                    float(b) if b is not None else math.nan,
-                    v,
-                    tol,
-                    kind,
-                    ok,
-                    f"95% CI {100 * lo:+.2f}%..{100 * hi:+.2f}%: {verdict}",
-                )
-            )
-            continue
-        if name not in baseline.get("metrics", {}):
-            out.append(Metric(name, math.nan, v, tol, kind, False, "not in the baseline"))
-            continue
-        if _undefined(b):
-            out.append(
-                Metric(
-                    name,
-                    math.nan,
-                    v,
-                    tol,
-                    kind,
-                    False,
-                    "undefined in the baseline (null/NaN): it can never catch a regression; "
-                    "refresh the baseline with --update",
-                )
-            )
-            continue
-        b = float(b)
-        if kind == "rel":
-            ok = bool(abs(v - b) <= tol * max(abs(b), 1e-9))
-        else:
-            ok = bool(abs(v - b) <= tol)
-        out.append(Metric(name, float(b), float(v), tol, kind, ok))
+    out = [_compare_one(name, v, baseline, now) for name, v in now["metrics"].items()]
     missing = set(baseline.get("metrics", {})) - set(now["metrics"])
     if now.get("wall_skipped"):
         missing = {n for n in missing if _kind(n) != "interval"}
@@ -286,6 +233,37 @@ def compare(baseline: dict[str, Any], now: dict[str, Any]) -> list[Metric]:
             )
         )
     return out
+
+
+def _compare_one(name: str, v: Any, baseline: dict[str, Any], now: dict[str, Any]) -> Metric:
+    """One metric measured now against its baseline value (or, for the wall-clock error,
+    its interval against the band)."""
+    tol = TOL[name.rsplit(" ", 1)[-1]]
+    kind = _kind(name)
+    b = baseline.get("metrics", {}).get(name)
+    if _undefined(v):  # a metric that cannot be measured cannot pass
+        b_now = math.nan if _undefined(b) else float(b)
+        return Metric(
+            name, b_now, math.nan, tol, kind, False, "undefined now (NaN): failed to measure"
+        )
+    v = float(v)
+    if kind == "interval":  # a wall-clock error: judged by its interval, not the baseline
+        lo, hi = now.get("wall_ci", [math.nan, math.nan])
+        verdict = equivalence((lo, hi), tol)  # inside the band: an interval, not a point
+        b_f = float(b) if b is not None else math.nan
+        note = f"95% CI {100 * lo:+.2f}%..{100 * hi:+.2f}%: {verdict}"
+        return Metric(name, b_f, v, tol, kind, verdict == PASS, note)
+    if name not in baseline.get("metrics", {}):
+        return Metric(name, math.nan, v, tol, kind, False, "not in the baseline")
+    if _undefined(b):
+        return Metric(
+            name, math.nan, v, tol, kind, False,
+            "undefined in the baseline (null/NaN): it can never catch a regression; "
+            "refresh the baseline with --update",
+        )  # fmt: skip
+    b = float(b)
+    bound = tol * max(abs(b), 1e-9) if kind == "rel" else tol
+    return Metric(name, float(b), float(v), tol, kind, bool(abs(v - b) <= bound))
 
 
 def render_table(metrics: list[Metric], *, only_failed: bool = False) -> str:
@@ -326,12 +304,60 @@ def write_junit(metrics: list[Metric], path: Path) -> None:
     ET.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)
 
 
+class UndefinedMetrics(ValueError):
+    """A measurement with undefined (NaN) metrics: it cannot become a baseline (exit 1, not a
+    user error: the measurement failed)."""
+
+
 def save_baseline(now: dict[str, Any], path: Path) -> None:
     bad = undefined_metrics(now)
     if bad:
-        raise ValueError(
+        raise UndefinedMetrics(
             f"gate: {len(bad)} metric(s) undefined (NaN), a baseline cannot hold them: "
             f"{', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, json.loads(dumps(now)))
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    """The committed baseline at ``path``; a :class:`UsageError` naming ``--baseline`` if it is
+    missing, not JSON, not a baseline, or of another gate version."""
+    if not path.is_file():
+        raise UsageError(f"--baseline {path} does not exist; create it with --update")
+    try:
+        baseline = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--baseline {path} is not JSON ({e})") from None
+    if not isinstance(baseline, dict):
+        raise UsageError(f"--baseline {path} is not a gate baseline")
+    if baseline.get("gate_version") != GATE_VERSION:
+        raise UsageError(
+            f"--baseline {path} has gate_version {baseline.get('gate_version')!r}; this gate "
+            f"writes {GATE_VERSION} (refresh it with --update)"
+        )
+    return baseline
+
+
+def report_json(metrics: list[Metric], now: dict[str, Any]) -> dict[str, Any]:
+    """``scenebench gate --json``: the verdict, provenance, every metric and the notes."""
+    return {
+        "ok": all(m.ok for m in metrics),
+        "provenance": now.get("provenance"),
+        "metrics": [m.to_json() for m in metrics],
+        "notes": now["notes"],
+    }
+
+
+def report_lines(metrics: list[Metric], now: dict[str, Any]) -> list[str]:
+    """``scenebench gate``'s text: provenance, the table (only the failed metrics when some
+    failed), the notes and a one-line tally."""
+    failed = [m for m in metrics if not m.ok]
+    undefined = sum("undefined" in m.note for m in metrics)
+    return [
+        provenance_line(now["provenance"]),
+        render_table(metrics, only_failed=bool(failed)),
+        *(f"note: {n}" for n in now["notes"]),
+        f"gate: {len(metrics) - len(failed)} metrics within tolerance, {len(failed)} failed"
+        + (f" ({undefined} undefined: failures to measure)" if undefined else ""),
+    ]

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from sim.draws import tenant_offsets_us
+from sim.errors import UserError
 from sim.jobs import (
     JobRecord,
     JobsRun,
@@ -249,9 +250,9 @@ def run_keygate_tenants(
     """:func:`runner.run.run_tenants` with key-wide gates instead of per-classroom gates
     (virtual clock); the counterpart of :func:`sim.jobs.simulate_keygate_tenants`."""
     if mode not in MODES:
-        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
     if not (isinstance(tenants, int) and tenants >= 1):
-        raise ValueError(f"tenants: must be an integer >= 1, got {tenants!r}")
+        raise UserError(f"tenants: must be an integer >= 1, got {tenants!r}")
     c = clamp_concurrency(concurrency)
     tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     app = create_app(scenario, seed, virtual=True, keep_log=False)

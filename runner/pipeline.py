@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from sim.draws import Draws, client_jitter_u
+from sim.errors import UserError
 from sim.limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
 from sim.qoe import qoe_of_run
 from sim.rules import (
@@ -92,9 +93,9 @@ class PipelineOptions:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {self.mode!r}")
+            raise UserError(f"mode: must be one of {', '.join(MODES)}; got {self.mode!r}")
         if self.adaptive not in POLICIES:
-            raise ValueError(
+            raise UserError(
                 f"adaptive: must be one of {', '.join(POLICIES)}; got {self.adaptive!r}"
             )
 

@@ -23,6 +23,7 @@ import httpx
 import looptime
 
 from sim.draws import tenant_offsets_us
+from sim.errors import UserError
 from sim.model import clamp_concurrency, effective_tts_concurrency
 from sim.scenario import MODES, Scenario
 from sim.schema import RunResult, records_from_log
@@ -110,9 +111,9 @@ async def run_classroom_async(
 
 def _check(mode: str, clock: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
     if clock not in CLOCKS:
-        raise ValueError(f"clock: must be one of {', '.join(CLOCKS)}; got {clock!r}")
+        raise UserError(f"clock: must be one of {', '.join(CLOCKS)}; got {clock!r}")
 
 
 def run_classroom(
@@ -140,7 +141,7 @@ def run_classroom(
     _check(mode, clock)
     if clock == "virtual":
         if base_url is not None:
-            raise ValueError(
+            raise UserError(
                 "base_url: only with clock='wall' (a virtual clock needs the in-process provider)"
             )
         return _run_virtual(
@@ -148,7 +149,7 @@ def run_classroom(
         )
     scale = scenario.time_scale if time_scale is None else time_scale
     if not scale > 0:
-        raise ValueError(f"time_scale: must be > 0, got {scale}")
+        raise UserError(f"time_scale: must be > 0, got {scale}")
     with frozen_gc():
         return asyncio.run(
             _run_wall(
@@ -371,7 +372,7 @@ def run_tenants(
     """
     _check(mode, "virtual")
     if tenants < 1 or not (stagger_s >= 0):
-        raise ValueError(f"tenants must be >= 1 and stagger_s >= 0; got {tenants}, {stagger_s}")
+        raise UserError(f"tenants must be >= 1 and stagger_s >= 0; got {tenants}, {stagger_s}")
     app = create_app(scenario, seed, virtual=True, keep_log=records)
     fake = app.state.fake
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
+import json
 import multiprocessing
 import os
 import platform
@@ -38,12 +39,13 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from sim.errors import UserError
 from sim.fast import quota_free, simulate_fast
 from sim.limiter import POLICIES
 from sim.model import simulate_many
 from sim.presets import apply_preset, load_preset
 from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
-from sim.schema import SCHEMA_VERSION, runs_frame
+from sim.schema import SCHEMA_VERSION, RunResult, runs_frame
 
 from .provenance import git_commit, provenance
 from .results import (
@@ -59,9 +61,11 @@ __all__ = [
     "RESULTS_KIND",
     "Cell",
     "ResultsError",
+    "SweepOutcome",
     "SweepSpec",
     "apply_quota",
     "grid_cells",
+    "interrupted_message",
     "load_runs",
     "read_metadata",
     "run_cell",
@@ -126,26 +130,26 @@ class SweepSpec:
             load_preset(p)  # a one-line error naming the preset
         for a in self.adaptives:
             if a not in POLICIES:
-                raise ValueError(f"adaptive: must be one of {', '.join(POLICIES)}; got {a!r}")
+                raise UserError(f"adaptive: must be one of {', '.join(POLICIES)}; got {a!r}")
         for k in self.tenants:
             if not 1 <= k <= 100:
-                raise ValueError(f"tenants: must be in 1..100, got {k}")
+                raise UserError(f"tenants: must be in 1..100, got {k}")
         for b in self.backends:
             if b not in BACKENDS:
-                raise ValueError(f"backend: must be one of sim, real, both; got {b!r}")
+                raise UserError(f"backend: must be one of sim, real, both; got {b!r}")
         for m in self.modes:
             if m not in MODES:
-                raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {m!r}")
+                raise UserError(f"mode: must be one of {', '.join(MODES)}; got {m!r}")
         for c in self.concurrencies:
             if not 1 <= c <= 10:
-                raise ValueError(f"concurrency: must be in 1..10, got {c}")
+                raise UserError(f"concurrency: must be in 1..10, got {c}")
         for q in self.quotas:
             if q < 0:
-                raise ValueError(f"quota: in-flight limits must be >= 0 (0 = unlimited), got {q}")
+                raise UserError(f"quota: in-flight limits must be >= 0 (0 = unlimited), got {q}")
         if self.sim_reps < 2 or self.real_reps < 1:
-            raise ValueError("reps: --reps must be >= 2 and --real-reps >= 1")
+            raise UserError("reps: --reps must be >= 2 and --real-reps >= 1")
         if self.real_clock not in ("virtual", "wall"):
-            raise ValueError(f"real clock: must be virtual or wall, got {self.real_clock!r}")
+            raise UserError(f"real clock: must be virtual or wall, got {self.real_clock!r}")
 
     def scenario_objects(self) -> list[Scenario]:
         return [scenario_from_mapping(m) for m in self.scenarios]
@@ -232,59 +236,9 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
     sc = apply_preset(scenario, cell.preset) if cell.preset else apply_quota(scenario, cell.quota)
     t0 = time.perf_counter()
     if cell.backend == "sim":
-        if quota_free(sc) and cell.adaptive == "off" and cell.tenants == 1:
-            df = simulate_fast(sc, cell.mode, cell.concurrency, cell.reps, seed=cell.seed).frame()
-        else:
-            df = runs_frame(
-                simulate_many(
-                    sc,
-                    cell.mode,
-                    cell.concurrency,
-                    cell.reps,
-                    seed=cell.seed,
-                    adaptive=cell.adaptive,
-                    tenants=cell.tenants,
-                    stagger_s=cell.stagger_s,
-                    stagger_dist=cell.stagger_dist,
-                )
-            )
+        df = _sim_frame(cell, sc)
     else:
-        from .run import run_classroom, run_tenants
-
-        if cell.real_clock != "virtual" and cell.tenants > 1:
-            raise ValueError("tenants: shared-key cells run on the virtual clock only")
-        if cell.real_clock == "wall" and real_time_scale is None:
-            real_time_scale = _wall_time_scale(cell, sc)
-        results = []
-        for r in range(cell.reps):
-            if cell.tenants > 1:
-                results += run_tenants(
-                    sc,
-                    cell.mode,
-                    cell.concurrency,
-                    cell.tenants,
-                    seed=cell.seed,
-                    run_id=r,
-                    stagger_s=cell.stagger_s,
-                    adaptive=cell.adaptive,
-                    records=False,
-                    stagger_dist=cell.stagger_dist,
-                )
-            else:
-                results.append(
-                    run_classroom(
-                        sc,
-                        cell.mode,
-                        cell.concurrency,
-                        seed=cell.seed,
-                        run_id=r,
-                        clock=cell.real_clock,
-                        time_scale=real_time_scale,
-                        records=False,
-                        adaptive=cell.adaptive,
-                    )
-                )
-        df = runs_frame(results)
+        df = runs_frame(_real_runs(cell, sc, real_time_scale))
     df = df.drop(columns=[c for c in _LIST_COLUMNS if c in df.columns])
     df["scenario"] = cell.scenario
     df["backend"] = cell.backend
@@ -296,6 +250,52 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
     df["cell_id"] = cell.cell_id
     df["cell_cpu_s"] = time.perf_counter() - t0
     return df
+
+
+def _sim_frame(cell: Cell, sc: Scenario) -> pd.DataFrame:
+    """A model cell's runs: the vectorised exact path when it applies, else SimPy."""
+    if quota_free(sc) and cell.adaptive == "off" and cell.tenants == 1:
+        return simulate_fast(sc, cell.mode, cell.concurrency, cell.reps, seed=cell.seed).frame()
+    return runs_frame(
+        simulate_many(
+            sc,
+            cell.mode,
+            cell.concurrency,
+            cell.reps,
+            seed=cell.seed,
+            adaptive=cell.adaptive,
+            tenants=cell.tenants,
+            stagger_s=cell.stagger_s,
+            stagger_dist=cell.stagger_dist,
+        )
+    )
+
+
+def _real_runs(cell: Cell, sc: Scenario, real_time_scale: float | None) -> list[RunResult]:
+    """A real-pipeline cell's runs (every tenant's classroom for shared-key cells)."""
+    from .run import run_classroom, run_tenants
+
+    if cell.real_clock != "virtual" and cell.tenants > 1:
+        raise UserError("tenants: shared-key cells run on the virtual clock only")
+    if cell.real_clock == "wall" and real_time_scale is None:
+        real_time_scale = _wall_time_scale(cell, sc)
+    results: list[RunResult] = []
+    for r in range(cell.reps):
+        if cell.tenants > 1:
+            results += run_tenants(
+                sc, cell.mode, cell.concurrency, cell.tenants, seed=cell.seed, run_id=r,
+                stagger_s=cell.stagger_s, adaptive=cell.adaptive, records=False,
+                stagger_dist=cell.stagger_dist,
+            )  # fmt: skip
+        else:
+            results.append(
+                run_classroom(
+                    sc, cell.mode, cell.concurrency, seed=cell.seed, run_id=r,
+                    clock=cell.real_clock, time_scale=real_time_scale, records=False,
+                    adaptive=cell.adaptive,
+                )
+            )  # fmt: skip
+    return results
 
 
 def _wall_time_scale(cell: Cell, sc: Scenario) -> float:
@@ -549,30 +549,9 @@ def _run_sweep(
     on_start: Callable[[Path, int, int], None] | None,
 ) -> Path:
     if resume is not None:
-        meta = read_metadata(resume)
-        spec = SweepSpec.from_json(meta["spec"])
-        d = resume
-        (d / "cells").mkdir(exist_ok=True)
+        spec, d = _reopen_folder(resume)
     else:
-        label = name or "-".join(m.get("name", "custom") for m in spec.scenarios)
-        if out is not None:
-            check_new_folder(out, flag="--out", allow_source_tree=allow_source_tree)
-            d = out
-        else:
-            check_new_folder(root, flag="--results-root", allow_source_tree=allow_source_tree)
-            d = _new_dir_name(root, label + ("-quick" if spec.quick else ""))
-        meta = {
-            "kind": RESULTS_KIND,
-            "schema_version": SCHEMA_VERSION,
-            "spec": spec.to_json(),
-            "created": datetime.now(UTC).isoformat(),
-            "provenance": provenance(list(spec.scenarios)),
-            "git_commit": _git_commit(),
-            "versions": _versions(),
-            "argv": sys.argv,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        }
-        _create_folder(d, meta)
+        d = _open_new_folder(spec, root, out, name, allow_source_tree)
     scenarios = {sc.name: sc.to_mapping() for sc in spec.scenario_objects()}
     cells = grid_cells(spec)
     done = finished_cells(d)
@@ -581,7 +560,7 @@ def _run_sweep(
         on_start(d, len(cells), len(cells) - len(todo))
     # big cells first: better packing on the workers
     todo.sort(key=lambda c: (c.backend != "real", -c.concurrency))
-    n_workers = workers or max(1, os.cpu_count() or 1)
+    jobs = [(c, scenarios[c.scenario], spec.real_time_scale) for c in todo]
     bar = tqdm(
         total=len(cells),
         initial=len(cells) - len(todo),
@@ -590,66 +569,146 @@ def _run_sweep(
         disable=not progress or not sys.stderr.isatty(),  # a bar only on a terminal
         dynamic_ncols=True,
     )
+    saver = _CellSaver(d, bar)
+    try:
+        n_workers = workers or max(1, os.cpu_count() or 1)
+        if not jobs:
+            pass
+        elif n_workers == 1 and dask_client is None:
+            for job in jobs:
+                saver.save(*_run_cell_job(*job))
+        else:
+            _run_on_pool(jobs, saver, n_workers, dask_client)
+    finally:
+        bar.close()
+    write_json_atomic(d / "failed_cells.json", saver.failed)
+    if len(saver.failed) < len(cells):
+        finalize(d)
+    return d
 
-    failed: dict[str, str] = {}
 
-    def save(cell_id: str, df: pd.DataFrame | None, error: str | None) -> None:
-        marker = d / "cells" / f"{cell_id}.failed.json"
+def _reopen_folder(resume: Path) -> tuple[SweepSpec, Path]:
+    """``--resume``: the folder's own spec, and the folder (its ``cells/`` ensured)."""
+    meta = read_metadata(resume)
+    (resume / "cells").mkdir(exist_ok=True)
+    return SweepSpec.from_json(meta["spec"]), resume
+
+
+def _open_new_folder(
+    spec: SweepSpec, root: Path, out: Path | None, name: str | None, allow_source_tree: bool
+) -> Path:
+    """A new results folder (``out``, or a fresh one under ``root``), with its metadata."""
+    label = name or "-".join(m.get("name", "custom") for m in spec.scenarios)
+    if out is not None:
+        check_new_folder(out, flag="--out", allow_source_tree=allow_source_tree)
+        d = out
+    else:
+        check_new_folder(root, flag="--results-root", allow_source_tree=allow_source_tree)
+        d = _new_dir_name(root, label + ("-quick" if spec.quick else ""))
+    _create_folder(d, _metadata(spec))
+    return d
+
+
+def _metadata(spec: SweepSpec) -> dict[str, Any]:
+    return {
+        "kind": RESULTS_KIND,
+        "schema_version": SCHEMA_VERSION,
+        "spec": spec.to_json(),
+        "created": datetime.now(UTC).isoformat(),
+        "provenance": provenance(list(spec.scenarios)),
+        "git_commit": _git_commit(),
+        "versions": _versions(),
+        "argv": sys.argv,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+
+
+class _CellSaver:
+    """Writes each finished cell (atomically) or its failure marker, and ticks the bar."""
+
+    def __init__(self, d: Path, bar: Any) -> None:
+        self.d = d
+        self.bar = bar
+        self.failed: dict[str, str] = {}
+
+    def save(self, cell_id: str, df: pd.DataFrame | None, error: str | None) -> None:
+        marker = self.d / "cells" / f"{cell_id}.failed.json"
         if df is None:
-            failed[cell_id] = error or "unknown error"
+            self.failed[cell_id] = error or "unknown error"
             write_json_atomic(
                 marker,
                 {
                     "cell_id": cell_id,
-                    "reason": failed[cell_id],
+                    "reason": self.failed[cell_id],
                     "time": datetime.now(UTC).isoformat(),
                 },
             )
         else:
             write_atomic(
-                d / "cells" / f"{cell_id}.parquet", lambda p: df.to_parquet(p, index=False)
+                self.d / "cells" / f"{cell_id}.parquet", lambda p: df.to_parquet(p, index=False)
             )
             marker.unlink(missing_ok=True)
-        bar.update(1)
+        self.bar.update(1)
 
+
+_Job = tuple[Cell, dict[str, Any], float | None]
+
+
+def _run_on_pool(jobs: Sequence[_Job], saver: _CellSaver, workers: int, dask_client: Any) -> None:
+    """The cells on local processes or a Dask cluster, saved as they finish; on Ctrl-C (or
+    any error) the rest is cancelled and the local workers stopped."""
     dask = dask_client is not None
+    ex = dask_client if dask else _executor(workers, None)
+    futs: list[Any] = []
     try:
-        if not todo:
-            pass
-        elif n_workers == 1 and not dask:
-            for c in todo:
-                save(*_run_cell_job(c, scenarios[c.scenario], spec.real_time_scale))
-        else:
-            ex = dask_client if dask else _executor(n_workers, None)
-            futs: list[Any] = []
+        futs = [ex.submit(_run_cell_job, *job) for job in jobs]
+        ids = {id(f): job[0].cell_id for f, job in zip(futs, jobs, strict=True)}
+        for f in _as_completed(futs, dask):
             try:
-                futs = [
-                    ex.submit(_run_cell_job, c, scenarios[c.scenario], spec.real_time_scale)
-                    for c in todo
-                ]
-                ids = {id(f): c.cell_id for f, c in zip(futs, todo, strict=True)}
-                for f in _as_completed(futs, dask):
-                    try:
-                        save(*f.result())
-                    except (KeyboardInterrupt, SystemExit):
-                        raise
-                    except BaseException as e:  # a worker that died takes its cell with it
-                        save(ids[id(f)], None, f"worker failed: {type(e).__name__}: {e}")
-            except BaseException:
-                for f in futs:
-                    f.cancel()
-                if not dask:
-                    _stop_workers(ex)
+                saver.save(*f.result())
+            except (KeyboardInterrupt, SystemExit):
                 raise
-            finally:
-                if not dask:
-                    ex.shutdown(wait=False, cancel_futures=True)
+            except BaseException as e:  # a worker that died takes its cell with it
+                saver.save(ids[id(f)], None, f"worker failed: {type(e).__name__}: {e}")
+    except BaseException:
+        for f in futs:
+            f.cancel()
+        if not dask:
+            _stop_workers(ex)
+        raise
     finally:
-        bar.close()
-    write_json_atomic(d / "failed_cells.json", failed)
-    if len(failed) < len(cells):
-        finalize(d)
-    return d
+        if not dask:
+            ex.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a finished (or resumed) sweep left in its folder."""
+
+    folder: Path
+    failed: dict[str, str]  # cell id -> reason
+    recommended: int | None  # None: every cell failed, nothing was combined
+
+    @classmethod
+    def read(cls, d: Path) -> SweepOutcome:
+        failed = json.loads((d / "failed_cells.json").read_text())
+        rec = d / "recommendation.json"
+        recommended = json.loads(rec.read_text())["recommended"] if rec.is_file() else None
+        return cls(d, failed, recommended)
+
+
+def interrupted_message(folder: Path | None) -> str:
+    """The one line after Ctrl-C: what was kept and how to continue."""
+    if folder is None:
+        return "interrupted before any cell ran; nothing was written"
+    try:
+        kept = len(finished_cells(folder))
+    except ResultsError:
+        kept = 0
+    return (
+        f"interrupted; {kept} finished cell(s) kept in {folder}; continue with: "
+        f"scenebench sweep --resume {folder}"
+    )
 
 
 def _as_completed(futs: Sequence[Any], dask: bool) -> Iterable[Any]:

@@ -37,6 +37,7 @@ from sim.scenario import MODES, Scenario, load_scenario
 from sim.schema import RequestRecord, RunResult
 
 from .pipeline import Clock
+from .provenance import provenance, provenance_line
 from .run import (
     frozen_gc,
     pool_size,
@@ -47,7 +48,15 @@ from .run import (
     warm_up,
 )
 from .server import ServerProcess
-from .sweep import DEFAULT_QUOTAS, apply_quota
+from .sweep import (
+    DEFAULT_QUOTAS,
+    ResultsError,
+    apply_quota,
+    check_new_folder,
+    in_source_tree,
+    new_results_dir,
+    write_json_atomic,
+)
 
 __all__ = [
     "FAIL",
@@ -55,12 +64,18 @@ __all__ = [
     "PASS",
     "ExactReport",
     "WallCell",
+    "check_wall_folder",
     "equivalence",
     "first_divergence",
     "measure_overhead_floor",
+    "render_wall_markdown",
     "runs_to_decide",
     "validate_exact",
     "validate_wall",
+    "wall_cells",
+    "wall_provenance",
+    "wall_verdict_lines",
+    "write_wall_results",
 ]
 
 TOL_S = 1e-6
@@ -134,6 +149,57 @@ class ExactReport:
     def ok(self) -> bool:
         return not self.divergences
 
+    def to_json(self) -> dict[str, Any]:
+        """The counts, the verdict and the divergences (``validate --exact --json``)."""
+        return {
+            "cells": self.cells,
+            "runs": self.runs,
+            "requests": self.requests,
+            "http_429": self.http_429,
+            "retries": self.retries,
+            "ok": self.ok,
+            "divergences": self.divergences,
+        }
+
+    def lines(self, scenarios: Sequence[str], profiles: Sequence[str]) -> list[str]:
+        """The text report: the counts over what was checked, then the verdict."""
+        return [
+            f"validate --exact: {self.cells} cells, {self.runs} runs, {self.requests} "
+            f"requests ({self.http_429} answered 429, {self.retries} retries) over "
+            f"{', '.join(scenarios)} x upstream {', '.join(profiles)}",
+            "real pipeline (virtual clock) and model agree on every timeline"
+            if self.ok
+            else f"DIVERGED: {self.divergences[0]}",
+        ]
+
+
+def _exact_runs(
+    s: Scenario,
+    mode: str,
+    c: int,
+    r: int,
+    seed: int,
+    adaptive: str,
+    tenants: int,
+    stagger_s: float,
+    stagger_dist: str,
+) -> tuple[list[RunResult], list[RunResult]]:
+    """Run ``r`` of one cell in both worlds: the real pipeline's classrooms and the model's."""
+    if tenants == 1:
+        real = run_classroom(s, mode, c, seed=seed, run_id=r, clock="virtual", adaptive=adaptive)
+        one = simulate(s, mode, c, seed=seed, run_id=r, records=True, adaptive=adaptive)
+        assert isinstance(one, RunResult)
+        return [real], [one]
+    kw: dict[str, Any] = {
+        "adaptive": adaptive,
+        "stagger_s": stagger_s,
+        "stagger_dist": stagger_dist,
+    }
+    reals = run_tenants(s, mode, c, tenants, seed=seed, run_id=r, **kw)
+    out = simulate(s, mode, c, seed=seed, run_id=r, records=True, tenants=tenants, **kw)
+    assert isinstance(out, list)
+    return reals, out
+
 
 def _exact_cell(
     sc: Scenario,
@@ -150,40 +216,7 @@ def _exact_cell(
     s = sc if q is None else apply_quota(sc, q)
     n_req = n429 = nretry = 0
     for r in range(runs):
-        models: list[RunResult] = []
-        if tenants == 1:
-            reals = [
-                run_classroom(s, mode, c, seed=seed, run_id=r, clock="virtual", adaptive=adaptive)
-            ]
-            one = simulate(s, mode, c, seed=seed, run_id=r, records=True, adaptive=adaptive)
-            assert isinstance(one, RunResult)
-            models = [one]
-        else:
-            reals = run_tenants(
-                s,
-                mode,
-                c,
-                tenants,
-                seed=seed,
-                run_id=r,
-                adaptive=adaptive,
-                stagger_s=stagger_s,
-                stagger_dist=stagger_dist,
-            )
-            out = simulate(
-                s,
-                mode,
-                c,
-                seed=seed,
-                run_id=r,
-                records=True,
-                adaptive=adaptive,
-                tenants=tenants,
-                stagger_s=stagger_s,
-                stagger_dist=stagger_dist,
-            )
-            assert isinstance(out, list)
-            models = out
+        reals, models = _exact_runs(s, mode, c, r, seed, adaptive, tenants, stagger_s, stagger_dist)
         for real, model in zip(reals, models, strict=True):
             assert isinstance(model, RunResult)
             n_req += len(real.requests_log)
@@ -499,6 +532,48 @@ def _overall(cells: list[dict[str, Any]]) -> str:
     return PASS
 
 
+def _run_wall_cell(
+    cell: WallCell,
+    *,
+    reps: int,
+    model_reps: int,
+    seed: int,
+    tols: dict[str, float],
+    floor_s: float,
+    overhead_target: float,
+    max_scale: float,
+    latency_factor: float,
+) -> dict[str, Any]:
+    """One wall-clock cell: the model population, the time scale that keeps the harness's
+    floor under ``overhead_target`` of model time, the real runs, and the paired report."""
+    from .floor import pick_time_scale
+
+    sc = cell.build()
+    pop = _model_population(cell, sc, model_reps, seed)
+    model_s = float(np.mean([r.makespan_s for r in pop]))
+    req = float(np.mean([r.requests + r.timeouts for r in pop]))
+    scale = pick_time_scale(
+        floor_s, math.ceil(req), model_s, target=overhead_target, min_scale=sc.time_scale
+    )
+    scale = min(scale, max_scale)
+    t0 = time.perf_counter()
+    # quota-free classrooms cannot race each other: run them all at once
+    at_once = reps if not (sc.quota_llm.limited or sc.quota_tts.limited) else 4
+    with frozen_gc():
+        real = asyncio.run(
+            _wall_runs(
+                sc, cell.mode, cell.concurrency, seed, reps, scale, at_once, cell.adaptive,
+                latency_factor,
+            )
+        )  # fmt: skip
+    res = _cell_report(cell, real, pop, tols)
+    res["model_reps"] = model_reps
+    res["time_scale"] = scale
+    res["wall_s"] = time.perf_counter() - t0
+    res["overhead_share"] = floor_s * req / (scale * model_s)
+    return res
+
+
 def validate_wall(
     cells: Sequence[WallCell],
     *,
@@ -517,8 +592,6 @@ def validate_wall(
     """Run the cells on the wall clock and the model; the per-cell equivalence checks and
     verdicts (``pass``, ``fail``, ``inconclusive``, or ``all runs paused``, reported apart).
     ``latency_factor`` biases the real provider's latencies (tests of the check itself)."""
-    from .floor import pick_time_scale
-
     if floor_s is None:
         floor_s = measure_overhead_floor()
     if log:
@@ -529,36 +602,10 @@ def validate_wall(
     tols = {"makespan_mean": mean_tol, "makespan_p95": p95_tol, "ttfs_mean": ttfs_tol}
     out_cells = []
     for cell in cells:
-        sc = cell.build()
-        pop = _model_population(cell, sc, model_reps, seed)
-        model_s = float(np.mean([r.makespan_s for r in pop]))
-        req = float(np.mean([r.requests + r.timeouts for r in pop]))
-        scale = pick_time_scale(
-            floor_s, math.ceil(req), model_s, target=overhead_target, min_scale=sc.time_scale
-        )
-        scale = min(scale, max_scale)
-        t0 = time.perf_counter()
-        # quota-free classrooms cannot race each other: run them all at once
-        at_once = reps if not (sc.quota_llm.limited or sc.quota_tts.limited) else 4
-        with frozen_gc():
-            real = asyncio.run(
-                _wall_runs(
-                    sc,
-                    cell.mode,
-                    cell.concurrency,
-                    seed,
-                    reps,
-                    scale,
-                    at_once,
-                    cell.adaptive,
-                    latency_factor,
-                )
-            )
-        res = _cell_report(cell, real, pop, tols)
-        res["model_reps"] = model_reps
-        res["time_scale"] = scale
-        res["wall_s"] = time.perf_counter() - t0
-        res["overhead_share"] = floor_s * req / (scale * model_s)
+        res = _run_wall_cell(
+            cell, reps=reps, model_reps=model_reps, seed=seed, tols=tols, floor_s=floor_s,
+            overhead_target=overhead_target, max_scale=max_scale, latency_factor=latency_factor,
+        )  # fmt: skip
         out_cells.append(res)
         if log:
             _log_cell(res, log)
@@ -576,6 +623,101 @@ def validate_wall(
         "verdict": verdict,
         "ok": verdict == PASS,
     }
+
+
+def wall_cells(quick: bool, scenarios: Sequence[str] | None = None) -> list[WallCell]:
+    """The wall-clock cells (:data:`QUICK_CELLS` or :data:`FULL_CELLS`) of ``scenarios``
+    (None: all); empty when none of them has a cell."""
+    pool = QUICK_CELLS if quick else FULL_CELLS
+    return [c for c in pool if scenarios is None or c.scenario in scenarios]
+
+
+def check_wall_folder(out: Path | None, root: Path) -> None:
+    """Refuse, before anything runs, a results folder the wall validation cannot write:
+    :class:`ResultsError` naming ``--out`` or ``--results-root``."""
+    if out is None:
+        check_new_folder(root, flag="--results-root")
+        return
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out} is a file, not a folder; name a folder")
+    if in_source_tree(out):
+        check_new_folder(out, flag="--out")
+
+
+def wall_provenance(cells: Sequence[WallCell]) -> dict[str, Any]:
+    """The provenance of the cells' scenarios (as shipped, before any quota is applied)."""
+    return provenance([load_scenario(n) for n in sorted({c.scenario for c in cells})])
+
+
+def write_wall_results(report: dict[str, Any], out: Path | None, root: Path) -> Path:
+    """Write ``validate.json``, the model-vs-real figure and ``VALIDATE.md`` into ``out`` (or a
+    new ``<time>-validate`` folder under ``root``); the folder. A folder that cannot be
+    created is a :class:`ResultsError`."""
+    try:
+        d = out if out is not None else new_results_dir(root, "validate")
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ResultsError(f"cannot write the results folder: {e.strerror or e}") from None
+    write_json_atomic(d / "validate.json", report)
+    figs = render_wall_figure(report, d / "model-vs-real")
+    (d / "VALIDATE.md").write_text(render_wall_markdown(report, figs[0].name))
+    return d
+
+
+def render_wall_markdown(report: dict[str, Any], figure: str) -> str:
+    """``VALIDATE.md``: provenance, floor, tolerances and verdict, then one row per cell,
+    the largest mean makespan error first."""
+    head = [
+        "# scenebench validate (wall clock)",
+        "",
+        provenance_line(report["provenance"]) + ".",
+        "",
+        f"Harness overhead floor {report['overhead_floor_s'] * 1e3:.2f} ms per request; "
+        f"{report['reps']} real runs per cell (paired with model runs on the same seeds), "
+        f"model population {report['model_reps']} runs. Tolerance: mean makespan "
+        f"{100 * report['mean_tol']:g}%, p95 {100 * report['p95_tol']:g}%, time to first "
+        f"scene {100 * report['ttfs_tol']:g}%; a cell passes only when every 95% interval "
+        "lies inside its band (docs/validation.md). Verdict: "
+        f"**{report['verdict']}**.",
+        "",
+        f"![model vs real]({figure})",
+        "",
+        "| cell | time scale | real mean (s) | model mean (s) | rel. err (95% CI) | p95 err | "
+        "TTFS err | 429/run real / model | ok |",
+        "|" + "---|" * 9,
+    ]
+    worst = sorted(report["cells"], key=lambda c: -abs(c["makespan_mean_rel_err"]))
+    return "\n".join(head + [_markdown_row(c) for c in worst]) + "\n"
+
+
+def _markdown_row(c: dict[str, Any]) -> str:
+    lo, hi = c["makespan_mean_rel_ci"]
+    return (
+        f"| {c['cell']} | {c['time_scale']} | {c['real_makespan_mean_s']:.1f} | "
+        f"{c['model_makespan_mean_s']:.1f} | {100 * c['makespan_mean_rel_err']:+.2f}% "
+        f"({100 * lo:+.2f}%, {100 * hi:+.2f}%) | {100 * c['makespan_p95_rel_err']:+.2f}%"
+        f" | {100 * c['ttfs_mean_rel_err']:+.2f}% | {c['real_429_mean']:.1f} / "
+        f"{c['model_429_mean']:.1f} | {c['verdict']}"
+        + (f" ({c['runs_needed']} runs would decide)" if c["runs_needed"] else "")
+        + " |"
+    )
+
+
+def wall_verdict_lines(report: dict[str, Any]) -> list[str]:
+    """The cells reported apart (every run paused early), then the overall verdict."""
+    apart = [
+        f"reported apart (every run paused early): {c['cell']}"
+        for c in report["cells"]
+        if c["verdict"] == ALL_PAUSED
+    ]
+    return [
+        *apart,
+        {
+            PASS: "every cell's 95% intervals lie inside the tolerance bands",
+            FAIL: "SOME CELLS OUT OF TOLERANCE",
+            INCONCLUSIVE: "INCONCLUSIVE: too few runs to decide some cells (see above)",
+        }[report["verdict"]],
+    ]
 
 
 def render_wall_figure(report: dict[str, Any], path: Path) -> list[Path]:

@@ -30,6 +30,7 @@ _WHERE = {
     "RetryPolicy": "rules",
     "Scenario": "scenario",
     "ScenarioError": "rules",
+    "UserError": "errors",
     "builtin_names": "scenario",
     "load_scenario": "scenario",
     "scenario_from_mapping": "scenario",

@@ -4,7 +4,8 @@ Every distribution is a tiny frozen dataclass with an analytic ``mean`` and two
 ways to draw: ``sample(rng, n)`` from an explicit :class:`numpy.random.Generator`,
 and ``quantile(u)`` (inverse transform), which the keyed draws use so that a
 call's latency is a pure function of its key (see :mod:`sim.draws`).
-Invalid parameters raise :class:`ValueError`; nothing is clipped.
+Invalid parameters raise :class:`~sim.errors.UserError` (a ``ValueError``); nothing is
+clipped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 from scipy import special
+
+from .errors import UserError
 
 __all__ = [
     "Constant",
@@ -69,11 +72,11 @@ class IntDist(Protocol):
 
 def _finite(name: str, value: float, *, positive: bool = False) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{name}: must be a finite number, got {value!r}")
+        raise UserError(f"{name}: must be a finite number, got {value!r}")
     if positive and value <= 0:
-        raise ValueError(f"{name}: must be > 0, got {value!r}")
+        raise UserError(f"{name}: must be > 0, got {value!r}")
     if not positive and value < 0:
-        raise ValueError(f"{name}: must be >= 0, got {value!r}")
+        raise UserError(f"{name}: must be >= 0, got {value!r}")
 
 
 class _Sampling:
@@ -112,7 +115,7 @@ class Uniform(_Sampling):
         _finite("low_s", self.low_s)
         _finite("high_s", self.high_s)
         if self.high_s < self.low_s:
-            raise ValueError(f"high_s: must be >= low_s ({self.low_s}), got {self.high_s}")
+            raise UserError(f"high_s: must be >= low_s ({self.low_s}), got {self.high_s}")
 
     @property
     def mean(self) -> float:
@@ -201,7 +204,7 @@ class Empirical(_Sampling):
 
     def __post_init__(self) -> None:
         if len(self.values_s) == 0:
-            raise ValueError("values_s: must be a non-empty list of seconds")
+            raise UserError("values_s: must be a non-empty list of seconds")
         for v in self.values_s:
             _finite("values_s[]", v)
 
@@ -224,7 +227,7 @@ class ConstantInt(_Sampling):
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, int) or isinstance(self.value, bool) or self.value < 0:
-            raise ValueError(f"value: must be an integer >= 0, got {self.value!r}")
+            raise UserError(f"value: must be an integer >= 0, got {self.value!r}")
 
     @property
     def mean(self) -> float:
@@ -251,9 +254,9 @@ class UniformInt(_Sampling):
     def __post_init__(self) -> None:
         for name, v in (("low", self.low), ("high", self.high)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name}: must be an integer >= 0, got {v!r}")
+                raise UserError(f"{name}: must be an integer >= 0, got {v!r}")
         if self.high < self.low:
-            raise ValueError(f"high: must be >= low ({self.low}), got {self.high}")
+            raise UserError(f"high: must be >= low ({self.low}), got {self.high}")
 
     @property
     def mean(self) -> float:
@@ -280,10 +283,10 @@ class EmpiricalInt(_Sampling):
 
     def __post_init__(self) -> None:
         if len(self.values) == 0:
-            raise ValueError("values: must be a non-empty list of integers >= 0")
+            raise UserError("values: must be a non-empty list of integers >= 0")
         for v in self.values:
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"values[]: must be integers >= 0, got {v!r}")
+                raise UserError(f"values[]: must be integers >= 0, got {v!r}")
 
     @property
     def mean(self) -> float:
@@ -327,25 +330,25 @@ def field_name(key: object) -> str:
 
 def _build(kinds: Mapping[str, tuple[type, tuple[str, ...]]], m: Mapping[str, Any]) -> Any:
     if not isinstance(m, Mapping):
-        raise ValueError(f"must be a table like {{dist = ...}}, got {m!r}")
+        raise UserError(f"must be a table like {{dist = ...}}, got {m!r}")
     kind = m.get("dist")
     if not isinstance(kind, str) or kind not in kinds:
-        raise ValueError(f"dist: must be one of {', '.join(kinds)}; got {kind!r}")
+        raise UserError(f"dist: must be one of {', '.join(kinds)}; got {kind!r}")
     cls, fields = kinds[kind]
     extra = sorted(set(m) - {"dist", *fields})
     if extra:
-        raise ValueError(
+        raise UserError(
             f"{field_name(extra[0])}: unknown for dist {kind!r}; allowed: {', '.join(fields)}"
         )
     missing = [f for f in fields if f not in m]
     if missing:
-        raise ValueError(f"{missing[0]}: required for dist {kind!r}")
+        raise UserError(f"{missing[0]}: required for dist {kind!r}")
     args = []
     for f in fields:
         v = m[f]
         if f in ("values_s", "values"):
             if not isinstance(v, Sequence) or isinstance(v, str):
-                raise ValueError(f"{f}: must be a list, got {v!r}")
+                raise UserError(f"{f}: must be a list, got {v!r}")
             v = tuple(v)
         args.append(v)
     return cls(*args)

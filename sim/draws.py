@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from .errors import UserError
 from .scenario import STEPS, Scenario
 from .tokens import decode_us, tokens_to_int
 
@@ -206,7 +207,7 @@ def tenant_offsets_us(
     """Start offsets (µs) of a run's tenants: gaps of ``stagger_s`` (``constant``) or
     exponential gaps of mean ``stagger_s`` drawn from the run's own keyed stream."""
     if dist not in STAGGER_DISTS:
-        raise ValueError(f"stagger_dist: must be one of {', '.join(STAGGER_DISTS)}; got {dist!r}")
+        raise UserError(f"stagger_dist: must be one of {', '.join(STAGGER_DISTS)}; got {dist!r}")
     if tenants <= 1 or stagger_s == 0:
         return [0] * tenants
     if dist == "constant":

@@ -28,6 +28,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
+from .errors import UserError
 from .model import clamp_concurrency, effective_tts_concurrency
 from .qoe import QOE_FIELDS, QoE, qoe_us
 from .rules import RetryPolicy, RunStatus, content_slots, is_parallel
@@ -537,19 +538,19 @@ class _Run:
 
 def _check(scenario: Scenario, mode: str, reps: int) -> None:
     if mode not in MODES:
-        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
     if scenario.quota_llm.limited or scenario.quota_tts.limited:
-        raise ValueError(
+        raise UserError(
             "scenario: the fast path needs quota-free keys (max_inflight = 0 and "
             "rpm = 0 on both); use sim.simulate_many"
         )
     if route_retries(scenario):
-        raise ValueError(
+        raise UserError(
             f"scenario: the fast path does not model retries inside the route (profile "
             f"{scenario.upstream!r} with provider_errors = 'route'); use sim.simulate_many"
         )
     if reps < 1:
-        raise ValueError(f"reps: must be >= 1, got {reps}")
+        raise UserError(f"reps: must be >= 1, got {reps}")
 
 
 def simulate_fast(

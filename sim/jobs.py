@@ -41,6 +41,7 @@ import numpy as np
 from simpy.events import Event
 
 from .draws import Draws, tenant_offsets_us
+from .errors import UserError
 from .keygate import KeyGate, key_cap
 from .limiter import Rank
 from .model import _Classroom, _result, _SimGate, _World, effective_tts_concurrency
@@ -115,15 +116,15 @@ def check_jobs(
 ) -> None:
     """One-line ValueErrors naming the argument."""
     if mode not in MODES:
-        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
     if arrivals_s is not None:
         if not arrivals_s or any(not (math.isfinite(t) and t >= 0) for t in arrivals_s):
-            raise ValueError("arrivals: must be a non-empty list of finite times >= 0")
+            raise UserError("arrivals: must be a non-empty list of finite times >= 0")
         return
     if not (isinstance(jobs, int) and jobs >= 1):
-        raise ValueError(f"jobs: must be an integer >= 1, got {jobs!r}")
+        raise UserError(f"jobs: must be an integer >= 1, got {jobs!r}")
     if arrival_per_hour is None or not (math.isfinite(arrival_per_hour) and arrival_per_hour > 0):
-        raise ValueError(f"arrival_per_hour: must be a number > 0, got {arrival_per_hour!r}")
+        raise UserError(f"arrival_per_hour: must be a number > 0, got {arrival_per_hour!r}")
 
 
 def arrivals_us(
@@ -348,7 +349,7 @@ def simulate_jobs(
     (:func:`server_scenario`) unless it has them already or ``server=False``."""
     check_jobs(mode, jobs, arrival_per_hour, arrivals_s)
     if not (isinstance(media_concurrency, int) and 1 <= media_concurrency <= 1000):
-        raise ValueError(
+        raise UserError(
             f"media_concurrency: must be an integer in [1, 1000], got {media_concurrency!r}"
         )
     sc = scenario
@@ -387,9 +388,9 @@ def simulate_keygate_tenants(
     the key-wide gates (one per key) instead of per-classroom gates. Per-classroom
     results as :func:`sim.simulate` gives them (``requests_log`` empty)."""
     if mode not in MODES:
-        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
     if not (isinstance(tenants, int) and tenants >= 1):
-        raise ValueError(f"tenants: must be an integer >= 1, got {tenants!r}")
+        raise UserError(f"tenants: must be an integer >= 1, got {tenants!r}")
     c = clamp_concurrency(concurrency)
     tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     prov = Provider(scenario, seed, keep_log=False)

@@ -36,6 +36,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
+from .errors import UserError
+
 __all__ = ["LOOP_DONE", "POLICIES", "GateCore", "Rank"]
 
 POLICIES = ("off", "halve", "aimd", "gate")
@@ -70,7 +72,7 @@ class GateCore:
 
     def __init__(self, cap: int, policy: str, reserve: bool = False) -> None:
         if policy not in POLICIES:
-            raise ValueError(f"adaptive: must be one of {', '.join(POLICIES)}; got {policy!r}")
+            raise UserError(f"adaptive: must be one of {', '.join(POLICIES)}; got {policy!r}")
         self.policy = policy
         self.max_cap = max(1, cap)
         self.cap = self.max_cap

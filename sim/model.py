@@ -26,6 +26,7 @@ import simpy
 from simpy.events import NORMAL, Event, EventPriority
 
 from .draws import Draws, tenant_offsets_us
+from .errors import UserError
 from .limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
 from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from .qoe import qoe_of_run
@@ -577,15 +578,15 @@ def _check(
     mode: str, tenants: int, seed: int, run_id: int, adaptive: str = "off", stagger_s: float = 0.0
 ) -> None:
     if adaptive not in POLICIES:
-        raise ValueError(f"adaptive: must be one of {', '.join(POLICIES)}; got {adaptive!r}")
+        raise UserError(f"adaptive: must be one of {', '.join(POLICIES)}; got {adaptive!r}")
     if not (stagger_s >= 0 and math.isfinite(stagger_s)):
-        raise ValueError(f"stagger_s: must be a finite number >= 0, got {stagger_s}")
+        raise UserError(f"stagger_s: must be a finite number >= 0, got {stagger_s}")
     if mode not in MODES:
-        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
     if tenants < 1:
-        raise ValueError(f"tenants: must be >= 1, got {tenants}")
+        raise UserError(f"tenants: must be >= 1, got {tenants}")
     if seed < 0 or run_id < 0:
-        raise ValueError(f"seed and run_id: must be >= 0, got {seed}, {run_id}")
+        raise UserError(f"seed and run_id: must be >= 0, got {seed}, {run_id}")
 
 
 def _run_one(
@@ -679,7 +680,7 @@ def simulate_many(
     """``reps`` runs with run ids ``first_run ..``; draws are made in one batch."""
     _check(mode, tenants, seed, first_run, adaptive, stagger_s)
     if reps < 1:
-        raise ValueError(f"reps: must be >= 1, got {reps}")
+        raise UserError(f"reps: must be >= 1, got {reps}")
     c = clamp_concurrency(concurrency)
     tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     lo = first_run * tenants

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from .errors import UserError
+
 __all__ = [
     "MAX_CONCURRENCY",
     "MODES",
@@ -31,6 +33,7 @@ __all__ = [
     "RunStatus",
     "ScenarioError",
     "Step",
+    "UserError",
     "Verdict",
     "after_attempt",
     "check_number",
@@ -46,7 +49,7 @@ __all__ = [
 MAX_CONCURRENCY = 10
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UserError):
     """A scenario that cannot be used; the message is one line naming the field."""
 
 

@@ -26,3 +26,17 @@ def test_help_loads_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "usage: scenebench" in out.stdout
     assert out.stdout.strip().endswith("LOADED="), out.stdout.splitlines()[-1]
+
+
+def test_every_subcommand_help_loads_nothing_heavy():
+    code = (
+        "import contextlib, io, sys\nfrom runner.cli import _parser, main\n"
+        "sub = next(a for a in _parser()._actions if a.dest == 'command')\n"
+        "for name in sub.choices:\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main([name, '--help'])\n"
+        f"print(len(sub.choices), ','.join(m for m in {HEAVY!r} if m in sys.modules), sep='|')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n, loaded = out.stdout.strip().split("|")
+    assert int(n) >= 12 and loaded == "", out.stdout

@@ -19,6 +19,7 @@ MODULES = [
     "sim.upstream",
     "sim.qoe",
     "sim.limiter",
+    "sim.errors",
     "runner",
     "runner.qoe_report",
     "runner.server",
@@ -39,6 +40,7 @@ MODULES = [
     "runner.failures",
     "runner.provenance",
     "runner.analysis",
+    "runner.errors",
 ]
 
 
