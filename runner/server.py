@@ -27,7 +27,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from http import HTTPStatus
+from typing import Any, TypedDict, Unpack
 
 import uvicorn
 from starlette.applications import Starlette
@@ -37,7 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
-from sim.rules import Counts, after_attempt, outcome_of, parse_knob
+from sim.rules import Counts, Step, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
 from sim.upstream import ErrorShape
 
@@ -50,25 +53,73 @@ from .wire import (
     parse_audio_id,
 )
 
-__all__ = ["FakeProvider", "ServerProcess", "ServerThread", "create_app"]
+__all__ = [
+    "ErrorCode",
+    "FakeProvider",
+    "ServerConfig",
+    "ServerOptions",
+    "ServerProcess",
+    "ServerThread",
+    "create_app",
+]
 
 MAX_BODY_BYTES = 1_000_000
 _FAKE_AUDIO = "SUQzBAAAAAAAI1RTU0UAAAAPAAADTGF2ZjU4Ljc2LjEwMAAAAAAAAAAAAAAA"
 
 
+class ErrorCode(StrEnum):
+    """The ``errorCode`` of an error answer (the names upstream's routes use)."""
+
+    MISSING_REQUIRED_FIELD = "MISSING_REQUIRED_FIELD"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    RATE_LIMITED = "RATE_LIMITED"
+    GENERATION_FAILED = "GENERATION_FAILED"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
 def _error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
-        {"success": False, "errorCode": code, "error": message}, status_code=status, headers=headers
+        {"success": False, "errorCode": code, "error": message},
+        status_code=int(status),
+        headers=headers,
     )
 
 
 class _BadRequest(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    """A request the route refuses before any model call (answered by :func:`_bad_request`)."""
+
+    def __init__(
+        self, code: ErrorCode, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the fake provider runs; each field as in :class:`FakeProvider`."""
+
+    time_scale: float = 1.0
+    virtual: bool = False
+    parallel_scene_concurrency: int | str | None = None
+    keep_log: bool = True
+    latency_factor: float = 1.0
+
+
+class ServerOptions(TypedDict, total=False):
+    """:class:`ServerConfig`'s fields as keyword arguments of :func:`create_app`."""
+
+    time_scale: float
+    virtual: bool
+    parallel_scene_concurrency: int | str | None
+    keep_log: bool
+    latency_factor: float
 
 
 class FakeProvider:
@@ -263,42 +314,69 @@ def _require(body: dict[str, Any], *names: str) -> None:
     for n in names:
         v = body.get(n)
         if v is None or (isinstance(v, str) and not v) or (isinstance(v, list) and not v):
-            raise _BadRequest("MISSING_REQUIRED_FIELD", f"Missing required field: {n}")
+            raise _BadRequest(ErrorCode.MISSING_REQUIRED_FIELD, f"Missing required field: {n}")
 
 
 def _outline(body: dict[str, Any]) -> dict[str, Any]:
     o = body.get("outline")
     if not isinstance(o, dict):
-        raise _BadRequest("MISSING_REQUIRED_FIELD", "Missing required field: outline")
+        raise _BadRequest(ErrorCode.MISSING_REQUIRED_FIELD, "Missing required field: outline")
     order = o.get("order")
     if not isinstance(order, int) or isinstance(order, bool) or order < 0:
-        raise _BadRequest("INVALID_REQUEST", "outline.order must be an integer >= 0")
+        raise _BadRequest(ErrorCode.INVALID_REQUEST, "outline.order must be an integer >= 0")
     if o.get("type", "slide") not in SCENE_TYPES:
         raise _BadRequest(
-            "INVALID_REQUEST", f"outline.type must be one of {', '.join(SCENE_TYPES)}"
+            ErrorCode.INVALID_REQUEST, f"outline.type must be one of {', '.join(SCENE_TYPES)}"
         )
     if not isinstance(body.get("allOutlines"), list):
-        raise _BadRequest("MISSING_REQUIRED_FIELD", "Missing required field: allOutlines")
+        raise _BadRequest(ErrorCode.MISSING_REQUIRED_FIELD, "Missing required field: allOutlines")
     if not isinstance(body.get("stageId"), str):
-        raise _BadRequest("MISSING_REQUIRED_FIELD", "Missing required field: stageId")
+        raise _BadRequest(ErrorCode.MISSING_REQUIRED_FIELD, "Missing required field: stageId")
     return o
+
+
+def _actions_inputs(body: dict[str, Any]) -> list[str]:
+    """Checks scene-actions' ``content`` and returns its ``previousSpeeches``."""
+    if not isinstance(body["content"], dict):
+        raise _BadRequest(ErrorCode.INVALID_REQUEST, "content must be an object")
+    prev = body.get("previousSpeeches", [])
+    if not isinstance(prev, list) or not all(isinstance(s, str) for s in prev):
+        raise _BadRequest(ErrorCode.INVALID_REQUEST, "previousSpeeches must be a list of strings")
+    return list(prev)
+
+
+def _check_tts(body: dict[str, Any]) -> None:
+    _require(body, "text", "audioId", "ttsProviderId", "ttsVoice")
+    for name in ("text", "audioId", "ttsProviderId", "ttsVoice"):
+        if not isinstance(body[name], str):
+            raise _BadRequest(ErrorCode.INVALID_REQUEST, f"{name} must be a string")
+    if body.get("ttsApiKey") is not None and not isinstance(body["ttsApiKey"], str):
+        raise _BadRequest(ErrorCode.INVALID_REQUEST, "ttsApiKey must be a string")
+
+
+def _too_large() -> _BadRequest:
+    return _BadRequest(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"Body over {MAX_BODY_BYTES} bytes",
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    )
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _BadRequest("PAYLOAD_TOO_LARGE", f"Body over {MAX_BODY_BYTES} bytes", 413)
+        raise _too_large()
     raw = b""
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
-            raise _BadRequest("PAYLOAD_TOO_LARGE", f"Body over {MAX_BODY_BYTES} bytes", 413)
+            raise _too_large()
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise _BadRequest("INVALID_REQUEST", "Body is not valid JSON") from None
+        raise _BadRequest(ErrorCode.INVALID_REQUEST, "Body is not valid JSON") from None
     if not isinstance(data, dict):
-        raise _BadRequest("INVALID_REQUEST", "Body must be a JSON object")
+        raise _BadRequest(ErrorCode.INVALID_REQUEST, "Body must be a JSON object")
     return data
 
 
@@ -361,207 +439,228 @@ def _rate_limited(dec: Decision, headers: dict[str, str]) -> JSONResponse:
     if dec.retry_after_ms is not None:
         headers["retry-after-ms"] = str(dec.retry_after_ms)
         headers["retry-after"] = str(math.ceil(dec.retry_after_ms / 1000))
-    return _error(429, "RATE_LIMITED", f"Rate limit exceeded ({dec.reason})", headers)
+    return _error(
+        HTTPStatus.TOO_MANY_REQUESTS,
+        ErrorCode.RATE_LIMITED,
+        f"Rate limit exceeded ({dec.reason})",
+        headers,
+    )
+
+
+def _failed(fake: FakeProvider, dec: Decision, tally: str) -> Response:
+    """The answer to a model call that did not succeed: a dropped connection, or the error
+    the route returns (in the ``route`` shape every failure is a 500, as before #788)."""
+    if dec.status == RESET:
+        return _ResetResponse()
+    hdrs = {COUNTS_HEADER: tally}
+    msg = "Upstream model call failed"
+    if fake.scenario.client.provider_errors == ErrorShape.ROUTE:
+        return _error(HTTPStatus.INTERNAL_SERVER_ERROR, ErrorCode.GENERATION_FAILED, msg, hdrs)
+    if dec.status == HTTPStatus.TOO_MANY_REQUESTS:
+        return _rate_limited(dec, hdrs)
+    return _error(dec.status, ErrorCode.GENERATION_FAILED, msg, hdrs)
+
+
+# -- the routes: module-level endpoints, their state on ``request.app.state.fake`` ----------
+def _fake(request: Request) -> FakeProvider:
+    fake: FakeProvider = request.app.state.fake
+    return fake
+
+
+async def _generate(
+    request: Request,
+    call: tuple[Step, int, int, int],
+    api_key: str,
+    payload: Callable[[], dict[str, Any]],
+) -> Response:
+    """The route's model call ``call`` (step, classroom, order, clip), then its answer: the
+    ``payload`` (built once the call succeeded) or the failure's."""
+    fake = _fake(request)
+    step, cid, order, clip = call
+    fg = request.headers.get(FOREGROUND_HEADER) == "1"
+    sent = fake.sent_at(request.headers.get(SENT_HEADER))
+    # the plain int: the request log holds the same values as the model's
+    dec, counts = await fake.route_call(cid, int(step), order, clip, api_key, fg, sent)
+    tally = format_counts(counts, dec.status)
+    if dec.status in (HTTPStatus.OK, TRUNCATED):
+        return _ok_counted(dec, tally, payload())
+    return _failed(fake, dec, tally)
+
+
+def _content(outline: dict[str, Any]) -> dict[str, Any]:
+    order = outline["order"]
+    return {
+        "type": outline.get("type", "slide"),
+        "elements": [
+            {
+                "id": f"el-{order}-{j}",
+                "type": "text",
+                "content": f"{outline.get('title', '')} point {j + 1}",
+            }
+            for j in range(3)
+        ],
+    }
+
+
+def _scene(
+    fake: FakeProvider, cid: int, outline: dict[str, Any], body: dict[str, Any]
+) -> dict[str, Any]:
+    """Scene-actions' success payload: the drawn number of speeches, a spotlight after the
+    first one."""
+    order = outline["order"]
+    k = fake.provider.speeches(cid, order)
+    speeches = [
+        f"[o{order} s{j}] Now let us look at {outline.get('title', 'this')}, part {j}."
+        for j in range(k)
+    ]
+    actions: list[dict[str, Any]] = []
+    for j, text in enumerate(speeches):
+        actions.append({"id": f"sb-{cid}-o{order}-s{j}", "type": "speech", "text": text})
+        if j == 0:
+            actions.append(
+                {
+                    "id": f"sb-{cid}-o{order}-spot",
+                    "type": "spotlight",
+                    "elementId": f"el-{order}-0",
+                }
+            )
+    scene = {
+        "id": f"scene-{cid}-{order}",
+        "stageId": body["stageId"],
+        "type": outline.get("type", "slide"),
+        "title": outline.get("title", ""),
+        "order": order,
+        "content": body["content"],
+        "actions": actions,
+    }
+    return {"success": True, "scene": scene, "previousSpeeches": speeches}
+
+
+async def scene_content(request: Request) -> Response:
+    body = await _json_body(request)
+    outline = _outline(body)
+    _require(body, "allOutlines", "stageId")
+    call = (Step.CONTENT, classroom_of(body["stageId"]), outline["order"], 0)
+    payload = {"success": True, "content": _content(outline), "effectiveOutline": outline}
+    return await _generate(request, call, request.headers.get("x-api-key", ""), lambda: payload)
+
+
+async def scene_actions(request: Request) -> Response:
+    body = await _json_body(request)
+    outline = _outline(body)
+    _require(body, "allOutlines", "stageId", "content")
+    prev = _actions_inputs(body)
+    fake = _fake(request)
+    cid, order = classroom_of(body["stageId"]), outline["order"]
+    fake.actions_inputs[(cid, order)] = prev
+    key = request.headers.get("x-api-key", "")
+    return await _generate(
+        request, (Step.ACTIONS, cid, order, 0), key, lambda: _scene(fake, cid, outline, body)
+    )
+
+
+async def tts(request: Request) -> Response:
+    body = await _json_body(request)
+    _check_tts(body)
+    audio_id = body["audioId"]
+    cid, order, clip = parse_audio_id(audio_id)
+    key = str(body.get("ttsApiKey") or "")
+    payload = {"success": True, "audioId": audio_id, "base64": _FAKE_AUDIO, "format": "mp3"}
+    return await _generate(request, (Step.TTS, cid, order, clip), key, lambda: payload)
+
+
+async def health(request: Request) -> Response:
+    knob = _fake(request).parallel_scene_concurrency
+    return JSONResponse(
+        {"success": True, "status": "ok", "generation": {"parallelSceneConcurrency": knob}}
+    )
+
+
+async def server_providers(request: Request) -> Response:
+    """Where upstream's client reads the knob (since #660): the server's parsed value."""
+    knob = parse_knob(_fake(request).parallel_scene_concurrency)
+    return JSONResponse(
+        {"success": True, "providers": {}, "generation": {"parallelSceneConcurrency": knob}}
+    )
+
+
+async def request_log(request: Request) -> Response:
+    fake = _fake(request)
+    cid = request.query_params.get("classroom")
+    rows = fake.log_rows(int(cid) if cid and cid.isdigit() else None)
+    return JSONResponse({"success": True, "now_us": fake.now_us(), "log": rows})
+
+
+async def clock(request: Request) -> Response:
+    return JSONResponse({"success": True, "now_us": _fake(request).now_us()})
+
+
+async def hold(request: Request) -> Response:
+    """Answer after ``ms`` real milliseconds (at most 1 s): requests held at once make a
+    client open that many connections before a run (:func:`runner.run.warm_up`)."""
+    ms = request.query_params.get("ms", "0")
+    await asyncio.sleep(min(1000, int(ms)) / 1000 if ms.isdigit() else 0)
+    return JSONResponse({"success": True})
+
+
+async def reset(request: Request) -> Response:
+    _fake(request).reset()
+    return JSONResponse({"success": True})
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _BadRequest)
+    return _error(exc.status, exc.code, str(exc))
+
+
+_HTTP_CODES: dict[int, ErrorCode] = {
+    HTTPStatus.NOT_FOUND: ErrorCode.NOT_FOUND,
+    HTTPStatus.METHOD_NOT_ALLOWED: ErrorCode.METHOD_NOT_ALLOWED,
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
+    return _error(exc.status_code, code, str(exc.detail))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return _error(HTTPStatus.INTERNAL_SERVER_ERROR, ErrorCode.INTERNAL_ERROR, type(exc).__name__)
+
+
+ROUTES = (
+    Route("/api/generate/scene-content", scene_content, methods=["POST"]),
+    Route("/api/generate/scene-actions", scene_actions, methods=["POST"]),
+    Route("/api/generate/tts", tts, methods=["POST"]),
+    Route("/api/health", health, methods=["GET"]),
+    Route("/api/server-providers", server_providers, methods=["GET"]),
+    Route("/api/_scenebench/log", request_log, methods=["GET"]),
+    Route("/api/_scenebench/clock", clock, methods=["GET"]),
+    Route("/api/_scenebench/hold", hold, methods=["GET"]),
+    Route("/api/_scenebench/reset", reset, methods=["POST"]),
+)
+_EXCEPTION_HANDLERS = {
+    _BadRequest: _bad_request,
+    HTTPException: _http_error,
+    Exception: _internal_error,
+}
 
 
 def create_app(
     scenario: Scenario,
     seed: int = 0,
     *,
-    time_scale: float = 1.0,
-    virtual: bool = False,
-    parallel_scene_concurrency: int | str | None = None,
-    keep_log: bool = True,
-    latency_factor: float = 1.0,
+    config: ServerConfig | None = None,
+    **options: Unpack[ServerOptions],
 ) -> Starlette:
-    """The fake provider app; its state is ``app.state.fake`` (a :class:`FakeProvider`)."""
-    fake = FakeProvider(
-        scenario,
-        seed,
-        time_scale=time_scale,
-        virtual=virtual,
-        parallel_scene_concurrency=parallel_scene_concurrency,
-        keep_log=keep_log,
-        latency_factor=latency_factor,
-    )
+    """The fake provider app; its state is ``app.state.fake`` (a :class:`FakeProvider`).
 
-    def handler(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> Response:
-            try:
-                resp: Response = await fn(request)
-                return resp
-            except _BadRequest as e:
-                return _error(e.status, e.code, str(e))
-
-        return wrapped
-
-    async def generate(
-        request: Request, cid: int, step: int, order: int, clip: int, api_key: str
-    ) -> tuple[Decision, str, Response | None]:
-        """The route's model call; its decision, its count header, and the error answer (or
-        ``None`` when the route answers with the payload)."""
-        fg = request.headers.get(FOREGROUND_HEADER) == "1"
-        sent = fake.sent_at(request.headers.get(SENT_HEADER))
-        dec, counts = await fake.route_call(cid, step, order, clip, api_key, fg, sent)
-        tally = format_counts(counts, dec.status)
-        if dec.status == RESET:
-            return dec, tally, _ResetResponse()
-        if dec.status in (200, TRUNCATED):
-            return dec, tally, None
-        hdrs = {COUNTS_HEADER: tally}
-        msg = "Upstream model call failed"
-        if fake.scenario.client.provider_errors == ErrorShape.ROUTE:
-            return dec, tally, _error(500, "GENERATION_FAILED", msg, hdrs)
-        if dec.status == 429:
-            return dec, tally, _rate_limited(dec, hdrs)
-        return dec, tally, _error(dec.status, "GENERATION_FAILED", msg, hdrs)
-
-    @handler
-    async def scene_content(request: Request) -> Response:
-        body = await _json_body(request)
-        outline = _outline(body)
-        _require(body, "allOutlines", "stageId")
-        cid = classroom_of(body["stageId"])
-        order = outline["order"]
-        key = request.headers.get("x-api-key", "")
-        dec, tally, err = await generate(request, cid, 0, order, 0, key)
-        if err is not None:
-            return err
-        content = {
-            "type": outline.get("type", "slide"),
-            "elements": [
-                {
-                    "id": f"el-{order}-{j}",
-                    "type": "text",
-                    "content": f"{outline.get('title', '')} point {j + 1}",
-                }
-                for j in range(3)
-            ],
-        }
-        payload = {"success": True, "content": content, "effectiveOutline": outline}
-        return _ok_counted(dec, tally, payload)
-
-    @handler
-    async def scene_actions(request: Request) -> Response:
-        body = await _json_body(request)
-        outline = _outline(body)
-        _require(body, "allOutlines", "stageId", "content")
-        if not isinstance(body["content"], dict):
-            raise _BadRequest("INVALID_REQUEST", "content must be an object")
-        prev = body.get("previousSpeeches", [])
-        if not isinstance(prev, list) or not all(isinstance(s, str) for s in prev):
-            raise _BadRequest("INVALID_REQUEST", "previousSpeeches must be a list of strings")
-        cid = classroom_of(body["stageId"])
-        order = outline["order"]
-        fake.actions_inputs[(cid, order)] = list(prev)
-        key = request.headers.get("x-api-key", "")
-        dec, tally, err = await generate(request, cid, 1, order, 0, key)
-        if err is not None:
-            return err
-        k = fake.provider.speeches(cid, order)
-        speeches = [
-            f"[o{order} s{j}] Now let us look at {outline.get('title', 'this')}, part {j}."
-            for j in range(k)
-        ]
-        actions: list[dict[str, Any]] = []
-        for j, text in enumerate(speeches):
-            actions.append({"id": f"sb-{cid}-o{order}-s{j}", "type": "speech", "text": text})
-            if j == 0:
-                actions.append(
-                    {
-                        "id": f"sb-{cid}-o{order}-spot",
-                        "type": "spotlight",
-                        "elementId": f"el-{order}-0",
-                    }
-                )
-        scene = {
-            "id": f"scene-{cid}-{order}",
-            "stageId": body["stageId"],
-            "type": outline.get("type", "slide"),
-            "title": outline.get("title", ""),
-            "order": order,
-            "content": body["content"],
-            "actions": actions,
-        }
-        payload = {"success": True, "scene": scene, "previousSpeeches": speeches}
-        return _ok_counted(dec, tally, payload)
-
-    @handler
-    async def tts(request: Request) -> Response:
-        body = await _json_body(request)
-        _require(body, "text", "audioId", "ttsProviderId", "ttsVoice")
-        for name in ("text", "audioId", "ttsProviderId", "ttsVoice"):
-            if not isinstance(body[name], str):
-                raise _BadRequest("INVALID_REQUEST", f"{name} must be a string")
-        if body.get("ttsApiKey") is not None and not isinstance(body["ttsApiKey"], str):
-            raise _BadRequest("INVALID_REQUEST", "ttsApiKey must be a string")
-        audio_id = body["audioId"]
-        cid, order, clip = parse_audio_id(audio_id)
-        key = body.get("ttsApiKey") or ""
-        dec, tally, err = await generate(request, cid, 2, order, clip, str(key))
-        if err is not None:
-            return err
-        payload = {"success": True, "audioId": audio_id, "base64": _FAKE_AUDIO, "format": "mp3"}
-        return _ok_counted(dec, tally, payload)
-
-    async def health(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "success": True,
-                "status": "ok",
-                "generation": {"parallelSceneConcurrency": fake.parallel_scene_concurrency},
-            }
-        )
-
-    async def server_providers(request: Request) -> Response:
-        """Where upstream's client reads the knob (since #660): the server's parsed value."""
-        knob = parse_knob(fake.parallel_scene_concurrency)
-        return JSONResponse(
-            {"success": True, "providers": {}, "generation": {"parallelSceneConcurrency": knob}}
-        )
-
-    async def log(request: Request) -> Response:
-        cid = request.query_params.get("classroom")
-        rows = fake.log_rows(int(cid) if cid and cid.isdigit() else None)
-        return JSONResponse({"success": True, "now_us": fake.now_us(), "log": rows})
-
-    async def clock(request: Request) -> Response:
-        return JSONResponse({"success": True, "now_us": fake.now_us()})
-
-    async def hold(request: Request) -> Response:
-        """Answer after ``ms`` real milliseconds (at most 1 s): requests held at once make a
-        client open that many connections before a run (:func:`runner.run.warm_up`)."""
-        ms = request.query_params.get("ms", "0")
-        await asyncio.sleep(min(1000, int(ms)) / 1000 if ms.isdigit() else 0)
-        return JSONResponse({"success": True})
-
-    async def reset(request: Request) -> Response:
-        fake.reset()
-        return JSONResponse({"success": True})
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INVALID_REQUEST")
-        return _error(exc.status_code, code, str(exc.detail))
-
-    async def internal(request: Request, exc: Exception) -> Response:
-        return _error(500, "INTERNAL_ERROR", f"{type(exc).__name__}")
-
-    app = Starlette(
-        routes=[
-            Route("/api/generate/scene-content", scene_content, methods=["POST"]),
-            Route("/api/generate/scene-actions", scene_actions, methods=["POST"]),
-            Route("/api/generate/tts", tts, methods=["POST"]),
-            Route("/api/health", health, methods=["GET"]),
-            Route("/api/server-providers", server_providers, methods=["GET"]),
-            Route("/api/_scenebench/log", log, methods=["GET"]),
-            Route("/api/_scenebench/clock", clock, methods=["GET"]),
-            Route("/api/_scenebench/hold", hold, methods=["GET"]),
-            Route("/api/_scenebench/reset", reset, methods=["POST"]),
-        ],
-        exception_handlers={HTTPException: not_found, Exception: internal},
-    )
-    app.state.fake = fake
+    ``config`` (default :class:`ServerConfig`'s), with any of its fields overridden by
+    keyword (``time_scale=...``, ``virtual=...``, ...)."""
+    cfg = replace(config or ServerConfig(), **options)
+    app = Starlette(routes=list(ROUTES), exception_handlers=dict(_EXCEPTION_HANDLERS))
+    app.state.fake = FakeProvider(scenario, seed, **asdict(cfg))
     return app
 
 
@@ -641,11 +740,8 @@ def _serve_in_child(
     bare_latency_s: float | None,
     scenario_map: dict[str, Any],
     seed: int,
-    time_scale: float,
-    parallel_scene_concurrency: int | str | None,
-    keep_log: bool,
+    config: ServerConfig,
     conn: Any,
-    latency_factor: float = 1.0,
 ) -> None:  # pragma: no cover - runs in the child process
     from sim.scenario import scenario_from_mapping
 
@@ -654,14 +750,7 @@ def _serve_in_child(
 
         app: Any = bare_app(bare_latency_s)
     else:
-        app = create_app(
-            scenario_from_mapping(scenario_map),
-            seed,
-            time_scale=time_scale,
-            parallel_scene_concurrency=parallel_scene_concurrency,
-            keep_log=keep_log,
-            latency_factor=latency_factor,
-        )
+        app = create_app(scenario_from_mapping(scenario_map), seed, config=config)
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
     quiet_injected_resets()
     # what the process imported stays out of the collector's sight: a full collection over it
@@ -709,19 +798,16 @@ class ServerProcess:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["runner.server"])
         self._conn, child = ctx.Pipe(duplex=False)
+        config = ServerConfig(
+            time_scale=time_scale,
+            parallel_scene_concurrency=parallel_scene_concurrency,
+            keep_log=keep_log,
+            latency_factor=latency_factor,
+        )
         self.process = ctx.Process(
             target=_serve_in_child,
             name="scenebench-fake-provider",
-            args=(
-                bare_latency_s,
-                scenario.to_mapping(),
-                seed,
-                time_scale,
-                parallel_scene_concurrency,
-                keep_log,
-                child,
-                latency_factor,
-            ),
+            args=(bare_latency_s, scenario.to_mapping(), seed, config, child),
             daemon=True,
         )
         self.base_url = ""

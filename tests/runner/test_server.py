@@ -148,3 +148,27 @@ def test_real_socket_serves_the_same_contract(live_server):
         log = c.get("/api/_scenebench/log").json()["log"]
         assert len(log) == 1 and log[0][1] == 2  # one tts request logged
         assert c.get("/api/nope").status_code == 404
+
+
+def test_endpoints_are_module_level_functions():
+    """Every route and exception handler is a plain function of runner.server (its state comes
+    from ``request.app.state``), not a closure made by create_app."""
+    import runner.server as server
+
+    app = create_app(const_scenario())
+    fns = [r.endpoint for r in app.routes] + list(app.exception_handlers.values())
+    assert len(fns) >= 9
+    for fn in fns:
+        assert fn.__module__ == "runner.server"
+        assert fn.__qualname__ == fn.__name__ and fn.__closure__ is None
+        assert getattr(server, fn.__name__) is fn
+
+
+def test_config_object_and_keyword_overrides():
+    from runner.server import ServerConfig
+
+    cfg = ServerConfig(time_scale=0.5, parallel_scene_concurrency="3")
+    fake = create_app(const_scenario(), 1, config=cfg, keep_log=False).state.fake
+    assert (fake.time_scale, fake.parallel_scene_concurrency, fake.seed) == (0.5, "3", 1)
+    assert fake.provider.keep_log is False
+    assert create_app(const_scenario(), virtual=True).state.fake.virtual is True
