@@ -32,16 +32,17 @@ from typing import Any
 import httpx
 
 from sim.draws import Draws, client_jitter_u
-from sim.limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
+from sim.limiter import LOOP_DONE, POLICIES, GateCore, Rank, tell_gate
 from sim.qoe import qoe_of_run
 from sim.rules import (
+    Act,
+    CallMachine,
     Counts,
+    Policy,
     RunStatus,
-    after_attempt,
     content_slots,
     final_status,
     is_parallel,
-    outcome_of,
 )
 from sim.scenario import MODES, Scenario
 from sim.schema import RunResult
@@ -317,77 +318,40 @@ class ScenePipeline:
         gate: _AioGate | None = None,
         fg: bool = False,
     ) -> dict[str, Any] | None:
-        """One step call with the client's retries; the JSON body on success, else None. A
-        gated call tells its adaptive gate of every 429 and of its success."""
-        if gate is not None and gate.core.policy == "gate":
-            return await self._gated_call(step, body, headers, ident, gate, fg)
-        policy = self.sc.client.client_policy(step, fg)
-        k = 0
-        while True:
-            f = await self._fetch(step, body, headers, fg)
-            self.stats.add(f.counts)
-            now = self.clock.now_us()
-            if gate is not None:
-                if f.status == 200:
-                    gate.core.on_success(now)
-                elif f.provider_status == 429:
-                    gate.core.on_429(now, f.retry_after_us)
-                    gate.changed()
-            u = self.jitter_u(step, ident, k)
-            verdict = after_attempt(policy, k, outcome_of(f.status), f.retry_after_us, u)
-            if verdict.done:
-                return f.data
-            if verdict.fail:
-                return None
-            self.stats.retries += 1
-            k += 1
-            await self.clock.sleep_us(verdict.wait_us)
-
-    async def _gated_call(
-        self,
-        step: int,
-        body: dict[str, Any],
-        headers: dict[str, str],
-        ident: tuple[int, int],
-        gate: _AioGate,
-        fg: bool,
-    ) -> dict[str, Any] | None:
-        """The ``gate`` policy: every attempt passes the key's gate at its rank (outline
-        order, step, clip); a 429 re-queues the attempt at the same rank instead of
-        spending the retry budget."""
-        policy = self.sc.client.client_policy(step, fg)
-        k = used = waits = 0
+        """One step call with the client's retries (:class:`sim.rules.CallMachine`); the JSON
+        body on success, else None. A call with an adaptive gate tells it of every 429 and of
+        its success; under the ``gate`` policy every attempt passes the gate at its rank
+        (outline order, step, clip) and a 429 re-queues it there instead of spending the retry
+        budget."""
+        held = gate if gate is not None and gate.core.policy is Policy.GATE else None
+        machine = CallMachine(self.sc.client.client_policy(step, fg), gated=held is not None)
         rank = (ident[0], step, ident[1])
+
+        def jitter(attempt: int) -> float:
+            return self.jitter_u(step, ident, attempt)
+
         while True:
-            await gate.acquire(rank)
+            if held is not None:
+                await held.acquire(rank)
             try:
                 f = await self._fetch(step, body, headers, fg)
             except BaseException:
-                gate.release(rank)
+                if held is not None:
+                    held.release(rank)
                 raise
-            k += 1
             self.stats.add(f.counts)
-            now = self.clock.now_us()
-            if f.status == 200:
-                gate.core.on_success(now)
-                gate.release(rank)
-                return f.data
-            if f.provider_status == 429:
-                gate.core.on_429(now, f.retry_after_us)
-                gate.release(rank)
-                waits += 1
-                if waits > MAX_429_WAITS:
-                    return None
+            verdict = machine.step(f.status, f.provider_status, f.retry_after_us, jitter)
+            if gate is not None:
+                slot = rank if held is not None else None
+                tell_gate(gate, verdict.tell, self.clock.now_us(), f.retry_after_us, slot)
+            if verdict.retry:
                 self.stats.retries += 1
-                continue
-            gate.release(rank)
-            u = self.jitter_u(step, ident, k - 1)
-            verdict = after_attempt(policy, used, outcome_of(f.status), None, u)
-            if verdict.fail:
+            if verdict.kind is Act.DONE:
+                return f.data
+            if verdict.kind is Act.FAIL:
                 return None
-            self.stats.retries += 1
-            await self.clock.sleep_us(verdict.wait_us)
-            used += 1
+            if verdict.kind is Act.WAIT:
+                await self.clock.sleep_us(verdict.wait_us)
 
     def jitter_u(self, step: int, ident: tuple[int, int], attempt: int) -> float:
         """The retry jitter after a call's attempt: the profile's fixed value or the keyed
@@ -460,8 +424,8 @@ class ScenePipeline:
             oks.append(res is not None and bool(res.get("base64")))
 
         gate = None if fg else self._tts_gate
-        if gate is not None and (gate.core.policy == "gate" or k > 1):
-            gate_all = gate.core.policy == "gate"  # every clip, every attempt gated
+        if gate is not None and (gate.core.policy is Policy.GATE or k > 1):
+            gate_all = gate.core.policy is Policy.GATE  # every clip, every attempt gated
 
             async def gated(j: int) -> None:
                 assert gate is not None

@@ -201,7 +201,7 @@ class _KeyClassroom(_Classroom):
     def llm_call(self, step: int, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         assert self.llm_gate is not None
         gate, st = self.llm_gate, self.stats
-        return (yield from self.w.gated_call(self.cid, step, i, 0, fg, st, gate))
+        return (yield from self.w.call(self.cid, step, i, 0, fg, st, gate))
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         if not fg:
@@ -210,9 +210,7 @@ class _KeyClassroom(_Classroom):
         if ok:  # the preview page's clips, one at a time, each through the gate
             assert self.tts_gate is not None
             for clip in range(self.w.provider.speeches(self.cid, i)):
-                one = yield from self.w.gated_call(
-                    self.cid, 2, i, clip, fg, self.stats, self.tts_gate
-                )
+                one = yield from self.w.call(self.cid, 2, i, clip, fg, self.stats, self.tts_gate)
                 ok = ok and one
         if ok:
             self.ready.append((i, int(self.env.now) - self.t0))
@@ -270,11 +268,7 @@ class _Job(_Classroom):
 
         def worker() -> Generator[Event, Any, None]:
             for i, k in it:
-                if self.tts_gate is not None:
-                    g = self.tts_gate
-                    ok = yield from w.gated_call(self.cid, 2, i, k, False, self.stats, g)
-                else:
-                    ok = yield from w.call(self.cid, 2, i, k, False, self.stats)
+                ok = yield from w.call(self.cid, 2, i, k, False, self.stats, self.tts_gate)
                 if not ok:
                     self.clips_failed += 1
 

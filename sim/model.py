@@ -26,11 +26,14 @@ import simpy
 from simpy.events import NORMAL, Event, EventPriority
 
 from .draws import Draws, tenant_offsets_us
-from .limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
+from .limiter import LOOP_DONE, POLICIES, GateCore, Rank, tell_gate
 from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from .qoe import qoe_of_run
 from .rules import (
+    Act,
+    CallMachine,
     Counts,
+    Policy,
     RunStatus,
     after_attempt,
     clamp_concurrency,
@@ -258,76 +261,38 @@ class _World:
         stats: Counts,
         gate: _SimGate | None = None,
     ) -> Generator[Event, Any, bool]:
-        """One step call with the client's retries; True on success. A gated call tells its
-        adaptive gate of every 429 and of its success."""
-        policy = self.client.client_policy(step, fg)
-        n = k = 0
-        while True:
-            f = yield from self.fetch(cid, step, order, clip, fg, n)
-            n = f.attempts
-            stats.add(f.counts)
-            now = int(self.env.now)
-            if gate is not None:
-                if f.status == 200:
-                    gate.core.on_success(now)
-                elif f.provider_status == 429:
-                    gate.core.on_429(now, f.retry_after_us)
-                    gate.changed()
-            u = self.provider.jitter_u(cid, step, order, clip, k)
-            verdict = after_attempt(policy, k, outcome_of(f.status), f.retry_after_us, u)
-            if verdict.done:
-                return True
-            if verdict.fail:
-                return False
-            stats.retries += 1
-            k += 1
-            yield self.env.timeout(verdict.wait_us)
-
-    def gated_call(
-        self,
-        cid: int,
-        step: int,
-        order: int,
-        clip: int,
-        fg: bool,
-        stats: Counts,
-        gate: _SimGate,
-    ) -> Generator[Event, Any, bool]:
-        """The ``gate`` policy: every attempt passes the key's gate at its rank (outline
-        order, step, clip); a 429 re-queues the attempt at the same rank instead of
-        spending the retry budget."""
-        policy = self.client.client_policy(step, fg)
-        n = k = used = waits = 0
+        """One step call with the client's retries (:class:`sim.rules.CallMachine`); True on
+        success. A call with an adaptive gate tells it of every 429 and of its success; under
+        the ``gate`` policy every attempt passes the gate at its rank (outline order, step,
+        clip) and a 429 re-queues it there instead of spending the retry budget."""
+        held = gate if gate is not None and gate.core.policy is Policy.GATE else None
+        machine = CallMachine(self.client.client_policy(step, fg), gated=held is not None)
         rank = (order, step, clip)
+
+        def jitter(attempt: int) -> float:
+            return self.provider.jitter_u(cid, step, order, clip, attempt)
+
+        n = 0
         while True:
-            ev = gate.acquire(rank)
-            if ev is not None:
-                yield ev
+            if held is not None:
+                ev = held.acquire(rank)
+                if ev is not None:
+                    yield ev
             f = yield from self.fetch(cid, step, order, clip, fg, n)
             n = f.attempts
-            k += 1
             stats.add(f.counts)
-            now = int(self.env.now)
-            if f.status == 200:
-                gate.core.on_success(now)
-                gate.release(rank)
-                return True
-            if f.provider_status == 429:
-                gate.core.on_429(now, f.retry_after_us)
-                gate.release(rank)
-                waits += 1
-                if waits > MAX_429_WAITS:
-                    return False
+            verdict = machine.step(f.status, f.provider_status, f.retry_after_us, jitter)
+            if gate is not None:
+                slot = rank if held is not None else None
+                tell_gate(gate, verdict.tell, int(self.env.now), f.retry_after_us, slot)
+            if verdict.retry:
                 stats.retries += 1
-                continue
-            gate.release(rank)
-            u = self.provider.jitter_u(cid, step, order, clip, k - 1)
-            verdict = after_attempt(policy, used, outcome_of(f.status), None, u)
-            if verdict.fail:
+            if verdict.kind is Act.DONE:
+                return True
+            if verdict.kind is Act.FAIL:
                 return False
-            stats.retries += 1
-            yield self.env.timeout(verdict.wait_us)
-            used += 1
+            if verdict.kind is Act.WAIT:
+                yield self.env.timeout(verdict.wait_us)
 
     def tts(
         self,
@@ -344,13 +309,13 @@ class _World:
             return True
         env = self.env
         oks = [True]
-        if gate is not None and (gate.core.policy == "gate" or k > 1):
-            gate_all = gate.core.policy == "gate"  # every clip, every attempt gated
+        if gate is not None and (gate.core.policy is Policy.GATE or k > 1):
+            gate_all = gate.core.policy is Policy.GATE  # every clip, every attempt gated
 
             def gated_clip(clip: int) -> Generator[Event, Any, None]:
                 assert gate is not None
                 if gate_all:
-                    ok = yield from self.gated_call(cid, 2, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, 2, order, clip, fg, stats, gate)
                 else:  # adaptive: every clip waits for the gate in order
                     ev = gate.acquire()
                     if ev is not None:
@@ -414,10 +379,8 @@ class _Classroom:
 
     def llm_call(self, step: int, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         w = self.w
-        if self.llm_gate is not None and not fg:
-            gate = self.llm_gate
-            return (yield from w.gated_call(self.cid, step, i, 0, fg, self.stats, gate))
-        return (yield from w.call(self.cid, step, i, 0, fg, self.stats))
+        gate = None if fg else self.llm_gate  # the ``gate`` policy's: every attempt gated
+        return (yield from w.call(self.cid, step, i, 0, fg, self.stats, gate))
 
     def frontier(self, i: int) -> None:
         """The scene whose LLM work the loop does or awaits next (the gate keeps it a slot)."""
