@@ -23,7 +23,6 @@ does not retry). ``stop()`` aborts in-flight requests and pauses.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ import httpx
 
 from sim.draws import Draws, client_jitter_u
 from sim.limiter import LOOP_DONE, POLICIES, GateCore, Rank, tell_gate
-from sim.qoe import qoe_of_run
 from sim.rules import (
     Act,
     CallMachine,
@@ -46,6 +44,7 @@ from sim.rules import (
 )
 from sim.scenario import MODES, Scenario
 from sim.schema import RunResult
+from sim.timeline import Timeline, run_result
 from sim.upstream import Handoff
 
 from .failures import FailureReason, failure_from_attempt
@@ -601,39 +600,23 @@ class ScenePipeline:
         self._frontier(LOOP_DONE)
         self.status = final_status(paused, content_failed, self.sc.client.content_failure_pauses)
 
-    def _qoe(self) -> dict[str, Any]:
-        """The learner's metrics (:func:`sim.qoe.qoe_of_run`): each ready scene plays its
-        clips' keyed audio durations plus the non-speech constant."""
+    def _result(self, end_us: int) -> RunResult:
+        """The classroom's :class:`RunResult` (:func:`sim.timeline.run_result`): each ready
+        scene plays its clips' keyed audio durations plus the non-speech constant."""
         d = self._draws()
         play = {i: d.playback_us(0, i, self.clips.get(i, 0)) for i, _ in self.ready}
-        return qoe_of_run(self.sc.outlines, self.ready, play, self.sc.playback)
-
-    def _result(self, end_us: int) -> RunResult:
-        st = self.stats
-        ready = self.ready
-        return RunResult(
+        tl = Timeline(self.ready, self.failed, self.stats, self.status, end_us)
+        opt = self.opt
+        return run_result(
+            self.sc,
+            tl,
+            play,
             world=self.world,
-            scenario=self.sc.name,
-            mode=self.opt.mode,
-            concurrency=self.opt.concurrency,
-            tts_concurrency=self.opt.tts_concurrency,
+            mode=opt.mode,
+            concurrency=opt.concurrency,
+            tts_concurrency=opt.tts_concurrency,
             seed=self.seed,
-            classroom=self.opt.classroom,
-            makespan_s=end_us / 1e6,
-            ttfs_s=ready[0][1] / 1e6 if ready else math.nan,
-            scenes_ok=len(ready),
-            scenes_failed=len(self.failed),
-            status=str(self.status),
-            requests=st.requests,
-            http_429=st.http_429,
-            http_5xx=st.http_5xx,
-            retries=st.retries,
-            timeouts=st.timeouts,
-            scene_order=tuple(i for i, _ in ready),
-            scene_ready_s=tuple(t / 1e6 for _, t in ready),
-            failed_orders=tuple(self.failed),
-            **self._qoe(),
-            upstream=self.sc.upstream,
+            classroom=opt.classroom,
         )
 
 

@@ -28,7 +28,6 @@ from simpy.events import NORMAL, Event, EventPriority
 from .draws import Draws, tenant_offsets_us
 from .limiter import LOOP_DONE, POLICIES, GateCore, Rank, tell_gate
 from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
-from .qoe import qoe_of_run
 from .rules import (
     Act,
     CallMachine,
@@ -45,6 +44,7 @@ from .rules import (
 )
 from .scenario import MODES, Scenario
 from .schema import RunResult, records_from_log
+from .timeline import Timeline, run_result
 from .upstream import ErrorShape, Handoff
 
 __all__ = [
@@ -495,44 +495,25 @@ class _Classroom:
         self.status = final_status(paused, content_failed, pauses)
 
 
-def _qoe(cr: _Classroom) -> dict[str, Any]:
-    """The learner's metrics of a classroom (:func:`sim.qoe.qoe_of_run`)."""
+def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[Any]) -> RunResult:
+    """The classroom's :class:`RunResult` (:func:`sim.timeline.run_result`)."""
     prov = cr.w.provider
     d, row = prov.draws_for(cr.cid)
     play = {i: d.playback_us(row, i, prov.speeches(cr.cid, i)) for i, _ in cr.ready}
-    return qoe_of_run(cr.w.scenario.outlines, cr.ready, play, cr.w.scenario.playback)
-
-
-def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[Any]) -> RunResult:
-    st = cr.stats
-    ready = cr.ready
-    sc = cr.w.scenario
-    return RunResult(
+    tl = Timeline(cr.ready, cr.failed, cr.stats, cr.status, cr.end)
+    return run_result(
+        cr.w.scenario,
+        tl,
+        play,
         world="sim",
-        scenario=sc.name,
         mode=cr.mode,
         concurrency=cr.c,
         tts_concurrency=cr.tts_c,
         seed=seed,
         classroom=cr.cid,
-        makespan_s=cr.end / 1e6,
-        ttfs_s=ready[0][1] / 1e6 if ready else math.nan,
-        scenes_ok=len(ready),
-        scenes_failed=len(cr.failed),
-        status=str(cr.status),
-        requests=st.requests,
-        http_429=st.http_429,
-        http_5xx=st.http_5xx,
-        retries=st.retries,
-        timeouts=st.timeouts,
-        scene_order=tuple(i for i, _ in ready),
-        scene_ready_s=tuple(t / 1e6 for _, t in ready),
-        failed_orders=tuple(cr.failed),
-        **_qoe(cr),
-        upstream=sc.upstream,
         tenants=tenants,
         tenant=tenant,
-        requests_log=tuple(records_from_log(log)) if log else (),
+        requests_log=records_from_log(log) if log else (),
     )
 
 
