@@ -30,14 +30,18 @@ from typing import Any
 
 import httpx
 
+from sim.config import RunConfig
 from sim.draws import Draws, client_jitter_u
 from sim.limiter import LOOP_DONE, POLICIES, GateCore, Rank, tell_gate
 from sim.rules import (
     Act,
     CallMachine,
+    ClockKind,
     Counts,
+    Mode,
     Policy,
     RunStatus,
+    clamp_concurrency,
     content_slots,
     final_status,
     is_parallel,
@@ -97,6 +101,32 @@ class PipelineOptions:
             raise ValueError(
                 f"adaptive: must be one of {', '.join(POLICIES)}; got {self.adaptive!r}"
             )
+        object.__setattr__(self, "mode", Mode(self.mode))  # kept as the enums inside
+        object.__setattr__(self, "adaptive", Policy(self.adaptive))
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: RunConfig,
+        scenario: Scenario,
+        concurrency: int,
+        *,
+        classroom: int = 0,
+        api_keys: tuple[str, str] = ("llm-key", "tts-key"),
+    ) -> PipelineOptions:
+        """A classroom's options from a run's config, at ``concurrency`` (the config's, or
+        the provider's knob when the config has none)."""
+        c = clamp_concurrency(concurrency)
+        return cls(
+            mode=cfg.mode,
+            concurrency=c,
+            tts_concurrency=cfg.tts_for(c, scenario.client.tts_at_concurrency),
+            request_timeout_s=scenario.request_timeout_s,
+            classroom=classroom,
+            llm_api_key=api_keys[0],
+            tts_api_key=api_keys[1],
+            adaptive=cfg.adaptive,
+        )
 
 
 class _Failed(Exception):
@@ -194,7 +224,7 @@ class ScenePipeline:
         options: PipelineOptions,
         clock: Clock,
         *,
-        world: str = "wall",
+        world: str = ClockKind.WALL,
         seed: int = 0,
     ) -> None:
         self.client = client
@@ -256,7 +286,7 @@ class ScenePipeline:
         """POST once; the answer the client sees (status 0 = timeout, -1 = network)."""
         try:
             async with asyncio.timeout(self.clock.real_s(self.opt.request_timeout_s)):
-                if self.world == "wall":  # the provider counts the latency from here
+                if self.world == ClockKind.WALL:  # the provider counts the latency from here
                     headers = {**headers, SENT_HEADER: str(time.monotonic_ns())}
                 resp = await self.client.post(route, json=body, headers=headers)
         except TimeoutError:
@@ -496,12 +526,12 @@ class ScenePipeline:
     def _make_gates(self, pending: int) -> None:
         opt = self.opt
         parallel = is_parallel(opt.mode, opt.concurrency, pending)
-        gated = opt.adaptive == "gate"
+        gated = opt.adaptive == Policy.GATE
         if gated:
             slots = self.content_slots(opt.concurrency, pending) + 1 if parallel else 1
-            reserve = parallel and opt.mode == "pipelined"  # keep a slot for the loop
-            self._llm_gate = _AioGate(GateCore(slots, "gate", reserve), self.clock)
-        if gated or (opt.adaptive != "off" and opt.tts_concurrency > 1):
+            reserve = parallel and opt.mode == Mode.PIPELINED  # keep a slot for the loop
+            self._llm_gate = _AioGate(GateCore(slots, Policy.GATE, reserve), self.clock)
+        if gated or (opt.adaptive != Policy.OFF and opt.tts_concurrency > 1):
             core = GateCore(max(1, opt.tts_concurrency), opt.adaptive)
             self._tts_gate = _AioGate(core, self.clock)
 
@@ -548,7 +578,7 @@ class ScenePipeline:
         adaptive = self.opt.adaptive
         cgate = (
             _AioGate(GateCore(slots, adaptive), self.clock)
-            if adaptive not in ("off", "gate")
+            if adaptive not in (Policy.OFF, Policy.GATE)
             else None
         )
         sem = asyncio.Semaphore(slots)
@@ -577,7 +607,7 @@ class ScenePipeline:
 
     async def parallel_loop(self, pending: list[int]) -> None:
         results = self._start_content(pending)
-        if self.opt.mode == "hybrid":
+        if self.opt.mode == Mode.HYBRID:
             await asyncio.gather(*results.values(), return_exceptions=True)
         content_failed = paused = False
         for i in pending:

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import stats
 
 from sim.fast import quota_free, simulate_fast
-from sim.model import simulate, simulate_many
+from sim.model import simulate, simulate_many, simulate_tenants
 from sim.scenario import MODES, Scenario, load_scenario
 from sim.schema import RequestRecord, RunResult
 
@@ -155,9 +155,7 @@ def _exact_cell(
             reals = [
                 run_classroom(s, mode, c, seed=seed, run_id=r, clock="virtual", adaptive=adaptive)
             ]
-            one = simulate(s, mode, c, seed=seed, run_id=r, records=True, adaptive=adaptive)
-            assert isinstance(one, RunResult)
-            models = [one]
+            models = [simulate(s, mode, c, seed=seed, run_id=r, records=True, adaptive=adaptive)]
         else:
             reals = run_tenants(
                 s,
@@ -170,22 +168,19 @@ def _exact_cell(
                 stagger_s=stagger_s,
                 stagger_dist=stagger_dist,
             )
-            out = simulate(
+            models = simulate_tenants(
                 s,
                 mode,
                 c,
+                tenants,
                 seed=seed,
                 run_id=r,
                 records=True,
                 adaptive=adaptive,
-                tenants=tenants,
                 stagger_s=stagger_s,
                 stagger_dist=stagger_dist,
             )
-            assert isinstance(out, list)
-            models = out
         for real, model in zip(reals, models, strict=True):
-            assert isinstance(model, RunResult)
             n_req += len(real.requests_log)
             n429 += real.http_429
             nretry += real.retries

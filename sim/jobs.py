@@ -45,7 +45,7 @@ from .keygate import KeyGate, key_cap
 from .limiter import Rank
 from .model import _Classroom, _result, _SimGate, _World, effective_tts_concurrency
 from .provider import Provider
-from .rules import RetryPolicy, RunStatus, clamp_concurrency
+from .rules import Policy, RetryPolicy, RunStatus, clamp_concurrency
 from .scenario import MODES, Scenario
 from .upstream import AI_SDK_RETRY, CLIENT_RETRY, NO_RETRY, ClientProfile, ErrorShape
 
@@ -190,7 +190,7 @@ class _KeyClassroom(_Classroom):
     def __init__(
         self, w: _World, cid: int, mode: str, c: int, tts_c: int, gates: tuple[KeyGate, KeyGate]
     ) -> None:
-        super().__init__(w, cid, mode, c, tts_c, "gate")
+        super().__init__(w, cid, mode, c, tts_c, Policy.GATE)
         self.rank = cid
         self.llm_gate = _TenantSimGate(w.env, gates[0], cid)
         self.tts_gate = _TenantSimGate(w.env, gates[1], cid)
@@ -232,7 +232,7 @@ class _Job(_Classroom):
         gates: tuple[KeyGate, KeyGate] | None,
         rank: int,
     ) -> None:
-        super().__init__(w, cid, mode, c, 1, "gate" if gates is not None else "off")
+        super().__init__(w, cid, mode, c, 1, Policy.OFF if gates is None else Policy.GATE)
         self.media_c = media_c
         self.scenes: list[int] = []
         self.media_clips = 0

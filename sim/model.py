@@ -17,7 +17,6 @@ that instant, in :func:`sim.provider.arrival_order`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,13 +24,15 @@ from typing import Any
 import simpy
 from simpy.events import NORMAL, Event, EventPriority
 
+from .config import RunConfig
 from .draws import Draws, tenant_offsets_us
-from .limiter import LOOP_DONE, POLICIES, GateCore, Rank, tell_gate
+from .limiter import LOOP_DONE, GateCore, Rank, tell_gate
 from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from .rules import (
     Act,
     CallMachine,
     Counts,
+    Mode,
     Policy,
     RunStatus,
     after_attempt,
@@ -42,17 +43,20 @@ from .rules import (
     outcome_of,
     tts_concurrency,
 )
-from .scenario import MODES, Scenario
+from .scenario import Scenario
 from .schema import RunResult, records_from_log
 from .timeline import Timeline, run_result
 from .upstream import ErrorShape, Handoff
 
 __all__ = [
+    "RunConfig",
     "RunStatus",
     "clamp_concurrency",
     "effective_tts_concurrency",
     "simulate",
+    "simulate_config",
     "simulate_many",
+    "simulate_tenants",
 ]
 
 LLM_KEY = "llm-key"
@@ -353,10 +357,10 @@ class _Classroom:
         self.w = w
         self.env = w.env
         self.cid = cid
-        self.mode = mode
+        self.mode = Mode(mode)
         self.c = c
         self.tts_c = tts_c
-        self.adaptive = adaptive
+        self.adaptive = Policy(adaptive)
         self.stats = Counts()
         self.ready: list[tuple[int, int]] = []
         self.failed: list[int] = []
@@ -369,12 +373,12 @@ class _Classroom:
 
     def _gates(self, pending: int) -> None:
         parallel = is_parallel(self.mode, self.c, pending)
-        gated = self.adaptive == "gate"
+        gated = self.adaptive == Policy.GATE
         if gated:
             slots = content_slots(self.c, pending) + 1 if parallel else 1
-            reserve = parallel and self.mode == "pipelined"  # keep a slot for the loop
+            reserve = parallel and self.mode == Mode.PIPELINED  # keep a slot for the loop
             self.llm_gate = _SimGate(self.env, GateCore(slots, self.adaptive, reserve))
-        if gated or (self.adaptive != "off" and self.tts_c > 1):
+        if gated or (self.adaptive != Policy.OFF and self.tts_c > 1):
             self.tts_gate = _SimGate(self.env, GateCore(max(1, self.tts_c), self.adaptive))
 
     def llm_call(self, step: int, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
@@ -444,7 +448,7 @@ class _Classroom:
         done = {i: env.event() for i in pending}
         slots = content_slots(self.c, len(pending))
         handoff_first = self.w.client.handoff == Handoff.ACTIONS_FIRST
-        if self.adaptive in ("off", "gate"):
+        if self.adaptive in (Policy.OFF, Policy.GATE):
             queue = iter(pending)
 
             def worker() -> Generator[Event, Any, None]:
@@ -475,7 +479,7 @@ class _Classroom:
 
     def parallel_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         done = self._content_done(pending)
-        if self.mode == "hybrid":
+        if self.mode == Mode.HYBRID:
             yield self.env.all_of(list(done.values()))
         content_failed = paused = False
         for i in pending:
@@ -517,49 +521,41 @@ def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[
     )
 
 
-def _check(
-    mode: str, tenants: int, seed: int, run_id: int, adaptive: str = "off", stagger_s: float = 0.0
-) -> None:
-    if adaptive not in POLICIES:
-        raise ValueError(f"adaptive: must be one of {', '.join(POLICIES)}; got {adaptive!r}")
-    if not (stagger_s >= 0 and math.isfinite(stagger_s)):
-        raise ValueError(f"stagger_s: must be a finite number >= 0, got {stagger_s}")
-    if mode not in MODES:
-        raise ValueError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
-    if tenants < 1:
-        raise ValueError(f"tenants: must be >= 1, got {tenants}")
+def _check_ids(seed: int, run_id: int) -> None:
     if seed < 0 or run_id < 0:
         raise ValueError(f"seed and run_id: must be >= 0, got {seed}, {run_id}")
 
 
 def _run_one(
-    sc: Scenario,
-    mode: str,
-    c: int,
-    tts_c: int,
-    seed: int,
-    run_id: int,
-    tenants: int,
-    draws: Draws | None,
-    records: bool,
-    adaptive: str = "off",
-    stagger_s: float = 0.0,
-    stagger_dist: str = "constant",
+    sc: Scenario, cfg: RunConfig, seed: int, run_id: int, draws: Draws | None = None
 ) -> list[RunResult]:
-    prov = Provider(sc, seed, draws=draws, keep_log=records)
+    """One run: ``cfg.tenants`` classrooms on one provider (ids ``run_id * tenants + j``)."""
+    prov = Provider(sc, seed, draws=draws, keep_log=cfg.records)
     w = _World(sc, prov)
+    c = cfg.c
+    tts_c = cfg.tts_for(c, sc.client.tts_at_concurrency)
+    tenants = cfg.tenants
+    offsets = tenant_offsets_us(seed, run_id, tenants, cfg.stagger_s, cfg.stagger_dist)
     rooms = []
-    offsets = tenant_offsets_us(seed, run_id, tenants, stagger_s, stagger_dist)
     for j in range(tenants):
-        cr = _Classroom(w, run_id * tenants + j, mode, c, tts_c, adaptive)
+        cr = _Classroom(w, run_id * tenants + j, cfg.mode, c, tts_c, cfg.adaptive)
         w.env.process(cr.run(offsets[j]))
         rooms.append(cr)
     w.env.run()
     results = []
     for j, cr in enumerate(rooms):
-        log = [e for e in prov.log if e[0] == cr.cid] if records else []
+        log = [e for e in prov.log if e[0] == cr.cid] if cfg.records else []
         results.append(_result(cr, seed, tenants, j, log))
     return results
+
+
+def simulate_config(
+    scenario: Scenario, config: RunConfig, *, seed: int = 0, run_id: int = 0
+) -> list[RunResult]:
+    """Simulate one run of a ready :class:`~sim.config.RunConfig`: one result per classroom
+    (``config.tenants`` of them, sharing the keys; classroom ids ``run_id * tenants + j``)."""
+    _check_ids(seed, run_id)
+    return _run_one(scenario, config, seed, run_id)
 
 
 def simulate(
@@ -575,34 +571,66 @@ def simulate(
     adaptive: str = "off",
     stagger_s: float = 0.0,
     stagger_dist: str = "constant",
-) -> RunResult | list[RunResult]:
-    """Simulate one run: one classroom (``tenants=1``) or ``tenants`` sharing the keys.
+) -> RunResult:
+    """Simulate one run of one classroom; its :class:`RunResult`.
 
-    ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``; with
-    ``tenants > 1`` a list of per-classroom results is returned. Classroom ids
-    are ``run_id * tenants + j``; they key the draws. Tenant ``j`` starts at
-    ``j * stagger_s`` (``stagger_dist="constant"``) or after exponential gaps of mean
-    ``stagger_s`` (``"exponential"``, keyed by seed and run id).
-    ``adaptive`` is the limiter policy (:mod:`sim.limiter`).
+    ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``; the classroom
+    id is ``run_id`` (it keys the draws). ``adaptive`` is the limiter policy
+    (:mod:`sim.limiter`); ``records`` keeps the provider's request log. ``tenants`` must be
+    1: K classrooms sharing the keys are :func:`simulate_tenants`. A ready
+    :class:`~sim.config.RunConfig` runs with :func:`simulate_config`.
     """
-    _check(mode, tenants, seed, run_id, adaptive, stagger_s)
-    c = clamp_concurrency(concurrency)
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
-    res = _run_one(
-        scenario,
+    cfg = RunConfig.of(
         mode,
-        c,
-        tts_c,
-        seed,
-        run_id,
-        tenants,
-        None,
-        records,
-        adaptive,
-        stagger_s,
-        stagger_dist,
+        concurrency,
+        tts_concurrency=tts_concurrency,
+        adaptive=adaptive,
+        tenants=tenants,
+        stagger_s=stagger_s,
+        stagger_dist=stagger_dist,
+        records=records,
     )
-    return res[0] if tenants == 1 else res
+    if cfg.tenants != 1:
+        raise ValueError(
+            f"tenants: simulate runs one classroom, got {tenants}; use "
+            "simulate_tenants(scenario, mode, concurrency, tenants, ...) for classrooms "
+            "sharing the keys"
+        )
+    return simulate_config(scenario, cfg, seed=seed, run_id=run_id)[0]
+
+
+def simulate_tenants(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int,
+    tenants: int,
+    *,
+    seed: int = 0,
+    run_id: int = 0,
+    tts_concurrency: int | None = None,
+    records: bool = False,
+    adaptive: str = "off",
+    stagger_s: float = 0.0,
+    stagger_dist: str = "constant",
+) -> list[RunResult]:
+    """Simulate one run of ``tenants`` classrooms sharing the keys; one result each.
+
+    Classroom ids are ``run_id * tenants + j``; they key the draws. Tenant ``j`` starts at
+    ``j * stagger_s`` (``stagger_dist="constant"``) or after exponential gaps of mean
+    ``stagger_s`` (``"exponential"``, keyed by seed and run id). The other arguments are
+    :func:`simulate`'s; the counterpart of :func:`runner.run.run_tenants`.
+    """
+    cfg = RunConfig.of(
+        mode,
+        concurrency,
+        tts_concurrency=tts_concurrency,
+        adaptive=adaptive,
+        tenants=tenants,
+        stagger_s=stagger_s,
+        stagger_dist=stagger_dist,
+        records=records,
+    )
+    return simulate_config(scenario, cfg, seed=seed, run_id=run_id)
 
 
 def simulate_many(
@@ -620,30 +648,24 @@ def simulate_many(
     stagger_s: float = 0.0,
     stagger_dist: str = "constant",
 ) -> list[RunResult]:
-    """``reps`` runs with run ids ``first_run ..``; draws are made in one batch."""
-    _check(mode, tenants, seed, first_run, adaptive, stagger_s)
+    """``reps`` runs with run ids ``first_run ..`` (each of ``tenants`` classrooms, in
+    order); draws are made in one batch. Arguments as :func:`simulate_tenants`."""
+    cfg = RunConfig.of(
+        mode,
+        concurrency,
+        tts_concurrency=tts_concurrency,
+        adaptive=adaptive,
+        tenants=tenants,
+        stagger_s=stagger_s,
+        stagger_dist=stagger_dist,
+        records=records,
+    )
+    _check_ids(seed, first_run)
     if reps < 1:
         raise ValueError(f"reps: must be >= 1, got {reps}")
-    c = clamp_concurrency(concurrency)
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     lo = first_run * tenants
     draws = Draws(scenario, seed, lo, lo + reps * tenants)
     out: list[RunResult] = []
     for r in range(first_run, first_run + reps):
-        out.extend(
-            _run_one(
-                scenario,
-                mode,
-                c,
-                tts_c,
-                seed,
-                r,
-                tenants,
-                draws,
-                records,
-                adaptive,
-                stagger_s,
-                stagger_dist,
-            )
-        )
+        out.extend(_run_one(scenario, cfg, seed, r, draws))
     return out

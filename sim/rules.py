@@ -29,6 +29,7 @@ __all__ = [
     "MAX_CONCURRENCY",
     "MODES",
     "POLICIES",
+    "STAGGER_DISTS",
     "Act",
     "CallMachine",
     "ClockKind",
@@ -55,6 +56,7 @@ __all__ = [
 
 MAX_CONCURRENCY = 10
 MAX_429_WAITS = 100  # a gated call gives up after this many 429s
+STAGGER_DISTS = ("constant", "exponential")  # tenants' start gaps (:mod:`sim.draws`)
 
 
 class ScenarioError(ValueError):
