@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sim.catalog import preset_names
-from sim.rules import MODES, ScenarioError, parse_knob
+from sim.rules import MODES, POLICIES, Policy, ScenarioError, parse_knob
 from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
 
 from .argtypes import _add_scenario, _int_in, _int_list, _positive_float
@@ -107,8 +107,8 @@ def _add_cell(p: argparse.ArgumentParser, *, concurrency_required: bool) -> None
 def _add_adaptive(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--adaptive",
-        choices=("off", "halve", "aimd", "gate"),
-        default="off",
+        choices=POLICIES,
+        default=Policy.OFF.value,
         help="adaptive limiter for content calls and within-scene clips (README: Adaptive)",
     )
 
@@ -452,7 +452,7 @@ def _add_dimensions(p: argparse.ArgumentParser) -> None:
     """The adaptive and shared-key grid dimensions (sweep, validate --exact)."""
     p.add_argument(
         "--adaptive",
-        type=_choice_list("--adaptive", ("off", "halve", "aimd", "gate")),
+        type=_choice_list("--adaptive", POLICIES),
         default=None,
         help="comma-separated limiter policies (default off)",
     )
