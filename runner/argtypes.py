@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable
 
 from sim.catalog import builtin_names, preset_names
-from sim.rules import MODES, parse_knob
+from sim.rules import MODES, POLICIES, parse_knob
 from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
 
 __all__ = [
@@ -28,8 +28,6 @@ __all__ = [
     "profile_list",
     "quota_list",
 ]
-
-POLICIES = ("off", "halve", "aimd", "gate")  # sim.limiter.POLICIES, without importing the model
 
 
 def _positive_float(name: str) -> Callable[[str], float]:
@@ -180,7 +178,7 @@ def add_adaptive(p: argparse.ArgumentParser) -> None:
         "--adaptive",
         choices=POLICIES,
         default="off",
-        help="adaptive limiter for content calls and within-scene clips (README: Adaptive)",
+        help="adaptive limiter for content calls and within-scene clips (docs/adaptive.md)",
     )
 
 

@@ -1,6 +1,6 @@
 """``scenebench bench``: speeds measured side by side in one run, reported with ratios.
 
-Never asserted in tests (the machines are noisy); the README quotes its output.
+Never asserted in tests (the machines are noisy); docs/cli.md quotes its output.
 """
 
 from __future__ import annotations

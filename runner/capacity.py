@@ -328,7 +328,11 @@ def _markdown(
         low = min(g, key=lambda r: r["per_hour"])["p95_s"]
         knee_s = "beyond the grid" if knee is None else f"{knee:.1f} jobs/h"
         out.append(f"| {c} | {knee_s} | {best:.1f} | {low:.0f} s |")
-    out += ["", "Server-path recommendation (stated apart from the browser's, README):", ""]
+    out += [
+        "",
+        "Server-path recommendation (stated apart from the browser's, docs/server-path.md):",
+        "",
+    ]
     out += list(lines)
     if grid:
         out += [

@@ -123,7 +123,7 @@ def _real_cells() -> tuple[pd.DataFrame, int, list[str]]:
             for r in range(REAL_REPS):
                 real = run_classroom(s, m, c, seed=SEED, run_id=r, clock="virtual")
                 model = simulate(s, m, c, seed=SEED, run_id=r, records=True)
-                diff = first_divergence(real, model)  # type: ignore[arg-type]
+                diff = first_divergence(real, model)
                 if diff is not None:
                     mismatches += 1
                     if len(notes) < 3:

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from sim.config import RunConfig
 from sim.draws import tenant_offsets_us
 from sim.errors import UserError
 from sim.jobs import (
@@ -36,8 +37,7 @@ from sim.jobs import (
 )
 from sim.keygate import KeyGate
 from sim.limiter import Rank
-from sim.model import effective_tts_concurrency
-from sim.rules import RunStatus, clamp_concurrency
+from sim.rules import ClockKind, Policy, RunStatus, clamp_concurrency
 from sim.scenario import MODES, Scenario
 from sim.schema import RunResult
 
@@ -206,6 +206,8 @@ def run_jobs(
     sc = scenario if isinstance(scenario.client, ServerProfile) else server_scenario(scenario)
     arr = arrivals_us(seed, run_id, jobs, arrival_per_hour, arrivals_s)
     c = clamp_concurrency(concurrency)
+    # a job's clips go one at a time in the loop (its media step has its own concurrency)
+    cfg = RunConfig.of(mode, c, tts_concurrency=1, adaptive=Policy.GATE if key_gate else Policy.OFF)
     lo = run_id * len(arr)
     app = create_app(sc, seed, virtual=True, keep_log=True)
     fake = app.state.fake
@@ -214,16 +216,9 @@ def run_jobs(
     async def one(client: httpx.AsyncClient, j: int) -> JobRecord:
         if arr[j]:
             await asyncio.sleep(arr[j] / 1e6)
-        opts = PipelineOptions(
-            mode=mode,
-            concurrency=c,
-            tts_concurrency=1,
-            request_timeout_s=sc.request_timeout_s,
-            classroom=lo + j,
-            adaptive="gate" if key_gate else "off",
-        )
+        opts = PipelineOptions.from_config(cfg, sc, c, classroom=lo + j)
         pipe = _JobPipeline(
-            client, sc, opts, _KeyClock(1.0), world="virtual", seed=seed,
+            client, sc, opts, _KeyClock(1.0), world=ClockKind.VIRTUAL, seed=seed,
             gates=gates, rank=j, media_c=media_concurrency,
         )  # fmt: skip
         return await pipe.run_job(j, arr[j])
@@ -254,7 +249,7 @@ def run_keygate_tenants(
     if not (isinstance(tenants, int) and tenants >= 1):
         raise UserError(f"tenants: must be an integer >= 1, got {tenants!r}")
     c = clamp_concurrency(concurrency)
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
+    cfg = RunConfig.of(mode, c, tts_concurrency=tts_concurrency, adaptive=Policy.GATE)
     app = create_app(scenario, seed, virtual=True, keep_log=False)
     gates = key_gates(scenario)
     offsets = tenant_offsets_us(seed, run_id, tenants, stagger_s, stagger_dist)
@@ -263,20 +258,13 @@ def run_keygate_tenants(
         if offsets[j]:
             await asyncio.sleep(offsets[j] / 1e6)
         cid = run_id * tenants + j
-        opts = PipelineOptions(
-            mode=mode,
-            concurrency=c,
-            tts_concurrency=tts_c,
-            request_timeout_s=scenario.request_timeout_s,
-            classroom=cid,
-            adaptive="gate",
-        )
+        opts = PipelineOptions.from_config(cfg, scenario, c, classroom=cid)
         pipe = _KeyPipeline(
             client,
             scenario,
             opts,
             _KeyClock(1.0),
-            world="virtual",
+            world=ClockKind.VIRTUAL,
             seed=seed,
             gates=gates,
             rank=cid,

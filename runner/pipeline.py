@@ -23,7 +23,6 @@ does not retry). ``stop()`` aborts in-flight requests and pauses.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,21 +30,26 @@ from typing import Any
 
 import httpx
 
+from sim.config import RunConfig
 from sim.draws import Draws, client_jitter_u
 from sim.errors import UserError
-from sim.limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
-from sim.qoe import qoe_of_run
+from sim.limiter import LOOP_DONE, POLICIES, GateCore, Rank, tell_gate
 from sim.rules import (
+    Act,
+    CallMachine,
+    ClockKind,
     Counts,
+    Mode,
+    Policy,
     RunStatus,
-    after_attempt,
+    clamp_concurrency,
     content_slots,
     final_status,
     is_parallel,
-    outcome_of,
 )
 from sim.scenario import MODES, Scenario
 from sim.schema import RunResult
+from sim.timeline import Timeline, run_result
 from sim.upstream import Handoff
 
 from .failures import FailureReason, failure_from_attempt
@@ -98,6 +102,32 @@ class PipelineOptions:
             raise UserError(
                 f"adaptive: must be one of {', '.join(POLICIES)}; got {self.adaptive!r}"
             )
+        object.__setattr__(self, "mode", Mode(self.mode))  # kept as the enums inside
+        object.__setattr__(self, "adaptive", Policy(self.adaptive))
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: RunConfig,
+        scenario: Scenario,
+        concurrency: int,
+        *,
+        classroom: int = 0,
+        api_keys: tuple[str, str] = ("llm-key", "tts-key"),
+    ) -> PipelineOptions:
+        """A classroom's options from a run's config, at ``concurrency`` (the config's, or
+        the provider's knob when the config has none)."""
+        c = clamp_concurrency(concurrency)
+        return cls(
+            mode=cfg.mode,
+            concurrency=c,
+            tts_concurrency=cfg.tts_for(c, scenario.client.tts_at_concurrency),
+            request_timeout_s=scenario.request_timeout_s,
+            classroom=classroom,
+            llm_api_key=api_keys[0],
+            tts_api_key=api_keys[1],
+            adaptive=cfg.adaptive,
+        )
 
 
 class _Failed(Exception):
@@ -195,7 +225,7 @@ class ScenePipeline:
         options: PipelineOptions,
         clock: Clock,
         *,
-        world: str = "wall",
+        world: str = ClockKind.WALL,
         seed: int = 0,
     ) -> None:
         self.client = client
@@ -257,7 +287,7 @@ class ScenePipeline:
         """POST once; the answer the client sees (status 0 = timeout, -1 = network)."""
         try:
             async with asyncio.timeout(self.clock.real_s(self.opt.request_timeout_s)):
-                if self.world == "wall":  # the provider counts the latency from here
+                if self.world == ClockKind.WALL:  # the provider counts the latency from here
                     headers = {**headers, SENT_HEADER: str(time.monotonic_ns())}
                 resp = await self.client.post(route, json=body, headers=headers)
         except TimeoutError:
@@ -318,77 +348,40 @@ class ScenePipeline:
         gate: _AioGate | None = None,
         fg: bool = False,
     ) -> dict[str, Any] | None:
-        """One step call with the client's retries; the JSON body on success, else None. A
-        gated call tells its adaptive gate of every 429 and of its success."""
-        if gate is not None and gate.core.policy == "gate":
-            return await self._gated_call(step, body, headers, ident, gate, fg)
-        policy = self.sc.client.client_policy(step, fg)
-        k = 0
-        while True:
-            f = await self._fetch(step, body, headers, fg)
-            self.stats.add(f.counts)
-            now = self.clock.now_us()
-            if gate is not None:
-                if f.status == 200:
-                    gate.core.on_success(now)
-                elif f.provider_status == 429:
-                    gate.core.on_429(now, f.retry_after_us)
-                    gate.changed()
-            u = self.jitter_u(step, ident, k)
-            verdict = after_attempt(policy, k, outcome_of(f.status), f.retry_after_us, u)
-            if verdict.done:
-                return f.data
-            if verdict.fail:
-                return None
-            self.stats.retries += 1
-            k += 1
-            await self.clock.sleep_us(verdict.wait_us)
-
-    async def _gated_call(
-        self,
-        step: int,
-        body: dict[str, Any],
-        headers: dict[str, str],
-        ident: tuple[int, int],
-        gate: _AioGate,
-        fg: bool,
-    ) -> dict[str, Any] | None:
-        """The ``gate`` policy: every attempt passes the key's gate at its rank (outline
-        order, step, clip); a 429 re-queues the attempt at the same rank instead of
-        spending the retry budget."""
-        policy = self.sc.client.client_policy(step, fg)
-        k = used = waits = 0
+        """One step call with the client's retries (:class:`sim.rules.CallMachine`); the JSON
+        body on success, else None. A call with an adaptive gate tells it of every 429 and of
+        its success; under the ``gate`` policy every attempt passes the gate at its rank
+        (outline order, step, clip) and a 429 re-queues it there instead of spending the retry
+        budget."""
+        held = gate if gate is not None and gate.core.policy is Policy.GATE else None
+        machine = CallMachine(self.sc.client.client_policy(step, fg), gated=held is not None)
         rank = (ident[0], step, ident[1])
+
+        def jitter(attempt: int) -> float:
+            return self.jitter_u(step, ident, attempt)
+
         while True:
-            await gate.acquire(rank)
+            if held is not None:
+                await held.acquire(rank)
             try:
                 f = await self._fetch(step, body, headers, fg)
             except BaseException:
-                gate.release(rank)
+                if held is not None:
+                    held.release(rank)
                 raise
-            k += 1
             self.stats.add(f.counts)
-            now = self.clock.now_us()
-            if f.status == 200:
-                gate.core.on_success(now)
-                gate.release(rank)
-                return f.data
-            if f.provider_status == 429:
-                gate.core.on_429(now, f.retry_after_us)
-                gate.release(rank)
-                waits += 1
-                if waits > MAX_429_WAITS:
-                    return None
+            verdict = machine.step(f.status, f.provider_status, f.retry_after_us, jitter)
+            if gate is not None:
+                slot = rank if held is not None else None
+                tell_gate(gate, verdict.tell, self.clock.now_us(), f.retry_after_us, slot)
+            if verdict.retry:
                 self.stats.retries += 1
-                continue
-            gate.release(rank)
-            u = self.jitter_u(step, ident, k - 1)
-            verdict = after_attempt(policy, used, outcome_of(f.status), None, u)
-            if verdict.fail:
+            if verdict.kind is Act.DONE:
+                return f.data
+            if verdict.kind is Act.FAIL:
                 return None
-            self.stats.retries += 1
-            await self.clock.sleep_us(verdict.wait_us)
-            used += 1
+            if verdict.kind is Act.WAIT:
+                await self.clock.sleep_us(verdict.wait_us)
 
     def jitter_u(self, step: int, ident: tuple[int, int], attempt: int) -> float:
         """The retry jitter after a call's attempt: the profile's fixed value or the keyed
@@ -461,8 +454,8 @@ class ScenePipeline:
             oks.append(res is not None and bool(res.get("base64")))
 
         gate = None if fg else self._tts_gate
-        if gate is not None and (gate.core.policy == "gate" or k > 1):
-            gate_all = gate.core.policy == "gate"  # every clip, every attempt gated
+        if gate is not None and (gate.core.policy is Policy.GATE or k > 1):
+            gate_all = gate.core.policy is Policy.GATE  # every clip, every attempt gated
 
             async def gated(j: int) -> None:
                 assert gate is not None
@@ -534,12 +527,12 @@ class ScenePipeline:
     def _make_gates(self, pending: int) -> None:
         opt = self.opt
         parallel = is_parallel(opt.mode, opt.concurrency, pending)
-        gated = opt.adaptive == "gate"
+        gated = opt.adaptive == Policy.GATE
         if gated:
             slots = self.content_slots(opt.concurrency, pending) + 1 if parallel else 1
-            reserve = parallel and opt.mode == "pipelined"  # keep a slot for the loop
-            self._llm_gate = _AioGate(GateCore(slots, "gate", reserve), self.clock)
-        if gated or (opt.adaptive != "off" and opt.tts_concurrency > 1):
+            reserve = parallel and opt.mode == Mode.PIPELINED  # keep a slot for the loop
+            self._llm_gate = _AioGate(GateCore(slots, Policy.GATE, reserve), self.clock)
+        if gated or (opt.adaptive != Policy.OFF and opt.tts_concurrency > 1):
             core = GateCore(max(1, opt.tts_concurrency), opt.adaptive)
             self._tts_gate = _AioGate(core, self.clock)
 
@@ -586,7 +579,7 @@ class ScenePipeline:
         adaptive = self.opt.adaptive
         cgate = (
             _AioGate(GateCore(slots, adaptive), self.clock)
-            if adaptive not in ("off", "gate")
+            if adaptive not in (Policy.OFF, Policy.GATE)
             else None
         )
         sem = asyncio.Semaphore(slots)
@@ -615,7 +608,7 @@ class ScenePipeline:
 
     async def parallel_loop(self, pending: list[int]) -> None:
         results = self._start_content(pending)
-        if self.opt.mode == "hybrid":
+        if self.opt.mode == Mode.HYBRID:
             await asyncio.gather(*results.values(), return_exceptions=True)
         content_failed = paused = False
         for i in pending:
@@ -638,39 +631,23 @@ class ScenePipeline:
         self._frontier(LOOP_DONE)
         self.status = final_status(paused, content_failed, self.sc.client.content_failure_pauses)
 
-    def _qoe(self) -> dict[str, Any]:
-        """The learner's metrics (:func:`sim.qoe.qoe_of_run`): each ready scene plays its
-        clips' keyed audio durations plus the non-speech constant."""
+    def _result(self, end_us: int) -> RunResult:
+        """The classroom's :class:`RunResult` (:func:`sim.timeline.run_result`): each ready
+        scene plays its clips' keyed audio durations plus the non-speech constant."""
         d = self._draws()
         play = {i: d.playback_us(0, i, self.clips.get(i, 0)) for i, _ in self.ready}
-        return qoe_of_run(self.sc.outlines, self.ready, play, self.sc.playback)
-
-    def _result(self, end_us: int) -> RunResult:
-        st = self.stats
-        ready = self.ready
-        return RunResult(
+        tl = Timeline(self.ready, self.failed, self.stats, self.status, end_us)
+        opt = self.opt
+        return run_result(
+            self.sc,
+            tl,
+            play,
             world=self.world,
-            scenario=self.sc.name,
-            mode=self.opt.mode,
-            concurrency=self.opt.concurrency,
-            tts_concurrency=self.opt.tts_concurrency,
+            mode=opt.mode,
+            concurrency=opt.concurrency,
+            tts_concurrency=opt.tts_concurrency,
             seed=self.seed,
-            classroom=self.opt.classroom,
-            makespan_s=end_us / 1e6,
-            ttfs_s=ready[0][1] / 1e6 if ready else math.nan,
-            scenes_ok=len(ready),
-            scenes_failed=len(self.failed),
-            status=str(self.status),
-            requests=st.requests,
-            http_429=st.http_429,
-            http_5xx=st.http_5xx,
-            retries=st.retries,
-            timeouts=st.timeouts,
-            scene_order=tuple(i for i, _ in ready),
-            scene_ready_s=tuple(t / 1e6 for _, t in ready),
-            failed_orders=tuple(self.failed),
-            **self._qoe(),
-            upstream=self.sc.upstream,
+            classroom=opt.classroom,
         )
 
 

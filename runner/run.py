@@ -22,10 +22,11 @@ from typing import Any
 import httpx
 import looptime
 
+from sim.config import RunConfig
 from sim.draws import tenant_offsets_us
 from sim.errors import UserError
-from sim.model import clamp_concurrency, effective_tts_concurrency
-from sim.scenario import MODES, Scenario
+from sim.rules import MODES, ClockKind, clamp_concurrency
+from sim.scenario import Scenario
 from sim.schema import RunResult, records_from_log
 
 from .pipeline import Clock, PipelineOptions, ScenePipeline
@@ -42,7 +43,7 @@ __all__ = [
     "warm_up",
 ]
 
-CLOCKS = ("wall", "virtual")
+CLOCKS = tuple(k.value for k in ClockKind)
 Hook = Callable[[ScenePipeline], Awaitable[None]]
 
 
@@ -72,7 +73,7 @@ async def run_classroom_async(
     seed: int = 0,
     run_id: int = 0,
     clock: Clock | None = None,
-    world: str = "wall",
+    world: str = ClockKind.WALL,
     hook: Hook | None = None,
     api_keys: tuple[str, str] = ("llm-key", "tts-key"),
     adaptive: str = "off",
@@ -81,23 +82,56 @@ async def run_classroom_async(
 
     ``api_keys`` are the (LLM, TTS) keys the classroom sends; quotas are per key.
     """
+    cfg = _config(mode, concurrency, tts_concurrency, adaptive)
+    return await _run_pipeline(client, scenario, cfg, seed, run_id, clock, world, hook, api_keys)
+
+
+def _config(
+    mode: str,
+    concurrency: int | None,
+    tts_concurrency: int | None,
+    adaptive: str,
+    *,
+    records: bool = False,
+    tenants: int = 1,
+    stagger_s: float = 0.0,
+    stagger_dist: str = "constant",
+) -> RunConfig:
+    """The run's config; a bad mode is named before a bad adaptive policy (as the pipeline's
+    options always did)."""
+    if mode not in MODES:
+        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    return RunConfig.of(
+        mode,
+        concurrency,
+        tts_concurrency=tts_concurrency,
+        adaptive=adaptive,
+        tenants=tenants,
+        stagger_s=stagger_s,
+        stagger_dist=stagger_dist,
+        records=records,
+    )
+
+
+async def _run_pipeline(
+    client: httpx.AsyncClient,
+    scenario: Scenario,
+    cfg: RunConfig,
+    seed: int,
+    run_id: int,
+    clock: Clock | None = None,
+    world: str = ClockKind.WALL,
+    hook: Hook | None = None,
+    api_keys: tuple[str, str] = ("llm-key", "tts-key"),
+) -> tuple[ScenePipeline, RunResult]:
+    """One classroom (id ``run_id``) of ``cfg`` through the pipeline, with ``hook`` beside it;
+    a config without a concurrency reads the provider's knob first."""
     c = (
         await read_server_concurrency(client, scenario.client.knob_endpoint)
-        if concurrency is None
-        else clamp_concurrency(concurrency)
+        if cfg.concurrency is None
+        else cfg.concurrency
     )
-    opts = PipelineOptions(
-        mode=mode,
-        concurrency=c,
-        tts_concurrency=effective_tts_concurrency(
-            mode, c, tts_concurrency, scenario.client.tts_at_concurrency
-        ),
-        request_timeout_s=scenario.request_timeout_s,
-        classroom=run_id,
-        llm_api_key=api_keys[0],
-        tts_api_key=api_keys[1],
-        adaptive=adaptive,
-    )
+    opts = PipelineOptions.from_config(cfg, scenario, c, classroom=run_id, api_keys=api_keys)
     pipe = ScenePipeline(client, scenario, opts, clock or Clock(1.0), world=world, seed=seed)
     if hook is None:
         return pipe, await pipe.run()
@@ -124,7 +158,7 @@ def run_classroom(
     tts_concurrency: int | None = None,
     seed: int = 0,
     run_id: int = 0,
-    clock: str = "virtual",
+    clock: str = ClockKind.VIRTUAL,
     time_scale: float | None = None,
     base_url: str | None = None,
     records: bool = True,
@@ -136,36 +170,21 @@ def run_classroom(
     ``concurrency=None`` reads it from the provider's ``/api/health`` (its
     ``PARALLEL_SCENE_CONCURRENCY``). With ``base_url`` the provider is external
     (wall clock only); otherwise one is started for the run. ``records`` attaches
-    the provider's request log to the result.
+    the provider's request log to the result. ``clock`` is a :class:`sim.rules.ClockKind`.
     """
     _check(mode, clock)
-    if clock == "virtual":
+    cfg = _config(mode, concurrency, tts_concurrency, adaptive, records=records)
+    if clock == ClockKind.VIRTUAL:
         if base_url is not None:
             raise UserError(
                 "base_url: only with clock='wall' (a virtual clock needs the in-process provider)"
             )
-        return _run_virtual(
-            scenario, mode, concurrency, tts_concurrency, seed, run_id, records, hook, adaptive
-        )
+        return _run_virtual(scenario, cfg, seed, run_id, hook)
     scale = scenario.time_scale if time_scale is None else time_scale
     if not scale > 0:
         raise UserError(f"time_scale: must be > 0, got {scale}")
     with frozen_gc():
-        return asyncio.run(
-            _run_wall(
-                scenario,
-                mode,
-                concurrency,
-                tts_concurrency,
-                seed,
-                run_id,
-                scale,
-                base_url,
-                records,
-                hook,
-                adaptive,
-            )
-        )
+        return asyncio.run(_run_wall(scenario, cfg, seed, run_id, scale, base_url, hook))
 
 
 @contextlib.contextmanager
@@ -201,34 +220,15 @@ def _in_virtual_world(app: Any, body: Callable[[httpx.AsyncClient], Awaitable[An
 
 
 def _run_virtual(
-    scenario: Scenario,
-    mode: str,
-    concurrency: int | None,
-    tts_concurrency: int | None,
-    seed: int,
-    run_id: int,
-    records: bool,
-    hook: Hook | None,
-    adaptive: str = "off",
+    scenario: Scenario, cfg: RunConfig, seed: int, run_id: int, hook: Hook | None
 ) -> RunResult:
-    app = create_app(scenario, seed, virtual=True, keep_log=records)
+    app = create_app(scenario, seed, virtual=True, keep_log=cfg.records)
     fake = app.state.fake
 
     async def body(cl: httpx.AsyncClient) -> RunResult:
-        _, res = await run_classroom_async(
-            cl,
-            scenario,
-            mode,
-            concurrency,
-            tts_concurrency=tts_concurrency,
-            seed=seed,
-            run_id=run_id,
-            clock=Clock(1.0),
-            world="virtual",
-            hook=hook,
-            adaptive=adaptive,
-        )
-        if records:
+        world = ClockKind.VIRTUAL
+        _, res = await _run_pipeline(cl, scenario, cfg, seed, run_id, Clock(1.0), world, hook)
+        if cfg.records:
             res = dataclasses.replace(
                 res, requests_log=tuple(records_from_log(fake.log_rows(run_id)))
             )
@@ -240,42 +240,29 @@ def _run_virtual(
 
 async def _run_wall(
     scenario: Scenario,
-    mode: str,
-    concurrency: int | None,
-    tts_concurrency: int | None,
+    cfg: RunConfig,
     seed: int,
     run_id: int,
     scale: float,
     base_url: str | None,
-    records: bool,
     hook: Hook | None,
-    adaptive: str = "off",
 ) -> RunResult:
     server: ServerProcess | ServerThread | None = None
     if base_url is None:
-        server = _own_server(scenario, seed, scale, records)
+        server = _own_server(scenario, seed, scale, cfg.records)
         base_url = server.base_url
     try:
-        n = pool_size(concurrency, tts_concurrency)
+        n = pool_size(cfg.concurrency, cfg.tts_concurrency)
         async with wall_client(base_url, n) as client:
             # The server's model clock at the run's start: shared monotonic clock when the
             # server is ours, else read from it (one round trip of error).
             t0_ext = None if server is not None else await _server_now_us(client)
             await warm_up(client, n)
-            pipe, res = await run_classroom_async(
-                client,
-                scenario,
-                mode,
-                concurrency,
-                tts_concurrency=tts_concurrency,
-                seed=seed,
-                run_id=run_id,
-                clock=Clock(scale),
-                world="wall",
-                hook=hook,
-                adaptive=adaptive,
+            world = ClockKind.WALL
+            pipe, res = await _run_pipeline(
+                client, scenario, cfg, seed, run_id, Clock(scale), world, hook
             )
-            if records:
+            if cfg.records:
                 if server is not None:
                     t0_server = round((pipe.clock.t0 - _epoch(server)) / scale * 1e6)
                 else:
@@ -368,33 +355,37 @@ def run_tenants(
     """``tenants`` classrooms generated at once on the same keys (a deployment's server key),
     tenant ``j`` starting ``j * stagger_s`` model seconds after tenant 0; virtual clock.
 
-    Classroom ids are ``run_id * tenants + j``, as in :func:`sim.simulate` with ``tenants``.
+    Classroom ids are ``run_id * tenants + j``, as in :func:`sim.simulate_tenants`.
     """
-    _check(mode, "virtual")
+    _check(mode, ClockKind.VIRTUAL)
     if tenants < 1 or not (stagger_s >= 0):
         raise UserError(f"tenants must be >= 1 and stagger_s >= 0; got {tenants}, {stagger_s}")
-    app = create_app(scenario, seed, virtual=True, keep_log=records)
-    fake = app.state.fake
+    cfg = _config(
+        mode,
+        concurrency,
+        tts_concurrency,
+        adaptive,
+        records=records,
+        tenants=tenants,
+        stagger_s=stagger_s,
+        stagger_dist=stagger_dist,
+    )
+    return _run_tenants(scenario, cfg, seed, run_id)
 
-    offsets = tenant_offsets_us(seed, run_id, tenants, stagger_s, stagger_dist)
+
+def _run_tenants(scenario: Scenario, cfg: RunConfig, seed: int, run_id: int) -> list[RunResult]:
+    app = create_app(scenario, seed, virtual=True, keep_log=cfg.records)
+    fake = app.state.fake
+    tenants = cfg.tenants
+    offsets = tenant_offsets_us(seed, run_id, tenants, cfg.stagger_s, cfg.stagger_dist)
 
     async def one(client: httpx.AsyncClient, j: int) -> RunResult:
         if offsets[j]:
             await asyncio.sleep(offsets[j] / 1e6)
         cid = run_id * tenants + j
-        _, res = await run_classroom_async(
-            client,
-            scenario,
-            mode,
-            concurrency,
-            tts_concurrency=tts_concurrency,
-            seed=seed,
-            run_id=cid,
-            clock=Clock(1.0),
-            world="virtual",
-            adaptive=adaptive,
-        )
-        log = tuple(records_from_log(fake.log_rows(cid))) if records else ()
+        clock, world = Clock(1.0), ClockKind.VIRTUAL
+        _, res = await _run_pipeline(client, scenario, cfg, seed, cid, clock, world)
+        log = tuple(records_from_log(fake.log_rows(cid))) if cfg.records else ()
         return dataclasses.replace(res, tenants=tenants, tenant=j, requests_log=log)
 
     async def body(cl: httpx.AsyncClient) -> list[RunResult]:

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .errors import UserError
+from .rules import STAGGER_DISTS
 from .scenario import STEPS, Scenario
 from .tokens import decode_us, tokens_to_int
 
@@ -196,9 +197,6 @@ def client_jitter_u(
     if fixed is not None:
         return fixed
     return float(draws.jitter_u(step, attempt)[row, draws.column(step, order, clip)])
-
-
-STAGGER_DISTS = ("constant", "exponential")
 
 
 def tenant_offsets_us(

@@ -46,7 +46,7 @@ from .keygate import KeyGate, key_cap
 from .limiter import Rank
 from .model import _Classroom, _result, _SimGate, _World, effective_tts_concurrency
 from .provider import Provider
-from .rules import RetryPolicy, RunStatus, clamp_concurrency
+from .rules import Policy, RetryPolicy, RunStatus, clamp_concurrency
 from .scenario import MODES, Scenario
 from .upstream import AI_SDK_RETRY, CLIENT_RETRY, NO_RETRY, ClientProfile, ErrorShape
 
@@ -191,7 +191,7 @@ class _KeyClassroom(_Classroom):
     def __init__(
         self, w: _World, cid: int, mode: str, c: int, tts_c: int, gates: tuple[KeyGate, KeyGate]
     ) -> None:
-        super().__init__(w, cid, mode, c, tts_c, "gate")
+        super().__init__(w, cid, mode, c, tts_c, Policy.GATE)
         self.rank = cid
         self.llm_gate = _TenantSimGate(w.env, gates[0], cid)
         self.tts_gate = _TenantSimGate(w.env, gates[1], cid)
@@ -202,7 +202,7 @@ class _KeyClassroom(_Classroom):
     def llm_call(self, step: int, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         assert self.llm_gate is not None
         gate, st = self.llm_gate, self.stats
-        return (yield from self.w.gated_call(self.cid, step, i, 0, fg, st, gate))
+        return (yield from self.w.call(self.cid, step, i, 0, fg, st, gate))
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         if not fg:
@@ -211,9 +211,7 @@ class _KeyClassroom(_Classroom):
         if ok:  # the preview page's clips, one at a time, each through the gate
             assert self.tts_gate is not None
             for clip in range(self.w.provider.speeches(self.cid, i)):
-                one = yield from self.w.gated_call(
-                    self.cid, 2, i, clip, fg, self.stats, self.tts_gate
-                )
+                one = yield from self.w.call(self.cid, 2, i, clip, fg, self.stats, self.tts_gate)
                 ok = ok and one
         if ok:
             self.ready.append((i, int(self.env.now) - self.t0))
@@ -235,7 +233,7 @@ class _Job(_Classroom):
         gates: tuple[KeyGate, KeyGate] | None,
         rank: int,
     ) -> None:
-        super().__init__(w, cid, mode, c, 1, "gate" if gates is not None else "off")
+        super().__init__(w, cid, mode, c, 1, Policy.OFF if gates is None else Policy.GATE)
         self.media_c = media_c
         self.scenes: list[int] = []
         self.media_clips = 0
@@ -271,11 +269,7 @@ class _Job(_Classroom):
 
         def worker() -> Generator[Event, Any, None]:
             for i, k in it:
-                if self.tts_gate is not None:
-                    g = self.tts_gate
-                    ok = yield from w.gated_call(self.cid, 2, i, k, False, self.stats, g)
-                else:
-                    ok = yield from w.call(self.cid, 2, i, k, False, self.stats)
+                ok = yield from w.call(self.cid, 2, i, k, False, self.stats, self.tts_gate)
                 if not ok:
                     self.clips_failed += 1
 

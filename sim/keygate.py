@@ -17,6 +17,7 @@ content, clips). Only the waiting order is new; cap, hold and AIMD are GateCore'
 from __future__ import annotations
 
 from .limiter import GateCore
+from .rules import Policy
 
 __all__ = ["UNLIMITED_CAP", "KeyGate", "key_cap"]
 
@@ -36,5 +37,5 @@ class KeyGate(GateCore):
 
     __slots__ = ()
 
-    def __init__(self, cap: int, policy: str = "gate") -> None:
+    def __init__(self, cap: int, policy: str = Policy.GATE) -> None:
         super().__init__(cap, policy)

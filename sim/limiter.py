@@ -35,13 +35,21 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from typing import Protocol
 
 from .errors import UserError
+from .rules import MAX_429_WAITS, POLICIES, GateNews, Policy
 
-__all__ = ["LOOP_DONE", "POLICIES", "GateCore", "Rank"]
-
-POLICIES = ("off", "halve", "aimd", "gate")
-MAX_429_WAITS = 100  # a gated call gives up after this many 429s
+__all__ = [
+    "LOOP_DONE",
+    "MAX_429_WAITS",
+    "POLICIES",
+    "GateCore",
+    "GateHandle",
+    "Policy",
+    "Rank",
+    "tell_gate",
+]
 COOL_MIN_US = 1_000_000
 COOL_MAX_US = 60_000_000
 
@@ -73,7 +81,7 @@ class GateCore:
     def __init__(self, cap: int, policy: str, reserve: bool = False) -> None:
         if policy not in POLICIES:
             raise UserError(f"adaptive: must be one of {', '.join(POLICIES)}; got {policy!r}")
-        self.policy = policy
+        self.policy = Policy(policy)
         self.max_cap = max(1, cap)
         self.cap = self.max_cap
         self.ceiling = self.max_cap  # the learned limit of the key (``gate``)
@@ -139,9 +147,9 @@ class GateCore:
 
     def on_429(self, now_us: int, retry_after_us: int | None) -> None:
         """A 429 to an attempt that still holds its slot (call before :meth:`release`)."""
-        if self.policy == "off":
+        if self.policy is Policy.OFF:
             return
-        if self.policy == "gate":  # the key held at most the others in flight
+        if self.policy is Policy.GATE:  # the key held at most the others in flight
             self.ceiling = max(1, min(self.ceiling, self.in_use - 1))
             self.cap = min(self.cap, self.ceiling)
         cool = (
@@ -156,10 +164,37 @@ class GateCore:
             self.cut_until = now_us + cool
 
     def on_success(self, now_us: int) -> None:
-        if self.policy not in ("aimd", "gate"):
+        if self.policy is not Policy.AIMD and self.policy is not Policy.GATE:
             return
         self.oks += 1
         top = min(self.max_cap, self.ceiling)
         if self.oks >= self.cap and now_us >= self.hold_until and self.cap < top:
             self.cap += 1
             self.oks = 0
+
+
+class GateHandle(Protocol):
+    """A world's gate around a :class:`GateCore` (SimPy events, asyncio futures)."""
+
+    @property
+    def core(self) -> GateCore: ...
+
+    def changed(self) -> None: ...
+
+    def release(self, rank: Rank = ()) -> None: ...
+
+
+def tell_gate(
+    gate: GateHandle, news: GateNews, now_us: int, retry_after_us: int | None, held: Rank | None
+) -> None:
+    """Tell a gate what an attempt came to (:attr:`sim.rules.Verdict.tell`). ``held``: the
+    rank of the slot the attempt holds (the ``gate`` policy), released after the news;
+    ``None``: the call holds no slot of its own, and the gate is pumped after a 429."""
+    if news is GateNews.SUCCESS:
+        gate.core.on_success(now_us)
+    elif news is GateNews.RATE_LIMITED:
+        gate.core.on_429(now_us, retry_after_us)
+        if held is None:
+            gate.changed()
+    if held is not None:
+        gate.release(held)

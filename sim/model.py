@@ -17,7 +17,6 @@ that instant, in :func:`sim.provider.arrival_order`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,13 +24,17 @@ from typing import Any
 import simpy
 from simpy.events import NORMAL, Event, EventPriority
 
+from .config import RunConfig
 from .draws import Draws, tenant_offsets_us
 from .errors import UserError
-from .limiter import LOOP_DONE, MAX_429_WAITS, POLICIES, GateCore, Rank
+from .limiter import LOOP_DONE, GateCore, Rank, tell_gate
 from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
-from .qoe import qoe_of_run
 from .rules import (
+    Act,
+    CallMachine,
     Counts,
+    Mode,
+    Policy,
     RunStatus,
     after_attempt,
     clamp_concurrency,
@@ -41,16 +44,20 @@ from .rules import (
     outcome_of,
     tts_concurrency,
 )
-from .scenario import MODES, Scenario
+from .scenario import Scenario
 from .schema import RunResult, records_from_log
+from .timeline import Timeline, run_result
 from .upstream import ErrorShape, Handoff
 
 __all__ = [
+    "RunConfig",
     "RunStatus",
     "clamp_concurrency",
     "effective_tts_concurrency",
     "simulate",
+    "simulate_config",
     "simulate_many",
+    "simulate_tenants",
 ]
 
 LLM_KEY = "llm-key"
@@ -259,76 +266,38 @@ class _World:
         stats: Counts,
         gate: _SimGate | None = None,
     ) -> Generator[Event, Any, bool]:
-        """One step call with the client's retries; True on success. A gated call tells its
-        adaptive gate of every 429 and of its success."""
-        policy = self.client.client_policy(step, fg)
-        n = k = 0
-        while True:
-            f = yield from self.fetch(cid, step, order, clip, fg, n)
-            n = f.attempts
-            stats.add(f.counts)
-            now = int(self.env.now)
-            if gate is not None:
-                if f.status == 200:
-                    gate.core.on_success(now)
-                elif f.provider_status == 429:
-                    gate.core.on_429(now, f.retry_after_us)
-                    gate.changed()
-            u = self.provider.jitter_u(cid, step, order, clip, k)
-            verdict = after_attempt(policy, k, outcome_of(f.status), f.retry_after_us, u)
-            if verdict.done:
-                return True
-            if verdict.fail:
-                return False
-            stats.retries += 1
-            k += 1
-            yield self.env.timeout(verdict.wait_us)
-
-    def gated_call(
-        self,
-        cid: int,
-        step: int,
-        order: int,
-        clip: int,
-        fg: bool,
-        stats: Counts,
-        gate: _SimGate,
-    ) -> Generator[Event, Any, bool]:
-        """The ``gate`` policy: every attempt passes the key's gate at its rank (outline
-        order, step, clip); a 429 re-queues the attempt at the same rank instead of
-        spending the retry budget."""
-        policy = self.client.client_policy(step, fg)
-        n = k = used = waits = 0
+        """One step call with the client's retries (:class:`sim.rules.CallMachine`); True on
+        success. A call with an adaptive gate tells it of every 429 and of its success; under
+        the ``gate`` policy every attempt passes the gate at its rank (outline order, step,
+        clip) and a 429 re-queues it there instead of spending the retry budget."""
+        held = gate if gate is not None and gate.core.policy is Policy.GATE else None
+        machine = CallMachine(self.client.client_policy(step, fg), gated=held is not None)
         rank = (order, step, clip)
+
+        def jitter(attempt: int) -> float:
+            return self.provider.jitter_u(cid, step, order, clip, attempt)
+
+        n = 0
         while True:
-            ev = gate.acquire(rank)
-            if ev is not None:
-                yield ev
+            if held is not None:
+                ev = held.acquire(rank)
+                if ev is not None:
+                    yield ev
             f = yield from self.fetch(cid, step, order, clip, fg, n)
             n = f.attempts
-            k += 1
             stats.add(f.counts)
-            now = int(self.env.now)
-            if f.status == 200:
-                gate.core.on_success(now)
-                gate.release(rank)
-                return True
-            if f.provider_status == 429:
-                gate.core.on_429(now, f.retry_after_us)
-                gate.release(rank)
-                waits += 1
-                if waits > MAX_429_WAITS:
-                    return False
+            verdict = machine.step(f.status, f.provider_status, f.retry_after_us, jitter)
+            if gate is not None:
+                slot = rank if held is not None else None
+                tell_gate(gate, verdict.tell, int(self.env.now), f.retry_after_us, slot)
+            if verdict.retry:
                 stats.retries += 1
-                continue
-            gate.release(rank)
-            u = self.provider.jitter_u(cid, step, order, clip, k - 1)
-            verdict = after_attempt(policy, used, outcome_of(f.status), None, u)
-            if verdict.fail:
+            if verdict.kind is Act.DONE:
+                return True
+            if verdict.kind is Act.FAIL:
                 return False
-            stats.retries += 1
-            yield self.env.timeout(verdict.wait_us)
-            used += 1
+            if verdict.kind is Act.WAIT:
+                yield self.env.timeout(verdict.wait_us)
 
     def tts(
         self,
@@ -345,13 +314,13 @@ class _World:
             return True
         env = self.env
         oks = [True]
-        if gate is not None and (gate.core.policy == "gate" or k > 1):
-            gate_all = gate.core.policy == "gate"  # every clip, every attempt gated
+        if gate is not None and (gate.core.policy is Policy.GATE or k > 1):
+            gate_all = gate.core.policy is Policy.GATE  # every clip, every attempt gated
 
             def gated_clip(clip: int) -> Generator[Event, Any, None]:
                 assert gate is not None
                 if gate_all:
-                    ok = yield from self.gated_call(cid, 2, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, 2, order, clip, fg, stats, gate)
                 else:  # adaptive: every clip waits for the gate in order
                     ev = gate.acquire()
                     if ev is not None:
@@ -389,10 +358,10 @@ class _Classroom:
         self.w = w
         self.env = w.env
         self.cid = cid
-        self.mode = mode
+        self.mode = Mode(mode)
         self.c = c
         self.tts_c = tts_c
-        self.adaptive = adaptive
+        self.adaptive = Policy(adaptive)
         self.stats = Counts()
         self.ready: list[tuple[int, int]] = []
         self.failed: list[int] = []
@@ -405,20 +374,18 @@ class _Classroom:
 
     def _gates(self, pending: int) -> None:
         parallel = is_parallel(self.mode, self.c, pending)
-        gated = self.adaptive == "gate"
+        gated = self.adaptive == Policy.GATE
         if gated:
             slots = content_slots(self.c, pending) + 1 if parallel else 1
-            reserve = parallel and self.mode == "pipelined"  # keep a slot for the loop
+            reserve = parallel and self.mode == Mode.PIPELINED  # keep a slot for the loop
             self.llm_gate = _SimGate(self.env, GateCore(slots, self.adaptive, reserve))
-        if gated or (self.adaptive != "off" and self.tts_c > 1):
+        if gated or (self.adaptive != Policy.OFF and self.tts_c > 1):
             self.tts_gate = _SimGate(self.env, GateCore(max(1, self.tts_c), self.adaptive))
 
     def llm_call(self, step: int, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         w = self.w
-        if self.llm_gate is not None and not fg:
-            gate = self.llm_gate
-            return (yield from w.gated_call(self.cid, step, i, 0, fg, self.stats, gate))
-        return (yield from w.call(self.cid, step, i, 0, fg, self.stats))
+        gate = None if fg else self.llm_gate  # the ``gate`` policy's: every attempt gated
+        return (yield from w.call(self.cid, step, i, 0, fg, self.stats, gate))
 
     def frontier(self, i: int) -> None:
         """The scene whose LLM work the loop does or awaits next (the gate keeps it a slot)."""
@@ -482,7 +449,7 @@ class _Classroom:
         done = {i: env.event() for i in pending}
         slots = content_slots(self.c, len(pending))
         handoff_first = self.w.client.handoff == Handoff.ACTIONS_FIRST
-        if self.adaptive in ("off", "gate"):
+        if self.adaptive in (Policy.OFF, Policy.GATE):
             queue = iter(pending)
 
             def worker() -> Generator[Event, Any, None]:
@@ -513,7 +480,7 @@ class _Classroom:
 
     def parallel_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         done = self._content_done(pending)
-        if self.mode == "hybrid":
+        if self.mode == Mode.HYBRID:
             yield self.env.all_of(list(done.values()))
         content_failed = paused = False
         for i in pending:
@@ -533,90 +500,63 @@ class _Classroom:
         self.status = final_status(paused, content_failed, pauses)
 
 
-def _qoe(cr: _Classroom) -> dict[str, Any]:
-    """The learner's metrics of a classroom (:func:`sim.qoe.qoe_of_run`)."""
+def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[Any]) -> RunResult:
+    """The classroom's :class:`RunResult` (:func:`sim.timeline.run_result`)."""
     prov = cr.w.provider
     d, row = prov.draws_for(cr.cid)
     play = {i: d.playback_us(row, i, prov.speeches(cr.cid, i)) for i, _ in cr.ready}
-    return qoe_of_run(cr.w.scenario.outlines, cr.ready, play, cr.w.scenario.playback)
-
-
-def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[Any]) -> RunResult:
-    st = cr.stats
-    ready = cr.ready
-    sc = cr.w.scenario
-    return RunResult(
+    tl = Timeline(cr.ready, cr.failed, cr.stats, cr.status, cr.end)
+    return run_result(
+        cr.w.scenario,
+        tl,
+        play,
         world="sim",
-        scenario=sc.name,
         mode=cr.mode,
         concurrency=cr.c,
         tts_concurrency=cr.tts_c,
         seed=seed,
         classroom=cr.cid,
-        makespan_s=cr.end / 1e6,
-        ttfs_s=ready[0][1] / 1e6 if ready else math.nan,
-        scenes_ok=len(ready),
-        scenes_failed=len(cr.failed),
-        status=str(cr.status),
-        requests=st.requests,
-        http_429=st.http_429,
-        http_5xx=st.http_5xx,
-        retries=st.retries,
-        timeouts=st.timeouts,
-        scene_order=tuple(i for i, _ in ready),
-        scene_ready_s=tuple(t / 1e6 for _, t in ready),
-        failed_orders=tuple(cr.failed),
-        **_qoe(cr),
-        upstream=sc.upstream,
         tenants=tenants,
         tenant=tenant,
-        requests_log=tuple(records_from_log(log)) if log else (),
+        requests_log=records_from_log(log) if log else (),
     )
 
 
-def _check(
-    mode: str, tenants: int, seed: int, run_id: int, adaptive: str = "off", stagger_s: float = 0.0
-) -> None:
-    if adaptive not in POLICIES:
-        raise UserError(f"adaptive: must be one of {', '.join(POLICIES)}; got {adaptive!r}")
-    if not (stagger_s >= 0 and math.isfinite(stagger_s)):
-        raise UserError(f"stagger_s: must be a finite number >= 0, got {stagger_s}")
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
-    if tenants < 1:
-        raise UserError(f"tenants: must be >= 1, got {tenants}")
+def _check_ids(seed: int, run_id: int) -> None:
     if seed < 0 or run_id < 0:
         raise UserError(f"seed and run_id: must be >= 0, got {seed}, {run_id}")
 
 
 def _run_one(
-    sc: Scenario,
-    mode: str,
-    c: int,
-    tts_c: int,
-    seed: int,
-    run_id: int,
-    tenants: int,
-    draws: Draws | None,
-    records: bool,
-    adaptive: str = "off",
-    stagger_s: float = 0.0,
-    stagger_dist: str = "constant",
+    sc: Scenario, cfg: RunConfig, seed: int, run_id: int, draws: Draws | None = None
 ) -> list[RunResult]:
-    prov = Provider(sc, seed, draws=draws, keep_log=records)
+    """One run: ``cfg.tenants`` classrooms on one provider (ids ``run_id * tenants + j``)."""
+    prov = Provider(sc, seed, draws=draws, keep_log=cfg.records)
     w = _World(sc, prov)
+    c = cfg.c
+    tts_c = cfg.tts_for(c, sc.client.tts_at_concurrency)
+    tenants = cfg.tenants
+    offsets = tenant_offsets_us(seed, run_id, tenants, cfg.stagger_s, cfg.stagger_dist)
     rooms = []
-    offsets = tenant_offsets_us(seed, run_id, tenants, stagger_s, stagger_dist)
     for j in range(tenants):
-        cr = _Classroom(w, run_id * tenants + j, mode, c, tts_c, adaptive)
+        cr = _Classroom(w, run_id * tenants + j, cfg.mode, c, tts_c, cfg.adaptive)
         w.env.process(cr.run(offsets[j]))
         rooms.append(cr)
     w.env.run()
     results = []
     for j, cr in enumerate(rooms):
-        log = [e for e in prov.log if e[0] == cr.cid] if records else []
+        log = [e for e in prov.log if e[0] == cr.cid] if cfg.records else []
         results.append(_result(cr, seed, tenants, j, log))
     return results
+
+
+def simulate_config(
+    scenario: Scenario, config: RunConfig, *, seed: int = 0, run_id: int = 0
+) -> list[RunResult]:
+    """Simulate one run of a ready :class:`~sim.config.RunConfig`: one result per classroom
+    (``config.tenants`` of them, sharing the keys; classroom ids ``run_id * tenants + j``)."""
+    _check_ids(seed, run_id)
+    return _run_one(scenario, config, seed, run_id)
 
 
 def simulate(
@@ -632,34 +572,66 @@ def simulate(
     adaptive: str = "off",
     stagger_s: float = 0.0,
     stagger_dist: str = "constant",
-) -> RunResult | list[RunResult]:
-    """Simulate one run: one classroom (``tenants=1``) or ``tenants`` sharing the keys.
+) -> RunResult:
+    """Simulate one run of one classroom; its :class:`RunResult`.
 
-    ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``; with
-    ``tenants > 1`` a list of per-classroom results is returned. Classroom ids
-    are ``run_id * tenants + j``; they key the draws. Tenant ``j`` starts at
-    ``j * stagger_s`` (``stagger_dist="constant"``) or after exponential gaps of mean
-    ``stagger_s`` (``"exponential"``, keyed by seed and run id).
-    ``adaptive`` is the limiter policy (:mod:`sim.limiter`).
+    ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``; the classroom
+    id is ``run_id`` (it keys the draws). ``adaptive`` is the limiter policy
+    (:mod:`sim.limiter`); ``records`` keeps the provider's request log. ``tenants`` must be
+    1: K classrooms sharing the keys are :func:`simulate_tenants`. A ready
+    :class:`~sim.config.RunConfig` runs with :func:`simulate_config`.
     """
-    _check(mode, tenants, seed, run_id, adaptive, stagger_s)
-    c = clamp_concurrency(concurrency)
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
-    res = _run_one(
-        scenario,
+    cfg = RunConfig.of(
         mode,
-        c,
-        tts_c,
-        seed,
-        run_id,
-        tenants,
-        None,
-        records,
-        adaptive,
-        stagger_s,
-        stagger_dist,
+        concurrency,
+        tts_concurrency=tts_concurrency,
+        adaptive=adaptive,
+        tenants=tenants,
+        stagger_s=stagger_s,
+        stagger_dist=stagger_dist,
+        records=records,
     )
-    return res[0] if tenants == 1 else res
+    if cfg.tenants != 1:
+        raise UserError(
+            f"tenants: simulate runs one classroom, got {tenants}; use "
+            "simulate_tenants(scenario, mode, concurrency, tenants, ...) for classrooms "
+            "sharing the keys"
+        )
+    return simulate_config(scenario, cfg, seed=seed, run_id=run_id)[0]
+
+
+def simulate_tenants(
+    scenario: Scenario,
+    mode: str,
+    concurrency: int,
+    tenants: int,
+    *,
+    seed: int = 0,
+    run_id: int = 0,
+    tts_concurrency: int | None = None,
+    records: bool = False,
+    adaptive: str = "off",
+    stagger_s: float = 0.0,
+    stagger_dist: str = "constant",
+) -> list[RunResult]:
+    """Simulate one run of ``tenants`` classrooms sharing the keys; one result each.
+
+    Classroom ids are ``run_id * tenants + j``; they key the draws. Tenant ``j`` starts at
+    ``j * stagger_s`` (``stagger_dist="constant"``) or after exponential gaps of mean
+    ``stagger_s`` (``"exponential"``, keyed by seed and run id). The other arguments are
+    :func:`simulate`'s; the counterpart of :func:`runner.run.run_tenants`.
+    """
+    cfg = RunConfig.of(
+        mode,
+        concurrency,
+        tts_concurrency=tts_concurrency,
+        adaptive=adaptive,
+        tenants=tenants,
+        stagger_s=stagger_s,
+        stagger_dist=stagger_dist,
+        records=records,
+    )
+    return simulate_config(scenario, cfg, seed=seed, run_id=run_id)
 
 
 def simulate_many(
@@ -677,30 +649,24 @@ def simulate_many(
     stagger_s: float = 0.0,
     stagger_dist: str = "constant",
 ) -> list[RunResult]:
-    """``reps`` runs with run ids ``first_run ..``; draws are made in one batch."""
-    _check(mode, tenants, seed, first_run, adaptive, stagger_s)
+    """``reps`` runs with run ids ``first_run ..`` (each of ``tenants`` classrooms, in
+    order); draws are made in one batch. Arguments as :func:`simulate_tenants`."""
+    cfg = RunConfig.of(
+        mode,
+        concurrency,
+        tts_concurrency=tts_concurrency,
+        adaptive=adaptive,
+        tenants=tenants,
+        stagger_s=stagger_s,
+        stagger_dist=stagger_dist,
+        records=records,
+    )
+    _check_ids(seed, first_run)
     if reps < 1:
         raise UserError(f"reps: must be >= 1, got {reps}")
-    c = clamp_concurrency(concurrency)
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     lo = first_run * tenants
     draws = Draws(scenario, seed, lo, lo + reps * tenants)
     out: list[RunResult] = []
     for r in range(first_run, first_run + reps):
-        out.extend(
-            _run_one(
-                scenario,
-                mode,
-                c,
-                tts_c,
-                seed,
-                r,
-                tenants,
-                draws,
-                records,
-                adaptive,
-                stagger_s,
-                stagger_dist,
-            )
-        )
+        out.extend(_run_one(scenario, cfg, seed, r, draws))
     return out

@@ -9,7 +9,9 @@ about what happens next is made here:
 * the loop's shape: :func:`is_parallel`, :func:`content_slots`, :func:`tts_concurrency`;
 * the retry state machine: :func:`after_attempt` maps (policy, attempt, outcome)
   to :class:`Verdict` — done, fail, or wait so many µs — and :meth:`RetryPolicy.delay_us`
-  computes the wait, jitter included;
+  computes the wait, jitter included; :class:`CallMachine` is one step call's whole
+  machine (attempt index, retry budget, the gate's 429 re-queues, what to tell the gate),
+  which both worlds' call loops step after every request;
 * the final status: :func:`final_status`.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -24,11 +27,19 @@ from typing import Any
 from .errors import UserError
 
 __all__ = [
+    "MAX_429_WAITS",
     "MAX_CONCURRENCY",
     "MODES",
+    "POLICIES",
+    "STAGGER_DISTS",
+    "Act",
+    "CallMachine",
+    "ClockKind",
     "Counts",
+    "GateNews",
     "Mode",
     "Outcome",
+    "Policy",
     "RetryPolicy",
     "RunStatus",
     "ScenarioError",
@@ -47,6 +58,8 @@ __all__ = [
 ]
 
 MAX_CONCURRENCY = 10
+MAX_429_WAITS = 100  # a gated call gives up after this many 429s
+STAGGER_DISTS = ("constant", "exponential")  # tenants' start gaps (:mod:`sim.draws`)
 
 
 class ScenarioError(UserError):
@@ -66,6 +79,26 @@ class Mode(StrEnum):
 
 
 MODES = tuple(m.value for m in Mode)
+
+
+class Policy(StrEnum):
+    """The adaptive limiter's policy (:mod:`sim.limiter`)."""
+
+    OFF = "off"
+    HALVE = "halve"
+    AIMD = "aimd"
+    GATE = "gate"
+
+
+POLICIES = tuple(p.value for p in Policy)
+
+
+class ClockKind(StrEnum):
+    """The real pipeline's clock: ``wall`` (a socket, real time scaled) or ``virtual``
+    (looptime, in process); also the ``world`` of a real run's :class:`~sim.schema.RunResult`."""
+
+    WALL = "wall"
+    VIRTUAL = "virtual"
 
 
 class RunStatus(StrEnum):
@@ -221,17 +254,48 @@ class RetryPolicy:
         return outcome is not Outcome.OK and outcome is not Outcome.CLIENT_ERROR
 
 
+class Act(IntEnum):
+    """What a call does after an attempt."""
+
+    DONE = 0  # succeeded
+    FAIL = 1  # given up
+    WAIT = 2  # wait ``wait_us``, then try again (a retry of the budget)
+    REQUEUE = 3  # a gated 429: back to the gate at once, the retry budget unspent
+
+
+class GateNews(IntEnum):
+    """What a call tells its adaptive gate after an attempt."""
+
+    NONE = 0
+    SUCCESS = 1  # :meth:`sim.limiter.GateCore.on_success`
+    RATE_LIMITED = 2  # :meth:`sim.limiter.GateCore.on_429`
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """What a call does after an attempt: ``done``, ``fail``, or wait ``wait_us`` and retry."""
+    """What a call does after an attempt (``kind``; ``wait_us`` for :attr:`Act.WAIT`) and
+    what it tells its gate (``tell``, when it has one)."""
 
-    done: bool = False
-    fail: bool = False
+    kind: Act
     wait_us: int = 0
+    tell: GateNews = GateNews.NONE
+
+    @property
+    def done(self) -> bool:
+        return self.kind is Act.DONE
+
+    @property
+    def fail(self) -> bool:
+        return self.kind is Act.FAIL
+
+    @property
+    def retry(self) -> bool:
+        """Whether the call tries again (a retry, counted in :attr:`Counts.retries`)."""
+        return self.kind is Act.WAIT or self.kind is Act.REQUEUE
 
 
-DONE = Verdict(done=True)
-FAIL = Verdict(fail=True)
+DONE = Verdict(Act.DONE)
+FAIL = Verdict(Act.FAIL)
 
 
 def after_attempt(
@@ -241,13 +305,71 @@ def after_attempt(
     retry_after_us: int | None = None,
     jitter_u: float = 0.0,
 ) -> Verdict:
-    """The retry state machine's step: attempt ``attempt`` (0-based) ended with ``outcome``."""
+    """The retry rule: attempt ``attempt`` (0-based) of the budget ended with ``outcome``."""
     if outcome is Outcome.OK:
         return DONE
     if not policy.retries(outcome) or attempt >= policy.max_retries:
         return FAIL
     ra = retry_after_us if outcome is Outcome.RATE_LIMITED else None
-    return Verdict(wait_us=policy.delay_us(attempt, ra, jitter_u))
+    return Verdict(Act.WAIT, policy.delay_us(attempt, ra, jitter_u))
+
+
+Jitter = Callable[[int], float] | float
+
+
+class CallMachine:
+    """One step call's retry state machine, the same in both worlds (no I/O, no waiting).
+
+    The world's loop makes a request, then calls :meth:`step` with what it saw, and does
+    what the verdict says: return (``DONE``/``FAIL``), sleep ``wait_us`` then request
+    again (``WAIT``), or go back to the gate at once (``REQUEUE``); with a gate it tells
+    the gate ``verdict.tell``, and counts a retry when ``verdict.retry``.
+
+    * not ``gated`` (no gate, or an adaptive ``halve``/``aimd`` gate): every failed
+      request spends the client's budget (:func:`after_attempt`), a 429's Retry-After
+      honoured; the gate hears of each success and of each 429 the provider gave;
+    * ``gated`` (the ``gate`` policy, every attempt through the gate): a provider 429
+      re-queues the attempt without spending the budget, up to :data:`MAX_429_WAITS`
+      times; other failures spend it (Retry-After not used: the gate holds instead).
+
+    The jitter of a wait is drawn for the attempt's index (attempts made before it:
+    :attr:`attempts` before the step), only when a wait is computed; ``jitter`` is that
+    draw as a function of the index, or a fixed ``u``.
+    """
+
+    __slots__ = ("attempts", "gated", "policy", "used", "waits")
+
+    def __init__(self, policy: RetryPolicy, gated: bool = False) -> None:
+        self.policy = policy
+        self.gated = gated
+        self.attempts = 0  # requests made
+        self.used = 0  # retries of the budget spent
+        self.waits = 0  # 429 re-queues (gated)
+
+    def step(
+        self,
+        status: int,
+        provider_status: int,
+        retry_after_us: int | None = None,
+        jitter: Jitter = 0.0,
+    ) -> Verdict:
+        """The verdict on a request that ended with client ``status`` (HTTP, or 0 timeout,
+        -1 network, -2 bad body) after the provider's ``provider_status``."""
+        index = self.attempts
+        self.attempts += 1
+        if status == 200:
+            return Verdict(Act.DONE, tell=GateNews.SUCCESS)
+        limited = provider_status == 429
+        tell = GateNews.RATE_LIMITED if limited else GateNews.NONE
+        if self.gated and limited:
+            self.waits += 1
+            return Verdict(Act.FAIL if self.waits > MAX_429_WAITS else Act.REQUEUE, tell=tell)
+        ra = None if self.gated else retry_after_us
+        u = jitter(index) if callable(jitter) else jitter
+        v = after_attempt(self.policy, self.used, outcome_of(status), ra, u)
+        if v.kind is Act.WAIT:
+            self.used += 1
+        return Verdict(v.kind, v.wait_us, tell)
 
 
 _PARSE_INT = re.compile(r"^[\s]*([+-]?\d+)")

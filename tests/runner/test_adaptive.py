@@ -5,7 +5,7 @@ import pytest
 
 from runner import run_classroom
 from runner.sweep import apply_quota
-from sim import load_scenario, simulate, simulate_many
+from sim import load_scenario, simulate, simulate_many, simulate_tenants
 from tests.conftest import assert_same_run, log_key
 
 
@@ -50,8 +50,8 @@ def test_adaptive_changes_nothing_on_a_key_that_never_answers_429():
 
 def test_tenants_on_one_key_with_staggered_arrivals():
     sc = apply_quota(load_scenario("default"), 4)
-    together = simulate(sc, "pipelined", 3, tenants=3, seed=1)
-    staggered = simulate(sc, "pipelined", 3, tenants=3, seed=1, stagger_s=600.0)
+    together = simulate_tenants(sc, "pipelined", 3, 3, seed=1)
+    staggered = simulate_tenants(sc, "pipelined", 3, 3, seed=1, stagger_s=600.0)
     assert [r.tenant for r in together] == [0, 1, 2]
     # far apart the tenants do not meet: each is its classroom alone on the key (classroom
     # id j = run 0 x 3 tenants + j, the same draws as a lone run with run id j)
@@ -88,13 +88,13 @@ def test_shared_key_tenants_agree_exactly_between_the_real_pipeline_and_the_mode
         adaptive=adaptive,
         stagger_dist=dist,
     )
-    model = simulate(
+    model = simulate_tenants(
         sc,
         "pipelined",
         3,
+        tenants,
         seed=3,
         run_id=2,
-        tenants=tenants,
         stagger_s=stagger_s,
         records=True,
         adaptive=adaptive,

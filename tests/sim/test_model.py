@@ -6,7 +6,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from sim import Constant, Exponential, Quota, RetryPolicy, load_scenario, simulate, simulate_many
+from sim import (
+    Constant,
+    Exponential,
+    Quota,
+    RetryPolicy,
+    load_scenario,
+    simulate,
+    simulate_many,
+    simulate_tenants,
+)
 from sim import analytic as an
 from sim.draws import Draws
 from tests.conftest import const_scenario
@@ -191,7 +200,7 @@ def test_quota_produces_429s_and_retries_only_when_exceeded():
 def test_tenants_share_the_key():
     sc = const_scenario(4, 10.0, 2.0, 1.0, clips=1).with_quota(llm_inflight=3)
     alone = simulate(sc, "pipelined", 3, tenants=1)
-    shared = simulate(sc, "pipelined", 3, tenants=3)
+    shared = simulate_tenants(sc, "pipelined", 3, 3)
     assert isinstance(shared, list) and len(shared) == 3
     assert sum(r.http_429 for r in shared) > alone.http_429
     assert {r.classroom for r in shared} == {0, 1, 2}

@@ -1,0 +1,110 @@
+"""One run's settings as one typed, validated value: :class:`RunConfig`.
+
+The public functions (:func:`sim.simulate`, :func:`sim.simulate_tenants`,
+:func:`sim.simulate_many`, :func:`runner.run_classroom`, :func:`runner.run_tenants`) keep
+their keyword arguments and build a :class:`RunConfig` at once; everything below them takes
+the config. :func:`sim.simulate_config` runs a ready one. Light: no numpy, no SimPy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import UserError
+from .rules import (
+    MODES,
+    POLICIES,
+    STAGGER_DISTS,
+    Mode,
+    Policy,
+    clamp_concurrency,
+    tts_concurrency,
+)
+
+__all__ = ["RunConfig"]
+
+
+def _check(mode: str, adaptive: str, tenants: int, stagger_s: float, stagger_dist: str) -> None:
+    """One-line ValueErrors naming the setting (the messages ``simulate`` always gave)."""
+    if adaptive not in POLICIES:
+        raise UserError(f"adaptive: must be one of {', '.join(POLICIES)}; got {adaptive!r}")
+    if not (stagger_s >= 0 and math.isfinite(stagger_s)):
+        raise UserError(f"stagger_s: must be a finite number >= 0, got {stagger_s}")
+    if mode not in MODES:
+        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    if tenants < 1:
+        raise UserError(f"tenants: must be >= 1, got {tenants}")
+    if stagger_dist not in STAGGER_DISTS:
+        raise UserError(
+            f"stagger_dist: must be one of {', '.join(STAGGER_DISTS)}; got {stagger_dist!r}"
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a run goes (the scenario says what it meets; seed and run id which draws).
+
+    ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``
+    (:func:`sim.rules.clamp_concurrency`); ``None`` means "read the provider's knob" (the
+    real world; the model reads it as 0). ``tts_concurrency`` is the one asked for (``None``:
+    the profile's rule, :meth:`tts_for`). ``tenants`` classrooms share the keys, tenant ``j``
+    starting ``j * stagger_s`` s after tenant 0 (``stagger_dist="constant"``) or after
+    exponential gaps of that mean (``"exponential"``). ``records`` keeps the provider's
+    per-request log in the results. Strings are accepted for ``mode`` and ``adaptive`` and
+    stored as :class:`~sim.rules.Mode` and :class:`~sim.rules.Policy`; a bad value is a
+    one-line ValueError.
+    """
+
+    mode: Mode
+    concurrency: int | None
+    tts_concurrency: int | None = None
+    adaptive: Policy = Policy.OFF
+    tenants: int = 1
+    stagger_s: float = 0.0
+    stagger_dist: str = "constant"
+    records: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.mode, self.adaptive, self.tenants, self.stagger_s, self.stagger_dist)
+        object.__setattr__(self, "mode", Mode(self.mode))
+        object.__setattr__(self, "adaptive", Policy(self.adaptive))
+        if self.concurrency is not None:
+            object.__setattr__(self, "concurrency", clamp_concurrency(self.concurrency))
+
+    @classmethod
+    def of(
+        cls,
+        mode: str,
+        concurrency: int | None,
+        *,
+        tts_concurrency: int | None = None,
+        adaptive: str = "off",
+        tenants: int = 1,
+        stagger_s: float = 0.0,
+        stagger_dist: str = "constant",
+        records: bool = False,
+    ) -> RunConfig:
+        """A config from plain values (strings for the enums), as the public functions
+        take them; the same checks and messages."""
+        _check(mode, adaptive, tenants, stagger_s, stagger_dist)
+        return cls(
+            Mode(mode),
+            concurrency,
+            tts_concurrency,
+            Policy(adaptive),
+            tenants,
+            stagger_s,
+            stagger_dist,
+            records,
+        )
+
+    @property
+    def c(self) -> int:
+        """The concurrency the model uses (a knob not read is 0, as upstream parses it)."""
+        return clamp_concurrency(self.concurrency)
+
+    def tts_for(self, c: int, at_concurrency: bool) -> int:
+        """Within-scene clips at once for the loop's scenes at concurrency ``c``
+        (:func:`sim.rules.tts_concurrency`; ``at_concurrency``: the profile has #696's rule)."""
+        return tts_concurrency(self.mode, c, self.tts_concurrency, at_concurrency)

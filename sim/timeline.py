@@ -1,0 +1,81 @@
+"""A classroom's time line, and the one place a :class:`~sim.schema.RunResult` is built.
+
+Both worlds keep the same record of a classroom while it runs — the scenes added (outline
+order, µs from the classroom's start), the outlines that failed, the request counts, the
+final status and the loop's end — and hand it, with the run's identity and the ready
+scenes' playback times, to :func:`run_result`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .qoe import qoe_of_run
+from .rules import Counts, RunStatus
+from .scenario import Scenario
+from .schema import RequestRecord, RunResult
+
+__all__ = ["Timeline", "run_result"]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What happened to one classroom: ``ready`` (outline order, µs from its start) in the
+    order the scenes were added, ``failed`` outline orders, its ``counts``, its final
+    ``status`` and ``end_us``, the loop's end (µs from its start)."""
+
+    ready: Sequence[tuple[int, int]]
+    failed: Sequence[int]
+    counts: Counts
+    status: RunStatus
+    end_us: int
+
+
+def run_result(
+    sc: Scenario,
+    tl: Timeline,
+    playback_us: Mapping[int, int],
+    *,
+    world: str,
+    mode: str,
+    concurrency: int,
+    tts_concurrency: int,
+    seed: int,
+    classroom: int,
+    tenants: int = 1,
+    tenant: int = 0,
+    requests_log: Iterable[RequestRecord] = (),
+) -> RunResult:
+    """The :class:`RunResult` of a time line; ``playback_us`` holds each ready scene's
+    playback time (:func:`sim.qoe.qoe_of_run` makes the learner's metrics of it)."""
+    st = tl.counts
+    ready = tl.ready
+    return RunResult(
+        world=str(world),
+        scenario=sc.name,
+        mode=str(mode),
+        concurrency=concurrency,
+        tts_concurrency=tts_concurrency,
+        seed=seed,
+        classroom=classroom,
+        makespan_s=tl.end_us / 1e6,
+        ttfs_s=ready[0][1] / 1e6 if ready else math.nan,
+        scenes_ok=len(ready),
+        scenes_failed=len(tl.failed),
+        status=str(tl.status),
+        requests=st.requests,
+        http_429=st.http_429,
+        http_5xx=st.http_5xx,
+        retries=st.retries,
+        timeouts=st.timeouts,
+        scene_order=tuple(i for i, _ in ready),
+        scene_ready_s=tuple(t / 1e6 for _, t in ready),
+        failed_orders=tuple(tl.failed),
+        **qoe_of_run(sc.outlines, ready, playback_us, sc.playback),
+        upstream=sc.upstream,
+        tenants=tenants,
+        tenant=tenant,
+        requests_log=tuple(requests_log),
+    )
