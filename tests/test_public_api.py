@@ -38,7 +38,12 @@ MODULES = [
     "runner.counts",
     "runner.failures",
     "runner.provenance",
-    "runner.analysis",
+    "runner.cells",
+    "runner.recommend",
+    "runner.adaptive_verdict",
+    "runner.figures",
+    "runner.report",
+    "runner.labels",
 ]
 
 
