@@ -21,7 +21,7 @@ _WHERE = {
     "provenance_line": "provenance",
     "upstream_of": "provenance",
     "cell_table": "cells",
-    "recommend": "recommend",
+    "recommend": "recommendation",
     "render_results": "report",
     "Clock": "pipeline",
     "PipelineOptions": "pipeline",

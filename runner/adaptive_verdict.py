@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .counts import fails_too_often
-from .recommend import RULE
+from .recommendation import RULE
 
 __all__ = ["adaptive_verdict"]
 

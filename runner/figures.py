@@ -26,7 +26,7 @@ from sim.scenario import Scenario
 from .counts import FAILURE_BUDGET_PP
 from .labels import quota_key, quota_label
 from .qoe_report import QOE_RULE, qoe_lines
-from .recommend import critical_path_speedup
+from .recommendation import critical_path_speedup
 
 __all__ = [
     "HOLLOW_CAPTION",

@@ -21,7 +21,7 @@ from sim.upstream import DEFAULT_PROFILE
 
 from .cells import cell_table
 from .labels import quota_label
-from .recommend import recommend
+from .recommendation import recommend
 from .upstream_report import base_name, render_profile_section
 
 __all__ = ["render_findings", "write_findings"]

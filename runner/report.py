@@ -3,7 +3,7 @@
 Everything here reads the saved ``runs.parquet`` (never memory), so a report can be
 re-rendered at any time with ``scenebench report DIR`` (:func:`render_results`: cells.csv,
 the figures, REPORT.md and recommendation.json). The sections, in order: the header
-(provenance), the recommendation (:mod:`runner.recommend`) with one subsection per
+(provenance), the recommendation (:mod:`runner.recommendation`) with one subsection per
 scenario, failed cells, adaptive concurrency (:mod:`runner.adaptive_verdict`), figures
 (:mod:`runner.figures`), the evidence table, real pipeline vs model, and what learners feel
 (:mod:`runner.qoe_report`); then the upstream-profile, preset and server-path sections.
@@ -34,7 +34,7 @@ from .presets_report import (
 )
 from .provenance import provenance, provenance_line
 from .qoe_report import qoe_section
-from .recommend import RULE, recommend
+from .recommendation import RULE, recommend
 from .upstream_report import render_profile_section
 
 __all__ = ["evidence_table", "folder_provenance", "render_report", "render_results"]

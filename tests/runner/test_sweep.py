@@ -9,7 +9,7 @@ import pytest
 
 from runner import sweep as sw
 from runner.cells import cell_table
-from runner.recommend import recommend
+from runner.recommendation import recommend
 from runner.sweep import ResultsError, SweepSpec, run_sweep
 from sim import load_scenario
 
