@@ -9,9 +9,9 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "HOLLOW_CAPTION": "analysis",
-    "folder_provenance": "analysis",
-    "plot_marked": "analysis",
+    "HOLLOW_CAPTION": "figures",
+    "folder_provenance": "report",
+    "plot_marked": "figures",
     "FAILURE_BUDGET_PP": "counts",
     "counts_mask": "counts",
     "fails_too_often": "counts",
@@ -20,9 +20,9 @@ _WHERE = {
     "provenance": "provenance",
     "provenance_line": "provenance",
     "upstream_of": "provenance",
-    "cell_table": "analysis",
-    "recommend": "analysis",
-    "render_results": "analysis",
+    "cell_table": "cells",
+    "recommend": "recommendation",
+    "render_results": "report",
     "Clock": "pipeline",
     "PipelineOptions": "pipeline",
     "ScenePipeline": "pipeline",

@@ -385,7 +385,7 @@ def _quiet_teardown() -> None:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from .analysis import render_results
+    from .report import render_results
     from .sweep import ResultsError
 
     with _as_usage("report", ResultsError):
@@ -401,7 +401,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_recommend(a: argparse.Namespace) -> int:
-    from .analysis import render_results
+    from .report import render_results
     from .sweep import ResultsError
 
     with _as_usage("recommend", ResultsError):

@@ -19,16 +19,14 @@ import pandas as pd
 from sim.scenario import Scenario, scenario_from_mapping
 from sim.upstream import DEFAULT_PROFILE
 
-from .analysis import cell_table, recommend
+from .cells import cell_table
+from .labels import quota_label
+from .recommendation import recommend
 from .upstream_report import base_name, render_profile_section
 
 __all__ = ["render_findings", "write_findings"]
 
 _QUOTAS = (1, 2, 3, 5, 0)
-
-
-def _q(q: int) -> str:
-    return "unlimited" if q == 0 else f"{q} in flight"
 
 
 def _pct(x: float) -> str:
@@ -69,7 +67,7 @@ def _per_quota_table(cells: pd.DataFrame, name: str, v: dict[str, Any]) -> list[
             else "1.00× (serial)"
         )
         lines.append(
-            f"| {_q(q)} | **{c}** | {sp} | {_pct(float(at['p_any_failed']))} | "
+            f"| {quota_label(q)} | **{c}** | {sp} | {_pct(float(at['p_any_failed']))} | "
             f"{_pct(float(ser['p_any_failed']))} | {float(at['ttfs_mean_s']):.1f} s |"
         )
     return lines
@@ -85,7 +83,7 @@ def _why_off(cells: pd.DataFrame, name: str) -> list[str]:
         at = ", ".join(
             f"*c* = {c}: {_pct(float(x['p_any_failed']))}" for c, x in fails if x is not None
         )
-        rows.append(f"- {_q(q)}: serial {_pct(float(ser['p_any_failed']))}; {at}.")
+        rows.append(f"- {quota_label(q)}: serial {_pct(float(ser['p_any_failed']))}; {at}.")
     return rows
 
 
@@ -111,7 +109,7 @@ def _qoe_table(qoe: dict[str, Any], name: str) -> list[str]:
                 continue
             ser = e["serial"]
             lines.append(
-                f"| {_q(q)} | {e['concurrency']} | {_iv(ser['stall_s'])} → "
+                f"| {quota_label(q)} | {e['concurrency']} | {_iv(ser['stall_s'])} → "
                 f"{_iv(e['stall_s'])} | {_iv(e['startup_s'])} | {_iv(e['last_scene_s'], 0)} | "
                 f"{_pct(e['p_any_failed']['mean'])} |"
             )

@@ -25,7 +25,7 @@ from sim.model import simulate_many
 from sim.scenario import load_scenario
 from sim.schema import runs_frame
 
-from .analysis import cell_table
+from .cells import cell_table
 from .counts import FAILURE_BUDGET_PP
 from .errors import UsageError
 from .provenance import dumps, provenance, provenance_line

@@ -5,16 +5,14 @@ aggregates them. Per cell: mean startup delay, mean stall time, stalls per run, 
 ratio (total stall / total playback over the runs) and the mean time to the last scene,
 each with a 95% interval (bootstrap over runs, seeded; for the stall ratio, of the ratio
 of sums). :func:`recommend_qoe` applies :class:`sim.qoe.QoERule` per scenario, adaptive
-policy and quota profile (pipelined, model); :func:`render_qoe_figures` draws stall ratio
-and startup delay vs *c* per quota and a Pareto view of makespan vs stall;
-:func:`qoe_section` is the REPORT.md section.
+policy and quota profile (pipelined, model); :func:`qoe_lines` are the lines of the QoE
+figure (:func:`runner.figures.qoe_figure`); :func:`qoe_section` is the REPORT.md section.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,13 +21,15 @@ import pandas as pd
 from sim.qoe import Candidate, QoERule, choose_concurrency
 from sim.schema import RunResult
 
+from .labels import fmt, quota_key, quota_label
+
 __all__ = [
     "QOE_RULE",
     "qoe_cell_columns",
+    "qoe_lines",
     "qoe_section",
     "qoe_summary",
     "recommend_qoe",
-    "render_qoe_figures",
 ]
 
 QOE_RULE = QoERule()
@@ -150,7 +150,7 @@ def recommend_qoe(cells: pd.DataFrame, rule: QoERule = QOE_RULE) -> dict[str, An
         for pol, gp in g[g["mode"] == "pipelined"].groupby("adaptive"):
             by_quota: dict[int, Any] = {}
             admissible_all: set[int] | None = None
-            for q, gq in sorted(gp.groupby("quota"), key=lambda t: (t[0] == 0, t[0])):
+            for q, gq in sorted(gp.groupby("quota"), key=lambda t: quota_key(t[0])):
                 if q not in serial.index:
                     continue
                 srow = serial.loc[q]
@@ -190,11 +190,7 @@ def _default_c(gp: pd.DataFrame, serial: pd.DataFrame, adm: set[int], rule: QoER
     )
 
 
-def _qlabel(q: int) -> str:
-    return "unlimited" if int(q) == 0 else f"{int(q)} in flight"
-
-
-def _qoe_lines(g: pd.DataFrame, budget: float) -> list[tuple[str, int, pd.DataFrame]]:
+def qoe_lines(g: pd.DataFrame, budget: float) -> list[tuple[str, int, pd.DataFrame]]:
     """(policy, quota, rows by c with serial at c = 1 and a ``fails`` flag) per line."""
     serial = g[g["mode"] == "serial"].set_index("quota")
     out = []
@@ -211,71 +207,8 @@ def _qoe_lines(g: pd.DataFrame, budget: float) -> list[tuple[str, int, pd.DataFr
     return out
 
 
-def render_qoe_figures(cells: pd.DataFrame, figdir: Path, rule: QoERule = QOE_RULE) -> list[Path]:
-    """Per scenario: stall ratio and startup delay vs *c* per quota (colour: quota; solid:
-    fixed cap, dashed: adaptive policy; hollow markers: more failed scenes than serial's +
-    the budget), and makespan vs stall (the Pareto view)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if "stall_mean_s" not in cells.columns:
-        return []
-    out: list[Path] = []
-    sim = cells[(cells["backend"] == "sim") & (cells["tenants"] == 1)]
-    for name, g in sim.groupby("scenario"):
-        lines = _qoe_lines(g, rule.failure_budget_pp / 100)
-        quotas = sorted({q for _, q, _ in lines}, key=lambda q: (q == 0, q))
-        cmap = plt.get_cmap("viridis")
-        color = {q: cmap(i / max(1, len(quotas) - 1)) for i, q in enumerate(quotas)}
-        fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-        for pol, q, gl in lines:
-            style = "-" if pol == "off" else "--"
-            x = gl["concurrency"].astype(int).to_numpy()
-            ys = (
-                100 * gl["stall_ratio"].astype(float).to_numpy(),
-                gl["startup_mean_s"].astype(float).to_numpy(),
-            )
-            mk = gl["makespan_mean_s"].astype(float).to_numpy()
-            st = gl["stall_mean_s"].astype(float).to_numpy()
-            pts = ((x, ys[0]), (x, ys[1]), (mk, st))
-            fails = gl["fails"].to_numpy(dtype=bool)
-            for ax, (px, py) in zip(axes, pts, strict=True):
-                ax.plot(px, py, style, color=color[q], lw=1.2, label=f"{_qlabel(q)}, {pol}")
-                ax.scatter(px[~fails], py[~fails], color=color[q], s=22, zorder=3)
-                ax.scatter(px[fails], py[fails], facecolors="none", edgecolors=color[q], s=30)
-            for cx, a, b in zip(x, mk, st, strict=True):
-                axes[2].annotate(
-                    f"{cx}", (a, b), fontsize=6, xytext=(2, 2), textcoords="offset points"
-                )
-        for ax in axes[:2]:
-            ax.set_xticks(sorted({int(c) for c in g["concurrency"]}))
-        axes[0].set(xlabel="concurrency c", ylabel="stall ratio (%)", title="stall ratio vs c")
-        axes[1].set(xlabel="concurrency c", ylabel="mean startup delay (s)", title="startup vs c")
-        axes[2].set(
-            xlabel="mean makespan (s)",
-            ylabel="mean stall per run (s)",
-            title="makespan vs stall (labels: c; lower left is better)",
-        )
-        axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        fig.suptitle(
-            f"{name}: what the learner feels (model, pipelined; serial at c = 1; solid: fixed "
-            f"cap, dashed: adaptive; hollow: P(any failed) > serial's + "
-            f"{rule.failure_budget_pp:g} point)",
-            fontsize=10,
-        )
-        fig.tight_layout()
-        for ext in ("png", "svg"):
-            p = figdir / f"{name}-qoe.{ext}"
-            fig.savefig(p, dpi=110)
-            out.append(p)
-        plt.close(fig)
-    return out
-
-
 def _f(x: float, nd: int = 1) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+    return fmt(x, nd)
 
 
 def qoe_section(rec: dict[str, Any]) -> str:
@@ -303,7 +236,7 @@ def qoe_section(rec: dict[str, Any]) -> str:
                     return f"{_f(k * v['mean'], nd)} ({_f(k * v['lo'], nd)}–{_f(k * v['hi'], nd)})"
 
                 lines.append(
-                    f"| {_qlabel(int(q))} | {e['concurrency']} | {iv(e['startup_s'])} | "
+                    f"| {quota_label(int(q))} | {e['concurrency']} | {iv(e['startup_s'])} | "
                     f"{iv(e['stall_s'])} | {iv(e['stall_ratio'], 100)}% | "
                     f"{iv(e['last_scene_s'])} | "
                     f"{iv(e['p_any_failed'], 100)}% | {iv(e['speedup'], 1, 2)}× | "

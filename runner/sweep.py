@@ -721,7 +721,7 @@ def _as_completed(futs: Sequence[Any], dask: bool) -> Iterable[Any]:
 
 def finalize(d: Path) -> None:
     """Combine the cells and render tables, figures, the report and the recommendation."""
-    from .analysis import render_results
+    from .report import render_results
 
     files = sorted((d / "cells").glob("*.parquet"))
     if not files:

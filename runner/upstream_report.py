@@ -9,6 +9,7 @@ name groups them here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -26,14 +27,16 @@ def base_name(scenario: str) -> str:
     return scenario.split("@", 1)[0]
 
 
-def overall_for_today(per: dict[str, Any], scenarios: dict[str, Scenario]) -> dict[str, Any]:
-    """The smallest recommendation per profile, and the headline: the default profile's
-    when the sweep ran it, else the newest profile it ran."""
+def overall_for_today(
+    recommended: Mapping[str, int], scenarios: Mapping[str, Scenario]
+) -> dict[str, Any]:
+    """From each scenario's recommended *c*: the smallest recommendation per profile, and
+    the headline: the default profile's when the sweep ran it, else the newest it ran."""
     by: dict[str, int] = {}
-    for name, v in per.items():
+    for name, c in recommended.items():
         sc = scenarios.get(name)
         prof = sc.upstream if sc is not None else DEFAULT_PROFILE
-        by[prof] = min(by.get(prof, v["recommended"]), v["recommended"])
+        by[prof] = min(by.get(prof, c), c)
     order = list(PROFILES)
     ran = sorted(by, key=lambda p: order.index(p) if p in order else -1)
     head = DEFAULT_PROFILE if DEFAULT_PROFILE in by else (ran[-1] if ran else DEFAULT_PROFILE)

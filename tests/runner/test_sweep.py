@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from runner import sweep as sw
-from runner.analysis import cell_table, recommend
+from runner.cells import cell_table
+from runner.recommendation import recommend
 from runner.sweep import ResultsError, SweepSpec, run_sweep
 from sim import load_scenario
 

@@ -19,8 +19,9 @@ import matplotlib
 import pandas as pd
 import pytest
 
-import runner.analysis as analysis
-from runner import cli, gate
+from runner import cli, figures, gate
+from runner import report as reporting
+from runner.cells import cell_table
 from runner.counts import FAILURE_BUDGET_PP, counts_mask, fails_too_often, paired_speedup
 from runner.failures import FailureReason, scene_failures
 from runner.provenance import DEFAULT_UPSTREAM, dumps, provenance, upstream_of
@@ -94,7 +95,7 @@ def test_cell_table_applies_the_shared_rule():
     runs = pd.DataFrame(
         rows, columns=["mode", "concurrency", "classroom", "makespan_s", "status", "scenes_failed"]
     ).assign(backend="sim", scenario="s", quota=0, ttfs_s=1.0, http_429=0, retries=0)
-    cells = analysis.cell_table(runs).set_index("mode")
+    cells = cell_table(runs).set_index("mode")
     c3 = cells.loc["pipelined"]
     assert c3["pairs"] == 60 and c3["speedup"] == pytest.approx(2.0)  # 100 / 50, not 100 / 34
     assert c3["p_any_failed"] == pytest.approx(0.4) and bool(c3["fails_too_often"])
@@ -153,14 +154,14 @@ def test_no_speedup_is_shown_plainly_where_runs_fail(tight_sweep: Path):
 
 def test_figures_draw_failing_cells_hollow(tight_sweep: Path, monkeypatch: pytest.MonkeyPatch):
     calls: list[tuple[list[float], list[bool]]] = []
-    real = analysis.plot_marked
+    real = figures.plot_marked
 
     def spy(ax, x, y, fails, p, **kw):  # type: ignore[no-untyped-def]
         calls.append(([round(float(v)) for v in x], [bool(f) for f in fails]))
         return real(ax, x, y, fails, p, **kw)
 
-    monkeypatch.setattr(analysis, "plot_marked", spy)
-    analysis.render_results(tight_sweep)
+    monkeypatch.setattr(figures, "plot_marked", spy)
+    reporting.render_results(tight_sweep)
     flagged = {(c, f) for xs, fs in calls for c, f in zip(xs, fs, strict=True)}
     for x in _failing(tight_sweep).itertuples():
         assert (x.concurrency, True) in flagged
@@ -168,7 +169,7 @@ def test_figures_draw_failing_cells_hollow(tight_sweep: Path, monkeypatch: pytes
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots()
-    assert analysis.plot_marked(ax, [1, 2], [1.0, 2.5], [False, True], [0.0, 0.9], color="C0")
+    assert figures.plot_marked(ax, [1, 2], [1.0, 2.5], [False, True], [0.0, 0.9], color="C0")
     hollow = [ln for ln in ax.lines if ln.get_markerfacecolor() == "white" and len(ln.get_xdata())]
     assert [list(ln.get_xdata()) for ln in hollow] == [[2.0]]
     assert [t.get_text() for t in ax.texts] == ["90%"]
@@ -177,10 +178,10 @@ def test_figures_draw_failing_cells_hollow(tight_sweep: Path, monkeypatch: pytes
 
 def test_a_table_speedup_is_plain_only_where_runs_count():
     x = {"speedup": 2.5, "speedup_lo": 2.4, "speedup_hi": 2.6, "pairs": 3}
-    assert analysis._speedup_cell({**x, "fails_too_often": True}) == "(2.50, 2.40–2.60)†"
-    assert analysis._speedup_cell({**x, "fails_too_often": False}) == "2.50 (2.40–2.60)"
+    assert reporting._speedup_cell({**x, "fails_too_often": True}) == "(2.50, 2.40–2.60)†"
+    assert reporting._speedup_cell({**x, "fails_too_often": False}) == "2.50 (2.40–2.60)"
     none = {"speedup": math.nan, "pairs": 0, "fails_too_often": True}
-    assert analysis._speedup_cell(none) == "– (no run completed)"
+    assert reporting._speedup_cell(none) == "– (no run completed)"
 
 
 # -- strict JSON and provenance ---------------------------------------------------------
