@@ -27,7 +27,7 @@ from sim.jobs import simulate_keygate_tenants as keygate_tenants
 from sim.scenario import Scenario, load_scenario
 
 from .errors import UsageError
-from .provenance import dumps
+from .stamps import dumps
 from .summary import summary
 
 __all__ = [

@@ -87,7 +87,7 @@ def _print_lines(lines: Iterable[str]) -> None:
 
 
 def _json_out(d: Any) -> None:
-    from .provenance import dumps
+    from .stamps import dumps
 
     print(dumps(d))
 
@@ -102,7 +102,7 @@ def _fmt_pct(v: float | None) -> str:
 
 
 def _print_run(r: RunResult, prov: dict[str, Any], failures: Sequence[Any] = ()) -> None:
-    from .provenance import provenance_line
+    from .stamps import provenance_line
 
     print(provenance_line(prov))
     print(
@@ -196,7 +196,7 @@ def _wall_time_scale(a: argparse.Namespace, sc: Scenario) -> float | None:
 def _cmd_run(a: argparse.Namespace) -> int:
     from .failures import scene_failures
     from .pipeline import ScenePipeline
-    from .provenance import provenance
+    from .stamps import provenance
     from .run import run_classroom
 
     sc = load_scenario(a.scenario, upstream=a.upstream)
@@ -412,7 +412,7 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
     if a.json:
         _json_out(rec)
         return 0
-    from .provenance import provenance_line
+    from .stamps import provenance_line
 
     if "provenance" in rec:
         print(provenance_line(rec["provenance"]))
@@ -501,7 +501,7 @@ def _validate_exact(a: argparse.Namespace, names: Sequence[str]) -> int:
     from sim.upstream import profile_names
 
     from . import validate as v
-    from .provenance import provenance, provenance_line
+    from .stamps import provenance, provenance_line
 
     profiles = a.upstream or profile_names()
     scenarios = [

@@ -28,7 +28,7 @@ from sim.schema import runs_frame
 from .cells import cell_table
 from .counts import FAILURE_BUDGET_PP
 from .errors import UsageError
-from .provenance import dumps, provenance, provenance_line
+from .stamps import dumps, provenance, provenance_line
 from .run import run_classroom
 from .sweep import apply_quota, write_json_atomic
 from .validate import PASS, WallCell, equivalence, first_divergence, validate_wall

@@ -32,7 +32,7 @@ from .presets_report import (
     shared_verdicts,
     split_presets,
 )
-from .provenance import provenance, provenance_line
+from .stamps import provenance, provenance_line
 from .qoe_report import qoe_section
 from .recommendation import RULE, recommend
 from .upstream_report import render_profile_section

@@ -16,7 +16,7 @@ import pandas as pd
 
 from sim.schema import SCHEMA_VERSION, schema_upgrade_reason
 
-from .provenance import dumps
+from .stamps import dumps
 
 __all__ = [
     "RESULTS_KIND",

@@ -103,7 +103,7 @@ def _replications(sc: Scenario, cfg: SimConfig, engine: str) -> list[RunResult]:
 def simulate_summary(sc: Scenario, cfg: SimConfig) -> dict[str, Any]:
     """Simulate ``cfg.reps`` replications and summarise them, with the cell, the engine, the
     CPU seconds spent and the provenance (``scenebench sim``)."""
-    from .provenance import provenance
+    from .stamps import provenance
 
     engine = pick_engine(sc, cfg)
     t0 = time.perf_counter()
@@ -136,7 +136,7 @@ def _pct(v: float | None) -> str:
 
 def sim_lines(s: dict[str, Any], reps: int) -> list[str]:
     """The text of :func:`simulate_summary`'s summary ``s`` of ``reps`` replications."""
-    from .provenance import provenance_line
+    from .stamps import provenance_line
 
     return [
         provenance_line(s["provenance"]),

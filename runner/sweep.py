@@ -47,7 +47,7 @@ from sim.presets import apply_preset, load_preset
 from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
 from sim.schema import SCHEMA_VERSION, RunResult, runs_frame
 
-from .provenance import git_commit, provenance
+from .stamps import git_commit, provenance
 from .results import (
     RESULTS_KIND,
     ResultsError,

@@ -37,7 +37,7 @@ from sim.scenario import MODES, Scenario, load_scenario
 from sim.schema import RequestRecord, RunResult
 
 from .pipeline import Clock
-from .provenance import provenance, provenance_line
+from .stamps import provenance, provenance_line
 from .run import (
     frozen_gc,
     pool_size,

@@ -8,7 +8,7 @@ import pytest
 
 from runner import gate
 from runner.pipeline import ScenePipeline
-from runner.provenance import dumps
+from runner.stamps import dumps
 from runner.sweep import write_json_atomic
 
 BASELINE = Path(__file__).resolve().parents[2] / "results" / "baseline.json"

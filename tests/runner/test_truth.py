@@ -24,8 +24,8 @@ from runner import report as reporting
 from runner.cells import cell_table
 from runner.counts import FAILURE_BUDGET_PP, counts_mask, fails_too_often, paired_speedup
 from runner.failures import FailureReason, scene_failures
-from runner.provenance import DEFAULT_UPSTREAM, dumps, provenance, upstream_of
 from runner.run import run_classroom
+from runner.stamps import DEFAULT_UPSTREAM, dumps, provenance, upstream_of
 from runner.sweep import default_spec, in_source_tree, run_sweep
 from sim import Quota
 from tests.conftest import const_scenario
