@@ -196,8 +196,8 @@ def _wall_time_scale(a: argparse.Namespace, sc: Scenario) -> float | None:
 def _cmd_run(a: argparse.Namespace) -> int:
     from .failures import scene_failures
     from .pipeline import ScenePipeline
-    from .stamps import provenance
     from .run import run_classroom
+    from .stamps import provenance
 
     sc = load_scenario(a.scenario, upstream=a.upstream)
     scale = _wall_time_scale(a, sc)

@@ -28,8 +28,8 @@ from sim.schema import runs_frame
 from .cells import cell_table
 from .counts import FAILURE_BUDGET_PP
 from .errors import UsageError
-from .stamps import dumps, provenance, provenance_line
 from .run import run_classroom
+from .stamps import dumps, provenance, provenance_line
 from .sweep import apply_quota, write_json_atomic
 from .validate import PASS, WallCell, equivalence, first_divergence, validate_wall
 

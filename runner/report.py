@@ -32,9 +32,9 @@ from .presets_report import (
     shared_verdicts,
     split_presets,
 )
-from .stamps import provenance, provenance_line
 from .qoe_report import qoe_section
 from .recommendation import RULE, recommend
+from .stamps import provenance, provenance_line
 from .upstream_report import render_profile_section
 
 __all__ = ["evidence_table", "folder_provenance", "render_report", "render_results"]

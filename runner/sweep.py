@@ -47,7 +47,6 @@ from sim.presets import apply_preset, load_preset
 from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
 from sim.schema import SCHEMA_VERSION, RunResult, runs_frame
 
-from .stamps import git_commit, provenance
 from .results import (
     RESULTS_KIND,
     ResultsError,
@@ -56,6 +55,7 @@ from .results import (
     write_atomic,
     write_json_atomic,
 )
+from .stamps import git_commit, provenance
 
 __all__ = [
     "RESULTS_KIND",

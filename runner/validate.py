@@ -37,7 +37,6 @@ from sim.scenario import MODES, Scenario, load_scenario
 from sim.schema import RequestRecord, RunResult
 
 from .pipeline import Clock
-from .stamps import provenance, provenance_line
 from .run import (
     frozen_gc,
     pool_size,
@@ -48,6 +47,7 @@ from .run import (
     warm_up,
 )
 from .server import ServerProcess
+from .stamps import provenance, provenance_line
 from .sweep import (
     DEFAULT_QUOTAS,
     ResultsError,

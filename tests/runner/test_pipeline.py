@@ -83,7 +83,9 @@ def _max_inflight(log, steps):
 )
 def test_quota_below_concurrency_gives_429s_and_retries(mode, q, c, expect_429):
     sc = const_scenario(6, 20.0, 5.0, 2.0, clips=2).with_quota(llm_inflight=q, tts_inflight=c)
-    r = run_classroom(sc, mode, c, clock="wall", time_scale=0.005)
+    # 1 model s = 20 ms: the route's 1-s retries and the 20-s calls keep their order on a
+    # loaded 2-core machine (at 5 ms a second's retry took up to 5 model s there)
+    r = run_classroom(sc, mode, c, clock="wall", time_scale=0.02)
     log429 = [x for x in r.requests_log if x.status == 429]
     assert bool(log429) == expect_429
     assert (r.retries > 0) == expect_429 and r.http_429 == len(log429)
