@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from sim.catalog import preset_names
 from sim.errors import UserError
+from sim.rules import CLOCKS, ClockKind
 from sim.upstream import DEFAULT_PROFILE
 
 from .argtypes import (
@@ -181,7 +182,7 @@ def _probe_provider(url: str, need_concurrency: bool, endpoint: str | None) -> N
 def _wall_time_scale(a: argparse.Namespace, sc: Scenario) -> float | None:
     """``--time-scale``, or on the wall clock with a provider of our own the scale picked
     from this machine's floor (printed)."""
-    if a.clock != "wall" or a.time_scale is not None or a.base_url is not None:
+    if a.clock != ClockKind.WALL or a.time_scale is not None or a.base_url is not None:
         return a.time_scale  # type: ignore[no-any-return]
     from .floor import choose_time_scale
 
@@ -202,7 +203,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     sc = load_scenario(a.scenario, upstream=a.upstream)
     scale = _wall_time_scale(a, sc)
     base_url = None if a.base_url is None else _check_base_url(a.base_url)
-    if base_url is not None and a.clock != "virtual":
+    if base_url is not None and a.clock != ClockKind.VIRTUAL:
         _probe_provider(base_url, a.concurrency is None, sc.client.knob_endpoint)
     pipes: list[ScenePipeline] = []
 
@@ -635,7 +636,7 @@ def _add_run(sub: Any) -> None:
     add_scenario(r)
     add_cell(r, concurrency_required=False)
     add_adaptive(r)
-    r.add_argument("--clock", choices=("wall", "virtual"), default="wall")
+    r.add_argument("--clock", choices=CLOCKS, default=ClockKind.WALL.value)
     r.add_argument("--time-scale", type=positive_float("--time-scale"), default=None)
     r.add_argument("--run-id", type=int_in("--run-id", 0), default=0)
     r.add_argument("--base-url", default=None, help="an already running provider (wall clock)")
@@ -697,7 +698,7 @@ def _add_sweep(sub: Any) -> None:
     )
     _add_sweep_grid(w)
     add_dimensions(w)
-    w.add_argument("--real-clock", choices=("virtual", "wall"), default="virtual")
+    w.add_argument("--real-clock", choices=CLOCKS, default=ClockKind.VIRTUAL.value)
     w.add_argument(
         "--time-scale",
         type=positive_float("--time-scale"),

@@ -25,7 +25,7 @@ import looptime
 from sim.config import RunConfig
 from sim.draws import tenant_offsets_us
 from sim.errors import UserError
-from sim.rules import MODES, ClockKind, clamp_concurrency
+from sim.rules import CLOCKS, MODES, ClockKind, clamp_concurrency
 from sim.scenario import Scenario
 from sim.schema import RunResult, records_from_log
 
@@ -43,7 +43,6 @@ __all__ = [
     "warm_up",
 ]
 
-CLOCKS = tuple(k.value for k in ClockKind)
 Hook = Callable[[ScenePipeline], Awaitable[None]]
 
 

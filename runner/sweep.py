@@ -44,6 +44,7 @@ from sim.fast import quota_free, simulate_fast
 from sim.limiter import POLICIES
 from sim.model import simulate_many
 from sim.presets import apply_preset, load_preset
+from sim.rules import CLOCKS, ClockKind
 from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
 from sim.schema import SCHEMA_VERSION, RunResult, runs_frame
 
@@ -88,7 +89,7 @@ class Cell:
     concurrency: int
     reps: int
     seed: int
-    real_clock: str = "virtual"
+    real_clock: str = ClockKind.VIRTUAL.value
     adaptive: str = "off"
     tenants: int = 1
     stagger_s: float = 0.0
@@ -116,7 +117,7 @@ class SweepSpec:
     sim_reps: int = 1000
     real_reps: int = 30
     seed: int = 0
-    real_clock: str = "virtual"
+    real_clock: str = ClockKind.VIRTUAL.value
     real_time_scale: float | None = None
     quick: bool = False
     adaptives: tuple[str, ...] = ("off",)
@@ -148,7 +149,7 @@ class SweepSpec:
                 raise UserError(f"quota: in-flight limits must be >= 0 (0 = unlimited), got {q}")
         if self.sim_reps < 2 or self.real_reps < 1:
             raise UserError("reps: --reps must be >= 2 and --real-reps >= 1")
-        if self.real_clock not in ("virtual", "wall"):
+        if self.real_clock not in CLOCKS:
             raise UserError(f"real clock: must be virtual or wall, got {self.real_clock!r}")
 
     def scenario_objects(self) -> list[Scenario]:
@@ -275,9 +276,9 @@ def _real_runs(cell: Cell, sc: Scenario, real_time_scale: float | None) -> list[
     """A real-pipeline cell's runs (every tenant's classroom for shared-key cells)."""
     from .run import run_classroom, run_tenants
 
-    if cell.real_clock != "virtual" and cell.tenants > 1:
+    if cell.real_clock != ClockKind.VIRTUAL and cell.tenants > 1:
         raise UserError("tenants: shared-key cells run on the virtual clock only")
-    if cell.real_clock == "wall" and real_time_scale is None:
+    if cell.real_clock == ClockKind.WALL and real_time_scale is None:
         real_time_scale = _wall_time_scale(cell, sc)
     results: list[RunResult] = []
     for r in range(cell.reps):
@@ -746,7 +747,7 @@ def default_spec(
     seed: int = 0,
     sim_reps: int | None = None,
     real_reps: int | None = None,
-    real_clock: str = "virtual",
+    real_clock: str = ClockKind.VIRTUAL.value,
     real_time_scale: float | None = None,
     quotas: Sequence[int | str] | None = None,
     concurrencies: Sequence[int] | None = None,

@@ -27,6 +27,7 @@ from typing import Any
 from .errors import UserError
 
 __all__ = [
+    "CLOCKS",
     "MAX_429_WAITS",
     "MAX_CONCURRENCY",
     "MODES",
@@ -99,6 +100,9 @@ class ClockKind(StrEnum):
 
     WALL = "wall"
     VIRTUAL = "virtual"
+
+
+CLOCKS = tuple(k.value for k in ClockKind)
 
 
 class RunStatus(StrEnum):
