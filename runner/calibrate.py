@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.calibrate import fit_summary, fit_trace, read_trace, scenario_from_fits, write_scenario
+from sim.calibrate import (
+    MIN_FIT,
+    fit_summary,
+    fit_trace,
+    read_trace,
+    scenario_from_fits,
+    write_scenario,
+)
 from sim.calibrate_tokens import TokenFit, apply_token_fits, fit_tokens
 from sim.scenario import Scenario, load_scenario
 from sim.schema import RunResult
@@ -32,7 +39,11 @@ class Calibration:
     def lines(self) -> list[str]:
         """The candidates' table, then a line per token fit."""
         cols = ["step", "rank", "candidate", "n", "mean_s", "aic", "ks_stat", "ks_pvalue"]
-        out = [self.summary[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}")]
+        if self.summary.empty:
+            out = [f"no step has {MIN_FIT} calls to fit: each keeps its observed (empirical) times"]
+        else:
+            table = self.summary[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}")
+            out = [table]
         for f in self.token_fits.values():
             speed = f"{f.output_tps:.1f} tok/s" if f.output_tps else "no speed (flat)"
             out.append(

@@ -29,7 +29,19 @@ from .scenario import STEPS, Scenario, ScenarioError
 
 __all__ = ["Fit", "fit_step", "fit_trace", "read_trace", "scenario_from_fits", "write_scenario"]
 
-MIN_FIT = 20
+MIN_FIT = 20  # fewer calls of a step than this: its empirical distribution, not a fit
+SUMMARY_COLUMNS = (
+    "step",
+    "rank",
+    "candidate",
+    "n",
+    "mean_s",
+    "params",
+    "aic",
+    "ks_stat",
+    "ks_pvalue",
+    "delta_aic",
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,8 @@ def read_trace(path: str | Path) -> pd.DataFrame:
     sec = pd.to_numeric(df["seconds"], errors="coerce")
     if sec.isna().any() or (sec < 0).any() or not np.isfinite(sec).all():
         raise ScenarioError("trace.seconds: must be finite numbers >= 0")
+    if not len(df):
+        raise ScenarioError(f"trace: {str(p)!r} has no calls; it needs rows of step, seconds")
     out = pd.DataFrame({"step": df["step"].astype(str), "seconds": sec.astype(float)})
     for col in ("input_tokens", "output_tokens"):  # optional (sim.calibrate_tokens)
         if col in df.columns:
@@ -176,7 +190,7 @@ def fit_summary(fits: Mapping[str, list[Fit]]) -> pd.DataFrame:
                     "delta_aic": f.aic - cands[0].aic if cands else math.nan,
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 __all__ += ["fit_summary"]

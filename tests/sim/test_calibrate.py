@@ -3,7 +3,14 @@ import pandas as pd
 import pytest
 
 from sim import LogNormal, ScenarioError, load_scenario
-from sim.calibrate import fit_step, fit_trace, read_trace, scenario_from_fits, write_scenario
+from sim.calibrate import (
+    MIN_FIT,
+    fit_step,
+    fit_trace,
+    read_trace,
+    scenario_from_fits,
+    write_scenario,
+)
 
 
 def test_fits_recover_the_generating_distribution():
@@ -62,3 +69,28 @@ def test_the_shipped_example_trace_is_a_valid_trace():
 
     tr = read_trace(Path(__file__).resolve().parents[2] / "notebooks" / "example_trace.csv")
     assert set(tr["step"]) == {"content", "actions", "tts"} and len(tr) > 500
+
+
+def test_a_trace_without_calls_is_refused_before_anything_is_written(tmp_path):
+    p = tmp_path / "empty.csv"
+    p.write_text("step,seconds\n")
+    with pytest.raises(ScenarioError, match="has no calls"):
+        read_trace(p)
+    from runner.calibrate import calibrate
+
+    out = tmp_path / "out.toml"
+    with pytest.raises(ScenarioError):
+        calibrate(p, out)
+    assert not out.exists()
+
+
+def test_a_trace_too_short_to_fit_keeps_its_observed_times(tmp_path):
+    from runner.calibrate import calibrate
+
+    p = tmp_path / "one.csv"
+    p.write_text("step,seconds\ncontent,12.5\n")
+    cal = calibrate(p, tmp_path / "out.toml")
+    assert cal.summary.empty and list(cal.summary.columns)[:3] == ["step", "rank", "candidate"]
+    assert cal.scenario.content.mean == pytest.approx(12.5)  # the one observed call
+    assert len(cal.lines()) == 1 and f"{MIN_FIT} calls" in cal.lines()[0]
+    assert load_scenario(tmp_path / "out.toml").content.mean == pytest.approx(12.5)
