@@ -1,4 +1,6 @@
-"""The real world: fake provider server, the asyncio + httpx pipeline, sweeps and the CLI.
+"""The real world (fake provider, the asyncio + httpx pipeline, its clocks), the experiments
+(sweep, validate, gate, bench, load), the reporting (recommendation, figures, report) and the
+command line — flat modules, by role in docs/design.md's "Layout".
 
 Names are imported on first use (PEP 562), so the command line's ``--help`` stays light.
 """
