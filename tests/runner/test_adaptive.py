@@ -204,7 +204,7 @@ def test_the_report_states_the_adaptive_default(tmp_path):
         concurrencies=[1, 2, 3],
         adaptives=["off", "halve", "gate"],
     )
-    d = sw.run_sweep(spec, out=tmp_path / "r", workers=1, progress=False)
+    d = sw.run_sweep(spec, out=tmp_path / "r", workers=2, progress=False)
     rec = json.loads((d / "recommendation.json").read_text())
     assert rec["adaptive"]["defaults"]["halve"] is None
     assert rec["adaptive"]["defaults"]["gate"] in (2, 3)

@@ -199,7 +199,17 @@ def test_validate_exact_from_the_command_line():
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["ok"] and d["cells"] == 7 * 21 * 4 and d["http_429"] > 0
-    p = sb("validate", "--exact", "--scenario", "low-quota", "--upstream", "pr660,pr788", "--json")
+    p = sb(
+        "validate",
+        "--exact",
+        "--scenario",
+        "low-quota",
+        "--upstream",
+        "pr660,pr788",
+        "--runs",
+        "1",
+        "--json",
+    )
     assert p.returncode == 0 and json.loads(p.stdout)["cells"] == 7 * 21 * 2
     p = sb("validate", "--exact", "--upstream", "v9")
     assert p.returncode == 2 and "--upstream must be 'all' or a comma list" in p.stderr
