@@ -402,11 +402,11 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_recommend(a: argparse.Namespace) -> int:
-    from .report import render_results
+    from .report import recommendation_of
     from .sweep import ResultsError
 
     with _as_usage("recommend", ResultsError):
-        rec = render_results(Path(a.results))
+        rec = recommendation_of(Path(a.results))
     from .capacity import server_lines  # the server path's default, stated apart (capacity)
 
     rec["server_path"] = server_lines(Path(a.results))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from sim.scenario import scenario_from_mapping
+from sim.scenario import Scenario, scenario_from_mapping
 
 from .adaptive_verdict import adaptive_verdict
 from .cells import cell_table
@@ -37,7 +37,13 @@ from .recommendation import RULE, recommend
 from .stamps import provenance, provenance_line
 from .upstream_report import render_profile_section
 
-__all__ = ["evidence_table", "folder_provenance", "render_report", "render_results"]
+__all__ = [
+    "evidence_table",
+    "folder_provenance",
+    "recommendation_of",
+    "render_report",
+    "render_results",
+]
 
 
 def folder_provenance(meta: dict[str, Any]) -> dict[str, Any]:
@@ -373,23 +379,40 @@ def render_report(
     return "\n".join(line for section in sections for line in section)
 
 
-def render_results(d: Path) -> dict[str, Any]:
-    """(Re-)render cells.csv, figures, REPORT.md and recommendation.json from runs.parquet."""
-    from .results import load_runs, write_atomic, write_json_atomic
+def _evidence(
+    d: Path,
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Scenario], dict[str, Any]]:
+    """A results folder's metadata, cell table, scenarios and recommendation, from its saved
+    runs; nothing is written."""
+    from .results import load_runs
 
     runs, meta = load_runs(d)
     runs, preset_runs = split_presets(runs)  # provider presets: their own section
     cells = cell_table(runs)
-    write_atomic(d / "cells.csv", lambda p: cells.to_csv(p, index=False))
     scenarios = {m["name"]: scenario_from_mapping(m) for m in meta["spec"]["scenarios"]}
     rec = recommend(cells, scenarios)
     rec["adaptive"] = adaptive_verdict(cells)
     rec["provenance"] = folder_provenance(meta)
+    rec["presets"] = recommend_presets(preset_cells(preset_runs, cell_table), rec["rule"])
+    rec["shared_capacity"] = shared_verdicts(cells, scenarios)
+    return meta, cells, scenarios, rec
+
+
+def recommendation_of(d: Path) -> dict[str, Any]:
+    """What ``recommendation.json`` holds, computed from the folder's saved runs without
+    drawing a figure or writing a file (``scenebench recommend``)."""
+    return _evidence(d)[3]
+
+
+def render_results(d: Path) -> dict[str, Any]:
+    """(Re-)render cells.csv, figures, REPORT.md and recommendation.json from runs.parquet."""
+    from .results import write_atomic, write_json_atomic
+
+    meta, cells, scenarios, rec = _evidence(d)
+    write_atomic(d / "cells.csv", lambda p: cells.to_csv(p, index=False))
     figures = render_figures(cells, scenarios, d / "figures")
     report = render_report(d, cells, rec, meta, figures)
     extra = render_profile_section(cells, rec, scenarios)
-    rec["presets"] = recommend_presets(preset_cells(preset_runs, cell_table), rec["rule"])
-    rec["shared_capacity"] = shared_verdicts(cells, scenarios)
     extra += render_presets_section(rec["presets"], rec["shared_capacity"])
     server = d / "SERVER.md"  # the server path's section, written by `scenebench capacity`
     if server.is_file():

@@ -10,6 +10,8 @@ import pytest
 from runner import sweep as sw
 from runner.cells import cell_table
 from runner.recommendation import recommend
+from runner.report import recommendation_of
+from runner.stamps import dumps
 from runner.sweep import ResultsError, SweepSpec, run_sweep
 from sim import load_scenario
 
@@ -49,6 +51,11 @@ def test_a_sweep_writes_data_figures_report_and_recommendation(tmp_path):
         "figures/default-failures.png",
     ):
         assert (d / f).is_file(), f
+    # `recommend` computes what recommendation.json holds from the saved runs, writing nothing
+    stamps = {f: f.stat().st_mtime_ns for f in d.rglob("*") if f.is_file()}
+    saved = json.loads((d / "recommendation.json").read_text())
+    assert json.loads(dumps(recommendation_of(d))) == saved
+    assert {f: f.stat().st_mtime_ns for f in d.rglob("*") if f.is_file()} == stamps
     meta = json.loads((d / "metadata.json").read_text())
     assert meta["kind"] == "scenebench-sweep" and meta["versions"]["simpy"]
     assert meta["spec"]["seed"] == 3 and meta["git_commit"]
