@@ -81,35 +81,8 @@ async def run_classroom_async(
 
     ``api_keys`` are the (LLM, TTS) keys the classroom sends; quotas are per key.
     """
-    cfg = _config(mode, concurrency, tts_concurrency, adaptive)
+    cfg = RunConfig.of(mode, concurrency, tts_concurrency=tts_concurrency, adaptive=adaptive)
     return await _run_pipeline(client, scenario, cfg, seed, run_id, clock, world, hook, api_keys)
-
-
-def _config(
-    mode: str,
-    concurrency: int | None,
-    tts_concurrency: int | None,
-    adaptive: str,
-    *,
-    records: bool = False,
-    tenants: int = 1,
-    stagger_s: float = 0.0,
-    stagger_dist: str = "constant",
-) -> RunConfig:
-    """The run's config; a bad mode is named before a bad adaptive policy (as the pipeline's
-    options always did)."""
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
-    return RunConfig.of(
-        mode,
-        concurrency,
-        tts_concurrency=tts_concurrency,
-        adaptive=adaptive,
-        tenants=tenants,
-        stagger_s=stagger_s,
-        stagger_dist=stagger_dist,
-        records=records,
-    )
 
 
 async def _run_pipeline(
@@ -172,7 +145,9 @@ def run_classroom(
     the provider's request log to the result. ``clock`` is a :class:`sim.rules.ClockKind`.
     """
     _check(mode, clock)
-    cfg = _config(mode, concurrency, tts_concurrency, adaptive, records=records)
+    cfg = RunConfig.of(
+        mode, concurrency, tts_concurrency=tts_concurrency, adaptive=adaptive, records=records
+    )
     if clock == ClockKind.VIRTUAL:
         if base_url is not None:
             raise UserError(
@@ -359,11 +334,11 @@ def run_tenants(
     _check(mode, ClockKind.VIRTUAL)
     if tenants < 1 or not (stagger_s >= 0):
         raise UserError(f"tenants must be >= 1 and stagger_s >= 0; got {tenants}, {stagger_s}")
-    cfg = _config(
+    cfg = RunConfig.of(
         mode,
         concurrency,
-        tts_concurrency,
-        adaptive,
+        tts_concurrency=tts_concurrency,
+        adaptive=adaptive,
         records=records,
         tenants=tenants,
         stagger_s=stagger_s,

@@ -26,13 +26,14 @@ __all__ = ["RunConfig"]
 
 
 def _check(mode: str, adaptive: str, tenants: int, stagger_s: float, stagger_dist: str) -> None:
-    """One-line ValueErrors naming the setting (the messages ``simulate`` always gave)."""
+    """One-line ValueErrors naming the setting (the messages ``simulate`` always gave); the
+    mode first, as the real pipeline's options always named it."""
+    if mode not in MODES:
+        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
     if adaptive not in POLICIES:
         raise UserError(f"adaptive: must be one of {', '.join(POLICIES)}; got {adaptive!r}")
     if not (stagger_s >= 0 and math.isfinite(stagger_s)):
         raise UserError(f"stagger_s: must be a finite number >= 0, got {stagger_s}")
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
     if tenants < 1:
         raise UserError(f"tenants: must be >= 1, got {tenants}")
     if stagger_dist not in STAGGER_DISTS:

@@ -112,3 +112,16 @@ def test_run_result_of_a_timeline():
     assert (r.scene_order, r.scene_ready_s) == ((0, 2), (2.5, 9.0))
     assert (r.requests, r.http_429, r.http_5xx, r.retries, r.timeouts) == (7, 1, 2, 3, 1)
     assert (r.seed, r.classroom, r.tenants, r.tenant, r.requests_log) == (5, 4, 1, 0, ())
+
+
+def test_a_bad_mode_is_named_first_in_both_worlds():
+    # one order for every entry point: the mode, then the policy (the pipeline always did)
+    with pytest.raises(ValueError, match=r"^mode: "):
+        RunConfig.of("turbo", 3, adaptive="fast")
+    sc = const_scenario(4, 10.0, 2.0, 1.0, clips=1)
+    with pytest.raises(ValueError, match=r"^mode: "):
+        simulate(sc, "turbo", 3, adaptive="fast")
+    from runner import run_classroom
+
+    with pytest.raises(ValueError, match=r"^mode: "):
+        run_classroom(sc, "turbo", 3, adaptive="fast")
