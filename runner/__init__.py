@@ -1,6 +1,8 @@
-"""The real world (fake provider, the asyncio + httpx pipeline, its clocks), the experiments
-(sweep, validate, gate, bench, load), the reporting (recommendation, figures, report) and the
-command line — flat modules, by role in docs/design.md's "Layout".
+"""scenebench's real side, in folders by role (docs/design.md, "Layout"): ``world`` (the fake
+provider, the asyncio + httpx port, its clocks), ``experiments`` (sweep, validate, gate, bench,
+…: typed specs in, data out), ``store`` (results folders, stamps, the cell table), ``report``
+(recommendation, figures, REPORT.md, findings) and ``cli`` (the only place that knows argparse).
+Imports go only downward (``tests/test_layers.py``).
 
 Names are imported on first use (PEP 562), so the command line's ``--help`` stays light.
 """
@@ -11,35 +13,35 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "HOLLOW_CAPTION": "figures",
-    "folder_provenance": "report",
-    "plot_marked": "figures",
-    "FAILURE_BUDGET_PP": "counts",
-    "counts_mask": "counts",
-    "fails_too_often": "counts",
-    "p_any_failed": "counts",
-    "paired_speedup": "counts",
-    "provenance": "stamps",
-    "provenance_line": "stamps",
-    "upstream_of": "stamps",
-    "cell_table": "cells",
-    "recommend": "recommendation",
-    "render_results": "report",
-    "Clock": "pipeline",
-    "PipelineOptions": "pipeline",
-    "ScenePipeline": "pipeline",
-    "read_server_concurrency": "run",
-    "run_classroom": "run",
-    "run_classroom_async": "run",
-    "run_tenants": "run",
-    "FakeProvider": "server",
-    "ServerProcess": "server",
-    "ServerThread": "server",
-    "create_app": "server",
-    "SweepSpec": "sweep",
-    "default_spec": "sweep",
-    "load_runs": "sweep",
-    "run_sweep": "sweep",
+    "HOLLOW_CAPTION": "report.figures",
+    "folder_provenance": "report.sections",
+    "plot_marked": "report.figures",
+    "FAILURE_BUDGET_PP": "store.counts",
+    "counts_mask": "store.counts",
+    "fails_too_often": "store.counts",
+    "p_any_failed": "store.counts",
+    "paired_speedup": "store.counts",
+    "provenance": "store.stamps",
+    "provenance_line": "store.stamps",
+    "upstream_of": "store.stamps",
+    "cell_table": "store.cells",
+    "recommend": "report.recommendation",
+    "render_results": "report.sections",
+    "Clock": "world.pipeline",
+    "PipelineOptions": "world.pipeline",
+    "ScenePipeline": "world.pipeline",
+    "read_server_concurrency": "world.run",
+    "run_classroom": "world.run",
+    "run_classroom_async": "world.run",
+    "run_tenants": "world.run",
+    "FakeProvider": "world.fake_provider",
+    "ServerProcess": "world.fake_provider",
+    "ServerThread": "world.fake_provider",
+    "create_app": "world.fake_provider",
+    "SweepSpec": "experiments.sweep",
+    "default_spec": "experiments.sweep",
+    "load_runs": "experiments.sweep",
+    "run_sweep": "experiments.sweep",
 }
 
 __all__ = sorted(_WHERE)

@@ -2,7 +2,7 @@
 
 A trace is a table of ``step, seconds`` rows (CSV or JSONL), e.g. taken from
 server logs (``scenebench`` writes one from its own provider log with
-``runner.calibrate.trace_from_results``). For each step the candidates are
+``runner.experiments.calibration.trace_from_results``). For each step the candidates are
 fitted by maximum likelihood — lognormal (median, sigma), gamma (shape, mean),
 exponential (mean) — compared by AIC and the Kolmogorov–Smirnov statistic, and
 the best by AIC is written into a scenario TOML (an empirical distribution when

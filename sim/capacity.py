@@ -29,7 +29,9 @@ requests per minute). No faults, no retries.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +44,10 @@ __all__ = [
     "job_alone_s",
     "job_work_s",
     "key_load",
+    "mg1_line",
     "mg1_wait_quantile_s",
     "mg1_wait_s",
+    "saturation_of",
     "saturation_per_hour",
     "second_moment",
 ]
@@ -156,3 +160,27 @@ def key_load(sc: Scenario, llm_inflight: int, tts_inflight: int = 0) -> KeyLoad:
     s_second = (var + w_llm**2) / k**2
     sat = saturation_per_hour(w_llm, w_tts, n, llm_inflight, tts_inflight, sc.quota_llm.rpm)
     return KeyLoad(w_llm, w_tts, s_mean, s_second, sat)
+
+
+def saturation_of(rows: Sequence[dict[str, Any]], c: int) -> float | None:
+    """The first arrival rate at which p95 job latency exceeds twice its value at the lowest
+    rate measured (the hockey stick's knee); None if it never does."""
+    g = sorted((r for r in rows if r["c"] == c), key=lambda r: r["per_hour"])
+    if not g:
+        return None
+    base = g[0]["p95_s"]
+    return next((r["per_hour"] for r in g if r["p95_s"] > 2.0 * base), None)
+
+
+def mg1_line(sc: Scenario, load: KeyLoad, c: int, per_hour: float, p: float = 0.95) -> float:
+    """``T_job(c)`` (mean latencies, a job alone) plus the M/G/1-style wait's p-quantile."""
+    n = sc.outlines
+    alone = job_alone_s(
+        n,
+        c,
+        sc.content.mean,
+        sc.actions.mean,
+        round(n * sc.speech_actions.mean),
+        sc.tts.mean,
+    )
+    return alone + load.wait_quantile_s(per_hour, p)

@@ -1,6 +1,6 @@
 """SimPy model of OpenMAIC's scene generation: serial, hybrid and pipelined.
 
-The model mirrors :mod:`runner.pipeline` step for step (``content``, ``actions``,
+The model mirrors :mod:`runner.world.pipeline` step for step (``content``, ``actions``,
 ``tts``) and shares the provider's admission rules (:mod:`sim.provider`) and
 the keyed draws (:mod:`sim.draws`) with the fake server, so that a model run and
 a real run with the same seed see the same latencies and the same quota
@@ -619,7 +619,7 @@ def simulate_tenants(
     Classroom ids are ``run_id * tenants + j``; they key the draws. Tenant ``j`` starts at
     ``j * stagger_s`` (``stagger_dist="constant"``) or after exponential gaps of mean
     ``stagger_s`` (``"exponential"``, keyed by seed and run id). The other arguments are
-    :func:`simulate`'s; the counterpart of :func:`runner.run.run_tenants`.
+    :func:`simulate`'s; the counterpart of :func:`runner.world.run.run_tenants`.
     """
     cfg = RunConfig.of(
         mode,

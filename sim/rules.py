@@ -1,7 +1,7 @@
 """The decision core both worlds call: pure functions, no I/O, no waiting.
 
-The SimPy model (:mod:`sim.model`), the asyncio pipeline (:mod:`runner.pipeline`)
-and the fake provider's routes (:mod:`runner.server`) only *wait*; every decision
+The SimPy model (:mod:`sim.model`), the asyncio pipeline (:mod:`runner.world.pipeline`)
+and the fake provider's routes (:mod:`runner.world.fake_provider`) only *wait*; every decision
 about what happens next is made here:
 
 * the knob: :func:`parse_knob` (upstream's ``parseInt`` and clamp) and

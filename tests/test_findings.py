@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from runner.findings import render_findings
+from runner.report.findings import render_findings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,33 +1,23 @@
 """The layout shows the architecture: no import cycle among the project's modules (imports
 inside functions count too), and the model world never imports the real world."""
 
-import ast
 from pathlib import Path
+
+from tests.test_layers import _imports, _module_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _graph() -> dict[str, set[str]]:
-    mods = {}
-    for pkg in ("sim", "runner"):
-        for f in (ROOT / pkg).glob("*.py"):
-            mods[pkg if f.stem == "__init__" else f"{pkg}.{f.stem}"] = f
+    files = [*(ROOT / "sim").rglob("*.py"), *(ROOT / "runner").rglob("*.py")]
+    mods = {_module_name(f): f for f in files}
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for m, f in mods.items():
-        pkg = m.split(".")[0]
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-            targets: list[str] = []
-            if isinstance(node, ast.ImportFrom):
-                base = pkg if node.level == 1 else ""
-                if node.level and node.module is None:
-                    targets = [f"{base}.{a.name}" for a in node.names]
-                elif node.level:
-                    targets = [f"{base}.{node.module}"]
-                else:
-                    targets = [node.module or ""]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            graph[m] |= {t for t in targets if t in mods and t != m}
+        for target in _imports(f):
+            # "from pkg import mod" names the module; "from pkg.mod import x" the module too
+            hit = target if target in mods else target.rpartition(".")[0]
+            if hit in mods and hit != m:
+                graph[m].add(hit)
     return graph
 
 

@@ -9,8 +9,8 @@ HEAVY = ("numpy", "pandas", "scipy", "simpy", "matplotlib", "uvicorn", "httpx", 
 
 def test_importing_the_cli_loads_nothing_heavy():
     code = (
-        "import sys, runner.cli\n"
-        "runner.cli._parser()\n"
+        "import sys, runner.cli.commands\n"
+        "runner.cli.commands._parser()\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -19,7 +19,7 @@ def test_importing_the_cli_loads_nothing_heavy():
 
 def test_help_loads_nothing_heavy():
     code = (
-        "import sys\nfrom runner.cli import main\n"
+        "import sys\nfrom runner.cli.commands import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print('LOADED=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
@@ -30,7 +30,7 @@ def test_help_loads_nothing_heavy():
 
 def test_every_subcommand_help_loads_nothing_heavy():
     code = (
-        "import contextlib, io, sys\nfrom runner.cli import _parser, main\n"
+        "import contextlib, io, sys\nfrom runner.cli.commands import _parser, main\n"
         "sub = next(a for a in _parser()._actions if a.dest == 'command')\n"
         "for name in sub.choices:\n"
         "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"

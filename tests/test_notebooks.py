@@ -77,7 +77,7 @@ def test_calibrate_runs_offline_and_writes_a_scenario(tmp_path):
 def test_explore_parameter_cell_uses_the_reports_rule_on_a_tight_key(tmp_path):
     """KEY_INFLIGHT = 3 (the value its comment suggests): pipelined c needs c + 1 LLM slots,
     so every c >= 3 fails a scene in (almost) every run. The cell must not show those
-    speedups as plain: it uses the report's rule (runner.counts) and lists only the c that
+    speedups as plain: it uses the report's rule (runner.store.counts) and lists only the c that
     count."""
     spec = default_spec(
         quick=True,

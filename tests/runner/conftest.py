@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runner.server import ServerThread, create_app
+from runner.world.fake_provider import ServerThread, create_app
 from tests.conftest import const_scenario
 
 
@@ -23,7 +23,7 @@ def live_server() -> Iterator[ServerThread]:
 def wall_floor_s() -> float:
     """The harness's floor now (real seconds per request beyond its latency): the basis of
     every wall-clock test's one-sided bound."""
-    from runner.floor import measure_floor
+    from runner.experiments.floor import measure_floor
 
     return measure_floor(rounds=1, bare=False).harness_s
 

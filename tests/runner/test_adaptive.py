@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from runner import run_classroom
-from runner.sweep import apply_quota
+from runner.experiments.sweep import apply_quota
 from sim import load_scenario, simulate, simulate_many, simulate_tenants
 from tests.conftest import assert_same_run, log_key
 
@@ -133,7 +133,7 @@ def test_the_gate_policy_meets_the_bar_other_policies_miss():
 
 
 def test_gate_runs_agree_exactly_between_the_real_pipeline_and_the_model():
-    from runner.validate import validate_exact
+    from runner.experiments.validate import validate_exact
 
     rep = validate_exact(
         [load_scenario("default")],

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from runner import conform as cf
-from runner.cli import main
-from runner.conform import Bundle, ConformCase, ConformError
+from runner.cli.commands import main
+from runner.experiments.conform import Bundle, ConformCase, ConformError
 from sim.draws import KIND_5XX, Draws
 from sim.scenario import Quota
 from tests.conftest import const_scenario

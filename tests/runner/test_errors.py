@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import runner.summary
+import runner.experiments.replications
 import sim
-from runner.cli import main
-from runner.errors import ProviderUnreachable, UsageError
+from runner.cli.commands import main
+from runner.cli.errors import ProviderUnreachable, UsageError
 from sim.errors import UserError
 from sim.rules import ScenarioError
 
@@ -30,7 +30,7 @@ def test_the_family():
 
 
 def test_a_user_error_from_deep_inside_is_one_line_exit_2(capsys):
-    # the check is in runner.run.run_classroom, below the command line
+    # the check is in runner.world.run.run_classroom, below the command line
     rc = main(["run", "--clock", "virtual", "--base-url", "http://127.0.0.1:9"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
@@ -44,7 +44,7 @@ def test_a_user_error_raised_by_the_model_is_one_line_exit_2(monkeypatch, capsys
     def bad(*_a, **_k):
         raise UserError("reps: must be >= 1, got 0")
 
-    monkeypatch.setattr(runner.summary, "_replications", bad)
+    monkeypatch.setattr(runner.experiments.replications, "_replications", bad)
     assert main(SIM) == 2
     assert capsys.readouterr().err == "scenebench: error: reps: must be >= 1, got 0\n"
 
@@ -54,17 +54,17 @@ def test_any_other_exception_propagates(monkeypatch, exc):
     def broken(*_a, **_k):
         raise exc
 
-    monkeypatch.setattr(runner.summary, "simulate_summary", broken)
+    monkeypatch.setattr(runner.experiments.replications, "simulate_summary", broken)
     with pytest.raises(type(exc), match="boom"):
         main(SIM)
 
 
 def test_a_bug_exits_1_with_its_traceback():
     code = (
-        "import sys, runner.summary\n"
+        "import sys, runner.experiments.replications\n"
         "def broken(*a, **k):\n    raise ValueError('boom from numpy')\n"
-        "runner.summary.simulate_summary = broken\n"
-        "from runner.cli import main\n"
+        "runner.experiments.replications.simulate_summary = broken\n"
+        "from runner.cli.commands import main\n"
         f"sys.exit(main({SIM!r}))\n"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -73,7 +73,7 @@ def test_a_bug_exits_1_with_its_traceback():
 
 
 def test_the_cli_knows_the_limiter_policies():
-    from runner.argtypes import POLICIES
+    from runner.cli.argtypes import POLICIES
     from sim.limiter import POLICIES as MODEL
 
     assert POLICIES == MODEL

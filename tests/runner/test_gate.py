@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from runner import gate
-from runner.pipeline import ScenePipeline
-from runner.stamps import dumps
-from runner.sweep import write_json_atomic
+from runner.experiments.sweep import write_json_atomic
+from runner.store.stamps import dumps
+from runner.world.pipeline import ScenePipeline
 
 BASELINE = Path(__file__).resolve().parents[2] / "results" / "baseline.json"
 

@@ -4,8 +4,8 @@ and both worlds agree on it exactly."""
 
 import numpy as np
 
-from runner.sweep import apply_quota
-from runner.validate import validate_exact
+from runner.experiments.sweep import apply_quota
+from runner.experiments.validate import validate_exact
 from sim import load_scenario, simulate, simulate_many
 from sim.qoe import QoERule
 
@@ -78,7 +78,7 @@ def test_both_worlds_agree_on_the_gate_and_the_learner_metrics():
 def test_validate_exact_reports_a_difference_in_the_learner_metrics():
     import dataclasses
 
-    from runner.validate import first_divergence
+    from runner.experiments.validate import first_divergence
 
     model = simulate(load_scenario("default"), "pipelined", 3, seed=1, records=True)
     assert first_divergence(model, model) is None

@@ -10,13 +10,13 @@ import sys
 
 import pytest
 
-from runner.capacity import server_lines
-from runner.jobs import run_jobs, run_keygate_tenants, validate_jobs_exact
+from runner.report.server_capacity import server_lines
+from runner.world.job_port import run_jobs, run_keygate_tenants, validate_jobs_exact
 from sim import Quota, load_scenario, profile
 from sim.jobs import simulate_jobs, simulate_keygate_tenants
 from tests.conftest import const_scenario
 
-CMD = [sys.executable, "-m", "runner.cli"]
+CMD = [sys.executable, "-m", "runner.cli.commands"]
 
 
 def sb(*args, timeout=300):

@@ -6,9 +6,9 @@ from fractions import Fraction
 
 import pytest
 
-from runner.run import _in_virtual_world, run_classroom
-from runner.server import create_app
-from runner.validate import first_divergence, validate_exact
+from runner.experiments.validate import first_divergence, validate_exact
+from runner.world.fake_provider import create_app
+from runner.world.run import _in_virtual_world, run_classroom
 from sim.draws import Draws
 from sim.model import simulate
 from sim.presets import apply_preset

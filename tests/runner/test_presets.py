@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from runner.sweep import Cell, split_quotas
+from runner.experiments.sweep import Cell, split_quotas
 from sim.presets import apply_preset, load_preset, preset_names
 from sim.scenario import ScenarioError, load_scenario
 
-CMD = [sys.executable, "-m", "runner.cli"]
+CMD = [sys.executable, "-m", "runner.cli.commands"]
 REQUIRED = {
     "kimi-tier0",
     "kimi-tier1",

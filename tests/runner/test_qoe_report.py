@@ -4,8 +4,8 @@ figures and the REPORT.md section."""
 import json
 import math
 
-from runner.cli import main
-from runner.sweep import SweepSpec, run_sweep
+from runner.cli.commands import main
+from runner.experiments.sweep import SweepSpec, run_sweep
 from sim import load_scenario
 
 
@@ -92,7 +92,7 @@ def test_sim_and_run_json_report_the_learner_metrics(capsys):
 def test_a_folder_of_the_previous_schema_is_refused_with_its_reason(tmp_path):
     import pytest
 
-    from runner.sweep import ResultsError, load_runs
+    from runner.experiments.sweep import ResultsError, load_runs
 
     spec = SweepSpec(
         scenarios=(load_scenario("default").to_mapping(),),

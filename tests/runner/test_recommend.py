@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from runner.qoe_report import recommend_qoe
-from runner.recommendation import RULE, CellStats, recommend_rule, recommend_scenario
+from runner.report.qoe_report import recommend_qoe
+from runner.report.recommendation import RULE, CellStats, recommend_rule, recommend_scenario
 
 
 def _cell(mode: str, q: int, c: int, p: float, sp: float = math.nan, s: str = "s") -> CellStats:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from runner import ServerProcess, ServerThread, create_app, run_classroom
 from runner import sweep as sw
-from runner.server import MAX_BODY_BYTES
+from runner.world.fake_provider import MAX_BODY_BYTES
 from sim import Quota, RetryPolicy, simulate
 from tests.conftest import assert_same_run, const_scenario, log_key
 

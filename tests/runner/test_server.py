@@ -5,7 +5,7 @@ import asyncio
 import httpx
 import pytest
 
-from runner.server import create_app
+from runner.world.fake_provider import create_app
 from sim import Quota
 from tests.conftest import const_scenario
 
@@ -151,21 +151,22 @@ def test_real_socket_serves_the_same_contract(live_server):
 
 
 def test_endpoints_are_module_level_functions():
-    """Every route and exception handler is a plain function of runner.server (its state comes
+    """Every route and exception handler is a plain function of runner.world.fake_provider (its
+    state comes
     from ``request.app.state``), not a closure made by create_app."""
-    import runner.server as server
+    import runner.world.fake_provider as server
 
     app = create_app(const_scenario())
     fns = [r.endpoint for r in app.routes] + list(app.exception_handlers.values())
     assert len(fns) >= 9
     for fn in fns:
-        assert fn.__module__ == "runner.server"
+        assert fn.__module__ == "runner.world.fake_provider"
         assert fn.__qualname__ == fn.__name__ and fn.__closure__ is None
         assert getattr(server, fn.__name__) is fn
 
 
 def test_config_object_and_keyword_overrides():
-    from runner.server import ServerConfig
+    from runner.world.fake_provider import ServerConfig
 
     cfg = ServerConfig(time_scale=0.5, parallel_scene_concurrency="3")
     fake = create_app(const_scenario(), 1, config=cfg, keep_log=False).state.fake

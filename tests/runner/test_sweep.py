@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from runner import sweep as sw
-from runner.cells import cell_table
-from runner.recommendation import recommend
-from runner.report import recommendation_of
-from runner.stamps import dumps
-from runner.sweep import ResultsError, SweepSpec, run_sweep
+from runner.experiments.sweep import ResultsError, SweepSpec, run_sweep
+from runner.report.recommendation import recommend
+from runner.report.sections import recommendation_of
+from runner.store.cells import cell_table
+from runner.store.stamps import dumps
 from sim import load_scenario
 
 

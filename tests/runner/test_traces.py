@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.run import run_classroom
-from runner.traces import compare, load_trace, trace_from_result
+from runner.experiments.traces import compare, load_trace, trace_from_result
+from runner.world.run import run_classroom
 from sim import load_scenario, simulate
 from tests.conftest import LEGACY
 

@@ -21,18 +21,18 @@ import pytest
 
 from runner import cli, figures, gate
 from runner import report as reporting
-from runner.cells import cell_table
-from runner.counts import FAILURE_BUDGET_PP, counts_mask, fails_too_often, paired_speedup
-from runner.failures import FailureReason, scene_failures
-from runner.run import run_classroom
-from runner.stamps import DEFAULT_UPSTREAM, dumps, provenance, upstream_of
-from runner.sweep import default_spec, in_source_tree, run_sweep
+from runner.experiments.sweep import default_spec, in_source_tree, run_sweep
+from runner.store.cells import cell_table
+from runner.store.counts import FAILURE_BUDGET_PP, counts_mask, fails_too_often, paired_speedup
+from runner.store.stamps import DEFAULT_UPSTREAM, dumps, provenance, upstream_of
+from runner.world.failures import FailureReason, scene_failures
+from runner.world.run import run_classroom
 from sim import Quota
 from tests.conftest import const_scenario
 
 matplotlib.use("Agg")
 
-CMD = [sys.executable, "-m", "runner.cli"]
+CMD = [sys.executable, "-m", "runner.cli.commands"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -308,7 +308,7 @@ def test_a_failed_scene_reports_step_status_reason_and_attempts():
 
 
 def test_a_clip_is_found_by_its_audio_id_in_either_form():
-    from runner.failures import failure_from_attempt
+    from runner.world.failures import failure_from_attempt
 
     for audio in ("tts_sb-4-o2-s1", "tts_s2_sb-4-o2-s1"):
         f = failure_from_attempt("/api/generate/tts", {"audioId": audio}, 503, None)
@@ -386,7 +386,7 @@ def test_an_out_folder_that_cannot_be_written_is_refused(tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     spec = default_spec(quick=True, scenarios=["default"], backends=["sim"], sim_reps=2)
-    from runner.sweep import ResultsError
+    from runner.experiments.sweep import ResultsError
 
     with pytest.raises(ResultsError, match="cannot write the results folder"):
         run_sweep(spec, out=blocker / "sub" / "res", workers=1, progress=False)
@@ -459,7 +459,7 @@ def test_a_health_endpoint_without_an_answer_is_one_line_exit_1():
     PARALLEL_SCENE_CONCURRENCY and says so; it does not silently run serial."""
     from starlette.applications import Starlette
 
-    from runner.server import ServerThread
+    from runner.world.fake_provider import ServerThread
 
     with ServerThread(Starlette()) as srv:  # every route answers 404
         p = sb("run", "--base-url", srv.base_url, timeout=60)

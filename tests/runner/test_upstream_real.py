@@ -7,10 +7,10 @@ import json
 import httpx
 import pytest
 
-from runner.cli import main
-from runner.run import run_classroom
-from runner.server import create_app
-from runner.wire import COUNTS_HEADER, audio_id, parse_audio_id
+from runner.cli.commands import main
+from runner.world.fake_provider import create_app
+from runner.world.run import run_classroom
+from runner.world.wire import COUNTS_HEADER, audio_id, parse_audio_id
 from sim import Quota, load_scenario, profile, simulate
 from sim.upstream import ErrorShape
 from tests.conftest import assert_same_run, const_scenario, log_key

@@ -3,7 +3,7 @@
 import dataclasses
 
 from runner import run_classroom
-from runner.validate import first_divergence, validate_exact
+from runner.experiments.validate import first_divergence, validate_exact
 from sim import load_scenario, simulate
 
 

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from runner import run_classroom
-from runner.floor import choose_time_scale, pick_time_scale
-from runner.validate import (
+from runner.experiments.floor import choose_time_scale, pick_time_scale
+from runner.experiments.validate import (
     ALL_PAUSED,
     FAIL,
     INCONCLUSIVE,

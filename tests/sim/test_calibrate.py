@@ -76,7 +76,7 @@ def test_a_trace_without_calls_is_refused_before_anything_is_written(tmp_path):
     p.write_text("step,seconds\n")
     with pytest.raises(ScenarioError, match="has no calls"):
         read_trace(p)
-    from runner.calibrate import calibrate
+    from runner.experiments.calibration import calibrate
 
     out = tmp_path / "out.toml"
     with pytest.raises(ScenarioError):
@@ -85,7 +85,7 @@ def test_a_trace_without_calls_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_a_trace_too_short_to_fit_keeps_its_observed_times(tmp_path):
-    from runner.calibrate import calibrate
+    from runner.experiments.calibration import calibrate
 
     p = tmp_path / "one.csv"
     p.write_text("step,seconds\ncontent,12.5\n")

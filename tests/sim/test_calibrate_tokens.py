@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.cli import main
+from runner.cli.commands import main
 from sim.calibrate import read_trace
 from sim.calibrate_tokens import fit_tokens
 from sim.scenario import load_scenario

@@ -259,9 +259,9 @@ def test_measured_saturation_matches_the_closed_form():
         "sim.jobs",
         "sim.keygate",
         "sim.capacity",
-        "runner.jobs",
-        "runner.capacity",
-        "runner.server_cli",
+        "runner.world.job_port",
+        "runner.experiments.server_capacity",
+        "runner.cli.server_jobs",
     ],
 )
 def test_public_names_exist(name):

@@ -1,0 +1,172 @@
+"""``scenebench bench``: speeds measured side by side in one run, reported with ratios.
+
+Never asserted in tests (the machines are noisy); docs/cli.md quotes its output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sim.fast import simulate_fast
+from sim.model import simulate_many
+from sim.scenario import Scenario, load_scenario
+
+from ..world.run import run_classroom
+
+__all__ = ["run_bench"]
+
+
+def _rate(fn: Callable[[], int], min_s: float) -> tuple[float, int]:
+    """Items per second of ``fn`` (which returns how many it did), repeated for ``min_s``."""
+    fn()  # warm-up
+    done = 0
+    t0 = time.perf_counter()
+    while True:
+        done += fn()
+        dt = time.perf_counter() - t0
+        if dt >= min_s:
+            return done / dt, done
+
+
+def quota_scenario(base: Scenario) -> Scenario:
+    """The default classroom with quotas that make 429s and retries happen at c = 3."""
+    return base.replace(
+        quota_llm=dataclasses.replace(base.quota_llm, max_inflight=2, p_429=0.02),
+        quota_tts=dataclasses.replace(base.quota_tts, max_inflight=3),
+        name=f"{base.name}+quota",
+    )
+
+
+def run_load_bench(*, quick: bool = False) -> dict[str, Any]:
+    """2,000 concurrent sleeping requests, then a soak; the fake provider beside a bare app."""
+    from .load import run_load
+
+    out: dict[str, Any] = {}
+    burst = run_load(connections=2000, per_connection=1, latency_s=1.0)
+    soak_n = 20_000 if quick else 200_000
+    soak = run_load(
+        connections=100, per_connection=soak_n // 100, latency_s=0.0, rss_every=soak_n // 10
+    )
+    lines = [
+        f"load (server in its own process, thin HTTP/1.1 client in another; "
+        f"{soak_n:,}-request soak)"
+    ]
+    for tag, (fake, bare) in (("burst", burst), ("soak", soak)):
+        for r in (fake, bare):
+            key = f"{tag}_{'fake' if r is fake else 'bare'}"
+            out[key] = {
+                "requests": r.requests,
+                "seconds": r.seconds,
+                "rps": r.rps,
+                "statuses": {str(k): v for k, v in r.statuses.items()},
+                "errors": r.errors,
+                "added_p50_ms": r.added_p50_ms,
+                "added_p99_ms": r.added_p99_ms,
+                "rss_mb": r.rss_mb,
+            }
+    bf, bb = burst
+    lines.append(
+        f"  2,000 requests in flight at once (each sleeps 1 s): fake provider "
+        f"{bf.statuses} in {bf.seconds:.2f} s, added p50 {bf.added_p50_ms:.0f} ms / "
+        f"p99 {bf.added_p99_ms:.0f} ms; bare ASGI app {bb.statuses} in "
+        f"{bb.seconds:.2f} s, added p50 {bb.added_p50_ms:.0f} / p99 "
+        f"{bb.added_p99_ms:.0f} ms"
+    )
+    sf, sb = soak
+    lines.append(
+        f"  soak, zero latency, 100 connections: fake provider {sf.rps:,.0f} req/s, "
+        f"added p50 {sf.added_p50_ms:.1f} / p99 {sf.added_p99_ms:.1f} ms, "
+        f"{sf.errors} errors; bare ASGI app {sb.rps:,.0f} req/s, p50 "
+        f"{sb.added_p50_ms:.1f} / p99 {sb.added_p99_ms:.1f} ms "
+        f"(fake/bare throughput {sf.rps / sb.rps:.2f})"
+    )
+    lines.append(
+        "  fake provider resident memory (requests: MB): "
+        + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in sf.rss_mb)
+    )
+    out["lines"] = lines
+    return out
+
+
+def run_floor_bench(*, quick: bool = False) -> dict[str, Any]:
+    """The harness's added time per request next to a bare httpx -> uvicorn request, measured
+    interleaved in one run (:func:`runner.experiments.floor.measure_floor`)."""
+    from .floor import measure_floor
+
+    f = measure_floor(rounds=3 if quick else 7)
+    ms = 1e3
+    lines = [
+        f"wall-clock floor (real ms per request beyond the {f.call_s * ms:.0f} ms asked; "
+        f"medians of {f.rounds} interleaved rounds; providers in their own processes)",
+        f"  harness (real pipeline -> fake provider):     {f.harness_s * ms:.3f} ms",
+        f"  bare httpx -> bare uvicorn app, same sleep:   {f.bare_s * ms:.3f} ms",
+        f"  difference (what the harness adds):           {f.diff_s * ms:+.3f} ms "
+        f"({'within' if f.diff_s <= 0.0005 else 'OVER'} the 0.5 ms budget)",
+        f"  bare round trip, zero latency:                {f.bare_rtt_s * ms:.3f} ms "
+        f"(harness minus it: {(f.harness_s - f.bare_rtt_s) * ms:+.3f} ms)",
+    ]
+    return {**f.to_dict(), "lines": lines}
+
+
+def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
+    base = load_scenario("default")
+    quota = quota_scenario(base)
+    min_s = 0.5 if quick else 2.0
+    batch = 100 if quick else 500
+    fast_batch = 20_000 if quick else 100_000
+    out: dict[str, Any] = {}
+
+    probe = simulate_many(quota, "pipelined", 3, 200, seed=1)
+    out["quota_cell_429_per_run"] = sum(r.http_429 for r in probe) / len(probe)
+    out["quota_cell_retries_per_run"] = sum(r.retries for r in probe) / len(probe)
+
+    seed = [0]
+
+    def simpy_quota() -> int:
+        seed[0] += 1
+        simulate_many(quota, "pipelined", 3, batch, seed=seed[0])
+        return batch
+
+    def simpy_free() -> int:
+        seed[0] += 1
+        simulate_many(base, "pipelined", 3, batch, seed=seed[0])
+        return batch
+
+    def fast_free() -> int:
+        seed[0] += 1
+        simulate_fast(base, "pipelined", 3, fast_batch, seed=seed[0])
+        return fast_batch
+
+    def virtual_real() -> int:
+        seed[0] += 1
+        run_classroom(quota, "pipelined", 3, seed=seed[0], clock="virtual", records=False)
+        return 1
+
+    out["simpy_quota_per_s"], _ = _rate(simpy_quota, min_s)
+    out["simpy_free_per_s"], _ = _rate(simpy_free, min_s)
+    out["fast_free_per_s"], _ = _rate(fast_free, min_s)
+    out["virtual_real_per_s"], _ = _rate(virtual_real, min_s)
+    out["fast_over_simpy"] = out["fast_free_per_s"] / out["simpy_free_per_s"]
+    out["simpy_over_virtual_real"] = out["simpy_quota_per_s"] / out["virtual_real_per_s"]
+    out["lines"] = [
+        "scenebench bench (one process, one core; classrooms of the default scenario, "
+        "10 scenes, pipelined, c = 3)",
+        f"  SimPy model, quotas active (LLM 2 in flight + 2% random 429, TTS 3 in flight; "
+        f"{out['quota_cell_429_per_run']:.1f} 429s and "
+        f"{out['quota_cell_retries_per_run']:.1f} retries per run): "
+        f"{out['simpy_quota_per_s']:,.0f} classrooms/s",
+        f"  SimPy model, quota-free:                 {out['simpy_free_per_s']:,.0f} classrooms/s",
+        f"  vectorised exact path, quota-free:       {out['fast_free_per_s']:,.0f} "
+        f"classrooms/s  ({out['fast_over_simpy']:.0f}x SimPy)",
+        f"  real pipeline, virtual clock, quotas:    {out['virtual_real_per_s']:,.1f} "
+        f"classrooms/s  (SimPy is {out['simpy_over_virtual_real']:.0f}x faster)",
+    ]
+    out["floor"] = run_floor_bench(quick=quick)
+    out["lines"] += out["floor"]["lines"]
+    if load:
+        out["load"] = run_load_bench(quick=quick)
+        out["lines"] += out["load"]["lines"]
+    return out

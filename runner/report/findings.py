@@ -1,0 +1,184 @@
+"""``docs/findings.md``: the project's findings, generated from a committed results folder.
+
+No number in the findings is typed by hand: :func:`render_findings` re-derives every one
+from the folder's saved runs (``runs.parquet`` and ``metadata.json``) with the same cell
+table and recommendation rule as ``REPORT.md``, and ``tests/test_findings.py`` checks that
+the committed file is what this code renders from the committed folder. Regenerate with::
+
+    scenebench report results/findings --findings docs/findings.md
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sim.scenario import Scenario, scenario_from_mapping
+from sim.upstream import DEFAULT_PROFILE
+
+from ..store.cells import cell_table
+from .labels import quota_label
+from .recommendation import recommend
+from .upstream import base_name, render_profile_section
+
+__all__ = ["render_findings", "write_findings"]
+
+_QUOTAS = (1, 2, 3, 5, 0)
+
+
+def _pct(x: float) -> str:
+    return "–" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def _cell(cells: pd.DataFrame, scenario: str, q: int, mode: str, c: int) -> pd.Series | None:
+    g = cells[
+        (cells["backend"] == "sim")
+        & (cells["scenario"] == scenario)
+        & (cells["quota"] == q)
+        & (cells["mode"] == mode)
+        & (cells["concurrency"] == c)
+        & (cells["adaptive"] == "off")
+        & (cells["tenants"] == 1)
+    ]
+    return g.iloc[0] if len(g) else None
+
+
+def _per_quota_table(cells: pd.DataFrame, name: str, v: dict[str, Any]) -> list[str]:
+    lines = [
+        "| key allows | set *c* | paired speedup (95% CI) | P(any failed scene) at *c* "
+        "| serial | mean time to first scene |",
+        "|---|---|---|---|---|---|",
+    ]
+    for q in _QUOTAS:
+        pick = v["by_quota"].get(q, v["by_quota"].get(str(q)))
+        if pick is None:
+            continue
+        c = int(pick["concurrency"])
+        at = _cell(cells, name, q, "pipelined" if c > 1 else "serial", c)
+        ser = _cell(cells, name, q, "serial", 1)
+        if at is None or ser is None:
+            continue
+        sp = (
+            f"{pick['speedup']:.2f}× ({pick['lo']:.2f}–{pick['hi']:.2f})"
+            if c > 1 and "lo" in pick
+            else "1.00× (serial)"
+        )
+        lines.append(
+            f"| {quota_label(q)} | **{c}** | {sp} | {_pct(float(at['p_any_failed']))} | "
+            f"{_pct(float(ser['p_any_failed']))} | {float(at['ttfs_mean_s']):.1f} s |"
+        )
+    return lines
+
+
+def _why_off(cells: pd.DataFrame, name: str) -> list[str]:
+    rows = []
+    for q in (1, 2, 3):
+        ser = _cell(cells, name, q, "serial", 1)
+        fails = [(c, _cell(cells, name, q, "pipelined", c)) for c in (2, 3, 5)]
+        if ser is None or all(x is None for _, x in fails):
+            continue
+        at = ", ".join(
+            f"*c* = {c}: {_pct(float(x['p_any_failed']))}" for c, x in fails if x is not None
+        )
+        rows.append(f"- {quota_label(q)}: serial {_pct(float(ser['p_any_failed']))}; {at}.")
+    return rows
+
+
+def _iv(d: dict[str, float], nd: int = 1) -> str:
+    return "–" if math.isnan(d["mean"]) else f"{d['mean']:.{nd}f}"
+
+
+def _qoe_table(qoe: dict[str, Any], name: str) -> list[str]:
+    """What the learner feels, per adaptive policy: the QoE rule's c per key limit."""
+    lines: list[str] = []
+    for pol, d in qoe.get("scenarios", {}).get(name, {}).items():
+        lines += [
+            "",
+            f"What learners feel with adaptive `{pol}` (QoE rule; default *c* = "
+            f"**{d['default']}**): mean stall serial → at *c*, startup, last scene ready.",
+            "",
+            "| key allows | *c* | stall (s) | startup (s) | last scene (s) | P(any failed) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for q in _QUOTAS:
+            e = d["by_quota"].get(str(q), d["by_quota"].get(q))
+            if e is None:
+                continue
+            ser = e["serial"]
+            lines.append(
+                f"| {quota_label(q)} | {e['concurrency']} | {_iv(ser['stall_s'])} → "
+                f"{_iv(e['stall_s'])} | {_iv(e['startup_s'])} | {_iv(e['last_scene_s'], 0)} | "
+                f"{_pct(e['p_any_failed']['mean'])} |"
+            )
+    return lines
+
+
+def _scenario_section(
+    cells: pd.DataFrame, name: str, rec: dict[str, Any], sc: Scenario
+) -> list[str]:
+    lines = [f"### `{base_name(name)}` under `{sc.upstream}`", ""]
+    lines += _per_quota_table(cells, name, rec["scenarios"][name])
+    lines += ["", "P(any failed scene) on tight keys, serial vs pipelined:", ""]
+    lines += _why_off(cells, name)
+    lines += _qoe_table(rec.get("qoe", {}), name)
+    lines.append("")
+    return lines
+
+
+def _gate_line(rec: dict[str, Any], scenarios: dict[str, Scenario]) -> list[str]:
+    """The QoE rule's default with scenebench's ``gate`` policy, when the sweep ran it."""
+    today = [n for n, s in scenarios.items() if s.upstream == DEFAULT_PROFILE]
+    per = rec.get("qoe", {}).get("scenarios", {})
+    cs = [per[n]["gate"]["default"] for n in today if "gate" in per.get(n, {})]
+    if not cs or len(cs) != len(today):
+        return []
+    return [
+        f"With scenebench's `gate` policy in the client (every attempt through a per-key "
+        f"gate in the order the learner needs it; not in upstream), the learner-first rule "
+        f"below admits *c* = **{min(cs)}** on every key of every scenario: failures at "
+        "serial's level, startup unchanged, less stall.",
+        "",
+    ]
+
+
+def render_findings(d: Path) -> str:
+    """The findings page for the results folder ``d`` (deterministic in its saved data)."""
+    from ..store.folders import load_runs
+
+    runs, meta = load_runs(d)
+    cells = cell_table(runs)
+    scenarios = {m["name"]: scenario_from_mapping(m) for m in meta["spec"]["scenarios"]}
+    rec = recommend(cells, scenarios)
+    argv = " ".join(["scenebench", *meta.get("argv", [])[1:]])
+    lines = ["# Findings", ""]
+    lines += [
+        "Generated by `scenebench report "
+        f"{d.as_posix()} --findings docs/findings.md` from the runs of `{argv}` "
+        f"(data from commit `{str(meta.get('git_commit', '?'))[:12]}`). Do not edit by hand.",
+        "",
+        "## The answer today",
+        "",
+        f"Under the upstream profile `{rec['upstream']}` (what OpenMAIC runs today), the "
+        f"default `PARALLEL_SCENE_CONCURRENCY` should stay **{rec['recommended']}** "
+        f"({'off' if rec['recommended'] <= 1 else 'on'}): the rule admits a *c* only when "
+        "it fails no more classrooms than serial (+1 point) on every key that allows ≥ 2 "
+        "requests in flight. A deployer who knows the key's limit can set *c* per the tables.",
+        "",
+        *_gate_line(rec, scenarios),
+    ]
+    today = [n for n, s in scenarios.items() if s.upstream == DEFAULT_PROFILE] or list(scenarios)
+    for name in today:
+        lines += _scenario_section(cells, name, rec, scenarios[name])
+    lines += render_profile_section(cells, rec, scenarios)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_findings(d: Path, out: Path) -> None:
+    """Render and write atomically."""
+    from ..store.folders import write_atomic
+
+    text = render_findings(d)
+    write_atomic(out, lambda p: p.write_text(text, encoding="utf-8"))
