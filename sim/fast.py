@@ -240,7 +240,7 @@ class _Calls:
         self.d = draws
         self.foreground = foreground
         self.timeout_us = round(scenario.request_timeout_s * 1e6)
-        self.direct = scenario.client.provider_errors != ErrorShape.ROUTE
+        self.direct = scenario.client.provider_errors == ErrorShape.DIRECT
 
     def _attempt(self, step: int, attempt: int, lat: I64, idx: I64 | None) -> _Flags:
         """Duration and the 429, 5xx, timeout and reset/truncated flags of one attempt
@@ -434,13 +434,14 @@ class _Run:
         return t, scene_ok
 
     def first_scene(self) -> tuple[I64, B]:
-        """The foreground first scene (its clips one at a time): its end and success; a
-        failure ends the run (``first_scene_failed``)."""
+        """The foreground first scene (its clips one at a time; at c since #1039): its end
+        and success; a failure ends the run (``first_scene_failed``)."""
         self.ran[0][:, 0] = True
         t = self.content.dur[:, 0].copy()
         ok = self.content.ok[:, 0]
         self.failed[:, 0] = ~ok
-        t, ok = self.tail(0, ok, t, 1)
+        fg_c = self.tts_c if self.sc.client.foreground_tts_at_concurrency else 1
+        t, ok = self.tail(0, ok, t, fg_c)
         self.status[~ok] = _FIRST_FAILED
         self.end = np.where(ok, self.end, t)
         return t, ok

@@ -47,7 +47,7 @@ from .rules import (
 from .scenario import Scenario
 from .schema import RunResult, records_from_log
 from .timeline import Timeline, run_result
-from .upstream import ErrorShape, Handoff
+from .upstream import ErrorShape, Handoff, route_status
 
 __all__ = [
     "RunConfig",
@@ -228,7 +228,8 @@ class _World:
         env = self.env
         key = TTS_KEY if step == 2 else LLM_KEY
         policy = self.client.route_policy(step, fg)
-        route_shape = self.client.provider_errors == ErrorShape.ROUTE
+        shape = self.client.provider_errors
+        direct = shape == ErrorShape.DIRECT  # only then the client sees the Retry-After
         deadline = int(env.now) + self.timeout_us
         counts = Counts()
         n = first
@@ -248,8 +249,8 @@ class _World:
                 return _Fetch(200, 200, None, n, counts)
             verdict = after_attempt(policy, n - 1 - first, outcome_of(seen), ra)
             if verdict.fail:
-                status = 500 if route_shape else seen
-                return _Fetch(status, dec.status, None if route_shape else ra, n, counts)
+                status = route_status(shape, step, seen)
+                return _Fetch(status, dec.status, ra if direct else None, n, counts)
             if int(env.now) + verdict.wait_us >= deadline:
                 yield env.timeout(deadline - int(env.now))
                 return _Fetch(0, 0, None, n, None)
@@ -400,7 +401,8 @@ class _Classroom:
         if ok and not fg:
             self.frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
-            tts_c, gate = (1, None) if fg else (self.tts_c, self.tts_gate)
+            fg_c = self.tts_c if self.w.client.foreground_tts_at_concurrency else 1
+            tts_c, gate = (fg_c, None) if fg else (self.tts_c, self.tts_gate)
             ok = yield from self.w.tts(self.cid, i, tts_c, self.stats, gate, fg)
         if ok:
             self.ready.append((i, int(self.env.now) - self.t0))

@@ -432,7 +432,8 @@ class ScenePipeline:
 
     async def tts(self, scene: dict[str, Any], fg: bool = False) -> bool:
         """All speech clips of a scene; every clip is tried, any failure fails the scene.
-        The foreground scene's clips go one at a time (the preview page's call)."""
+        The foreground scene's clips go one at a time (the preview page's call), at the
+        loop's within-scene concurrency under profiles with #1039's rule."""
         speeches = [
             a for a in scene.get("actions", []) if a.get("type") == "speech" and a.get("text")
         ]
@@ -468,7 +469,8 @@ class ScenePipeline:
 
             await asyncio.gather(*(gated(j) for j in range(k)))
             return all(oks)
-        c = 1 if fg else self.opt.tts_concurrency
+        fg_at_c = self.sc.client.foreground_tts_at_concurrency  # since #1039
+        c = 1 if fg and not fg_at_c else self.opt.tts_concurrency
         nxt = iter(range(k))
 
         async def worker() -> None:  # min(c, k) workers = a FIFO semaphore of size c

@@ -3,7 +3,7 @@
 Each trace is upstream OpenMAIC's TypeScript loop (389b230 with #696) run under Node
 against the fake provider: the loop alone, ``Math.random`` = 0.5. The port must make
 the same requests with the same statuses, end with the same status, failed outlines and
-scene order, and keep every time within 1 model second — under ``pr788`` with
+scene order, and keep every time within 1 model second — under ``pr696`` with
 ``foreground_first_scene = false`` and ``jitter_u = 0.5``.
 """
 
@@ -23,7 +23,7 @@ FILES = sorted(TRACES.glob("case*-c*.json")) if TRACES.is_dir() else []
 
 def _scenario(path: Path, **client: object):
     case = path.name.split("-")[0]
-    sc = load_scenario(TRACES / "cases" / f"{case}.toml", upstream="pr788")
+    sc = load_scenario(TRACES / "cases" / f"{case}.toml", upstream="pr696")
     return sc.with_client(foreground_first_scene=False, jitter_u=0.5, **client)
 
 

@@ -71,7 +71,7 @@ def test_time_to_first_scene_is_the_foreground_scene_whatever_c():
     assert min(x.t_arrival_s for x in later) == pytest.approx(runs[1].ttfs_s)
 
 
-@pytest.mark.parametrize("name", ["v0.2.1", "pr660", "pr696", "pr788"])
+@pytest.mark.parametrize("name", ["v0.2.1", "pr660", "pr788", "pr696", "pr1039"])
 def test_every_profile_agrees_exactly_between_the_worlds_on_a_tight_key(name):
     sc = load_scenario("burst-429", upstream=name).with_quota(llm_inflight=2, tts_inflight=2)
     for run in range(3):
@@ -130,6 +130,29 @@ def test_the_route_shape_answers_500_after_the_routes_own_retries():
     assert r.status_code == 429 and r.headers["retry-after"] == "1"
 
 
+@pytest.mark.parametrize(
+    ("quota", "path", "status", "code"),
+    [
+        (Quota(p_429=1.0), "/api/generate/scene-content", 429, "RATE_LIMITED"),
+        (Quota(p_5xx=1.0, status_5xx=503), "/api/generate/scene-content", 503, "UPSTREAM_ERROR"),
+        (Quota(p_429=1.0), "/api/generate/tts", 429, "RATE_LIMITED"),
+        (Quota(p_5xx=1.0, status_5xx=503), "/api/generate/tts", 500, "GENERATION_FAILED"),
+    ],
+)
+def test_since_788_the_routes_pass_the_providers_status_through(quota, path, status, code):
+    # llmApiError (#788): an LLM route answers the provider's status, without Retry-After;
+    # the TTS route answers a 429 as 429 (#644) and anything else as 500
+    tts = path.endswith("tts")
+    sc = load_scenario("default", upstream="pr788").replace(
+        **{"quota_tts" if tts else "quota_llm": quota}
+    )
+    body = {"text": "hi", "audioId": "tts_s0_a", "ttsProviderId": "x", "ttsVoice": "v"}
+    r = _post(create_app(sc), path, body if tts else _content_body())
+    assert (r.status_code, r.json()["errorCode"]) == (status, code)
+    assert "retry-after" not in r.headers
+    assert r.headers[COUNTS_HEADER].split(",")[0] == "1"  # one provider attempt: no route retry
+
+
 @pytest.mark.parametrize(("retry_after_s", "times"), [(None, [0, 2, 6]), (1.0, [0, 1, 2])])
 def test_route_retries_before_788_follow_the_ai_sdk(retry_after_s, times):
     q = Quota(p_429=1.0, retry_after_s=retry_after_s)
@@ -146,4 +169,4 @@ def test_run_names_the_profile_and_takes_the_upstream_flag(capsys):
     assert out["upstream"] == "pr660"
     assert main(["run", "--clock", "virtual", "--concurrency", "inf"]) == 0
     txt = capsys.readouterr().out
-    assert "upstream pr788" in txt and "concurrency 0" in txt
+    assert "upstream pr696" in txt and "concurrency 0" in txt

@@ -32,7 +32,7 @@ def test_fast_path_exercises_faults():
     assert df["retries"].sum() > 0 and df["http_429"].sum() > 0 and df["timeouts"].sum() > 0
     assert (df["status"] == "paused").any()
     assert (df["status"] == "first_scene_failed").any()
-    assert (df["upstream"] == "pr788").all()
+    assert (df["upstream"] == "pr696").all()
 
 
 def test_fast_path_refuses_quota_cells():

@@ -49,7 +49,7 @@ def _scenario(case: str, fg: bool, jitter_u: float | None):
     retries_tts = sc.client.retry_tts.max_retries > 0
     return sc.replace(
         # a budget of 5 retries needs a high failure rate to fail a content now and then
-        quota_llm=_llm_quota({"pr788": 0.45, "custom": 0.3}.get(name, 0.12)),
+        quota_llm=_llm_quota({"pr788": 0.45, "pr1039": 0.45, "custom": 0.3}.get(name, 0.12)),
         # the routes before #788 do not retry clips: keep their failures rare
         quota_tts=Quota(p_429=0.08, p_5xx=0.05, retry_after_s=0.5, p_reset=0.02)
         if retries_tts
@@ -58,7 +58,8 @@ def _scenario(case: str, fg: bool, jitter_u: float | None):
     )
 
 
-CASES = ("pr788", "pr788-direct", "pr696-direct", "pr660-direct", "v0.2.1-direct", "custom-direct")
+# pr1039: client retries with every clip at c, the first scene's too (pr696 lies between)
+CASES = ("pr788", "pr788-direct", "pr1039", "pr660-direct", "v0.2.1-direct", "custom-direct")
 
 
 def _continued_after_failure(r) -> bool:
@@ -152,14 +153,15 @@ def test_vectorised_delay_equals_the_scalar_rule(policy):
 
 
 def test_route_retries_fall_back_to_simpy():
-    for name in ("v0.2.1", "pr660", "pr696"):
+    for name in ("v0.2.1", "pr660"):
         sc = load_scenario("default", upstream=name)  # route shape, AI SDK retries in the route
         assert sc.client.route_policy(0, False).max_retries > 0
         assert not quota_free(sc)
         with pytest.raises(ValueError, match="route"):
             simulate_fast(sc, "pipelined", 3, 10)
         assert quota_free(sc.with_client(provider_errors=ErrorShape.DIRECT))
-    assert quota_free(load_scenario("default", upstream="pr788"))
+    for name in ("pr788", "pr696", "pr1039"):  # the status shape: no retries in the route
+        assert quota_free(load_scenario("default", upstream=name))
 
 
 def test_the_jitter_draw_matters():

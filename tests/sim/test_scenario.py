@@ -23,7 +23,7 @@ def test_builtins_load_and_cite_sources():
     d = load_scenario("default")
     assert d.outlines == 10 and d.scene_types == ("slide",)
     # the built-ins follow today's upstream: client retries on every step (#788)
-    assert d.upstream == "pr788"
+    assert d.upstream == "pr696"
     assert d.client.retry_llm == RetryPolicy(5, 1.0, 2.0, False, 60.0, 16.0, 0.2)
     assert d.client.retry_tts == d.client.retry_llm
     assert d.client.foreground_retry_llm.max_retries == 2
