@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from sim.catalog import preset_names
 from sim.errors import UserError
 from sim.rules import CLOCKS, ClockKind
-from sim.upstream import DEFAULT_PROFILE
+from sim.upstream import DEFAULT_PROFILE, profile_names
 
 from .argtypes import (
     add_adaptive,
@@ -613,20 +613,21 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
 
 
 def _cmd_conform(a: argparse.Namespace) -> int:
-    from ..experiments.conform import ConformError, conform, fixed_cases
+    from ..experiments.conform import conform
 
     def progress(name: str) -> None:
         print(f"conform: {name} ...", file=sys.stderr, flush=True)
 
     try:
-        cases = fixed_cases(a.case)
         rep = conform(
             a.openmaic,
-            cases,
+            case_names=a.case,
+            upstream=a.upstream,
             time_scale=a.time_scale,
+            out_dir=a.traces,
             progress=None if a.json else progress,
         )
-    except ConformError as e:
+    except UserError as e:
         print(f"scenebench: error: {e}", file=sys.stderr)
         return 2
     if a.json:
@@ -638,8 +639,6 @@ def _cmd_conform(a: argparse.Namespace) -> int:
             f"conform: {len(rep.rows) - n_bad} of {len(rep.rows)} cases equal within "
             f"{rep.tol_s:g} model s (time scale {rep.time_scale:g})"
         )
-        if rep.auto_stubbed:
-            print(f"conform: auto-stubbed (not found): {', '.join(rep.auto_stubbed)}")
     return 0 if rep.ok else 1
 
 
@@ -865,6 +864,15 @@ def _add_conform(sub: Any) -> None:
     co.add_argument("--openmaic", required=True, metavar="PATH", help="an OpenMAIC checkout")
     co.add_argument("--case", action="append", default=None, help="repeatable; default: all")
     co.add_argument("--time-scale", type=positive_float("--time-scale"), default=0.15)
+    co.add_argument(
+        "--upstream",
+        choices=profile_names(),
+        default=None,
+        help="the port's profile (default: detected from the checkout's loop)",
+    )
+    co.add_argument(
+        "--traces", metavar="DIR", default=None, help="write each upstream trace to DIR/<case>.json"
+    )
     add_json(co)
     co.set_defaults(fn=_cmd_conform)
 

@@ -24,6 +24,15 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .conform_checkout import (
+    ENTRY,
+    FOREGROUND_RETRY,
+    ConformError,
+    Detected,
+    check_checkout,
+    detect_profile,
+)
+
 if TYPE_CHECKING:
     from sim.scenario import Scenario
 
@@ -32,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTRY",
     "ESBUILD_VERSION",
+    "FOREGROUND_PROFILES",
     "MIN_NODE",
     "PORT_CLIENT",
     "Bundle",
@@ -39,10 +49,12 @@ __all__ = [
     "ConformError",
     "ConformReport",
     "ConformRow",
+    "HarnessError",
     "build_bundle",
     "check_checkout",
     "conform",
     "default_cache_dir",
+    "default_case_names",
     "ensure_esbuild",
     "fixed_cases",
     "node_version",
@@ -53,37 +65,67 @@ __all__ = [
 
 ESBUILD_VERSION = "0.28.2"
 MIN_NODE = 18
-ENTRY = "lib/hooks/use-scene-generator.ts"
 STEP_NAMES = ("content", "actions", "tts")
 # The port's profile that matches how upstream's loop is driven here (loop alone, fixed jitter).
 # Upstream runs on sockets: each hop adds ~0.03 model s at time scale 0.15, so besides the 1-s
 # tolerance a time may be off by 1 % of itself (the wall clock's fidelity target).
 WALL_REL_TOL = 0.01
+# ``upstream`` is the checkout's profile (detected, or --upstream); ``foreground_first_scene``
+# is the case's.
 PORT_CLIENT: dict[str, Any] = {
-    "upstream": "pr788",
+    "upstream": "pr696",
     "foreground_first_scene": False,
     "jitter_u": 0.5,
 }
-# name -> (scenario file in runner/experiments/conform_cases, c, seed)
-_CASES: dict[str, tuple[str, int, int]] = {
-    "case1-c0": ("case1", 0, 0),
-    "case1-c3": ("case1", 3, 0),
-    "case2-c2": ("case2", 2, 0),
-    "case2-c3": ("case2", 3, 0),
-    "case3-c0": ("case3", 0, 0),
-    "case3-c3": ("case3", 3, 0),
-    "case4-c0": ("case4", 0, 0),
-    "case5-c3": ("case5", 3, 644),
+# name -> (scenario file in runner/experiments/conform_cases, c, seed, foreground first scene)
+_CASES: dict[str, tuple[str, int, int, bool]] = {
+    "case1-c0": ("case1", 0, 0, False),
+    "case1-c3": ("case1", 3, 0, False),
+    "case2-c2": ("case2", 2, 0, False),
+    "case2-c3": ("case2", 3, 0, False),
+    "case3-c0": ("case3", 0, 0, False),
+    "case3-c3": ("case3", 3, 0, False),
+    "case4-c0": ("case4", 0, 0, False),
+    "case5-c3": ("case5", 3, 644, False),
+    "case6-c3": ("case6", 3, 0, False),
+    "fg1-c3": ("case1", 3, 0, True),
+    "fg4-c3": ("case4", 3, 0, True),
 }
+# the cases that drive the generation-preview page's first scene through the checkout's own
+# exports: profiles whose page generates the first scene's clips with generateTTSForScene
+FOREGROUND_PROFILES = ("pr1039",)
 
 
-class ConformError(Exception):
-    """Conformance could not run (no Node, bad checkout, build or driver failure): one line."""
+class HarnessError(ConformError):
+    """The run used something scenebench stubs as a no-op (an auto-stubbed module's name, or
+    a name its stub lacks): the result would be the harness's, not upstream's. ``names``:
+    ``module:name`` as the driver recorded them."""
+
+    def __init__(self, names: Sequence[str], auto: Sequence[str] = ()) -> None:
+        self.names = tuple(names)
+        super().__init__(_harness_message(self.names, tuple(auto)))
+
+
+def _harness_message(names: tuple[str, ...], auto: tuple[str, ...]) -> str:
+    """One line: the names, and what to add for them."""
+    mods = {n.rsplit(":", 1)[0] for n in names}
+    found = sorted(m for m in mods if m in auto)
+    fix = "add them to their stub in runner/experiments/conform_js/stubs (STUBS in build.mjs)"
+    if found:
+        fix = (
+            f"{', '.join(found)} could not be found: make it resolvable (a pnpm workspace "
+            "package of the checkout, or `npm install` there) or add a stub for it to STUBS in "
+            "runner/experiments/conform_js/build.mjs"
+        )
+    return (
+        f"harness: upstream used {len(names)} name(s) that scenebench does not stub: "
+        f"{', '.join(names)}; {fix}"
+    )
 
 
 # -- Node and esbuild ------------------------------------------------------------------------
 def _js_dir() -> Path:
-    return Path(str(resources.files("runner").joinpath("conform_js")))
+    return Path(str(resources.files("runner.experiments").joinpath("conform_js")))
 
 
 def default_cache_dir() -> Path:
@@ -164,16 +206,7 @@ class Bundle:
     auto_stubbed: tuple[str, ...]
     missing_names: dict[str, list[str]]
     inputs: tuple[str, ...]
-
-
-def check_checkout(path: str | Path) -> Path:
-    """The checkout's root; :class:`ConformError` unless ``lib/hooks/use-scene-generator.ts``."""
-    root = Path(path).expanduser()
-    if not (root / ENTRY).is_file():
-        raise ConformError(
-            f"--openmaic: {str(path)!r} is not an OpenMAIC checkout (no {ENTRY} under it)"
-        )
-    return root.resolve()
+    workspace: dict[str, str] = field(default_factory=dict)
 
 
 def _node_json(script: str, config: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -193,6 +226,9 @@ def _node_json(script: str, config: dict[str, Any], timeout_s: float) -> dict[st
     if not isinstance(out, dict):
         tail = " ".join(proc.stderr.split())[-300:]
         raise ConformError(f"{script}: exited {proc.returncode} without a result: {tail}")
+    touched = out.get("unstubbed") or []
+    if touched:
+        raise HarnessError(touched)
     err = out.get("error")
     if err is not None or proc.returncode != 0:
         first = " ".join(str(err).split())[:400]
@@ -207,8 +243,9 @@ def build_bundle(
     root = check_checkout(openmaic)
     esb = Path(esbuild_dir) if esbuild_dir is not None else ensure_esbuild()
     outfile = Path(out_dir) / "scene-loop.mjs"
+    also = [{"file": FOREGROUND_RETRY, "names": ["FOREGROUND_SCENE_RETRY_OPTIONS"]}]
     cfg = {"root": str(root), "entry": ENTRY, "outfile": str(outfile), "esbuild": str(esb)}
-    res = _node_json("build.mjs", cfg, timeout_s=300)
+    res = _node_json("build.mjs", {**cfg, "also": also}, timeout_s=300)
     return Bundle(
         path=outfile,
         checkout=root,
@@ -216,29 +253,33 @@ def build_bundle(
         auto_stubbed=tuple(res.get("auto_stubbed", [])),
         missing_names=dict(res.get("missing_names", {})),
         inputs=tuple(res.get("inputs", [])),
+        workspace=dict(res.get("workspace", {})),
     )
 
 
 # -- cases ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ConformCase:
-    """One run: a scenario, the concurrency c the loop reads and the provider's seed."""
+    """One run: a scenario, the concurrency c the loop reads and the provider's seed;
+    ``foreground``: the generation-preview page's first scene runs before the loop."""
 
     name: str
     scenario: Scenario
     concurrency: int
     seed: int = 0
     note: str = ""
+    foreground: bool = False
 
 
-def _case_scenario(stem: str) -> tuple[Scenario, str]:
-    """The case's scenario with :data:`PORT_CLIENT` when the scenario spec knows ``[client]``."""
+def _case_scenario(stem: str, client: dict[str, Any]) -> tuple[Scenario, str]:
+    """The case's scenario with the port's ``client`` table, when the scenario spec knows
+    ``[client]``."""
     from sim.scenario import ScenarioError, scenario_from_mapping
 
-    ref = resources.files("runner").joinpath("conform_cases", f"{stem}.toml")
+    ref = resources.files("runner.experiments").joinpath("conform_cases", f"{stem}.toml")
     data = tomllib.loads(ref.read_text(encoding="utf-8"))
     try:
-        return scenario_from_mapping({**data, "client": dict(PORT_CLIENT)}), ""
+        return scenario_from_mapping({**data, "client": client}), ""
     except ScenarioError as e:
         if not str(e).startswith("client"):
             raise
@@ -246,9 +287,19 @@ def _case_scenario(stem: str) -> tuple[Scenario, str]:
     return scenario_from_mapping(data), note
 
 
-def fixed_cases(names: Sequence[str] | None = None) -> list[ConformCase]:
-    """The fixed case set (5 outlines, constant latencies), or the named ones in that order."""
-    wanted = list(_CASES) if not names else list(names)
+def default_case_names(upstream: str) -> list[str]:
+    """The cases run when none is named: the loop's, and the first scene's where the
+    checkout's page generates it with exports conform can call (:data:`FOREGROUND_PROFILES`)."""
+    return [n for n, (*_, fg) in _CASES.items() if not fg or upstream in FOREGROUND_PROFILES]
+
+
+def fixed_cases(names: Sequence[str] | None = None, upstream: str = "pr696") -> list[ConformCase]:
+    """The fixed case set (5 outlines, constant latencies), or the named ones in that order,
+    with the port under the profile ``upstream``."""
+    from sim.upstream import profile
+
+    profile(upstream)  # a ScenarioError naming the profiles
+    wanted = default_case_names(upstream) if not names else list(names)
     unknown = [n for n in wanted if n not in _CASES]
     if unknown:
         raise ConformError(
@@ -256,9 +307,10 @@ def fixed_cases(names: Sequence[str] | None = None) -> list[ConformCase]:
         )
     out = []
     for name in wanted:
-        stem, c, seed = _CASES[name]
-        sc, note = _case_scenario(stem)
-        out.append(ConformCase(name, sc, c, seed, note))
+        stem, c, seed, fg = _CASES[name]
+        client = {**PORT_CLIENT, "upstream": upstream, "foreground_first_scene": fg}
+        sc, note = _case_scenario(stem, client)
+        out.append(ConformCase(name, sc, c, seed, note, fg))
     return out
 
 
@@ -275,8 +327,12 @@ def run_driver(
     random_u: float = 0.5,
     timeout_s: float = 600.0,
     drain_s: float = 60.0,
+    foreground: bool = False,
 ) -> dict[str, Any]:
-    """Run the bundled loop once under Node against ``base_url``; the driver's JSON result."""
+    """Run the bundled loop once under Node against ``base_url``; the driver's JSON result.
+    ``foreground``: the driver first generates outline 0 as the generation-preview page does
+    (the checkout's fetchSceneContent, fetchSceneActions and generateTTSForScene with its
+    foreground retry options), then runs the loop for the others."""
     path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
     cfg = {
         "bundle": str(path),
@@ -290,6 +346,7 @@ def run_driver(
         "llmKey": "llm-key",
         "ttsKey": "tts-key",
         "drainS": drain_s,
+        "foreground": foreground,
     }
     return _node_json("driver.mjs", cfg, timeout_s)
 
@@ -387,17 +444,21 @@ def run_case(
         sc, case.seed, time_scale=time_scale, parallel_scene_concurrency=case.concurrency
     )
     with ServerThread(app) as server:
-        out = run_driver(
-            bundle,
-            server.base_url,
-            concurrency=case.concurrency,
-            outlines=sc.outlines,
-            scene_types=sc.scene_types,
-            classroom=classroom,
-            time_scale=time_scale,
-            random_u=random_u,
-            timeout_s=limit,
-        )
+        try:
+            out = run_driver(
+                bundle,
+                server.base_url,
+                concurrency=case.concurrency,
+                outlines=sc.outlines,
+                scene_types=sc.scene_types,
+                classroom=classroom,
+                time_scale=time_scale,
+                random_u=random_u,
+                timeout_s=limit,
+                foreground=case.foreground,
+            )
+        except HarnessError as e:
+            raise HarnessError(e.names, bundle.auto_stubbed) from None
         rows = _provider_log(server.base_url, classroom)
     if driver_out is not None:
         driver_out.update(out)
@@ -431,6 +492,9 @@ class ConformReport:
     auto_stubbed: tuple[str, ...]
     missing_names: dict[str, list[str]]
     rows: tuple[ConformRow, ...] = field(default_factory=tuple)
+    profile: str = ""
+    detected: tuple[str, ...] = ()  # the markers, when the profile was detected
+    workspace: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -445,6 +509,9 @@ class ConformReport:
             "stubbed": list(self.stubbed),
             "auto_stubbed": list(self.auto_stubbed),
             "missing_names": self.missing_names,
+            "profile": self.profile,
+            "detected": list(self.detected),
+            "workspace": self.workspace,
             "rows": [
                 {
                     "case": r.case,
@@ -460,19 +527,21 @@ class ConformReport:
         }
 
     def table(self) -> str:
-        """The report as text: one line per case and side, then the differences."""
+        """The report as text: the checkout and profile, one line per case and side, the
+        differences, then what the build replaced (no name of which the run used)."""
+        how = f"detected: {'; '.join(self.detected)}" if self.detected else "given"
         head = (
             f"{'case':<10} {'side':<9} {'reqs':>4} {'retry':>5} {'429':>4} {'5xx':>4} "
-            f"{'ttfs_s':>8} {'makespan':>8} {'status':<10} {'failed':<10} result"
+            f"{'ttfs_s':>8} {'makespan':>8} {'status':<18} {'failed':<10} result"
         )
-        lines = [head]
+        lines = [f"checkout {self.checkout} · profile {self.profile} ({how})", head]
         for r in self.rows:
             for side, m in (("upstream", r.upstream), ("port", r.port)):
                 result = ("ok" if r.ok else f"{len(r.differences)} diff") if side == "port" else ""
                 lines.append(
                     f"{r.case:<10} {side:<9} {m['requests']:>4} {m['retries']:>5} "
                     f"{m['http_429']:>4} {m['http_5xx']:>4} {_fmt(m['ttfs_s']):>8} "
-                    f"{_fmt(m['makespan_s']):>8} {m['status']!s:<10} "
+                    f"{_fmt(m['makespan_s']):>8} {m['status']!s:<18} "
                     f"{','.join(map(str, m['failed_orders'])) or '-':<10} {result}"
                 )
             lines.extend(f"  {r.case}: {d}" for d in r.differences[:20])
@@ -480,7 +549,19 @@ class ConformReport:
                 lines.append(f"  {r.case}: ... {len(r.differences) - 20} more")
             if r.note:
                 lines.append(f"  {r.case}: note: {r.note}")
-        return "\n".join(lines)
+        return "\n".join([*lines, *self._build_lines()])
+
+    def _build_lines(self) -> list[str]:
+        out = []
+        if self.workspace:
+            out.append(f"workspace packages bundled from source: {', '.join(self.workspace)}")
+        if self.auto_stubbed:
+            out.append(
+                f"auto_stubbed (not found, unused by the run): {', '.join(self.auto_stubbed)}"
+            )
+        missing = "; ".join(f"{m}: {', '.join(n)}" for m, n in self.missing_names.items())
+        out.append(f"missing_names (not in their stub, unused by the run): {missing or 'none'}")
+        return out
 
 
 def _fmt(v: float | None) -> str:
@@ -563,6 +644,8 @@ def conform(
     openmaic_path: str | Path,
     cases: Sequence[ConformCase] | None = None,
     *,
+    case_names: Sequence[str] | None = None,
+    upstream: str | None = None,
     time_scale: float = 0.15,
     tol_s: float = 1.0,
     random_u: float = 0.5,
@@ -570,9 +653,15 @@ def conform(
     out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ConformReport:
-    """Run every case through upstream's loop (under Node) and the port; compare them."""
+    """Run every case through upstream's loop (under Node) and the port; compare them.
+
+    The port runs under ``upstream`` (a profile name), else the profile detected from the
+    checkout (:func:`~runner.experiments.conform_checkout.detect_profile`); ``cases`` replace
+    the fixed cases (``case_names`` picks some of them).
+    """
     root = check_checkout(openmaic_path)
-    chosen = list(cases) if cases is not None else fixed_cases()
+    found = detect_profile(root) if upstream is None else Detected(upstream, ())
+    chosen = list(cases) if cases is not None else fixed_cases(case_names, found.profile)
     esb = ensure_esbuild(cache_dir)
     rows = []
     with tempfile.TemporaryDirectory(prefix="scenebench-conform-") as tmp:
@@ -589,4 +678,7 @@ def conform(
         bundle.auto_stubbed,
         bundle.missing_names,
         tuple(rows),
+        profile=found.profile,
+        detected=found.markers,
+        workspace=bundle.workspace,
     )

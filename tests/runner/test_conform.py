@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from runner import conform as cf
 from runner.cli.commands import main
-from runner.experiments.conform import Bundle, ConformCase, ConformError
+from runner.experiments import conform as cf
+from runner.experiments.conform import Bundle, ConformCase, ConformError, HarnessError
+from runner.experiments.conform_checkout import ENGINE, Era, detect_era, detect_profile
 from sim.draws import KIND_5XX, Draws
 from sim.scenario import Quota
 from tests.conftest import const_scenario
@@ -89,12 +90,14 @@ def test_bundle_maps_stubbed_imports_and_keeps_the_checkout_modules(mini_bundle:
     # a package that is not installed becomes a recorded no-op, and is reported
     assert mini_bundle.auto_stubbed == ("scenebench-absent-analytics",)
     assert mini_bundle.missing_names == {}
-    # '@/' resolves to the checkout root: its own helpers are bundled as they are
-    own = {p for p in mini_bundle.inputs if p.startswith("lib/")}
+    # '@/' resolves to the checkout root and the workspace package to its TypeScript source
+    # (its package.json names dist/index.js, which does not exist): both bundled as they are
+    assert mini_bundle.workspace == {"@mini/retry": "packages/mini-retry/src/index.ts"}
+    own = {p for p in mini_bundle.inputs if not p.startswith("..") and "conform_js" not in p}
     assert own == {
         "lib/hooks/use-scene-generator.ts",
         "lib/utils/ids.ts",
-        "lib/generation/generation-retry.ts",
+        "packages/mini-retry/src/index.ts",
     }
     text = mini_bundle.path.read_text(encoding="utf-8")
     # both determinism hooks replace references as well as calls
@@ -115,6 +118,41 @@ def test_a_name_the_stub_lacks_becomes_a_recorded_noop(esbuild_dir: Path, tmp_pa
     b = cf.build_bundle(root, tmp_path, esbuild_dir)
     assert b.missing_names == {"@/lib/store/stage": ["selectSomethingNew"]}
     assert b.path.is_file()
+    # the run calls it: a harness error naming it, not a result
+    case = ConformCase("x", const_scenario(n=1), 0)
+    want = r"@/lib/store/stage:selectSomethingNew; add them to their stub in runner/"
+    with pytest.raises(HarnessError, match=want) as ei:
+        cf.run_case(case, b, time_scale=0.2)
+    assert "\n" not in str(ei.value)
+
+
+def _mini_without_workspace(tmp: Path) -> Path:
+    """The mini checkout as a checkout without its pnpm-workspace.yaml: its retry helper's
+    package (@mini/retry) cannot be found (nothing is installed), so it is auto-stubbed."""
+    root = tmp / "mini"
+    shutil.copytree(MINI, root)
+    (root / "pnpm-workspace.yaml").unlink()
+    return root
+
+
+@needs_node
+def test_an_auto_stubbed_name_the_run_uses_is_a_harness_error_not_a_difference(
+    esbuild_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # upstream's case at 2cbe4ae2 before workspace packages were resolved: the retry helper
+    # became a recorded no-op, and the loop ran on without it
+    root = _mini_without_workspace(tmp_path)
+    b = cf.build_bundle(root, tmp_path, esbuild_dir)
+    assert "@mini/retry" in b.auto_stubbed and b.workspace == {}
+    assert main(["conform", "--openmaic", str(root), "--case", "case1-c0", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no report, no row of differences
+    assert err.count("\n") == 1, err
+    assert err.startswith(
+        "scenebench: error: harness: upstream used 1 name(s) that scenebench does not stub: "
+        "@mini/retry:retrying; @mini/retry could not be found: make it resolvable (a pnpm "
+        "workspace package"
+    )
 
 
 @needs_node
@@ -126,13 +164,15 @@ def test_a_build_error_is_one_line(esbuild_dir: Path, tmp_path: Path) -> None:
 
 
 def test_the_stub_table_is_documented() -> None:
-    table = (ROOT / "runner" / "conform_js" / "build.mjs").read_text(encoding="utf-8")
+    table = (ROOT / "runner" / "experiments" / "conform_js" / "build.mjs").read_text(
+        encoding="utf-8"
+    )
     body = table.split("export const STUBS = {", 1)[1].split("};", 1)[0]
-    names = re.findall(r"^\s*'?([@\w/.-]+)'?:\s*'[\w.-]+\.mjs',", body, re.M)
-    assert "react" in names and "@/lib/store/stage" in names
+    names = re.findall(r"^\s*'?([@\w/.*-]+)'?:\s*'[\w.-]+\.mjs',", body, re.M)
+    assert "react" in names and "@/lib/store/stage" in names and "@openmaic/storage/*" in names
     doc = (ROOT / "docs" / "conform.md").read_text(encoding="utf-8")
     assert [n for n in names if f"`{n}`" not in doc] == []
-    stubs = ROOT / "runner" / "conform_js" / "stubs"
+    stubs = ROOT / "runner" / "experiments" / "conform_js" / "stubs"
     for f in re.findall(r":\s*'([\w.-]+\.mjs)',", body):
         assert (stubs / f).is_file(), f
 
@@ -195,8 +235,8 @@ def test_conform_on_a_small_case_equal_to_the_port(tmp_path: Path) -> None:
     (row,) = rep.rows
     assert row.upstream["request_order"] == row.port["request_order"]
     assert row.upstream["requests"] == 2 * (2 + 2)
-    # the auto-stubbed package was called (once per scene): the report says so
-    assert "upstream called no-op stubs: scenebench-absent-analytics:track" in row.note
+    # the auto-stubbed package is never called: no harness error, and no note
+    assert rep.auto_stubbed == ("scenebench-absent-analytics",) and row.note == ""
     assert row.upstream["log_warnings"] == 0
     saved = json.loads((tmp_path / "small.json").read_text(encoding="utf-8"))
     assert set(saved) == {
@@ -207,7 +247,12 @@ def test_conform_on_a_small_case_equal_to_the_port(tmp_path: Path) -> None:
         "summary",
         "requests",
     }
-    assert "small" in rep.table() and json.dumps(rep.to_json())
+    table = rep.table()
+    assert "small" in table and json.dumps(rep.to_json())
+    # the table names the profile (the mini loop has no bounded map: v0.2.1) and the build
+    assert f"checkout {MINI.resolve()} · profile v0.2.1 (detected: " in table.splitlines()[0]
+    assert "auto_stubbed (not found, unused by the run): scenebench-absent-analytics" in table
+    assert "missing_names (not in their stub, unused by the run): none" in table
 
 
 # -- trace format, cases, esbuild and Node checks (no Node needed) -----------------------------
@@ -251,21 +296,32 @@ def test_trace_dict_converts_the_provider_log() -> None:
 
 
 def test_the_fixed_cases() -> None:
-    cases = cf.fixed_cases()
-    got = {c.name: (c.concurrency, c.scenario.outlines) for c in cases}
+    cases = cf.fixed_cases(upstream="pr1039")
+    got = {c.name: (c.concurrency, c.scenario.outlines, c.foreground) for c in cases}
     assert got == {
-        "case1-c0": (0, 5),
-        "case1-c3": (3, 5),
-        "case2-c2": (2, 5),
-        "case2-c3": (3, 5),
-        "case3-c0": (0, 5),
-        "case3-c3": (3, 5),
-        "case4-c0": (0, 5),
-        "case5-c3": (3, 5),
+        "case1-c0": (0, 5, False),
+        "case1-c3": (3, 5, False),
+        "case2-c2": (2, 5, False),
+        "case2-c3": (3, 5, False),
+        "case3-c0": (0, 5, False),
+        "case3-c3": (3, 5, False),
+        "case4-c0": (0, 5, False),
+        "case5-c3": (3, 5, False),
+        "case6-c3": (3, 5, False),
+        "fg1-c3": (3, 5, True),
+        "fg4-c3": (3, 5, True),
     }
     by = {c.name: c.scenario for c in cases}
     assert by["case2-c2"].quota_llm.max_inflight == 2
     assert by["case3-c0"].quota_llm.p_429 == 1.0 and by["case4-c0"].quota_tts.p_429 == 1.0
+    assert (by["case6-c3"].quota_llm.p_5xx, by["case6-c3"].quota_llm.status_5xx) == (1.0, 401)
+    # the port runs the profile, the case's foreground rule, the driver's jitter
+    for c in cases:
+        client = c.scenario.client
+        assert (client.upstream, client.foreground_first_scene) == ("pr1039", c.foreground)
+        assert client.jitter_u == 0.5
+    # the first scene's cases need a page that calls the loop's exports (#1039 and later)
+    assert [c.name for c in cf.fixed_cases(upstream="pr788")] == list(got)[:9]
     with pytest.raises(ConformError, match=r"^--case: unknown 'nope'; allowed: case1-c0"):
         cf.fixed_cases(["nope"])
 
@@ -354,6 +410,7 @@ def test_cli_without_node_is_one_line_exit_2(
 def test_cli_exits_1_on_a_difference(esbuild_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # the mini loop's own retry rule (2 retries, 100 % jitter) is not the port's
     args = ["conform", "--openmaic", str(MINI), "--case", "case3-c0", "--time-scale", "0.05"]
+    args += ["--upstream", "pr696"]
     assert main([*args, "--json"]) == 1
     rep = json.loads(capsys.readouterr().out)
     (row,) = rep["rows"]
@@ -385,3 +442,95 @@ def test_status_differences_at_a_near_tie_are_flagged() -> None:
     )
     (note,) = cf._near_ties(up, port, 1.0)
     assert note.startswith("content 3/0 attempt 3 arrived 0.170 model s from a slot freeing")
+
+
+# -- what conform reads of a checkout (no Node needed) -----------------------------------------
+def _touch(root: Path, rel: str, text: str = "") -> Path:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+    return root
+
+
+def test_checkout_errors_name_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(ConformError, match=r"^--openmaic: '.*/nope' does not exist$"):
+        cf.check_checkout(tmp_path / "nope")
+    with pytest.raises(ConformError, match=r"is not an OpenMAIC checkout \(no lib/hooks/use-sc"):
+        cf.check_checkout(tmp_path)
+    engine = _touch(tmp_path / "runs", ENGINE)
+    assert detect_era(engine) is Era.RUN_ENGINE
+    with pytest.raises(ConformError, match=r"is a run-engine era checkout .*not supported yet"):
+        cf.check_checkout(engine)
+    both = _touch(_touch(tmp_path / "both", ENGINE), cf.ENTRY)  # a transition: the loop drives
+    assert detect_era(both) is Era.BROWSER_LOOP and cf.check_checkout(both) == both.resolve()
+
+
+# Each change that defines a profile added one marker to the loop's source (the identifiers
+# below; the sources are scenebench's own one-liners, not upstream's).
+_MARKERS = [
+    ("", "v0.2.1"),
+    ("lazyBoundedMap(x); parallelSceneConcurrency;", "pr660"),
+    ("lazyBoundedMap(x); withGenerationRetry(f); parallelSceneConcurrency;", "pr788"),
+    (
+        "lazyBoundedMap withGenerationRetry parallelSceneConcurrency parallelSceneConcurrency",
+        "pr696",
+    ),
+    (
+        "lazyBoundedMap withGenerationRetry parallelSceneConcurrency parallelSceneConcurrency\n"
+        "export async function generateTTSForScene() {}",
+        "pr1039",
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "want"), _MARKERS)
+def test_the_profile_is_detected_from_the_loops_markers(
+    tmp_path: Path, source: str, want: str
+) -> None:
+    found = detect_profile(_touch(tmp_path, cf.ENTRY, source))
+    assert found.profile == want and found.markers
+    assert found.describe().startswith(f"{want} (detected: ")
+
+
+@needs_node
+def test_workspace_packages_resolve_through_exports_to_their_source(
+    esbuild_dir: Path, tmp_path: Path
+) -> None:
+    # exports with a subpath pattern, a tsconfig with its own outDir/rootDir (JSONC), a
+    # negated glob, and a package whose dist is missing: all from the TypeScript source
+    root = tmp_path / "co"
+    _touch(root, "pnpm-workspace.yaml", "packages:\n  - 'libs/**'\n  - '!libs/skip'\n")
+    pkg = {"name": "@x/util", "exports": {"./parts/*": {"import": "./out/parts/*.js"}}}
+    _touch(root, "libs/util/package.json", json.dumps(pkg))
+    _touch(
+        root,
+        "libs/util/tsconfig.json",
+        '{"compilerOptions": {"outDir": "out", "rootDir": "ts",}, /* a comment */}',
+    )
+    _touch(root, "libs/util/ts/parts/clock.ts", "export const tick = (): number => 7;\n")
+    _touch(root, "libs/skip/package.json", json.dumps({"name": "@x/skip", "main": "a.ts"}))
+    _touch(root, "libs/skip/a.ts", "export const never = 1;\n")
+    src = (
+        "import { tick } from '@x/util/parts/clock';\n"
+        "import { never } from '@x/skip';\n"
+        "export function useSceneGenerator() {\n"
+        "  return { generateRemaining: async () => tick() + never };\n"
+        "}\n"
+    )
+    _touch(root, cf.ENTRY, src)
+    b = cf.build_bundle(root, tmp_path, esbuild_dir)
+    assert b.workspace == {"@x/util/parts/clock": "libs/util/ts/parts/clock.ts"}
+    assert "libs/util/ts/parts/clock.ts" in b.inputs
+    assert b.auto_stubbed == ("@x/skip",)  # excluded by the negated glob: not found
+
+
+@needs_node
+def test_a_foreground_case_needs_the_loops_exports(
+    mini_bundle: Bundle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (case,) = cf.fixed_cases(["fg1-c3"], upstream="pr1039")
+    with pytest.raises(
+        ConformError, match=r"foreground: the checkout's scene loop exports no"
+    ) as ei:
+        cf.run_case(case, mini_bundle, time_scale=0.2)
+    assert "\n" not in str(ei.value) and not isinstance(ei.value, HarnessError)
