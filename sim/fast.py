@@ -61,7 +61,14 @@ def quota_free(scenario: Scenario) -> bool:
     the routes do not retry (:func:`route_retries`; pre-#788 profiles in their default
     ``route`` error shape do, so those run in :func:`sim.simulate_many`)."""
     limited = scenario.quota_llm.limited or scenario.quota_tts.limited
-    return not (limited or route_retries(scenario))
+    return not (limited or route_retries(scenario) or refusals(scenario))
+
+
+def refusals(scenario: Scenario) -> bool:
+    """Whether a key's ``p_5xx`` faults answer a 4xx (never retried): the fast path retries
+    every fault, so those run in :func:`sim.simulate_many`."""
+    q = (scenario.quota_llm, scenario.quota_tts)
+    return any(k.p_5xx > 0 and k.status_5xx < 500 for k in q)
 
 
 def delay_us(policy: RetryPolicy, retry_index: int, retry_after_us: int | None, u: F64) -> I64:
@@ -544,6 +551,11 @@ def _check(scenario: Scenario, mode: str, reps: int) -> None:
         raise UserError(
             "scenario: the fast path needs quota-free keys (max_inflight = 0 and "
             "rpm = 0 on both); use sim.simulate_many"
+        )
+    if refusals(scenario):
+        raise UserError(
+            "scenario: the fast path does not model 4xx faults (status_5xx < 500); use "
+            "sim.simulate_many"
         )
     if route_retries(scenario):
         raise UserError(

@@ -135,6 +135,7 @@ def test_the_route_shape_answers_500_after_the_routes_own_retries():
     [
         (Quota(p_429=1.0), "/api/generate/scene-content", 429, "RATE_LIMITED"),
         (Quota(p_5xx=1.0, status_5xx=503), "/api/generate/scene-content", 503, "UPSTREAM_ERROR"),
+        (Quota(p_5xx=1.0, status_5xx=401), "/api/generate/scene-content", 401, "UPSTREAM_ERROR"),
         (Quota(p_429=1.0), "/api/generate/tts", 429, "RATE_LIMITED"),
         (Quota(p_5xx=1.0, status_5xx=503), "/api/generate/tts", 500, "GENERATION_FAILED"),
     ],

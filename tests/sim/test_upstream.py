@@ -287,3 +287,27 @@ def test_pr1039_runs_the_first_scenes_clips_at_c():
     assert simulate(sc, "pipelined", 3).ttfs_s == 37.0
     assert simulate(sc, "serial", 1).ttfs_s == 41.0  # c = 1: one at a time
     assert simulate(sc.replace(client=profile("pr696")), "pipelined", 3).ttfs_s == 41.0
+
+
+def test_since_788_a_provider_refusal_is_not_retried():
+    # every content attempt answered 401 after its 25 s: since #788 the route passes the 401
+    # through and the client's rule does not retry a 4xx: one attempt, the loop pauses
+    q = Quota(p_5xx=1.0, status_5xx=401)
+    sc = const_scenario(3, 25.0, 8.0, 2.0, quota_llm=q).replace(client=profile("pr788"))
+    sc = sc.with_client(foreground_first_scene=False)
+    r = simulate(sc, "serial", 1, records=True)
+    assert [(x.step, x.order, x.attempt, x.status) for x in r.requests_log] == [
+        ("content", 0, 0, 401)
+    ]
+    assert r.status == "paused" and r.failed_orders == (0,) and r.makespan_s == 25.0
+    # as a 500 (the route shape, every failure a 500) the client retried it 5 times
+    r = simulate(sc.with_client(provider_errors=ErrorShape.ROUTE), "serial", 1, records=True)
+    assert [x.attempt for x in r.requests_log] == list(range(6))
+    # before #788 the route's AI SDK does not retry a 4xx either: one attempt
+    r = simulate(
+        sc.replace(client=profile("pr660")).with_client(foreground_first_scene=False),
+        "serial",
+        1,
+        records=True,
+    )
+    assert [x.attempt for x in r.requests_log] == [0] and r.status == "paused"
