@@ -619,14 +619,25 @@ def _cmd_conform(a: argparse.Namespace) -> int:
         print(f"conform: {name} ...", file=sys.stderr, flush=True)
 
     try:
-        rep = conform(
-            a.openmaic,
-            case_names=a.case,
-            upstream=a.upstream,
-            time_scale=a.time_scale,
-            out_dir=a.traces,
-            progress=None if a.json else progress,
-        )
+        if a.against is not None:
+            from ..experiments.conform_against import conform_against
+
+            rep = conform_against(
+                a.openmaic,
+                a.against,
+                a.case,
+                time_scale=a.time_scale,
+                progress=None if a.json else progress,
+            )
+        else:
+            rep = conform(
+                a.openmaic,
+                case_names=a.case,
+                upstream=a.upstream,
+                time_scale=a.time_scale,
+                out_dir=a.traces,
+                progress=None if a.json else progress,
+            )
     except UserError as e:
         print(f"scenebench: error: {e}", file=sys.stderr)
         return 2
@@ -872,6 +883,12 @@ def _add_conform(sub: Any) -> None:
     )
     co.add_argument(
         "--traces", metavar="DIR", default=None, help="write each upstream trace to DIR/<case>.json"
+    )
+    co.add_argument(
+        "--against",
+        metavar="PATH",
+        default=None,
+        help="another checkout: upstream against upstream on the same cases (no port)",
     )
     add_json(co)
     co.set_defaults(fn=_cmd_conform)

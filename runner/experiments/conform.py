@@ -57,6 +57,7 @@ __all__ = [
     "default_case_names",
     "ensure_esbuild",
     "fixed_cases",
+    "metrics",
     "node_version",
     "run_case",
     "run_driver",
@@ -495,6 +496,9 @@ class ConformReport:
     profile: str = ""
     detected: tuple[str, ...] = ()  # the markers, when the profile was detected
     workspace: dict[str, str] = field(default_factory=dict)
+    # the two sides of a row: upstream's loop and the port, or (``--against``) two checkouts
+    sides: tuple[str, str] = ("upstream", "port")
+    title: str = ""  # the first line of the table, when not the checkout and its profile
 
     @property
     def ok(self) -> bool:
@@ -534,10 +538,12 @@ class ConformReport:
             f"{'case':<10} {'side':<9} {'reqs':>4} {'retry':>5} {'429':>4} {'5xx':>4} "
             f"{'ttfs_s':>8} {'makespan':>8} {'status':<18} {'failed':<10} result"
         )
-        lines = [f"checkout {self.checkout} · profile {self.profile} ({how})", head]
+        title = self.title or f"checkout {self.checkout} · profile {self.profile} ({how})"
+        lines = [title, head]
         for r in self.rows:
-            for side, m in (("upstream", r.upstream), ("port", r.port)):
-                result = ("ok" if r.ok else f"{len(r.differences)} diff") if side == "port" else ""
+            a, b = self.sides
+            for side, m in ((a, r.upstream), (b, r.port)):
+                result = ("ok" if r.ok else f"{len(r.differences)} diff") if side == b else ""
                 lines.append(
                     f"{r.case:<10} {side:<9} {m['requests']:>4} {m['retries']:>5} "
                     f"{m['http_429']:>4} {m['http_5xx']:>4} {_fmt(m['ttfs_s']):>8} "
@@ -568,7 +574,8 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def _metrics(t: Trace) -> dict[str, Any]:
+def metrics(t: Trace) -> dict[str, Any]:
+    """A row side's figures: counts, times, status, failed outlines, request order."""
     reqs = t.requests
     return {
         "requests": len(reqs),
@@ -629,12 +636,12 @@ def _conform_case(
     notes = [case.note, *(_near_ties(up, port, tol_s) if diffs else [])]
     if info.get("noop_calls"):
         notes.append(f"upstream called no-op stubs: {', '.join(info['noop_calls'])}")
-    upstream = {**_metrics(up), "log_warnings": info.get("warnings", 0)}
+    upstream = {**metrics(up), "log_warnings": info.get("warnings", 0)}
     return ConformRow(
         case.name,
         case.concurrency,
         upstream,
-        _metrics(port),
+        metrics(port),
         tuple(diffs),
         "; ".join(n for n in notes if n),
     )

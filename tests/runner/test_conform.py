@@ -534,3 +534,31 @@ def test_a_foreground_case_needs_the_loops_exports(
     ) as ei:
         cf.run_case(case, mini_bundle, time_scale=0.2)
     assert "\n" not in str(ei.value) and not isinstance(ei.value, HarnessError)
+
+
+@needs_node
+def test_against_compares_two_checkouts_on_the_same_cases(
+    esbuild_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # every LLM attempt a 429: the mini loop's retry helper makes 1 + 2 requests; a copy whose
+    # loop allows 1 retry makes 1 + 1 — the change shows as b's differences against a
+    same = tmp_path / "same"
+    shutil.copytree(MINI, same)
+    fewer = tmp_path / "fewer"
+    shutil.copytree(MINI, fewer)
+    loop = fewer / cf.ENTRY
+    src = loop.read_text(encoding="utf-8")
+    assert "retries: 2," in src
+    loop.write_text(src.replace("retries: 2,", "retries: 1,"), encoding="utf-8")
+    args = ["conform", "--openmaic", str(MINI), "--case", "case3-c0", "--time-scale", "0.05"]
+    assert main([*args, "--against", str(same)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"a = {MINI.resolve()} (v0.2.1) · b = {same.resolve()} (v0.2.1)")
+    assert main([*args, "--against", str(fewer), "--json"]) == 1
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    # both sides detect v0.2.1 (no bounded map), whose routes retry like the AI SDK: each of
+    # the loop's requests is 1 + 2 provider attempts
+    assert (row["upstream"]["requests"], row["port"]["requests"]) == (3 * 3, 2 * 3)
+    assert sum(d.startswith("missing request ('content', 0, 0, ") for d in row["differences"]) == 3
+    assert main([*args, "--against", str(MINI)]) == 2
+    _one_line_error(capsys, r"scenebench: error: --against: .* is the --openmaic checkout itself")
