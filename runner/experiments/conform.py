@@ -238,14 +238,18 @@ def _node_json(script: str, config: dict[str, Any], timeout_s: float) -> dict[st
 
 
 def build_bundle(
-    openmaic: str | Path, out_dir: str | Path, esbuild_dir: str | Path | None = None
+    openmaic: str | Path,
+    out_dir: str | Path,
+    esbuild_dir: str | Path | None = None,
+    entry: str = ENTRY,
 ) -> Bundle:
-    """Bundle the checkout's scene loop with the stubs into ``out_dir/scene-loop.mjs``."""
+    """Bundle the checkout's scene loop (or another ``entry`` module) with the stubs into
+    ``out_dir/scene-loop.mjs``."""
     root = check_checkout(openmaic)
     esb = Path(esbuild_dir) if esbuild_dir is not None else ensure_esbuild()
     outfile = Path(out_dir) / "scene-loop.mjs"
     also = [{"file": FOREGROUND_RETRY, "names": ["FOREGROUND_SCENE_RETRY_OPTIONS"]}]
-    cfg = {"root": str(root), "entry": ENTRY, "outfile": str(outfile), "esbuild": str(esb)}
+    cfg = {"root": str(root), "entry": entry, "outfile": str(outfile), "esbuild": str(esb)}
     res = _node_json("build.mjs", {**cfg, "also": also}, timeout_s=300)
     return Bundle(
         path=outfile,
@@ -358,8 +362,11 @@ def trace_dict(
     log_rows: Sequence[Sequence[Any]],
     driver_out: dict[str, Any],
     time_scale: float,
+    tts_concurrency: int | None = None,
 ) -> dict[str, Any]:
-    """The trace (``shared/upstream-traces`` format) of one driver run and the provider's log."""
+    """The trace (``shared/upstream-traces`` format) of one driver run and the provider's log;
+    ``tts_concurrency``: a loop scene's clips at once under the case's profile (default: c
+    when c > 1, else 1)."""
     t0 = int(driver_out["t0_us"])
     requests = [
         {
@@ -377,7 +384,9 @@ def trace_dict(
     return {
         "case": name,
         "concurrency": concurrency,
-        "tts_concurrency": concurrency if concurrency > 1 else 1,
+        "tts_concurrency": tts_concurrency
+        if tts_concurrency is not None
+        else (concurrency if concurrency > 1 else 1),
         "recorded_time_scale": time_scale,
         "summary": {
             "ttfs_s": ready[0] if ready else None,
@@ -463,7 +472,10 @@ def run_case(
         rows = _provider_log(server.base_url, classroom)
     if driver_out is not None:
         driver_out.update(out)
-    d = trace_dict(case.name, case.concurrency, rows, out, time_scale)
+    from sim.rules import tts_concurrency
+
+    tts_c = tts_concurrency("pipelined", case.concurrency, None, sc.client.tts_at_concurrency)
+    d = trace_dict(case.name, case.concurrency, rows, out, time_scale, tts_c)
     return _to_trace(d, Path(out_dir) if out_dir is not None else None)
 
 
@@ -499,10 +511,13 @@ class ConformReport:
     # the two sides of a row: upstream's loop and the port, or (``--against``) two checkouts
     sides: tuple[str, str] = ("upstream", "port")
     title: str = ""  # the first line of the table, when not the checkout and its profile
+    # upstream's LLM-route error answers against the fake provider's (conform_routes):
+    # differences, or None when not checked (no llmApiError: before #788)
+    routes: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rows)
+        return all(r.ok for r in self.rows) and not self.routes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -516,6 +531,7 @@ class ConformReport:
             "profile": self.profile,
             "detected": list(self.detected),
             "workspace": self.workspace,
+            "routes": None if self.routes is None else list(self.routes),
             "rows": [
                 {
                     "case": r.case,
@@ -559,6 +575,17 @@ class ConformReport:
 
     def _build_lines(self) -> list[str]:
         out = []
+        if self.routes is not None:
+            from .conform_routes import ROUTE_ERRORS, ROUTE_STATUSES
+
+            probed = ", ".join(map(str, ROUTE_STATUSES))
+            out.append(
+                f"routes: {ROUTE_ERRORS} answers as the fake provider for provider statuses "
+                f"{probed} and none"
+                if not self.routes
+                else f"routes: {len(self.routes)} difference(s) from {ROUTE_ERRORS}"
+            )
+            out.extend(f"  routes: {d}" for d in self.routes)
         if self.workspace:
             out.append(f"workspace packages bundled from source: {', '.join(self.workspace)}")
         if self.auto_stubbed:
@@ -671,6 +698,9 @@ def conform(
     chosen = list(cases) if cases is not None else fixed_cases(case_names, found.profile)
     esb = ensure_esbuild(cache_dir)
     rows = []
+    from .conform_routes import route_differences
+
+    routes = route_differences(root, esb)
     with tempfile.TemporaryDirectory(prefix="scenebench-conform-") as tmp:
         bundle = build_bundle(root, tmp, esb)
         for case in chosen:
@@ -688,4 +718,5 @@ def conform(
         profile=found.profile,
         detected=found.markers,
         workspace=bundle.workspace,
+        routes=routes,
     )

@@ -562,3 +562,48 @@ def test_against_compares_two_checkouts_on_the_same_cases(
     assert sum(d.startswith("missing request ('content', 0, 0, ") for d in row["differences"]) == 3
     assert main([*args, "--against", str(MINI)]) == 2
     _one_line_error(capsys, r"scenebench: error: --against: .* is the --openmaic checkout itself")
+
+
+# scenebench's own statement of #788's rule in TypeScript (not upstream's code): the status of
+# the AI SDK's call error, unwrapped from a retry error, passed through; none: 500
+_PASS_THROUGH = """
+import { APICallError, RetryError } from 'ai';
+import { NextResponse } from 'next/server';
+function statusOf(e: unknown): number | undefined {
+  if (RetryError.isInstance(e)) return statusOf((e as { lastError: unknown }).lastError);
+  if (!APICallError.isInstance(e)) return undefined;
+  const s = (e as { statusCode?: number }).statusCode;
+  return s !== undefined && s >= 400 && s <= 599 ? s : undefined;
+}
+export function llmApiError(e: unknown) {
+  const s = statusOf(e);
+  const code = s === undefined ? 'INTERNAL_ERROR' : s === 429 ? 'RATE_LIMITED' : 'UPSTREAM_ERROR';
+  return NextResponse.json({ success: false, errorCode: code, error: 'x' }, { status: s ?? 500 });
+}
+"""
+_ALWAYS_500 = """
+import { NextResponse } from 'next/server';
+export function llmApiError(_e: unknown) {
+  return NextResponse.json({ success: false, errorCode: 'GENERATION_FAILED' }, { status: 500 });
+}
+"""
+
+
+@needs_node
+def test_the_route_probe_compares_upstreams_error_mapping_with_the_fake_providers(
+    esbuild_dir: Path, tmp_path: Path
+) -> None:
+    from runner.experiments.conform_routes import ROUTE_ERRORS, ROUTE_STATUSES, route_differences
+
+    assert route_differences(MINI, esbuild_dir) is None  # no llmApiError: before #788
+    same = _touch(_touch(tmp_path / "same", cf.ENTRY, "export {};\n"), ROUTE_ERRORS, _PASS_THROUGH)
+    assert route_differences(same, esbuild_dir) == ()
+    old = _touch(_touch(tmp_path / "old", cf.ENTRY, "export {};\n"), ROUTE_ERRORS, _ALWAYS_500)
+    diffs = route_differences(old, esbuild_dir)
+    # every probed status and "none" differ (a 500 GENERATION_FAILED is not INTERNAL_ERROR),
+    # each bare and in a retry error
+    assert diffs is not None and len(diffs) == 2 * (len(ROUTE_STATUSES) + 1)
+    assert (
+        "provider 401 (bare): upstream's route answers 500 GENERATION_FAILED, the fake "
+        in (diffs[2])
+    )

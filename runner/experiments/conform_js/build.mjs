@@ -61,6 +61,9 @@ export const STUBS = {
   '@/lib/logger': 'logger.mjs',
   // toasts (sonner): recorded, never shown
   sonner: 'toast.mjs',
+  // the route probe (routes.mjs): the AI SDK's error classes, Next.js's JSON response
+  ai: 'ai.mjs',
+  'next/server': 'next-server.mjs',
 };
 
 const EXTS = ['', '.ts', '.tsx', '.mts', '.js', '.mjs', '.jsx'];
