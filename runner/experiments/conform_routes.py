@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .conform import _node_json, build_bundle, fixed_cases
+from .conform_node import build_bundle, node_json
 
 __all__ = ["ROUTE_ERRORS", "ROUTE_STATUSES", "fake_route_answer", "route_differences"]
 
 ROUTE_ERRORS = "lib/server/llm-error-response.ts"
+# conform's case 6 (every LLM call fails): the scenario the provider answers from
+_CASE6 = Path(str(resources.files("runner.experiments").joinpath("conform_cases", "case6.toml")))
 # the provider statuses probed: every 4xx/5xx fault the fake provider can give, and 429
 ROUTE_STATUSES = (400, 401, 403, 404, 422, 429, 500, 502, 503, 529)
 
@@ -31,13 +34,14 @@ def fake_route_answer(provider_status: int) -> tuple[int, str, bool]:
     when the provider fails every call with ``provider_status``, under ``pr788``."""
     import httpx
 
+    from sim import load_scenario
     from sim.scenario import Quota
 
     from ..world.fake_provider import create_app
 
-    (case,) = fixed_cases(["case6-c3"], upstream="pr788")
+    sc = load_scenario(_CASE6, upstream="pr788")
     q = Quota(p_429=1.0) if provider_status == 429 else Quota(p_5xx=1.0, status_5xx=provider_status)
-    app = create_app(case.scenario.replace(quota_llm=q), time_scale=1e-4)
+    app = create_app(sc.replace(quota_llm=q), time_scale=1e-4)
     outline = {"id": "o", "type": "slide", "title": "t", "order": 0}
     body = {"outline": outline, "allOutlines": [outline], "stageId": "sb-0"}
 
@@ -58,7 +62,7 @@ def route_differences(root: Path, esbuild_dir: Path) -> tuple[str, ...] | None:
     with tempfile.TemporaryDirectory(prefix="scenebench-routes-") as tmp:
         bundle = build_bundle(root, tmp, esbuild_dir, entry=ROUTE_ERRORS)
         cfg = {"bundle": str(bundle.path), "statuses": [*ROUTE_STATUSES, 0]}
-        res: dict[str, Any] = _node_json("routes.mjs", cfg, timeout_s=120)
+        res: dict[str, Any] = node_json("routes.mjs", cfg, timeout_s=120)
     out = []
     for a in res["answers"]:
         got = (int(a["status"]), str(a["code"]), bool(a["retry_after"]))

@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 
 from sim.scenario import Scenario, scenario_from_mapping
-from sim.upstream import DEFAULT_PROFILE
 
 from ..store.cells import cell_table
 from .labels import quota_label
@@ -130,7 +129,7 @@ def _scenario_section(
 
 def _gate_line(rec: dict[str, Any], scenarios: dict[str, Scenario]) -> list[str]:
     """The QoE rule's default with scenebench's ``gate`` policy, when the sweep ran it."""
-    today = [n for n, s in scenarios.items() if s.upstream == DEFAULT_PROFILE]
+    today = [n for n, s in scenarios.items() if s.upstream == rec["upstream"]]
     per = rec.get("qoe", {}).get("scenarios", {})
     cs = [per[n]["gate"]["default"] for n in today if "gate" in per.get(n, {})]
     if not cs or len(cs) != len(today):
@@ -169,7 +168,8 @@ def render_findings(d: Path) -> str:
         "",
         *_gate_line(rec, scenarios),
     ]
-    today = [n for n, s in scenarios.items() if s.upstream == DEFAULT_PROFILE] or list(scenarios)
+    # the headline's profile (the default when the sweep ran it, else the newest it ran)
+    today = [n for n, s in scenarios.items() if s.upstream == rec["upstream"]] or list(scenarios)
     for name in today:
         lines += _scenario_section(cells, name, rec, scenarios[name])
     lines += render_profile_section(cells, rec, scenarios)

@@ -22,6 +22,7 @@ import pytest
 
 from runner.cli.commands import main
 from runner.experiments import conform as cf
+from runner.experiments import conform_node as cn
 from runner.experiments.conform import Bundle, ConformCase, ConformError, HarnessError
 from runner.experiments.conform_checkout import ENGINE, Era, detect_era, detect_profile
 from sim.draws import KIND_5XX, Draws
@@ -350,7 +351,7 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 @pytest.fixture
 def no_node(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     real = shutil.which
-    monkeypatch.setattr(cf.shutil, "which", lambda n: None if n == "node" else real(n))
+    monkeypatch.setattr(cn.shutil, "which", lambda n: None if n == "node" else real(n))
     yield
 
 
@@ -360,12 +361,12 @@ def test_missing_node_is_one_clear_error(no_node: None, tmp_path: Path) -> None:
 
 
 def test_old_node_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(cf.shutil, "which", lambda n: f"/usr/bin/{n}")
+    monkeypatch.setattr(cn.shutil, "which", lambda n: f"/usr/bin/{n}")
 
     def fake_run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(cmd, 0, stdout="v16.20.2\n", stderr="")
 
-    monkeypatch.setattr(cf.subprocess, "run", fake_run)
+    monkeypatch.setattr(cn.subprocess, "run", fake_run)
     with pytest.raises(ConformError, match=r"version v16\.20\.2 found; conform needs Node >= 18"):
         cf.ensure_esbuild(tmp_path)
 
@@ -375,7 +376,7 @@ def test_an_installed_esbuild_is_not_installed_again(
     esbuild_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = shutil.which
-    monkeypatch.setattr(cf.shutil, "which", lambda n: None if n == "npm" else real(n))
+    monkeypatch.setattr(cn.shutil, "which", lambda n: None if n == "npm" else real(n))
     assert cf.ensure_esbuild(esbuild_dir.parent.parent) == esbuild_dir
 
 
