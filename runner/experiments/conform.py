@@ -365,6 +365,8 @@ class ConformReport:
             "detected": list(self.detected),
             "workspace": self.workspace,
             "routes": None if self.routes is None else list(self.routes),
+            # what each row's "upstream" and "port" are (--against: checkouts a and b)
+            "sides": list(self.sides),
             "rows": [
                 {
                     "case": r.case,
