@@ -551,7 +551,7 @@ def test_against_compares_two_checkouts_on_the_same_cases(
     src = loop.read_text(encoding="utf-8")
     assert "retries: 2," in src
     loop.write_text(src.replace("retries: 2,", "retries: 1,"), encoding="utf-8")
-    args = ["conform", "--openmaic", str(MINI), "--case", "case3-c0", "--time-scale", "0.05"]
+    args = ["conform", "--openmaic", str(MINI), "--case", "case3-c0", "--time-scale", "0.1"]
     assert main([*args, "--against", str(same)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"a = {MINI.resolve()} (v0.2.1) · b = {same.resolve()} (v0.2.1)")
