@@ -199,6 +199,14 @@ class KeyState:
             self.buckets.spend(*need)
         return None
 
+    def release(self, end_us: int, now_us: int) -> None:
+        """A request admitted to end at ``end_us`` lost its client at ``now_us``: its slot
+        is free from ``now_us`` (scenarios whose quota frees slots on disconnect)."""
+        ends = self._ends
+        if end_us > now_us and end_us in ends:
+            ends[ends.index(end_us)] = now_us
+            heapq.heapify(ends)
+
     def rate_info(self, now_us: int, which: str | None) -> RateInfo:
         """OpenAI-style ``x-ratelimit-*`` values now (requests: the RPM bucket; tokens: the
         bucket ``which``, else the first)."""
@@ -357,6 +365,11 @@ class Provider:
         tin = int(d.tokens_in(call.step)[row, col])
         tout = int(d.tokens_out(call.step, call.attempt)[row, col])
         return spec.estimate(tin, tout), tout
+
+    def release(self, call: Call, end_us: int, now_us: int) -> None:
+        """The client of ``call`` (admitted to end at ``end_us``) went away at ``now_us``:
+        its key's in-flight slot is free from then (:meth:`KeyState.release`)."""
+        self.key_state(call.step, call.api_key).release(end_us, now_us)
 
     # -- shared capacity (sim.sharing): the worlds wait, the provider decides ----------
     def _join(self, ks: KeyState, call: Call, dec: Decision, now_us: int, unused: int) -> Decision:
