@@ -225,7 +225,7 @@ async def _or_disconnect(request: Request, waiting: Awaitable[Any]) -> bool:
 
 def _frees_on_disconnect(fake: FakeProvider, step: int) -> bool:
     q = fake.scenario.quota_tts if step == 2 else fake.scenario.quota_llm
-    return bool(getattr(q, "disconnect_frees", False))
+    return q.disconnect_frees
 
 
 async def _decide(
@@ -257,7 +257,7 @@ async def _decide(
 
 def _shape(fake: FakeProvider, step: int, default: str) -> str:
     q = fake.scenario.quota_tts if step == 2 else fake.scenario.quota_llm
-    return str(getattr(q, "shape", "") or default)
+    return q.shape or default
 
 
 def _tokens(fake: FakeProvider, c: ApiCall, attempt: int) -> tuple[int, int] | None:
