@@ -215,12 +215,13 @@ async def _or_disconnect(request: Request, waiting: Awaitable[Any]) -> bool:
     """Run ``waiting``; False if the client went away first (the wait is then cancelled)."""
     work = asyncio.ensure_future(waiting)
     gone = asyncio.ensure_future(_until_disconnect(request))
-    await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
-    gone.cancel()
-    if work.done():
-        return True
-    work.cancel()
-    return False
+    try:
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+    return not work.cancelled()
 
 
 def _frees_on_disconnect(fake: FakeProvider, step: int) -> bool:
@@ -248,9 +249,13 @@ async def _decide(
     if not _frees_on_disconnect(fake, c.step):
         await sleep
         return dec, at_us, base
-    if await _or_disconnect(request, sleep):
-        return dec, at_us, base
     call = Call(c.cid, c.step, c.order, c.clip, 0, c.key)
+    try:  # a client gone (uvicorn: a disconnect; in-process: the request task cancelled)
+        if await _or_disconnect(request, sleep):
+            return dec, at_us, base
+    except asyncio.CancelledError:
+        fake.provider.release(call, at_us + dec.latency_us, fake.now_us())
+        raise
     fake.provider.release(call, at_us + dec.latency_us, fake.now_us())
     return None, at_us, base
 
