@@ -215,13 +215,15 @@ async def _or_disconnect(request: Request, waiting: Awaitable[Any]) -> bool:
     """Run ``waiting``; False if the client went away first (the wait is then cancelled)."""
     work = asyncio.ensure_future(waiting)
     gone = asyncio.ensure_future(_until_disconnect(request))
+    finished = False
     try:
         await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        finished = work.done()
     finally:
         gone.cancel()
         if not work.done():
             work.cancel()
-    return not work.cancelled()
+    return finished
 
 
 def _frees_on_disconnect(fake: FakeProvider, step: int) -> bool:
