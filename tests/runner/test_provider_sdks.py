@@ -12,6 +12,7 @@ each expected gap is chosen above the largest backoff it must be told apart from
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,7 +49,7 @@ def _rows(s: ServerThread, key: str) -> list[tuple[Any, ...]]:
 
 def _gaps_s(rows: list[tuple[Any, ...]]) -> list[float]:
     arrivals = [r[6] for r in rows]
-    return [(b - a) / 1e6 for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    return [(b - a) / 1e6 for a, b in itertools.pairwise(arrivals)]
 
 
 def _openai(s: ServerThread, key: str, **kw: Any) -> Any:
