@@ -25,6 +25,7 @@ from tests.conftest import const_scenario
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 
+pytestmark = pytest.mark.wallclock
 MSG = [{"role": "user", "content": "Say hello."}]
 MAX_BACKOFF_1_S = 0.5  # the SDKs' largest wait before retry 1 without a header
 MAX_BACKOFF_2_S = 1.0  # ... before retry 2
