@@ -20,6 +20,7 @@ Nothing here decides timing or quotas; the endpoints do (:mod:`runner.world.prov
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -65,10 +66,12 @@ def classify(text: str) -> str:
     return "other"
 
 
+@functools.lru_cache(maxsize=4096)
 def filler(words: int) -> str:
     """``words`` filler words (about one token each), at least one."""
     n = max(1, words)
-    return " ".join(_FILLER[i % len(_FILLER)] for i in range(n)) + "."
+    reps, rest = divmod(n, len(_FILLER))
+    return " ".join(_FILLER * reps + _FILLER[:rest]) + "."
 
 
 def _outline(scenes: int, types: tuple[str, ...]) -> dict[str, Any]:
