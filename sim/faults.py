@@ -13,7 +13,8 @@ Limits, checked after the in-flight cap, the RPM bucket and the token buckets; a
 spends nothing and carries the wait until the limit would admit the call:
 
 * ``rpm_window_s`` (1 or 10 as Azure OpenAI; 60 as Azure Speech F0): at most
-  ``ceil(rpm · w / 60)`` requests per whole window of ``w`` model seconds (reason ``rpw``);
+  ``ceil(rpm · w / 60)`` requests per whole window of ``w`` model seconds (reason ``rpw``),
+  instead of the RPM token bucket;
 * ``rpd`` / ``tpd``: requests / estimated tokens per model day; the day starts at
   ``day_reset_hour`` (model time 0 is midnight, so hour 8 is midnight Pacific on a UTC
   day); reason ``rpd`` / ``tpd`` (a call whose estimate exceeds the whole ``tpd`` waits for

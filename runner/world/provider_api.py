@@ -322,7 +322,12 @@ def _answer(
     speeches = fake.provider.speeches(c.cid, c.order) if kind == "actions" else 0
     sc = fake.scenario
     text = reply_text(
-        kind, words=words, speeches=speeches, scenes=sc.outlines, scene_types=sc.scene_types
+        kind,
+        words=words,
+        speeches=speeches,
+        scenes=sc.outlines,
+        scene_types=sc.scene_types,
+        spotlight="spotlight" in prompt,
     )
     cap = body.get("max_completion_tokens") or body.get("max_tokens")
     finish = "stop"
