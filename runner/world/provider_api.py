@@ -23,6 +23,7 @@ first content chunk comes at the time to first token (with ``output_tps`` the dr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
@@ -213,17 +214,26 @@ async def _until_disconnect(request: Request) -> None:
 
 async def _or_disconnect(request: Request, waiting: Awaitable[Any]) -> bool:
     """Run ``waiting``; False if the client went away first (the wait is then cancelled)."""
+    done, _ = await unless_disconnected(request, waiting)
+    return done
+
+
+async def unless_disconnected(request: Request, waiting: Awaitable[Any]) -> tuple[bool, Any]:
+    """(True, its result) when ``waiting`` finishes first; (False, None) when the client
+    disconnects first, ``waiting`` then being cancelled (it sees ``CancelledError``)."""
     work = asyncio.ensure_future(waiting)
     gone = asyncio.ensure_future(_until_disconnect(request))
-    finished = False
     try:
         await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
-        finished = work.done()
     finally:
         gone.cancel()
         if not work.done():
             work.cancel()
-    return finished
+    if work.done() and not work.cancelled():
+        return True, work.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work  # let the cancelled wait run its cleanup (a freed slot) before answering
+    return False, None
 
 
 def _frees_on_disconnect(fake: FakeProvider, step: int) -> bool:
