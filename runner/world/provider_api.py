@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from sim.scenario import Scenario
 
-from .error_shapes import error_response
+from .error_shapes import error_response, rate_headers
 from .prompt_replies import classify, prompt_text, reply_text
 from .wire import SENT_HEADER, hash_id
 
@@ -454,6 +454,19 @@ def _refused(
     )
 
 
+def _success_headers(
+    fake: FakeProvider, c: ApiCall, dec: Decision, shape: str, at_us: int
+) -> dict[str, str]:
+    """The key's rate-limit headers on a success (OpenAI sends them on every answer): the
+    RPM bucket and the first token bucket as they stand after this call."""
+    ks = fake.provider.key_state(c.step, c.key)
+    if shape not in ("openai", "azure", "kimi", "anthropic") or not (
+        ks.quota.rpm > 0 or ks.buckets is not None
+    ):
+        return {}
+    return rate_headers(shape, dec._replace(rate=ks.rate_info(at_us, None)), at_us)
+
+
 def _ok_status(dec: Decision) -> bool:
     return dec.status in (200, RESET, TRUNCATED)
 
@@ -478,12 +491,16 @@ async def chat_completions(request: Request) -> Response:
             await _sleep_until(fake, base, dec.latency_us)
         return _refused(fake, c, dec, at_us, shape, model)
     ans = _answer(fake, c, dec, prompt, body)
+    rate = _success_headers(fake, c, dec, shape, at_us)
     if not stream:
-        return _plain(dec, _openai_body(ans, model))
+        resp = _plain(dec, _openai_body(ans, model))
+        resp.headers.update(rate)
+        return resp
     opts = body.get("stream_options")
     usage = isinstance(opts, dict) and opts.get("include_usage") is True
     gen = _openai_stream(fake, ans, dec, base, model, usage)
-    return StreamingResponse(gen, media_type="text/event-stream", headers=_SSE_HEADERS)
+    heads = {**_SSE_HEADERS, **rate}
+    return StreamingResponse(gen, media_type="text/event-stream", headers=heads)
 
 
 # -- Anthropic messages -------------------------------------------------------------------
@@ -560,7 +577,8 @@ async def messages(request: Request) -> Response:
             await _sleep_until(fake, base, dec.latency_us)
         return _refused(fake, c, dec, at_us, _shape(fake, c.step, "anthropic"), model)
     ans = _answer(fake, c, dec, prompt, body)
-    rid = {"request-id": f"req_sb{next(_ids)}"}
+    shape = _shape(fake, c.step, "anthropic")
+    rid = {"request-id": f"req_sb{next(_ids)}", **_success_headers(fake, c, dec, shape, at_us)}
     if not stream:
         resp = _plain(dec, _anthropic_body(ans, model))
         resp.headers.update(rid)
