@@ -275,6 +275,11 @@ def _cmd_serve(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sc = load_scenario(a.scenario, upstream=a.upstream)
+    if a.preset:  # issue 21: provider presets with their error shapes (LLM and TTS keys)
+        from sim.presets import apply_preset
+
+        for name in a.preset:
+            sc = apply_preset(sc, name, shape=True)
     pscv = a.parallel_scene_concurrency
     if pscv is None:
         pscv = env_parallel_scene_concurrency()
@@ -285,6 +290,12 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     print(
         f"fake provider for scenario {sc.name!r} listening on {srv.base_url} "
         f"(time scale {app.state.fake.time_scale}, seed {a.seed}); Ctrl-C stops it",
+        flush=True,
+    )
+    print(
+        f"provider APIs: OPENAI_BASE_URL={srv.base_url}/v1 (chat/completions, audio/speech), "
+        f"ANTHROPIC_BASE_URL={srv.base_url}/v1 (messages), MiniMax {srv.base_url}/v1/t2a_v2 "
+        "(docs/provider-api.md)",
         flush=True,
     )
     try:
@@ -689,6 +700,14 @@ def _add_serve(sub: Any) -> None:
         help="what /api/health reports (default: $PARALLEL_SCENE_CONCURRENCY, "
         "else the scenario's run.parallel_scene_concurrency)",
     )
+    v.add_argument(
+        "--preset",
+        action="append",
+        choices=preset_names(),
+        default=None,
+        help="repeatable: a provider preset for the LLM key or (a TTS preset) the TTS key, "
+        "with its error shape on the /v1 endpoints (docs/provider-api.md)",
+    )
     v.set_defaults(fn=_cmd_serve)
 
 
@@ -860,6 +879,45 @@ def _add_bench(sub: Any) -> None:
     b.set_defaults(fn=_cmd_bench)
 
 
+def _cmd_clients(a: argparse.Namespace) -> int:
+    """Issue 21: real clients against the provider endpoints (the Vercel AI SDK under Node,
+    installed into the cache folder as conform's esbuild is)."""
+    from ..experiments.ai_sdk import ai_sdk_timelines
+    from ..experiments.conform import ConformError
+
+    try:
+        rows = ai_sdk_timelines(a.cache_dir)
+    except ConformError as e:
+        raise UsageError(f"clients: {e}") from None
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    bad = 0
+    for r in rows:
+        header = (
+            "none" if r["retry_after_s"] is None else f"retry-after-ms {r['retry_after_s']:g} s"
+        )
+        ok = all(g >= w for g, w in zip(r["gaps_s"], r["documented_s"], strict=False))
+        ok = ok and len(r["gaps_s"]) == len(r["documented_s"])
+        bad += not ok
+        if not a.json:
+            gaps = ", ".join(f"{g:.3f}" for g in r["gaps_s"])
+            want = ", ".join(f"{w:g}" for w in r["documented_s"])
+            print(
+                f"AI SDK, 429 with {header}: attempts {r['statuses']}, gaps {gaps} s "
+                f"(documented {want} s) {'ok' if ok else 'DIFFERENT'}"
+            )
+    return 1 if bad else 0
+
+
+def _add_clients(sub: Any) -> None:
+    cl = sub.add_parser(
+        "clients", help="the Vercel AI SDK (Node) against the provider endpoints: retry timeline"
+    )
+    cl.add_argument("--cache-dir", default=None, help="the Node cache folder (as conform's)")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(fn=_cmd_clients)
+
+
 def _add_conform(sub: Any) -> None:
     co = sub.add_parser("conform", help="upstream's own TypeScript loop (Node) vs the port")
     co.add_argument("--openmaic", required=True, metavar="PATH", help="an OpenMAIC checkout")
@@ -886,6 +944,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_bench,
         _add_conform,
         add_capacity_parser,
+        _add_clients,
     ):
         add(sub)
     return p
