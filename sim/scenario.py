@@ -46,7 +46,7 @@ __all__ = [
     "scenario_from_mapping",
 ]
 
-STEPS = tuple(s.name.lower() for s in Step)
+STEPS = tuple(s.name.lower() for s in Step if s <= Step.TTS)  # a scene's steps
 SCENE_TYPES = ("slide", "quiz", "interactive", "pbl")
 _num = check_number
 
