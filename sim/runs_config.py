@@ -182,8 +182,8 @@ def _int(name: str, v: Any, lo: int, hi: int) -> None:
 
 
 def load_arrivals(path: str | Path) -> tuple[tuple[float, int], ...]:
-    """A replay file: one ``seconds,owner`` per line (``#`` comments and a header line
-    ``t_s,owner`` allowed)."""
+    """A replay file: one ``seconds[,owner]`` per line (no owner: one of its own; ``#``
+    comments and a header line ``t_s,owner`` allowed)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -196,8 +196,9 @@ def load_arrivals(path: str | Path) -> tuple[tuple[float, int], ...]:
         if not cells or not cells[0] or cells[0].startswith("#") or cells[0] == "t_s":
             continue
         try:
-            t, owner = float(cells[0]), int(cells[1])
-        except (ValueError, IndexError):
+            t = float(cells[0])
+            owner = int(cells[1]) if len(cells) > 1 and cells[1] else len(out)
+        except ValueError:
             raise UserError(
                 f"arrivals: {str(p)!r} line {n}: expected 'seconds,owner', got {','.join(row)!r}"
             ) from None
