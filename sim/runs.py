@@ -91,9 +91,11 @@ class RunsResult:
     config: RunsConfig
     seed: int
     engine: str
+    confirm_refusals: int = 0  # learners' confirm-outline refused (429), ``wait`` mode
 
     def summary(self) -> dict[str, Any]:
         return summarize_runs(self.records) | {
+            "confirm_refusals": self.confirm_refusals,
             "scenario": self.scenario.name,
             "upstream": self.scenario.upstream,
             "engine": self.engine,
@@ -190,7 +192,7 @@ def simulate_runs(sc: Scenario, cfg: RunsConfig, seed: int = 0, engine: str = "a
     used = "simpy" if engine == "simpy" else "fast"
     w = (run_simpy if used == "simpy" else run_fast)(sc, cfg, seed)
     recs = [_outcome(w, r, m) for r, m in enumerate(w.machines)]
-    return RunsResult(recs, w.log, w.sc, cfg, seed, used)
+    return RunsResult(recs, w.log, w.sc, cfg, seed, used, w.server.record.confirm_refusals)
 
 
 def _pcts(x: Sequence[float]) -> dict[str, float | None]:
@@ -256,7 +258,8 @@ def check_engines(sc: Scenario, cfg: RunsConfig, seed: int = 0) -> tuple[bool, s
 
 def check_cells() -> list[tuple[str, Scenario, RunsConfig, int]]:
     """The cells :func:`check_engines` is run on (tests, ``validate``): several runs on one
-    limited key, Poisson arrivals, deadlines firing, refused starts, countdown confirmation."""
+    limited key, Poisson arrivals, deadlines firing, refused starts, countdown confirmation,
+    a learner's confirmation refused by the active limit."""
     from .dists import Constant
     from .scenario import load_scenario
 
@@ -294,6 +297,17 @@ def check_cells() -> list[tuple[str, Scenario, RunsConfig, int]]:
             base.with_quota(llm_inflight=5),
             RunsConfig(concurrency=3, arrivals=one_owner, per_owner=2),
             4,
+        ),
+        (
+            "wait-confirm",
+            base.with_quota(llm_inflight=4),
+            RunsConfig(
+                concurrency=2,
+                arrivals=((0.0, 0), (20.0, 0), (21.0, 1)),
+                per_owner=1,
+                settings=RunsSettings(confirm="wait", outline=Constant(18.0)),
+            ),
+            6,
         ),
         (
             "countdown",

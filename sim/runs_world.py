@@ -16,6 +16,7 @@ answers at ``t + L`` when that is not after its deadline, else 504 at the deadli
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -138,8 +139,8 @@ class RunsWorld:
     def __init__(self, sc: Scenario, cfg: RunsConfig, seed: int, schedule: Schedule) -> None:
         if sc.quota_llm.shared or sc.quota_tts.shared:
             raise UserError("runs: shared-capacity keys (throughput, parallel) are not modelled")
-        if sc.client.upstream != RUNS.upstream:
-            sc = sc.replace(client=RUNS)
+        if sc.client.upstream != RUNS.upstream:  # the runs rules, the scenario's fixed jitter
+            sc = sc.replace(client=dataclasses.replace(RUNS, jitter_u=sc.client.jitter_u))
         self.sc = sc
         self.cfg = cfg
         self.seed = seed

@@ -156,6 +156,8 @@ def test_the_check_cells_exercise_what_they_claim() -> None:
     assert got["deadlines"].summary()["timeouts"] >= 1
     assert any(r.wait_s > 0 for r in got["arrivals-cap"].records)
     assert got["limited-key"].summary()["http_429"] > 0
+    assert got["countdown"].summary()["completed"] + got["countdown"].summary()["paused"] == 6
+    assert got["wait-confirm"].summary()["confirm_refusals"] >= 1
 
 
 def test_same_seed_same_cell_and_another_seed_another() -> None:
