@@ -189,3 +189,23 @@ def test_bad_config_is_one_line_user_error() -> None:
         RunsConfig(arrival_per_hour=-1.0)
     with pytest.raises(UserError, match="engine"):
         simulate_runs(_const(), RunsConfig(runs=1), engine="warp")
+
+
+def test_a_replay_file_and_a_runs_table_are_read_or_refused_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sim.rules import ScenarioError
+    from sim.runs_config import load_arrivals, runs_settings_from_mapping
+
+    f = tmp_path / "a.csv"
+    f.write_text("t_s,owner\n# two learners\n0,3\n12.5\n", encoding="utf-8")
+    assert load_arrivals(f) == ((0.0, 3), (12.5, 1))  # no owner: one of its own
+    f.write_text("soon,3\n", encoding="utf-8")
+    with pytest.raises(UserError, match="line 1"):
+        load_arrivals(f)
+    st = runs_settings_from_mapping(
+        {"confirm": "countdown", "outline": {"dist": "constant", "value_s": 7.0}}
+    )
+    assert st.confirm == "countdown" and st.us("countdown_s") == 2_500_000
+    with pytest.raises(ScenarioError, match=r"runs\.confirm"):
+        runs_settings_from_mapping({"confirm": "later"})
+    with pytest.raises(ScenarioError, match=r"runs\.speed"):
+        runs_settings_from_mapping({"speed": 1})
