@@ -17,6 +17,7 @@ answers at ``t + L`` when that is not after its deadline, else 504 at the deadli
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,16 @@ def arrivals_of(cfg: RunsConfig, seed: int) -> list[tuple[int, int]]:
     return [(t, r if cfg.owners == 0 else r % cfg.owners) for r, t in enumerate(ts)]
 
 
+def _free_slot(ks: KeyState, end_us: int, now_us: int) -> None:
+    """The slot of a request admitted to end at ``end_us`` is free from ``now_us``: its client
+    gave up and this provider notices (``free_on_give_up``). The same rule as issue 21's
+    ``KeyState.release(end_us, now_us)`` (h-provider); kept here until both are merged."""
+    ends = ks._ends
+    if end_us > now_us and end_us in ends:
+        ends[ends.index(end_us)] = now_us
+        heapq.heapify(ends)
+
+
 def _item_key(item: Item) -> tuple[int, ...]:
     kind, _r, ev = item
     if kind == "srv":
@@ -147,6 +158,9 @@ class RunsWorld:
         self.schedule = schedule
         st = cfg.settings
         self.provider = RunProvider(sc, st, seed, keep_log=cfg.keep_log)
+        # the LLM key frees a slot when its client goes away: the run setting, or the key's own
+        # quota (issue 21's ``disconnect_frees``, where merged); clips never go away (no signal)
+        self.free_llm = st.free_on_give_up or bool(getattr(sc.quota_llm, "disconnect_frees", 0))
         self.arrivals = arrivals_of(cfg, seed)
         n = len(self.arrivals)
         self.base = cfg.run_id * n
@@ -245,8 +259,8 @@ class RunsWorld:
         elif isinstance(cmd, Cancel):
             f = self.flight.pop(cmd.req, None)
             if f is not None:
-                if f.llm and self.cfg.settings.free_on_give_up:
-                    f.ks.release(f.end_us)
+                if f.llm and self.free_llm:
+                    _free_slot(f.ks, f.end_us, t)
                 self._log(cmd.req, f, CANCELLED, 0, t)
         elif isinstance(cmd, Released):
             srv.append(Ended(r, cmd.phase))
@@ -280,8 +294,8 @@ class RunsWorld:
         f = self.flight.pop(ans.req, None)
         if f is None:
             return None  # cancelled
-        if give_up and f.llm and self.cfg.settings.free_on_give_up:
-            f.ks.release(f.end_us)
+        if give_up and f.llm and self.free_llm:
+            _free_slot(f.ks, f.end_us, t)
         self._log(ans.req, f, ans.status, ans.provider_status, t)
         return ans
 
