@@ -209,3 +209,33 @@ def test_a_replay_file_and_a_runs_table_are_read_or_refused_in_one_line(tmp_path
         runs_settings_from_mapping({"confirm": "later"})
     with pytest.raises(ScenarioError, match=r"runs\.speed"):
         runs_settings_from_mapping({"speed": 1})
+
+
+def _peak(spans: list[tuple[int, int]]) -> int:
+    """Most intervals [start, end) open at once (an end at t frees before a start at t)."""
+    edges = sorted([(e, -1) for _, e in spans] + [(s, 1) for s, _ in spans])
+    peak = now = 0
+    for _, d in edges:
+        now += d
+        peak = max(peak, now)
+    return peak
+
+
+@pytest.mark.parametrize(("c", "seed"), [(0, 1), (2, 2), (3, 3), (5, 4)])
+def test_caps_hold_in_random_cells(c: int, seed: int) -> None:
+    # upstream's bounds: per run at most c contents ahead + 1 main-loop LLM request, at most
+    # max(c, 1) clips; per server at most max_concurrent executions (auto: claim to end)
+    sc = load_scenario("default", upstream="runs").with_quota(llm_inflight=6, tts_inflight=4)
+    cfg = RunsConfig(concurrency=c, runs=12, arrival_per_hour=90.0, max_concurrent=3, owners=4)
+    res = simulate_runs(sc, cfg, seed)
+    for r in range(12):
+        rows = [e for e in res.log if e[1] == r and e[8] > e[0]]
+        llm = [(e[0], e[8]) for e in rows if e[2] != Step.TTS]
+        tts = [(e[0], e[8]) for e in rows if e[2] == Step.TTS]
+        assert _peak(llm) <= max(c, 1) + 1 and _peak(tts) <= max(c, 1)
+    started = [x for x in res.records if not x.refused]
+    spans = [
+        (round((x.arrival_s + x.wait_s) * S), round((x.arrival_s + x.end_s) * S)) for x in started
+    ]
+    assert _peak(spans) <= 3
+    assert all(x.state in ("completed", "paused") for x in started)
