@@ -73,6 +73,8 @@ class RunOutcome:
     http_5xx: int
     retries: int
     timeouts: int
+    media_ok: int = 0  # the media lane's items (images/video) generated
+    media_failed: int = 0  # … and failed (never a pause)
 
     @property
     def refused(self) -> bool:
@@ -176,6 +178,8 @@ def _outcome(w: RunsWorld, r: int, m: RunMachine) -> RunOutcome:
         http_5xx=st.http_5xx,
         retries=st.retries,
         timeouts=st.timeouts,
+        media_ok=rec.media_ok,
+        media_failed=rec.media_failed,
     )
 
 
@@ -234,6 +238,7 @@ def summarize_runs(records: Sequence[RunOutcome]) -> dict[str, Any]:
         "requests": sum(r.requests for r in started),
         "http_429": sum(r.http_429 for r in started),
         "timeouts": sum(r.timeouts for r in started),
+        "media_failed": sum(r.media_failed for r in started),
     }
 
 
@@ -278,7 +283,13 @@ def check_cells() -> list[tuple[str, Scenario, RunsConfig, int]]:
         (
             "arrivals-cap",
             base.with_quota(llm_inflight=6),
-            RunsConfig(concurrency=2, runs=12, arrival_per_hour=60.0, max_concurrent=2),
+            RunsConfig(
+                concurrency=2,
+                runs=12,
+                arrival_per_hour=60.0,
+                max_concurrent=2,
+                settings=RunsSettings(media_items=3, media_p_fail=0.2),
+            ),
             2,
         ),
         (

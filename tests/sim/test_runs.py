@@ -155,6 +155,8 @@ def test_the_check_cells_exercise_what_they_claim() -> None:
     assert got["refused"].summary()["refused"] >= 1
     assert got["deadlines"].summary()["timeouts"] >= 1
     assert any(r.wait_s > 0 for r in got["arrivals-cap"].records)
+    assert got["arrivals-cap"].summary()["media_failed"] >= 1
+    assert sum(r.media_ok for r in got["arrivals-cap"].records) >= 1
     assert got["limited-key"].summary()["http_429"] > 0
     assert got["countdown"].summary()["completed"] + got["countdown"].summary()["paused"] == 6
     assert got["wait-confirm"].summary()["confirm_refusals"] >= 1
