@@ -29,14 +29,15 @@ def add_runs_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-concurrent",
         type=c._int_in("--max-concurrent", 1, 1000),
-        default=4,
-        help="OPENMAIC_GENERATION_RUN_MAX_CONCURRENT (default 4)",
+        default=None,
+        help="OPENMAIC_GENERATION_RUN_MAX_CONCURRENT (default: the scenario's [runs] table, "
+        "else 4)",
     )
     g.add_argument(
         "--per-owner",
         type=c._int_in("--per-owner", 1, 1_000_000),
-        default=2,
-        help="OPENMAIC_MAX_ACTIVE_RUNS_PER_OWNER (default 2)",
+        default=None,
+        help="OPENMAIC_MAX_ACTIVE_RUNS_PER_OWNER (default: the scenario's [runs] table, else 2)",
     )
     g.add_argument(
         "--owners",
@@ -53,13 +54,14 @@ def add_runs_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--confirm",
         choices=("auto", "countdown", "wait"),
-        default="auto",
-        help="the outline's confirmation (default auto)",
+        default=None,
+        help="the outline's confirmation (default: the scenario's [runs] table, else auto)",
     )
     g.add_argument(
         "--free-on-give-up",
         action="store_true",
-        help="the provider frees an LLM request's slot when the client gives up",
+        help="the provider frees an LLM request's slot when the client gives up "
+        "(default: the scenario's [runs] table, else not)",
     )
     g.add_argument("--per-run", action="store_true", help="with --json: every run's record")
 
@@ -67,24 +69,30 @@ def add_runs_args(p: argparse.ArgumentParser) -> None:
 def sim_runs(a: argparse.Namespace) -> int:
     """``sim --upstream runs``: one deployment cell."""
     from sim.runs import simulate_runs
-    from sim.runs_config import RunsConfig, RunsSettings, load_arrivals
+    from sim.runs_config import RunsConfig, load_arrivals
     from sim.scenario import load_scenario
 
     sc = load_scenario(a.scenario, upstream="runs")
     llm = a.key_inflight
     tts = a.tts_inflight if a.tts_inflight is not None else a.key_inflight
     sc = sc.with_quota(llm_inflight=llm, tts_inflight=tts)
-    cfg = RunsConfig(
+    # the scenario's [runs] table, then the flags given
+    flags = {"max_concurrent": a.max_concurrent, "per_owner": a.per_owner}
+    cfg = RunsConfig.for_scenario(
+        sc,
         concurrency=a.concurrency,
-        max_concurrent=a.max_concurrent,
-        per_owner=a.per_owner,
         runs=a.runs,
         arrival_per_hour=a.arrival_per_hour if a.arrival_per_hour is not None else 10.0,
         arrivals=load_arrivals(a.arrivals) if a.arrivals else None,
         owners=a.owners,
-        settings=RunsSettings(confirm=a.confirm, free_on_give_up=a.free_on_give_up),
         keep_log=False,
+        **{k: v for k, v in flags.items() if v is not None},
     )
+    changes: dict[str, Any] = {} if a.confirm is None else {"confirm": a.confirm}
+    if a.free_on_give_up:
+        changes["free_on_give_up"] = True
+    if changes:
+        cfg = dataclasses.replace(cfg, settings=dataclasses.replace(cfg.settings, **changes))
     res = simulate_runs(sc, cfg, a.seed, "simpy" if a.engine == "simpy" else "fast")
     if a.json:
         d: dict[str, Any] = {"summary": res.summary()}
