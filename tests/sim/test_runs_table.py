@@ -146,3 +146,16 @@ def test_a_table_keeps_the_settings_dataclass_fields() -> None:
     from sim.runs_config import runs_table_from_mapping
 
     assert runs_table_from_mapping(m) == t
+
+
+def test_the_documented_table_is_the_defaults() -> None:
+    """docs/runs.md's ``[runs]`` example lists every field at its default."""
+    import tomllib
+
+    from sim.runs_config import runs_table_from_mapping
+
+    doc = (Path(__file__).parents[2] / "docs" / "runs.md").read_text(encoding="utf-8")
+    block = doc.split("## The `[runs]` table of a scenario", 1)[1].split("```toml", 1)[1]
+    m = tomllib.loads(block.split("```", 1)[0])["runs"]
+    assert set(m) == {*RunsSettings.__dataclass_fields__, "max_concurrent", "per_owner"}
+    assert runs_table_from_mapping(m) == RunsTable()
