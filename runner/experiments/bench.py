@@ -111,69 +111,6 @@ def run_floor_bench(*, quick: bool = False) -> dict[str, Any]:
     return {**f.to_dict(), "lines": lines}
 
 
-def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
-    base = load_scenario("default")
-    quota = quota_scenario(base)
-    min_s = 0.5 if quick else 2.0
-    batch = 100 if quick else 500
-    fast_batch = 20_000 if quick else 100_000
-    out: dict[str, Any] = {}
-
-    probe = simulate_many(quota, "pipelined", 3, 200, seed=1)
-    out["quota_cell_429_per_run"] = sum(r.http_429 for r in probe) / len(probe)
-    out["quota_cell_retries_per_run"] = sum(r.retries for r in probe) / len(probe)
-
-    seed = [0]
-
-    def simpy_quota() -> int:
-        seed[0] += 1
-        simulate_many(quota, "pipelined", 3, batch, seed=seed[0])
-        return batch
-
-    def simpy_free() -> int:
-        seed[0] += 1
-        simulate_many(base, "pipelined", 3, batch, seed=seed[0])
-        return batch
-
-    def fast_free() -> int:
-        seed[0] += 1
-        simulate_fast(base, "pipelined", 3, fast_batch, seed=seed[0])
-        return fast_batch
-
-    def virtual_real() -> int:
-        seed[0] += 1
-        run_classroom(quota, "pipelined", 3, seed=seed[0], clock="virtual", records=False)
-        return 1
-
-    out["simpy_quota_per_s"], _ = _rate(simpy_quota, min_s)
-    out["simpy_free_per_s"], _ = _rate(simpy_free, min_s)
-    out["fast_free_per_s"], _ = _rate(fast_free, min_s)
-    out["virtual_real_per_s"], _ = _rate(virtual_real, min_s)
-    out["fast_over_simpy"] = out["fast_free_per_s"] / out["simpy_free_per_s"]
-    out["simpy_over_virtual_real"] = out["simpy_quota_per_s"] / out["virtual_real_per_s"]
-    out["lines"] = [
-        "scenebench bench (one process, one core; classrooms of the default scenario, "
-        "10 scenes, pipelined, c = 3)",
-        f"  SimPy model, quotas active (LLM 2 in flight + 2% random 429, TTS 3 in flight; "
-        f"{out['quota_cell_429_per_run']:.1f} 429s and "
-        f"{out['quota_cell_retries_per_run']:.1f} retries per run): "
-        f"{out['simpy_quota_per_s']:,.0f} classrooms/s",
-        f"  SimPy model, quota-free:                 {out['simpy_free_per_s']:,.0f} classrooms/s",
-        f"  vectorised exact path, quota-free:       {out['fast_free_per_s']:,.0f} "
-        f"classrooms/s  ({out['fast_over_simpy']:.0f}x SimPy)",
-        f"  real pipeline, virtual clock, quotas:    {out['virtual_real_per_s']:,.1f} "
-        f"classrooms/s  (SimPy is {out['simpy_over_virtual_real']:.0f}x faster)",
-    ]
-    out["floor"] = run_floor_bench(quick=quick)
-    out["lines"] += out["floor"]["lines"]
-    if load:
-        out["load"] = run_load_bench(quick=quick)
-        out["lines"] += out["load"]["lines"]
-    out["runs_engines"] = run_runs_engines_bench(quick=quick)
-    out["lines"] += out["runs_engines"]["lines"]
-    return out
-
-
 def runs_engine_cells(quick: bool = False) -> list[tuple[str, Scenario, Any]]:
     """Generation-runs cells (issue 22) the two engines are timed on: many runs sharing one
     limited LLM key at a low and a high load, the ``runs`` profile, upstream's server caps."""
@@ -235,3 +172,66 @@ def run_runs_engines_bench(*, quick: bool = False) -> dict[str, Any]:
             f"({c['fast_over_simpy']:.1f}x)"
         )
     return {"cells": cells, "lines": lines}
+
+
+def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
+    base = load_scenario("default")
+    quota = quota_scenario(base)
+    min_s = 0.5 if quick else 2.0
+    batch = 100 if quick else 500
+    fast_batch = 20_000 if quick else 100_000
+    out: dict[str, Any] = {}
+
+    probe = simulate_many(quota, "pipelined", 3, 200, seed=1)
+    out["quota_cell_429_per_run"] = sum(r.http_429 for r in probe) / len(probe)
+    out["quota_cell_retries_per_run"] = sum(r.retries for r in probe) / len(probe)
+
+    seed = [0]
+
+    def simpy_quota() -> int:
+        seed[0] += 1
+        simulate_many(quota, "pipelined", 3, batch, seed=seed[0])
+        return batch
+
+    def simpy_free() -> int:
+        seed[0] += 1
+        simulate_many(base, "pipelined", 3, batch, seed=seed[0])
+        return batch
+
+    def fast_free() -> int:
+        seed[0] += 1
+        simulate_fast(base, "pipelined", 3, fast_batch, seed=seed[0])
+        return fast_batch
+
+    def virtual_real() -> int:
+        seed[0] += 1
+        run_classroom(quota, "pipelined", 3, seed=seed[0], clock="virtual", records=False)
+        return 1
+
+    out["simpy_quota_per_s"], _ = _rate(simpy_quota, min_s)
+    out["simpy_free_per_s"], _ = _rate(simpy_free, min_s)
+    out["fast_free_per_s"], _ = _rate(fast_free, min_s)
+    out["virtual_real_per_s"], _ = _rate(virtual_real, min_s)
+    out["fast_over_simpy"] = out["fast_free_per_s"] / out["simpy_free_per_s"]
+    out["simpy_over_virtual_real"] = out["simpy_quota_per_s"] / out["virtual_real_per_s"]
+    out["lines"] = [
+        "scenebench bench (one process, one core; classrooms of the default scenario, "
+        "10 scenes, pipelined, c = 3)",
+        f"  SimPy model, quotas active (LLM 2 in flight + 2% random 429, TTS 3 in flight; "
+        f"{out['quota_cell_429_per_run']:.1f} 429s and "
+        f"{out['quota_cell_retries_per_run']:.1f} retries per run): "
+        f"{out['simpy_quota_per_s']:,.0f} classrooms/s",
+        f"  SimPy model, quota-free:                 {out['simpy_free_per_s']:,.0f} classrooms/s",
+        f"  vectorised exact path, quota-free:       {out['fast_free_per_s']:,.0f} "
+        f"classrooms/s  ({out['fast_over_simpy']:.0f}x SimPy)",
+        f"  real pipeline, virtual clock, quotas:    {out['virtual_real_per_s']:,.1f} "
+        f"classrooms/s  (SimPy is {out['simpy_over_virtual_real']:.0f}x faster)",
+    ]
+    out["floor"] = run_floor_bench(quick=quick)
+    out["lines"] += out["floor"]["lines"]
+    if load:
+        out["load"] = run_load_bench(quick=quick)
+        out["lines"] += out["load"]["lines"]
+    out["runs_engines"] = run_runs_engines_bench(quick=quick)
+    out["lines"] += out["runs_engines"]["lines"]
+    return out
