@@ -6,9 +6,6 @@ none (their outputs do not change)."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -123,19 +120,6 @@ def test_the_table_drives_a_cell_as_the_same_explicit_config(tmp_path: Path) -> 
     assert a.log == b.log and repr(a.records) == repr(b.records)
     # per_owner 1: owner 0's second start (at 1 s) is refused while its first is active
     assert [r.refused for r in a.records][:2] == [False, True]
-
-
-def test_the_cli_reads_the_table_and_a_flag_overrides_it(tmp_path: Path) -> None:
-    path = str(_with_runs(tmp_path))
-    cmd = [sys.executable, "-m", "runner.cli", "sim", "--upstream", "runs", "--scenario", path]
-    cmd += ["--concurrency", "2", "--runs", "3", "--json"]
-    got = []
-    for extra in ([], ["--max-concurrent", "5"]):
-        p = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120)
-        assert p.returncode == 0, p.stderr
-        s = json.loads(p.stdout)["summary"]
-        got.append((s["max_concurrent"], s["per_owner"]))
-    assert got == [(3, 1), (5, 1)]
 
 
 def test_a_table_keeps_the_settings_dataclass_fields() -> None:
