@@ -429,7 +429,7 @@ class _Media:
             return
         i, self.next, self.busy = self.next, self.next + 1, True
         base = ReqId(Step.MEDIA, m.spec.run, i, 0, 0)
-        _Call(m, base, _ONE_ATTEMPT, m.spec.media_deadline_us, self._done).send()
+        m.make_call(base, _ONE_ATTEMPT, m.spec.media_deadline_us, self._done).send()
 
     def _done(self, ok: bool, status: int) -> None:
         r = self.m.record
@@ -497,7 +497,18 @@ class RunMachine:
         first = order == 0
         policy = sp.first_retry if first else sp.later_retry
         dl = (sp.content_deadline_us, sp.actions_deadline_us, sp.clip_deadline_us)[step]
-        return _Call(self, ReqId(step, sp.run, order, clip, 0), policy, dl, done)
+        return self.make_call(ReqId(step, sp.run, order, clip, 0), policy, dl, done)
+
+    def make_call(
+        self,
+        base: ReqId,
+        policy: RetryPolicy,
+        deadline_us: int,
+        done: Done,
+        step_deadline_us: int | None = None,
+    ) -> _Call:
+        """A step call (every call of the loop is made here; a driver may make its own)."""
+        return _Call(self, base, policy, deadline_us, done, step_deadline_us)
 
     def _claimed(self) -> None:
         r = self.record
@@ -508,7 +519,7 @@ class RunMachine:
             policy = _outline_policy(sp.outline_attempts)
             step_dl = self.t + sp.outline_deadline_us
             base = ReqId(Step.OUTLINE, sp.run, 0, 0, 0)
-            _Call(self, base, policy, sp.outline_deadline_us, self._outline_done, step_dl).send()
+            self.make_call(base, policy, sp.outline_deadline_us, self._outline_done, step_dl).send()
         elif r.phase == Phase.AWAITING:
             r.phase = Phase.GENERATING
             self._agents()
@@ -538,7 +549,7 @@ class RunMachine:
             self.record.agents_preset = not ok  # any failure → presets, no pause
             self._content(0)
 
-        _Call(self, base, _ONE_ATTEMPT, sp.agents_deadline_us, done).send()
+        self.make_call(base, _ONE_ATTEMPT, sp.agents_deadline_us, done).send()
 
     def _content(self, k: int) -> None:
         sp = self.spec

@@ -1,23 +1,32 @@
-"""The fast generation-runs engine: an integer-µs event loop on a heap driving the same
-machines (:mod:`sim.run_machine`, :mod:`sim.run_server`) and key admission
-(:class:`sim.provider.KeyState`) as the SimPy model, with a lean path where the reference
-world (:class:`sim.runs_world.RunsWorld`) is generic. :func:`sim.runs.check_engines` proves
-the two equal request for request.
+"""The fast generation-runs engine: an integer-µs event loop on a heap, the same loop rules
+(:class:`sim.run_machine.RunMachine`'s methods), the same server machine and the same key
+admission (:class:`sim.provider.KeyState`) as the SimPy model, without the generic event and
+command objects. :func:`sim.runs.check_engines` proves the two equal request for request.
 
 What the fast engine does differently (the results are the same):
 
+* **calls without commands**: each run is a :class:`RunMachine` whose calls are
+  :class:`_FastCall` (``RunMachine.make_call``): a call hands its request straight to the
+  instant's list of requests, its retry sleep straight to the heap, its cancel straight to the
+  world, and takes its answer without an :class:`~sim.run_machine.Answer` object. The retry
+  rule is :class:`~sim.rules.CallMachine`'s for an ungated call (no Retry-After: the runs'
+  client ignores it), with the same jitter draws and delays (``RetryPolicy.delay_us``);
+* **one round as the reference's**: answers of the instant logged in canonical order, runs
+  fed in ascending order (each run's events in :func:`~sim.run_machine.event_key` order),
+  then the server, then the round's requests decided in ``arrival_order`` (content first); a
+  request cancelled in the feed that made it never reaches the provider;
 * **draws in one block**: the keyed draws of every run of the cell come from one
   :class:`~sim.runs_world.RunDraws` over classrooms ``base .. base + runs`` (one PCG64 per
   stream for the whole cell instead of one per run; the same numbers, as a classroom's block
   of a stream does not depend on the others), read as Python lists;
 * **admission without the generic provider**: on a key with no token buckets, per-second
-  window, shared capacity, issue 21 limits or forced statuses, a request is decided by its
+  window, shared capacity, issue-21 limits or forced statuses, a request is decided by its
   :meth:`KeyState.decide <sim.provider.KeyState.decide>` directly with the listed draws
   (other keys go through :meth:`Provider.decide <sim.provider.Provider.decide>`); the
   provider's own request log is not kept (the world's :attr:`log` is);
 * **a heap in canonical order**: an item is pushed under ``(time, its canonical key, seq)``
   so the items of one instant leave the heap already in the order the reference sorts them
-  into, and the first round of an instant needs no sort.
+  into.
 """
 
 from __future__ import annotations
@@ -29,18 +38,37 @@ from operator import itemgetter
 from typing import Any
 
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, KIND_JITTER
-from .provider import RESET, TRUNCATED, KeyState
-from .rules import Step
-from .run_machine import LLM_KEY, TTS_KEY, Answer, ReqId, Send
-from .run_server import ServerEvent
+from .provider import RESET, TRUNCATED, Call, KeyState
+from .rules import Outcome, RetryPolicy, Step, outcome_of
+from .run_machine import (
+    LLM_KEY,
+    MEDIA_KEY,
+    TTS_KEY,
+    Done,
+    Released,
+    ReqId,
+    RunCommand,
+    RunMachine,
+    RunSpec,
+    _Call,
+)
+from .run_server import Claim, Ended, Refuse, ServerEvent, SetServerTimer, server_event_key
 from .runs_config import RunsConfig
-from .runs_world import Item, RunDraws, RunProvider, RunsWorld, _Flight, _item_key
+from .runs_world import CANCELLED, Item, RunDraws, RunProvider, RunsWorld, _free_slot
 from .scenario import Scenario
 
 __all__ = ["FastWorld", "run_fast"]
 
 _TTS = int(Step.TTS)
 _MEDIA = int(Step.MEDIA)
+_ANS, _TIM, _CLM, _SRV = 0, 1, 2, 3  # item kinds: an answer, a run's timer, a claim, server
+_KEYS = {_TTS: TTS_KEY, _MEDIA: MEDIA_KEY}
+Req = tuple[int, int, int, int, int]  # (step, run, order, clip, attempt), like ReqId
+FItem = tuple[Any, ...]
+Keyed = tuple[tuple[int, ...], FItem]
+_Rows = tuple[
+    list[list[Any]], list[list[Any]] | None, list[list[Any]] | None, list[list[Any]] | None
+]
 
 
 def _lean(prov: RunProvider, ks: KeyState) -> bool:
@@ -55,13 +83,139 @@ def _lean(prov: RunProvider, ks: KeyState) -> bool:
     )
 
 
+class _FastCall(_Call):
+    """A step call of a :class:`_FastRun` (see the module docstring); the same requests,
+    retries and counts as :class:`~sim.run_machine._Call` with its ``CallMachine``."""
+
+    __slots__ = ("attempts", "policy", "used")
+
+    def __init__(
+        self,
+        m: _FastRun,
+        base: ReqId,
+        policy: RetryPolicy,
+        deadline_us: int,
+        done: Done,
+        step_deadline_us: int | None = None,
+    ) -> None:
+        self.m = m
+        self.base = base
+        self.policy = policy
+        self.deadline_us = deadline_us
+        self.step_deadline_us = step_deadline_us
+        self.done = done
+        self.wait = None
+        self.attempts = 0
+        self.used = 0
+
+    def send(self) -> None:
+        m = self.m
+        assert isinstance(m, _FastRun)
+        step, run, order, clip, _ = self.base
+        n = self.attempts
+        req = (step, run, order, clip, n)
+        dl = m.t + self.deadline_us
+        sdl = self.step_deadline_us
+        if sdl is not None and sdl < dl:
+            dl = sdl
+        m.inflight[req] = self  # type: ignore[index]
+        m.w.sends.append(((step, m.cid, order, clip, n), req, dl))
+
+    def on_answer(self, req: ReqId, status: int, provider_status: int) -> None:
+        m = self.m
+        counts = m.record.counts
+        if status == 200:
+            self.attempts += 1
+            counts.requests += 1
+            self.done(True, 200)
+            return
+        seen = 500 if status < 0 else (504 if status == 0 else status)
+        if seen == 504 and provider_status == 0:
+            counts.timeouts += 1
+        else:
+            counts.count(seen)
+        index = self.attempts
+        self.attempts += 1
+        sdl = self.step_deadline_us
+        if (
+            outcome_of(seen) is Outcome.CLIENT_ERROR
+            or self.used >= self.policy.max_retries
+            or (sdl is not None and m.t >= sdl)
+        ):
+            self.done(False, seen)
+            return
+        step, run, order, clip, _ = self.base
+        u = m.jitter(ReqId(step, run, order, clip, index))
+        wait_us = self.policy.delay_us(self.used, None, u)
+        self.used += 1
+        counts.retries += 1
+        if wait_us == 0:
+            self.send()
+            return
+        tag = (step, run, order, clip, self.attempts)
+        self.wait = tag  # type: ignore[assignment]
+        m.timers[tag] = self  # type: ignore[index]
+        assert isinstance(m, _FastRun)
+        m.w.at(m.t + wait_us, (1, *tag, 1), (_TIM, run, tag))
+
+    def abort(self) -> None:
+        m = self.m
+        assert isinstance(m, _FastRun)
+        for req, call in list(m.inflight.items()):
+            if call is self:
+                del m.inflight[req]
+                m.w.cancel(req)
+        if self.wait is not None:
+            m.timers.pop(self.wait, None)
+            self.wait = None
+
+
+class _Released:
+    """A :class:`_FastRun`'s ``out``: the only command its loop still emits is
+    :class:`~sim.run_machine.Released`, which becomes the server's :class:`Ended` now."""
+
+    __slots__ = ("w",)
+
+    def __init__(self, w: FastWorld) -> None:
+        self.w = w
+
+    def append(self, cmd: RunCommand) -> None:
+        assert isinstance(cmd, Released)
+        self.w.srv.append(Ended(cmd.run, cmd.phase))
+
+
+class _FastRun(RunMachine):
+    """A run whose calls are :class:`_FastCall`; the world feeds it event by event."""
+
+    def __init__(self, spec: RunSpec, jitter: Callable[[ReqId], float], w: FastWorld) -> None:
+        super().__init__(spec, jitter)
+        self.w = w
+        self.cid = w.base + spec.run
+        self.out = _Released(w)  # type: ignore[assignment]
+
+    def make_call(
+        self,
+        base: ReqId,
+        policy: RetryPolicy,
+        deadline_us: int,
+        done: Done,
+        step_deadline_us: int | None = None,
+    ) -> _Call:
+        return _FastCall(self, base, policy, deadline_us, done, step_deadline_us)
+
+
 class FastWorld(RunsWorld):
-    """A :class:`RunsWorld` with the fast engine's lean paths (see the module docstring)."""
+    """The fast engine's world (see the module docstring); :meth:`run` runs the cell."""
 
     def __init__(self, sc: Scenario, cfg: RunsConfig, seed: int) -> None:
         self.heap: list[tuple[Any, ...]] = []
         self._seq = itertools.count()
         self._lists: dict[tuple[int, int, int], list[list[Any]]] = {}
+        self._rows: dict[tuple[int, int], _Rows] = {}
+        self.sends: list[tuple[tuple[int, ...], Req, int]] = []
+        self.srv: list[ServerEvent] = []
+        self.nxt: list[Keyed] = []
+        self.flights: dict[Req, tuple[int, KeyState | None, int, bool]] = {}
         super().__init__(sc, cfg, seed, self._push)
         prov = self.provider
         self.keys = (prov.key_state(0, LLM_KEY), prov.key_state(_TTS, TTS_KEY))
@@ -71,9 +225,13 @@ class FastWorld(RunsWorld):
         self.kmax = self.block.kmax
         self.n_out = self.block.n
 
+    # -- construction (RunsWorld's hooks) ------------------------------------------------
     def _new_provider(self, n: int) -> RunProvider:
         self.block = RunDraws(self.sc, self.cfg.settings, self.seed, self.base, self.base + n)
         return RunProvider(self.sc, self.cfg.settings, self.seed, draws=self.block, keep_log=False)
+
+    def _machine(self, r: int) -> RunMachine:
+        return _FastRun(self._spec(r), self._jitter(r), self)
 
     def _jitter(self, r: int) -> Callable[[ReqId], float]:
         fixed = self.sc.client.jitter_u
@@ -87,35 +245,12 @@ class FastWorld(RunsWorld):
 
         return jitter
 
-    def _round(self, t: int, cur: list[Item]) -> list[Item]:
-        """:meth:`RunsWorld._round` for the common round of one item (most instants: one
-        answer); several items go the reference's way."""
-        if len(cur) != 1:
-            return super()._round(t, cur)
-        kind, r, ev = cur[0]
-        nxt: list[Item] = []
-        srv: list[ServerEvent] = []
-        sends: list[tuple[tuple[int, ...], Send]] = []
-        if kind == "srv":
-            srv.append(ev)
-        else:
-            if kind == "ans":
-                ev = self._answer(t, ev)
-                if ev is None:
-                    return nxt
-            for cmd in self.machines[r].feed(t, (ev,)):
-                self._run_command(t, r, cmd, sends, srv, nxt)
-        if srv:
-            for sc in self.server.feed(t, srv):
-                self._server_command(t, sc, nxt)
-        if len(sends) > 1:
-            sends.sort(key=itemgetter(0))
-        for _, send in sends:
-            self._decide(t, send, nxt)
-        return nxt
-
     def _push(self, at: int, item: Item) -> None:
-        heapq.heappush(self.heap, (at, _item_key(item), next(self._seq), item))
+        """The reference's items: only the arrivals (server events) come this way."""
+        kind, _r, ev = item
+        assert kind == "srv"
+        key = (0, *server_event_key(ev))
+        heapq.heappush(self.heap, (at, key, next(self._seq), (_SRV, ev)))
 
     def _table(self, step: int, attempt: int, kind: int) -> list[list[Any]]:
         """A stream of the block as lists (``kind`` -1: the latencies in µs)."""
@@ -127,53 +262,178 @@ class FastWorld(RunsWorld):
             got = self._lists[key] = arr.tolist()
         return got
 
-    def _decide(self, t: int, send: Send, nxt: list[Item]) -> None:
-        q = send.req
-        step = q.step
-        tts = step == _TTS
-        if step == _MEDIA or not self.lean[tts]:
-            super()._decide(t, send, nxt)
-            return
-        r, attempt = q.run, q.attempt
-        col = q.order % self.n_out
-        if tts:
-            col = col * self.kmax + q.clip % self.kmax
-        lat = self._table(step, attempt, -1)[r][col]
+    def _rows_of(self, step: int, attempt: int, tts: bool) -> _Rows:
+        """The lists an attempt's admission reads: latencies, and the 429 / 5xx / fault
+        uniforms where the key can draw them (``None``: it cannot; ``u`` = 1)."""
         p429, p5xx, faulty = self.uses[tts]
-        u429 = self._table(step, attempt, KIND_429)[r][col] if p429 else 1.0
-        u5xx = self._table(step, attempt, KIND_5XX)[r][col] if p5xx else 1.0
-        uf = self._table(step, attempt, KIND_FAULT)[r][col] if faulty else 1.0
-        ks = self.keys[tts]
-        status, lat = ks.decide(t, lat, u429, u5xx, uf)[:2]
-        end = t + lat
-        self.flight[q] = _Flight(self.base + r, t, ks, end, not tts)
-        if end > send.deadline_us:
-            at, item = send.deadline_us, ("ans", r, (Answer(q, 504, 0), True))
+        t = self._table
+        rows = (
+            t(step, attempt, -1),
+            t(step, attempt, KIND_429) if p429 else None,
+            t(step, attempt, KIND_5XX) if p5xx else None,
+            t(step, attempt, KIND_FAULT) if faulty else None,
+        )
+        self._rows[(step, attempt)] = rows
+        return rows
+
+    # -- the loop ------------------------------------------------------------------------
+    def at(self, at: int, key: tuple[int, ...], item: FItem) -> None:
+        """Item ``item`` (canonical ``key``) at ``at``: this instant's next round, or later."""
+        if at <= self.now:
+            self.nxt.append((key, item))
         else:
-            seen = -1 if status in (RESET, TRUNCATED) else status
-            at, item = end, ("ans", r, (Answer(q, seen, status), False))
-        if at <= t:
-            nxt.append(item)
-        else:  # the key _item_key gives an answer
-            key = (1, q[0], r, q[2], q[3], attempt, 0)
             heapq.heappush(self.heap, (at, key, next(self._seq), item))
 
     def run(self) -> None:
-        """Every instant in time order; an instant's first round comes off the heap in
-        canonical order (no sort), later rounds are sorted as the reference sorts them."""
+        """Every instant in time order, in rounds (the module docstring)."""
         heap = self.heap
         pop = heapq.heappop
-        rnd = self._round
         while heap:
             t = heap[0][0]
-            items: list[Item] = []
+            cur: list[Keyed] = []
             while heap and heap[0][0] == t:
-                items.append(pop(heap)[3])
+                e = pop(heap)
+                cur.append((e[1], e[3]))
             self.now = t
-            cur = rnd(t, items)
             while cur:
-                cur.sort(key=_item_key)
-                cur = rnd(t, cur)
+                cur = self._fast_round(t, cur)
+                cur.sort(key=itemgetter(0))
+
+    def _fast_round(self, t: int, cur: list[Keyed]) -> list[Keyed]:
+        """One round (``cur`` in canonical order); the next round's items."""
+        nxt: list[Keyed] = []
+        srv: list[ServerEvent] = []
+        sends: list[tuple[tuple[int, ...], Req, int]] = []
+        self.nxt, self.srv, self.sends = nxt, srv, sends
+        if len(cur) == 1:  # most rounds: one answer
+            item = cur[0][1]
+            if item[0] == _SRV:
+                srv.append(item[1])
+            elif item[0] != _ANS or self._answered(t, item):
+                m = self.machines[item[1]]
+                m.t = t
+                _deliver(m, item)
+        else:
+            self._feed_all(t, cur)
+        if srv:
+            for cmd in self.server.feed(t, srv):
+                self._server_cmd(t, cmd)
+        if len(sends) > 1:
+            sends.sort(key=itemgetter(0))
+        for _, req, dl in sends:
+            self._decide_req(t, req, dl)
+        return nxt
+
+    def _feed_all(self, t: int, cur: list[Keyed]) -> None:
+        """A round's items: answers resolved in canonical order, then each run its events
+        (runs ascending, each run's in canonical order), server events gathered."""
+        srv = self.srv
+        by_run: dict[int, list[FItem]] = {}
+        for _, item in cur:
+            kind = item[0]
+            if kind == _SRV:
+                srv.append(item[1])
+                continue
+            if kind == _ANS and not self._answered(t, item):
+                continue
+            got = by_run.get(item[1])
+            if got is None:
+                by_run[item[1]] = [item]
+            else:
+                got.append(item)
+        machines = self.machines
+        for r in sorted(by_run) if len(by_run) > 1 else by_run:
+            m = machines[r]
+            m.t = t
+            for item in by_run[r]:
+                _deliver(m, item)
+
+    def _answered(self, t: int, item: FItem) -> bool:
+        """An answer's request resolves (logged); False when it was cancelled before."""
+        req = item[2]
+        f = self.flights.pop(req, None)
+        if f is None:
+            return False
+        if item[5] and f[3] and self.free_llm:
+            _free_slot(f[1], f[2], t)
+        if self.cfg.keep_log:
+            self.log.append((f[0], req[1], req[0], req[2], req[3], req[4], item[3], item[4], t))
+        return True
+
+    def cancel(self, req: Req) -> None:
+        """A call's Cancel: an in-flight request is aborted (logged); one sent in this very
+        feed never reaches the provider."""
+        f = self.flights.pop(req, None)
+        if f is None:
+            sends = self.sends
+            for i, s in enumerate(sends):
+                if s[1] == req:
+                    del sends[i]
+                    return
+            return
+        t = self.now
+        if f[3] and self.free_llm:
+            _free_slot(f[1], f[2], t)
+        if self.cfg.keep_log:
+            self.log.append((f[0], req[1], req[0], req[2], req[3], req[4], CANCELLED, 0, t))
+
+    def _server_cmd(self, t: int, cmd: Any) -> None:
+        if isinstance(cmd, Claim):
+            self.nxt.append(((1, -1, cmd.run, 0, 0, 0, 0), (_CLM, cmd.run)))
+        elif isinstance(cmd, Refuse):
+            if not cmd.confirm:
+                self.refused.add(cmd.run)
+        elif isinstance(cmd, SetServerTimer):
+            self.at(cmd.at_us, (0, *server_event_key(cmd.tag)), (_SRV, cmd.tag))
+
+    def _decide_req(self, t: int, req: Req, dl: int) -> None:
+        step, r, order, clip, attempt = req
+        tts = step == _TTS
+        ks: KeyState | None
+        if step == _MEDIA:
+            status, lat = self._media(self.base + r, ReqId(*req))
+            ks = None
+        elif self.lean[tts]:
+            col = order % self.n_out
+            if tts:
+                col = col * self.kmax + clip % self.kmax
+            rows = self._rows.get((step, attempt))
+            if rows is None:
+                rows = self._rows_of(step, attempt, tts)
+            lat_rows, r429, r5xx, rf = rows
+            u429 = 1.0 if r429 is None else r429[r][col]
+            u5xx = 1.0 if r5xx is None else r5xx[r][col]
+            uf = 1.0 if rf is None else rf[r][col]
+            ks = self.keys[tts]
+            status, lat = ks.decide(t, lat_rows[r][col], u429, u5xx, uf)[:2]
+        else:
+            key = _KEYS.get(step, LLM_KEY)
+            dec = self.provider.decide(Call(self.base + r, step, order, clip, attempt, key), t)
+            status, lat = dec.status, dec.latency_us
+            ks = self.provider.key_state(step, key)
+        end = t + lat
+        self.flights[req] = (t, ks, end, step != _TTS and step != _MEDIA)
+        if end > dl:
+            self.at(dl, (1, *req, 0), (_ANS, r, req, 504, 0, True))
+        else:
+            seen = -1 if status in (RESET, TRUNCATED) else status
+            self.at(end, (1, *req, 0), (_ANS, r, req, seen, status, False))
+
+
+def _deliver(m: RunMachine, item: FItem) -> None:
+    """One event to run ``m`` (its clock already at the instant): an answer, a timer, a
+    claim — as :meth:`RunMachine.feed` handles each."""
+    kind = item[0]
+    if kind == _ANS:
+        call = m.inflight.pop(item[2], None)
+        if call is not None:
+            call.on_answer(item[2], item[3], item[4])
+    elif kind == _TIM:
+        call = m.timers.pop(item[2], None)
+        if call is not None:
+            call.on_timer()
+    else:
+        m._claimed()  # a Claimed event (the run's first at this instant)
 
 
 def run_fast(sc: Scenario, cfg: RunsConfig, seed: int) -> FastWorld:

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.rules import Step
-from sim.run_machine import ReqId, Send
+from sim.run_machine import ReqId
 from sim.runs import RunsConfig, RunsSettings, check_engines
 from sim.runs_fast import FastWorld
-from sim.runs_world import CANCELLED, Item
+from sim.runs_world import CANCELLED
 from sim.scenario import Scenario, load_scenario
 
 BASE = load_scenario("default", upstream="runs")
@@ -81,9 +81,9 @@ class _Spy(FastWorld):
         self.sent: list[tuple[int, ReqId]] = []
         super().__init__(*a)
 
-    def _decide(self, t: int, send: Send, nxt: list[Item]) -> None:
-        self.sent.append((t, send.req))
-        super()._decide(t, send, nxt)
+    def _decide_req(self, t: int, req: tuple[int, int, int, int, int], dl: int) -> None:
+        self.sent.append((t, ReqId(*req)))
+        super()._decide_req(t, req, dl)
 
 
 def _max_overlap(spans: list[tuple[int, int]]) -> int:
