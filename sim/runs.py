@@ -232,7 +232,7 @@ def simulate_runs(sc: Scenario, cfg: RunsConfig, seed: int = 0, engine: str = "a
         recs = [_outcome(w, r, m) for r, m in enumerate(w.machines)]
     else:
         fw = run_fast(sc, cfg, seed)
-        w, recs = fw, outcomes_block(fw, fw.block.playback_table_us())
+        w, recs = fw, outcomes_block(fw, fw.playback_table_us())
     return RunsResult(recs, w.log, w.sc, cfg, seed, used, w.server.record.confirm_refusals)
 
 

@@ -15,13 +15,15 @@ What the fast engine does differently (the results are the same):
   fed in ascending order (each run's events in :func:`~sim.run_machine.event_key` order),
   then the server, then the round's requests decided in ``arrival_order`` (content first); a
   request cancelled in the feed that made it never reaches the provider;
-* **draws in one block**: the keyed draws of every run of the cell come from one
-  :class:`~sim.runs_world.RunDraws` over classrooms ``base .. base + runs`` (one PCG64 per
-  stream for the whole cell instead of one per run; the same numbers, as a classroom's block
-  of a stream does not depend on the others), read as Python lists;
+* **draws in blocks**: the keyed draws of the cell's runs come from one
+  :class:`~sim.runs_world.RunDraws` per block of :attr:`FastWorld.chunk` runs (one PCG64 per
+  stream and block instead of one per run; the same numbers, as a classroom's block of a
+  stream does not depend on the others), read with ``ndarray.item``; at most
+  :attr:`FastWorld.keep` blocks are kept (the oldest is dropped, and drawn again if needed),
+  so the draws' memory stays flat however many runs the cell has;
 * **admission without the generic provider**: on a key with no token buckets, per-second
   window, shared capacity, issue-21 limits or forced statuses, a request is decided by its
-  :meth:`KeyState.decide <sim.provider.KeyState.decide>` directly with the listed draws
+  :meth:`KeyState.decide <sim.provider.KeyState.decide>` directly with the block's draws
   (other keys go through :meth:`Provider.decide <sim.provider.Provider.decide>`); the
   provider's own request log is not kept (the world's :attr:`log` is);
 * **a heap in canonical order**: an item is pushed under ``(time, its canonical key, seq)``
@@ -33,11 +35,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
-from .draws import KIND_5XX, KIND_429, KIND_FAULT, KIND_JITTER
+import numpy as np
+from numpy.typing import NDArray
+
+from .draws import KIND_5XX, KIND_429, KIND_FAULT, KIND_JITTER, Draws
 from .provider import RESET, TRUNCATED, Call, KeyState
 from .rules import Outcome, RetryPolicy, Step, outcome_of
 from .run_machine import (
@@ -66,9 +72,7 @@ _KEYS = {_TTS: TTS_KEY, _MEDIA: MEDIA_KEY}
 Req = tuple[int, int, int, int, int]  # (step, run, order, clip, attempt), like ReqId
 FItem = tuple[Any, ...]
 Keyed = tuple[tuple[int, ...], FItem]
-_Rows = tuple[
-    list[list[Any]], list[list[Any]] | None, list[list[Any]] | None, list[list[Any]] | None
-]
+_Rows = tuple[NDArray[Any], NDArray[Any] | None, NDArray[Any] | None, NDArray[Any] | None]
 
 
 def _lean(prov: RunProvider, ks: KeyState) -> bool:
@@ -204,14 +208,47 @@ class _FastRun(RunMachine):
         return _FastCall(self, base, policy, deadline_us, done, step_deadline_us)
 
 
+class _BlockProvider(RunProvider):
+    """A :class:`RunProvider` whose draws for the cell's runs come in blocks (FIFO-bounded);
+    other classrooms' as usual."""
+
+    def __init__(self, w: FastWorld, n: int) -> None:
+        super().__init__(w.sc, w.cfg.settings, w.seed, keep_log=False)
+        self.w = w
+        self.n = n
+        self.blocks: OrderedDict[int, RunDraws] = OrderedDict()
+
+    def block(self, b: int) -> RunDraws:
+        d = self.blocks.get(b)
+        if d is None:
+            w = self.w
+            lo = w.base + b * w.chunk
+            hi = w.base + min(self.n, (b + 1) * w.chunk)
+            d = self.blocks[b] = RunDraws(self.scenario, self.settings, self.seed, lo, hi)
+            w._lists[b] = {}
+            if len(self.blocks) > w.keep:
+                old, _ = self.blocks.popitem(last=False)
+                del w._lists[old]
+        return d
+
+    def draws_for(self, cid: int) -> tuple[Draws, int]:
+        r = cid - self.w.base
+        if 0 <= r < self.n:
+            b, row = divmod(r, self.w.chunk)
+            return self.block(b), row
+        return super().draws_for(cid)
+
+
 class FastWorld(RunsWorld):
     """The fast engine's world (see the module docstring); :meth:`run` runs the cell."""
+
+    chunk = 256  # runs per block of draws
+    keep = 8  # blocks of draws kept at once (memory: ~8 × the streams of 256 runs)
 
     def __init__(self, sc: Scenario, cfg: RunsConfig, seed: int) -> None:
         self.heap: list[tuple[Any, ...]] = []
         self._seq = itertools.count()
-        self._lists: dict[tuple[int, int, int], list[list[Any]]] = {}
-        self._rows: dict[tuple[int, int], _Rows] = {}
+        self._lists: dict[int, dict[tuple[int, ...], Any]] = {}  # per block: its arrays, rows
         self.sends: list[tuple[tuple[int, ...], Req, int]] = []
         self.srv: list[ServerEvent] = []
         self.nxt: list[Keyed] = []
@@ -222,13 +259,28 @@ class FastWorld(RunsWorld):
         q = (self.sc.quota_llm, self.sc.quota_tts)
         self.lean = (_lean(prov, self.keys[0]), _lean(prov, self.keys[1]))
         self.uses = tuple((x.p_429 > 0, x.p_5xx > 0, x.faulty) for x in q)
-        self.kmax = self.block.kmax
-        self.n_out = self.block.n
+        self.kmax = max(1, self.sc.max_clips)  # as Draws lays out a step's columns
+        self.n_out = self.sc.outlines
 
     # -- construction (RunsWorld's hooks) ------------------------------------------------
     def _new_provider(self, n: int) -> RunProvider:
-        self.block = RunDraws(self.sc, self.cfg.settings, self.seed, self.base, self.base + n)
-        return RunProvider(self.sc, self.cfg.settings, self.seed, draws=self.block, keep_log=False)
+        return _BlockProvider(self, n)
+
+    def block(self, b: int) -> RunDraws:
+        """Block ``b``'s draws (runs ``b * chunk`` onwards), made (again) when not kept."""
+        prov = self.provider
+        assert isinstance(prov, _BlockProvider)
+        return prov.block(b)
+
+    def playback_table_us(self) -> NDArray[np.int64]:
+        """Every run's scenes' playback times, (runs, N) (:meth:`Draws.playback_table_us`)."""
+        n, c = len(self.machines), self.chunk
+        lo, st = self.base, self.cfg.settings
+        parts = [
+            RunDraws(self.sc, st, self.seed, lo + i, lo + min(n, i + c)).playback_table_us()
+            for i in range(0, n, c)
+        ]
+        return np.concatenate(parts)
 
     def _machine(self, r: int) -> RunMachine:
         return _FastRun(self._spec(r), self._jitter(r), self)
@@ -237,10 +289,12 @@ class FastWorld(RunsWorld):
         fixed = self.sc.client.jitter_u
         if fixed is not None:
             return lambda q: fixed
-        table, column = self._table, self.block.column
+        table, block = self._table, self.block
+        b, row = divmod(r, self.chunk)
 
         def jitter(q: ReqId) -> float:
-            u: float = table(q.step, q.attempt, KIND_JITTER)[r][column(q.step, q.order, q.clip)]
+            col = block(b).column(q.step, q.order, q.clip)
+            u: float = table(b, q.step, q.attempt, KIND_JITTER).item(row, col)
             return u
 
         return jitter
@@ -252,28 +306,29 @@ class FastWorld(RunsWorld):
         key = (0, *server_event_key(ev))
         heapq.heappush(self.heap, (at, key, next(self._seq), (_SRV, ev)))
 
-    def _table(self, step: int, attempt: int, kind: int) -> list[list[Any]]:
-        """A stream of the block as lists (``kind`` -1: the latencies in µs)."""
+    def _table(self, b: int, step: int, attempt: int, kind: int) -> NDArray[Any]:
+        """A stream of block ``b`` as lists (``kind`` -1: the latencies in µs)."""
+        d = self.block(b)
+        lists = self._lists[b]
         key = (step, attempt, kind)
-        got = self._lists.get(key)
+        got = lists.get(key)
         if got is None:
-            d = self.block
             arr = d.latency_us(step, attempt) if kind < 0 else d.fault_u(step, attempt, kind)
-            got = self._lists[key] = arr.tolist()
-        return got
+            got = lists[key] = arr
+        return got  # type: ignore[no-any-return]
 
-    def _rows_of(self, step: int, attempt: int, tts: bool) -> _Rows:
-        """The lists an attempt's admission reads: latencies, and the 429 / 5xx / fault
-        uniforms where the key can draw them (``None``: it cannot; ``u`` = 1)."""
+    def _rows_of(self, b: int, step: int, attempt: int, tts: bool) -> _Rows:
+        """The lists an attempt's admission reads in block ``b``: latencies, and the 429 /
+        5xx / fault uniforms where the key can draw them (``None``: it cannot; ``u`` = 1)."""
         p429, p5xx, faulty = self.uses[tts]
         t = self._table
         rows = (
-            t(step, attempt, -1),
-            t(step, attempt, KIND_429) if p429 else None,
-            t(step, attempt, KIND_5XX) if p5xx else None,
-            t(step, attempt, KIND_FAULT) if faulty else None,
+            t(b, step, attempt, -1),
+            t(b, step, attempt, KIND_429) if p429 else None,
+            t(b, step, attempt, KIND_5XX) if p5xx else None,
+            t(b, step, attempt, KIND_FAULT) if faulty else None,
         )
-        self._rows[(step, attempt)] = rows
+        self._lists[b][(step, attempt)] = rows
         return rows
 
     # -- the loop ------------------------------------------------------------------------
@@ -397,15 +452,17 @@ class FastWorld(RunsWorld):
             col = order % self.n_out
             if tts:
                 col = col * self.kmax + clip % self.kmax
-            rows = self._rows.get((step, attempt))
+            b, row = divmod(r, self.chunk)
+            lists = self._lists.get(b)
+            rows = None if lists is None else lists.get((step, attempt))
             if rows is None:
-                rows = self._rows_of(step, attempt, tts)
+                rows = self._rows_of(b, step, attempt, tts)
             lat_rows, r429, r5xx, rf = rows
-            u429 = 1.0 if r429 is None else r429[r][col]
-            u5xx = 1.0 if r5xx is None else r5xx[r][col]
-            uf = 1.0 if rf is None else rf[r][col]
+            u429 = 1.0 if r429 is None else r429.item(row, col)
+            u5xx = 1.0 if r5xx is None else r5xx.item(row, col)
+            uf = 1.0 if rf is None else rf.item(row, col)
             ks = self.keys[tts]
-            status, lat = ks.decide(t, lat_rows[r][col], u429, u5xx, uf)[:2]
+            status, lat = ks.decide(t, lat_rows.item(row, col), u429, u5xx, uf)[:2]
         else:
             key = _KEYS.get(step, LLM_KEY)
             dec = self.provider.decide(Call(self.base + r, step, order, clip, attempt, key), t)
