@@ -91,7 +91,7 @@ class _FastCall(_Call):
     """A step call of a :class:`_FastRun` (see the module docstring); the same requests,
     retries and counts as :class:`~sim.run_machine._Call` with its ``CallMachine``."""
 
-    __slots__ = ("attempts", "policy", "used")
+    __slots__ = ("attempts", "fm", "policy", "used")
 
     def __init__(
         self,
@@ -103,6 +103,7 @@ class _FastCall(_Call):
         step_deadline_us: int | None = None,
     ) -> None:
         self.m = m
+        self.fm = m  # the same run, typed as the fast engine's
         self.base = base
         self.policy = policy
         self.deadline_us = deadline_us
@@ -113,8 +114,7 @@ class _FastCall(_Call):
         self.used = 0
 
     def send(self) -> None:
-        m = self.m
-        assert isinstance(m, _FastRun)
+        m = self.fm
         step, run, order, clip, _ = self.base
         n = self.attempts
         req = (step, run, order, clip, n)
@@ -159,12 +159,10 @@ class _FastCall(_Call):
         tag = (step, run, order, clip, self.attempts)
         self.wait = tag  # type: ignore[assignment]
         m.timers[tag] = self  # type: ignore[index]
-        assert isinstance(m, _FastRun)
-        m.w.at(m.t + wait_us, (1, *tag, 1), (_TIM, run, tag))
+        self.fm.w.at(m.t + wait_us, (1, *tag, 1), (_TIM, run, tag))
 
     def abort(self) -> None:
-        m = self.m
-        assert isinstance(m, _FastRun)
+        m = self.fm
         for req, call in list(m.inflight.items()):
             if call is self:
                 del m.inflight[req]
