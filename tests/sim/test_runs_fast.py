@@ -36,9 +36,11 @@ def cells(draw: st.DrawFn) -> tuple[Scenario, RunsConfig, int]:
         p_reset=draw(st.sampled_from([0.0, 0.05])),
         p_stall=draw(st.sampled_from([0.0, 0.02])),
         stall_s=400.0,
-        rpm=draw(st.sampled_from([0.0, 30.0])),
+        rpm=draw(st.sampled_from([0.0, 30.0, 90.0])),
         rpm_burst=5,
     )
+    if ql.rpm and draw(st.booleans()):  # a per-second window: the generic Provider.decide path
+        ql = dataclasses.replace(ql, rpm_per_second=True)
     qt = dataclasses.replace(
         BASE.quota_tts,
         max_inflight=draw(st.integers(0, 3)),
