@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalog import builtin_names
 from .dists import Dist, IntDist, dist_from_mapping, field_name, int_dist_from_mapping
@@ -32,6 +32,9 @@ from .rules import (
 from .tokens import StepTokens, check_limits, step_tokens_from_mapping
 from .upstream import ClientProfile, client_from_mapping
 
+if TYPE_CHECKING:
+    from .runs_config import RunsTable
+
 __all__ = [
     "MAX_CONCURRENCY",
     "MODES",
@@ -47,7 +50,7 @@ __all__ = [
     "scenario_from_mapping",
 ]
 
-STEPS = tuple(s.name.lower() for s in Step)
+STEPS = tuple(s.name.lower() for s in Step if s <= Step.TTS)  # a scene's steps
 SCENE_TYPES = ("slide", "quiz", "interactive", "pbl")
 _num = check_number
 
@@ -186,6 +189,8 @@ class Scenario:
     description: str = ""
     sources: tuple[str, ...] = ()
     tokens: Mapping[str, StepTokens] = field(default_factory=dict)
+    # generation runs (issue 22): the ``[runs]`` table, sim.runs_config.RunsTable; None: none
+    runs: RunsTable | None = None
 
     def __post_init__(self) -> None:
         _num("classroom.outlines", self.outlines, lo=1, hi=1000, integer=True)
@@ -237,7 +242,7 @@ class Scenario:
 
     def step_tokens(self, step: int) -> StepTokens | None:
         """The ``[tokens.<step>]`` table of step 0, 1 or 2, if any (:mod:`sim.tokens`)."""
-        return self.tokens.get(STEPS[step])
+        return self.tokens.get(STEPS[step]) if step < len(STEPS) else None
 
     @property
     def max_clips(self) -> int:
@@ -304,6 +309,7 @@ class Scenario:
                 "request_timeout_s": self.request_timeout_s,
                 "parallel_scene_concurrency": self.parallel_scene_concurrency,
             },
+            **({"runs": self.runs.to_mapping()} if self.runs is not None else {}),
         }
 
 
@@ -319,6 +325,7 @@ _TOP = {
     "playback",
     "run",
     "tokens",
+    "runs",
 }
 _SECTIONS: dict[str, set[str]] = {
     "classroom": {"outlines", "scene_types", "speech_actions"},
@@ -428,7 +435,17 @@ def scenario_from_mapping(
             k: _sub(f"tokens.{k}", step_tokens_from_mapping, _table(f"tokens.{k}", v), k == "tts")
             for k, v in sections["tokens"].items()
         },
+        runs=_runs_table(m),
     )
+
+
+def _runs_table(m: Mapping[str, Any]) -> RunsTable | None:
+    """The ``[runs]`` table of generation runs (:mod:`sim.runs_config`), if present."""
+    if "runs" not in m:
+        return None
+    from .runs_config import runs_table_from_mapping
+
+    return runs_table_from_mapping(m["runs"])
 
 
 def load_scenario(name_or_path: str | Path, *, upstream: str | None = None) -> Scenario:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sim.catalog import builtin_names, preset_names
 from sim.rules import MODES, POLICIES, parse_knob
-from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
+from sim.upstream import DEFAULT_PROFILE, PROFILES, RUNS_PROFILE, profile_names
 
 __all__ = [
     "add_adaptive",
@@ -78,7 +78,7 @@ def _add_scenario(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--upstream",
-        choices=profile_names(),
+        choices=[*profile_names(), RUNS_PROFILE],
         default=None,
         help="the upstream profile whose client rules to follow (default: the scenario's "
         f"[client] upstream, {DEFAULT_PROFILE} in the built-ins)",

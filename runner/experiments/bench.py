@@ -134,6 +134,69 @@ def run_floor_bench(*, quick: bool = False) -> dict[str, Any]:
     return {**f.to_dict(), "lines": lines}
 
 
+def runs_engine_cells(quick: bool = False) -> list[tuple[str, Scenario, Any]]:
+    """Generation-runs cells (issue 22) the two engines are timed on: many runs sharing one
+    limited LLM key at a low and a high load, the ``runs`` profile, upstream's server caps."""
+    from sim.runs import RunsConfig
+
+    base = load_scenario("default", upstream="runs")
+    n = 50 if quick else 200
+    return [
+        (
+            f"{n} runs at 10/h, LLM key 3 in flight, c = 3",
+            base.with_quota(llm_inflight=3),
+            RunsConfig(concurrency=3, runs=n, arrival_per_hour=10.0),
+        ),
+        (
+            f"{n // 4} runs at 120/h, LLM key 4 in flight, TTS 3, c = 4",
+            base.with_quota(llm_inflight=4, tts_inflight=3),
+            RunsConfig(concurrency=4, runs=n // 4, arrival_per_hour=120.0),
+        ),
+    ]
+
+
+def run_runs_engines_bench(*, quick: bool = False) -> dict[str, Any]:
+    """Runs cells per second, SimPy model vs the fast engine (:mod:`sim.runs_fast`), on the
+    same cells in one process: each round runs every cell (a new block of draws each round)
+    on both engines, the order alternating; CPU time summed per engine."""
+    from sim.runs import simulate_runs
+
+    rounds = 2 if quick else 4
+    cells: list[dict[str, Any]] = []
+    for name, sc, cfg in runs_engine_cells(quick):
+        simulate_runs(sc, cfg, 0, "fast")  # warm-up (imports, caches)
+        spent = {"simpy": 0.0, "fast": 0.0}
+        requests = 0
+        for i in range(rounds):
+            c = dataclasses.replace(cfg, run_id=i + 1)
+            for engine in ("simpy", "fast") if i % 2 == 0 else ("fast", "simpy"):
+                t0 = time.process_time()
+                res = simulate_runs(sc, c, 0, engine)
+                spent[engine] += time.process_time() - t0
+            requests += len(res.log)
+        cells.append(
+            {
+                "cell": name,
+                "runs": cfg.n_runs,
+                "requests_per_cell": requests / rounds,
+                "simpy_cells_per_s": rounds / spent["simpy"],
+                "fast_cells_per_s": rounds / spent["fast"],
+                "fast_over_simpy": spent["simpy"] / spent["fast"],
+            }
+        )
+    lines = [
+        f"generation runs cells (--upstream runs), SimPy vs fast engine, CPU time, "
+        f"{rounds} rounds alternating, the same cells"
+    ]
+    for c in cells:
+        lines.append(
+            f"  {c['cell']} (~{c['requests_per_cell']:,.0f} requests): SimPy "
+            f"{c['simpy_cells_per_s']:.2f} cells/s, fast {c['fast_cells_per_s']:.2f} cells/s "
+            f"({c['fast_over_simpy']:.1f}x)"
+        )
+    return {"cells": cells, "lines": lines}
+
+
 def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
     base = load_scenario("default")
     quota = quota_scenario(base)
@@ -192,4 +255,6 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
     if load:
         out["load"] = run_load_bench(quick=quick)
         out["lines"] += out["load"]["lines"]
+    out["runs_engines"] = run_runs_engines_bench(quick=quick)
+    out["lines"] += out["runs_engines"]["lines"]
     return out
