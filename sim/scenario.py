@@ -19,6 +19,7 @@ from typing import Any
 
 from .catalog import builtin_names
 from .dists import Dist, IntDist, dist_from_mapping, field_name, int_dist_from_mapping
+from .faults import check_api_fields, has_limits, off_defaults
 from .qoe import Playback, playback_from_mapping
 from .rules import (
     MAX_CONCURRENCY,
@@ -97,10 +98,21 @@ class Quota:
     max_queue: int = 0
     max_hold_s: float = 0.0
     queue_status: int = 503
+    # issue 21 (sim.faults): provider error shape, disconnects, daily quotas, RPM windows,
+    # scripted faults; all off by default and left out of to_mapping when unset
+    shape: str = ""
+    disconnect_frees: bool = False
+    rpd: int = 0
+    tpd: int = 0
+    day_reset_hour: float = 0.0
+    rpm_window_s: int = 0
+    outages: tuple[tuple[float, float, int], ...] = ()
+    first_429: int = 0
 
     def __post_init__(self) -> None:
         _num("max_inflight", self.max_inflight, integer=True)
         check_limits(self)
+        check_api_fields(self)
         _num("rpm", self.rpm)
         _num("rpm_burst", self.rpm_burst, integer=True)
         _num("p_429", self.p_429, hi=1.0)
@@ -129,7 +141,13 @@ class Quota:
     @property
     def limited(self) -> bool:
         """True when admission depends on other requests (in-flight cap or bucket)."""
-        return self.max_inflight > 0 or self.rpm > 0 or self.tokens_limited or self.shared
+        return (
+            self.max_inflight > 0
+            or self.rpm > 0
+            or self.tokens_limited
+            or self.shared
+            or has_limits(self)
+        )
 
     @property
     def tokens_limited(self) -> bool:
@@ -248,7 +266,7 @@ class Scenario:
             if d["retry_after_s"] is None:
                 del d["retry_after_s"]
             d["throughput"] = list(q.throughput)
-            return d
+            return off_defaults(d)
 
         return {
             "name": self.name,

@@ -44,6 +44,7 @@ from sim.rules import Counts, Step, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
 from sim.upstream import ErrorShape
 
+from . import provider_api as _api
 from .wire import (
     COUNTS_HEADER,
     FOREGROUND_HEADER,
@@ -240,7 +241,12 @@ class FakeProvider:
         self._attempts[ident] = attempt + 1
         if len(self._attempts) > self.max_calls_tracked:
             self._attempts.popitem(last=False)
-        call = Call(cid, step, order, clip, attempt, api_key)
+        return await self.admit_call(Call(cid, step, order, clip, attempt, api_key), sent)
+
+    async def admit_call(self, call: Call, sent: float | None = None) -> Decision:
+        """Decide ``call`` (its attempt given): at once, or batched with the other arrivals
+        at this virtual instant on a limited key."""
+        step = call.step
         if not (self.virtual and self.provider.limited(step)):
             return self.provider.decide(call, self.decision_us(sent))
         loop = asyncio.get_running_loop()
@@ -423,7 +429,9 @@ class _DropInjectedResets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         # injected resets, and handlers still sleeping when a stopping server cancels them
-        return not isinstance(exc, InjectedReset | asyncio.CancelledError)
+        return not isinstance(
+            exc, InjectedReset | _api.InjectedStreamReset | asyncio.CancelledError
+        )
 
 
 def quiet_injected_resets() -> None:
@@ -640,6 +648,35 @@ ROUTES = (
     Route("/api/_scenebench/hold", hold, methods=["GET"]),
     Route("/api/_scenebench/reset", reset, methods=["POST"]),
 )
+
+
+# -- the providers' own APIs (issue 21): implemented in runner.world.provider_api ------------
+async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions`` (:func:`runner.world.provider_api.chat_completions`)."""
+    return await _api.chat_completions(request)
+
+
+async def messages(request: Request) -> Response:
+    """``POST /v1/messages`` (:func:`runner.world.provider_api.messages`)."""
+    return await _api.messages(request)
+
+
+async def speech(request: Request) -> Response:
+    """``POST /v1/audio/speech`` (:func:`runner.world.provider_api.speech`)."""
+    return await _api.speech(request)
+
+
+async def t2a_v2(request: Request) -> Response:
+    """``POST /v1/t2a_v2`` (:func:`runner.world.provider_api.t2a_v2`)."""
+    return await _api.t2a_v2(request)
+
+
+API_ROUTES = (
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/audio/speech", speech, methods=["POST"]),
+    Route("/v1/t2a_v2", t2a_v2, methods=["POST"]),
+)
 _EXCEPTION_HANDLERS = {
     _BadRequest: _bad_request,
     HTTPException: _http_error,
@@ -659,7 +696,8 @@ def create_app(
     ``config`` (default :class:`ServerConfig`'s), with any of its fields overridden by
     keyword (``time_scale=...``, ``virtual=...``, ...)."""
     cfg = replace(config or ServerConfig(), **options)
-    app = Starlette(routes=list(ROUTES), exception_handlers=dict(_EXCEPTION_HANDLERS))
+    routes = [*ROUTES, *API_ROUTES]
+    app = Starlette(routes=routes, exception_handlers=dict(_EXCEPTION_HANDLERS))
     app.state.fake = FakeProvider(scenario, seed, **asdict(cfg))
     return app
 
