@@ -135,15 +135,6 @@ class KeyState:
             heapq.heappop(ends)
         return len(ends)
 
-    def release(self, end_us: int) -> None:
-        """Free the in-flight slot of a request scheduled to end at ``end_us`` now (its client
-        gave up and this provider notices: generation runs' ``free_on_give_up``)."""
-        try:
-            self._ends.remove(end_us)
-        except ValueError:
-            return
-        heapq.heapify(self._ends)
-
     def decide(
         self,
         now_us: int,
@@ -222,13 +213,18 @@ class KeyState:
             self.extras.spend(need[0] + need[1])
         return None
 
-    def release(self, end_us: int, now_us: int) -> None:
+    def release(self, end_us: int, now_us: int | None = None) -> None:
         """A request admitted to end at ``end_us`` lost its client at ``now_us``: its slot
-        is free from ``now_us`` (scenarios whose quota frees slots on disconnect)."""
+        is free from ``now_us`` (scenarios whose quota frees slots on disconnect; generation
+        runs' ``free_on_give_up``). ``None``: free at once (the caller's now)."""
         ends = self._ends
-        if end_us > now_us and end_us in ends:
+        if end_us not in ends or (now_us is not None and end_us <= now_us):
+            return
+        if now_us is None:
+            ends.remove(end_us)
+        else:
             ends[ends.index(end_us)] = now_us
-            heapq.heapify(ends)
+        heapq.heapify(ends)
 
     def rate_info(self, now_us: int, which: str | None) -> RateInfo:
         """OpenAI-style ``x-ratelimit-*`` values now (requests: the RPM bucket; tokens: the
