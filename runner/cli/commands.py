@@ -236,7 +236,7 @@ def _cmd_sim(a: argparse.Namespace) -> int:
     from ..experiments.replications import SimConfig, sim_lines, simulate_summary
 
     if a.upstream == RUNS_PROFILE:  # generation runs on the server (issue 22)
-        from .runs_cli import sim_runs
+        from .runs_sim import sim_runs
 
         return sim_runs(a)
     if a.client == "server" or a.key_gate or a.key_inflight:  # server jobs, key-wide gate
@@ -675,7 +675,7 @@ def _add_sim(sub: Any) -> None:
     add_json(s)
     s.set_defaults(fn=_cmd_sim)
     add_server_args(s)
-    from .runs_cli import add_runs_args
+    from .runs_sim import add_runs_args
 
     add_runs_args(s)
 

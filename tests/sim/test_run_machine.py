@@ -199,3 +199,39 @@ def test_without_auto_confirm_the_execution_is_released_awaiting() -> None:
     assert cmds == [Released(7, Phase.AWAITING, S)]
     cmds = m.feed(3 * S, [Claimed(7)])
     assert [type(c) for c in cmds] == [Send] and cmds[0].req.step == Step.AGENTS  # type: ignore[union-attr]
+
+
+def _media_reply(fail: Callable[[ReqId], int | None] = lambda q: None) -> Reply:
+    def reply(q: ReqId) -> tuple[int, int]:
+        f = fail(q)
+        return (10 * S if q.step == Step.MEDIA else S), 200 if f is None else f
+
+    return reply
+
+
+def test_the_media_lane_runs_after_scene_0_one_item_at_a_time_and_completion_waits() -> None:
+    # 2 scenes without clips: scene 0 written at 4 s (outline, agents, content, actions); the
+    # lane starts then, before scene 1's content; 3 items of 10 s end at 34 s
+    m, sent = drive(RunSpec(run=0, clips=(0, 0), media=3), _media_reply())
+    r = m.record
+    at4 = [(s.req.step, s.req.order) for s in sent if s.t_us == 4 * S]
+    assert at4 == [(Step.MEDIA, 0), (Step.CONTENT, 1)]
+    assert [s.t_us for s in sent if s.req.step == Step.MEDIA] == [4 * S, 14 * S, 24 * S]
+    assert r.ready == [(0, 4 * S), (1, 6 * S)] and r.media_ok == 3
+    assert r.phase == Phase.COMPLETED and r.end_us == 34 * S
+
+
+def test_a_media_failure_never_pauses_and_a_pause_waits_for_the_item_in_hand() -> None:
+    m, _ = drive(
+        RunSpec(run=0, clips=(0, 0), media=2),
+        _media_reply(lambda q: 500 if q.step == Step.MEDIA else None),
+    )
+    assert m.record.phase == Phase.COMPLETED and m.record.media_failed == 2
+    # actions(1) fails (401) at 6 s: the image in hand (4..14 s) finishes, no other starts
+    m, sent = drive(
+        RunSpec(run=0, clips=(0, 0), media=3),
+        _media_reply(lambda q: 401 if (q.step, q.order) == (Step.ACTIONS, 1) else None),
+    )
+    r = m.record
+    assert r.paused_at == "scene:1:actions" and r.end_us == 14 * S and r.media_ok == 1
+    assert sum(1 for s in sent if s.req.step == Step.MEDIA) == 1

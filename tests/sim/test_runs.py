@@ -155,7 +155,11 @@ def test_the_check_cells_exercise_what_they_claim() -> None:
     assert got["refused"].summary()["refused"] >= 1
     assert got["deadlines"].summary()["timeouts"] >= 1
     assert any(r.wait_s > 0 for r in got["arrivals-cap"].records)
+    assert got["arrivals-cap"].summary()["media_failed"] >= 1
+    assert sum(r.media_ok for r in got["arrivals-cap"].records) >= 1
     assert got["limited-key"].summary()["http_429"] > 0
+    assert got["countdown"].summary()["completed"] + got["countdown"].summary()["paused"] == 6
+    assert got["wait-confirm"].summary()["confirm_refusals"] >= 1
 
 
 def test_same_seed_same_cell_and_another_seed_another() -> None:
@@ -187,3 +191,53 @@ def test_bad_config_is_one_line_user_error() -> None:
         RunsConfig(arrival_per_hour=-1.0)
     with pytest.raises(UserError, match="engine"):
         simulate_runs(_const(), RunsConfig(runs=1), engine="warp")
+
+
+def test_a_replay_file_and_a_runs_table_are_read_or_refused_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sim.rules import ScenarioError
+    from sim.runs_config import load_arrivals, runs_settings_from_mapping
+
+    f = tmp_path / "a.csv"
+    f.write_text("t_s,owner\n# two learners\n0,3\n12.5\n", encoding="utf-8")
+    assert load_arrivals(f) == ((0.0, 3), (12.5, 1))  # no owner: one of its own
+    f.write_text("soon,3\n", encoding="utf-8")
+    with pytest.raises(UserError, match="line 1"):
+        load_arrivals(f)
+    st = runs_settings_from_mapping(
+        {"confirm": "countdown", "outline": {"dist": "constant", "value_s": 7.0}}
+    )
+    assert st.confirm == "countdown" and st.us("countdown_s") == 2_500_000
+    with pytest.raises(ScenarioError, match=r"runs\.confirm"):
+        runs_settings_from_mapping({"confirm": "later"})
+    with pytest.raises(ScenarioError, match=r"runs\.speed"):
+        runs_settings_from_mapping({"speed": 1})
+
+
+def _peak(spans: list[tuple[int, int]]) -> int:
+    """Most intervals [start, end) open at once (an end at t frees before a start at t)."""
+    edges = sorted([(e, -1) for _, e in spans] + [(s, 1) for s, _ in spans])
+    peak = now = 0
+    for _, d in edges:
+        now += d
+        peak = max(peak, now)
+    return peak
+
+
+@pytest.mark.parametrize(("c", "seed"), [(0, 1), (2, 2), (3, 3), (5, 4)])
+def test_caps_hold_in_random_cells(c: int, seed: int) -> None:
+    # upstream's bounds: per run at most c contents ahead + 1 main-loop LLM request, at most
+    # max(c, 1) clips; per server at most max_concurrent executions (auto: claim to end)
+    sc = load_scenario("default", upstream="runs").with_quota(llm_inflight=6, tts_inflight=4)
+    cfg = RunsConfig(concurrency=c, runs=12, arrival_per_hour=90.0, max_concurrent=3, owners=4)
+    res = simulate_runs(sc, cfg, seed)
+    for r in range(12):
+        rows = [e for e in res.log if e[1] == r and e[8] > e[0]]
+        llm = [(e[0], e[8]) for e in rows if e[2] != Step.TTS]
+        tts = [(e[0], e[8]) for e in rows if e[2] == Step.TTS]
+        assert _peak(llm) <= max(c, 1) + 1 and _peak(tts) <= max(c, 1)
+    started = [x for x in res.records if not x.refused]
+    spans = [
+        (round((x.arrival_s + x.wait_s) * S), round((x.arrival_s + x.end_s) * S)) for x in started
+    ]
+    assert _peak(spans) <= 3
+    assert all(x.state in ("completed", "paused") for x in started)
