@@ -213,18 +213,13 @@ class KeyState:
             self.extras.spend(need[0] + need[1])
         return None
 
-    def release(self, end_us: int, now_us: int | None = None) -> None:
+    def release(self, end_us: int, now_us: int) -> None:
         """A request admitted to end at ``end_us`` lost its client at ``now_us``: its slot
-        is free from ``now_us`` (scenarios whose quota frees slots on disconnect; generation
-        runs' ``free_on_give_up``). ``None``: free at once (the caller's now)."""
+        is free from ``now_us`` (scenarios whose quota frees slots on disconnect)."""
         ends = self._ends
-        if end_us not in ends or (now_us is not None and end_us <= now_us):
-            return
-        if now_us is None:
-            ends.remove(end_us)
-        else:
+        if end_us > now_us and end_us in ends:
             ends[ends.index(end_us)] = now_us
-        heapq.heapify(ends)
+            heapq.heapify(ends)
 
     def rate_info(self, now_us: int, which: str | None) -> RateInfo:
         """OpenAI-style ``x-ratelimit-*`` values now (requests: the RPM bucket; tokens: the

@@ -225,17 +225,15 @@ async def _or_disconnect(request: Request, waiting: Awaitable[Any]) -> bool:
     """Run ``waiting``; False if the client went away first (the wait is then cancelled)."""
     work = asyncio.ensure_future(waiting)
     gone = asyncio.ensure_future(_until_disconnect(request))
+    finished = False
     try:
         await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:  # the handler itself was cancelled: leave nothing behind
-        work.cancel()
+        finished = work.done()
+    finally:
         gone.cancel()
-        raise
-    gone.cancel()
-    if work.done():
-        return True
-    work.cancel()
-    return False
+        if not work.done():
+            work.cancel()
+    return finished
 
 
 def _frees_on_disconnect(fake: FakeProvider, step: int) -> bool:
@@ -264,12 +262,10 @@ async def _decide(
         await sleep
         return dec, at_us, base
     call = Call(c.cid, c.step, c.order, c.clip, 0, c.key)
-    try:
+    try:  # a client gone (uvicorn: a disconnect; in-process: the request task cancelled)
         if await _or_disconnect(request, sleep):
             return dec, at_us, base
     except asyncio.CancelledError:
-        # an in-process client (httpx.ASGITransport) that gives up cancels the handler: it
-        # never sees http.disconnect, but it went away all the same
         fake.provider.release(call, at_us + dec.latency_us, fake.now_us())
         raise
     fake.provider.release(call, at_us + dec.latency_us, fake.now_us())
