@@ -47,7 +47,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
+from sim.draws import KIND_FAULT
 from sim.errors import UserError
 from sim.provider import RESET, TRUNCATED
 from sim.rules import ClockKind, Step
@@ -78,12 +82,17 @@ __all__ = ["PortRun", "port_scenario", "run_runs_real", "runs_app"]
 
 CHAT_PATH = "/v1/chat/completions"
 SPEECH_PATH = "/v1/audio/speech"
+IMAGE_PATH = "/v1/images/generations"
+_PIXEL = (  # a 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 STEP_NAMES = {
     Step.CONTENT: "content",
     Step.ACTIONS: "actions",
     Step.TTS: "tts",
     Step.OUTLINE: "outline",
     Step.AGENTS: "agents",
+    Step.MEDIA: "media",
 }
 # end-of-instant work, first first: the provider's batch, the deadlines due, a driver round
 PRIO_PROVIDER, PRIO_DEADLINE, PRIO_ROUND = 0, 1, 2
@@ -108,7 +117,31 @@ def runs_app(
     app = create_app(psc, seed, virtual=virtual, time_scale=time_scale, keep_log=True)
     fake = app.state.fake
     fake.provider = RunProvider(psc, cfg.settings, seed, keep_log=True, max_log=1_000_000)
+    app.router.routes.append(Route(IMAGE_PATH, images, methods=["POST"]))
     return app
+
+
+async def images(request: Request) -> Response:
+    """``POST /v1/images/generations`` (OpenAI-shaped) for a run's media lane: the item's keyed
+    latency and failure (``RunsSettings.media``, ``media_p_fail``), no key admission: the image
+    provider's limits are not modelled (``docs/runs.md``). Keyed by ``x-scenebench-call``
+    ``media/<classroom>/<item>/0/<attempt>``."""
+    fake = request.app.state.fake
+    await request.body()
+    parts = request.headers.get(CALL_HEADER, "").split("/")
+    if len(parts) != 5 or parts[0] != "media" or not all(x.isdigit() for x in parts[1:]):
+        err = {"message": f"{CALL_HEADER}: media/<classroom>/<item>/0/<attempt>"}
+        return JSONResponse({"error": {**err, "type": "invalid_request_error"}}, 400)
+    cid, item, clip, attempt = (int(x) for x in parts[1:])
+    d, row = fake.provider.draws_for(cid)
+    col = d.column(Step.MEDIA, item, clip)
+    lat = int(d.latency_us(Step.MEDIA, attempt)[row, col])
+    u = float(d.fault_u(Step.MEDIA, attempt, KIND_FAULT)[row, col])
+    await asyncio.sleep(lat / 1e6 * fake.time_scale)
+    if u < fake.provider.settings.media_p_fail:
+        err = {"message": "image generation failed", "type": "server_error"}
+        return JSONResponse({"error": err}, 500)
+    return JSONResponse({"created": 1767225600, "data": [{"b64_json": _PIXEL}]})
 
 
 class _Idle:
@@ -361,9 +394,12 @@ class RunsPort:
         }
         if not self.virtual:
             headers[SENT_HEADER] = str(time.monotonic_ns())
-        path, body = (SPEECH_PATH, _speech_body(q)) if q.step == Step.TTS else (CHAT_PATH, None)
-        if body is None:
-            body = _chat_body(self.world.sc, q)
+        if q.step == Step.TTS:
+            path, body = SPEECH_PATH, _speech_body(q)
+        elif q.step == Step.MEDIA:
+            path, body = IMAGE_PATH, {"model": "fake-image", "prompt": f"Figure {q.order}", "n": 1}
+        else:
+            path, body = CHAT_PATH, _chat_body(self.world.sc, q)
         try:
             resp = await self.client.post(path, json=body, headers=headers)
         except httpx.HTTPError:
@@ -381,6 +417,11 @@ class RunsPort:
         statusless failure, retried as 500)."""
         if q.step == Step.TTS:
             return _valid_wav(resp.content)
+        if q.step == Step.MEDIA:
+            try:
+                return bool(resp.json()["data"][0]["b64_json"])
+            except (ValueError, KeyError, IndexError, TypeError):
+                return False
         try:
             text = resp.json()["choices"][0]["message"]["content"]
             value = json.loads(text) if q.step != Step.CONTENT else text
