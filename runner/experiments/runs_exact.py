@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sim.dists import Constant
+from sim.errors import UserError
 from sim.runs import RunOutcome, RunsConfig, RunsResult, RunsSettings, _outcome, check_cells
 from sim.runs_model import run_simpy
 from sim.scenario import Scenario, load_scenario
@@ -98,9 +99,18 @@ def exact_cells(names: Sequence[str] | None = None) -> list[Cell]:
     (:func:`sim.runs.check_cells`, on ``default``) when ``default`` is named (or nothing is),
     then :func:`extra_cells` on every named scenario under the ``runs`` profile."""
     names = list(names) if names else ["default"]
+    bases = [load_scenario(n, upstream="runs") for n in names]
+    shared = [
+        n for n, b in zip(names, bases, strict=True) if b.quota_llm.shared or b.quota_tts.shared
+    ]
+    if shared:
+        raise UserError(
+            f"validate --upstream runs: scenario(s) {', '.join(shared)} have shared-capacity "
+            "keys, which generation runs do not model (docs/runs.md)"
+        )
     out: list[Cell] = list(check_cells()) if "default" in names else []
-    for n in names:
-        out += extra_cells(load_scenario(n, upstream="runs"), "" if n == "default" else n)
+    for n, b in zip(names, bases, strict=True):
+        out += extra_cells(b, "" if n == "default" else n)
     return out
 
 

@@ -151,6 +151,14 @@ def test_validate_exact_upstream_runs_on_the_command_line(
     assert "name it alone" in capsys.readouterr().err
 
 
+def test_validate_upstream_runs_refuses_shared_capacity_scenarios_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["validate", "--exact", "--upstream", "runs", "--scenario", "shared-flat"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shared-flat" in err[0] and "shared-capacity" in err[0]
+
+
 def test_run_upstream_runs_on_the_virtual_clock_is_the_model(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -162,6 +170,7 @@ def test_run_upstream_runs_on_the_virtual_clock_is_the_model(
     assert real[0].startswith("real world, virtual clock") and real[1:] == model
 
 
+@pytest.mark.wallclock
 def test_run_upstream_runs_on_the_wall_clock_finishes() -> None:
     """The same driver on a real socket (uvicorn in a thread), time compressed: every run
     ends (no timing asserted: the wall clock is approximate)."""
