@@ -233,8 +233,14 @@ class RunsPort:
         return round((asyncio.get_running_loop().time() - self.t0) / self.scale * 1e6)
 
     def _call_at(self, at_us: int, fn: Callable[[], None]) -> asyncio.TimerHandle:
+        """A timer at model µs ``at_us``; kept (to be cancelled at the end) until it fires."""
         loop = asyncio.get_running_loop()
-        h = loop.call_at(self.t0 + at_us / 1e6 * self.scale, fn)
+
+        def fire() -> None:
+            self.timers.discard(h)
+            fn()
+
+        h = loop.call_at(self.t0 + at_us / 1e6 * self.scale, fire)
         self.timers.add(h)
         return h
 
@@ -354,6 +360,7 @@ class RunsPort:
             return False
         if f.deadline is not None:
             f.deadline.cancel()
+            self.timers.discard(f.deadline)
         if req.step == Step.TTS:
             self.detached.add(f.task)
             f.task.add_done_callback(self.detached.discard)
@@ -374,6 +381,7 @@ class RunsPort:
         del self.flight[req]
         if f.deadline is not None:
             f.deadline.cancel()
+            self.timers.discard(f.deadline)
         status, pstatus = task.result()
         self._log(req, f.t_us, status, pstatus, self.now_us())
         self.pending.append(("run", req.run, Answer(req, status, pstatus)))
