@@ -12,8 +12,9 @@ Scripted faults, checked first, spend nothing, answered at once:
 Limits, checked after the in-flight cap, the RPM bucket and the token buckets; a refusal
 spends nothing and carries the wait until the limit would admit the call:
 
-* ``rpm_window_s`` (1 or 10, Azure OpenAI): at most ``ceil(rpm · w / 60)`` requests per
-  whole window of ``w`` model seconds (reason ``rpw``);
+* ``rpm_window_s`` (1 or 10 as Azure OpenAI; 60 as Azure Speech F0): at most
+  ``ceil(rpm · w / 60)`` requests per whole window of ``w`` model seconds (reason ``rpw``),
+  instead of the RPM token bucket;
 * ``rpd`` / ``tpd``: requests / estimated tokens per model day; the day starts at
   ``day_reset_hour`` (model time 0 is midnight, so hour 8 is midnight Pacific on a UTC
   day); reason ``rpd`` / ``tpd`` (a call whose estimate exceeds the whole ``tpd`` waits for
@@ -69,8 +70,8 @@ def check_api_fields(q: Any) -> None:
     for name in ("rpd", "tpd", "first_429"):
         check_number(name, getattr(q, name), hi=10**12, integer=True)
     check_number("day_reset_hour", q.day_reset_hour, hi=23.999)
-    if q.rpm_window_s not in (0, 1, 10):
-        raise ScenarioError(f"rpm_window_s: must be 0, 1 or 10, got {q.rpm_window_s!r}")
+    if q.rpm_window_s not in (0, 1, 10, 60):
+        raise ScenarioError(f"rpm_window_s: must be 0, 1, 10 or 60, got {q.rpm_window_s!r}")
     if q.rpm_window_s and q.rpm <= 0:
         raise ScenarioError("rpm_window_s: needs rpm > 0")
     if not isinstance(q.outages, list | tuple):

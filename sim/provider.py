@@ -157,7 +157,7 @@ class KeyState:
                 return Decision(status, 0, ra, n, why)
         if q.max_inflight and n >= q.max_inflight:
             return Decision(429, 0, ra, n, "inflight")
-        if q.rpm > 0:
+        if q.rpm > 0 and not q.rpm_window_s:  # windows (sim.faults) replace the bucket
             tokens = self.tokens + (now_us - self.last_us) * self.rate_per_us
             self.tokens = tokens if tokens < self.cap else self.cap
             self.last_us = now_us
@@ -167,7 +167,7 @@ class KeyState:
             limited = self._limits(now_us, need, n, ra)
             if limited is not None:
                 return limited
-        if q.rpm > 0:
+        if q.rpm > 0 and not q.rpm_window_s:
             self.tokens -= 1.0
         if u429 < q.p_429:
             return Decision(429, 0, ra, n, "random")

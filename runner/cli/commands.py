@@ -283,6 +283,11 @@ def _cmd_serve(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sc = load_scenario(a.scenario, upstream=a.upstream)
+    if a.preset:  # issue 21: provider presets with their error shapes (LLM and TTS keys)
+        from sim.presets import apply_preset
+
+        for name in a.preset:
+            sc = apply_preset(sc, name, shape=True)
     pscv = a.parallel_scene_concurrency
     if pscv is None:
         pscv = env_parallel_scene_concurrency()
@@ -293,6 +298,12 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     print(
         f"fake provider for scenario {sc.name!r} listening on {srv.base_url} "
         f"(time scale {app.state.fake.time_scale}, seed {a.seed}); Ctrl-C stops it",
+        flush=True,
+    )
+    print(
+        f"provider APIs: OPENAI_BASE_URL={srv.base_url}/v1 (chat/completions, audio/speech), "
+        f"ANTHROPIC_BASE_URL={srv.base_url}/v1 (messages), MiniMax {srv.base_url}/v1/t2a_v2 "
+        "(docs/provider-api.md)",
         flush=True,
     )
     try:
@@ -706,6 +717,14 @@ def _add_serve(sub: Any) -> None:
         default=None,
         help="what /api/health reports (default: $PARALLEL_SCENE_CONCURRENCY, "
         "else the scenario's run.parallel_scene_concurrency)",
+    )
+    v.add_argument(
+        "--preset",
+        action="append",
+        choices=preset_names(),
+        default=None,
+        help="repeatable: a provider preset for the LLM key or (a TTS preset) the TTS key, "
+        "with its error shape on the /v1 endpoints (docs/provider-api.md)",
     )
     v.set_defaults(fn=_cmd_serve)
 

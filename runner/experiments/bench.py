@@ -83,6 +83,29 @@ def run_load_bench(*, quick: bool = False) -> dict[str, Any]:
         f"{sb.added_p50_ms:.1f} / p99 {sb.added_p99_ms:.1f} ms "
         f"(fake/bare throughput {sf.rps / sb.rps:.2f})"
     )
+    chat_fake, chat_bare = run_load(
+        connections=100,
+        per_connection=soak_n // 100,
+        latency_s=0.0,
+        rss_every=soak_n // 10,
+        target="chat",
+    )
+    for key, r in (("soak_chat_fake", chat_fake), ("soak_chat_bare", chat_bare)):
+        out[key] = {
+            "requests": r.requests,
+            "seconds": r.seconds,
+            "rps": r.rps,
+            "statuses": {str(k): v for k, v in r.statuses.items()},
+            "errors": r.errors,
+            "added_p50_ms": r.added_p50_ms,
+            "added_p99_ms": r.added_p99_ms,
+        }
+    lines.append(
+        f"  soak on POST /v1/chat/completions (the provider API, issue 21), same load: "
+        f"fake provider {chat_fake.rps:,.0f} req/s, added p50 {chat_fake.added_p50_ms:.1f} / "
+        f"p99 {chat_fake.added_p99_ms:.1f} ms, {chat_fake.errors} errors; bare ASGI app "
+        f"{chat_bare.rps:,.0f} req/s (chat/bare throughput {chat_fake.rps / chat_bare.rps:.2f})"
+    )
     lines.append(
         "  fake provider resident memory (requests: MB): "
         + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in sf.rss_mb)

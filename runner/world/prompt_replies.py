@@ -9,9 +9,9 @@ answer that step takes:
 * ``outline``: a JSON object ``{"languageDirective", "outlines": [...]}``, one outline per
   scene of the scenario, scene types cycling as the scenario's do;
 * ``slide``: ``{"background": {...}, "elements": [one text element]}``;
-* ``quiz``: a JSON array of one single-choice question;
+* ``quiz``: a JSON array of one single-choice question (string options, ``correctAnswer``);
 * ``actions``: a JSON array of the drawn number of ``text`` items (each a speech clip)
-  with a ``spotlight`` action after the first;
+  with a ``spotlight`` action after the first (slide scenes; other scenes: text only);
 * ``agents``: ``{"agents": [a teacher, a student]}``;
 * anything else: filler words, one per drawn output token.
 
@@ -20,6 +20,7 @@ Nothing here decides timing or quotas; the endpoints do (:mod:`runner.world.prov
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -56,19 +57,21 @@ def classify(text: str) -> str:
         return "outline"
     if '"agents"' in text and "persona" in text:
         return "agents"
-    if "spotlight" in text and "JSON array" in text:
-        return "actions"
-    if "questionCount" in text or ("analysis" in text and "options" in text):
+    if "JSON array" in text and ("segments" in text or "spotlight" in text):
+        return "actions"  # slide actions name spotlights; quiz/interactive ones only segments
+    if "questionCount" in text or "Question Count" in text or "correctAnswer" in text:
         return "quiz"
     if "elements" in text and "background" in text:
         return "slide"
     return "other"
 
 
+@functools.lru_cache(maxsize=4096)
 def filler(words: int) -> str:
     """``words`` filler words (about one token each), at least one."""
     n = max(1, words)
-    return " ".join(_FILLER[i % len(_FILLER)] for i in range(n)) + "."
+    reps, rest = divmod(n, len(_FILLER))
+    return " ".join(_FILLER * reps + _FILLER[:rest]) + "."
 
 
 def _outline(scenes: int, types: tuple[str, ...]) -> dict[str, Any]:
@@ -121,19 +124,18 @@ def _quiz() -> list[dict[str, Any]]:
             "id": "q1",
             "type": "single",
             "question": "Which option is right?",
-            "options": [{"label": "A", "value": "A"}, {"label": "B", "value": "B"}],
-            "answer": ["A"],
-            "analysis": "A is right.",
-            "points": 1,
+            "options": ["Option A", "Option B"],
+            "correctAnswer": "Option A",
+            "analysis": "Option A is right.",
         }
     ]
 
 
-def _actions(speeches: int) -> list[dict[str, Any]]:
+def _actions(speeches: int, spotlight: bool) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for j in range(speeches):
         items.append({"type": "text", "content": f"Now let us look at part {j + 1}."})
-        if j == 0:
+        if j == 0 and spotlight:
             items.append({"type": "action", "name": "spotlight", "params": {"elementId": "text_1"}})
     return items
 
@@ -160,10 +162,17 @@ def _agents() -> dict[str, Any]:
 
 
 def reply_text(
-    kind: str, *, words: int, speeches: int, scenes: int, scene_types: tuple[str, ...]
+    kind: str,
+    *,
+    words: int,
+    speeches: int,
+    scenes: int,
+    scene_types: tuple[str, ...],
+    spotlight: bool = True,
 ) -> str:
-    """The answer to a prompt of ``kind``: ``speeches`` text items for actions, ``scenes``
-    outlines for an outline, ``words`` filler words for anything else."""
+    """The answer to a prompt of ``kind``: ``speeches`` text items for actions (with a
+    spotlight when ``spotlight``: a slide's actions prompt offers one), ``scenes`` outlines
+    for an outline, ``words`` filler words for anything else."""
     value: Any
     if kind == "outline":
         value = _outline(scenes, scene_types)
@@ -172,7 +181,7 @@ def reply_text(
     elif kind == "quiz":
         value = _quiz()
     elif kind == "actions":
-        value = _actions(speeches)
+        value = _actions(speeches, spotlight)
     elif kind == "agents":
         value = _agents()
     else:

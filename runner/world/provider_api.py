@@ -324,6 +324,7 @@ class _Answer:
 def _answer(
     fake: FakeProvider, c: ApiCall, dec: Decision, prompt: str, body: dict[str, Any]
 ) -> _Answer:
+    stream = body.get("stream") is True
     attempt = 0 if c.attempt is None else c.attempt
     toks = _tokens(fake, c, attempt)
     words = toks[1] if toks is not None else DEFAULT_WORDS
@@ -331,7 +332,12 @@ def _answer(
     speeches = fake.provider.speeches(c.cid, c.order) if kind == "actions" else 0
     sc = fake.scenario
     text = reply_text(
-        kind, words=words, speeches=speeches, scenes=sc.outlines, scene_types=sc.scene_types
+        kind,
+        words=words,
+        speeches=speeches,
+        scenes=sc.outlines,
+        scene_types=sc.scene_types,
+        spotlight="spotlight" in prompt,
     )
     cap = body.get("max_completion_tokens") or body.get("max_tokens")
     finish = "stop"
@@ -341,8 +347,9 @@ def _answer(
         tin, tout = toks
     else:
         tin, tout = math.ceil(len(prompt) / 4), math.ceil(len(text) / 4)
-    n = max(1, min(MAX_CHUNKS, tout))
-    pieces = _pieces(text, n)
+    if not stream:
+        return _Answer(text, tin, tout, finish, [], [])
+    pieces = _pieces(text, max(1, min(MAX_CHUNKS, tout)))
     lat = max(0, dec.latency_us)
     times = stream_times_us(lat, len(pieces), _ttft_us(fake, c, lat, toks[1] if toks else None))
     return _Answer(text, tin, tout, finish, times, pieces)

@@ -417,3 +417,28 @@ def test_quota_fields_stay_out_of_the_mapping_when_unset():
     q = dataclasses.replace(sc.quota_llm, outages=((1.0, 2.0, 503),), shape="gemini")
     m = sc.replace(quota_llm=q).to_mapping()["quota"]["llm"]
     assert m["outages"] == [[1.0, 2.0, 503]] and m["shape"] == "gemini"
+
+
+def test_tts_presets_limit_the_tts_key_and_shapes_are_taken_only_when_asked():
+    from sim.presets import apply_preset
+
+    base = load_scenario("default")
+    sc = apply_preset(base, "minimax-tts-free", shape=True)
+    assert (sc.quota_tts.rpm, sc.quota_tts.shape) == (10, "minimax")
+    assert sc.quota_llm == base.quota_llm and sc.tokens == base.tokens
+    assert apply_preset(base, "minimax-tts-free").quota_tts.shape == ""
+    assert apply_preset(base, "openai-tier1").quota_llm.shape == ""  # sweeps as before
+    assert apply_preset(base, "openai-tier1", shape=True).quota_llm.shape == "openai"
+    f0 = apply_preset(base, "azure-speech-f0").quota_tts
+    assert (f0.rpm, f0.rpm_window_s) == (20, 60)
+    assert apply_preset(base, "elevenlabs-free").quota_tts.max_inflight == 2
+
+
+def test_azure_speech_f0_answers_the_21st_request_in_a_minute_429():
+    from sim.presets import apply_preset
+
+    sc = apply_preset(const_scenario(tts=0.0), "azure-speech-f0")
+    app = create_app(sc, 0, virtual=True)
+    rs = _run(app, [("/v1/audio/speech", SPEECH, _bearer("k"))] * 21)
+    assert [r.status_code for r, _, _ in rs] == [200] * 20 + [429]
+    assert app.state.fake.log_rows()[-1][11] == "rpw"
