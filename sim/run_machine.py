@@ -14,6 +14,12 @@ begins), :class:`Answer` (a request ended: the status the client saw, the provid
 :class:`SetTimer`, :class:`Released` (the execution ended: the run awaits its outline's
 confirmation, is paused, or is completed).
 
+The loop: the outline (its stream attempts under one deadline), then — confirmed at once, or
+after the server confirms it and claims the run again — the agent profiles, scene 0 alone,
+the later scenes' content generated ahead through a FIFO pool (:class:`_Pool`), actions serial,
+each scene's narration clips (:class:`_Clips`), and the media lane (:class:`_Media`) once
+scene 0 is written. Every call's retries are a :class:`~sim.rules.CallMachine`.
+
 Same-instant order: :meth:`RunMachine.feed` takes every event of one instant at once and
 handles them in the canonical order of :func:`event_key` — by request identity
 ``(step, run, order, clip, attempt)``, an answer before a timer of the same identity, a

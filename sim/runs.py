@@ -35,6 +35,7 @@ __all__ = [
     "RunsSettings",
     "check_cells",
     "check_engines",
+    "run_outcome",
     "simulate_runs",
     "summarize_runs",
 ]
@@ -181,6 +182,9 @@ def _outcome(w: RunsWorld, r: int, m: RunMachine) -> RunOutcome:
         media_ok=rec.media_ok,
         media_failed=rec.media_failed,
     )
+
+
+run_outcome = _outcome  # public name: a world's run record (the real world builds its own)
 
 
 def simulate_runs(sc: Scenario, cfg: RunsConfig, seed: int = 0, engine: str = "auto") -> RunsResult:
