@@ -26,7 +26,7 @@ from typing import Any
 
 from sim.dists import Constant
 from sim.errors import UserError
-from sim.runs import RunOutcome, RunsConfig, RunsResult, RunsSettings, _outcome, check_cells
+from sim.runs import RunOutcome, RunsConfig, RunsResult, RunsSettings, check_cells, run_outcome
 from sim.runs_model import run_simpy
 from sim.scenario import Scenario, load_scenario
 
@@ -117,7 +117,7 @@ def exact_cells(names: Sequence[str] | None = None) -> list[Cell]:
 def model_side(sc: Scenario, cfg: RunsConfig, seed: int) -> PortRun:
     """The SimPy model of a cell, in the real world's terms: records, client log, provider log."""
     w = run_simpy(sc, cfg, seed)
-    recs: list[RunOutcome] = [_outcome(w, r, m) for r, m in enumerate(w.machines)]
+    recs: list[RunOutcome] = [run_outcome(w, r, m) for r, m in enumerate(w.machines)]
     res = RunsResult(recs, w.log, w.sc, cfg, seed, "simpy")
     return PortRun(res, [tuple(row) for row in w.provider.log])
 

@@ -67,7 +67,7 @@ from sim.run_machine import (
     Timer,
 )
 from sim.run_server import Claim, Ended, Refuse, ServerEvent, SetServerTimer
-from sim.runs import RunOutcome, RunsResult, _outcome
+from sim.runs import RunOutcome, RunsResult, run_outcome
 from sim.runs_config import RunsConfig
 from sim.runs_world import CANCELLED, Item, RunProvider, RunsWorld
 from sim.scenario import Scenario
@@ -450,7 +450,7 @@ class RunsPort:
     # -- results -------------------------------------------------------------------------
     def result(self) -> RunsResult:
         w = self.world
-        recs: list[RunOutcome] = [_outcome(w, r, m) for r, m in enumerate(w.machines)]
+        recs: list[RunOutcome] = [run_outcome(w, r, m) for r, m in enumerate(w.machines)]
         return RunsResult(recs, self.log, w.sc, w.cfg, w.seed, "real")
 
 
