@@ -28,8 +28,8 @@ exactly as the model builds them) and the provider's; this module only waits and
   (upstream never hands the abort signal to TTS). A pause's :class:`~sim.run_machine.Cancel`
   aborts the same way.
 
-The wall clock (uvicorn on 127.0.0.1 in a thread, time compressed by ``time_scale``) runs the same
-driver with rounds as soon as events come (exact ties do not happen there).
+The wall clock (uvicorn on 127.0.0.1 in its own process, time compressed by ``time_scale``)
+runs the same driver with rounds as soon as events come (exact ties do not happen there).
 """
 
 from __future__ import annotations
@@ -499,7 +499,7 @@ def run_runs_real(
     time_scale: float | None = None,
 ) -> PortRun:
     """One runs cell in the real world: the fake provider (in process, virtual clock; or on
-    127.0.0.1 in a thread, wall clock compressed by ``time_scale``) and the asyncio driver."""
+    127.0.0.1 in its own process, wall clock compressed by ``time_scale``) and the driver."""
     if clock not in (ClockKind.VIRTUAL, ClockKind.WALL):
         raise UserError(f"clock: must be virtual or wall; got {clock!r}")
     if clock == ClockKind.VIRTUAL:
@@ -521,16 +521,94 @@ def run_runs_real(
         return asyncio.run(_run_wall(sc, cfg, seed, scale))
 
 
+def _serve_runs_in_child(
+    scenario_map: dict[str, Any], cfg: RunsConfig, seed: int, scale: float, conn: Any
+) -> None:  # pragma: no cover - runs in the child process
+    import gc
+
+    import uvicorn
+
+    from sim.scenario import scenario_from_mapping
+
+    from .fake_provider import quiet_injected_resets, uvicorn_config
+
+    app = runs_app(scenario_from_mapping(scenario_map), cfg, seed, virtual=False, time_scale=scale)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
+    quiet_injected_resets()
+    gc.collect()
+    gc.freeze()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(server.serve())
+        while not server.started:
+            if task.done():
+                conn.send(("error", repr(task.exception())))
+                return
+            await asyncio.sleep(0.005)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        conn.send(("ok", (port, app.state.fake.epoch)))
+        await task
+
+    asyncio.run(main())
+
+
+class _RunsServer:
+    """The runs cell's fake provider on 127.0.0.1 in its own process (no GIL shared with the
+    driver), as :class:`runner.world.fake_provider.ServerProcess` does for classrooms."""
+
+    def __init__(self, sc: Scenario, cfg: RunsConfig, seed: int, scale: float) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["runner.world.runs_port"])
+        self._conn, child = ctx.Pipe(duplex=False)
+        args = (sc.to_mapping(), cfg, seed, scale, child)
+        self.process = ctx.Process(target=_serve_runs_in_child, args=args, daemon=True)
+        self.base_url = ""
+        self.epoch = 0.0
+
+    def __enter__(self) -> _RunsServer:
+        self.process.start()
+        if not self._conn.poll(30.0):
+            self.stop()
+            raise RuntimeError("the runs provider process did not start in time")
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            status, value = "error", f"the process exited with code {self.process.exitcode}"
+        if status != "ok":
+            self.stop()
+            raise RuntimeError(f"the runs provider process failed to start: {value}")
+        port, self.epoch = value
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=10)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 async def _run_wall(sc: Scenario, cfg: RunsConfig, seed: int, scale: float) -> PortRun:
-    app = runs_app(sc, cfg, seed, virtual=False, time_scale=scale)
-    fake = app.state.fake
-    with ServerThread(app) as srv:
+    """The provider in its own process, or in a thread where a process may not start one
+    (a daemonic worker)."""
+    import multiprocessing
+
+    srv: _RunsServer | ServerThread
+    if multiprocessing.current_process().daemon:
+        srv = ServerThread(runs_app(sc, cfg, seed, virtual=False, time_scale=scale))
+    else:
+        srv = _RunsServer(sc, cfg, seed, scale)
+    with srv:
+        epoch = srv.epoch if isinstance(srv, _RunsServer) else srv.app.state.fake.epoch
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(base_url=srv.base_url, limits=limits, timeout=None) as cl:
             port = RunsPort(cl, sc, cfg, seed, virtual=False, time_scale=scale)
             await port.run()
-            t0_us = round((port.t0 - fake.epoch) / scale * 1e6)
-            rows = [
-                (*r[:6], r[6] - t0_us, r[7] - t0_us, r[8] - t0_us, *r[9:]) for r in fake.log_rows()
-            ]
+            t0_us = round((port.t0 - epoch) / scale * 1e6)
+            got = (await cl.get("/api/_scenebench/log")).json()["log"]
+            rows = [(*r[:6], r[6] - t0_us, r[7] - t0_us, r[8] - t0_us, *r[9:]) for r in got]
             return PortRun(port.result(), rows)
