@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,7 +34,14 @@ from sim.scenario import Scenario, load_scenario
 from ..world.runs_port import PortRun, run_runs_real
 from .validate import ExactReport
 
-__all__ = ["Cell", "divergence", "exact_cells", "model_side", "validate_runs_exact"]
+__all__ = [
+    "Cell",
+    "divergence",
+    "exact_cells",
+    "model_side",
+    "random_cells",
+    "validate_runs_exact",
+]
 
 Cell = tuple[str, Scenario, RunsConfig, int]
 Log = Sequence[tuple[Any, ...]]
@@ -111,6 +119,64 @@ def exact_cells(names: Sequence[str] | None = None) -> list[Cell]:
     out: list[Cell] = list(check_cells()) if "default" in names else []
     for n, b in zip(names, bases, strict=True):
         out += extra_cells(b, "" if n == "default" else n)
+    return out
+
+
+_RANDOM_BASES = ("default", "burst-429", "content-heavy", "low-quota", "output-tpm", "tts-heavy")
+
+
+def _random_scenario(rng: random.Random) -> Scenario:
+    base = load_scenario(rng.choice(_RANDOM_BASES), upstream="runs")
+    sc = base.with_quota(
+        llm_inflight=rng.choice([0, 1, 2, 3, 5, 8]), tts_inflight=rng.choice([0, 1, 2, 4])
+    )
+    if rng.random() < 0.3:
+        sc = _quota(sc, "quota_llm", p_5xx=0.03, p_reset=0.02, p_truncate=0.02)
+    if rng.random() < 0.3:
+        sc = _quota(sc, "quota_tts", p_stall=0.05, stall_s=rng.choice([30.0, 40.0]))
+    if rng.random() < 0.2:  # answers exactly at a deadline, or well inside it
+        sc = sc.replace(
+            tts=Constant(rng.choice([2.0, 30.0])), actions=Constant(rng.choice([10.0, 60.0]))
+        )
+    return sc
+
+
+def random_cells(seed: int, n: int) -> list[Cell]:
+    """``n`` cells drawn from ``seed``: scenario, key limits, faults, deadline ties, the knob,
+    the caps, owners, confirmation, agents, media, free-on-give-up, and Poisson arrivals or a
+    replay with ties at one instant (a fuzz of :func:`validate_runs_exact`)."""
+    rng = random.Random(seed)
+    out: list[Cell] = []
+    for i in range(n):
+        sc = _random_scenario(rng)
+        st = RunsSettings(
+            confirm=rng.choice(["auto", "auto", "countdown", "wait"]),
+            agents_mode=rng.choice(["auto", "preset"]),
+            free_on_give_up=rng.random() < 0.5,
+            media_items=rng.choice([0, 0, 2]),
+            media_p_fail=0.2,
+        )
+        mc, po = rng.randint(1, 4), rng.randint(1, 3)
+        c = rng.randint(0, 10)
+        if rng.random() < 0.5:
+            rate = rng.choice([10.0, 60.0, 300.0])
+            runs, owners = rng.randint(2, 8), rng.choice([0, 1, 2])
+            cfg = RunsConfig(
+                c,
+                runs=runs,
+                arrival_per_hour=rate,
+                owners=owners,
+                settings=st,
+                max_concurrent=mc,
+                per_owner=po,
+            )
+        else:
+            times = [0, 0, 1, 5, 60, 200]
+            arr = tuple(
+                (float(rng.choice(times)), rng.randint(0, 2)) for _ in range(rng.randint(2, 7))
+            )
+            cfg = RunsConfig(c, arrivals=arr, settings=st, max_concurrent=mc, per_owner=po)
+        out.append((f"random{seed}.{i}:{sc.name}", sc, cfg, rng.randint(0, 1000)))
     return out
 
 

@@ -9,7 +9,6 @@ abort that frees the slot only when the provider does; an answer at its deadline
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import pytest
 
@@ -182,29 +181,9 @@ def test_run_upstream_runs_on_the_wall_clock_finishes() -> None:
     assert out.result.log and out.provider_log
 
 
-def _random_cell(rng: random.Random, i: int) -> rx.Cell:
-    """A cell drawn at random: knob, caps, owners, key limits, confirmation, agents, media,
-    faults, arrivals (Poisson or a replay with ties at one instant)."""
-    base = load_scenario(rng.choice(["default", "burst-429", "tts-heavy"]), upstream="runs")
-    sc = base.with_quota(llm_inflight=rng.choice([1, 2, 3, 5]), tts_inflight=rng.choice([0, 2]))
-    if rng.random() < 0.5:
-        q = dataclasses.replace(sc.quota_llm, p_5xx=0.03, p_reset=0.02, p_truncate=0.02)
-        sc = sc.replace(quota_llm=q)
-    st = RunsSettings(
-        confirm=rng.choice(["auto", "countdown", "wait"]),
-        agents_mode=rng.choice(["auto", "preset"]),
-        free_on_give_up=rng.random() < 0.5,
-        media_items=rng.choice([0, 2]),
-        media_p_fail=0.2,
-    )
-    caps = {"max_concurrent": rng.randint(1, 3), "per_owner": rng.randint(1, 2)}
-    arr = tuple((float(rng.choice([0, 0, 1, 60])), rng.randint(0, 1)) for _ in range(4))
-    cfg = RunsConfig(rng.randint(0, 6), arrivals=arr, settings=st, **caps)
-    return f"random{i}", sc, cfg, rng.randint(0, 999)
-
-
 def test_random_cells_are_identical_too() -> None:
-    rng = random.Random(22)
-    rep = rx.validate_runs_exact([_random_cell(rng, i) for i in range(3)], runs=1)
+    """Three cells drawn at random (:func:`runner.experiments.runs_exact.random_cells`)."""
+    cells = rx.random_cells(22, 3)
+    rep = rx.validate_runs_exact(cells, runs=1)
     assert rep.ok, rep.divergences
-    assert rep.cells == 3
+    assert rep.cells == 3 and rep.requests > 0
