@@ -381,6 +381,11 @@ class Provider:
         tout = int(d.tokens_out(call.step, call.attempt)[row, col])
         return spec.estimate(tin, tout), tout
 
+    def frees_on_disconnect(self, step: int) -> bool:
+        """Whether a client that gives up on this step's call frees its key's slot then
+        (``Quota.disconnect_frees``, :mod:`sim.faults`)."""
+        return (self.scenario.quota_tts if step == 2 else self.scenario.quota_llm).disconnect_frees
+
     def release(self, call: Call, end_us: int, now_us: int) -> None:
         """The client of ``call`` (admitted to end at ``end_us``) went away at ``now_us``:
         its key's in-flight slot is free from then (:meth:`KeyState.release`)."""

@@ -897,6 +897,45 @@ def _add_bench(sub: Any) -> None:
     b.set_defaults(fn=_cmd_bench)
 
 
+def _cmd_clients(a: argparse.Namespace) -> int:
+    """Issue 21: real clients against the provider endpoints (the Vercel AI SDK under Node,
+    installed into the cache folder as conform's esbuild is)."""
+    from ..experiments.ai_sdk import ai_sdk_timelines
+    from ..experiments.conform import ConformError
+
+    try:
+        rows = ai_sdk_timelines(a.cache_dir)
+    except ConformError as e:
+        raise UsageError(f"clients: {e}") from None
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    bad = 0
+    for r in rows:
+        header = (
+            "none" if r["retry_after_s"] is None else f"retry-after-ms {r['retry_after_s']:g} s"
+        )
+        ok = all(g >= w for g, w in zip(r["gaps_s"], r["documented_s"], strict=False))
+        ok = ok and len(r["gaps_s"]) == len(r["documented_s"])
+        bad += not ok
+        if not a.json:
+            gaps = ", ".join(f"{g:.3f}" for g in r["gaps_s"])
+            want = ", ".join(f"{w:g}" for w in r["documented_s"])
+            print(
+                f"AI SDK, 429 with {header}: attempts {r['statuses']}, gaps {gaps} s "
+                f"(documented {want} s) {'ok' if ok else 'DIFFERENT'}"
+            )
+    return 1 if bad else 0
+
+
+def _add_clients(sub: Any) -> None:
+    cl = sub.add_parser(
+        "clients", help="the Vercel AI SDK (Node) against the provider endpoints: retry timeline"
+    )
+    cl.add_argument("--cache-dir", default=None, help="the Node cache folder (as conform's)")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(fn=_cmd_clients)
+
+
 def _add_conform(sub: Any) -> None:
     co = sub.add_parser("conform", help="upstream's own TypeScript loop (Node) vs the port")
     co.add_argument("--openmaic", required=True, metavar="PATH", help="an OpenMAIC checkout")
@@ -923,6 +962,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_bench,
         _add_conform,
         add_capacity_parser,
+        _add_clients,
     ):
         add(sub)
     return p

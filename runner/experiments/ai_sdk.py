@@ -15,6 +15,7 @@ exponential delay; once retries are spent it throws ``RetryError`` (reason
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any
 
 from .conform import ConformError, _installed_version, default_cache_dir, node_version
 
-__all__ = ["AI_SDK_PACKAGES", "ensure_ai_sdk", "run_ai_sdk", "vercel_waits_s"]
+__all__ = ["AI_SDK_PACKAGES", "ai_sdk_timelines", "ensure_ai_sdk", "run_ai_sdk", "vercel_waits_s"]
 
 # ai 7 needs Node >= 22; ai 6 runs on Node >= 18 (the conform minimum)
 AI_SDK_PACKAGES = {"ai": "6.0.333", "@ai-sdk/openai": "3.0.141", "zod": "4.6.7"}
@@ -99,3 +100,50 @@ def run_ai_sdk(
         raise ConformError(f"node: the AI SDK driver exited {proc.returncode}: {tail}")
     out: list[dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])["results"]
     return out
+
+
+def ai_sdk_timelines(
+    cache_dir: str | Path | None = None, retry_after_s: float = 0.3
+) -> list[dict[str, Any]]:
+    """The AI SDK's retry timeline measured against the fake provider, two ways: 429s that
+    carry ``retry-after-ms`` (``retry_after_s``) and 429s without a header; each row has the
+    attempts' statuses, the measured gaps between their arrivals (s) and the documented
+    waits (:func:`vercel_waits_s`). ``scenebench clients`` prints them."""
+    from sim.dists import Constant, ConstantInt
+    from sim.scenario import Quota, Scenario
+    from sim.upstream import ClientProfile
+
+    from ..world.fake_provider import ServerThread, create_app
+
+    cache = ensure_ai_sdk(cache_dir)
+    rows = []
+    for header, quota in (
+        (retry_after_s, Quota(first_429=2, retry_after_s=retry_after_s)),
+        (None, Quota(first_429=5, retry_after_s=None)),
+    ):
+        sc = Scenario(
+            name="ai-sdk",
+            outlines=1,
+            scene_types=("slide",),
+            speech_actions=ConstantInt(1),
+            content=Constant(0.2),
+            actions=Constant(0.2),
+            tts=Constant(0.2),
+            quota_llm=quota,
+            client=ClientProfile(),
+        )
+        with ServerThread(create_app(sc, 0, time_scale=1.0)) as srv:
+            [res] = run_ai_sdk(srv.base_url, [{"key": "k", "stream": False}], cache)
+            log = [r for r in srv.app.state.fake.log_rows() if r[5] == "k"]
+        gaps = [(b[6] - a[6]) / 1e6 for a, b in itertools.pairwise(log)]
+        rows.append(
+            {
+                "retry_after_s": header,
+                "statuses": [r[9] for r in log],
+                "gaps_s": gaps,
+                "documented_s": vercel_waits_s(header),
+                "ok": res["ok"],
+                "error": res.get("error"),
+            }
+        )
+    return rows

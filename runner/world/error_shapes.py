@@ -59,10 +59,11 @@ def rate_headers(shape: str, dec: Decision, now_us: int) -> dict[str, str]:
             h["anthropic-ratelimit-requests-limit"] = str(r.limit_requests)
             h["anthropic-ratelimit-requests-remaining"] = str(r.remaining_requests)
             h["anthropic-ratelimit-requests-reset"] = rfc3339(now_us + r.reset_requests_us)
-        if r.limit_tokens >= 0:
-            h["anthropic-ratelimit-tokens-limit"] = str(r.limit_tokens)
-            h["anthropic-ratelimit-tokens-remaining"] = str(r.remaining_tokens)
-            h["anthropic-ratelimit-tokens-reset"] = rfc3339(now_us + r.reset_tokens_us)
+        if r.limit_tokens >= 0:  # the bucket that refused: input, output or both
+            kind = {"itpm": "input-tokens", "otpm": "output-tokens"}.get(dec.reason, "tokens")
+            h[f"anthropic-ratelimit-{kind}-limit"] = str(r.limit_tokens)
+            h[f"anthropic-ratelimit-{kind}-remaining"] = str(r.remaining_tokens)
+            h[f"anthropic-ratelimit-{kind}-reset"] = rfc3339(now_us + r.reset_tokens_us)
         return h
     if shape == "azure":
         h = r.headers()

@@ -297,7 +297,14 @@ class FakeProvider:
             if dec.latency_us == PENDING:  # a shared capacity serves it (sim.sharing)
                 dec = await self.served(dec)
             elif dec.status != 429:
-                await self.sleep_us(dec.latency_us, sent)
+                decided_us = self.now_us() if self.virtual else self._last_decided_us
+                try:
+                    await self.sleep_us(dec.latency_us, sent)
+                except asyncio.CancelledError:  # the client gave up (issue 21)
+                    if self.provider.frees_on_disconnect(step):
+                        call = Call(cid, step, order, clip, 0, api_key)
+                        self.provider.release(call, decided_us + dec.latency_us, self.now_us())
+                    raise
             sent = None  # a later attempt's latency runs from its own start
             if dec.status in (RESET, TRUNCATED):
                 return dec, counts
@@ -488,7 +495,14 @@ async def _generate(
     fg = request.headers.get(FOREGROUND_HEADER) == "1"
     sent = fake.sent_at(request.headers.get(SENT_HEADER))
     # the plain int: the request log holds the same values as the model's
-    dec, counts = await fake.route_call(cid, int(step), order, clip, api_key, fg, sent)
+    routed = fake.route_call(cid, int(step), order, clip, api_key, fg, sent)
+    if not fake.provider.frees_on_disconnect(int(step)):
+        dec, counts = await routed
+    else:  # issue 21: a client that goes away frees its slot (route_call's cleanup)
+        done, got = await _api.unless_disconnected(request, routed)
+        if not done:
+            return Response(status_code=499)
+        dec, counts = got
     tally = format_counts(counts, dec.status)
     if dec.status in (HTTPStatus.OK, TRUNCATED):
         return _ok_counted(dec, tally, payload())

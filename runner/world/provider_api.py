@@ -23,6 +23,7 @@ first content chunk comes at the time to first token (with ``output_tps`` the dr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
@@ -41,7 +42,7 @@ from sim.rules import Step
 from sim.runs_world import RunProvider
 from sim.scenario import Scenario
 
-from .error_shapes import error_response
+from .error_shapes import error_response, rate_headers
 from .prompt_replies import classify, prompt_text, reply_text
 from .wire import SENT_HEADER, hash_id
 
@@ -223,17 +224,26 @@ async def _until_disconnect(request: Request) -> None:
 
 async def _or_disconnect(request: Request, waiting: Awaitable[Any]) -> bool:
     """Run ``waiting``; False if the client went away first (the wait is then cancelled)."""
+    done, _ = await unless_disconnected(request, waiting)
+    return done
+
+
+async def unless_disconnected(request: Request, waiting: Awaitable[Any]) -> tuple[bool, Any]:
+    """(True, its result) when ``waiting`` finishes first; (False, None) when the client
+    disconnects first, ``waiting`` then being cancelled (it sees ``CancelledError``)."""
     work = asyncio.ensure_future(waiting)
     gone = asyncio.ensure_future(_until_disconnect(request))
-    finished = False
     try:
         await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
-        finished = work.done()
     finally:
         gone.cancel()
         if not work.done():
             work.cancel()
-    return finished
+    if work.done() and not work.cancelled():
+        return True, work.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work  # let the cancelled wait run its cleanup (a freed slot) before answering
+    return False, None
 
 
 def _frees_on_disconnect(fake: FakeProvider, step: int) -> bool:
@@ -454,6 +464,19 @@ def _refused(
     )
 
 
+def _success_headers(
+    fake: FakeProvider, c: ApiCall, dec: Decision, shape: str, at_us: int
+) -> dict[str, str]:
+    """The key's rate-limit headers on a success (OpenAI sends them on every answer): the
+    RPM bucket and the first token bucket as they stand after this call."""
+    ks = fake.provider.key_state(c.step, c.key)
+    if shape not in ("openai", "azure", "kimi", "anthropic") or not (
+        ks.quota.rpm > 0 or ks.buckets is not None
+    ):
+        return {}
+    return rate_headers(shape, dec._replace(rate=ks.rate_info(at_us, None)), at_us)
+
+
 def _ok_status(dec: Decision) -> bool:
     return dec.status in (200, RESET, TRUNCATED)
 
@@ -479,12 +502,16 @@ async def chat_completions(request: Request) -> Response:
             await _sleep_until(fake, base, dec.latency_us)
         return _refused(fake, c, dec, at_us, shape, model)
     ans = _answer(fake, c, dec, prompt, body)
+    rate = _success_headers(fake, c, dec, shape, at_us)
     if not stream:
-        return _plain(dec, _openai_body(ans, model))
+        resp = _plain(dec, _openai_body(ans, model))
+        resp.headers.update(rate)
+        return resp
     opts = body.get("stream_options")
     usage = isinstance(opts, dict) and opts.get("include_usage") is True
     gen = _openai_stream(fake, ans, dec, base, model, usage)
-    return StreamingResponse(gen, media_type="text/event-stream", headers=_SSE_HEADERS)
+    heads = {**_SSE_HEADERS, **rate}
+    return StreamingResponse(gen, media_type="text/event-stream", headers=heads)
 
 
 # -- Anthropic messages -------------------------------------------------------------------
@@ -562,7 +589,8 @@ async def messages(request: Request) -> Response:
             await _sleep_until(fake, base, dec.latency_us)
         return _refused(fake, c, dec, at_us, _shape(fake, c.step, "anthropic"), model)
     ans = _answer(fake, c, dec, prompt, body)
-    rid = {"request-id": f"req_sb{next(_ids)}"}
+    shape = _shape(fake, c.step, "anthropic")
+    rid = {"request-id": f"req_sb{next(_ids)}", **_success_headers(fake, c, dec, shape, at_us)}
     if not stream:
         resp = _plain(dec, _anthropic_body(ans, model))
         resp.headers.update(rid)

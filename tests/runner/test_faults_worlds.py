@@ -32,3 +32,26 @@ def test_the_real_pipeline_equals_the_model_under_the_new_rules(case):
         assert first_divergence(real, model) is None, (case, mode, c)
         refusals += model.http_429 + model.http_5xx
     assert refusals > 0, case  # the rule did something
+
+
+@pytest.mark.parametrize("frees", [False, True])
+def test_both_worlds_agree_when_an_abandoned_request_frees_its_slot(frees):
+    """Timeouts (30 s) on a 2-in-flight key: with ``disconnect_frees`` the model releases the
+    slot at the client's deadline, and the fake provider when the pipeline's request is
+    cancelled; the runs stay equal and the rule changes them."""
+    from sim.dists import Uniform
+
+    base = load_scenario("default").replace(content=Uniform(10.0, 40.0), content_by_type={})
+    q = dataclasses.replace(base.quota_llm, p_5xx=0.0, max_inflight=2, disconnect_frees=frees)
+    sc = base.replace(quota_llm=q, request_timeout_s=30.0)
+    model = simulate(sc, "pipelined", 3, seed=2, run_id=1, records=True)
+    real = run_classroom(sc, "pipelined", 3, seed=2, run_id=1, clock="virtual")
+    assert first_divergence(real, model) is None
+    held = simulate(
+        sc.replace(quota_llm=dataclasses.replace(q, disconnect_frees=not frees)),
+        "pipelined",
+        3,
+        seed=2,
+        run_id=1,
+    )
+    assert held.http_429 != model.http_429  # seed 2: 35 refusals held, 19 freed

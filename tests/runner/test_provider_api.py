@@ -442,3 +442,34 @@ def test_azure_speech_f0_answers_the_21st_request_in_a_minute_429():
     rs = _run(app, [("/v1/audio/speech", SPEECH, _bearer("k"))] * 21)
     assert [r.status_code for r, _, _ in rs] == [200] * 20 + [429]
     assert app.state.fake.log_rows()[-1][11] == "rpw"
+
+
+def test_successes_carry_the_keys_rate_headers():
+    """OpenAI sends x-ratelimit-* on every answer: after the first of 60 RPM, 59 remain and
+    the bucket is full again in 1 s (one token at 1 per second)."""
+    app = create_app(const_scenario(content=0.0, quota_llm=Quota(rpm=60)), 0, virtual=True)
+    [(r, _, _)] = _run(app, [("/v1/chat/completions", CHAT, _bearer("k"))])
+    assert r.status_code == 200
+    assert r.headers["x-ratelimit-limit-requests"] == "60"
+    assert r.headers["x-ratelimit-remaining-requests"] == "59"
+    assert r.headers["x-ratelimit-reset-requests"] == "1s"
+
+
+def test_anthropic_output_token_refusal_names_the_output_bucket():
+    sc = load_scenario("output-tpm")
+    q = dataclasses.replace(sc.quota_llm, shape="anthropic")
+    app = create_app(sc.replace(quota_llm=q), 0, virtual=True)
+    js = {**CHAT, "max_tokens": 100}
+
+    async def body(c: httpx.AsyncClient) -> list[httpx.Response]:
+        # two content calls at t = 0: each is counted at max_tokens = 4096 of 8,000
+        heads = [{"x-api-key": "k", CALL_HEADER: f"content/1/{o}/0/0"} for o in (0, 1)]
+        return list(
+            await asyncio.gather(*(c.post("/v1/messages", json=js, headers=h) for h in heads))
+        )
+
+    rs = _in_virtual_world(app, body)
+    assert sorted(r.status_code for r in rs) == [200, 429]
+    h = next(r for r in rs if r.status_code == 429).headers
+    assert "anthropic-ratelimit-output-tokens-limit" in h
+    assert int(h["anthropic-ratelimit-output-tokens-limit"]) == q.otpm
