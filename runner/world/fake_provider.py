@@ -236,12 +236,17 @@ class FakeProvider:
     async def admit(
         self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
     ) -> Decision:
+        attempt = self.next_attempt(cid, step, order, clip)
+        return await self.admit_call(Call(cid, step, order, clip, attempt, api_key), sent)
+
+    def next_attempt(self, cid: int, step: int, order: int, clip: int) -> int:
+        """The attempt number of the call's next request (0 for the first), counted here."""
         ident = (cid, step, order, clip)
         attempt = self._attempts.pop(ident, 0)
         self._attempts[ident] = attempt + 1
         if len(self._attempts) > self.max_calls_tracked:
             self._attempts.popitem(last=False)
-        return await self.admit_call(Call(cid, step, order, clip, attempt, api_key), sent)
+        return attempt
 
     async def admit_call(self, call: Call, sent: float | None = None) -> Decision:
         """Decide ``call`` (its attempt given): at once, or batched with the other arrivals

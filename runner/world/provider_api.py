@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
@@ -90,6 +91,7 @@ class FakeProvider(Protocol):
         self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
     ) -> Decision: ...
     async def admit_call(self, call: Call, sent: float | None = None) -> Decision: ...
+    def next_attempt(self, cid: int, step: int, order: int, clip: int) -> int: ...
     async def served(self, dec: Decision) -> Decision: ...
 
 
@@ -203,7 +205,8 @@ def resolve_call(
         step, order, clip = RUN_STEP_IDS[name], 0, 0
     elif name in ("outline", "agents"):  # not modelled steps: their own classroom's draws
         cid, order, clip = hash_id(f"{name}/{cid}"), 0, 0
-    return ApiCall(step, cid, order, clip if step == 2 else 0, attempt, key, name)
+    call = ApiCall(step, cid, order, clip if step == 2 else 0, attempt, key, name)
+    return _numbered(_fake(request), call)
 
 
 def _fake(request: Request) -> FakeProvider:
@@ -211,10 +214,16 @@ def _fake(request: Request) -> FakeProvider:
     return fake
 
 
+def _numbered(fake: FakeProvider, c: ApiCall) -> ApiCall:
+    """The call with its attempt: the caller's, else the next one the fake counts."""
+    if c.attempt is not None:
+        return c
+    return dataclasses.replace(c, attempt=fake.next_attempt(c.cid, c.step, c.order, c.clip))
+
+
 async def _admit(fake: FakeProvider, c: ApiCall, sent: float | None) -> Decision:
-    if c.attempt is None:
-        return await fake.admit(c.cid, c.step, c.order, c.clip, c.key, sent)
-    return await fake.admit_call(Call(c.cid, c.step, c.order, c.clip, c.attempt, c.key), sent)
+    attempt = 0 if c.attempt is None else c.attempt
+    return await fake.admit_call(Call(c.cid, c.step, c.order, c.clip, attempt, c.key), sent)
 
 
 async def _until_disconnect(request: Request) -> None:
@@ -626,7 +635,8 @@ async def _speech_call(
 ) -> tuple[FakeProvider, ApiCall, Decision | None, int]:
     fake = _fake(request)
     c = resolve_call(request, _bearer(request), "tts", text)
-    c = ApiCall(2, c.cid, c.order, c.clip, c.attempt, c.key, c.kind)  # speech is the TTS key's
+    if c.step != 2:  # speech is the TTS key's, whatever step the header named
+        c = dataclasses.replace(c, step=2)
     dec, at_us, _ = await _decide(request, fake, c, wait=True)
     return fake, c, dec, at_us
 

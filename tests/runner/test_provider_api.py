@@ -473,3 +473,18 @@ def test_anthropic_output_token_refusal_names_the_output_bucket():
     h = next(r for r in rs if r.status_code == 429).headers
     assert "anthropic-ratelimit-output-tokens-limit" in h
     assert int(h["anthropic-ratelimit-output-tokens-limit"]) == q.otpm
+
+
+def test_without_the_header_a_repeated_prompt_is_the_next_attempt_of_one_call():
+    """Keyed by the prompt's hash: the same prompt again is attempt 1 of that call, so its
+    usage is attempt 1's drawn output."""
+    from runner.world.wire import hash_id
+
+    sc = load_scenario("output-tpm")
+    app = create_app(sc, 3, virtual=True)
+    rs = _run(app, [("/v1/chat/completions", CHAT, _bearer("k"))] * 2)
+    cid = hash_id("hello")
+    d = Draws(sc, 3, cid, cid + 1)
+    got = [r.json()["usage"]["completion_tokens"] for r, _, _ in rs]
+    assert got == [int(d.tokens_out(0, a)[0, 0]) for a in (0, 1)]
+    assert [row[4] for row in app.state.fake.log_rows()] == [0, 1]
