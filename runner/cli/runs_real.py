@@ -54,7 +54,7 @@ def validate_runs(a: argparse.Namespace) -> int:
         f"{rep.retries} retries) over {', '.join(names)}"
     )
     print(
-        "real world (asyncio + httpx against /v1/chat/completions, /v1/audio/speech; virtual "
+        "real world (asyncio + httpx against the fake provider's /v1 endpoints; virtual "
         "clock) and SimPy model agree request for request"
         if rep.ok
         else f"DIVERGED: {rep.divergences[0]}"
