@@ -200,6 +200,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from ..world.pipeline import ScenePipeline
     from ..world.run import run_classroom
 
+    if a.upstream == RUNS_PROFILE:  # one server of generation runs, real world (issue 22)
+        from .runs_real import run_runs
+
+        return run_runs(a)
     sc = load_scenario(a.scenario, upstream=a.upstream)
     scale = _wall_time_scale(a, sc)
     base_url = None if a.base_url is None else _check_base_url(a.base_url)
@@ -532,6 +536,10 @@ def _validate_exact(a: argparse.Namespace, names: Sequence[str]) -> int:
     from ..experiments import validate as v
     from ..store.stamps import provenance, provenance_line
 
+    if a.upstream and RUNS_PROFILE in a.upstream:  # generation runs' cells (issue 22)
+        from .runs_real import validate_runs
+
+        return validate_runs(a)
     profiles = a.upstream or profile_names()
     scenarios = [
         load_scenario(n, upstream=p).replace(name=f"{n}@{p}") for n in names for p in profiles
@@ -670,6 +678,9 @@ def _add_run(sub: Any) -> None:
     r.add_argument("--base-url", default=None, help="an already running provider (wall clock)")
     add_json(r)
     r.set_defaults(fn=_cmd_run)
+    from .runs_real import add_run_runs_args  # run --upstream runs (issue 22)
+
+    add_run_runs_args(r)
 
 
 def _add_sim(sub: Any) -> None:

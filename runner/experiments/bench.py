@@ -252,9 +252,47 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
     ]
     out["floor"] = run_floor_bench(quick=quick)
     out["lines"] += out["floor"]["lines"]
+    out["runs"] = run_runs_bench(min_s)  # generation runs (issue 22)
+    out["lines"] += out["runs"]["lines"]
     if load:
         out["load"] = run_load_bench(quick=quick)
         out["lines"] += out["load"]["lines"]
     out["runs_engines"] = run_runs_engines_bench(quick=quick)
     out["lines"] += out["runs_engines"]["lines"]
+    return out
+
+
+def run_runs_bench(min_s: float) -> dict[str, Any]:
+    """Generation-runs cells per second (issue 22): the engines' ``limited-key`` check cell
+    (:func:`sim.runs.check_cells`: 8 runs on a 3-slot LLM key, c = 3, arrivals 30/h) in the
+    SimPy model, the heap engine, and the real world under the virtual clock (asyncio + httpx
+    against the fake provider's ``/v1`` endpoints, :mod:`runner.world.runs_port`)."""
+    from sim.runs import check_cells, simulate_runs
+
+    from ..world.runs_port import run_runs_real
+
+    _, sc, cfg, seed0 = next(c for c in check_cells() if c[0] == "limited-key")
+    block = [0]
+
+    def cell(run: Callable[[Any], object]) -> Callable[[], int]:
+        def one() -> int:
+            block[0] += 1
+            run(dataclasses.replace(cfg, run_id=block[0]))
+            return 1
+
+        return one
+
+    out: dict[str, Any] = {"runs_per_cell": cfg.n_runs}
+    out["simpy_per_s"], _ = _rate(cell(lambda c: simulate_runs(sc, c, seed0, "simpy")), min_s)
+    out["fast_per_s"], _ = _rate(cell(lambda c: simulate_runs(sc, c, seed0, "fast")), min_s)
+    out["real_virtual_per_s"], _ = _rate(cell(lambda c: run_runs_real(sc, c, seed0)), min_s)
+    out["simpy_over_real"] = out["simpy_per_s"] / out["real_virtual_per_s"]
+    out["lines"] = [
+        f"generation runs (--upstream runs; cells of {cfg.n_runs} runs on a 3-slot LLM key, "
+        "c = 3, 30 runs/h)",
+        f"  SimPy model:                       {out['simpy_per_s']:,.1f} runs cells/s",
+        f"  heap engine:                       {out['fast_per_s']:,.1f} runs cells/s",
+        f"  real world, virtual clock (/v1):   {out['real_virtual_per_s']:,.2f} runs cells/s"
+        f"  (SimPy is {out['simpy_over_real']:.0f}x faster)",
+    ]
     return out

@@ -39,6 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
+from sim.rules import Step
+from sim.runs_world import RunProvider
 from sim.scenario import Scenario
 
 from .error_shapes import error_response, rate_headers
@@ -60,6 +62,7 @@ __all__ = [
 
 CALL_HEADER = "x-scenebench-call"
 STEP_IDS = {"content": 0, "actions": 1, "tts": 2, "outline": 0, "agents": 0}
+RUN_STEP_IDS = {"outline": int(Step.OUTLINE), "agents": int(Step.AGENTS)}  # generation runs
 SAMPLE_RATE = 24_000  # OpenAI's pcm: 24 kHz, 16-bit, mono
 MAX_CHUNKS = 20  # content chunks of a streamed answer (fewer for short answers)
 TTFT_SHARE = 4  # without output_tps the first token comes at L / TTFT_SHARE
@@ -186,14 +189,21 @@ def _anthropic_key(request: Request) -> str:
     return request.headers.get("x-api-key", "") or _bearer(request)
 
 
-def resolve_call(request: Request, key: str, default_step: str, text: str) -> ApiCall:
-    """The call's identity from :data:`CALL_HEADER`, else from ``text`` (its prompt)."""
+def resolve_call(
+    request: Request, key: str, default_step: str, text: str, run_steps: bool = False
+) -> ApiCall:
+    """The call's identity from :data:`CALL_HEADER`, else from ``text`` (its prompt).
+    ``run_steps``: the provider's draws know generation runs' steps (a
+    :class:`sim.runs_world.RunProvider`), so ``outline``/``agents`` are those steps (3, 4) of
+    the run itself, as :mod:`sim.runs_world` decides them."""
     got = parse_call(request.headers.get(CALL_HEADER))
     if got is None:
         got = (default_step, hash_id(text), 0, 0, None)
     name, cid, order, clip, attempt = got
     step = STEP_IDS[name]
-    if name in ("outline", "agents"):  # not modelled steps: their own classroom's draws
+    if name in ("outline", "agents") and run_steps:
+        step, order, clip = RUN_STEP_IDS[name], 0, 0
+    elif name in ("outline", "agents"):  # not modelled steps: their own classroom's draws
         cid, order, clip = hash_id(f"{name}/{cid}"), 0, 0
     call = ApiCall(step, cid, order, clip if step == 2 else 0, attempt, key, name)
     return _numbered(_fake(request), call)
@@ -489,7 +499,8 @@ async def chat_completions(request: Request) -> Response:
     prompt = prompt_text(body.get("messages"))
     model = str(body.get("model") or "fake-llm")
     default = "actions" if classify(prompt) == "actions" else "content"
-    c = resolve_call(request, _bearer(request), default, prompt)
+    run_steps = isinstance(fake.provider, RunProvider)
+    c = resolve_call(request, _bearer(request), default, prompt, run_steps)
     stream = body.get("stream") is True
     dec, at_us, base = await _decide(request, fake, c, wait=not stream)
     if dec is None:
@@ -576,7 +587,8 @@ async def messages(request: Request) -> Response:
     prompt = prompt_text(body.get("messages"), body.get("system"))
     model = str(body.get("model") or "fake-llm")
     default = "actions" if classify(prompt) == "actions" else "content"
-    c = resolve_call(request, _anthropic_key(request), default, prompt)
+    run_steps = isinstance(fake.provider, RunProvider)
+    c = resolve_call(request, _anthropic_key(request), default, prompt, run_steps)
     stream = body.get("stream") is True
     dec, at_us, base = await _decide(request, fake, c, wait=not stream)
     if dec is None:
