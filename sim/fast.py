@@ -12,7 +12,7 @@ pending)`` slots), and the final status. The tests prove it equal to the SimPy
 model run for run. Results are columns (numpy arrays), turned into the tidy
 schema by :func:`FastRuns.frame` or :func:`FastRuns.results`.
 
-Not covered (:func:`quota_free` is False, use :func:`sim.simulate_many`): keys with
+Not covered (:func:`fast_fits` is False; :func:`sim.simulate` runs SimPy): keys with
 an in-flight limit or a bucket, and profiles whose route retries inside one client
 request (the ``route`` error shape before #788): those retries share the request's
 timeout and count differently.
@@ -27,16 +27,24 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from .config import RunConfig
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
 from .errors import UserError
-from .model import clamp_concurrency, effective_tts_concurrency
 from .qoe import QOE_FIELDS, QoE, qoe_us
-from .rules import RetryPolicy, RunStatus, content_slots, is_parallel
-from .scenario import MODES, Scenario
+from .rules import Policy, RetryPolicy, RunStatus, content_slots, is_parallel, tts_concurrency
+from .scenario import Scenario
 from .schema import SCHEMA_VERSION, RunResult
 from .upstream import ErrorShape
 
-__all__ = ["STATUSES", "FastRuns", "delay_us", "quota_free", "route_retries", "simulate_fast"]
+__all__ = [
+    "STATUSES",
+    "FastRuns",
+    "delay_us",
+    "fast_fits",
+    "quota_free",
+    "route_retries",
+    "simulate_fast",
+]
 
 I64 = NDArray[np.int64]
 I8 = NDArray[np.int8]
@@ -59,9 +67,16 @@ def route_retries(scenario: Scenario) -> bool:
 def quota_free(scenario: Scenario) -> bool:
     """Whether the fast path applies: neither key has an in-flight limit nor a bucket, and
     the routes do not retry (:func:`route_retries`; pre-#788 profiles in their default
-    ``route`` error shape do, so those run in :func:`sim.simulate_many`)."""
+    ``route`` error shape do, so those run on SimPy)."""
     limited = scenario.quota_llm.limited or scenario.quota_tts.limited
     return not (limited or route_retries(scenario))
+
+
+def fast_fits(scenario: Scenario, config: RunConfig) -> bool:
+    """The engine rule (:func:`sim.engines.pick_engine`): this path computes ``config`` on
+    ``scenario`` when the keys are quota-free (:func:`quota_free`), one classroom has them
+    (``tenants == 1``) and no limiter runs (``adaptive == "off"``)."""
+    return quota_free(scenario) and config.tenants == 1 and config.adaptive == Policy.OFF
 
 
 def delay_us(policy: RetryPolicy, retry_index: int, retry_after_us: int | None, u: F64) -> I64:
@@ -536,39 +551,22 @@ class _Run:
         return _Counters(*totals)
 
 
-def _check(scenario: Scenario, mode: str, reps: int) -> None:
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
-    if scenario.quota_llm.limited or scenario.quota_tts.limited:
+def simulate_fast(
+    scenario: Scenario, config: RunConfig, reps: int, *, seed: int = 0, first_run: int = 0
+) -> FastRuns:
+    """``reps`` runs of ``config`` at once, as columns; equal run for run to SimPy where
+    :func:`fast_fits` (else a one-line error). :func:`sim.simulate` picks this engine itself;
+    call it for the arrays and :meth:`FastRuns.frame`."""
+    if not fast_fits(scenario, config):
         raise UserError(
-            "scenario: the fast path needs quota-free keys (max_inflight = 0 and "
-            "rpm = 0 on both); use sim.simulate_many"
-        )
-    if route_retries(scenario):
-        raise UserError(
-            f"scenario: the fast path does not model retries inside the route (profile "
-            f"{scenario.upstream!r} with provider_errors = 'route'); use sim.simulate_many"
+            f"engine: the vectorised path needs quota-free keys (max_inflight = 0 and rpm = 0 "
+            f"on both), no retries inside the route (profile {scenario.upstream!r}), one "
+            "classroom and adaptive off; use engine='simpy'"
         )
     if reps < 1:
         raise UserError(f"reps: must be >= 1, got {reps}")
-
-
-def simulate_fast(
-    scenario: Scenario,
-    mode: str,
-    concurrency: int,
-    reps: int,
-    *,
-    seed: int = 0,
-    first_run: int = 0,
-    tts_concurrency: int | None = None,
-) -> FastRuns:
-    """``reps`` quota-free classrooms at once; equal run for run to :func:`sim.simulate_many`
-    (see :func:`quota_free` for the scenarios it covers)."""
-    _check(scenario, mode, reps)
-    c = clamp_concurrency(concurrency)
-    at_c = scenario.client.tts_at_concurrency
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, at_c)
+    mode, c = str(config.mode), config.c
+    tts_c = tts_concurrency(mode, c, config.tts_concurrency, scenario.client.tts_at_concurrency)
     draws = Draws(scenario, seed, first_run, first_run + reps)
     run = _Run(scenario, draws, mode, c, tts_c)
     run.run()

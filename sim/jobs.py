@@ -40,14 +40,16 @@ from typing import Any
 import numpy as np
 from simpy.events import Event
 
+from . import rules
+from .config import check_mode
 from .draws import Draws, tenant_offsets_us
 from .errors import UserError
 from .keygate import KeyGate, key_cap
 from .limiter import Rank
-from .model import _Classroom, _result, _SimGate, _World, effective_tts_concurrency
+from .model import _Classroom, _result, _SimGate, _World
 from .provider import Provider
 from .rules import Policy, RetryPolicy, RunStatus, clamp_concurrency
-from .scenario import MODES, Scenario
+from .scenario import Scenario
 from .upstream import AI_SDK_RETRY, CLIENT_RETRY, NO_RETRY, ClientProfile, ErrorShape
 
 __all__ = [
@@ -115,8 +117,7 @@ def check_jobs(
     mode: str, jobs: int, arrival_per_hour: float | None, arrivals_s: Sequence[float] | None
 ) -> None:
     """One-line ValueErrors naming the argument."""
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    check_mode(mode)
     if arrivals_s is not None:
         if not arrivals_s or any(not (math.isfinite(t) and t >= 0) for t in arrivals_s):
             raise UserError("arrivals: must be a non-empty list of finite times >= 0")
@@ -381,12 +382,11 @@ def simulate_keygate_tenants(
     """:func:`sim.simulate` with ``tenants`` browser classrooms on one key, every call through
     the key-wide gates (one per key) instead of per-classroom gates. Per-classroom
     results as :func:`sim.simulate` gives them (``requests_log`` empty)."""
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    check_mode(mode)
     if not (isinstance(tenants, int) and tenants >= 1):
         raise UserError(f"tenants: must be an integer >= 1, got {tenants!r}")
     c = clamp_concurrency(concurrency)
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
+    tts_c = rules.tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     prov = Provider(scenario, seed, keep_log=False)
     w = _World(scenario, prov)
     gates = key_gates(scenario)

@@ -64,13 +64,16 @@ def test_top_level_api():
 
     assert {
         "simulate",
-        "simulate_many",
+        "RunConfig",
+        "pick_engine",
         "load_scenario",
         "Scenario",
         "RunResult",
         "runs_frame",
     } <= set(sim.__all__)
-    assert {"run_classroom", "create_app", "ServerThread"} <= set(runner.__all__)
+    assert {"run", "run_async", "create_app", "ServerThread"} <= set(runner.__all__)
+    # the public API only: no figure captions or plotting helpers at the top
+    assert not {"HOLLOW_CAPTION", "plot_marked"} & set(runner.__all__)
 
 
 def test_no_submodule_shadows_a_public_name():

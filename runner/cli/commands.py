@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sim.catalog import preset_names
+from sim.config import RunConfig
 from sim.errors import UserError
 from sim.rules import CLOCKS, ClockKind
 from sim.upstream import DEFAULT_PROFILE
@@ -179,17 +180,14 @@ def _probe_provider(url: str, need_concurrency: bool, endpoint: str | None) -> N
         )
 
 
-def _wall_time_scale(a: argparse.Namespace, sc: Scenario) -> float | None:
+def _wall_time_scale(a: argparse.Namespace, sc: Scenario, cfg: RunConfig) -> float | None:
     """``--time-scale``, or on the wall clock with a provider of our own the scale picked
     from this machine's floor (printed)."""
     if a.clock != ClockKind.WALL or a.time_scale is not None or a.base_url is not None:
         return a.time_scale  # type: ignore[no-any-return]
     from ..experiments.floor import choose_time_scale
 
-    choice = choose_time_scale(
-        sc, a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, seed=a.seed,
-        run_id=a.run_id, adaptive=a.adaptive,
-    )  # fmt: skip
+    choice = choose_time_scale(sc, cfg, seed=a.seed, run_id=a.run_id)
     print(choice.line(), file=sys.stderr if a.json else sys.stdout, flush=True)
     return choice.time_scale
 
@@ -198,10 +196,13 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from ..store.stamps import provenance
     from ..world.failures import scene_failures
     from ..world.pipeline import ScenePipeline
-    from ..world.run import run_classroom
+    from ..world.run import run
 
     sc = load_scenario(a.scenario, upstream=a.upstream)
-    scale = _wall_time_scale(a, sc)
+    cfg = RunConfig.of(
+        a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, adaptive=a.adaptive
+    )
+    scale = _wall_time_scale(a, sc, cfg)
     base_url = None if a.base_url is None else _check_base_url(a.base_url)
     if base_url is not None and a.clock != ClockKind.VIRTUAL:
         _probe_provider(base_url, a.concurrency is None, sc.client.knob_endpoint)
@@ -210,10 +211,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
     async def keep(pipe: ScenePipeline) -> None:
         pipes.append(pipe)
 
-    res = run_classroom(
-        sc, a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, seed=a.seed,
-        run_id=a.run_id, clock=a.clock, time_scale=scale, base_url=base_url, records=False,
-        hook=keep, adaptive=a.adaptive,
+    [res] = run(
+        sc, cfg, clock=a.clock, seed=a.seed, run_id=a.run_id, time_scale=scale,
+        base_url=base_url, hook=keep,
     )  # fmt: skip
     failures = scene_failures(res.failed_orders, pipes[0].attempt_failures if pipes else [])
     prov = provenance(sc)
@@ -233,7 +233,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 # -- sim, serve, bench --------------------------------------------------------------------
 def _cmd_sim(a: argparse.Namespace) -> int:
-    from ..experiments.replications import SimConfig, sim_lines, simulate_summary
+    from ..experiments.replications import sim_lines, simulate_summary
 
     if a.client == "server" or a.key_gate or a.key_inflight:  # server jobs, key-wide gate
         from .server_jobs import sim_server
@@ -244,12 +244,11 @@ def _cmd_sim(a: argparse.Namespace) -> int:
         raise UsageError(
             "scenebench sim: --engine fast supports --tenants 1 and --adaptive off only"
         )
-    cfg = SimConfig(
-        mode=a.mode, concurrency=a.concurrency, reps=a.reps, seed=a.seed,
-        tts_concurrency=a.tts_concurrency, tenants=a.tenants, adaptive=a.adaptive,
-        stagger_s=a.stagger_s, stagger_dist=a.stagger_dist, engine=a.engine,
+    cfg = RunConfig.of(
+        a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, tenants=a.tenants,
+        adaptive=a.adaptive, stagger_s=a.stagger_s, stagger_dist=a.stagger_dist,
     )  # fmt: skip
-    s = simulate_summary(sc, cfg)
+    s = simulate_summary(sc, cfg, reps=a.reps, seed=a.seed, engine=a.engine)
     if a.json:
         _json_out(s)
     else:
