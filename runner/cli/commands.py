@@ -325,8 +325,6 @@ def _sweep_spec(a: argparse.Namespace, backends: tuple[str, ...]) -> Any:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from ..experiments.sweep import ResultsError, SweepOutcome, interrupted_message, run_sweep
-
     backends = ("sim", "real") if a.backend == "both" else (a.backend,)
     started: list[Path] = []
 
@@ -344,7 +342,9 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             "allow_source_tree": a.allow_source_tree,
         }
     )
-    try:
+    try:  # Ctrl-C anywhere in here, the heavy import included: one line, exit 130
+        from ..experiments.sweep import ResultsError, SweepOutcome, run_sweep
+
         with _as_usage("sweep", ResultsError):
             d = run_sweep(
                 _sweep_spec(a, backends), workers=a.workers, dask_scheduler=a.dask_scheduler,
@@ -353,10 +353,18 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             _render_if_any(d)
     except KeyboardInterrupt:
         _quiet_teardown()
-        msg = interrupted_message(started[0] if started else None)
-        print(f"scenebench sweep: {msg}", file=sys.stderr, flush=True)
+        print(f"scenebench sweep: {_interrupted_line(started)}", file=sys.stderr, flush=True)
         return 130
     return _print_sweep_outcome(SweepOutcome.read(d))
+
+
+def _interrupted_line(started: list[Path]) -> str:
+    """What Ctrl-C kept; the sweep module is loaded only once a folder was started."""
+    if not started:
+        return "interrupted before any cell ran; nothing was written"
+    from ..experiments.sweep import interrupted_message
+
+    return interrupted_message(started[0])
 
 
 def _render_if_any(d: Path) -> None:

@@ -28,8 +28,9 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -412,8 +413,32 @@ def check_new_folder(path: Path, *, flag: str, allow_source_tree: bool = False) 
 
 
 def _ignore_sigint() -> None:
-    """Worker processes leave Ctrl-C to the sweep, which stops them (no half-run noise)."""
+    """Worker processes leave Ctrl-C to the sweep, which stops them (no half-run noise). They
+    start with SIGINT blocked (:func:`_sigint_held`): ignore it, then let the mask go (a
+    Ctrl-C that arrived meanwhile is dropped here, not raised in the middle of an import)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """While the pool's processes are spawned, Ctrl-C waits: SIGINT is blocked in this thread
+    (the children inherit the mask, so it cannot land in a worker still importing, and drop it
+    once they ignore it), and one delivered to another thread (numpy's) is only noted; it is
+    raised as a KeyboardInterrupt when the pool is whole, never half-way through a spawn."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: list[int] = []
+    old_handler = signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)  # a blocked one arrives now
+        signal.signal(signal.SIGINT, old_handler)
+    if seen:
+        raise KeyboardInterrupt
 
 
 def _connect_dask(address: str) -> Any:
@@ -437,9 +462,12 @@ def _executor(workers: int, dask_scheduler: str | None) -> Any:
 
 
 def _stop_workers(ex: Any) -> None:
-    """On Ctrl-C: stop the local worker processes now (their cells are lost, not half-saved)."""
-    for proc in list(getattr(ex, "_processes", {}).values()):
+    """On Ctrl-C: stop the local worker processes now (their cells are lost, not half-saved),
+    and wait for the pool to mark the unfinished cells broken. Nothing is cancelled first: the
+    pool's own thread would then fail setting those futures (``InvalidStateError``)."""
+    for proc in list((getattr(ex, "_processes", None) or {}).values()):
         proc.terminate()
+    ex.shutdown(wait=True)
 
 
 def _create_folder(d: Path, meta: dict[str, Any]) -> None:
@@ -622,12 +650,14 @@ _Job = tuple[Cell, Scenario, float | None]
 
 def _run_on_pool(jobs: Sequence[_Job], saver: _CellSaver, workers: int, dask_client: Any) -> None:
     """The cells on local processes or a Dask cluster, saved as they finish; on Ctrl-C (or
-    any error) the rest is cancelled and the local workers stopped."""
+    any error) the local workers are stopped (Dask: the rest is cancelled)."""
     dask = dask_client is not None
     ex = dask_client if dask else _executor(workers, None)
     futs: list[Any] = []
     try:
-        futs = [ex.submit(_run_cell_job, *job) for job in jobs]
+        with contextlib.nullcontext() if dask else _sigint_held():
+            for job in jobs:
+                futs.append(ex.submit(_run_cell_job, *job))
         ids = {id(f): job[0].cell_id for f, job in zip(futs, jobs, strict=True)}
         for f in _as_completed(futs, dask):
             try:
@@ -637,14 +667,14 @@ def _run_on_pool(jobs: Sequence[_Job], saver: _CellSaver, workers: int, dask_cli
             except BaseException as e:  # a worker that died takes its cell with it
                 saver.save(ids[id(f)], None, f"worker failed: {type(e).__name__}: {e}")
     except BaseException:
-        for f in futs:
-            f.cancel()
-        if not dask:
+        if dask:
+            for f in futs:
+                f.cancel()
+        else:
             _stop_workers(ex)
         raise
-    finally:
-        if not dask:
-            ex.shutdown(wait=False, cancel_futures=True)
+    if not dask:
+        ex.shutdown(wait=True)
 
 
 @dataclass(frozen=True)
