@@ -36,7 +36,7 @@ _WHERE = {
     "create_app": "world.fake_provider",
     "SweepSpec": "experiments.sweep",
     "default_spec": "experiments.sweep",
-    "load_runs": "experiments.sweep",
+    "load_runs": "store.folders",
     "run_sweep": "experiments.sweep",
 }
 

@@ -31,7 +31,15 @@ from .config import RunConfig
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
 from .errors import UserError
 from .qoe import QOE_FIELDS, QoE, qoe_us
-from .rules import Policy, RetryPolicy, RunStatus, content_slots, is_parallel, tts_concurrency
+from .rules import (
+    Policy,
+    RetryPolicy,
+    RunStatus,
+    Step,
+    content_slots,
+    is_parallel,
+    tts_concurrency,
+)
 from .scenario import Scenario
 from .schema import SCHEMA_VERSION, RunResult
 from .upstream import ErrorShape
@@ -60,7 +68,7 @@ def route_retries(scenario: Scenario) -> bool:
     """Whether the profile's routes retry inside one client request (any step, either scene)."""
     client = scenario.client
     return any(
-        client.route_policy(step, fg).max_retries > 0 for step in (0, 1, 2) for fg in (False, True)
+        client.route_policy(step, fg).max_retries > 0 for step in Step for fg in (False, True)
     )
 
 
@@ -260,7 +268,7 @@ class _Calls:
     def _attempt(self, step: int, attempt: int, lat: I64, idx: I64 | None) -> _Flags:
         """Duration and the 429, 5xx, timeout and reset/truncated flags of one attempt
         (``idx``: a subset of the table, flat)."""
-        quota = self.sc.quota_tts if step == 2 else self.sc.quota_llm
+        quota = self.sc.quota_tts if step == Step.TTS else self.sc.quota_llm
 
         def pick(u: F64) -> F64:
             return u if idx is None else u.ravel()[idx]
@@ -300,7 +308,7 @@ class _Calls:
         """The wait before retry ``k`` of the calls ``idx`` (``fg``: the foreground policy),
         after attempt ``k`` failed (``was429``: with a provider 429)."""
         client = self.sc.client
-        quota = self.sc.quota_tts if step == 2 else self.sc.quota_llm
+        quota = self.sc.quota_tts if step == Step.TTS else self.sc.quota_llm
         # the client sees a 429 (and its Retry-After) only in the direct shape
         ra = quota.retry_after_s if self.direct else None
         ra_us = None if ra is None else round(ra * 1000) * 1000
@@ -350,7 +358,7 @@ class _Calls:
         extra[:, 4] = ftout
         elapsed = dur.ravel()[idx].astype(np.int64)
         # the foreground scene's calls: outline 0's column(s) when it runs in the foreground
-        width = self.d.kmax if step == 2 else 1
+        width = self.d.kmax if step == Step.TTS else 1
         per = dur.shape[1]
         fg = (idx % per < width) if self.foreground else np.zeros(m, dtype=bool)
         client = self.sc.client
@@ -416,7 +424,11 @@ class _Run:
         self.tts_c = tts_c
         self.foreground = sc.client.foreground_first_scene
         calls = _Calls(sc, d, self.foreground)
-        self.content, self.actions, self.tts = calls.step(0), calls.step(1), calls.step(2)
+        self.content, self.actions, self.tts = (
+            calls.step(Step.CONTENT),
+            calls.step(Step.ACTIONS),
+            calls.step(Step.TTS),
+        )
         self.kmax = d.kmax
         self.speeches = d.speeches()  # (reps, n)
         reps, n = self.speeches.shape
@@ -538,11 +550,11 @@ class _Run:
         for step, calls in enumerate((self.content, self.actions, self.tts)):
             if not len(calls.idx):
                 continue
-            per = kmax if step == 2 else 1
+            per = kmax if step == Step.TTS else 1
             r, col = np.divmod(calls.idx, n * per)
             scene = col // per
             made = self.ran[step][r, scene]
-            if step == 2:
+            if step == Step.TTS:
                 made &= (col % per) < self.speeches[r, scene]
             extra = calls.extra[made].copy()
             extra[:, 0] -= 1  # the one request already counted

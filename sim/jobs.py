@@ -48,7 +48,7 @@ from .keygate import KeyGate, key_cap
 from .limiter import Rank
 from .model import _Classroom, _result, _SimGate, _World
 from .provider import Provider
-from .rules import Policy, RetryPolicy, RunStatus, clamp_concurrency
+from .rules import Policy, RetryPolicy, RunStatus, Step, clamp_concurrency
 from .scenario import Scenario
 from .upstream import AI_SDK_RETRY, CLIENT_RETRY, NO_RETRY, ClientProfile, ErrorShape
 
@@ -83,11 +83,11 @@ class ServerProfile(ClientProfile):
 
     def client_policy(self, step: int, foreground: bool) -> RetryPolicy:
         """The job's ``withGenerationRetry`` (content, actions) or the clip's budget."""
-        return self.tts_retry if step == 2 else self.job_retry
+        return self.tts_retry if step == Step.TTS else self.job_retry
 
     def route_policy(self, step: int, foreground: bool) -> RetryPolicy:
         """The AI SDK's budget inside one model call; clips have none."""
-        return NO_RETRY if step == 2 else self.model_retry
+        return NO_RETRY if step == Step.TTS else self.model_retry
 
 
 def server_scenario(
@@ -208,7 +208,7 @@ class _KeyClassroom(_Classroom):
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         if not fg:
             return (yield from super().scene_tail(i, fg))
-        ok = yield from self.llm_call(1, i, fg)
+        ok = yield from self.llm_call(Step.ACTIONS, i, fg)
         if ok:  # the preview page's clips, one at a time, each through the gate
             assert self.tts_gate is not None
             for clip in range(self.w.provider.speeches(self.cid, i)):
@@ -249,13 +249,13 @@ class _Job(_Classroom):
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions; a failure skips the scene and the job goes on."""
-        ok = yield from self.llm_call(1, i)
+        ok = yield from self.llm_call(Step.ACTIONS, i)
         (self.scenes if ok else self.failed).append(i)
         return True
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(0, i)
+            ok = yield from self.llm_call(Step.CONTENT, i)
             if not ok:
                 self.failed.append(i)
                 continue
@@ -407,7 +407,7 @@ def _pct(x: np.ndarray[Any, Any], p: float) -> float | None:
 def _key_use(log: Sequence[tuple[Any, ...]], llm: bool, limit: int, span_us: int) -> dict[str, Any]:
     """Mean requests in flight on a key over the run (admitted attempts' busy time), and
     that over the key's limit (``None`` for an unlimited key)."""
-    busy = sum(e[8] - e[7] for e in log if (e[1] != 2) == llm and e[9] != 429)
+    busy = sum(e[8] - e[7] for e in log if (e[1] != Step.TTS) == llm and e[9] != 429)
     mean = busy / span_us if span_us > 0 else 0.0
     return {"mean_in_flight": mean, "utilisation": mean / limit if limit > 0 else None}
 

@@ -35,6 +35,7 @@ from .rules import (
     Mode,
     Policy,
     RunStatus,
+    Step,
     after_attempt,
     content_slots,
     final_status,
@@ -302,12 +303,12 @@ class _World:
             def gated_clip(clip: int) -> Generator[Event, Any, None]:
                 assert gate is not None
                 if gate_all:
-                    ok = yield from self.call(cid, 2, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats, gate)
                 else:  # adaptive: every clip waits for the gate in order
                     ev = gate.acquire()
                     if ev is not None:
                         yield ev
-                    ok = yield from self.call(cid, 2, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats, gate)
                     gate.release()
                 if not ok:
                     oks[0] = False
@@ -321,7 +322,7 @@ class _World:
             while nxt[0] < k:
                 clip = nxt[0]
                 nxt[0] += 1
-                ok = yield from self.call(cid, 2, order, clip, fg, stats)
+                ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats)
                 if not ok:
                     oks[0] = False
 
@@ -378,7 +379,7 @@ class _Classroom:
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions, then every clip; the scene is added on success."""
-        ok = yield from self.llm_call(1, i, fg)
+        ok = yield from self.llm_call(Step.ACTIONS, i, fg)
         if ok and not fg:
             self.frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
@@ -396,7 +397,7 @@ class _Classroom:
         self.t0 = int(self.env.now)
         first = 0
         if self.w.client.foreground_first_scene:  # the preview page, before the loop
-            ok = yield from self.llm_call(0, 0, True)
+            ok = yield from self.llm_call(Step.CONTENT, 0, True)
             ok = ok and (yield from self.scene_tail(0, True))
             if not ok:
                 if 0 not in self.failed:
@@ -415,7 +416,7 @@ class _Classroom:
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(0, i)
+            ok = yield from self.llm_call(Step.CONTENT, i)
             if not ok:
                 self.failed.append(i)
                 self.status = RunStatus.PAUSED
@@ -436,7 +437,7 @@ class _Classroom:
 
             def worker() -> Generator[Event, Any, None]:
                 for i in queue:
-                    ok = yield from self.llm_call(0, i)
+                    ok = yield from self.llm_call(Step.CONTENT, i)
                     done[i].succeed(ok)
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues

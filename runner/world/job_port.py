@@ -37,7 +37,7 @@ from sim.jobs import (
 )
 from sim.keygate import KeyGate
 from sim.limiter import Rank
-from sim.rules import ClockKind, Policy, RunStatus
+from sim.rules import ClockKind, Policy, RunStatus, Step
 from sim.scenario import Scenario
 from sim.schema import RunResult
 
@@ -103,7 +103,7 @@ class _KeyPipeline(ScenePipeline):
         fg: bool = False,
     ) -> dict[str, Any] | None:
         if gate is None and self._llm_gate is not None:
-            gate = self._tts_gate if step == 2 else self._llm_gate
+            gate = self._tts_gate if step == Step.TTS else self._llm_gate
         return await super()._call(step, body, headers, ident, gate, fg)
 
 
@@ -155,7 +155,7 @@ class _JobPipeline(_KeyPipeline):
                     "ttsVoice": "alloy",
                     "ttsApiKey": self.api_keys[1],
                 }
-                res = await self._call(2, body, {}, (order, j), self._tts_gate, False)
+                res = await self._call(Step.TTS, body, {}, (order, j), self._tts_gate, False)
                 if res is None or not res.get("base64"):
                     self.clips_failed += 1
 

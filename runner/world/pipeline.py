@@ -41,6 +41,7 @@ from sim.rules import (
     Mode,
     Policy,
     RunStatus,
+    Step,
     content_slots,
     final_status,
     is_parallel,
@@ -371,7 +372,7 @@ class ScenePipeline:
             "stageInfo": {"name": "scenebench"},
         }
         gate = None if fg else (gate if gate is not None else self._llm_gate)
-        return await self._call(0, body, self._llm_headers(), (i, 0), gate, fg)
+        return await self._call(Step.CONTENT, body, self._llm_headers(), (i, 0), gate, fg)
 
     async def actions(
         self, i: int, content: dict[str, Any], prev: list[str], fg: bool = False
@@ -385,7 +386,7 @@ class ScenePipeline:
             "previousSpeeches": prev,
         }
         gate = None if fg else self._llm_gate
-        return await self._call(1, body, self._llm_headers(), (i, 0), gate, fg)
+        return await self._call(Step.ACTIONS, body, self._llm_headers(), (i, 0), gate, fg)
 
     async def tts(self, scene: dict[str, Any], fg: bool = False) -> bool:
         """All speech clips of a scene; every clip is tried, any failure fails the scene.
@@ -408,7 +409,7 @@ class ScenePipeline:
                 "ttsVoice": "alloy",
                 "ttsApiKey": self.api_keys[1],
             }
-            res = await self._call(2, body, {}, (order, j), g, fg)
+            res = await self._call(Step.TTS, body, {}, (order, j), g, fg)
             oks.append(res is not None and bool(res.get("base64")))
 
         gate = None if fg else self._tts_gate
