@@ -573,7 +573,7 @@ def simulate_fast(
         raise UserError(
             f"engine: the vectorised path needs quota-free keys (max_inflight = 0 and rpm = 0 "
             f"on both), no retries inside the route (profile {scenario.upstream!r}), one "
-            "classroom and adaptive off; use engine='simpy'"
+            "classroom and adaptive off; use the simpy engine"
         )
     if reps < 1:
         raise UserError(f"reps: must be >= 1, got {reps}")

@@ -240,10 +240,6 @@ def _cmd_sim(a: argparse.Namespace) -> int:
 
         return sim_server(a)
     sc = load_scenario(a.scenario, upstream=a.upstream)
-    if a.engine == "fast" and (a.tenants != 1 or a.adaptive != "off"):
-        raise UsageError(
-            "scenebench sim: --engine fast supports --tenants 1 and --adaptive off only"
-        )
     cfg = RunConfig.of(
         a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, tenants=a.tenants,
         adaptive=a.adaptive, stagger_s=a.stagger_s, stagger_dist=a.stagger_dist,
