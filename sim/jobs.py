@@ -33,7 +33,7 @@ With ``key_gate`` every attempt on each key passes that key's
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,7 @@ from .keygate import KeyGate, key_cap
 from .limiter import Rank
 from .model import _Classroom, _result, _SimGate, _World
 from .provider import Provider
-from .rules import Policy, RetryPolicy, RunStatus, Step, clamp_concurrency
+from .rules import Counts, Policy, RetryPolicy, RunStatus, Step, clamp_concurrency
 from .scenario import Scenario
 from .upstream import AI_SDK_RETRY, CLIENT_RETRY, NO_RETRY, ClientProfile, ErrorShape
 
@@ -61,7 +61,9 @@ __all__ = [
     "ServerProfile",
     "arrivals_us",
     "check_jobs",
+    "job_record",
     "key_gates",
+    "media_plan",
     "server_scenario",
     "simulate_jobs",
     "simulate_keygate_tenants",
@@ -166,6 +168,43 @@ class JobRecord:
         return self.scenes_failed > 0 or self.clips_failed > 0
 
 
+def media_plan(scenes: Sequence[int], clips: Callable[[int], int]) -> list[tuple[int, int]]:
+    """The media step's work, both worlds: every clip ``(order, k)`` of every generated scene,
+    in the order the scenes were generated (``clips(order)``: the scene's speech clips)."""
+    return [(i, k) for i in scenes for k in range(clips(i))]
+
+
+def job_record(
+    job: int,
+    classroom: int,
+    arrival_us: int,
+    latency_us: int,
+    *,
+    scenes_ok: int,
+    failed: Sequence[int],
+    clips: int,
+    clips_failed: int,
+    counts: Counts,
+) -> JobRecord:
+    """A job's :class:`JobRecord`, assembled once for both worlds (integer µs in)."""
+    return JobRecord(
+        job=job,
+        classroom=classroom,
+        arrival_s=arrival_us / 1e6,
+        latency_s=latency_us / 1e6,
+        scenes_ok=scenes_ok,
+        scenes_failed=len(failed),
+        clips=clips,
+        clips_failed=clips_failed,
+        requests=counts.requests,
+        http_429=counts.http_429,
+        http_5xx=counts.http_5xx,
+        retries=counts.retries,
+        timeouts=counts.timeouts,
+        failed_orders=tuple(sorted(failed)),
+    )
+
+
 class _TenantSimGate(_SimGate):
     """One tenant's view of a shared :class:`KeyGate`: its waiters carry the tenant's rank."""
 
@@ -212,7 +251,9 @@ class _KeyClassroom(_Classroom):
         if ok:  # the preview page's clips, one at a time, each through the gate
             assert self.tts_gate is not None
             for clip in range(self.w.provider.speeches(self.cid, i)):
-                one = yield from self.w.call(self.cid, 2, i, clip, fg, self.stats, self.tts_gate)
+                one = yield from self.w.call(
+                    self.cid, Step.TTS, i, clip, fg, self.stats, self.tts_gate
+                )
                 ok = ok and one
         if ok:
             self.ready.append((i, int(self.env.now) - self.t0))
@@ -264,13 +305,13 @@ class _Job(_Classroom):
     def media(self) -> Generator[Event, Any, None]:
         """Every clip of every generated scene, in order, ``media_c`` at a time."""
         w, env = self.w, self.env
-        todo = [(i, k) for i in self.scenes for k in range(w.provider.speeches(self.cid, i))]
+        todo = media_plan(self.scenes, lambda i: w.provider.speeches(self.cid, i))
         self.media_clips = len(todo)
         it = iter(todo)
 
         def worker() -> Generator[Event, Any, None]:
             for i, k in it:
-                ok = yield from w.call(self.cid, 2, i, k, False, self.stats, self.tts_gate)
+                ok = yield from w.call(self.cid, Step.TTS, i, k, False, self.stats, self.tts_gate)
                 if not ok:
                     self.clips_failed += 1
 
@@ -286,23 +327,11 @@ class _Job(_Classroom):
         self.status = RunStatus.COMPLETED
 
     def record(self, job: int) -> JobRecord:
-        st = self.stats
-        return JobRecord(
-            job=job,
-            classroom=self.cid,
-            arrival_s=self.arrival / 1e6,
-            latency_s=self.end / 1e6,
-            scenes_ok=len(self.scenes),
-            scenes_failed=len(self.failed),
-            clips=self.media_clips,
-            clips_failed=self.clips_failed,
-            requests=st.requests,
-            http_429=st.http_429,
-            http_5xx=st.http_5xx,
-            retries=st.retries,
-            timeouts=st.timeouts,
-            failed_orders=tuple(sorted(self.failed)),
-        )
+        return job_record(
+            job, self.cid, self.arrival, self.end, scenes_ok=len(self.scenes),
+            failed=self.failed, clips=self.media_clips, clips_failed=self.clips_failed,
+            counts=self.stats,
+        )  # fmt: skip
 
 
 @dataclass

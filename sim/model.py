@@ -453,7 +453,7 @@ class _Classroom:
             ev = gate.acquire()
             if ev is not None:
                 yield ev
-            ok = yield from self.w.call(self.cid, 0, i, 0, False, self.stats, gate)
+            ok = yield from self.w.call(self.cid, Step.CONTENT, i, 0, False, self.stats, gate)
             gate.release()
             done[i].succeed(ok)
 

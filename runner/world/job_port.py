@@ -32,7 +32,9 @@ from sim.jobs import (
     ServerProfile,
     arrivals_us,
     check_jobs,
+    job_record,
     key_gates,
+    media_plan,
     server_scenario,
 )
 from sim.keygate import KeyGate
@@ -139,15 +141,17 @@ class _JobPipeline(_KeyPipeline):
             await self.scene_tail(i, content)
 
     async def media(self) -> None:
-        todo: list[tuple[int, int, dict[str, Any]]] = []
-        for order, scene in self.scenes:
-            speech = [a for a in scene.get("actions", []) if a.get("type") == "speech"]
-            todo.extend((order, j, a) for j, a in enumerate(speech))
+        speech = {
+            order: [a for a in scene.get("actions", []) if a.get("type") == "speech"]
+            for order, scene in self.scenes
+        }
+        todo = media_plan([order for order, _ in self.scenes], lambda i: len(speech[i]))
         self.media_clips = len(todo)
         it = iter(todo)
 
         async def worker() -> None:
-            for order, j, action in it:
+            for order, j in it:
+                action = speech[order][j]
                 body = {
                     "text": action["text"],
                     "audioId": audio_id(order, str(action["id"])),
@@ -168,23 +172,11 @@ class _JobPipeline(_KeyPipeline):
         await self.media()
         end = self.clock.now_us() - arrival_us
         self.status = RunStatus.COMPLETED
-        st = self.stats
-        return JobRecord(
-            job=job,
-            classroom=self.classroom,
-            arrival_s=arrival_us / 1e6,
-            latency_s=end / 1e6,
-            scenes_ok=len(self.scenes),
-            scenes_failed=len(self.failed),
-            clips=self.media_clips,
-            clips_failed=self.clips_failed,
-            requests=st.requests,
-            http_429=st.http_429,
-            http_5xx=st.http_5xx,
-            retries=st.retries,
-            timeouts=st.timeouts,
-            failed_orders=tuple(sorted(self.failed)),
-        )
+        return job_record(
+            job, self.classroom, arrival_us, end, scenes_ok=len(self.scenes),
+            failed=self.failed, clips=self.media_clips, clips_failed=self.clips_failed,
+            counts=self.stats,
+        )  # fmt: skip
 
 
 def run_jobs(
