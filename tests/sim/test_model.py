@@ -60,15 +60,12 @@ def test_random_constants_equal_the_closed_forms(n, c, k, t, C, A, T):
     sc = const_scenario(n, C_s, A_s, T_s, clips=k)
     S = an.scene_tail(A_s, T_s, k, t)
     eff = c if n > 1 else 1
-    assert simulate(sc, RunConfig.of("serial", c, tts_concurrency=t))[
-        0
-    ].makespan_s == pytest.approx(an.serial_makespan(n, C_s, S), abs=1e-6)
-    assert simulate(sc, RunConfig.of("hybrid", c, tts_concurrency=t))[
-        0
-    ].makespan_s == pytest.approx(an.hybrid_makespan(n, eff, C_s, S), abs=1e-6)
-    assert simulate(sc, RunConfig.of("pipelined", c, tts_concurrency=t))[
-        0
-    ].makespan_s == pytest.approx(an.pipelined_makespan(n, eff, C_s, S), abs=1e-6)
+    [serial] = simulate(sc, RunConfig.of("serial", c, tts_concurrency=t))
+    [hybrid] = simulate(sc, RunConfig.of("hybrid", c, tts_concurrency=t))
+    [piped] = simulate(sc, RunConfig.of("pipelined", c, tts_concurrency=t))
+    assert serial.makespan_s == pytest.approx(an.serial_makespan(n, C_s, S), abs=1e-6)
+    assert hybrid.makespan_s == pytest.approx(an.hybrid_makespan(n, eff, C_s, S), abs=1e-6)
+    assert piped.makespan_s == pytest.approx(an.pipelined_makespan(n, eff, C_s, S), abs=1e-6)
 
 
 def _realised(sc, seed, run, tts_c):
