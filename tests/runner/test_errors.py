@@ -44,7 +44,9 @@ def test_a_user_error_raised_by_the_model_is_one_line_exit_2(monkeypatch, capsys
     def bad(*_a, **_k):
         raise UserError("reps: must be >= 1, got 0")
 
-    monkeypatch.setattr(runner.experiments.replications, "_replications", bad)
+    import sim.engines
+
+    monkeypatch.setattr(sim.engines, "simulate", bad)
     assert main(SIM) == 2
     assert capsys.readouterr().err == "scenebench: error: reps: must be >= 1, got 0\n"
 
