@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sim.catalog import preset_names
+from sim.config import RunConfig
 from sim.errors import UserError
 from sim.rules import CLOCKS, ClockKind
 from sim.upstream import DEFAULT_PROFILE, RUNS_PROFILE
@@ -179,17 +180,14 @@ def _probe_provider(url: str, need_concurrency: bool, endpoint: str | None) -> N
         )
 
 
-def _wall_time_scale(a: argparse.Namespace, sc: Scenario) -> float | None:
+def _wall_time_scale(a: argparse.Namespace, sc: Scenario, cfg: RunConfig) -> float | None:
     """``--time-scale``, or on the wall clock with a provider of our own the scale picked
     from this machine's floor (printed)."""
     if a.clock != ClockKind.WALL or a.time_scale is not None or a.base_url is not None:
         return a.time_scale  # type: ignore[no-any-return]
     from ..experiments.floor import choose_time_scale
 
-    choice = choose_time_scale(
-        sc, a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, seed=a.seed,
-        run_id=a.run_id, adaptive=a.adaptive,
-    )  # fmt: skip
+    choice = choose_time_scale(sc, cfg, seed=a.seed, run_id=a.run_id)
     print(choice.line(), file=sys.stderr if a.json else sys.stdout, flush=True)
     return choice.time_scale
 
@@ -198,14 +196,17 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from ..store.stamps import provenance
     from ..world.failures import scene_failures
     from ..world.pipeline import ScenePipeline
-    from ..world.run import run_classroom
+    from ..world.run import run
 
     if a.upstream == RUNS_PROFILE:  # one server of generation runs, real world (issue 22)
         from .runs_real import run_runs
 
         return run_runs(a)
     sc = load_scenario(a.scenario, upstream=a.upstream)
-    scale = _wall_time_scale(a, sc)
+    cfg = RunConfig.of(
+        a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, adaptive=a.adaptive
+    )
+    scale = _wall_time_scale(a, sc, cfg)
     base_url = None if a.base_url is None else _check_base_url(a.base_url)
     if base_url is not None and a.clock != ClockKind.VIRTUAL:
         _probe_provider(base_url, a.concurrency is None, sc.client.knob_endpoint)
@@ -214,10 +215,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
     async def keep(pipe: ScenePipeline) -> None:
         pipes.append(pipe)
 
-    res = run_classroom(
-        sc, a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, seed=a.seed,
-        run_id=a.run_id, clock=a.clock, time_scale=scale, base_url=base_url, records=False,
-        hook=keep, adaptive=a.adaptive,
+    [res] = run(
+        sc, cfg, clock=a.clock, seed=a.seed, run_id=a.run_id, time_scale=scale,
+        base_url=base_url, hook=keep,
     )  # fmt: skip
     failures = scene_failures(res.failed_orders, pipes[0].attempt_failures if pipes else [])
     prov = provenance(sc)
@@ -237,7 +237,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 # -- sim, serve, bench --------------------------------------------------------------------
 def _cmd_sim(a: argparse.Namespace) -> int:
-    from ..experiments.replications import SimConfig, sim_lines, simulate_summary
+    from ..experiments.replications import sim_lines, simulate_summary
 
     if a.upstream == RUNS_PROFILE:  # generation runs on the server (issue 22)
         from .runs_sim import sim_runs
@@ -248,16 +248,11 @@ def _cmd_sim(a: argparse.Namespace) -> int:
 
         return sim_server(a)
     sc = load_scenario(a.scenario, upstream=a.upstream)
-    if a.engine == "fast" and (a.tenants != 1 or a.adaptive != "off"):
-        raise UsageError(
-            "scenebench sim: --engine fast supports --tenants 1 and --adaptive off only"
-        )
-    cfg = SimConfig(
-        mode=a.mode, concurrency=a.concurrency, reps=a.reps, seed=a.seed,
-        tts_concurrency=a.tts_concurrency, tenants=a.tenants, adaptive=a.adaptive,
-        stagger_s=a.stagger_s, stagger_dist=a.stagger_dist, engine=a.engine,
+    cfg = RunConfig.of(
+        a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, tenants=a.tenants,
+        adaptive=a.adaptive, stagger_s=a.stagger_s, stagger_dist=a.stagger_dist,
     )  # fmt: skip
-    s = simulate_summary(sc, cfg)
+    s = simulate_summary(sc, cfg, reps=a.reps, seed=a.seed, engine=a.engine)
     if a.json:
         _json_out(s)
     else:
@@ -345,8 +340,6 @@ def _sweep_spec(a: argparse.Namespace, backends: tuple[str, ...]) -> Any:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from ..experiments.sweep import ResultsError, SweepOutcome, interrupted_message, run_sweep
-
     backends = ("sim", "real") if a.backend == "both" else (a.backend,)
     started: list[Path] = []
 
@@ -364,7 +357,9 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             "allow_source_tree": a.allow_source_tree,
         }
     )
-    try:
+    try:  # Ctrl-C anywhere in here, the heavy import included: one line, exit 130
+        from ..experiments.sweep import ResultsError, SweepOutcome, run_sweep
+
         with _as_usage("sweep", ResultsError):
             d = run_sweep(
                 _sweep_spec(a, backends), workers=a.workers, dask_scheduler=a.dask_scheduler,
@@ -373,10 +368,18 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             _render_if_any(d)
     except KeyboardInterrupt:
         _quiet_teardown()
-        msg = interrupted_message(started[0] if started else None)
-        print(f"scenebench sweep: {msg}", file=sys.stderr, flush=True)
+        print(f"scenebench sweep: {_interrupted_line(started)}", file=sys.stderr, flush=True)
         return 130
     return _print_sweep_outcome(SweepOutcome.read(d))
+
+
+def _interrupted_line(started: list[Path]) -> str:
+    """What Ctrl-C kept; the sweep module is loaded only once a folder was started."""
+    if not started:
+        return "interrupted before any cell ran; nothing was written"
+    from ..experiments.sweep import interrupted_message
+
+    return interrupted_message(started[0])
 
 
 def _render_if_any(d: Path) -> None:

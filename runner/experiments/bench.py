@@ -10,11 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sim.config import RunConfig
+from sim.engines import simulate
 from sim.fast import simulate_fast
-from sim.model import simulate_many
 from sim.scenario import Scenario, load_scenario
 
-from ..world.run import run_classroom
+from ..world.run import run
 
 __all__ = ["run_bench"]
 
@@ -205,7 +206,8 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
     fast_batch = 20_000 if quick else 100_000
     out: dict[str, Any] = {}
 
-    probe = simulate_many(quota, "pipelined", 3, 200, seed=1)
+    cfg = RunConfig.of("pipelined", 3)
+    probe = simulate(quota, cfg, reps=200, seed=1, engine="simpy")
     out["quota_cell_429_per_run"] = sum(r.http_429 for r in probe) / len(probe)
     out["quota_cell_retries_per_run"] = sum(r.retries for r in probe) / len(probe)
 
@@ -213,22 +215,22 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
 
     def simpy_quota() -> int:
         seed[0] += 1
-        simulate_many(quota, "pipelined", 3, batch, seed=seed[0])
+        simulate(quota, cfg, reps=batch, seed=seed[0], engine="simpy")
         return batch
 
     def simpy_free() -> int:
         seed[0] += 1
-        simulate_many(base, "pipelined", 3, batch, seed=seed[0])
+        simulate(base, cfg, reps=batch, seed=seed[0], engine="simpy")
         return batch
 
     def fast_free() -> int:
         seed[0] += 1
-        simulate_fast(base, "pipelined", 3, fast_batch, seed=seed[0])
+        simulate_fast(base, cfg, fast_batch, seed=seed[0])  # the columns, not RunResults
         return fast_batch
 
     def virtual_real() -> int:
         seed[0] += 1
-        run_classroom(quota, "pipelined", 3, seed=seed[0], clock="virtual", records=False)
+        run(quota, cfg, clock="virtual", seed=seed[0])
         return 1
 
     out["simpy_quota_per_s"], _ = _rate(simpy_quota, min_s)

@@ -28,8 +28,8 @@ from runner.store.cells import cell_table
 from runner.store.counts import FAILURE_BUDGET_PP, counts_mask, fails_too_often, paired_speedup
 from runner.store.stamps import DEFAULT_UPSTREAM, dumps, provenance, upstream_of
 from runner.world.failures import FailureReason, scene_failures
-from runner.world.run import run_classroom
-from sim import Quota
+from runner.world.run import run
+from sim import Quota, RunConfig
 from tests.conftest import const_scenario, swept
 
 matplotlib.use("Agg")
@@ -301,7 +301,7 @@ def test_a_failed_scene_reports_step_status_reason_and_attempts():
     async def keep(pipe):  # type: ignore[no-untyped-def]
         pipes.append(pipe)
 
-    res = run_classroom(sc, "serial", 1, clock="virtual", hook=keep, records=False)
+    res = run(sc, RunConfig.of("serial", 1), clock="virtual", hook=keep)[0]
     assert res.failed_orders == (0,) and res.status == "paused"
     (f,) = scene_failures(res.failed_orders, pipes[0].attempt_failures)
     attempts = sc.client.client_policy(0, False).max_retries + 1
