@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from .errors import UserError
+from .errors import ScenarioError, UserError  # ScenarioError re-exported here, where it was
 
 __all__ = [
     "CLOCKS",
@@ -63,14 +63,13 @@ MAX_429_WAITS = 100  # a gated call gives up after this many 429s
 STAGGER_DISTS = ("constant", "exponential")  # tenants' start gaps (:mod:`sim.draws`)
 
 
-class ScenarioError(UserError):
-    """A scenario that cannot be used; the message is one line naming the field."""
-
-
 class Step(IntEnum):
     CONTENT = 0
     ACTIONS = 1
     TTS = 2
+    OUTLINE = 3  # a generation run's outline (sim.run_machine); after the browser-era steps
+    AGENTS = 4  # a generation run's agent profiles
+    MEDIA = 5  # a generation run's media item (image/video), its media lane
 
 
 class Mode(StrEnum):

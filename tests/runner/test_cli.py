@@ -8,7 +8,7 @@ import sys
 import httpx
 import pytest
 
-CMD = [sys.executable, "-m", "runner.cli.commands"]
+CMD = [sys.executable, "-m", "runner.cli"]
 
 
 def sb(*args, timeout=120):
@@ -194,11 +194,11 @@ def test_missing_results_folder_is_one_line_exit_2(args):
 
 
 def test_validate_exact_from_the_command_line():
-    # 7 quota settings x 21 (mode, c) cells, under each of the 4 upstream profiles
+    # 7 quota settings x 21 (mode, c) cells, under each of the 5 upstream profiles
     p = sb("validate", "--exact", "--scenario", "low-quota", "--runs", "1", "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
-    assert d["ok"] and d["cells"] == 7 * 21 * 4 and d["http_429"] > 0
+    assert d["ok"] and d["cells"] == 7 * 21 * 5 and d["http_429"] > 0
     p = sb(
         "validate",
         "--exact",

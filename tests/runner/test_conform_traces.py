@@ -21,8 +21,8 @@ import pytest
 
 from runner.experiments.conform import WALL_REL_TOL, fixed_cases
 from runner.experiments.traces import compare, load_trace, trace_from_result
-from runner.world.run import run_classroom
-from sim import simulate
+from runner.world.run import run
+from sim import RunConfig, simulate
 from sim.upstream import HISTORY, ErrorShape
 
 HERE = Path(__file__).resolve().parents[1] / "fixtures" / "upstream_traces"
@@ -58,13 +58,14 @@ def test_the_port_reproduces_upstream_at_the_commit(
     ref = load_trace(HERE / commit / f"{name}.json")
     case, sc = _case(name, profile)
     assert ref.concurrency == case.concurrency
-    real = run_classroom(sc, "pipelined", case.concurrency, seed=case.seed, clock="virtual")
+    cfg = RunConfig.of("pipelined", case.concurrency, records=True)
+    [real] = run(sc, cfg, clock="virtual", seed=case.seed)
     assert compare(ref, trace_from_result(real), 1.0, WALL_REL_TOL) == []
-    model = simulate(sc, "pipelined", case.concurrency, seed=case.seed, records=True)
+    [model] = simulate(sc, cfg, seed=case.seed)
     assert compare(ref, trace_from_result(model), 1.0, WALL_REL_TOL) == []
     # the neighbouring rule does not
     _, wrong = _case(name, profile, **other)
-    got = simulate(wrong, "pipelined", case.concurrency, seed=case.seed, records=True)
+    [got] = simulate(wrong, cfg, seed=case.seed)
     assert compare(ref, trace_from_result(got), 1.0, WALL_REL_TOL) != []
 
 
