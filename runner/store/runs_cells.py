@@ -10,8 +10,9 @@ Per cell (:func:`runs_cell_table`): the share of starts refused (429 ``ACTIVE_RU
 P(run paused) and P(any failed scene) among the runs that started (Wilson intervals), the
 time from request to first scene (p50/p95/p99, over the runs that showed one; outline, agent
 profiles and the wait for a run slot included), the wait for a run slot, the mean stall per
-run and the sustained completed runs per hour. Against the profile's baseline pair
-(upstream's defaults, *c* = 1 and *m* = 4, same policy ``off``): the paired differences of p95
+run and the sustained completed runs per hour (completed runs over the deployments' spans).
+Against the profile's baseline pair (upstream's defaults, *c* = 1 and *m* = 4, policy
+``off``): the paired differences of p95
 time to first scene, of mean stall and of P(run paused), with 95% percentile intervals from a
 bootstrap over the deployments (the same resampled deployments in both cells; seeded).
 Quantiles are the inverse of the empirical CDF (``inverted_cdf``), in the point estimate and
@@ -31,7 +32,9 @@ from .cells import wilson
 __all__ = [
     "BASELINE",
     "RUNS_CELL_KEYS",
+    "RUNS_SWEEP",
     "RUN_COLUMNS",
+    "is_runs_spec",
     "paired_deltas",
     "runs_cell_table",
     "weighted_quantile",
@@ -59,11 +62,17 @@ RUN_COLUMNS = [
     "ttfs_s",  # request to the first scene written (NaN if none)
     "stall_s",  # the learner's stalls while playing (NaN if never started)
     "completed",
-    "horizon_h",  # the deployment's arrival window
+    "span_h",  # the deployment's span: first arrival to last end
 ]
 BASELINE = (1, 4)  # (c, m): upstream's defaults
+RUNS_SWEEP = "runs"  # ``metadata.json`` spec ``sweep`` of a runs sweep
 _N_BOOT = 1000
 _PROFILE = ["backend", "scenario", "quota", "preset", "load_per_h"]
+
+
+def is_runs_spec(spec: dict[str, Any]) -> bool:
+    """Is this folder spec (``metadata.json`` ``spec``) a runs sweep's?"""
+    return spec.get("sweep") == RUNS_SWEEP
 
 
 def weighted_quantile(
@@ -98,7 +107,7 @@ def _summary(g: pd.DataFrame) -> dict[str, Any]:
     k_ref = int(g["refused"].astype(bool).sum())
     k_pau = int(started["paused"].astype(bool).sum())
     k_fail = int((started["scenes_failed"] > 0).sum())
-    horizon = float(g["horizon_h"].iloc[0]) if n else math.nan
+    span = float(g.groupby("replicate")["span_h"].first().sum()) if n else math.nan
     out: dict[str, Any] = {
         "runs": n,
         "started": s,
@@ -112,8 +121,8 @@ def _summary(g: pd.DataFrame) -> dict[str, Any]:
         "wait_mean_s": float(started["wait_s"].mean()) if s else math.nan,
         "wait_p95_s": _q(started["wait_s"], 0.95),
         "stall_mean_s": float(started["stall_s"].mean()) if s else math.nan,
-        "runs_per_h": float(started["completed"].astype(bool).sum()) / (reps * horizon)
-        if reps and horizon > 0
+        "runs_per_h": float(started["completed"].astype(bool).sum()) / span
+        if span > 0
         else math.nan,
     }
     for name, k, m in (("p_refused", k_ref, n), ("p_paused", k_pau, s)):

@@ -18,7 +18,7 @@ def _runs(c: int, m: int, ttfs: list[list[float]], **extra: list[list[object]]) 
                 "backend": "sim", "scenario": "s", "quota": 3, "preset": "", "load_per_h": 10.0,
                 "max_concurrent": m, "concurrency": c, "adaptive": "off", "replicate": r,
                 "run": i, "refused": False, "paused": False, "scenes_failed": 0,
-                "wait_s": 0.0, "ttfs_s": t, "stall_s": 1.0, "completed": True, "horizon_h": 2.0,
+                "wait_s": 0.0, "ttfs_s": t, "stall_s": 1.0, "completed": True, "span_h": 2.0,
             }  # fmt: skip
             for k, v in extra.items():
                 row[k] = v[r][i]
