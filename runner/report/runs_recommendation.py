@@ -53,6 +53,7 @@ __all__ = [
     "RunsCellStats",
     "RunsRecommendation",
     "RunsRule",
+    "admissible",
     "knob_sentence",
     "pick_default",
     "pick_profile",
