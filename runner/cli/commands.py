@@ -316,6 +316,10 @@ def _sweep_spec(a: argparse.Namespace, backends: tuple[str, ...]) -> Any:
 
     if a.resume is not None:
         return default_spec(quick=True, scenarios=None, backends=backends)
+    from .runs_cli import is_runs_sweep, runs_spec_of
+
+    if is_runs_sweep(a):  # server-side generation runs: the two-knob grid
+        return runs_spec_of(a)
     return default_spec(
         quick=a.quick, scenarios=a.scenario, upstreams=a.upstream, backends=backends,
         seed=a.seed, sim_reps=a.reps, real_reps=a.real_reps, real_clock=a.real_clock,
@@ -375,7 +379,13 @@ def _print_sweep_outcome(o: Any) -> int:
         print(f"every cell failed; after fixing the cause: scenebench sweep --resume {o.folder}")
         return 1
     print(f"report:  {o.folder / 'REPORT.md'}")
-    print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {o.recommended}")
+    from .runs_cli import print_runs_recommendation, runs_outcome
+
+    runs_rec = runs_outcome(o.folder)
+    if runs_rec is not None:
+        print_runs_recommendation(runs_rec)
+    else:
+        print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {o.recommended}")
     if o.failed:
         print(
             f"{len(o.failed)} cell(s) failed (listed in REPORT.md); finish them with "
@@ -416,6 +426,14 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
 
     with _as_usage("recommend", ResultsError):
         rec = recommendation_of(Path(a.results))
+    if rec.get("kind") == "runs":  # a runs sweep: the two knobs
+        from .runs_cli import print_runs_recommendation
+
+        if a.json:
+            _json_out(rec)
+        else:
+            print_runs_recommendation(rec)
+        return 0
     from ..report.server_capacity import (
         server_lines,
     )  # the server path's default, stated apart (capacity)
@@ -710,6 +728,9 @@ def _add_sweep(sub: Any) -> None:
         help="repeatable; default: default, content-heavy, tts-heavy (quick: default)",
     )
     _add_sweep_grid(w)
+    from .runs_cli import add_runs_flags
+
+    add_runs_flags(w)
     add_dimensions(w)
     w.add_argument("--real-clock", choices=CLOCKS, default=ClockKind.VIRTUAL.value)
     w.add_argument(
