@@ -71,6 +71,8 @@ class Step(IntEnum):
     CONTENT = 0
     ACTIONS = 1
     TTS = 2
+    OUTLINE = 3  # a generation run's outline (sim.run_machine); after the browser-era steps
+    AGENTS = 4  # a generation run's agent profiles
 
 
 class Mode(StrEnum):

@@ -46,7 +46,7 @@ __all__ = [
     "scenario_from_mapping",
 ]
 
-STEPS = tuple(s.name.lower() for s in Step)
+STEPS = tuple(s.name.lower() for s in Step if s <= Step.TTS)  # a scene's steps
 SCENE_TYPES = ("slide", "quiz", "interactive", "pbl")
 _num = check_number
 
@@ -219,7 +219,7 @@ class Scenario:
 
     def step_tokens(self, step: int) -> StepTokens | None:
         """The ``[tokens.<step>]`` table of step 0, 1 or 2, if any (:mod:`sim.tokens`)."""
-        return self.tokens.get(STEPS[step])
+        return self.tokens.get(STEPS[step]) if step < len(STEPS) else None
 
     @property
     def max_clips(self) -> int:

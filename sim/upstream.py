@@ -37,6 +37,8 @@ from .rules import RetryPolicy, ScenarioError, check_number
 __all__ = [
     "DEFAULT_PROFILE",
     "PROFILES",
+    "RUNS",
+    "RUNS_PROFILE",
     "ClientProfile",
     "ErrorShape",
     "Handoff",
@@ -149,7 +151,7 @@ class ClientProfile:
 
     def to_mapping(self) -> dict[str, Any]:
         """The ``[client]`` table that :func:`client_from_mapping` reads back exactly."""
-        base = PROFILES[self.upstream]
+        base = _ALL[self.upstream]
         out: dict[str, Any] = {"upstream": self.upstream}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -183,6 +185,17 @@ _PR788 = ClientProfile()
 PROFILES: Mapping[str, ClientProfile] = {p.upstream: p for p in (_V021, _PR660, _PR696, _PR788)}
 DEFAULT_PROFILE = "pr788"
 
+# Server-side generation runs (after 1.1.2; ``docs/runs.md``, :mod:`sim.runs`): upstream's
+# engine.ts loop on the server. The same withGenerationRetry budgets (run/retry.ts: 5 retries,
+# scene 0 2), Retry-After ignored; the next content reaches the provider before actions(i)
+# (content-first, runs-spec §3); no knob endpoint (the server reads the knob). Kept out of
+# PROFILES: the browser-era commands iterate over those; ``profile("runs")`` finds it.
+RUNS_PROFILE = "runs"
+RUNS = dataclasses.replace(
+    _PR788, upstream=RUNS_PROFILE, handoff=Handoff.CONTENT_FIRST, knob_endpoint=None
+)
+_ALL: Mapping[str, ClientProfile] = {**PROFILES, RUNS_PROFILE: RUNS}
+
 
 def profile_names() -> list[str]:
     """Profile names, oldest first."""
@@ -192,10 +205,10 @@ def profile_names() -> list[str]:
 def profile(name: str) -> ClientProfile:
     """The named profile; a :class:`ScenarioError` naming the allowed ones otherwise."""
     try:
-        return PROFILES[name]
+        return _ALL[name]
     except (KeyError, TypeError):
         raise ScenarioError(
-            f"client.upstream: must be one of {', '.join(PROFILES)}; got {name!r}"
+            f"client.upstream: must be one of {', '.join(_ALL)}; got {name!r}"
         ) from None
 
 
