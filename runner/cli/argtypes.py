@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sim.catalog import builtin_names, preset_names
 from sim.rules import MODES, POLICIES, parse_knob
-from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
+from sim.upstream import DEFAULT_PROFILE, PROFILES, RUNS_PROFILE, profile_names
 
 __all__ = [
     "add_adaptive",
@@ -106,7 +106,7 @@ def _knob(s: str) -> int:
 def _profile_list(s: str) -> list[str]:
     names = profile_names() if s == "all" else [x.strip() for x in s.split(",") if x.strip()]
     for n in names:
-        if n not in PROFILES:
+        if n not in PROFILES and n != RUNS_PROFILE:  # runs: server-side generation runs
             raise argparse.ArgumentTypeError(
                 f"--upstream must be 'all' or a comma list of {', '.join(PROFILES)}; got {n!r}"
             )

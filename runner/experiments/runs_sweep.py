@@ -22,13 +22,16 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from sim.errors import UserError
 from sim.presets import apply_preset, load_preset
 from sim.scenario import Scenario, load_scenario, scenario_from_mapping
+
+if TYPE_CHECKING:
+    from sim.runs import RunOutcome
 
 from ..store.runs_cells import BASELINE, RUN_COLUMNS, RUNS_SWEEP, is_runs_spec
 
@@ -46,19 +49,21 @@ __all__ = [
 RUNS_PROFILE = RUNS_SWEEP  # the upstream profile and the folder's mark
 QUICK = {
     "quotas": (3, 0),
-    "loads_per_h": (10.0,),
+    "loads_per_h": (30.0,),
     "max_concurrents": (2, 4),
     "concurrencies": (1, 2, 3),
     "replicates": 4,
     "runs": 8,
+    "owners": 2,
 }
 FULL = {
     "quotas": (1, 2, 3, 5, 0),
-    "loads_per_h": (5.0, 10.0, 20.0),
+    "loads_per_h": (10.0, 30.0, 60.0),
     "max_concurrents": (1, 2, 4, 8),
     "concurrencies": (1, 2, 3, 5),
-    "replicates": 30,
+    "replicates": 20,
     "runs": 20,
+    "owners": 5,
 }
 
 
@@ -74,6 +79,7 @@ class RunsCell:
     adaptive: str
     replicates: int
     runs: int  # requested runs per deployment
+    owners: int  # learners per deployment (run r is learner r % owners's); 0: one each
     seed: int
 
     @property
@@ -96,11 +102,12 @@ class RunsSweepSpec:
     concurrencies: tuple[int, ...] = (1, 2, 3, 5)
     quotas: tuple[int, ...] = (1, 2, 3, 5, 0)
     presets: tuple[str, ...] = ()
-    loads_per_h: tuple[float, ...] = (5.0, 10.0, 20.0)
+    loads_per_h: tuple[float, ...] = (10.0, 30.0, 60.0)
     max_concurrents: tuple[int, ...] = (1, 2, 4, 8)
     adaptives: tuple[str, ...] = ("off",)
-    replicates: int = 30
+    replicates: int = 20
     runs: int = 20
+    owners: int = 5
     seed: int = 0
     quick: bool = False
     sweep: str = RUNS_PROFILE
@@ -126,6 +133,8 @@ class RunsSweepSpec:
                 raise UserError(f"quota: in-flight limits must be >= 0 (0 = unlimited), got {q}")
         if self.replicates < 2:
             raise UserError("reps: a runs sweep needs --reps >= 2 deployments per cell")
+        if not 0 <= self.owners <= self.runs:
+            raise UserError(f"owners: must be in 0..runs ({self.runs}), got {self.owners}")
         if not 1 <= self.runs <= 10_000:
             raise UserError(f"runs: runs per deployment must be in 1..10000, got {self.runs}")
 
@@ -155,7 +164,20 @@ def runs_grid(spec: RunsSweepSpec) -> list[RunsCell]:
     ms = _with_baseline(spec.max_concurrents, BASELINE[1])
     keys = [(q, "") for q in spec.quotas] + [(0, p) for p in spec.presets]
     return [
-        RunsCell(b, sc.name, q, p, float(load), m, c, a, spec.replicates, spec.runs, spec.seed)
+        RunsCell(
+            b,
+            sc.name,
+            q,
+            p,
+            float(load),
+            m,
+            c,
+            a,
+            spec.replicates,
+            spec.runs,
+            spec.owners,
+            spec.seed,
+        )
         for sc in spec.scenario_objects()
         for b in spec.backends
         for q, p in keys
@@ -194,6 +216,7 @@ def runs_spec(
         adaptives=tuple(adaptives),
         replicates=replicates or base["replicates"],
         runs=runs or base["runs"],
+        owners=base["owners"] if runs is None else max(1, runs // 4),
         seed=seed,
         quick=quick,
     )
@@ -211,43 +234,33 @@ def simulate_deployment(sc: Scenario, params: dict[str, Any], seed: int) -> list
         max_concurrent=params["max_concurrent"],
         runs=params["runs"],
         arrival_per_hour=params["load_per_h"],
+        owners=params["owners"],
+        keep_log=False,
     )
-    res = simulate_runs(sc, cfg, seed=seed)
-    return learner_rows(res.records)
+    return learner_rows(simulate_runs(sc, cfg, seed=seed).records)
 
 
-def learner_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
-    """The model's per-run records in the learner's terms (:data:`RUN_COLUMNS` after the
-    cell keys), with the deployment's span (first arrival to last end) on every row."""
-    rows = [_learner_row(r) for r in records]
-    starts = [float(_get(r, "arrival_s", 0.0)) for r in records]
-    ends = [float(_get(r, "end_s", math.nan)) for r in records]
-    ends = [e for e in ends if not math.isnan(e)] or starts
-    span_h = (max(ends) - min(starts)) / 3600.0 if rows else math.nan
-    for row in rows:
-        row["span_h"] = span_h
-    return rows
+def learner_rows(records: Sequence[RunOutcome]) -> list[dict[str, Any]]:
+    """The model's per-run records (:class:`sim.runs.RunOutcome`) in the learner's terms
+    (:data:`RUN_COLUMNS` after the cell keys), with the deployment's span (first request to
+    the last run's end, :func:`sim.runs.summarize_runs`) on every row."""
+    from sim.runs import summarize_runs
 
-
-def _get(r: Any, k: str, default: Any = math.nan) -> Any:
-    v = r.get(k, default) if isinstance(r, dict) else getattr(r, k, default)
-    return default if v is None else v
-
-
-def _learner_row(r: Any) -> dict[str, Any]:
-    state = str(getattr(_get(r, "state", ""), "value", _get(r, "state", "")))
-    failed = _get(r, "failed_scenes", 0)
-    arrival = float(_get(r, "arrival_s", 0.0))
-    first = float(_get(r, "first_scene_s"))
-    return {
-        "refused": bool(_get(r, "refused", False)),
-        "paused": state == "paused",
-        "scenes_failed": len(failed) if isinstance(failed, (list, tuple)) else int(failed),
-        "wait_s": float(_get(r, "wait_s")),
-        "ttfs_s": first - arrival,
-        "stall_s": float(_get(r, "stall_s")),
-        "completed": state == "completed",
-    }
+    span_h = float(summarize_runs(records)["span_s"]) / 3600.0 if records else math.nan
+    return [
+        {
+            "refused": r.refused,
+            "paused": r.state == "paused",
+            "scenes_failed": len(r.failed_scenes),
+            "wait_s": r.wait_s,
+            "ttfs_s": r.first_scene_s,  # from the request (outline, agents, the wait)
+            # stalls only for runs that showed a first scene (as summarize_runs counts them)
+            "stall_s": math.nan if math.isnan(r.startup_s) else r.stall_s,
+            "completed": r.state == "completed",
+            "span_h": span_h,
+        }
+        for r in records
+    ]
 
 
 Deployment = Callable[[Scenario, dict[str, Any], int], list[dict[str, Any]]]

@@ -8,9 +8,11 @@ upstream's default, *c* = 1 (``PARALLEL_SCENE_CONCURRENCY`` unset: serial) with 
 
 Per profile (:func:`pick_profile`):
 
-1. a pair is **admissible** when P(run paused), P(any failed scene) and P(start refused)
-   are each at most the baseline's + :attr:`RunsRule.failure_budget_pp` points (a pair
-   whose share is undefined is not admissible);
+1. a run is *bad* for its learner when its start is refused (429 ``ACTIVE_RUN_LIMIT``), it
+   pauses, or a scene of it fails; a pair is **admissible** when its P(bad run) (per
+   requested run) is at most the least of the profile's pairs + :attr:`RunsRule.failure_budget_pp`
+   points (an undefined share is not admissible). Upstream's defaults are not the floor:
+   on a tight key they pause runs that a smaller pair would not;
 2. among the admissible pairs, those whose p95 time from request to first scene is within
    :attr:`RunsRule.within_best` of the best are *near-best*;
 3. among those, the ones whose mean stall per run is within ``within_best`` (or
@@ -22,8 +24,10 @@ The **default pair** (:func:`pick_default`) is the same rule over every profile 
 pair is admissible when it is admissible on every profile whose key allows at least
 :attr:`RunsRule.min_quota_for_default` requests in flight (unlimited included; presets are
 reported per profile, not in the default), and it is scored by the geometric means of p95
-time to first scene and of mean stall over those profiles. Keys allowing one request in
-flight are reported apart, as in the browser-era rule.
+time to first scene and of mean stall over those profiles; when no pair holds everywhere,
+the one whose worst excess is least, flagged. Keys allowing one request in flight are
+reported apart, as in the browser-era rule. Every pick carries upstream's defaults
+(*c* = 1, *m* = 4, policy ``off``) as its **baseline**, with paired differences.
 
 Every policy (``adaptive``: ``off`` is upstream, ``gate`` the key-wide gate across runs, when
 the sweep ran it) gets its own answer, so the report can say whether a gate makes a higher
@@ -54,6 +58,7 @@ __all__ = [
     "RunsRecommendation",
     "RunsRule",
     "admissible",
+    "floor_of",
     "knob_sentence",
     "pick_default",
     "pick_profile",
@@ -120,6 +125,7 @@ class RunsCellStats:
     p_paused: float
     p_any_failed: float
     p_refused: float
+    p_bad: float  # P(the run was refused, paused or has a failed scene), per requested run
     ttfs_p50_s: float
     ttfs_p95_s: float
     stall_mean_s: float
@@ -182,9 +188,11 @@ class DefaultPick:
     ttfs_p95_geomean_s: float
     stall_geomean_s: float
     blocked: dict[str, str] = field(default_factory=dict)  # "c,m" -> the first profile it fails
+    within_budget: bool = True  # False: no pair held on every profile; the least-bad one
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "within_budget": self.within_budget,
             "concurrency": self.concurrency,
             "max_concurrent": self.max_concurrent,
             "profiles": [p.key for p in self.profiles],
@@ -223,20 +231,12 @@ def knob_sentence(profile: Profile, concurrency: int, max_concurrent: int) -> st
 
 
 # -- the rule -------------------------------------------------------------------------------
-def _within(x: float, budget: float, base: float) -> bool:
-    if math.isnan(x) or math.isnan(base):
+def admissible(x: RunsCellStats, floor: float, rule: RunsRule = RUNS_RULE) -> bool:
+    """P(a learner's run is refused, paused or has a failed scene) within ``floor`` (the
+    least of the profile's pairs) + the budget; an undefined share is not admissible."""
+    if math.isnan(x.p_bad) or math.isnan(floor):
         return False
-    return x <= base + budget + 1e-12
-
-
-def admissible(x: RunsCellStats, base: RunsCellStats, rule: RunsRule = RUNS_RULE) -> bool:
-    """Pauses, failed scenes and refused starts each within the baseline's + the budget."""
-    b = rule.failure_budget_pp / 100
-    return (
-        _within(x.p_paused, b, base.p_paused)
-        and _within(x.p_any_failed, b, base.p_any_failed)
-        and _within(x.p_refused, b, base.p_refused)
-    )
+    return x.p_bad <= floor + rule.failure_budget_pp / 100 + 1e-12
 
 
 def _narrow(xs: Sequence[Any], score: Any, rel: float, slack: float = 0.0) -> list[Any]:
@@ -248,29 +248,35 @@ def _narrow(xs: Sequence[Any], score: Any, rel: float, slack: float = 0.0) -> li
     return [x for x in finite if score(x) <= max((1 + rel) * best, best + slack) + 1e-12]
 
 
-def _smallest(xs: Iterable[Any], pair: Any) -> Any:
-    return min(xs, key=pair)
-
-
-def _baseline(cells: Sequence[RunsCellStats], rule: RunsRule) -> RunsCellStats | None:
+def _baseline(cells: Iterable[RunsCellStats], rule: RunsRule) -> RunsCellStats | None:
     want = (rule.baseline_concurrency, rule.baseline_max_concurrent)
-    return next((x for x in cells if x.pair == want), None)
+    return next((x for x in cells if x.pair == want and x.adaptive == "off"), None)
 
 
-def pick_profile(cells: Sequence[RunsCellStats], rule: RunsRule = RUNS_RULE) -> ProfilePick | None:
-    """The rule on one profile's cells (one scenario, one policy); None without a baseline.
+def floor_of(cells: Iterable[RunsCellStats]) -> float:
+    """The least P(bad run) of some cells (NaN when none is defined)."""
+    xs = [x.p_bad for x in cells if not math.isnan(x.p_bad)]
+    return min(xs) if xs else math.nan
 
-    A policy other than ``off`` is judged against the baseline of its own cells when it has
-    one, else against the caller's (see :func:`recommend_runs`)."""
+
+def pick_profile(
+    cells: Sequence[RunsCellStats],
+    rule: RunsRule = RUNS_RULE,
+    floor: float | None = None,
+    baseline: RunsCellStats | None = None,
+) -> ProfilePick | None:
+    """The rule on one profile's cells (one scenario, one policy); None without cells.
+    ``floor``: the least P(bad run) to hold to (default: these cells'); ``baseline``:
+    upstream's defaults, for the evidence (default: found among the cells)."""
     if not cells:
         return None
-    base = _baseline(cells, rule)
-    if base is None:
-        return None
-    ok = [x for x in cells if admissible(x, base, rule)]
+    f = floor_of(cells) if floor is None else floor
+    base = baseline if baseline is not None else _baseline(cells, rule)
+    ok = [x for x in cells if admissible(x, f, rule)]
     near = _narrow(ok, lambda x: x.ttfs_p95_s, rule.within_best)
     calm = _narrow(near, lambda x: x.stall_mean_s, rule.within_best, rule.stall_slack_s)
-    pick = _smallest(calm, lambda x: x.pair) if calm else base
+    pool = calm or ok or list(cells)
+    pick = min(pool, key=lambda x: x.pair) if calm else min(pool, key=lambda x: (x.p_bad, x.pair))
     return ProfilePick(
         cells[0].profile, pick.concurrency, pick.max_concurrent, len(ok), len(cells), pick, base
     )
@@ -295,32 +301,25 @@ def default_profiles(profiles: Iterable[Profile], rule: RunsRule = RUNS_RULE) ->
 def pick_default(
     cells: Sequence[RunsCellStats],
     rule: RunsRule = RUNS_RULE,
-    baselines: Mapping[Profile, RunsCellStats] | None = None,
+    floors: Mapping[Profile, float] | None = None,
 ) -> DefaultPick:
     """The one pair admissible on every default profile with the best geometric means
-    (p95 time to first scene, then stall), smallest *c* then *m*; the baseline pair when
-    no pair is admissible everywhere. ``baselines`` overrides each profile's baseline."""
+    (p95 time to first scene, then stall), smallest *c* then *m*. When no pair is
+    admissible everywhere: the pair whose worst excess over a profile's floor is least
+    (``within_budget`` false). ``floors``: each profile's least P(bad run) (default:
+    these cells')."""
     profiles = default_profiles({x.profile for x in cells}, rule)
     at: dict[tuple[int, int], dict[Profile, RunsCellStats]] = {}
     for x in cells:
         at.setdefault(x.pair, {})[x.profile] = x
-    base = dict(baselines or {})
+    fl = dict(floors or {})
     for p in profiles:
-        if p not in base:
-            b = at.get((rule.baseline_concurrency, rule.baseline_max_concurrent), {}).get(p)
-            if b is not None:
-                base[p] = b
+        fl.setdefault(p, floor_of(x for x in cells if x.profile == p))
+    full = {pair: by for pair, by in sorted(at.items()) if all(p in by for p in profiles)}
     scored: list[tuple[tuple[int, int], float, float]] = []
     blocked: dict[str, str] = {}
-    for pair, by in sorted(at.items()):
-        bad = next(
-            (
-                p
-                for p in profiles
-                if p not in by or p not in base or not admissible(by[p], base[p], rule)
-            ),
-            None,
-        )
+    for pair, by in full.items():
+        bad = next((p for p in profiles if not admissible(by[p], fl[p], rule)), None)
         if bad is not None:
             blocked[f"{pair[0]},{pair[1]}"] = bad.key
             continue
@@ -333,57 +332,55 @@ def pick_default(
         )
     near = _narrow(scored, lambda s: s[1], rule.within_best)
     calm = _narrow(near, lambda s: s[2], rule.within_best, rule.stall_slack_s)
-    if not calm:
-        pair = (rule.baseline_concurrency, rule.baseline_max_concurrent)
-        return DefaultPick(pair[0], pair[1], tuple(profiles), math.nan, math.nan, blocked)
-    best = _smallest(calm, lambda s: s[0])
-    return DefaultPick(best[0][0], best[0][1], tuple(profiles), best[1], best[2], blocked)
+    if calm:
+        best = min(calm, key=lambda s: s[0])
+        return DefaultPick(best[0][0], best[0][1], tuple(profiles), best[1], best[2], blocked)
+    if not full:
+        c, m = rule.baseline_concurrency, rule.baseline_max_concurrent
+        return DefaultPick(c, m, tuple(profiles), math.nan, math.nan, blocked, False)
 
+    def worst(pair: tuple[int, int]) -> float:
+        return max(full[pair][p].p_bad - fl[p] for p in profiles)
 
-def _policy_answer(
-    cells: Sequence[RunsCellStats],
-    rule: RunsRule,
-    off_base: Mapping[Profile, RunsCellStats],
-) -> tuple[DefaultPick, tuple[ProfilePick, ...]]:
-    """One policy's default and per-profile picks. A policy is judged against upstream's
-    baseline (``off`` at the baseline pair) of each profile, so a gate is never compared
-    with itself."""
-    by: dict[Profile, list[RunsCellStats]] = {}
-    for x in cells:
-        by.setdefault(x.profile, []).append(x)
-    picks = []
-    for p in sorted(by):
-        b = off_base.get(p)
-        own = list(by[p])
-        if b is not None and _baseline(own, rule) is None:
-            own.append(b)  # the baseline pair is upstream's own, in the candidates
-        elif b is not None:
-            own = [b if x.pair == b.pair else x for x in own]
-        pk = pick_profile(own, rule)
-        if pk is not None:
-            picks.append(pk)
-    return pick_default(cells, rule, off_base), tuple(picks)
+    pair = min(full, key=lambda q: (worst(q), q))
+    by = full[pair]
+    return DefaultPick(
+        pair[0],
+        pair[1],
+        tuple(profiles),
+        _geomean([by[p].ttfs_p95_s for p in profiles]),
+        _geomean([by[p].stall_mean_s for p in profiles]),
+        blocked,
+        False,
+    )
 
 
 def recommend_runs(
     cells: Sequence[RunsCellStats], rule: RunsRule = RUNS_RULE
 ) -> RunsRecommendation:
-    """The two-knob answer per scenario and policy (``off`` first)."""
+    """The two-knob answer per scenario and policy (``off`` first). A profile's floor is the
+    least P(bad run) of all its pairs under every policy, and its baseline upstream's
+    defaults under ``off``: a policy is held to what the best pair achieves anywhere."""
     defaults: dict[str, dict[str, DefaultPick]] = {}
     by_profile: dict[str, dict[str, tuple[ProfilePick, ...]]] = {}
     for s in sorted({x.scenario for x in cells}):
         mine = [x for x in cells if x.scenario == s]
-        off_base = {
-            x.profile: x
-            for x in mine
-            if x.adaptive == "off"
-            and x.pair == (rule.baseline_concurrency, rule.baseline_max_concurrent)
-        }
+        groups: dict[Profile, list[RunsCellStats]] = {}
+        for x in mine:
+            groups.setdefault(x.profile, []).append(x)
+        floors = {p: floor_of(g) for p, g in groups.items()}
+        bases = {p: _baseline(g, rule) for p, g in groups.items()}
         pols = sorted({x.adaptive for x in mine}, key=lambda a: (a != "off", a))
         defaults[s], by_profile[s] = {}, {}
         for pol in pols:
-            d, picks = _policy_answer([x for x in mine if x.adaptive == pol], rule, off_base)
-            defaults[s][pol], by_profile[s][pol] = d, picks
+            own = [x for x in mine if x.adaptive == pol]
+            picks = []
+            for p in sorted(groups):
+                pk = pick_profile([x for x in own if x.profile == p], rule, floors[p], bases[p])
+                if pk is not None:
+                    picks.append(pk)
+            defaults[s][pol] = pick_default(own, rule, floors)
+            by_profile[s][pol] = tuple(picks)
     return RunsRecommendation(rule, defaults, by_profile)
 
 
@@ -392,6 +389,7 @@ def _num(x: Any) -> float:
 
 
 _FLOATS = (
+    "p_bad",
     "p_paused",
     "p_any_failed",
     "p_refused",

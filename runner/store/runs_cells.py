@@ -6,7 +6,8 @@ A *runs cell* is one (backend, scenario, key, load, ``OPENMAIC_GENERATION_RUN_MA
 arrivals over the same horizon; every cell of one (scenario, key, load) uses the same seeds,
 so cells are **paired** deployment for deployment.
 
-Per cell (:func:`runs_cell_table`): the share of starts refused (429 ``ACTIVE_RUN_LIMIT``),
+Per cell (:func:`runs_cell_table`): P(bad run) (refused, paused or with a failed scene, per
+requested run), the share of starts refused (429 ``ACTIVE_RUN_LIMIT``),
 P(run paused) and P(any failed scene) among the runs that started (Wilson intervals), the
 time from request to first scene (p50/p95/p99, over the runs that showed one; outline, agent
 profiles and the wait for a run slot included), the wait for a run slot, the mean stall per
@@ -107,6 +108,7 @@ def _summary(g: pd.DataFrame) -> dict[str, Any]:
     k_ref = int(g["refused"].astype(bool).sum())
     k_pau = int(started["paused"].astype(bool).sum())
     k_fail = int((started["scenes_failed"] > 0).sum())
+    k_bad = k_ref + int((started["paused"].astype(bool) | (started["scenes_failed"] > 0)).sum())
     span = float(g.groupby("replicate")["span_h"].first().sum()) if n else math.nan
     out: dict[str, Any] = {
         "runs": n,
@@ -115,6 +117,7 @@ def _summary(g: pd.DataFrame) -> dict[str, Any]:
         "p_refused": k_ref / n if n else math.nan,
         "p_paused": k_pau / s if s else math.nan,
         "p_any_failed": k_fail / s if s else math.nan,
+        "p_bad": k_bad / n if n else math.nan,
         "ttfs_p50_s": _q(started["ttfs_s"], 0.5),
         "ttfs_p95_s": _q(started["ttfs_s"], 0.95),
         "ttfs_p99_s": _q(started["ttfs_s"], 0.99),

@@ -40,6 +40,7 @@ def _x(
         p_paused=paused,
         p_any_failed=failed,
         p_refused=refused,
+        p_bad=paused + failed + refused,  # disjoint in these cells
         ttfs_p50_s=ttfs95 / 2,
         ttfs_p95_s=ttfs95,
         stall_mean_s=stall,
@@ -90,11 +91,34 @@ def test_among_the_near_best_the_calmer_then_the_smallest_pair_wins():
     assert pk is not None and pk.pick.pair == (3, 2)
 
 
-def test_without_a_baseline_cell_there_is_no_answer_and_nothing_beats_a_failing_field():
-    assert pick_profile([_x(2, 4, 50)]) is None
-    # every other pair pauses more: the baseline stays
+def test_a_profile_without_upstreams_defaults_still_has_an_answer_without_a_baseline():
+    pk = pick_profile([_x(2, 4, 50)])
+    assert pk is not None and pk.pick.pair == (2, 4) and pk.baseline is None
+    # every other pair pauses more: upstream's defaults stay
     pk = pick_profile([_x(1, 4, 100), _x(2, 4, 50, paused=0.5)])
-    assert pk is not None and pk.pick.pair == (1, 4)
+    assert pk is not None and pk.pick.pair == (1, 4) and pk.baseline is not None
+
+
+def test_the_floor_is_the_best_pair_not_upstreams_defaults():
+    # upstream's (1, 4) pauses 27% of runs on this key; (1, 2) pauses none but queues longer:
+    # the learner is better off waiting than losing the run, so (1, 2) is the pick
+    cells = [_x(1, 4, 80, paused=0.27), _x(1, 2, 150), _x(2, 2, 140, paused=0.3)]
+    pk = pick_profile(cells)
+    assert pk is not None and pk.pick.pair == (1, 2) and pk.admissible == 1
+    assert pk.baseline is not None and pk.baseline.pair == (1, 4)
+
+
+def test_when_no_pair_holds_everywhere_the_default_is_the_least_bad_and_says_so():
+    # on q0 only (2, 4) is clean, on q2 only (1, 4): the worst excesses are 0.2 and 0.1
+    cells = [
+        _x(1, 4, 100, q=0, paused=0.1),
+        _x(2, 4, 60, q=0),
+        _x(1, 4, 100, q=2),
+        _x(2, 4, 60, q=2, paused=0.2),
+    ]
+    d = pick_default(cells)
+    assert (d.concurrency, d.max_concurrent, d.within_budget) == (1, 4, False)
+    assert d.blocked == {"1,4": "q0@10", "2,4": "q2@10"}
 
 
 def test_the_default_holds_on_every_key_of_two_or_more_and_every_load():

@@ -49,6 +49,7 @@ def _spec() -> RunsSweepSpec:
         concurrencies=(2, 3),  # 1 (upstream's) is added
         replicates=3,
         runs=4,
+        owners=0,
     )
 
 
