@@ -412,7 +412,8 @@ def _cmd_report(a: argparse.Namespace) -> int:
         if a.findings is not None:
             from ..report.findings import write_findings
 
-            write_findings(Path(a.results), Path(a.findings))
+            history = Path(a.history) if a.history is not None else None
+            write_findings(Path(a.results), Path(a.findings), history)
             print(f"wrote {a.findings}")
             return 0
         render_results(Path(a.results))
@@ -842,6 +843,12 @@ def _add_results_commands(sub: Any) -> None:
         default=None,
         metavar="FILE",
         help="write the findings page (docs/findings.md) from the folder instead",
+    )
+    rp.add_argument(
+        "--history",
+        default=None,
+        metavar="DIR",
+        help="with --findings on a runs sweep: the browser-era folder, shown as history",
     )
     rp.set_defaults(fn=_cmd_report)
     rc = sub.add_parser("recommend", help="the default PARALLEL_SCENE_CONCURRENCY and why")

@@ -31,6 +31,7 @@ __all__ = [
     "render_runs_results",
     "runs_answer_lines",
     "runs_figure",
+    "runs_findings_lines",
     "runs_recommendation_of",
     "runs_section",
 ]
@@ -165,6 +166,97 @@ def runs_section(rec: dict[str, Any]) -> list[str]:
                 lines += ["", f"Pairs not admissible as a default, first failing profile: {said}."]
             lines.append("")
     return lines
+
+
+def _gate_lines(per: dict[str, Any]) -> list[str]:
+    """Whether a key-wide gate across runs makes a higher default safe (when swept)."""
+    off = per.get("off", {}).get("default")
+    pols = [p for p in per if p != "off"]
+    if not pols or off is None:
+        return [
+            "The learner-first `gate` of the browser era (every attempt through a per-key "
+            "gate, in the order the learner needs it) is not modelled across runs yet, so "
+            "whether a key-wide gate makes a higher default safe is not answered here.",
+            "",
+        ]
+    out = []
+    for pol in pols:
+        d = per[pol]["default"]
+        higher = d["within_budget"] and d["concurrency"] > off["concurrency"]
+        out += [
+            f"With a key-wide `{pol}` across runs the default pair would be *c* = "
+            f"{d['concurrency']}, *m* = {d['max_concurrent']}: "
+            + ("a higher *c* is safe with it." if higher else "no higher *c* is safe with it."),
+            "",
+        ]
+    return out
+
+
+def runs_findings_lines(rec: dict[str, Any]) -> list[str]:
+    """The findings' answer under ``runs``: the default pair (bold: what README quotes),
+    then per scenario the pair for each key and load with its evidence."""
+    r = rec["rule"]
+    c, m = rec["recommended"], rec["recommended_max_concurrent"]
+    offs = [v["off"]["default"] for v in rec["scenarios"].values() if "off" in v]
+    held = all(d["within_budget"] for d in offs)
+    first: dict[str, Any] = next(iter(rec["scenarios"].values()), {})
+    lines = [
+        "## The answer today",
+        "",
+        "OpenMAIC generates scenes on the server today (upstream profile `runs`: durable "
+        "generation runs; every learner's run calls the providers with the deployment's "
+        "keys). Two settings decide what learners feel: `PARALLEL_SCENE_CONCURRENCY` (*c*, "
+        "the scenes of a run generated ahead) and `OPENMAIC_GENERATION_RUN_MAX_CONCURRENT` "
+        f"(*m*, the runs executing at once; upstream ships *c* = {r['baseline_concurrency']} "
+        f"and *m* = {r['baseline_max_concurrent']}). The default should be *c* = **{c}** with "
+        f"*m* = **{m}**: "
+        + (
+            f"on every key allowing ≥ {r['min_quota_for_default']} requests in flight, at "
+            "every load swept, it leaves no more runs refused, paused or with a failed scene "
+            f"than the best pair (+ {r['failure_budget_pp']:g} point) and has the best p95 "
+            "time from request to first scene among those that do."
+            if held
+            else "no single pair holds on every key and load swept; this one's worst excess "
+            "of runs refused, paused or with a failed scene is the least. A deployer who "
+            "knows the key should set both knobs per the table."
+        ),
+        "",
+        *_gate_lines(first),
+    ]
+    for name, per in rec["scenarios"].items():
+        v = per.get("off")
+        if v is None:
+            continue
+        lines += [f"### The pair per key and load: `{name}` under `runs`", "", *_HEAD]
+        lines += [_pick_row(e) for e in _by_key(v["by_profile"])]
+        blocked = v["default"]["blocked"]
+        if blocked:
+            said = "; ".join(f"({k}) on {p}" for k, p in blocked.items())
+            lines += [
+                "",
+                f"Pairs that are not a safe default (the first key and load each fails): {said}.",
+            ]
+        lines.append("")
+    lines += [
+        "Rule: " + _rule_text(r),
+        "",
+    ]
+    return lines
+
+
+def _rule_text(r: dict[str, Any]) -> str:
+    return (
+        "a run is bad for its learner when its start is refused (429 `ACTIVE_RUN_LIMIT`), it "
+        "pauses or a scene fails; per key and load a pair is admissible when its P(bad run) "
+        f"is within {r['failure_budget_pp']:g} point of the least of the pairs swept; among "
+        f"the admissible pairs within {100 * r['within_best']:g}% of the best p95 time from "
+        f"request to first scene, those within {100 * r['within_best']:g}% (or "
+        f"{r['stall_slack_s']:g} s) of the least mean stall; then the smallest *c*, then the "
+        "smallest *m*. Δ: the pick minus upstream's defaults on the same seeded deployments, "
+        "95% bootstrap over the deployments. Keys: in flight per key (both the LLM and the "
+        "TTS key), or a provider preset; presets and 1-in-flight keys are shown, not part of "
+        "the default."
+    )
 
 
 # -- figure ---------------------------------------------------------------------------------
