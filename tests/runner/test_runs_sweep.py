@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from runner.experiments import runs_sweep
@@ -91,3 +92,15 @@ def test_a_runs_sweep_gives_the_two_knob_answer(tmp_path, monkeypatch):
     assert (rec["recommended"], rec["recommended_max_concurrent"]) == (1, 4)
     assert dflt["ttfs_p95_geomean_s"] == pytest.approx(STARTUP_S)
     assert not math.isnan(picks[2]["pick"]["stall_mean_s"])
+
+
+def test_an_interrupted_runs_sweep_resumes_to_the_same_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs_sweep, "simulate_deployment", toy)
+    d = run_sweep(_spec(), out=tmp_path / "r", workers=1, progress=False)
+    whole = pd.read_parquet(d / "runs.parquet").drop(columns="cell_cpu_s")
+    for f in sorted((d / "cells").glob("*.parquet"))[::2]:
+        f.unlink()  # half the cells lost
+    (d / "runs.parquet").unlink()
+    run_sweep(_spec(), resume=d, workers=1, progress=False)  # the folder's own spec is used
+    again = pd.read_parquet(d / "runs.parquet").drop(columns="cell_cpu_s")
+    pd.testing.assert_frame_equal(whole, again)
