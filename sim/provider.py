@@ -132,15 +132,6 @@ class KeyState:
             heapq.heappop(ends)
         return len(ends)
 
-    def release(self, end_us: int) -> None:
-        """Free the in-flight slot of a request scheduled to end at ``end_us`` now (its client
-        gave up and this provider notices: generation runs' ``free_on_give_up``)."""
-        try:
-            self._ends.remove(end_us)
-        except ValueError:
-            return
-        heapq.heapify(self._ends)
-
     def decide(
         self,
         now_us: int,

@@ -14,6 +14,12 @@ begins), :class:`Answer` (a request ended: the status the client saw, the provid
 :class:`SetTimer`, :class:`Released` (the execution ended: the run awaits its outline's
 confirmation, is paused, or is completed).
 
+The loop: the outline (its stream attempts under one deadline), then — confirmed at once, or
+after the server confirms it and claims the run again — the agent profiles, scene 0 alone,
+the later scenes' content generated ahead through a FIFO pool (:class:`_Pool`), actions serial,
+each scene's narration clips (:class:`_Clips`), and the media lane (:class:`_Media`) once
+scene 0 is written. Every call's retries are a :class:`~sim.rules.CallMachine`.
+
 Same-instant order: :meth:`RunMachine.feed` takes every event of one instant at once and
 handles them in the canonical order of :func:`event_key` — by request identity
 ``(step, run, order, clip, attempt)``, an answer before a timer of the same identity, a
@@ -36,6 +42,7 @@ from .upstream import CLIENT_RETRY, FOREGROUND_RETRY
 
 __all__ = [
     "LLM_KEY",
+    "MEDIA_KEY",
     "TTS_KEY",
     "Answer",
     "Cancel",
@@ -57,6 +64,7 @@ __all__ = [
 
 LLM_KEY = "llm-key"
 TTS_KEY = "tts-key"
+MEDIA_KEY = "media-key"
 US = 1_000_000
 
 
@@ -74,9 +82,9 @@ class Phase(StrEnum):
 class ReqId(NamedTuple):
     """One attempt of one call; its order is the canonical same-instant order."""
 
-    step: int  # sim.rules.Step: 0 content, 1 actions, 2 tts (clip), 3 outline, 4 agents
+    step: int  # sim.rules.Step: 0 content, 1 actions, 2 tts (clip), 3 outline, 4 agents, 5 media
     run: int
-    order: int  # the scene (0 for the outline and the agents)
+    order: int  # the scene (0 for the outline and the agents; the item for media)
     clip: int  # the clip within the scene's narration (0 otherwise)
     attempt: int  # 0-based, within the call
 
@@ -164,6 +172,8 @@ def step_id(step: int, order: int) -> str:
         return "outline"
     if step == Step.AGENTS:
         return "agents"
+    if step == Step.MEDIA:
+        return f"media:{order}"
     name = ("content", "actions", "narration")[step]
     return f"scene:{order}:{name}"
 
@@ -173,7 +183,8 @@ class RunSpec:
     """One run's fixed inputs: ``clips[k]`` speech clips of scene ``k`` (its narration
     requests), ``c`` the parsed ``PARALLEL_SCENE_CONCURRENCY``, whether the outline is
     confirmed at once (``confirm_auto``) and the agents generated (``agents_auto``), the
-    deadlines (µs), the outline's attempts and the retry budgets (first scene / later)."""
+    deadlines (µs), the outline's attempts, the retry budgets (first scene / later) and the
+    media lane's ``media`` items (one attempt each under ``media_deadline_us``)."""
 
     run: int
     clips: tuple[int, ...]
@@ -188,6 +199,8 @@ class RunSpec:
     outline_attempts: int = 3
     first_retry: RetryPolicy = FOREGROUND_RETRY
     later_retry: RetryPolicy = CLIENT_RETRY
+    media: int = 0
+    media_deadline_us: int = 300 * US
 
     @property
     def scenes(self) -> int:
@@ -208,6 +221,8 @@ class RunRecord:
     pause_status: int | None = None  # the failing attempt's status
     end_us: int | None = None
     counts: Counts = field(default_factory=Counts)
+    media_ok: int = 0
+    media_failed: int = 0
 
     @property
     def failed_scenes(self) -> tuple[int, ...]:
@@ -242,7 +257,8 @@ class _Call:
         self.deadline_us = deadline_us
         self.step_deadline_us = step_deadline_us
         self.done = done
-        self.key = TTS_KEY if base.step == Step.TTS else LLM_KEY
+        step = base.step
+        self.key = TTS_KEY if step == Step.TTS else MEDIA_KEY if step == Step.MEDIA else LLM_KEY
         self.wait: ReqId | None = None
 
     def send(self) -> None:
@@ -372,6 +388,41 @@ class _Clips:
         return done
 
 
+class _Media:
+    """The media lane: the items one at a time in order, one attempt each, failures counted
+    (never a pause). ``stop`` lets the item in hand finish and starts no other."""
+
+    def __init__(self, m: RunMachine) -> None:
+        self.m = m
+        self.next = 0
+        self.busy = False
+        self.stopped = False
+        self.pump()
+
+    @property
+    def settled(self) -> bool:
+        return not self.busy and (self.stopped or self.next >= self.m.spec.media)
+
+    def pump(self) -> None:
+        m = self.m
+        if self.busy or self.stopped or self.next >= m.spec.media:
+            return
+        i, self.next, self.busy = self.next, self.next + 1, True
+        base = ReqId(Step.MEDIA, m.spec.run, i, 0, 0)
+        _Call(m, base, RetryPolicy(max_retries=0), m.spec.media_deadline_us, self._done).send()
+
+    def _done(self, ok: bool, status: int) -> None:
+        r = self.m.record
+        if ok:
+            r.media_ok += 1
+        else:
+            r.media_failed += 1
+        self.busy = False
+        self.pump()
+        if self.settled:
+            self.m.media_settled()
+
+
 class RunMachine:
     """One generation run (see the module docstring). :meth:`feed` is the only input;
     :attr:`record` the result."""
@@ -388,6 +439,9 @@ class RunMachine:
         self.pool_tried = False
         self.waiting_for: int | None = None
         self.skip_status: dict[int, int] = {}
+        self.media: _Media | None = None
+        self.deferred: tuple[str, int] | None = None  # a pause waiting for the image in hand
+        self.completing = False  # completion waiting for the media lane
 
     @property
     def finished(self) -> bool:
@@ -516,7 +570,18 @@ class RunMachine:
             self._pause(step_id(Step.TTS, k), failed_status)
             return
         self.record.ready.append((k, self.t))  # narration and the write: one step
+        if k == 0 and self.spec.media > 0 and self.media is None:
+            self.media = _Media(self)  # the course exists: the lane starts before scene 1
         self._content(k + 1)
+
+    def media_settled(self) -> None:
+        if self.deferred is not None:
+            step, status = self.deferred
+            self.deferred = None
+            self._commit_pause(step, status)
+        elif self.completing:
+            self.completing = False
+            self._finish()
 
     def _finish(self) -> None:
         r = self.record
@@ -524,14 +589,26 @@ class RunMachine:
             k = min(r.skipped)
             self._pause(step_id(Step.CONTENT, k), self.skip_status[k])
             return
+        if self.media is not None and not self.media.settled:
+            self.completing = True  # settleMedia: completion waits for every item
+            return
         r.phase = Phase.COMPLETED
         r.end_us = self.t
         self.out.append(Released(self.spec.run, Phase.COMPLETED, self.t))
 
     def _pause(self, step: str, status: int) -> None:
-        r = self.record
         if self.pool is not None:
             self.pool.abort()
+        media = self.media
+        if media is not None:
+            media.stopped = True  # gently: the item in hand finishes first
+            if not media.settled:
+                self.deferred = (step, status)
+                return
+        self._commit_pause(step, status)
+
+    def _commit_pause(self, step: str, status: int) -> None:
+        r = self.record
         r.phase = Phase.PAUSED
         r.paused_at = step
         r.pause_status = status

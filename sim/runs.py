@@ -35,6 +35,7 @@ __all__ = [
     "RunsSettings",
     "check_cells",
     "check_engines",
+    "run_outcome",
     "simulate_runs",
     "summarize_runs",
 ]
@@ -73,6 +74,8 @@ class RunOutcome:
     http_5xx: int
     retries: int
     timeouts: int
+    media_ok: int = 0  # the media lane's items (images/video) generated
+    media_failed: int = 0  # … and failed (never a pause)
 
     @property
     def refused(self) -> bool:
@@ -91,9 +94,11 @@ class RunsResult:
     config: RunsConfig
     seed: int
     engine: str
+    confirm_refusals: int = 0  # learners' confirm-outline refused (429), ``wait`` mode
 
     def summary(self) -> dict[str, Any]:
         return summarize_runs(self.records) | {
+            "confirm_refusals": self.confirm_refusals,
             "scenario": self.scenario.name,
             "upstream": self.scenario.upstream,
             "engine": self.engine,
@@ -174,7 +179,12 @@ def _outcome(w: RunsWorld, r: int, m: RunMachine) -> RunOutcome:
         http_5xx=st.http_5xx,
         retries=st.retries,
         timeouts=st.timeouts,
+        media_ok=rec.media_ok,
+        media_failed=rec.media_failed,
     )
+
+
+run_outcome = _outcome  # public name: a world's run record (the real world builds its own)
 
 
 def simulate_runs(sc: Scenario, cfg: RunsConfig, seed: int = 0, engine: str = "auto") -> RunsResult:
@@ -190,7 +200,7 @@ def simulate_runs(sc: Scenario, cfg: RunsConfig, seed: int = 0, engine: str = "a
     used = "simpy" if engine == "simpy" else "fast"
     w = (run_simpy if used == "simpy" else run_fast)(sc, cfg, seed)
     recs = [_outcome(w, r, m) for r, m in enumerate(w.machines)]
-    return RunsResult(recs, w.log, w.sc, cfg, seed, used)
+    return RunsResult(recs, w.log, w.sc, cfg, seed, used, w.server.record.confirm_refusals)
 
 
 def _pcts(x: Sequence[float]) -> dict[str, float | None]:
@@ -232,6 +242,7 @@ def summarize_runs(records: Sequence[RunOutcome]) -> dict[str, Any]:
         "requests": sum(r.requests for r in started),
         "http_429": sum(r.http_429 for r in started),
         "timeouts": sum(r.timeouts for r in started),
+        "media_failed": sum(r.media_failed for r in started),
     }
 
 
@@ -256,7 +267,8 @@ def check_engines(sc: Scenario, cfg: RunsConfig, seed: int = 0) -> tuple[bool, s
 
 def check_cells() -> list[tuple[str, Scenario, RunsConfig, int]]:
     """The cells :func:`check_engines` is run on (tests, ``validate``): several runs on one
-    limited key, Poisson arrivals, deadlines firing, refused starts, countdown confirmation."""
+    limited key, Poisson arrivals, deadlines firing, refused starts, countdown confirmation,
+    a learner's confirmation refused by the active limit."""
     from .dists import Constant
     from .scenario import load_scenario
 
@@ -275,7 +287,13 @@ def check_cells() -> list[tuple[str, Scenario, RunsConfig, int]]:
         (
             "arrivals-cap",
             base.with_quota(llm_inflight=6),
-            RunsConfig(concurrency=2, runs=12, arrival_per_hour=60.0, max_concurrent=2),
+            RunsConfig(
+                concurrency=2,
+                runs=12,
+                arrival_per_hour=60.0,
+                max_concurrent=2,
+                settings=RunsSettings(media_items=3, media_p_fail=0.2),
+            ),
             2,
         ),
         (
@@ -294,6 +312,17 @@ def check_cells() -> list[tuple[str, Scenario, RunsConfig, int]]:
             base.with_quota(llm_inflight=5),
             RunsConfig(concurrency=3, arrivals=one_owner, per_owner=2),
             4,
+        ),
+        (
+            "wait-confirm",
+            base.with_quota(llm_inflight=4),
+            RunsConfig(
+                concurrency=2,
+                arrivals=((0.0, 0), (20.0, 0), (21.0, 1)),
+                per_owner=1,
+                settings=RunsSettings(confirm="wait", outline=Constant(18.0)),
+            ),
+            6,
         ),
         (
             "countdown",

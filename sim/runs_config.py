@@ -22,6 +22,12 @@ Defaults are upstream's (``docs/runs.md`` names the file and version of each):
 The outline's and the agents' latencies are assumptions (no public measurement): an outline
 of ~10 scenes is ~1.5-2.5k output tokens at ~100-130 tokens/s (lognormal, median 18 s); agent
 profiles ~0.5k tokens (median 5 s).
+
+The media lane (``media.ts``): ``media_items`` images/videos per run (default 0: the built-in
+scenarios have none), one at a time after scene 0 is written, one attempt each under
+``MEDIA_DEADLINE_MS`` 300 s; ``media`` their latency (an assumption: median 20 s),
+``media_p_fail`` the chance an item fails (never a pause). The image provider's limits are not
+modelled (the lane's requests pass no key's admission).
 """
 
 from __future__ import annotations
@@ -69,6 +75,10 @@ class RunsSettings:
     agents_mode: str = "auto"
     free_on_give_up: bool = False
     scan_interval_s: float = 1.0
+    media_items: int = 0
+    media: Dist = field(default_factory=lambda: LogNormal(20.0, 0.4))
+    media_deadline_s: float = 300.0
+    media_p_fail: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -78,11 +88,14 @@ class RunsSettings:
             "actions_deadline_s",
             "clip_deadline_s",
             "scan_interval_s",
+            "media_deadline_s",
         ):
             check_number(f"runs.{name}", getattr(self, name), hi=86400.0, lo_open=True)
         check_number("runs.countdown_s", self.countdown_s, hi=86400.0)
         check_number("runs.review_s", self.review_s, hi=86400.0, lo_open=True)
         check_number("runs.outline_attempts", self.outline_attempts, lo=1, hi=20, integer=True)
+        check_number("runs.media_items", self.media_items, hi=1000, integer=True)
+        check_number("runs.media_p_fail", self.media_p_fail, hi=1.0)
         if self.confirm not in CONFIRM_MODES:
             raise ScenarioError(
                 f"runs.confirm: must be one of {', '.join(CONFIRM_MODES)}; got {self.confirm!r}"
@@ -102,7 +115,7 @@ class RunsSettings:
         return round(float(getattr(self, name)) * 1e6)
 
 
-_DISTS = ("outline", "agents")
+_DISTS = ("outline", "agents", "media")
 
 
 def runs_settings_from_mapping(m: Mapping[str, Any]) -> RunsSettings:
@@ -182,8 +195,8 @@ def _int(name: str, v: Any, lo: int, hi: int) -> None:
 
 
 def load_arrivals(path: str | Path) -> tuple[tuple[float, int], ...]:
-    """A replay file: one ``seconds,owner`` per line (``#`` comments and a header line
-    ``t_s,owner`` allowed)."""
+    """A replay file: one ``seconds[,owner]`` per line (no owner: one of its own; ``#``
+    comments and a header line ``t_s,owner`` allowed)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -196,8 +209,9 @@ def load_arrivals(path: str | Path) -> tuple[tuple[float, int], ...]:
         if not cells or not cells[0] or cells[0].startswith("#") or cells[0] == "t_s":
             continue
         try:
-            t, owner = float(cells[0]), int(cells[1])
-        except (ValueError, IndexError):
+            t = float(cells[0])
+            owner = int(cells[1]) if len(cells) > 1 and cells[1] else len(out)
+        except ValueError:
             raise UserError(
                 f"arrivals: {str(p)!r} line {n}: expected 'seconds,owner', got {','.join(row)!r}"
             ) from None

@@ -16,6 +16,8 @@ answers at ``t + L`` when that is not after its deadline, else 504 at the deadli
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .draws import KIND_LATENCY, Draws, seconds_to_us
+from .draws import KIND_FAULT, KIND_LATENCY, Draws, seconds_to_us
 from .errors import UserError
 from .provider import RESET, TRUNCATED, Call, KeyState, Provider
 from .rules import Step
@@ -70,12 +72,19 @@ class RunDraws(Draws):
         super().__init__(scenario, seed, lo, hi)
         self.settings = settings
 
+    def _per(self, step: int) -> int:
+        return max(1, self.settings.media_items) if step == Step.MEDIA else super()._per(step)
+
+    def column(self, step: int, order: int, clip: int) -> int:
+        return order if step == Step.MEDIA else super().column(step, order, clip)
+
     def latency_us(self, step: int, attempt: int) -> NDArray[np.int64]:
         if step < Step.OUTLINE:
             return super().latency_us(step, attempt)
         lat = self._lat.get((step, attempt))
         if lat is None:
-            dist = self.settings.outline if step == Step.OUTLINE else self.settings.agents
+            st = self.settings
+            dist = {Step.OUTLINE: st.outline, Step.AGENTS: st.agents}.get(Step(step), st.media)
             u = self.uniforms((step, attempt, KIND_LATENCY), self._per(step))
             lat = self._lat[(step, attempt)] = seconds_to_us(dist.quantile(u))
         return lat
@@ -114,6 +123,18 @@ def arrivals_of(cfg: RunsConfig, seed: int) -> list[tuple[int, int]]:
     return [(t, r if cfg.owners == 0 else r % cfg.owners) for r, t in enumerate(ts)]
 
 
+def _free_slot(ks: KeyState | None, end_us: int, now_us: int) -> None:
+    """The slot of a request admitted to end at ``end_us`` is free from ``now_us``: its client
+    gave up and this provider notices (``free_on_give_up``). The same rule as issue 21's
+    ``KeyState.release(end_us, now_us)`` (h-provider); kept here until both are merged."""
+    if ks is None:
+        return
+    ends = ks._ends
+    if end_us > now_us and end_us in ends:
+        ends[ends.index(end_us)] = now_us
+        heapq.heapify(ends)
+
+
 def _item_key(item: Item) -> tuple[int, ...]:
     kind, _r, ev = item
     if kind == "srv":
@@ -127,7 +148,7 @@ def _item_key(item: Item) -> tuple[int, ...]:
 class _Flight:
     cid: int
     t_us: int
-    ks: KeyState
+    ks: KeyState | None  # None: a media item (no key)
     end_us: int  # the provider's planned end (the slot's)
     llm: bool
 
@@ -138,14 +159,17 @@ class RunsWorld:
     def __init__(self, sc: Scenario, cfg: RunsConfig, seed: int, schedule: Schedule) -> None:
         if sc.quota_llm.shared or sc.quota_tts.shared:
             raise UserError("runs: shared-capacity keys (throughput, parallel) are not modelled")
-        if sc.client.upstream != RUNS.upstream:
-            sc = sc.replace(client=RUNS)
+        if sc.client.upstream != RUNS.upstream:  # the runs rules, the scenario's fixed jitter
+            sc = sc.replace(client=dataclasses.replace(RUNS, jitter_u=sc.client.jitter_u))
         self.sc = sc
         self.cfg = cfg
         self.seed = seed
         self.schedule = schedule
         st = cfg.settings
         self.provider = RunProvider(sc, st, seed, keep_log=cfg.keep_log)
+        # the LLM key frees a slot when its client goes away: the run setting, or the key's own
+        # quota (issue 21's ``disconnect_frees``, where merged); clips never go away (no signal)
+        self.free_llm = st.free_on_give_up or bool(getattr(sc.quota_llm, "disconnect_frees", 0))
         self.arrivals = arrivals_of(cfg, seed)
         n = len(self.arrivals)
         self.base = cfg.run_id * n
@@ -180,6 +204,8 @@ class RunsWorld:
             content_deadline_us=st.us("content_deadline_s"),
             actions_deadline_us=st.us("actions_deadline_s"),
             clip_deadline_us=st.us("clip_deadline_s"),
+            media=st.media_items,
+            media_deadline_us=st.us("media_deadline_s"),
             outline_attempts=st.outline_attempts,
             first_retry=sc.client.foreground_retry_llm,
             later_retry=sc.client.retry_llm,
@@ -244,8 +270,8 @@ class RunsWorld:
         elif isinstance(cmd, Cancel):
             f = self.flight.pop(cmd.req, None)
             if f is not None:
-                if f.llm and self.cfg.settings.free_on_give_up:
-                    f.ks.release(f.end_us)
+                if f.llm and self.free_llm:
+                    _free_slot(f.ks, f.end_us, t)
                 self._log(cmd.req, f, CANCELLED, 0, t)
         elif isinstance(cmd, Released):
             srv.append(Ended(r, cmd.phase))
@@ -263,24 +289,37 @@ class RunsWorld:
         q = send.req
         cid = self.base + q.run
         prov = self.provider
-        dec = prov.decide(Call(cid, q.step, q.order, q.clip, q.attempt, send.key), t)
-        end = t + dec.latency_us
-        ks = prov.key_state(q.step, send.key)
-        self.flight[q] = _Flight(cid, t, ks, end, q.step != Step.TTS)
-        seen = -1 if dec.status in (RESET, TRUNCATED) else dec.status
+        if q.step == Step.MEDIA:
+            status, lat = self._media(cid, q)
+            ks = None
+        else:
+            dec = prov.decide(Call(cid, q.step, q.order, q.clip, q.attempt, send.key), t)
+            status, lat = dec.status, dec.latency_us
+            ks = prov.key_state(q.step, send.key)
+        end = t + lat
+        self.flight[q] = _Flight(cid, t, ks, end, q.step not in (Step.TTS, Step.MEDIA))
+        seen = -1 if status in (RESET, TRUNCATED) else status
         if end > send.deadline_us:
             item: Item = ("ans", q.run, (Answer(q, 504, 0), True))
             self._at(t, send.deadline_us, item, nxt)
         else:
-            self._at(t, end, ("ans", q.run, (Answer(q, seen, dec.status), False)), nxt)
+            self._at(t, end, ("ans", q.run, (Answer(q, seen, status), False)), nxt)
+
+    def _media(self, cid: int, q: ReqId) -> tuple[int, int]:
+        """A media item's (status, latency): keyed draws, no key's admission."""
+        d, row = self.provider.draws_for(cid)
+        col = d.column(q.step, q.order, q.clip)
+        lat = int(d.latency_us(q.step, q.attempt)[row, col])
+        u = float(d.fault_u(q.step, q.attempt, KIND_FAULT)[row, col])
+        return (500 if u < self.cfg.settings.media_p_fail else 200), lat
 
     def _answer(self, t: int, ev: tuple[Answer, bool]) -> Answer | None:
         ans, give_up = ev
         f = self.flight.pop(ans.req, None)
         if f is None:
             return None  # cancelled
-        if give_up and f.llm and self.cfg.settings.free_on_give_up:
-            f.ks.release(f.end_us)
+        if give_up and f.llm and self.free_llm:
+            _free_slot(f.ks, f.end_us, t)
         self._log(ans.req, f, ans.status, ans.provider_status, t)
         return ans
 

@@ -78,7 +78,7 @@ def _add_scenario(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--upstream",
-        choices=profile_names(),
+        choices=[*profile_names(), RUNS_PROFILE],
         default=None,
         help="the upstream profile whose client rules to follow (default: the scenario's "
         f"[client] upstream, {DEFAULT_PROFILE} in the built-ins)",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from sim.catalog import preset_names
 from sim.errors import UserError
 from sim.rules import CLOCKS, ClockKind
-from sim.upstream import DEFAULT_PROFILE
+from sim.upstream import DEFAULT_PROFILE, RUNS_PROFILE
 
 from .argtypes import (
     add_adaptive,
@@ -235,6 +235,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
 def _cmd_sim(a: argparse.Namespace) -> int:
     from ..experiments.replications import SimConfig, sim_lines, simulate_summary
 
+    if a.upstream == RUNS_PROFILE:  # generation runs on the server (issue 22)
+        from .runs_sim import sim_runs
+
+        return sim_runs(a)
     if a.client == "server" or a.key_gate or a.key_inflight:  # server jobs, key-wide gate
         from .server_jobs import sim_server
 
@@ -690,6 +694,9 @@ def _add_sim(sub: Any) -> None:
     add_json(s)
     s.set_defaults(fn=_cmd_sim)
     add_server_args(s)
+    from .runs_sim import add_runs_args
+
+    add_runs_args(s)
 
 
 def _add_serve(sub: Any) -> None:

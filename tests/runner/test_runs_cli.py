@@ -1,59 +1,48 @@
-"""``scenebench sweep --upstream runs`` and ``recommend`` on its folder, as a user runs them."""
+"""``scenebench sim --upstream runs``: the generation-runs cell on the command line."""
 
 import json
-from types import SimpleNamespace
+import subprocess
+import sys
 
-import pytest
-
-from runner.cli.commands import main
-
-
-def sb(capsys, *args):
-    """The command in this process (``main``), as the entry point runs it."""
-    try:
-        code = main(list(args))
-    except SystemExit as e:  # argparse's own errors
-        code = int(e.code or 0)
-    got = capsys.readouterr()
-    return SimpleNamespace(returncode=code, stdout=got.out, stderr=got.err)
+CMD = [sys.executable, "-m", "runner.cli.commands"]
 
 
-def test_a_small_runs_sweep_names_both_knobs_and_recommend_agrees(tmp_path, capsys):
-    out = tmp_path / "runs"
+def sb(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_sim_upstream_runs_json_has_the_per_run_and_deployment_figures(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    replay = tmp_path / "arrivals.csv"
+    replay.write_text("t_s,owner\n0,0\n0,0\n0,0\n30,1\n", encoding="utf-8")
     p = sb(
-        capsys,
-        "sweep", "--upstream", "runs", "--quick", "--backend", "sim", "--quotas", "3",
-        "--concurrency", "2", "--max-concurrent", "2", "--reps", "2",
-        "--runs-per-deployment", "4", "--workers", "1", "--out", str(out), "--no-progress",
-    )  # fmt: skip
-    assert p.returncode == 0, p.stderr
-    # (c, m) in {1, 2} x {2, 4}: upstream's c = 1 and m = 4 are added to the flags'
-    cells = sorted(f.name for f in (out / "cells").glob("*.parquet"))
-    assert len(cells) == 4 and all("__q3__l30__" in c for c in cells)
-    assert "OPENMAIC_GENERATION_RUN_MAX_CONCURRENT = " in p.stdout
-    assert "a 3-in-flight key at 30 runs/hour: c = " in p.stdout
-    saved = json.loads((out / "recommendation.json").read_text())
-    r = sb(capsys, "recommend", "--results", str(out), "--json")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == saved
-    assert saved["kind"] == "runs" and {"recommended", "recommended_max_concurrent"} <= set(saved)
-    text = sb(capsys, "recommend", "--results", str(out)).stdout
-    assert text.splitlines()[0] == (
-        f"recommended default: PARALLEL_SCENE_CONCURRENCY = {saved['recommended']}, "
-        f"OPENMAIC_GENERATION_RUN_MAX_CONCURRENT = {saved['recommended_max_concurrent']}"
+        "sim",
+        "--upstream",
+        "runs",
+        "--concurrency",
+        "2",
+        "--key-inflight",
+        "4",
+        "--arrivals",
+        str(replay),
+        "--max-concurrent",
+        "2",
+        "--json",
+        "--per-run",
     )
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    s = d["summary"]
+    assert s["runs"] == 4 and s["refused"] == 1 and s["llm_inflight"] == 4
+    for key in ("runs_per_hour", "p_paused", "first_scene_s", "wait_s", "stall_s"):
+        assert key in s
+    assert {"p50", "p95", "p99"} <= set(s["first_scene_s"])
+    assert [r["state"] for r in d["runs"]][2] == "refused"
+    assert d["runs"][3]["wait_s"] >= 0
 
 
-@pytest.mark.parametrize(
-    ("args", "says"),
-    [
-        (["--loads", "10"], "--loads applies to runs sweeps only"),
-        (["--upstream", "runs,pr788"], "a runs sweep runs alone"),
-        (["--upstream", "runs", "--loads", "0"], "--loads must be a comma list of numbers > 0"),
-        (["--upstream", "runs", "--max-concurrent", "0"], "--max-concurrent must be"),
-    ],
-)
-def test_runs_flags_are_checked_in_one_line(tmp_path, capsys, args, says):
-    p = sb(capsys, "sweep", *args, "--out", str(tmp_path / "x"), "--no-progress")
-    assert p.returncode == 2 and says in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "x").exists()
+def test_sim_upstream_runs_table_and_a_bad_flag() -> None:
+    p = sb("sim", "--upstream", "runs", "--concurrency", "3", "--runs", "4")
+    assert p.returncode == 0, p.stderr
+    assert "time to first scene" in p.stdout and "runs/hour" in p.stdout
+    bad = sb("sim", "--upstream", "runs", "--concurrency", "3", "--max-concurrent", "0")
+    assert bad.returncode == 2 and "--max-concurrent" in bad.stderr.strip().splitlines()[-1]
