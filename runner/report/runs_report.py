@@ -329,8 +329,10 @@ def _panels(plt: Any, group: list[RunsCellStats], floors: dict[Any, float]) -> A
             key = preset or ("unlimited" if q == 0 else f"{q} in flight")
             ax.set_title(f"{key}, {load:g} runs/h", fontsize=8)
             ax.set_xlabel("c", fontsize=8)
+            ax.set_xticks(sorted({x.concurrency for x in group}))
+            ax.set_yscale("log")
             ax.grid(alpha=0.3)
-        axes[i][0].set_ylabel("p95 to first scene (s)", fontsize=8)
+        axes[i][0].set_ylabel("p95 to first scene (s, log)", fontsize=8)
     axes[0][-1].legend(fontsize=7, title="max concurrent", title_fontsize=7)
     return fig
 
