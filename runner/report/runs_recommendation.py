@@ -130,6 +130,7 @@ class RunsCellStats:
     ttfs_p95_s: float
     stall_mean_s: float
     wait_p95_s: float = math.nan
+    runs_per_h: float = math.nan  # completed runs per hour the deployment sustained
     preset: str = ""
     adaptive: str = "off"
     runs: int = 0
@@ -189,10 +190,14 @@ class DefaultPick:
     stall_geomean_s: float
     blocked: dict[str, str] = field(default_factory=dict)  # "c,m" -> the first profile it fails
     within_budget: bool = True  # False: no pair held on every profile; the least-bad one
+    worst_excess: float = 0.0  # its largest P(bad run) above a profile's floor
+    worst_profile: str = ""  # where
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "within_budget": self.within_budget,
+            "worst_excess": self.worst_excess,
+            "worst_profile": self.worst_profile,
             "concurrency": self.concurrency,
             "max_concurrent": self.max_concurrent,
             "profiles": [p.key for p in self.profiles],
@@ -344,6 +349,7 @@ def pick_default(
 
     pair = min(full, key=lambda q: (worst(q), q))
     by = full[pair]
+    where = max(profiles, key=lambda p: by[p].p_bad - fl[p])
     return DefaultPick(
         pair[0],
         pair[1],
@@ -352,6 +358,8 @@ def pick_default(
         _geomean([by[p].stall_mean_s for p in profiles]),
         blocked,
         False,
+        worst(pair),
+        where.label,
     )
 
 
@@ -397,6 +405,7 @@ _FLOATS = (
     "ttfs_p95_s",
     "stall_mean_s",
     "wait_p95_s",
+    "runs_per_h",
     "ttfs_p95_delta_s",
     "ttfs_p95_delta_lo_s",
     "ttfs_p95_delta_hi_s",

@@ -83,15 +83,15 @@ def _pick_row(e: dict[str, Any]) -> str:
         f"{fmt(b.get('ttfs_p95_s'), 0)} | {_delta(p, 'ttfs_p95_delta')} | "
         f"{fmt(p['stall_mean_s'], 1)} ({_delta(p, 'stall_delta', 1)}) | "
         f"{_pct(p['p_paused'])} / {_pct(b.get('p_paused'))} | {_pct(p['p_refused'])} | "
-        f"{fmt(p['wait_p95_s'], 0)} |"
+        f"{fmt(p['wait_p95_s'], 0)} | {fmt(p['runs_per_h'], 1)} |"
     )
 
 
 _HEAD = [
     "| key allows | runs/hour | *c* | max concurrent runs | to first scene p50 / p95 (s) "
     "| p95 at upstream's defaults (s) | Δ p95, paired (95% CI) | stall per run (s) (Δ) "
-    "| P(paused) / at defaults | refused | wait for a slot p95 (s) |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "| P(paused) / at defaults | refused | wait for a slot p95 (s) | runs/hour sustained |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -216,9 +216,11 @@ def runs_findings_lines(rec: dict[str, Any]) -> list[str]:
             f"than the best pair (+ {r['failure_budget_pp']:g} point) and has the best p95 "
             "time from request to first scene among those that do."
             if held
-            else "no single pair holds on every key and load swept; this one's worst excess "
-            "of runs refused, paused or with a failed scene is the least. A deployer who "
-            "knows the key should set both knobs per the table."
+            else "no single pair holds on every key and load swept (the *m* a tight key needs "
+            "starves an unlimited key at high load, and the reverse); this one's worst excess "
+            "of runs refused, paused or with a failed scene over the best pair is the least "
+            f"({100 * offs[0]['worst_excess']:.1f} points, on {offs[0]['worst_profile']}). A "
+            "deployer who knows the key and the load should set both knobs per the table."
         ),
         "",
         *_gate_lines(first),

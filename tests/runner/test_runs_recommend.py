@@ -118,6 +118,10 @@ def test_when_no_pair_holds_everywhere_the_default_is_the_least_bad_and_says_so(
     ]
     d = pick_default(cells)
     assert (d.concurrency, d.max_concurrent, d.within_budget) == (1, 4, False)
+    assert (
+        d.worst_excess == pytest.approx(0.1)
+        and d.worst_profile == "an unlimited key at 10 runs/hour"
+    )
     assert d.blocked == {"1,4": "q0@10", "2,4": "q2@10"}
 
 
