@@ -236,7 +236,8 @@ def runs_findings_lines(rec: dict[str, Any]) -> list[str]:
             said = "; ".join(f"({k}) on {p}" for k, p in blocked.items())
             lines += [
                 "",
-                f"Pairs that are not a safe default (the first key and load each fails): {said}.",
+                "Pairs that are not a safe default, with the first key and load each fails "
+                f"(`q2@30`: a 2-in-flight key at 30 runs/hour; `q0`: unlimited): {said}.",
             ]
         lines.append("")
     lines += [
