@@ -83,8 +83,30 @@ def _pick_row(e: dict[str, Any]) -> str:
         f"{fmt(b.get('ttfs_p95_s'), 0)} | {_delta(p, 'ttfs_p95_delta')} | "
         f"{fmt(p['stall_mean_s'], 1)} ({_delta(p, 'stall_delta', 1)}) | "
         f"{_pct(p['p_paused'])} / {_pct(b.get('p_paused'))} | {_pct(p['p_refused'])} | "
-        f"{fmt(p['wait_p95_s'], 0)} | {fmt(p['runs_per_h'], 1)} |"
+        f"{fmt(p['wait_p95_s'], 0)} | {fmt(p['runs_per_h'], 1)}{' ‡' if _overloaded(e) else ''} |"
     )
+
+
+OVERLOAD = 0.9  # a pick completing fewer runs per hour than this share of the load
+
+
+def _overloaded(e: dict[str, Any]) -> bool:
+    """The key, with the pair picked, completes fewer runs per hour than arrive."""
+    x = e["pick"].get("runs_per_h")
+    return x is not None and not math.isnan(x) and x < OVERLOAD * e["load_per_h"]
+
+
+def _overload_note(picks: list[dict[str, Any]]) -> list[str]:
+    if not any(_overloaded(e) for e in picks):
+        return []
+    return [
+        "",
+        f"‡ overloaded: with the pair picked the deployment completes fewer than "
+        f"{100 * OVERLOAD:g}% of the runs per hour that arrive, so the wait for a run slot "
+        "grows with the deployment's length (each deployment here is a fixed number of "
+        "requested runs); no pair swept serves that load faster there without refusing, "
+        "pausing or failing more runs.",
+    ]
 
 
 _HEAD = [
@@ -160,6 +182,7 @@ def runs_section(rec: dict[str, Any]) -> list[str]:
         for pol, v in per.items():
             lines += [f"### `{name}`, policy `{pol}`", "", *_HEAD]
             lines += [_pick_row(e) for e in _by_key(v["by_profile"])]
+            lines += _overload_note(v["by_profile"])
             blocked = v["default"]["blocked"]
             if blocked:
                 said = "; ".join(f"({k}) on {p}" for k, p in list(blocked.items())[:8])
@@ -192,9 +215,24 @@ def _gate_lines(per: dict[str, Any]) -> list[str]:
     return out
 
 
-def runs_findings_lines(rec: dict[str, Any]) -> list[str]:
+def _grid_line(spec: dict[str, Any] | None) -> list[str]:
+    if not spec:
+        return []
+    owners = spec.get("owners", 0)
+    who = f"from {owners} learners" if owners else "each from its own learner"
+    return [
+        f"Each cell is {spec['replicates']} simulated deployments of {spec['runs']} requested "
+        f"runs {who} (run *r* is learner *r* mod {owners or spec['runs']}'s; a learner's "
+        "third active run is refused), arriving as a Poisson stream at the load; deployment "
+        "*i* is the same in every cell (paired).",
+        "",
+    ]
+
+
+def runs_findings_lines(rec: dict[str, Any], spec: dict[str, Any] | None = None) -> list[str]:
     """The findings' answer under ``runs``: the default pair (bold: what README quotes),
-    then per scenario the pair for each key and load with its evidence."""
+    then per scenario the pair for each key and load with its evidence (``spec``: the
+    folder's grid, described under the table)."""
     r = rec["rule"]
     c, m = rec["recommended"], rec["recommended_max_concurrent"]
     offs = [v["off"]["default"] for v in rec["scenarios"].values() if "off" in v]
@@ -231,6 +269,7 @@ def runs_findings_lines(rec: dict[str, Any]) -> list[str]:
             continue
         lines += [f"### The pair per key and load: `{name}` under `runs`", "", *_HEAD]
         lines += [_pick_row(e) for e in _by_key(v["by_profile"])]
+        lines += _overload_note(v["by_profile"])
         blocked = v["default"]["blocked"]
         if blocked:
             said = "; ".join(f"({k}) on {p}" for k, p in blocked.items())
@@ -240,10 +279,7 @@ def runs_findings_lines(rec: dict[str, Any]) -> list[str]:
                 f"(`q2@30`: a 2-in-flight key at 30 runs/hour; `q0`: unlimited): {said}.",
             ]
         lines.append("")
-    lines += [
-        "Rule: " + _rule_text(r),
-        "",
-    ]
+    lines += [*_grid_line(spec), "Rule: " + _rule_text(r), ""]
     return lines
 
 
