@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-CMD = [sys.executable, "-m", "runner.cli.commands"]
+CMD = [sys.executable, "-m", "runner.cli"]
 
 
 def sb(*args: str) -> subprocess.CompletedProcess[str]:
@@ -45,4 +45,5 @@ def test_sim_upstream_runs_table_and_a_bad_flag() -> None:
     assert p.returncode == 0, p.stderr
     assert "time to first scene" in p.stdout and "runs/hour" in p.stdout
     bad = sb("sim", "--upstream", "runs", "--concurrency", "3", "--max-concurrent", "0")
-    assert bad.returncode == 2 and "--max-concurrent" in bad.stderr.strip().splitlines()[-1]
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1 and "--max-concurrent" in lines[0]

@@ -241,3 +241,27 @@ def test_caps_hold_in_random_cells(c: int, seed: int) -> None:
     ]
     assert _peak(spans) <= 3
     assert all(x.state in ("completed", "paused") for x in started)
+
+
+def test_a_confirmed_run_is_claimed_behind_runs_touched_before_its_confirmation() -> None:
+    # one slot; A's outline is ready at 5 s (countdown due 7.5 s → confirmed at the 8 s tick,
+    # updated_at 8 s); C arrived at 6 s (updated_at 6 s), so when B ends, C goes first
+    s = ServerMachine(ServerSpec(max_concurrent=1, per_owner=5, confirm=Confirm.COUNTDOWN))
+    assert s.feed(0, [Arrive(0, 0)]) == [Claim(0, 0)]
+    assert s.feed(1 * S, [Arrive(1, 1)]) == []
+    cmds = s.feed(5 * S, [Ended(0, Phase.AWAITING)])
+    assert cmds == [SetServerTimer(8 * S, ServerTimer(0, 0)), Claim(1, 5 * S)]
+    assert s.feed(6 * S, [Arrive(2, 2)]) == []
+    assert s.feed(8 * S, [ServerTimer(0, 0)]) == []  # confirmed, no free slot
+    assert s.feed(20 * S, [Ended(1, Phase.COMPLETED)]) == [Claim(2, 20 * S)]
+    assert s.feed(30 * S, [Ended(2, Phase.PAUSED)]) == [Claim(0, 30 * S)]
+
+
+def test_a_countdown_run_is_claimed_again_at_the_scan_after_2_5_s() -> None:
+    sc = _const().replace(outlines=1)
+    cd = dataclasses.replace(FIXED, confirm="countdown")
+    res = simulate_runs(sc, RunsConfig(concurrency=2, arrivals=((0.3, 0),), settings=cd))
+    r = res.records[0]
+    # outline ready at 10.3 s → due 12.8 s → the 13 s tick (scans every 1 s from 0) → claimed;
+    # then agents 2 s, content 20 s, actions 5 s, both clips at once 1 s
+    assert round(r.first_scene_s * S) == (13 + 2 + 20 + 5 + 1) * S - 300_000
