@@ -116,6 +116,9 @@ class RunsSweepSpec:
     def __post_init__(self) -> None:
         for p in self.presets:
             load_preset(p)
+        for a in self.adaptives:
+            if a != "off":  # the runs model has no key-wide gate (yet)
+                raise UserError(f"adaptive: the runs model has no policy {a!r} yet (only off)")
         for b in self.backends:
             if b != "sim":
                 raise UserError(f"backend: runs sweeps run on the model (sim); got {b!r}")
