@@ -145,7 +145,11 @@ def runs_lines(rec: dict[str, Any]) -> list[str]:
                 f"  {name}, policy {pol}: default c = {d['concurrency']}, max concurrent runs "
                 f"= {d['max_concurrent']}"
             )
-            for e in v["by_profile"]:
+            order = sorted(
+                v["by_profile"],
+                key=lambda e: (e["preset"], e["quota"] == 0, e["quota"], e["load_per_h"]),
+            )  # as the report's table: in-flight keys ascending, unlimited, then presets
+            for e in order:
                 p = e["pick"]
                 ci = (
                     f" (paired Δ p95 vs c = 1, 4 runs: {p['ttfs_p95_delta_s']:+.0f} s, 95% CI "
