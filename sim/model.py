@@ -26,7 +26,6 @@ from simpy.events import NORMAL, Event, EventPriority
 
 from .config import RunConfig
 from .draws import Draws, tenant_offsets_us
-from .errors import UserError
 from .limiter import LOOP_DONE, GateCore, Rank, tell_gate
 from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from .rules import (
@@ -36,8 +35,8 @@ from .rules import (
     Mode,
     Policy,
     RunStatus,
+    Step,
     after_attempt,
-    clamp_concurrency,
     content_slots,
     final_status,
     is_parallel,
@@ -49,28 +48,12 @@ from .schema import RunResult, records_from_log
 from .timeline import Timeline, run_result
 from .upstream import ErrorShape, Handoff
 
-__all__ = [
-    "RunConfig",
-    "RunStatus",
-    "clamp_concurrency",
-    "effective_tts_concurrency",
-    "simulate",
-    "simulate_config",
-    "simulate_many",
-    "simulate_tenants",
-]
+__all__ = ["simulate_simpy"]
 
 LLM_KEY = "llm-key"
 TTS_KEY = "tts-key"
 _BATCH_PRIORITY = EventPriority(NORMAL + 1)  # after every normal event of the instant
 _TIMEOUT = Decision(0, 0, None, 0, "timeout")
-
-
-def effective_tts_concurrency(
-    mode: str, concurrency: int, tts_concurrency_: int | None, at_concurrency: bool = True
-) -> int:
-    """Within-scene TTS concurrency of the loop's scenes (:func:`sim.rules.tts_concurrency`)."""
-    return tts_concurrency(mode, concurrency, tts_concurrency_, at_concurrency)
 
 
 class _Batch(Event):
@@ -215,6 +198,8 @@ class _World:
         now = int(env.now)
         if now + dec.latency_us > deadline_us:
             yield env.timeout(deadline_us - now)
+            if prov.frees_on_disconnect(call.step):  # the client's abort frees its slot
+                prov.release(call, now + dec.latency_us, int(env.now))
             return _TIMEOUT
         if dec.latency_us:
             yield env.timeout(dec.latency_us)
@@ -320,12 +305,12 @@ class _World:
             def gated_clip(clip: int) -> Generator[Event, Any, None]:
                 assert gate is not None
                 if gate_all:
-                    ok = yield from self.call(cid, 2, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats, gate)
                 else:  # adaptive: every clip waits for the gate in order
                     ev = gate.acquire()
                     if ev is not None:
                         yield ev
-                    ok = yield from self.call(cid, 2, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats, gate)
                     gate.release()
                 if not ok:
                     oks[0] = False
@@ -339,7 +324,7 @@ class _World:
             while nxt[0] < k:
                 clip = nxt[0]
                 nxt[0] += 1
-                ok = yield from self.call(cid, 2, order, clip, fg, stats)
+                ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats)
                 if not ok:
                     oks[0] = False
 
@@ -396,7 +381,7 @@ class _Classroom:
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions, then every clip; the scene is added on success."""
-        ok = yield from self.llm_call(1, i, fg)
+        ok = yield from self.llm_call(Step.ACTIONS, i, fg)
         if ok and not fg:
             self.frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
@@ -414,7 +399,7 @@ class _Classroom:
         self.t0 = int(self.env.now)
         first = 0
         if self.w.client.foreground_first_scene:  # the preview page, before the loop
-            ok = yield from self.llm_call(0, 0, True)
+            ok = yield from self.llm_call(Step.CONTENT, 0, True)
             ok = ok and (yield from self.scene_tail(0, True))
             if not ok:
                 if 0 not in self.failed:
@@ -433,7 +418,7 @@ class _Classroom:
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(0, i)
+            ok = yield from self.llm_call(Step.CONTENT, i)
             if not ok:
                 self.failed.append(i)
                 self.status = RunStatus.PAUSED
@@ -454,7 +439,7 @@ class _Classroom:
 
             def worker() -> Generator[Event, Any, None]:
                 for i in queue:
-                    ok = yield from self.llm_call(0, i)
+                    ok = yield from self.llm_call(Step.CONTENT, i)
                     done[i].succeed(ok)
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues
@@ -470,7 +455,7 @@ class _Classroom:
             ev = gate.acquire()
             if ev is not None:
                 yield ev
-            ok = yield from self.w.call(self.cid, 0, i, 0, False, self.stats, gate)
+            ok = yield from self.w.call(self.cid, Step.CONTENT, i, 0, False, self.stats, gate)
             gate.release()
             done[i].succeed(ok)
 
@@ -522,11 +507,6 @@ def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[
     )
 
 
-def _check_ids(seed: int, run_id: int) -> None:
-    if seed < 0 or run_id < 0:
-        raise UserError(f"seed and run_id: must be >= 0, got {seed}, {run_id}")
-
-
 def _run_one(
     sc: Scenario, cfg: RunConfig, seed: int, run_id: int, draws: Draws | None = None
 ) -> list[RunResult]:
@@ -534,7 +514,7 @@ def _run_one(
     prov = Provider(sc, seed, draws=draws, keep_log=cfg.records)
     w = _World(sc, prov)
     c = cfg.c
-    tts_c = cfg.tts_for(c, sc.client.tts_at_concurrency)
+    tts_c = tts_concurrency(cfg.mode, c, cfg.tts_concurrency, sc.client.tts_at_concurrency)
     tenants = cfg.tenants
     offsets = tenant_offsets_us(seed, run_id, tenants, cfg.stagger_s, cfg.stagger_dist)
     rooms = []
@@ -550,123 +530,15 @@ def _run_one(
     return results
 
 
-def simulate_config(
-    scenario: Scenario, config: RunConfig, *, seed: int = 0, run_id: int = 0
+def simulate_simpy(
+    scenario: Scenario, config: RunConfig, reps: int, *, seed: int = 0, first_run: int = 0
 ) -> list[RunResult]:
-    """Simulate one run of a ready :class:`~sim.config.RunConfig`: one result per classroom
-    (``config.tenants`` of them, sharing the keys; classroom ids ``run_id * tenants + j``)."""
-    _check_ids(seed, run_id)
-    return _run_one(scenario, config, seed, run_id)
-
-
-def simulate(
-    scenario: Scenario,
-    mode: str,
-    concurrency: int,
-    *,
-    seed: int = 0,
-    run_id: int = 0,
-    tts_concurrency: int | None = None,
-    tenants: int = 1,
-    records: bool = False,
-    adaptive: str = "off",
-    stagger_s: float = 0.0,
-    stagger_dist: str = "constant",
-) -> RunResult:
-    """Simulate one run of one classroom; its :class:`RunResult`.
-
-    ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``; the classroom
-    id is ``run_id`` (it keys the draws). ``adaptive`` is the limiter policy
-    (:mod:`sim.limiter`); ``records`` keeps the provider's request log. ``tenants`` must be
-    1: K classrooms sharing the keys are :func:`simulate_tenants`. A ready
-    :class:`~sim.config.RunConfig` runs with :func:`simulate_config`.
-    """
-    cfg = RunConfig.of(
-        mode,
-        concurrency,
-        tts_concurrency=tts_concurrency,
-        adaptive=adaptive,
-        tenants=tenants,
-        stagger_s=stagger_s,
-        stagger_dist=stagger_dist,
-        records=records,
-    )
-    if cfg.tenants != 1:
-        raise UserError(
-            f"tenants: simulate runs one classroom, got {tenants}; use "
-            "simulate_tenants(scenario, mode, concurrency, tenants, ...) for classrooms "
-            "sharing the keys"
-        )
-    return simulate_config(scenario, cfg, seed=seed, run_id=run_id)[0]
-
-
-def simulate_tenants(
-    scenario: Scenario,
-    mode: str,
-    concurrency: int,
-    tenants: int,
-    *,
-    seed: int = 0,
-    run_id: int = 0,
-    tts_concurrency: int | None = None,
-    records: bool = False,
-    adaptive: str = "off",
-    stagger_s: float = 0.0,
-    stagger_dist: str = "constant",
-) -> list[RunResult]:
-    """Simulate one run of ``tenants`` classrooms sharing the keys; one result each.
-
-    Classroom ids are ``run_id * tenants + j``; they key the draws. Tenant ``j`` starts at
-    ``j * stagger_s`` (``stagger_dist="constant"``) or after exponential gaps of mean
-    ``stagger_s`` (``"exponential"``, keyed by seed and run id). The other arguments are
-    :func:`simulate`'s; the counterpart of :func:`runner.world.run.run_tenants`.
-    """
-    cfg = RunConfig.of(
-        mode,
-        concurrency,
-        tts_concurrency=tts_concurrency,
-        adaptive=adaptive,
-        tenants=tenants,
-        stagger_s=stagger_s,
-        stagger_dist=stagger_dist,
-        records=records,
-    )
-    return simulate_config(scenario, cfg, seed=seed, run_id=run_id)
-
-
-def simulate_many(
-    scenario: Scenario,
-    mode: str,
-    concurrency: int,
-    reps: int,
-    *,
-    seed: int = 0,
-    first_run: int = 0,
-    tts_concurrency: int | None = None,
-    tenants: int = 1,
-    records: bool = False,
-    adaptive: str = "off",
-    stagger_s: float = 0.0,
-    stagger_dist: str = "constant",
-) -> list[RunResult]:
-    """``reps`` runs with run ids ``first_run ..`` (each of ``tenants`` classrooms, in
-    order); draws are made in one batch. Arguments as :func:`simulate_tenants`."""
-    cfg = RunConfig.of(
-        mode,
-        concurrency,
-        tts_concurrency=tts_concurrency,
-        adaptive=adaptive,
-        tenants=tenants,
-        stagger_s=stagger_s,
-        stagger_dist=stagger_dist,
-        records=records,
-    )
-    _check_ids(seed, first_run)
-    if reps < 1:
-        raise UserError(f"reps: must be >= 1, got {reps}")
-    lo = first_run * tenants
-    draws = Draws(scenario, seed, lo, lo + reps * tenants)
+    """The SimPy engine: ``reps`` runs with run ids ``first_run ..`` (each of
+    ``config.tenants`` classrooms, in order), draws made in one batch. The public entry
+    point is :func:`sim.simulate`, which checks the ids and picks the engine."""
+    lo = first_run * config.tenants
+    draws = Draws(scenario, seed, lo, lo + reps * config.tenants)
     out: list[RunResult] = []
     for r in range(first_run, first_run + reps):
-        out.extend(_run_one(scenario, cfg, seed, r, draws))
+        out.extend(_run_one(scenario, config, seed, r, draws))
     return out

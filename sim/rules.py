@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from .errors import UserError
+from .errors import ScenarioError, UserError  # ScenarioError re-exported here, where it was
 
 __all__ = [
     "CLOCKS",
@@ -61,10 +61,6 @@ __all__ = [
 MAX_CONCURRENCY = 10
 MAX_429_WAITS = 100  # a gated call gives up after this many 429s
 STAGGER_DISTS = ("constant", "exponential")  # tenants' start gaps (:mod:`sim.draws`)
-
-
-class ScenarioError(UserError):
-    """A scenario that cannot be used; the message is one line naming the field."""
 
 
 class Step(IntEnum):

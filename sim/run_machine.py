@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import NamedTuple
 
 from .rules import Act, CallMachine, Counts, RetryPolicy, Step
@@ -234,6 +235,15 @@ class RunRecord:
 
 
 Jitter = Callable[[ReqId], float]
+_ONE_ATTEMPT = RetryPolicy(max_retries=0)  # agents, a media item: one attempt, no retry
+
+
+@lru_cache(maxsize=32)
+def _outline_policy(attempts: int) -> RetryPolicy:
+    """The outline's stream attempts: back to back (no sleep)."""
+    return RetryPolicy(max_retries=attempts - 1, initial_delay_s=0.0)
+
+
 Done = Callable[[bool, int], None]
 
 
@@ -263,7 +273,8 @@ class _Call:
 
     def send(self) -> None:
         m = self.m
-        req = self.base._replace(attempt=self.cm.attempts)
+        b = self.base
+        req = ReqId(b.step, b.run, b.order, b.clip, self.cm.attempts)
         dl = m.t + self.deadline_us
         if self.step_deadline_us is not None:
             dl = min(dl, self.step_deadline_us)
@@ -272,12 +283,20 @@ class _Call:
 
     def on_answer(self, req: ReqId, status: int, provider_status: int) -> None:
         m = self.m
+        if status == 200:  # what the general path below does with a 200, in short
+            self.cm.attempts += 1
+            m.record.counts.requests += 1
+            self.done(True, 200)
+            return
         seen = 500 if status < 0 else (504 if status == 0 else status)
         if seen == 504 and provider_status == 0:
             m.record.counts.timeouts += 1
         else:
             m.record.counts.count(seen)
-        v = self.cm.step(seen, provider_status, None, lambda i: m.jitter(req._replace(attempt=i)))
+        step, run, order, clip = req[0], req[1], req[2], req[3]
+        v = self.cm.step(
+            seen, provider_status, None, lambda i: m.jitter(ReqId(step, run, order, clip, i))
+        )
         over = self.step_deadline_us is not None and m.t >= self.step_deadline_us
         if v.kind is Act.DONE:
             self.done(True, 200)
@@ -288,7 +307,7 @@ class _Call:
             if v.wait_us == 0:
                 self.send()
             else:
-                self.wait = req._replace(attempt=self.cm.attempts)
+                self.wait = ReqId(step, run, order, clip, self.cm.attempts)
                 m.timers[self.wait] = self
                 m.out.append(SetTimer(m.t + v.wait_us, self.wait))
 
@@ -303,6 +322,7 @@ class _Call:
             if call is self:
                 del m.inflight[req]
                 m.out.append(Cancel(req, m.t))
+                m.cancels = True
         if self.wait is not None:
             m.timers.pop(self.wait, None)
             self.wait = None
@@ -409,7 +429,7 @@ class _Media:
             return
         i, self.next, self.busy = self.next, self.next + 1, True
         base = ReqId(Step.MEDIA, m.spec.run, i, 0, 0)
-        _Call(m, base, RetryPolicy(max_retries=0), m.spec.media_deadline_us, self._done).send()
+        m.make_call(base, _ONE_ATTEMPT, m.spec.media_deadline_us, self._done).send()
 
     def _done(self, ok: bool, status: int) -> None:
         r = self.m.record
@@ -442,6 +462,7 @@ class RunMachine:
         self.media: _Media | None = None
         self.deferred: tuple[str, int] | None = None  # a pause waiting for the image in hand
         self.completing = False  # completion waiting for the media lane
+        self.cancels = False  # a Cancel in this feed's commands (then they are pruned)
 
     @property
     def finished(self) -> bool:
@@ -453,7 +474,11 @@ class RunMachine:
             raise ValueError(f"time went back: {t_us} < {self.t}")
         self.t = t_us
         self.out = []
-        for ev in sorted(events, key=event_key):
+        self.cancels = False
+        evs = list(events)
+        if len(evs) > 1:
+            evs.sort(key=event_key)
+        for ev in evs:
             if isinstance(ev, Claimed):
                 self._claimed()
             elif isinstance(ev, Answer):
@@ -464,7 +489,7 @@ class RunMachine:
                 call = self.timers.pop(ev.tag, None)
                 if call is not None:
                     call.on_timer()
-        return _prune(self.out)
+        return _prune(self.out) if self.cancels else self.out
 
     # -- the loop ---------------------------------------------------------------------
     def call(self, step: int, order: int, clip: int, done: Done) -> _Call:
@@ -472,7 +497,18 @@ class RunMachine:
         first = order == 0
         policy = sp.first_retry if first else sp.later_retry
         dl = (sp.content_deadline_us, sp.actions_deadline_us, sp.clip_deadline_us)[step]
-        return _Call(self, ReqId(step, sp.run, order, clip, 0), policy, dl, done)
+        return self.make_call(ReqId(step, sp.run, order, clip, 0), policy, dl, done)
+
+    def make_call(
+        self,
+        base: ReqId,
+        policy: RetryPolicy,
+        deadline_us: int,
+        done: Done,
+        step_deadline_us: int | None = None,
+    ) -> _Call:
+        """A step call (every call of the loop is made here; a driver may make its own)."""
+        return _Call(self, base, policy, deadline_us, done, step_deadline_us)
 
     def _claimed(self) -> None:
         r = self.record
@@ -480,10 +516,10 @@ class RunMachine:
         if r.phase == Phase.PREPARING:
             r.phase = Phase.OUTLINING
             sp = self.spec
-            policy = RetryPolicy(max_retries=sp.outline_attempts - 1, initial_delay_s=0.0)
+            policy = _outline_policy(sp.outline_attempts)
             step_dl = self.t + sp.outline_deadline_us
             base = ReqId(Step.OUTLINE, sp.run, 0, 0, 0)
-            _Call(self, base, policy, sp.outline_deadline_us, self._outline_done, step_dl).send()
+            self.make_call(base, policy, sp.outline_deadline_us, self._outline_done, step_dl).send()
         elif r.phase == Phase.AWAITING:
             r.phase = Phase.GENERATING
             self._agents()
@@ -513,7 +549,7 @@ class RunMachine:
             self.record.agents_preset = not ok  # any failure → presets, no pause
             self._content(0)
 
-        _Call(self, base, RetryPolicy(max_retries=0), sp.agents_deadline_us, done).send()
+        self.make_call(base, _ONE_ATTEMPT, sp.agents_deadline_us, done).send()
 
     def _content(self, k: int) -> None:
         sp = self.spec

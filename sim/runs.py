@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import UserError
-from .qoe import qoe_of_run
+from .qoe import qoe_of_run, qoe_us
 from .run_machine import Phase, RunMachine
 from .runs_config import RunsConfig, RunsSettings
 from .runs_fast import run_fast
@@ -153,8 +154,16 @@ def _outcome(w: RunsWorld, r: int, m: RunMachine) -> RunOutcome:
     d, row = w.provider.draws_for(w.base + r)
     ready = [(k, t - t0) for k, t in rec.ready]
     play = {k: d.playback_us(row, k, m.spec.clips[k]) for k, _ in rec.ready}
-    q = qoe_of_run(w.sc.outlines, ready, play, w.sc.playback)
-    first = next((t for k, t in ready if k == 0), None)
+    return _finished(w, r, m, qoe_of_run(w.sc.outlines, ready, play, w.sc.playback))
+
+
+def _finished(w: RunsWorld, r: int, m: RunMachine, q: dict[str, Any]) -> RunOutcome:
+    """A finished run's record, its learner's metrics ``q`` (:meth:`sim.qoe.QoE.row`)."""
+    t0, owner = w.arrivals[r]
+    rec = m.record
+    if rec.phase not in (Phase.PAUSED, Phase.COMPLETED):
+        raise AssertionError(f"run {r} ended in {rec.phase}")  # a bug: every run finishes
+    first = next((t - t0 for k, t in rec.ready if k == 0), None)
     end = rec.end_us
     assert end is not None
     st = rec.counts
@@ -187,6 +196,26 @@ def _outcome(w: RunsWorld, r: int, m: RunMachine) -> RunOutcome:
 run_outcome = _outcome  # public name: a world's run record (the real world builds its own)
 
 
+def outcomes_block(w: RunsWorld, play_us: NDArray[np.int64]) -> list[RunOutcome]:
+    """Every run's record at once: the same records as :func:`run_outcome` run by run, with
+    the learners' metrics of all runs in one :func:`sim.qoe.qoe_us` call (row by row the
+    same integers, so the same floats); ``play_us`` (runs, N) every scene's playback time
+    (:meth:`sim.draws.Draws.playback_table_us` of the runs' block)."""
+    n, outlines = len(w.machines), w.sc.outlines
+    ready = np.full((n, outlines), -1, dtype=np.int64)
+    for r, m in enumerate(w.machines):
+        if r not in w.refused:
+            t0 = w.arrivals[r][0]
+            for k, t in m.record.ready:
+                ready[r, k] = t - t0
+    pb = w.sc.playback
+    q = qoe_us(ready, np.where(ready >= 0, play_us, 0), pb.start, pb.buffer_us)
+    return [
+        _outcome(w, r, m) if r in w.refused else _finished(w, r, m, q.row(r))
+        for r, m in enumerate(w.machines)
+    ]
+
+
 def simulate_runs(sc: Scenario, cfg: RunsConfig, seed: int = 0, engine: str = "auto") -> RunsResult:
     """One deployment cell (see the module docstring); ``engine``: ``fast`` (the heap; also
     ``auto``) or ``simpy`` (the reference). The scenario's client becomes the ``runs``
@@ -198,8 +227,12 @@ def simulate_runs(sc: Scenario, cfg: RunsConfig, seed: int = 0, engine: str = "a
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"seed: must be an integer >= 0, got {seed!r}")
     used = "simpy" if engine == "simpy" else "fast"
-    w = (run_simpy if used == "simpy" else run_fast)(sc, cfg, seed)
-    recs = [_outcome(w, r, m) for r, m in enumerate(w.machines)]
+    if used == "simpy":
+        w: RunsWorld = run_simpy(sc, cfg, seed)
+        recs = [_outcome(w, r, m) for r, m in enumerate(w.machines)]
+    else:
+        fw = run_fast(sc, cfg, seed)
+        w, recs = fw, outcomes_block(fw, fw.playback_table_us())
     return RunsResult(recs, w.log, w.sc, cfg, seed, used, w.server.record.confirm_refusals)
 
 

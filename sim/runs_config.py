@@ -37,7 +37,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .dists import Dist, LogNormal, dist_from_mapping
 from .errors import UserError
@@ -47,10 +47,13 @@ from .run_server import Confirm
 __all__ = [
     "AGENT_MODES",
     "CONFIRM_MODES",
+    "RUNS_TABLE_FIELDS",
     "RunsConfig",
     "RunsSettings",
+    "RunsTable",
     "load_arrivals",
     "runs_settings_from_mapping",
+    "runs_table_from_mapping",
 ]
 
 CONFIRM_MODES = tuple(m.value for m in Confirm)
@@ -114,6 +117,14 @@ class RunsSettings:
         """A seconds field in whole µs."""
         return round(float(getattr(self, name)) * 1e6)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The ``[runs]`` table's settings fields (latencies as dist tables)."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            v = getattr(self, name)
+            out[name] = v.to_mapping() if name in _DISTS else v
+        return out
+
 
 _DISTS = ("outline", "agents", "media")
 
@@ -135,6 +146,58 @@ def runs_settings_from_mapping(m: Mapping[str, Any]) -> RunsSettings:
                 raise ScenarioError(f"runs.{k}.{e}") from None
         kw[k] = v
     return RunsSettings(**kw)
+
+
+# the server's caps a [runs] table may set besides the settings (run/config.ts, f519391a):
+# OPENMAIC_GENERATION_RUN_MAX_CONCURRENT 4, OPENMAIC_MAX_ACTIVE_RUNS_PER_OWNER 2
+_CAPS = {"max_concurrent": (1, 1000), "per_owner": (1, 1_000_000)}
+RUNS_TABLE_FIELDS = tuple(sorted([*RunsSettings.__dataclass_fields__, *_CAPS]))
+
+
+@dataclass(frozen=True)
+class RunsTable:
+    """A scenario's ``[runs]`` table: the run settings and the server's caps
+    (``max_concurrent`` runs executing per process, ``per_owner`` active runs per owner);
+    defaults are upstream's (the module docstring)."""
+
+    settings: RunsSettings = field(default_factory=RunsSettings)
+    max_concurrent: int = 4
+    per_owner: int = 2
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in _CAPS.items():
+            check_number(f"runs.{name}", getattr(self, name), lo=lo, hi=hi, integer=True)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The ``[runs]`` table that :func:`runs_table_from_mapping` reads back."""
+        caps = {"max_concurrent": self.max_concurrent, "per_owner": self.per_owner}
+        return self.settings.to_mapping() | caps
+
+
+def runs_table_from_mapping(m: Mapping[str, Any]) -> RunsTable:
+    """A scenario's ``[runs]`` table (:class:`RunsTable`): any :class:`RunsSettings` field
+    plus ``max_concurrent`` and ``per_owner``; a bad field is a one-line
+    :class:`~sim.rules.ScenarioError` naming it (``runs.<field>: ...``)."""
+    if not isinstance(m, Mapping):
+        raise ScenarioError(f"runs: must be a table, got {m!r}")
+    for k in m:
+        if k not in RUNS_TABLE_FIELDS:
+            raise ScenarioError(f"runs.{k}: unknown field; allowed: {', '.join(RUNS_TABLE_FIELDS)}")
+    for k in _DISTS:
+        if k in m and not isinstance(m[k], Mapping):
+            raise ScenarioError(
+                f'runs.{k}: must be a latency table like {{dist = "lognormal", '
+                f"median_s = 18, sigma = 0.3}}, got {m[k]!r}"
+            )
+    settings = runs_settings_from_mapping({k: v for k, v in m.items() if k not in _CAPS})
+    return RunsTable(settings, **{k: v for k, v in m.items() if k in _CAPS})
+
+
+class _WithRuns(Protocol):
+    """A :class:`~sim.scenario.Scenario` as :meth:`RunsConfig.for_scenario` reads it."""
+
+    @property
+    def runs(self) -> RunsTable | None: ...
 
 
 @dataclass(frozen=True)
@@ -178,6 +241,14 @@ class RunsConfig:
             or not (math.isfinite(a) and a > 0)
         ):
             raise UserError(f"arrival_per_hour: must be a number > 0, got {a!r}")
+
+    @classmethod
+    def for_scenario(cls, sc: _WithRuns, **fields: Any) -> RunsConfig:
+        """A cell on scenario ``sc``: its ``[runs]`` table's settings and caps (upstream's
+        defaults when it has none); ``fields`` (any :class:`RunsConfig` field) override them."""
+        t = sc.runs if sc.runs is not None else RunsTable()
+        base = {"max_concurrent": t.max_concurrent, "per_owner": t.per_owner}
+        return cls(**(base | {"settings": t.settings} | fields))
 
     @property
     def c(self) -> int:

@@ -98,6 +98,9 @@ class RunProvider(Provider):
         self.settings = settings
 
     def draws_for(self, cid: int) -> tuple[Draws, int]:
+        fixed = self._fixed  # one block for every run of a cell (the fast engine's)
+        if fixed is not None and fixed.lo <= cid < fixed.hi:
+            return fixed, cid - fixed.lo
         d = self._draws.get(cid)
         if d is None:
             d = RunDraws(self.scenario, self.settings, self.seed, cid, cid + 1)
@@ -166,13 +169,13 @@ class RunsWorld:
         self.seed = seed
         self.schedule = schedule
         st = cfg.settings
-        self.provider = RunProvider(sc, st, seed, keep_log=cfg.keep_log)
         # the LLM key frees a slot when its client goes away: the run setting, or the key's own
         # quota (issue 21's ``disconnect_frees``, where merged); clips never go away (no signal)
         self.free_llm = st.free_on_give_up or bool(getattr(sc.quota_llm, "disconnect_frees", 0))
         self.arrivals = arrivals_of(cfg, seed)
         n = len(self.arrivals)
         self.base = cfg.run_id * n
+        self.provider = self._new_provider(n)
         self.server = ServerMachine(
             ServerSpec(
                 max_concurrent=cfg.max_concurrent,
@@ -191,9 +194,25 @@ class RunsWorld:
         for r, (t, owner) in enumerate(self.arrivals):
             schedule(t, ("srv", r, Arrive(r, owner)))
 
+    def _new_provider(self, n: int) -> RunProvider:
+        """The cell's provider: per-classroom keyed draws (a driver may give one block)."""
+        return RunProvider(self.sc, self.cfg.settings, self.seed, keep_log=self.cfg.keep_log)
+
     def _machine(self, r: int) -> RunMachine:
+        return RunMachine(self._spec(r), self._jitter(r))
+
+    def _jitter(self, r: int) -> Callable[[ReqId], float]:
+        """Run ``r``'s retry jitter: the keyed draw of the failed attempt (or the fixed u)."""
+        prov, cid = self.provider, self.base + r
+
+        def jitter(q: ReqId) -> float:
+            return prov.jitter_u(cid, q.step, q.order, q.clip, q.attempt)
+
+        return jitter
+
+    def _spec(self, r: int) -> RunSpec:
         sc, st, prov, cid = self.sc, self.cfg.settings, self.provider, self.base + r
-        spec = RunSpec(
+        return RunSpec(
             run=r,
             clips=tuple(prov.speeches(cid, k) for k in range(sc.outlines)),
             c=self.cfg.c,
@@ -211,11 +230,6 @@ class RunsWorld:
             later_retry=sc.client.retry_llm,
         )
 
-        def jitter(q: ReqId) -> float:
-            return prov.jitter_u(cid, q.step, q.order, q.clip, q.attempt)
-
-        return RunMachine(spec, jitter)
-
     # -- one instant -----------------------------------------------------------------
     def instant(self, t: int, items: list[Item]) -> None:
         """Handle every item due at ``t`` (and what they cause at ``t``)."""
@@ -223,29 +237,33 @@ class RunsWorld:
         cur = items
         while cur:
             cur.sort(key=_item_key)  # the request log's order does not depend on the driver
-            nxt: list[Item] = []
-            per_run: dict[int, list[RunEvent]] = {}
-            srv: list[ServerEvent] = []
-            for kind, r, ev in cur:
-                if kind == "srv":
-                    srv.append(ev)
-                elif kind == "run":
-                    per_run.setdefault(r, []).append(ev)
-                else:
-                    got = self._answer(t, ev)
-                    if got is not None:
-                        per_run.setdefault(r, []).append(got)
-            sends: list[tuple[tuple[int, ...], Send]] = []
-            for r in sorted(per_run):
-                for cmd in self.machines[r].feed(t, per_run[r]):
-                    self._run_command(t, r, cmd, sends, srv, nxt)
-            if srv:
-                for sc in self.server.feed(t, srv):
-                    self._server_command(t, sc, nxt)
-            sends.sort(key=lambda s: s[0])
-            for _, send in sends:
-                self._decide(t, send, nxt)
-            cur = nxt
+            cur = self._round(t, cur)
+
+    def _round(self, t: int, cur: list[Item]) -> list[Item]:
+        """One round of an instant (``cur`` in canonical order); the next round's items."""
+        nxt: list[Item] = []
+        per_run: dict[int, list[RunEvent]] = {}
+        srv: list[ServerEvent] = []
+        for kind, r, ev in cur:
+            if kind == "srv":
+                srv.append(ev)
+            elif kind == "run":
+                per_run.setdefault(r, []).append(ev)
+            else:
+                got = self._answer(t, ev)
+                if got is not None:
+                    per_run.setdefault(r, []).append(got)
+        sends: list[tuple[tuple[int, ...], Send]] = []
+        for r in sorted(per_run):
+            for cmd in self.machines[r].feed(t, per_run[r]):
+                self._run_command(t, r, cmd, sends, srv, nxt)
+        if srv:
+            for sc in self.server.feed(t, srv):
+                self._server_command(t, sc, nxt)
+        sends.sort(key=lambda s: s[0])
+        for _, send in sends:
+            self._decide(t, send, nxt)
+        return nxt
 
     def _at(self, t: int, at: int, item: Item, nxt: list[Item]) -> None:
         if at <= t:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .rules import RetryPolicy, ScenarioError, check_number
+from .rules import RetryPolicy, ScenarioError, Step, check_number
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -134,8 +134,8 @@ class ClientProfile:
     def policy(self, step: int, foreground: bool) -> RetryPolicy:
         """The retry budget of a step (0 content, 1 actions, 2 tts) in its layer."""
         if foreground:
-            return self.foreground_retry_tts if step == 2 else self.foreground_retry_llm
-        return self.retry_tts if step == 2 else self.retry_llm
+            return self.foreground_retry_tts if step == Step.TTS else self.foreground_retry_llm
+        return self.retry_tts if step == Step.TTS else self.retry_llm
 
     def client_policy(self, step: int, foreground: bool) -> RetryPolicy:
         """What the client retries: its own budget, or (``direct`` shape) the route's."""

@@ -106,9 +106,10 @@ def _knob(s: str) -> int:
 def _profile_list(s: str) -> list[str]:
     names = profile_names() if s == "all" else [x.strip() for x in s.split(",") if x.strip()]
     for n in names:
-        if n not in PROFILES and n != RUNS_PROFILE:  # runs: server-side generation runs
+        if n not in PROFILES and n != RUNS_PROFILE:
             raise argparse.ArgumentTypeError(
-                f"--upstream must be 'all' or a comma list of {', '.join(PROFILES)}; got {n!r}"
+                f"--upstream must be 'all' or a comma list of {', '.join(PROFILES)} "
+                f"(or {RUNS_PROFILE}); got {n!r}"
             )
     if not names:
         raise argparse.ArgumentTypeError("--upstream must name at least one profile")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sim.catalog import preset_names
+from sim.config import RunConfig
 from sim.errors import UserError
 from sim.rules import CLOCKS, ClockKind
 from sim.upstream import DEFAULT_PROFILE, RUNS_PROFILE
@@ -179,17 +180,14 @@ def _probe_provider(url: str, need_concurrency: bool, endpoint: str | None) -> N
         )
 
 
-def _wall_time_scale(a: argparse.Namespace, sc: Scenario) -> float | None:
+def _wall_time_scale(a: argparse.Namespace, sc: Scenario, cfg: RunConfig) -> float | None:
     """``--time-scale``, or on the wall clock with a provider of our own the scale picked
     from this machine's floor (printed)."""
     if a.clock != ClockKind.WALL or a.time_scale is not None or a.base_url is not None:
         return a.time_scale  # type: ignore[no-any-return]
     from ..experiments.floor import choose_time_scale
 
-    choice = choose_time_scale(
-        sc, a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, seed=a.seed,
-        run_id=a.run_id, adaptive=a.adaptive,
-    )  # fmt: skip
+    choice = choose_time_scale(sc, cfg, seed=a.seed, run_id=a.run_id)
     print(choice.line(), file=sys.stderr if a.json else sys.stdout, flush=True)
     return choice.time_scale
 
@@ -198,10 +196,17 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from ..store.stamps import provenance
     from ..world.failures import scene_failures
     from ..world.pipeline import ScenePipeline
-    from ..world.run import run_classroom
+    from ..world.run import run
 
+    if a.upstream == RUNS_PROFILE:  # one server of generation runs, real world (issue 22)
+        from .runs_real import run_runs
+
+        return run_runs(a)
     sc = load_scenario(a.scenario, upstream=a.upstream)
-    scale = _wall_time_scale(a, sc)
+    cfg = RunConfig.of(
+        a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, adaptive=a.adaptive
+    )
+    scale = _wall_time_scale(a, sc, cfg)
     base_url = None if a.base_url is None else _check_base_url(a.base_url)
     if base_url is not None and a.clock != ClockKind.VIRTUAL:
         _probe_provider(base_url, a.concurrency is None, sc.client.knob_endpoint)
@@ -210,10 +215,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
     async def keep(pipe: ScenePipeline) -> None:
         pipes.append(pipe)
 
-    res = run_classroom(
-        sc, a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, seed=a.seed,
-        run_id=a.run_id, clock=a.clock, time_scale=scale, base_url=base_url, records=False,
-        hook=keep, adaptive=a.adaptive,
+    [res] = run(
+        sc, cfg, clock=a.clock, seed=a.seed, run_id=a.run_id, time_scale=scale,
+        base_url=base_url, hook=keep,
     )  # fmt: skip
     failures = scene_failures(res.failed_orders, pipes[0].attempt_failures if pipes else [])
     prov = provenance(sc)
@@ -233,7 +237,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 # -- sim, serve, bench --------------------------------------------------------------------
 def _cmd_sim(a: argparse.Namespace) -> int:
-    from ..experiments.replications import SimConfig, sim_lines, simulate_summary
+    from ..experiments.replications import sim_lines, simulate_summary
 
     if a.upstream == RUNS_PROFILE:  # generation runs on the server (issue 22)
         from .runs_sim import sim_runs
@@ -244,16 +248,11 @@ def _cmd_sim(a: argparse.Namespace) -> int:
 
         return sim_server(a)
     sc = load_scenario(a.scenario, upstream=a.upstream)
-    if a.engine == "fast" and (a.tenants != 1 or a.adaptive != "off"):
-        raise UsageError(
-            "scenebench sim: --engine fast supports --tenants 1 and --adaptive off only"
-        )
-    cfg = SimConfig(
-        mode=a.mode, concurrency=a.concurrency, reps=a.reps, seed=a.seed,
-        tts_concurrency=a.tts_concurrency, tenants=a.tenants, adaptive=a.adaptive,
-        stagger_s=a.stagger_s, stagger_dist=a.stagger_dist, engine=a.engine,
+    cfg = RunConfig.of(
+        a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, tenants=a.tenants,
+        adaptive=a.adaptive, stagger_s=a.stagger_s, stagger_dist=a.stagger_dist,
     )  # fmt: skip
-    s = simulate_summary(sc, cfg)
+    s = simulate_summary(sc, cfg, reps=a.reps, seed=a.seed, engine=a.engine)
     if a.json:
         _json_out(s)
     else:
@@ -279,6 +278,11 @@ def _cmd_serve(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sc = load_scenario(a.scenario, upstream=a.upstream)
+    if a.preset:  # issue 21: provider presets with their error shapes (LLM and TTS keys)
+        from sim.presets import apply_preset
+
+        for name in a.preset:
+            sc = apply_preset(sc, name, shape=True)
     pscv = a.parallel_scene_concurrency
     if pscv is None:
         pscv = env_parallel_scene_concurrency()
@@ -289,6 +293,12 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     print(
         f"fake provider for scenario {sc.name!r} listening on {srv.base_url} "
         f"(time scale {app.state.fake.time_scale}, seed {a.seed}); Ctrl-C stops it",
+        flush=True,
+    )
+    print(
+        f"provider APIs: OPENAI_BASE_URL={srv.base_url}/v1 (chat/completions, audio/speech), "
+        f"ANTHROPIC_BASE_URL={srv.base_url}/v1 (messages), MiniMax {srv.base_url}/v1/t2a_v2 "
+        "(docs/provider-api.md)",
         flush=True,
     )
     try:
@@ -334,8 +344,6 @@ def _sweep_spec(a: argparse.Namespace, backends: tuple[str, ...]) -> Any:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from ..experiments.sweep import ResultsError, SweepOutcome, interrupted_message, run_sweep
-
     backends = ("sim", "real") if a.backend == "both" else (a.backend,)
     started: list[Path] = []
 
@@ -353,7 +361,9 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             "allow_source_tree": a.allow_source_tree,
         }
     )
-    try:
+    try:  # Ctrl-C anywhere in here, the heavy import included: one line, exit 130
+        from ..experiments.sweep import ResultsError, SweepOutcome, run_sweep
+
         with _as_usage("sweep", ResultsError):
             d = run_sweep(
                 _sweep_spec(a, backends), workers=a.workers, dask_scheduler=a.dask_scheduler,
@@ -362,10 +372,18 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             _render_if_any(d)
     except KeyboardInterrupt:
         _quiet_teardown()
-        msg = interrupted_message(started[0] if started else None)
-        print(f"scenebench sweep: {msg}", file=sys.stderr, flush=True)
+        print(f"scenebench sweep: {_interrupted_line(started)}", file=sys.stderr, flush=True)
         return 130
     return _print_sweep_outcome(SweepOutcome.read(d))
+
+
+def _interrupted_line(started: list[Path]) -> str:
+    """What Ctrl-C kept; the sweep module is loaded only once a folder was started."""
+    if not started:
+        return "interrupted before any cell ran; nothing was written"
+    from ..experiments.sweep import interrupted_message
+
+    return interrupted_message(started[0])
 
 
 def _render_if_any(d: Path) -> None:
@@ -540,6 +558,10 @@ def _validate_exact(a: argparse.Namespace, names: Sequence[str]) -> int:
     from ..experiments import validate as v
     from ..store.stamps import provenance, provenance_line
 
+    if a.upstream and RUNS_PROFILE in a.upstream:  # generation runs' cells (issue 22)
+        from .runs_real import validate_runs
+
+        return validate_runs(a)
     profiles = a.upstream or profile_names()
     scenarios = [
         load_scenario(n, upstream=p).replace(name=f"{n}@{p}") for n in names for p in profiles
@@ -678,6 +700,9 @@ def _add_run(sub: Any) -> None:
     r.add_argument("--base-url", default=None, help="an already running provider (wall clock)")
     add_json(r)
     r.set_defaults(fn=_cmd_run)
+    from .runs_real import add_run_runs_args  # run --upstream runs (issue 22)
+
+    add_run_runs_args(r)
 
 
 def _add_sim(sub: Any) -> None:
@@ -714,6 +739,14 @@ def _add_serve(sub: Any) -> None:
         default=None,
         help="what /api/health reports (default: $PARALLEL_SCENE_CONCURRENCY, "
         "else the scenario's run.parallel_scene_concurrency)",
+    )
+    v.add_argument(
+        "--preset",
+        action="append",
+        choices=preset_names(),
+        default=None,
+        help="repeatable: a provider preset for the LLM key or (a TTS preset) the TTS key, "
+        "with its error shape on the /v1 endpoints (docs/provider-api.md)",
     )
     v.set_defaults(fn=_cmd_serve)
 
@@ -895,6 +928,45 @@ def _add_bench(sub: Any) -> None:
     b.set_defaults(fn=_cmd_bench)
 
 
+def _cmd_clients(a: argparse.Namespace) -> int:
+    """Issue 21: real clients against the provider endpoints (the Vercel AI SDK under Node,
+    installed into the cache folder as conform's esbuild is)."""
+    from ..experiments.ai_sdk import ai_sdk_timelines
+    from ..experiments.conform import ConformError
+
+    try:
+        rows = ai_sdk_timelines(a.cache_dir)
+    except ConformError as e:
+        raise UsageError(f"clients: {e}") from None
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    bad = 0
+    for r in rows:
+        header = (
+            "none" if r["retry_after_s"] is None else f"retry-after-ms {r['retry_after_s']:g} s"
+        )
+        ok = all(g >= w for g, w in zip(r["gaps_s"], r["documented_s"], strict=False))
+        ok = ok and len(r["gaps_s"]) == len(r["documented_s"])
+        bad += not ok
+        if not a.json:
+            gaps = ", ".join(f"{g:.3f}" for g in r["gaps_s"])
+            want = ", ".join(f"{w:g}" for w in r["documented_s"])
+            print(
+                f"AI SDK, 429 with {header}: attempts {r['statuses']}, gaps {gaps} s "
+                f"(documented {want} s) {'ok' if ok else 'DIFFERENT'}"
+            )
+    return 1 if bad else 0
+
+
+def _add_clients(sub: Any) -> None:
+    cl = sub.add_parser(
+        "clients", help="the Vercel AI SDK (Node) against the provider endpoints: retry timeline"
+    )
+    cl.add_argument("--cache-dir", default=None, help="the Node cache folder (as conform's)")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(fn=_cmd_clients)
+
+
 def _add_conform(sub: Any) -> None:
     co = sub.add_parser("conform", help="upstream's own TypeScript loop (Node) vs the port")
     co.add_argument("--openmaic", required=True, metavar="PATH", help="an OpenMAIC checkout")
@@ -921,6 +993,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_bench,
         _add_conform,
         add_capacity_parser,
+        _add_clients,
     ):
         add(sub)
     return p

@@ -9,9 +9,36 @@ import argparse
 import dataclasses
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_runs_args", "runs_lines", "sim_runs"]
+if TYPE_CHECKING:
+    from sim.runs_config import RunsConfig
+    from sim.scenario import Scenario
+
+__all__ = ["RUNS_TABLE_FLAGS", "add_runs_args", "runs_config_from_args", "runs_lines", "sim_runs"]
+
+# flags that override a scenario's [runs] table when given (their defaults are upstream's)
+RUNS_TABLE_FLAGS = ("max_concurrent", "per_owner", "confirm", "free_on_give_up")
+
+
+class _Given(argparse.Action):
+    """Store the value and remember the flag was given (``Namespace.runs_given``): a
+    scenario's ``[runs]`` table applies only to the flags not given."""
+
+    def __call__(
+        self, p: argparse.ArgumentParser, ns: argparse.Namespace, v: Any, opt: Any = None
+    ) -> None:
+        setattr(ns, self.dest, v)
+        ns.runs_given = {*getattr(ns, "runs_given", ()), self.dest}
+
+
+class _GivenTrue(_Given):
+    """``store_true`` that remembers it was given."""
+
+    def __call__(
+        self, p: argparse.ArgumentParser, ns: argparse.Namespace, v: Any, opt: Any = None
+    ) -> None:
+        super().__call__(p, ns, True, opt)
 
 
 def add_runs_args(p: argparse.ArgumentParser) -> None:
@@ -30,13 +57,16 @@ def add_runs_args(p: argparse.ArgumentParser) -> None:
         "--max-concurrent",
         type=c._int_in("--max-concurrent", 1, 1000),
         default=4,
-        help="OPENMAIC_GENERATION_RUN_MAX_CONCURRENT (default 4)",
+        action=_Given,
+        help="OPENMAIC_GENERATION_RUN_MAX_CONCURRENT (default: the scenario's [runs] table, "
+        "else 4)",
     )
     g.add_argument(
         "--per-owner",
         type=c._int_in("--per-owner", 1, 1_000_000),
         default=2,
-        help="OPENMAIC_MAX_ACTIVE_RUNS_PER_OWNER (default 2)",
+        action=_Given,
+        help="OPENMAIC_MAX_ACTIVE_RUNS_PER_OWNER (default: the scenario's [runs] table, else 2)",
     )
     g.add_argument(
         "--owners",
@@ -54,37 +84,54 @@ def add_runs_args(p: argparse.ArgumentParser) -> None:
         "--confirm",
         choices=("auto", "countdown", "wait"),
         default="auto",
-        help="the outline's confirmation (default auto)",
+        action=_Given,
+        help="the outline's confirmation (default: the scenario's [runs] table, else auto)",
     )
     g.add_argument(
         "--free-on-give-up",
-        action="store_true",
-        help="the provider frees an LLM request's slot when the client gives up",
+        nargs=0,
+        default=False,
+        action=_GivenTrue,
+        help="the provider frees an LLM request's slot when the client gives up "
+        "(default: the scenario's [runs] table, else not)",
     )
     g.add_argument("--per-run", action="store_true", help="with --json: every run's record")
+
+
+def runs_config_from_args(a: argparse.Namespace, sc: Scenario) -> RunsConfig:
+    """The cell of the runs flags on scenario ``sc``: its ``[runs]`` table
+    (:meth:`sim.runs_config.RunsConfig.for_scenario`), then the :data:`RUNS_TABLE_FLAGS`
+    given on the command line over it."""
+    from sim.runs_config import RunsConfig, load_arrivals
+
+    given: set[str] = getattr(a, "runs_given", set())
+    caps = {k: getattr(a, k) for k in ("max_concurrent", "per_owner") if k in given}
+    cfg = RunsConfig.for_scenario(
+        sc,
+        concurrency=a.concurrency,
+        runs=a.runs,
+        arrival_per_hour=a.arrival_per_hour if a.arrival_per_hour is not None else 10.0,
+        arrivals=load_arrivals(a.arrivals) if a.arrivals else None,
+        owners=a.owners,
+        keep_log=False,
+        **caps,
+    )
+    changes = {k: getattr(a, k) for k in ("confirm", "free_on_give_up") if k in given}
+    if changes:
+        cfg = dataclasses.replace(cfg, settings=dataclasses.replace(cfg.settings, **changes))
+    return cfg
 
 
 def sim_runs(a: argparse.Namespace) -> int:
     """``sim --upstream runs``: one deployment cell."""
     from sim.runs import simulate_runs
-    from sim.runs_config import RunsConfig, RunsSettings, load_arrivals
     from sim.scenario import load_scenario
 
     sc = load_scenario(a.scenario, upstream="runs")
     llm = a.key_inflight
     tts = a.tts_inflight if a.tts_inflight is not None else a.key_inflight
     sc = sc.with_quota(llm_inflight=llm, tts_inflight=tts)
-    cfg = RunsConfig(
-        concurrency=a.concurrency,
-        max_concurrent=a.max_concurrent,
-        per_owner=a.per_owner,
-        runs=a.runs,
-        arrival_per_hour=a.arrival_per_hour if a.arrival_per_hour is not None else 10.0,
-        arrivals=load_arrivals(a.arrivals) if a.arrivals else None,
-        owners=a.owners,
-        settings=RunsSettings(confirm=a.confirm, free_on_give_up=a.free_on_give_up),
-        keep_log=False,
-    )
+    cfg = runs_config_from_args(a, sc)
     res = simulate_runs(sc, cfg, a.seed, "simpy" if a.engine == "simpy" else "fast")
     if a.json:
         d: dict[str, Any] = {"summary": res.summary()}

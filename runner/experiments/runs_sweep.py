@@ -232,7 +232,8 @@ def simulate_deployment(sc: Scenario, params: dict[str, Any], seed: int) -> list
 
     if params["adaptive"] != "off":
         raise UserError(f"adaptive: the runs model has no policy {params['adaptive']!r} (only off)")
-    cfg = RunsConfig(
+    cfg = RunsConfig.for_scenario(  # the scenario's [runs] settings and per-owner cap
+        sc,
         concurrency=params["concurrency"],
         max_concurrent=params["max_concurrent"],
         runs=params["runs"],
@@ -299,11 +300,13 @@ def run_runs_cell(
 
 
 def _run_runs_job(
-    cell: RunsCell, scenario_map: dict[str, Any], _scale: float | None
+    cell: RunsCell, scenario: Scenario | dict[str, Any], _scale: float | None
 ) -> tuple[str, pd.DataFrame | None, str | None]:
-    """One cell for the sweep's pool; a failure is returned, not raised."""
+    """One cell for the sweep's pool (the scenario parsed once by the sweep, or as a
+    mapping); a failure is returned, not raised."""
     try:
-        df = run_runs_cell(cell, scenario_from_mapping(scenario_map))
+        sc = scenario if isinstance(scenario, Scenario) else scenario_from_mapping(scenario)
+        df = run_runs_cell(cell, sc)
     except Exception as e:
         return cell.cell_id, None, f"{type(e).__name__}: {e}"
     return cell.cell_id, df, None

@@ -8,17 +8,17 @@ import pytest
 
 from runner.experiments.validate import first_divergence, validate_exact
 from runner.world.fake_provider import create_app
-from runner.world.run import _in_virtual_world, run_classroom
+from runner.world.run import _in_virtual_world, run
+from sim import RunConfig, simulate
 from sim.draws import Draws
-from sim.model import simulate
 from sim.presets import apply_preset
 from sim.scenario import load_scenario
 from sim.upstream import ErrorShape
 
 
 def _both(sc, mode, c, run_id=0):
-    model = simulate(sc, mode, c, seed=2, run_id=run_id, records=True)
-    real = run_classroom(sc, mode, c, seed=2, run_id=run_id, clock="virtual")
+    model = simulate(sc, RunConfig.of(mode, c, records=True), seed=2, run_id=run_id)[0]
+    real = run(sc, RunConfig.of(mode, c, records=True), seed=2, run_id=run_id, clock="virtual")[0]
     return model, real
 
 

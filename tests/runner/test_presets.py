@@ -9,10 +9,11 @@ import sys
 import pytest
 
 from runner.experiments.sweep import Cell, split_quotas
+from sim.config import RunConfig
 from sim.presets import apply_preset, load_preset, preset_names
 from sim.scenario import ScenarioError, load_scenario
 
-CMD = [sys.executable, "-m", "runner.cli.commands"]
+CMD = [sys.executable, "-m", "runner.cli"]
 REQUIRED = {
     "kimi-tier0",
     "kimi-tier1",
@@ -65,7 +66,7 @@ def test_quotas_split_into_numbers_and_presets():
         ("anthropic-tier1", "kimi-tier0"),
     )
     assert split_quotas(["ollama-default"]) == ((0,), ("ollama-default",))
-    cell = Cell("sim", "default", 0, "pipelined", 3, 10, 0, preset="kimi-tier0")
+    cell = Cell("sim", "default", 0, RunConfig.of("pipelined", 3), 10, 0, preset="kimi-tier0")
     assert cell.cell_id.endswith("__p-kimi-tier0")
 
 

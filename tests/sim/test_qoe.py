@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from sim import analytic, load_scenario, scenario_from_mapping, simulate, simulate_many
+from sim import RunConfig, analytic, load_scenario, scenario_from_mapping, simulate
 from sim.draws import Draws
 from sim.fast import simulate_fast
 from sim.qoe import Candidate, Playback, QoERule, choose_concurrency, qoe_us
@@ -78,7 +78,7 @@ def test_serial_on_constant_latencies_matches_the_closed_form():
     tail = analytic.scene_tail(8.0, 2.0, k)  # S = A + kT = 14 s
     period = analytic.serial_ttfs(20.0, tail)  # a scene every C + S = 34 s
     play = 5.0 + k * 4.0  # 17 s per scene, so every later scene is late by 34 - 17 s
-    r = simulate(sc, "serial", 1, seed=1)
+    r = simulate(sc, RunConfig.of("serial", 1), seed=1)[0]
     assert r.startup_s == pytest.approx(period)
     assert r.stalls == n - 1
     assert r.stall_s == pytest.approx((n - 1) * (period - play))
@@ -93,7 +93,7 @@ def test_pipelined_on_constant_latencies_matches_the_closed_form():
     c = 3
     fg = 20.0 + analytic.scene_tail(8.0, 2.0, 3)
     step = analytic.scene_tail(8.0, 2.0, 3, c)  # 10 s: faster than the 17 s of playback
-    r = simulate(sc, "pipelined", c, seed=1)
+    r = simulate(sc, RunConfig.of("pipelined", c), seed=1)[0]
     ready = [fg] + [fg + 20.0 + i * step for i in range(1, sc.outlines)]
     assert list(r.scene_ready_s) == pytest.approx(ready)
     # scene 1 is ready at fg + 30 while scene 0 ends at fg + 17: one stall of 13 s; then
@@ -106,19 +106,19 @@ def test_audio_draws_are_keyed_per_classroom_and_paired_across_modes():
     whole = Draws(sc, 7, 0, 10).audio_us()
     alone = Draws(sc, 7, 4, 5).audio_us()
     np.testing.assert_array_equal(whole[4], alone[0])
-    a = simulate(sc, "serial", 1, seed=7, run_id=4)
-    b = simulate(sc, "pipelined", 3, seed=7, run_id=4)
+    a = simulate(sc, RunConfig.of("serial", 1), seed=7, run_id=4)[0]
+    b = simulate(sc, RunConfig.of("pipelined", 3), seed=7, run_id=4)[0]
     assert a.playback_s == b.playback_s  # the same scenes, the same playback
 
 
 def test_fast_path_and_model_agree_on_the_learner_metrics():
     sc = load_scenario("tts-heavy")
-    fast = simulate_fast(sc, "pipelined", 3, 40, seed=2).results()
-    model = simulate_many(sc, "pipelined", 3, 40, seed=2)
+    fast = simulate_fast(sc, RunConfig.of("pipelined", 3), 40, seed=2).results()
+    model = simulate(sc, RunConfig.of("pipelined", 3), reps=40, seed=2, engine="simpy")
     fields = ("startup_s", "stall_s", "stalls", "stall_ratio", "last_scene_s", "playback_s")
     for f, m in zip(fast, model, strict=True):
         assert [getattr(f, k) for k in fields] == [getattr(m, k) for k in fields]
-    frame = simulate_fast(sc, "pipelined", 3, 40, seed=2).frame()
+    frame = simulate_fast(sc, RunConfig.of("pipelined", 3), 40, seed=2).frame()
     np.testing.assert_array_equal(frame["stall_s"], [m.stall_s for m in model])
 
 

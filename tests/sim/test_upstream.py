@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim import PROFILES, Quota, ScenarioError, load_scenario, parse_knob, profile, simulate
+from sim import (
+    PROFILES,
+    Quota,
+    RunConfig,
+    ScenarioError,
+    load_scenario,
+    parse_knob,
+    profile,
+    simulate,
+)
 from sim.rules import Outcome, RetryPolicy, after_attempt, final_status, tts_concurrency
 from sim.scenario import scenario_from_mapping
 from sim.upstream import CLIENT_RETRY, FOREGROUND_RETRY, ErrorShape, Handoff, RetryLayer
@@ -163,7 +172,7 @@ def test_pr788_every_llm_attempt_429_gives_six_attempts_with_capped_jittered_gap
     for ra in (1.0, 90.0):
         sc = const_scenario(3, 25.0, 8.0, 2.0, quota_llm=Quota(p_429=1.0, retry_after_s=ra))
         sc = sc.replace(client=profile("pr788")).with_client(foreground_first_scene=False)
-        r = simulate(sc, "serial", 1, records=True)
+        r = simulate(sc, RunConfig.of("serial", 1, records=True))[0]
         att = [q for q in _log(r, "content") if q.order == 0]
         assert [q.attempt for q in att] == list(range(6)) and att[0].t_arrival_s == 0.0
         gaps = [b.t_arrival_s - a.t_arrival_s for a, b in itertools.pairwise(att)]
@@ -176,7 +185,7 @@ def test_pr788_every_llm_attempt_429_gives_six_attempts_with_capped_jittered_gap
 def test_foreground_first_scene_gets_three_attempts_and_its_own_status():
     sc = const_scenario(3, 25.0, 8.0, 2.0, quota_llm=Quota(p_429=1.0))
     sc = sc.replace(client=profile("pr788"))
-    r = simulate(sc, "pipelined", 3, records=True)
+    r = simulate(sc, RunConfig.of("pipelined", 3, records=True))[0]
     att = _log(r, "content")
     assert [q.attempt for q in att] == [0, 1, 2] and {q.order for q in att} == {0}
     gaps = [b.t_arrival_s - a.t_arrival_s for a, b in itertools.pairwise(att)]
@@ -188,7 +197,7 @@ def test_foreground_first_scene_gets_three_attempts_and_its_own_status():
 def test_tts_always_429_gives_six_attempts_per_clip_under_pr788():
     sc = const_scenario(2, 25.0, 8.0, 2.0, clips=2, quota_tts=Quota(p_429=1.0))
     sc = sc.replace(client=profile("pr788")).with_client(foreground_first_scene=False)
-    r = simulate(sc, "serial", 1, records=True)
+    r = simulate(sc, RunConfig.of("serial", 1, records=True))[0]
     per_clip = {}
     for q in _log(r, "tts"):
         per_clip.setdefault((q.order, q.clip), []).append(q.attempt)
@@ -197,7 +206,7 @@ def test_tts_always_429_gives_six_attempts_per_clip_under_pr788():
 
 def test_time_to_first_scene_does_not_depend_on_c_under_pr788():
     sc = load_scenario("default")
-    runs = [simulate(sc, "pipelined", c, seed=3, records=True) for c in (1, 3, 10)]
+    runs = [simulate(sc, RunConfig.of("pipelined", c, records=True), seed=3)[0] for c in (1, 3, 10)]
     assert len({r.ttfs_s for r in runs}) == 1
     r = runs[1]
     first = [q for q in r.requests_log if q.order == 0]
@@ -209,10 +218,10 @@ def test_constant_closed_form_with_the_foreground_scene():
     # C = 25, A = 8, 4 clips of 2 s one at a time, N = 10: the foreground scene takes 41 s,
     # then content(1..3) end at 66 and the loop's tails follow back to back: 66 + 9 * 16.
     sc = const_scenario(10, 25.0, 8.0, 2.0, clips=4).replace(client=profile("pr788"))
-    assert simulate(sc, "pipelined", 3, tts_concurrency=1).makespan_s == 210.0
-    assert simulate(sc, "serial", 1).makespan_s == 410.0
+    assert simulate(sc, RunConfig.of("pipelined", 3, tts_concurrency=1))[0].makespan_s == 210.0
+    assert simulate(sc, RunConfig.of("serial", 1))[0].makespan_s == 410.0
     loop = sc.with_client(foreground_first_scene=False)
-    assert simulate(loop, "pipelined", 3, tts_concurrency=1).makespan_s == 185.0
+    assert simulate(loop, RunConfig.of("pipelined", 3, tts_concurrency=1))[0].makespan_s == 185.0
 
 
 def test_a_failed_content_in_parallel_mode_ends_paused_under_pr788_only(monkeypatch):
@@ -229,5 +238,5 @@ def test_a_failed_content_in_parallel_mode_ends_paused_under_pr788_only(monkeypa
     monkeypatch.setattr(Provider, "decide", decide)
     sc = const_scenario(5, 25.0, 8.0, 2.0, clips=1)
     for prof, want in (("pr788", "paused"), ("v0.2.1", "completed")):
-        r = simulate(sc.replace(client=profile(prof)), "pipelined", 3)
+        r = simulate(sc.replace(client=profile(prof)), RunConfig.of("pipelined", 3))[0]
         assert r.failed_orders == (3,) and r.scenes_ok == 4 and r.status == want
