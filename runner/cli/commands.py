@@ -22,7 +22,7 @@ from sim.catalog import preset_names
 from sim.config import RunConfig
 from sim.errors import UserError
 from sim.rules import CLOCKS, ClockKind
-from sim.upstream import DEFAULT_PROFILE, RUNS_PROFILE
+from sim.upstream import COMMAND_PROFILE, DEFAULT_PROFILE, RUNS_PROFILE
 
 from .argtypes import (
     add_adaptive,
@@ -192,12 +192,23 @@ def _wall_time_scale(a: argparse.Namespace, sc: Scenario, cfg: RunConfig) -> flo
     return choice.time_scale
 
 
+def _today_unless_asked(a: argparse.Namespace, *browser_flags: object) -> None:
+    """``sim`` and ``run`` follow today's upstream (``COMMAND_PROFILE``: generation runs)
+    unless ``--upstream`` names a profile or a browser-loop flag (``--mode`` and the like)
+    asks for the browser loop; then the mode defaults to pipelined as before."""
+    if a.upstream is None and a.mode is None and not any(browser_flags):
+        a.upstream = COMMAND_PROFILE
+    if a.mode is None:
+        a.mode = "pipelined"
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     from ..store.stamps import provenance
     from ..world.failures import scene_failures
     from ..world.pipeline import ScenePipeline
     from ..world.run import run
 
+    _today_unless_asked(a, a.adaptive != "off", a.base_url)
     if a.upstream == RUNS_PROFILE:  # one server of generation runs, real world (issue 22)
         from .runs_real import run_runs
 
@@ -239,6 +250,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 def _cmd_sim(a: argparse.Namespace) -> int:
     from ..experiments.replications import sim_lines, simulate_summary
 
+    _today_unless_asked(a, a.client == "server", a.key_gate, a.adaptive != "off", a.tenants != 1)
     if a.upstream == RUNS_PROFILE:  # generation runs on the server (issue 22)
         from .runs_sim import sim_runs
 
@@ -332,6 +344,9 @@ def _sweep_spec(a: argparse.Namespace, backends: tuple[str, ...]) -> Any:
         return default_spec(quick=True, scenarios=None, backends=backends)
     from .runs_cli import is_runs_sweep, runs_spec_of
 
+    browser_flags = (a.adaptive, a.tenants, a.real_reps, a.stagger_s, a.backend == "real")
+    if a.upstream is None and not any(browser_flags):
+        a.upstream = [COMMAND_PROFILE]  # today's upstream: the two-knob runs grid
     if is_runs_sweep(a):  # server-side generation runs: the two-knob grid
         return runs_spec_of(a)
     return default_spec(

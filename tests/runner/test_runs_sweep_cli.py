@@ -47,7 +47,7 @@ def test_a_small_runs_sweep_names_both_knobs_and_recommend_agrees(tmp_path, caps
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--loads", "10"], "--loads applies to runs sweeps only"),
+        (["--upstream", "pr660", "--loads", "10"], "--loads applies to runs sweeps only"),
         (["--upstream", "runs,pr788"], "a runs sweep runs alone"),
         (["--upstream", "runs", "--loads", "0"], "--loads must be a comma list of numbers > 0"),
         (["--upstream", "runs", "--max-concurrent", "0"], "--max-concurrent must be"),
