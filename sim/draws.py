@@ -167,8 +167,8 @@ class Draws:
         """Playback time of one scene with ``clips`` speech clips: the non-speech constant
         plus its clips' audio (the same integers :meth:`playback_table_us` sums)."""
         base = order % self.n * self.kmax
-        audio = self.audio_us()[row, base : base + min(clips, self.kmax)]
-        return self.scenario.playback.non_speech_us + int(audio.sum())
+        audio: list[int] = self.audio_us()[row, base : base + min(clips, self.kmax)].tolist()
+        return self.scenario.playback.non_speech_us + sum(audio)
 
     def playback_table_us(self) -> NDArray[np.int64]:
         """Playback time of every scene, shape ``(classrooms, N)``, for its drawn clips."""
