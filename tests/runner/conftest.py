@@ -32,12 +32,3 @@ def wall_bound_s(floor_s: float, requests: int, time_scale: float, slack: float 
     """Model seconds a wall-clock run may add to its exact value: ``slack`` times the floor
     for every request (all of them: an upper bound on the critical path), in model time."""
     return slack * floor_s * requests / time_scale
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``, pyproject's addopts) every wall-clock test
-    runs on one worker, one at a time, while the model-only tests share the other cores."""
-    for item in items:
-        if item.get_closest_marker("wallclock") is not None:
-            item.add_marker(pytest.mark.xdist_group("wallclock"))
