@@ -83,7 +83,7 @@ class ConformError(Exception):
 
 # -- Node and esbuild ------------------------------------------------------------------------
 def _js_dir() -> Path:
-    return Path(str(resources.files("runner").joinpath("conform_js")))
+    return Path(str(resources.files("runner.experiments").joinpath("conform_js")))
 
 
 def default_cache_dir() -> Path:
@@ -235,7 +235,7 @@ def _case_scenario(stem: str) -> tuple[Scenario, str]:
     """The case's scenario with :data:`PORT_CLIENT` when the scenario spec knows ``[client]``."""
     from sim.scenario import ScenarioError, scenario_from_mapping
 
-    ref = resources.files("runner").joinpath("conform_cases", f"{stem}.toml")
+    ref = resources.files("runner.experiments").joinpath("conform_cases", f"{stem}.toml")
     data = tomllib.loads(ref.read_text(encoding="utf-8"))
     try:
         return scenario_from_mapping({**data, "client": dict(PORT_CLIENT)}), ""

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from runner import conform as cf
 from runner.cli.commands import main
+from runner.experiments import conform as cf
 from runner.experiments.conform import Bundle, ConformCase, ConformError
 from sim.draws import KIND_5XX, Draws
 from sim.scenario import Quota
@@ -126,13 +126,15 @@ def test_a_build_error_is_one_line(esbuild_dir: Path, tmp_path: Path) -> None:
 
 
 def test_the_stub_table_is_documented() -> None:
-    table = (ROOT / "runner" / "conform_js" / "build.mjs").read_text(encoding="utf-8")
+    table = (ROOT / "runner" / "experiments" / "conform_js" / "build.mjs").read_text(
+        encoding="utf-8"
+    )
     body = table.split("export const STUBS = {", 1)[1].split("};", 1)[0]
     names = re.findall(r"^\s*'?([@\w/.-]+)'?:\s*'[\w.-]+\.mjs',", body, re.M)
     assert "react" in names and "@/lib/store/stage" in names
     doc = (ROOT / "docs" / "conform.md").read_text(encoding="utf-8")
     assert [n for n in names if f"`{n}`" not in doc] == []
-    stubs = ROOT / "runner" / "conform_js" / "stubs"
+    stubs = ROOT / "runner" / "experiments" / "conform_js" / "stubs"
     for f in re.findall(r":\s*'([\w.-]+\.mjs)',", body):
         assert (stubs / f).is_file(), f
 
