@@ -299,6 +299,7 @@ class Verdict:
 
 DONE = Verdict(Act.DONE)
 FAIL = Verdict(Act.FAIL)
+_SUCCEEDED = Verdict(Act.DONE, tell=GateNews.SUCCESS)  # a 200 (shared: verdicts are frozen)
 
 
 def after_attempt(
@@ -361,7 +362,7 @@ class CallMachine:
         index = self.attempts
         self.attempts += 1
         if status == 200:
-            return Verdict(Act.DONE, tell=GateNews.SUCCESS)
+            return _SUCCEEDED
         limited = provider_status == 429
         tell = GateNews.RATE_LIMITED if limited else GateNews.NONE
         if self.gated and limited:
@@ -372,6 +373,8 @@ class CallMachine:
         v = after_attempt(self.policy, self.used, outcome_of(status), ra, u)
         if v.kind is Act.WAIT:
             self.used += 1
+        if tell is GateNews.NONE:
+            return v  # after_attempt's verdict already tells nothing
         return Verdict(v.kind, v.wait_us, tell)
 
 

@@ -239,6 +239,13 @@ RUNS = dataclasses.replace(
 )
 _ALL: Mapping[str, ClientProfile] = {**PROFILES, RUNS_PROFILE: RUNS}
 
+# What the commands (``sim``, ``run``, ``sweep``) follow when ``--upstream`` is not given:
+# upstream as it runs today, server-side generation runs. A browser-era profile is asked for
+# with ``--upstream`` (or, for ``sim`` and ``run``, by asking for the browser loop's shape with
+# ``--mode``); then a scenario's ``[client] upstream`` (``DEFAULT_PROFILE`` in the built-ins)
+# applies as before. The library's browser-loop functions keep ``DEFAULT_PROFILE``.
+COMMAND_PROFILE = RUNS_PROFILE
+
 
 def profile_names() -> list[str]:
     """Profile names, oldest first."""

@@ -47,6 +47,11 @@ MODULES = [
     "runner.report.figures",
     "runner.report.sections",
     "runner.report.labels",
+    "runner.store.runs_cells",
+    "runner.experiments.runs_sweep",
+    "runner.report.runs_recommendation",
+    "runner.report.runs_report",
+    "runner.cli.runs_cli",
 ]
 
 

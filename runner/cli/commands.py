@@ -22,7 +22,7 @@ from sim.catalog import preset_names
 from sim.config import RunConfig
 from sim.errors import UserError
 from sim.rules import CLOCKS, ClockKind
-from sim.upstream import DEFAULT_PROFILE, RUNS_PROFILE, profile_names
+from sim.upstream import COMMAND_PROFILE, DEFAULT_PROFILE, RUNS_PROFILE, profile_names
 
 from .argtypes import (
     add_adaptive,
@@ -192,12 +192,23 @@ def _wall_time_scale(a: argparse.Namespace, sc: Scenario, cfg: RunConfig) -> flo
     return choice.time_scale
 
 
+def _today_unless_asked(a: argparse.Namespace, *browser_flags: object) -> None:
+    """``sim`` and ``run`` follow today's upstream (``COMMAND_PROFILE``: generation runs)
+    unless ``--upstream`` names a profile or a browser-loop flag (``--mode`` and the like)
+    asks for the browser loop; then the mode defaults to pipelined as before."""
+    if a.upstream is None and a.mode is None and not any(browser_flags):
+        a.upstream = COMMAND_PROFILE
+    if a.mode is None:
+        a.mode = "pipelined"
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     from ..store.stamps import provenance
     from ..world.failures import scene_failures
     from ..world.pipeline import ScenePipeline
     from ..world.run import run
 
+    _today_unless_asked(a, a.adaptive != "off", a.base_url)
     if a.upstream == RUNS_PROFILE:  # one server of generation runs, real world (issue 22)
         from .runs_real import run_runs
 
@@ -239,6 +250,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 def _cmd_sim(a: argparse.Namespace) -> int:
     from ..experiments.replications import sim_lines, simulate_summary
 
+    _today_unless_asked(a, a.client == "server", a.key_gate, a.adaptive != "off", a.tenants != 1)
     if a.upstream == RUNS_PROFILE:  # generation runs on the server (issue 22)
         from .runs_sim import sim_runs
 
@@ -330,6 +342,13 @@ def _sweep_spec(a: argparse.Namespace, backends: tuple[str, ...]) -> Any:
 
     if a.resume is not None:
         return default_spec(quick=True, scenarios=None, backends=backends)
+    from .runs_cli import is_runs_sweep, runs_spec_of
+
+    browser_flags = (a.adaptive, a.tenants, a.real_reps, a.stagger_s, a.backend == "real")
+    if a.upstream is None and not any(browser_flags):
+        a.upstream = [COMMAND_PROFILE]  # today's upstream: the two-knob runs grid
+    if is_runs_sweep(a):  # server-side generation runs: the two-knob grid
+        return runs_spec_of(a)
     return default_spec(
         quick=a.quick, scenarios=a.scenario, upstreams=a.upstream, backends=backends,
         seed=a.seed, sim_reps=a.reps, real_reps=a.real_reps, real_clock=a.real_clock,
@@ -397,7 +416,13 @@ def _print_sweep_outcome(o: Any) -> int:
         print(f"every cell failed; after fixing the cause: scenebench sweep --resume {o.folder}")
         return 1
     print(f"report:  {o.folder / 'REPORT.md'}")
-    print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {o.recommended}")
+    from .runs_cli import print_runs_recommendation, runs_outcome
+
+    runs_rec = runs_outcome(o.folder)
+    if runs_rec is not None:
+        print_runs_recommendation(runs_rec)
+    else:
+        print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {o.recommended}")
     if o.failed:
         print(
             f"{len(o.failed)} cell(s) failed (listed in REPORT.md); finish them with "
@@ -424,7 +449,8 @@ def _cmd_report(a: argparse.Namespace) -> int:
         if a.findings is not None:
             from ..report.findings import write_findings
 
-            write_findings(Path(a.results), Path(a.findings))
+            history = Path(a.history) if a.history is not None else None
+            write_findings(Path(a.results), Path(a.findings), history)
             print(f"wrote {a.findings}")
             return 0
         render_results(Path(a.results))
@@ -438,6 +464,14 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
 
     with _as_usage("recommend", ResultsError):
         rec = recommendation_of(Path(a.results))
+    if rec.get("kind") == "runs":  # a runs sweep: the two knobs
+        from .runs_cli import print_runs_recommendation
+
+        if a.json:
+            _json_out(rec)
+        else:
+            print_runs_recommendation(rec)
+        return 0
     from ..report.server_capacity import (
         server_lines,
     )  # the server path's default, stated apart (capacity)
@@ -760,6 +794,9 @@ def _add_sweep(sub: Any) -> None:
         help="repeatable; default: default, content-heavy, tts-heavy (quick: default)",
     )
     _add_sweep_grid(w)
+    from .runs_cli import add_runs_flags
+
+    add_runs_flags(w)
     add_dimensions(w)
     w.add_argument("--real-clock", choices=CLOCKS, default=ClockKind.VIRTUAL.value)
     w.add_argument(
@@ -871,6 +908,12 @@ def _add_results_commands(sub: Any) -> None:
         default=None,
         metavar="FILE",
         help="write the findings page (docs/findings.md) from the folder instead",
+    )
+    rp.add_argument(
+        "--history",
+        default=None,
+        metavar="DIR",
+        help="with --findings on a runs sweep: the browser-era folder, shown as history",
     )
     rp.set_defaults(fn=_cmd_report)
     rc = sub.add_parser("recommend", help="the default PARALLEL_SCENE_CONCURRENCY and why")

@@ -59,6 +59,7 @@ from ..store.folders import (
     write_json_atomic,
 )
 from ..store.stamps import git_commit, provenance
+from .runs_sweep import RunsSweepSpec, _run_runs_job, is_runs_spec, runs_grid
 
 __all__ = [
     "RESULTS_KIND",
@@ -491,7 +492,7 @@ def _create_folder(d: Path, meta: dict[str, Any]) -> None:
 
 
 def run_sweep(
-    spec: SweepSpec,
+    spec: SweepSpec | RunsSweepSpec,
     *,
     root: Path = Path("results"),
     out: Path | None = None,
@@ -530,7 +531,7 @@ def run_sweep(
 
 
 def _run_sweep(
-    spec: SweepSpec,
+    spec: SweepSpec | RunsSweepSpec,
     *,
     root: Path,
     out: Path | None,
@@ -547,7 +548,7 @@ def _run_sweep(
     else:
         d = _open_new_folder(spec, root, out, name, allow_source_tree)
     scenarios = {sc.name: sc for sc in spec.scenario_objects()}  # parsed once, not per cell
-    cells = grid_cells(spec)
+    cells, job_fn = _grid_and_job(spec)
     done = finished_cells(d)
     todo = [c for c in cells if c.cell_id not in done]
     if on_start is not None:
@@ -570,9 +571,9 @@ def _run_sweep(
             pass
         elif n_workers == 1 and dask_client is None:
             for job in jobs:
-                saver.save(*_run_cell_job(*job))
+                saver.save(*job_fn(*job))
         else:
-            _run_on_pool(jobs, saver, n_workers, dask_client)
+            _run_on_pool(jobs, saver, n_workers, dask_client, job_fn)
     finally:
         bar.close()
     write_json_atomic(d / "failed_cells.json", saver.failed)
@@ -581,15 +582,29 @@ def _run_sweep(
     return d
 
 
-def _reopen_folder(resume: Path) -> tuple[SweepSpec, Path]:
+def _grid_and_job(spec: Any) -> tuple[list[Any], Callable[..., Any]]:
+    """The cells of a spec and the function that runs one (a browser-era sweep or a runs
+    sweep, :mod:`runner.experiments.runs_sweep`)."""
+    if isinstance(spec, RunsSweepSpec):
+        return runs_grid(spec), _run_runs_job
+    return grid_cells(spec), _run_cell_job
+
+
+def _reopen_folder(resume: Path) -> tuple[Any, Path]:
     """``--resume``: the folder's own spec, and the folder (its ``cells/`` ensured)."""
     meta = read_metadata(resume)
     (resume / "cells").mkdir(exist_ok=True)
+    if is_runs_spec(meta["spec"]):
+        return RunsSweepSpec.from_json(meta["spec"]), resume
     return SweepSpec.from_json(meta["spec"]), resume
 
 
 def _open_new_folder(
-    spec: SweepSpec, root: Path, out: Path | None, name: str | None, allow_source_tree: bool
+    spec: SweepSpec | RunsSweepSpec,
+    root: Path,
+    out: Path | None,
+    name: str | None,
+    allow_source_tree: bool,
 ) -> Path:
     """A new results folder (``out``, or a fresh one under ``root``), with its metadata."""
     label = name or "-".join(m.get("name", "custom") for m in spec.scenarios)
@@ -603,7 +618,7 @@ def _open_new_folder(
     return d
 
 
-def _metadata(spec: SweepSpec) -> dict[str, Any]:
+def _metadata(spec: SweepSpec | RunsSweepSpec) -> dict[str, Any]:
     return {
         "kind": RESULTS_KIND,
         "schema_version": SCHEMA_VERSION,
@@ -645,10 +660,16 @@ class _CellSaver:
         self.bar.update(1)
 
 
-_Job = tuple[Cell, Scenario, float | None]
+_Job = tuple[Any, Scenario, float | None]  # a Cell or a runs cell
 
 
-def _run_on_pool(jobs: Sequence[_Job], saver: _CellSaver, workers: int, dask_client: Any) -> None:
+def _run_on_pool(
+    jobs: Sequence[_Job],
+    saver: _CellSaver,
+    workers: int,
+    dask_client: Any,
+    job_fn: Callable[..., Any] = _run_cell_job,
+) -> None:
     """The cells on local processes or a Dask cluster, saved as they finish; on Ctrl-C (or
     any error) the local workers are stopped (Dask: the rest is cancelled)."""
     dask = dask_client is not None
@@ -657,7 +678,7 @@ def _run_on_pool(jobs: Sequence[_Job], saver: _CellSaver, workers: int, dask_cli
     try:
         with contextlib.nullcontext() if dask else _sigint_held():
             for job in jobs:
-                futs.append(ex.submit(_run_cell_job, *job))
+                futs.append(ex.submit(job_fn, *job))
         ids = {id(f): job[0].cell_id for f, job in zip(futs, jobs, strict=True)}
         for f in _as_completed(futs, dask):
             try:

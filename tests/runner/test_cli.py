@@ -217,6 +217,6 @@ def test_validate_exact_from_the_command_line():
 
 @pytest.mark.parametrize(("raw", "c"), [("inf", 0), ("3abc", 3), ("1e1", 1), ("15", 10)])
 def test_concurrency_flag_is_read_as_upstream_parses_the_knob(raw, c):
-    p = sb("sim", "--concurrency", raw, "--reps", "3", "--json")
+    p = sb("sim", "--mode", "pipelined", "--concurrency", raw, "--reps", "3", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["concurrency"] == c

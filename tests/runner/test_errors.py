@@ -16,7 +16,7 @@ from sim.errors import UserError
 from sim.rules import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
-SIM = ["sim", "--concurrency", "3", "--reps", "5"]
+SIM = ["sim", "--mode", "pipelined", "--concurrency", "3", "--reps", "5"]
 
 
 def test_the_family():

@@ -12,6 +12,7 @@ from runner.experiments.sweep import Cell, split_quotas
 from sim.config import RunConfig
 from sim.presets import apply_preset, load_preset, preset_names
 from sim.scenario import ScenarioError, load_scenario
+from sim.upstream import DEFAULT_PROFILE
 
 CMD = [sys.executable, "-m", "runner.cli"]
 REQUIRED = {
@@ -82,7 +83,19 @@ def test_a_sweep_with_presets_reports_a_line_per_preset_and_the_flat_verdict(tmp
     quotas = "kimi-tier0,ollama-default,anthropic-tier1,0"
     scenarios = ["--scenario", "shared-flat", "--scenario", "default"]
     p = subprocess.run(
-        [*CMD, "sweep", *scenarios, "--quotas", quotas, *args, "--out", str(out), "--no-progress"],
+        [
+            *CMD,
+            "sweep",
+            "--upstream",
+            DEFAULT_PROFILE,
+            *scenarios,
+            "--quotas",
+            quotas,
+            *args,
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
         capture_output=True,
         text=True,
         timeout=600,

@@ -237,7 +237,7 @@ def test_upstream_is_read_through_one_helper():
 
 
 def test_run_and_sim_outputs_name_scenario_upstream_and_version():
-    r = sb("run", "--clock", "virtual", "--concurrency", "3", "--json")
+    r = sb("run", "--mode", "pipelined", "--clock", "virtual", "--concurrency", "3", "--json")
     assert r.returncode == 0, r.stderr
     d = strict_loads(r.stdout)
     assert isinstance(d, dict)
@@ -250,10 +250,13 @@ def test_run_and_sim_outputs_name_scenario_upstream_and_version():
         assert f["summary"] == f"{f['step']}: {f['reason']} after {f['attempts']} attempt" + (
             "" if f["attempts"] == 1 else "s"
         )
-    t = sb("sim", "--concurrency", "3", "--reps", "20")
+    t = sb("sim", "--mode", "pipelined", "--concurrency", "3", "--reps", "20")
     assert t.stdout.splitlines()[0].startswith("scenario default · models upstream ")
     j = strict_loads(sb("sim", "--concurrency", "3", "--reps", "20", "--json").stdout)
     assert isinstance(j, dict) and j["provenance"]["scenebench_version"]
+    assert j["provenance"]["upstream"] == "runs"  # the commands follow today's upstream
+    today = sb("sim", "--concurrency", "3", "--runs", "4")
+    assert today.stdout.splitlines()[0].startswith("scenario default · models upstream runs")
 
 
 # -- the gate refuses undefined metrics --------------------------------------------------

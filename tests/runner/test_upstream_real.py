@@ -175,6 +175,6 @@ def test_run_names_the_profile_and_takes_the_upstream_flag(capsys):
     assert main(["run", "--clock", "virtual", "--upstream", "pr660", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["upstream"] == "pr660"
-    assert main(["run", "--clock", "virtual", "--concurrency", "inf"]) == 0
+    assert main(["run", "--mode", "pipelined", "--clock", "virtual", "--concurrency", "inf"]) == 0
     txt = capsys.readouterr().out
     assert "upstream pr696" in txt and "concurrency 0" in txt

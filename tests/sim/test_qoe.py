@@ -5,11 +5,21 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim import RunConfig, analytic, load_scenario, scenario_from_mapping, simulate
 from sim.draws import Draws
 from sim.fast import simulate_fast
-from sim.qoe import Candidate, Playback, QoERule, choose_concurrency, qoe_us
+from sim.qoe import (
+    START_RULES,
+    Candidate,
+    Playback,
+    QoERule,
+    choose_concurrency,
+    qoe_of_run,
+    qoe_us,
+)
 from sim.scenario import ScenarioError
 
 S = 1_000_000  # µs per second
@@ -169,3 +179,28 @@ def test_the_rule_rejects_failures_stalls_and_startup_beyond_tolerance():
     ch = choose_concurrency(rule, serial, [*cells, _c(7, stall=5.0, last=500.0)])
     assert ch.concurrency == 7  # the least stall first, even with a later last scene
     assert "max(5%, 1 s)" in rule.text() and rule.to_dict()["stall_tol_abs_s"] == 1.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cells=st.lists(
+        st.tuples(st.one_of(st.just(-1), st.integers(0, 10**9)), st.integers(0, 10**8)),
+        min_size=1,
+        max_size=12,
+    ),
+    start=st.sampled_from(START_RULES),
+    buffer_us=st.integers(1, 3 * 10**8),
+)
+def test_one_runs_metrics_in_plain_integers_equal_the_array_form(cells, start, buffer_us):
+    # qoe_of_run (one result per classroom, plain ints) against qoe_us on the same row
+    ready = [t for t, _ in cells]
+    play = [p for _, p in cells]
+    want = qoe_us(np.array([ready]), np.array([play]), start, buffer_us).row(0)
+    pb = Playback(start=start, buffer_s=buffer_us / S)
+    assert pb.buffer_us == buffer_us
+    added = [(i, t) for i, t in enumerate(ready) if t >= 0]
+    got = qoe_of_run(len(ready), added, dict(enumerate(play)), pb)
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert type(got[k]) is type(v), k
+        assert got[k] == v or (math.isnan(v) and math.isnan(got[k])), k
