@@ -57,6 +57,10 @@ _WHERE = {
     "Playback": "qoe",
     "QoERule": "qoe",
     "qoe_us": "qoe",
+    "RUNS_PROFILE": "upstream",
+    "RunsConfig": "runs_config",
+    "RunsSettings": "runs_config",
+    "simulate_runs": "runs",
 }
 
 __all__ = sorted(_WHERE)

@@ -215,6 +215,8 @@ class _World:
         now = int(env.now)
         if now + dec.latency_us > deadline_us:
             yield env.timeout(deadline_us - now)
+            if prov.frees_on_disconnect(call.step):  # the client's abort frees its slot
+                prov.release(call, now + dec.latency_us, int(env.now))
             return _TIMEOUT
         if dec.latency_us:
             yield env.timeout(dec.latency_us)

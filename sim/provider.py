@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import NamedTuple, cast
 
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws, client_jitter_u
+from .faults import KeyLimits, has_limits
 from .scenario import Quota, Scenario
 from .sharing import SharedCore
 from .tokens import RateInfo, SecondWindow, TokenBuckets
@@ -101,6 +102,7 @@ class KeyState:
         "buckets",
         "cap",
         "core",
+        "extras",
         "last_us",
         "quota",
         "rate_per_us",
@@ -125,6 +127,7 @@ class KeyState:
             if q.shared
             else None
         )
+        self.extras = KeyLimits(q) if has_limits(q) else None  # issue 21 (sim.faults)
 
     def inflight(self, now_us: int) -> int:
         ends = self._ends
@@ -145,19 +148,26 @@ class KeyState:
         q = self.quota
         n = len(self.core) if self.core is not None else self.inflight(now_us)
         ra = None if q.retry_after_s is None else round(q.retry_after_s * 1000)
+        if self.extras is not None:
+            hit = self.extras.scripted(now_us)
+            if hit is not None:
+                status, why, left_us = hit
+                if ra is not None and left_us is not None and status == 429:
+                    ra = -(-left_us // 1000)
+                return Decision(status, 0, ra, n, why)
         if q.max_inflight and n >= q.max_inflight:
             return Decision(429, 0, ra, n, "inflight")
-        if q.rpm > 0:
+        if q.rpm > 0 and not q.rpm_window_s:  # windows (sim.faults) replace the bucket
             tokens = self.tokens + (now_us - self.last_us) * self.rate_per_us
             self.tokens = tokens if tokens < self.cap else self.cap
             self.last_us = now_us
             if self.tokens < 1.0:
                 return Decision(429, 0, ra, n, "rpm", self.rate_info(now_us, None))
-        if self.buckets is not None or self.window is not None:
+        if self.buckets is not None or self.window is not None or self.extras is not None:
             limited = self._limits(now_us, need, n, ra)
             if limited is not None:
                 return limited
-        if q.rpm > 0:
+        if q.rpm > 0 and not q.rpm_window_s:
             self.tokens -= 1.0
         if u429 < q.p_429:
             return Decision(429, 0, ra, n, "random")
@@ -188,6 +198,8 @@ class KeyState:
             hit = None if wait is None else ("rps", wait)
         if hit is None and self.buckets is not None:
             hit = self.buckets.check(now_us, *need)
+        if hit is None and self.extras is not None:
+            hit = self.extras.check(now_us, need[0] + need[1])
         if hit is not None:
             reason, wait = hit
             if ra is not None and wait >= 0:
@@ -197,7 +209,17 @@ class KeyState:
             self.window.spend()
         if self.buckets is not None:
             self.buckets.spend(*need)
+        if self.extras is not None:
+            self.extras.spend(need[0] + need[1])
         return None
+
+    def release(self, end_us: int, now_us: int) -> None:
+        """A request admitted to end at ``end_us`` lost its client at ``now_us``: its slot
+        is free from ``now_us`` (scenarios whose quota frees slots on disconnect)."""
+        ends = self._ends
+        if end_us > now_us and end_us in ends:
+            ends[ends.index(end_us)] = now_us
+            heapq.heapify(ends)
 
     def rate_info(self, now_us: int, which: str | None) -> RateInfo:
         """OpenAI-style ``x-ratelimit-*`` values now (requests: the RPM bucket; tokens: the
@@ -352,11 +374,22 @@ class Provider:
     ) -> tuple[tuple[int, int], int]:
         """The call's estimated (input, output) tokens, and its actual output tokens."""
         spec = self.scenario.step_tokens(call.step)
-        if ks.buckets is None or spec is None:
+        daily = ks.extras is not None and ks.quota.tpd > 0  # tokens per day count them too
+        if (ks.buckets is None and not daily) or spec is None:
             return (0, 0), 0
         tin = int(d.tokens_in(call.step)[row, col])
         tout = int(d.tokens_out(call.step, call.attempt)[row, col])
         return spec.estimate(tin, tout), tout
+
+    def frees_on_disconnect(self, step: int) -> bool:
+        """Whether a client that gives up on this step's call frees its key's slot then
+        (``Quota.disconnect_frees``, :mod:`sim.faults`)."""
+        return (self.scenario.quota_tts if step == 2 else self.scenario.quota_llm).disconnect_frees
+
+    def release(self, call: Call, end_us: int, now_us: int) -> None:
+        """The client of ``call`` (admitted to end at ``end_us``) went away at ``now_us``:
+        its key's in-flight slot is free from then (:meth:`KeyState.release`)."""
+        self.key_state(call.step, call.api_key).release(end_us, now_us)
 
     # -- shared capacity (sim.sharing): the worlds wait, the provider decides ----------
     def _join(self, ks: KeyState, call: Call, dec: Decision, now_us: int, unused: int) -> Decision:

@@ -71,6 +71,9 @@ class Step(IntEnum):
     CONTENT = 0
     ACTIONS = 1
     TTS = 2
+    OUTLINE = 3  # a generation run's outline (sim.run_machine); after the browser-era steps
+    AGENTS = 4  # a generation run's agent profiles
+    MEDIA = 5  # a generation run's media item (image/video), its media lane
 
 
 class Mode(StrEnum):

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalog import builtin_names
 from .dists import Dist, IntDist, dist_from_mapping, field_name, int_dist_from_mapping
+from .faults import check_api_fields, has_limits, off_defaults
 from .qoe import Playback, playback_from_mapping
 from .rules import (
     MAX_CONCURRENCY,
@@ -30,6 +31,9 @@ from .rules import (
 )
 from .tokens import StepTokens, check_limits, step_tokens_from_mapping
 from .upstream import ClientProfile, client_from_mapping
+
+if TYPE_CHECKING:
+    from .runs_config import RunsTable
 
 __all__ = [
     "MAX_CONCURRENCY",
@@ -46,7 +50,7 @@ __all__ = [
     "scenario_from_mapping",
 ]
 
-STEPS = tuple(s.name.lower() for s in Step)
+STEPS = tuple(s.name.lower() for s in Step if s <= Step.TTS)  # a scene's steps
 SCENE_TYPES = ("slide", "quiz", "interactive", "pbl")
 _num = check_number
 
@@ -103,10 +107,21 @@ class Quota:
     max_queue: int = 0
     max_hold_s: float = 0.0
     queue_status: int = 503
+    # issue 21 (sim.faults): provider error shape, disconnects, daily quotas, RPM windows,
+    # scripted faults; all off by default and left out of to_mapping when unset
+    shape: str = ""
+    disconnect_frees: bool = False
+    rpd: int = 0
+    tpd: int = 0
+    day_reset_hour: float = 0.0
+    rpm_window_s: int = 0
+    outages: tuple[tuple[float, float, int], ...] = ()
+    first_429: int = 0
 
     def __post_init__(self) -> None:
         _num("max_inflight", self.max_inflight, integer=True)
         check_limits(self)
+        check_api_fields(self)
         _num("rpm", self.rpm)
         _num("rpm_burst", self.rpm_burst, integer=True)
         _num("p_429", self.p_429, hi=1.0)
@@ -134,7 +149,13 @@ class Quota:
     @property
     def limited(self) -> bool:
         """True when admission depends on other requests (in-flight cap or bucket)."""
-        return self.max_inflight > 0 or self.rpm > 0 or self.tokens_limited or self.shared
+        return (
+            self.max_inflight > 0
+            or self.rpm > 0
+            or self.tokens_limited
+            or self.shared
+            or has_limits(self)
+        )
 
     @property
     def tokens_limited(self) -> bool:
@@ -173,6 +194,8 @@ class Scenario:
     description: str = ""
     sources: tuple[str, ...] = ()
     tokens: Mapping[str, StepTokens] = field(default_factory=dict)
+    # generation runs (issue 22): the ``[runs]`` table, sim.runs_config.RunsTable; None: none
+    runs: RunsTable | None = None
 
     def __post_init__(self) -> None:
         _num("classroom.outlines", self.outlines, lo=1, hi=1000, integer=True)
@@ -224,7 +247,7 @@ class Scenario:
 
     def step_tokens(self, step: int) -> StepTokens | None:
         """The ``[tokens.<step>]`` table of step 0, 1 or 2, if any (:mod:`sim.tokens`)."""
-        return self.tokens.get(STEPS[step])
+        return self.tokens.get(STEPS[step]) if step < len(STEPS) else None
 
     @property
     def max_clips(self) -> int:
@@ -253,7 +276,7 @@ class Scenario:
             if d["retry_after_s"] is None:
                 del d["retry_after_s"]
             d["throughput"] = list(q.throughput)
-            return d
+            return off_defaults(d)
 
         return {
             "name": self.name,
@@ -291,6 +314,7 @@ class Scenario:
                 "request_timeout_s": self.request_timeout_s,
                 "parallel_scene_concurrency": self.parallel_scene_concurrency,
             },
+            **({"runs": self.runs.to_mapping()} if self.runs is not None else {}),
         }
 
 
@@ -306,6 +330,7 @@ _TOP = {
     "playback",
     "run",
     "tokens",
+    "runs",
 }
 _SECTIONS: dict[str, set[str]] = {
     "classroom": {"outlines", "scene_types", "speech_actions"},
@@ -415,7 +440,17 @@ def scenario_from_mapping(
             k: _sub(f"tokens.{k}", step_tokens_from_mapping, _table(f"tokens.{k}", v), k == "tts")
             for k, v in sections["tokens"].items()
         },
+        runs=_runs_table(m),
     )
+
+
+def _runs_table(m: Mapping[str, Any]) -> RunsTable | None:
+    """The ``[runs]`` table of generation runs (:mod:`sim.runs_config`), if present."""
+    if "runs" not in m:
+        return None
+    from .runs_config import runs_table_from_mapping
+
+    return runs_table_from_mapping(m["runs"])
 
 
 def load_scenario(name_or_path: str | Path, *, upstream: str | None = None) -> Scenario:

@@ -42,6 +42,8 @@ __all__ = [
     "DEFAULT_PROFILE",
     "HISTORY",
     "PROFILES",
+    "RUNS",
+    "RUNS_PROFILE",
     "ClientProfile",
     "ErrorShape",
     "Handoff",
@@ -162,7 +164,7 @@ class ClientProfile:
 
     def to_mapping(self) -> dict[str, Any]:
         """The ``[client]`` table that :func:`client_from_mapping` reads back exactly."""
-        base = PROFILES[self.upstream]
+        base = _ALL[self.upstream]
         out: dict[str, Any] = {"upstream": self.upstream}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -221,6 +223,18 @@ def route_status(shape: ErrorShape, step: int, provider_status: int) -> int:
     return provider_status if 400 <= provider_status <= 599 else 500
 
 
+# Server-side generation runs (after 1.1.2; ``docs/runs.md``, :mod:`sim.runs`): upstream's
+# engine.ts loop on the server. The same withGenerationRetry budgets (run/retry.ts: 5 retries,
+# scene 0 2), Retry-After ignored; the next content reaches the provider before actions(i)
+# (content-first, runs-spec §3); no knob endpoint (the server reads the knob). Kept out of
+# PROFILES: the browser-era commands iterate over those; ``profile("runs")`` finds it.
+RUNS_PROFILE = "runs"
+RUNS = dataclasses.replace(  # the old default's loop rules, i.e. pr696 after the rename
+    _PR696, upstream=RUNS_PROFILE, handoff=Handoff.CONTENT_FIRST, knob_endpoint=None
+)
+_ALL: Mapping[str, ClientProfile] = {**PROFILES, RUNS_PROFILE: RUNS}
+
+
 def profile_names() -> list[str]:
     """Profile names, oldest first."""
     return list(PROFILES)
@@ -229,10 +243,10 @@ def profile_names() -> list[str]:
 def profile(name: str) -> ClientProfile:
     """The named profile; a :class:`ScenarioError` naming the allowed ones otherwise."""
     try:
-        return PROFILES[name]
+        return _ALL[name]
     except (KeyError, TypeError):
         raise ScenarioError(
-            f"client.upstream: must be one of {', '.join(PROFILES)}; got {name!r}"
+            f"client.upstream: must be one of {', '.join(_ALL)}; got {name!r}"
         ) from None
 
 

@@ -84,3 +84,15 @@ __all__ = [
     "log_key",
     "pytest",
 ]
+
+
+def swept(spec, **kw):
+    """``run_sweep`` then the report, as ``scenebench sweep`` does (the experiment returns its
+    folder; rendering is the report layer's): the folder."""
+    from runner.experiments.sweep import run_sweep
+    from runner.report.sections import render_results
+
+    d = run_sweep(spec, **kw)
+    if (d / "runs.parquet").exists():
+        render_results(d)
+    return d

@@ -6,7 +6,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from runner import default_spec, run_sweep
+from runner import default_spec
+from tests.conftest import swept
 
 NB = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -53,7 +54,7 @@ def test_explore_runs_on_a_results_folder(tmp_path):
         quotas=[0, 2],
         concurrencies=[1, 2, 3],
     )
-    folder = run_sweep(spec, out=tmp_path / "res", workers=1, progress=False)
+    folder = swept(spec, out=tmp_path / "res", workers=1, progress=False)
     nb = _run("explore.ipynb", f"RESULTS = {str(folder)!r}\nRESULTS_ROOT = None", tmp_path)
     text = _text(nb)
     assert "Recommended default PARALLEL_SCENE_CONCURRENCY" in text
@@ -87,7 +88,7 @@ def test_explore_parameter_cell_uses_the_reports_rule_on_a_tight_key(tmp_path):
         quotas=[0],
         concurrencies=[1, 2],
     )
-    folder = run_sweep(spec, out=tmp_path / "res", workers=1, progress=False)
+    folder = swept(spec, out=tmp_path / "res", workers=1, progress=False)
     nb = _run(
         "explore.ipynb",
         f"RESULTS = {str(folder)!r}\nRESULTS_ROOT = None",

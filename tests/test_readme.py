@@ -12,7 +12,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [ROOT / "README.md", *DOCS]
 # Pages whose ```python blocks are executed (kept small and fast).
-EXECUTED = [ROOT / "README.md", ROOT / "docs" / "api.md"]
+EXECUTED = [ROOT / "README.md", ROOT / "docs" / "api.md", ROOT / "docs" / "runs.md"]
 
 
 def _blocks(lang, text=README):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sim.catalog import builtin_names, preset_names
 from sim.rules import MODES, POLICIES, parse_knob
-from sim.upstream import DEFAULT_PROFILE, PROFILES, profile_names
+from sim.upstream import DEFAULT_PROFILE, PROFILES, RUNS_PROFILE, profile_names
 
 __all__ = [
     "add_adaptive",
@@ -78,7 +78,7 @@ def _add_scenario(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--upstream",
-        choices=profile_names(),
+        choices=[*profile_names(), RUNS_PROFILE],
         default=None,
         help="the upstream profile whose client rules to follow (default: the scenario's "
         f"[client] upstream, {DEFAULT_PROFILE} in the built-ins)",
@@ -106,9 +106,10 @@ def _knob(s: str) -> int:
 def _profile_list(s: str) -> list[str]:
     names = profile_names() if s == "all" else [x.strip() for x in s.split(",") if x.strip()]
     for n in names:
-        if n not in PROFILES:
+        if n not in PROFILES and n != RUNS_PROFILE:
             raise argparse.ArgumentTypeError(
-                f"--upstream must be 'all' or a comma list of {', '.join(PROFILES)}; got {n!r}"
+                f"--upstream must be 'all' or a comma list of {', '.join(PROFILES)} "
+                f"(or {RUNS_PROFILE}); got {n!r}"
             )
     if not names:
         raise argparse.ArgumentTypeError("--upstream must name at least one profile")

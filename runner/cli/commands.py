@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from sim.catalog import preset_names
 from sim.errors import UserError
 from sim.rules import CLOCKS, ClockKind
-from sim.upstream import DEFAULT_PROFILE, profile_names
+from sim.upstream import DEFAULT_PROFILE, RUNS_PROFILE, profile_names
 
 from .argtypes import (
     add_adaptive,
@@ -200,6 +200,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from ..world.pipeline import ScenePipeline
     from ..world.run import run_classroom
 
+    if a.upstream == RUNS_PROFILE:  # one server of generation runs, real world (issue 22)
+        from .runs_real import run_runs
+
+        return run_runs(a)
     sc = load_scenario(a.scenario, upstream=a.upstream)
     scale = _wall_time_scale(a, sc)
     base_url = None if a.base_url is None else _check_base_url(a.base_url)
@@ -235,6 +239,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
 def _cmd_sim(a: argparse.Namespace) -> int:
     from ..experiments.replications import SimConfig, sim_lines, simulate_summary
 
+    if a.upstream == RUNS_PROFILE:  # generation runs on the server (issue 22)
+        from .runs_sim import sim_runs
+
+        return sim_runs(a)
     if a.client == "server" or a.key_gate or a.key_inflight:  # server jobs, key-wide gate
         from .server_jobs import sim_server
 
@@ -275,6 +283,11 @@ def _cmd_serve(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sc = load_scenario(a.scenario, upstream=a.upstream)
+    if a.preset:  # issue 21: provider presets with their error shapes (LLM and TTS keys)
+        from sim.presets import apply_preset
+
+        for name in a.preset:
+            sc = apply_preset(sc, name, shape=True)
     pscv = a.parallel_scene_concurrency
     if pscv is None:
         pscv = env_parallel_scene_concurrency()
@@ -285,6 +298,12 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     print(
         f"fake provider for scenario {sc.name!r} listening on {srv.base_url} "
         f"(time scale {app.state.fake.time_scale}, seed {a.seed}); Ctrl-C stops it",
+        flush=True,
+    )
+    print(
+        f"provider APIs: OPENAI_BASE_URL={srv.base_url}/v1 (chat/completions, audio/speech), "
+        f"ANTHROPIC_BASE_URL={srv.base_url}/v1 (messages), MiniMax {srv.base_url}/v1/t2a_v2 "
+        "(docs/provider-api.md)",
         flush=True,
     )
     try:
@@ -517,6 +536,10 @@ def _validate_exact(a: argparse.Namespace, names: Sequence[str]) -> int:
     from ..experiments import validate as v
     from ..store.stamps import provenance, provenance_line
 
+    if a.upstream and RUNS_PROFILE in a.upstream:  # generation runs' cells (issue 22)
+        from .runs_real import validate_runs
+
+        return validate_runs(a)
     profiles = a.upstream or profile_names()
     scenarios = [
         load_scenario(n, upstream=p).replace(name=f"{n}@{p}") for n in names for p in profiles
@@ -665,6 +688,9 @@ def _add_run(sub: Any) -> None:
     r.add_argument("--base-url", default=None, help="an already running provider (wall clock)")
     add_json(r)
     r.set_defaults(fn=_cmd_run)
+    from .runs_real import add_run_runs_args  # run --upstream runs (issue 22)
+
+    add_run_runs_args(r)
 
 
 def _add_sim(sub: Any) -> None:
@@ -681,6 +707,9 @@ def _add_sim(sub: Any) -> None:
     add_json(s)
     s.set_defaults(fn=_cmd_sim)
     add_server_args(s)
+    from .runs_sim import add_runs_args
+
+    add_runs_args(s)
 
 
 def _add_serve(sub: Any) -> None:
@@ -698,6 +727,14 @@ def _add_serve(sub: Any) -> None:
         default=None,
         help="what /api/health reports (default: $PARALLEL_SCENE_CONCURRENCY, "
         "else the scenario's run.parallel_scene_concurrency)",
+    )
+    v.add_argument(
+        "--preset",
+        action="append",
+        choices=preset_names(),
+        default=None,
+        help="repeatable: a provider preset for the LLM key or (a TTS preset) the TTS key, "
+        "with its error shape on the /v1 endpoints (docs/provider-api.md)",
     )
     v.set_defaults(fn=_cmd_serve)
 
@@ -870,6 +907,45 @@ def _add_bench(sub: Any) -> None:
     b.set_defaults(fn=_cmd_bench)
 
 
+def _cmd_clients(a: argparse.Namespace) -> int:
+    """Issue 21: real clients against the provider endpoints (the Vercel AI SDK under Node,
+    installed into the cache folder as conform's esbuild is)."""
+    from ..experiments.ai_sdk import ai_sdk_timelines
+    from ..experiments.conform import ConformError
+
+    try:
+        rows = ai_sdk_timelines(a.cache_dir)
+    except ConformError as e:
+        raise UsageError(f"clients: {e}") from None
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    bad = 0
+    for r in rows:
+        header = (
+            "none" if r["retry_after_s"] is None else f"retry-after-ms {r['retry_after_s']:g} s"
+        )
+        ok = all(g >= w for g, w in zip(r["gaps_s"], r["documented_s"], strict=False))
+        ok = ok and len(r["gaps_s"]) == len(r["documented_s"])
+        bad += not ok
+        if not a.json:
+            gaps = ", ".join(f"{g:.3f}" for g in r["gaps_s"])
+            want = ", ".join(f"{w:g}" for w in r["documented_s"])
+            print(
+                f"AI SDK, 429 with {header}: attempts {r['statuses']}, gaps {gaps} s "
+                f"(documented {want} s) {'ok' if ok else 'DIFFERENT'}"
+            )
+    return 1 if bad else 0
+
+
+def _add_clients(sub: Any) -> None:
+    cl = sub.add_parser(
+        "clients", help="the Vercel AI SDK (Node) against the provider endpoints: retry timeline"
+    )
+    cl.add_argument("--cache-dir", default=None, help="the Node cache folder (as conform's)")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(fn=_cmd_clients)
+
+
 def _add_conform(sub: Any) -> None:
     co = sub.add_parser("conform", help="upstream's own TypeScript loop (Node) vs the port")
     co.add_argument("--openmaic", required=True, metavar="PATH", help="an OpenMAIC checkout")
@@ -911,6 +987,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_bench,
         _add_conform,
         add_capacity_parser,
+        _add_clients,
     ):
         add(sub)
     return p

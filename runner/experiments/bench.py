@@ -83,6 +83,29 @@ def run_load_bench(*, quick: bool = False) -> dict[str, Any]:
         f"{sb.added_p50_ms:.1f} / p99 {sb.added_p99_ms:.1f} ms "
         f"(fake/bare throughput {sf.rps / sb.rps:.2f})"
     )
+    chat_fake, chat_bare = run_load(
+        connections=100,
+        per_connection=soak_n // 100,
+        latency_s=0.0,
+        rss_every=soak_n // 10,
+        target="chat",
+    )
+    for key, r in (("soak_chat_fake", chat_fake), ("soak_chat_bare", chat_bare)):
+        out[key] = {
+            "requests": r.requests,
+            "seconds": r.seconds,
+            "rps": r.rps,
+            "statuses": {str(k): v for k, v in r.statuses.items()},
+            "errors": r.errors,
+            "added_p50_ms": r.added_p50_ms,
+            "added_p99_ms": r.added_p99_ms,
+        }
+    lines.append(
+        f"  soak on POST /v1/chat/completions (the provider API, issue 21), same load: "
+        f"fake provider {chat_fake.rps:,.0f} req/s, added p50 {chat_fake.added_p50_ms:.1f} / "
+        f"p99 {chat_fake.added_p99_ms:.1f} ms, {chat_fake.errors} errors; bare ASGI app "
+        f"{chat_bare.rps:,.0f} req/s (chat/bare throughput {chat_fake.rps / chat_bare.rps:.2f})"
+    )
     lines.append(
         "  fake provider resident memory (requests: MB): "
         + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in sf.rss_mb)
@@ -109,6 +132,69 @@ def run_floor_bench(*, quick: bool = False) -> dict[str, Any]:
         f"(harness minus it: {(f.harness_s - f.bare_rtt_s) * ms:+.3f} ms)",
     ]
     return {**f.to_dict(), "lines": lines}
+
+
+def runs_engine_cells(quick: bool = False) -> list[tuple[str, Scenario, Any]]:
+    """Generation-runs cells (issue 22) the two engines are timed on: many runs sharing one
+    limited LLM key at a low and a high load, the ``runs`` profile, upstream's server caps."""
+    from sim.runs import RunsConfig
+
+    base = load_scenario("default", upstream="runs")
+    n = 50 if quick else 200
+    return [
+        (
+            f"{n} runs at 10/h, LLM key 3 in flight, c = 3",
+            base.with_quota(llm_inflight=3),
+            RunsConfig(concurrency=3, runs=n, arrival_per_hour=10.0),
+        ),
+        (
+            f"{n // 4} runs at 120/h, LLM key 4 in flight, TTS 3, c = 4",
+            base.with_quota(llm_inflight=4, tts_inflight=3),
+            RunsConfig(concurrency=4, runs=n // 4, arrival_per_hour=120.0),
+        ),
+    ]
+
+
+def run_runs_engines_bench(*, quick: bool = False) -> dict[str, Any]:
+    """Runs cells per second, SimPy model vs the fast engine (:mod:`sim.runs_fast`), on the
+    same cells in one process: each round runs every cell (a new block of draws each round)
+    on both engines, the order alternating; CPU time summed per engine."""
+    from sim.runs import simulate_runs
+
+    rounds = 2 if quick else 4
+    cells: list[dict[str, Any]] = []
+    for name, sc, cfg in runs_engine_cells(quick):
+        simulate_runs(sc, cfg, 0, "fast")  # warm-up (imports, caches)
+        spent = {"simpy": 0.0, "fast": 0.0}
+        requests = 0
+        for i in range(rounds):
+            c = dataclasses.replace(cfg, run_id=i + 1)
+            for engine in ("simpy", "fast") if i % 2 == 0 else ("fast", "simpy"):
+                t0 = time.process_time()
+                res = simulate_runs(sc, c, 0, engine)
+                spent[engine] += time.process_time() - t0
+            requests += len(res.log)
+        cells.append(
+            {
+                "cell": name,
+                "runs": cfg.n_runs,
+                "requests_per_cell": requests / rounds,
+                "simpy_cells_per_s": rounds / spent["simpy"],
+                "fast_cells_per_s": rounds / spent["fast"],
+                "fast_over_simpy": spent["simpy"] / spent["fast"],
+            }
+        )
+    lines = [
+        f"generation runs cells (--upstream runs), SimPy vs fast engine, CPU time, "
+        f"{rounds} rounds alternating, the same cells"
+    ]
+    for c in cells:
+        lines.append(
+            f"  {c['cell']} (~{c['requests_per_cell']:,.0f} requests): SimPy "
+            f"{c['simpy_cells_per_s']:.2f} cells/s, fast {c['fast_cells_per_s']:.2f} cells/s "
+            f"({c['fast_over_simpy']:.1f}x)"
+        )
+    return {"cells": cells, "lines": lines}
 
 
 def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
@@ -166,7 +252,47 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
     ]
     out["floor"] = run_floor_bench(quick=quick)
     out["lines"] += out["floor"]["lines"]
+    out["runs"] = run_runs_bench(min_s)  # generation runs (issue 22)
+    out["lines"] += out["runs"]["lines"]
     if load:
         out["load"] = run_load_bench(quick=quick)
         out["lines"] += out["load"]["lines"]
+    out["runs_engines"] = run_runs_engines_bench(quick=quick)
+    out["lines"] += out["runs_engines"]["lines"]
+    return out
+
+
+def run_runs_bench(min_s: float) -> dict[str, Any]:
+    """Generation-runs cells per second (issue 22): the engines' ``limited-key`` check cell
+    (:func:`sim.runs.check_cells`: 8 runs on a 3-slot LLM key, c = 3, arrivals 30/h) in the
+    SimPy model, the heap engine, and the real world under the virtual clock (asyncio + httpx
+    against the fake provider's ``/v1`` endpoints, :mod:`runner.world.runs_port`)."""
+    from sim.runs import check_cells, simulate_runs
+
+    from ..world.runs_port import run_runs_real
+
+    _, sc, cfg, seed0 = next(c for c in check_cells() if c[0] == "limited-key")
+    block = [0]
+
+    def cell(run: Callable[[Any], object]) -> Callable[[], int]:
+        def one() -> int:
+            block[0] += 1
+            run(dataclasses.replace(cfg, run_id=block[0]))
+            return 1
+
+        return one
+
+    out: dict[str, Any] = {"runs_per_cell": cfg.n_runs}
+    out["simpy_per_s"], _ = _rate(cell(lambda c: simulate_runs(sc, c, seed0, "simpy")), min_s)
+    out["fast_per_s"], _ = _rate(cell(lambda c: simulate_runs(sc, c, seed0, "fast")), min_s)
+    out["real_virtual_per_s"], _ = _rate(cell(lambda c: run_runs_real(sc, c, seed0)), min_s)
+    out["simpy_over_real"] = out["simpy_per_s"] / out["real_virtual_per_s"]
+    out["lines"] = [
+        f"generation runs (--upstream runs; cells of {cfg.n_runs} runs on a 3-slot LLM key, "
+        "c = 3, 30 runs/h)",
+        f"  SimPy model:                       {out['simpy_per_s']:,.1f} runs cells/s",
+        f"  heap engine:                       {out['fast_per_s']:,.1f} runs cells/s",
+        f"  real world, virtual clock (/v1):   {out['real_virtual_per_s']:,.2f} runs cells/s"
+        f"  (SimPy is {out['simpy_over_real']:.0f}x faster)",
+    ]
     return out

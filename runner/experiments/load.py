@@ -35,6 +35,15 @@ _BODY = json.dumps(
     }
 )
 
+# issue 21: the OpenAI-compatible endpoint, each request a fresh call of its own classroom
+_CHAT_BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello"}]})
+_CHAT_HEADERS = "Authorization: Bearer load\r\nx-scenebench-call: content/{cid}/0/0/0\r\n"
+# target -> (path, body template, extra header lines template)
+_TARGETS = {
+    "tts": (b"/api/generate/tts", _BODY, ""),
+    "chat": (b"/v1/chat/completions", _CHAT_BODY, _CHAT_HEADERS),
+}
+
 
 @dataclass
 class LoadResult:
@@ -71,15 +80,22 @@ async def _worker(
     statuses: dict[int, int],
     counter: list[int],
     cid: int,
+    target: str = "tts",
 ) -> None:
+    path, template, head_template = _TARGETS[target]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for i in range(n):
             # every request its own classroom: a fresh call, as in real traffic
-            body = _BODY.replace("{cid}", str(cid * 1_000_000 + i)).encode()
+            room = str(cid * 1_000_000 + i)
+            body = template.replace("{cid}", room).encode()
+            heads = head_template.replace("{cid}", room).encode()
             req = (
-                b"POST /api/generate/tts HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                b"Content-Type: application/json\r\nContent-Length: "
+                b"POST "
+                + path
+                + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + heads
+                + b"Content-Type: application/json\r\nContent-Length: "
                 + str(len(body)).encode()
                 + b"\r\n\r\n"
                 + body
@@ -111,6 +127,7 @@ async def _drive(
     latency_s: float,
     label: str,
     rss_every: int,
+    target: str = "tts",
 ) -> LoadResult:
     added: list[float] = []
     statuses: dict[int, int] = {}
@@ -130,7 +147,7 @@ async def _drive(
     try:
         await asyncio.gather(
             *(
-                _worker(port, per_connection, latency_s, added, statuses, counter, i)
+                _worker(port, per_connection, latency_s, added, statuses, counter, i, target)
                 for i in range(connections)
             )
         )
@@ -156,14 +173,23 @@ def math_nan() -> float:
 
 
 def run_load(
-    *, connections: int, per_connection: int, latency_s: float, rss_every: int = 10_000
+    *,
+    connections: int,
+    per_connection: int,
+    latency_s: float,
+    rss_every: int = 10_000,
+    target: str = "tts",
 ) -> tuple[LoadResult, LoadResult]:
-    """The same load on the fake provider and on a bare ASGI app; both in their own process."""
+    """The same load on the fake provider and on a bare ASGI app; both in their own process.
+    ``target``: the fake provider's route, ``tts`` (OpenMAIC's TTS route, the default) or
+    ``chat`` (``POST /v1/chat/completions``, issue 21)."""
     sc = load_scenario("default").replace(
         content=Constant(latency_s), actions=Constant(latency_s), tts=Constant(latency_s)
     )
     sc = sc.with_quota(llm_inflight=0, tts_inflight=0)
     sc = sc.replace(quota_tts=sc.quota_tts.__class__())  # no random faults either
+    if target == "chat":  # the chat endpoint uses the LLM key: no faults there either
+        sc = sc.replace(quota_llm=sc.quota_llm.__class__())
     out = []
     for label, srv in (
         ("fake provider", ServerProcess(sc, 0, time_scale=1.0, keep_log=True)),
@@ -181,6 +207,7 @@ def run_load(
                         latency_s,
                         label,
                         rss_every,
+                        target if label == "fake provider" else "tts",
                     )
                 )
             )

@@ -85,11 +85,14 @@ class Canvas:
         )
 
     def save(self, fig: Any, stem: str, *, dpi: int = 120, tight: bool = True) -> None:
-        """PNG and SVG (a tight box unless told), then close the figure."""
+        """PNG and SVG (a tight box unless told), then close the figure. Both are the same
+        bytes for the same data: no date in the SVG, and a fixed salt for its element ids."""
         opts: dict[str, Any] = {"dpi": dpi, "bbox_inches": "tight"} if tight else {"dpi": dpi}
         for ext in ("png", "svg"):
             p = self.figdir / f"{stem}.{ext}"
-            fig.savefig(p, **opts)
+            meta = {"metadata": {"Date": None}} if ext == "svg" else {}
+            with _pyplot().rc_context({"svg.hashsalt": "scenebench"}):
+                fig.savefig(p, **opts, **meta)
             self.out.append(p)
         _pyplot().close(fig)
 

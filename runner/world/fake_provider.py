@@ -44,6 +44,7 @@ from sim.rules import Counts, Step, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
 from sim.upstream import ErrorShape, route_status
 
+from . import provider_api as _api
 from .wire import (
     COUNTS_HEADER,
     FOREGROUND_HEADER,
@@ -236,12 +237,22 @@ class FakeProvider:
     async def admit(
         self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
     ) -> Decision:
+        attempt = self.next_attempt(cid, step, order, clip)
+        return await self.admit_call(Call(cid, step, order, clip, attempt, api_key), sent)
+
+    def next_attempt(self, cid: int, step: int, order: int, clip: int) -> int:
+        """The attempt number of the call's next request (0 for the first), counted here."""
         ident = (cid, step, order, clip)
         attempt = self._attempts.pop(ident, 0)
         self._attempts[ident] = attempt + 1
         if len(self._attempts) > self.max_calls_tracked:
             self._attempts.popitem(last=False)
-        call = Call(cid, step, order, clip, attempt, api_key)
+        return attempt
+
+    async def admit_call(self, call: Call, sent: float | None = None) -> Decision:
+        """Decide ``call`` (its attempt given): at once, or batched with the other arrivals
+        at this virtual instant on a limited key."""
+        step = call.step
         if not (self.virtual and self.provider.limited(step)):
             return self.provider.decide(call, self.decision_us(sent))
         loop = asyncio.get_running_loop()
@@ -292,7 +303,14 @@ class FakeProvider:
             if dec.latency_us == PENDING:  # a shared capacity serves it (sim.sharing)
                 dec = await self.served(dec)
             elif dec.status != 429:
-                await self.sleep_us(dec.latency_us, sent)
+                decided_us = self.now_us() if self.virtual else self._last_decided_us
+                try:
+                    await self.sleep_us(dec.latency_us, sent)
+                except asyncio.CancelledError:  # the client gave up (issue 21)
+                    if self.provider.frees_on_disconnect(step):
+                        call = Call(cid, step, order, clip, 0, api_key)
+                        self.provider.release(call, decided_us + dec.latency_us, self.now_us())
+                    raise
             sent = None  # a later attempt's latency runs from its own start
             if dec.status in (RESET, TRUNCATED):
                 return dec, counts
@@ -424,7 +442,9 @@ class _DropInjectedResets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         # injected resets, and handlers still sleeping when a stopping server cancels them
-        return not isinstance(exc, InjectedReset | asyncio.CancelledError)
+        return not isinstance(
+            exc, InjectedReset | _api.InjectedStreamReset | asyncio.CancelledError
+        )
 
 
 def quiet_injected_resets() -> None:
@@ -489,7 +509,14 @@ async def _generate(
     fg = request.headers.get(FOREGROUND_HEADER) == "1"
     sent = fake.sent_at(request.headers.get(SENT_HEADER))
     # the plain int: the request log holds the same values as the model's
-    dec, counts = await fake.route_call(cid, int(step), order, clip, api_key, fg, sent)
+    routed = fake.route_call(cid, int(step), order, clip, api_key, fg, sent)
+    if not fake.provider.frees_on_disconnect(int(step)):
+        dec, counts = await routed
+    else:  # issue 21: a client that goes away frees its slot (route_call's cleanup)
+        done, got = await _api.unless_disconnected(request, routed)
+        if not done:
+            return Response(status_code=499)
+        dec, counts = got
     tally = format_counts(counts, dec.status)
     if dec.status in (HTTPStatus.OK, TRUNCATED):
         return _ok_counted(dec, tally, payload())
@@ -649,6 +676,35 @@ ROUTES = (
     Route("/api/_scenebench/hold", hold, methods=["GET"]),
     Route("/api/_scenebench/reset", reset, methods=["POST"]),
 )
+
+
+# -- the providers' own APIs (issue 21): implemented in runner.world.provider_api ------------
+async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions`` (:func:`runner.world.provider_api.chat_completions`)."""
+    return await _api.chat_completions(request)
+
+
+async def messages(request: Request) -> Response:
+    """``POST /v1/messages`` (:func:`runner.world.provider_api.messages`)."""
+    return await _api.messages(request)
+
+
+async def speech(request: Request) -> Response:
+    """``POST /v1/audio/speech`` (:func:`runner.world.provider_api.speech`)."""
+    return await _api.speech(request)
+
+
+async def t2a_v2(request: Request) -> Response:
+    """``POST /v1/t2a_v2`` (:func:`runner.world.provider_api.t2a_v2`)."""
+    return await _api.t2a_v2(request)
+
+
+API_ROUTES = (
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/audio/speech", speech, methods=["POST"]),
+    Route("/v1/t2a_v2", t2a_v2, methods=["POST"]),
+)
 _EXCEPTION_HANDLERS = {
     _BadRequest: _bad_request,
     HTTPException: _http_error,
@@ -668,7 +724,8 @@ def create_app(
     ``config`` (default :class:`ServerConfig`'s), with any of its fields overridden by
     keyword (``time_scale=...``, ``virtual=...``, ...)."""
     cfg = replace(config or ServerConfig(), **options)
-    app = Starlette(routes=list(ROUTES), exception_handlers=dict(_EXCEPTION_HANDLERS))
+    routes = [*ROUTES, *API_ROUTES]
+    app = Starlette(routes=routes, exception_handlers=dict(_EXCEPTION_HANDLERS))
     app.state.fake = FakeProvider(scenario, seed, **asdict(cfg))
     return app
 

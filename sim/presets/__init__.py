@@ -5,7 +5,10 @@ class a classroom would use, with ``source`` (the page) and ``as_of`` (when it w
 read) beside the numbers, and ``notes`` saying which numbers are not verified. A
 preset replaces a scenario's LLM key quota (:func:`apply_preset`); the TTS key keeps the
 scenario's. A token-limited preset needs tokens per call: a scenario without
-``[tokens.content]``/``[tokens.actions]`` gets :data:`DEFAULT_TOKENS`.
+``[tokens.content]``/``[tokens.actions]`` gets :data:`DEFAULT_TOKENS`. A TTS preset (a
+``[quota.tts]`` table: MiniMax, ElevenLabs, Azure Speech, OpenAI TTS; issue 21) limits the
+TTS key instead. A preset's ``shape`` (its provider's error shape) is taken only when asked
+(``apply_preset(..., shape=True)``, ``scenebench serve --preset``).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class Preset:
     as_of: str
     notes: tuple[str, ...]
     quota: Quota
+    key: str = "llm"  # which key the preset limits: "llm" or "tts" (issue 21's TTS presets)
 
     def summary(self) -> str:
         """The limits in a few words (``50 RPM, 30,000 input TPM, …``)."""
@@ -67,6 +71,8 @@ class Preset:
             parts.append(f"{q.max_inflight} in flight")
         if q.rpm:
             parts.append(f"{q.rpm:,g} RPM" + (" (per second)" if q.rpm_per_second else ""))
+            if q.rpm_window_s:
+                parts[-1] += f" (per {q.rpm_window_s}-s window)"
         for f, what in (("tpm", "TPM"), ("itpm", "input TPM"), ("otpm", "output TPM")):
             if getattr(q, f):
                 parts.append(f"{getattr(q, f):,} {what}")
@@ -93,13 +99,15 @@ def load_preset(name: str) -> Preset:
     for k in ("source", "as_of"):
         if not isinstance(m.get(k), str) or not m[k]:
             raise ScenarioError(f"preset {name}.{k}: required (a non-empty string)")
-    fields = dict(m.get("quota", {}).get("llm", {}))
+    tables = m.get("quota", {})
+    key = "tts" if "tts" in tables and "llm" not in tables else "llm"
+    fields = dict(tables.get(key, {}))
     if m.get("no_retry_after", False):  # TOML has no null: the 429 carries no Retry-After
         fields["retry_after_s"] = None
     try:
         quota = Quota(**fields)
     except (ScenarioError, TypeError) as e:
-        raise ScenarioError(f"preset {name}.quota.llm.{e}") from None
+        raise ScenarioError(f"preset {name}.quota.{key}.{e}") from None
     return Preset(
         name,
         str(m.get("label", name)),
@@ -108,6 +116,7 @@ def load_preset(name: str) -> Preset:
         m["as_of"],
         tuple(m.get("notes", [])),
         quota,
+        key,
     )
 
 
@@ -128,18 +137,30 @@ LIMIT_FIELDS = (
     "max_queue",
     "max_hold_s",
     "queue_status",
+    # issue 21 (sim.faults): off unless a preset sets them, so older presets apply as before
+    "rpd",
+    "tpd",
+    "day_reset_hour",
+    "rpm_window_s",
 )
 
 
-def apply_preset(scenario: Scenario, name: str) -> Scenario:
-    """The scenario with its LLM key limited as preset ``name`` says (its limit fields,
-    :data:`LIMIT_FIELDS`; the scenario's fault probabilities stay), tokens per call added
-    from :data:`DEFAULT_TOKENS` when the preset counts tokens and the scenario has none."""
+def apply_preset(scenario: Scenario, name: str, *, shape: bool = False) -> Scenario:
+    """The scenario with its LLM key (a TTS preset: its TTS key) limited as preset ``name``
+    says (its limit fields, :data:`LIMIT_FIELDS`; the scenario's fault probabilities stay),
+    tokens per call added from :data:`DEFAULT_TOKENS` when the preset counts tokens and the
+    scenario has none. ``shape``: also take the preset's error shape (the provider
+    endpoints' answers, ``scenebench serve --preset``; sweeps leave it out)."""
     p = load_preset(name)
+    limits = {f: getattr(p.quota, f) for f in LIMIT_FIELDS}
+    if shape and p.quota.shape:
+        limits["shape"] = p.quota.shape
+    if p.key == "tts":
+        quota_tts = dataclasses.replace(scenario.quota_tts, **limits)
+        return dataclasses.replace(scenario, quota_tts=quota_tts)
     tokens: dict[str, StepTokens] = dict(scenario.tokens)
     if p.quota.tokens_limited and "content" not in tokens and "actions" not in tokens:
         for step, m in DEFAULT_TOKENS.items():
             tokens[step] = step_tokens_from_mapping(m)
-    limits = {f: getattr(p.quota, f) for f in LIMIT_FIELDS}
     quota = dataclasses.replace(scenario.quota_llm, **limits)
     return dataclasses.replace(scenario, quota_llm=quota, tokens=tokens)

@@ -6,7 +6,7 @@ import pytest
 from runner import run_classroom
 from runner.experiments.sweep import apply_quota
 from sim import load_scenario, simulate, simulate_many, simulate_tenants
-from tests.conftest import assert_same_run, log_key
+from tests.conftest import assert_same_run, log_key, swept
 
 
 @pytest.mark.parametrize("adaptive", ["halve", "aimd"])
@@ -152,7 +152,7 @@ def test_gate_runs_agree_exactly_between_the_real_pipeline_and_the_model():
 def test_a_sweep_with_adaptive_and_tenant_dimensions(tmp_path):
     import json
 
-    from runner import sweep as sw
+    from runner.experiments import sweep as sw
 
     spec = sw.default_spec(
         quick=True,
@@ -165,7 +165,7 @@ def test_a_sweep_with_adaptive_and_tenant_dimensions(tmp_path):
         adaptives=["off", "gate"],
         tenants=[1, 3],
     )
-    d = sw.run_sweep(spec, out=tmp_path / "r", workers=1, progress=False)
+    d = swept(spec, out=tmp_path / "r", workers=1, progress=False)
     report = (d / "REPORT.md").read_text()
     assert "## Adaptive concurrency" in report and "`gate` on `default`" in report
     for f in ("default-adaptive.png", "default-tenants-q1.png", "default-tenants-q5.png"):
@@ -193,7 +193,7 @@ def test_exponential_arrivals_are_keyed_by_seed_and_run():
 def test_the_report_states_the_adaptive_default(tmp_path):
     import json
 
-    from runner import sweep as sw
+    from runner.experiments import sweep as sw
 
     spec = sw.default_spec(
         quick=True,
@@ -204,7 +204,7 @@ def test_the_report_states_the_adaptive_default(tmp_path):
         concurrencies=[1, 2, 3],
         adaptives=["off", "halve", "gate"],
     )
-    d = sw.run_sweep(spec, out=tmp_path / "r", workers=2, progress=False)
+    d = swept(spec, out=tmp_path / "r", workers=2, progress=False)
     rec = json.loads((d / "recommendation.json").read_text())
     assert rec["adaptive"]["defaults"]["halve"] is None
     assert rec["adaptive"]["defaults"]["gate"] in (2, 3)

@@ -8,7 +8,7 @@ import sys
 import httpx
 import pytest
 
-CMD = [sys.executable, "-m", "runner.cli.commands"]
+CMD = [sys.executable, "-m", "runner.cli"]
 
 
 def sb(*args, timeout=120):

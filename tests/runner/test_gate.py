@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import gate
+from runner.experiments import gate
 from runner.experiments.sweep import write_json_atomic
 from runner.store.stamps import dumps
 from runner.world.pipeline import ScenePipeline

@@ -16,7 +16,7 @@ from sim import Quota, load_scenario, profile
 from sim.jobs import simulate_jobs, simulate_keygate_tenants
 from tests.conftest import const_scenario
 
-CMD = [sys.executable, "-m", "runner.cli.commands"]
+CMD = [sys.executable, "-m", "runner.cli"]
 
 
 def sb(*args, timeout=300):

@@ -12,7 +12,7 @@ from runner.experiments.sweep import Cell, split_quotas
 from sim.presets import apply_preset, load_preset, preset_names
 from sim.scenario import ScenarioError, load_scenario
 
-CMD = [sys.executable, "-m", "runner.cli.commands"]
+CMD = [sys.executable, "-m", "runner.cli"]
 REQUIRED = {
     "kimi-tier0",
     "kimi-tier1",

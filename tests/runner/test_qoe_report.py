@@ -5,8 +5,9 @@ import json
 import math
 
 from runner.cli.commands import main
-from runner.experiments.sweep import SweepSpec, run_sweep
+from runner.experiments.sweep import SweepSpec
 from sim import load_scenario
+from tests.conftest import swept
 
 
 def test_a_sweep_reports_the_qoe_rule_figures_and_section(tmp_path, capsys):
@@ -20,7 +21,7 @@ def test_a_sweep_reports_the_qoe_rule_figures_and_section(tmp_path, capsys):
         seed=3,
         adaptives=("off", "gate"),
     )
-    d = run_sweep(spec, out=tmp_path / "r", workers=1, progress=False)
+    d = swept(spec, out=tmp_path / "r", workers=1, progress=False)
     for f in ("figures/default-qoe.png", "figures/default-qoe.svg"):
         assert (d / f).is_file(), f
     report = (d / "REPORT.md").read_text()
@@ -101,7 +102,7 @@ def test_a_folder_of_the_previous_schema_is_refused_with_its_reason(tmp_path):
         quotas=(0,),
         sim_reps=4,
     )
-    d = run_sweep(spec, out=tmp_path / "r", workers=1, progress=False)
+    d = swept(spec, out=tmp_path / "r", workers=1, progress=False)
     meta = json.loads((d / "metadata.json").read_text())
     meta["schema_version"] = 2
     (d / "metadata.json").write_text(json.dumps(meta))

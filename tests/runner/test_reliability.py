@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner import ServerProcess, ServerThread, create_app, run_classroom
-from runner import sweep as sw
+from runner.experiments import sweep as sw
 from runner.world.fake_provider import MAX_BODY_BYTES
 from sim import Quota, RetryPolicy, simulate
-from tests.conftest import assert_same_run, const_scenario, log_key
+from tests.conftest import assert_same_run, const_scenario, log_key, swept
 
 OUTLINE = {"id": "o", "type": "slide", "title": "t", "order": 0}
 GOOD_CONTENT = {"outline": OUTLINE, "allOutlines": [OUTLINE], "stageId": "sb-1"}
@@ -238,7 +238,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch)
         quotas=[0],
         concurrencies=[2, 3],
     )
-    d = sw.run_sweep(spec, out=tmp_path / "r", workers=1, progress=False)
+    d = swept(spec, out=tmp_path / "r", workers=1, progress=False)
     failed = json.loads((d / "failed_cells.json").read_text())
     assert list(failed) == ["sim__default__q0__hybrid__c3"]
     assert "ConnectionError: fake provider died" in failed["sim__default__q0__hybrid__c3"]
@@ -246,7 +246,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch)
     assert "## Failed cells" in (d / "REPORT.md").read_text()
     assert len(list((d / "cells").glob("*.parquet"))) == 4
     monkeypatch.setattr(sw, "run_cell", real_run_cell)  # the provider is back: resume
-    sw.run_sweep(spec, resume=d, workers=1, progress=False)
+    swept(spec, resume=d, workers=1, progress=False)
     assert json.loads((d / "failed_cells.json").read_text()) == {}
     assert not (d / "cells" / "sim__default__q0__hybrid__c3.failed.json").exists()
     assert "## Failed cells" not in (d / "REPORT.md").read_text()

@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner import sweep as sw
-from runner.experiments.sweep import ResultsError, SweepSpec, run_sweep
+from runner.experiments import sweep as sw
+from runner.experiments.sweep import ResultsError, SweepSpec
 from runner.report.recommendation import recommend
 from runner.report.sections import recommendation_of
 from runner.store.cells import cell_table
 from runner.store.stamps import dumps
 from sim import load_scenario
+from tests.conftest import swept
 
 
 def _spec(**kw):
@@ -37,7 +38,7 @@ def _read(d):
 
 
 def test_a_sweep_writes_data_figures_report_and_recommendation(tmp_path):
-    d = run_sweep(_spec(), out=tmp_path / "r", workers=1, progress=False)
+    d = swept(_spec(), out=tmp_path / "r", workers=1, progress=False)
     for f in (
         "metadata.json",
         "runs.parquet",
@@ -76,7 +77,7 @@ def test_a_sweep_writes_data_figures_report_and_recommendation(tmp_path):
 
 
 def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
-    full = run_sweep(_spec(backends=("sim",)), out=tmp_path / "full", workers=1, progress=False)
+    full = swept(_spec(backends=("sim",)), out=tmp_path / "full", workers=1, progress=False)
     calls = {"n": 0}
     real_run_cell = sw.run_cell
 
@@ -89,12 +90,12 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
     monkeypatch.setattr(sw, "run_cell", flaky)
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(_spec(backends=("sim",)), out=part, workers=1, progress=False)
+        swept(_spec(backends=("sim",)), out=part, workers=1, progress=False)
     kept = list((part / "cells").glob("*.parquet"))
     assert len(kept) == 5 and not (part / "runs.parquet").exists()
     assert not list((part / "cells").glob(".*tmp*"))  # no half-written file
     monkeypatch.setattr(sw, "run_cell", real_run_cell)
-    run_sweep(_spec(), resume=part, workers=1, progress=False)  # the folder's grid wins
+    swept(_spec(), resume=part, workers=1, progress=False)  # the folder's grid wins
     pd.testing.assert_frame_equal(
         _read(part).drop(columns="cell_cpu_s"), _read(full).drop(columns="cell_cpu_s")
     )
@@ -102,21 +103,21 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
 
 def test_foreign_or_corrupted_folders_are_refused(tmp_path):
     with pytest.raises(ResultsError, match="does not exist"):
-        run_sweep(_spec(), resume=tmp_path / "nope", progress=False)
+        swept(_spec(), resume=tmp_path / "nope", progress=False)
     (tmp_path / "foreign").mkdir()
     with pytest.raises(ResultsError, match="not a scenebench results folder"):
-        run_sweep(_spec(), resume=tmp_path / "foreign", progress=False)
+        swept(_spec(), resume=tmp_path / "foreign", progress=False)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "metadata.json").write_text("{not json")
     with pytest.raises(ResultsError, match="corrupted"):
-        run_sweep(_spec(), resume=bad, progress=False)
+        swept(_spec(), resume=bad, progress=False)
     other = tmp_path / "other"
     other.mkdir()
     (other / "metadata.json").write_text(json.dumps({"kind": "something-else"}))
     with pytest.raises(ResultsError, match="not a scenebench sweep folder"):
-        run_sweep(_spec(), resume=other, progress=False)
-    d = run_sweep(
+        swept(_spec(), resume=other, progress=False)
+    d = swept(
         _spec(backends=("sim",), quotas=(0,), concurrencies=(2,)),
         out=tmp_path / "ok",
         workers=1,
@@ -124,18 +125,18 @@ def test_foreign_or_corrupted_folders_are_refused(tmp_path):
     )
     next((d / "cells").glob("*.parquet")).write_bytes(b"garbage")
     with pytest.raises(ResultsError, match="corrupted"):
-        run_sweep(_spec(), resume=d, progress=False)
+        swept(_spec(), resume=d, progress=False)
 
 
 def test_dask_local_cluster_gives_the_same_results(tmp_path):
     from distributed import LocalCluster
 
     spec = _spec(backends=("sim",), quotas=(0, 2), concurrencies=(2, 3))
-    local = run_sweep(spec, out=tmp_path / "local", workers=1, progress=False)
+    local = swept(spec, out=tmp_path / "local", workers=1, progress=False)
     with LocalCluster(
         n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
     ) as cluster:
-        dd = run_sweep(
+        dd = swept(
             spec, out=tmp_path / "dask", dask_scheduler=cluster.scheduler_address, progress=False
         )
     pd.testing.assert_frame_equal(
@@ -145,8 +146,8 @@ def test_dask_local_cluster_gives_the_same_results(tmp_path):
 
 def test_process_pool_gives_the_same_results(tmp_path):
     spec = _spec(backends=("sim",), quotas=(2,), concurrencies=(3,))
-    a = run_sweep(spec, out=tmp_path / "a", workers=1, progress=False)
-    b = run_sweep(spec, out=tmp_path / "b", workers=2, progress=False)
+    a = swept(spec, out=tmp_path / "a", workers=1, progress=False)
+    b = swept(spec, out=tmp_path / "b", workers=2, progress=False)
     pd.testing.assert_frame_equal(
         _read(a).drop(columns="cell_cpu_s"), _read(b).drop(columns="cell_cpu_s")
     )

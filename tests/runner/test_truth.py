@@ -19,20 +19,22 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from runner import cli, figures, gate
-from runner import report as reporting
-from runner.experiments.sweep import default_spec, in_source_tree, run_sweep
+from runner.cli import commands as cli
+from runner.experiments import gate
+from runner.experiments.sweep import default_spec, in_source_tree
+from runner.report import figures
+from runner.report import sections as reporting
 from runner.store.cells import cell_table
 from runner.store.counts import FAILURE_BUDGET_PP, counts_mask, fails_too_often, paired_speedup
 from runner.store.stamps import DEFAULT_UPSTREAM, dumps, provenance, upstream_of
 from runner.world.failures import FailureReason, scene_failures
 from runner.world.run import run_classroom
 from sim import Quota
-from tests.conftest import const_scenario
+from tests.conftest import const_scenario, swept
 
 matplotlib.use("Agg")
 
-CMD = [sys.executable, "-m", "runner.cli.commands"]
+CMD = [sys.executable, "-m", "runner.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -116,7 +118,7 @@ def tight_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
         quotas=[3, 0],
         concurrencies=[1, 3, 5],
     )
-    return run_sweep(spec, out=tmp_path_factory.mktemp("q3") / "res", workers=1, progress=False)
+    return swept(spec, out=tmp_path_factory.mktemp("q3") / "res", workers=1, progress=False)
 
 
 def _failing(folder: Path) -> pd.DataFrame:
@@ -389,7 +391,7 @@ def test_an_out_folder_that_cannot_be_written_is_refused(tmp_path: Path):
     from runner.experiments.sweep import ResultsError
 
     with pytest.raises(ResultsError, match="cannot write the results folder"):
-        run_sweep(spec, out=blocker / "sub" / "res", workers=1, progress=False)
+        swept(spec, out=blocker / "sub" / "res", workers=1, progress=False)
     assert blocker.read_text() == "x" and not (tmp_path / "sub").exists()
 
 

@@ -1,0 +1,49 @@
+"""``scenebench sim --upstream runs``: the generation-runs cell on the command line."""
+
+import json
+import subprocess
+import sys
+
+CMD = [sys.executable, "-m", "runner.cli"]
+
+
+def sb(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_sim_upstream_runs_json_has_the_per_run_and_deployment_figures(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    replay = tmp_path / "arrivals.csv"
+    replay.write_text("t_s,owner\n0,0\n0,0\n0,0\n30,1\n", encoding="utf-8")
+    p = sb(
+        "sim",
+        "--upstream",
+        "runs",
+        "--concurrency",
+        "2",
+        "--key-inflight",
+        "4",
+        "--arrivals",
+        str(replay),
+        "--max-concurrent",
+        "2",
+        "--json",
+        "--per-run",
+    )
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    s = d["summary"]
+    assert s["runs"] == 4 and s["refused"] == 1 and s["llm_inflight"] == 4
+    for key in ("runs_per_hour", "p_paused", "first_scene_s", "wait_s", "stall_s"):
+        assert key in s
+    assert {"p50", "p95", "p99"} <= set(s["first_scene_s"])
+    assert [r["state"] for r in d["runs"]][2] == "refused"
+    assert d["runs"][3]["wait_s"] >= 0
+
+
+def test_sim_upstream_runs_table_and_a_bad_flag() -> None:
+    p = sb("sim", "--upstream", "runs", "--concurrency", "3", "--runs", "4")
+    assert p.returncode == 0, p.stderr
+    assert "time to first scene" in p.stdout and "runs/hour" in p.stdout
+    bad = sb("sim", "--upstream", "runs", "--concurrency", "3", "--max-concurrent", "0")
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1 and "--max-concurrent" in lines[0]
