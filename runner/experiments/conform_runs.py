@@ -1,0 +1,354 @@
+"""``scenebench conform`` on a checkout of the run-engine era (issue 23).
+
+Since RFC #1754 upstream generates a classroom as a durable server-side *generation run*
+(``lib/server/generation/run/engine.ts``). For such a checkout conform drives upstream's engine
+from its scene phase under Node, and compares what reached the provider with the ``runs``
+model (:func:`sim.runs.simulate_runs`, which ``validate --exact --upstream runs`` proves equal to
+the real-world port :mod:`runner.world.runs_port`):
+
+* :func:`build_engine_bundle`: esbuild bundles the checkout's engine
+  (``conform_js/runs_build.mjs``) with scenebench's in-memory stand-ins for what is
+  server-only (the PostgreSQL run store and its leases, the course document, the host hooks,
+  the media lane, the narration voices: ``conform_js/runs_stubs``); the engine's own
+  scheduling (its retries, deadlines, generate-ahead pool, plan) is bundled as it is;
+* :func:`run_engine_case`: ``conform_js/runs_driver.mjs`` executes one claimed run, already
+  past its outline and agents, handing the engine step services (``ExecuteRunOptions.services``,
+  upstream's injection seam) that call the fake provider's ``/v1`` endpoints with the call's
+  identity in ``x-scenebench-call``; the provider's request log is the trace;
+* :func:`compare_engine`: the trace against the model's request log for the same cell (one run,
+  claimed at once, outline confirmed automatically), scene steps only, each side's times from
+  its first scene request: order, statuses, attempts and the outcome exact, times within
+  ``tol_s`` plus 1 % of the time.
+
+A name the run touches that scenebench does not stand in for is a harness error (exit 2, one
+line), never a difference. Upstream's code is read from the user's checkout only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .conform_checkout import ENGINE, ConformError, CheckoutError, Era, detect_era
+from .conform_node import Bundle, HarnessError, ensure_esbuild, node_json
+
+if TYPE_CHECKING:
+    from sim.scenario import Scenario
+
+    from .conform import ConformReport, ConformRow
+
+__all__ = [
+    "ENGINE_CASES",
+    "EngineCase",
+    "EngineTrace",
+    "build_engine_bundle",
+    "check_engine_checkout",
+    "compare_engine",
+    "conform_engine",
+    "engine_cases",
+    "model_trace",
+    "run_engine_case",
+]
+
+STEPS = ("content", "actions", "tts")
+WALL_REL_TOL = 0.01  # as the browser-era conform: a time may be off by 1 % of itself
+# name -> (scenario file in conform_cases, c, seed)
+ENGINE_CASES: dict[str, tuple[str, int, int]] = {
+    "run1-c0": ("case1", 0, 0),  # serial scenes, no faults
+    "run1-c3": ("case1", 3, 0),  # content generated ahead (lazyBoundedMap), clips at c
+    "run4-c0": ("case4", 0, 0),  # every clip answers 429: scene 0's narration pauses the run
+}
+
+
+@dataclass(frozen=True)
+class EngineCase:
+    name: str
+    scenario: Scenario
+    concurrency: int
+    seed: int
+
+
+def engine_cases(names: Sequence[str] | None = None) -> list[EngineCase]:
+    """The fixed run-engine cases (``names`` picks some); a :class:`ConformError` for an
+    unknown name."""
+    from .conform import PORT_CLIENT, _case_scenario
+
+    chosen = list(names) if names else list(ENGINE_CASES)
+    bad = [n for n in chosen if n not in ENGINE_CASES]
+    if bad:
+        raise ConformError(
+            f"--case: {', '.join(bad)} not a run-engine case; one of {', '.join(ENGINE_CASES)}"
+        )
+    out = []
+    for name in chosen:
+        stem, c, seed = ENGINE_CASES[name]
+        sc, _ = _case_scenario(stem, dict(PORT_CLIENT))
+        out.append(EngineCase(name, sc, c, seed))
+    return out
+
+
+def check_engine_checkout(path: str | Path) -> Path:
+    """The checkout's root (resolved) when it is of the run-engine era; a
+    :class:`CheckoutError` otherwise."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise CheckoutError(f"--openmaic: {str(path)!r} does not exist")
+    if detect_era(root) is not Era.RUN_ENGINE:
+        raise CheckoutError(f"--openmaic: {str(path)!r} is not a run-engine checkout (no {ENGINE})")
+    return root.resolve()
+
+
+def build_engine_bundle(
+    openmaic: str | Path, out_dir: str | Path, esbuild_dir: str | Path | None = None
+) -> Bundle:
+    """Bundle the checkout's run engine with the stand-ins into ``out_dir/run-engine.mjs``."""
+    root = check_engine_checkout(openmaic)
+    esb = Path(esbuild_dir) if esbuild_dir is not None else ensure_esbuild()
+    outfile = Path(out_dir) / "run-engine.mjs"
+    cfg = {"root": str(root), "entry": ENGINE, "outfile": str(outfile), "esbuild": str(esb)}
+    res = node_json("runs_build.mjs", cfg, timeout_s=300)
+    return Bundle(
+        path=outfile,
+        checkout=root,
+        stubbed=tuple(res.get("stubbed", [])),
+        auto_stubbed=tuple(res.get("auto_stubbed", [])),
+        missing_names=dict(res.get("missing_names", {})),
+        inputs=tuple(res.get("inputs", [])),
+    )
+
+
+# -- traces: one row per request, scene steps only, times from the first scene request --------
+Row = tuple[
+    float, float, str, int, int, int, int
+]  # t_send_s, t_end_s, step, order, clip, attempt, status
+
+
+@dataclass(frozen=True)
+class EngineTrace:
+    """One side of a case: its scene requests and how the run ended (``completed`` or
+    ``paused at <step id>``)."""
+
+    rows: tuple[Row, ...]
+    outcome: str
+
+    def metrics(self) -> dict[str, Any]:
+        """The table's columns (as the browser-era rows): a scene is ready at the end of its
+        last request once every one of them answered 200 and the run reached it."""
+        ready = _ready_s(self.rows, self.outcome)
+        failed = sorted({r[3] for r in self.rows if r[6] != 200 and r[3] not in ready})
+        return {
+            "requests": len(self.rows),
+            "retries": sum(1 for r in self.rows if r[5] > 0),
+            "http_429": sum(1 for r in self.rows if r[6] == 429),
+            "http_5xx": sum(1 for r in self.rows if r[6] >= 500),
+            "ttfs_s": ready.get(0),
+            "makespan_s": max(ready.values()) if ready else None,
+            "status": self.outcome,
+            "failed_orders": failed if self.outcome != "completed" else [],
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        keys = ("t_send_s", "t_end_s", "step", "order", "clip", "attempt", "status")
+        return {
+            "outcome": self.outcome,
+            "requests": [dict(zip(keys, r, strict=True)) for r in self.rows],
+        }
+
+
+def _ready_s(rows: Sequence[Row], outcome: str) -> dict[int, float]:
+    by_scene: dict[int, list[Row]] = {}
+    for r in rows:
+        by_scene.setdefault(r[3], []).append(r)
+    paused = outcome.split(":")[1] if outcome.startswith("paused at scene:") else None
+    out = {}
+    for k, rs in sorted(by_scene.items()):
+        last = {(r[2], r[4]): r for r in sorted(rs, key=lambda r: r[5])}
+        if paused is not None and int(paused) == k:
+            continue
+        if all(r[6] == 200 for r in last.values()) and any(s == "actions" for s, _ in last):
+            out[k] = max(r[1] for r in last.values())
+    return out
+
+
+def _sorted_rows(rows: list[Row]) -> tuple[Row, ...]:
+    return tuple(sorted(rows, key=lambda r: (round(r[0], 6), STEPS.index(r[2]), r[3], r[4], r[5])))
+
+
+def trace_from_provider(log_rows: Sequence[Sequence[Any]], out: dict[str, Any]) -> EngineTrace:
+    """Upstream's side from the fake provider's log rows (``/api/_scenebench/log``) and the
+    driver's result (its ``t0_us`` is the scene phase's start on the provider's clock)."""
+    t0 = int(out["t0_us"])
+    rows: list[Row] = []
+    for row in log_rows:
+        step = int(row[1])
+        if step > 2:
+            continue
+        rows.append(
+            (
+                (int(row[6]) - t0) / 1e6,
+                (int(row[8]) - t0) / 1e6,
+                STEPS[step],
+                int(row[2]),
+                int(row[3]),
+                int(row[4]),
+                int(row[9]),
+            )
+        )
+    step = out.get("step")
+    state = str(out.get("state") or out.get("outcome"))
+    outcome = "completed" if state == "completed" else f"{state} at {step}"
+    return EngineTrace(_sorted_rows(rows), outcome)
+
+
+def model_trace(case: EngineCase) -> EngineTrace:
+    """The ``runs`` model's side: one run, arriving at 0, outline confirmed automatically; its
+    scene requests with times from its first one (when the engine's scene phase begins)."""
+    from sim.runs import simulate_runs
+    from sim.runs_config import RunsConfig
+
+    cfg = RunsConfig(concurrency=case.concurrency, runs=1, arrivals=((0.0, 0),))
+    res = simulate_runs(case.scenario, cfg, case.seed, "simpy")
+    scene = [row for row in res.log if int(row[2]) <= 2]
+    t0 = min(int(r[0]) for r in scene) if scene else 0
+    rows: list[Row] = [
+        (
+            (int(r[0]) - t0) / 1e6,
+            (int(r[8]) - t0) / 1e6,
+            STEPS[int(r[2])],
+            int(r[3]),
+            int(r[4]),
+            int(r[5]),
+            int(r[6]),
+        )
+        for r in scene
+    ]
+    rec = res.records[0]
+    outcome = "completed" if rec.state == "completed" else f"paused at {rec.paused_at}"
+    return EngineTrace(_sorted_rows(rows), outcome)
+
+
+def compare_engine(upstream: EngineTrace, model: EngineTrace, tol_s: float = 1.0) -> list[str]:
+    """The differences: outcome, the request sequence (step, scene, clip, attempt, status)
+    exact, each request's send and end time within ``tol_s`` + 1 % of the time."""
+    diffs = []
+    if upstream.outcome != model.outcome:
+        diffs.append(f"outcome: upstream {upstream.outcome}, model {model.outcome}")
+    ids_u = [r[2:] for r in upstream.rows]
+    ids_m = [r[2:] for r in model.rows]
+    if ids_u != ids_m:
+        first = next(
+            (i for i, (a, b) in enumerate(zip(ids_u, ids_m, strict=False)) if a != b),
+            min(len(ids_u), len(ids_m)),
+        )
+        got = ids_u[first] if first < len(ids_u) else "nothing"
+        want = ids_m[first] if first < len(ids_m) else "nothing"
+        diffs.append(
+            f"requests: {len(ids_u)} upstream, {len(ids_m)} model; first difference at #{first}: "
+            f"upstream {got}, model {want}"
+        )
+        return diffs
+    for a, b in zip(upstream.rows, model.rows, strict=True):
+        for what, i in (("sent", 0), ("ended", 1)):
+            if abs(a[i] - b[i]) > tol_s + WALL_REL_TOL * abs(b[i]):
+                diffs.append(
+                    f"{a[2]} {a[3]}/{a[4]} attempt {a[5]} {what} at {a[i]:.3f} s, model {b[i]:.3f} s"
+                )
+    return diffs
+
+
+# -- one case under Node -----------------------------------------------------------------------
+def run_engine_case(
+    case: EngineCase,
+    bundle: Bundle,
+    *,
+    time_scale: float = 0.15,
+    random_u: float = 0.5,
+    timeout_s: float | None = None,
+    driver_out: dict[str, Any] | None = None,
+    run_input: dict[str, Any] | None = None,
+) -> EngineTrace:
+    """Upstream's engine (the bundle) on one case against a fresh fake provider on 127.0.0.1
+    serving the ``runs`` cell (``runner.world.runs_port.runs_app``, wall clock);
+    ``run_input``: fields added to the claimed run's input."""
+    from sim.runs_config import RunsConfig
+
+    from ..world.fake_provider import ServerThread
+    from ..world.runs_port import port_scenario, runs_app
+    from .conform import _provider_log
+
+    cfg = RunsConfig(concurrency=case.concurrency, runs=1, arrivals=((0.0, 0),))
+    app = runs_app(case.scenario, cfg, case.seed, virtual=False, time_scale=time_scale)
+    provider = app.state.fake.provider
+    n = port_scenario(case.scenario, cfg).outlines
+    clips = [provider.speeches(0, k) for k in range(n)]
+    limit = timeout_s if timeout_s is not None else 60.0 + 3600.0 * time_scale
+    with ServerThread(app) as server:
+        conf = {
+            "bundle": str(bundle.path),
+            "baseUrl": server.base_url,
+            "classroom": 0,
+            "clips": clips,
+            "concurrency": case.concurrency,
+            "timeScale": time_scale,
+            "random": random_u,
+            "llmKey": "llm-key",
+            "ttsKey": "tts-key",
+            "drainS": 60,
+            "input": dict(run_input or {}),
+        }
+        try:
+            out = node_json("runs_driver.mjs", conf, limit)
+        except HarnessError as e:
+            raise HarnessError(e.names, bundle.auto_stubbed) from None
+        rows = _provider_log(server.base_url, 0)
+    if driver_out is not None:
+        driver_out.update(out)
+    return trace_from_provider(rows, out)
+
+
+def conform_engine(
+    openmaic_path: str | Path,
+    *,
+    case_names: Sequence[str] | None = None,
+    time_scale: float = 0.15,
+    tol_s: float = 1.0,
+    random_u: float = 0.5,
+    cache_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ConformReport:
+    """Every run-engine case through upstream's engine (under Node) and the ``runs`` model."""
+    from .conform import ConformReport
+
+    root = check_engine_checkout(openmaic_path)
+    cases = engine_cases(case_names)
+    esb = ensure_esbuild(cache_dir)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="scenebench-conform-runs-") as tmp:
+        bundle = build_engine_bundle(root, tmp, esb)
+        for case in cases:
+            if progress is not None:
+                progress(case.name)
+            up = run_engine_case(case, bundle, time_scale=time_scale, random_u=random_u)
+            rows.append(_row(case, up, model_trace(case), tol_s))
+    return ConformReport(
+        str(root),
+        time_scale,
+        tol_s,
+        bundle.stubbed,
+        bundle.auto_stubbed,
+        bundle.missing_names,
+        tuple(rows),
+        profile="runs",
+        detected=(f"{ENGINE}: the run engine (scene phase; compared with the runs model)",),
+        sides=("upstream", "model"),
+    )
+
+
+def _row(case: EngineCase, up: EngineTrace, model: EngineTrace, tol_s: float) -> ConformRow:
+    from .conform import ConformRow
+
+    diffs = compare_engine(up, model, tol_s)
+    return ConformRow(case.name, case.concurrency, up.metrics(), model.metrics(), tuple(diffs))
