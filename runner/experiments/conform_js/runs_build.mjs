@@ -44,6 +44,15 @@ export const RUN_STUBS = {
   'lib/server/store-generated-asset': 'misc.mjs',
   'lib/media/generated-media-references': 'misc.mjs',
   'lib/media/video-manifest': 'misc.mjs',
+  // error classes a failure is classified by (model configuration, web search): never thrown
+  'lib/server/model-config/llm': 'misc.mjs',
+  'lib/server/web-search-config': 'misc.mjs',
+  // media failure codes: media is not modelled (no items)
+  'lib/media/media-failure': 'media.mjs',
+  // long speeches split for the TTS provider: the driver's speeches are short (one clip each)
+  'lib/audio/tts-utils': 'voices.mjs',
+  // the built-in agents: one teacher, no voice binding
+  'lib/orchestration/registry/built-in': 'voices.mjs',
   // logger: silent, warnings recorded
   'lib/logger': '../stubs/logger.mjs',
   // the storage package (PostgreSQL), every subpath: nothing
@@ -210,6 +219,8 @@ async function main() {
     logLevel: 'silent',
     tsconfigRaw: { compilerOptions: {} },
     loader: { '.svg': 'empty', '.png': 'empty', '.css': 'empty' },
+    // CommonJS dependencies of the checkout's packages (the AI SDK's) require Node built-ins
+    banner: { js: "import { createRequire as __sbCreateRequire } from 'node:module'; const require = __sbCreateRequire(import.meta.url);" },
     // every timer and Math.random of the bundled engine go through the driver
     define: {
       setTimeout: 'globalThis.__sbSetTimeout',

@@ -52,28 +52,38 @@ const outlines = clips.map((_, i) => ({
   keyPoints: ['scenebench'],
 }));
 const stageId = `sb-${cid}`;
+const agentsOut = {
+  agents: { agents: [{ id: 'default-1', name: 'Teacher', role: 'teacher', persona: '' }], agentIds: ['default-1'] },
+  stage: { id: stageId, name: 'scenebench', description: '' },
+};
 globalThis.__scenebench = {
   config: { stageId, concurrency: cfg.concurrency },
   events: [],
   now,
+  // the claimed run: confirmed outline (outlineReview auto), agents the preset teacher
   run: {
     id: `sb-run-${cid}`,
     ownerId: 'sb-owner',
     state: 'generating',
     step: null,
-    stageId,
+    stageId: null,
     hostAttributes: {},
+    outline: { outlines, languageDirective: 'en-US', taskEngineMode: false },
     input: {
       requirement: 'scenebench conform',
+      materialIds: [],
       outlineReview: 'auto',
-      agentMode: 'preset',
-      language: 'en-US',
+      agents: { mode: 'preset', agentIds: ['default-1'] },
+      interactive: false,
+      taskEngine: false,
       ...(cfg.input ?? {}),
     },
   },
+  // the steps before the scenes, checkpointed (a run past its outline and agents)
   steps: new Map([
-    ['outline', { outlines, languageDirective: 'en-US', title: 'scenebench' }],
-    ['agents', { agents: { mode: 'preset', agentIds: ['default-1'] }, stage: { id: stageId } }],
+    ['research', { webSearch: false }],
+    ['outline', { outlines, languageDirective: 'en-US' }],
+    ['agents', agentsOut],
   ]),
 };
 
@@ -160,7 +170,7 @@ const services = {
     await chat('actions', i, ctx?.signal);
     const actions = Array.from({ length: clips[i] }, (_, k) => speechOf(i, k));
     const scene = { id: `sb-scene-${i}`, order: i + 1, type: 'slide', title: `Scene ${i + 1}`, actions };
-    return { actions, scene };
+    return { actions, scene, previousSpeeches: actions.map((a) => a.text) };
   },
   async narrationTarget() {
     return { connection: { providerId: 'openai-tts' }, providerId: 'openai-tts', modelId: 'tts-1' };

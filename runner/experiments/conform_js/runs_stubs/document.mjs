@@ -3,20 +3,17 @@
 // scenebench (MIT); no upstream code.
 import { record, sb } from '../stubs/_runtime.mjs';
 
-// The scene among a call's arguments: an object with a numeric `order`, or one holding one.
+// The scene among a call's arguments: `firstScene` or `scene` of its one object argument.
 function sceneOf(args) {
-  for (const a of args) {
-    if (a && typeof a === 'object') {
-      if (typeof a.order === 'number') return a;
-      for (const v of Object.values(a)) {
-        if (v && typeof v === 'object' && typeof v.order === 'number') return v;
-      }
-    }
-  }
-  return null;
+  const a = args[0];
+  if (!a || typeof a !== 'object') return null;
+  return a.firstScene ?? a.scene ?? null;
 }
 
-function written(args) {
+// The write and the run's commit are one transaction: the commit (`inTransaction`) first, then
+// the scene counts as written.
+async function written(args) {
+  await args[0]?.inTransaction?.({ scenebench: 'tx' });
   const scene = sceneOf(args);
   const s = sb();
   s.scenes = s.scenes ?? [];
@@ -26,13 +23,14 @@ function written(args) {
 
 export class RunCourseDeletedError extends Error {}
 export async function createRunCourse(...args) {
-  if (sceneOf(args)) written(args);
+  if (sceneOf(args)) await written(args);
   return { id: sb().config.stageId };
 }
 export async function appendRunScene(...args) {
-  written(args);
+  await written(args);
 }
-export async function completeRunCourse() {
+export async function completeRunCourse(arg) {
+  await arg?.commit?.({ scenebench: 'tx' });
   record('course_complete');
 }
 export async function isRunCourseDeleted() {

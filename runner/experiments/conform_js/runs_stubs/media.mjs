@@ -24,3 +24,4 @@ export function placeInScene(scene) {
   return scene;
 }
 export async function runMediaLane() {}
+export const PERMANENT_MEDIA_FAILURE_CODES = [];

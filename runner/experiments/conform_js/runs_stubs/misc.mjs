@@ -20,3 +20,9 @@ export function sceneCarriesMediaReference() {
 export function buildVideoManifestFromOutlines() {
   return [];
 }
+export class ModelConfigurationError extends Error {
+  code = 'MODEL_CONFIGURATION';
+}
+export class WebSearchConfigError extends Error {
+  code = 'WEB_SEARCH_CONFIGURATION';
+}

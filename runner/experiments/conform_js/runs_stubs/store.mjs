@@ -19,8 +19,12 @@ function apply(change) {
     state: run.state ?? null,
     step: run.step ?? null,
     released: Boolean(patch.releaseLease),
-    events: events.map((e) => e.type ?? e.kind ?? '?'),
-    failed: events.filter((e) => (e.type ?? e.kind) === 'step_failed').map((e) => e.step ?? null),
+    events: events.map((e) => e.type ?? '?'),
+    // a failed step: the engine's `data.step` (a scene skipped while others go on is marked
+    // `continuing`)
+    failed: events
+      .filter((e) => e.type === 'step_failed')
+      .map((e) => (e.data?.continuing ? `${e.data.step} (continuing)` : (e.data?.step ?? e.step ?? null))),
   });
   return { ...run };
 }

@@ -28,3 +28,10 @@ export function narratorVoiceForGeneration() {
 export function slotVoice() {
   return { ...VOICE };
 }
+// one clip per speech action (the driver's texts are far below any split length)
+export function splitLongSpeechActions(actions) {
+  return actions;
+}
+export const BUILT_IN_AGENTS = {
+  'default-1': { id: 'default-1', name: 'Teacher', role: 'teacher', persona: '', isDefault: true },
+};
