@@ -540,6 +540,7 @@ def conform(
             tol_s=tol_s,
             random_u=random_u,
             cache_dir=cache_dir,
+            out_dir=out_dir,
             progress=progress,
         )
     root = check_checkout(openmaic_path)

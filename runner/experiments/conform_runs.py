@@ -26,13 +26,14 @@ line), never a difference. Upstream's code is read from the user's checkout only
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .conform_checkout import ENGINE, ConformError, CheckoutError, Era, detect_era
+from .conform_checkout import ENGINE, CheckoutError, ConformError, Era, detect_era
 from .conform_node import Bundle, HarnessError, ensure_esbuild, node_json
 
 if TYPE_CHECKING:
@@ -43,14 +44,18 @@ if TYPE_CHECKING:
 __all__ = [
     "ENGINE_CASES",
     "EngineCase",
+    "EngineHarnessError",
     "EngineTrace",
     "build_engine_bundle",
     "check_engine_checkout",
     "compare_engine",
     "conform_engine",
     "engine_cases",
+    "load_trace",
     "model_trace",
     "run_engine_case",
+    "trace_record",
+    "write_trace",
 ]
 
 STEPS = ("content", "actions", "tts")
@@ -59,8 +64,31 @@ WALL_REL_TOL = 0.01  # as the browser-era conform: a time may be off by 1 % of i
 ENGINE_CASES: dict[str, tuple[str, int, int]] = {
     "run1-c0": ("case1", 0, 0),  # serial scenes, no faults
     "run1-c3": ("case1", 3, 0),  # content generated ahead (lazyBoundedMap), clips at c
+    "run2-c3": ("case2", 3, 0),  # LLM key 2 in flight: generate-ahead queues at the key
     "run4-c0": ("case4", 0, 0),  # every clip answers 429: scene 0's narration pauses the run
+    "run4-c3": ("case4", 3, 0),  # the same with scene 0's clips at c
 }
+# Only cases whose faults spare the LLM key: the model's run makes its outline and agents calls
+# on that key before the scene phase the driver starts at (they would fail there first).
+
+
+class EngineHarnessError(HarnessError):
+    """The engine's run used a name scenebench does not stand in for: one line naming the names
+    and where to add them (runs_stubs/, RUN_STUBS in runs_build.mjs)."""
+
+    def __init__(self, names: Sequence[str], auto: Sequence[str] = ()) -> None:
+        super().__init__(names, auto)
+        lost = sorted({n.rsplit(":", 1)[0] for n in names} & set(auto))
+        fix = "add them to their stand-in in runner/experiments/conform_js/runs_stubs"
+        if lost:
+            fix = (
+                f"{', '.join(lost)} could not be found: make it resolvable in the checkout or "
+                "add a stand-in to RUN_STUBS in runner/experiments/conform_js/runs_build.mjs"
+            )
+        self.args = (
+            f"harness: upstream's engine used {len(self.names)} name(s) that scenebench does "
+            f"not stand in for: {', '.join(self.names)}; {fix}",
+        )
 
 
 @dataclass(frozen=True)
@@ -197,9 +225,9 @@ def trace_from_provider(log_rows: Sequence[Sequence[Any]], out: dict[str, Any]) 
                 int(row[9]),
             )
         )
-    step = out.get("step")
+    paused_at = out.get("step")
     state = str(out.get("state") or out.get("outcome"))
-    outcome = "completed" if state == "completed" else f"{state} at {step}"
+    outcome = "completed" if state == "completed" else f"{state} at {paused_at}"
     return EngineTrace(_sorted_rows(rows), outcome)
 
 
@@ -250,12 +278,11 @@ def compare_engine(upstream: EngineTrace, model: EngineTrace, tol_s: float = 1.0
             f"upstream {got}, model {want}"
         )
         return diffs
-    for a, b in zip(upstream.rows, model.rows, strict=True):
-        for what, i in (("sent", 0), ("ended", 1)):
-            if abs(a[i] - b[i]) > tol_s + WALL_REL_TOL * abs(b[i]):
-                diffs.append(
-                    f"{a[2]} {a[3]}/{a[4]} attempt {a[5]} {what} at {a[i]:.3f} s, model {b[i]:.3f} s"
-                )
+    for ru, rm in zip(upstream.rows, model.rows, strict=True):
+        for what, t_up, t_model in (("sent", ru[0], rm[0]), ("ended", ru[1], rm[1])):
+            if abs(t_up - t_model) > tol_s + WALL_REL_TOL * abs(t_model):
+                who = f"{ru[2]} {ru[3]}/{ru[4]} attempt {ru[5]}"
+                diffs.append(f"{who} {what} at {t_up:.3f} s, model {t_model:.3f} s")
     return diffs
 
 
@@ -302,7 +329,7 @@ def run_engine_case(
         try:
             out = node_json("runs_driver.mjs", conf, limit)
         except HarnessError as e:
-            raise HarnessError(e.names, bundle.auto_stubbed) from None
+            raise EngineHarnessError(e.names, bundle.auto_stubbed) from None
         rows = _provider_log(server.base_url, 0)
     if driver_out is not None:
         driver_out.update(out)
@@ -317,9 +344,12 @@ def conform_engine(
     tol_s: float = 1.0,
     random_u: float = 0.5,
     cache_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ConformReport:
-    """Every run-engine case through upstream's engine (under Node) and the ``runs`` model."""
+    """Every run-engine case through upstream's engine (under Node) and the ``runs`` model;
+    with ``out_dir`` each case's trace is written there as ``<case>.json``
+    (:func:`trace_record`)."""
     from .conform import ConformReport
 
     root = check_engine_checkout(openmaic_path)
@@ -333,6 +363,8 @@ def conform_engine(
                 progress(case.name)
             up = run_engine_case(case, bundle, time_scale=time_scale, random_u=random_u)
             rows.append(_row(case, up, model_trace(case), tol_s))
+            if out_dir is not None:
+                write_trace(Path(out_dir), trace_record(case, up, time_scale, bundle))
     return ConformReport(
         str(root),
         time_scale,
@@ -345,6 +377,42 @@ def conform_engine(
         detected=(f"{ENGINE}: the run engine (scene phase; compared with the runs model)",),
         sides=("upstream", "model"),
     )
+
+
+def trace_record(
+    case: EngineCase, trace: EngineTrace, time_scale: float, bundle: Bundle
+) -> dict[str, Any]:
+    """A recorded trace (a measurement: what reached the provider and how the run ended) with
+    what produced it: the case, the time scale, the checkout files bundled (paths only)."""
+    checkout = [p for p in bundle.inputs if "node_modules" not in p and "conform_js" not in p]
+    return {
+        "case": case.name,
+        "concurrency": case.concurrency,
+        "seed": case.seed,
+        "recorded_time_scale": time_scale,
+        "engine_files": checkout,
+        "stand_ins": list(bundle.stubbed),
+        **trace.to_json(),
+    }
+
+
+def write_trace(out_dir: Path, record: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{record['case']}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def load_trace(path: str | Path) -> tuple[EngineCase, EngineTrace]:
+    """A recorded trace and its case (by name, from :data:`ENGINE_CASES`)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    (case,) = engine_cases([data["case"]])
+    keys = ("t_send_s", "t_end_s", "step", "order", "clip", "attempt", "status")
+    rows = tuple(
+        (float(r[keys[0]]), float(r[keys[1]]), str(r[keys[2]]), *(int(r[k]) for k in keys[3:]))
+        for r in data["requests"]
+    )
+    return case, EngineTrace(rows, str(data["outcome"]))  # type: ignore[arg-type]
 
 
 def _row(case: EngineCase, up: EngineTrace, model: EngineTrace, tol_s: float) -> ConformRow:
