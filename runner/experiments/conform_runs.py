@@ -259,30 +259,27 @@ def model_trace(case: EngineCase) -> EngineTrace:
 
 
 def compare_engine(upstream: EngineTrace, model: EngineTrace, tol_s: float = 1.0) -> list[str]:
-    """The differences: outcome, the request sequence (step, scene, clip, attempt, status)
-    exact, each request's send and end time within ``tol_s`` + 1 % of the time."""
+    """The differences, as the browser-era conform counts them
+    (:func:`runner.experiments.traces.compare`): the outcome, and the requests matched by
+    identity (step, scene, clip, attempt) — none missing, none extra, each with the same
+    status, sent and ended within ``tol_s`` + 1 % of the time. The order follows: two
+    requests can only trade places within the tolerance (exact ties on a real clock)."""
     diffs = []
     if upstream.outcome != model.outcome:
         diffs.append(f"outcome: upstream {upstream.outcome}, model {model.outcome}")
-    ids_u = [r[2:] for r in upstream.rows]
-    ids_m = [r[2:] for r in model.rows]
-    if ids_u != ids_m:
-        first = next(
-            (i for i, (a, b) in enumerate(zip(ids_u, ids_m, strict=False)) if a != b),
-            min(len(ids_u), len(ids_m)),
-        )
-        got = ids_u[first] if first < len(ids_u) else "nothing"
-        want = ids_m[first] if first < len(ids_m) else "nothing"
-        diffs.append(
-            f"requests: {len(ids_u)} upstream, {len(ids_m)} model; first difference at #{first}: "
-            f"upstream {got}, model {want}"
-        )
-        return diffs
-    for ru, rm in zip(upstream.rows, model.rows, strict=True):
+    ups = {r[2:6]: r for r in upstream.rows}
+    mods = {r[2:6]: r for r in model.rows}
+    diffs += [f"request {i}: upstream only (status {ups[i][6]})" for i in ups if i not in mods]
+    diffs += [f"request {i}: model only (status {mods[i][6]})" for i in mods if i not in ups]
+    for ident, ru in ups.items():
+        rm = mods.get(ident)
+        if rm is None:
+            continue
+        if ru[6] != rm[6]:
+            diffs.append(f"request {ident}: status {ru[6]} upstream, {rm[6]} model")
         for what, t_up, t_model in (("sent", ru[0], rm[0]), ("ended", ru[1], rm[1])):
             if abs(t_up - t_model) > tol_s + WALL_REL_TOL * abs(t_model):
-                who = f"{ru[2]} {ru[3]}/{ru[4]} attempt {ru[5]}"
-                diffs.append(f"{who} {what} at {t_up:.3f} s, model {t_model:.3f} s")
+                diffs.append(f"request {ident}: {what} at {t_up:.3f} s, model {t_model:.3f} s")
     return diffs
 
 

@@ -73,11 +73,14 @@ def test_differences_are_named() -> None:
     )
     diffs = cr.compare_engine(late, base, tol_s=1.0)
     # scene 1's 5 requests, sent and ended 2 s late: beyond 1 s + 1 % of <= 78 s
-    assert len(diffs) == 10 and diffs[0].startswith("content 1/0 attempt 0 sent at 41.000 s")
+    assert len(diffs) == 10
+    assert diffs[0] == "request ('content', 1, 0, 0): sent at 41.000 s, model 39.000 s"
     failed = cr.EngineTrace((*base.rows[:-1], (*base.rows[-1][:6], 429)), "paused at x")
     diffs = cr.compare_engine(failed, base)
     assert diffs[0] == "outcome: upstream paused at x, model completed"
-    assert diffs[1].startswith("requests: 10 upstream, 10 model; first difference at #9")
+    assert diffs[1:] == ["request ('tts', 1, 2, 0): status 429 upstream, 200 model"]
+    fewer = cr.EngineTrace(base.rows[:-1], "completed")
+    assert cr.compare_engine(fewer, base) == ["request ('tts', 1, 2, 0): model only (status 200)"]
 
 
 # -- recorded traces of upstream's own engine (no Node, no checkout) -------------------------
