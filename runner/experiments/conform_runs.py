@@ -39,12 +39,12 @@ from .conform_node import Bundle, HarnessError, ensure_esbuild, node_json
 if TYPE_CHECKING:
     from sim.scenario import Scenario
 
-    from .conform import ConformReport, ConformRow
-
 __all__ = [
     "ENGINE_CASES",
     "EngineCase",
     "EngineHarnessError",
+    "EngineRow",
+    "EngineRun",
     "EngineTrace",
     "build_engine_bundle",
     "check_engine_checkout",
@@ -60,6 +60,9 @@ __all__ = [
 
 STEPS = ("content", "actions", "tts")
 WALL_REL_TOL = 0.01  # as the browser-era conform: a time may be off by 1 % of itself
+# the case scenarios' client table: the model swaps in the runs profile and keeps this fixed
+# jitter draw (the driver pins Math.random to the same U)
+CLIENT: dict[str, Any] = {"upstream": "pr696", "foreground_first_scene": False, "jitter_u": 0.5}
 # name -> (scenario file in conform_cases, c, seed)
 ENGINE_CASES: dict[str, tuple[str, int, int]] = {
     "run1-c0": ("case1", 0, 0),  # serial scenes, no faults
@@ -102,7 +105,10 @@ class EngineCase:
 def engine_cases(names: Sequence[str] | None = None) -> list[EngineCase]:
     """The fixed run-engine cases (``names`` picks some); a :class:`ConformError` for an
     unknown name."""
-    from .conform import PORT_CLIENT, _case_scenario
+    import tomllib
+    from importlib import resources
+
+    from sim.scenario import scenario_from_mapping
 
     chosen = list(names) if names else list(ENGINE_CASES)
     bad = [n for n in chosen if n not in ENGINE_CASES]
@@ -113,7 +119,9 @@ def engine_cases(names: Sequence[str] | None = None) -> list[EngineCase]:
     out = []
     for name in chosen:
         stem, c, seed = ENGINE_CASES[name]
-        sc, _ = _case_scenario(stem, dict(PORT_CLIENT))
+        ref = resources.files("runner.experiments").joinpath("conform_cases", f"{stem}.toml")
+        data = tomllib.loads(ref.read_text(encoding="utf-8"))
+        sc = scenario_from_mapping({**data, "client": dict(CLIENT)})
         out.append(EngineCase(name, sc, c, seed))
     return out
 
@@ -301,7 +309,6 @@ def run_engine_case(
 
     from ..world.fake_provider import ServerThread
     from ..world.runs_port import port_scenario, runs_app
-    from .conform import _provider_log
 
     cfg = RunsConfig(concurrency=case.concurrency, runs=1, arrivals=((0.0, 0),))
     app = runs_app(case.scenario, cfg, case.seed, virtual=False, time_scale=time_scale)
@@ -327,10 +334,34 @@ def run_engine_case(
             out = node_json("runs_driver.mjs", conf, limit)
         except HarnessError as e:
             raise EngineHarnessError(e.names, bundle.auto_stubbed) from None
-        rows = _provider_log(server.base_url, 0)
+        rows = _provider_log(server.base_url)
     if driver_out is not None:
         driver_out.update(out)
     return trace_from_provider(rows, out)
+
+
+@dataclass(frozen=True)
+class EngineRow:
+    """One case: upstream's engine against the model (their table columns) and the
+    differences."""
+
+    case: str
+    concurrency: int
+    upstream: dict[str, Any]
+    model: dict[str, Any]
+    differences: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """Every case of one checkout, and what its bundle replaced."""
+
+    checkout: Path
+    bundle: Bundle
+    rows: tuple[EngineRow, ...]
+
+
+DETECTED = f"{ENGINE}: the run engine (scene phase; compared with the runs model)"
 
 
 def conform_engine(
@@ -343,12 +374,10 @@ def conform_engine(
     cache_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-) -> ConformReport:
+) -> EngineRun:
     """Every run-engine case through upstream's engine (under Node) and the ``runs`` model;
     with ``out_dir`` each case's trace is written there as ``<case>.json``
-    (:func:`trace_record`)."""
-    from .conform import ConformReport
-
+    (:func:`trace_record`). ``runner.experiments.conform.conform`` makes its report."""
     root = check_engine_checkout(openmaic_path)
     cases = engine_cases(case_names)
     esb = ensure_esbuild(cache_dir)
@@ -359,21 +388,25 @@ def conform_engine(
             if progress is not None:
                 progress(case.name)
             up = run_engine_case(case, bundle, time_scale=time_scale, random_u=random_u)
-            rows.append(_row(case, up, model_trace(case), tol_s))
+            model = model_trace(case)
+            diffs = tuple(compare_engine(up, model, tol_s))
+            rows.append(
+                EngineRow(case.name, case.concurrency, up.metrics(), model.metrics(), diffs)
+            )
             if out_dir is not None:
                 write_trace(Path(out_dir), trace_record(case, up, time_scale, bundle))
-    return ConformReport(
-        str(root),
-        time_scale,
-        tol_s,
-        bundle.stubbed,
-        bundle.auto_stubbed,
-        bundle.missing_names,
-        tuple(rows),
-        profile="runs",
-        detected=(f"{ENGINE}: the run engine (scene phase; compared with the runs model)",),
-        sides=("upstream", "model"),
-    )
+    return EngineRun(root, bundle, tuple(rows))
+
+
+def _provider_log(base_url: str) -> list[list[Any]]:
+    import httpx
+
+    try:
+        resp = httpx.get(f"{base_url}/api/_scenebench/log", params={"classroom": "0"}, timeout=30)
+        rows: list[list[Any]] = resp.json()["log"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+        raise ConformError(f"provider: cannot read the request log ({e})") from None
+    return rows
 
 
 def trace_record(
@@ -410,10 +443,3 @@ def load_trace(path: str | Path) -> tuple[EngineCase, EngineTrace]:
         for r in data["requests"]
     )
     return case, EngineTrace(rows, str(data["outcome"]))  # type: ignore[arg-type]
-
-
-def _row(case: EngineCase, up: EngineTrace, model: EngineTrace, tol_s: float) -> ConformRow:
-    from .conform import ConformRow
-
-    diffs = compare_engine(up, model, tol_s)
-    return ConformRow(case.name, case.concurrency, up.metrics(), model.metrics(), tuple(diffs))
