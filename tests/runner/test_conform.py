@@ -608,3 +608,18 @@ def test_the_route_probe_compares_upstreams_error_mapping_with_the_fake_provider
         "provider 401 (bare): upstream's route answers 500 GENERATION_FAILED, the fake "
         in (diffs[2])
     )
+
+
+def test_the_port_side_runs_as_upstreams_loop_does() -> None:
+    # v0.2.1 has no knob: its loop is serial whatever c the settings hold. Case 5 (seed 644)
+    # fails outline 2's content for good: serially the loop pauses there, after scenes 0 and
+    # 1 of C + A + 3T = 39 s each; the makespan is the last scene added (78 s), not the
+    # moment the loop gave up on outline 2
+    (case,) = cf.fixed_cases(["case5-c3"], upstream="v0.2.1")
+    t = cf.port_side(case)
+    assert (t.status, t.scene_order, t.failed_orders) == ("paused", (0, 1), (2,))
+    assert t.makespan_s == pytest.approx(2 * (25.0 + 8.0 + 3 * 2.0))
+    assert max(r.t_end_s for r in t.requests) > t.makespan_s
+    # pr660 on: the knob's c — pipelined, every other outline's scene still made
+    (case,) = cf.fixed_cases(["case5-c3"], upstream="pr660")
+    assert cf.port_side(case).scene_order == (0, 1, 3, 4)
