@@ -20,7 +20,7 @@ from runner.experiments.conform_node import Bundle, HarnessError, ensure_esbuild
 ROOT = Path(__file__).resolve().parents[2]
 MINI = ROOT / "tests" / "fixtures" / "mini_runs_engine"
 BROWSER = ROOT / "tests" / "fixtures" / "mini_openmaic"
-TRACES = ROOT / "tests" / "fixtures" / "upstream_traces" / "runs_engine"
+TRACES = ROOT / "tests" / "fixtures" / "runs_engine_traces"
 
 
 # -- detection (no Node) ---------------------------------------------------------------------
