@@ -542,6 +542,37 @@ def conform(
     checkout (:func:`~runner.experiments.conform_checkout.detect_profile`); ``cases`` replace
     the fixed cases (``case_names`` picks some of them).
     """
+    from .conform_checkout import Era, detect_era
+
+    if detect_era(Path(openmaic_path).expanduser()) is Era.RUN_ENGINE:  # issue 23: today's era
+        from .conform_runs import DETECTED, conform_engine
+
+        run = conform_engine(
+            openmaic_path,
+            case_names=case_names,
+            time_scale=time_scale,
+            tol_s=tol_s,
+            random_u=random_u,
+            cache_dir=cache_dir,
+            out_dir=out_dir,
+            progress=progress,
+        )
+        rows = [
+            ConformRow(r.case, r.concurrency, r.upstream, r.model, r.differences) for r in run.rows
+        ]
+        b = run.bundle
+        return ConformReport(
+            str(run.checkout),
+            time_scale,
+            tol_s,
+            b.stubbed,
+            b.auto_stubbed,
+            b.missing_names,
+            tuple(rows),
+            profile="runs",
+            detected=(DETECTED,),
+            sides=("upstream", "model"),
+        )
     root = check_checkout(openmaic_path)
     found = detect_profile(root) if upstream is None else Detected(upstream, ())
     chosen = list(cases) if cases is not None else fixed_cases(case_names, found.profile)

@@ -4,7 +4,8 @@
   Upstream's scene generation has had two eras: the **browser loop**
   (``lib/hooks/use-scene-generator.ts`` drives generation in the browser: v0.2.1 through main
   of 2026-08-21) and the **run engine** (``lib/server/generation/run/engine.ts``: generation
-  as durable server-side runs, RFC #1754). Conform drives the browser loop only.
+  as durable server-side runs, RFC #1754). :func:`check_checkout` accepts the browser loop;
+  ``conform`` routes a run-engine checkout to :mod:`runner.experiments.conform_runs`.
 * :func:`detect_profile`: which of scenebench's upstream profiles (``sim.upstream``) the
   checkout's loop is, from markers in its source (each marker is what the change that
   defines the profile added); ``conform --upstream`` overrides it.
@@ -78,7 +79,8 @@ def check_checkout(path: str | Path) -> Path:
     if era is Era.RUN_ENGINE:
         raise CheckoutError(
             f"--openmaic: {str(path)!r} is a run-engine era checkout ({ENGINE}, no {ENTRY}): "
-            "not supported yet by conform, which drives the browser loop"
+            "not supported yet here, which drives the browser loop (plain `conform` drives "
+            "its engine: runner/experiments/conform_runs.py)"
         )
     return root.resolve()
 
