@@ -573,6 +573,11 @@ def _validate_wall(a: argparse.Namespace, names: Sequence[str]) -> int:
     from ..experiments import validate as v
     from ..experiments.sweep import ResultsError
 
+    if a.upstream and RUNS_PROFILE in a.upstream:  # generation runs on the wall clock
+        from .runs_wall import validate_runs_wall_cmd
+
+        return validate_runs_wall_cmd(a, None if a.scenario is None else list(names))
+
     cells = v.wall_cells(a.quick, None if a.scenario is None else names)
     if not cells:
         raise UsageError(
