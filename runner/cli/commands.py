@@ -830,7 +830,8 @@ def _add_validate(sub: Any) -> None:
         "--upstream",
         type=profile_list,
         default=None,
-        help="with --exact: profiles to check, comma list or 'all' (default: all)",
+        help="with --exact: profiles to check, comma list or 'all' (default: all); 'runs' "
+        "alone: the generation-runs cells (exact, or on the wall clock without --exact)",
     )
     va.add_argument(
         "--runs",
@@ -842,7 +843,8 @@ def _add_validate(sub: Any) -> None:
         "--reps",
         type=int_in("--reps", 2),
         default=None,
-        help="wall: real runs per cell (default 40; quick 16)",
+        help="wall: real runs per cell (default 40; quick 16; --upstream runs: replications, "
+        "default 10, quick 5)",
     )
     va.add_argument("--seed", type=int_in("--seed", 0), default=0)
     add_dimensions(va)

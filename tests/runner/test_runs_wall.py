@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 from scipy import stats
 
+from runner.cli.commands import main
 from runner.experiments import runs_wall as w
 from runner.experiments.floor import pick_time_scale
 from runner.world.runs_port import run_runs_real
@@ -127,3 +129,16 @@ def test_a_wall_deployment_is_bounded_by_the_floor_and_one_is_inconclusive(
         assert b.end_s - 1e-5 <= a.end_s <= b.end_s + bound
         assert b.first_scene_s - 1e-5 <= a.first_scene_s <= b.first_scene_s + bound
     assert w.cell_report([real], [model])["verdict"] == w.INCONCLUSIVE
+
+
+# -- the command's user errors (before anything runs) --------------------------------------------
+def test_validate_upstream_runs_wall_refuses_other_profiles_and_unknown_cells(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["validate", "--upstream", "runs,pr788"]) == 2
+    assert "name it alone" in capsys.readouterr().err
+    assert main(["validate", "--upstream", "runs", "--scenario", "tts-heavy"]) == 2
+    assert "no wall-clock cell" in capsys.readouterr().err
+    (tmp_path / "f").write_text("")
+    assert main(["validate", "--upstream", "runs", "--quick", "--out", str(tmp_path / "f")]) == 2
+    assert "is a file" in capsys.readouterr().err
