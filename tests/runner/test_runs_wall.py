@@ -5,6 +5,7 @@ floor measured in this session."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -142,3 +143,15 @@ def test_validate_upstream_runs_wall_refuses_other_profiles_and_unknown_cells(
     (tmp_path / "f").write_text("")
     assert main(["validate", "--upstream", "runs", "--quick", "--out", str(tmp_path / "f")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_the_results_folder_holds_the_json_and_a_table_per_cell(tmp_path: Path) -> None:
+    ms = _models(3)
+    cell = {"cell": "t", "time_scale": 0.1, "overhead_share": 0.01, "wall_s": 1.0}
+    report = {"overhead_floor_s": 0.003, "reps": 3, "alpha": w.ALPHA, "verdict": w.INCONCLUSIVE,
+              "cells": [cell | w.cell_report(ms, ms)]}  # fmt: skip
+    d = w.write_results(report, tmp_path / "out", tmp_path)
+    assert json.loads((d / "validate.json").read_text())["cells"][0]["verdict"] == w.INCONCLUSIVE
+    md = (d / "VALIDATE.md").read_text()
+    assert "## t" in md and md.count("| run_end |") == 1 and "3 replications < 5" in md
+    assert w.verdict_lines(report)[0].startswith("INCONCLUSIVE")
