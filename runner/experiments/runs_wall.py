@@ -179,7 +179,8 @@ QUICK_CELLS = (
 )
 FULL_CELLS = (
     *QUICK_CELLS,
-    RunsWallCell("burst-429 / own key / c=2", "burst-429", 0, 0, 2, 5, 120.0),
+    # its RPM window (20/min, burst 2) and random 429s, no in-flight cap
+    RunsWallCell("burst-429 / RPM 20 / c=2", "burst-429", 0, 0, 2, 5, 120.0),
     # a tighter key: 429 races decide pauses
     RunsWallCell("default / LLM 6, TTS 4 / c=3 / cap 2, 1 per owner", "default", 6, 4, 3, 6,
                  120.0, **_CONTENDED),
