@@ -13,9 +13,7 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "HOLLOW_CAPTION": "report.figures",
     "folder_provenance": "report.sections",
-    "plot_marked": "report.figures",
     "FAILURE_BUDGET_PP": "store.counts",
     "counts_mask": "store.counts",
     "fails_too_often": "store.counts",
@@ -28,19 +26,17 @@ _WHERE = {
     "recommend": "report.recommendation",
     "render_results": "report.sections",
     "Clock": "world.pipeline",
-    "PipelineOptions": "world.pipeline",
     "ScenePipeline": "world.pipeline",
     "read_server_concurrency": "world.run",
-    "run_classroom": "world.run",
-    "run_classroom_async": "world.run",
-    "run_tenants": "world.run",
+    "run": "world.run",
+    "run_async": "world.run",
     "FakeProvider": "world.fake_provider",
     "ServerProcess": "world.fake_provider",
     "ServerThread": "world.fake_provider",
     "create_app": "world.fake_provider",
     "SweepSpec": "experiments.sweep",
     "default_spec": "experiments.sweep",
-    "load_runs": "experiments.sweep",
+    "load_runs": "store.folders",
     "run_sweep": "experiments.sweep",
 }
 

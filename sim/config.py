@@ -1,15 +1,15 @@
 """One run's settings as one typed, validated value: :class:`RunConfig`.
 
-The public functions (:func:`sim.simulate`, :func:`sim.simulate_tenants`,
-:func:`sim.simulate_many`, :func:`runner.run_classroom`, :func:`runner.run_tenants`) keep
-their keyword arguments and build a :class:`RunConfig` at once; everything below them takes
-the config. :func:`sim.simulate_config` runs a ready one. Light: no numpy, no SimPy.
+Built and checked once, at the edge (the command line, a sweep cell, a test), and passed
+whole to both worlds' one entry point each (:func:`sim.simulate`, :func:`runner.run`) and
+below them; nothing below re-checks or re-clamps it. Light: no numpy, no SimPy.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 from .errors import UserError
 from .rules import (
@@ -19,17 +19,20 @@ from .rules import (
     Mode,
     Policy,
     clamp_concurrency,
-    tts_concurrency,
 )
 
-__all__ = ["RunConfig"]
+__all__ = ["RunConfig", "check_mode"]
+
+
+def check_mode(mode: str) -> None:
+    """The one check of a generation mode (a one-line :class:`~sim.errors.UserError`)."""
+    if mode not in MODES:
+        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
 
 
 def _check(mode: str, adaptive: str, tenants: int, stagger_s: float, stagger_dist: str) -> None:
-    """One-line ValueErrors naming the setting (the messages ``simulate`` always gave); the
-    mode first, as the real pipeline's options always named it."""
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    """One-line errors naming the setting; the mode first."""
+    check_mode(mode)
     if adaptive not in POLICIES:
         raise UserError(f"adaptive: must be one of {', '.join(POLICIES)}; got {adaptive!r}")
     if not (stagger_s >= 0 and math.isfinite(stagger_s)):
@@ -49,12 +52,13 @@ class RunConfig:
     ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``
     (:func:`sim.rules.clamp_concurrency`); ``None`` means "read the provider's knob" (the
     real world; the model reads it as 0). ``tts_concurrency`` is the one asked for (``None``:
-    the profile's rule, :meth:`tts_for`). ``tenants`` classrooms share the keys, tenant ``j``
-    starting ``j * stagger_s`` s after tenant 0 (``stagger_dist="constant"``) or after
-    exponential gaps of that mean (``"exponential"``). ``records`` keeps the provider's
-    per-request log in the results. Strings are accepted for ``mode`` and ``adaptive`` and
-    stored as :class:`~sim.rules.Mode` and :class:`~sim.rules.Policy`; a bad value is a
-    one-line ValueError.
+    the profile's rule, :func:`sim.rules.tts_concurrency`). ``tenants`` classrooms share the
+    keys, tenant ``j`` starting ``j * stagger_s`` s after tenant 0
+    (``stagger_dist="constant"``) or after exponential gaps of that mean
+    (``"exponential"``). ``records`` keeps the provider's per-request log in the results.
+    Strings are accepted for ``mode`` and ``adaptive`` and stored as
+    :class:`~sim.rules.Mode` and :class:`~sim.rules.Policy`; a bad value is a one-line
+    :class:`~sim.errors.UserError`, checked here and nowhere below.
     """
 
     mode: Mode
@@ -86,14 +90,13 @@ class RunConfig:
         stagger_dist: str = "constant",
         records: bool = False,
     ) -> RunConfig:
-        """A config from plain values (strings for the enums), as the public functions
-        take them; the same checks and messages."""
-        _check(mode, adaptive, tenants, stagger_s, stagger_dist)
+        """A config from plain values (strings for the enums, checked and converted by the
+        constructor)."""
         return cls(
-            Mode(mode),
+            cast(Mode, mode),
             concurrency,
             tts_concurrency,
-            Policy(adaptive),
+            cast(Policy, adaptive),
             tenants,
             stagger_s,
             stagger_dist,
@@ -103,9 +106,4 @@ class RunConfig:
     @property
     def c(self) -> int:
         """The concurrency the model uses (a knob not read is 0, as upstream parses it)."""
-        return clamp_concurrency(self.concurrency)
-
-    def tts_for(self, c: int, at_concurrency: bool) -> int:
-        """Within-scene clips at once for the loop's scenes at concurrency ``c``
-        (:func:`sim.rules.tts_concurrency`; ``at_concurrency``: the profile has #696's rule)."""
-        return tts_concurrency(self.mode, c, self.tts_concurrency, at_concurrency)
+        return self.concurrency or 0

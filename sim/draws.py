@@ -17,6 +17,9 @@ microseconds so that sums are exact and equal-time ties are real ties.
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -58,6 +61,34 @@ def seconds_to_us(seconds: NDArray[np.float64]) -> NDArray[np.int64]:
     return out
 
 
+_STATES: dict[tuple[int, tuple[int, ...]], dict[str, Any]] = {}  # (seed, key) -> PCG64 state
+_MAX_STATES = 4096
+_SCRATCH = threading.local()  # one PCG64 and its Generator per thread, set for each stream
+
+
+def _stream_at(seed: int, key: tuple[int, ...], skip: int) -> np.random.Generator:
+    """Stream ``key`` of ``seed`` (PCG64 seeded by ``SeedSequence(seed, spawn_key=key)``),
+    advanced by ``skip`` draws, ready to draw before this thread's next call. Seeding is
+    most of the cost of a one-classroom block (the fake provider draws one classroom at a
+    time), so each stream's seeded state is kept and copied into a scratch generator: the
+    same numbers as a freshly seeded PCG64 (tests/sim/test_draws.py)."""
+    state = _STATES.get((seed, key))
+    if state is None:
+        if len(_STATES) >= _MAX_STATES:
+            _STATES.clear()
+        seeded = np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key))
+        state = _STATES[(seed, key)] = dict(seeded.state)
+    scratch: tuple[np.random.PCG64, np.random.Generator] | None = getattr(_SCRATCH, "gen", None)
+    if scratch is None:
+        bitgen = np.random.PCG64(0)
+        scratch = _SCRATCH.gen = (bitgen, np.random.Generator(bitgen))
+    bitgen, gen = scratch
+    bitgen.state = state  # type: ignore[assignment]  # a PCG64 state, kept as a dict
+    if skip:
+        bitgen.advance(skip)
+    return gen
+
+
 class Draws:
     """Keyed draws for classrooms ``lo .. hi-1`` of one scenario and seed (lazy, cached)."""
 
@@ -86,11 +117,8 @@ class Draws:
         """Uniforms of stream ``key`` for the classrooms, shape ``(hi-lo, per)``."""
         u = self._cache.get(key)
         if u is None:
-            bitgen = np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=key))
-            if self.lo:
-                bitgen.advance(self.lo * per)
-            u = np.random.Generator(bitgen).random((self.hi - self.lo) * per)
-            u = u.reshape(self.hi - self.lo, per)
+            gen = _stream_at(self.seed, key, self.lo * per)
+            u = gen.random((self.hi - self.lo) * per).reshape(self.hi - self.lo, per)
             self._cache[key] = u
         return u
 
@@ -167,8 +195,8 @@ class Draws:
         """Playback time of one scene with ``clips`` speech clips: the non-speech constant
         plus its clips' audio (the same integers :meth:`playback_table_us` sums)."""
         base = order % self.n * self.kmax
-        audio = self.audio_us()[row, base : base + min(clips, self.kmax)]
-        return self.scenario.playback.non_speech_us + int(audio.sum())
+        audio: list[int] = self.audio_us()[row, base : base + min(clips, self.kmax)].tolist()
+        return self.scenario.playback.non_speech_us + sum(audio)
 
     def playback_table_us(self) -> NDArray[np.int64]:
         """Playback time of every scene, shape ``(classrooms, N)``, for its drawn clips."""

@@ -8,8 +8,12 @@ nothing, so every module of ``sim`` and ``runner`` can raise it.
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["ScenarioError", "UserError"]
 
 
 class UserError(ValueError):
     """Bad user input: the message is one line naming the field or flag and what is allowed."""
+
+
+class ScenarioError(UserError):
+    """A scenario that cannot be used; the message is one line naming the field."""

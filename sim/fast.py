@@ -12,7 +12,7 @@ pending)`` slots), and the final status. The tests prove it equal to the SimPy
 model run for run. Results are columns (numpy arrays), turned into the tidy
 schema by :func:`FastRuns.frame` or :func:`FastRuns.results`.
 
-Not covered (:func:`quota_free` is False, use :func:`sim.simulate_many`): keys with
+Not covered (:func:`fast_fits` is False; :func:`sim.simulate` runs SimPy): keys with
 an in-flight limit or a bucket, and profiles whose route retries inside one client
 request (the ``route`` error shape before #788): those retries share the request's
 timeout and count differently.
@@ -27,16 +27,32 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from .config import RunConfig
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
 from .errors import UserError
-from .model import clamp_concurrency, effective_tts_concurrency
 from .qoe import QOE_FIELDS, QoE, qoe_us
-from .rules import RetryPolicy, RunStatus, content_slots, is_parallel
-from .scenario import MODES, Scenario
+from .rules import (
+    Policy,
+    RetryPolicy,
+    RunStatus,
+    Step,
+    content_slots,
+    is_parallel,
+    tts_concurrency,
+)
+from .scenario import Scenario
 from .schema import SCHEMA_VERSION, RunResult
 from .upstream import ErrorShape
 
-__all__ = ["STATUSES", "FastRuns", "delay_us", "quota_free", "route_retries", "simulate_fast"]
+__all__ = [
+    "STATUSES",
+    "FastRuns",
+    "delay_us",
+    "fast_fits",
+    "quota_free",
+    "route_retries",
+    "simulate_fast",
+]
 
 I64 = NDArray[np.int64]
 I8 = NDArray[np.int8]
@@ -52,16 +68,30 @@ def route_retries(scenario: Scenario) -> bool:
     """Whether the profile's routes retry inside one client request (any step, either scene)."""
     client = scenario.client
     return any(
-        client.route_policy(step, fg).max_retries > 0 for step in (0, 1, 2) for fg in (False, True)
+        client.route_policy(step, fg).max_retries > 0 for step in Step for fg in (False, True)
     )
 
 
 def quota_free(scenario: Scenario) -> bool:
     """Whether the fast path applies: neither key has an in-flight limit nor a bucket, and
     the routes do not retry (:func:`route_retries`; pre-#788 profiles in their default
-    ``route`` error shape do, so those run in :func:`sim.simulate_many`)."""
+    ``route`` error shape do, so those run on SimPy)."""
     limited = scenario.quota_llm.limited or scenario.quota_tts.limited
-    return not (limited or route_retries(scenario))
+    return not (limited or route_retries(scenario) or refusals(scenario))
+
+
+def refusals(scenario: Scenario) -> bool:
+    """Whether a key's ``p_5xx`` faults answer a 4xx (never retried): the fast path retries
+    every fault, so those run in :func:`sim.simulate_many`."""
+    q = (scenario.quota_llm, scenario.quota_tts)
+    return any(k.p_5xx > 0 and k.status_5xx < 500 for k in q)
+
+
+def fast_fits(scenario: Scenario, config: RunConfig) -> bool:
+    """The engine rule (:func:`sim.engines.pick_engine`): this path computes ``config`` on
+    ``scenario`` when the keys are quota-free (:func:`quota_free`), one classroom has them
+    (``tenants == 1``) and no limiter runs (``adaptive == "off"``)."""
+    return quota_free(scenario) and config.tenants == 1 and config.adaptive == Policy.OFF
 
 
 def delay_us(policy: RetryPolicy, retry_index: int, retry_after_us: int | None, u: F64) -> I64:
@@ -240,12 +270,12 @@ class _Calls:
         self.d = draws
         self.foreground = foreground
         self.timeout_us = round(scenario.request_timeout_s * 1e6)
-        self.direct = scenario.client.provider_errors != ErrorShape.ROUTE
+        self.direct = scenario.client.provider_errors == ErrorShape.DIRECT
 
     def _attempt(self, step: int, attempt: int, lat: I64, idx: I64 | None) -> _Flags:
         """Duration and the 429, 5xx, timeout and reset/truncated flags of one attempt
         (``idx``: a subset of the table, flat)."""
-        quota = self.sc.quota_tts if step == 2 else self.sc.quota_llm
+        quota = self.sc.quota_tts if step == Step.TTS else self.sc.quota_llm
 
         def pick(u: F64) -> F64:
             return u if idx is None else u.ravel()[idx]
@@ -285,7 +315,7 @@ class _Calls:
         """The wait before retry ``k`` of the calls ``idx`` (``fg``: the foreground policy),
         after attempt ``k`` failed (``was429``: with a provider 429)."""
         client = self.sc.client
-        quota = self.sc.quota_tts if step == 2 else self.sc.quota_llm
+        quota = self.sc.quota_tts if step == Step.TTS else self.sc.quota_llm
         # the client sees a 429 (and its Retry-After) only in the direct shape
         ra = quota.retry_after_s if self.direct else None
         ra_us = None if ra is None else round(ra * 1000) * 1000
@@ -335,7 +365,7 @@ class _Calls:
         extra[:, 4] = ftout
         elapsed = dur.ravel()[idx].astype(np.int64)
         # the foreground scene's calls: outline 0's column(s) when it runs in the foreground
-        width = self.d.kmax if step == 2 else 1
+        width = self.d.kmax if step == Step.TTS else 1
         per = dur.shape[1]
         fg = (idx % per < width) if self.foreground else np.zeros(m, dtype=bool)
         client = self.sc.client
@@ -401,7 +431,11 @@ class _Run:
         self.tts_c = tts_c
         self.foreground = sc.client.foreground_first_scene
         calls = _Calls(sc, d, self.foreground)
-        self.content, self.actions, self.tts = calls.step(0), calls.step(1), calls.step(2)
+        self.content, self.actions, self.tts = (
+            calls.step(Step.CONTENT),
+            calls.step(Step.ACTIONS),
+            calls.step(Step.TTS),
+        )
         self.kmax = d.kmax
         self.speeches = d.speeches()  # (reps, n)
         reps, n = self.speeches.shape
@@ -434,13 +468,14 @@ class _Run:
         return t, scene_ok
 
     def first_scene(self) -> tuple[I64, B]:
-        """The foreground first scene (its clips one at a time): its end and success; a
-        failure ends the run (``first_scene_failed``)."""
+        """The foreground first scene (its clips one at a time; at c since #1039): its end
+        and success; a failure ends the run (``first_scene_failed``)."""
         self.ran[0][:, 0] = True
         t = self.content.dur[:, 0].copy()
         ok = self.content.ok[:, 0]
         self.failed[:, 0] = ~ok
-        t, ok = self.tail(0, ok, t, 1)
+        fg_c = self.tts_c if self.sc.client.foreground_tts_at_concurrency else 1
+        t, ok = self.tail(0, ok, t, fg_c)
         self.status[~ok] = _FIRST_FAILED
         self.end = np.where(ok, self.end, t)
         return t, ok
@@ -523,11 +558,11 @@ class _Run:
         for step, calls in enumerate((self.content, self.actions, self.tts)):
             if not len(calls.idx):
                 continue
-            per = kmax if step == 2 else 1
+            per = kmax if step == Step.TTS else 1
             r, col = np.divmod(calls.idx, n * per)
             scene = col // per
             made = self.ran[step][r, scene]
-            if step == 2:
+            if step == Step.TTS:
                 made &= (col % per) < self.speeches[r, scene]
             extra = calls.extra[made].copy()
             extra[:, 0] -= 1  # the one request already counted
@@ -536,39 +571,22 @@ class _Run:
         return _Counters(*totals)
 
 
-def _check(scenario: Scenario, mode: str, reps: int) -> None:
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
-    if scenario.quota_llm.limited or scenario.quota_tts.limited:
+def simulate_fast(
+    scenario: Scenario, config: RunConfig, reps: int, *, seed: int = 0, first_run: int = 0
+) -> FastRuns:
+    """``reps`` runs of ``config`` at once, as columns; equal run for run to SimPy where
+    :func:`fast_fits` (else a one-line error). :func:`sim.simulate` picks this engine itself;
+    call it for the arrays and :meth:`FastRuns.frame`."""
+    if not fast_fits(scenario, config):
         raise UserError(
-            "scenario: the fast path needs quota-free keys (max_inflight = 0 and "
-            "rpm = 0 on both); use sim.simulate_many"
-        )
-    if route_retries(scenario):
-        raise UserError(
-            f"scenario: the fast path does not model retries inside the route (profile "
-            f"{scenario.upstream!r} with provider_errors = 'route'); use sim.simulate_many"
+            f"engine: the vectorised path needs quota-free keys (max_inflight = 0 and rpm = 0 "
+            f"on both), no retries inside the route (profile {scenario.upstream!r}), no 4xx "
+            "faults (status_5xx < 500), one classroom and adaptive off; use the simpy engine"
         )
     if reps < 1:
         raise UserError(f"reps: must be >= 1, got {reps}")
-
-
-def simulate_fast(
-    scenario: Scenario,
-    mode: str,
-    concurrency: int,
-    reps: int,
-    *,
-    seed: int = 0,
-    first_run: int = 0,
-    tts_concurrency: int | None = None,
-) -> FastRuns:
-    """``reps`` quota-free classrooms at once; equal run for run to :func:`sim.simulate_many`
-    (see :func:`quota_free` for the scenarios it covers)."""
-    _check(scenario, mode, reps)
-    c = clamp_concurrency(concurrency)
-    at_c = scenario.client.tts_at_concurrency
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, at_c)
+    mode, c = str(config.mode), config.c
+    tts_c = tts_concurrency(mode, c, config.tts_concurrency, scenario.client.tts_at_concurrency)
     draws = Draws(scenario, seed, first_run, first_run + reps)
     run = _Run(scenario, draws, mode, c, tts_c)
     run.run()

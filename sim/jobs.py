@@ -33,21 +33,23 @@ With ``key_gate`` every attempt on each key passes that key's
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from simpy.events import Event
 
+from . import rules
+from .config import check_mode
 from .draws import Draws, tenant_offsets_us
 from .errors import UserError
 from .keygate import KeyGate, key_cap
 from .limiter import Rank
-from .model import _Classroom, _result, _SimGate, _World, effective_tts_concurrency
+from .model import _Classroom, _result, _SimGate, _World
 from .provider import Provider
-from .rules import Policy, RetryPolicy, RunStatus, clamp_concurrency
-from .scenario import MODES, Scenario
+from .rules import Counts, Policy, RetryPolicy, RunStatus, Step, clamp_concurrency
+from .scenario import Scenario
 from .upstream import AI_SDK_RETRY, CLIENT_RETRY, NO_RETRY, ClientProfile, ErrorShape
 
 __all__ = [
@@ -59,7 +61,9 @@ __all__ = [
     "ServerProfile",
     "arrivals_us",
     "check_jobs",
+    "job_record",
     "key_gates",
+    "media_plan",
     "server_scenario",
     "simulate_jobs",
     "simulate_keygate_tenants",
@@ -81,11 +85,11 @@ class ServerProfile(ClientProfile):
 
     def client_policy(self, step: int, foreground: bool) -> RetryPolicy:
         """The job's ``withGenerationRetry`` (content, actions) or the clip's budget."""
-        return self.tts_retry if step == 2 else self.job_retry
+        return self.tts_retry if step == Step.TTS else self.job_retry
 
     def route_policy(self, step: int, foreground: bool) -> RetryPolicy:
         """The AI SDK's budget inside one model call; clips have none."""
-        return NO_RETRY if step == 2 else self.model_retry
+        return NO_RETRY if step == Step.TTS else self.model_retry
 
 
 def server_scenario(
@@ -115,8 +119,7 @@ def check_jobs(
     mode: str, jobs: int, arrival_per_hour: float | None, arrivals_s: Sequence[float] | None
 ) -> None:
     """One-line ValueErrors naming the argument."""
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    check_mode(mode)
     if arrivals_s is not None:
         if not arrivals_s or any(not (math.isfinite(t) and t >= 0) for t in arrivals_s):
             raise UserError("arrivals: must be a non-empty list of finite times >= 0")
@@ -165,6 +168,43 @@ class JobRecord:
         return self.scenes_failed > 0 or self.clips_failed > 0
 
 
+def media_plan(scenes: Sequence[int], clips: Callable[[int], int]) -> list[tuple[int, int]]:
+    """The media step's work, both worlds: every clip ``(order, k)`` of every generated scene,
+    in the order the scenes were generated (``clips(order)``: the scene's speech clips)."""
+    return [(i, k) for i in scenes for k in range(clips(i))]
+
+
+def job_record(
+    job: int,
+    classroom: int,
+    arrival_us: int,
+    latency_us: int,
+    *,
+    scenes_ok: int,
+    failed: Sequence[int],
+    clips: int,
+    clips_failed: int,
+    counts: Counts,
+) -> JobRecord:
+    """A job's :class:`JobRecord`, assembled once for both worlds (integer µs in)."""
+    return JobRecord(
+        job=job,
+        classroom=classroom,
+        arrival_s=arrival_us / 1e6,
+        latency_s=latency_us / 1e6,
+        scenes_ok=scenes_ok,
+        scenes_failed=len(failed),
+        clips=clips,
+        clips_failed=clips_failed,
+        requests=counts.requests,
+        http_429=counts.http_429,
+        http_5xx=counts.http_5xx,
+        retries=counts.retries,
+        timeouts=counts.timeouts,
+        failed_orders=tuple(sorted(failed)),
+    )
+
+
 class _TenantSimGate(_SimGate):
     """One tenant's view of a shared :class:`KeyGate`: its waiters carry the tenant's rank."""
 
@@ -207,11 +247,13 @@ class _KeyClassroom(_Classroom):
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         if not fg:
             return (yield from super().scene_tail(i, fg))
-        ok = yield from self.llm_call(1, i, fg)
+        ok = yield from self.llm_call(Step.ACTIONS, i, fg)
         if ok:  # the preview page's clips, one at a time, each through the gate
             assert self.tts_gate is not None
             for clip in range(self.w.provider.speeches(self.cid, i)):
-                one = yield from self.w.call(self.cid, 2, i, clip, fg, self.stats, self.tts_gate)
+                one = yield from self.w.call(
+                    self.cid, Step.TTS, i, clip, fg, self.stats, self.tts_gate
+                )
                 ok = ok and one
         if ok:
             self.ready.append((i, int(self.env.now) - self.t0))
@@ -248,13 +290,13 @@ class _Job(_Classroom):
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions; a failure skips the scene and the job goes on."""
-        ok = yield from self.llm_call(1, i)
+        ok = yield from self.llm_call(Step.ACTIONS, i)
         (self.scenes if ok else self.failed).append(i)
         return True
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(0, i)
+            ok = yield from self.llm_call(Step.CONTENT, i)
             if not ok:
                 self.failed.append(i)
                 continue
@@ -263,13 +305,13 @@ class _Job(_Classroom):
     def media(self) -> Generator[Event, Any, None]:
         """Every clip of every generated scene, in order, ``media_c`` at a time."""
         w, env = self.w, self.env
-        todo = [(i, k) for i in self.scenes for k in range(w.provider.speeches(self.cid, i))]
+        todo = media_plan(self.scenes, lambda i: w.provider.speeches(self.cid, i))
         self.media_clips = len(todo)
         it = iter(todo)
 
         def worker() -> Generator[Event, Any, None]:
             for i, k in it:
-                ok = yield from w.call(self.cid, 2, i, k, False, self.stats, self.tts_gate)
+                ok = yield from w.call(self.cid, Step.TTS, i, k, False, self.stats, self.tts_gate)
                 if not ok:
                     self.clips_failed += 1
 
@@ -285,23 +327,11 @@ class _Job(_Classroom):
         self.status = RunStatus.COMPLETED
 
     def record(self, job: int) -> JobRecord:
-        st = self.stats
-        return JobRecord(
-            job=job,
-            classroom=self.cid,
-            arrival_s=self.arrival / 1e6,
-            latency_s=self.end / 1e6,
-            scenes_ok=len(self.scenes),
-            scenes_failed=len(self.failed),
-            clips=self.media_clips,
-            clips_failed=self.clips_failed,
-            requests=st.requests,
-            http_429=st.http_429,
-            http_5xx=st.http_5xx,
-            retries=st.retries,
-            timeouts=st.timeouts,
-            failed_orders=tuple(sorted(self.failed)),
-        )
+        return job_record(
+            job, self.cid, self.arrival, self.end, scenes_ok=len(self.scenes),
+            failed=self.failed, clips=self.media_clips, clips_failed=self.clips_failed,
+            counts=self.stats,
+        )  # fmt: skip
 
 
 @dataclass
@@ -381,12 +411,11 @@ def simulate_keygate_tenants(
     """:func:`sim.simulate` with ``tenants`` browser classrooms on one key, every call through
     the key-wide gates (one per key) instead of per-classroom gates. Per-classroom
     results as :func:`sim.simulate` gives them (``requests_log`` empty)."""
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    check_mode(mode)
     if not (isinstance(tenants, int) and tenants >= 1):
         raise UserError(f"tenants: must be an integer >= 1, got {tenants!r}")
     c = clamp_concurrency(concurrency)
-    tts_c = effective_tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
+    tts_c = rules.tts_concurrency(mode, c, tts_concurrency, scenario.client.tts_at_concurrency)
     prov = Provider(scenario, seed, keep_log=False)
     w = _World(scenario, prov)
     gates = key_gates(scenario)
@@ -407,7 +436,7 @@ def _pct(x: np.ndarray[Any, Any], p: float) -> float | None:
 def _key_use(log: Sequence[tuple[Any, ...]], llm: bool, limit: int, span_us: int) -> dict[str, Any]:
     """Mean requests in flight on a key over the run (admitted attempts' busy time), and
     that over the key's limit (``None`` for an unlimited key)."""
-    busy = sum(e[8] - e[7] for e in log if (e[1] != 2) == llm and e[9] != 429)
+    busy = sum(e[8] - e[7] for e in log if (e[1] != Step.TTS) == llm and e[9] != 429)
     mean = busy / span_us if span_us > 0 else 0.0
     return {"mean_in_flight": mean, "utilisation": mean / limit if limit > 0 else None}
 

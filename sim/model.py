@@ -17,8 +17,8 @@ that instant, in :func:`sim.provider.arrival_order`.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import simpy
@@ -26,7 +26,6 @@ from simpy.events import NORMAL, Event, EventPriority
 
 from .config import RunConfig
 from .draws import Draws, tenant_offsets_us
-from .errors import UserError
 from .limiter import LOOP_DONE, GateCore, Rank, tell_gate
 from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from .rules import (
@@ -36,8 +35,8 @@ from .rules import (
     Mode,
     Policy,
     RunStatus,
+    Step,
     after_attempt,
-    clamp_concurrency,
     content_slots,
     final_status,
     is_parallel,
@@ -47,30 +46,14 @@ from .rules import (
 from .scenario import Scenario
 from .schema import RunResult, records_from_log
 from .timeline import Timeline, run_result
-from .upstream import ErrorShape, Handoff
+from .upstream import ErrorShape, Handoff, route_status
 
-__all__ = [
-    "RunConfig",
-    "RunStatus",
-    "clamp_concurrency",
-    "effective_tts_concurrency",
-    "simulate",
-    "simulate_config",
-    "simulate_many",
-    "simulate_tenants",
-]
+__all__ = ["simulate_simpy"]
 
 LLM_KEY = "llm-key"
 TTS_KEY = "tts-key"
 _BATCH_PRIORITY = EventPriority(NORMAL + 1)  # after every normal event of the instant
 _TIMEOUT = Decision(0, 0, None, 0, "timeout")
-
-
-def effective_tts_concurrency(
-    mode: str, concurrency: int, tts_concurrency_: int | None, at_concurrency: bool = True
-) -> int:
-    """Within-scene TTS concurrency of the loop's scenes (:func:`sim.rules.tts_concurrency`)."""
-    return tts_concurrency(mode, concurrency, tts_concurrency_, at_concurrency)
 
 
 class _Batch(Event):
@@ -127,31 +110,54 @@ class _SimGate:
             t.callbacks.append(fire)
 
 
-@dataclass(frozen=True)
-class _Fetch:
-    """One client request's end: the status the client sees (HTTP, or 0 timeout, -1 network,
-    -2 bad body), the provider's own status of the last attempt, its Retry-After, the
-    provider attempts it used, and the counts the client learns (``None`` on a timeout)."""
+_Fetch = tuple[int, int, int | None, int, Counts | None]
+"""One client request's end (a plain tuple: one is made per request): the status the client
+sees (HTTP, or 0 timeout, -1 network, -2 bad body), the provider's own status of the last
+attempt, its Retry-After, the provider attempts it used, and the counts the client learns
+(``None`` on a timeout)."""
 
-    status: int
-    provider_status: int
-    retry_after_us: int | None
-    attempts: int
-    counts: Counts | None
+_ONE_OK = Counts(requests=1)  # what a request answered 200 at once counts (read only)
 
 
 _SEEN = {RESET: -1, TRUNCATED: -2}  # provider fault → what the client sees
 
 
+class _Env(simpy.Environment):
+    """SimPy's environment with :meth:`run_out`: ``run()`` to an empty schedule with
+    :meth:`step`'s body inlined (the same events in the same order, one call less each)."""
+
+    def run_out(self) -> None:
+        queue = self._queue
+        pop = heapq.heappop
+        while queue:
+            self._now, _, _, event = pop(queue)
+            callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+            for callback in callbacks:
+                callback(event)
+            if not event._ok and not hasattr(event, "_defused"):
+                exc = type(event._value)(*event._value.args)
+                exc.__cause__ = event._value
+                raise exc
+
+
 class _World:
     def __init__(self, scenario: Scenario, provider: Provider) -> None:
-        self.env = simpy.Environment()
+        self.env = _Env()
         self.scenario = scenario
         self.client = scenario.client
         self.provider = provider
         self.batches: dict[int, _Batch] = {}
         self.timeout_us = round(scenario.request_timeout_s * 1e6)
         self._armed: set[int] = set()
+        # per step (0 content, 1 actions, 2 tts) and foreground: fixed for the run
+        client = scenario.client
+        fgs = (False, True)
+        self._route = {(st, fg): client.route_policy(st, fg) for st in range(3) for fg in fgs}
+        self._client = {(st, fg): client.client_policy(st, fg) for st in range(3) for fg in fgs}
+        self._shape = client.provider_errors
+        self._direct = client.provider_errors == ErrorShape.DIRECT  # only then a Retry-After
+        self._limited = tuple(provider.limited(st) for st in range(3))
+        self._frees = tuple(provider.frees_on_disconnect(st) for st in range(3))
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -191,70 +197,78 @@ class _World:
         now = int(self.env.now)
         decide = self.provider.decide
         items = batch.items
-        items.sort(key=lambda it: self.provider.arrival_key(it[0]))
+        if len(items) > 1:
+            items.sort(key=lambda it: self.provider.arrival_key(it[0]))
         for call, ev in items:
             ev.succeed(decide(call, now))
 
-    def attempt(self, call: Call, deadline_us: int) -> Generator[Event, Any, Decision]:
-        """One provider attempt: arrival, admission, and the wait for the answer, or for the
-        client's deadline when the answer would come later."""
-        env = self.env
-        prov = self.provider
-        if prov.limited(call.step):
-            ks = prov.key_state(call.step, call.api_key)
-            batch = self.batches.get(id(ks))
-            if batch is None:
-                batch = self.batches[id(ks)] = _Batch(self, id(ks))
-            ev = Event(env)
-            batch.items.append((call, ev))
-            dec: Decision = yield ev
-        else:
-            dec = prov.decide(call, int(env.now))
-        if dec.latency_us == PENDING:
-            return (yield from self._served(dec, deadline_us))
-        now = int(env.now)
-        if now + dec.latency_us > deadline_us:
-            yield env.timeout(deadline_us - now)
-            if prov.frees_on_disconnect(call.step):  # the client's abort frees its slot
-                prov.release(call, now + dec.latency_us, int(env.now))
-            return _TIMEOUT
-        if dec.latency_us:
-            yield env.timeout(dec.latency_us)
-        return dec
+    def _arrive(self, call: Call) -> Decision | Event:
+        """A request's arrival: its decision now, or on a limited key the event by which
+        the instant's batch decides it (:meth:`_flush`)."""
+        if not self._limited[call.step]:
+            return self.provider.decide(call, int(self.env.now))
+        ks = self.provider.key_state(call.step, call.api_key)
+        batch = self.batches.get(id(ks))
+        if batch is None:
+            batch = self.batches[id(ks)] = _Batch(self, id(ks))
+        ev = Event(self.env)
+        batch.items.append((call, ev))
+        return ev
 
     def fetch(
         self, cid: int, step: int, order: int, clip: int, fg: bool, first: int
     ) -> Generator[Event, Any, _Fetch]:
-        """One client request: one provider attempt, or in the ``route`` error shape the
-        route's own retries of it (before #788), all within the client's request timeout."""
+        """One client request: one provider attempt (arrival, admission, and the wait for
+        the answer, or for the client's deadline when the answer would come later), or in
+        the ``route`` error shape the route's own retries of it (before #788), all within
+        the client's request timeout."""
         env = self.env
         key = TTS_KEY if step == 2 else LLM_KEY
-        policy = self.client.route_policy(step, fg)
-        route_shape = self.client.provider_errors == ErrorShape.ROUTE
         deadline = int(env.now) + self.timeout_us
-        counts = Counts()
+        counts: Counts | None = None  # made at the first failed attempt
         n = first
         while True:
-            dec = yield from self.attempt(Call(cid, step, order, clip, n, key), deadline)
+            call = Call(cid, step, order, clip, n, key)
+            got = self._arrive(call)
             n += 1
-            if dec is _TIMEOUT:
-                return _Fetch(0, 0, None, n, None)
-            seen = _SEEN.get(dec.status, dec.status)
+            dec: Decision = (yield got) if isinstance(got, Event) else got
+            lat = dec.latency_us
+            if lat == PENDING:
+                dec = yield from self._served(dec, deadline)
+                if dec is _TIMEOUT:
+                    return (0, 0, None, n, None)
+            else:
+                now = int(env.now)
+                if now + lat > deadline:
+                    yield env.timeout(deadline - now)
+                    if self._frees[step]:  # the client's abort frees its slot
+                        self.provider.release(call, now + lat, int(env.now))
+                    return (0, 0, None, n, None)
+                if lat:
+                    yield env.timeout(lat)
+            status = dec.status
+            if status == 200:
+                if counts is None:
+                    return (200, 200, None, n, _ONE_OK)
+                counts.count(200)
+                return (200, 200, None, n, counts)
+            seen = _SEEN.get(status, status)
             if seen < 0:  # a transport fault of the answer: the client learns of one request
                 lone = Counts()
-                lone.count(dec.status)
-                return _Fetch(seen, dec.status, None, n, lone)
-            counts.count(dec.status)
+                lone.count(status)
+                return (seen, status, None, n, lone)
+            if counts is None:
+                counts = Counts()
+            counts.count(status)
             ra = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
-            if dec.status == 200:
-                return _Fetch(200, 200, None, n, counts)
+            policy = self._route[step, fg]
             verdict = after_attempt(policy, n - 1 - first, outcome_of(seen), ra)
             if verdict.fail:
-                status = 500 if route_shape else seen
-                return _Fetch(status, dec.status, None if route_shape else ra, n, counts)
+                status = route_status(self._shape, step, seen)
+                return (status, dec.status, ra if self._direct else None, n, counts)
             if int(env.now) + verdict.wait_us >= deadline:
                 yield env.timeout(deadline - int(env.now))
-                return _Fetch(0, 0, None, n, None)
+                return (0, 0, None, n, None)
             counts.retries += 1
             yield env.timeout(verdict.wait_us)
 
@@ -273,7 +287,7 @@ class _World:
         the ``gate`` policy every attempt passes the gate at its rank (outline order, step,
         clip) and a 429 re-queues it there instead of spending the retry budget."""
         held = gate if gate is not None and gate.core.policy is Policy.GATE else None
-        machine = CallMachine(self.client.client_policy(step, fg), gated=held is not None)
+        machine = CallMachine(self._client[step, fg], gated=held is not None)
         rank = (order, step, clip)
 
         def jitter(attempt: int) -> float:
@@ -285,20 +299,21 @@ class _World:
                 ev = held.acquire(rank)
                 if ev is not None:
                     yield ev
-            f = yield from self.fetch(cid, step, order, clip, fg, n)
-            n = f.attempts
-            stats.add(f.counts)
-            verdict = machine.step(f.status, f.provider_status, f.retry_after_us, jitter)
+            status, provider_status, ra, n, counts = yield from self.fetch(
+                cid, step, order, clip, fg, n
+            )
+            stats.add(counts)
+            verdict = machine.step(status, provider_status, ra, jitter)
             if gate is not None:
                 slot = rank if held is not None else None
-                tell_gate(gate, verdict.tell, int(self.env.now), f.retry_after_us, slot)
-            if verdict.retry:
-                stats.retries += 1
-            if verdict.kind is Act.DONE:
+                tell_gate(gate, verdict.tell, int(self.env.now), ra, slot)
+            kind = verdict.kind
+            if kind is Act.DONE:
                 return True
-            if verdict.kind is Act.FAIL:
+            if kind is Act.FAIL:
                 return False
-            if verdict.kind is Act.WAIT:
+            stats.retries += 1  # WAIT and REQUEUE are retries (Verdict.retry)
+            if kind is Act.WAIT:
                 yield self.env.timeout(verdict.wait_us)
 
     def tts(
@@ -322,12 +337,12 @@ class _World:
             def gated_clip(clip: int) -> Generator[Event, Any, None]:
                 assert gate is not None
                 if gate_all:
-                    ok = yield from self.call(cid, 2, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats, gate)
                 else:  # adaptive: every clip waits for the gate in order
                     ev = gate.acquire()
                     if ev is not None:
                         yield ev
-                    ok = yield from self.call(cid, 2, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats, gate)
                     gate.release()
                 if not ok:
                     oks[0] = False
@@ -341,7 +356,7 @@ class _World:
             while nxt[0] < k:
                 clip = nxt[0]
                 nxt[0] += 1
-                ok = yield from self.call(cid, 2, order, clip, fg, stats)
+                ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats)
                 if not ok:
                     oks[0] = False
 
@@ -387,7 +402,7 @@ class _Classroom:
     def llm_call(self, step: int, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         w = self.w
         gate = None if fg else self.llm_gate  # the ``gate`` policy's: every attempt gated
-        return (yield from w.call(self.cid, step, i, 0, fg, self.stats, gate))
+        return w.call(self.cid, step, i, 0, fg, self.stats, gate)  # its generator
 
     def frontier(self, i: int) -> None:
         """The scene whose LLM work the loop does or awaits next (the gate keeps it a slot)."""
@@ -398,11 +413,12 @@ class _Classroom:
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions, then every clip; the scene is added on success."""
-        ok = yield from self.llm_call(1, i, fg)
+        ok = yield from self.llm_call(Step.ACTIONS, i, fg)
         if ok and not fg:
             self.frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
-            tts_c, gate = (1, None) if fg else (self.tts_c, self.tts_gate)
+            fg_c = self.tts_c if self.w.client.foreground_tts_at_concurrency else 1
+            tts_c, gate = (fg_c, None) if fg else (self.tts_c, self.tts_gate)
             ok = yield from self.w.tts(self.cid, i, tts_c, self.stats, gate, fg)
         if ok:
             self.ready.append((i, int(self.env.now) - self.t0))
@@ -416,7 +432,7 @@ class _Classroom:
         self.t0 = int(self.env.now)
         first = 0
         if self.w.client.foreground_first_scene:  # the preview page, before the loop
-            ok = yield from self.llm_call(0, 0, True)
+            ok = yield from self.llm_call(Step.CONTENT, 0, True)
             ok = ok and (yield from self.scene_tail(0, True))
             if not ok:
                 if 0 not in self.failed:
@@ -435,7 +451,7 @@ class _Classroom:
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(0, i)
+            ok = yield from self.llm_call(Step.CONTENT, i)
             if not ok:
                 self.failed.append(i)
                 self.status = RunStatus.PAUSED
@@ -456,7 +472,7 @@ class _Classroom:
 
             def worker() -> Generator[Event, Any, None]:
                 for i in queue:
-                    ok = yield from self.llm_call(0, i)
+                    ok = yield from self.llm_call(Step.CONTENT, i)
                     done[i].succeed(ok)
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues
@@ -472,7 +488,7 @@ class _Classroom:
             ev = gate.acquire()
             if ev is not None:
                 yield ev
-            ok = yield from self.w.call(self.cid, 0, i, 0, False, self.stats, gate)
+            ok = yield from self.w.call(self.cid, Step.CONTENT, i, 0, False, self.stats, gate)
             gate.release()
             done[i].succeed(ok)
 
@@ -524,11 +540,6 @@ def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[
     )
 
 
-def _check_ids(seed: int, run_id: int) -> None:
-    if seed < 0 or run_id < 0:
-        raise UserError(f"seed and run_id: must be >= 0, got {seed}, {run_id}")
-
-
 def _run_one(
     sc: Scenario, cfg: RunConfig, seed: int, run_id: int, draws: Draws | None = None
 ) -> list[RunResult]:
@@ -536,7 +547,7 @@ def _run_one(
     prov = Provider(sc, seed, draws=draws, keep_log=cfg.records)
     w = _World(sc, prov)
     c = cfg.c
-    tts_c = cfg.tts_for(c, sc.client.tts_at_concurrency)
+    tts_c = tts_concurrency(cfg.mode, c, cfg.tts_concurrency, sc.client.tts_at_concurrency)
     tenants = cfg.tenants
     offsets = tenant_offsets_us(seed, run_id, tenants, cfg.stagger_s, cfg.stagger_dist)
     rooms = []
@@ -544,7 +555,7 @@ def _run_one(
         cr = _Classroom(w, run_id * tenants + j, cfg.mode, c, tts_c, cfg.adaptive)
         w.env.process(cr.run(offsets[j]))
         rooms.append(cr)
-    w.env.run()
+    w.env.run_out()
     results = []
     for j, cr in enumerate(rooms):
         log = [e for e in prov.log if e[0] == cr.cid] if cfg.records else []
@@ -552,123 +563,15 @@ def _run_one(
     return results
 
 
-def simulate_config(
-    scenario: Scenario, config: RunConfig, *, seed: int = 0, run_id: int = 0
+def simulate_simpy(
+    scenario: Scenario, config: RunConfig, reps: int, *, seed: int = 0, first_run: int = 0
 ) -> list[RunResult]:
-    """Simulate one run of a ready :class:`~sim.config.RunConfig`: one result per classroom
-    (``config.tenants`` of them, sharing the keys; classroom ids ``run_id * tenants + j``)."""
-    _check_ids(seed, run_id)
-    return _run_one(scenario, config, seed, run_id)
-
-
-def simulate(
-    scenario: Scenario,
-    mode: str,
-    concurrency: int,
-    *,
-    seed: int = 0,
-    run_id: int = 0,
-    tts_concurrency: int | None = None,
-    tenants: int = 1,
-    records: bool = False,
-    adaptive: str = "off",
-    stagger_s: float = 0.0,
-    stagger_dist: str = "constant",
-) -> RunResult:
-    """Simulate one run of one classroom; its :class:`RunResult`.
-
-    ``concurrency`` is clamped like upstream's ``PARALLEL_SCENE_CONCURRENCY``; the classroom
-    id is ``run_id`` (it keys the draws). ``adaptive`` is the limiter policy
-    (:mod:`sim.limiter`); ``records`` keeps the provider's request log. ``tenants`` must be
-    1: K classrooms sharing the keys are :func:`simulate_tenants`. A ready
-    :class:`~sim.config.RunConfig` runs with :func:`simulate_config`.
-    """
-    cfg = RunConfig.of(
-        mode,
-        concurrency,
-        tts_concurrency=tts_concurrency,
-        adaptive=adaptive,
-        tenants=tenants,
-        stagger_s=stagger_s,
-        stagger_dist=stagger_dist,
-        records=records,
-    )
-    if cfg.tenants != 1:
-        raise UserError(
-            f"tenants: simulate runs one classroom, got {tenants}; use "
-            "simulate_tenants(scenario, mode, concurrency, tenants, ...) for classrooms "
-            "sharing the keys"
-        )
-    return simulate_config(scenario, cfg, seed=seed, run_id=run_id)[0]
-
-
-def simulate_tenants(
-    scenario: Scenario,
-    mode: str,
-    concurrency: int,
-    tenants: int,
-    *,
-    seed: int = 0,
-    run_id: int = 0,
-    tts_concurrency: int | None = None,
-    records: bool = False,
-    adaptive: str = "off",
-    stagger_s: float = 0.0,
-    stagger_dist: str = "constant",
-) -> list[RunResult]:
-    """Simulate one run of ``tenants`` classrooms sharing the keys; one result each.
-
-    Classroom ids are ``run_id * tenants + j``; they key the draws. Tenant ``j`` starts at
-    ``j * stagger_s`` (``stagger_dist="constant"``) or after exponential gaps of mean
-    ``stagger_s`` (``"exponential"``, keyed by seed and run id). The other arguments are
-    :func:`simulate`'s; the counterpart of :func:`runner.world.run.run_tenants`.
-    """
-    cfg = RunConfig.of(
-        mode,
-        concurrency,
-        tts_concurrency=tts_concurrency,
-        adaptive=adaptive,
-        tenants=tenants,
-        stagger_s=stagger_s,
-        stagger_dist=stagger_dist,
-        records=records,
-    )
-    return simulate_config(scenario, cfg, seed=seed, run_id=run_id)
-
-
-def simulate_many(
-    scenario: Scenario,
-    mode: str,
-    concurrency: int,
-    reps: int,
-    *,
-    seed: int = 0,
-    first_run: int = 0,
-    tts_concurrency: int | None = None,
-    tenants: int = 1,
-    records: bool = False,
-    adaptive: str = "off",
-    stagger_s: float = 0.0,
-    stagger_dist: str = "constant",
-) -> list[RunResult]:
-    """``reps`` runs with run ids ``first_run ..`` (each of ``tenants`` classrooms, in
-    order); draws are made in one batch. Arguments as :func:`simulate_tenants`."""
-    cfg = RunConfig.of(
-        mode,
-        concurrency,
-        tts_concurrency=tts_concurrency,
-        adaptive=adaptive,
-        tenants=tenants,
-        stagger_s=stagger_s,
-        stagger_dist=stagger_dist,
-        records=records,
-    )
-    _check_ids(seed, first_run)
-    if reps < 1:
-        raise UserError(f"reps: must be >= 1, got {reps}")
-    lo = first_run * tenants
-    draws = Draws(scenario, seed, lo, lo + reps * tenants)
+    """The SimPy engine: ``reps`` runs with run ids ``first_run ..`` (each of
+    ``config.tenants`` classrooms, in order), draws made in one batch. The public entry
+    point is :func:`sim.simulate`, which checks the ids and picks the engine."""
+    lo = first_run * config.tenants
+    draws = Draws(scenario, seed, lo, lo + reps * config.tenants)
     out: list[RunResult] = []
     for r in range(first_run, first_run + reps):
-        out.extend(_run_one(scenario, cfg, seed, r, draws))
+        out.extend(_run_one(scenario, config, seed, r, draws))
     return out

@@ -104,7 +104,9 @@ class KeyState:
         "core",
         "extras",
         "last_us",
+        "p_fault",
         "quota",
+        "ra_ms",
         "rate_per_us",
         "tokens",
         "window",
@@ -118,6 +120,8 @@ class KeyState:
         self.last_us = 0
         self.rate_per_us = quota.rpm / 60e6
         q = quota
+        self.ra_ms = None if q.retry_after_s is None else round(q.retry_after_s * 1000)
+        self.p_fault = q.p_reset + q.p_stall + q.p_truncate
         self.buckets = (
             TokenBuckets(q.tpm, q.itpm, q.otpm, q.token_refund) if q.tokens_limited else None
         )
@@ -147,7 +151,7 @@ class KeyState:
         """``need``: the call's estimated (input, output) tokens for the token buckets."""
         q = self.quota
         n = len(self.core) if self.core is not None else self.inflight(now_us)
-        ra = None if q.retry_after_s is None else round(q.retry_after_s * 1000)
+        ra = self.ra_ms
         if self.extras is not None:
             hit = self.extras.scripted(now_us)
             if hit is not None:
@@ -174,7 +178,7 @@ class KeyState:
         if u5xx < q.p_5xx:
             heapq.heappush(self._ends, now_us + latency_us)
             return Decision(q.status_5xx, latency_us, None, n, "5xx")
-        if ufault < q.p_reset + q.p_stall + q.p_truncate:
+        if ufault < self.p_fault:
             if ufault < q.p_reset:
                 heapq.heappush(self._ends, now_us + latency_us)
                 return Decision(RESET, latency_us, None, n, "reset")
@@ -234,6 +238,7 @@ class KeyState:
         return RateInfo(*req, *tok)
 
 
+_NO_NEED = ((0, 0), 0)  # no token buckets: no estimate, no output tokens
 PENDING = -1  # Decision.latency_us of a request a shared capacity is still serving
 
 
@@ -269,6 +274,10 @@ class Provider:
         self._results: dict[tuple[int, ...], Decision] = {}
         self._unused: dict[tuple[int, ...], int] = {}  # output tokens to refund at the end
         self._forgotten: set[tuple[int, ...]] = set()
+        # per step (0 content, 1 actions, 2 tts): its quota and whether faults can happen
+        llm, tts = scenario.quota_llm, scenario.quota_tts
+        self._quota = (llm, llm, tts, llm, llm, llm)  # by step (sim.rules.Step): only TTS is tts
+        self._faulty = tuple(q.faulty for q in self._quota)
 
     def arrival_key(self, call: Call) -> tuple[int, int, int, int, int]:
         """:func:`arrival_order` under this scenario's hand-off rule."""
@@ -316,18 +325,21 @@ class Provider:
 
     def speeches(self, cid: int, order: int) -> int:
         d, row = self.draws_for(cid)
-        return int(d.speeches()[row, order % d.n])
+        return int(d.speeches().item(row, order % d.n))
 
     def decide(self, call: Call, now_us: int, arrival_us: int | None = None) -> Decision:
         d, row = self.draws_for(call.cid)
-        col = d.column(call.step, call.order, call.clip)
-        lat = int(d.latency_us(call.step, call.attempt)[row, col])
-        q = self.scenario.quota_tts if call.step == 2 else self.scenario.quota_llm
-        u429 = float(d.fault_u(call.step, call.attempt, KIND_429)[row, col]) if q.p_429 else 1.0
-        u5xx = float(d.fault_u(call.step, call.attempt, KIND_5XX)[row, col]) if q.p_5xx else 1.0
-        uf = float(d.fault_u(call.step, call.attempt, KIND_FAULT)[row, col]) if q.faulty else 1.0
-        ks = self.key_state(call.step, call.api_key)
-        need, used = self._need(ks, call, d, row, col)
+        step, attempt = call.step, call.attempt
+        col = d.column(step, call.order, call.clip)
+        lat: int = d.latency_us(step, attempt).item(row, col)  # .item: a Python number
+        q = self._quota[step]
+        u429: float = d.fault_u(step, attempt, KIND_429).item(row, col) if q.p_429 else 1.0
+        u5xx: float = d.fault_u(step, attempt, KIND_5XX).item(row, col) if q.p_5xx else 1.0
+        uf: float = (
+            d.fault_u(step, attempt, KIND_FAULT).item(row, col) if self._faulty[step] else 1.0
+        )
+        ks = self.key_state(step, call.api_key)
+        need, used = self._need(ks, call, d, row, col) if ks.buckets is not None else _NO_NEED
         if ks.core is not None:
             self.fire(now_us)  # what ended by now has left (normally the worlds' timers did)
         dec = ks.decide(now_us, lat, u429, u5xx, uf, need)

@@ -210,13 +210,51 @@ def qoe_of_run(
     n: int, ready: Sequence[tuple[int, int]], play_us: Mapping[int, int], playback: Playback
 ) -> dict[str, Any]:
     """One run's metrics: ``ready`` (outline order, µs) of the scenes added, ``play_us``
-    their playback times; :func:`qoe_us` on one row."""
-    r = np.full((1, n), -1, dtype=np.int64)
-    p = np.zeros((1, n), dtype=np.int64)
+    their playback times; :func:`qoe_us` on one row, in plain integers (the same numbers:
+    tests/sim/test_qoe.py compares them; a run's result is made once per classroom)."""
+    r = [-1] * n
+    p = [0] * n
     for order, t in ready:
-        r[0, order] = t
-        p[0, order] = play_us[order]
-    return qoe_us(r, p, playback.start, playback.buffer_us).row(0)
+        r[order] = t
+        p[order] = play_us[order]
+    s, last = _start_of_run(r, p, playback.start, playback.buffer_us)
+    clock = s  # when the learner is free for the next scene
+    stall = stalls = playback_us = 0
+    for t, play in zip(r, p, strict=True):
+        if t < 0:
+            continue
+        wait = t - clock if t > clock else 0
+        stall += wait
+        stalls += wait > 0
+        clock += wait + play
+        playback_us += play
+    any_ok = s >= 0
+    nan = math.nan
+    ratio = stall / playback_us if playback_us > 0 else nan
+    return {
+        "startup_s": s / 1e6 if any_ok else nan,
+        "stall_s": stall / 1e6,
+        "stalls": stalls,
+        "stall_ratio": ratio if any_ok else nan,
+        "last_scene_s": last / 1e6 if any_ok else nan,
+        "playback_s": playback_us / 1e6,
+    }
+
+
+def _start_of_run(r: list[int], p: list[int], start: str, buffer_us: int) -> tuple[int, int]:
+    """:func:`_start_us` of one run (-1: no scene ready), and its last ready time."""
+    last = max(r)  # -1 when no scene is ready
+    if start == "all_scenes" or last < 0:
+        return last, last
+    if start == "first_scene":
+        return min(t for t in r if t >= 0), last
+    held = 0  # buffer: the first ready scene (in order) at which the ready prefix holds it
+    for t, play in zip(r, p, strict=True):
+        if t >= 0:
+            held += play
+            if held >= buffer_us:
+                return t, last
+    return last, last
 
 
 # -- the decision rule ---------------------------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from .errors import UserError
+from .errors import ScenarioError, UserError  # ScenarioError re-exported here, where it was
 
 __all__ = [
     "CLOCKS",
@@ -61,10 +61,6 @@ __all__ = [
 MAX_CONCURRENCY = 10
 MAX_429_WAITS = 100  # a gated call gives up after this many 429s
 STAGGER_DISTS = ("constant", "exponential")  # tenants' start gaps (:mod:`sim.draws`)
-
-
-class ScenarioError(UserError):
-    """A scenario that cannot be used; the message is one line naming the field."""
 
 
 class Step(IntEnum):
@@ -303,6 +299,7 @@ class Verdict:
 
 DONE = Verdict(Act.DONE)
 FAIL = Verdict(Act.FAIL)
+_SUCCEEDED = Verdict(Act.DONE, tell=GateNews.SUCCESS)  # a 200 (shared: verdicts are frozen)
 
 
 def after_attempt(
@@ -365,7 +362,7 @@ class CallMachine:
         index = self.attempts
         self.attempts += 1
         if status == 200:
-            return Verdict(Act.DONE, tell=GateNews.SUCCESS)
+            return _SUCCEEDED
         limited = provider_status == 429
         tell = GateNews.RATE_LIMITED if limited else GateNews.NONE
         if self.gated and limited:
@@ -376,6 +373,8 @@ class CallMachine:
         v = after_attempt(self.policy, self.used, outcome_of(status), ra, u)
         if v.kind is Act.WAIT:
             self.used += 1
+        if tell is GateNews.NONE:
+            return v  # after_attempt's verdict already tells nothing
         return Verdict(v.kind, v.wait_us, tell)
 
 

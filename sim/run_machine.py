@@ -471,7 +471,7 @@ class RunMachine:
     def feed(self, t_us: int, events: Iterable[RunEvent]) -> list[RunCommand]:
         """Handle every event of instant ``t_us`` (canonical order); the commands, in order."""
         if t_us < self.t:
-            raise ValueError(f"time went back: {t_us} < {self.t}")
+            raise RuntimeError(f"driver bug: time went back: {t_us} < {self.t}")
         self.t = t_us
         self.out = []
         self.cancels = False
@@ -524,7 +524,7 @@ class RunMachine:
             r.phase = Phase.GENERATING
             self._agents()
         else:
-            raise ValueError(f"run {self.spec.run}: claimed while {r.phase}")
+            raise RuntimeError(f"driver bug: run {self.spec.run} claimed while {r.phase}")
 
     def _outline_done(self, ok: bool, status: int) -> None:
         if not ok:

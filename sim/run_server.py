@@ -162,7 +162,7 @@ class ServerMachine:
 
     def feed(self, t_us: int, events: Iterable[ServerEvent]) -> list[ServerCommand]:
         if t_us < self.t:
-            raise ValueError(f"time went back: {t_us} < {self.t}")
+            raise RuntimeError(f"driver bug: time went back: {t_us} < {self.t}")
         self.t = t_us
         self.out = []
         wake = False

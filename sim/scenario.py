@@ -55,6 +55,10 @@ SCENE_TYPES = ("slide", "quiz", "interactive", "pbl")
 _num = check_number
 
 
+# the statuses a ``p_5xx`` fault may answer: server errors, and provider refusals (4xx)
+FAULT_STATUSES = (500, 502, 503, 529, 400, 401, 403, 404, 422)
+
+
 @dataclass(frozen=True)
 class Quota:
     """What the fake provider enforces on one API key.
@@ -62,7 +66,9 @@ class Quota:
     ``max_inflight`` 0 means unlimited; ``rpm`` 0 means no token bucket. The
     bucket holds ``rpm_burst`` tokens (0: ``rpm``) and refills ``rpm/60`` per
     second. ``p_429``/``p_5xx`` are per-attempt probabilities of a random 429
-    (answered at once) or 5xx (answered after the drawn latency).
+    (answered at once) or 5xx (answered after the drawn latency); ``status_5xx`` is that
+    fault's status: a 5xx, or a 4xx (:data:`FAULT_STATUSES`: a provider refusing the call,
+    e.g. a bad key, which the client rules never retry).
     ``retry_after_s`` is carried by every 429 (``None``: no header).
     Injected faults, per admitted attempt that is not a 5xx: ``p_reset`` (the
     connection is reset mid-response after the latency), ``p_truncate`` (a 200
@@ -129,10 +135,9 @@ class Quota:
                 f"{self.p_reset + self.p_stall + self.p_truncate:g}"
             )
         _num("stall_s", self.stall_s, hi=86400.0, lo_open=True)
-        if self.status_5xx not in (500, 502, 503, 529):
-            raise ScenarioError(
-                f"status_5xx: must be one of 500, 502, 503, 529, got {self.status_5xx!r}"
-            )
+        if self.status_5xx not in FAULT_STATUSES:
+            allowed = ", ".join(map(str, FAULT_STATUSES))
+            raise ScenarioError(f"status_5xx: must be one of {allowed}, got {self.status_5xx!r}")
         if self.retry_after_s is not None:
             _num("retry_after_s", self.retry_after_s, hi=3600.0)
 

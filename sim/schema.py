@@ -129,7 +129,7 @@ class RunResult:
     stall_ratio: float = math.nan
     last_scene_s: float = math.nan
     playback_s: float = 0.0
-    upstream: str = "pr788"
+    upstream: str = "pr696"
     tenants: int = 1
     tenant: int = 0
     requests_log: tuple[RequestRecord, ...] = ()

@@ -8,8 +8,9 @@ status rule, within-scene TTS at ``c``, where the knob is read and what shape a
 provider's error takes when it reaches the client. Both worlds (the SimPy model and
 the asyncio pipeline) and the fake provider read the same profile.
 
-Profiles, oldest first; each includes every rule of the ones before it unless a
-later change replaced it:
+Profiles follow upstream main's history, oldest first; each is main right after the
+change it is named for was merged (:data:`HISTORY`: commit and merge date), and includes
+every rule of the ones before it unless that change replaced it:
 
 * ``v0.2.1``: serial loop (no knob); LLM retries inside the routes (AI SDK: 2
   retries, 2 s × 2, Retry-After honoured below 60 s); the TTS route never retries;
@@ -17,11 +18,14 @@ later change replaced it:
 * ``pr660``: pipelined content prefetch; the knob from ``/api/server-providers``;
   JavaScript's hand-off order (actions(i) reaches the provider before content(i + c));
   a run with a failed content ends ``paused``;
-* ``pr696``: a scene's clips at ``c`` when ``c > 1`` (the loop's scenes);
-* ``pr788`` (the default, what users run today): retries moved to the client, around
-  every step and every clip: 5 retries (3 attempts in all for the foreground scene),
-  1 s × 2 capped at 16 s, plus a jitter of up to 20 % (floor(delay × U × 0.2)), the
-  16 s cap applied after the jitter; Retry-After ignored.
+* ``pr788``: retries moved to the client, around every step and every clip: 5 retries
+  (3 attempts in all for the foreground scene), 1 s × 2 capped at 16 s, plus a jitter of
+  up to 20 % (floor(delay × U × 0.2)), the 16 s cap applied after the jitter; Retry-After
+  ignored; the LLM routes pass the provider's status through (``ErrorShape.STATUS``);
+* ``pr696`` (the default): a loop scene's clips at ``c`` when ``c > 1`` (merged after
+  #788: main never had clips at ``c`` with retries inside the routes);
+* ``pr1039``: the foreground first scene's clips at ``c`` too — the last state of the
+  browser loop (main of 2026-08-21 has the same rules).
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .rules import RetryPolicy, ScenarioError, check_number
+from .rules import RetryPolicy, ScenarioError, Step, check_number
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "HISTORY",
     "PROFILES",
     "RUNS",
     "RUNS_PROFILE",
@@ -46,6 +51,7 @@ __all__ = [
     "client_from_mapping",
     "profile",
     "profile_names",
+    "route_status",
 ]
 
 
@@ -68,6 +74,10 @@ class ErrorShape(StrEnum):
 
     DIRECT = "direct"  # the client sees the provider's answer (an abstraction of route + provider)
     ROUTE = "route"  # as upstream's route answers it: 500 GENERATION_FAILED after its retries
+    # since #788 (lib/server/llm-error-response.ts): the LLM routes pass the provider's status
+    # through (429 RATE_LIMITED, another status UPSTREAM_ERROR, none 500), no Retry-After;
+    # the TTS route answers a 429 as 429 (#644) and anything else as 500
+    STATUS = "status"
 
 
 _ENUMS: dict[str, type[StrEnum]] = {
@@ -97,12 +107,13 @@ class ClientProfile:
     ``retry_*`` are the loop's budgets, ``foreground_retry_*`` the foreground first
     scene's; they apply in the layer ``retry_in``. ``jitter_u`` fixes the jitter
     draw to one value in [0, 1) (``None``: drawn from the keyed streams).
-    ``provider_errors`` is the error shape; ``None`` means the profile's default
-    (``route``). ``knob_endpoint`` is where the client reads the knob (``None``:
-    the version has no knob, the loop is serial).
+    ``provider_errors`` is the error shape (:func:`route_status`). ``knob_endpoint``
+    is where the client reads the knob (``None``: the version has no knob, the loop is
+    serial). ``foreground_tts_at_concurrency``: the foreground first scene's clips run
+    at the loop's within-scene concurrency too (#1039), not one at a time.
     """
 
-    upstream: str = "pr788"
+    upstream: str = "pr696"
     retry_in: RetryLayer = RetryLayer.CLIENT
     retry_llm: RetryPolicy = CLIENT_RETRY
     retry_tts: RetryPolicy = CLIENT_RETRY
@@ -112,9 +123,10 @@ class ClientProfile:
     handoff: Handoff = Handoff.ACTIONS_FIRST
     content_failure_pauses: bool = True
     tts_at_concurrency: bool = True
-    provider_errors: ErrorShape = ErrorShape.ROUTE
+    provider_errors: ErrorShape = ErrorShape.STATUS
     knob_endpoint: str | None = "/api/server-providers"
     jitter_u: float | None = None
+    foreground_tts_at_concurrency: bool = False
 
     def __post_init__(self) -> None:
         for name, cls in _ENUMS.items():  # accept the plain strings a TOML table gives
@@ -125,7 +137,8 @@ class ClientProfile:
             check_number("client.jitter_u", self.jitter_u, hi=1.0)
             if self.jitter_u >= 1.0:
                 raise ScenarioError(f"client.jitter_u: must be in [0, 1), got {self.jitter_u!r}")
-        for name in ("foreground_first_scene", "content_failure_pauses", "tts_at_concurrency"):
+        bools = ("foreground_first_scene", "content_failure_pauses", "tts_at_concurrency")
+        for name in (*bools, "foreground_tts_at_concurrency"):
             if not isinstance(getattr(self, name), bool):
                 raise ScenarioError(
                     f"client.{name}: must be true or false, got {getattr(self, name)!r}"
@@ -134,8 +147,8 @@ class ClientProfile:
     def policy(self, step: int, foreground: bool) -> RetryPolicy:
         """The retry budget of a step (0 content, 1 actions, 2 tts) in its layer."""
         if foreground:
-            return self.foreground_retry_tts if step == 2 else self.foreground_retry_llm
-        return self.retry_tts if step == 2 else self.retry_llm
+            return self.foreground_retry_tts if step == Step.TTS else self.foreground_retry_llm
+        return self.retry_tts if step == Step.TTS else self.retry_llm
 
     def client_policy(self, step: int, foreground: bool) -> RetryPolicy:
         """What the client retries: its own budget, or (``direct`` shape) the route's."""
@@ -144,8 +157,8 @@ class ClientProfile:
         return NO_RETRY
 
     def route_policy(self, step: int, foreground: bool) -> RetryPolicy:
-        """What the route retries before it answers (only in the ``route`` shape)."""
-        if self.retry_in is RetryLayer.ROUTE and self.provider_errors is ErrorShape.ROUTE:
+        """What the route retries before it answers (``route`` and ``status`` shapes)."""
+        if self.retry_in is RetryLayer.ROUTE and self.provider_errors is not ErrorShape.DIRECT:
             return self.policy(step, foreground)
         return NO_RETRY
 
@@ -175,15 +188,40 @@ _V021 = ClientProfile(
     content_failure_pauses=False,
     tts_at_concurrency=False,
     knob_endpoint=None,
+    provider_errors=ErrorShape.ROUTE,
 )
 _PR660 = dataclasses.replace(
     _V021, upstream="pr660", content_failure_pauses=True, knob_endpoint="/api/server-providers"
 )
-_PR696 = dataclasses.replace(_PR660, upstream="pr696", tts_at_concurrency=True)
-_PR788 = ClientProfile()
+_PR696 = ClientProfile()
+_PR788 = dataclasses.replace(_PR696, upstream="pr788", tts_at_concurrency=False)
+_PR1039 = dataclasses.replace(_PR696, upstream="pr1039", foreground_tts_at_concurrency=True)
 
-PROFILES: Mapping[str, ClientProfile] = {p.upstream: p for p in (_V021, _PR660, _PR696, _PR788)}
-DEFAULT_PROFILE = "pr788"
+PROFILES: Mapping[str, ClientProfile] = {
+    p.upstream: p for p in (_V021, _PR660, _PR788, _PR696, _PR1039)
+}
+# name -> (the change, its commit on upstream main, merge date), from upstream's git history
+HISTORY: Mapping[str, tuple[str, str, str]] = {
+    "v0.2.1": ("release v0.2.1", "a4cbed4b", "2026-04-26"),
+    "pr660": ("#660 pipelined content prefetch", "3ccd5da6", "2026-06-08"),
+    "pr788": ("#788 client retries, status pass-through", "243e9f3a", "2026-06-27"),
+    "pr696": ("#696 a loop scene's clips at c (after #788)", "57eb8486", "2026-07-12"),
+    "pr1039": ("#1039 the first scene's clips at c", "ceb05adb", "2026-08-06"),
+}
+DEFAULT_PROFILE = "pr696"
+
+
+def route_status(shape: ErrorShape, step: int, provider_status: int) -> int:
+    """The status the client gets for a model call that failed with ``provider_status`` (an
+    HTTP status, or 0 for a failure without one) in step ``step`` (2: TTS)."""
+    if shape is ErrorShape.DIRECT:
+        return provider_status
+    if shape is ErrorShape.ROUTE:
+        return 500
+    if step == 2:
+        return 429 if provider_status == 429 else 500
+    return provider_status if 400 <= provider_status <= 599 else 500
+
 
 # Server-side generation runs (after 1.1.2; ``docs/runs.md``, :mod:`sim.runs`): upstream's
 # engine.ts loop on the server. The same withGenerationRetry budgets (run/retry.ts: 5 retries,
@@ -191,10 +229,22 @@ DEFAULT_PROFILE = "pr788"
 # (content-first, runs-spec §3); no knob endpoint (the server reads the knob). Kept out of
 # PROFILES: the browser-era commands iterate over those; ``profile("runs")`` finds it.
 RUNS_PROFILE = "runs"
+# (the rules the old default, now pr696, had: clips at c, the route error shape)
 RUNS = dataclasses.replace(
-    _PR788, upstream=RUNS_PROFILE, handoff=Handoff.CONTENT_FIRST, knob_endpoint=None
+    _PR696,
+    upstream=RUNS_PROFILE,
+    handoff=Handoff.CONTENT_FIRST,
+    knob_endpoint=None,
+    provider_errors=ErrorShape.ROUTE,
 )
 _ALL: Mapping[str, ClientProfile] = {**PROFILES, RUNS_PROFILE: RUNS}
+
+# What the commands (``sim``, ``run``, ``sweep``) follow when ``--upstream`` is not given:
+# upstream as it runs today, server-side generation runs. A browser-era profile is asked for
+# with ``--upstream`` (or, for ``sim`` and ``run``, by asking for the browser loop's shape with
+# ``--mode``); then a scenario's ``[client] upstream`` (``DEFAULT_PROFILE`` in the built-ins)
+# applies as before. The library's browser-loop functions keep ``DEFAULT_PROFILE``.
+COMMAND_PROFILE = RUNS_PROFILE
 
 
 def profile_names() -> list[str]:

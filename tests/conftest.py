@@ -10,13 +10,15 @@ import pytest
 from sim import Constant, ConstantInt, Quota, RetryPolicy, RunResult, Scenario, profile
 from sim.upstream import NO_RETRY, ErrorShape, Handoff
 
-# The port's rules before upstream profiles (scenebench main up to 6ad8a24): pr696's
-# route retries applied by the client to the provider's own 429 (the ``direct`` shape), no
-# foreground first scene, content-first hand-off, no hadContentFailure status. The older
-# tests keep their closed forms under it; tests/sim/test_upstream.py covers the profiles.
+# The port's rules before upstream profiles (scenebench main up to 6ad8a24): the route
+# retries of pr660 with a loop scene's clips at c, applied by the client to the provider's own
+# 429 (the ``direct`` shape), no foreground first scene, content-first hand-off, no
+# hadContentFailure status. The older tests keep their closed forms under it;
+# tests/sim/test_upstream.py covers the profiles.
 LEGACY = dataclasses.replace(
-    profile("pr696"),
-    upstream="pr696",
+    profile("pr660"),
+    upstream="pr660",
+    tts_at_concurrency=True,
     foreground_first_scene=False,
     handoff=Handoff.CONTENT_FIRST,
     content_failure_pauses=False,

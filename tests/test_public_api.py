@@ -47,6 +47,11 @@ MODULES = [
     "runner.report.figures",
     "runner.report.sections",
     "runner.report.labels",
+    "runner.store.runs_cells",
+    "runner.experiments.runs_sweep",
+    "runner.report.runs_recommendation",
+    "runner.report.runs_report",
+    "runner.cli.runs_cli",
 ]
 
 
@@ -64,13 +69,16 @@ def test_top_level_api():
 
     assert {
         "simulate",
-        "simulate_many",
+        "RunConfig",
+        "pick_engine",
         "load_scenario",
         "Scenario",
         "RunResult",
         "runs_frame",
     } <= set(sim.__all__)
-    assert {"run_classroom", "create_app", "ServerThread"} <= set(runner.__all__)
+    assert {"run", "run_async", "create_app", "ServerThread"} <= set(runner.__all__)
+    # the public API only: no figure captions or plotting helpers at the top
+    assert not {"HOLLOW_CAPTION", "plot_marked"} & set(runner.__all__)
 
 
 def test_no_submodule_shadows_a_public_name():
@@ -84,3 +92,24 @@ def test_no_submodule_shadows_a_public_name():
     for name, mod in runner._WHERE.items():
         want = getattr(importlib.import_module(f"runner.{mod}"), name)
         assert getattr(runner, name) is want, f"runner.{name} is shadowed"
+
+
+@pytest.mark.parametrize("pkg", ["sim", "runner"])
+def test_each_public_name_points_at_the_module_that_defines_it(pkg):
+    """The packages' lazy maps name the defining module, not one that re-exports the name."""
+    import re
+
+    package = importlib.import_module(pkg)
+    root = Path(package.__file__).parent
+    for name, mod in package._WHERE.items():
+        src = (root / (mod.replace(".", "/") + ".py")).read_text()
+        defined = rf"^(def |class |async def ){name}\b|^{name}(: [^=]+)? ="
+        assert re.search(defined, src, re.M), f"{pkg}.{name} is not defined in {pkg}.{mod}"
+
+
+def test_scenario_error_is_a_user_error_defined_with_it():
+    from sim import errors, rules, scenario
+
+    assert errors.ScenarioError.__module__ == "sim.errors"
+    assert rules.ScenarioError is scenario.ScenarioError is errors.ScenarioError
+    assert issubclass(errors.ScenarioError, errors.UserError)

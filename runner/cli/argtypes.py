@@ -80,7 +80,8 @@ def _add_scenario(p: argparse.ArgumentParser) -> None:
         "--upstream",
         choices=[*profile_names(), RUNS_PROFILE],
         default=None,
-        help="the upstream profile whose client rules to follow (default: the scenario's "
+        help="the upstream profile whose rules to follow (default: runs, upstream's "
+        "server-side generation runs as OpenMAIC runs today; with --mode, the scenario's "
         f"[client] upstream, {DEFAULT_PROFILE} in the built-ins)",
     )
 
@@ -154,7 +155,13 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 def add_cell(p: argparse.ArgumentParser, *, concurrency_required: bool) -> None:
     """``--mode``, ``--concurrency``, ``--tts-concurrency`` and ``--seed`` (run, sim)."""
-    p.add_argument("--mode", choices=MODES, default="pipelined")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help="the browser loop's shape (default pipelined); giving it without --upstream "
+        "asks for the browser loop under the scenario's profile",
+    )
     p.add_argument(
         "--concurrency",
         type=_knob,

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sim.catalog import preset_names
+from sim.config import RunConfig
 from sim.errors import UserError
 from sim.rules import CLOCKS, ClockKind
-from sim.upstream import DEFAULT_PROFILE, RUNS_PROFILE
+from sim.upstream import COMMAND_PROFILE, DEFAULT_PROFILE, RUNS_PROFILE, profile_names
 
 from .argtypes import (
     add_adaptive,
@@ -179,33 +180,44 @@ def _probe_provider(url: str, need_concurrency: bool, endpoint: str | None) -> N
         )
 
 
-def _wall_time_scale(a: argparse.Namespace, sc: Scenario) -> float | None:
+def _wall_time_scale(a: argparse.Namespace, sc: Scenario, cfg: RunConfig) -> float | None:
     """``--time-scale``, or on the wall clock with a provider of our own the scale picked
     from this machine's floor (printed)."""
     if a.clock != ClockKind.WALL or a.time_scale is not None or a.base_url is not None:
         return a.time_scale  # type: ignore[no-any-return]
     from ..experiments.floor import choose_time_scale
 
-    choice = choose_time_scale(
-        sc, a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, seed=a.seed,
-        run_id=a.run_id, adaptive=a.adaptive,
-    )  # fmt: skip
+    choice = choose_time_scale(sc, cfg, seed=a.seed, run_id=a.run_id)
     print(choice.line(), file=sys.stderr if a.json else sys.stdout, flush=True)
     return choice.time_scale
+
+
+def _today_unless_asked(a: argparse.Namespace, *browser_flags: object) -> None:
+    """``sim`` and ``run`` follow today's upstream (``COMMAND_PROFILE``: generation runs)
+    unless ``--upstream`` names a profile or a browser-loop flag (``--mode`` and the like)
+    asks for the browser loop; then the mode defaults to pipelined as before."""
+    if a.upstream is None and a.mode is None and not any(browser_flags):
+        a.upstream = COMMAND_PROFILE
+    if a.mode is None:
+        a.mode = "pipelined"
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
     from ..store.stamps import provenance
     from ..world.failures import scene_failures
     from ..world.pipeline import ScenePipeline
-    from ..world.run import run_classroom
+    from ..world.run import run
 
+    _today_unless_asked(a, a.adaptive != "off", a.base_url)
     if a.upstream == RUNS_PROFILE:  # one server of generation runs, real world (issue 22)
         from .runs_real import run_runs
 
         return run_runs(a)
     sc = load_scenario(a.scenario, upstream=a.upstream)
-    scale = _wall_time_scale(a, sc)
+    cfg = RunConfig.of(
+        a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, adaptive=a.adaptive
+    )
+    scale = _wall_time_scale(a, sc, cfg)
     base_url = None if a.base_url is None else _check_base_url(a.base_url)
     if base_url is not None and a.clock != ClockKind.VIRTUAL:
         _probe_provider(base_url, a.concurrency is None, sc.client.knob_endpoint)
@@ -214,10 +226,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
     async def keep(pipe: ScenePipeline) -> None:
         pipes.append(pipe)
 
-    res = run_classroom(
-        sc, a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, seed=a.seed,
-        run_id=a.run_id, clock=a.clock, time_scale=scale, base_url=base_url, records=False,
-        hook=keep, adaptive=a.adaptive,
+    [res] = run(
+        sc, cfg, clock=a.clock, seed=a.seed, run_id=a.run_id, time_scale=scale,
+        base_url=base_url, hook=keep,
     )  # fmt: skip
     failures = scene_failures(res.failed_orders, pipes[0].attempt_failures if pipes else [])
     prov = provenance(sc)
@@ -237,8 +248,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 # -- sim, serve, bench --------------------------------------------------------------------
 def _cmd_sim(a: argparse.Namespace) -> int:
-    from ..experiments.replications import SimConfig, sim_lines, simulate_summary
+    from ..experiments.replications import sim_lines, simulate_summary
 
+    _today_unless_asked(a, a.client == "server", a.key_gate, a.adaptive != "off", a.tenants != 1)
     if a.upstream == RUNS_PROFILE:  # generation runs on the server (issue 22)
         from .runs_sim import sim_runs
 
@@ -248,16 +260,11 @@ def _cmd_sim(a: argparse.Namespace) -> int:
 
         return sim_server(a)
     sc = load_scenario(a.scenario, upstream=a.upstream)
-    if a.engine == "fast" and (a.tenants != 1 or a.adaptive != "off"):
-        raise UsageError(
-            "scenebench sim: --engine fast supports --tenants 1 and --adaptive off only"
-        )
-    cfg = SimConfig(
-        mode=a.mode, concurrency=a.concurrency, reps=a.reps, seed=a.seed,
-        tts_concurrency=a.tts_concurrency, tenants=a.tenants, adaptive=a.adaptive,
-        stagger_s=a.stagger_s, stagger_dist=a.stagger_dist, engine=a.engine,
+    cfg = RunConfig.of(
+        a.mode, a.concurrency, tts_concurrency=a.tts_concurrency, tenants=a.tenants,
+        adaptive=a.adaptive, stagger_s=a.stagger_s, stagger_dist=a.stagger_dist,
     )  # fmt: skip
-    s = simulate_summary(sc, cfg)
+    s = simulate_summary(sc, cfg, reps=a.reps, seed=a.seed, engine=a.engine)
     if a.json:
         _json_out(s)
     else:
@@ -335,6 +342,13 @@ def _sweep_spec(a: argparse.Namespace, backends: tuple[str, ...]) -> Any:
 
     if a.resume is not None:
         return default_spec(quick=True, scenarios=None, backends=backends)
+    from .runs_cli import is_runs_sweep, runs_spec_of
+
+    browser_flags = (a.adaptive, a.tenants, a.real_reps, a.stagger_s, a.backend == "real")
+    if a.upstream is None and not any(browser_flags):
+        a.upstream = [COMMAND_PROFILE]  # today's upstream: the two-knob runs grid
+    if is_runs_sweep(a):  # server-side generation runs: the two-knob grid
+        return runs_spec_of(a)
     return default_spec(
         quick=a.quick, scenarios=a.scenario, upstreams=a.upstream, backends=backends,
         seed=a.seed, sim_reps=a.reps, real_reps=a.real_reps, real_clock=a.real_clock,
@@ -345,8 +359,6 @@ def _sweep_spec(a: argparse.Namespace, backends: tuple[str, ...]) -> Any:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from ..experiments.sweep import ResultsError, SweepOutcome, interrupted_message, run_sweep
-
     backends = ("sim", "real") if a.backend == "both" else (a.backend,)
     started: list[Path] = []
 
@@ -364,7 +376,9 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             "allow_source_tree": a.allow_source_tree,
         }
     )
-    try:
+    try:  # Ctrl-C anywhere in here, the heavy import included: one line, exit 130
+        from ..experiments.sweep import ResultsError, SweepOutcome, run_sweep
+
         with _as_usage("sweep", ResultsError):
             d = run_sweep(
                 _sweep_spec(a, backends), workers=a.workers, dask_scheduler=a.dask_scheduler,
@@ -373,10 +387,18 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             _render_if_any(d)
     except KeyboardInterrupt:
         _quiet_teardown()
-        msg = interrupted_message(started[0] if started else None)
-        print(f"scenebench sweep: {msg}", file=sys.stderr, flush=True)
+        print(f"scenebench sweep: {_interrupted_line(started)}", file=sys.stderr, flush=True)
         return 130
     return _print_sweep_outcome(SweepOutcome.read(d))
+
+
+def _interrupted_line(started: list[Path]) -> str:
+    """What Ctrl-C kept; the sweep module is loaded only once a folder was started."""
+    if not started:
+        return "interrupted before any cell ran; nothing was written"
+    from ..experiments.sweep import interrupted_message
+
+    return interrupted_message(started[0])
 
 
 def _render_if_any(d: Path) -> None:
@@ -394,7 +416,13 @@ def _print_sweep_outcome(o: Any) -> int:
         print(f"every cell failed; after fixing the cause: scenebench sweep --resume {o.folder}")
         return 1
     print(f"report:  {o.folder / 'REPORT.md'}")
-    print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {o.recommended}")
+    from .runs_cli import print_runs_recommendation, runs_outcome
+
+    runs_rec = runs_outcome(o.folder)
+    if runs_rec is not None:
+        print_runs_recommendation(runs_rec)
+    else:
+        print(f"recommended default PARALLEL_SCENE_CONCURRENCY = {o.recommended}")
     if o.failed:
         print(
             f"{len(o.failed)} cell(s) failed (listed in REPORT.md); finish them with "
@@ -421,7 +449,8 @@ def _cmd_report(a: argparse.Namespace) -> int:
         if a.findings is not None:
             from ..report.findings import write_findings
 
-            write_findings(Path(a.results), Path(a.findings))
+            history = Path(a.history) if a.history is not None else None
+            write_findings(Path(a.results), Path(a.findings), history)
             print(f"wrote {a.findings}")
             return 0
         render_results(Path(a.results))
@@ -435,6 +464,14 @@ def _cmd_recommend(a: argparse.Namespace) -> int:
 
     with _as_usage("recommend", ResultsError):
         rec = recommendation_of(Path(a.results))
+    if rec.get("kind") == "runs":  # a runs sweep: the two knobs
+        from .runs_cli import print_runs_recommendation
+
+        if a.json:
+            _json_out(rec)
+        else:
+            print_runs_recommendation(rec)
+        return 0
     from ..report.server_capacity import (
         server_lines,
     )  # the server path's default, stated apart (capacity)
@@ -641,20 +678,32 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
 
 
 def _cmd_conform(a: argparse.Namespace) -> int:
-    from ..experiments.conform import ConformError, conform, fixed_cases
+    from ..experiments.conform import conform
 
     def progress(name: str) -> None:
         print(f"conform: {name} ...", file=sys.stderr, flush=True)
 
     try:
-        cases = fixed_cases(a.case)
-        rep = conform(
-            a.openmaic,
-            cases,
-            time_scale=a.time_scale,
-            progress=None if a.json else progress,
-        )
-    except ConformError as e:
+        if a.against is not None:
+            from ..experiments.conform_against import conform_against
+
+            rep = conform_against(
+                a.openmaic,
+                a.against,
+                a.case,
+                time_scale=a.time_scale,
+                progress=None if a.json else progress,
+            )
+        else:
+            rep = conform(
+                a.openmaic,
+                case_names=a.case,
+                upstream=a.upstream,
+                time_scale=a.time_scale,
+                out_dir=a.traces,
+                progress=None if a.json else progress,
+            )
+    except UserError as e:
         print(f"scenebench: error: {e}", file=sys.stderr)
         return 2
     if a.json:
@@ -666,8 +715,6 @@ def _cmd_conform(a: argparse.Namespace) -> int:
             f"conform: {len(rep.rows) - n_bad} of {len(rep.rows)} cases equal within "
             f"{rep.tol_s:g} model s (time scale {rep.time_scale:g})"
         )
-        if rep.auto_stubbed:
-            print(f"conform: auto-stubbed (not found): {', '.join(rep.auto_stubbed)}")
     return 0 if rep.ok else 1
 
 
@@ -752,6 +799,9 @@ def _add_sweep(sub: Any) -> None:
         help="repeatable; default: default, content-heavy, tts-heavy (quick: default)",
     )
     _add_sweep_grid(w)
+    from .runs_cli import add_runs_flags
+
+    add_runs_flags(w)
     add_dimensions(w)
     w.add_argument("--real-clock", choices=CLOCKS, default=ClockKind.VIRTUAL.value)
     w.add_argument(
@@ -866,6 +916,12 @@ def _add_results_commands(sub: Any) -> None:
         metavar="FILE",
         help="write the findings page (docs/findings.md) from the folder instead",
     )
+    rp.add_argument(
+        "--history",
+        default=None,
+        metavar="DIR",
+        help="with --findings on a runs sweep: the browser-era folder, shown as history",
+    )
     rp.set_defaults(fn=_cmd_report)
     rc = sub.add_parser("recommend", help="the default PARALLEL_SCENE_CONCURRENCY and why")
     rc.add_argument("--results", required=True)
@@ -948,6 +1004,21 @@ def _add_conform(sub: Any) -> None:
     co.add_argument("--openmaic", required=True, metavar="PATH", help="an OpenMAIC checkout")
     co.add_argument("--case", action="append", default=None, help="repeatable; default: all")
     co.add_argument("--time-scale", type=positive_float("--time-scale"), default=0.15)
+    co.add_argument(
+        "--upstream",
+        choices=profile_names(),
+        default=None,
+        help="the port's profile (default: detected from the checkout's loop)",
+    )
+    co.add_argument(
+        "--traces", metavar="DIR", default=None, help="write each upstream trace to DIR/<case>.json"
+    )
+    co.add_argument(
+        "--against",
+        metavar="PATH",
+        default=None,
+        help="another checkout: upstream against upstream on the same cases (no port)",
+    )
     add_json(co)
     co.set_defaults(fn=_cmd_conform)
 

@@ -132,14 +132,17 @@ def sim_runs(a: argparse.Namespace) -> int:
     tts = a.tts_inflight if a.tts_inflight is not None else a.key_inflight
     sc = sc.with_quota(llm_inflight=llm, tts_inflight=tts)
     cfg = runs_config_from_args(a, sc)
+    from ..store.stamps import provenance, provenance_line
+
     res = simulate_runs(sc, cfg, a.seed, "simpy" if a.engine == "simpy" else "fast")
+    prov = provenance(sc)
     if a.json:
-        d: dict[str, Any] = {"summary": res.summary()}
+        d: dict[str, Any] = {"summary": res.summary(), "provenance": prov}
         if a.per_run:
             d["runs"] = res.to_dict()["runs"]
         print(json.dumps(_finite(d), indent=2, sort_keys=True))
     else:
-        print("\n".join(runs_lines(res.summary())))
+        print("\n".join([provenance_line(prov), *runs_lines(res.summary())]))
     return 0
 
 

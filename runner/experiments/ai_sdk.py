@@ -22,7 +22,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .conform import ConformError, _installed_version, default_cache_dir, node_version
+from .conform_checkout import ConformError
+from .conform_node import _installed_version, default_cache_dir, node_version
 
 __all__ = ["AI_SDK_PACKAGES", "ai_sdk_timelines", "ensure_ai_sdk", "run_ai_sdk", "vercel_waits_s"]
 

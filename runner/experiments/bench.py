@@ -6,15 +6,24 @@ Never asserted in tests (the machines are noisy); docs/cli.md quotes its output.
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from sim.config import RunConfig
+from sim.engines import simulate
 from sim.fast import simulate_fast
-from sim.model import simulate_many
 from sim.scenario import Scenario, load_scenario
 
-from ..world.run import run_classroom
+from ..world.run import run
 
 __all__ = ["run_bench"]
 
@@ -38,6 +47,109 @@ def quota_scenario(base: Scenario) -> Scenario:
         quota_tts=dataclasses.replace(base.quota_tts, max_inflight=3),
         name=f"{base.name}+quota",
     )
+
+
+PINNED_COMMIT = "6ad8a24"  # the model's pace before upstream profiles (issue 24's reference)
+# (name, quota cell?, mode, c): the model cells timed in both trees, on the ``default`` scenario
+PINNED_CELLS = (
+    ("default pipelined c=3", False, "pipelined", 3),
+    ("default serial", False, "serial", 1),
+    ("default+quota pipelined c=3", True, "pipelined", 3),
+)
+# Times the cells in the tree at argv[1] (first on sys.path): CPU seconds per classroom of
+# simulate_many over ``reps`` classrooms, one seed per round; prints {cell: classrooms/s}.
+_PINNED_CHILD = """
+import dataclasses, json, sys, time
+sys.path.insert(0, sys.argv[1])
+from sim.model import simulate_many
+from sim.scenario import load_scenario
+cells, reps = json.loads(sys.argv[2]), int(sys.argv[3])
+base = load_scenario("default")
+quota = base.replace(
+    quota_llm=dataclasses.replace(base.quota_llm, max_inflight=2, p_429=0.02),
+    quota_tts=dataclasses.replace(base.quota_tts, max_inflight=3),
+)
+out = {}
+for name, q, mode, c in cells:
+    sc = quota if q else base
+    simulate_many(sc, mode, c, 10, seed=99)
+    t0 = time.process_time()
+    simulate_many(sc, mode, c, reps, seed=1)
+    out[name] = reps / (time.process_time() - t0)
+print(json.dumps(out))
+"""
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=False)
+
+
+def _pinned_tree(root: Path, dest: Path) -> str | None:
+    """Extract the pinned commit's ``sim/`` into ``dest``; a reason when it cannot."""
+    if not (root / ".git").exists():
+        return f"not run from a git checkout ({root} has no .git)"
+    try:
+        got = _git(root, "archive", "--format=tar", PINNED_COMMIT, "sim")
+    except OSError as e:
+        return f"git is not available ({e})"
+    if got.returncode != 0:
+        err = got.stderr.decode(errors="replace").strip().splitlines()
+        return f"git archive {PINNED_COMMIT} failed: {err[-1] if err else got.returncode}"
+    with tarfile.open(fileobj=io.BytesIO(got.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+    return None
+
+
+def _time_tree(tree: Path, reps: int) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cells = json.dumps(PINNED_CELLS)
+    cmd = [sys.executable, "-c", _PINNED_CHILD, str(tree), cells, str(reps)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=tree)
+    rates: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return rates
+
+
+def run_pinned_bench(*, quick: bool = False) -> dict[str, Any]:
+    """The SimPy model's per-classroom rate in this tree against commit ``6ad8a24`` on the same
+    cells, timed in this run: each tree in its own subprocess, alternated twice, the best
+    round of each kept (CPU time, so a shared machine biases both alike)."""
+    root = Path(__file__).resolve().parents[2]
+    reps = 40 if quick else 100
+    with tempfile.TemporaryDirectory(prefix="scenebench-pinned-") as tmp:
+        reason = _pinned_tree(root, Path(tmp))
+        if reason is not None:
+            line = f"  model now vs {PINNED_COMMIT}: skipped, {reason}"
+            return {"skipped": reason, "lines": [line]}
+        best: dict[str, dict[str, float]] = {"old": {}, "now": {}}
+        for _ in range(2):
+            for tag, tree in (("old", Path(tmp)), ("now", root)):
+                for cell, rate in _time_tree(tree, reps).items():
+                    best[tag][cell] = max(rate, best[tag].get(cell, 0.0))
+    cells = {
+        name: {
+            "old_per_s": best["old"][name],
+            "now_per_s": best["now"][name],
+            "ratio": best["now"][name] / best["old"][name],
+        }
+        for name, *_ in PINNED_CELLS
+    }
+    ratios = [c["ratio"] for c in cells.values()]
+    lines = [
+        f"SimPy model now vs commit {PINNED_COMMIT} (same cells, each tree in a subprocess, "
+        f"alternated twice, best round; CPU time, {reps} classrooms per round)"
+    ]
+    for name, c in cells.items():
+        lines.append(
+            f"  {name:<30} {c['now_per_s']:>7,.0f} vs {c['old_per_s']:>7,.0f} classrooms/s  "
+            f"({c['ratio']:.2f}x)"
+        )
+    return {
+        "commit": PINNED_COMMIT,
+        "reps": reps,
+        "cells": cells,
+        "min_ratio": min(ratios),
+        "lines": lines,
+    }
 
 
 def run_load_bench(*, quick: bool = False) -> dict[str, Any]:
@@ -205,7 +317,8 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
     fast_batch = 20_000 if quick else 100_000
     out: dict[str, Any] = {}
 
-    probe = simulate_many(quota, "pipelined", 3, 200, seed=1)
+    cfg = RunConfig.of("pipelined", 3)
+    probe = simulate(quota, cfg, reps=200, seed=1, engine="simpy")
     out["quota_cell_429_per_run"] = sum(r.http_429 for r in probe) / len(probe)
     out["quota_cell_retries_per_run"] = sum(r.retries for r in probe) / len(probe)
 
@@ -213,22 +326,22 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
 
     def simpy_quota() -> int:
         seed[0] += 1
-        simulate_many(quota, "pipelined", 3, batch, seed=seed[0])
+        simulate(quota, cfg, reps=batch, seed=seed[0], engine="simpy")
         return batch
 
     def simpy_free() -> int:
         seed[0] += 1
-        simulate_many(base, "pipelined", 3, batch, seed=seed[0])
+        simulate(base, cfg, reps=batch, seed=seed[0], engine="simpy")
         return batch
 
     def fast_free() -> int:
         seed[0] += 1
-        simulate_fast(base, "pipelined", 3, fast_batch, seed=seed[0])
+        simulate_fast(base, cfg, fast_batch, seed=seed[0])  # the columns, not RunResults
         return fast_batch
 
     def virtual_real() -> int:
         seed[0] += 1
-        run_classroom(quota, "pipelined", 3, seed=seed[0], clock="virtual", records=False)
+        run(quota, cfg, clock="virtual", seed=seed[0])
         return 1
 
     out["simpy_quota_per_s"], _ = _rate(simpy_quota, min_s)
@@ -250,6 +363,8 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
         f"  real pipeline, virtual clock, quotas:    {out['virtual_real_per_s']:,.1f} "
         f"classrooms/s  (SimPy is {out['simpy_over_virtual_real']:.0f}x faster)",
     ]
+    out["model_vs_pinned"] = run_pinned_bench(quick=quick)
+    out["lines"] += out["model_vs_pinned"]["lines"]
     out["floor"] = run_floor_bench(quick=quick)
     out["lines"] += out["floor"]["lines"]
     out["runs"] = run_runs_bench(min_s)  # generation runs (issue 22)

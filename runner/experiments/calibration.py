@@ -18,12 +18,13 @@ from sim.calibrate import (
     write_scenario,
 )
 from sim.calibrate_tokens import TokenFit, apply_token_fits, fit_tokens
+from sim.config import RunConfig
 from sim.errors import UserError
 from sim.scenario import Scenario, load_scenario
 from sim.schema import RunResult
 
 from ..store.folders import write_atomic
-from ..world.run import run_classroom
+from ..world.run import run
 
 __all__ = ["Calibration", "calibrate", "make_example_trace", "trace_from_results"]
 
@@ -97,10 +98,8 @@ def make_example_trace(
     scenario: Scenario, path: Path, *, classrooms: int = 12, seed: int = 7
 ) -> pd.DataFrame:
     """Run classrooms through the real pipeline (virtual clock) and save their call durations."""
-    results = [
-        run_classroom(scenario, "pipelined", 3, seed=seed, run_id=r, clock="virtual")
-        for r in range(classrooms)
-    ]
+    cfg = RunConfig.of("pipelined", 3, records=True)
+    results = [x for r in range(classrooms) for x in run(scenario, cfg, seed=seed, run_id=r)]
     df = trace_from_results(results)
     df.to_csv(path, index=False)
     return df

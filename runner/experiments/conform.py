@@ -11,11 +11,8 @@ See ``docs/conform.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import re
-import shutil
-import subprocess
 import tempfile
 import tomllib
 from collections.abc import Callable, Sequence
@@ -23,6 +20,19 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .conform_checkout import ENTRY, ConformError, Detected, check_checkout, detect_profile
+from .conform_node import (
+    ESBUILD_VERSION,
+    MIN_NODE,
+    Bundle,
+    HarnessError,
+    build_bundle,
+    default_cache_dir,
+    ensure_esbuild,
+    node_json,
+    node_version,
+)
 
 if TYPE_CHECKING:
     from sim.scenario import Scenario
@@ -32,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTRY",
     "ESBUILD_VERSION",
+    "FOREGROUND_PROFILES",
     "MIN_NODE",
     "PORT_CLIENT",
     "Bundle",
@@ -39,206 +50,76 @@ __all__ = [
     "ConformError",
     "ConformReport",
     "ConformRow",
+    "HarnessError",
     "build_bundle",
     "check_checkout",
     "conform",
     "default_cache_dir",
+    "default_case_names",
     "ensure_esbuild",
     "fixed_cases",
+    "metrics",
     "node_version",
+    "port_side",
     "run_case",
     "run_driver",
     "trace_dict",
 ]
 
-ESBUILD_VERSION = "0.28.2"
-MIN_NODE = 18
-ENTRY = "lib/hooks/use-scene-generator.ts"
 STEP_NAMES = ("content", "actions", "tts")
 # The port's profile that matches how upstream's loop is driven here (loop alone, fixed jitter).
 # Upstream runs on sockets: each hop adds ~0.03 model s at time scale 0.15, so besides the 1-s
 # tolerance a time may be off by 1 % of itself (the wall clock's fidelity target).
 WALL_REL_TOL = 0.01
+# ``upstream`` is the checkout's profile (detected, or --upstream); ``foreground_first_scene``
+# is the case's.
 PORT_CLIENT: dict[str, Any] = {
-    "upstream": "pr788",
+    "upstream": "pr696",
     "foreground_first_scene": False,
     "jitter_u": 0.5,
 }
-# name -> (scenario file in runner/experiments/conform_cases, c, seed)
-_CASES: dict[str, tuple[str, int, int]] = {
-    "case1-c0": ("case1", 0, 0),
-    "case1-c3": ("case1", 3, 0),
-    "case2-c2": ("case2", 2, 0),
-    "case2-c3": ("case2", 3, 0),
-    "case3-c0": ("case3", 0, 0),
-    "case3-c3": ("case3", 3, 0),
-    "case4-c0": ("case4", 0, 0),
-    "case5-c3": ("case5", 3, 644),
+# name -> (scenario file in runner/experiments/conform_cases, c, seed, foreground first scene)
+_CASES: dict[str, tuple[str, int, int, bool]] = {
+    "case1-c0": ("case1", 0, 0, False),
+    "case1-c3": ("case1", 3, 0, False),
+    "case2-c2": ("case2", 2, 0, False),
+    "case2-c3": ("case2", 3, 0, False),
+    "case3-c0": ("case3", 0, 0, False),
+    "case3-c3": ("case3", 3, 0, False),
+    "case4-c0": ("case4", 0, 0, False),
+    "case5-c3": ("case5", 3, 644, False),
+    "case6-c3": ("case6", 3, 0, False),
+    "fg1-c3": ("case1", 3, 0, True),
+    "fg4-c3": ("case4", 3, 0, True),
 }
-
-
-class ConformError(Exception):
-    """Conformance could not run (no Node, bad checkout, build or driver failure): one line."""
-
-
-# -- Node and esbuild ------------------------------------------------------------------------
-def _js_dir() -> Path:
-    return Path(str(resources.files("runner.experiments").joinpath("conform_js")))
-
-
-def default_cache_dir() -> Path:
-    """``$SCENEBENCH_CACHE``, else ``$XDG_CACHE_HOME/scenebench/node``, else ``~/.cache/...``."""
-    env = os.environ.get("SCENEBENCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "scenebench" / "node"
-
-
-def node_version() -> tuple[int, int, int]:
-    """The version of ``node`` on PATH; :class:`ConformError` if missing or older than 18."""
-    node = shutil.which("node")
-    if node is None:
-        raise ConformError(f"node: not found on PATH; conform needs Node >= {MIN_NODE}")
-    try:
-        out = subprocess.run(
-            [node, "--version"], capture_output=True, text=True, timeout=30, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as e:
-        raise ConformError(f"node: `node --version` failed ({e})") from None
-    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", out)
-    if m is None:
-        raise ConformError(f"node: cannot read the version from {out!r}")
-    version = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
-    if version[0] < MIN_NODE:
-        raise ConformError(f"node: version {out} found; conform needs Node >= {MIN_NODE}")
-    return version
-
-
-def _installed_version(pkg: Path) -> str | None:
-    try:
-        data = json.loads((pkg / "package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    v = data.get("version")
-    return v if isinstance(v, str) else None
-
-
-def ensure_esbuild(cache_dir: str | Path | None = None) -> Path:
-    """The esbuild package folder, installed from npm into ``cache_dir`` if not there yet."""
-    node_version()
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    pkg = cache / "node_modules" / "esbuild"
-    if _installed_version(pkg) == ESBUILD_VERSION:
-        return pkg
-    npm = shutil.which("npm")
-    if npm is None:
-        raise ConformError("npm: not found on PATH; conform installs esbuild with npm")
-    cache.mkdir(parents=True, exist_ok=True)
-    import fcntl
-
-    with open(cache / ".scenebench-install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one install at a time per cache folder
-        if _installed_version(pkg) != ESBUILD_VERSION:
-            cmd = [npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund"]
-            cmd += ["--loglevel=error", f"esbuild@{ESBUILD_VERSION}"]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-            except (OSError, subprocess.SubprocessError) as e:
-                raise ConformError(f"npm: installing esbuild failed ({e})") from None
-            if proc.returncode != 0 or _installed_version(pkg) != ESBUILD_VERSION:
-                tail = " ".join((proc.stderr or proc.stdout).split())[-300:]
-                raise ConformError(f"npm: installing esbuild@{ESBUILD_VERSION} failed: {tail}")
-    return pkg
-
-
-# -- bundling ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Bundle:
-    """A bundled scene loop and what the build replaced."""
-
-    path: Path
-    checkout: Path
-    stubbed: tuple[str, ...]
-    auto_stubbed: tuple[str, ...]
-    missing_names: dict[str, list[str]]
-    inputs: tuple[str, ...]
-
-
-def check_checkout(path: str | Path) -> Path:
-    """The checkout's root; :class:`ConformError` unless ``lib/hooks/use-scene-generator.ts``."""
-    root = Path(path).expanduser()
-    if not (root / ENTRY).is_file():
-        raise ConformError(
-            f"--openmaic: {str(path)!r} is not an OpenMAIC checkout (no {ENTRY} under it)"
-        )
-    return root.resolve()
-
-
-def _node_json(script: str, config: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """Run ``node <script> <json>`` and parse the JSON object on its last stdout line."""
-    cmd = ["node", str(_js_dir() / script), json.dumps(config)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise ConformError(f"{script}: no answer within {timeout_s:g} s") from None
-    except OSError as e:
-        raise ConformError(f"{script}: cannot run node ({e})") from None
-    lines = proc.stdout.strip().splitlines()
-    try:
-        out = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        out = None
-    if not isinstance(out, dict):
-        tail = " ".join(proc.stderr.split())[-300:]
-        raise ConformError(f"{script}: exited {proc.returncode} without a result: {tail}")
-    err = out.get("error")
-    if err is not None or proc.returncode != 0:
-        first = " ".join(str(err).split())[:400]
-        raise ConformError(f"{script}: {first}")
-    return out
-
-
-def build_bundle(
-    openmaic: str | Path, out_dir: str | Path, esbuild_dir: str | Path | None = None
-) -> Bundle:
-    """Bundle the checkout's scene loop with the stubs into ``out_dir/scene-loop.mjs``."""
-    root = check_checkout(openmaic)
-    esb = Path(esbuild_dir) if esbuild_dir is not None else ensure_esbuild()
-    outfile = Path(out_dir) / "scene-loop.mjs"
-    cfg = {"root": str(root), "entry": ENTRY, "outfile": str(outfile), "esbuild": str(esb)}
-    res = _node_json("build.mjs", cfg, timeout_s=300)
-    return Bundle(
-        path=outfile,
-        checkout=root,
-        stubbed=tuple(res.get("stubbed", [])),
-        auto_stubbed=tuple(res.get("auto_stubbed", [])),
-        missing_names=dict(res.get("missing_names", {})),
-        inputs=tuple(res.get("inputs", [])),
-    )
+# the cases that drive the generation-preview page's first scene through the checkout's own
+# exports: profiles whose page generates the first scene's clips with generateTTSForScene
+FOREGROUND_PROFILES = ("pr1039",)
 
 
 # -- cases ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ConformCase:
-    """One run: a scenario, the concurrency c the loop reads and the provider's seed."""
+    """One run: a scenario, the concurrency c the loop reads and the provider's seed;
+    ``foreground``: the generation-preview page's first scene runs before the loop."""
 
     name: str
     scenario: Scenario
     concurrency: int
     seed: int = 0
     note: str = ""
+    foreground: bool = False
 
 
-def _case_scenario(stem: str) -> tuple[Scenario, str]:
-    """The case's scenario with :data:`PORT_CLIENT` when the scenario spec knows ``[client]``."""
+def _case_scenario(stem: str, client: dict[str, Any]) -> tuple[Scenario, str]:
+    """The case's scenario with the port's ``client`` table, when the scenario spec knows
+    ``[client]``."""
     from sim.scenario import ScenarioError, scenario_from_mapping
 
     ref = resources.files("runner.experiments").joinpath("conform_cases", f"{stem}.toml")
     data = tomllib.loads(ref.read_text(encoding="utf-8"))
     try:
-        return scenario_from_mapping({**data, "client": dict(PORT_CLIENT)}), ""
+        return scenario_from_mapping({**data, "client": client}), ""
     except ScenarioError as e:
         if not str(e).startswith("client"):
             raise
@@ -246,9 +127,19 @@ def _case_scenario(stem: str) -> tuple[Scenario, str]:
     return scenario_from_mapping(data), note
 
 
-def fixed_cases(names: Sequence[str] | None = None) -> list[ConformCase]:
-    """The fixed case set (5 outlines, constant latencies), or the named ones in that order."""
-    wanted = list(_CASES) if not names else list(names)
+def default_case_names(upstream: str) -> list[str]:
+    """The cases run when none is named: the loop's, and the first scene's where the
+    checkout's page generates it with exports conform can call (:data:`FOREGROUND_PROFILES`)."""
+    return [n for n, (*_, fg) in _CASES.items() if not fg or upstream in FOREGROUND_PROFILES]
+
+
+def fixed_cases(names: Sequence[str] | None = None, upstream: str = "pr696") -> list[ConformCase]:
+    """The fixed case set (5 outlines, constant latencies), or the named ones in that order,
+    with the port under the profile ``upstream``."""
+    from sim.upstream import profile
+
+    profile(upstream)  # a ScenarioError naming the profiles
+    wanted = default_case_names(upstream) if not names else list(names)
     unknown = [n for n in wanted if n not in _CASES]
     if unknown:
         raise ConformError(
@@ -256,9 +147,10 @@ def fixed_cases(names: Sequence[str] | None = None) -> list[ConformCase]:
         )
     out = []
     for name in wanted:
-        stem, c, seed = _CASES[name]
-        sc, note = _case_scenario(stem)
-        out.append(ConformCase(name, sc, c, seed, note))
+        stem, c, seed, fg = _CASES[name]
+        client = {**PORT_CLIENT, "upstream": upstream, "foreground_first_scene": fg}
+        sc, note = _case_scenario(stem, client)
+        out.append(ConformCase(name, sc, c, seed, note, fg))
     return out
 
 
@@ -275,8 +167,12 @@ def run_driver(
     random_u: float = 0.5,
     timeout_s: float = 600.0,
     drain_s: float = 60.0,
+    foreground: bool = False,
 ) -> dict[str, Any]:
-    """Run the bundled loop once under Node against ``base_url``; the driver's JSON result."""
+    """Run the bundled loop once under Node against ``base_url``; the driver's JSON result.
+    ``foreground``: the driver first generates outline 0 as the generation-preview page does
+    (the checkout's fetchSceneContent, fetchSceneActions and generateTTSForScene with its
+    foreground retry options), then runs the loop for the others."""
     path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
     cfg = {
         "bundle": str(path),
@@ -290,8 +186,9 @@ def run_driver(
         "llmKey": "llm-key",
         "ttsKey": "tts-key",
         "drainS": drain_s,
+        "foreground": foreground,
     }
-    return _node_json("driver.mjs", cfg, timeout_s)
+    return node_json("driver.mjs", cfg, timeout_s)
 
 
 def trace_dict(
@@ -300,8 +197,11 @@ def trace_dict(
     log_rows: Sequence[Sequence[Any]],
     driver_out: dict[str, Any],
     time_scale: float,
+    tts_concurrency: int | None = None,
 ) -> dict[str, Any]:
-    """The trace (``shared/upstream-traces`` format) of one driver run and the provider's log."""
+    """The trace (``shared/upstream-traces`` format) of one driver run and the provider's log;
+    ``tts_concurrency``: a loop scene's clips at once under the case's profile (default: c
+    when c > 1, else 1)."""
     t0 = int(driver_out["t0_us"])
     requests = [
         {
@@ -319,7 +219,9 @@ def trace_dict(
     return {
         "case": name,
         "concurrency": concurrency,
-        "tts_concurrency": concurrency if concurrency > 1 else 1,
+        "tts_concurrency": tts_concurrency
+        if tts_concurrency is not None
+        else (concurrency if concurrency > 1 else 1),
         "recorded_time_scale": time_scale,
         "summary": {
             "ttfs_s": ready[0] if ready else None,
@@ -387,21 +289,28 @@ def run_case(
         sc, case.seed, time_scale=time_scale, parallel_scene_concurrency=case.concurrency
     )
     with ServerThread(app) as server:
-        out = run_driver(
-            bundle,
-            server.base_url,
-            concurrency=case.concurrency,
-            outlines=sc.outlines,
-            scene_types=sc.scene_types,
-            classroom=classroom,
-            time_scale=time_scale,
-            random_u=random_u,
-            timeout_s=limit,
-        )
+        try:
+            out = run_driver(
+                bundle,
+                server.base_url,
+                concurrency=case.concurrency,
+                outlines=sc.outlines,
+                scene_types=sc.scene_types,
+                classroom=classroom,
+                time_scale=time_scale,
+                random_u=random_u,
+                timeout_s=limit,
+                foreground=case.foreground,
+            )
+        except HarnessError as e:
+            raise HarnessError(e.names, bundle.auto_stubbed) from None
         rows = _provider_log(server.base_url, classroom)
     if driver_out is not None:
         driver_out.update(out)
-    d = trace_dict(case.name, case.concurrency, rows, out, time_scale)
+    from sim.rules import tts_concurrency
+
+    tts_c = tts_concurrency("pipelined", case.concurrency, None, sc.client.tts_at_concurrency)
+    d = trace_dict(case.name, case.concurrency, rows, out, time_scale, tts_c)
     return _to_trace(d, Path(out_dir) if out_dir is not None else None)
 
 
@@ -431,10 +340,19 @@ class ConformReport:
     auto_stubbed: tuple[str, ...]
     missing_names: dict[str, list[str]]
     rows: tuple[ConformRow, ...] = field(default_factory=tuple)
+    profile: str = ""
+    detected: tuple[str, ...] = ()  # the markers, when the profile was detected
+    workspace: dict[str, str] = field(default_factory=dict)
+    # the two sides of a row: upstream's loop and the port, or (``--against``) two checkouts
+    sides: tuple[str, str] = ("upstream", "port")
+    title: str = ""  # the first line of the table, when not the checkout and its profile
+    # upstream's LLM-route error answers against the fake provider's (conform_routes):
+    # differences, or None when not checked (no llmApiError: before #788)
+    routes: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rows)
+        return all(r.ok for r in self.rows) and not self.routes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -445,6 +363,12 @@ class ConformReport:
             "stubbed": list(self.stubbed),
             "auto_stubbed": list(self.auto_stubbed),
             "missing_names": self.missing_names,
+            "profile": self.profile,
+            "detected": list(self.detected),
+            "workspace": self.workspace,
+            "routes": None if self.routes is None else list(self.routes),
+            # what each row's "upstream" and "port" are (--against: checkouts a and b)
+            "sides": list(self.sides),
             "rows": [
                 {
                     "case": r.case,
@@ -460,19 +384,23 @@ class ConformReport:
         }
 
     def table(self) -> str:
-        """The report as text: one line per case and side, then the differences."""
+        """The report as text: the checkout and profile, one line per case and side, the
+        differences, then what the build replaced (no name of which the run used)."""
+        how = f"detected: {'; '.join(self.detected)}" if self.detected else "given"
         head = (
             f"{'case':<10} {'side':<9} {'reqs':>4} {'retry':>5} {'429':>4} {'5xx':>4} "
-            f"{'ttfs_s':>8} {'makespan':>8} {'status':<10} {'failed':<10} result"
+            f"{'ttfs_s':>8} {'makespan':>8} {'status':<18} {'failed':<10} result"
         )
-        lines = [head]
+        title = self.title or f"checkout {self.checkout} · profile {self.profile} ({how})"
+        lines = [title, head]
         for r in self.rows:
-            for side, m in (("upstream", r.upstream), ("port", r.port)):
-                result = ("ok" if r.ok else f"{len(r.differences)} diff") if side == "port" else ""
+            a, b = self.sides
+            for side, m in ((a, r.upstream), (b, r.port)):
+                result = ("ok" if r.ok else f"{len(r.differences)} diff") if side == b else ""
                 lines.append(
                     f"{r.case:<10} {side:<9} {m['requests']:>4} {m['retries']:>5} "
                     f"{m['http_429']:>4} {m['http_5xx']:>4} {_fmt(m['ttfs_s']):>8} "
-                    f"{_fmt(m['makespan_s']):>8} {m['status']!s:<10} "
+                    f"{_fmt(m['makespan_s']):>8} {m['status']!s:<18} "
                     f"{','.join(map(str, m['failed_orders'])) or '-':<10} {result}"
                 )
             lines.extend(f"  {r.case}: {d}" for d in r.differences[:20])
@@ -480,14 +408,38 @@ class ConformReport:
                 lines.append(f"  {r.case}: ... {len(r.differences) - 20} more")
             if r.note:
                 lines.append(f"  {r.case}: note: {r.note}")
-        return "\n".join(lines)
+        return "\n".join([*lines, *self._build_lines()])
+
+    def _build_lines(self) -> list[str]:
+        out = []
+        if self.routes is not None:
+            from .conform_routes import ROUTE_ERRORS, ROUTE_STATUSES
+
+            probed = ", ".join(map(str, ROUTE_STATUSES))
+            out.append(
+                f"routes: {ROUTE_ERRORS} answers as the fake provider for provider statuses "
+                f"{probed} and none"
+                if not self.routes
+                else f"routes: {len(self.routes)} difference(s) from {ROUTE_ERRORS}"
+            )
+            out.extend(f"  routes: {d}" for d in self.routes)
+        if self.workspace:
+            out.append(f"workspace packages bundled from source: {', '.join(self.workspace)}")
+        if self.auto_stubbed:
+            out.append(
+                f"auto_stubbed (not found, unused by the run): {', '.join(self.auto_stubbed)}"
+            )
+        missing = "; ".join(f"{m}: {', '.join(n)}" for m, n in self.missing_names.items())
+        out.append(f"missing_names (not in their stub, unused by the run): {missing or 'none'}")
+        return out
 
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def _metrics(t: Trace) -> dict[str, Any]:
+def metrics(t: Trace) -> dict[str, Any]:
+    """A row side's figures: counts, times, status, failed outlines, request order."""
     reqs = t.requests
     return {
         "requests": len(reqs),
@@ -529,6 +481,18 @@ def _near_ties(up: Trace, port: Trace, tol_s: float) -> list[str]:
     return out
 
 
+def port_side(case: ConformCase) -> Trace:
+    """The port's trace of a case, as upstream's loop runs it: a version without the knob
+    (v0.2.1) runs serially whatever c the settings hold; the makespan is the last scene added
+    (all upstream's side knows), not the moment the loop gave up."""
+    from .traces import port_trace
+
+    c = case.concurrency if case.scenario.client.knob_endpoint is not None else 0
+    port = port_trace(case.scenario, c, seed=case.seed)
+    last = port.scene_ready_s[-1] if port.scene_ready_s else None
+    return dataclasses.replace(port, makespan_s=last)
+
+
 def _conform_case(
     case: ConformCase,
     bundle: Bundle,
@@ -537,23 +501,23 @@ def _conform_case(
     tol_s: float,
     out_dir: str | Path | None,
 ) -> ConformRow:
-    from .traces import compare, port_trace
+    from .traces import compare
 
     info: dict[str, Any] = {}
     up = run_case(
         case, bundle, time_scale=time_scale, random_u=random_u, out_dir=out_dir, driver_out=info
     )
-    port = port_trace(case.scenario, case.concurrency, seed=case.seed)
+    port = port_side(case)
     diffs = compare(up, port, tol_s, WALL_REL_TOL)
     notes = [case.note, *(_near_ties(up, port, tol_s) if diffs else [])]
     if info.get("noop_calls"):
         notes.append(f"upstream called no-op stubs: {', '.join(info['noop_calls'])}")
-    upstream = {**_metrics(up), "log_warnings": info.get("warnings", 0)}
+    upstream = {**metrics(up), "log_warnings": info.get("warnings", 0)}
     return ConformRow(
         case.name,
         case.concurrency,
         upstream,
-        _metrics(port),
+        metrics(port),
         tuple(diffs),
         "; ".join(n for n in notes if n),
     )
@@ -563,6 +527,8 @@ def conform(
     openmaic_path: str | Path,
     cases: Sequence[ConformCase] | None = None,
     *,
+    case_names: Sequence[str] | None = None,
+    upstream: str | None = None,
     time_scale: float = 0.15,
     tol_s: float = 1.0,
     random_u: float = 0.5,
@@ -570,11 +536,51 @@ def conform(
     out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ConformReport:
-    """Run every case through upstream's loop (under Node) and the port; compare them."""
+    """Run every case through upstream's loop (under Node) and the port; compare them.
+
+    The port runs under ``upstream`` (a profile name), else the profile detected from the
+    checkout (:func:`~runner.experiments.conform_checkout.detect_profile`); ``cases`` replace
+    the fixed cases (``case_names`` picks some of them).
+    """
+    from .conform_checkout import Era, detect_era
+
+    if detect_era(Path(openmaic_path).expanduser()) is Era.RUN_ENGINE:  # issue 23: today's era
+        from .conform_runs import DETECTED, conform_engine
+
+        run = conform_engine(
+            openmaic_path,
+            case_names=case_names,
+            time_scale=time_scale,
+            tol_s=tol_s,
+            random_u=random_u,
+            cache_dir=cache_dir,
+            out_dir=out_dir,
+            progress=progress,
+        )
+        rows = [
+            ConformRow(r.case, r.concurrency, r.upstream, r.model, r.differences) for r in run.rows
+        ]
+        b = run.bundle
+        return ConformReport(
+            str(run.checkout),
+            time_scale,
+            tol_s,
+            b.stubbed,
+            b.auto_stubbed,
+            b.missing_names,
+            tuple(rows),
+            profile="runs",
+            detected=(DETECTED,),
+            sides=("upstream", "model"),
+        )
     root = check_checkout(openmaic_path)
-    chosen = list(cases) if cases is not None else fixed_cases()
+    found = detect_profile(root) if upstream is None else Detected(upstream, ())
+    chosen = list(cases) if cases is not None else fixed_cases(case_names, found.profile)
     esb = ensure_esbuild(cache_dir)
     rows = []
+    from .conform_routes import route_differences
+
+    routes = route_differences(root, esb)
     with tempfile.TemporaryDirectory(prefix="scenebench-conform-") as tmp:
         bundle = build_bundle(root, tmp, esb)
         for case in chosen:
@@ -589,4 +595,8 @@ def conform(
         bundle.auto_stubbed,
         bundle.missing_names,
         tuple(rows),
+        profile=found.profile,
+        detected=found.markers,
+        workspace=bundle.workspace,
+        routes=routes,
     )

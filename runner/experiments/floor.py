@@ -27,12 +27,13 @@ from typing import Any
 
 import httpx
 
+from sim.config import RunConfig
 from sim.dists import Constant
 from sim.scenario import Scenario, load_scenario
 
 from ..world.fake_provider import ServerProcess, ServerThread, create_app
 from ..world.pipeline import Clock
-from ..world.run import frozen_gc, pool_size, run_classroom, wall_client
+from ..world.run import frozen_gc, pool_size, run, wall_client
 
 __all__ = [
     "FLOOR_CALL_S",
@@ -97,11 +98,10 @@ async def _bare(client: httpx.AsyncClient, n: int, call_s: float) -> list[float]
 
 
 async def _harness(client: httpx.AsyncClient, sc: Scenario, run_id: int, call_s: float) -> float:
-    from ..world.run import run_classroom_async
+    from ..world.run import run_async
 
-    _, res = await run_classroom_async(
-        client, sc, "serial", 1, run_id=run_id, clock=Clock(1.0), world="wall"
-    )
+    cfg = RunConfig.of("serial", 1)
+    _, res = await run_async(client, sc, cfg, run_id=run_id, clock=Clock(1.0), world="wall")
     n = max(1, res.requests)
     return (res.makespan_s - n * call_s) / n
 
@@ -213,13 +213,10 @@ class ScaleChoice:
 
 def choose_time_scale(
     scenario: Scenario,
-    mode: str,
-    concurrency: int | None,
+    config: RunConfig,
     *,
-    tts_concurrency: int | None = None,
     seed: int = 0,
     run_id: int = 0,
-    adaptive: str = "off",
     target: float = 0.005,
     floor_s: float | None = None,
 ) -> ScaleChoice:
@@ -229,17 +226,8 @@ def choose_time_scale(
     below the scenario's own ``time_scale``. The default target is half of the 1% budget:
     the floor is measured on 20 ms calls, and waking after a longer sleep costs up to a
     third more on a busy machine (docs/validation.md)."""
-    ref = run_classroom(
-        scenario,
-        mode,
-        concurrency,
-        tts_concurrency=tts_concurrency,
-        seed=seed,
-        run_id=run_id,
-        clock="virtual",
-        records=False,
-        adaptive=adaptive,
-    )
+    config = dataclasses.replace(config, records=False)
+    [ref] = run(scenario, config, clock="virtual", seed=seed, run_id=run_id)
     if floor_s is None:
         floor_s = measure_floor(rounds=1, bare=False).harness_s
     n = ref.requests + ref.timeouts

@@ -21,15 +21,16 @@ from typing import Any
 
 import pandas as pd
 
+from sim.config import RunConfig
+from sim.engines import simulate
 from sim.errors import UserError
-from sim.model import simulate_many
 from sim.scenario import load_scenario
 from sim.schema import runs_frame
 
 from ..store.cells import cell_table
 from ..store.counts import FAILURE_BUDGET_PP
 from ..store.stamps import dumps, provenance, provenance_line
-from ..world.run import run_classroom
+from ..world.run import run
 from .sweep import apply_quota, write_json_atomic
 from .validate import PASS, WallCell, equivalence, first_divergence, validate_wall
 
@@ -103,7 +104,8 @@ def _model_cells() -> pd.DataFrame:
         s = apply_quota(sc, q)
         cells = [("serial", 1)] + [(m, c) for qq, m, c in MODEL_CELLS if qq == q]
         for m, c in cells:
-            df = runs_frame(simulate_many(s, m, c, MODEL_REPS, seed=SEED))
+            cfg = RunConfig.of(m, c)
+            df = runs_frame(simulate(s, cfg, reps=MODEL_REPS, seed=SEED, engine="simpy"))
             df["backend"], df["quota"] = "sim", q
             frames.append(df)
     return cell_table(pd.concat(frames, ignore_index=True))
@@ -114,15 +116,14 @@ def _real_cells() -> tuple[pd.DataFrame, int, list[str]]:
     frames: list[pd.DataFrame] = []
     mismatches = 0
     notes: list[str] = []
-    from sim.model import simulate
-
     for q in sorted({q for q, _, _ in REAL_CELLS}):
         s = apply_quota(sc, q)
         for m, c in [("serial", 1)] + [(m, c) for qq, m, c in REAL_CELLS if qq == q]:
             results = []
             for r in range(REAL_REPS):
-                real = run_classroom(s, m, c, seed=SEED, run_id=r, clock="virtual")
-                model = simulate(s, m, c, seed=SEED, run_id=r, records=True)
+                cfg = RunConfig.of(m, c, records=True)
+                [real] = run(s, cfg, clock="virtual", seed=SEED, run_id=r)
+                [model] = simulate(s, cfg, seed=SEED, run_id=r)
                 diff = first_divergence(real, model)
                 if diff is not None:
                     mismatches += 1
@@ -170,7 +171,7 @@ def measure(*, wall: bool = True) -> dict[str, Any]:
     out["wall_skipped"] = not wall
     if wall:
         rep = validate_wall(
-            [WallCell("default", 0, "pipelined", 3)], reps=6, model_reps=500, seed=SEED
+            [WallCell.of("default", 0, "pipelined", 3)], reps=6, model_reps=500, seed=SEED
         )
         cell = rep["cells"][0]
         out["metrics"]["wall pipelined c=3 wall_rel_err"] = float(cell["makespan_mean_rel_err"])

@@ -7,32 +7,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from sim.config import RunConfig
     from sim.scenario import Scenario
     from sim.schema import RunResult
 
-__all__ = ["SimConfig", "pick_engine", "sim_lines", "simulate_summary", "summary"]
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """One ``scenebench sim`` cell: what to simulate and on which engine."""
-
-    mode: str
-    concurrency: int | None  # None or 0: the scenario's knob
-    reps: int = 1000
-    seed: int = 0
-    tts_concurrency: int | None = None
-    tenants: int = 1
-    adaptive: str = "off"
-    stagger_s: float = 0.0
-    stagger_dist: str = "constant"
-    engine: str = "auto"  # auto, simpy or fast
+__all__ = ["sim_lines", "simulate_summary", "summary"]
 
 
 def _qoe_summary(results: Sequence[RunResult]) -> dict[str, Any]:
@@ -71,53 +55,29 @@ def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
 summary = _summary
 
 
-def pick_engine(sc: Scenario, cfg: SimConfig) -> str:
-    """``auto``: the vectorised exact path when it applies (quota-free keys, one classroom,
-    no limiter) and pays (200 runs or more); else SimPy. Other engines as asked."""
-    from sim.fast import quota_free
+def simulate_summary(
+    sc: Scenario, cfg: RunConfig, *, reps: int = 1000, seed: int = 0, engine: str = "auto"
+) -> dict[str, Any]:
+    """Simulate ``reps`` replications of ``cfg`` and summarise them, with the cell, the engine
+    (:func:`sim.engines.pick_engine`), the CPU seconds spent and the provenance
+    (``scenebench sim``)."""
+    from sim.engines import pick_engine, simulate
 
-    if cfg.engine != "auto":
-        return cfg.engine
-    fits = quota_free(sc) and cfg.tenants == 1 and cfg.adaptive == "off"
-    return "fast" if fits and cfg.reps >= 200 else "simpy"
-
-
-def _replications(sc: Scenario, cfg: SimConfig, engine: str) -> list[RunResult]:
-    if engine == "fast":
-        from sim.fast import simulate_fast
-
-        fast = simulate_fast(
-            sc, cfg.mode, cfg.concurrency or 0, cfg.reps, seed=cfg.seed,
-            tts_concurrency=cfg.tts_concurrency,
-        )  # fmt: skip
-        return list(fast.results())
-    from sim.model import simulate_many
-
-    return simulate_many(
-        sc, cfg.mode, cfg.concurrency or 0, cfg.reps, seed=cfg.seed,
-        tts_concurrency=cfg.tts_concurrency, tenants=cfg.tenants, adaptive=cfg.adaptive,
-        stagger_s=cfg.stagger_s, stagger_dist=cfg.stagger_dist,
-    )  # fmt: skip
-
-
-def simulate_summary(sc: Scenario, cfg: SimConfig) -> dict[str, Any]:
-    """Simulate ``cfg.reps`` replications and summarise them, with the cell, the engine, the
-    CPU seconds spent and the provenance (``scenebench sim``)."""
     from ..store.stamps import provenance
 
-    engine = pick_engine(sc, cfg)
+    engine = pick_engine(sc, cfg, reps, engine)
     t0 = time.perf_counter()
-    results = _replications(sc, cfg, engine)
+    results = simulate(sc, cfg, reps=reps, seed=seed, engine=engine)
     elapsed = time.perf_counter() - t0
     return _summary(results) | {
         "scenario": sc.name,
         "upstream": sc.upstream,
-        "mode": cfg.mode,
+        "mode": str(cfg.mode),
         "concurrency": results[0].concurrency,
         "tts_concurrency": results[0].tts_concurrency,
-        "seed": cfg.seed,
+        "seed": seed,
         "tenants": cfg.tenants,
-        "adaptive": cfg.adaptive,
+        "adaptive": str(cfg.adaptive),
         "stagger_s": cfg.stagger_s,
         "engine": engine,
         "cpu_s": elapsed,

@@ -76,7 +76,8 @@ def tenants_grid(
 ) -> list[dict[str, Any]]:
     """P(any failed scene) per classroom and mean makespan: serial, the per-classroom ``gate``
     and the key-wide gate, ``tenants`` classrooms at once on a key of ``inflight``."""
-    from sim.model import simulate_many
+    from sim.config import RunConfig
+    from sim.engines import simulate
 
     s = sc.with_quota(llm_inflight=inflight, tts_inflight=inflight)
 
@@ -86,12 +87,12 @@ def tenants_grid(
             float(np.mean([r.makespan_s for r in rs])),
         )
 
-    serial = cell(simulate_many(s, "serial", 1, reps, seed=seed, tenants=tenants))
+    serial_cfg = RunConfig.of("serial", 1, tenants=tenants)
+    serial = cell(simulate(s, serial_cfg, reps=reps, seed=seed, engine="simpy"))
     rows = []
     for c in cs:
-        per = cell(
-            simulate_many(s, "pipelined", c, reps, seed=seed, tenants=tenants, adaptive="gate")
-        )
+        cfg = RunConfig.of("pipelined", c, tenants=tenants, adaptive="gate")
+        per = cell(simulate(s, cfg, reps=reps, seed=seed, engine="simpy"))
         key = cell(
             [
                 x

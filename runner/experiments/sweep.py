@@ -28,8 +28,9 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -39,13 +40,14 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from sim.config import RunConfig, check_mode
+from sim.engines import pick_engine, simulate
 from sim.errors import UserError
-from sim.fast import quota_free, simulate_fast
+from sim.fast import simulate_fast
 from sim.limiter import POLICIES
-from sim.model import simulate_many
 from sim.presets import apply_preset, load_preset
 from sim.rules import CLOCKS, ClockKind
-from sim.scenario import MODES, Scenario, load_scenario, scenario_from_mapping
+from sim.scenario import Scenario, load_scenario, scenario_from_mapping
 from sim.schema import SCHEMA_VERSION, RunResult, runs_frame
 
 from ..store.folders import (
@@ -57,6 +59,7 @@ from ..store.folders import (
     write_json_atomic,
 )
 from ..store.stamps import git_commit, provenance
+from .runs_sweep import RunsSweepSpec, _run_runs_job, is_runs_spec, runs_grid
 
 __all__ = [
     "RESULTS_KIND",
@@ -82,19 +85,33 @@ _LIST_COLUMNS = ("scene_order", "scene_ready_s", "failed_orders")
 
 @dataclass(frozen=True)
 class Cell:
+    """One cell of the grid: a run's settings (``config``, built and checked once) on a
+    backend, for a scenario under a quota profile, ``reps`` runs from ``seed``."""
+
     backend: str
     scenario: str
     quota: int  # in-flight limit of both keys; 0 = unlimited
-    mode: str
-    concurrency: int
+    config: RunConfig
     reps: int
     seed: int
     real_clock: str = ClockKind.VIRTUAL.value
-    adaptive: str = "off"
-    tenants: int = 1
-    stagger_s: float = 0.0
-    stagger_dist: str = "constant"
     preset: str = ""  # a provider preset (sim.presets) instead of the in-flight ``quota``
+
+    @property
+    def mode(self) -> str:
+        return str(self.config.mode)
+
+    @property
+    def concurrency(self) -> int:
+        return self.config.c
+
+    @property
+    def adaptive(self) -> str:
+        return str(self.config.adaptive)
+
+    @property
+    def tenants(self) -> int:
+        return self.config.tenants
 
     @property
     def cell_id(self) -> str:
@@ -139,8 +156,7 @@ class SweepSpec:
             if b not in BACKENDS:
                 raise UserError(f"backend: must be one of sim, real, both; got {b!r}")
         for m in self.modes:
-            if m not in MODES:
-                raise UserError(f"mode: must be one of {', '.join(MODES)}; got {m!r}")
+            check_mode(m)
         for c in self.concurrencies:
             if not 1 <= c <= 10:
                 raise UserError(f"concurrency: must be in 1..10, got {c}")
@@ -182,6 +198,16 @@ def apply_quota(scenario: Scenario, quota: int) -> Scenario:
     return scenario.with_quota(llm_inflight=quota, tts_inflight=quota)
 
 
+def _settings(spec: SweepSpec) -> list[tuple[str, int, str]]:
+    """(mode, concurrency, adaptive) of one block of the grid: serial at c = 1 (the
+    baseline), then every other mode, policy and concurrency."""
+    out = [("serial", 1, "off")]
+    for mode in spec.modes:
+        if mode != "serial":
+            out += [(mode, c, a) for a in spec.adaptives for c in spec.concurrencies]
+    return out
+
+
 def grid_cells(spec: SweepSpec) -> list[Cell]:
     cells = []
     for sc in spec.scenario_objects():
@@ -189,46 +215,14 @@ def grid_cells(spec: SweepSpec) -> list[Cell]:
             reps = spec.sim_reps if backend == "sim" else spec.real_reps
             for q, preset in [(q, "") for q in spec.quotas] + [(0, p) for p in spec.presets]:
                 for k in spec.tenants:
-                    st = spec.stagger_s
-                    cells.append(
-                        Cell(
-                            backend,
-                            sc.name,
-                            q,
-                            "serial",
-                            1,
-                            reps,
-                            spec.seed,
-                            spec.real_clock,
-                            "off",
-                            k,
-                            st,
-                            spec.stagger_dist,
-                            preset,
+                    for mode, c, a in _settings(spec):
+                        cfg = RunConfig.of(
+                            mode, c, adaptive=a, tenants=k, stagger_s=spec.stagger_s,
+                            stagger_dist=spec.stagger_dist,
+                        )  # fmt: skip
+                        cells.append(
+                            Cell(backend, sc.name, q, cfg, reps, spec.seed, spec.real_clock, preset)
                         )
-                    )
-                    for mode in spec.modes:
-                        if mode == "serial":
-                            continue
-                        for a in spec.adaptives:
-                            for c in spec.concurrencies:
-                                cells.append(
-                                    Cell(
-                                        backend,
-                                        sc.name,
-                                        q,
-                                        mode,
-                                        c,
-                                        reps,
-                                        spec.seed,
-                                        spec.real_clock,
-                                        a,
-                                        k,
-                                        st,
-                                        spec.stagger_dist,
-                                        preset,
-                                    )
-                                )
     return cells
 
 
@@ -254,27 +248,16 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
 
 
 def _sim_frame(cell: Cell, sc: Scenario) -> pd.DataFrame:
-    """A model cell's runs: the vectorised exact path when it applies, else SimPy."""
-    if quota_free(sc) and cell.adaptive == "off" and cell.tenants == 1:
-        return simulate_fast(sc, cell.mode, cell.concurrency, cell.reps, seed=cell.seed).frame()
-    return runs_frame(
-        simulate_many(
-            sc,
-            cell.mode,
-            cell.concurrency,
-            cell.reps,
-            seed=cell.seed,
-            adaptive=cell.adaptive,
-            tenants=cell.tenants,
-            stagger_s=cell.stagger_s,
-            stagger_dist=cell.stagger_dist,
-        )
-    )
+    """A model cell's runs, on the engine :func:`sim.engines.pick_engine` picks (the
+    vectorised path's columns straight into a frame)."""
+    if pick_engine(sc, cell.config, cell.reps) == "fast":
+        return simulate_fast(sc, cell.config, cell.reps, seed=cell.seed).frame()
+    return runs_frame(simulate(sc, cell.config, reps=cell.reps, seed=cell.seed, engine="simpy"))
 
 
 def _real_runs(cell: Cell, sc: Scenario, real_time_scale: float | None) -> list[RunResult]:
     """A real-pipeline cell's runs (every tenant's classroom for shared-key cells)."""
-    from ..world.run import run_classroom, run_tenants
+    from ..world.run import run
 
     if cell.real_clock != ClockKind.VIRTUAL and cell.tenants > 1:
         raise UserError("tenants: shared-key cells run on the virtual clock only")
@@ -282,20 +265,10 @@ def _real_runs(cell: Cell, sc: Scenario, real_time_scale: float | None) -> list[
         real_time_scale = _wall_time_scale(cell, sc)
     results: list[RunResult] = []
     for r in range(cell.reps):
-        if cell.tenants > 1:
-            results += run_tenants(
-                sc, cell.mode, cell.concurrency, cell.tenants, seed=cell.seed, run_id=r,
-                stagger_s=cell.stagger_s, adaptive=cell.adaptive, records=False,
-                stagger_dist=cell.stagger_dist,
-            )  # fmt: skip
-        else:
-            results.append(
-                run_classroom(
-                    sc, cell.mode, cell.concurrency, seed=cell.seed, run_id=r,
-                    clock=cell.real_clock, time_scale=real_time_scale, records=False,
-                    adaptive=cell.adaptive,
-                )
-            )  # fmt: skip
+        results += run(
+            sc, cell.config, clock=cell.real_clock, seed=cell.seed, run_id=r,
+            time_scale=real_time_scale,
+        )  # fmt: skip
     return results
 
 
@@ -305,25 +278,18 @@ def _wall_time_scale(cell: Cell, sc: Scenario) -> float:
     printed."""
     from .floor import choose_time_scale, floor_of_this_process
 
-    choice = choose_time_scale(
-        sc,
-        cell.mode,
-        cell.concurrency,
-        seed=cell.seed,
-        adaptive=cell.adaptive,
-        floor_s=floor_of_this_process(),
-    )
+    choice = choose_time_scale(sc, cell.config, seed=cell.seed, floor_s=floor_of_this_process())
     print(f"sweep: cell {cell.cell_id}: {choice.line()}", file=sys.stderr, flush=True)
     return choice.time_scale
 
 
 def _run_cell_job(
-    cell: Cell, scenario_map: dict[str, Any], real_time_scale: float | None
+    cell: Cell, scenario: Scenario, real_time_scale: float | None
 ) -> tuple[str, pd.DataFrame | None, str | None]:
     """Run one cell; a failure (a provider that died, a bug) is returned, not raised, so that
     the sweep records it and goes on."""
     try:
-        df = run_cell(cell, scenario_from_mapping(scenario_map), real_time_scale)
+        df = run_cell(cell, scenario, real_time_scale)
     except Exception as e:
         return cell.cell_id, None, f"{type(e).__name__}: {e}"
     return cell.cell_id, df, None
@@ -448,8 +414,32 @@ def check_new_folder(path: Path, *, flag: str, allow_source_tree: bool = False) 
 
 
 def _ignore_sigint() -> None:
-    """Worker processes leave Ctrl-C to the sweep, which stops them (no half-run noise)."""
+    """Worker processes leave Ctrl-C to the sweep, which stops them (no half-run noise). They
+    start with SIGINT blocked (:func:`_sigint_held`): ignore it, then let the mask go (a
+    Ctrl-C that arrived meanwhile is dropped here, not raised in the middle of an import)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """While the pool's processes are spawned, Ctrl-C waits: SIGINT is blocked in this thread
+    (the children inherit the mask, so it cannot land in a worker still importing, and drop it
+    once they ignore it), and one delivered to another thread (numpy's) is only noted; it is
+    raised as a KeyboardInterrupt when the pool is whole, never half-way through a spawn."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: list[int] = []
+    old_handler = signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)  # a blocked one arrives now
+        signal.signal(signal.SIGINT, old_handler)
+    if seen:
+        raise KeyboardInterrupt
 
 
 def _connect_dask(address: str) -> Any:
@@ -473,9 +463,12 @@ def _executor(workers: int, dask_scheduler: str | None) -> Any:
 
 
 def _stop_workers(ex: Any) -> None:
-    """On Ctrl-C: stop the local worker processes now (their cells are lost, not half-saved)."""
-    for proc in list(getattr(ex, "_processes", {}).values()):
+    """On Ctrl-C: stop the local worker processes now (their cells are lost, not half-saved),
+    and wait for the pool to mark the unfinished cells broken. Nothing is cancelled first: the
+    pool's own thread would then fail setting those futures (``InvalidStateError``)."""
+    for proc in list((getattr(ex, "_processes", None) or {}).values()):
         proc.terminate()
+    ex.shutdown(wait=True)
 
 
 def _create_folder(d: Path, meta: dict[str, Any]) -> None:
@@ -499,7 +492,7 @@ def _create_folder(d: Path, meta: dict[str, Any]) -> None:
 
 
 def run_sweep(
-    spec: SweepSpec,
+    spec: SweepSpec | RunsSweepSpec,
     *,
     root: Path = Path("results"),
     out: Path | None = None,
@@ -538,7 +531,7 @@ def run_sweep(
 
 
 def _run_sweep(
-    spec: SweepSpec,
+    spec: SweepSpec | RunsSweepSpec,
     *,
     root: Path,
     out: Path | None,
@@ -554,8 +547,8 @@ def _run_sweep(
         spec, d = _reopen_folder(resume)
     else:
         d = _open_new_folder(spec, root, out, name, allow_source_tree)
-    scenarios = {sc.name: sc.to_mapping() for sc in spec.scenario_objects()}
-    cells = grid_cells(spec)
+    scenarios = {sc.name: sc for sc in spec.scenario_objects()}  # parsed once, not per cell
+    cells, job_fn = _grid_and_job(spec)
     done = finished_cells(d)
     todo = [c for c in cells if c.cell_id not in done]
     if on_start is not None:
@@ -578,9 +571,9 @@ def _run_sweep(
             pass
         elif n_workers == 1 and dask_client is None:
             for job in jobs:
-                saver.save(*_run_cell_job(*job))
+                saver.save(*job_fn(*job))
         else:
-            _run_on_pool(jobs, saver, n_workers, dask_client)
+            _run_on_pool(jobs, saver, n_workers, dask_client, job_fn)
     finally:
         bar.close()
     write_json_atomic(d / "failed_cells.json", saver.failed)
@@ -589,15 +582,29 @@ def _run_sweep(
     return d
 
 
-def _reopen_folder(resume: Path) -> tuple[SweepSpec, Path]:
+def _grid_and_job(spec: Any) -> tuple[list[Any], Callable[..., Any]]:
+    """The cells of a spec and the function that runs one (a browser-era sweep or a runs
+    sweep, :mod:`runner.experiments.runs_sweep`)."""
+    if isinstance(spec, RunsSweepSpec):
+        return runs_grid(spec), _run_runs_job
+    return grid_cells(spec), _run_cell_job
+
+
+def _reopen_folder(resume: Path) -> tuple[Any, Path]:
     """``--resume``: the folder's own spec, and the folder (its ``cells/`` ensured)."""
     meta = read_metadata(resume)
     (resume / "cells").mkdir(exist_ok=True)
+    if is_runs_spec(meta["spec"]):
+        return RunsSweepSpec.from_json(meta["spec"]), resume
     return SweepSpec.from_json(meta["spec"]), resume
 
 
 def _open_new_folder(
-    spec: SweepSpec, root: Path, out: Path | None, name: str | None, allow_source_tree: bool
+    spec: SweepSpec | RunsSweepSpec,
+    root: Path,
+    out: Path | None,
+    name: str | None,
+    allow_source_tree: bool,
 ) -> Path:
     """A new results folder (``out``, or a fresh one under ``root``), with its metadata."""
     label = name or "-".join(m.get("name", "custom") for m in spec.scenarios)
@@ -611,7 +618,7 @@ def _open_new_folder(
     return d
 
 
-def _metadata(spec: SweepSpec) -> dict[str, Any]:
+def _metadata(spec: SweepSpec | RunsSweepSpec) -> dict[str, Any]:
     return {
         "kind": RESULTS_KIND,
         "schema_version": SCHEMA_VERSION,
@@ -653,17 +660,25 @@ class _CellSaver:
         self.bar.update(1)
 
 
-_Job = tuple[Cell, dict[str, Any], float | None]
+_Job = tuple[Any, Scenario, float | None]  # a Cell or a runs cell
 
 
-def _run_on_pool(jobs: Sequence[_Job], saver: _CellSaver, workers: int, dask_client: Any) -> None:
+def _run_on_pool(
+    jobs: Sequence[_Job],
+    saver: _CellSaver,
+    workers: int,
+    dask_client: Any,
+    job_fn: Callable[..., Any] = _run_cell_job,
+) -> None:
     """The cells on local processes or a Dask cluster, saved as they finish; on Ctrl-C (or
-    any error) the rest is cancelled and the local workers stopped."""
+    any error) the local workers are stopped (Dask: the rest is cancelled)."""
     dask = dask_client is not None
     ex = dask_client if dask else _executor(workers, None)
     futs: list[Any] = []
     try:
-        futs = [ex.submit(_run_cell_job, *job) for job in jobs]
+        with contextlib.nullcontext() if dask else _sigint_held():
+            for job in jobs:
+                futs.append(ex.submit(job_fn, *job))
         ids = {id(f): job[0].cell_id for f, job in zip(futs, jobs, strict=True)}
         for f in _as_completed(futs, dask):
             try:
@@ -673,14 +688,14 @@ def _run_on_pool(jobs: Sequence[_Job], saver: _CellSaver, workers: int, dask_cli
             except BaseException as e:  # a worker that died takes its cell with it
                 saver.save(ids[id(f)], None, f"worker failed: {type(e).__name__}: {e}")
     except BaseException:
-        for f in futs:
-            f.cancel()
-        if not dask:
+        if dask:
+            for f in futs:
+                f.cancel()
+        else:
             _stop_workers(ex)
         raise
-    finally:
-        if not dask:
-            ex.shutdown(wait=False, cancel_futures=True)
+    if not dask:
+        ex.shutdown(wait=True)
 
 
 @dataclass(frozen=True)

@@ -162,9 +162,12 @@ def trace_from_result(res: RunResult, case: str = "") -> Trace:
 def port_trace(scenario: Scenario, concurrency: int, seed: int = 0) -> Trace:
     """The Python port on the virtual clock, pipelined (serial when ``c`` <= 1 anyway),
     under the scenario's upstream profile."""
-    from ..world.run import run_classroom
+    from sim.config import RunConfig
 
-    res = run_classroom(scenario, "pipelined", concurrency, seed=seed, clock="virtual")
+    from ..world.run import run
+
+    cfg = RunConfig.of("pipelined", concurrency, records=True)
+    [res] = run(scenario, cfg, clock="virtual", seed=seed)
     return trace_from_result(res, case=scenario.name)
 
 

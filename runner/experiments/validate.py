@@ -31,23 +31,15 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from sim.fast import quota_free, simulate_fast
-from sim.model import simulate, simulate_many, simulate_tenants
+from sim.config import RunConfig
+from sim.engines import simulate
 from sim.scenario import MODES, Scenario, load_scenario
 from sim.schema import RequestRecord, RunResult
 
 from ..store.stamps import provenance, provenance_line
 from ..world.fake_provider import ServerProcess
 from ..world.pipeline import Clock
-from ..world.run import (
-    frozen_gc,
-    pool_size,
-    run_classroom,
-    run_classroom_async,
-    run_tenants,
-    wall_client,
-    warm_up,
-)
+from ..world.run import frozen_gc, pool_size, run, run_async, wall_client, warm_up
 from .sweep import (
     DEFAULT_QUOTAS,
     ResultsError,
@@ -174,57 +166,30 @@ class ExactReport:
 
 
 def _exact_runs(
-    s: Scenario,
-    mode: str,
-    c: int,
-    r: int,
-    seed: int,
-    adaptive: str,
-    tenants: int,
-    stagger_s: float,
-    stagger_dist: str,
+    s: Scenario, cfg: RunConfig, r: int, seed: int
 ) -> tuple[list[RunResult], list[RunResult]]:
     """Run ``r`` of one cell in both worlds: the real pipeline's classrooms and the model's."""
-    if tenants == 1:
-        real = run_classroom(s, mode, c, seed=seed, run_id=r, clock="virtual", adaptive=adaptive)
-        one = simulate(s, mode, c, seed=seed, run_id=r, records=True, adaptive=adaptive)
-        return [real], [one]
-    kw: dict[str, Any] = {
-        "adaptive": adaptive,
-        "stagger_s": stagger_s,
-        "stagger_dist": stagger_dist,
-    }
-    reals = run_tenants(s, mode, c, tenants, seed=seed, run_id=r, **kw)
-    return reals, simulate_tenants(s, mode, c, tenants, seed=seed, run_id=r, records=True, **kw)
+    reals = run(s, cfg, clock="virtual", seed=seed, run_id=r)
+    return reals, simulate(s, cfg, seed=seed, run_id=r, engine="simpy")
 
 
 def _exact_cell(
-    sc: Scenario,
-    q: int | None,
-    mode: str,
-    c: int,
-    runs: int,
-    seed: int,
-    adaptive: str = "off",
-    tenants: int = 1,
-    stagger_s: float = 0.0,
-    stagger_dist: str = "constant",
+    sc: Scenario, q: int | None, cfg: RunConfig, runs: int, seed: int
 ) -> tuple[int, int, int, str | None]:
     s = sc if q is None else apply_quota(sc, q)
     n_req = n429 = nretry = 0
     for r in range(runs):
-        reals, models = _exact_runs(s, mode, c, r, seed, adaptive, tenants, stagger_s, stagger_dist)
+        reals, models = _exact_runs(s, cfg, r, seed)
         for real, model in zip(reals, models, strict=True):
-            assert isinstance(model, RunResult)
             n_req += len(real.requests_log)
             n429 += real.http_429
             nretry += real.retries
             diff = first_divergence(real, model)
             if diff is not None:
                 where = (
-                    f"scenario {sc.name}, quota {'scenario' if q is None else q}, mode {mode}, "
-                    f"c {c}, adaptive {adaptive}, tenants {tenants}, seed {seed}, run {r}, "
-                    f"tenant {real.tenant}"
+                    f"scenario {sc.name}, quota {'scenario' if q is None else q}, "
+                    f"mode {cfg.mode}, c {cfg.c}, adaptive {cfg.adaptive}, "
+                    f"tenants {cfg.tenants}, seed {seed}, run {r}, tenant {real.tenant}"
                 )
                 return n_req, n429, nretry, f"{where}: {diff}"
     return n_req, n429, nretry, None
@@ -258,9 +223,11 @@ def validate_exact(
     ]
     rep = ExactReport()
     for i, (sc, q, m, c, a, k) in enumerate(cells):
-        n_req, n429, nretry, diff = _exact_cell(
-            sc, q, m, c, runs, seed, a, k, stagger_s, stagger_dist
-        )
+        cfg = RunConfig.of(
+            m, c, adaptive=a, tenants=k, stagger_s=stagger_s, stagger_dist=stagger_dist,
+            records=True,
+        )  # fmt: skip
+        n_req, n429, nretry, diff = _exact_cell(sc, q, cfg, runs, seed)
         rep.cells += 1
         rep.runs += runs
         rep.requests += n_req
@@ -287,11 +254,29 @@ def measure_overhead_floor(classrooms: int = 3, call_s: float = 0.02) -> float:
 
 @dataclass(frozen=True)
 class WallCell:
+    """A wall-clock validation cell: a scenario under a quota, one run's settings."""
+
     scenario: str
     quota: int | None  # None: the scenario's own quotas
-    mode: str
-    concurrency: int
-    adaptive: str = "off"
+    config: RunConfig
+
+    @classmethod
+    def of(
+        cls, scenario: str, quota: int | None, mode: str, concurrency: int, adaptive: str = "off"
+    ) -> WallCell:
+        return cls(scenario, quota, RunConfig.of(mode, concurrency, adaptive=adaptive))
+
+    @property
+    def mode(self) -> str:
+        return str(self.config.mode)
+
+    @property
+    def concurrency(self) -> int:
+        return self.config.c
+
+    @property
+    def adaptive(self) -> str:
+        return str(self.config.adaptive)
 
     def build(self) -> Scenario:
         sc = load_scenario(self.scenario)
@@ -309,33 +294,31 @@ class WallCell:
 
 
 QUICK_CELLS = (
-    WallCell("default", 0, "serial", 1),
-    WallCell("default", 0, "pipelined", 3),
-    WallCell("default", 0, "hybrid", 3),
-    WallCell("burst-429", None, "pipelined", 2),
-    WallCell("low-quota", None, "pipelined", 3),
+    WallCell.of("default", 0, "serial", 1),
+    WallCell.of("default", 0, "pipelined", 3),
+    WallCell.of("default", 0, "hybrid", 3),
+    WallCell.of("burst-429", None, "pipelined", 2),
+    WallCell.of("low-quota", None, "pipelined", 3),
 )
 FULL_CELLS = (
     *QUICK_CELLS,
-    WallCell("content-heavy", 0, "pipelined", 4),
-    WallCell("tts-heavy", 0, "pipelined", 3),
-    WallCell("default", 3, "pipelined", 2),
-    WallCell("default", 2, "hybrid", 2),
-    WallCell("default", 5, "pipelined", 5),
-    WallCell("low-quota", None, "pipelined", 3, "gate"),
-    WallCell("default", 3, "pipelined", 3, "gate"),
+    WallCell.of("content-heavy", 0, "pipelined", 4),
+    WallCell.of("tts-heavy", 0, "pipelined", 3),
+    WallCell.of("default", 3, "pipelined", 2),
+    WallCell.of("default", 2, "hybrid", 2),
+    WallCell.of("default", 5, "pipelined", 5),
+    WallCell.of("low-quota", None, "pipelined", 3, "gate"),
+    WallCell.of("default", 3, "pipelined", 3, "gate"),
 )
 
 
 async def _wall_runs(
     sc: Scenario,
-    mode: str,
-    c: int,
+    cfg: RunConfig,
     seed: int,
     reps: int,
     scale: float,
     at_once: int = 4,
-    adaptive: str = "off",
     latency_factor: float = 1.0,
 ) -> list[RunResult]:
     with ServerProcess(
@@ -345,26 +328,18 @@ async def _wall_runs(
         # its own small pool (a shared large one costs milliseconds per request), a few at a
         # time so that one busy client loop does not perturb their races
         gate = asyncio.Semaphore(at_once)
-        n = pool_size(c)
+        n = pool_size(cfg.c)
 
-        async def one(r: int) -> tuple[Any, RunResult]:
+        async def one(r: int) -> RunResult:
             async with gate, wall_client(srv.base_url, n) as client:
                 await warm_up(client, n)
-                return await run_classroom_async(
-                    client,
-                    sc,
-                    mode,
-                    c,
-                    seed=seed,
-                    run_id=r,
-                    clock=Clock(scale),
-                    world="wall",
+                _, res = await run_async(
+                    client, sc, cfg, seed=seed, run_id=r, clock=Clock(scale), world="wall",
                     api_keys=(f"llm-{r}", f"tts-{r}"),
-                    adaptive=adaptive,
-                )
+                )  # fmt: skip
+                return res
 
-        done = await asyncio.gather(*(one(r) for r in range(reps)))
-    return [res for _, res in done]
+        return list(await asyncio.gather(*(one(r) for r in range(reps))))
 
 
 def equivalence(ci: tuple[float, float], tol: float) -> str:
@@ -449,11 +424,7 @@ def _cell_verdict(checks: dict[str, dict[str, Any]]) -> tuple[str, int | None]:
 
 
 def _model_population(cell: WallCell, sc: Scenario, model_reps: int, seed: int) -> list[Any]:
-    if quota_free(sc) and cell.adaptive == "off":
-        return list(simulate_fast(sc, cell.mode, cell.concurrency, model_reps, seed=seed).results())
-    return simulate_many(
-        sc, cell.mode, cell.concurrency, model_reps, seed=seed, adaptive=cell.adaptive
-    )
+    return simulate(sc, cell.config, reps=model_reps, seed=seed)
 
 
 def _cell_report(
@@ -557,12 +528,7 @@ def _run_wall_cell(
     # quota-free classrooms cannot race each other: run them all at once
     at_once = reps if not (sc.quota_llm.limited or sc.quota_tts.limited) else 4
     with frozen_gc():
-        real = asyncio.run(
-            _wall_runs(
-                sc, cell.mode, cell.concurrency, seed, reps, scale, at_once, cell.adaptive,
-                latency_factor,
-            )
-        )  # fmt: skip
+        real = asyncio.run(_wall_runs(sc, cell.config, seed, reps, scale, at_once, latency_factor))
     res = _cell_report(cell, real, pop, tols)
     res["model_reps"] = model_reps
     res["time_scale"] = scale

@@ -400,14 +400,22 @@ def _evidence(
 
 def recommendation_of(d: Path) -> dict[str, Any]:
     """What ``recommendation.json`` holds, computed from the folder's saved runs without
-    drawing a figure or writing a file (``scenebench recommend``)."""
+    drawing a figure or writing a file (``scenebench recommend``); a runs sweep's folder:
+    the two-knob answer (:mod:`runner.report.runs_report`)."""
+    from .runs_report import is_runs_folder, runs_recommendation_of
+
+    if is_runs_folder(d):
+        return runs_recommendation_of(d)
     return _evidence(d)[3]
 
 
 def render_results(d: Path) -> dict[str, Any]:
     """(Re-)render cells.csv, figures, REPORT.md and recommendation.json from runs.parquet."""
     from ..store.folders import write_atomic, write_json_atomic
+    from .runs_report import is_runs_folder, render_runs_results
 
+    if is_runs_folder(d):
+        return render_runs_results(d)
     meta, cells, scenarios, rec = _evidence(d)
     write_atomic(d / "cells.csv", lambda p: cells.to_csv(p, index=False))
     figures = render_figures(cells, scenarios, d / "figures")

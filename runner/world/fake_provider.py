@@ -42,7 +42,7 @@ from starlette.routing import Route
 from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from sim.rules import Counts, Step, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
-from sim.upstream import ErrorShape
+from sim.upstream import ErrorShape, route_status
 
 from . import provider_api as _api
 from .wire import (
@@ -76,6 +76,7 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     RATE_LIMITED = "RATE_LIMITED"
     GENERATION_FAILED = "GENERATION_FAILED"
+    UPSTREAM_ERROR = "UPSTREAM_ERROR"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -467,15 +468,23 @@ def _rate_limited(dec: Decision, headers: dict[str, str]) -> JSONResponse:
     )
 
 
-def _failed(fake: FakeProvider, dec: Decision, tally: str) -> Response:
+def _failed(fake: FakeProvider, dec: Decision, tally: str, step: int) -> Response:
     """The answer to a model call that did not succeed: a dropped connection, or the error
-    the route returns (in the ``route`` shape every failure is a 500, as before #788)."""
+    the route returns (in the ``route`` shape every failure is a 500, as before #788; in the
+    ``status`` shape the provider's status as :func:`sim.upstream.route_status` says)."""
     if dec.status == RESET:
         return _ResetResponse()
     hdrs = {COUNTS_HEADER: tally}
     msg = "Upstream model call failed"
-    if fake.scenario.client.provider_errors == ErrorShape.ROUTE:
+    shape = fake.scenario.client.provider_errors
+    if shape == ErrorShape.ROUTE:
         return _error(HTTPStatus.INTERNAL_SERVER_ERROR, ErrorCode.GENERATION_FAILED, msg, hdrs)
+    if shape == ErrorShape.STATUS:  # since #788: the provider's status, no Retry-After
+        status = route_status(shape, step, dec.status)
+        code = ErrorCode.RATE_LIMITED if status == 429 else ErrorCode.UPSTREAM_ERROR
+        if status == 500 and (step == 2 or dec.status < 400):
+            code = ErrorCode.GENERATION_FAILED if step == 2 else ErrorCode.INTERNAL_ERROR
+        return _error(status, code, msg, hdrs)
     if dec.status == HTTPStatus.TOO_MANY_REQUESTS:
         return _rate_limited(dec, hdrs)
     return _error(dec.status, ErrorCode.GENERATION_FAILED, msg, hdrs)
@@ -511,7 +520,7 @@ async def _generate(
     tally = format_counts(counts, dec.status)
     if dec.status in (HTTPStatus.OK, TRUNCATED):
         return _ok_counted(dec, tally, payload())
-    return _failed(fake, dec, tally)
+    return _failed(fake, dec, tally, int(step))
 
 
 def _content(outline: dict[str, Any]) -> dict[str, Any]:

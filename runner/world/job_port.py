@@ -32,17 +32,19 @@ from sim.jobs import (
     ServerProfile,
     arrivals_us,
     check_jobs,
+    job_record,
     key_gates,
+    media_plan,
     server_scenario,
 )
 from sim.keygate import KeyGate
 from sim.limiter import Rank
-from sim.rules import ClockKind, Policy, RunStatus, clamp_concurrency
-from sim.scenario import MODES, Scenario
+from sim.rules import ClockKind, Policy, RunStatus, Step
+from sim.scenario import Scenario
 from sim.schema import RunResult
 
 from .fake_provider import create_app
-from .pipeline import Clock, PipelineOptions, ScenePipeline, _AioGate
+from .pipeline import Clock, ScenePipeline, _AioGate
 from .run import _in_virtual_world
 from .wire import audio_id
 
@@ -103,7 +105,7 @@ class _KeyPipeline(ScenePipeline):
         fg: bool = False,
     ) -> dict[str, Any] | None:
         if gate is None and self._llm_gate is not None:
-            gate = self._tts_gate if step == 2 else self._llm_gate
+            gate = self._tts_gate if step == Step.TTS else self._llm_gate
         return await super()._call(step, body, headers, ident, gate, fg)
 
 
@@ -139,23 +141,25 @@ class _JobPipeline(_KeyPipeline):
             await self.scene_tail(i, content)
 
     async def media(self) -> None:
-        todo: list[tuple[int, int, dict[str, Any]]] = []
-        for order, scene in self.scenes:
-            speech = [a for a in scene.get("actions", []) if a.get("type") == "speech"]
-            todo.extend((order, j, a) for j, a in enumerate(speech))
+        speech = {
+            order: [a for a in scene.get("actions", []) if a.get("type") == "speech"]
+            for order, scene in self.scenes
+        }
+        todo = media_plan([order for order, _ in self.scenes], lambda i: len(speech[i]))
         self.media_clips = len(todo)
         it = iter(todo)
 
         async def worker() -> None:
-            for order, j, action in it:
+            for order, j in it:
+                action = speech[order][j]
                 body = {
                     "text": action["text"],
                     "audioId": audio_id(order, str(action["id"])),
                     "ttsProviderId": "fake-tts",
                     "ttsVoice": "alloy",
-                    "ttsApiKey": self.opt.tts_api_key,
+                    "ttsApiKey": self.api_keys[1],
                 }
-                res = await self._call(2, body, {}, (order, j), self._tts_gate, False)
+                res = await self._call(Step.TTS, body, {}, (order, j), self._tts_gate, False)
                 if res is None or not res.get("base64"):
                     self.clips_failed += 1
 
@@ -168,23 +172,11 @@ class _JobPipeline(_KeyPipeline):
         await self.media()
         end = self.clock.now_us() - arrival_us
         self.status = RunStatus.COMPLETED
-        st = self.stats
-        return JobRecord(
-            job=job,
-            classroom=self.opt.classroom,
-            arrival_s=arrival_us / 1e6,
-            latency_s=end / 1e6,
-            scenes_ok=len(self.scenes),
-            scenes_failed=len(self.failed),
-            clips=self.media_clips,
-            clips_failed=self.clips_failed,
-            requests=st.requests,
-            http_429=st.http_429,
-            http_5xx=st.http_5xx,
-            retries=st.retries,
-            timeouts=st.timeouts,
-            failed_orders=tuple(sorted(self.failed)),
-        )
+        return job_record(
+            job, self.classroom, arrival_us, end, scenes_ok=len(self.scenes),
+            failed=self.failed, clips=self.media_clips, clips_failed=self.clips_failed,
+            counts=self.stats,
+        )  # fmt: skip
 
 
 def run_jobs(
@@ -205,9 +197,10 @@ def run_jobs(
     check_jobs(mode, jobs, arrival_per_hour, arrivals_s)
     sc = scenario if isinstance(scenario.client, ServerProfile) else server_scenario(scenario)
     arr = arrivals_us(seed, run_id, jobs, arrival_per_hour, arrivals_s)
-    c = clamp_concurrency(concurrency)
     # a job's clips go one at a time in the loop (its media step has its own concurrency)
-    cfg = RunConfig.of(mode, c, tts_concurrency=1, adaptive=Policy.GATE if key_gate else Policy.OFF)
+    gate = Policy.GATE if key_gate else Policy.OFF
+    cfg = RunConfig.of(mode, concurrency, tts_concurrency=1, adaptive=gate)
+    c = cfg.c
     lo = run_id * len(arr)
     app = create_app(sc, seed, virtual=True, keep_log=True)
     fake = app.state.fake
@@ -216,10 +209,9 @@ def run_jobs(
     async def one(client: httpx.AsyncClient, j: int) -> JobRecord:
         if arr[j]:
             await asyncio.sleep(arr[j] / 1e6)
-        opts = PipelineOptions.from_config(cfg, sc, c, classroom=lo + j)
         pipe = _JobPipeline(
-            client, sc, opts, _KeyClock(1.0), world=ClockKind.VIRTUAL, seed=seed,
-            gates=gates, rank=j, media_c=media_concurrency,
+            client, sc, cfg, _KeyClock(1.0), classroom=lo + j, world=ClockKind.VIRTUAL,
+            seed=seed, gates=gates, rank=j, media_c=media_concurrency,
         )  # fmt: skip
         return await pipe.run_job(j, arr[j])
 
@@ -242,14 +234,11 @@ def run_keygate_tenants(
     stagger_s: float = 0.0,
     stagger_dist: str = "constant",
 ) -> list[RunResult]:
-    """:func:`runner.world.run.run_tenants` with key-wide gates instead of per-classroom gates
+    """:func:`runner.run` of several tenants with key-wide gates instead of per-classroom gates
     (virtual clock); the counterpart of :func:`sim.jobs.simulate_keygate_tenants`."""
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    cfg = RunConfig.of(mode, concurrency, tts_concurrency=tts_concurrency, adaptive=Policy.GATE)
     if not (isinstance(tenants, int) and tenants >= 1):
         raise UserError(f"tenants: must be an integer >= 1, got {tenants!r}")
-    c = clamp_concurrency(concurrency)
-    cfg = RunConfig.of(mode, c, tts_concurrency=tts_concurrency, adaptive=Policy.GATE)
     app = create_app(scenario, seed, virtual=True, keep_log=False)
     gates = key_gates(scenario)
     offsets = tenant_offsets_us(seed, run_id, tenants, stagger_s, stagger_dist)
@@ -258,12 +247,12 @@ def run_keygate_tenants(
         if offsets[j]:
             await asyncio.sleep(offsets[j] / 1e6)
         cid = run_id * tenants + j
-        opts = PipelineOptions.from_config(cfg, scenario, c, classroom=cid)
         pipe = _KeyPipeline(
             client,
             scenario,
-            opts,
+            cfg,
             _KeyClock(1.0),
+            classroom=cid,
             world=ClockKind.VIRTUAL,
             seed=seed,
             gates=gates,

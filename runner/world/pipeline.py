@@ -25,15 +25,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from sim.config import RunConfig
 from sim.draws import Draws, client_jitter_u
-from sim.errors import UserError
-from sim.limiter import LOOP_DONE, POLICIES, GateCore, Rank, tell_gate
+from sim.limiter import LOOP_DONE, GateCore, Rank, tell_gate
 from sim.rules import (
     Act,
     CallMachine,
@@ -42,12 +41,13 @@ from sim.rules import (
     Mode,
     Policy,
     RunStatus,
-    clamp_concurrency,
+    Step,
     content_slots,
     final_status,
     is_parallel,
+    tts_concurrency,
 )
-from sim.scenario import MODES, Scenario
+from sim.scenario import Scenario
 from sim.schema import RunResult
 from sim.timeline import Timeline, run_result
 from sim.upstream import Handoff
@@ -55,7 +55,7 @@ from sim.upstream import Handoff
 from .failures import FailureReason, failure_from_attempt
 from .wire import COUNTS_HEADER, FOREGROUND_HEADER, SENT_HEADER, audio_id, parse_counts
 
-__all__ = ["Clock", "PipelineOptions", "ScenePipeline"]
+__all__ = ["Clock", "ScenePipeline"]
 
 _ROUTES = ("/api/generate/scene-content", "/api/generate/scene-actions", "/api/generate/tts")
 HANDOFF_YIELDS = 16  # event-loop turns the loop gets to issue actions(i) before the slot frees
@@ -79,55 +79,6 @@ class Clock:
 
     def real_s(self, model_s: float) -> float:
         return model_s * self.time_scale
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    """How one classroom is generated. ``concurrency`` is already clamped."""
-
-    mode: str
-    concurrency: int
-    tts_concurrency: int
-    request_timeout_s: float
-    classroom: int = 0
-    llm_api_key: str = "llm-key"
-    tts_api_key: str = "tts-key"
-    headers: dict[str, str] = field(default_factory=dict)
-    adaptive: str = "off"
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise UserError(f"mode: must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if self.adaptive not in POLICIES:
-            raise UserError(
-                f"adaptive: must be one of {', '.join(POLICIES)}; got {self.adaptive!r}"
-            )
-        object.__setattr__(self, "mode", Mode(self.mode))  # kept as the enums inside
-        object.__setattr__(self, "adaptive", Policy(self.adaptive))
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: RunConfig,
-        scenario: Scenario,
-        concurrency: int,
-        *,
-        classroom: int = 0,
-        api_keys: tuple[str, str] = ("llm-key", "tts-key"),
-    ) -> PipelineOptions:
-        """A classroom's options from a run's config, at ``concurrency`` (the config's, or
-        the provider's knob when the config has none)."""
-        c = clamp_concurrency(concurrency)
-        return cls(
-            mode=cfg.mode,
-            concurrency=c,
-            tts_concurrency=cfg.tts_for(c, scenario.client.tts_at_concurrency),
-            request_timeout_s=scenario.request_timeout_s,
-            classroom=classroom,
-            llm_api_key=api_keys[0],
-            tts_api_key=api_keys[1],
-            adaptive=cfg.adaptive,
-        )
 
 
 class _Failed(Exception):
@@ -222,15 +173,23 @@ class ScenePipeline:
         self,
         client: httpx.AsyncClient,
         scenario: Scenario,
-        options: PipelineOptions,
+        config: RunConfig,
         clock: Clock,
         *,
+        classroom: int = 0,
+        api_keys: tuple[str, str] = ("llm-key", "tts-key"),
         world: str = ClockKind.WALL,
         seed: int = 0,
     ) -> None:
         self.client = client
         self.sc = scenario
-        self.opt = options
+        self.cfg = config  # its concurrency already read from the provider's knob if unset
+        self.c = config.c
+        self.tts_c = tts_concurrency(
+            config.mode, self.c, config.tts_concurrency, scenario.client.tts_at_concurrency
+        )
+        self.classroom = classroom
+        self.api_keys = api_keys  # (LLM, TTS); quotas are per key
         self.clock = clock
         self.world = world
         self.seed = seed
@@ -238,7 +197,7 @@ class ScenePipeline:
         self.attempt_failures: list[FailureReason] = []  # every unsuccessful attempt, and why
         self._aborted = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.stage_id = f"sb-{options.classroom}"
+        self.stage_id = f"sb-{classroom}"
         self.outlines = [
             {
                 "id": f"outline-{i}",
@@ -286,7 +245,7 @@ class ScenePipeline:
     async def _attempt(self, route: str, body: dict[str, Any], headers: dict[str, str]) -> _Answer:
         """POST once; the answer the client sees (status 0 = timeout, -1 = network)."""
         try:
-            async with asyncio.timeout(self.clock.real_s(self.opt.request_timeout_s)):
+            async with asyncio.timeout(self.clock.real_s(self.sc.request_timeout_s)):
                 if self.world == ClockKind.WALL:  # the provider counts the latency from here
                     headers = {**headers, SENT_HEADER: str(time.monotonic_ns())}
                 resp = await self.client.post(route, json=body, headers=headers)
@@ -335,7 +294,7 @@ class ScenePipeline:
         """Record why an attempt did not succeed (``self.attempt_failures``; nothing on
         success)."""
         f = failure_from_attempt(
-            route, body, status, data, error=error, timeout_s=self.opt.request_timeout_s
+            route, body, status, data, error=error, timeout_s=self.sc.request_timeout_s
         )
         if f is not None:
             self.attempt_failures.append(f)
@@ -391,17 +350,16 @@ class ScenePipeline:
 
     def _draws(self) -> Draws:
         if self._draws_cache is None:
-            cid = self.opt.classroom
+            cid = self.classroom
             self._draws_cache = Draws(self.sc, self.seed, cid, cid + 1)
         return self._draws_cache
 
     def _llm_headers(self) -> dict[str, str]:
         return {
             "x-model": "fake:model",
-            "x-api-key": self.opt.llm_api_key,
+            "x-api-key": self.api_keys[0],
             "x-base-url": "",
             "x-provider-type": "openai",
-            **self.opt.headers,
         }
 
     async def content(
@@ -414,7 +372,7 @@ class ScenePipeline:
             "stageInfo": {"name": "scenebench"},
         }
         gate = None if fg else (gate if gate is not None else self._llm_gate)
-        return await self._call(0, body, self._llm_headers(), (i, 0), gate, fg)
+        return await self._call(Step.CONTENT, body, self._llm_headers(), (i, 0), gate, fg)
 
     async def actions(
         self, i: int, content: dict[str, Any], prev: list[str], fg: bool = False
@@ -428,11 +386,12 @@ class ScenePipeline:
             "previousSpeeches": prev,
         }
         gate = None if fg else self._llm_gate
-        return await self._call(1, body, self._llm_headers(), (i, 0), gate, fg)
+        return await self._call(Step.ACTIONS, body, self._llm_headers(), (i, 0), gate, fg)
 
     async def tts(self, scene: dict[str, Any], fg: bool = False) -> bool:
         """All speech clips of a scene; every clip is tried, any failure fails the scene.
-        The foreground scene's clips go one at a time (the preview page's call)."""
+        The foreground scene's clips go one at a time (the preview page's call), at the
+        loop's within-scene concurrency under profiles with #1039's rule."""
         speeches = [
             a for a in scene.get("actions", []) if a.get("type") == "speech" and a.get("text")
         ]
@@ -449,9 +408,9 @@ class ScenePipeline:
                 "audioId": audio_id(order, str(speeches[j]["id"])),
                 "ttsProviderId": "fake-tts",
                 "ttsVoice": "alloy",
-                "ttsApiKey": self.opt.tts_api_key,
+                "ttsApiKey": self.api_keys[1],
             }
-            res = await self._call(2, body, {}, (order, j), g, fg)
+            res = await self._call(Step.TTS, body, {}, (order, j), g, fg)
             oks.append(res is not None and bool(res.get("base64")))
 
         gate = None if fg else self._tts_gate
@@ -468,7 +427,8 @@ class ScenePipeline:
 
             await asyncio.gather(*(gated(j) for j in range(k)))
             return all(oks)
-        c = 1 if fg else self.opt.tts_concurrency
+        fg_at_c = self.sc.client.foreground_tts_at_concurrency  # since #1039
+        c = 1 if fg and not fg_at_c else self.tts_c
         nxt = iter(range(k))
 
         async def worker() -> None:  # min(c, k) workers = a FIFO semaphore of size c
@@ -520,21 +480,21 @@ class ScenePipeline:
             first = 1
         pending = list(range(first, self.sc.outlines))
         self._make_gates(len(pending))
-        if is_parallel(self.opt.mode, self.opt.concurrency, len(pending)):
+        if is_parallel(self.cfg.mode, self.c, len(pending)):
             await self.parallel_loop(pending)
         else:
             await self.serial_loop(pending)
 
     def _make_gates(self, pending: int) -> None:
-        opt = self.opt
-        parallel = is_parallel(opt.mode, opt.concurrency, pending)
-        gated = opt.adaptive == Policy.GATE
+        cfg = self.cfg
+        parallel = is_parallel(cfg.mode, self.c, pending)
+        gated = cfg.adaptive == Policy.GATE
         if gated:
-            slots = self.content_slots(opt.concurrency, pending) + 1 if parallel else 1
-            reserve = parallel and opt.mode == Mode.PIPELINED  # keep a slot for the loop
+            slots = self.content_slots(self.c, pending) + 1 if parallel else 1
+            reserve = parallel and cfg.mode == Mode.PIPELINED  # keep a slot for the loop
             self._llm_gate = _AioGate(GateCore(slots, Policy.GATE, reserve), self.clock)
-        if gated or (opt.adaptive != Policy.OFF and opt.tts_concurrency > 1):
-            core = GateCore(max(1, opt.tts_concurrency), opt.adaptive)
+        if gated or (cfg.adaptive != Policy.OFF and self.tts_c > 1):
+            core = GateCore(max(1, self.tts_c), cfg.adaptive)
             self._tts_gate = _AioGate(core, self.clock)
 
     def _frontier(self, i: int) -> None:
@@ -576,8 +536,8 @@ class ScenePipeline:
         """Every pending outline's content task, each waiting for a slot of a FIFO
         semaphore of ``min(c, pending)`` (or of the adaptive gate)."""
         loop = asyncio.get_running_loop()
-        slots = self.content_slots(self.opt.concurrency, len(pending))
-        adaptive = self.opt.adaptive
+        slots = self.content_slots(self.c, len(pending))
+        adaptive = self.cfg.adaptive
         cgate = (
             _AioGate(GateCore(slots, adaptive), self.clock)
             if adaptive not in (Policy.OFF, Policy.GATE)
@@ -609,7 +569,7 @@ class ScenePipeline:
 
     async def parallel_loop(self, pending: list[int]) -> None:
         results = self._start_content(pending)
-        if self.opt.mode == Mode.HYBRID:
+        if self.cfg.mode == Mode.HYBRID:
             await asyncio.gather(*results.values(), return_exceptions=True)
         content_failed = paused = False
         for i in pending:
@@ -638,17 +598,16 @@ class ScenePipeline:
         d = self._draws()
         play = {i: d.playback_us(0, i, self.clips.get(i, 0)) for i, _ in self.ready}
         tl = Timeline(self.ready, self.failed, self.stats, self.status, end_us)
-        opt = self.opt
         return run_result(
             self.sc,
             tl,
             play,
             world=self.world,
-            mode=opt.mode,
-            concurrency=opt.concurrency,
-            tts_concurrency=opt.tts_concurrency,
+            mode=self.cfg.mode,
+            concurrency=self.c,
+            tts_concurrency=self.tts_c,
             seed=self.seed,
-            classroom=opt.classroom,
+            classroom=self.classroom,
         )
 
 

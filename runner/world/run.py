@@ -25,20 +25,19 @@ import looptime
 from sim.config import RunConfig
 from sim.draws import tenant_offsets_us
 from sim.errors import UserError
-from sim.rules import CLOCKS, MODES, ClockKind, clamp_concurrency
+from sim.rules import CLOCKS, ClockKind, clamp_concurrency
 from sim.scenario import Scenario
 from sim.schema import RunResult, records_from_log
 
 from .fake_provider import ServerProcess, ServerThread, create_app
-from .pipeline import Clock, PipelineOptions, ScenePipeline
+from .pipeline import Clock, ScenePipeline
 
 __all__ = [
     "frozen_gc",
     "pool_size",
     "read_server_concurrency",
-    "run_classroom",
-    "run_classroom_async",
-    "run_tenants",
+    "run",
+    "run_async",
     "wall_client",
     "warm_up",
 ]
@@ -62,49 +61,29 @@ async def read_server_concurrency(
     return clamp_concurrency(raw)
 
 
-async def run_classroom_async(
+async def run_async(
     client: httpx.AsyncClient,
     scenario: Scenario,
-    mode: str,
-    concurrency: int | None,
+    config: RunConfig,
     *,
-    tts_concurrency: int | None = None,
     seed: int = 0,
     run_id: int = 0,
     clock: Clock | None = None,
     world: str = ClockKind.WALL,
     hook: Hook | None = None,
     api_keys: tuple[str, str] = ("llm-key", "tts-key"),
-    adaptive: str = "off",
 ) -> tuple[ScenePipeline, RunResult]:
-    """Build and run one pipeline on an existing client; returns it and its result.
-
-    ``api_keys`` are the (LLM, TTS) keys the classroom sends; quotas are per key.
-    """
-    cfg = RunConfig.of(mode, concurrency, tts_concurrency=tts_concurrency, adaptive=adaptive)
-    return await _run_pipeline(client, scenario, cfg, seed, run_id, clock, world, hook, api_keys)
-
-
-async def _run_pipeline(
-    client: httpx.AsyncClient,
-    scenario: Scenario,
-    cfg: RunConfig,
-    seed: int,
-    run_id: int,
-    clock: Clock | None = None,
-    world: str = ClockKind.WALL,
-    hook: Hook | None = None,
-    api_keys: tuple[str, str] = ("llm-key", "tts-key"),
-) -> tuple[ScenePipeline, RunResult]:
-    """One classroom (id ``run_id``) of ``cfg`` through the pipeline, with ``hook`` beside it;
-    a config without a concurrency reads the provider's knob first."""
-    c = (
-        await read_server_concurrency(client, scenario.client.knob_endpoint)
-        if cfg.concurrency is None
-        else cfg.concurrency
-    )
-    opts = PipelineOptions.from_config(cfg, scenario, c, classroom=run_id, api_keys=api_keys)
-    pipe = ScenePipeline(client, scenario, opts, clock or Clock(1.0), world=world, seed=seed)
+    """One classroom (id ``run_id``) of ``config`` through the pipeline on an existing client,
+    with ``hook`` beside it; returns the pipeline and its result. A config without a
+    concurrency reads the provider's knob first. ``api_keys`` are the (LLM, TTS) keys the
+    classroom sends; quotas are per key."""
+    if config.concurrency is None:
+        knob = await read_server_concurrency(client, scenario.client.knob_endpoint)
+        config = dataclasses.replace(config, concurrency=knob)
+    pipe = ScenePipeline(
+        client, scenario, config, clock or Clock(1.0),
+        classroom=run_id, api_keys=api_keys, world=world, seed=seed,
+    )  # fmt: skip
     if hook is None:
         return pipe, await pipe.run()
     task = asyncio.ensure_future(pipe.run())
@@ -115,50 +94,47 @@ async def _run_pipeline(
     return pipe, res
 
 
-def _check(mode: str, clock: str) -> None:
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}; got {mode!r}")
-    if clock not in CLOCKS:
-        raise UserError(f"clock: must be one of {', '.join(CLOCKS)}; got {clock!r}")
-
-
-def run_classroom(
+def run(
     scenario: Scenario,
-    mode: str,
-    concurrency: int | None,
+    config: RunConfig,
     *,
-    tts_concurrency: int | None = None,
+    clock: str = ClockKind.VIRTUAL,
     seed: int = 0,
     run_id: int = 0,
-    clock: str = ClockKind.VIRTUAL,
     time_scale: float | None = None,
     base_url: str | None = None,
-    records: bool = True,
     hook: Hook | None = None,
-    adaptive: str = "off",
-) -> RunResult:
-    """Run one classroom through the real pipeline against the fake provider.
+) -> list[RunResult]:
+    """Run ``config`` through the real pipeline against the fake provider: one result per
+    classroom (``config.tenants`` of them on the same keys, ids ``run_id * tenants + j``, as
+    :func:`sim.simulate`; several only on the virtual clock).
 
-    ``concurrency=None`` reads it from the provider's ``/api/health`` (its
-    ``PARALLEL_SCENE_CONCURRENCY``). With ``base_url`` the provider is external
-    (wall clock only); otherwise one is started for the run. ``records`` attaches
-    the provider's request log to the result. ``clock`` is a :class:`sim.rules.ClockKind`.
+    ``clock`` is a :class:`sim.rules.ClockKind`: ``virtual`` (exact model times) or
+    ``wall`` (a real socket, latencies compressed by ``time_scale``, default the
+    scenario's). ``config.concurrency=None`` reads the provider's knob. With ``base_url``
+    the provider is external (wall clock only); otherwise one is started for the run.
+    ``config.records`` attaches the provider's request log to each result. ``hook`` runs
+    beside a single classroom's pipeline (e.g. to stop it).
     """
-    _check(mode, clock)
-    cfg = RunConfig.of(
-        mode, concurrency, tts_concurrency=tts_concurrency, adaptive=adaptive, records=records
-    )
+    if clock not in CLOCKS:
+        raise UserError(f"clock: must be one of {', '.join(CLOCKS)}; got {clock!r}")
+    if clock == ClockKind.VIRTUAL and base_url is not None:
+        raise UserError(
+            "base_url: only with clock='wall' (a virtual clock needs the in-process provider)"
+        )
+    if seed < 0 or run_id < 0:
+        raise UserError(f"seed and run_id: must be >= 0, got {seed}, {run_id}")
+    if config.tenants > 1:
+        if clock != ClockKind.VIRTUAL or hook is not None:
+            raise UserError("tenants: classrooms sharing the keys run on the virtual clock only")
+        return _run_tenants(scenario, config, seed, run_id)
     if clock == ClockKind.VIRTUAL:
-        if base_url is not None:
-            raise UserError(
-                "base_url: only with clock='wall' (a virtual clock needs the in-process provider)"
-            )
-        return _run_virtual(scenario, cfg, seed, run_id, hook)
+        return [_run_virtual(scenario, config, seed, run_id, hook)]
     scale = scenario.time_scale if time_scale is None else time_scale
     if not scale > 0:
         raise UserError(f"time_scale: must be > 0, got {scale}")
     with frozen_gc():
-        return asyncio.run(_run_wall(scenario, cfg, seed, run_id, scale, base_url, hook))
+        return [asyncio.run(_run_wall(scenario, config, seed, run_id, scale, base_url, hook))]
 
 
 @contextlib.contextmanager
@@ -201,7 +177,9 @@ def _run_virtual(
 
     async def body(cl: httpx.AsyncClient) -> RunResult:
         world = ClockKind.VIRTUAL
-        _, res = await _run_pipeline(cl, scenario, cfg, seed, run_id, Clock(1.0), world, hook)
+        _, res = await run_async(
+            cl, scenario, cfg, seed=seed, run_id=run_id, clock=Clock(1.0), world=world, hook=hook
+        )
         if cfg.records:
             res = dataclasses.replace(
                 res, requests_log=tuple(records_from_log(fake.log_rows(run_id)))
@@ -233,9 +211,10 @@ async def _run_wall(
             t0_ext = None if server is not None else await _server_now_us(client)
             await warm_up(client, n)
             world = ClockKind.WALL
-            pipe, res = await _run_pipeline(
-                client, scenario, cfg, seed, run_id, Clock(scale), world, hook
-            )
+            pipe, res = await run_async(
+                client, scenario, cfg, seed=seed, run_id=run_id, clock=Clock(scale), world=world,
+                hook=hook,
+            )  # fmt: skip
             if cfg.records:
                 if server is not None:
                     t0_server = round((pipe.clock.t0 - _epoch(server)) / scale * 1e6)
@@ -312,41 +291,6 @@ async def _server_log(client: httpx.AsyncClient, cid: int) -> list[Any]:
         return []
 
 
-def run_tenants(
-    scenario: Scenario,
-    mode: str,
-    concurrency: int,
-    tenants: int,
-    *,
-    seed: int = 0,
-    run_id: int = 0,
-    tts_concurrency: int | None = None,
-    stagger_s: float = 0.0,
-    adaptive: str = "off",
-    records: bool = True,
-    stagger_dist: str = "constant",
-) -> list[RunResult]:
-    """``tenants`` classrooms generated at once on the same keys (a deployment's server key),
-    tenant ``j`` starting ``j * stagger_s`` model seconds after tenant 0; virtual clock.
-
-    Classroom ids are ``run_id * tenants + j``, as in :func:`sim.simulate_tenants`.
-    """
-    _check(mode, ClockKind.VIRTUAL)
-    if tenants < 1 or not (stagger_s >= 0):
-        raise UserError(f"tenants must be >= 1 and stagger_s >= 0; got {tenants}, {stagger_s}")
-    cfg = RunConfig.of(
-        mode,
-        concurrency,
-        tts_concurrency=tts_concurrency,
-        adaptive=adaptive,
-        records=records,
-        tenants=tenants,
-        stagger_s=stagger_s,
-        stagger_dist=stagger_dist,
-    )
-    return _run_tenants(scenario, cfg, seed, run_id)
-
-
 def _run_tenants(scenario: Scenario, cfg: RunConfig, seed: int, run_id: int) -> list[RunResult]:
     app = create_app(scenario, seed, virtual=True, keep_log=cfg.records)
     fake = app.state.fake
@@ -358,7 +302,9 @@ def _run_tenants(scenario: Scenario, cfg: RunConfig, seed: int, run_id: int) -> 
             await asyncio.sleep(offsets[j] / 1e6)
         cid = run_id * tenants + j
         clock, world = Clock(1.0), ClockKind.VIRTUAL
-        _, res = await _run_pipeline(client, scenario, cfg, seed, cid, clock, world)
+        _, res = await run_async(
+            client, scenario, cfg, seed=seed, run_id=cid, clock=clock, world=world
+        )
         log = tuple(records_from_log(fake.log_rows(cid))) if cfg.records else ()
         return dataclasses.replace(res, tenants=tenants, tenant=j, requests_log=log)
 

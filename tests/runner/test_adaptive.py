@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from runner import run_classroom
+from runner import run
 from runner.experiments.sweep import apply_quota
-from sim import load_scenario, simulate, simulate_many, simulate_tenants
+from sim import RunConfig, load_scenario, simulate
 from tests.conftest import assert_same_run, log_key, swept
 
 
@@ -19,11 +19,17 @@ def test_adaptive_runs_agree_exactly_between_the_real_pipeline_and_the_model(ada
     seen_429 = 0
     for mode in ("hybrid", "pipelined"):
         for c in (3, 5):
-            for run in range(2):
-                real = run_classroom(
-                    sc, mode, c, seed=4, run_id=run, clock="virtual", adaptive=adaptive
-                )
-                model = simulate(sc, mode, c, seed=4, run_id=run, records=True, adaptive=adaptive)
+            for rid in range(2):
+                real = run(
+                    sc,
+                    RunConfig.of(mode, c, adaptive=adaptive, records=True),
+                    seed=4,
+                    run_id=rid,
+                    clock="virtual",
+                )[0]
+                model = simulate(
+                    sc, RunConfig.of(mode, c, adaptive=adaptive, records=True), seed=4, run_id=rid
+                )[0]
                 assert_same_run(real, model)
                 assert sorted(real.requests_log, key=log_key) == sorted(
                     model.requests_log, key=log_key
@@ -34,32 +40,39 @@ def test_adaptive_runs_agree_exactly_between_the_real_pipeline_and_the_model(ada
 
 def test_halving_cuts_429s_where_the_key_is_tight():
     sc = apply_quota(load_scenario("default"), 2)
-    off = simulate_many(sc, "pipelined", 5, 100, seed=1)
-    halve = simulate_many(sc, "pipelined", 5, 100, seed=1, adaptive="halve")
+    off = simulate(sc, RunConfig.of("pipelined", 5), reps=100, seed=1, engine="simpy")
+    halve = simulate(
+        sc, RunConfig.of("pipelined", 5, adaptive="halve"), reps=100, seed=1, engine="simpy"
+    )
     assert np.mean([r.http_429 for r in halve]) < 0.5 * np.mean([r.http_429 for r in off])
 
 
 def test_adaptive_changes_nothing_on_a_key_that_never_answers_429():
     sc = apply_quota(load_scenario("default"), 0)
     for adaptive in ("halve", "aimd"):
-        a = simulate_many(sc, "pipelined", 3, 30, seed=2)
-        b = simulate_many(sc, "pipelined", 3, 30, seed=2, adaptive=adaptive)
+        a = simulate(sc, RunConfig.of("pipelined", 3), reps=30, seed=2, engine="simpy")
+        b = simulate(
+            sc, RunConfig.of("pipelined", 3, adaptive=adaptive), reps=30, seed=2, engine="simpy"
+        )
         for x, y in zip(a, b, strict=True):
             assert_same_run(x, y)
 
 
 def test_tenants_on_one_key_with_staggered_arrivals():
     sc = apply_quota(load_scenario("default"), 4)
-    together = simulate_tenants(sc, "pipelined", 3, 3, seed=1)
-    staggered = simulate_tenants(sc, "pipelined", 3, 3, seed=1, stagger_s=600.0)
+    together = simulate(sc, RunConfig.of("pipelined", 3, tenants=3), seed=1)
+    staggered = simulate(sc, RunConfig.of("pipelined", 3, tenants=3, stagger_s=600.0), seed=1)
     assert [r.tenant for r in together] == [0, 1, 2]
     # far apart the tenants do not meet: each is its classroom alone on the key (classroom
     # id j = run 0 x 3 tenants + j, the same draws as a lone run with run id j)
     assert sum(r.http_429 for r in together) > sum(r.http_429 for r in staggered)
     for j, r in enumerate(staggered):
-        assert r.makespan_s == simulate(sc, "pipelined", 3, seed=1, run_id=j).makespan_s
+        assert (
+            r.makespan_s
+            == simulate(sc, RunConfig.of("pipelined", 3), seed=1, run_id=j)[0].makespan_s
+        )
     with pytest.raises(ValueError, match="stagger_s"):
-        simulate(sc, "pipelined", 3, stagger_s=-1.0)
+        simulate(sc, RunConfig.of("pipelined", 3, stagger_s=-1.0))[0]
 
 
 @pytest.mark.parametrize(
@@ -74,31 +87,35 @@ def test_tenants_on_one_key_with_staggered_arrivals():
 def test_shared_key_tenants_agree_exactly_between_the_real_pipeline_and_the_model(
     tenants, stagger_s, dist, adaptive
 ):
-    from runner import run_tenants
 
     sc = apply_quota(load_scenario("default"), 4)
-    real = run_tenants(
+    real = run(
         sc,
-        "pipelined",
-        3,
-        tenants,
+        RunConfig.of(
+            "pipelined",
+            3,
+            tenants=tenants,
+            adaptive=adaptive,
+            stagger_s=stagger_s,
+            stagger_dist=dist,
+            records=True,
+        ),
         seed=3,
         run_id=2,
-        stagger_s=stagger_s,
-        adaptive=adaptive,
-        stagger_dist=dist,
     )
-    model = simulate_tenants(
+    model = simulate(
         sc,
-        "pipelined",
-        3,
-        tenants,
+        RunConfig.of(
+            "pipelined",
+            3,
+            tenants=tenants,
+            adaptive=adaptive,
+            stagger_s=stagger_s,
+            stagger_dist=dist,
+            records=True,
+        ),
         seed=3,
         run_id=2,
-        stagger_s=stagger_s,
-        records=True,
-        adaptive=adaptive,
-        stagger_dist=dist,
     )
     assert [r.tenant for r in real] == list(range(tenants))
     for a, b in zip(real, model, strict=True):
@@ -120,14 +137,29 @@ def test_the_gate_policy_meets_the_bar_other_policies_miss():
     def mean(rs):
         return float(np.mean([r.makespan_s for r in rs]))
 
-    serial1 = simulate_many(one, "serial", 1, 300, seed=5)
-    gate1 = simulate_many(one, "pipelined", 3, 300, seed=5, adaptive="gate")
+    serial1 = simulate(one, RunConfig.of("serial", 1), reps=300, seed=5, engine="simpy")
+    gate1 = simulate(
+        one, RunConfig.of("pipelined", 3, adaptive="gate"), reps=300, seed=5, engine="simpy"
+    )
     assert p_fail(gate1) <= p_fail(serial1) + 0.01
     for policy in ("halve", "aimd"):
-        assert p_fail(simulate_many(one, "pipelined", 3, 100, seed=5, adaptive=policy)) == 1.0
-    serial5 = simulate_many(five, "serial", 1, 300, seed=5)
-    fixed5 = simulate_many(five, "pipelined", 3, 300, seed=5)
-    gate5 = simulate_many(five, "pipelined", 3, 300, seed=5, adaptive="gate")
+        assert (
+            p_fail(
+                simulate(
+                    one,
+                    RunConfig.of("pipelined", 3, adaptive=policy),
+                    reps=100,
+                    seed=5,
+                    engine="simpy",
+                )
+            )
+            == 1.0
+        )
+    serial5 = simulate(five, RunConfig.of("serial", 1), reps=300, seed=5, engine="simpy")
+    fixed5 = simulate(five, RunConfig.of("pipelined", 3), reps=300, seed=5, engine="simpy")
+    gate5 = simulate(
+        five, RunConfig.of("pipelined", 3, adaptive="gate"), reps=300, seed=5, engine="simpy"
+    )
     kept = (mean(serial5) / mean(gate5)) / (mean(serial5) / mean(fixed5))
     assert kept >= 0.9
 

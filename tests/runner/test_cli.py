@@ -194,11 +194,11 @@ def test_missing_results_folder_is_one_line_exit_2(args):
 
 
 def test_validate_exact_from_the_command_line():
-    # 7 quota settings x 21 (mode, c) cells, under each of the 4 upstream profiles
+    # 7 quota settings x 21 (mode, c) cells, under each of the 5 upstream profiles
     p = sb("validate", "--exact", "--scenario", "low-quota", "--runs", "1", "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
-    assert d["ok"] and d["cells"] == 7 * 21 * 4 and d["http_429"] > 0
+    assert d["ok"] and d["cells"] == 7 * 21 * 5 and d["http_429"] > 0
     p = sb(
         "validate",
         "--exact",
@@ -217,6 +217,6 @@ def test_validate_exact_from_the_command_line():
 
 @pytest.mark.parametrize(("raw", "c"), [("inf", 0), ("3abc", 3), ("1e1", 1), ("15", 10)])
 def test_concurrency_flag_is_read_as_upstream_parses_the_knob(raw, c):
-    p = sb("sim", "--concurrency", raw, "--reps", "3", "--json")
+    p = sb("sim", "--mode", "pipelined", "--concurrency", raw, "--reps", "3", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["concurrency"] == c

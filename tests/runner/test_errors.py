@@ -16,7 +16,7 @@ from sim.errors import UserError
 from sim.rules import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
-SIM = ["sim", "--concurrency", "3", "--reps", "5"]
+SIM = ["sim", "--mode", "pipelined", "--concurrency", "3", "--reps", "5"]
 
 
 def test_the_family():
@@ -30,7 +30,7 @@ def test_the_family():
 
 
 def test_a_user_error_from_deep_inside_is_one_line_exit_2(capsys):
-    # the check is in runner.world.run.run_classroom, below the command line
+    # the check is in runner.world.run.run, below the command line
     rc = main(["run", "--clock", "virtual", "--base-url", "http://127.0.0.1:9"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
@@ -44,7 +44,9 @@ def test_a_user_error_raised_by_the_model_is_one_line_exit_2(monkeypatch, capsys
     def bad(*_a, **_k):
         raise UserError("reps: must be >= 1, got 0")
 
-    monkeypatch.setattr(runner.experiments.replications, "_replications", bad)
+    import sim.engines
+
+    monkeypatch.setattr(sim.engines, "simulate", bad)
     assert main(SIM) == 2
     assert capsys.readouterr().err == "scenebench: error: reps: must be >= 1, got 0\n"
 

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from runner.experiments.validate import first_divergence
-from runner.world.run import run_classroom
-from sim.model import simulate
+from runner.world.run import run
+from sim import RunConfig, simulate
 from sim.scenario import load_scenario
 
 CASES = {
@@ -27,8 +27,9 @@ def test_the_real_pipeline_equals_the_model_under_the_new_rules(case):
     sc = base.replace(quota_llm=q)
     refusals = 0
     for mode, c in (("serial", 1), ("pipelined", 3)):
-        model = simulate(sc, mode, c, seed=5, run_id=1, records=True)
-        real = run_classroom(sc, mode, c, seed=5, run_id=1, clock="virtual")
+        cfg = RunConfig.of(mode, c, records=True)
+        (model,) = simulate(sc, cfg, seed=5, run_id=1)
+        (real,) = run(sc, cfg, seed=5, run_id=1, clock="virtual")
         assert first_divergence(real, model) is None, (case, mode, c)
         refusals += model.http_429 + model.http_5xx
     assert refusals > 0, case  # the rule did something
@@ -44,13 +45,13 @@ def test_both_worlds_agree_when_an_abandoned_request_frees_its_slot(frees):
     base = load_scenario("default").replace(content=Uniform(10.0, 40.0), content_by_type={})
     q = dataclasses.replace(base.quota_llm, p_5xx=0.0, max_inflight=2, disconnect_frees=frees)
     sc = base.replace(quota_llm=q, request_timeout_s=30.0)
-    model = simulate(sc, "pipelined", 3, seed=2, run_id=1, records=True)
-    real = run_classroom(sc, "pipelined", 3, seed=2, run_id=1, clock="virtual")
+    cfg = RunConfig.of("pipelined", 3, records=True)
+    (model,) = simulate(sc, cfg, seed=2, run_id=1)
+    (real,) = run(sc, cfg, seed=2, run_id=1, clock="virtual")
     assert first_divergence(real, model) is None
-    held = simulate(
+    (held,) = simulate(
         sc.replace(quota_llm=dataclasses.replace(q, disconnect_frees=not frees)),
-        "pipelined",
-        3,
+        RunConfig.of("pipelined", 3),
         seed=2,
         run_id=1,
     )

@@ -6,7 +6,7 @@ import numpy as np
 
 from runner.experiments.sweep import apply_quota
 from runner.experiments.validate import validate_exact
-from sim import load_scenario, simulate, simulate_many
+from sim import RunConfig, load_scenario, simulate
 from sim.qoe import QoERule
 
 
@@ -24,10 +24,12 @@ def test_on_a_one_in_flight_key_gate_is_like_serial_for_the_learner():
     point) — the tolerances of the QoE rule."""
     sc = load_scenario("low-quota")
     rule = QoERule()
-    serial = simulate_many(sc, "serial", 1, 200, seed=11)
+    serial = simulate(sc, RunConfig.of("serial", 1), reps=200, seed=11, engine="simpy")
     s_start, s_stall = _mean(serial, "startup_s"), _mean(serial, "stall_s")
     for c in (3, 5):
-        gate = simulate_many(sc, "pipelined", c, 200, seed=11, adaptive="gate")
+        gate = simulate(
+            sc, RunConfig.of("pipelined", c, adaptive="gate"), reps=200, seed=11, engine="simpy"
+        )
         assert abs(_mean(gate, "startup_s") - s_start) <= rule.startup_tol_rel * s_start
         tol = max(rule.stall_tol_rel * s_stall, rule.stall_tol_abs_s)
         assert _mean(gate, "stall_s") <= s_stall + tol
@@ -40,7 +42,9 @@ def test_no_attempt_passes_ahead_of_an_earlier_scenes_work():
     an earlier scene's actions waits."""
     sc = load_scenario("low-quota")
     for run in range(20):
-        r = simulate(sc, "pipelined", 3, seed=11, run_id=run, adaptive="gate", records=True)
+        r = simulate(
+            sc, RunConfig.of("pipelined", 3, adaptive="gate", records=True), seed=11, run_id=run
+        )[0]
         ok = [q for q in r.requests_log if q.step != "tts" and q.status == 200]
         by_time = [(q.order, q.step) for q in sorted(ok, key=lambda q: q.t_start_s)]
         assert by_time == sorted(by_time, key=lambda x: (x[0], x[1] != "content"))
@@ -52,8 +56,10 @@ def test_on_roomy_keys_gate_is_the_fixed_cap_run_for_run():
     base = load_scenario("default")
     for q in (5, 0):
         sc = apply_quota(base, q)
-        fixed = simulate_many(sc, "pipelined", 3, 60, seed=4)
-        gate = simulate_many(sc, "pipelined", 3, 60, seed=4, adaptive="gate")
+        fixed = simulate(sc, RunConfig.of("pipelined", 3), reps=60, seed=4, engine="simpy")
+        gate = simulate(
+            sc, RunConfig.of("pipelined", 3, adaptive="gate"), reps=60, seed=4, engine="simpy"
+        )
         for a, b in zip(fixed, gate, strict=True):
             assert (a.scene_ready_s, a.makespan_s, a.stall_s) == (
                 b.scene_ready_s,
@@ -80,7 +86,9 @@ def test_validate_exact_reports_a_difference_in_the_learner_metrics():
 
     from runner.experiments.validate import first_divergence
 
-    model = simulate(load_scenario("default"), "pipelined", 3, seed=1, records=True)
+    model = simulate(load_scenario("default"), RunConfig.of("pipelined", 3, records=True), seed=1)[
+        0
+    ]
     assert first_divergence(model, model) is None
     moved = dataclasses.replace(model, stall_s=model.stall_s + 0.5)
     assert (first_divergence(moved, model) or "").startswith("stall_s: real")

@@ -86,7 +86,10 @@ def test_sim_client_server_prints_the_done_when_keys():
     assert lat["p50"] <= lat["p95"] <= lat["p99"]
     assert d["jobs"] == 200 and 0 <= d["failed_jobs"] <= 200 and d["jobs_per_hour"] > 0
     assert d["concurrency"] == 3 and d["key"]["llm"]["utilisation"] is not None
-    browser = sb("sim", "--scenario", "server-key5", "--concurrency", "3", "--reps", "5", "--json")
+    browser = sb(
+        "sim", "--mode", "pipelined", "--scenario", "server-key5", "--concurrency", "3",
+        "--reps", "5", "--json",
+    )  # fmt: skip
     assert "makespan_s" in json.loads(browser.stdout)  # --client browser: today's default
 
 
@@ -107,7 +110,7 @@ def test_sim_client_server_prints_the_done_when_keys():
     ],
 )
 def test_server_user_errors_are_one_line_exit_2(args, needle):
-    p = sb("sim", "--concurrency", "3", *args)
+    p = sb("sim", "--mode", "pipelined", "--concurrency", "3", *args)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], p.stderr

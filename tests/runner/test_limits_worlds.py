@@ -8,17 +8,17 @@ import pytest
 
 from runner.experiments.validate import first_divergence, validate_exact
 from runner.world.fake_provider import create_app
-from runner.world.run import _in_virtual_world, run_classroom
+from runner.world.run import _in_virtual_world, run
+from sim import RunConfig, simulate
 from sim.draws import Draws
-from sim.model import simulate
 from sim.presets import apply_preset
 from sim.scenario import load_scenario
 from sim.upstream import ErrorShape
 
 
 def _both(sc, mode, c, run_id=0):
-    model = simulate(sc, mode, c, seed=2, run_id=run_id, records=True)
-    real = run_classroom(sc, mode, c, seed=2, run_id=run_id, clock="virtual")
+    model = simulate(sc, RunConfig.of(mode, c, records=True), seed=2, run_id=run_id)[0]
+    real = run(sc, RunConfig.of(mode, c, records=True), seed=2, run_id=run_id, clock="virtual")[0]
     return model, real
 
 
@@ -127,12 +127,24 @@ def test_a_token_429_carries_retry_after_and_openai_style_headers():
 
 
 def test_in_the_route_shape_the_route_answers_500_with_the_count_header():
-    sc = load_scenario("output-tpm")
-    assert sc.client.provider_errors == ErrorShape.ROUTE
+    sc = load_scenario("output-tpm").with_client(provider_errors=ErrorShape.ROUTE)
     sc = sc.replace(quota_llm=sc.quota_llm.__class__(otpm=5000))
     _, limited = _post_contents(sc, [0, 1])
     assert limited.status_code == 500
     assert limited.headers["x-scenebench-counts"].split(",")[1] == "1"  # one 429 behind it
+    assert "x-ratelimit-limit-tokens" not in limited.headers
+
+
+def test_in_the_status_shape_the_route_passes_the_429_through_without_its_headers():
+    # since #788 (the default profile): llmApiError answers the provider's 429 as 429
+    # RATE_LIMITED, and forwards none of its headers
+    sc = load_scenario("output-tpm")
+    assert sc.client.provider_errors == ErrorShape.STATUS
+    sc = sc.replace(quota_llm=sc.quota_llm.__class__(otpm=5000))
+    _, limited = _post_contents(sc, [0, 1])
+    assert (limited.status_code, limited.json()["errorCode"]) == (429, "RATE_LIMITED")
+    assert limited.headers["x-scenebench-counts"].split(",")[1] == "1"
+    assert "retry-after" not in limited.headers
     assert "x-ratelimit-limit-tokens" not in limited.headers
 
 

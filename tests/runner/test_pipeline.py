@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from runner import ServerThread, create_app, run_classroom
-from sim import Quota, RetryPolicy, load_scenario, simulate
+from runner import ServerThread, create_app, run
+from sim import Quota, RetryPolicy, RunConfig, load_scenario, simulate
 from sim import analytic as an
 from tests.conftest import assert_same_run, const_scenario, log_key
 from tests.runner.conftest import wall_bound_s
@@ -26,7 +26,7 @@ def _closed_form(mode, n, c, C, S):
 def test_virtual_clock_matches_closed_forms_exactly(mode, n, c, k):
     C, A, T = 21.0, 4.5, 1.25
     sc = const_scenario(n, C, A, T, clips=k)
-    r = run_classroom(sc, mode, c, clock="virtual", tts_concurrency=1)
+    r = run(sc, RunConfig.of(mode, c, tts_concurrency=1, records=True), clock="virtual")[0]
     S = an.scene_tail(A, T, k)
     assert r.makespan_s == pytest.approx(_closed_form(mode, n, c, C, S), abs=1e-6)
     assert r.status == "completed" and r.scene_order == tuple(range(n))
@@ -38,7 +38,9 @@ def test_wall_clock_is_exact_plus_at_most_the_floor(mode, wall_floor_s):
     # a request never ends before its latency; each adds at most (a few times) the floor
     C, A, T, n, c, k = 60.0, 30.0, 20.0, 2, 2, 1
     sc = const_scenario(n, C, A, T, clips=k)
-    r = run_classroom(sc, mode, c, clock="wall", time_scale=0.01, tts_concurrency=1)
+    r = run(
+        sc, RunConfig.of(mode, c, tts_concurrency=1, records=True), clock="wall", time_scale=0.01
+    )[0]
     expected = _closed_form(mode, n, c, C, an.scene_tail(A, T, k))
     bound = wall_bound_s(wall_floor_s, r.requests, 0.01)
     assert expected <= r.makespan_s <= expected + bound, (r.makespan_s, expected, bound)
@@ -49,14 +51,14 @@ def test_same_seed_gives_same_latencies_in_every_mode_from_the_server_log():
     sc = load_scenario("default").replace(quota_llm=Quota(), quota_tts=Quota())
     lat = {}
     for mode in MODES:
-        r = run_classroom(sc, mode, 3, seed=11, clock="wall", time_scale=0.002)
+        r = run(sc, RunConfig.of(mode, 3, records=True), seed=11, clock="wall", time_scale=0.002)[0]
         lat[mode] = {log_key(q): round((q.t_end_s - q.t_start_s) * 1e6) for q in r.requests_log}
     common = set(lat["serial"]) & set(lat["hybrid"]) & set(lat["pipelined"])
     assert len(common) >= 40
     for key in common:
         assert lat["serial"][key] == lat["hybrid"][key] == lat["pipelined"][key]
     # and another seed differs
-    other = run_classroom(sc, "serial", 1, seed=12, clock="virtual")
+    other = run(sc, RunConfig.of("serial", 1, records=True), seed=12, clock="virtual")[0]
     assert {log_key(q): round((q.t_end_s - q.t_start_s) * 1e6) for q in other.requests_log} != lat[
         "serial"
     ]
@@ -85,7 +87,7 @@ def test_quota_below_concurrency_gives_429s_and_retries(mode, q, c, expect_429):
     sc = const_scenario(6, 20.0, 5.0, 2.0, clips=2).with_quota(llm_inflight=q, tts_inflight=c)
     # 1 model s = 20 ms: the route's 1-s retries and the 20-s calls keep their order on a
     # loaded 2-core machine (at 5 ms a second's retry took up to 5 model s there)
-    r = run_classroom(sc, mode, c, clock="wall", time_scale=0.02)
+    r = run(sc, RunConfig.of(mode, c, records=True), clock="wall", time_scale=0.02)[0]
     log429 = [x for x in r.requests_log if x.status == 429]
     assert bool(log429) == expect_429
     assert (r.retries > 0) == expect_429 and r.http_429 == len(log429)
@@ -101,7 +103,7 @@ def test_concurrency_never_exceeds_the_cap_in_the_server_log(mode, c):
     sc = const_scenario(8, 20.0, 3.0, 1.0, clips=4).replace(
         content=load_scenario("default").content
     )
-    r = run_classroom(sc, mode, c, seed=2, clock="wall", time_scale=0.002)
+    r = run(sc, RunConfig.of(mode, c, records=True), seed=2, clock="wall", time_scale=0.002)[0]
     assert _max_inflight(r.requests_log, {"content"}) == c
     assert _max_inflight(r.requests_log, {"tts"}) <= c
     assert _max_inflight(r.requests_log, {"content", "actions"}) <= c + 1
@@ -109,11 +111,13 @@ def test_concurrency_never_exceeds_the_cap_in_the_server_log(mode, c):
 
 def test_tts_concurrency_defaults_to_concurrency_and_can_be_set():
     sc = const_scenario(2, 5.0, 1.0, 1.0, clips=6)
-    assert run_classroom(sc, "pipelined", 4, clock="virtual").tts_concurrency == 4
-    one = run_classroom(sc, "pipelined", 4, clock="virtual", tts_concurrency=1)
+    assert (
+        run(sc, RunConfig.of("pipelined", 4, records=True), clock="virtual")[0].tts_concurrency == 4
+    )
+    one = run(sc, RunConfig.of("pipelined", 4, tts_concurrency=1, records=True), clock="virtual")[0]
     assert one.tts_concurrency == 1
     assert _max_inflight(one.requests_log, {"tts"}) == 1
-    assert run_classroom(sc, "serial", 4, clock="virtual").tts_concurrency == 1
+    assert run(sc, RunConfig.of("serial", 4, records=True), clock="virtual")[0].tts_concurrency == 1
 
 
 def _with_server(sc, fn, **server_kw):
@@ -127,7 +131,13 @@ def test_previous_speeches_thread_from_scene_to_scene():
     sc = const_scenario(4, 10.0, 2.0, 1.0, clips=2)
 
     def go(fake, url):
-        r = run_classroom(sc, "pipelined", 3, clock="wall", base_url=url, time_scale=0.005)
+        r = run(
+            sc,
+            RunConfig.of("pipelined", 3, records=True),
+            clock="wall",
+            base_url=url,
+            time_scale=0.005,
+        )[0]
         return r, dict(fake.actions_inputs)
 
     r, inputs = _with_server(sc, go)
@@ -141,7 +151,8 @@ def test_previous_speeches_thread_from_scene_to_scene():
 def _forced(sc, mode, fail, c=3, **kw):
     def go(fake, url):
         fake.provider.force_status.update(fail)
-        return run_classroom(sc, mode, c, clock="wall", base_url=url, time_scale=0.005, **kw)
+        cfg = RunConfig.of(mode, c, records=True, **kw)
+        return run(sc, cfg, clock="wall", base_url=url, time_scale=0.005)[0]
 
     return _with_server(sc, go)
 
@@ -189,14 +200,13 @@ def test_stop_aborts_in_flight_requests_and_pauses(clock):
         await asyncio.sleep(38.0 * scale)
         pipe.stop()
 
-    r = run_classroom(
+    r = run(
         sc,
-        "pipelined",
-        3,
+        RunConfig.of("pipelined", 3, records=True),
         clock=clock,
         time_scale=scale if clock == "wall" else None,
         hook=stop_soon,
-    )
+    )[0]
     assert r.status == "paused"
     assert r.scene_order == (0, 1)
     assert r.failed_orders == ()  # an abort is not a failure
@@ -208,7 +218,13 @@ def test_concurrency_is_read_from_the_server_when_not_given(wall_floor_s):
     sc = const_scenario(4, 20.0, 5.0, 2.0, clips=1)
 
     def go(fake, url):
-        return run_classroom(sc, "pipelined", None, clock="wall", base_url=url, time_scale=0.005)
+        return run(
+            sc,
+            RunConfig.of("pipelined", None, records=True),
+            clock="wall",
+            base_url=url,
+            time_scale=0.005,
+        )[0]
 
     r = _with_server(sc, go, parallel_scene_concurrency="15")
     assert r.concurrency == 10  # clamped like upstream
@@ -222,9 +238,11 @@ def test_concurrency_is_read_from_the_server_when_not_given(wall_floor_s):
 @pytest.mark.parametrize("mode", MODES)
 def test_virtual_real_pipeline_equals_the_model_run_for_run(name, mode):
     sc = load_scenario(name)
-    for run in range(3):
+    for rid in range(3):
         for c in (1, 3):
-            real = run_classroom(sc, mode, c, seed=4, run_id=run, clock="virtual")
-            model = simulate(sc, mode, c, seed=4, run_id=run, records=True)
+            real = run(
+                sc, RunConfig.of(mode, c, records=True), seed=4, run_id=rid, clock="virtual"
+            )[0]
+            model = simulate(sc, RunConfig.of(mode, c, records=True), seed=4, run_id=rid)[0]
             assert_same_run(real, model)
             assert sorted(real.requests_log, key=log_key) == sorted(model.requests_log, key=log_key)

@@ -9,8 +9,10 @@ import sys
 import pytest
 
 from runner.experiments.sweep import Cell, split_quotas
+from sim.config import RunConfig
 from sim.presets import apply_preset, load_preset, preset_names
 from sim.scenario import ScenarioError, load_scenario
+from sim.upstream import DEFAULT_PROFILE
 
 CMD = [sys.executable, "-m", "runner.cli"]
 REQUIRED = {
@@ -65,7 +67,7 @@ def test_quotas_split_into_numbers_and_presets():
         ("anthropic-tier1", "kimi-tier0"),
     )
     assert split_quotas(["ollama-default"]) == ((0,), ("ollama-default",))
-    cell = Cell("sim", "default", 0, "pipelined", 3, 10, 0, preset="kimi-tier0")
+    cell = Cell("sim", "default", 0, RunConfig.of("pipelined", 3), 10, 0, preset="kimi-tier0")
     assert cell.cell_id.endswith("__p-kimi-tier0")
 
 
@@ -81,7 +83,19 @@ def test_a_sweep_with_presets_reports_a_line_per_preset_and_the_flat_verdict(tmp
     quotas = "kimi-tier0,ollama-default,anthropic-tier1,0"
     scenarios = ["--scenario", "shared-flat", "--scenario", "default"]
     p = subprocess.run(
-        [*CMD, "sweep", *scenarios, "--quotas", quotas, *args, "--out", str(out), "--no-progress"],
+        [
+            *CMD,
+            "sweep",
+            "--upstream",
+            DEFAULT_PROFILE,
+            *scenarios,
+            "--quotas",
+            quotas,
+            *args,
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
         capture_output=True,
         text=True,
         timeout=600,

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import ServerProcess, ServerThread, create_app, run_classroom
+from runner import ServerProcess, ServerThread, create_app, run
 from runner.experiments import sweep as sw
 from runner.world.fake_provider import MAX_BODY_BYTES
-from sim import Quota, RetryPolicy, simulate
+from sim import Quota, RetryPolicy, RunConfig, simulate
 from tests.conftest import assert_same_run, const_scenario, log_key, swept
 
 OUTLINE = {"id": "o", "type": "slide", "title": "t", "order": 0}
@@ -155,7 +155,7 @@ def _faulty(**llm):
 )
 def test_each_injected_fault_is_a_failed_request_retried_then_a_pause(fault, counter):
     sc = _faulty(**{fault: 1.0, "stall_s": 100.0})
-    r = run_classroom(sc, "pipelined", 2, clock="wall", time_scale=0.01)
+    r = run(sc, RunConfig.of("pipelined", 2, records=True), clock="wall", time_scale=0.01)[0]
     # every content attempt fails: 3 attempts each, content failures are skipped in parallel
     # modes, so the run completes with every outline failed and no scene
     assert r.status == "completed" and r.scenes_ok == 0 and r.failed_orders == (0, 1, 2)
@@ -167,7 +167,7 @@ def test_each_injected_fault_is_a_failed_request_retried_then_a_pause(fault, cou
 @pytest.mark.wallclock
 def test_serial_mode_pauses_on_a_reset_tts_clip_without_retrying_it():
     sc = const_scenario(3, 10.0, 2.0, 1.0, clips=2, quota_tts=Quota(p_reset=1.0))
-    r = run_classroom(sc, "serial", 1, clock="wall", time_scale=0.01)
+    r = run(sc, RunConfig.of("serial", 1, records=True), clock="wall", time_scale=0.01)[0]
     assert (r.status, r.failed_orders, r.scenes_ok) == ("paused", (0,), 0)
     tts = [q for q in r.requests_log if q.step == "tts"]
     assert len(tts) == 2 and {q.reason for q in tts} == {"reset"} and r.retries == 0
@@ -185,9 +185,11 @@ def test_faults_agree_exactly_between_the_model_and_the_virtual_clock():
         .with_client(retry_tts=RetryPolicy(max_retries=1))
     )
     kinds = set()
-    for run in range(12):
-        real = run_classroom(sc, "pipelined", 3, seed=5, run_id=run, clock="virtual")
-        model = simulate(sc, "pipelined", 3, seed=5, run_id=run, records=True)
+    for rid in range(12):
+        real = run(
+            sc, RunConfig.of("pipelined", 3, records=True), seed=5, run_id=rid, clock="virtual"
+        )[0]
+        model = simulate(sc, RunConfig.of("pipelined", 3, records=True), seed=5, run_id=rid)[0]
         assert_same_run(real, model)
         assert sorted(real.requests_log, key=log_key) == sorted(model.requests_log, key=log_key)
         kinds |= {q.reason for q in real.requests_log}
@@ -204,16 +206,14 @@ def test_a_provider_that_dies_mid_run_gives_a_paused_result_not_a_hang():
         srv.process.kill()
 
     try:
-        r = run_classroom(
+        r = run(
             sc,
-            "pipelined",
-            3,
+            RunConfig.of("pipelined", 3),
             clock="wall",
             base_url=srv.base_url,
             time_scale=0.01,
             hook=kill_soon,
-            records=False,
-        )
+        )[0]
     finally:
         srv.stop()
     assert r.status == "paused" and 1 <= r.scenes_ok < 6 and r.failed_orders

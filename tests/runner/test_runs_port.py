@@ -167,7 +167,9 @@ def test_run_upstream_runs_on_the_virtual_clock_is_the_model(
     real = capsys.readouterr().out.splitlines()
     assert main(["sim", "--engine", "simpy", *args]) == 0
     model = capsys.readouterr().out.splitlines()
-    assert real[0].startswith("real world, virtual clock") and real[1:] == model
+    assert real[0].startswith("real world, virtual clock")
+    assert model[0].startswith("scenario default · models upstream runs")  # provenance first
+    assert real[1:] == model[1:]
 
 
 @pytest.mark.wallclock

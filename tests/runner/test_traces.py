@@ -3,7 +3,7 @@
 Each trace is upstream OpenMAIC's TypeScript loop (389b230 with #696) run under Node
 against the fake provider: the loop alone, ``Math.random`` = 0.5. The port must make
 the same requests with the same statuses, end with the same status, failed outlines and
-scene order, and keep every time within 1 model second — under ``pr788`` with
+scene order, and keep every time within 1 model second — under ``pr696`` with
 ``foreground_first_scene = false`` and ``jitter_u = 0.5``.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from runner.experiments.traces import compare, load_trace, trace_from_result
-from runner.world.run import run_classroom
-from sim import load_scenario, simulate
+from runner.world.run import run
+from sim import RunConfig, load_scenario, simulate
 from tests.conftest import LEGACY
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -23,7 +23,7 @@ FILES = sorted(TRACES.glob("case*-c*.json")) if TRACES.is_dir() else []
 
 def _scenario(path: Path, **client: object):
     case = path.name.split("-")[0]
-    sc = load_scenario(TRACES / "cases" / f"{case}.toml", upstream="pr788")
+    sc = load_scenario(TRACES / "cases" / f"{case}.toml", upstream="pr696")
     return sc.with_client(foreground_first_scene=False, jitter_u=0.5, **client)
 
 
@@ -36,9 +36,9 @@ def test_the_recorded_traces_are_there():
 def test_the_port_reproduces_upstreams_own_loop(path):
     ref = load_trace(path)
     sc = _scenario(path)
-    real = run_classroom(sc, "pipelined", ref.concurrency, clock="virtual")
+    real = run(sc, RunConfig.of("pipelined", ref.concurrency, records=True), clock="virtual")[0]
     assert compare(ref, trace_from_result(real)) == []
-    model = simulate(sc, "pipelined", ref.concurrency, records=True)
+    model = simulate(sc, RunConfig.of("pipelined", ref.concurrency, records=True))[0]
     assert compare(ref, trace_from_result(model)) == []
 
 
@@ -49,13 +49,15 @@ def test_the_rules_before_profiles_do_not_reproduce_them(stem):
     path = TRACES / f"{stem}.json"
     ref = load_trace(path)
     sc = _scenario(path).replace(client=LEGACY)
-    got = simulate(sc, "pipelined", ref.concurrency, records=True)
+    got = simulate(sc, RunConfig.of("pipelined", ref.concurrency, records=True))[0]
     assert compare(ref, trace_from_result(got)) != []
 
 
 def test_the_content_first_tie_loses_the_2_in_flight_case():
     path = TRACES / "case2-c2.json"
     ref = load_trace(path)
-    got = simulate(_scenario(path, handoff="content-first"), "pipelined", 2, records=True)
+    got = simulate(
+        _scenario(path, handoff="content-first"), RunConfig.of("pipelined", 2, records=True)
+    )[0]
     diffs = compare(ref, trace_from_result(got))
     assert any("('actions', 0, 0, 0)" in d or "content" in d for d in diffs)

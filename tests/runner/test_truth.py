@@ -28,8 +28,8 @@ from runner.store.cells import cell_table
 from runner.store.counts import FAILURE_BUDGET_PP, counts_mask, fails_too_often, paired_speedup
 from runner.store.stamps import DEFAULT_UPSTREAM, dumps, provenance, upstream_of
 from runner.world.failures import FailureReason, scene_failures
-from runner.world.run import run_classroom
-from sim import Quota
+from runner.world.run import run
+from sim import Quota, RunConfig
 from tests.conftest import const_scenario, swept
 
 matplotlib.use("Agg")
@@ -237,7 +237,7 @@ def test_upstream_is_read_through_one_helper():
 
 
 def test_run_and_sim_outputs_name_scenario_upstream_and_version():
-    r = sb("run", "--clock", "virtual", "--concurrency", "3", "--json")
+    r = sb("run", "--mode", "pipelined", "--clock", "virtual", "--concurrency", "3", "--json")
     assert r.returncode == 0, r.stderr
     d = strict_loads(r.stdout)
     assert isinstance(d, dict)
@@ -250,10 +250,13 @@ def test_run_and_sim_outputs_name_scenario_upstream_and_version():
         assert f["summary"] == f"{f['step']}: {f['reason']} after {f['attempts']} attempt" + (
             "" if f["attempts"] == 1 else "s"
         )
-    t = sb("sim", "--concurrency", "3", "--reps", "20")
+    t = sb("sim", "--mode", "pipelined", "--concurrency", "3", "--reps", "20")
     assert t.stdout.splitlines()[0].startswith("scenario default · models upstream ")
     j = strict_loads(sb("sim", "--concurrency", "3", "--reps", "20", "--json").stdout)
     assert isinstance(j, dict) and j["provenance"]["scenebench_version"]
+    assert j["provenance"]["upstream"] == "runs"  # the commands follow today's upstream
+    today = sb("sim", "--concurrency", "3", "--runs", "4")
+    assert today.stdout.splitlines()[0].startswith("scenario default · models upstream runs")
 
 
 # -- the gate refuses undefined metrics --------------------------------------------------
@@ -301,7 +304,7 @@ def test_a_failed_scene_reports_step_status_reason_and_attempts():
     async def keep(pipe):  # type: ignore[no-untyped-def]
         pipes.append(pipe)
 
-    res = run_classroom(sc, "serial", 1, clock="virtual", hook=keep, records=False)
+    res = run(sc, RunConfig.of("serial", 1), clock="virtual", hook=keep)[0]
     assert res.failed_orders == (0,) and res.status == "paused"
     (f,) = scene_failures(res.failed_orders, pipes[0].attempt_failures)
     attempts = sc.client.client_policy(0, False).max_retries + 1

@@ -2,9 +2,9 @@
 
 import dataclasses
 
-from runner import run_classroom
+from runner import run
 from runner.experiments.validate import first_divergence, validate_exact
-from sim import load_scenario, simulate
+from sim import RunConfig, load_scenario, simulate
 
 
 def test_exact_validation_over_the_whole_grid_including_a_429_heavy_scenario():
@@ -16,8 +16,8 @@ def test_exact_validation_over_the_whole_grid_including_a_429_heavy_scenario():
 
 def test_a_divergence_is_reported_with_its_first_event():
     sc = load_scenario("low-quota")
-    real = run_classroom(sc, "pipelined", 3, seed=1, clock="virtual")
-    model = simulate(sc, "pipelined", 3, seed=1, records=True)
+    real = run(sc, RunConfig.of("pipelined", 3, records=True), seed=1, clock="virtual")[0]
+    model = simulate(sc, RunConfig.of("pipelined", 3, records=True), seed=1)[0]
     assert first_divergence(real, model) is None
     log = list(model.requests_log)
     i = len(log) // 2

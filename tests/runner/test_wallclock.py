@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from runner import run_classroom
+from runner import run
 from runner.experiments.floor import choose_time_scale, pick_time_scale
 from runner.experiments.validate import (
     ALL_PAUSED,
@@ -19,8 +19,8 @@ from runner.experiments.validate import (
     runs_to_decide,
     validate_wall,
 )
+from sim import RunConfig, simulate
 from sim import analytic as an
-from sim import simulate_many
 from sim.scenario import load_scenario
 from tests.conftest import const_scenario
 
@@ -50,7 +50,7 @@ def test_the_scale_stays_within_its_bounds():
 
 def test_choose_time_scale_uses_the_virtual_run_of_the_same_command():
     sc = const_scenario(4, 20.0, 5.0, 2.0, clips=2)
-    ch = choose_time_scale(sc, "serial", 1, floor_s=0.002, target=0.01)
+    ch = choose_time_scale(sc, RunConfig.of("serial", 1), floor_s=0.002, target=0.01)
     exact = an.serial_makespan(4, 20.0, an.scene_tail(5.0, 2.0, 2))
     assert ch.model_s == pytest.approx(exact, abs=1e-6) and ch.requests == 4 * 4
     assert ch.time_scale == pick_time_scale(0.002, 16, exact, target=0.01, min_scale=0.01)
@@ -90,8 +90,10 @@ def _biased(runs, factor):
 
 
 def test_model_runs_against_themselves_pass_and_a_two_percent_bias_fails():
-    pop = simulate_many(load_scenario("default"), "pipelined", 3, 200, seed=3)
-    cell = WallCell("default", 0, "pipelined", 3)
+    pop = simulate(
+        load_scenario("default"), RunConfig.of("pipelined", 3), reps=200, seed=3, engine="simpy"
+    )
+    cell = WallCell.of("default", 0, "pipelined", 3)
     same = _cell_report(cell, list(pop[:16]), pop, TOLS)
     assert same["verdict"] == PASS and same["makespan_mean_rel_err"] == 0.0
     for factor in (1.025, 0.975):
@@ -101,9 +103,11 @@ def test_model_runs_against_themselves_pass_and_a_two_percent_bias_fails():
 
 
 def test_a_cell_whose_every_run_pauses_is_reported_apart():
-    pop = simulate_many(load_scenario("default"), "pipelined", 3, 20, seed=3)
+    pop = simulate(
+        load_scenario("default"), RunConfig.of("pipelined", 3), reps=20, seed=3, engine="simpy"
+    )
     paused = [dataclasses.replace(r, status="paused") for r in pop]
-    rep = _cell_report(WallCell("default", 0, "pipelined", 3), paused[:8], paused, TOLS)
+    rep = _cell_report(WallCell.of("default", 0, "pipelined", 3), paused[:8], paused, TOLS)
     assert rep["verdict"] == ALL_PAUSED and not rep["ok"]
 
 
@@ -115,14 +119,14 @@ def test_a_long_call_is_not_cut_by_a_client_timeout_in_real_seconds(scale):
     # 5 s timeout would cut it (at 0.24 surely) and retry; the only timeout is the pipeline's
     # request_timeout_s, in model seconds
     sc = const_scenario(1, 25.0, 0.5, 0.5, clips=1, request_timeout_s=300.0)
-    r = run_classroom(sc, "serial", 1, clock="wall", time_scale=scale, records=False)
+    r = run(sc, RunConfig.of("serial", 1), clock="wall", time_scale=scale)[0]
     assert (r.status, r.retries, r.timeouts, r.requests) == ("completed", 0, 0, 3)
     assert r.makespan_s >= an.serial_makespan(1, 25.0, an.scene_tail(0.5, 0.5, 1))
 
 
 @pytest.mark.wallclock
 def test_wall_validation_is_not_fooled_by_a_provider_two_percent_slow(wall_floor_s):
-    cells = [WallCell("default", 0, "pipelined", 3)]
+    cells = [WallCell.of("default", 0, "pipelined", 3)]
     kw = {"reps": 8, "model_reps": 200, "floor_s": wall_floor_s}
     ok = validate_wall(cells, **kw)
     cell = ok["cells"][0]

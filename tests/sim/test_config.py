@@ -1,6 +1,5 @@
-"""One run's settings as one value (:class:`sim.RunConfig`), and the model's entry points:
-``simulate`` (one classroom, one result), ``simulate_tenants`` (K sharing the keys) and
-``simulate_config`` (a ready config)."""
+"""One run's settings as one value (:class:`sim.RunConfig`), the model's one entry point
+``simulate(scenario, config, ...)`` and its one engine rule (:func:`sim.pick_engine`)."""
 
 import dataclasses
 import math
@@ -15,12 +14,11 @@ from sim import (
     Policy,
     RunConfig,
     RunStatus,
+    pick_engine,
     simulate,
-    simulate_config,
-    simulate_tenants,
 )
 from sim.limiter import POLICIES
-from sim.rules import MAX_CONCURRENCY, Counts
+from sim.rules import MAX_CONCURRENCY, Counts, tts_concurrency
 from sim.timeline import Timeline, run_result
 from tests.conftest import const_scenario
 
@@ -43,11 +41,15 @@ def test_config_converts_and_clamps():
         cfg.tenants = 2  # type: ignore[misc]
 
 
-def test_config_tts_concurrency_follows_the_profile_rule():
-    assert RunConfig.of("serial", 3).tts_for(3, True) == 1
-    assert RunConfig.of("pipelined", 3).tts_for(3, True) == 3
-    assert RunConfig.of("pipelined", 3).tts_for(3, False) == 1
-    assert RunConfig.of("pipelined", 3, tts_concurrency=2).tts_for(3, True) == 2
+def test_tts_concurrency_follows_the_profile_rule():
+    # (mode, c, asked, the profile has #696's rule): the one rule, under one name
+    assert tts_concurrency("serial", 3, None, True) == 1
+    assert tts_concurrency("pipelined", 3, None, True) == 3
+    assert tts_concurrency("pipelined", 3, None, False) == 1
+    assert tts_concurrency("pipelined", 3, 2, True) == 2
+    sc = const_scenario(4, 10.0, 2.0, 1.0, clips=2)
+    assert simulate(sc, RunConfig.of("pipelined", 3))[0].tts_concurrency == 3
+    assert simulate(sc, RunConfig.of("pipelined", 3, tts_concurrency=2))[0].tts_concurrency == 2
 
 
 @pytest.mark.parametrize(
@@ -67,28 +69,43 @@ def test_config_validation_messages(kw, message):
         RunConfig("turbo", 3)  # type: ignore[arg-type]
 
 
-def test_simulate_is_one_classroom_and_points_to_simulate_tenants():
+def test_simulate_runs_reps_of_every_tenant_in_order():
     sc = const_scenario(4, 10.0, 2.0, 1.0, clips=1).with_quota(llm_inflight=3)
-    with pytest.raises(ValueError, match="simulate_tenants"):
-        simulate(sc, "pipelined", 3, tenants=3)
     with pytest.raises(ValueError, match=r"^tenants: must be >= 1, got 0"):
-        simulate(sc, "pipelined", 3, tenants=0)
-    one = simulate(sc, "pipelined", 3, seed=2, run_id=4)
-    same = [one.to_json()]  # NaN-safe equality
-    assert [r.to_json() for r in simulate_tenants(sc, "pipelined", 3, 1, seed=2, run_id=4)] == same
-    cfg = RunConfig.of("pipelined", 3)
-    assert [r.to_json() for r in simulate_config(sc, cfg, seed=2, run_id=4)] == same
-
-
-def test_simulate_tenants_ids_and_identity():
-    sc = const_scenario(4, 10.0, 2.0, 1.0, clips=1).with_quota(llm_inflight=3)
-    res = simulate_tenants(sc, "hybrid", 2, 3, run_id=2)
+        simulate(sc, RunConfig.of("pipelined", 3, tenants=0))
+    with pytest.raises(ValueError, match=r"^reps: must be >= 1, got 0"):
+        simulate(sc, RunConfig.of("pipelined", 3), reps=0)
+    with pytest.raises(ValueError, match=r"^seed and run_id: must be >= 0"):
+        simulate(sc, RunConfig.of("pipelined", 3), run_id=-1)
+    cfg = RunConfig.of("hybrid", 2, tenants=3)
+    res = simulate(sc, cfg, run_id=2)
     # classroom ids run_id * tenants + j
     assert [r.classroom for r in res] == [6, 7, 8]
     assert [(r.tenant, r.tenants) for r in res] == [(0, 3), (1, 3), (2, 3)]
-    cfg = RunConfig.of("hybrid", 2, tenants=3)
-    again = simulate_config(sc, cfg, run_id=2)
-    assert [r.to_json() for r in again] == [r.to_json() for r in res]  # NaN-safe equality
+    # a batch of runs is its runs one by one (the draws are keyed by classroom)
+    batch = simulate(sc, cfg, run_id=1, reps=2)
+    alone = simulate(sc, cfg, run_id=1) + res
+    assert [r.to_json() for r in batch] == [r.to_json() for r in alone]  # NaN-safe equality
+
+
+def test_the_engine_rule():
+    free = const_scenario(4, 10.0, 2.0, 1.0, clips=1)  # quota-free keys
+    tight = free.with_quota(llm_inflight=3)
+    one = RunConfig.of("pipelined", 3)
+    assert pick_engine(free, one, 200) == "fast"
+    assert pick_engine(free, one, 199) == "simpy"  # too few runs to pay for the set-up
+    assert pick_engine(tight, one, 1000) == "simpy"  # an in-flight limit: SimPy decides
+    assert pick_engine(free, RunConfig.of("pipelined", 3, tenants=2), 1000) == "simpy"
+    assert pick_engine(free, RunConfig.of("pipelined", 3, adaptive="gate"), 1000) == "simpy"
+    assert pick_engine(free, one, 1, "fast") == "fast"  # as asked
+    with pytest.raises(ValueError, match=r"^engine: must be one of auto, simpy, fast"):
+        pick_engine(free, one, 1, "turbo")
+    with pytest.raises(ValueError, match=r"^engine: the vectorised path needs"):
+        simulate(tight, one, engine="fast")
+    # both engines give the same runs
+    a = simulate(free, one, reps=3, seed=4, engine="fast")
+    b = simulate(free, one, reps=3, seed=4, engine="simpy")
+    assert [r.to_json() for r in a] == [r.to_json() for r in b]
 
 
 def test_run_result_of_a_timeline():
@@ -120,8 +137,8 @@ def test_a_bad_mode_is_named_first_in_both_worlds():
         RunConfig.of("turbo", 3, adaptive="fast")
     sc = const_scenario(4, 10.0, 2.0, 1.0, clips=1)
     with pytest.raises(ValueError, match=r"^mode: "):
-        simulate(sc, "turbo", 3, adaptive="fast")
-    from runner import run_classroom
+        simulate(sc, RunConfig.of("turbo", 3, adaptive="fast"))
+    from runner import run
 
     with pytest.raises(ValueError, match=r"^mode: "):
-        run_classroom(sc, "turbo", 3, adaptive="fast")
+        run(sc, RunConfig.of("turbo", 3, adaptive="fast", records=True))

@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 
 from sim import load_scenario
@@ -41,3 +43,33 @@ def test_latencies_are_whole_microseconds_of_the_distribution():
     assert abs(np.median(lat) - 26.0) < 0.5
     k = d.speeches()
     assert k.min() >= 3 and k.max() <= 6
+
+
+def test_kept_stream_states_give_the_numbers_of_a_freshly_seeded_pcg64():
+    # the definition in the module docstring: stream (step, attempt, kind) of the seed is
+    # PCG64(SeedSequence(seed, spawn_key=key)), classroom cid's block starts cid * per in
+    sc = load_scenario("default")
+    per = sc.outlines
+
+    def fresh(seed, key, lo, hi):
+        bitgen = np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key))
+        bitgen.advance(lo * per)
+        return np.random.Generator(bitgen).random((hi - lo) * per).reshape(hi - lo, per)
+
+    cases = [
+        (7, (0, 0, 0), 0, 3),
+        (7, (0, 1, 2), 5, 6),
+        (8, (0, 0, 0), 5, 6),
+        (7, (0, 0, 0), 9, 11),
+    ]
+    for _ in range(2):  # the second time from the kept states, interleaved
+        for seed, key, lo, hi in cases:
+            got = Draws(sc, seed, lo, hi).uniforms(key, per)
+            assert np.array_equal(got, fresh(seed, key, lo, hi))
+    out: list[np.ndarray] = []
+    worker = threading.Thread(
+        target=lambda: out.append(Draws(sc, 7, 5, 6).uniforms((0, 1, 2), per))
+    )
+    worker.start()
+    worker.join()
+    assert np.array_equal(out[0], fresh(7, (0, 1, 2), 5, 6))  # another thread's own scratch

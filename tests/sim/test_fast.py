@@ -1,6 +1,6 @@
 import pytest
 
-from sim import Quota, RetryPolicy, load_scenario, simulate_many
+from sim import Quota, RetryPolicy, RunConfig, load_scenario, simulate
 from sim.fast import quota_free, simulate_fast
 from tests.conftest import assert_same_run
 
@@ -20,22 +20,22 @@ def _faulty(name):
 def test_fast_path_equals_simpy_run_for_run(scenario, mode, c):
     sc = _faulty("default") if scenario == "faulty" else load_scenario(scenario)
     assert quota_free(sc)
-    a = simulate_many(sc, mode, c, 40, seed=7, first_run=3)
-    b = simulate_fast(sc, mode, c, 40, seed=7, first_run=3).results()
+    a = simulate(sc, RunConfig.of(mode, c), reps=40, seed=7, run_id=3, engine="simpy")
+    b = simulate_fast(sc, RunConfig.of(mode, c), 40, seed=7, first_run=3).results()
     for x, y in zip(a, b, strict=True):
         assert_same_run(x, y)
 
 
 def test_fast_path_exercises_faults():
-    res = simulate_fast(_faulty("default"), "pipelined", 3, 300, seed=1)
+    res = simulate_fast(_faulty("default"), RunConfig.of("pipelined", 3), 300, seed=1)
     df = res.frame()
     assert df["retries"].sum() > 0 and df["http_429"].sum() > 0 and df["timeouts"].sum() > 0
     assert (df["status"] == "paused").any()
     assert (df["status"] == "first_scene_failed").any()
-    assert (df["upstream"] == "pr788").all()
+    assert (df["upstream"] == "pr696").all()
 
 
 def test_fast_path_refuses_quota_cells():
     assert not quota_free(load_scenario("low-quota"))
     with pytest.raises(ValueError, match="quota-free"):
-        simulate_fast(load_scenario("low-quota"), "serial", 1, 10)
+        simulate_fast(load_scenario("low-quota"), RunConfig.of("serial", 1), 10)

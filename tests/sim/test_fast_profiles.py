@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import Quota, load_scenario, runs_frame, simulate_many
+from sim import Quota, RunConfig, load_scenario, runs_frame, simulate
 from sim.fast import delay_us, quota_free, simulate_fast
 from sim.rules import RetryPolicy
 from sim.upstream import AI_SDK_RETRY, CLIENT_RETRY, FOREGROUND_RETRY, NO_RETRY, ErrorShape
@@ -49,7 +49,7 @@ def _scenario(case: str, fg: bool, jitter_u: float | None):
     retries_tts = sc.client.retry_tts.max_retries > 0
     return sc.replace(
         # a budget of 5 retries needs a high failure rate to fail a content now and then
-        quota_llm=_llm_quota({"pr788": 0.45, "custom": 0.3}.get(name, 0.12)),
+        quota_llm=_llm_quota({"pr788": 0.45, "pr1039": 0.45, "custom": 0.3}.get(name, 0.12)),
         # the routes before #788 do not retry clips: keep their failures rare
         quota_tts=Quota(p_429=0.08, p_5xx=0.05, retry_after_s=0.5, p_reset=0.02)
         if retries_tts
@@ -58,7 +58,8 @@ def _scenario(case: str, fg: bool, jitter_u: float | None):
     )
 
 
-CASES = ("pr788", "pr788-direct", "pr696-direct", "pr660-direct", "v0.2.1-direct", "custom-direct")
+# pr1039: client retries with every clip at c, the first scene's too (pr696 lies between)
+CASES = ("pr788", "pr788-direct", "pr1039", "pr660-direct", "v0.2.1-direct", "custom-direct")
 
 
 def _continued_after_failure(r) -> bool:
@@ -82,8 +83,8 @@ def test_fast_equals_simpy_for_each_profile(case, jitter_u, fg, mode):
     assert quota_free(sc)
     seen = []
     for c in CS:
-        a = simulate_many(sc, mode, c, REPS, seed=11, first_run=5)
-        b = simulate_fast(sc, mode, c, REPS, seed=11, first_run=5).results()
+        a = simulate(sc, RunConfig.of(mode, c), reps=REPS, seed=11, run_id=5, engine="simpy")
+        b = simulate_fast(sc, RunConfig.of(mode, c), REPS, seed=11, first_run=5).results()
         assert len(a) == len(b) == REPS
         for x, y in zip(a, b, strict=True):
             assert_same_run(x, y, ignore=())
@@ -104,7 +105,9 @@ def test_fast_equals_simpy_for_each_profile(case, jitter_u, fg, mode):
 def test_the_profiles_differ():
     """The cases above run different rules: the same draws give different runs."""
     runs = {
-        case: simulate_fast(_scenario(case, True, None), "pipelined", 3, 50, seed=2).frame()
+        case: simulate_fast(
+            _scenario(case, True, None), RunConfig.of("pipelined", 3), 50, seed=2
+        ).frame()
         for case in CASES
     }
     distinct = {tuple(df[["makespan_s", "status", "retries"]].itertuples()) for df in runs.values()}
@@ -118,8 +121,8 @@ def test_the_profiles_differ():
 )
 def test_frame_equals_runs_frame(case, fg, mode, c):
     sc = _scenario(case, fg, None)
-    fast = simulate_fast(sc, mode, c, 60, seed=3).frame()
-    model = runs_frame(simulate_many(sc, mode, c, 60, seed=3))
+    fast = simulate_fast(sc, RunConfig.of(mode, c), 60, seed=3).frame()
+    model = runs_frame(simulate(sc, RunConfig.of(mode, c), reps=60, seed=3, engine="simpy"))
     assert set(fast.columns) <= set(model.columns)
     assert "upstream" in fast.columns and (fast["upstream"] == sc.upstream).all()
     pd.testing.assert_frame_equal(fast, model[list(fast.columns)])
@@ -152,20 +155,25 @@ def test_vectorised_delay_equals_the_scalar_rule(policy):
 
 
 def test_route_retries_fall_back_to_simpy():
-    for name in ("v0.2.1", "pr660", "pr696"):
+    for name in ("v0.2.1", "pr660"):
         sc = load_scenario("default", upstream=name)  # route shape, AI SDK retries in the route
         assert sc.client.route_policy(0, False).max_retries > 0
         assert not quota_free(sc)
         with pytest.raises(ValueError, match="route"):
-            simulate_fast(sc, "pipelined", 3, 10)
+            simulate_fast(sc, RunConfig.of("pipelined", 3), 10)
         assert quota_free(sc.with_client(provider_errors=ErrorShape.DIRECT))
-    assert quota_free(load_scenario("default", upstream="pr788"))
+    for name in ("pr788", "pr696", "pr1039"):  # the status shape: no retries in the route
+        assert quota_free(load_scenario("default", upstream=name))
 
 
 def test_the_jitter_draw_matters():
     """A fixed jitter and the keyed draws give different delays (the jitter path is used)."""
-    drawn = simulate_fast(_scenario("pr788", True, None), "pipelined", 3, 50, seed=2).frame()
-    fixed = simulate_fast(_scenario("pr788", True, FIXED_U), "pipelined", 3, 50, seed=2).frame()
+    drawn = simulate_fast(
+        _scenario("pr788", True, None), RunConfig.of("pipelined", 3), 50, seed=2
+    ).frame()
+    fixed = simulate_fast(
+        _scenario("pr788", True, FIXED_U), RunConfig.of("pipelined", 3), 50, seed=2
+    ).frame()
     assert (drawn["retries"] == fixed["retries"]).all()
     assert (drawn["makespan_s"] != fixed["makespan_s"]).any()
 
@@ -177,7 +185,9 @@ def test_few_outlines_and_a_given_tts_concurrency(outlines, fg, tts_c):
     """One or no pending outline (the serial loop, or none after the foreground scene)."""
     sc = _scenario("pr788", fg, None).replace(outlines=outlines)
     for mode in ("serial", "pipelined"):
-        a = simulate_many(sc, mode, 3, 20, seed=4, tts_concurrency=tts_c)
-        b = simulate_fast(sc, mode, 3, 20, seed=4, tts_concurrency=tts_c).results()
+        a = simulate(
+            sc, RunConfig.of(mode, 3, tts_concurrency=tts_c), reps=20, seed=4, engine="simpy"
+        )
+        b = simulate_fast(sc, RunConfig.of(mode, 3, tts_concurrency=tts_c), 20, seed=4).results()
         for x, y in zip(a, b, strict=True):
             assert_same_run(x, y, ignore=())

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim import Constant, Exponential, Quota, load_scenario, profile, simulate_many
+from sim import Constant, Exponential, Quota, RunConfig, load_scenario, profile, simulate
 from sim import analytic as an
 from sim.capacity import (
     job_alone_s,
@@ -189,7 +189,7 @@ def test_keygate_tenants_fail_no_more_than_serial_plus_one_point():
     """Done when: 3 classrooms on a 3-in-flight key at c = 2..5, key-wide gate."""
     sc = load_scenario("default").with_quota(llm_inflight=3, tts_inflight=3)
     reps = 60
-    serial = simulate_many(sc, "serial", 1, reps, seed=11, tenants=3)
+    serial = simulate(sc, RunConfig.of("serial", 1, tenants=3), reps=reps, seed=11, engine="simpy")
     p_serial = np.mean([r.scenes_failed > 0 for r in serial])
     for c in (2, 3, 4, 5):
         rs = [

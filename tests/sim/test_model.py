@@ -11,10 +11,9 @@ from sim import (
     Exponential,
     Quota,
     RetryPolicy,
+    RunConfig,
     load_scenario,
     simulate,
-    simulate_many,
-    simulate_tenants,
 )
 from sim import analytic as an
 from sim.draws import Draws
@@ -30,12 +29,12 @@ def test_constant_latencies_equal_the_closed_forms(n, k, t):
     C, A, T = 23.5, 4.25, 1.75
     sc = const_scenario(n, C, A, T, clips=k)
     S = an.scene_tail(A, T, k, t)
-    r = simulate(sc, "serial", 1, tts_concurrency=t)
+    r = simulate(sc, RunConfig.of("serial", 1, tts_concurrency=t))[0]
     assert r.makespan_s == pytest.approx(an.serial_makespan(n, C, S), abs=1e-9)
     assert r.ttfs_s == pytest.approx(an.serial_ttfs(C, S), abs=1e-9)
     for c in range(1, 11):
-        h = simulate(sc, "hybrid", c, tts_concurrency=t)
-        p = simulate(sc, "pipelined", c, tts_concurrency=t)
+        h = simulate(sc, RunConfig.of("hybrid", c, tts_concurrency=t))[0]
+        p = simulate(sc, RunConfig.of("pipelined", c, tts_concurrency=t))[0]
         eff = c if n > 1 else 1  # one pending outline: the serial loop runs
         assert h.makespan_s == pytest.approx(an.hybrid_makespan(n, eff, C, S), abs=1e-9)
         assert h.ttfs_s == pytest.approx(an.hybrid_ttfs(n, eff, C, S), abs=1e-9)
@@ -61,15 +60,12 @@ def test_random_constants_equal_the_closed_forms(n, c, k, t, C, A, T):
     sc = const_scenario(n, C_s, A_s, T_s, clips=k)
     S = an.scene_tail(A_s, T_s, k, t)
     eff = c if n > 1 else 1
-    assert simulate(sc, "serial", c, tts_concurrency=t).makespan_s == pytest.approx(
-        an.serial_makespan(n, C_s, S), abs=1e-6
-    )
-    assert simulate(sc, "hybrid", c, tts_concurrency=t).makespan_s == pytest.approx(
-        an.hybrid_makespan(n, eff, C_s, S), abs=1e-6
-    )
-    assert simulate(sc, "pipelined", c, tts_concurrency=t).makespan_s == pytest.approx(
-        an.pipelined_makespan(n, eff, C_s, S), abs=1e-6
-    )
+    [serial] = simulate(sc, RunConfig.of("serial", c, tts_concurrency=t))
+    [hybrid] = simulate(sc, RunConfig.of("hybrid", c, tts_concurrency=t))
+    [piped] = simulate(sc, RunConfig.of("pipelined", c, tts_concurrency=t))
+    assert serial.makespan_s == pytest.approx(an.serial_makespan(n, C_s, S), abs=1e-6)
+    assert hybrid.makespan_s == pytest.approx(an.hybrid_makespan(n, eff, C_s, S), abs=1e-6)
+    assert piped.makespan_s == pytest.approx(an.pipelined_makespan(n, eff, C_s, S), abs=1e-6)
 
 
 def _realised(sc, seed, run, tts_c):
@@ -99,19 +95,21 @@ def test_pipelined_never_beats_the_critical_path_and_equals_the_longest_path():
     sc = sc.with_client(foreground_first_scene=False)
     for run in range(40):
         for c in (2, 3, 5, 10):
-            r = simulate(sc, "pipelined", c, seed=9, run_id=run)
+            r = simulate(sc, RunConfig.of("pipelined", c), seed=9, run_id=run)[0]
             C, S = _realised(sc, 9, run, r.tts_concurrency)
             assert r.makespan_s >= an.pipelined_lower_bound(C, S) - 1e-6
             if c >= sc.outlines:
                 assert r.makespan_s == pytest.approx(an.longest_path(C, S), abs=1e-5)
-        h = simulate(sc, "hybrid", 10, seed=9, run_id=run)
+        h = simulate(sc, RunConfig.of("hybrid", 10), seed=9, run_id=run)[0]
         assert h.makespan_s >= an.pipelined_lower_bound(C, S) - 1e-6
 
 
 def test_hybrid_exponential_content_mean_is_harmonic():
     n, mu, A, T, k = 10, 20.0, 3.0, 1.0, 2
     sc = const_scenario(n, 1.0, A, T, clips=k).replace(content=Exponential(mu))
-    res = simulate_many(sc, "hybrid", 10, 4000, seed=4, tts_concurrency=1)
+    res = simulate(
+        sc, RunConfig.of("hybrid", 10, tts_concurrency=1), reps=4000, seed=4, engine="simpy"
+    )
     x = np.array([r.makespan_s for r in res])
     lo, hi = stats.t.interval(0.99, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
     expected = an.hybrid_exponential_mean(n, mu, A + k * T)
@@ -120,13 +118,13 @@ def test_hybrid_exponential_content_mean_is_harmonic():
 
 def test_same_seed_same_results_different_seed_different():
     sc = load_scenario("burst-429")
-    a = simulate_many(sc, "pipelined", 3, 20, seed=5, records=True)
-    b = simulate_many(sc, "pipelined", 3, 20, seed=5, records=True)
-    c = simulate_many(sc, "pipelined", 3, 20, seed=6, records=True)
+    a = simulate(sc, RunConfig.of("pipelined", 3, records=True), reps=20, seed=5, engine="simpy")
+    b = simulate(sc, RunConfig.of("pipelined", 3, records=True), reps=20, seed=5, engine="simpy")
+    c = simulate(sc, RunConfig.of("pipelined", 3, records=True), reps=20, seed=6, engine="simpy")
     assert [r.to_json(with_log=True) for r in a] == [r.to_json(with_log=True) for r in b]
     assert [r.makespan_s for r in a] != [r.makespan_s for r in c]
     # run-for-run: simulate(run_id=r) equals run r of a batch
-    single = simulate(sc, "pipelined", 3, seed=5, run_id=7, records=True)
+    single = simulate(sc, RunConfig.of("pipelined", 3, records=True), seed=5, run_id=7)[0]
     assert single.to_json(with_log=True) == a[7].to_json(with_log=True)
 
 
@@ -134,7 +132,7 @@ def test_same_seed_pairs_draws_across_modes():
     sc = load_scenario("default").replace(quota_llm=Quota(), quota_tts=Quota())
     logs = {}
     for mode in ("serial", "hybrid", "pipelined"):
-        r = simulate(sc, mode, 4, seed=2, records=True)
+        r = simulate(sc, RunConfig.of(mode, 4, records=True), seed=2)[0]
         logs[mode] = {
             (q.step, q.order, q.clip, q.attempt): round((q.t_end_s - q.t_start_s) * 1e6)
             for q in r.requests_log
@@ -155,9 +153,9 @@ def test_content_failure_pauses_serial_but_is_skipped_in_parallel_modes():
     sc = _fail_scenario(quota_llm=Quota(p_5xx=0.3), retry_llm=RetryPolicy(max_retries=0))
     seen = 0
     for run in range(200):
-        s = simulate(sc, "serial", 3, seed=1, run_id=run)
-        p = simulate(sc, "pipelined", 3, seed=1, run_id=run)
-        h = simulate(sc, "hybrid", 3, seed=1, run_id=run)
+        s = simulate(sc, RunConfig.of("serial", 3), seed=1, run_id=run)[0]
+        p = simulate(sc, RunConfig.of("pipelined", 3), seed=1, run_id=run)[0]
+        h = simulate(sc, RunConfig.of("hybrid", 3), seed=1, run_id=run)[0]
         if s.failed_orders and s.status == "paused":
             assert s.scenes_ok == s.failed_orders[0]  # stopped at the first failure
         for r in (p, h):
@@ -172,7 +170,9 @@ def test_tts_failure_pauses_and_every_clip_is_tried():
     sc = _fail_scenario(quota_tts=Quota(p_5xx=0.2))
     paused = 0
     for run in range(100):
-        r = simulate(sc, "pipelined", 3, seed=3, run_id=run, tts_concurrency=1, records=True)
+        r = simulate(
+            sc, RunConfig.of("pipelined", 3, tts_concurrency=1, records=True), seed=3, run_id=run
+        )[0]
         if r.status == "paused":
             paused += 1
             bad = r.failed_orders[-1]
@@ -191,7 +191,7 @@ def test_quota_produces_429s_and_retries_only_when_exceeded():
         (4, 3, "pipelined", False),
     ):
         s = sc.with_quota(llm_inflight=q, tts_inflight=3)
-        r = simulate(s, mode, c, records=True)
+        r = simulate(s, RunConfig.of(mode, c, records=True))[0]
         assert (r.http_429 > 0) == expect, (q, c, mode, r.http_429)
         assert (r.retries > 0) == expect
         assert (any(x.status == 429 for x in r.requests_log)) == expect
@@ -199,8 +199,8 @@ def test_quota_produces_429s_and_retries_only_when_exceeded():
 
 def test_tenants_share_the_key():
     sc = const_scenario(4, 10.0, 2.0, 1.0, clips=1).with_quota(llm_inflight=3)
-    alone = simulate(sc, "pipelined", 3, tenants=1)
-    shared = simulate_tenants(sc, "pipelined", 3, 3)
+    alone = simulate(sc, RunConfig.of("pipelined", 3, tenants=1))[0]
+    shared = simulate(sc, RunConfig.of("pipelined", 3, tenants=3))
     assert isinstance(shared, list) and len(shared) == 3
     assert sum(r.http_429 for r in shared) > alone.http_429
     assert {r.classroom for r in shared} == {0, 1, 2}
@@ -209,9 +209,9 @@ def test_tenants_share_the_key():
 def test_bad_arguments_raise():
     sc = const_scenario()
     with pytest.raises(ValueError, match="mode: must be one of serial"):
-        simulate(sc, "turbo", 3)
+        simulate(sc, RunConfig.of("turbo", 3))[0]
     with pytest.raises(ValueError, match="reps"):
-        simulate_many(sc, "serial", 3, 0)
+        simulate(sc, RunConfig.of("serial", 3), reps=0, engine="simpy")
 
 
 def test_clamp_rule():
@@ -228,9 +228,10 @@ def test_clamp_rule():
         0,
     ]
     sc = const_scenario(3)
-    assert simulate(sc, "pipelined", 15).concurrency == 10
+    assert simulate(sc, RunConfig.of("pipelined", 15))[0].concurrency == 10
     assert math.isclose(
-        simulate(sc, "pipelined", 0).makespan_s, simulate(sc, "serial", 0).makespan_s
+        simulate(sc, RunConfig.of("pipelined", 0))[0].makespan_s,
+        simulate(sc, RunConfig.of("serial", 0))[0].makespan_s,
     )
 
 

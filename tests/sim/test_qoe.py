@@ -5,11 +5,21 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sim import analytic, load_scenario, scenario_from_mapping, simulate, simulate_many
+from sim import RunConfig, analytic, load_scenario, scenario_from_mapping, simulate
 from sim.draws import Draws
 from sim.fast import simulate_fast
-from sim.qoe import Candidate, Playback, QoERule, choose_concurrency, qoe_us
+from sim.qoe import (
+    START_RULES,
+    Candidate,
+    Playback,
+    QoERule,
+    choose_concurrency,
+    qoe_of_run,
+    qoe_us,
+)
 from sim.scenario import ScenarioError
 
 S = 1_000_000  # µs per second
@@ -78,7 +88,7 @@ def test_serial_on_constant_latencies_matches_the_closed_form():
     tail = analytic.scene_tail(8.0, 2.0, k)  # S = A + kT = 14 s
     period = analytic.serial_ttfs(20.0, tail)  # a scene every C + S = 34 s
     play = 5.0 + k * 4.0  # 17 s per scene, so every later scene is late by 34 - 17 s
-    r = simulate(sc, "serial", 1, seed=1)
+    r = simulate(sc, RunConfig.of("serial", 1), seed=1)[0]
     assert r.startup_s == pytest.approx(period)
     assert r.stalls == n - 1
     assert r.stall_s == pytest.approx((n - 1) * (period - play))
@@ -93,7 +103,7 @@ def test_pipelined_on_constant_latencies_matches_the_closed_form():
     c = 3
     fg = 20.0 + analytic.scene_tail(8.0, 2.0, 3)
     step = analytic.scene_tail(8.0, 2.0, 3, c)  # 10 s: faster than the 17 s of playback
-    r = simulate(sc, "pipelined", c, seed=1)
+    r = simulate(sc, RunConfig.of("pipelined", c), seed=1)[0]
     ready = [fg] + [fg + 20.0 + i * step for i in range(1, sc.outlines)]
     assert list(r.scene_ready_s) == pytest.approx(ready)
     # scene 1 is ready at fg + 30 while scene 0 ends at fg + 17: one stall of 13 s; then
@@ -106,19 +116,19 @@ def test_audio_draws_are_keyed_per_classroom_and_paired_across_modes():
     whole = Draws(sc, 7, 0, 10).audio_us()
     alone = Draws(sc, 7, 4, 5).audio_us()
     np.testing.assert_array_equal(whole[4], alone[0])
-    a = simulate(sc, "serial", 1, seed=7, run_id=4)
-    b = simulate(sc, "pipelined", 3, seed=7, run_id=4)
+    a = simulate(sc, RunConfig.of("serial", 1), seed=7, run_id=4)[0]
+    b = simulate(sc, RunConfig.of("pipelined", 3), seed=7, run_id=4)[0]
     assert a.playback_s == b.playback_s  # the same scenes, the same playback
 
 
 def test_fast_path_and_model_agree_on_the_learner_metrics():
     sc = load_scenario("tts-heavy")
-    fast = simulate_fast(sc, "pipelined", 3, 40, seed=2).results()
-    model = simulate_many(sc, "pipelined", 3, 40, seed=2)
+    fast = simulate_fast(sc, RunConfig.of("pipelined", 3), 40, seed=2).results()
+    model = simulate(sc, RunConfig.of("pipelined", 3), reps=40, seed=2, engine="simpy")
     fields = ("startup_s", "stall_s", "stalls", "stall_ratio", "last_scene_s", "playback_s")
     for f, m in zip(fast, model, strict=True):
         assert [getattr(f, k) for k in fields] == [getattr(m, k) for k in fields]
-    frame = simulate_fast(sc, "pipelined", 3, 40, seed=2).frame()
+    frame = simulate_fast(sc, RunConfig.of("pipelined", 3), 40, seed=2).frame()
     np.testing.assert_array_equal(frame["stall_s"], [m.stall_s for m in model])
 
 
@@ -169,3 +179,28 @@ def test_the_rule_rejects_failures_stalls_and_startup_beyond_tolerance():
     ch = choose_concurrency(rule, serial, [*cells, _c(7, stall=5.0, last=500.0)])
     assert ch.concurrency == 7  # the least stall first, even with a later last scene
     assert "max(5%, 1 s)" in rule.text() and rule.to_dict()["stall_tol_abs_s"] == 1.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cells=st.lists(
+        st.tuples(st.one_of(st.just(-1), st.integers(0, 10**9)), st.integers(0, 10**8)),
+        min_size=1,
+        max_size=12,
+    ),
+    start=st.sampled_from(START_RULES),
+    buffer_us=st.integers(1, 3 * 10**8),
+)
+def test_one_runs_metrics_in_plain_integers_equal_the_array_form(cells, start, buffer_us):
+    # qoe_of_run (one result per classroom, plain ints) against qoe_us on the same row
+    ready = [t for t, _ in cells]
+    play = [p for _, p in cells]
+    want = qoe_us(np.array([ready]), np.array([play]), start, buffer_us).row(0)
+    pb = Playback(start=start, buffer_s=buffer_us / S)
+    assert pb.buffer_us == buffer_us
+    added = [(i, t) for i, t in enumerate(ready) if t >= 0]
+    got = qoe_of_run(len(ready), added, dict(enumerate(play)), pb)
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert type(got[k]) is type(v), k
+        assert got[k] == v or (math.isnan(v) and math.isnan(got[k])), k

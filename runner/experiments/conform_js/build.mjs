@@ -1,21 +1,27 @@
 // scenebench conform: bundle an OpenMAIC checkout's scene loop for Node with esbuild.
 // Written for scenebench (MIT); no upstream code.
 //
-//   node build.mjs '<json>'   json = {root, entry, outfile, esbuild}
+//   node build.mjs '<json>'   json = {root, entry, outfile, esbuild, also}
+//   also = [{file, names}]: named exports of other checkout files to bundle when they exist
 //
-// Prints one JSON line: {ok, stubbed, auto_stubbed, missing_names, inputs} or {ok: false, error}.
+// Prints one JSON line: {ok, stubbed, auto_stubbed, missing_names, workspace,
+// workspace_unresolved, inputs} or {ok: false, error}.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { builtinModules, createRequire } from 'node:module';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { workspaceResolver } from './workspace.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const STUB_DIR = join(HERE, 'stubs');
 
 // The one table of stubbed modules: import path -> stub file (in stubs/) and what it does.
-// Everything else under '@/' is bundled from the checkout as it is; a module that cannot be
-// found at all (not in the checkout, package not installed) becomes an auto-stub whose names are
-// recorded no-ops, and is listed in the report.
+// A key ending in '/*' covers the package and every subpath of it. Everything else under '@/'
+// is bundled from the checkout as it is, and so are the checkout's workspace packages (their
+// TypeScript source, workspace.mjs); a module that cannot be found at all (not in the
+// checkout, package not installed) becomes an auto-stub whose names are recorded no-ops, and
+// is listed in the report. A run that touches an auto-stubbed name, or a name a stub lacks, is
+// a harness error (the driver reports it).
 export const STUBS = {
   // React hooks for one call outside a component: useRef box, useCallback = the function
   react: 'react.mjs',
@@ -31,6 +37,7 @@ export const STUBS = {
   // media orchestrator and asset pool: nothing to generate or store
   '@/lib/media/media-orchestrator': 'media.mjs',
   '@/lib/media/commit-to-pool': 'media.mjs',
+  '@/lib/media/asset-pool': 'media.mjs',
   // voice registries: the settings' provider and voice as they are, no agent binding
   '@/lib/audio/voice-map': 'voices.mjs',
   '@/lib/audio/voice-resolver': 'voices.mjs',
@@ -48,10 +55,15 @@ export const STUBS = {
   '@/lib/audio/audio-duration': 'misc.mjs',
   '@/lib/i18n': 'misc.mjs',
   '@/lib/hooks/use-i18n': 'misc.mjs',
+  // storage package (persistence: IndexedDB, HTTP, PostgreSQL), every subpath: nothing
+  '@openmaic/storage/*': 'storage.mjs',
   // logger: silent, warnings recorded
   '@/lib/logger': 'logger.mjs',
   // toasts (sonner): recorded, never shown
   sonner: 'toast.mjs',
+  // the route probe (routes.mjs): the AI SDK's error classes, Next.js's JSON response
+  ai: 'ai.mjs',
+  'next/server': 'next-server.mjs',
 };
 
 const EXTS = ['', '.ts', '.tsx', '.mts', '.js', '.mjs', '.jsx'];
@@ -59,6 +71,17 @@ const INDEX = ['/index.ts', '/index.tsx', '/index.js'];
 const IDENT = /^[A-Za-z_$][\w$]*$/;
 // assets a loop module might import: bundled as empty modules
 const ASSETS = ['.svg', '.png', '.jpg', '.css', '.woff2'];
+
+// The STUBS key that covers an import path, or null.
+function stubKey(spec) {
+  if (Object.hasOwn(STUBS, spec)) return spec;
+  for (const key of Object.keys(STUBS)) {
+    if (!key.endsWith('/*')) continue;
+    const pkg = key.slice(0, -2);
+    if (spec === pkg || spec.startsWith(`${pkg}/`)) return key;
+  }
+  return null;
+}
 
 function isFile(p) {
   try {
@@ -131,21 +154,22 @@ function splitPath(path) {
 // name the importer wants that the stub lacks (reported as missing_names).
 function loadStub(path, missing) {
   const [spec, want] = splitPath(path);
-  const file = JSON.stringify(join(STUB_DIR, STUBS[spec]));
-  const have = stubExports(STUBS[spec]);
-  const lines = [`import { noop } from ${AUTO};`];
+  const stub = STUBS[stubKey(spec)];
+  const file = JSON.stringify(join(STUB_DIR, stub));
+  const have = stubExports(stub);
+  const lines = [`import { unstubbed } from ${AUTO};`];
   const present = want.names.filter((n) => have.names.has(n));
   if (present.length) lines.push(`export { ${present.join(', ')} } from ${file};`);
   for (const n of want.names.filter((n) => !have.names.has(n))) {
     if (!missing.has(spec)) missing.set(spec, new Set());
     missing.get(spec).add(n);
-    lines.push(`export const ${n} = noop(${JSON.stringify(`${spec}:${n}`)});`);
+    lines.push(`export const ${n} = unstubbed(${JSON.stringify(`${spec}:${n}`)});`);
   }
   if (want.wantsDefault) {
     lines.push(
       have.hasDefault
         ? `export { default } from ${file};`
-        : `export default noop(${JSON.stringify(spec)});`,
+        : `export default unstubbed(${JSON.stringify(spec)});`,
     );
   }
   return { contents: lines.join('\n'), loader: 'js', resolveDir: STUB_DIR };
@@ -154,11 +178,11 @@ function loadStub(path, missing) {
 // A module that cannot be found: every name its importer wants is a recorded no-op.
 function loadAuto(path) {
   const [spec, want] = splitPath(path);
-  const lines = [`import { noop } from ${AUTO};`];
+  const lines = [`import { unstubbed } from ${AUTO};`];
   for (const n of want.names) {
-    lines.push(`export const ${n} = noop(${JSON.stringify(`${spec}:${n}`)});`);
+    lines.push(`export const ${n} = unstubbed(${JSON.stringify(`${spec}:${n}`)});`);
   }
-  lines.push(`export default noop(${JSON.stringify(spec)});`);
+  lines.push(`export default unstubbed(${JSON.stringify(spec)});`);
   return { contents: lines.join('\n'), loader: 'js', resolveDir: STUB_DIR };
 }
 
@@ -173,7 +197,7 @@ function isBare(spec) {
   return !builtinModules.includes(spec.split('/')[0]);
 }
 
-function scenebenchPlugin(root, report) {
+function scenebenchPlugin(root, report, workspace) {
   const missing = new Map();
   return {
     name: 'scenebench-conform',
@@ -181,7 +205,8 @@ function scenebenchPlugin(root, report) {
       build.onResolve({ filter: /.*/ }, async (args) => {
         if (args.pluginData?.sbInner) return undefined;
         const spec = args.path;
-        if (Object.hasOwn(STUBS, spec)) {
+        const key = stubKey(spec);
+        if (key) {
           report.stubbed.add(spec);
           const want = importedNames(args.importer, spec);
           return { path: `${spec}|${JSON.stringify(want)}`, namespace: 'sb-stub' };
@@ -191,7 +216,10 @@ function scenebenchPlugin(root, report) {
           return file ? { path: file } : autoStub(spec, args, report);
         }
         if (!isBare(spec)) return undefined;
-        // a package: as the checkout would resolve it, else an auto-stub
+        // a workspace package of the checkout: its TypeScript source
+        const ws = workspace.resolveSpec(spec);
+        if (ws?.file) return { path: ws.file, sideEffects: ws.sideEffects ? undefined : false };
+        // another package: as the checkout would resolve it, else an auto-stub
         const r = await build.resolve(spec, {
           kind: args.kind,
           importer: args.importer,
@@ -211,15 +239,30 @@ function scenebenchPlugin(root, report) {
   };
 }
 
+const ENTRY_NAME = 'scenebench-entry.ts';
+
+// The bundle's entry: the scene loop module, plus the named exports of `cfg.also` files that
+// exist in the checkout (the generation-preview page's foreground retry options).
+function entrySource(root, cfg) {
+  const lines = [`export * from ${JSON.stringify(`./${cfg.entry}`)};`];
+  for (const { file, names } of cfg.also ?? []) {
+    if (isFile(join(root, file))) {
+      lines.push(`export { ${names.join(', ')} } from ${JSON.stringify(`./${file}`)};`);
+    }
+  }
+  return lines.join('\n');
+}
+
 async function main() {
   const cfg = JSON.parse(process.argv[2]);
   const require = createRequire(join(resolve(cfg.esbuild), 'package.json'));
   const esbuild = require(resolve(cfg.esbuild));
   const root = resolve(cfg.root);
   const report = { stubbed: new Set(), auto: new Set(), missing: {} };
+  const workspace = workspaceResolver(root);
   const result = await esbuild.build({
     absWorkingDir: root,
-    entryPoints: [join(root, cfg.entry)],
+    stdin: { contents: entrySource(root, cfg), resolveDir: root, sourcefile: ENTRY_NAME, loader: 'ts' },
     outfile: resolve(cfg.outfile),
     bundle: true,
     format: 'esm',
@@ -238,15 +281,19 @@ async function main() {
       'Math.random': 'globalThis.__sbRandom',
       'process.env.NODE_ENV': '"production"',
     },
-    plugins: [scenebenchPlugin(root, report)],
+    plugins: [scenebenchPlugin(root, report, workspace)],
   });
-  const inputs = Object.keys(result.metafile.inputs).filter((p) => !p.includes(':'));
+  const inputs = Object.keys(result.metafile.inputs).filter(
+    (p) => !p.includes(':') && p !== ENTRY_NAME && !p.startsWith('<'),
+  );
   console.log(
     JSON.stringify({
       ok: true,
       stubbed: [...report.stubbed].sort(),
       auto_stubbed: [...report.auto].sort(),
       missing_names: report.missing,
+      workspace: workspace.resolved,
+      workspace_unresolved: [...workspace.unresolved].sort(),
       inputs: inputs.sort(),
       warnings: result.warnings.map((w) => w.text),
     }),

@@ -3,9 +3,11 @@
 //
 //   node driver.mjs '<json>'
 //   json = {bundle, baseUrl, concurrency, outlines, sceneTypes, classroom, timeScale, random,
-//           llmKey, ttsKey, drainS}
+//           llmKey, ttsKey, drainS, foreground}
 //
-// Prints one JSON line: {status, scene_order, scene_ready_s, failed_orders, t0_us, ...}.
+// Prints one JSON line: {status, scene_order, scene_ready_s, failed_orders, t0_us, unstubbed,
+// ...}, or {error, unstubbed}. `unstubbed` lists the names of auto-stubbed modules (and names
+// a stub lacks) that the run touched: a run that touched one is a harness error.
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 
@@ -90,6 +92,49 @@ async function drain() {
   }
 }
 
+const STAGE_INFO = { name: 'scenebench', language: 'en-US' };
+const FOREGROUND_NEEDS = ['fetchSceneContent', 'fetchSceneActions', 'generateTTSForScene'];
+
+// The generation-preview page's first scene, as the page sequences it (scenebench's own
+// sequencing; every call is the checkout's): content → actions → the scene's clips through
+// the checkout's generateTTSForScene, each with the page's foreground retry options; then the
+// scene is added. Returns false when the page would show its error instead of the classroom.
+async function foregroundScene(mod) {
+  const missing = FOREGROUND_NEEDS.filter((n) => typeof mod[n] !== 'function');
+  if (missing.length) {
+    throw new Error(`foreground: the checkout's scene loop exports no ${missing.join(', ')}`);
+  }
+  const opts = mod.FOREGROUND_SCENE_RETRY_OPTIONS;
+  if (opts === undefined) throw new Error('foreground: the checkout has no FOREGROUND_SCENE_RETRY_OPTIONS');
+  const { stageStore } = globalThis.__scenebench;
+  const { stage, outlines } = stageStore.getState();
+  const first = outlines[0];
+  const base = { allOutlines: outlines, stageId: stage.id, agents: [] };
+  const content = await mod.fetchSceneContent(
+    { ...base, outline: first, stageInfo: STAGE_INFO },
+    undefined,
+    opts,
+  );
+  let scene = null;
+  if (content.success && content.content) {
+    const outline = content.effectiveOutline || first;
+    const body = { ...base, outline, content: content.content, previousSpeeches: [] };
+    const actions = await mod.fetchSceneActions(body, undefined, opts);
+    scene = actions.success && actions.scene ? actions.scene : null;
+  }
+  if (scene) {
+    const tts = await mod.generateTTSForScene(scene, undefined, undefined, opts);
+    if (!tts.success) scene = null;
+  }
+  if (!scene) {
+    stageStore.getState().addFailedOutline(first);
+    stageStore.getState().setGenerationStatus('first_scene_failed');
+    return false;
+  }
+  stageStore.getState().addScene(scene);
+  return true;
+}
+
 async function main() {
   const mod = await import(pathToFileURL(cfg.bundle).href);
   if (typeof mod.useSceneGenerator !== 'function') {
@@ -99,11 +144,11 @@ async function main() {
   await warmUp();
   const t0Us = await providerNowUs();
   perf0 = performance.now();
-  await gen.generateRemaining({
-    stageInfo: { name: 'scenebench', language: 'en-US' },
-    agents: [],
-    userProfile: '',
-  });
+  globalThis.__scenebench.running = true;
+  const loop = cfg.foreground ? await foregroundScene(mod) : true;
+  if (loop) {
+    await gen.generateRemaining({ stageInfo: STAGE_INFO, agents: [], userProfile: '' });
+  }
   const loopEnd = now();
   await drain();
   const ev = globalThis.__scenebench.events;
@@ -118,15 +163,23 @@ async function main() {
     loop_end_s: Math.round(loopEnd * 1000) / 1000,
     t0_us: t0Us,
     warnings: ev.filter((e) => e.kind === 'log').length,
-    noop_calls: [...new Set(ev.filter((e) => e.kind === 'noop-call').map((e) => e.name))].sort(),
+    noop_calls: names('noop-call'),
+    unstubbed: names('unstubbed'),
+    unstubbed_init: names('unstubbed-init'),
   };
   process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+function names(kind) {
+  const ev = globalThis.__scenebench.events;
+  return [...new Set(ev.filter((e) => e.kind === kind).map((e) => e.name))].sort();
 }
 
 main().then(
   () => process.exit(0),
   (err) => {
-    process.stdout.write(`${JSON.stringify({ error: String(err?.stack ?? err) })}\n`);
+    const error = String(err?.stack ?? err);
+    process.stdout.write(`${JSON.stringify({ error, unstubbed: names('unstubbed') })}\n`);
     process.exit(1);
   },
 );

@@ -1,2 +1,3 @@
-// What an auto-stubbed name is: a recorded no-op (see _runtime.mjs noop()).
-export { noop } from './_runtime.mjs';
+// What an auto-stubbed or missing name is: a recorded no-op whose use is a harness error
+// (see _runtime.mjs unstubbed()).
+export { unstubbed } from './_runtime.mjs';

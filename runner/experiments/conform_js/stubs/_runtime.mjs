@@ -31,6 +31,31 @@ export function noop(label) {
   });
 }
 
+/**
+ * A name scenebench does not stub (an auto-stubbed module's, or one its stub lacks): a no-op
+ * like noop(), but every call or property read is recorded as 'unstubbed' — once the driver
+ * has started the run (`running`), a harness error; before it (module initialisation), only
+ * listed.
+ */
+export function unstubbed(label) {
+  const touch = (what) => {
+    const s = sb();
+    record(s.running ? 'unstubbed' : 'unstubbed-init', { name: what });
+  };
+  const fn = function () {
+    touch(label);
+    return undefined;
+  };
+  return new Proxy(fn, {
+    get(target, prop) {
+      if (typeof prop === 'symbol') return target[prop];
+      if (SKIP.has(prop) || prop === '__esModule') return undefined;
+      touch(`${label}.${prop}`);
+      return unstubbed(`${label}.${prop}`);
+    },
+  });
+}
+
 /** A tiny zustand-like store: callable as a hook, with getState/setState/subscribe. */
 export function makeStore(init) {
   let state = null;

@@ -48,4 +48,7 @@ export const useStageStore = makeStore((set, get) => {
   };
   return lenient(state, 'stageStore');
 });
+sb().stageStore = useStageStore; // the driver's foreground scene adds through it
 export default useStageStore;
+// Persistence bookkeeping of the stage (which parts to save): nothing is saved.
+export function markStagePersistenceDirty() {}
