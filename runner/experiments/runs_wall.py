@@ -334,7 +334,9 @@ def validate_runs_wall(
             "cells": out, "verdict": v, "ok": v == PASS}  # fmt: skip
 
 
-def _fmt(kind: str, x: float) -> str:
+def _fmt(kind: str, x: float | None) -> str:
+    if x is None or math.isnan(x):  # JSON's null, or no interval (too few replications)
+        return "n/a"
     return f"{100 * x:+.2f}%" if kind == "rel" else f"{x:+.3f}"
 
 

@@ -154,4 +154,5 @@ def test_the_results_folder_holds_the_json_and_a_table_per_cell(tmp_path: Path) 
     assert json.loads((d / "validate.json").read_text())["cells"][0]["verdict"] == w.INCONCLUSIVE
     md = (d / "VALIDATE.md").read_text()
     assert "## t" in md and md.count("| run_end |") == 1 and "3 replications < 5" in md
+    assert "n/a … n/a" in md and "nan" not in md
     assert w.verdict_lines(report)[0].startswith("INCONCLUSIVE")
