@@ -610,6 +610,11 @@ def _validate_wall(a: argparse.Namespace, names: Sequence[str]) -> int:
     from ..experiments import validate as v
     from ..experiments.sweep import ResultsError
 
+    if a.upstream and RUNS_PROFILE in a.upstream:  # generation runs on the wall clock
+        from .runs_wall import validate_runs_wall_cmd
+
+        return validate_runs_wall_cmd(a, None if a.scenario is None else list(names))
+
     cells = v.wall_cells(a.quick, None if a.scenario is None else names)
     if not cells:
         raise UsageError(
@@ -875,7 +880,8 @@ def _add_validate(sub: Any) -> None:
         "--upstream",
         type=profile_list,
         default=None,
-        help="with --exact: profiles to check, comma list or 'all' (default: all)",
+        help="with --exact: profiles to check, comma list or 'all' (default: all); 'runs' "
+        "alone: the generation-runs cells (exact, or on the wall clock without --exact)",
     )
     va.add_argument(
         "--runs",
@@ -887,7 +893,8 @@ def _add_validate(sub: Any) -> None:
         "--reps",
         type=int_in("--reps", 2),
         default=None,
-        help="wall: real runs per cell (default 40; quick 16)",
+        help="wall: real runs per cell (default 40; quick 16; --upstream runs: replications, "
+        "default 10, quick 5)",
     )
     va.add_argument("--seed", type=int_in("--seed", 0), default=0)
     add_dimensions(va)
