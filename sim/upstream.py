@@ -229,6 +229,10 @@ def route_status(shape: ErrorShape, step: int, provider_status: int) -> int:
 # (content-first, runs-spec §3); no knob endpoint (the server reads the knob). Kept out of
 # PROFILES: the browser-era commands iterate over those; ``profile("runs")`` finds it.
 RUNS_PROFILE = "runs"
+# Results made before this date (``metadata.json`` ``created``) name as ``pr788`` the rules now
+# called ``pr696`` (#788 with #696's clips at c): the profiles were renamed that day to follow
+# upstream main's history (docs/upstream.md).
+PR788_RENAMED_ON = "2026-12-05"
 # (the rules the old default, now pr696, had: clips at c, the route error shape)
 RUNS = dataclasses.replace(
     _PR696,

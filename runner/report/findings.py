@@ -206,10 +206,28 @@ def _history(h: Path) -> list[str]:
         "Before release 1.1.2 OpenMAIC generated scenes in the browser, one learner's loop on "
         "the key; the answer then, from the runs of `" + _argv(h) + f"` (folder `{h.as_posix()}`):",
         "",
+        *_renamed_note(h),
     ]
     for line in body.split("\n"):
         out.append("#" + line if line.startswith("#") else line)
     return out
+
+
+def _renamed_note(h: Path) -> list[str]:
+    """A folder made before the profiles followed upstream's history says what its ``pr788``
+    was (:data:`sim.upstream.PR788_RENAMED_ON`)."""
+    from sim.upstream import PR788_RENAMED_ON
+
+    from ..store.folders import read_metadata
+
+    meta = read_metadata(h)
+    if "pr788" not in meta["provenance"]["upstream"] or meta["created"] >= PR788_RENAMED_ON:
+        return []
+    return [
+        "(This folder predates the profiles' renaming: its `pr788` is the rules scenebench now "
+        "calls `pr696`, #788 with #696's clips at *c*; [upstream.md](upstream.md).)",
+        "",
+    ]
 
 
 def _argv(d: Path) -> str:

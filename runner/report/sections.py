@@ -99,8 +99,8 @@ def _recommendation_section(rec: dict[str, Any]) -> list[str]:
         "",
         f"**Default `PARALLEL_SCENE_CONCURRENCY` = {rec['recommended']}** "
         f"(for the merged pipelined design, under the upstream profile "
-        f"`{rec.get('upstream', '?')}`: the client rules OpenMAIC runs"
-        f"{' today' if rec.get('upstream') == 'pr788' else ''}).",
+        f"`{rec.get('upstream', '?')}`: the client rules of OpenMAIC's browser loop, which "
+        "server-side generation runs replaced after release 1.1.2).",
         "",
         *_adaptive_default_line(rec.get("adaptive", {}).get("defaults", {})),
         f"Rule: for each scenario, *c* is admissible when, for every quota profile that "
