@@ -50,7 +50,14 @@ from .model import _Classroom, _result, _SimGate, _World
 from .provider import Provider
 from .rules import Counts, Policy, RetryPolicy, RunStatus, Step, clamp_concurrency
 from .scenario import Scenario
-from .upstream import AI_SDK_RETRY, CLIENT_RETRY, NO_RETRY, ClientProfile, ErrorShape
+from .upstream import (
+    AI_SDK_RETRY,
+    CLIENT_RETRY,
+    NO_RETRY,
+    ClientProfile,
+    ErrorShape,
+    RetryLayer,
+)
 
 __all__ = [
     "CLIENTS",
@@ -64,6 +71,7 @@ __all__ = [
     "job_record",
     "key_gates",
     "media_plan",
+    "model_retry_of",
     "server_scenario",
     "simulate_jobs",
     "simulate_keygate_tenants",
@@ -71,7 +79,16 @@ __all__ = [
 ]
 
 CLIENTS = ("browser", "server")
-MODEL_RETRY = AI_SDK_RETRY  # the AI SDK inside generateText (the job does not pass maxRetries: 0)
+MODEL_RETRY = AI_SDK_RETRY  # the AI SDK inside generateText, before #788 (no maxRetries: 0 yet)
+
+
+def model_retry_of(profile: ClientProfile) -> RetryPolicy:
+    """The budget inside the job's model call: the AI SDK's own (2 retries) while retries lived
+    in the routes; since #788 (``lib/server/classroom-generation.ts``) the job calls the model
+    with ``maxRetries: 0``, so each step makes the 6 attempts of withGenerationRetry alone."""
+    return MODEL_RETRY if profile.retry_in is RetryLayer.ROUTE else NO_RETRY
+
+
 JOB_RETRY = CLIENT_RETRY  # withGenerationRetry around each generator call
 
 
@@ -108,7 +125,7 @@ def server_scenario(
         foreground_first_scene=False,
         content_failure_pauses=False,
         provider_errors=ErrorShape.ROUTE,
-        model_retry=MODEL_RETRY if model_retry is None else model_retry,
+        model_retry=model_retry_of(base) if model_retry is None else model_retry,
         job_retry=JOB_RETRY if job_retry is None else job_retry,
         tts_retry=NO_RETRY if tts_retry is None else tts_retry,
     )

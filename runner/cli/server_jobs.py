@@ -92,9 +92,9 @@ def _server_sc(a: argparse.Namespace) -> Scenario:
     from sim.jobs import JOB_RETRY, MODEL_RETRY, server_scenario
 
     sc = _keyed(a)
-    model = MODEL_RETRY if a.model_retries is None else None
+    model = None  # the profile's (sim.jobs.model_retry_of)
     job = JOB_RETRY if a.job_retries is None else None
-    if model is None:
+    if a.model_retries is not None:
         model = dataclasses.replace(MODEL_RETRY, max_retries=a.model_retries)
     if job is None:
         job = dataclasses.replace(JOB_RETRY, max_retries=a.job_retries)

@@ -53,11 +53,21 @@ def test_real_server_job_alone_equals_the_closed_form():
 
 
 def test_real_server_jobs_multiply_the_budgets():
-    client = dataclasses.replace(profile("pr788"), jitter_u=0.0)
-    sc = const_scenario(2, client=client, quota_llm=Quota(p_429=1.0, retry_after_s=None))
-    (r,) = run_jobs(sc, "serial", 1, arrivals_s=[0.0]).records
+    """Before #788 (pr660) the AI SDK's 3 attempts sit inside each of the job's 6; since #788
+    the model is called with maxRetries: 0 and the job makes 6 attempts per step."""
+    q = Quota(p_429=1.0, retry_after_s=None)
+    before = dataclasses.replace(profile("pr660"), jitter_u=0.0)
+    (r,) = run_jobs(
+        const_scenario(2, client=before, quota_llm=q), "serial", 1, arrivals_s=[0.0]
+    ).records
     assert r.requests == r.http_429 == 18 * 2
     assert r.latency_s == pytest.approx(2 * (6 * (2 + 4) + 31), abs=1e-9)
+    since = dataclasses.replace(profile("pr788"), jitter_u=0.0)
+    (r,) = run_jobs(
+        const_scenario(2, client=since, quota_llm=q), "serial", 1, arrivals_s=[0.0]
+    ).records
+    assert r.requests == r.http_429 == 6 * 2
+    assert r.latency_s == pytest.approx(2 * 31, abs=1e-9)
 
 
 @pytest.mark.parametrize("mode,c", [("serial", 1), ("pipelined", 3), ("hybrid", 2)])

@@ -34,17 +34,25 @@ from sim.jobs import (
 from tests.conftest import const_scenario
 
 PR788 = dataclasses.replace(profile("pr788"), jitter_u=0.0)
+PR660 = dataclasses.replace(profile("pr660"), jitter_u=0.0)  # before #788: route-side retries
 
 
-def job_sc(n=4, content=20.0, actions=5.0, tts=2.0, clips=3, **kw):
-    return server_scenario(const_scenario(n, content, actions, tts, clips, client=PR788, **kw))
+def job_sc(n=4, content=20.0, actions=5.0, tts=2.0, clips=3, client=PR788, **kw):
+    return server_scenario(const_scenario(n, content, actions, tts, clips, client=client, **kw))
 
 
 def test_server_profile_composes_the_two_layers():
     sc = job_sc()
     assert isinstance(sc.client, ServerProfile)
     assert not sc.client.foreground_first_scene
-    assert sc.client.route_policy(0, False) == MODEL_RETRY == sc.client.route_policy(1, False)
+    # since #788 the job calls the model with maxRetries: 0; before it, the AI SDK's budget
+    assert (
+        sc.client.route_policy(0, False).max_retries
+        == 0
+        == sc.client.route_policy(1, False).max_retries
+    )
+    old = job_sc(client=PR660).client
+    assert old.route_policy(0, False) == MODEL_RETRY == old.route_policy(1, False)
     assert sc.client.client_policy(0, False) == JOB_RETRY
     assert MODEL_RETRY.max_retries == 2 and MODEL_RETRY.initial_delay_s == 2.0
     assert JOB_RETRY.max_retries == 5 and JOB_RETRY.max_delay_s == 16.0
@@ -73,13 +81,26 @@ def test_the_budgets_multiply(retry_after):
     jitter fixed at 0): 18 attempts per outline, then the scene is skipped."""
     n = 3
     q = Quota(p_429=1.0, retry_after_s=retry_after)
-    sc = job_sc(n, quota_llm=q)
+    sc = job_sc(n, quota_llm=q, client=PR660)  # before #788: the AI SDK retries inside
     (r,) = simulate_jobs(sc, "serial", 1, arrivals_s=[0.0]).records
     inner = 2.0 + 4.0 if retry_after is None else 1.0 + 1.0
     per_outline = 6 * inner + (1 + 2 + 4 + 8 + 16)
     assert r.latency_s == pytest.approx(n * per_outline, abs=1e-9)
     assert r.requests == r.http_429 == 18 * n
     assert r.scenes_failed == n and r.scenes_ok == 0 and r.clips == 0 and r.failed
+
+
+@pytest.mark.parametrize("retry_after", [None, 1.0])
+def test_since_788_the_job_makes_six_attempts_per_step(retry_after):
+    """#788's job calls the model with maxRetries: 0: every attempt answered 429 at once gives
+    withGenerationRetry's 6 attempts per outline (waits 1, 2, 4, 8, 16 s, jitter fixed at 0,
+    Retry-After ignored), then the scene is skipped."""
+    n = 3
+    sc = job_sc(n, quota_llm=Quota(p_429=1.0, retry_after_s=retry_after))
+    (r,) = simulate_jobs(sc, "serial", 1, arrivals_s=[0.0]).records
+    assert r.latency_s == pytest.approx(n * (1 + 2 + 4 + 8 + 16), abs=1e-9)
+    assert r.requests == r.http_429 == 6 * n
+    assert r.scenes_failed == n and r.scenes_ok == 0 and r.failed
 
 
 def test_both_budgets_are_configurable():
