@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Any, TypedDict, Unpack
+from typing import Any, Self, TypedDict, Unpack
 
 import uvicorn
 from starlette.applications import Starlette
@@ -55,6 +55,7 @@ from .wire import (
 )
 
 __all__ = [
+    "ChildServer",
     "ErrorCode",
     "FakeProvider",
     "ServerConfig",
@@ -838,12 +839,64 @@ def _serve_in_child(
     asyncio.run(main())
 
 
-class ServerProcess:
+class ChildServer:
+    """A server in its own process on 127.0.0.1 (no GIL shared with the client), started by a
+    fork server that has imported ``preload`` (a start costs a fork, not an import). The child
+    ``target(*args, conn)`` sends ``("ok", (port, epoch))`` once it listens, or
+    ``("error", why)``; the parent keeps ``base_url`` and the model-time ``epoch``. Stopped
+    with SIGTERM."""
+
+    what = "server"
+
+    def __init__(self, preload: str, target: Any, args: tuple[Any, ...], name: str) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([preload])
+        self._conn, child = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=target, name=name, args=(*args, child), daemon=True)
+        self.base_url = ""
+        self.epoch = 0.0  # the server's model-time origin, on this machine's monotonic clock
+
+    def start(self, timeout_s: float = 30.0) -> Self:
+        self.process.start()
+        if not self._conn.poll(timeout_s):
+            self.stop()
+            raise RuntimeError(f"{self.what} process did not start in time")
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            status, value = "error", f"the process exited with code {self.process.exitcode}"
+        if status != "ok":
+            self.stop()
+            raise RuntimeError(f"{self.what} process failed to start: {value}")
+        port, self.epoch = value
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=10)
+        if self.process.is_alive():  # pragma: no cover
+            self.process.kill()
+            self.process.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ServerProcess(ChildServer):
     """The fake provider in its own process (no GIL shared with the client), on 127.0.0.1.
 
     For wall-clock measurements where the client is busy: same app, same routes;
     its state is reached over HTTP (``/api/_scenebench/...``). Stopped with SIGTERM.
     """
+
+    what = "fake provider"
 
     def __init__(
         self,
@@ -857,55 +910,14 @@ class ServerProcess:
         latency_factor: float = 1.0,
     ) -> None:
         """``bare_latency_s``: serve :func:`runner.experiments.load.bare_app` instead (for
-        comparisons);
-        ``latency_factor``: see :class:`FakeProvider` (tests)."""
-        import multiprocessing
-
-        # a fork server that has imported this module: a start costs a fork, not an import
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["runner.world.fake_provider"])
-        self._conn, child = ctx.Pipe(duplex=False)
+        comparisons); ``latency_factor``: see :class:`FakeProvider` (tests)."""
         config = ServerConfig(
             time_scale=time_scale,
             parallel_scene_concurrency=parallel_scene_concurrency,
             keep_log=keep_log,
             latency_factor=latency_factor,
         )
-        self.process = ctx.Process(
-            target=_serve_in_child,
-            name="scenebench-fake-provider",
-            args=(bare_latency_s, scenario.to_mapping(), seed, config, child),
-            daemon=True,
+        args = (bare_latency_s, scenario.to_mapping(), seed, config)
+        super().__init__(
+            "runner.world.fake_provider", _serve_in_child, args, "scenebench-fake-provider"
         )
-        self.base_url = ""
-        self.epoch = 0.0  # the server's model-time origin, on this machine's monotonic clock
-
-    def start(self, timeout_s: float = 30.0) -> ServerProcess:
-        self.process.start()
-        if not self._conn.poll(timeout_s):
-            self.stop()
-            raise RuntimeError("fake provider process did not start in time")
-        try:
-            status, value = self._conn.recv()
-        except EOFError:
-            status, value = "error", f"the process exited with code {self.process.exitcode}"
-        if status != "ok":
-            self.stop()
-            raise RuntimeError(f"fake provider process failed to start: {value}")
-        port, self.epoch = value
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            self.process.terminate()
-        self.process.join(timeout=10)
-        if self.process.is_alive():  # pragma: no cover
-            self.process.kill()
-            self.process.join(timeout=5)
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

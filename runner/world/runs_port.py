@@ -73,7 +73,7 @@ from sim.runs_world import CANCELLED, Item, RunProvider, RunsWorld
 from sim.scenario import Scenario
 from sim.upstream import RUNS
 
-from .fake_provider import ServerThread, create_app
+from .fake_provider import ChildServer, ServerThread, create_app
 from .provider_api import CALL_HEADER
 from .run import _in_virtual_world, frozen_gc
 from .wire import SENT_HEADER
@@ -552,44 +552,15 @@ def _serve_runs_in_child(
     asyncio.run(main())
 
 
-class _RunsServer:
+class _RunsServer(ChildServer):
     """The runs cell's fake provider on 127.0.0.1 in its own process (no GIL shared with the
     driver), as :class:`runner.world.fake_provider.ServerProcess` does for classrooms."""
 
+    what = "the runs provider"
+
     def __init__(self, sc: Scenario, cfg: RunsConfig, seed: int, scale: float) -> None:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["runner.world.runs_port"])
-        self._conn, child = ctx.Pipe(duplex=False)
-        args = (sc.to_mapping(), cfg, seed, scale, child)
-        self.process = ctx.Process(target=_serve_runs_in_child, args=args, daemon=True)
-        self.base_url = ""
-        self.epoch = 0.0
-
-    def __enter__(self) -> _RunsServer:
-        self.process.start()
-        if not self._conn.poll(30.0):
-            self.stop()
-            raise RuntimeError("the runs provider process did not start in time")
-        try:
-            status, value = self._conn.recv()
-        except EOFError:
-            status, value = "error", f"the process exited with code {self.process.exitcode}"
-        if status != "ok":
-            self.stop()
-            raise RuntimeError(f"the runs provider process failed to start: {value}")
-        port, self.epoch = value
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            self.process.terminate()
-        self.process.join(timeout=10)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        args = (sc.to_mapping(), cfg, seed, scale)
+        super().__init__("runner.world.runs_port", _serve_runs_in_child, args, "scenebench-runs")
 
 
 async def _run_wall(sc: Scenario, cfg: RunsConfig, seed: int, scale: float) -> PortRun:
