@@ -83,19 +83,10 @@ BACKENDS = ("sim", "real")
 _LIST_COLUMNS = ("scene_order", "scene_ready_s", "failed_orders")
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One cell of the grid: a run's settings (``config``, built and checked once) on a
-    backend, for a scenario under a quota profile, ``reps`` runs from ``seed``."""
+class ConfigView:
+    """A cell's run settings read by their old names (the config holds them, checked once)."""
 
-    backend: str
-    scenario: str
-    quota: int  # in-flight limit of both keys; 0 = unlimited
     config: RunConfig
-    reps: int
-    seed: int
-    real_clock: str = ClockKind.VIRTUAL.value
-    preset: str = ""  # a provider preset (sim.presets) instead of the in-flight ``quota``
 
     @property
     def mode(self) -> str:
@@ -108,6 +99,21 @@ class Cell:
     @property
     def adaptive(self) -> str:
         return str(self.config.adaptive)
+
+
+@dataclass(frozen=True)
+class Cell(ConfigView):
+    """One cell of the grid: a run's settings (``config``, built and checked once) on a
+    backend, for a scenario under a quota profile, ``reps`` runs from ``seed``."""
+
+    backend: str
+    scenario: str
+    quota: int  # in-flight limit of both keys; 0 = unlimited
+    config: RunConfig
+    reps: int
+    seed: int
+    real_clock: str = ClockKind.VIRTUAL.value
+    preset: str = ""  # a provider preset (sim.presets) instead of the in-flight ``quota``
 
     @property
     def tenants(self) -> int:

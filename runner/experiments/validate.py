@@ -42,6 +42,7 @@ from ..world.pipeline import Clock
 from ..world.run import frozen_gc, pool_size, run, run_async, wall_client, warm_up
 from .sweep import (
     DEFAULT_QUOTAS,
+    ConfigView,
     ResultsError,
     apply_quota,
     check_new_folder,
@@ -253,7 +254,7 @@ def measure_overhead_floor(classrooms: int = 3, call_s: float = 0.02) -> float:
 
 
 @dataclass(frozen=True)
-class WallCell:
+class WallCell(ConfigView):
     """A wall-clock validation cell: a scenario under a quota, one run's settings."""
 
     scenario: str
@@ -265,18 +266,6 @@ class WallCell:
         cls, scenario: str, quota: int | None, mode: str, concurrency: int, adaptive: str = "off"
     ) -> WallCell:
         return cls(scenario, quota, RunConfig.of(mode, concurrency, adaptive=adaptive))
-
-    @property
-    def mode(self) -> str:
-        return str(self.config.mode)
-
-    @property
-    def concurrency(self) -> int:
-        return self.config.c
-
-    @property
-    def adaptive(self) -> str:
-        return str(self.config.adaptive)
 
     def build(self) -> Scenario:
         sc = load_scenario(self.scenario)
