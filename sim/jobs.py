@@ -33,7 +33,7 @@ With ``key_gate`` every attempt on each key passes that key's
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,9 @@ from . import rules
 from .config import check_mode
 from .draws import Draws, tenant_offsets_us
 from .errors import UserError
+from .job_machine import Call, Ended, JobCommand, JobMachine, LoopEnded, Start, media_plan
+from .job_machine import first_call as _first_call
+from .job_machine import loop_call as _loop_call
 from .keygate import KeyGate, key_cap
 from .limiter import Rank
 from .model import _Classroom, _result, _SimGate, _World
@@ -185,12 +188,6 @@ class JobRecord:
         return self.scenes_failed > 0 or self.clips_failed > 0
 
 
-def media_plan(scenes: Sequence[int], clips: Callable[[int], int]) -> list[tuple[int, int]]:
-    """The media step's work, both worlds: every clip ``(order, k)`` of every generated scene,
-    in the order the scenes were generated (``clips(order)``: the scene's speech clips)."""
-    return [(i, k) for i in scenes for k in range(clips(i))]
-
-
 def job_record(
     job: int,
     classroom: int,
@@ -280,7 +277,8 @@ class _KeyClassroom(_Classroom):
 
 
 class _Job(_Classroom):
-    """One server job: the scene loop (a failure skips the scene), then the media step."""
+    """One server job: a thin driver of :class:`~sim.job_machine.JobMachine` (the scene loop,
+    a failure skips the scene, then the media step); each step call is :meth:`_World.call`."""
 
     def __init__(
         self,
@@ -293,10 +291,8 @@ class _Job(_Classroom):
         rank: int,
     ) -> None:
         super().__init__(w, cid, mode, c, 1, Policy.OFF if gates is None else Policy.GATE)
-        self.media_c = media_c
-        self.scenes: list[int] = []
-        self.media_clips = 0
-        self.clips_failed = 0
+        self.jm = JobMachine(media_c)
+        self.cmds: list[JobCommand] = []  # what the machine said last
         self.arrival = 0
         if gates is not None:
             self.llm_gate = _TenantSimGate(w.env, gates[0], rank)
@@ -305,36 +301,44 @@ class _Job(_Classroom):
     def _gates(self, pending: int) -> None:
         return
 
+    def llm_call(self, step: int, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
+        """A content or actions call (the loop's or the prefetch's); the machine hears it end."""
+        ok = yield from super().llm_call(step, i, fg)
+        clips = self.w.provider.speeches(self.cid, i) if ok and step == Step.ACTIONS else 0
+        self.cmds = self.jm.feed(Ended(step, i, 0, ok, clips))
+        return ok
+
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
-        """Actions; a failure skips the scene and the job goes on."""
-        ok = yield from self.llm_call(Step.ACTIONS, i)
-        (self.scenes if ok else self.failed).append(i)
+        """Actions (the pipelined loop's); the machine records the outcome, the job goes on."""
+        yield from self.llm_call(Step.ACTIONS, i)
         return True
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
-        for i in pending:
-            ok = yield from self.llm_call(Step.CONTENT, i)
-            if not ok:
-                self.failed.append(i)
-                continue
-            yield from self.scene_tail(i)
+        self.cmds = self.jm.feed(Start(tuple(pending), serial=True))
+        while (c := _loop_call(self.cmds)) is not None:
+            yield from self.llm_call(c.step, c.order)
+
+    def parallel_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
+        self.cmds = self.jm.feed(Start(tuple(pending), serial=False))
+        yield from super().parallel_loop(pending)
+        self.cmds = self.jm.feed(LoopEnded())
 
     def media(self) -> Generator[Event, Any, None]:
-        """Every clip of every generated scene, in order, ``media_c`` at a time."""
+        """The media step: one lane per clip call the machine starts; a freed lane takes the
+        clip the machine gives it next."""
         w, env = self.w, self.env
-        todo = media_plan(self.scenes, lambda i: w.provider.speeches(self.cid, i))
-        self.media_clips = len(todo)
-        it = iter(todo)
 
-        def worker() -> Generator[Event, Any, None]:
-            for i, k in it:
-                ok = yield from w.call(self.cid, Step.TTS, i, k, False, self.stats, self.tts_gate)
-                if not ok:
-                    self.clips_failed += 1
+        def lane(c: Call | None) -> Generator[Event, Any, None]:
+            while c is not None:
+                ok = yield from w.call(
+                    self.cid, Step.TTS, c.order, c.clip, False, self.stats, self.tts_gate
+                )
+                c = _first_call(self.jm.feed(Ended(Step.TTS, c.order, c.clip, ok)))
 
-        n = min(self.media_c, len(todo))
-        if n:
-            yield env.all_of([env.process(worker()) for _ in range(n)])
+        lanes = [env.process(lane(c)) for c in self.cmds if isinstance(c, Call)]
+        if lanes:
+            yield env.all_of(lanes)
+        assert self.jm.done
 
     def run(self, delay_us: int) -> Generator[Event, Any, None]:
         self.arrival = delay_us
@@ -344,9 +348,10 @@ class _Job(_Classroom):
         self.status = RunStatus.COMPLETED
 
     def record(self, job: int) -> JobRecord:
+        jm = self.jm
         return job_record(
-            job, self.cid, self.arrival, self.end, scenes_ok=len(self.scenes),
-            failed=self.failed, clips=self.media_clips, clips_failed=self.clips_failed,
+            job, self.cid, self.arrival, self.end, scenes_ok=len(jm.scenes),
+            failed=jm.failed, clips=jm.media_clips, clips_failed=jm.clips_failed,
             counts=self.stats,
         )  # fmt: skip
 

@@ -26,6 +26,9 @@ import httpx
 from sim.config import RunConfig
 from sim.draws import tenant_offsets_us
 from sim.errors import UserError
+from sim.job_machine import Call, Ended, JobCommand, JobMachine, LoopEnded, Start
+from sim.job_machine import first_call as _first_call
+from sim.job_machine import loop_call as _loop_call
 from sim.jobs import (
     JobRecord,
     JobsRun,
@@ -34,7 +37,6 @@ from sim.jobs import (
     check_jobs,
     job_record,
     key_gates,
-    media_plan,
     server_scenario,
 )
 from sim.keygate import KeyGate
@@ -110,7 +112,8 @@ class _KeyPipeline(ScenePipeline):
 
 
 class _JobPipeline(_KeyPipeline):
-    """One server job: the loop skips a failed scene; then the media step."""
+    """One server job: a thin driver of :class:`~sim.job_machine.JobMachine` (the scene loop,
+    a failure skips the scene, then the media step); each step call is :meth:`_call`."""
 
     def __init__(
         self, *args: Any, gates: tuple[KeyGate, KeyGate] | None, rank: int, media_c: int, **kw: Any
@@ -119,62 +122,86 @@ class _JobPipeline(_KeyPipeline):
         if gates is not None:
             self._llm_gate = _TenantAioGate(gates[0], rank)
             self._tts_gate = _TenantAioGate(gates[1], rank)
-        self.media_c = media_c
-        self.scenes: list[tuple[int, dict[str, Any]]] = []
-        self.media_clips = 0
-        self.clips_failed = 0
+        self.jm = JobMachine(media_c)
+        self.cmds: list[JobCommand] = []  # what the machine said last
+        self.speech: dict[int, list[dict[str, Any]]] = {}  # a generated scene's speech actions
+        self.contents: dict[int, dict[str, Any]] = {}
+
+    async def content(
+        self, i: int, gate: _AioGate | None = None, fg: bool = False
+    ) -> dict[str, Any] | None:
+        """A content call (the loop's or the prefetch's); the machine hears it end."""
+        res = await super().content(i, gate, fg)
+        self.cmds = self.jm.feed(Ended(Step.CONTENT, i, 0, res is not None))
+        return res
+
+    async def actions(
+        self, i: int, content: dict[str, Any], prev: list[str], fg: bool = False
+    ) -> dict[str, Any] | None:
+        res = await super().actions(i, content, prev, fg)
+        ok = res is not None and isinstance(res.get("scene"), dict)
+        if ok:
+            assert res is not None
+            acts = res["scene"].get("actions", [])
+            self.speech[i] = [a for a in acts if a.get("type") == "speech"]
+        self.cmds = self.jm.feed(Ended(Step.ACTIONS, i, 0, ok, len(self.speech.get(i, ()))))
+        return res
 
     async def scene_tail(self, i: int, content: dict[str, Any], fg: bool = False) -> bool:
-        res = await self._step(self.actions(i, content, []))
-        if res is not None and isinstance(res.get("scene"), dict):
-            self.scenes.append((i, res["scene"]))
-        else:
-            self.failed.append(i)
+        """Actions (the pipelined loop's); the machine records the outcome, the job goes on."""
+        await self._step(self.actions(i, content, []))
         return True
 
     async def serial_loop(self, pending: list[int]) -> None:
-        for i in pending:
-            content = await self._step(self.content(i))
-            if content is None:
-                self.failed.append(i)
-                continue
-            await self.scene_tail(i, content)
+        self.cmds = self.jm.feed(Start(tuple(pending), serial=True))
+        while (c := _loop_call(self.cmds)) is not None:
+            if c.step == Step.CONTENT:
+                content = await self._step(self.content(c.order))
+                if content is not None:
+                    self.contents[c.order] = content
+            else:
+                await self._step(self.actions(c.order, self.contents.pop(c.order), []))
+
+    async def parallel_loop(self, pending: list[int]) -> None:
+        self.cmds = self.jm.feed(Start(tuple(pending), serial=False))
+        await super().parallel_loop(pending)
+        self.cmds = self.jm.feed(LoopEnded())
+
+    async def _clip(self, c: Call) -> bool:
+        action = self.speech[c.order][c.clip]
+        body = {
+            "text": action["text"],
+            "audioId": audio_id(c.order, str(action["id"])),
+            "ttsProviderId": "fake-tts",
+            "ttsVoice": "alloy",
+            "ttsApiKey": self.api_keys[1],
+        }
+        res = await self._call(Step.TTS, body, {}, (c.order, c.clip), self._tts_gate, False)
+        return res is not None and bool(res.get("base64"))
 
     async def media(self) -> None:
-        speech = {
-            order: [a for a in scene.get("actions", []) if a.get("type") == "speech"]
-            for order, scene in self.scenes
-        }
-        todo = media_plan([order for order, _ in self.scenes], lambda i: len(speech[i]))
-        self.media_clips = len(todo)
-        it = iter(todo)
+        """The media step: one lane per clip call the machine starts; a freed lane takes the
+        clip the machine gives it next."""
 
-        async def worker() -> None:
-            for order, j in it:
-                action = speech[order][j]
-                body = {
-                    "text": action["text"],
-                    "audioId": audio_id(order, str(action["id"])),
-                    "ttsProviderId": "fake-tts",
-                    "ttsVoice": "alloy",
-                    "ttsApiKey": self.api_keys[1],
-                }
-                res = await self._call(Step.TTS, body, {}, (order, j), self._tts_gate, False)
-                if res is None or not res.get("base64"):
-                    self.clips_failed += 1
+        async def lane(c: Call | None) -> None:
+            while c is not None:
+                ok = await self._clip(c)
+                c = _first_call(self.jm.feed(Ended(Step.TTS, c.order, c.clip, ok)))
 
-        n = min(self.media_c, len(todo))
-        if n:
-            await asyncio.gather(*(worker() for _ in range(n)))
+        lanes = [lane(c) for c in self.cmds if isinstance(c, Call)]
+        if lanes:
+            await asyncio.gather(*lanes)
+        assert self.jm.done
 
     async def run_job(self, job: int, arrival_us: int) -> JobRecord:
         await self.run()
         await self.media()
         end = self.clock.now_us() - arrival_us
         self.status = RunStatus.COMPLETED
+        jm = self.jm
         return job_record(
-            job, self.classroom, arrival_us, end, scenes_ok=len(self.scenes),
-            failed=self.failed, clips=self.media_clips, clips_failed=self.clips_failed,
+            job, self.classroom, arrival_us, end, scenes_ok=len(jm.scenes),
+            failed=jm.failed, clips=jm.media_clips, clips_failed=jm.clips_failed,
             counts=self.stats,
         )  # fmt: skip
 
