@@ -818,6 +818,16 @@ def _serve_in_child(
         app: Any = bare_app(bare_latency_s)
     else:
         app = create_app(scenario_from_mapping(scenario_map), seed, config=config)
+    epoch = None if bare_latency_s is None else time.monotonic
+    serve_in_child(app, conn, epoch)
+
+
+def serve_in_child(
+    app: Any, conn: Any, epoch: Callable[[], float] | None = None
+) -> None:  # pragma: no cover - runs in the child process
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in this (child) process and tell the
+    parent ``("ok", (port, epoch))`` once it listens (``epoch``: the app's model-time origin,
+    ``app.state.fake.epoch`` unless given), or ``("error", why)``; :class:`ChildServer` reads it."""
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
     quiet_injected_resets()
     # what the process imported stays out of the collector's sight: a full collection over it
@@ -832,8 +842,8 @@ def _serve_in_child(
                 conn.send(("error", repr(task.exception())))
                 return
             await asyncio.sleep(0.005)
-        epoch = app.state.fake.epoch if bare_latency_s is None else time.monotonic()
-        conn.send(("ok", (server.servers[0].sockets[0].getsockname()[1], epoch)))
+        origin = app.state.fake.epoch if epoch is None else epoch()
+        conn.send(("ok", (server.servers[0].sockets[0].getsockname()[1], origin)))
         await task
 
     asyncio.run(main())

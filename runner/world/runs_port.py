@@ -524,32 +524,14 @@ def run_runs_real(
 def _serve_runs_in_child(
     scenario_map: dict[str, Any], cfg: RunsConfig, seed: int, scale: float, conn: Any
 ) -> None:  # pragma: no cover - runs in the child process
-    import gc
-
-    import uvicorn
-
     from sim.scenario import scenario_from_mapping
 
-    from .fake_provider import quiet_injected_resets, uvicorn_config
+    from .fake_provider import serve_in_child
 
-    app = runs_app(scenario_from_mapping(scenario_map), cfg, seed, virtual=False, time_scale=scale)
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
-    quiet_injected_resets()
-    gc.collect()
-    gc.freeze()
-
-    async def main() -> None:
-        task = asyncio.ensure_future(server.serve())
-        while not server.started:
-            if task.done():
-                conn.send(("error", repr(task.exception())))
-                return
-            await asyncio.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        conn.send(("ok", (port, app.state.fake.epoch)))
-        await task
-
-    asyncio.run(main())
+    serve_in_child(
+        runs_app(scenario_from_mapping(scenario_map), cfg, seed, virtual=False, time_scale=scale),
+        conn,
+    )
 
 
 class _RunsServer(ChildServer):
