@@ -1,0 +1,893 @@
+"""An exact vectorised engine for the browser loop's limited-key cells (issue 24).
+
+With ``tenants == 1`` every run is one classroom on its own provider, so runs never meet:
+this engine steps all runs of a cell together, in lock step, each run at its own next
+instant, with numpy over the runs. Per run it keeps what SimPy's processes keep — the loop
+(foreground first scene, then serial, hybrid or pipelined), the content workers (a FIFO
+semaphore of ``min(c, pending)`` slots), the within-scene TTS workers — as *callers*: slots
+that each run one step call (:class:`sim.rules.CallMachine`'s rules, the route's retries
+inside a client request, the keyed draws of :mod:`sim.draws`), and each key's in-flight
+slots (:class:`sim.provider.KeyState`'s rule: a request holds its slot to its scheduled end;
+ends at ``t`` are free for arrivals at ``t``).
+
+One *round* of an instant is SimPy's: every zero-time consequence of the instant's events
+(answers, wake-ups, the loop's hand-offs, decisions on keys without a limit) runs first, then
+the arrivals on a limited key are decided together in :func:`sim.provider.arrival_order`
+(the low-priority batch event of :mod:`sim.model`); answers given at once (429) start the
+next round at the same instant. Inside a round nothing depends on the order of events (the
+workers are interchangeable, the counters add up), so the order SimPy's processes happen to
+resume in is not needed.
+
+Where a run meets something this engine does not model (a request the client gives up on:
+a timeout), that run is left and computed by the SimPy model instead (runs are independent:
+the same result). :func:`quota_fits` is the part of the engine rule
+(:func:`sim.engines.pick_engine`) that says which cells it covers; the tests and
+``validate --exact`` prove it equal to SimPy run for run and request for request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .config import RunConfig
+from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
+from .errors import UserError
+from .fast import STATUSES, FastRuns, _Counters, delay_us
+from .faults import has_limits
+from .provider import RESET, TRUNCATED
+from .qoe import qoe_us
+from .rules import Mode, Policy, RetryPolicy, Step, content_slots, is_parallel, tts_concurrency
+from .scenario import Quota, Scenario
+from .schema import RequestRecord, RunResult, records_from_log
+from .upstream import ErrorShape, Handoff
+
+__all__ = ["QuotaRuns", "quota_fits", "simulate_quota"]
+
+I64 = NDArray[np.int64]
+B = NDArray[np.bool_]
+F64 = NDArray[np.float64]
+INF = np.int64(2**62)
+# caller phases
+IDLE, ARRIVE, FLIGHT, SLEEP, RSLEEP = 0, 1, 2, 3, 4
+# the loop's states and the kind of call its own caller runs
+L_CALL, L_TTS, L_AWAIT, L_HYB, L_DONE = 0, 1, 2, 3, 4
+K_FGC, K_SERC, K_ACT = 0, 1, 2
+_COMPLETED, _PAUSED, _FIRST_FAILED = 0, 1, 2  # codes into sim.fast.STATUSES
+REASONS = ("ok", "5xx", "inflight", "random", "reset", "stall", "truncated")
+_OK, _R5XX, _INFL, _RAND, _RESET, _STALL, _TRUNC = range(7)
+_KEYS = ("llm-key", "tts-key")
+
+
+def _plain_key(q: Quota) -> bool:
+    """A key this engine admits on: at most an in-flight limit (no bucket, token buckets,
+    shared capacity, issue-21 limits, slots freed on disconnect)."""
+    return not (q.rpm > 0 or q.tokens_limited or q.shared or has_limits(q) or q.disconnect_frees)
+
+
+def quota_fits(scenario: Scenario, config: RunConfig) -> bool:
+    """Whether this engine computes ``config`` on ``scenario``: one classroom per run
+    (``tenants == 1``), no limiter (``adaptive == "off"``) and keys limited by in-flight
+    caps only (random 429/5xx and injected faults included)."""
+    keys_ok = _plain_key(scenario.quota_llm) and _plain_key(scenario.quota_tts)
+    return keys_ok and config.tenants == 1 and config.adaptive == Policy.OFF
+
+
+@dataclass
+class QuotaRuns:
+    """The runs as columns (:class:`sim.fast.FastRuns`) plus, with ``records``, each run's
+    requests as the provider logged them (:class:`sim.schema.RequestRecord`)."""
+
+    runs: FastRuns
+    logs: list[list[RequestRecord]] | None = None
+    simpy_runs: list[int] = field(default_factory=list)  # runs handed to SimPy (timeouts)
+
+    def results(self) -> list[RunResult]:
+        out = self.runs.results()
+        if self.logs is not None:
+            logs = zip(out, self.logs, strict=True)
+            out = [dataclasses.replace(r, requests_log=tuple(log)) for r, log in logs]
+        return out
+
+
+def _outcome_retry(status: I64) -> B:
+    """:meth:`RetryPolicy.retries` of :func:`sim.rules.outcome_of` (all but OK, other 4xx)."""
+    client_err = (status >= 400) & (status < 500) & (status != 429)
+    client_err &= (status != 408) & (status != 409) & (status != 425)
+    out: B = (status != 200) & ~client_err
+    return out
+
+
+def _rate_limited(status: I64) -> B:
+    out: B = (status == 429) | (status == 408) | (status == 409) | (status == 425)
+    return out
+
+
+class _Tables:
+    """The keyed draws of every attempt, stacked for one gather per decision: per key
+    (0 LLM, 1 TTS) arrays ``(steps, attempts, runs, columns)``, grown on demand."""
+
+    def __init__(self, sc: Scenario, d: Draws) -> None:
+        self.sc = sc
+        self.d = d
+        self.steps = ((Step.CONTENT, Step.ACTIONS), (Step.TTS,))
+        self.quota = (sc.quota_llm, sc.quota_tts)
+        self.attempts = 0
+        self.jit_attempts = 0
+        self.lat: list[I64] = []
+        self.u429: list[F64 | None] = []
+        self.u5xx: list[F64 | None] = []
+        self.ufault: list[F64 | None] = []
+        self.jit: list[F64] = []
+        self.grow(4)
+
+    def _stack(self, key: int, n: int, kind: int | None, start: int) -> Any:
+        d = self.d
+        per_step = []
+        for step in self.steps[key]:
+            rows = []
+            for a in range(start, n):
+                if kind is None:
+                    rows.append(d.latency_us(step, a))
+                elif kind < 0:
+                    rows.append(d.jitter_u(step, a))
+                else:
+                    rows.append(d.fault_u(step, a, kind))
+            per_step.append(np.stack(rows))
+        return np.stack(per_step)
+
+    def grow(self, n: int) -> None:
+        """Have the draws of attempts ``0 .. n-1``."""
+        if n <= self.attempts:
+            return
+        n = max(n, 2 * self.attempts)
+        old = self.attempts
+        for key in (0, 1):
+            q = self.quota[key]
+            parts = (
+                (self.lat, None, True),
+                (self.u429, KIND_429, q.p_429 > 0),
+                (self.u5xx, KIND_5XX, q.p_5xx > 0),
+                (self.ufault, KIND_FAULT, q.faulty),
+            )
+            for store, kind, used in parts:
+                new = self._stack(key, n, kind, old) if used else None
+                if len(store) <= key:
+                    store.append(new)  # type: ignore[arg-type]
+                elif new is not None:
+                    store[key] = np.concatenate([store[key], new], axis=1)
+        self.attempts = n
+
+    def grow_jitter(self, n: int) -> None:
+        """Have the client's jitter draws after attempts ``0 .. n-1``."""
+        if n <= self.jit_attempts:
+            return
+        n = max(n, 2 * self.jit_attempts, 4)
+        old = self.jit_attempts
+        for key in (0, 1):
+            new = self._stack(key, n, -1, old)
+            if len(self.jit) <= key:
+                self.jit.append(new)
+            else:
+                self.jit[key] = np.concatenate([self.jit[key], new], axis=1)
+        self.jit_attempts = n
+
+
+def _rank(r: I64) -> tuple[I64, I64]:
+    """Each element's rank among the equal values of ``r`` (in order), and per element
+    the count of its value."""
+    m = len(r)
+    order = np.argsort(r, kind="stable")
+    rs = r[order]
+    starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
+    sizes = np.diff(np.r_[starts, m])
+    rank_sorted = np.arange(m) - np.repeat(starts, sizes)
+    rank = np.empty(m, dtype=np.int64)
+    rank[order] = rank_sorted
+    count = np.empty(m, dtype=np.int64)
+    count[order] = np.repeat(sizes, sizes)
+    return rank, count
+
+
+@dataclass(frozen=True)
+class _Delays:
+    """The retry policies of one cell: per (step, foreground) its index ``step * 2 + fg``."""
+
+    client: tuple[RetryPolicy, ...]
+    route: tuple[RetryPolicy, ...]
+
+    @classmethod
+    def of(cls, sc: Scenario) -> _Delays:
+        cl = sc.client
+        pairs = [(st, fg) for st in range(3) for fg in (False, True)]
+        return cls(
+            tuple(cl.client_policy(st, fg) for st, fg in pairs),
+            tuple(cl.route_policy(st, fg) for st, fg in pairs),
+        )
+
+
+def _waits(
+    policies: Sequence[RetryPolicy], pid: I64, index: I64, ra: I64, rate: B, u: F64
+) -> I64:
+    """:meth:`RetryPolicy.delay_us` elementwise: policy ``policies[pid]``, retry ``index``,
+    Retry-After ``ra`` µs (-1: none; used only where ``rate``), jitter draw ``u``."""
+    out = np.zeros(len(pid), dtype=np.int64)
+    ra_used = np.where(rate, ra, -1)
+    groups = np.stack([pid, index, ra_used])
+    uniq, inv = np.unique(groups, axis=1, return_inverse=True)
+    inv = inv.reshape(-1)
+    for g in range(uniq.shape[1]):
+        p, k, a = (int(x) for x in uniq[:, g])
+        sel = inv == g
+        out[sel] = delay_us(policies[p], k, None if a < 0 else a, u[sel])
+    return out
+
+
+class _Cell:
+    """The cell's fixed shape: the loop's settings, the caller slots, the keys."""
+
+    def __init__(self, sc: Scenario, cfg: RunConfig, d: Draws) -> None:
+        client = sc.client
+        self.sc = sc
+        self.n = sc.outlines
+        self.kmax = d.kmax
+        self.mode = Mode(cfg.mode)
+        self.c = cfg.c
+        self.tts_c = tts_concurrency(cfg.mode, cfg.c, cfg.tts_concurrency, client.tts_at_concurrency)
+        self.fg = client.foreground_first_scene
+        self.fg_c = self.tts_c if client.foreground_tts_at_concurrency else 1
+        self.first = 1 if self.fg else 0
+        pending = self.n - self.first
+        self.par = is_parallel(self.mode, self.c, pending)
+        self.w = content_slots(self.c, pending) if self.par else 0
+        self.t = max(1, min(max(self.fg_c, self.tts_c), self.kmax))
+        self.s = 1 + self.w + self.t
+        self.pauses = client.content_failure_pauses
+        self.timeout_us = round(sc.request_timeout_s * 1e6)
+        self.quota = (sc.quota_llm, sc.quota_tts)
+        self.limited = tuple(q.max_inflight > 0 for q in self.quota)
+        self.ra_us = tuple(
+            -1 if q.retry_after_s is None else round(q.retry_after_s * 1000) * 1000
+            for q in self.quota
+        )
+        self.shape = client.provider_errors
+        self.direct = self.shape == ErrorShape.DIRECT
+        self.rank = (1, 0, 2) if client.handoff == Handoff.ACTIONS_FIRST else (0, 1, 2)
+        self.pol = _Delays.of(sc)
+        self.route_retries = any(p.max_retries > 0 for p in self.pol.route)
+        self.client_max = np.array([p.max_retries for p in self.pol.client], dtype=np.int64)
+        self.route_max = np.array([p.max_retries for p in self.pol.route], dtype=np.int64)
+        self.jitter_fixed = client.jitter_u
+        self.any_jitter = any(p.jitter for p in self.pol.client)
+
+
+class _Q:
+    """The lock-step state of ``reps`` runs of one cell (see the module docstring)."""
+
+    def __init__(self, cell: _Cell, d: Draws, reps: int, records: bool) -> None:
+        self.k = cell
+        self.tab = _Tables(cell.sc, d)
+        self.reps = reps
+        self.speeches = d.speeches()
+        m = reps * cell.s
+        i64 = np.int64
+
+        def z(n: int = m) -> I64:
+            return np.zeros(n, dtype=i64)
+
+        # callers (flat: run * slots + slot)
+        self.ph, self.wake = z(), np.full(m, INF, dtype=i64)
+        self.step, self.order, self.clip, self.fgc = z(), z(), z(), np.zeros(m, dtype=bool)
+        self.att, self.first, self.idx, self.used, self.dl = z(), z(), z(), z(), z()
+        self.dst, self.dra = z(), z()
+        self.preq, self.p429, self.p5xx, self.pret = z(), z(), z(), z()
+        self.key, self.lim = z(), np.zeros(m, dtype=bool)
+        # runs
+        self.now = z(reps)
+        self.alive = np.ones(reps, dtype=bool)
+        self.lst, self.lkind, self.li = z(reps), z(reps), z(reps)
+        self.cdone = np.zeros((reps, cell.n), dtype=np.int8)
+        self.cnext = z(reps)
+        self.tnext, self.tbusy, self.tok = z(reps), z(reps), np.ones(reps, dtype=bool)
+        self.ready = np.full((reps, cell.n), -1, dtype=i64)
+        self.failed = np.zeros((reps, cell.n), dtype=bool)
+        self.status = np.zeros(reps, dtype=np.int8)
+        self.end = z(reps)
+        self.cfail, self.paused = np.zeros(reps, dtype=bool), np.zeros(reps, dtype=bool)
+        self.cnt = np.zeros((5, reps), dtype=i64)
+        self.ends = [
+            np.zeros((reps, max(1, q.max_inflight)), dtype=i64) for q in cell.quota
+        ]
+        self.log: list[tuple[I64, ...]] | None = [] if records else None
+
+    # -- callers -------------------------------------------------------------------
+    def start(self, f: I64, step: int, order: I64 | int, clip: I64 | int, fg: B | bool) -> None:
+        """Callers ``f`` begin a step call (attempt 0, a fresh retry budget)."""
+        self.step[f] = step
+        self.order[f] = order
+        self.clip[f] = clip
+        self.fgc[f] = fg
+        self.att[f] = 0
+        self.idx[f] = 0
+        self.used[f] = 0
+        key = 1 if step == Step.TTS else 0
+        self.key[f] = key
+        self.lim[f] = self.k.limited[key]
+        self.request(f)
+
+    def request(self, f: I64) -> None:
+        """Callers ``f`` send a new client request now (its own deadline and counts)."""
+        t = self.now[f // self.k.s]
+        self.first[f] = self.att[f]
+        self.dl[f] = t + self.k.timeout_us
+        self.preq[f] = 0
+        self.p429[f] = 0
+        self.p5xx[f] = 0
+        self.pret[f] = 0
+        self.ph[f] = ARRIVE
+        self.wake[f] = t
+
+    def idle(self, f: I64) -> None:
+        self.ph[f] = IDLE
+        self.wake[f] = INF
+
+    def drop(self, r: I64) -> None:
+        """Runs ``r`` met a timeout: SimPy computes them (:func:`simulate_quota`)."""
+        if not len(r):
+            return
+        self.alive[r] = False
+        s = self.k.s
+        f = (r[:, None] * s + np.arange(s)[None, :]).ravel()
+        self.idle(f)
+
+    # -- the provider --------------------------------------------------------------
+    def decide(self, f: I64, key: int) -> None:
+        """Admission of the requests of callers ``f`` on ``key`` now (at most one per run on
+        a limited key: :meth:`batch` orders them): :meth:`KeyState.decide`'s rules."""
+        k = self.k
+        q = k.quota[key]
+        tb = self.tab
+        r = f // k.s
+        t = self.now[r]
+        att = self.att[f]
+        tb.grow(int(att.max()) + 1)
+        sl: I64 | int = self.step[f] if key == 0 else 0
+        col = self.order[f] if key == 0 else self.order[f] * k.kmax + self.clip[f]
+        lat = tb.lat[key][sl, att, r, col]
+        m = len(f)
+        status = np.full(m, 200, dtype=np.int64)
+        reason = np.zeros(m, dtype=np.int64)
+        adm = np.ones(m, dtype=bool)
+        ends = self.ends[key]
+        if k.limited[key]:
+            nin = (ends[r] > t[:, None]).sum(axis=1)
+            over = nin >= q.max_inflight
+            adm &= ~over
+            status[over] = 429
+            reason[over] = _INFL
+        else:
+            nin = np.full(m, -1, dtype=np.int64)
+        if q.p_429:
+            u429 = tb.u429[key]
+            assert u429 is not None
+            rand = adm & (u429[sl, att, r, col] < q.p_429)
+            adm &= ~rand
+            status[rand] = 429
+            reason[rand] = _RAND
+        if q.p_5xx:
+            u5xx = tb.u5xx[key]
+            assert u5xx is not None
+            five = adm & (u5xx[sl, att, r, col] < q.p_5xx)
+            status[five] = q.status_5xx
+            reason[five] = _R5XX
+        else:
+            five = np.zeros(m, dtype=bool)
+        if q.faulty:
+            lat = self._faults(key, q, sl, att, r, col, adm & ~five, status, reason, lat)
+        lat = np.where(adm, lat, 0)
+        end = t + lat
+        if k.limited[key] and adm.any():
+            ra, ea = r[adm], end[adm]
+            slot = ends[ra].argmin(axis=1)
+            ends[ra, slot] = ea
+        self.drop(np.unique(r[adm & (end > self.dl[f])]))
+        self.att[f] = att + 1
+        self.dst[f] = status
+        self.dra[f] = np.where(status == 429, k.ra_us[key], -1)
+        self.ph[f] = FLIGHT
+        self.wake[f] = end
+        if self.log is not None:
+            self.log.append((r, self.step[f], self.order[f], self.clip[f], att, t, end, status, nin, reason))
+
+    def _faults(
+        self, key: int, q: Quota, sl: I64 | int, att: I64, r: I64, col: I64,
+        ok: B, status: I64, reason: I64, lat: I64,
+    ) -> I64:  # fmt: skip
+        """Reset, stall and truncated answers of the admitted, non-5xx requests ``ok``."""
+        uf_t = self.tab.ufault[key]
+        assert uf_t is not None
+        uf = uf_t[sl, att, r, col]
+        p_fault = q.p_reset + q.p_stall + q.p_truncate
+        hit = ok & (uf < p_fault)
+        reset = hit & (uf < q.p_reset)
+        stall = hit & ~reset & (uf < q.p_reset + q.p_stall)
+        trunc = hit & ~reset & ~stall
+        status[reset] = RESET
+        reason[reset] = _RESET
+        status[trunc] = TRUNCATED
+        reason[trunc] = _TRUNC
+        reason[stall] = _STALL
+        out: I64 = np.where(stall, round(q.stall_s * 1e6), lat)
+        return out
+
+    def batch(self, f: I64, key: int) -> None:
+        """The arrivals on a limited key at one instant, in :func:`arrival_order`."""
+        r = f // self.k.s
+        if len(r) < 2 or (np.diff(r) != 0).all():  # f ascends: one arrival per run
+            self.decide(f, key)
+            return
+        k = self.k
+        rank = np.array(k.rank, dtype=np.int64)[self.step[f]]
+        canon = ((rank * 100_000 + self.order[f]) * 10_000 + self.clip[f]) * 100_000 + self.att[f]
+        srt = np.lexsort((canon, r))
+        fs = f[srt]
+        pos, _ = _rank(r[srt])
+        for p in range(int(pos.max()) + 1):
+            self.decide(fs[pos == p], key)
+
+    # -- the client ----------------------------------------------------------------
+    def answer(self, f: I64) -> tuple[I64, I64]:
+        """Callers ``f`` got their answer now: the route's and the client's retry rules.
+        Returns the callers whose call ended, ok and failed."""
+        k = self.k
+        r = f // k.s
+        st = self.dst[f]
+        ok = st == 200
+        g, rg = f[ok], r[ok]
+        c = self.cnt
+        np.add.at(c[0], rg, self.preq[g] + 1)
+        if k.route_retries:
+            np.add.at(c[1], rg, self.p429[g])
+            np.add.at(c[2], rg, self.p5xx[g])
+            np.add.at(c[3], rg, self.pret[g])
+        self.idx[g] += 1
+        transport = (st == RESET) | (st == TRUNCATED)
+        ft = f[transport]
+        np.add.at(c[0], r[transport], 1)  # the client learns of one request
+        seen_t = np.where(self.dst[ft] == RESET, -1, -2)
+        bad = ~ok & ~transport
+        fb = f[bad]
+        sb = st[bad]
+        self.preq[fb] += 1
+        self.p429[fb] += sb == 429
+        self.p5xx[fb] += sb >= 500
+        fb, sb = self._route(fb, sb)
+        fails = [np.zeros(0, dtype=np.int64)]
+        if len(ft):
+            fails.append(self.client(ft, seen_t, np.full(len(ft), -1, dtype=np.int64)))
+        if len(fb):
+            ra = self.dra[fb] if k.direct else np.full(len(fb), -1, dtype=np.int64)
+            fails.append(self.client(fb, self._route_status(fb, sb), ra))
+        return g, np.concatenate(fails)
+
+    def _route_status(self, f: I64, seen: I64) -> I64:
+        """:func:`sim.upstream.route_status` elementwise."""
+        shape = self.k.shape
+        if shape is ErrorShape.DIRECT:
+            return seen
+        if shape is ErrorShape.ROUTE:
+            return np.full(len(seen), 500, dtype=np.int64)
+        tts = self.step[f] == Step.TTS
+        llm = np.where((seen >= 400) & (seen <= 599), seen, 500)
+        out: I64 = np.where(tts, np.where(seen == 429, 429, 500), llm)
+        return out
+
+    def _route(self, f: I64, seen: I64) -> tuple[I64, I64]:
+        """The route's retries (profiles before #788) of the failed attempts ``f``: those it
+        retries sleep (or time out: SimPy's), the others are returned, their counts added."""
+        k = self.k
+        if k.route_retries and len(f):
+            pid = self.step[f] * 2 + self.fgc[f]
+            index = self.att[f] - 1 - self.first[f]
+            retry = _outcome_retry(seen) & (index < k.route_max[pid])
+            if retry.any():
+                fr = f[retry]
+                rate = _rate_limited(seen[retry])
+                u = np.zeros(len(fr))
+                w = _waits(k.pol.route, pid[retry], index[retry], self.dra[fr], rate, u)
+                t = self.now[fr // k.s]
+                self.drop(np.unique((fr // k.s)[t + w >= self.dl[fr]]))
+                self.pret[fr] += 1
+                self.ph[fr] = RSLEEP
+                self.wake[fr] = t + w
+                f, seen = f[~retry], seen[~retry]
+        if len(f):
+            r = f // k.s
+            c = self.cnt
+            np.add.at(c[0], r, self.preq[f])
+            np.add.at(c[1], r, self.p429[f])
+            np.add.at(c[2], r, self.p5xx[f])
+            np.add.at(c[3], r, self.pret[f])
+        return f, seen
+
+    def client(self, f: I64, status: I64, ra: I64) -> I64:
+        """:meth:`CallMachine.step` (ungated) on failed requests: the callers that retry
+        sleep; the others' calls failed (returned)."""
+        k = self.k
+        index = self.idx[f].copy()
+        self.idx[f] += 1
+        pid = self.step[f] * 2 + self.fgc[f]
+        used = self.used[f]
+        retry = _outcome_retry(status) & (used < k.client_max[pid])
+        if not retry.any():
+            return f
+        fr = f[retry]
+        r = fr // k.s
+        u = self._jitter(fr, index[retry])
+        w = _waits(k.pol.client, pid[retry], used[retry], ra[retry], _rate_limited(status[retry]), u)
+        self.used[fr] += 1
+        np.add.at(self.cnt[3], r, 1)
+        self.ph[fr] = SLEEP
+        self.wake[fr] = self.now[r] + w
+        return f[~retry]
+
+    def _jitter(self, f: I64, index: I64) -> F64:
+        k = self.k
+        if k.jitter_fixed is not None:
+            return np.full(len(f), k.jitter_fixed)
+        if not k.any_jitter:
+            return np.zeros(len(f))
+        self.tab.grow_jitter(int(index.max()) + 1)
+        key = (self.step[f] == Step.TTS).astype(np.int64)
+        out = np.empty(len(f))
+        for kk in (0, 1):
+            sel = key == kk
+            if not sel.any():
+                continue
+            g = f[sel]
+            sl = self.step[g] if kk == 0 else 0
+            col = self.order[g] if kk == 0 else self.order[g] * k.kmax + self.clip[g]
+            out[sel] = self.tab.jit[kk][sl, index[sel], g // k.s, col]
+        return out
+
+    # -- the loop ------------------------------------------------------------------
+    def ended(self, f: I64, ok: B) -> None:
+        """Calls of callers ``f`` ended (``ok``): the workers and the loop go on."""
+        k = self.k
+        slot = f % k.s
+        loop = slot == 0
+        content = (slot >= 1) & (slot <= k.w)
+        tts = slot > k.w
+        if content.any():
+            self._content_ended(f[content], ok[content])
+        if tts.any():
+            self._tts_ended(f[tts], ok[tts])
+        if loop.any():
+            self._loop_ended(f[loop], ok[loop])
+        self.advance()
+
+    def _content_ended(self, f: I64, ok: B) -> None:
+        k = self.k
+        r = f // k.s
+        self.cdone[r, self.order[f]] = np.where(ok, 1, 2)
+        rank, _ = _rank(r)
+        nxt = self.cnext[r] + rank
+        go = nxt < k.n
+        self.idle(f[~go])
+        if go.any():
+            self.start(f[go], Step.CONTENT, nxt[go], 0, False)
+        np.add.at(self.cnext, r, 1)
+
+    def _tts_ended(self, f: I64, ok: B) -> None:
+        k = self.k
+        r = f // k.s
+        self.tok[r[~ok]] = False
+        rank, _ = _rank(r)
+        nxt = self.tnext[r] + rank
+        go = nxt < self.speeches[r, self.li[r]]
+        if go.any():
+            g = f[go]
+            rg = r[go]
+            self.start(g, Step.TTS, self.li[rg], nxt[go], self.fgc[g].copy())
+        stop = f[~go]
+        self.idle(stop)
+        np.add.at(self.tnext, r, 1)
+        np.subtract.at(self.tbusy, r[~go], 1)
+        rs = np.unique(r[~go])
+        done = rs[self.tbusy[rs] == 0]
+        if len(done):
+            self.scene_end(done, self.tok[done].copy())
+
+    def _loop_ended(self, f: I64, ok: B) -> None:
+        k = self.k
+        r = f // k.s
+        kind = self.lkind[r]
+        self.idle(f)
+        fgc = (kind == K_FGC) & ~ok
+        if fgc.any():  # the foreground content failed: the run ends
+            rf = r[fgc]
+            self.failed[rf, 0] = True
+            self._finish(rf, _FIRST_FAILED)
+        serc = (kind == K_SERC) & ~ok
+        if serc.any():
+            rs = r[serc]
+            self.failed[rs, self.li[rs]] = True
+            self._finish(rs, _PAUSED)
+        content_ok = (kind != K_ACT) & ok
+        if content_ok.any():
+            rc = r[content_ok]
+            fg = self.k.fg & (self.li[rc] == 0) & (kind[content_ok] == K_FGC)
+            self.lkind[rc] = K_ACT
+            self.start(rc * k.s, Step.ACTIONS, self.li[rc], 0, fg)
+        act = kind == K_ACT
+        if (act & ~ok).any():
+            self.scene_end(r[act & ~ok], np.zeros(int((act & ~ok).sum()), dtype=bool))
+        if (act & ok).any():
+            self.start_tts(r[act & ok])
+
+    def start_tts(self, r: I64) -> None:
+        """Scene ``li`` of runs ``r``: its clips on ``min(c, clips)`` workers (one when a
+        scene has one clip or the within-scene concurrency is 1)."""
+        k = self.k
+        li = self.li[r]
+        fg = k.fg & (li == 0)
+        clips = self.speeches[r, li]
+        none = clips == 0
+        if none.any():
+            self.scene_end(r[none], np.ones(int(none.sum()), dtype=bool))
+        r, li, fg, clips = r[~none], li[~none], fg[~none], clips[~none]
+        if not len(r):
+            return
+        tc = np.where(fg, k.fg_c, k.tts_c)
+        w = np.where((tc <= 1) | (clips == 1), 1, np.minimum(tc, clips))
+        self.lst[r] = L_TTS
+        self.tnext[r] = w
+        self.tbusy[r] = w
+        self.tok[r] = True
+        for j in range(int(w.max())):
+            sel = w > j
+            self.start(r[sel] * k.s + 1 + k.w + j, Step.TTS, li[sel], j, fg[sel])
+
+    def scene_end(self, r: I64, ok: B) -> None:
+        """Scene ``li`` of runs ``r`` is added (``ok``) or failed; the loop goes on."""
+        k = self.k
+        li = self.li[r]
+        t = self.now[r]
+        self.ready[r[ok], li[ok]] = t[ok]
+        self.failed[r[~ok], li[~ok]] = True
+        fg = k.fg & (li == 0)
+        if (fg & ~ok).any():
+            self._finish(r[fg & ~ok], _FIRST_FAILED)
+        if (fg & ok).any():
+            self.loop_start(r[fg & ok])
+        r, ok = r[~fg], ok[~fg]
+        if not len(r):
+            return
+        if k.par:
+            self.paused[r[~ok]] = True
+            self._finish_parallel(r[~ok])
+            rn = r[ok]
+            self.li[rn] += 1
+            self.lst[rn] = L_AWAIT
+        else:
+            self._finish(r[~ok], _PAUSED)
+            self.next_serial(r[ok], self.li[r[ok]] + 1)
+
+    def loop_start(self, r: I64) -> None:
+        """The loop over the pending outlines begins (after the foreground scene)."""
+        k = self.k
+        if not k.par:
+            self.next_serial(r, np.full(len(r), k.first, dtype=np.int64))
+            return
+        for j in range(k.w):
+            self.start(r * k.s + 1 + j, Step.CONTENT, k.first + j, 0, False)
+        self.cnext[r] = k.first + k.w
+        self.li[r] = k.first
+        self.lst[r] = L_HYB if k.mode == Mode.HYBRID else L_AWAIT
+
+    def next_serial(self, r: I64, i: I64) -> None:
+        k = self.k
+        end = i >= k.n
+        self._finish(r[end], _COMPLETED)
+        r, i = r[~end], i[~end]
+        if len(r):
+            self.li[r] = i
+            self.lkind[r] = K_SERC
+            self.lst[r] = L_CALL
+            self.start(r * k.s, Step.CONTENT, i, 0, False)
+
+    def _finish(self, r: I64, status: int) -> None:
+        self.status[r] = status
+        self.end[r] = self.now[r]
+        self.lst[r] = L_DONE
+
+    def _finish_parallel(self, r: I64) -> None:
+        """:func:`sim.rules.final_status`: paused, or a content failed and that pauses."""
+        paused = self.paused[r] | (self.cfail[r] & self.k.pauses)
+        self.status[r] = np.where(paused, _PAUSED, _COMPLETED)
+        self.end[r] = self.now[r]
+        self.lst[r] = L_DONE
+
+    def advance(self) -> None:
+        """The parallel loop's awaits that can go on now (zero time)."""
+        k = self.k
+        if not k.par:
+            return
+        first = k.first
+        hyb = np.flatnonzero(self.lst == L_HYB)
+        if len(hyb):
+            ready = (self.cdone[hyb, first:] != 0).all(axis=1)
+            self.lst[hyb[ready]] = L_AWAIT
+        while True:
+            aw = np.flatnonzero(self.lst == L_AWAIT)
+            if not len(aw):
+                return
+            li = self.li[aw]
+            over = li >= k.n
+            self._finish_parallel(aw[over])
+            aw, li = aw[~over], li[~over]
+            got = self.cdone[aw, li]
+            bad = aw[got == 2]
+            self.failed[bad, self.li[bad]] = True
+            self.cfail[bad] = True
+            self.li[bad] += 1
+            okr = aw[got == 1]
+            if len(okr):
+                self.lkind[okr] = K_ACT
+                self.lst[okr] = L_CALL
+                self.start(okr * k.s, Step.ACTIONS, self.li[okr], 0, False)
+            if not len(bad):
+                return
+
+    # -- time ----------------------------------------------------------------------
+    def begin(self) -> None:
+        """Time 0: the foreground first scene's content, or the loop."""
+        k = self.k
+        r = np.arange(self.reps, dtype=np.int64)
+        if k.fg:
+            self.li[r] = 0
+            self.lkind[r] = K_FGC
+            self.lst[r] = L_CALL
+            self.start(r * k.s, Step.CONTENT, 0, 0, True)
+        else:
+            self.loop_start(r)
+        self.advance()
+
+    def step_pass(self, due: I64) -> None:
+        """One pass of an instant's zero-time work on the callers ``due``."""
+        ph = self.ph[due]
+        arrive = due[ph == ARRIVE]  # on keys without a limit: decided on arrival
+        for key in (0, 1):
+            fk = arrive[self.key[arrive] == key]
+            if len(fk):
+                self.decide(fk, key)
+        self.request(due[ph == SLEEP])
+        rs = due[ph == RSLEEP]
+        self.ph[rs] = ARRIVE
+        fl = due[ph == FLIGHT]
+        if len(fl):
+            g, bad = self.answer(fl)
+            ends = np.concatenate([g, bad])
+            if len(ends):
+                ok = np.zeros(len(ends), dtype=bool)
+                ok[: len(g)] = True
+                self.ended(ends, ok)
+
+    def run(self) -> None:
+        k = self.k
+        s = k.s
+        self.begin()
+        while True:
+            now = self.wake.reshape(self.reps, s).min(axis=1)
+            act = self.alive & (now < INF)
+            if not act.any():
+                return
+            self.now = np.where(act, now, self.now)
+            nowf = np.repeat(np.where(act, now, -1), s)
+            while True:
+                due = np.flatnonzero(
+                    (self.wake == nowf) & ((self.ph != ARRIVE) | ~self.lim)
+                )
+                if not len(due):
+                    break
+                self.step_pass(due)
+            for key in (0, 1):
+                if k.limited[key]:
+                    f = np.flatnonzero((self.ph == ARRIVE) & (self.key == key))
+                    if len(f):
+                        self.batch(f, key)
+
+
+def _logs(q: _Q, first_run: int) -> list[list[RequestRecord]]:
+    """Each run's requests in the provider's log order (by decision time, then the order
+    the instant decided them), as :func:`sim.schema.records_from_log` makes them."""
+    assert q.log is not None
+    parts = list(zip(*q.log, strict=True)) if q.log else [np.zeros(0, np.int64)] * 10
+    r, step, order, clip, att, t, end, status, nin, reason = (np.concatenate(p) for p in parts)
+    seq = np.arange(len(r))
+    srt = np.lexsort((seq, t, r))
+    out: list[list[tuple[object, ...]]] = [[] for _ in range(q.reps)]
+    for j in srt.tolist():
+        key = _KEYS[1] if step[j] == Step.TTS else _KEYS[0]
+        out[int(r[j])].append(
+            (
+                first_run + int(r[j]), int(step[j]), int(order[j]), int(clip[j]), int(att[j]),
+                key, int(t[j]), int(t[j]), int(end[j]), int(status[j]), int(nin[j]),
+                REASONS[int(reason[j])],
+            )
+        )  # fmt: skip
+    return [records_from_log(rows) for rows in out]
+
+
+def _from_simpy(q: _Q, runs: list[int], sc: Scenario, cfg: RunConfig, seed: int, lo: int) -> list[RunResult]:
+    """Runs ``runs`` (indices) computed by SimPy, their columns put in place."""
+    from .model import simulate_simpy
+
+    names = [str(s) for s in STATUSES]
+    out = []
+    for j in runs:
+        (res,) = simulate_simpy(sc, cfg, 1, seed=seed, first_run=lo + j)
+        q.ready[j] = -1
+        for o, t_s in zip(res.scene_order, res.scene_ready_s, strict=True):
+            q.ready[j, o] = round(t_s * 1e6)
+        q.failed[j] = False
+        q.failed[j, list(res.failed_orders)] = True
+        q.status[j] = names.index(res.status)
+        q.end[j] = round(res.makespan_s * 1e6)
+        counts = (res.requests, res.http_429, res.http_5xx, res.retries, res.timeouts)
+        q.cnt[:, j] = counts
+        out.append(res)
+    return out
+
+
+def simulate_quota(
+    scenario: Scenario,
+    config: RunConfig,
+    reps: int,
+    *,
+    seed: int = 0,
+    first_run: int = 0,
+) -> QuotaRuns:
+    """``reps`` runs of ``config`` at once; equal run for run (and, with ``config.records``,
+    request for request) to SimPy where :func:`quota_fits` (else a one-line error)."""
+    if not quota_fits(scenario, config):
+        raise UserError(
+            "engine: the limited-key engine needs keys limited by in-flight caps only (no rpm, "
+            "token buckets, shared capacity, daily limits or windows, slots freed on "
+            "disconnect), one classroom (tenants 1) and adaptive off; use the simpy engine"
+        )
+    if reps < 1:
+        raise UserError(f"reps: must be >= 1, got {reps}")
+    draws = Draws(scenario, seed, first_run, first_run + reps)
+    cell = _Cell(scenario, config, draws)
+    q = _Q(cell, draws, reps, config.records)
+    q.run()
+    dropped = np.flatnonzero(~q.alive).tolist()
+    simpy = _from_simpy(q, dropped, scenario, config, seed, first_run)
+    logs = _logs(q, first_run) if config.records else None
+    if logs is not None:
+        for j, res in zip(dropped, simpy, strict=True):
+            logs[j] = list(res.requests_log)
+    pb = scenario.playback
+    qoe = qoe_us(q.ready, draws.playback_table_us(), pb.start, pb.buffer_us)
+    runs = FastRuns(
+        scenario=scenario,
+        mode=str(config.mode),
+        concurrency=config.c,
+        tts_concurrency=cell.tts_c,
+        seed=seed,
+        first_run=first_run,
+        end_us=q.end,
+        ready_us=q.ready,
+        failed=q.failed,
+        status=q.status,
+        counters=_Counters(*q.cnt),
+        qoe=qoe,
+    )
+    return QuotaRuns(runs, logs, dropped)
