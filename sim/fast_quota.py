@@ -891,3 +891,59 @@ def simulate_quota(
         qoe=qoe,
     )
     return QuotaRuns(runs, logs, dropped)
+
+
+def _nan_eq(x: object, y: object) -> bool:
+    if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+        return True
+    return x == y
+
+
+def _record(r: RequestRecord, limited: bool) -> tuple[object, ...]:
+    """What must match of a request: all but the in-flight count on a key without a limit
+    (SimPy's then depends on the order its processes resume in at one instant)."""
+    n = r.inflight_at_arrival if limited else None
+    key = (r.t_start_s, r.step, r.order, r.clip, r.attempt)
+    return (*key, r.api_key, r.t_arrival_s, r.t_end_s, r.status, r.reason, n)
+
+
+def divergence(a: RunResult, b: RunResult, limited: tuple[bool, bool]) -> str | None:
+    """None when ``b`` (this engine) equals ``a`` (SimPy): every results field, and every
+    request (:func:`_record`); else a line naming the first difference."""
+    ra, rb = a.row(), b.row()
+    for k in ra:
+        if k != "world" and not _nan_eq(ra[k], rb[k]):
+            return f"classroom {a.classroom}: {k}: simpy {ra[k]!r} | fast_quota {rb[k]!r}"
+
+    def recs(res: RunResult) -> list[tuple[object, ...]]:
+        rows = [_record(q, limited[q.step == "tts"]) for q in res.requests_log]
+        return sorted(rows, key=lambda t: t[:5])
+
+    la, lb = recs(a), recs(b)
+    for x, y in zip(la, lb, strict=False):
+        if x != y:
+            return f"classroom {a.classroom}: request simpy {x} | fast_quota {y}"
+    if len(la) != len(lb):
+        return f"classroom {a.classroom}: {len(la)} requests in simpy, {len(lb)} in fast_quota"
+    return None
+
+
+def check_quota_engine(
+    scenario: Scenario, config: RunConfig, reps: int, *, seed: int = 0, first_run: int = 0
+) -> tuple[int, str | None]:
+    """Run ``reps`` runs on SimPy and on this engine (both with request records): the
+    requests compared and the first divergence (None: equal run for run, request for
+    request)."""
+    from .model import simulate_simpy
+
+    cfg = dataclasses.replace(config, records=True)
+    a = simulate_simpy(scenario, cfg, reps, seed=seed, first_run=first_run)
+    b = simulate_quota(scenario, cfg, reps, seed=seed, first_run=first_run).results()
+    limited = (scenario.quota_llm.limited, scenario.quota_tts.limited)
+    n = 0
+    for x, y in zip(a, b, strict=True):
+        n += len(x.requests_log)
+        diff = divergence(x, y, limited)
+        if diff is not None:
+            return n, diff
+    return n, None
