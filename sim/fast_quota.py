@@ -212,9 +212,7 @@ class _Delays:
         )
 
 
-def _waits(
-    policies: Sequence[RetryPolicy], pid: I64, index: I64, ra: I64, rate: B, u: F64
-) -> I64:
+def _waits(policies: Sequence[RetryPolicy], pid: I64, index: I64, ra: I64, rate: B, u: F64) -> I64:
     """:meth:`RetryPolicy.delay_us` elementwise: policy ``policies[pid]``, retry ``index``,
     Retry-After ``ra`` µs (-1: none; used only where ``rate``), jitter draw ``u``."""
     out = np.zeros(len(pid), dtype=np.int64)
@@ -239,7 +237,9 @@ class _Cell:
         self.kmax = d.kmax
         self.mode = Mode(cfg.mode)
         self.c = cfg.c
-        self.tts_c = tts_concurrency(cfg.mode, cfg.c, cfg.tts_concurrency, client.tts_at_concurrency)
+        self.tts_c = tts_concurrency(
+            cfg.mode, cfg.c, cfg.tts_concurrency, client.tts_at_concurrency
+        )
         self.fg = client.foreground_first_scene
         self.fg_c = self.tts_c if client.foreground_tts_at_concurrency else 1
         self.first = 1 if self.fg else 0
@@ -301,9 +301,7 @@ class _Q:
         self.end = z(reps)
         self.cfail, self.paused = np.zeros(reps, dtype=bool), np.zeros(reps, dtype=bool)
         self.cnt = np.zeros((5, reps), dtype=i64)
-        self.ends = [
-            np.zeros((reps, max(1, q.max_inflight)), dtype=i64) for q in cell.quota
-        ]
+        self.ends = [np.zeros((reps, max(1, q.max_inflight)), dtype=i64) for q in cell.quota]
         self.log: list[tuple[I64, ...]] | None = [] if records else None
 
     # -- callers -------------------------------------------------------------------
@@ -403,7 +401,9 @@ class _Q:
         self.ph[f] = FLIGHT
         self.wake[f] = end
         if self.log is not None:
-            self.log.append((r, self.step[f], self.order[f], self.clip[f], att, t, end, status, nin, reason))
+            self.log.append(
+                (r, self.step[f], self.order[f], self.clip[f], att, t, end, status, nin, reason)
+            )
 
     def _faults(
         self, key: int, q: Quota, sl: I64 | int, att: I64, r: I64, col: I64,
@@ -530,7 +530,9 @@ class _Q:
         fr = f[retry]
         r = fr // k.s
         u = self._jitter(fr, index[retry])
-        w = _waits(k.pol.client, pid[retry], used[retry], ra[retry], _rate_limited(status[retry]), u)
+        w = _waits(
+            k.pol.client, pid[retry], used[retry], ra[retry], _rate_limited(status[retry]), u
+        )
         self.used[fr] += 1
         np.add.at(self.cnt[3], r, 1)
         self.ph[fr] = SLEEP
@@ -791,9 +793,7 @@ class _Q:
             self.now = np.where(act, now, self.now)
             nowf = np.repeat(np.where(act, now, -1), s)
             while True:
-                due = np.flatnonzero(
-                    (self.wake == nowf) & ((self.ph != ARRIVE) | ~self.lim)
-                )
+                due = np.flatnonzero((self.wake == nowf) & ((self.ph != ARRIVE) | ~self.lim))
                 if not len(due):
                     break
                 self.step_pass(due)
@@ -825,7 +825,9 @@ def _logs(q: _Q, first_run: int) -> list[list[RequestRecord]]:
     return [records_from_log(rows) for rows in out]
 
 
-def _from_simpy(q: _Q, runs: list[int], sc: Scenario, cfg: RunConfig, seed: int, lo: int) -> list[RunResult]:
+def _from_simpy(
+    q: _Q, runs: list[int], sc: Scenario, cfg: RunConfig, seed: int, lo: int
+) -> list[RunResult]:
     """Runs ``runs`` (indices) computed by SimPy, their columns put in place."""
     from .model import simulate_simpy
 
