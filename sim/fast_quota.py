@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from .config import RunConfig
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws
 from .errors import UserError
-from .fast import STATUSES, FastRuns, _Counters, delay_us
+from .fast import STATUSES, FastRuns, _Counters
 from .faults import has_limits
 from .provider import RESET, TRUNCATED
 from .qoe import qoe_us
@@ -111,72 +111,67 @@ def _rate_limited(status: I64) -> B:
 
 class _Tables:
     """The keyed draws of every attempt, stacked for one gather per decision: per key
-    (0 LLM, 1 TTS) arrays ``(steps, attempts, runs, columns)``, grown on demand."""
+    (0 LLM, 1 TTS) and stream a flat array over ``(steps, attempts, runs, columns)``,
+    filled attempt by attempt as runs reach them (:meth:`flat` gives the index)."""
 
-    def __init__(self, sc: Scenario, d: Draws) -> None:
-        self.sc = sc
+    def __init__(self, sc: Scenario, d: Draws, attempts: int, jitter_attempts: int) -> None:
         self.d = d
         self.steps = ((Step.CONTENT, Step.ACTIONS), (Step.TTS,))
         self.quota = (sc.quota_llm, sc.quota_tts)
-        self.attempts = 0
-        self.jit_attempts = 0
-        self.lat: list[I64] = []
-        self.u429: list[F64 | None] = []
-        self.u5xx: list[F64 | None] = []
-        self.ufault: list[F64 | None] = []
-        self.jit: list[F64] = []
-        self.grow(4)
+        self.reps = d.hi - d.lo
+        self.per = (d.n, d.n * d.kmax)
+        self.cap = (attempts, jitter_attempts)
+        self.filled = [0, 0]  # attempts drawn (all streams of both keys), jitter draws
+        kinds: list[tuple[int | None, bool, bool]] = []  # kind, per key: used
+        q0, q1 = self.quota
+        kinds.append((None, True, True))
+        kinds.append((KIND_429, q0.p_429 > 0, q1.p_429 > 0))
+        kinds.append((KIND_5XX, q0.p_5xx > 0, q1.p_5xx > 0))
+        kinds.append((KIND_FAULT, q0.faulty, q1.faulty))
+        self.kinds = kinds
+        self.arrays: dict[tuple[int | None, int], Any] = {}
+        for kind, *used in kinds:
+            for key in (0, 1):
+                if used[key]:
+                    dtype = np.int64 if kind is None else np.float64
+                    shape = (len(self.steps[key]), attempts, self.reps, self.per[key])
+                    self.arrays[kind, key] = np.empty(shape, dtype=dtype)
+        for key in (0, 1):
+            shape = (len(self.steps[key]), jitter_attempts, self.reps, self.per[key])
+            self.arrays[-1, key] = np.empty(shape)
 
-    def _stack(self, key: int, n: int, kind: int | None, start: int) -> Any:
+    def flat(self, key: int, sl: I64 | int, att: I64, r: I64, col: I64, jitter: bool = False) -> I64:
+        """Flat indices of (step, attempt, run, column) into a key's arrays."""
+        a = self.cap[1 if jitter else 0]
+        out: I64 = ((sl * a + att) * self.reps + r) * self.per[key] + col
+        return out
+
+    def get(self, kind: int | None, key: int) -> Any:
+        return self.arrays[kind, key].reshape(-1)
+
+    def grow(self, n: int, jitter: bool = False) -> None:
+        """Have the draws of attempts ``0 .. n-1`` (``jitter``: the client's jitter draws)."""
+        which = 1 if jitter else 0
+        if n <= self.filled[which]:
+            return
+        if n > self.cap[which]:
+            raise AssertionError(f"attempt {n - 1} beyond the retry budgets' {self.cap[which]}")
         d = self.d
-        per_step = []
-        for step in self.steps[key]:
-            rows = []
-            for a in range(start, n):
-                if kind is None:
-                    rows.append(d.latency_us(step, a))
-                elif kind < 0:
-                    rows.append(d.jitter_u(step, a))
-                else:
-                    rows.append(d.fault_u(step, a, kind))
-            per_step.append(np.stack(rows))
-        return np.stack(per_step)
-
-    def grow(self, n: int) -> None:
-        """Have the draws of attempts ``0 .. n-1``."""
-        if n <= self.attempts:
-            return
-        n = max(n, 2 * self.attempts)
-        old = self.attempts
-        for key in (0, 1):
-            q = self.quota[key]
-            parts = (
-                (self.lat, None, True),
-                (self.u429, KIND_429, q.p_429 > 0),
-                (self.u5xx, KIND_5XX, q.p_5xx > 0),
-                (self.ufault, KIND_FAULT, q.faulty),
-            )
-            for store, kind, used in parts:
-                new = self._stack(key, n, kind, old) if used else None
-                if len(store) <= key:
-                    store.append(new)  # type: ignore[arg-type]
-                elif new is not None:
-                    store[key] = np.concatenate([store[key], new], axis=1)
-        self.attempts = n
-
-    def grow_jitter(self, n: int) -> None:
-        """Have the client's jitter draws after attempts ``0 .. n-1``."""
-        if n <= self.jit_attempts:
-            return
-        n = max(n, 2 * self.jit_attempts, 4)
-        old = self.jit_attempts
-        for key in (0, 1):
-            new = self._stack(key, n, -1, old)
-            if len(self.jit) <= key:
-                self.jit.append(new)
-            else:
-                self.jit[key] = np.concatenate([self.jit[key], new], axis=1)
-        self.jit_attempts = n
+        for a in range(self.filled[which], n):
+            for key in (0, 1):
+                for si, step in enumerate(self.steps[key]):
+                    if jitter:
+                        self.arrays[-1, key][si, a] = d.jitter_u(step, a)
+                        continue
+                    for kind, *used in self.kinds:
+                        if not used[key]:
+                            continue
+                        arr = self.arrays[kind, key]
+                        if kind is None:
+                            arr[si, a] = d.latency_us(step, a)
+                        else:
+                            arr[si, a] = d.fault_u(step, a, kind)
+        self.filled[which] = n
 
 
 def _rank(r: I64) -> tuple[I64, I64]:
@@ -193,6 +188,23 @@ def _rank(r: I64) -> tuple[I64, I64]:
     count = np.empty(m, dtype=np.int64)
     count[order] = np.repeat(sizes, sizes)
     return rank, count
+
+
+def _faults(q: Quota, uf: F64, ok: B, status: I64, reason: I64, lat: I64) -> I64:
+    """Reset, stall and truncated answers of the admitted, non-5xx requests ``ok``
+    (:meth:`KeyState.decide`'s order of the fault draw ``uf``); the latencies, stalls'."""
+    p_fault = q.p_reset + q.p_stall + q.p_truncate
+    hit = ok & (uf < p_fault)
+    reset = hit & (uf < q.p_reset)
+    stall = hit & ~reset & (uf < q.p_reset + q.p_stall)
+    trunc = hit & ~reset & ~stall
+    status[reset] = RESET
+    reason[reset] = _RESET
+    status[trunc] = TRUNCATED
+    reason[trunc] = _TRUNC
+    reason[stall] = _STALL
+    out: I64 = np.where(stall, round(q.stall_s * 1e6), lat)
+    return out
 
 
 @dataclass(frozen=True)
@@ -212,19 +224,44 @@ class _Delays:
         )
 
 
-def _waits(policies: Sequence[RetryPolicy], pid: I64, index: I64, ra: I64, rate: B, u: F64) -> I64:
-    """:meth:`RetryPolicy.delay_us` elementwise: policy ``policies[pid]``, retry ``index``,
-    Retry-After ``ra`` µs (-1: none; used only where ``rate``), jitter draw ``u``."""
-    out = np.zeros(len(pid), dtype=np.int64)
-    ra_used = np.where(rate, ra, -1)
-    groups = np.stack([pid, index, ra_used])
-    uniq, inv = np.unique(groups, axis=1, return_inverse=True)
-    inv = inv.reshape(-1)
-    for g in range(uniq.shape[1]):
-        p, k, a = (int(x) for x in uniq[:, g])
-        sel = inv == g
-        out[sel] = delay_us(policies[p], k, None if a < 0 else a, u[sel])
-    return out
+class _Waits:
+    """:meth:`RetryPolicy.delay_us` elementwise for the policies ``policies`` (by index):
+    the exponential part per (policy, retry) computed once, as the scalar method does, then
+    the same float operations on arrays (as :func:`sim.fast.delay_us`)."""
+
+    def __init__(self, policies: Sequence[RetryPolicy]) -> None:
+        top = max(p.max_retries for p in policies) + 1
+        exp_ms = np.zeros((len(policies), top))
+        for i, p in enumerate(policies):
+            cap_ms = p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf
+            for k in range(top):
+                exp_ms[i, k] = min(cap_ms, p.initial_delay_s * p.backoff_factor**k * 1000.0)
+        self.exp_ms = exp_ms
+        self.exp_us = np.array([[round(x * 1000) for x in row] for row in exp_ms.tolist()])
+        caps = [p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf for p in policies]
+        self.cap_ms = np.array(caps)
+        self.honour = np.array([p.honour_retry_after for p in policies])
+        self.ra_cap_us = np.array([p.retry_after_cap_s * 1e6 for p in policies])
+        self.jitter = np.array([p.jitter for p in policies])
+        self.any_jitter = bool(self.jitter.any())
+        self.any_honour = bool(self.honour.any())
+
+    def __call__(self, pid: I64, index: I64, ra: I64, rate: B, u: F64) -> I64:
+        """Waits before retry ``index`` of policy ``pid``, after a Retry-After ``ra`` µs (-1:
+        none; used only where ``rate``), jitter draw ``u``."""
+        exp_us = self.exp_us[pid, index]
+        out: I64 = exp_us
+        if self.any_jitter:
+            exp_ms = self.exp_ms[pid, index]
+            jit = self.jitter[pid]
+            uc = np.minimum(np.maximum(u, 0.0), 1.0)
+            j = np.minimum(self.cap_ms[pid], exp_ms + np.floor(exp_ms * uc * jit))
+            out = np.where(jit != 0, np.rint(j * 1000).astype(np.int64), exp_us)
+        if self.any_honour:
+            use = self.honour[pid] & rate & (ra >= 0)
+            use &= (ra < self.ra_cap_us[pid]) | (ra < exp_us)
+            out = np.where(use, ra, out)
+        return out
 
 
 class _Cell:
@@ -260,11 +297,17 @@ class _Cell:
         self.direct = self.shape == ErrorShape.DIRECT
         self.rank = (1, 0, 2) if client.handoff == Handoff.ACTIONS_FIRST else (0, 1, 2)
         self.pol = _Delays.of(sc)
+        self.client_waits = _Waits(self.pol.client)
+        self.route_waits = _Waits(self.pol.route)
         self.route_retries = any(p.max_retries > 0 for p in self.pol.route)
         self.client_max = np.array([p.max_retries for p in self.pol.client], dtype=np.int64)
         self.route_max = np.array([p.max_retries for p in self.pol.route], dtype=np.int64)
         self.jitter_fixed = client.jitter_u
         self.any_jitter = any(p.jitter for p in self.pol.client)
+        # at most so many provider attempts in one call, client requests in one call
+        pairs = zip(self.client_max.tolist(), self.route_max.tolist(), strict=True)
+        self.attempts = max((cm + 1) * (rm + 1) for cm, rm in pairs)
+        self.jitter_attempts = int(self.client_max.max()) + 1
 
 
 class _Q:
@@ -272,7 +315,7 @@ class _Q:
 
     def __init__(self, cell: _Cell, d: Draws, reps: int, records: bool) -> None:
         self.k = cell
-        self.tab = _Tables(cell.sc, d)
+        self.tab = _Tables(cell.sc, d, cell.attempts, cell.jitter_attempts)
         self.reps = reps
         self.speeches = d.speeches()
         m = reps * cell.s
@@ -357,7 +400,8 @@ class _Q:
         tb.grow(int(att.max()) + 1)
         sl: I64 | int = self.step[f] if key == 0 else 0
         col = self.order[f] if key == 0 else self.order[f] * k.kmax + self.clip[f]
-        lat = tb.lat[key][sl, att, r, col]
+        at = tb.flat(key, sl, att, r, col)
+        lat = tb.get(None, key).take(at)
         m = len(f)
         status = np.full(m, 200, dtype=np.int64)
         reason = np.zeros(m, dtype=np.int64)
@@ -372,22 +416,19 @@ class _Q:
         else:
             nin = np.full(m, -1, dtype=np.int64)
         if q.p_429:
-            u429 = tb.u429[key]
-            assert u429 is not None
-            rand = adm & (u429[sl, att, r, col] < q.p_429)
+            rand = adm & (tb.get(KIND_429, key).take(at) < q.p_429)
             adm &= ~rand
             status[rand] = 429
             reason[rand] = _RAND
         if q.p_5xx:
-            u5xx = tb.u5xx[key]
-            assert u5xx is not None
-            five = adm & (u5xx[sl, att, r, col] < q.p_5xx)
+            five = adm & (tb.get(KIND_5XX, key).take(at) < q.p_5xx)
             status[five] = q.status_5xx
             reason[five] = _R5XX
         else:
             five = np.zeros(m, dtype=bool)
         if q.faulty:
-            lat = self._faults(key, q, sl, att, r, col, adm & ~five, status, reason, lat)
+            uf = tb.get(KIND_FAULT, key).take(at)
+            lat = _faults(q, uf, adm & ~five, status, reason, lat)
         lat = np.where(adm, lat, 0)
         end = t + lat
         if k.limited[key] and adm.any():
@@ -404,27 +445,6 @@ class _Q:
             self.log.append(
                 (r, self.step[f], self.order[f], self.clip[f], att, t, end, status, nin, reason)
             )
-
-    def _faults(
-        self, key: int, q: Quota, sl: I64 | int, att: I64, r: I64, col: I64,
-        ok: B, status: I64, reason: I64, lat: I64,
-    ) -> I64:  # fmt: skip
-        """Reset, stall and truncated answers of the admitted, non-5xx requests ``ok``."""
-        uf_t = self.tab.ufault[key]
-        assert uf_t is not None
-        uf = uf_t[sl, att, r, col]
-        p_fault = q.p_reset + q.p_stall + q.p_truncate
-        hit = ok & (uf < p_fault)
-        reset = hit & (uf < q.p_reset)
-        stall = hit & ~reset & (uf < q.p_reset + q.p_stall)
-        trunc = hit & ~reset & ~stall
-        status[reset] = RESET
-        reason[reset] = _RESET
-        status[trunc] = TRUNCATED
-        reason[trunc] = _TRUNC
-        reason[stall] = _STALL
-        out: I64 = np.where(stall, round(q.stall_s * 1e6), lat)
-        return out
 
     def batch(self, f: I64, key: int) -> None:
         """The arrivals on a limited key at one instant, in :func:`arrival_order`."""
@@ -500,7 +520,7 @@ class _Q:
                 fr = f[retry]
                 rate = _rate_limited(seen[retry])
                 u = np.zeros(len(fr))
-                w = _waits(k.pol.route, pid[retry], index[retry], self.dra[fr], rate, u)
+                w = k.route_waits(pid[retry], index[retry], self.dra[fr], rate, u)
                 t = self.now[fr // k.s]
                 self.drop(np.unique((fr // k.s)[t + w >= self.dl[fr]]))
                 self.pret[fr] += 1
@@ -530,9 +550,7 @@ class _Q:
         fr = f[retry]
         r = fr // k.s
         u = self._jitter(fr, index[retry])
-        w = _waits(
-            k.pol.client, pid[retry], used[retry], ra[retry], _rate_limited(status[retry]), u
-        )
+        w = k.client_waits(pid[retry], used[retry], ra[retry], _rate_limited(status[retry]), u)
         self.used[fr] += 1
         np.add.at(self.cnt[3], r, 1)
         self.ph[fr] = SLEEP
@@ -545,7 +563,7 @@ class _Q:
             return np.full(len(f), k.jitter_fixed)
         if not k.any_jitter:
             return np.zeros(len(f))
-        self.tab.grow_jitter(int(index.max()) + 1)
+        self.tab.grow(int(index.max()) + 1, jitter=True)
         key = (self.step[f] == Step.TTS).astype(np.int64)
         out = np.empty(len(f))
         for kk in (0, 1):
@@ -555,7 +573,8 @@ class _Q:
             g = f[sel]
             sl = self.step[g] if kk == 0 else 0
             col = self.order[g] if kk == 0 else self.order[g] * k.kmax + self.clip[g]
-            out[sel] = self.tab.jit[kk][sl, index[sel], g // k.s, col]
+            at = self.tab.flat(kk, sl, index[sel], g // k.s, col, jitter=True)
+            out[sel] = self.tab.get(-1, kk).take(at)
         return out
 
     # -- the loop ------------------------------------------------------------------
