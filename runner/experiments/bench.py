@@ -309,6 +309,67 @@ def run_runs_engines_bench(*, quick: bool = False) -> dict[str, Any]:
     return {"cells": cells, "lines": lines}
 
 
+def quota_engine_cells() -> list[tuple[str, Scenario, RunConfig]]:
+    """Limited-key cells the limited-key engine and SimPy are timed on (issue 24): the quota
+    cell above in both loop shapes, and a sweep-grid cell (both keys at 2 in flight)."""
+    from .sweep import apply_quota
+
+    base = load_scenario("default")
+    quota = quota_scenario(base)
+    return [
+        ("default+quota pipelined c=3", quota, RunConfig.of("pipelined", 3)),
+        ("default+quota serial", quota, RunConfig.of("serial", 1)),
+        ("default quota 2 pipelined c=5", apply_quota(base, 2), RunConfig.of("pipelined", 5)),
+    ]
+
+
+def run_quota_engine_bench(*, quick: bool = False) -> dict[str, Any]:
+    """Classrooms per CPU second on limited-key cells, SimPy vs the limited-key engine
+    (:mod:`sim.fast_quota`), in one process: each round runs every cell on both engines with
+    the same runs (a new seed each round), the order alternating; CPU time summed. Each
+    engine's output as the sweep takes it: SimPy's results, the engine's columns (the frame
+    :func:`runner.experiments.sweep._sim_frame` reads)."""
+    from sim.fast_quota import simulate_quota
+
+    reps = 500 if quick else 2000
+    rounds = 2 if quick else 4
+    cells: list[dict[str, Any]] = []
+    for name, sc, cfg in quota_engine_cells():
+        simulate(sc, cfg, reps=20, seed=10_000, engine="fast_quota")  # warm-up
+        spent = {"simpy": 0.0, "fast_quota": 0.0}
+        for i in range(rounds):
+            order = ("simpy", "fast_quota") if i % 2 == 0 else ("fast_quota", "simpy")
+            for engine in order:
+                t0 = time.process_time()
+                if engine == "simpy":
+                    simulate(sc, cfg, reps=reps, seed=100 + i, engine=engine)
+                else:
+                    simulate_quota(sc, cfg, reps, seed=100 + i).runs.frame()
+                spent[engine] += time.process_time() - t0
+        cells.append(
+            {
+                "cell": name,
+                "reps": reps,
+                "rounds": rounds,
+                "simpy_per_s": reps * rounds / spent["simpy"],
+                "fast_quota_per_s": reps * rounds / spent["fast_quota"],
+                "fast_quota_over_simpy": spent["simpy"] / spent["fast_quota"],
+            }
+        )
+    lines = [
+        f"limited-key engine (sim.fast_quota) vs SimPy on quota cells, CPU time, {rounds} "
+        f"rounds alternating, {reps} classrooms per cell and round (SimPy's results, the "
+        "engine's columns: what the sweep reads)"
+    ]
+    for c in cells:
+        lines.append(
+            f"  {c['cell']:<30} SimPy {c['simpy_per_s']:>7,.0f}/s, fast_quota "
+            f"{c['fast_quota_per_s']:>8,.0f}/s  ({c['fast_quota_over_simpy']:.1f}x)"
+        )
+    ratios = [c["fast_quota_over_simpy"] for c in cells]
+    return {"cells": cells, "min_ratio": min(ratios), "lines": lines}
+
+
 def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
     base = load_scenario("default")
     quota = quota_scenario(base)
@@ -374,6 +435,8 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
         out["lines"] += out["load"]["lines"]
     out["runs_engines"] = run_runs_engines_bench(quick=quick)
     out["lines"] += out["runs_engines"]["lines"]
+    out["fast_quota"] = run_quota_engine_bench(quick=quick)
+    out["lines"] += out["fast_quota"]["lines"]
     return out
 
 
