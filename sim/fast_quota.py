@@ -121,7 +121,7 @@ class _Tables:
         self.reps = d.hi - d.lo
         self.per = (d.n, d.n * d.kmax)
         self.cap = (attempts, jitter_attempts)
-        self.filled = [0, 0]  # attempts drawn (all streams of both keys), jitter draws
+        self.filled = [0, 0, 0, 0]  # attempts drawn per key, then jitter draws per key
         kinds: list[tuple[int | None, bool, bool]] = []  # kind, per key: used
         q0, q1 = self.quota
         kinds.append((None, True, True))
@@ -149,28 +149,27 @@ class _Tables:
     def get(self, kind: int | None, key: int) -> Any:
         return self.arrays[kind, key].reshape(-1)
 
-    def grow(self, n: int, jitter: bool = False) -> None:
-        """Have the draws of attempts ``0 .. n-1`` (``jitter``: the client's jitter draws)."""
-        which = 1 if jitter else 0
+    def grow(self, key: int, n: int, jitter: bool = False) -> None:
+        """Have ``key``'s draws of attempts ``0 .. n-1`` (``jitter``: the client's jitter)."""
+        which = 2 + key if jitter else key
         if n <= self.filled[which]:
             return
-        if n > self.cap[which]:
-            raise AssertionError(f"attempt {n - 1} beyond the retry budgets' {self.cap[which]}")
+        if n > self.cap[1 if jitter else 0]:
+            raise AssertionError(f"attempt {n - 1} beyond the retry budgets' bound")
         d = self.d
         for a in range(self.filled[which], n):
-            for key in (0, 1):
-                for si, step in enumerate(self.steps[key]):
-                    if jitter:
-                        self.arrays[-1, key][si, a] = d.jitter_u(step, a)
+            for si, step in enumerate(self.steps[key]):
+                if jitter:
+                    self.arrays[-1, key][si, a] = d.jitter_u(step, a)
+                    continue
+                for kind, *used in self.kinds:
+                    if not used[key]:
                         continue
-                    for kind, *used in self.kinds:
-                        if not used[key]:
-                            continue
-                        arr = self.arrays[kind, key]
-                        if kind is None:
-                            arr[si, a] = d.latency_us(step, a)
-                        else:
-                            arr[si, a] = d.fault_u(step, a, kind)
+                    arr = self.arrays[kind, key]
+                    if kind is None:
+                        arr[si, a] = d.latency_us(step, a)
+                    else:
+                        arr[si, a] = d.fault_u(step, a, kind)
         self.filled[which] = n
 
 
@@ -286,6 +285,7 @@ class _Cell:
         self.t = max(1, min(max(self.fg_c, self.tts_c), self.kmax))
         self.s = 1 + self.w + self.t
         self.pauses = client.content_failure_pauses
+        self.faulty = sc.quota_llm.faulty or sc.quota_tts.faulty
         self.timeout_us = round(sc.request_timeout_s * 1e6)
         self.quota = (sc.quota_llm, sc.quota_tts)
         self.limited = tuple(q.max_inflight > 0 for q in self.quota)
@@ -343,9 +343,10 @@ class _Q:
         self.status = np.zeros(reps, dtype=np.int8)
         self.end = z(reps)
         self.cfail, self.paused = np.zeros(reps, dtype=bool), np.zeros(reps, dtype=bool)
-        self.cnt = np.zeros((5, reps), dtype=i64)
+        self.cnt = np.zeros((5, m), dtype=i64)  # per caller; summed per run at the end
         self.ends = [np.zeros((reps, max(1, q.max_inflight)), dtype=i64) for q in cell.quota]
         self.log: list[tuple[I64, ...]] | None = [] if records else None
+        self.pend: list[I64] = []  # callers arriving on a limited key this round
 
     # -- callers -------------------------------------------------------------------
     def start(self, f: I64, step: int, order: I64 | int, clip: I64 | int, fg: B | bool) -> None:
@@ -371,8 +372,21 @@ class _Q:
         self.p429[f] = 0
         self.p5xx[f] = 0
         self.pret[f] = 0
+        self.arrive(f, t)
+
+    def arrive(self, f: I64, t: I64) -> None:
+        """Callers ``f`` reach the provider at ``t`` (now): on a key without a limit they are
+        due at once; on a limited key they wait for the instant's batch (:attr:`pend`)."""
         self.ph[f] = ARRIVE
-        self.wake[f] = t
+        lim = self.lim[f]
+        if lim.all():
+            self.wake[f] = INF
+            self.pend.append(f)
+        elif lim.any():
+            self.wake[f] = np.where(lim, INF, t)
+            self.pend.append(f[lim])
+        else:
+            self.wake[f] = t
 
     def idle(self, f: I64) -> None:
         self.ph[f] = IDLE
@@ -397,7 +411,7 @@ class _Q:
         r = f // k.s
         t = self.now[r]
         att = self.att[f]
-        tb.grow(int(att.max()) + 1)
+        tb.grow(key, int(att.max()) + 1)
         sl: I64 | int = self.step[f] if key == 0 else 0
         col = self.order[f] if key == 0 else self.order[f] * k.kmax + self.clip[f]
         at = tb.flat(key, sl, att, r, col)
@@ -435,7 +449,9 @@ class _Q:
             ra, ea = r[adm], end[adm]
             slot = ends[ra].argmin(axis=1)
             ends[ra, slot] = ea
-        self.drop(np.unique(r[adm & (end > self.dl[f])]))
+        late = adm & (end > self.dl[f])
+        if late.any():
+            self.drop(np.unique(r[late]))
         self.att[f] = att + 1
         self.dst[f] = status
         self.dra[f] = np.where(status == 429, k.ra_us[key], -1)
@@ -462,39 +478,43 @@ class _Q:
             self.decide(fs[pos == p], key)
 
     # -- the client ----------------------------------------------------------------
-    def answer(self, f: I64) -> tuple[I64, I64]:
-        """Callers ``f`` got their answer now: the route's and the client's retry rules.
-        Returns the callers whose call ended, ok and failed."""
+    def answer(self, f: I64) -> tuple[B, B]:
+        """Callers ``f`` (ascending) got their answer now: the route's and the client's retry
+        rules. Returns, aligned with ``f``, whose call ended ok and whose failed."""
         k = self.k
-        r = f // k.s
         st = self.dst[f]
         ok = st == 200
-        g, rg = f[ok], r[ok]
+        g = f[ok]
         c = self.cnt
-        np.add.at(c[0], rg, self.preq[g] + 1)
+        c[0, g] += self.preq[g] + 1
         if k.route_retries:
-            np.add.at(c[1], rg, self.p429[g])
-            np.add.at(c[2], rg, self.p5xx[g])
-            np.add.at(c[3], rg, self.pret[g])
+            c[1, g] += self.p429[g]
+            c[2, g] += self.p5xx[g]
+            c[3, g] += self.pret[g]
         self.idx[g] += 1
-        transport = (st == RESET) | (st == TRUNCATED)
-        ft = f[transport]
-        np.add.at(c[0], r[transport], 1)  # the client learns of one request
-        seen_t = np.where(self.dst[ft] == RESET, -1, -2)
-        bad = ~ok & ~transport
-        fb = f[bad]
-        sb = st[bad]
-        self.preq[fb] += 1
-        self.p429[fb] += sb == 429
-        self.p5xx[fb] += sb >= 500
-        fb, sb = self._route(fb, sb)
-        fails = [np.zeros(0, dtype=np.int64)]
-        if len(ft):
-            fails.append(self.client(ft, seen_t, np.full(len(ft), -1, dtype=np.int64)))
-        if len(fb):
+        failed = np.zeros(len(f), dtype=bool)
+        if k.faulty:
+            transport = (st == RESET) | (st == TRUNCATED)
+            tpos = np.flatnonzero(transport)
+            if len(tpos):
+                ft = f[tpos]
+                c[0, ft] += 1  # the client learns of one request
+                seen_t = np.where(st[tpos] == RESET, -1, -2)
+                none = np.full(len(ft), -1, dtype=np.int64)
+                failed[tpos[self.client(ft, seen_t, none)]] = True
+            bpos = np.flatnonzero(~ok & ~transport)
+        else:
+            bpos = np.flatnonzero(~ok)
+        if len(bpos):
+            fb, sb = f[bpos], st[bpos]
+            self.preq[fb] += 1
+            self.p429[fb] += sb == 429
+            self.p5xx[fb] += sb >= 500
+            keep = self._route(fb, sb)
+            bpos, fb, sb = bpos[keep], fb[keep], sb[keep]
             ra = self.dra[fb] if k.direct else np.full(len(fb), -1, dtype=np.int64)
-            fails.append(self.client(fb, self._route_status(fb, sb), ra))
-        return g, np.concatenate(fails)
+            failed[bpos[self.client(fb, self._route_status(fb, sb), ra)]] = True
+        return ok, failed
 
     def _route_status(self, f: I64, seen: I64) -> I64:
         """:func:`sim.upstream.route_status` elementwise."""
@@ -508,11 +528,13 @@ class _Q:
         out: I64 = np.where(tts, np.where(seen == 429, 429, 500), llm)
         return out
 
-    def _route(self, f: I64, seen: I64) -> tuple[I64, I64]:
+    def _route(self, f: I64, seen: I64) -> B:
         """The route's retries (profiles before #788) of the failed attempts ``f``: those it
-        retries sleep (or time out: SimPy's), the others are returned, their counts added."""
+        retries sleep (or time out: SimPy's); the others' counts are added (the mask of
+        those, returned)."""
         k = self.k
-        if k.route_retries and len(f):
+        keep = np.ones(len(f), dtype=bool)
+        if k.route_retries:
             pid = self.step[f] * 2 + self.fgc[f]
             index = self.att[f] - 1 - self.first[f]
             retry = _outcome_retry(seen) & (index < k.route_max[pid])
@@ -522,23 +544,24 @@ class _Q:
                 u = np.zeros(len(fr))
                 w = k.route_waits(pid[retry], index[retry], self.dra[fr], rate, u)
                 t = self.now[fr // k.s]
-                self.drop(np.unique((fr // k.s)[t + w >= self.dl[fr]]))
+                late = t + w >= self.dl[fr]
+                if late.any():
+                    self.drop(np.unique((fr // k.s)[late]))
                 self.pret[fr] += 1
                 self.ph[fr] = RSLEEP
                 self.wake[fr] = t + w
-                f, seen = f[~retry], seen[~retry]
-        if len(f):
-            r = f // k.s
-            c = self.cnt
-            np.add.at(c[0], r, self.preq[f])
-            np.add.at(c[1], r, self.p429[f])
-            np.add.at(c[2], r, self.p5xx[f])
-            np.add.at(c[3], r, self.pret[f])
-        return f, seen
+                keep = ~retry
+        fk = f[keep]
+        c = self.cnt
+        c[0, fk] += self.preq[fk]
+        c[1, fk] += self.p429[fk]
+        c[2, fk] += self.p5xx[fk]
+        c[3, fk] += self.pret[fk]
+        return keep
 
-    def client(self, f: I64, status: I64, ra: I64) -> I64:
-        """:meth:`CallMachine.step` (ungated) on failed requests: the callers that retry
-        sleep; the others' calls failed (returned)."""
+    def client(self, f: I64, status: I64, ra: I64) -> B:
+        """:meth:`CallMachine.step` (ungated) on failed requests ``f``: those that retry
+        sleep; returns the mask of those whose call failed."""
         k = self.k
         index = self.idx[f].copy()
         self.idx[f] += 1
@@ -546,16 +569,16 @@ class _Q:
         used = self.used[f]
         retry = _outcome_retry(status) & (used < k.client_max[pid])
         if not retry.any():
-            return f
+            return ~retry
         fr = f[retry]
-        r = fr // k.s
         u = self._jitter(fr, index[retry])
         w = k.client_waits(pid[retry], used[retry], ra[retry], _rate_limited(status[retry]), u)
         self.used[fr] += 1
-        np.add.at(self.cnt[3], r, 1)
+        self.cnt[3, fr] += 1
         self.ph[fr] = SLEEP
-        self.wake[fr] = self.now[r] + w
-        return f[~retry]
+        self.wake[fr] = self.now[fr // k.s] + w
+        out: B = ~retry
+        return out
 
     def _jitter(self, f: I64, index: I64) -> F64:
         k = self.k
@@ -563,7 +586,6 @@ class _Q:
             return np.full(len(f), k.jitter_fixed)
         if not k.any_jitter:
             return np.zeros(len(f))
-        self.tab.grow(int(index.max()) + 1, jitter=True)
         key = (self.step[f] == Step.TTS).astype(np.int64)
         out = np.empty(len(f))
         for kk in (0, 1):
@@ -571,6 +593,7 @@ class _Q:
             if not sel.any():
                 continue
             g = f[sel]
+            self.tab.grow(kk, int(index[sel].max()) + 1, jitter=True)
             sl = self.step[g] if kk == 0 else 0
             col = self.order[g] if kk == 0 else self.order[g] * k.kmax + self.clip[g]
             at = self.tab.flat(kk, sl, index[sel], g // k.s, col, jitter=True)
@@ -790,37 +813,47 @@ class _Q:
                 self.decide(fk, key)
         self.request(due[ph == SLEEP])
         rs = due[ph == RSLEEP]
-        self.ph[rs] = ARRIVE
+        if len(rs):
+            self.arrive(rs, self.now[rs // self.k.s])
         fl = due[ph == FLIGHT]
         if len(fl):
-            g, bad = self.answer(fl)
-            ends = np.concatenate([g, bad])
-            if len(ends):
-                ok = np.zeros(len(ends), dtype=bool)
-                ok[: len(g)] = True
-                self.ended(ends, ok)
+            ok, failed = self.answer(fl)
+            done = ok | failed
+            if done.any():
+                self.ended(fl[done], ok[done])
 
     def run(self) -> None:
-        k = self.k
-        s = k.s
+        """Every run to its end: rounds at each run's next instant, in lock step."""
+        s = self.k.s
         self.begin()
+        self.round(np.zeros(self.reps * s, dtype=np.int64))  # the rest of time 0
         while True:
             now = self.wake.reshape(self.reps, s).min(axis=1)
             act = self.alive & (now < INF)
             if not act.any():
                 return
             self.now = np.where(act, now, self.now)
-            nowf = np.repeat(np.where(act, now, -1), s)
-            while True:
-                due = np.flatnonzero((self.wake == nowf) & ((self.ph != ARRIVE) | ~self.lim))
-                if not len(due):
-                    break
-                self.step_pass(due)
-            for key in (0, 1):
-                if k.limited[key]:
-                    f = np.flatnonzero((self.ph == ARRIVE) & (self.key == key))
-                    if len(f):
-                        self.batch(f, key)
+            self.round(np.repeat(np.where(act, now, -1), s))
+
+    def round(self, nowf: I64) -> None:
+        """One round at each run's instant (``nowf``, per caller; -1: none): the zero-time
+        work, then the batch of arrivals on limited keys in :func:`arrival_order`."""
+        k = self.k
+        while True:
+            due = np.flatnonzero(self.wake == nowf)
+            if not len(due):
+                break
+            self.step_pass(due)
+        if not self.pend:
+            return
+        f = np.concatenate(self.pend)
+        self.pend = []
+        f = np.sort(f[(self.ph[f] == ARRIVE) & self.alive[f // k.s]])
+        keys = self.key[f]
+        for key in (0, 1):
+            fk = f[keys == key] if k.limited[1 - key] else f
+            if k.limited[key] and len(fk):
+                self.batch(fk, key)
 
 
 def _logs(q: _Q, first_run: int) -> list[list[RequestRecord]]:
@@ -845,7 +878,7 @@ def _logs(q: _Q, first_run: int) -> list[list[RequestRecord]]:
 
 
 def _from_simpy(
-    q: _Q, runs: list[int], sc: Scenario, cfg: RunConfig, seed: int, lo: int
+    q: _Q, cnt: I64, runs: list[int], sc: Scenario, cfg: RunConfig, seed: int, lo: int
 ) -> list[RunResult]:
     """Runs ``runs`` (indices) computed by SimPy, their columns put in place."""
     from .model import simulate_simpy
@@ -862,7 +895,7 @@ def _from_simpy(
         q.status[j] = names.index(res.status)
         q.end[j] = round(res.makespan_s * 1e6)
         counts = (res.requests, res.http_429, res.http_5xx, res.retries, res.timeouts)
-        q.cnt[:, j] = counts
+        cnt[:, j] = counts
         out.append(res)
     return out
 
@@ -890,7 +923,8 @@ def simulate_quota(
     q = _Q(cell, draws, reps, config.records)
     q.run()
     dropped = np.flatnonzero(~q.alive).tolist()
-    simpy = _from_simpy(q, dropped, scenario, config, seed, first_run)
+    cnt = q.cnt.reshape(5, reps, cell.s).sum(axis=2)
+    simpy = _from_simpy(q, cnt, dropped, scenario, config, seed, first_run)
     logs = _logs(q, first_run) if config.records else None
     if logs is not None:
         for j, res in zip(dropped, simpy, strict=True):
@@ -908,7 +942,7 @@ def simulate_quota(
         ready_us=q.ready,
         failed=q.failed,
         status=q.status,
-        counters=_Counters(*q.cnt),
+        counters=_Counters(*cnt),
         qoe=qoe,
     )
     return QuotaRuns(runs, logs, dropped)
