@@ -402,9 +402,10 @@ class _Q:
         self.idle(f)
 
     # -- the provider --------------------------------------------------------------
-    def decide(self, f: I64, key: int) -> None:
-        """Admission of the requests of callers ``f`` on ``key`` now (at most one per run on
-        a limited key: :meth:`batch` orders them): :meth:`KeyState.decide`'s rules."""
+    def decide(self, f: I64, key: int, grouped: bool = False) -> None:
+        """Admission of the requests of callers ``f`` on ``key`` now: :meth:`KeyState.decide`'s
+        rules. On a limited key with ``grouped``, a run's arrivals are consecutive in
+        :func:`arrival_order` and each sees the slots the earlier ones took."""
         k = self.k
         q = k.quota[key]
         tb = self.tab
@@ -419,36 +420,30 @@ class _Q:
         m = len(f)
         status = np.full(m, 200, dtype=np.int64)
         reason = np.zeros(m, dtype=np.int64)
-        adm = np.ones(m, dtype=bool)
-        ends = self.ends[key]
-        if k.limited[key]:
-            nin = (ends[r] > t[:, None]).sum(axis=1)
-            over = nin >= q.max_inflight
-            adm &= ~over
-            status[over] = 429
-            reason[over] = _INFL
-        else:
-            nin = np.full(m, -1, dtype=np.int64)
-        if q.p_429:
-            rand = adm & (tb.get(KIND_429, key).take(at) < q.p_429)
-            adm &= ~rand
-            status[rand] = 429
-            reason[rand] = _RAND
+        rand = tb.get(KIND_429, key).take(at) < q.p_429 if q.p_429 else np.zeros(m, dtype=bool)
         if q.p_5xx:
-            five = adm & (tb.get(KIND_5XX, key).take(at) < q.p_5xx)
-            status[five] = q.status_5xx
-            reason[five] = _R5XX
+            five = tb.get(KIND_5XX, key).take(at) < q.p_5xx
+            five &= ~rand
         else:
             five = np.zeros(m, dtype=bool)
         if q.faulty:
             uf = tb.get(KIND_FAULT, key).take(at)
-            lat = _faults(q, uf, adm & ~five, status, reason, lat)
+            lat = _faults(q, uf, ~rand & ~five, status, reason, lat)
+        status[five] = q.status_5xx
+        reason[five] = _R5XX
+        if k.limited[key]:
+            nin = self._slots(key, r, t, lat, rand, grouped)
+            over = nin >= q.max_inflight
+        else:
+            nin = np.full(m, -1, dtype=np.int64)
+            over = np.zeros(m, dtype=bool)
+        rand &= ~over
+        adm = ~over & ~rand
+        status[~adm] = 429
+        reason[over] = _INFL
+        reason[rand] = _RAND
         lat = np.where(adm, lat, 0)
         end = t + lat
-        if k.limited[key] and adm.any():
-            ra, ea = r[adm], end[adm]
-            slot = ends[ra].argmin(axis=1)
-            ends[ra, slot] = ea
         late = adm & (end > self.dl[f])
         if late.any():
             self.drop(np.unique(r[late]))
@@ -462,6 +457,38 @@ class _Q:
                 (r, self.step[f], self.order[f], self.clip[f], att, t, end, status, nin, reason)
             )
 
+    def _slots(self, key: int, r: I64, t: I64, lat: I64, rand: B, grouped: bool) -> I64:
+        """The requests in flight each arrival sees (``r``: runs, consecutive when
+        ``grouped``), and the admitted ones put in their key's free slots: an arrival is
+        admitted below the cap unless a random 429; it holds a slot while it lasts (> 0)."""
+        cap = self.k.quota[key].max_inflight
+        ends = self.ends[key]
+        n0 = (ends[r] > t[:, None]).sum(axis=1)
+        inc = ~rand & (lat > 0)
+        if not grouped:
+            take = inc & (n0 < cap)
+            rt = r[take]
+            ends[rt, ends[rt].argmin(axis=1)] = (t + lat)[take]
+            out: I64 = n0
+            return out
+        head = np.r_[True, r[1:] != r[:-1]]
+        gid = np.cumsum(head) - 1
+        starts = np.flatnonzero(head)
+        csum = np.cumsum(inc)
+        before = csum - inc
+        before = before - before[starts][gid]
+        nin = np.minimum(cap, n0 + before)
+        take = inc & (nin < cap)
+        if take.any():
+            tsum = np.cumsum(take)
+            kth = tsum - take
+            kth = (kth - kth[starts][gid])[take]
+            rt = r[take]
+            free = np.argsort(ends[rt], axis=1)  # the free slots (ends <= now) come first
+            ends[rt, free[np.arange(len(rt)), kth]] = (t + lat)[take]
+        out = nin
+        return out
+
     def batch(self, f: I64, key: int) -> None:
         """The arrivals on a limited key at one instant, in :func:`arrival_order`."""
         r = f // self.k.s
@@ -471,11 +498,7 @@ class _Q:
         k = self.k
         rank = np.array(k.rank, dtype=np.int64)[self.step[f]]
         canon = ((rank * 100_000 + self.order[f]) * 10_000 + self.clip[f]) * 100_000 + self.att[f]
-        srt = np.lexsort((canon, r))
-        fs = f[srt]
-        pos, _ = _rank(r[srt])
-        for p in range(int(pos.max()) + 1):
-            self.decide(fs[pos == p], key)
+        self.decide(f[np.lexsort((canon, r))], key, grouped=True)
 
     # -- the client ----------------------------------------------------------------
     def answer(self, f: I64) -> tuple[B, B]:
