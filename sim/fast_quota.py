@@ -177,6 +177,8 @@ def _rank(r: I64) -> tuple[I64, I64]:
     """Each element's rank among the equal values of ``r`` (in order), and per element
     the count of its value."""
     m = len(r)
+    if m < 2 or (r[1:] > r[:-1]).all():  # ascending, no two equal: the usual case
+        return np.zeros(m, dtype=np.int64), np.ones(m, dtype=np.int64)
     order = np.argsort(r, kind="stable")
     rs = r[order]
     starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
@@ -327,9 +329,12 @@ class _Q:
         # callers (flat: run * slots + slot)
         self.ph, self.wake = z(), np.full(m, INF, dtype=i64)
         self.step, self.order, self.clip, self.fgc = z(), z(), z(), np.zeros(m, dtype=bool)
-        self.att, self.first, self.idx, self.used, self.dl = z(), z(), z(), z(), z()
+        self.ctr = np.zeros((3, m), dtype=i64)  # attempts made, client requests, budget used
+        self.att, self.idx, self.used = self.ctr  # (rows: views)
+        self.first, self.dl = z(), z()
         self.dst, self.dra = z(), z()
-        self.preq, self.p429, self.p5xx, self.pret = z(), z(), z(), z()
+        self.pc = np.zeros((4, m), dtype=i64)  # the client request's counts so far
+        self.preq, self.p429, self.p5xx, self.pret = self.pc
         self.key, self.lim = z(), np.zeros(m, dtype=bool)
         # runs
         self.now = z(reps)
@@ -355,29 +360,37 @@ class _Q:
         self.order[f] = order
         self.clip[f] = clip
         self.fgc[f] = fg
-        self.att[f] = 0
-        self.idx[f] = 0
-        self.used[f] = 0
+        self.ctr[:, f] = 0
         key = 1 if step == Step.TTS else 0
         self.key[f] = key
-        self.lim[f] = self.k.limited[key]
-        self.request(f)
+        lim = self.k.limited[key]
+        self.lim[f] = lim
+        t = self.now[f // self.k.s]
+        self.first[f] = 0
+        self.dl[f] = t + self.k.timeout_us
+        self.pc[:, f] = 0
+        self.arrive(f, t, lim)
 
-    def request(self, f: I64) -> None:
+    def request(self, f: I64, lim: bool | None = None) -> None:
         """Callers ``f`` send a new client request now (its own deadline and counts)."""
         t = self.now[f // self.k.s]
         self.first[f] = self.att[f]
         self.dl[f] = t + self.k.timeout_us
-        self.preq[f] = 0
-        self.p429[f] = 0
-        self.p5xx[f] = 0
-        self.pret[f] = 0
-        self.arrive(f, t)
+        self.pc[:, f] = 0
+        self.arrive(f, t, lim)
 
-    def arrive(self, f: I64, t: I64) -> None:
+    def arrive(self, f: I64, t: I64, on_limited: bool | None = None) -> None:
         """Callers ``f`` reach the provider at ``t`` (now): on a key without a limit they are
-        due at once; on a limited key they wait for the instant's batch (:attr:`pend`)."""
+        due at once; on a limited key they wait for the instant's batch (:attr:`pend`);
+        ``on_limited``: all of them on a limited key (True) or none (False)."""
         self.ph[f] = ARRIVE
+        if on_limited is not None:
+            if on_limited:
+                self.wake[f] = INF
+                self.pend.append(f)
+            else:
+                self.wake[f] = t
+            return
         lim = self.lim[f]
         if lim.all():
             self.wake[f] = INF
@@ -490,15 +503,22 @@ class _Q:
         return out
 
     def batch(self, f: I64, key: int) -> None:
-        """The arrivals on a limited key at one instant, in :func:`arrival_order`."""
+        """The arrivals on a limited key at one instant (``f`` ascending: a run's callers
+        together), each run's in :func:`arrival_order`."""
         r = f // self.k.s
-        if len(r) < 2 or (np.diff(r) != 0).all():  # f ascends: one arrival per run
+        same = r[1:] == r[:-1]
+        if not same.any():  # one arrival per run
             self.decide(f, key)
             return
-        k = self.k
-        rank = np.array(k.rank, dtype=np.int64)[self.step[f]]
-        canon = ((rank * 100_000 + self.order[f]) * 10_000 + self.clip[f]) * 100_000 + self.att[f]
-        self.decide(f[np.lexsort((canon, r))], key, grouped=True)
+        both = np.r_[same, False] | np.r_[False, same]  # in a run with several arrivals
+        d = np.flatnonzero(both)
+        fd = f[d]
+        rank = np.array(self.k.rank, dtype=np.int64)[self.step[fd]]
+        canon = ((rank * 100_000 + self.order[fd]) * 10_000 + self.clip[fd]) * 100_000
+        canon += self.att[fd]
+        f = f.copy()
+        f[d] = fd[np.lexsort((canon, r[d]))]
+        self.decide(f, key, grouped=True)
 
     # -- the client ----------------------------------------------------------------
     def answer(self, f: I64) -> tuple[B, B]:
@@ -509,11 +529,9 @@ class _Q:
         ok = st == 200
         g = f[ok]
         c = self.cnt
-        c[0, g] += self.preq[g] + 1
-        if k.route_retries:
-            c[1, g] += self.p429[g]
-            c[2, g] += self.p5xx[g]
-            c[3, g] += self.pret[g]
+        c[0, g] += 1
+        if k.route_retries:  # else nothing failed before in this client request
+            c[:4, g] += self.pc[:, g]
         self.idx[g] += 1
         failed = np.zeros(len(f), dtype=bool)
         if k.faulty:
@@ -575,11 +593,7 @@ class _Q:
                 self.wake[fr] = t + w
                 keep = ~retry
         fk = f[keep]
-        c = self.cnt
-        c[0, fk] += self.preq[fk]
-        c[1, fk] += self.p429[fk]
-        c[2, fk] += self.p5xx[fk]
-        c[3, fk] += self.pret[fk]
+        self.cnt[:4, fk] += self.pc[:, fk]
         return keep
 
     def client(self, f: I64, status: I64, ra: I64) -> B:
