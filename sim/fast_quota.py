@@ -140,7 +140,9 @@ class _Tables:
             shape = (len(self.steps[key]), jitter_attempts, self.reps, self.per[key])
             self.arrays[-1, key] = np.empty(shape)
 
-    def flat(self, key: int, sl: I64 | int, att: I64, r: I64, col: I64, jitter: bool = False) -> I64:
+    def flat(
+        self, key: int, sl: I64 | int, att: I64, r: I64, col: I64, jitter: bool = False
+    ) -> I64:
         """Flat indices of (step, attempt, run, column) into a key's arrays."""
         a = self.cap[1 if jitter else 0]
         out: I64 = ((sl * a + att) * self.reps + r) * self.per[key] + col
@@ -352,6 +354,7 @@ class _Q:
         self.ends = [np.zeros((reps, max(1, q.max_inflight)), dtype=i64) for q in cell.quota]
         self.log: list[tuple[I64, ...]] | None = [] if records else None
         self.pend: list[I64] = []  # callers arriving on a limited key this round
+        self.woken: list[I64] = []  # runs whose loop may go on (parallel: a content ended)
 
     # -- callers -------------------------------------------------------------------
     def start(self, f: I64, step: int, order: I64 | int, clip: I64 | int, fg: B | bool) -> None:
@@ -476,12 +479,19 @@ class _Q:
         admitted below the cap unless a random 429; it holds a slot while it lasts (> 0)."""
         cap = self.k.quota[key].max_inflight
         ends = self.ends[key]
-        n0 = (ends[r] > t[:, None]).sum(axis=1)
+        held = ends[r]
+        busy = [held[:, j] > t for j in range(cap)]  # per slot (caps are small)
+        n0 = busy[0].astype(np.int64)
+        for b in busy[1:]:
+            n0 += b
         inc = ~rand & (lat > 0)
         if not grouped:
             take = inc & (n0 < cap)
-            rt = r[take]
-            ends[rt, ends[rt].argmin(axis=1)] = (t + lat)[take]
+            if take.any():
+                slot = np.zeros(len(r), dtype=np.int64)  # the last free slot
+                for j in range(1, cap):
+                    slot[~busy[j]] = j
+                ends[r[take], slot[take]] = (t + lat)[take]
             out: I64 = n0
             return out
         head = np.r_[True, r[1:] != r[:-1]]
@@ -657,6 +667,7 @@ class _Q:
         k = self.k
         r = f // k.s
         self.cdone[r, self.order[f]] = np.where(ok, 1, 2)
+        self.woken.append(r)
         rank, _ = _rank(r)
         nxt = self.cnext[r] + rank
         go = nxt < k.n
@@ -756,6 +767,7 @@ class _Q:
             rn = r[ok]
             self.li[rn] += 1
             self.lst[rn] = L_AWAIT
+            self.woken.append(rn)
         else:
             self._finish(r[~ok], _PAUSED)
             self.next_serial(r[ok], self.li[r[ok]] + 1)
@@ -771,6 +783,7 @@ class _Q:
         self.cnext[r] = k.first + k.w
         self.li[r] = k.first
         self.lst[r] = L_HYB if k.mode == Mode.HYBRID else L_AWAIT
+        self.woken.append(r)
 
     def next_serial(self, r: I64, i: I64) -> None:
         k = self.k
@@ -796,19 +809,20 @@ class _Q:
         self.lst[r] = L_DONE
 
     def advance(self) -> None:
-        """The parallel loop's awaits that can go on now (zero time)."""
+        """The parallel loop's awaits that can go on now (zero time), among the runs woken
+        since the last call."""
         k = self.k
-        if not k.par:
+        if not k.par or not self.woken:
             return
+        cand = np.unique(np.concatenate(self.woken))
+        self.woken = []
         first = k.first
-        hyb = np.flatnonzero(self.lst == L_HYB)
+        hyb = cand[self.lst[cand] == L_HYB]
         if len(hyb):
             ready = (self.cdone[hyb, first:] != 0).all(axis=1)
             self.lst[hyb[ready]] = L_AWAIT
-        while True:
-            aw = np.flatnonzero(self.lst == L_AWAIT)
-            if not len(aw):
-                return
+        aw = cand[self.lst[cand] == L_AWAIT]
+        while len(aw):
             li = self.li[aw]
             over = li >= k.n
             self._finish_parallel(aw[over])
@@ -823,8 +837,7 @@ class _Q:
                 self.lkind[okr] = K_ACT
                 self.lst[okr] = L_CALL
                 self.start(okr * k.s, Step.ACTIONS, self.li[okr], 0, False)
-            if not len(bad):
-                return
+            aw = bad
 
     # -- time ----------------------------------------------------------------------
     def begin(self) -> None:
@@ -874,7 +887,8 @@ class _Q:
 
     def round(self, nowf: I64) -> None:
         """One round at each run's instant (``nowf``, per caller; -1: none): the zero-time
-        work, then the batch of arrivals on limited keys in :func:`arrival_order`."""
+        work, then the batch of arrivals on limited keys in :func:`arrival_order` (answers
+        given at once, 429s, make the next round at the same instant)."""
         k = self.k
         while True:
             due = np.flatnonzero(self.wake == nowf)
