@@ -497,14 +497,14 @@ class _Q:
         head = np.r_[True, r[1:] != r[:-1]]
         gid = np.cumsum(head) - 1
         starts = np.flatnonzero(head)
-        csum = np.cumsum(inc)
-        before = csum - inc
+        csum: I64 = np.cumsum(inc)
+        before: I64 = csum - inc
         before = before - before[starts][gid]
         nin = np.minimum(cap, n0 + before)
         take = inc & (nin < cap)
         if take.any():
-            tsum = np.cumsum(take)
-            kth = tsum - take
+            tsum: I64 = np.cumsum(take)
+            kth: I64 = tsum - take
             kth = (kth - kth[starts][gid])[take]
             rt = r[take]
             free = np.argsort(ends[rt], axis=1)  # the free slots (ends <= now) come first
