@@ -43,7 +43,17 @@ from .fast import STATUSES, FastRuns, _Counters
 from .faults import has_limits
 from .provider import RESET, TRUNCATED
 from .qoe import qoe_us
-from .rules import Mode, Policy, RetryPolicy, Step, content_slots, is_parallel, tts_concurrency
+from .rules import (
+    Mode,
+    Outcome,
+    Policy,
+    RetryPolicy,
+    Step,
+    content_slots,
+    is_parallel,
+    outcome_of,
+    tts_concurrency,
+)
 from .scenario import Quota, Scenario
 from .schema import RequestRecord, RunResult, records_from_log
 from .upstream import ErrorShape, Handoff
@@ -96,16 +106,22 @@ class QuotaRuns:
         return out
 
 
+# sim.rules.outcome_of for every status a request can end with (-2 bad body .. 599), and
+# what the retry rules read of it: retried at all (RetryPolicy.retries), a rate limit
+_OUTCOMES = [outcome_of(st) for st in range(-2, 600)]
+_RETRIED = np.array([o not in (Outcome.OK, Outcome.CLIENT_ERROR) for o in _OUTCOMES])
+_RATE = np.array([o is Outcome.RATE_LIMITED for o in _OUTCOMES])
+
+
 def _outcome_retry(status: I64) -> B:
-    """:meth:`RetryPolicy.retries` of :func:`sim.rules.outcome_of` (all but OK, other 4xx)."""
-    client_err = (status >= 400) & (status < 500) & (status != 429)
-    client_err &= (status != 408) & (status != 409) & (status != 425)
-    out: B = (status != 200) & ~client_err
+    """:meth:`RetryPolicy.retries` of :func:`sim.rules.outcome_of`, elementwise."""
+    out: B = _RETRIED.take(status + 2)
     return out
 
 
 def _rate_limited(status: I64) -> B:
-    out: B = (status == 429) | (status == 408) | (status == 409) | (status == 425)
+    """Whether :func:`sim.rules.outcome_of` is ``RATE_LIMITED``, elementwise."""
+    out: B = _RATE.take(status + 2)
     return out
 
 
@@ -193,21 +209,22 @@ def _rank(r: I64) -> tuple[I64, I64]:
     return rank, count
 
 
-def _faults(q: Quota, uf: F64, ok: B, status: I64, reason: I64, lat: I64) -> I64:
+def _faults(q: Quota, uf: F64, ok: B, status: I64) -> I64:
     """Reset, stall and truncated answers of the admitted, non-5xx requests ``ok``
-    (:meth:`KeyState.decide`'s order of the fault draw ``uf``); the latencies, stalls'."""
+    (:meth:`KeyState.decide`'s order of the fault draw ``uf``): statuses set in ``status``;
+    returns each request's reason code (``_OK`` or ``_R5XX`` where no fault, as ``status``)."""
     p_fault = q.p_reset + q.p_stall + q.p_truncate
     hit = ok & (uf < p_fault)
     reset = hit & (uf < q.p_reset)
     stall = hit & ~reset & (uf < q.p_reset + q.p_stall)
     trunc = hit & ~reset & ~stall
     status[reset] = RESET
-    reason[reset] = _RESET
     status[trunc] = TRUNCATED
-    reason[trunc] = _TRUNC
-    reason[stall] = _STALL
-    out: I64 = np.where(stall, round(q.stall_s * 1e6), lat)
-    return out
+    kinds: I64 = np.where(status == 200, _OK, _R5XX)
+    kinds[reset] = _RESET
+    kinds[stall] = _STALL
+    kinds[trunc] = _TRUNC
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -304,6 +321,7 @@ class _Cell:
         self.client_waits = _Waits(self.pol.client)
         self.route_waits = _Waits(self.pol.route)
         self.route_retries = any(p.max_retries > 0 for p in self.pol.route)
+        self.needs_ra = self.direct or self.route_retries  # who reads a 429's Retry-After
         self.client_max = np.array([p.max_retries for p in self.pol.client], dtype=np.int64)
         self.route_max = np.array([p.max_retries for p in self.pol.route], dtype=np.int64)
         self.jitter_fixed = client.jitter_u
@@ -435,29 +453,26 @@ class _Q:
         lat = tb.get(None, key).take(at)
         m = len(f)
         status = np.full(m, 200, dtype=np.int64)
-        reason = np.zeros(m, dtype=np.int64)
         rand = tb.get(KIND_429, key).take(at) < q.p_429 if q.p_429 else np.zeros(m, dtype=bool)
         if q.p_5xx:
             five = tb.get(KIND_5XX, key).take(at) < q.p_5xx
             five &= ~rand
+            status[five] = q.status_5xx
         else:
             five = np.zeros(m, dtype=bool)
+        kinds = None
         if q.faulty:
-            uf = tb.get(KIND_FAULT, key).take(at)
-            lat = _faults(q, uf, ~rand & ~five, status, reason, lat)
-        status[five] = q.status_5xx
-        reason[five] = _R5XX
+            kinds = _faults(q, tb.get(KIND_FAULT, key).take(at), ~rand & ~five, status)
+            lat = np.where(kinds == _STALL, round(q.stall_s * 1e6), lat)
         if k.limited[key]:
             nin = self._slots(key, r, t, lat, rand, grouped)
             over = nin >= q.max_inflight
+            rand &= ~over
+            adm = ~over & ~rand
         else:
-            nin = np.full(m, -1, dtype=np.int64)
-            over = np.zeros(m, dtype=bool)
-        rand &= ~over
-        adm = ~over & ~rand
+            nin = over = None
+            adm = ~rand
         status[~adm] = 429
-        reason[over] = _INFL
-        reason[rand] = _RAND
         lat = np.where(adm, lat, 0)
         end = t + lat
         late = adm & (end > self.dl[f])
@@ -465,10 +480,16 @@ class _Q:
             self.drop(np.unique(r[late]))
         self.att[f] = att + 1
         self.dst[f] = status
-        self.dra[f] = np.where(status == 429, k.ra_us[key], -1)
+        if k.needs_ra:
+            self.dra[f] = np.where(status == 429, k.ra_us[key], -1)
         self.ph[f] = FLIGHT
         self.wake[f] = end
         if self.log is not None:
+            reason = np.where(five, _R5XX, _OK) if kinds is None else kinds
+            reason = np.where(rand, _RAND, reason)
+            if over is not None:
+                reason = np.where(over, _INFL, reason)
+            nin = np.full(m, -1, dtype=np.int64) if nin is None else nin
             self.log.append(
                 (r, self.step[f], self.order[f], self.clip[f], att, t, end, status, nin, reason)
             )
@@ -542,7 +563,6 @@ class _Q:
         c[0, g] += 1
         if k.route_retries:  # else nothing failed before in this client request
             c[:4, g] += self.pc[:, g]
-        self.idx[g] += 1
         failed = np.zeros(len(f), dtype=bool)
         if k.faulty:
             transport = (st == RESET) | (st == TRUNCATED)
@@ -558,11 +578,16 @@ class _Q:
             bpos = np.flatnonzero(~ok)
         if len(bpos):
             fb, sb = f[bpos], st[bpos]
-            self.preq[fb] += 1
-            self.p429[fb] += sb == 429
-            self.p5xx[fb] += sb >= 500
-            keep = self._route(fb, sb)
-            bpos, fb, sb = bpos[keep], fb[keep], sb[keep]
+            if k.route_retries:  # the request's counts wait for its end (or its timeout)
+                self.preq[fb] += 1
+                self.p429[fb] += sb == 429
+                self.p5xx[fb] += sb >= 500
+                keep = self._route(fb, sb)
+                bpos, fb, sb = bpos[keep], fb[keep], sb[keep]
+            else:  # one attempt per request: its end
+                c[0, fb] += 1
+                c[1, fb] += sb == 429
+                c[2, fb] += sb >= 500
             ra = self.dra[fb] if k.direct else np.full(len(fb), -1, dtype=np.int64)
             failed[bpos[self.client(fb, self._route_status(fb, sb), ra)]] = True
         return ok, failed
