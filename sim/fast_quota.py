@@ -464,13 +464,14 @@ class _Q:
         if q.faulty:
             kinds = _faults(q, tb.get(KIND_FAULT, key).take(at), ~rand & ~five, status)
             lat = np.where(kinds == _STALL, round(q.stall_s * 1e6), lat)
+        nin: I64 | None = None
+        over: B | None = None
         if k.limited[key]:
             nin = self._slots(key, r, t, lat, rand, grouped)
             over = nin >= q.max_inflight
             rand &= ~over
             adm = ~over & ~rand
         else:
-            nin = over = None
             adm = ~rand
         status[~adm] = 429
         lat = np.where(adm, lat, 0)
