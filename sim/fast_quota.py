@@ -199,8 +199,8 @@ def _rank(r: I64) -> tuple[I64, I64]:
         return np.zeros(m, dtype=np.int64), np.ones(m, dtype=np.int64)
     order = np.argsort(r, kind="stable")
     rs = r[order]
-    starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
-    sizes = np.diff(np.r_[starts, m])
+    starts = np.flatnonzero(np.concatenate(([True], rs[1:] != rs[:-1])))
+    sizes = np.diff(np.concatenate((starts, [m])))
     rank_sorted = np.arange(m) - np.repeat(starts, sizes)
     rank = np.empty(m, dtype=np.int64)
     rank[order] = rank_sorted
@@ -377,6 +377,8 @@ class _Q:
     # -- callers -------------------------------------------------------------------
     def start(self, f: I64, step: int, order: I64 | int, clip: I64 | int, fg: B | bool) -> None:
         """Callers ``f`` begin a step call (attempt 0, a fresh retry budget)."""
+        if not len(f):
+            return
         self.step[f] = step
         self.order[f] = order
         self.clip[f] = clip
@@ -394,6 +396,8 @@ class _Q:
 
     def request(self, f: I64, lim: bool | None = None) -> None:
         """Callers ``f`` send a new client request now (its own deadline and counts)."""
+        if not len(f):
+            return
         t = self.now[f // self.k.s]
         self.first[f] = self.att[f]
         self.dl[f] = t + self.k.timeout_us
@@ -423,6 +427,8 @@ class _Q:
             self.wake[f] = t
 
     def idle(self, f: I64) -> None:
+        if not len(f):
+            return
         self.ph[f] = IDLE
         self.wake[f] = INF
 
@@ -516,7 +522,7 @@ class _Q:
                 ends[r[take], slot[take]] = (t + lat)[take]
             out: I64 = n0
             return out
-        head = np.r_[True, r[1:] != r[:-1]]
+        head = np.concatenate(([True], r[1:] != r[:-1]))
         gid = np.cumsum(head) - 1
         starts = np.flatnonzero(head)
         csum: I64 = np.cumsum(inc)
@@ -542,7 +548,7 @@ class _Q:
         if not same.any():  # one arrival per run
             self.decide(f, key)
             return
-        both = np.r_[same, False] | np.r_[False, same]  # in a run with several arrivals
+        both = np.concatenate((same, [False])) | np.concatenate(([False], same))
         d = np.flatnonzero(both)
         fd = f[d]
         rank = np.array(self.k.rank, dtype=np.int64)[self.step[fd]]
@@ -768,12 +774,17 @@ class _Q:
         self.tnext[r] = w
         self.tbusy[r] = w
         self.tok[r] = True
-        for j in range(int(w.max())):
-            sel = w > j
-            self.start(r[sel] * k.s + 1 + k.w + j, Step.TTS, li[sel], j, fg[sel])
+        if (w == 1).all():
+            self.start(r * k.s + 1 + k.w, Step.TTS, li, 0, fg)
+            return
+        rr = np.repeat(r, w)  # worker j of each run takes clip j
+        j = np.arange(len(rr)) - np.repeat(np.cumsum(w) - w, w)
+        self.start(rr * k.s + 1 + k.w + j, Step.TTS, np.repeat(li, w), j, np.repeat(fg, w))
 
     def scene_end(self, r: I64, ok: B) -> None:
         """Scene ``li`` of runs ``r`` is added (``ok``) or failed; the loop goes on."""
+        if not len(r):
+            return
         k = self.k
         li = self.li[r]
         t = self.now[r]
@@ -812,6 +823,8 @@ class _Q:
         self.woken.append(r)
 
     def next_serial(self, r: I64, i: I64) -> None:
+        if not len(r):
+            return
         k = self.k
         end = i >= k.n
         self._finish(r[end], _COMPLETED)
@@ -823,12 +836,16 @@ class _Q:
             self.start(r * k.s, Step.CONTENT, i, 0, False)
 
     def _finish(self, r: I64, status: int) -> None:
+        if not len(r):
+            return
         self.status[r] = status
         self.end[r] = self.now[r]
         self.lst[r] = L_DONE
 
     def _finish_parallel(self, r: I64) -> None:
         """:func:`sim.rules.final_status`: paused, or a content failed and that pauses."""
+        if not len(r):
+            return
         paused = self.paused[r] | (self.cfail[r] & self.k.pauses)
         self.status[r] = np.where(paused, _PAUSED, _COMPLETED)
         self.end[r] = self.now[r]
@@ -882,16 +899,19 @@ class _Q:
     def step_pass(self, due: I64) -> None:
         """One pass of an instant's zero-time work on the callers ``due``."""
         ph = self.ph[due]
-        arrive = due[ph == ARRIVE]  # on keys without a limit: decided on arrival
-        for key in (0, 1):
-            fk = arrive[self.key[arrive] == key]
-            if len(fk):
-                self.decide(fk, key)
-        self.request(due[ph == SLEEP])
-        rs = due[ph == RSLEEP]
-        if len(rs):
-            self.arrive(rs, self.now[rs // self.k.s])
-        fl = due[ph == FLIGHT]
+        flight = ph == FLIGHT
+        fl = due
+        if not flight.all():
+            fl = due[flight]
+            arrive = due[ph == ARRIVE]  # on keys without a limit: decided on arrival
+            for key in (0, 1):
+                fk = arrive[self.key[arrive] == key]
+                if len(fk):
+                    self.decide(fk, key)
+            self.request(due[ph == SLEEP])
+            rs = due[ph == RSLEEP]
+            if len(rs):
+                self.arrive(rs, self.now[rs // self.k.s])
         if len(fl):
             ok, failed = self.answer(fl)
             done = ok | failed
