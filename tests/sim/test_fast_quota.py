@@ -18,6 +18,7 @@ from sim.errors import UserError
 from sim.fast_quota import check_quota_engine, quota_fits, simulate_quota
 from sim.scenario import Scenario
 from sim.upstream import PROFILES, ErrorShape
+from tests.conftest import assert_same_run
 
 _PROFILES = sorted(PROFILES)
 
@@ -102,7 +103,8 @@ def test_a_timeout_hands_the_run_to_simpy() -> None:
     res = got.results()
     assert sum(r.timeouts for r in res) > 0
     ref = simulate(sc, RunConfig.of("pipelined", 3), reps=20, seed=1, engine="simpy")
-    assert [r.row() for r in ref] == [r.row() for r in res]
+    for a, b in zip(ref, res, strict=True):
+        assert_same_run(a, b)
 
 
 def test_the_engine_rule_routes_only_covered_cells() -> None:
@@ -115,3 +117,22 @@ def test_the_engine_rule_routes_only_covered_cells() -> None:
     assert pick_engine(load_scenario("default"), RunConfig.of("pipelined", 3), 500) == "fast"
     with pytest.raises(UserError, match="limited-key engine"):
         simulate_quota(rpm, RunConfig.of("serial", 1), 10)
+
+
+@pytest.mark.parametrize("stall", [False, True])
+def test_the_sweeps_columns_equal_simpys_runs_frame(stall: bool) -> None:
+    """What the sweep reads of this engine (its columns) is SimPy's runs frame, also when some
+    runs were handed to SimPy (stalls beyond the request timeout)."""
+    import pandas as pd
+
+    from sim.schema import runs_frame
+
+    sc = load_scenario("low-quota")
+    if stall:
+        sc = sc.replace(quota_llm=dataclasses.replace(sc.quota_llm, p_stall=0.1, stall_s=400.0))
+    cfg = RunConfig.of("pipelined", 3)
+    got = simulate_quota(sc, cfg, 40, seed=6, first_run=5)
+    assert bool(got.simpy_runs) == stall
+    cols = got.runs.frame()
+    model = runs_frame(simulate(sc, cfg, reps=40, seed=6, run_id=5, engine="simpy"))
+    pd.testing.assert_frame_equal(cols, model[list(cols.columns)])
