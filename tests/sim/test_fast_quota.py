@@ -70,7 +70,7 @@ def cells(draw: st.DrawFn) -> tuple[Scenario, RunConfig]:
     return sc, RunConfig.of(mode, c, tts_concurrency=tts_c)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cell=cells(), seed=st.integers(0, 50), first=st.integers(0, 20))
 def test_equals_simpy_run_for_run_and_request_for_request(
     cell: tuple[Scenario, RunConfig], seed: int, first: int
