@@ -227,6 +227,14 @@ def _faults(q: Quota, uf: F64, ok: B, status: I64) -> I64:
     return kinds
 
 
+def _bump(arr: I64, r: I64, v: int) -> None:
+    """``arr[r] += v`` once per element of ``r`` (``r`` ascending; repeats add up)."""
+    if len(r) < 2 or (r[1:] > r[:-1]).all():
+        arr[r] += v
+    else:
+        np.add.at(arr, r, v)
+
+
 @dataclass(frozen=True)
 class _Delays:
     """The retry policies of one cell: per (step, foreground) its index ``step * 2 + fg``."""
@@ -703,27 +711,35 @@ class _Q:
         rank, _ = _rank(r)
         nxt = self.cnext[r] + rank
         go = nxt < k.n
-        self.idle(f[~go])
-        if go.any():
+        if go.all():
+            self.start(f, Step.CONTENT, nxt, 0, False)
+        else:
+            self.idle(f[~go])
             self.start(f[go], Step.CONTENT, nxt[go], 0, False)
-        np.add.at(self.cnext, r, 1)
+        _bump(self.cnext, r, 1)
 
     def _tts_ended(self, f: I64, ok: B) -> None:
         k = self.k
         r = f // k.s
-        self.tok[r[~ok]] = False
+        if not ok.all():
+            self.tok[r[~ok]] = False
         rank, _ = _rank(r)
+        li = self.li[r]
         nxt = self.tnext[r] + rank
-        go = nxt < self.speeches[r, self.li[r]]
+        go = nxt < self.speeches[r, li]
+        _bump(self.tnext, r, 1)
+        if go.all():
+            self.start(f, Step.TTS, li, nxt, self.fgc[f].copy())
+            return
         if go.any():
             g = f[go]
-            rg = r[go]
-            self.start(g, Step.TTS, self.li[rg], nxt[go], self.fgc[g].copy())
-        stop = f[~go]
-        self.idle(stop)
-        np.add.at(self.tnext, r, 1)
-        np.subtract.at(self.tbusy, r[~go], 1)
-        rs = np.unique(r[~go])
+            self.start(g, Step.TTS, li[go], nxt[go], self.fgc[g].copy())
+        stop = ~go
+        self.idle(f[stop])
+        rs = r[stop]
+        _bump(self.tbusy, rs, -1)
+        if len(rs) > 1 and not (rs[1:] > rs[:-1]).all():
+            rs = np.unique(rs)
         done = rs[self.tbusy[rs] == 0]
         if len(done):
             self.scene_end(done, self.tok[done].copy())
