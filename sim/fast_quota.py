@@ -367,6 +367,7 @@ class _Q:
         # runs
         self.now = z(reps)
         self.alive = np.ones(reps, dtype=bool)
+        self.dropped = False  # some run was handed to SimPy (:meth:`drop`)
         self.lst, self.lkind, self.li = z(reps), z(reps), z(reps)
         self.cdone = np.zeros((reps, cell.n), dtype=np.int8)
         self.cnext = z(reps)
@@ -445,6 +446,7 @@ class _Q:
         if not len(r):
             return
         self.alive[r] = False
+        self.dropped = True
         s = self.k.s
         f = (r[:, None] * s + np.arange(s)[None, :]).ravel()
         self.idle(f)
@@ -873,8 +875,10 @@ class _Q:
         k = self.k
         if not k.par or not self.woken:
             return
-        cand = np.unique(np.concatenate(self.woken))
+        cand = self.woken[0] if len(self.woken) == 1 else np.concatenate(self.woken)
         self.woken = []
+        if len(cand) > 1 and not (cand[1:] > cand[:-1]).all():
+            cand = np.unique(cand)
         first = k.first
         hyb = cand[self.lst[cand] == L_HYB]
         if len(hyb):
@@ -961,7 +965,9 @@ class _Q:
             return
         f = np.concatenate(self.pend)
         self.pend = []
-        f = np.sort(f[(self.ph[f] == ARRIVE) & self.alive[f // k.s]])
+        if self.dropped:
+            f = f[(self.ph[f] == ARRIVE) & self.alive[f // k.s]]
+        f = np.sort(f)
         keys = self.key[f]
         for key in (0, 1):
             fk = f[keys == key] if k.limited[1 - key] else f
