@@ -73,6 +73,13 @@ _COMPLETED, _PAUSED, _FIRST_FAILED = 0, 1, 2  # codes into sim.fast.STATUSES
 REASONS = ("ok", "5xx", "inflight", "random", "reset", "stall", "truncated")
 _OK, _R5XX, _INFL, _RAND, _RESET, _STALL, _TRUNC = range(7)
 _KEYS = ("llm-key", "tts-key")
+_CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
+
+
+def _nz(mask: B) -> I64:
+    """``np.flatnonzero`` of a 1-D mask, without its Python wrappers."""
+    out: I64 = mask.nonzero()[0]
+    return out
 
 
 def _plain_key(q: Quota) -> bool:
@@ -393,7 +400,7 @@ class _Q:
         self.clip[f] = clip
         self.fgc[f] = fg
         self.ctr[:, f] = 0
-        key = 1 if step == Step.TTS else 0
+        key = 1 if step == _TTS else 0
         self.key[f] = key
         lim = self.k.limited[key]
         self.lim[f] = lim
@@ -534,7 +541,7 @@ class _Q:
             return out
         head = np.concatenate(([True], r[1:] != r[:-1]))
         gid = np.cumsum(head) - 1
-        starts = np.flatnonzero(head)
+        starts = _nz(head)
         csum: I64 = np.cumsum(inc)
         before: I64 = csum - inc
         before = before - before[starts][gid]
@@ -559,7 +566,7 @@ class _Q:
             self.decide(f, key)
             return
         both = np.concatenate((same, [False])) | np.concatenate(([False], same))
-        d = np.flatnonzero(both)
+        d = _nz(both)
         fd = f[d]
         rank = np.array(self.k.rank, dtype=np.int64)[self.step[fd]]
         canon = ((rank * 100_000 + self.order[fd]) * 10_000 + self.clip[fd]) * 100_000
@@ -583,16 +590,16 @@ class _Q:
         failed = np.zeros(len(f), dtype=bool)
         if k.faulty:
             transport = (st == RESET) | (st == TRUNCATED)
-            tpos = np.flatnonzero(transport)
+            tpos = _nz(transport)
             if len(tpos):
                 ft = f[tpos]
                 c[0, ft] += 1  # the client learns of one request
                 seen_t = np.where(st[tpos] == RESET, -1, -2)
                 none = np.full(len(ft), -1, dtype=np.int64)
                 failed[tpos[self.client(ft, seen_t, none)]] = True
-            bpos = np.flatnonzero(~ok & ~transport)
+            bpos = _nz(~ok & ~transport)
         else:
-            bpos = np.flatnonzero(~ok)
+            bpos = _nz(~ok)
         if len(bpos):
             fb, sb = f[bpos], st[bpos]
             if k.route_retries:  # the request's counts wait for its end (or its timeout)
@@ -616,7 +623,7 @@ class _Q:
             return seen
         if shape is ErrorShape.ROUTE:
             return np.full(len(seen), 500, dtype=np.int64)
-        tts = self.step[f] == Step.TTS
+        tts = self.step[f] == _TTS
         llm = np.where((seen >= 400) & (seen <= 599), seen, 500)
         out: I64 = np.where(tts, np.where(seen == 429, 429, 500), llm)
         return out
@@ -675,7 +682,7 @@ class _Q:
             return np.full(len(f), k.jitter_fixed)
         if not k.any_jitter:
             return np.zeros(len(f))
-        key = (self.step[f] == Step.TTS).astype(np.int64)
+        key = (self.step[f] == _TTS).astype(np.int64)
         out = np.empty(len(f))
         for kk in (0, 1):
             sel = key == kk
@@ -714,10 +721,10 @@ class _Q:
         nxt = self.cnext[r] + rank
         go = nxt < k.n
         if go.all():
-            self.start(f, Step.CONTENT, nxt, 0, False)
+            self.start(f, _CONTENT, nxt, 0, False)
         else:
             self.idle(f[~go])
-            self.start(f[go], Step.CONTENT, nxt[go], 0, False)
+            self.start(f[go], _CONTENT, nxt[go], 0, False)
         _bump(self.cnext, r, 1)
 
     def _tts_ended(self, f: I64, ok: B) -> None:
@@ -731,11 +738,11 @@ class _Q:
         go = nxt < self.speeches[r, li]
         _bump(self.tnext, r, 1)
         if go.all():
-            self.start(f, Step.TTS, li, nxt, self.fgc[f].copy())
+            self.start(f, _TTS, li, nxt, self.fgc[f].copy())
             return
         if go.any():
             g = f[go]
-            self.start(g, Step.TTS, li[go], nxt[go], self.fgc[g].copy())
+            self.start(g, _TTS, li[go], nxt[go], self.fgc[g].copy())
         stop = ~go
         self.idle(f[stop])
         rs = r[stop]
@@ -766,7 +773,7 @@ class _Q:
             rc = r[content_ok]
             fg = self.k.fg & (self.li[rc] == 0) & (kind[content_ok] == K_FGC)
             self.lkind[rc] = K_ACT
-            self.start(rc * k.s, Step.ACTIONS, self.li[rc], 0, fg)
+            self.start(rc * k.s, _ACTIONS, self.li[rc], 0, fg)
         act = kind == K_ACT
         if (act & ~ok).any():
             self.scene_end(r[act & ~ok], np.zeros(int((act & ~ok).sum()), dtype=bool))
@@ -793,11 +800,11 @@ class _Q:
         self.tbusy[r] = w
         self.tok[r] = True
         if (w == 1).all():
-            self.start(r * k.s + 1 + k.w, Step.TTS, li, 0, fg)
+            self.start(r * k.s + 1 + k.w, _TTS, li, 0, fg)
             return
         rr = np.repeat(r, w)  # worker j of each run takes clip j
         j = np.arange(len(rr)) - np.repeat(np.cumsum(w) - w, w)
-        self.start(rr * k.s + 1 + k.w + j, Step.TTS, np.repeat(li, w), j, np.repeat(fg, w))
+        self.start(rr * k.s + 1 + k.w + j, _TTS, np.repeat(li, w), j, np.repeat(fg, w))
 
     def scene_end(self, r: I64, ok: B) -> None:
         """Scene ``li`` of runs ``r`` is added (``ok``) or failed; the loop goes on."""
@@ -834,7 +841,7 @@ class _Q:
             self.next_serial(r, np.full(len(r), k.first, dtype=np.int64))
             return
         for j in range(k.w):
-            self.start(r * k.s + 1 + j, Step.CONTENT, k.first + j, 0, False)
+            self.start(r * k.s + 1 + j, _CONTENT, k.first + j, 0, False)
         self.cnext[r] = k.first + k.w
         self.li[r] = k.first
         self.lst[r] = L_HYB if k.mode == Mode.HYBRID else L_AWAIT
@@ -851,7 +858,7 @@ class _Q:
             self.li[r] = i
             self.lkind[r] = K_SERC
             self.lst[r] = L_CALL
-            self.start(r * k.s, Step.CONTENT, i, 0, False)
+            self.start(r * k.s, _CONTENT, i, 0, False)
 
     def _finish(self, r: I64, status: int) -> None:
         if not len(r):
@@ -899,7 +906,7 @@ class _Q:
             if len(okr):
                 self.lkind[okr] = K_ACT
                 self.lst[okr] = L_CALL
-                self.start(okr * k.s, Step.ACTIONS, self.li[okr], 0, False)
+                self.start(okr * k.s, _ACTIONS, self.li[okr], 0, False)
             aw = bad
 
     # -- time ----------------------------------------------------------------------
@@ -911,7 +918,7 @@ class _Q:
             self.li[r] = 0
             self.lkind[r] = K_FGC
             self.lst[r] = L_CALL
-            self.start(r * k.s, Step.CONTENT, 0, 0, True)
+            self.start(r * k.s, _CONTENT, 0, 0, True)
         else:
             self.loop_start(r)
         self.advance()
@@ -957,7 +964,7 @@ class _Q:
         given at once, 429s, make the next round at the same instant)."""
         k = self.k
         while True:
-            due = np.flatnonzero(self.wake == nowf)
+            due = _nz(self.wake == nowf)
             if not len(due):
                 break
             self.step_pass(due)
