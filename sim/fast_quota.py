@@ -5,10 +5,12 @@ this engine steps all runs of a cell together, in lock step, each run at its own
 instant, with numpy over the runs. Per run it keeps what SimPy's processes keep — the loop
 (foreground first scene, then serial, hybrid or pipelined), the content workers (a FIFO
 semaphore of ``min(c, pending)`` slots), the within-scene TTS workers — as *callers*: slots
-that each run one step call (:class:`sim.rules.CallMachine`'s rules, the route's retries
-inside a client request, the keyed draws of :mod:`sim.draws`), and each key's in-flight
-slots (:class:`sim.provider.KeyState`'s rule: a request holds its slot to its scheduled end;
-ends at ``t`` are free for arrivals at ``t``).
+that each run one step call — :class:`sim.rules.CallMachine`'s rules (ungated) vectorised:
+the same budgets and delays (each :class:`~sim.rules.RetryPolicy`'s own parameters and its
+jitter draws), the outcome of each status from :func:`sim.rules.outcome_of`; the route's
+retries inside a client request before #788; the keyed draws of :mod:`sim.draws` — and each
+key's in-flight slots (:class:`sim.provider.KeyState`'s rules: a request holds its slot to
+its scheduled end; ends at ``t`` are free for arrivals at ``t``).
 
 One *round* of an instant is SimPy's: every zero-time consequence of the instant's events
 (answers, wake-ups, the loop's hand-offs, decisions on keys without a limit) runs first, then
@@ -22,7 +24,14 @@ Where a run meets something this engine does not model (a request the client giv
 a timeout), that run is left and computed by the SimPy model instead (runs are independent:
 the same result). :func:`quota_fits` is the part of the engine rule
 (:func:`sim.engines.pick_engine`) that says which cells it covers; the tests and
-``validate --exact`` prove it equal to SimPy run for run and request for request.
+``validate --exact`` prove it equal to SimPy run for run and request for request
+(:func:`check_quota_engine`).
+
+Not covered (SimPy runs them): RPM buckets, token buckets, per-second windows, shared
+capacity, issue-21 limits and slots freed on disconnect; tenants sharing keys; the adaptive
+limiters. One field of a request record differs by design: on a key *without* a limit the
+in-flight count at arrival is -1 here (SimPy's then depends on the order its processes resume
+in at one instant; nothing reads it).
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ from .scenario import Quota, Scenario
 from .schema import RequestRecord, RunResult, records_from_log
 from .upstream import ErrorShape, Handoff
 
-__all__ = ["QuotaRuns", "quota_fits", "simulate_quota"]
+__all__ = ["QuotaRuns", "check_quota_engine", "divergence", "quota_fits", "simulate_quota"]
 
 I64 = NDArray[np.int64]
 B = NDArray[np.bool_]
