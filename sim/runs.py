@@ -111,6 +111,7 @@ class RunsResult:
             "arrival_per_hour": None if self.config.arrivals else self.config.arrival_per_hour,
             "llm_inflight": self.scenario.quota_llm.max_inflight,
             "tts_inflight": self.scenario.quota_tts.max_inflight,
+            "adaptive": self.config.adaptive,
         }
 
     def to_dict(self) -> dict[str, Any]:
