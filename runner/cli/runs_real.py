@@ -118,6 +118,7 @@ def run_runs(a: argparse.Namespace) -> int:
         owners=a.owners,
         run_id=a.run_id,
         settings=RunsSettings(confirm=a.confirm, free_on_give_up=a.free_on_give_up),
+        adaptive=getattr(a, "adaptive", "off"),
     )
     out = run_runs_real(sc, cfg, a.seed, clock=a.clock, time_scale=a.time_scale)
     summary = out.result.summary() | {"world": f"real ({a.clock} clock)"}
