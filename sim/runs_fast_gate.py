@@ -114,8 +114,8 @@ class GateFastWorld(FastWorld):
         base = self.base
         out = [((a.req[0], base + a.req[1], *a.req[2:]), a.req, a.deadline_us) for a in admitted]
         out.sort(key=itemgetter(0))
-        for _, req, dl in out:
-            self._decide_req(t, req, dl)  # type: ignore[arg-type]
+        for _, q, dl in out:
+            self._decide_req(t, q, dl)  # type: ignore[arg-type]
 
     def _answered(self, t: int, item: FItem) -> bool:
         req = item[2]

@@ -290,7 +290,7 @@ class RunsWorld:
         admitted, wakes = gates.pump(t)
         for at in wakes:
             self.schedule(at, ("gate", -1, None))
-        out = []
+        out: list[tuple[tuple[int, ...], Send]] = []
         for a in admitted:
             q = ReqId(*a.req)
             out.append(
