@@ -214,33 +214,55 @@ def _gate_lines(rec: dict[str, Any], name: str) -> list[str]:
     rows = rec.get("gate_vs_off", {}).get(name, [])
     for pol in pols:
         d = per[pol]["default"]
-        higher = d["within_budget"] and (d["concurrency"], d["max_concurrent"]) > (
-            off["concurrency"],
-            off["max_concurrent"],
-        )
         mine = [x for x in rows if x["policy"] == pol]
         yes_c = [x["key"] for x in mine if x["higher_c"]]
         yes_m = [x["key"] for x in mine if x["higher_m"]]
+        out += [*_gate_default(pol, d, off), "", *_gate_table(per[pol]["by_profile"], mine), ""]
         out += [
-            f"**Does the key-wide `{pol}` make a higher default safe? "
-            + ("Yes" if higher else "No")
-            + f".** With it (one gate per provider key shared by every run, learner-first; "
-            "[runs.md](runs.md#the-key-wide-gate-across-runs---adaptive-gate)) the default "
-            f"pair is *c* = {d['concurrency']}, *m* = {d['max_concurrent']}"
-            + (
-                ", admissible on every default key and load."
-                if d["within_budget"]
-                else f" and no pair holds everywhere (worst excess "
-                f"{100 * d['worst_excess']:.1f} points, on {d['worst_profile']})."
-            )
-            + f" Per key and load, it admits a higher *c* than upstream's client on "
+            f"Per key and load (table), `{pol}` admits a higher *c* than upstream's client on "
             f"{len(yes_c)} of {len(mine)} ({', '.join(yes_c) or 'none'}) and a higher *m* on "
-            f"{len(yes_m)} ({', '.join(yes_m) or 'none'}):",
-            "",
-            *_gate_table(per[pol]["by_profile"], mine),
+            f'{len(yes_m)} ({", ".join(yes_m) or "none"}); "–": no pair of that policy is '
+            "admissible there (every pair refuses, pauses or fails more runs than the best pair "
+            "of either policy + the budget). The gate's picks trade stall for time to first "
+            "scene on tight keys: a new run's first scene passes ahead of the older runs' later "
+            "scenes (the stall column).",
             "",
         ]
     return out
+
+
+def _gate_default(pol: str, d: dict[str, Any], off: dict[str, Any]) -> list[str]:
+    """Does the policy make a higher default safe? Yes (its default holds everywhere and is
+    higher than ``off``'s), not strictly (higher and less harm, but no pair holds), or no."""
+    pair, off_pair = (
+        (d["concurrency"], d["max_concurrent"]),
+        (
+            off["concurrency"],
+            off["max_concurrent"],
+        ),
+    )
+    higher = pair[0] > off_pair[0] or (pair[0] == off_pair[0] and pair[1] > off_pair[1])
+    head = f"Does the key-wide `{pol}` across runs make a higher default safe? "
+    link = "[runs.md](runs.md#the-key-wide-gate-across-runs---adaptive-gate)"
+    what = (
+        f"With it (one gate per provider key, shared by every run, learner-first; {link}) "
+        f"the default pair is *c* = **{pair[0]}** with *m* = **{pair[1]}**"
+    )
+    if d["within_budget"]:
+        verdict = "Yes. " if higher else "No. "
+        return [f"{head}{verdict}{what}, admissible on every default key and load."]
+    excess = (
+        f"its worst excess of runs refused, paused or with a failed scene over the best pair "
+        f"is {100 * d['worst_excess']:.1f} points (on {d['worst_profile']}), against "
+        f"{100 * off['worst_excess']:.1f} points for *c* = {off_pair[0]}, *m* = {off_pair[1]} "
+        f"without it (on {off['worst_profile']})"
+    )
+    if higher and d["worst_excess"] < off["worst_excess"]:
+        return [
+            f"{head}Not strictly. {what}: no single pair holds on every key and load with it "
+            f"either, but {excess}."
+        ]
+    return [f"{head}No. {what}; {excess}."]
 
 
 def _gate_table(picks: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
