@@ -137,6 +137,14 @@ def test_gate_engines_agree_on_the_gate_cells() -> None:
         assert ok, f"{name}: {why}"
 
 
+def test_gate_engines_agree_on_random_cells() -> None:
+    from runner.experiments.runs_exact import random_cells
+
+    for name, sc, cfg, seed in random_cells(3, 12):
+        ok, why = check_engines(sc, dataclasses.replace(cfg, adaptive="gate"), seed)
+        assert ok, f"{name}: {why}"
+
+
 def test_other_policies_are_refused() -> None:
     with pytest.raises(UserError, match="adaptive"):
         RunsConfig(2, adaptive="aimd")
