@@ -224,3 +224,11 @@ def test_run_upstream_runs_with_the_gate_on_the_virtual_clock_is_the_model(
     assert main(["sim", "--engine", "simpy", *args, "--adaptive", "gate"]) == 0
     model = capsys.readouterr().out.splitlines()
     assert "adaptive gate" in real[1] and real[1:] == model[1:]
+
+
+def test_the_wall_clock_runs_validation_refuses_the_gate_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["validate", "--upstream", "runs", "--quick", "--adaptive", "gate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--exact" in err[0]
