@@ -30,7 +30,7 @@ import itertools
 import json
 import math
 import wave
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -123,13 +123,40 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
             raise _Invalid(f"body over {MAX_BODY_BYTES} bytes")
+    return _json_object(raw)
+
+
+def loads(raw: bytes) -> Any:
+    """``json.loads(raw)``; a body that starts ``{`` and is not UTF-16/32 (its second byte
+    not NUL) is decoded as UTF-8 first, skipping ``json``'s encoding detection (which would
+    say UTF-8 too): the same value, or on any error the bytes' own error."""
+    if raw[:1] == b"{" and raw[1:2] != b"\x00":
+        try:
+            return json.loads(raw.decode())
+        except ValueError:
+            pass
+    return json.loads(raw)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _Invalid("body is not valid JSON") from None
     if not isinstance(data, dict):
         raise _Invalid("body must be a JSON object")
     return data
+
+
+def read_raw(raw: bytes | None, shape: str) -> dict[str, Any] | Response:
+    """As :func:`_read`, for a body already read (``None``: it was over
+    :data:`MAX_BODY_BYTES`; the hot routes read it, :mod:`runner.world.hot_routes`)."""
+    try:
+        if raw is None:
+            raise _Invalid(f"body over {MAX_BODY_BYTES} bytes")
+        return _json_object(raw)
+    except _Invalid as e:
+        return _invalid(shape, str(e))
 
 
 async def _read(request: Request, shape: str) -> dict[str, Any] | Response:
@@ -178,15 +205,18 @@ def parse_call(value: str | None) -> tuple[str, int, int, int, int | None] | Non
     return parts[0], nums[0], nums[1], nums[2], (nums[3] if len(nums) == 4 else None)
 
 
-def _bearer(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
+Headers = Mapping[str, str]  # a request's headers: Starlette's, or the hot routes' dict
+
+
+def _bearer(headers: Headers) -> str:
+    auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    return request.headers.get("x-api-key", "") or request.headers.get("x-goog-api-key", "")
+    return headers.get("x-api-key", "") or headers.get("x-goog-api-key", "")
 
 
-def _anthropic_key(request: Request) -> str:
-    return request.headers.get("x-api-key", "") or _bearer(request)
+def _anthropic_key(headers: Headers) -> str:
+    return headers.get("x-api-key", "") or _bearer(headers)
 
 
 def resolve_call(
@@ -196,7 +226,13 @@ def resolve_call(
     ``run_steps``: the provider's draws know generation runs' steps (a
     :class:`sim.runs_world.RunProvider`), so ``outline``/``agents`` are those steps (3, 4) of
     the run itself, as :mod:`sim.runs_world` decides them."""
-    got = parse_call(request.headers.get(CALL_HEADER))
+    return _resolve(_fake(request), request.headers, key, default_step, text, run_steps)
+
+
+def _resolve(
+    fake: FakeProvider, headers: Headers, key: str, default_step: str, text: str, run_steps: bool
+) -> ApiCall:
+    got = parse_call(headers.get(CALL_HEADER))
     if got is None:
         got = (default_step, hash_id(text), 0, 0, None)
     name, cid, order, clip, attempt = got
@@ -206,7 +242,7 @@ def resolve_call(
     elif name in ("outline", "agents"):  # not modelled steps: their own classroom's draws
         cid, order, clip = hash_id(f"{name}/{cid}"), 0, 0
     call = ApiCall(step, cid, order, clip if step == 2 else 0, attempt, key, name)
-    return _numbered(_fake(request), call)
+    return _numbered(fake, call)
 
 
 def _fake(request: Request) -> FakeProvider:
@@ -261,12 +297,13 @@ def _frees_on_disconnect(fake: FakeProvider, step: int) -> bool:
 
 
 async def _decide(
-    request: Request, fake: FakeProvider, c: ApiCall, wait: bool
+    request: Request | None, fake: FakeProvider, c: ApiCall, wait: bool, headers: Headers
 ) -> tuple[Decision | None, int, float]:
     """Admit the call; with ``wait``, also wait its latency (or its shared capacity). Returns
     the decision (``None``: the client disconnected while it waited), the decision's model
-    time, and the event loop's time it counts from."""
-    sent = fake.sent_at(request.headers.get(SENT_HEADER))
+    time, and the event loop's time it counts from. ``request``: for a key whose client
+    frees its slot by going away (else unused, may be ``None``)."""
+    sent = fake.sent_at(headers.get(SENT_HEADER))
     dec = await _admit(fake, c, sent)
     batched = fake.virtual and fake.provider.limited(c.step)
     at_us = fake.now_us() if batched else fake._last_decided_us
@@ -281,6 +318,7 @@ async def _decide(
         await sleep
         return dec, at_us, base
     call = Call(c.cid, c.step, c.order, c.clip, 0, c.key)
+    assert request is not None, "a key freed on disconnect needs the request"
     try:  # a client gone (uvicorn: a disconnect; in-process: the request task cancelled)
         if await _or_disconnect(request, sleep):
             return dec, at_us, base
@@ -492,17 +530,23 @@ def _ok_status(dec: Decision) -> bool:
 
 async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions`` (OpenAI-compatible), streamed or not."""
-    fake = _fake(request)
     body = await _read(request, "openai")
     if isinstance(body, Response):
         return body
+    return await chat_answer(_fake(request), body, request.headers, request)
+
+
+async def chat_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """:func:`chat_completions`' answer to a request body (``request``: see :func:`_decide`)."""
     prompt = prompt_text(body.get("messages"))
     model = str(body.get("model") or "fake-llm")
     default = "actions" if classify(prompt) == "actions" else "content"
     run_steps = isinstance(fake.provider, RunProvider)
-    c = resolve_call(request, _bearer(request), default, prompt, run_steps)
+    c = _resolve(fake, headers, _bearer(headers), default, prompt, run_steps)
     stream = body.get("stream") is True
-    dec, at_us, base = await _decide(request, fake, c, wait=not stream)
+    dec, at_us, base = await _decide(request, fake, c, not stream, headers)
     if dec is None:
         return Response(status_code=499)
     shape = _shape(fake, c.step, "openai")
@@ -580,17 +624,23 @@ def _anthropic_body(ans: _Answer, model: str) -> dict[str, Any]:
 
 async def messages(request: Request) -> Response:
     """``POST /v1/messages`` (Anthropic), streamed or not."""
-    fake = _fake(request)
     body = await _read(request, "anthropic")
     if isinstance(body, Response):
         return body
+    return await messages_answer(_fake(request), body, request.headers, request)
+
+
+async def messages_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """:func:`messages`' answer to a request body (``request``: see :func:`_decide`)."""
     prompt = prompt_text(body.get("messages"), body.get("system"))
     model = str(body.get("model") or "fake-llm")
     default = "actions" if classify(prompt) == "actions" else "content"
     run_steps = isinstance(fake.provider, RunProvider)
-    c = resolve_call(request, _anthropic_key(request), default, prompt, run_steps)
+    c = _resolve(fake, headers, _anthropic_key(headers), default, prompt, run_steps)
     stream = body.get("stream") is True
-    dec, at_us, base = await _decide(request, fake, c, wait=not stream)
+    dec, at_us, base = await _decide(request, fake, c, not stream, headers)
     if dec is None:
         return Response(status_code=499)
     if not _ok_status(dec):
@@ -631,14 +681,13 @@ def _clip_us(fake: FakeProvider, c: ApiCall) -> int:
 
 
 async def _speech_call(
-    request: Request, text: str
-) -> tuple[FakeProvider, ApiCall, Decision | None, int]:
-    fake = _fake(request)
-    c = resolve_call(request, _bearer(request), "tts", text)
+    fake: FakeProvider, headers: Headers, request: Request | None, text: str
+) -> tuple[ApiCall, Decision | None, int]:
+    c = _resolve(fake, headers, _bearer(headers), "tts", text, False)
     if c.step != 2:  # speech is the TTS key's, whatever step the header named
         c = dataclasses.replace(c, step=2)
-    dec, at_us, _ = await _decide(request, fake, c, wait=True)
-    return fake, c, dec, at_us
+    dec, at_us, _ = await _decide(request, fake, c, True, headers)
+    return c, dec, at_us
 
 
 async def speech(request: Request) -> Response:
@@ -647,11 +696,18 @@ async def speech(request: Request) -> Response:
     body = await _read(request, "openai")
     if isinstance(body, Response):
         return body
+    return await speech_answer(_fake(request), body, request.headers, request)
+
+
+async def speech_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """:func:`speech`'s answer to a request body (``request``: see :func:`_decide`)."""
     text = body.get("input")
     if not isinstance(text, str) or not text:
         err = {"message": "input: required", "type": "invalid_request_error", "param": "input"}
         return JSONResponse({"error": {**err, "code": None}}, 400)
-    fake, c, dec, at_us = await _speech_call(request, text)
+    c, dec, at_us = await _speech_call(fake, headers, request, text)
     if dec is None:
         return Response(status_code=499)
     model = str(body.get("model") or "tts-1")
@@ -672,10 +728,17 @@ async def t2a_v2(request: Request) -> Response:
     body = await _read(request, "minimax")
     if isinstance(body, Response):
         return body
+    return await t2a_answer(_fake(request), body, request.headers, request)
+
+
+async def t2a_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """:func:`t2a_v2`'s answer to a request body (``request``: see :func:`_decide`)."""
     text = body.get("text")
     if not isinstance(text, str) or not text:
         return JSONResponse({"base_resp": {"status_code": 2013, "status_msg": "invalid params"}})
-    fake, c, dec, at_us = await _speech_call(request, text)
+    c, dec, at_us = await _speech_call(fake, headers, request, text)
     if dec is None:
         return Response(status_code=499)
     if dec.status == RESET:
