@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sim.draws import Draws
 from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from sim.rules import Counts, Step, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
@@ -125,6 +126,28 @@ class ServerOptions(TypedDict, total=False):
     latency_factor: float
 
 
+DRAWS_BLOCK = 16  # classrooms per block of keyed draws (see _BlockProvider)
+
+
+class _BlockProvider(Provider):
+    """:class:`~sim.provider.Provider` whose draws are made for :data:`DRAWS_BLOCK`
+    consecutive classrooms at once: a classroom's row of a block holds the numbers of its own
+    :class:`~sim.draws.Draws` (keyed streams, each classroom at its own offset; the engines
+    draw in blocks too), and the block's seeding and quantiles are paid once for its
+    classrooms instead of once each (a long soak gives every request its own classroom).
+    The newest ``draws_cache / DRAWS_BLOCK`` blocks are kept."""
+
+    def draws_for(self, cid: int) -> tuple[Draws, int]:
+        lo = cid - cid % DRAWS_BLOCK
+        d = self._draws.get(lo)
+        if d is None:
+            d = Draws(self.scenario, self.seed, lo, lo + DRAWS_BLOCK)
+            self._draws[lo] = d
+            if len(self._draws) * DRAWS_BLOCK > self._draws_cache:
+                self._draws.popitem(last=False)
+        return d, cid - lo
+
+
 class FakeProvider:
     """State behind the app: the shared provider rules, the clock, the batcher, the log."""
 
@@ -147,7 +170,9 @@ class FakeProvider:
         self.virtual = virtual
         self.time_scale = 1.0 if virtual else float(time_scale)
         # the newest 100,000 requests are kept: enough for any run, flat over a long soak
-        self.provider = Provider(scenario, seed, keep_log=keep_log, max_log=100_000)
+        self.provider: Provider = _BlockProvider(
+            scenario, seed, keep_log=keep_log, max_log=100_000, draws_cache=4096
+        )
         pscv: int | str = (
             scenario.parallel_scene_concurrency
             if parallel_scene_concurrency is None
