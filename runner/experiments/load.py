@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sim.dists import Constant
 from sim.scenario import load_scenario
@@ -23,7 +25,7 @@ from sim.scenario import load_scenario
 from ..world.bare import bare_app
 from ..world.fake_provider import ServerProcess
 
-__all__ = ["LoadResult", "bare_app", "run_load"]
+__all__ = ["FLAT_BOUND", "LoadResult", "Soak", "bare_app", "run_load", "run_soak"]
 
 _BODY = json.dumps(
     {
@@ -128,6 +130,7 @@ async def _drive(
     label: str,
     rss_every: int,
     target: str = "tts",
+    first_connection: int = 0,
 ) -> LoadResult:
     added: list[float] = []
     statuses: dict[int, int] = {}
@@ -148,7 +151,7 @@ async def _drive(
         await asyncio.gather(
             *(
                 _worker(port, per_connection, latency_s, added, statuses, counter, i, target)
-                for i in range(connections)
+                for i in range(first_connection, first_connection + connections)
             )
         )
     finally:
@@ -172,6 +175,19 @@ def math_nan() -> float:
     return float("nan")
 
 
+def _zero_latency_scenario(latency_s: float, chat: bool) -> Any:
+    """The default scenario with every call ``latency_s`` long, no quota and no random fault
+    on the TTS key (and on the LLM key too with ``chat``): every request a plain 200."""
+    sc = load_scenario("default").replace(
+        content=Constant(latency_s), actions=Constant(latency_s), tts=Constant(latency_s)
+    )
+    sc = sc.with_quota(llm_inflight=0, tts_inflight=0)
+    sc = sc.replace(quota_tts=sc.quota_tts.__class__())  # no random faults either
+    if chat:  # the chat endpoint uses the LLM key: no faults there either
+        sc = sc.replace(quota_llm=sc.quota_llm.__class__())
+    return sc
+
+
 def run_load(
     *,
     connections: int,
@@ -183,13 +199,7 @@ def run_load(
     """The same load on the fake provider and on a bare ASGI app; both in their own process.
     ``target``: the fake provider's route, ``tts`` (OpenMAIC's TTS route, the default) or
     ``chat`` (``POST /v1/chat/completions``, issue 21)."""
-    sc = load_scenario("default").replace(
-        content=Constant(latency_s), actions=Constant(latency_s), tts=Constant(latency_s)
-    )
-    sc = sc.with_quota(llm_inflight=0, tts_inflight=0)
-    sc = sc.replace(quota_tts=sc.quota_tts.__class__())  # no random faults either
-    if target == "chat":  # the chat endpoint uses the LLM key: no faults there either
-        sc = sc.replace(quota_llm=sc.quota_llm.__class__())
+    sc = _zero_latency_scenario(latency_s, target == "chat")
     out = []
     for label, srv in (
         ("fake provider", ServerProcess(sc, 0, time_scale=1.0, keep_log=True)),
@@ -212,3 +222,140 @@ def run_load(
                 )
             )
     return out[0], out[1]
+
+
+FLAT_BOUND = 1.05  # memory is flat when RSS after N requests <= this x RSS after N / 2
+LOG_WINDOW = 100_000  # the fake provider keeps the newest 100,000 log rows and calls
+
+
+@dataclass
+class Soak:
+    """A soak of the fake provider beside the bare app, interleaved in rounds; per round a
+    chunk on OpenMAIC's TTS route, one on the bare app, one on ``POST /v1/chat/completions``
+    and one more on the bare app (each the same number of requests)."""
+
+    requests: int  # on the fake provider, both routes together
+    rounds: int
+    tts: LoadResult  # OpenMAIC's old route, all rounds together
+    chat: LoadResult  # the provider-shaped endpoint
+    bare: LoadResult  # the bare app, as many requests as the fake provider
+    rss_mb: list[tuple[int, float]]  # (fake provider requests so far, its RSS) after each chunk
+    load_avg: tuple[list[float], list[float]]  # os.getloadavg() before and after
+
+    def rss_at(self, n: int) -> tuple[int, float]:
+        """The first RSS sample at or after ``n`` requests."""
+        return next((at, mb) for at, mb in self.rss_mb if at >= n)
+
+    @property
+    def memory_flat(self) -> bool | None:
+        """RSS after all requests within :data:`FLAT_BOUND` x RSS after half of them; ``None``
+        while half is under :data:`LOG_WINDOW` (the bounded log still filling)."""
+        if self.requests // 2 < LOG_WINDOW:
+            return None
+        return self.rss_mb[-1][1] <= FLAT_BOUND * self.rss_at(self.requests // 2)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        half_at, half_mb = self.rss_at(self.requests // 2)
+        return {
+            "requests": self.requests,
+            "rounds": self.rounds,
+            "tts_rps": self.tts.rps,
+            "chat_rps": self.chat.rps,
+            "bare_rps": self.bare.rps,
+            "tts_over_bare": self.tts.rps / self.bare.rps,
+            "chat_over_bare": self.chat.rps / self.bare.rps,
+            "non_200": {k: _non_200(r) for k, r in self._parts()},
+            "rss_mb": [list(x) for x in self.rss_mb],
+            "rss_start_mb": self.rss_mb[0][1],
+            "rss_half_at": half_at,
+            "rss_half_mb": half_mb,
+            "rss_end_mb": self.rss_mb[-1][1],
+            "memory_flat": self.memory_flat,
+            "memory_bound": f"RSS after {self.requests:,} requests <= {FLAT_BOUND} x RSS after "
+            f"{half_at:,}; checked once half the soak is >= {LOG_WINDOW:,} requests",
+            "load_avg_before": self.load_avg[0],
+            "load_avg_after": self.load_avg[1],
+            **{k: _result_dict(r) for k, r in self._parts()},
+        }
+
+    def _parts(self) -> tuple[tuple[str, LoadResult], ...]:
+        return (("fake_tts", self.tts), ("fake_chat", self.chat), ("bare", self.bare))
+
+
+def _non_200(r: LoadResult) -> int:
+    return sum(n for s, n in r.statuses.items() if s != 200)
+
+
+def _result_dict(r: LoadResult) -> dict[str, Any]:
+    return {
+        "requests": r.requests,
+        "seconds": r.seconds,
+        "rps": r.rps,
+        "statuses": {str(k): v for k, v in r.statuses.items()},
+        "non_200": _non_200(r),
+        "added_p50_ms": r.added_p50_ms,
+        "added_p99_ms": r.added_p99_ms,
+    }
+
+
+def _merge(label: str, parts: list[LoadResult]) -> LoadResult:
+    """Chunks of one kind as one result (seconds summed; percentiles: the chunks' medians)."""
+    statuses: dict[int, int] = {}
+    for r in parts:
+        for k, v in r.statuses.items():
+            statuses[k] = statuses.get(k, 0) + v
+    return LoadResult(
+        label,
+        sum(r.requests for r in parts),
+        sum(r.seconds for r in parts),
+        statuses,
+        statistics.median(r.added_p50_ms for r in parts),
+        statistics.median(r.added_p99_ms for r in parts),
+        max(r.max_concurrent for r in parts),
+        [],
+    )
+
+
+# one round of the soak: (what, route on the fake provider)
+_ROUND = (("tts", "tts"), ("bare", "tts"), ("chat", "chat"), ("bare", "tts"))
+
+
+def run_soak(requests: int, *, rounds: int = 4, connections: int = 100) -> Soak:
+    """``requests`` zero-latency requests to the fake provider, half on the TTS route and half
+    on the chat endpoint, each request its own classroom (a fresh call), and as many to the
+    bare app, interleaved in ``rounds`` rounds (so a busy machine slows all three alike);
+    both servers in their own process, alive for the whole soak."""
+    per_chunk = max(1, requests // (2 * rounds * connections))  # per connection
+    chunk = per_chunk * connections
+    sc = _zero_latency_scenario(0.0, chat=True)
+    parts: dict[str, list[LoadResult]] = {"tts": [], "chat": [], "bare": []}
+    before = list(os.getloadavg())
+    with (
+        ServerProcess(sc, 0, time_scale=1.0, keep_log=True) as fake,
+        ServerProcess(sc, 0, bare_latency_s=0.0) as bare,
+    ):
+        pid = fake.process.pid or 0
+        rss = [(0, _rss_mb(pid))]
+        done = 0
+        for r in range(rounds):
+            for k, (kind, target) in enumerate(_ROUND):
+                srv = bare if kind == "bare" else fake
+                port = int(srv.base_url.rsplit(":", 1)[1])
+                # connection ids apart per chunk: every request its own classroom
+                first = (r * len(_ROUND) + k) * connections
+                got = asyncio.run(
+                    _drive(port, pid, connections, per_chunk, 0.0, kind, 10**12, target, first)
+                )
+                parts[kind].append(got)
+                if kind != "bare":
+                    done += got.requests
+                    rss.append((done, _rss_mb(pid)))
+    return Soak(
+        2 * chunk * rounds,
+        rounds,
+        _merge("fake provider, TTS route", parts["tts"]),
+        _merge("fake provider, /v1/chat/completions", parts["chat"]),
+        _merge("bare ASGI app", parts["bare"]),
+        rss,
+        (before, list(os.getloadavg())),
+    )

@@ -328,7 +328,7 @@ class FakeProvider:
                 sent = self.epoch + self._last_decided_us / 1e6 * self.time_scale
             if dec.latency_us == PENDING:  # a shared capacity serves it (sim.sharing)
                 dec = await self.served(dec)
-            elif dec.status != 429:
+            elif dec.status != 429 and dec.latency_us > 0:  # (sleep_us waits nothing for 0)
                 decided_us = self.now_us() if self.virtual else self._last_decided_us
                 try:
                     await self.sleep_us(dec.latency_us, sent)

@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from . import fake_provider as _fp
@@ -89,6 +89,10 @@ async def _body(receive: Receive, headers: _api.Headers) -> bytes | None:
             raise ClientDisconnect()
 
 
+# answers sent as Response.__call__ sends them (two messages), without calling it
+_PLAIN = frozenset({Response, JSONResponse, _fp._Json, _api._Json})
+
+
 def _frees_on_disconnect(fake: Any) -> bool:
     sc = fake.scenario
     return bool(sc.quota_llm.disconnect_frees or sc.quota_tts.disconnect_frees)
@@ -119,7 +123,18 @@ async def _serve(
             resp = await route(fake, await _body(receive, headers), headers, req)
         except _fp._BadRequest as e:  # the app's handler for it
             resp = await _fp._bad_request(Request(scope), e)
-        await resp(scope, receive, sender)
+        if type(resp) in _PLAIN and resp.background is None:  # Response.__call__, inline
+            started = True
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": resp.status_code,
+                    "headers": resp.raw_headers,
+                }
+            )
+            await send({"type": "http.response.body", "body": resp.body})
+        else:
+            await resp(scope, receive, sender)
     except Exception as exc:  # as Starlette's ServerErrorMiddleware with the app's handler
         if not started:
             await (await _fp._internal_error(Request(scope), exc))(scope, receive, send)

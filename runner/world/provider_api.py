@@ -494,13 +494,36 @@ def _openai_body(ans: _Answer, model: str) -> dict[str, Any]:
     }
 
 
-def _plain(dec: Decision, payload: dict[str, Any]) -> Response:
+class _Json(Response):
+    """``Response(body, media_type="application/json")`` with ``headers`` after its own,
+    its header list written at once."""
+
+    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
+        for k, v in headers.items():  # as MutableHeaders.update: lower-case names, latin-1
+            self.raw_headers.append((k.lower().encode("latin-1"), v.encode("latin-1")))
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+def _plain(
+    dec: Decision, payload: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    """The answer's JSON (a cut half for an injected truncation, a dropped connection for a
+    reset); ``headers`` added to a whole answer."""
     if dec.status == RESET:
         return _ResetResponse(status_code=200)
     raw = json.dumps(payload).encode()
     if dec.status == TRUNCATED:
-        return Response(raw[: len(raw) // 2], media_type="application/json")
-    return Response(raw, media_type="application/json")
+        resp = Response(raw[: len(raw) // 2], media_type="application/json")
+        if headers:
+            resp.headers.update(headers)
+        return resp
+    return _Json(raw, headers or {})
 
 
 def _refused(
@@ -557,9 +580,7 @@ async def chat_answer(
     ans = _answer(fake, c, dec, prompt, body)
     rate = _success_headers(fake, c, dec, shape, at_us)
     if not stream:
-        resp = _plain(dec, _openai_body(ans, model))
-        resp.headers.update(rate)
-        return resp
+        return _plain(dec, _openai_body(ans, model), rate)
     opts = body.get("stream_options")
     usage = isinstance(opts, dict) and opts.get("include_usage") is True
     gen = _openai_stream(fake, ans, dec, base, model, usage)
@@ -651,9 +672,7 @@ async def messages_answer(
     shape = _shape(fake, c.step, "anthropic")
     rid = {"request-id": f"req_sb{next(_ids)}", **_success_headers(fake, c, dec, shape, at_us)}
     if not stream:
-        resp = _plain(dec, _anthropic_body(ans, model))
-        resp.headers.update(rid)
-        return resp
+        return _plain(dec, _anthropic_body(ans, model), rid)
     gen = _anthropic_stream(fake, ans, dec, base, model)
     return StreamingResponse(gen, media_type="text/event-stream", headers={**_SSE_HEADERS, **rid})
 
