@@ -510,14 +510,34 @@ class _Json(Response):
 _JSON_TYPE = (b"content-type", b"application/json")
 
 
+# _openai_body as json.dumps writes it (default separators, ASCII), its fields filled in
+_OPENAI_JSON = (
+    '{"id": "chatcmpl-sb%d", "object": "chat.completion", "created": 1767225600, "model": %s, '
+    '"choices": [{"index": 0, "message": {"role": "assistant", "content": %s}, '
+    '"logprobs": null, "finish_reason": %s}], '
+    '"usage": {"prompt_tokens": %d, "completion_tokens": %d, "total_tokens": %d}}'
+)
+_ascii = json.encoder.encode_basestring_ascii  # how json.dumps writes a str
+
+
+def _openai_json(ans: _Answer, model: str) -> bytes:
+    """``json.dumps(_openai_body(ans, model)).encode()``, written from a template."""
+    tin, tout = ans.prompt_tokens, ans.completion_tokens
+    if type(tin) is not int or type(tout) is not int:  # %d is int's repr only for an int
+        return json.dumps(_openai_body(ans, model)).encode()
+    fields = (next(_ids), _ascii(model), _ascii(ans.text), _ascii(ans.finish), tin, tout)
+    return (_OPENAI_JSON % (*fields, tin + tout)).encode()
+
+
 def _plain(
-    dec: Decision, payload: dict[str, Any], headers: dict[str, str] | None = None
+    dec: Decision, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None
 ) -> Response:
-    """The answer's JSON (a cut half for an injected truncation, a dropped connection for a
-    reset); ``headers`` added to a whole answer."""
+    """The answer's JSON (``payload``, or its bytes as json.dumps writes them; a cut half for
+    an injected truncation, a dropped connection for a reset); ``headers`` added to a whole
+    answer."""
     if dec.status == RESET:
         return _ResetResponse(status_code=200)
-    raw = json.dumps(payload).encode()
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     if dec.status == TRUNCATED:
         resp = Response(raw[: len(raw) // 2], media_type="application/json")
         if headers:
@@ -580,7 +600,7 @@ async def chat_answer(
     ans = _answer(fake, c, dec, prompt, body)
     rate = _success_headers(fake, c, dec, shape, at_us)
     if not stream:
-        return _plain(dec, _openai_body(ans, model), rate)
+        return _plain(dec, _openai_json(ans, model), rate)
     opts = body.get("stream_options")
     usage = isinstance(opts, dict) and opts.get("include_usage") is True
     gen = _openai_stream(fake, ans, dec, base, model, usage)

@@ -210,3 +210,15 @@ def test_block_draws_are_each_classrooms_own(scenario: str) -> None:
             assert np.array_equal(d.tokens_in(step)[row], one.tokens_in(step)[0])
         assert np.array_equal(d.speeches()[row], one.speeches()[0])
         assert np.array_equal(d.audio_us()[row], one.audio_us()[0])
+
+
+@pytest.mark.parametrize(
+    "text,model",
+    [("plain words", "m"), ('quo"te \\ back\nslash\t\x01', "gpt-4o"), ("é ü 漢字 🙂 \ud800", "ü")],
+)
+def test_the_chat_template_writes_what_json_dumps_wrote(text: str, model: str) -> None:
+    ans = _api._Answer(text, 12, 34, "length", [], [])
+    _api._ids = itertools.count(7)
+    got = _api._openai_json(ans, model)
+    _api._ids = itertools.count(7)
+    assert got == json.dumps(_api._openai_body(ans, model)).encode()
