@@ -17,6 +17,7 @@ whole request (issue 24, docs/cli.md#bench).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -98,6 +99,12 @@ def _frees_on_disconnect(fake: Any) -> bool:
     return bool(sc.quota_llm.disconnect_frees or sc.quota_tts.disconnect_frees)
 
 
+async def _started(send: Send, started: list[bool], message: Any) -> None:
+    if message["type"] == "http.response.start":
+        started.append(True)
+    await send(message)
+
+
 async def _serve(
     app: Starlette,
     route: Callable[..., Awaitable[Response]],
@@ -105,18 +112,12 @@ async def _serve(
     receive: Receive,
     send: Send,
 ) -> None:
-    started = False
-
-    async def sender(message: Any) -> None:
-        nonlocal started
-        if message["type"] == "http.response.start":
-            started = True
-        await send(message)
-
+    started: list[bool] = []  # whether the answer has begun (then an error only re-raises)
     try:
         fake = app.state.fake
         # the first of a repeated header, as Starlette's Headers.get
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
+        raw = scope["headers"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}
         # a key freed when its client goes away watches the connection through the request
         req = Request(scope, receive) if _frees_on_disconnect(fake) else None
         try:
@@ -124,17 +125,12 @@ async def _serve(
         except _fp._BadRequest as e:  # the app's handler for it
             resp = await _fp._bad_request(Request(scope), e)
         if type(resp) in _PLAIN and resp.background is None:  # Response.__call__, inline
-            started = True
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": resp.status_code,
-                    "headers": resp.raw_headers,
-                }
-            )
+            started.append(True)
+            head = resp.raw_headers
+            await send({"type": "http.response.start", "status": resp.status_code, "headers": head})
             await send({"type": "http.response.body", "body": resp.body})
         else:
-            await resp(scope, receive, sender)
+            await resp(scope, receive, functools.partial(_started, send, started))
     except Exception as exc:  # as Starlette's ServerErrorMiddleware with the app's handler
         if not started:
             await (await _fp._internal_error(Request(scope), exc))(scope, receive, send)
