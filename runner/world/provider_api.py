@@ -254,7 +254,8 @@ def _numbered(fake: FakeProvider, c: ApiCall) -> ApiCall:
     """The call with its attempt: the caller's, else the next one the fake counts."""
     if c.attempt is not None:
         return c
-    return dataclasses.replace(c, attempt=fake.next_attempt(c.cid, c.step, c.order, c.clip))
+    attempt = fake.next_attempt(c.cid, c.step, c.order, c.clip)
+    return ApiCall(c.step, c.cid, c.order, c.clip, attempt, c.key, c.kind)  # replace(), inline
 
 
 async def _admit(fake: FakeProvider, c: ApiCall, sent: float | None) -> Decision:

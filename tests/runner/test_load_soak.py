@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.experiments.load import FLAT_BOUND, LOG_WINDOW, run_load, run_soak
+from runner.experiments.load import FLAT_BOUND_MB, LOG_WINDOW, run_load, run_soak
 
 pytestmark = pytest.mark.wallclock
 
@@ -24,7 +24,7 @@ def test_soak_interleaves_both_api_shapes_with_the_bare_app_and_reports_memory()
     assert (d["rss_half_at"], d["rss_half_mb"]) == tuple(d["rss_mb"][2])
     assert d["rss_start_mb"] > 0 and d["rss_end_mb"] == d["rss_mb"][-1][1]
     assert d["memory_flat"] is None and LOG_WINDOW > 800 // 2  # the log window not yet full
-    assert str(FLAT_BOUND) in d["memory_bound"]
+    assert f"+ {FLAT_BOUND_MB:.0f} MB" in d["memory_bound"]
     assert len(d["load_avg_before"]) == 3 == len(d["load_avg_after"])
 
 
