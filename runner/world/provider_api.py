@@ -86,6 +86,7 @@ class FakeProvider(Protocol):
     _last_decided_us: int
 
     def now_us(self) -> int: ...
+    def decision_us(self, sent: float | None) -> int: ...
     def sent_at(self, header: str | None) -> float | None: ...
     async def admit(
         self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
@@ -197,12 +198,17 @@ def parse_call(value: str | None) -> tuple[str, int, int, int, int | None] | Non
     if not value:
         return None
     parts = value.strip().split("/")
-    if len(parts) not in (4, 5) or parts[0] not in STEP_IDS:
+    n = len(parts)
+    if (n != 4 and n != 5) or parts[0] not in STEP_IDS:
         return None
-    if not all(p.isdigit() for p in parts[1:]):
+    a, b, c = parts[1], parts[2], parts[3]
+    if not (a.isdigit() and b.isdigit() and c.isdigit()):
         return None
-    nums = [int(p) for p in parts[1:]]
-    return parts[0], nums[0], nums[1], nums[2], (nums[3] if len(nums) == 4 else None)
+    if n == 4:
+        return parts[0], int(a), int(b), int(c), None
+    if not parts[4].isdigit():
+        return None
+    return parts[0], int(a), int(b), int(c), int(parts[4])
 
 
 Headers = Mapping[str, str]  # a request's headers: Starlette's, or the hot routes' dict
@@ -241,21 +247,15 @@ def _resolve(
         step, order, clip = RUN_STEP_IDS[name], 0, 0
     elif name in ("outline", "agents"):  # not modelled steps: their own classroom's draws
         cid, order, clip = hash_id(f"{name}/{cid}"), 0, 0
-    call = ApiCall(step, cid, order, clip if step == 2 else 0, attempt, key, name)
-    return _numbered(fake, call)
+    clip = clip if step == 2 else 0
+    if attempt is None:  # the fake counts the call's attempts
+        attempt = fake.next_attempt(cid, step, order, clip)
+    return ApiCall(step, cid, order, clip, attempt, key, name)
 
 
 def _fake(request: Request) -> FakeProvider:
     fake: FakeProvider = request.app.state.fake
     return fake
-
-
-def _numbered(fake: FakeProvider, c: ApiCall) -> ApiCall:
-    """The call with its attempt: the caller's, else the next one the fake counts."""
-    if c.attempt is not None:
-        return c
-    attempt = fake.next_attempt(c.cid, c.step, c.order, c.clip)
-    return ApiCall(c.step, c.cid, c.order, c.clip, attempt, c.key, c.kind)  # replace(), inline
 
 
 async def _admit(fake: FakeProvider, c: ApiCall, sent: float | None) -> Decision:
@@ -305,8 +305,12 @@ async def _decide(
     time, and the event loop's time it counts from. ``request``: for a key whose client
     frees its slot by going away (else unused, may be ``None``)."""
     sent = fake.sent_at(headers.get(SENT_HEADER))
-    dec = await _admit(fake, c, sent)
     batched = fake.virtual and fake.provider.limited(c.step)
+    if batched:
+        dec = await _admit(fake, c, sent)
+    else:  # fake.admit_call's first case, inline
+        call = Call(c.cid, c.step, c.order, c.clip, 0 if c.attempt is None else c.attempt, c.key)
+        dec = fake.provider.decide(call, fake.decision_us(sent))
     at_us = fake.now_us() if batched else fake._last_decided_us
     base = fake.epoch + at_us / 1e6 * fake.time_scale  # the decision on the loop's clock
     if dec.latency_us == PENDING:  # a shared capacity serves it (sim.sharing)
