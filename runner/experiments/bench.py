@@ -188,14 +188,17 @@ def run_load_bench(*, quick: bool = False, soak_requests: int | None = None) -> 
         f"{_load(sd['load_avg_before'])} before, {_load(sd['load_avg_after'])} after the soak)"
     ]
     for tag, (bf, bb) in bursts.items():
-        route = "TTS route" if tag == "tts" else "POST /v1/chat/completions"
+        route = "OpenMAIC's TTS route" if tag == "tts" else "POST /v1/chat/completions"
         lines.append(
-            f"  2,000 requests in flight at once on the {route} (each sleeps 1 s): fake provider "
+            f"  2,000 requests in flight at once, {route} (each sleeps 1 s): fake provider "
             f"{bf.statuses} in {bf.seconds:.2f} s, added p50 {bf.added_p50_ms:.0f} ms / "
             f"p99 {bf.added_p99_ms:.0f} ms; bare ASGI app {bb.statuses} in "
             f"{bb.seconds:.2f} s, added p50 {bb.added_p50_ms:.0f} / p99 "
             f"{bb.added_p99_ms:.0f} ms"
         )
+    lines.append(
+        f"  all 2,000 answered 200 on both: {'yes' if out['burst_all_answered'] else 'NO'}"
+    )
     lines.append(
         f"  soak, zero latency, 100 connections, {soak.requests:,} requests to the fake provider "
         f"(half per API shape) and as many to the bare app, interleaved in {soak.rounds} rounds:"
