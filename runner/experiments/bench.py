@@ -167,7 +167,7 @@ def run_load_bench(*, quick: bool = False, soak_requests: int | None = None) -> 
         "chat": run_load(connections=2000, per_connection=1, latency_s=1.0, target="chat"),
     }
     n = soak_requests or (SOAK_REQUESTS_QUICK if quick else SOAK_REQUESTS)
-    soak = run_soak(n, rounds=max(4, n // 10_000))  # chunks of about 5,000 requests
+    soak = run_soak(n, rounds=max(4, n // 5_000))  # chunks of about 2,500 requests
     sd = out["soak"] = soak.to_dict()
     for tag, (fake, bare) in bursts.items():
         for key, r in ((f"burst_{tag}_fake", fake), (f"burst_{tag}_bare", bare)):

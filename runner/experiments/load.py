@@ -85,41 +85,56 @@ async def _worker(
     cid: int,
     target: str = "tts",
 ) -> None:
-    path, template, head_template = _TARGETS[target]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        for i in range(n):
-            # every request its own classroom: a fresh call, as in real traffic
-            room = str(cid * 1_000_000 + i)
-            body = template.replace("{cid}", room).encode()
-            heads = head_template.replace("{cid}", room).encode()
-            req = (
-                b"POST "
-                + path
-                + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                + heads
-                + b"Content-Type: application/json\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
-            t0 = time.perf_counter()
-            writer.write(req)
-            status_line = await reader.readline()
-            status = int(status_line.split()[1])
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            added.append(time.perf_counter() - t0 - latency_s)
-            statuses[status] = statuses.get(status, 0) + 1
-            counter[0] += 1
+        await _requests(reader, writer, n, latency_s, added, statuses, counter, cid, target)
     finally:
         writer.close()
+
+
+async def _requests(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    n: int,
+    latency_s: float,
+    added: list[float],
+    statuses: dict[int, int],
+    counter: list[int],
+    cid: int,
+    target: str,
+) -> None:
+    """``n`` requests one after another on an open keep-alive connection."""
+    path, template, head_template = _TARGETS[target]
+    for i in range(n):
+        # every request its own classroom: a fresh call, as in real traffic
+        room = str(cid * 1_000_000 + i)
+        body = template.replace("{cid}", room).encode()
+        heads = head_template.replace("{cid}", room).encode()
+        req = (
+            b"POST "
+            + path
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + heads
+            + b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        t0 = time.perf_counter()
+        writer.write(req)
+        status_line = await reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        added.append(time.perf_counter() - t0 - latency_s)
+        statuses[status] = statuses.get(status, 0) + 1
+        counter[0] += 1
 
 
 async def _drive(
@@ -323,6 +338,59 @@ def _merge(label: str, parts: list[LoadResult]) -> LoadResult:
     )
 
 
+async def _chunk(
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    per_connection: int,
+    target: str,
+    first_cid: int,
+    label: str,
+) -> LoadResult:
+    """``per_connection`` requests on each open connection at once (connection ``i`` names
+    classrooms ``(first_cid + i) * 1,000,000 + k``)."""
+    added: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = [0]
+    t0 = time.perf_counter()
+    await asyncio.gather(
+        *(
+            _requests(r, w, per_connection, 0.0, added, statuses, counter, first_cid + i, target)
+            for i, (r, w) in enumerate(conns)
+        )
+    )
+    seconds = time.perf_counter() - t0
+    q = statistics.quantiles(added, n=100) if len(added) >= 100 else [math_nan()] * 99
+    p50 = 1e3 * statistics.median(added)
+    return LoadResult(label, counter[0], seconds, statuses, p50, 1e3 * q[98], len(conns), [])
+
+
+async def _soak_rounds(
+    ports: dict[str, int], pid: int, rounds: int, connections: int, per_chunk: int
+) -> tuple[dict[str, list[LoadResult]], list[tuple[int, float]]]:
+    conns = {
+        k: [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
+        for k, port in ports.items()
+    }
+    parts: dict[str, list[LoadResult]] = {"tts": [], "chat": [], "bare": []}
+    rss = [(0, _rss_mb(pid))]
+    done = 0
+    try:
+        for r in range(rounds):
+            for k, (kind, target) in enumerate(_ROUND):
+                # connection ids apart per chunk: every request its own classroom
+                first = (r * len(_ROUND) + k) * connections
+                server = "bare" if kind == "bare" else "fake"
+                got = await _chunk(conns[server], per_chunk, target, first, kind)
+                parts[kind].append(got)
+                if kind != "bare":
+                    done += got.requests
+                    rss.append((done, _rss_mb(pid)))
+    finally:
+        for pairs in conns.values():
+            for _, w in pairs:
+                w.close()
+    return parts, rss
+
+
 # one round of the soak: (what, route on the fake provider)
 _ROUND = (("tts", "tts"), ("bare", "tts"), ("chat", "chat"), ("bare", "tts"))
 
@@ -331,32 +399,19 @@ def run_soak(requests: int, *, rounds: int = 4, connections: int = 100) -> Soak:
     """``requests`` zero-latency requests to the fake provider, half on the TTS route and half
     on the chat endpoint, each request its own classroom (a fresh call), and as many to the
     bare app, interleaved in ``rounds`` rounds (so a busy machine slows all three alike);
-    both servers in their own process, alive for the whole soak."""
+    both servers in their own process, alive for the whole soak, ``connections`` keep-alive
+    connections to each opened once."""
     per_chunk = max(1, requests // (2 * rounds * connections))  # per connection
     chunk = per_chunk * connections
     sc = _zero_latency_scenario(0.0, chat=True)
-    parts: dict[str, list[LoadResult]] = {"tts": [], "chat": [], "bare": []}
     before = list(os.getloadavg())
     with (
         ServerProcess(sc, 0, time_scale=1.0, keep_log=True) as fake,
         ServerProcess(sc, 0, bare_latency_s=0.0) as bare,
     ):
         pid = fake.process.pid or 0
-        rss = [(0, _rss_mb(pid))]
-        done = 0
-        for r in range(rounds):
-            for k, (kind, target) in enumerate(_ROUND):
-                srv = bare if kind == "bare" else fake
-                port = int(srv.base_url.rsplit(":", 1)[1])
-                # connection ids apart per chunk: every request its own classroom
-                first = (r * len(_ROUND) + k) * connections
-                got = asyncio.run(
-                    _drive(port, pid, connections, per_chunk, 0.0, kind, 10**12, target, first)
-                )
-                parts[kind].append(got)
-                if kind != "bare":
-                    done += got.requests
-                    rss.append((done, _rss_mb(pid)))
+        ports = {k: int(s.base_url.rsplit(":", 1)[1]) for k, s in (("fake", fake), ("bare", bare))}
+        parts, rss = asyncio.run(_soak_rounds(ports, pid, rounds, connections, per_chunk))
     return Soak(
         2 * chunk * rounds,
         rounds,
