@@ -46,6 +46,7 @@ from sim.scenario import SCENE_TYPES, Scenario
 from sim.upstream import ErrorShape, route_status
 
 from . import provider_api as _api
+from .hot_routes import PLAIN, FakeApp, HotRoutes, old_route, provider_route
 from .wire import (
     COUNTS_HEADER,
     FOREGROUND_HEADER,
@@ -809,6 +810,24 @@ _EXCEPTION_HANDLERS = {
 }
 
 
+# the generation routes and provider endpoints served without Starlette's router
+HOT = HotRoutes(
+    routes={
+        "/api/generate/scene-content": old_route(content_answer, json_object),
+        "/api/generate/scene-actions": old_route(actions_answer, json_object),
+        "/api/generate/tts": old_route(tts_answer, json_object),
+        "/v1/chat/completions": provider_route(_api.chat_answer, "openai"),
+        "/v1/messages": provider_route(_api.messages_answer, "anthropic"),
+        "/v1/audio/speech": provider_route(_api.speech_answer, "openai"),
+        "/v1/t2a_v2": provider_route(_api.t2a_answer, "minimax"),
+    },
+    bad_request=_BadRequest,
+    plain=PLAIN | {_Json},
+)
+HOT_PATHS = frozenset(HOT.routes)  # every one a POST route of the Starlette app too
+assert MAX_BODY_BYTES == _api.MAX_BODY_BYTES  # the hot routes read bodies by the API's bound
+
+
 def create_app(
     scenario: Scenario,
     seed: int = 0,
@@ -820,11 +839,9 @@ def create_app(
 
     ``config`` (default :class:`ServerConfig`'s), with any of its fields overridden by
     keyword (``time_scale=...``, ``virtual=...``, ...)."""
-    from .hot_routes import FakeApp  # it builds on this module's routes
-
     cfg = replace(config or ServerConfig(), **options)
     routes = [*ROUTES, *API_ROUTES]
-    app = FakeApp(routes=routes, exception_handlers=dict(_EXCEPTION_HANDLERS))
+    app = FakeApp(HOT, routes=routes, exception_handlers=dict(_EXCEPTION_HANDLERS))
     app.state.fake = FakeProvider(scenario, seed, **asdict(cfg))
     return app
 

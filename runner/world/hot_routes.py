@@ -18,7 +18,8 @@ whole request (issue 24, docs/cli.md#bench).
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,25 +27,27 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from . import fake_provider as _fp
 from . import provider_api as _api
 
-__all__ = ["HOT_PATHS", "FakeApp"]
+__all__ = ["PLAIN", "FakeApp", "HotRoutes", "old_route", "provider_route"]
 
 # (fake, body, headers, request or None) -> the answer
 _Answer = Callable[[Any, dict[str, Any], _api.Headers, Request | None], Awaitable[Response]]
 
 
-def _old(answer: _Answer) -> Callable[..., Awaitable[Response]]:
-    """An OpenMAIC route: its body's errors raised as the route's 400/413."""
+Route = Callable[..., Awaitable[Response]]
+
+
+def old_route(answer: _Answer, parse: Callable[[bytes | None], dict[str, Any]]) -> Route:
+    """An OpenMAIC route: its body read by ``parse``, which raises the route's 400/413."""
 
     async def route(fake: Any, raw: bytes | None, headers: _api.Headers, req: Any) -> Response:
-        return await answer(fake, _fp.json_object(raw), headers, req)
+        return await answer(fake, parse(raw), headers, req)
 
     return route
 
 
-def _provider(answer: _Answer, shape: str) -> Callable[..., Awaitable[Response]]:
+def provider_route(answer: _Answer, shape: str) -> Route:
     """A provider endpoint: its body's errors answered in the provider's ``shape``."""
 
     async def route(fake: Any, raw: bytes | None, headers: _api.Headers, req: Any) -> Response:
@@ -56,24 +59,23 @@ def _provider(answer: _Answer, shape: str) -> Callable[..., Awaitable[Response]]
     return route
 
 
-_ROUTES: dict[str, Callable[..., Awaitable[Response]]] = {
-    "/api/generate/scene-content": _old(_fp.content_answer),
-    "/api/generate/scene-actions": _old(_fp.actions_answer),
-    "/api/generate/tts": _old(_fp.tts_answer),
-    "/v1/chat/completions": _provider(_api.chat_answer, "openai"),
-    "/v1/messages": _provider(_api.messages_answer, "anthropic"),
-    "/v1/audio/speech": _provider(_api.speech_answer, "openai"),
-    "/v1/t2a_v2": _provider(_api.t2a_answer, "minimax"),
-}
-HOT_PATHS = frozenset(_ROUTES)  # every one a POST route of the Starlette app too
-assert _fp.MAX_BODY_BYTES == _api.MAX_BODY_BYTES
+@dataclass(frozen=True, slots=True)
+class HotRoutes:
+    """What :class:`FakeApp` serves without the router, given by the app's builder (the
+    fake provider): the routes by path (each a POST route of the Starlette app too), the
+    exception its routes raise for a bad request (answered by the app's handler for it),
+    and the response classes sent inline."""
+
+    routes: Mapping[str, Route]
+    bad_request: type[Exception]
+    plain: frozenset[type[Response]]
 
 
 async def _body(receive: Receive, headers: _api.Headers) -> bytes | None:
     """The request body as Starlette's ``request.stream()`` reads it; ``None`` once it is
     (or says it is) over :data:`MAX_BODY_BYTES`."""
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > _fp.MAX_BODY_BYTES:
+    if declared is not None and declared.isdigit() and int(declared) > _api.MAX_BODY_BYTES:
         return None
     raw = b""
     while True:
@@ -82,7 +84,7 @@ async def _body(receive: Receive, headers: _api.Headers) -> bytes | None:
         if kind == "http.request":
             chunk: bytes = msg.get("body", b"")
             raw += chunk
-            if len(raw) > _fp.MAX_BODY_BYTES:
+            if len(raw) > _api.MAX_BODY_BYTES:
                 return None
             if not msg.get("more_body", False):
                 return raw
@@ -91,7 +93,7 @@ async def _body(receive: Receive, headers: _api.Headers) -> bytes | None:
 
 
 # answers sent as Response.__call__ sends them (two messages), without calling it
-_PLAIN = frozenset({Response, JSONResponse, _fp._Json, _api._Json})
+PLAIN = frozenset({Response, JSONResponse, _api._Json})
 
 
 def _frees_on_disconnect(fake: Any) -> bool:
@@ -106,8 +108,8 @@ async def _started(send: Send, started: list[bool], message: Any) -> None:
 
 
 async def _serve(
-    app: Starlette,
-    route: Callable[..., Awaitable[Response]],
+    app: FakeApp,
+    route: Route,
     scope: Scope,
     receive: Receive,
     send: Send,
@@ -122,9 +124,9 @@ async def _serve(
         req = Request(scope, receive) if _frees_on_disconnect(fake) else None
         try:
             resp = await route(fake, await _body(receive, headers), headers, req)
-        except _fp._BadRequest as e:  # the app's handler for it
-            resp = await _fp._bad_request(Request(scope), e)
-        if type(resp) in _PLAIN and resp.background is None:  # Response.__call__, inline
+        except app.hot.bad_request as e:  # the app's handler for it
+            resp = await app.exception_handlers[app.hot.bad_request](Request(scope), e)
+        if type(resp) in app.hot.plain and resp.background is None:  # Response.__call__, inline
             started.append(True)
             head = resp.raw_headers
             await send({"type": "http.response.start", "status": resp.status_code, "headers": head})
@@ -133,17 +135,22 @@ async def _serve(
             await resp(scope, receive, functools.partial(_started, send, started))
     except Exception as exc:  # as Starlette's ServerErrorMiddleware with the app's handler
         if not started:
-            await (await _fp._internal_error(Request(scope), exc))(scope, receive, send)
+            handler = app.exception_handlers[Exception]
+            await (await handler(Request(scope), exc))(scope, receive, send)
         raise
 
 
 class FakeApp(Starlette):
-    """The fake provider's Starlette app, its generation routes (:data:`HOT_PATHS`, POST)
+    """The fake provider's Starlette app, its generation routes (``hot.routes``, POST)
     served by :func:`_serve` without the router."""
+
+    def __init__(self, hot: HotRoutes, **starlette: Any) -> None:
+        super().__init__(**starlette)
+        self.hot = hot
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            route = _ROUTES.get(scope["path"])
+            route = self.hot.routes.get(scope["path"])
             if route is not None:
                 scope["app"] = self
                 await _serve(self, route, scope, receive, send)

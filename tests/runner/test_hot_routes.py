@@ -17,8 +17,8 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 
 from runner.world import provider_api as _api
-from runner.world.fake_provider import DRAWS_BLOCK, MAX_BODY_BYTES, create_app
-from runner.world.hot_routes import HOT_PATHS, FakeApp
+from runner.world.fake_provider import DRAWS_BLOCK, HOT_PATHS, MAX_BODY_BYTES, create_app
+from runner.world.hot_routes import FakeApp
 from runner.world.provider_api import CALL_HEADER
 from runner.world.run import _in_virtual_world
 from runner.world.wire import COUNTS_HEADER
