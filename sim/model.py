@@ -18,7 +18,8 @@ that instant, in :func:`sim.provider.arrival_order`.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
+from heapq import heappush
 from typing import Any
 
 import simpy
@@ -27,7 +28,7 @@ from simpy.events import NORMAL, Event, EventPriority
 from .config import RunConfig
 from .draws import Draws, tenant_offsets_us
 from .limiter import LOOP_DONE, GateCore, Rank, tell_gate
-from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
+from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider, new_call
 from .rules import (
     Act,
     CallMachine,
@@ -57,16 +58,38 @@ _TIMEOUT = Decision(0, 0, None, 0, "timeout")
 
 
 class _Batch(Event):
-    """Fires after every normal event of its instant: decides the batched arrivals."""
+    """Fires after every normal event of its instant: decides the batched arrivals.
+
+    The arriving processes yield the batch itself: its callbacks are :meth:`_World._flush`,
+    then each process's resume in arrival order (``items[i]`` is the arrival of the
+    process resumed by ``cbs[i + 1]``). The flush decides the arrivals in canonical order
+    and keeps only the first one's resume, with its decision as the batch's value; every
+    other process gets an event of its own scheduled with its decision, in that order.
+    That is the order in which one event per arrival, scheduled by the flush, would resume
+    them: nothing is due before the first of those events when the batch fires."""
 
     def __init__(self, world: _World, key: int) -> None:
-        super().__init__(world.env)
+        env = world.env
+        self.env = env
+        self.cbs: list[Callable[[Any], None]] = [world._flush]
+        self.callbacks = self.cbs
         self._ok = True
         self._value = None
         self.key = key
-        self.items: list[tuple[Call, Event]] = []
-        self.callbacks.append(world._flush)
-        world.env.schedule(self, _BATCH_PRIORITY)
+        self.items: list[Call] = []
+        heappush(env._queue, (env._now, _BATCH_PRIORITY, next(env._eid), self))
+
+
+class _Sleep(Event):
+    """``env.timeout(delay)`` for a process to yield, without its checks (the same entry in
+    the schedule: time, ``NORMAL``, the next event id)."""
+
+    def __init__(self, env: simpy.Environment, delay: int) -> None:
+        self.env = env
+        self.callbacks = []
+        self._value = None
+        self._ok = True
+        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 class _SimGate:
@@ -124,13 +147,16 @@ _SEEN = {RESET: -1, TRUNCATED: -2}  # provider fault → what the client sees
 
 class _Env(simpy.Environment):
     """SimPy's environment with :meth:`run_out`: ``run()`` to an empty schedule with
-    :meth:`step`'s body inlined (the same events in the same order, one call less each)."""
+    :meth:`step`'s body inlined (the same events in the same order, one call less each).
+    The model's times are whole µs: ``_now`` is always an ``int``."""
+
+    _now: int  # type: ignore[assignment]
 
     def run_out(self) -> None:
         queue = self._queue
         pop = heapq.heappop
         while queue:
-            self._now, _, _, event = pop(queue)
+            self._now, _, _, event = pop(queue)  # type: ignore[assignment]  # int times
             callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
             for callback in callbacks:
                 callback(event)
@@ -192,28 +218,39 @@ class _World:
         return done
 
     def _flush(self, batch: Event) -> None:
+        """Decide a batch's arrivals (see :class:`_Batch`)."""
         assert isinstance(batch, _Batch)
         del self.batches[batch.key]
-        now = int(self.env.now)
+        env = self.env
+        now = env._now
         decide = self.provider.decide
         items = batch.items
-        if len(items) > 1:
-            items.sort(key=lambda it: self.provider.arrival_key(it[0]))
-        for call, ev in items:
-            ev.succeed(decide(call, now))
+        if len(items) == 1:
+            batch._value = decide(items[0], now)
+            return
+        cbs = batch.cbs
+        key = self.provider.arrival_key
+        waiters = sorted(zip(items, cbs[1:], strict=True), key=lambda it: key(it[0]))
+        del cbs[1:]  # the first resumes from the batch, right after this flush
+        for i, (call, resume) in enumerate(waiters):
+            dec = decide(call, now)
+            if i == 0:
+                batch._value = dec
+                cbs.append(resume)
+                continue
+            ev = Event(env)
+            ev.callbacks.append(resume)  # type: ignore[union-attr]
+            ev.succeed(dec)
 
-    def _arrive(self, call: Call) -> Decision | Event:
-        """A request's arrival: its decision now, or on a limited key the event by which
-        the instant's batch decides it (:meth:`_flush`)."""
-        if not self._limited[call.step]:
-            return self.provider.decide(call, int(self.env.now))
+    def _arrive(self, call: Call) -> _Batch:
+        """A request's arrival on a limited key: the instant's batch that decides it
+        (:meth:`_flush`), for the process to yield at once."""
         ks = self.provider.key_state(call.step, call.api_key)
         batch = self.batches.get(id(ks))
         if batch is None:
             batch = self.batches[id(ks)] = _Batch(self, id(ks))
-        ev = Event(self.env)
-        batch.items.append((call, ev))
-        return ev
+        batch.items.append(call)
+        return batch
 
     def fetch(
         self, cid: int, step: int, order: int, clip: int, fg: bool, first: int
@@ -224,29 +261,30 @@ class _World:
         the client's request timeout."""
         env = self.env
         key = TTS_KEY if step == 2 else LLM_KEY
-        deadline = int(env.now) + self.timeout_us
+        deadline = env._now + self.timeout_us
         counts: Counts | None = None  # made at the first failed attempt
         n = first
+        limited = self._limited[step]
+        decide = self.provider.decide
         while True:
-            call = Call(cid, step, order, clip, n, key)
-            got = self._arrive(call)
+            call = new_call((cid, step, order, clip, n, key))
             n += 1
-            dec: Decision = (yield got) if isinstance(got, Event) else got
-            lat = dec.latency_us
+            dec: Decision = (yield self._arrive(call)) if limited else decide(call, env._now)
+            lat = dec[1]  # latency_us
             if lat == PENDING:
                 dec = yield from self._served(dec, deadline)
                 if dec is _TIMEOUT:
                     return (0, 0, None, n, None)
             else:
-                now = int(env.now)
+                now = env._now
                 if now + lat > deadline:
                     yield env.timeout(deadline - now)
                     if self._frees[step]:  # the client's abort frees its slot
                         self.provider.release(call, now + lat, int(env.now))
                     return (0, 0, None, n, None)
                 if lat:
-                    yield env.timeout(lat)
-            status = dec.status
+                    yield _Sleep(env, lat)
+            status = dec[0]
             if status == 200:
                 if counts is None:
                     return (200, 200, None, n, _ONE_OK)
@@ -287,7 +325,7 @@ class _World:
         the ``gate`` policy every attempt passes the gate at its rank (outline order, step,
         clip) and a 429 re-queues it there instead of spending the retry budget."""
         held = gate if gate is not None and gate.core.policy is Policy.GATE else None
-        machine = CallMachine(self._client[step, fg], gated=held is not None)
+        machine: CallMachine | None = None  # made at the first attempt it must judge
         rank = (order, step, clip)
 
         def jitter(attempt: int) -> float:
@@ -302,7 +340,14 @@ class _World:
             status, provider_status, ra, n, counts = yield from self.fetch(
                 cid, step, order, clip, fg, n
             )
-            stats.add(counts)
+            if counts is _ONE_OK:
+                stats.requests += 1
+            else:
+                stats.add(counts)
+            if status == 200 and gate is None:
+                return True  # the machine's verdict on a 200, with no gate to tell
+            if machine is None:
+                machine = CallMachine(self._client[step, fg], gated=held is not None)
             verdict = machine.step(status, provider_status, ra, jitter)
             if gate is not None:
                 slot = rank if held is not None else None
