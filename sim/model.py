@@ -23,7 +23,7 @@ from heapq import heappush
 from typing import Any
 
 import simpy
-from simpy.events import NORMAL, Event, EventPriority
+from simpy.events import NORMAL, URGENT, Event, EventPriority
 
 from .config import RunConfig
 from .draws import Draws, tenant_offsets_us
@@ -131,6 +131,74 @@ class _SimGate:
                 self.changed()
 
             t.callbacks.append(fire)
+
+
+class _Task:
+    """A process run as SimPy runs a :class:`~simpy.events.Process`, without the bookkeeping
+    the model does not use: the same start (an ``URGENT`` event at the instant it is made)
+    and the same resumptions, but no end event — at its end ``ended`` (if any) is called
+    at once. Nothing in the model waits for a process's end event except the groups of
+    :func:`_all_ended`, which schedule the one that matters."""
+
+    __slots__ = ("ended", "gen", "resume")
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        gen: Generator[Event, Any, Any],
+        ended: Callable[[], None] | None = None,
+    ) -> None:
+        self.gen = gen
+        self.ended = ended
+        self.resume = self._resume
+        start = Event(env)  # as simpy's Initialize
+        start.callbacks.append(self.resume)  # type: ignore[union-attr]
+        start._ok = True
+        start._value = None
+        heappush(env._queue, (env._now, URGENT, next(env._eid), start))  # type: ignore[attr-defined]
+
+    def _resume(self, event: Event) -> None:
+        gen = self.gen
+        while True:
+            try:
+                if event._ok:
+                    event = gen.send(event._value)
+                else:  # as Process._resume: the failure is thrown into the generator
+                    event._defused = True  # type: ignore[attr-defined]
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    event = gen.throw(exc)
+            except StopIteration:
+                if self.ended is not None:
+                    self.ended()
+                return
+            cbs = event.callbacks
+            if cbs is not None:  # not processed yet: wait for it
+                cbs.append(self.resume)
+                return
+
+
+def _all_ended(env: simpy.Environment, gens: list[Generator[Event, Any, Any]]) -> Event:
+    """Start a task per generator, in order; the event that ``env.all_of`` of their processes
+    would be: the last one's end schedules one event, which triggers it (the same two
+    schedulings as a process's end event and the condition; the others' end events had no
+    callbacks but the condition's count, so they are not made)."""
+    done = Event(env)
+    left = [len(gens)]
+
+    def relay(_ev: Event) -> None:
+        done.succeed()
+
+    def ended() -> None:
+        left[0] -= 1
+        if left[0] == 0:
+            last = Event(env)
+            last.callbacks.append(relay)  # type: ignore[union-attr]
+            last.succeed()
+
+    for gen in gens:
+        _Task(env, gen, ended)
+    return done
 
 
 _Fetch = tuple[int, int, int | None, int, Counts | None]
@@ -300,6 +368,9 @@ class _World:
             counts.count(status)
             ra = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
             policy = self._route[step, fg]
+            if policy.max_retries == 0:  # no retries in the route: after_attempt's FAIL
+                status = route_status(self._shape, step, seen)
+                return (status, dec.status, ra if self._direct else None, n, counts)
             verdict = after_attempt(policy, n - 1 - first, outcome_of(seen), ra)
             if verdict.fail:
                 status = route_status(self._shape, step, seen)
@@ -392,7 +463,7 @@ class _World:
                 if not ok:
                     oks[0] = False
 
-            yield env.all_of([env.process(gated_clip(j)) for j in range(k)])
+            yield _all_ended(env, [gated_clip(j) for j in range(k)])
             return oks[0]
         # A bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
         nxt = [0]
@@ -408,7 +479,7 @@ class _World:
         if tts_c <= 1 or k == 1:
             yield from worker()
         else:
-            yield env.all_of([env.process(worker()) for _ in range(min(tts_c, k))])
+            yield _all_ended(env, [worker() for _ in range(min(tts_c, k))])
         return oks[0]
 
 
@@ -525,7 +596,7 @@ class _Classroom:
                         yield env.timeout(0)
 
             for _ in range(slots):
-                env.process(worker())
+                _Task(env, worker())
             return done
         gate = _SimGate(env, GateCore(slots, self.adaptive))
 
@@ -538,7 +609,7 @@ class _Classroom:
             done[i].succeed(ok)
 
         for i in pending:
-            env.process(task(i))
+            _Task(env, task(i))
         return done
 
     def parallel_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
@@ -598,7 +669,7 @@ def _run_one(
     rooms = []
     for j in range(tenants):
         cr = _Classroom(w, run_id * tenants + j, cfg.mode, c, tts_c, cfg.adaptive)
-        w.env.process(cr.run(offsets[j]))
+        _Task(w.env, cr.run(offsets[j]))
         rooms.append(cr)
     w.env.run_out()
     results = []

@@ -43,7 +43,7 @@ from functools import partial
 from heapq import heappop, heappush
 from typing import NamedTuple, cast
 
-from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws, client_jitter_u
+from .draws import Draws, client_jitter_u
 from .faults import KeyLimits, has_limits
 from .scenario import Quota, Scenario
 from .sharing import SharedCore
@@ -306,10 +306,9 @@ class Provider:
         self._results: dict[tuple[int, ...], Decision] = {}
         self._unused: dict[tuple[int, ...], int] = {}  # output tokens to refund at the end
         self._forgotten: set[tuple[int, ...]] = set()
-        # per step (0 content, 1 actions, 2 tts): its quota and whether faults can happen
+        # per step (0 content, 1 actions, 2 tts): its quota
         llm, tts = scenario.quota_llm, scenario.quota_tts
         self._quota = (llm, llm, tts, llm, llm, llm)  # by step (sim.rules.Step): only TTS is tts
-        self._faulty = tuple(q.faulty for q in self._quota)
 
     def arrival_key(self, call: Call) -> tuple[int, int, int, int, int]:
         """:func:`arrival_order` under this scenario's hand-off rule."""
@@ -368,16 +367,14 @@ class Provider:
         else:
             d, row = self.draws_for(cid)
         col = d.column(step, order, clip)
-        lats = d._lat.get((step, attempt))  # :meth:`Draws.latency_us`'s cache, else it
-        if lats is None:
-            lats = d.latency_us(step, attempt)
+        rows = d._admit.get((step, attempt))  # :meth:`Draws.admission`'s cache, else it
+        if rows is None:
+            rows = d.admission(step, attempt)
+        lats, r429, r5xx, rf = rows
         lat: int = lats.item(row, col)  # .item: a Python number
-        q = self._quota[step]
-        u429: float = d.fault_u(step, attempt, KIND_429).item(row, col) if q.p_429 else 1.0
-        u5xx: float = d.fault_u(step, attempt, KIND_5XX).item(row, col) if q.p_5xx else 1.0
-        uf: float = (
-            d.fault_u(step, attempt, KIND_FAULT).item(row, col) if self._faulty[step] else 1.0
-        )
+        u429: float = 1.0 if r429 is None else r429.item(row, col)
+        u5xx: float = 1.0 if r5xx is None else r5xx.item(row, col)
+        uf: float = 1.0 if rf is None else rf.item(row, col)
         ks = self._by_step.get((step, api_key))
         if ks is None:
             ks = self._by_step[(step, api_key)] = self.key_state(step, api_key)
