@@ -369,11 +369,8 @@ class CallMachine:
             self.waits += 1
             return Verdict(Act.FAIL if self.waits > MAX_429_WAITS else Act.REQUEUE, tell=tell)
         ra = None if self.gated else retry_after_us
-        outcome, policy = outcome_of(status), self.policy
-        u = 0.0  # drawn only where a wait may use it (the draws are pure: nothing else changes)
-        if policy.jitter and self.used < policy.max_retries and policy.retries(outcome):
-            u = jitter(index) if callable(jitter) else jitter
-        v = after_attempt(policy, self.used, outcome, ra, u)
+        u = jitter(index) if callable(jitter) else jitter
+        v = after_attempt(self.policy, self.used, outcome_of(status), ra, u)
         if v.kind is Act.WAIT:
             self.used += 1
         if tell is GateNews.NONE:
