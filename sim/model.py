@@ -35,6 +35,7 @@ from .rules import (
     Counts,
     Mode,
     Policy,
+    RetryPolicy,
     RunStatus,
     Step,
     after_attempt,
@@ -234,8 +235,27 @@ class _Env(simpy.Environment):
                 raise exc
 
 
+_Policies = dict[tuple[int, bool], RetryPolicy]
+_Tables = tuple[_Policies, _Policies, tuple[bool, ...], tuple[bool, ...]]
+
+
+def _tables(scenario: Scenario, provider: Provider) -> _Tables:
+    """A world's fixed tables, per step (0 content, 1 actions, 2 tts) and foreground: the
+    route's and the client's retry policies; per step, whether its key is limited and
+    whether a client's abort frees its slot (a run's worlds share them)."""
+    client = scenario.client
+    fgs = (False, True)
+    route = {(st, fg): client.route_policy(st, fg) for st in range(3) for fg in fgs}
+    own = {(st, fg): client.client_policy(st, fg) for st in range(3) for fg in fgs}
+    limited = tuple(provider.limited(st) for st in range(3))
+    frees = tuple(provider.frees_on_disconnect(st) for st in range(3))
+    return route, own, limited, frees
+
+
 class _World:
-    def __init__(self, scenario: Scenario, provider: Provider) -> None:
+    def __init__(
+        self, scenario: Scenario, provider: Provider, tables: _Tables | None = None
+    ) -> None:
         self.env = _Env()
         self.scenario = scenario
         self.client = scenario.client
@@ -243,15 +263,10 @@ class _World:
         self.batches: dict[int, _Batch] = {}
         self.timeout_us = round(scenario.request_timeout_s * 1e6)
         self._armed: set[int] = set()
-        # per step (0 content, 1 actions, 2 tts) and foreground: fixed for the run
-        client = scenario.client
-        fgs = (False, True)
-        self._route = {(st, fg): client.route_policy(st, fg) for st in range(3) for fg in fgs}
-        self._client = {(st, fg): client.client_policy(st, fg) for st in range(3) for fg in fgs}
-        self._shape = client.provider_errors
-        self._direct = client.provider_errors == ErrorShape.DIRECT  # only then a Retry-After
-        self._limited = tuple(provider.limited(st) for st in range(3))
-        self._frees = tuple(provider.frees_on_disconnect(st) for st in range(3))
+        self._shape = scenario.client.provider_errors
+        self._direct = self._shape == ErrorShape.DIRECT  # only then a Retry-After
+        tables = _tables(scenario, provider) if tables is None else tables
+        self._route, self._client, self._limited, self._frees = tables
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -381,6 +396,15 @@ class _World:
             counts.retries += 1
             yield env.timeout(verdict.wait_us)
 
+    def _jitter(self, cid: int, step: int, order: int, clip: int) -> Callable[[int], float]:
+        """A call's retry jitter as a function of the attempt (the provider's keyed draw)."""
+        jitter_u = self.provider.jitter_u
+
+        def jitter(attempt: int) -> float:
+            return jitter_u(cid, step, order, clip, attempt)
+
+        return jitter
+
     def call(
         self,
         cid: int,
@@ -397,11 +421,8 @@ class _World:
         clip) and a 429 re-queues it there instead of spending the retry budget."""
         held = gate if gate is not None and gate.core.policy is Policy.GATE else None
         machine: CallMachine | None = None  # made at the first attempt it must judge
+        jitter: Callable[[int], float] | float = 0.0  # the keyed draw, made with the machine
         rank = (order, step, clip)
-
-        def jitter(attempt: int) -> float:
-            return self.provider.jitter_u(cid, step, order, clip, attempt)
-
         n = 0
         while True:
             if held is not None:
@@ -419,6 +440,7 @@ class _World:
                 return True  # the machine's verdict on a 200, with no gate to tell
             if machine is None:
                 machine = CallMachine(self._client[step, fg], gated=held is not None)
+                jitter = self._jitter(cid, step, order, clip)
             verdict = machine.step(status, provider_status, ra, jitter)
             if gate is not None:
                 slot = rank if held is not None else None
@@ -657,11 +679,16 @@ def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[
 
 
 def _run_one(
-    sc: Scenario, cfg: RunConfig, seed: int, run_id: int, draws: Draws | None = None
+    sc: Scenario,
+    cfg: RunConfig,
+    seed: int,
+    run_id: int,
+    draws: Draws | None = None,
+    tables: _Tables | None = None,
 ) -> list[RunResult]:
     """One run: ``cfg.tenants`` classrooms on one provider (ids ``run_id * tenants + j``)."""
     prov = Provider(sc, seed, draws=draws, keep_log=cfg.records)
-    w = _World(sc, prov)
+    w = _World(sc, prov, tables)
     c = cfg.c
     tts_c = tts_concurrency(cfg.mode, c, cfg.tts_concurrency, sc.client.tts_at_concurrency)
     tenants = cfg.tenants
@@ -687,7 +714,8 @@ def simulate_simpy(
     point is :func:`sim.simulate`, which checks the ids and picks the engine."""
     lo = first_run * config.tenants
     draws = Draws(scenario, seed, lo, lo + reps * config.tenants)
+    tables = _tables(scenario, Provider(scenario, seed, keep_log=False))
     out: list[RunResult] = []
     for r in range(first_run, first_run + reps):
-        out.extend(_run_one(scenario, config, seed, r, draws))
+        out.extend(_run_one(scenario, config, seed, r, draws, tables))
     return out
