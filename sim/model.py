@@ -69,7 +69,7 @@ class _Batch(Event):
     That is the order in which one event per arrival, scheduled by the flush, would resume
     them: nothing is due before the first of those events when the batch fires."""
 
-    def __init__(self, world: _World, key: int) -> None:
+    def __init__(self, world: _World, key: bool) -> None:
         env = world.env
         self.env = env
         self.cbs: list[Callable[[Any], None]] = [world._flush]
@@ -212,6 +212,17 @@ _ONE_OK = Counts(requests=1)  # what a request answered 200 at once counts (read
 
 
 _SEEN = {RESET: -1, TRUNCATED: -2}  # provider fault → what the client sees
+_ONE_FAILED: dict[int, Counts] = {}
+
+
+def _one_failed(status: int) -> Counts:
+    """What one request answered ``status`` (not 200) counts: shared, read only (a call's
+    stats only add it)."""
+    got = _ONE_FAILED.get(status)
+    if got is None:
+        got = _ONE_FAILED[status] = Counts()
+        got.count(status)
+    return got
 
 
 class _Env(simpy.Environment):
@@ -260,7 +271,7 @@ class _World:
         self.scenario = scenario
         self.client = scenario.client
         self.provider = provider
-        self.batches: dict[int, _Batch] = {}
+        self.batches: dict[bool, _Batch] = {}  # per key (TTS or not), this instant's
         self.timeout_us = round(scenario.request_timeout_s * 1e6)
         self._armed: set[int] = set()
         self._shape = scenario.client.provider_errors
@@ -327,11 +338,12 @@ class _World:
 
     def _arrive(self, call: Call) -> _Batch:
         """A request's arrival on a limited key: the instant's batch that decides it
-        (:meth:`_flush`), for the process to yield at once."""
-        ks = self.provider.key_state(call.step, call.api_key)
-        batch = self.batches.get(id(ks))
+        (:meth:`_flush`), for the process to yield at once. A batch per key: the model's
+        calls use one LLM key and one TTS key, so per kind of step."""
+        tts = call[1] == 2
+        batch = self.batches.get(tts)
         if batch is None:
-            batch = self.batches[id(ks)] = _Batch(self, id(ks))
+            batch = self.batches[tts] = _Batch(self, tts)
         batch.items.append(call)
         return batch
 
@@ -361,7 +373,7 @@ class _World:
             else:
                 now = env._now
                 if now + lat > deadline:
-                    yield env.timeout(deadline - now)
+                    yield _Sleep(env, deadline - now)
                     if self._frees[step]:  # the client's abort frees its slot
                         self.provider.release(call, now + lat, int(env.now))
                     return (0, 0, None, n, None)
@@ -375,26 +387,27 @@ class _World:
                 return (200, 200, None, n, counts)
             seen = _SEEN.get(status, status)
             if seen < 0:  # a transport fault of the answer: the client learns of one request
-                lone = Counts()
-                lone.count(status)
-                return (seen, status, None, n, lone)
-            if counts is None:
-                counts = Counts()
-            counts.count(status)
+                return (seen, status, None, n, _one_failed(status))
             ra = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
             policy = self._route[step, fg]
             if policy.max_retries == 0:  # no retries in the route: after_attempt's FAIL
+                got = _one_failed(status) if counts is None else counts
+                if counts is not None:
+                    counts.count(status)
                 status = route_status(self._shape, step, seen)
-                return (status, dec.status, ra if self._direct else None, n, counts)
+                return (status, dec.status, ra if self._direct else None, n, got)
+            if counts is None:
+                counts = Counts()
+            counts.count(status)
             verdict = after_attempt(policy, n - 1 - first, outcome_of(seen), ra)
             if verdict.fail:
                 status = route_status(self._shape, step, seen)
                 return (status, dec.status, ra if self._direct else None, n, counts)
             if int(env.now) + verdict.wait_us >= deadline:
-                yield env.timeout(deadline - int(env.now))
+                yield _Sleep(env, deadline - env._now)
                 return (0, 0, None, n, None)
             counts.retries += 1
-            yield env.timeout(verdict.wait_us)
+            yield _Sleep(env, verdict.wait_us)
 
     def _jitter(self, cid: int, step: int, order: int, clip: int) -> Callable[[int], float]:
         """A call's retry jitter as a function of the attempt (the provider's keyed draw)."""
@@ -452,7 +465,7 @@ class _World:
                 return False
             stats.retries += 1  # WAIT and REQUEUE are retries (Verdict.retry)
             if kind is Act.WAIT:
-                yield self.env.timeout(verdict.wait_us)
+                yield _Sleep(self.env, verdict.wait_us)
 
     def tts(
         self,
@@ -615,7 +628,7 @@ class _Classroom:
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues
                         # actions i) before the slot goes to the next content
-                        yield env.timeout(0)
+                        yield _Sleep(env, 0)
 
             for _ in range(slots):
                 _Task(env, worker())

@@ -352,6 +352,9 @@ class Provider:
     def jitter_u(self, cid: int, step: int, order: int, clip: int, attempt: int) -> float:
         """The client's retry jitter after ``attempt`` of a call: the profile's fixed
         ``jitter_u``, else the keyed draw."""
+        fixed = self._fixed  # :meth:`draws_for`'s first case, inline
+        if fixed is not None and fixed.lo <= cid < fixed.hi:
+            return client_jitter_u(self.scenario, fixed, cid - fixed.lo, step, order, clip, attempt)
         d, row = self.draws_for(cid)
         return client_jitter_u(self.scenario, d, row, step, order, clip, attempt)
 
