@@ -381,6 +381,10 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
         out["lines"] += out["load"]["lines"]
     out["runs_engines"] = run_runs_engines_bench(quick=quick)
     out["lines"] += out["runs_engines"]["lines"]
+    from .grid_bench import run_grid_bench  # the full default grids' time (issue 24)
+
+    out["grid"] = run_grid_bench(quick=quick)
+    out["lines"] += out["grid"]["lines"]
     return out
 
 
