@@ -116,6 +116,7 @@ class KeyState:
         "core",
         "extras",
         "last_us",
+        "open",
         "p_fault",
         "plain",
         "quota",
@@ -145,10 +146,15 @@ class KeyState:
             else None
         )
         self.extras = KeyLimits(q) if has_limits(q) else None  # issue 21 (sim.faults)
-        # nothing but the in-flight count to keep: every request is admitted with a 200
-        self.plain = not (
-            q.max_inflight or q.rpm > 0 or q.p_429 or q.p_5xx or self.p_fault > 0
-        ) and (self.buckets, self.window, self.core, self.extras) == (None, None, None, None)
+        # no admission limit: the decision depends on the call's draws alone (and the
+        # in-flight count it reports); ``plain``: nor any random answer, every request a 200
+        self.open = not (q.max_inflight or q.rpm > 0) and (
+            self.buckets,
+            self.window,
+            self.core,
+            self.extras,
+        ) == (None, None, None, None)
+        self.plain = self.open and not (q.p_429 or q.p_5xx or self.p_fault > 0)
 
     def inflight(self, now_us: int) -> int:
         ends = self._ends
@@ -178,6 +184,8 @@ class KeyState:
             return _new_decision((200, latency_us, None, n, "ok", None, None))
         q = self.quota
         ra = self.ra_ms
+        if self.open:  # the same, without the limits' checks (none applies)
+            return self._random(now_us, latency_us, u429, u5xx, ufault, n, ra)
         if self.extras is not None:
             hit = self.extras.scripted(now_us)
             if hit is not None:
@@ -199,14 +207,28 @@ class KeyState:
                 return limited
         if q.rpm > 0 and not q.rpm_window_s:
             self.tokens -= 1.0
+        return self._random(now_us, latency_us, u429, u5xx, ufault, n, ra)
+
+    def _random(
+        self,
+        now_us: int,
+        latency_us: int,
+        u429: float,
+        u5xx: float,
+        ufault: float,
+        n: int,
+        ra: int | None,
+    ) -> Decision:
+        """An admitted request's answer: a random 429, a 5xx, a fault, else a 200."""
+        q = self.quota
         if u429 < q.p_429:
             return _new_decision((429, 0, ra, n, "random", None, None))
         if u5xx < q.p_5xx:
-            heappush(ends, now_us + latency_us)
+            heappush(self._ends, now_us + latency_us)
             return _new_decision((q.status_5xx, latency_us, None, n, "5xx", None, None))
         if ufault < self.p_fault:
             return self._fault(now_us, latency_us, ufault, n)
-        heappush(ends, now_us + latency_us)
+        heappush(self._ends, now_us + latency_us)
         return _new_decision((200, latency_us, None, n, "ok", None, None))
 
     def _fault(self, now_us: int, latency_us: int, ufault: float, n: int) -> Decision:
@@ -381,7 +403,7 @@ class Provider:
         ks = self._by_step.get((step, api_key))
         if ks is None:
             ks = self._by_step[(step, api_key)] = self.key_state(step, api_key)
-        if ks.plain and not self.force_status and not self.keep_log:
+        if ks.open and not self.force_status and not self.keep_log:
             return ks.decide(now_us, lat, u429, u5xx, uf)  # nothing else below applies
         need, used = self._need(ks, call, d, row, col) if ks.buckets is not None else _NO_NEED
         if ks.core is not None:
