@@ -202,6 +202,7 @@ class RunSpec:
     later_retry: RetryPolicy = CLIENT_RETRY
     media: int = 0
     media_deadline_us: int = 300 * US
+    gated: bool = False  # a key-wide gate (sim.run_gate): a 429 re-queues, budget unspent
 
     @property
     def scenes(self) -> int:
@@ -263,7 +264,7 @@ class _Call:
     ) -> None:
         self.m = m
         self.base = base
-        self.cm = CallMachine(policy)
+        self.cm = CallMachine(policy, m.spec.gated)
         self.deadline_us = deadline_us
         self.step_deadline_us = step_deadline_us
         self.done = done

@@ -24,6 +24,7 @@ from .qoe import qoe_of_run, qoe_us
 from .run_machine import Phase, RunMachine
 from .runs_config import RunsConfig, RunsSettings
 from .runs_fast import run_fast
+from .runs_fast_gate import run_fast_gate
 from .runs_model import run_simpy
 from .runs_world import RunsWorld
 from .scenario import Scenario
@@ -110,6 +111,7 @@ class RunsResult:
             "arrival_per_hour": None if self.config.arrivals else self.config.arrival_per_hour,
             "llm_inflight": self.scenario.quota_llm.max_inflight,
             "tts_inflight": self.scenario.quota_tts.max_inflight,
+            "adaptive": self.config.adaptive,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -231,7 +233,7 @@ def simulate_runs(sc: Scenario, cfg: RunsConfig, seed: int = 0, engine: str = "a
         w: RunsWorld = run_simpy(sc, cfg, seed)
         recs = [_outcome(w, r, m) for r, m in enumerate(w.machines)]
     else:
-        fw = run_fast(sc, cfg, seed)
+        fw = run_fast_gate(sc, cfg, seed) if cfg.adaptive == "gate" else run_fast(sc, cfg, seed)
         w, recs = fw, outcomes_block(fw, fw.playback_table_us())
     return RunsResult(recs, w.log, w.sc, cfg, seed, used, w.server.record.confirm_refusals)
 

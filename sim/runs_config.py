@@ -47,6 +47,7 @@ from .run_server import Confirm
 __all__ = [
     "AGENT_MODES",
     "CONFIRM_MODES",
+    "RUNS_ADAPTIVE",
     "RUNS_TABLE_FIELDS",
     "RunsConfig",
     "RunsSettings",
@@ -200,6 +201,9 @@ class _WithRuns(Protocol):
     def runs(self) -> RunsTable | None: ...
 
 
+RUNS_ADAPTIVE = ("off", "gate")  # the runs' policies: upstream, the key-wide gate
+
+
 @dataclass(frozen=True)
 class RunsConfig:
     """One deployment's cell: ``concurrency`` (``PARALLEL_SCENE_CONCURRENCY``, read as
@@ -219,8 +223,13 @@ class RunsConfig:
     run_id: int = 0
     settings: RunsSettings = field(default_factory=RunsSettings)
     keep_log: bool = True
+    adaptive: str = "off"  # off (upstream) | gate (sim.run_gate: a key-wide gate across runs)
 
     def __post_init__(self) -> None:
+        if self.adaptive not in RUNS_ADAPTIVE:
+            raise UserError(
+                f"adaptive: the runs model has {' and '.join(RUNS_ADAPTIVE)}; got {self.adaptive!r}"
+            )
         _int("max_concurrent", self.max_concurrent, 1, 1000)
         _int("per_owner", self.per_owner, 1, 1_000_000)
         _int("owners", self.owners, 0, 1_000_000)

@@ -29,6 +29,7 @@ from .draws import KIND_FAULT, KIND_LATENCY, Draws, seconds_to_us
 from .errors import UserError
 from .provider import RESET, TRUNCATED, Call, KeyState, Provider
 from .rules import Step
+from .run_gate import RunGates
 from .run_machine import (
     Answer,
     Cancel,
@@ -142,6 +143,8 @@ def _item_key(item: Item) -> tuple[int, ...]:
     kind, _r, ev = item
     if kind == "srv":
         return (0, *server_event_key(ev))
+    if kind == "gate":  # an outline's expiry at its gate, or a hold's end (sim.run_gate)
+        return (2, *ev) if ev is not None else (3,)
     if kind == "ans":
         return (1, *event_key(ev[0]))
     return (1, *event_key(ev))
@@ -191,6 +194,7 @@ class RunsWorld:
         self.flight: dict[ReqId, _Flight] = {}
         self.log: list[tuple[int, ...]] = []
         self.now = 0
+        self.gates = RunGates(sc, [t for t, _ in self.arrivals]) if cfg.adaptive == "gate" else None
         for r, (t, owner) in enumerate(self.arrivals):
             schedule(t, ("srv", r, Arrive(r, owner)))
 
@@ -228,6 +232,7 @@ class RunsWorld:
             outline_attempts=st.outline_attempts,
             first_retry=sc.client.foreground_retry_llm,
             later_retry=sc.client.retry_llm,
+            gated=self.cfg.adaptive == "gate",
         )
 
     # -- one instant -----------------------------------------------------------------
@@ -249,6 +254,9 @@ class RunsWorld:
                 srv.append(ev)
             elif kind == "run":
                 per_run.setdefault(r, []).append(ev)
+            elif kind == "gate":
+                if ev is not None and self.gates is not None and self.gates.expire(ev):
+                    per_run.setdefault(r, []).append(Answer(ev, 504, 0))
             else:
                 got = self._answer(t, ev)
                 if got is not None:
@@ -261,9 +269,38 @@ class RunsWorld:
             for sc in self.server.feed(t, srv):
                 self._server_command(t, sc, nxt)
         sends.sort(key=lambda s: s[0])
+        if self.gates is not None:
+            sends = self._through_gates(t, sends, nxt)
         for _, send in sends:
             self._decide(t, send, nxt)
         return nxt
+
+    def _through_gates(
+        self, t: int, sends: list[tuple[tuple[int, ...], Send]], nxt: list[Item]
+    ) -> list[tuple[tuple[int, ...], Send]]:
+        """The key-wide gates (:mod:`sim.run_gate`): the round's requests queue at their
+        key's gate; what passes now is decided, in the same content-first order."""
+        gates = self.gates
+        assert gates is not None
+        for _, send in sends:
+            q = send.req
+            expiry = gates.offer(t, q, send.key, send.deadline_us)
+            if expiry is not None:
+                self._at(t, expiry, ("gate", q.run, q), nxt)
+        admitted, wakes = gates.pump(t)
+        for at in wakes:
+            self.schedule(at, ("gate", -1, None))
+        out: list[tuple[tuple[int, ...], Send]] = []
+        for a in admitted:
+            q = ReqId(*a.req)
+            out.append(
+                (
+                    (q.step, self.base + q.run, q.order, q.clip, q.attempt),
+                    Send(q, a.key, a.deadline_us, t),
+                )
+            )
+        out.sort(key=lambda s: s[0])
+        return out
 
     def _at(self, t: int, at: int, item: Item, nxt: list[Item]) -> None:
         if at <= t:
@@ -286,6 +323,8 @@ class RunsWorld:
         elif isinstance(cmd, SetTimer):
             self._at(t, cmd.at_us, ("run", r, Timer(cmd.tag)), nxt)
         elif isinstance(cmd, Cancel):
+            if self.gates is not None and self.gates.cancel(cmd.req):
+                return  # still waiting at its gate: it never reached the provider
             f = self.flight.pop(cmd.req, None)
             if f is not None:
                 if f.llm and self.free_llm:
@@ -338,6 +377,8 @@ class RunsWorld:
             return None  # cancelled
         if give_up and f.llm and self.free_llm:
             _free_slot(f.ks, f.end_us, t)
+        if self.gates is not None:
+            self.gates.ended(t, ans.req, ans.status, ans.provider_status)
         self._log(ans.req, f, ans.status, ans.provider_status, t)
         return ans
 

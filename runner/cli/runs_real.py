@@ -22,7 +22,7 @@ def validate_runs(a: argparse.Namespace) -> int:
     """``validate --exact --upstream runs``: exit 0 when every cell agrees, 1 on a divergence."""
     from sim.upstream import RUNS_PROFILE
 
-    from ..experiments.runs_exact import exact_cells, validate_runs_exact
+    from ..experiments.runs_exact import exact_cells, gate_cells, validate_runs_exact
     from ..store.stamps import dumps, provenance, provenance_line
 
     if [p for p in a.upstream if p != RUNS_PROFILE]:
@@ -31,7 +31,15 @@ def validate_runs(a: argparse.Namespace) -> int:
             "(generation runs); name it alone"
         )
     names = a.scenario or ["default"]
-    cells = exact_cells(names)
+    pols = tuple(getattr(a, "adaptive", None) or ("off",))
+    other = [p for p in pols if p not in ("off", "gate")]
+    if other:
+        raise UsageError(
+            f"scenebench validate: the runs model has the policies off and gate; got {other[0]}"
+        )
+    cells = (exact_cells(names) if "off" in pols else []) + (
+        gate_cells(names) if "gate" in pols else []
+    )
     bar: Any = None
     if not a.json and not a.no_progress and sys.stderr.isatty():
         from tqdm import tqdm
@@ -51,7 +59,7 @@ def validate_runs(a: argparse.Namespace) -> int:
     print(
         f"validate --exact --upstream runs: {rep.cells} cells x {runs} replications, "
         f"{rep.runs} generation runs, {rep.requests} requests ({rep.http_429} answered 429, "
-        f"{rep.retries} retries) over {', '.join(names)}"
+        f"{rep.retries} retries) over {', '.join(names)}, adaptive {','.join(pols)}"
     )
     print(
         "real world (asyncio + httpx against the fake provider's /v1 endpoints; virtual "
@@ -110,6 +118,7 @@ def run_runs(a: argparse.Namespace) -> int:
         owners=a.owners,
         run_id=a.run_id,
         settings=RunsSettings(confirm=a.confirm, free_on_give_up=a.free_on_give_up),
+        adaptive=getattr(a, "adaptive", "off"),
     )
     out = run_runs_real(sc, cfg, a.seed, clock=a.clock, time_scale=a.time_scale)
     summary = out.result.summary() | {"world": f"real ({a.clock} clock)"}

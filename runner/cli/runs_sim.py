@@ -114,6 +114,7 @@ def runs_config_from_args(a: argparse.Namespace, sc: Scenario) -> RunsConfig:
         arrivals=load_arrivals(a.arrivals) if a.arrivals else None,
         owners=a.owners,
         keep_log=False,
+        adaptive=getattr(a, "adaptive", "off"),
         **caps,
     )
     changes = {k: getattr(a, k) for k in ("confirm", "free_on_give_up") if k in given}
@@ -172,6 +173,7 @@ def runs_lines(s: dict[str, Any]) -> list[str]:
         f"key in flight llm {s['llm_inflight'] or 'unlimited'} tts "
         f"{s['tts_inflight'] or 'unlimited'}  arrivals "
         + (f"{rate:g}/h" if rate is not None else "replayed")
+        + ("" if s.get("adaptive", "off") == "off" else f"  adaptive {s['adaptive']}")
     )
     pp = s["p_paused"]
     lines = [

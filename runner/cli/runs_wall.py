@@ -25,6 +25,11 @@ def validate_runs_wall_cmd(a: argparse.Namespace, names: list[str] | None) -> in
             "scenebench validate: --upstream runs is validated on its own cells "
             "(generation runs); name it alone"
         )
+    if [p for p in getattr(a, "adaptive", None) or () if p != "off"]:
+        raise UsageError(
+            "scenebench validate --upstream runs: the wall-clock cells run upstream's client "
+            "(off); the key-wide gate is checked with --exact"
+        )
     pool = w.QUICK_CELLS if a.quick else w.FULL_CELLS
     cells = [c for c in pool if names is None or c.scenario in names]
     if not cells:

@@ -38,6 +38,7 @@ __all__ = [
     "Cell",
     "divergence",
     "exact_cells",
+    "gate_cells",
     "model_side",
     "random_cells",
     "validate_runs_exact",
@@ -119,6 +120,35 @@ def exact_cells(names: Sequence[str] | None = None) -> list[Cell]:
     out: list[Cell] = list(check_cells()) if "default" in names else []
     for n, b in zip(names, bases, strict=True):
         out += extra_cells(b, "" if n == "default" else n)
+    return out
+
+
+def gate_cells(names: Sequence[str] | None = None) -> list[Cell]:
+    """The cells of ``validate --exact --upstream runs --adaptive gate``: every cell of
+    :func:`exact_cells` with the key-wide gate (:mod:`sim.run_gate`), then runs that meet on
+    one slot: three at once on a 1-in-flight LLM and TTS key, and twelve at once whose later
+    outlines wait at the gate past their step deadline (refused starts: one learner owns
+    them all, two active at most)."""
+    out = [(f"{n}@gate", sc, dataclasses.replace(cfg, adaptive="gate"), s)
+           for n, sc, cfg, s in exact_cells(names)]  # fmt: skip
+    one = load_scenario("default", upstream="runs").with_quota(llm_inflight=1, tts_inflight=1)
+    at_once = tuple((0.0, o) for o in range(3))
+    crowd = tuple((0.0, o) for o in range(12))
+    out += [
+        ("gate-one-slot", one, RunsConfig(3, arrivals=at_once, adaptive="gate"), 12),
+        (
+            "gate-outline-expires",
+            one,
+            RunsConfig(2, arrivals=crowd, max_concurrent=12, per_owner=12, adaptive="gate"),
+            13,
+        ),
+        (
+            "gate-refused",
+            one.with_quota(llm_inflight=2),
+            RunsConfig(3, arrivals=tuple((float(t), 0) for t in (0, 0, 0, 30)), adaptive="gate"),
+            14,
+        ),
+    ]
     return out
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from sim.errors import UserError
 from sim.presets import apply_preset, load_preset
+from sim.runs_config import RUNS_ADAPTIVE
 from sim.scenario import Scenario, load_scenario, scenario_from_mapping
 
 if TYPE_CHECKING:
@@ -117,8 +118,10 @@ class RunsSweepSpec:
         for p in self.presets:
             load_preset(p)
         for a in self.adaptives:
-            if a != "off":  # the runs model has no key-wide gate (yet)
-                raise UserError(f"adaptive: the runs model has no policy {a!r} yet (only off)")
+            if a not in RUNS_ADAPTIVE:  # upstream, or the key-wide gate (sim.run_gate)
+                raise UserError(
+                    f"adaptive: the runs model has {' and '.join(RUNS_ADAPTIVE)}; got {a!r}"
+                )
         for b in self.backends:
             if b != "sim":
                 raise UserError(f"backend: runs sweeps run on the model (sim); got {b!r}")
@@ -230,8 +233,6 @@ def simulate_deployment(sc: Scenario, params: dict[str, Any], seed: int) -> list
     """One deployment on the model (:func:`sim.runs.simulate_runs`), as learner rows."""
     from sim.runs import RunsConfig, simulate_runs
 
-    if params["adaptive"] != "off":
-        raise UserError(f"adaptive: the runs model has no policy {params['adaptive']!r} (only off)")
     cfg = RunsConfig.for_scenario(  # the scenario's [runs] settings and per-owner cap
         sc,
         concurrency=params["concurrency"],
@@ -240,6 +241,7 @@ def simulate_deployment(sc: Scenario, params: dict[str, Any], seed: int) -> list
         arrival_per_hour=params["load_per_h"],
         owners=params["owners"],
         keep_log=False,
+        adaptive=params["adaptive"],
     )
     return learner_rows(simulate_runs(sc, cfg, seed=seed).records)
 

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RUNS_RULE",
+    "GateVersusOff",
     "Profile",
     "ProfilePick",
     "RunsCellStats",
@@ -59,6 +60,7 @@ __all__ = [
     "RunsRule",
     "admissible",
     "floor_of",
+    "gate_versus_off",
     "knob_sentence",
     "pick_default",
     "pick_profile",
@@ -390,6 +392,87 @@ def recommend_runs(
             defaults[s][pol] = pick_default(own, rule, floors)
             by_profile[s][pol] = tuple(picks)
     return RunsRecommendation(rule, defaults, by_profile)
+
+
+@dataclass(frozen=True)
+class GateVersusOff:
+    """Per profile: what a policy (the key-wide ``gate``) admits against upstream's client
+    (``off``) under the same rule and floor. ``max_c_*`` / ``max_m_*``: the highest *c* (any
+    *m*) and the highest *m* (any *c*) admissible (0: none); ``higher``: the policy admits a
+    higher *c* or a higher *m* than ``off`` does."""
+
+    profile: Profile
+    policy: str
+    off_pair: tuple[int, int]
+    pol_pair: tuple[int, int]
+    max_c_off: int
+    max_c_pol: int
+    max_m_off: int
+    max_m_pol: int
+    floor: float
+    off_p_bad: float
+    pol_p_bad: float
+
+    @property
+    def higher_c(self) -> bool:
+        return self.max_c_pol > self.max_c_off
+
+    @property
+    def higher_m(self) -> bool:
+        return self.max_m_pol > self.max_m_off
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {
+            "key": self.profile.key,
+            "label": self.profile.label,
+            "higher_c": self.higher_c,
+            "higher_m": self.higher_m,
+        }
+
+
+def _highest(cells: Iterable[RunsCellStats], floor: float, rule: RunsRule) -> tuple[int, int]:
+    ok = [x for x in cells if admissible(x, floor, rule)]
+    return max((x.concurrency for x in ok), default=0), max(
+        (x.max_concurrent for x in ok), default=0
+    )
+
+
+def gate_versus_off(
+    cells: Sequence[RunsCellStats], rec: RunsRecommendation, rule: RunsRule = RUNS_RULE
+) -> dict[str, list[GateVersusOff]]:
+    """Per scenario and profile, every non-``off`` policy against ``off`` (see
+    :class:`GateVersusOff`); empty when the cells have only ``off``."""
+    out: dict[str, list[GateVersusOff]] = {}
+    for s, pols in rec.by_profile.items():
+        off = {p.profile: p for p in pols.get("off", ())}
+        mine = [x for x in cells if x.scenario == s]
+        for pol, picks in pols.items():
+            if pol == "off":
+                continue
+            for pk in picks:
+                o = off.get(pk.profile)
+                if o is None:
+                    continue
+                prof = [x for x in mine if x.profile == pk.profile]
+                f = floor_of(prof)
+                c_off, m_off = _highest((x for x in prof if x.adaptive == "off"), f, rule)
+                c_pol, m_pol = _highest((x for x in prof if x.adaptive == pol), f, rule)
+                out.setdefault(s, []).append(
+                    GateVersusOff(
+                        pk.profile,
+                        pol,
+                        o.pick.pair,
+                        pk.pick.pair,
+                        c_off,
+                        c_pol,
+                        m_off,
+                        m_pol,
+                        f,
+                        o.pick.p_bad,
+                        pk.pick.p_bad,
+                    )
+                )
+    return out
 
 
 def _num(x: Any) -> float:

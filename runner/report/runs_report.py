@@ -22,6 +22,7 @@ from .runs_recommendation import (
     RunsCellStats,
     admissible,
     floor_of,
+    gate_versus_off,
     recommend_runs,
     runs_rule_cells,
 )
@@ -45,7 +46,12 @@ def is_runs_folder(d: Path) -> bool:
 def _evidence(d: Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
     runs, meta = load_runs(d)
     cells = runs_cell_table(runs)
-    rec = recommend_runs(runs_rule_cells(cells)).as_dict()
+    stats = runs_rule_cells(cells)
+    r = recommend_runs(stats)
+    rec = r.as_dict()
+    vs = gate_versus_off(stats, r)
+    if vs:
+        rec["gate_vs_off"] = {s: [x.as_dict() for x in xs] for s, xs in vs.items()}
     return meta, cells, _headline(rec)
 
 
@@ -191,8 +197,10 @@ def runs_section(rec: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _gate_lines(per: dict[str, Any]) -> list[str]:
-    """Whether a key-wide gate across runs makes a higher default safe (when swept)."""
+def _gate_lines(rec: dict[str, Any], name: str) -> list[str]:
+    """Whether a key-wide gate across runs makes a higher default safe (when swept): the
+    default pair under each policy, then per key and load what it admits against ``off``."""
+    per = rec["scenarios"].get(name, {})
     off = per.get("off", {}).get("default")
     pols = [p for p in per if p != "off"]
     if not pols or off is None:
@@ -202,16 +210,85 @@ def _gate_lines(per: dict[str, Any]) -> list[str]:
             "whether a key-wide gate makes a higher default safe is not answered here.",
             "",
         ]
-    out = []
+    out: list[str] = []
+    rows = rec.get("gate_vs_off", {}).get(name, [])
     for pol in pols:
         d = per[pol]["default"]
-        higher = d["within_budget"] and d["concurrency"] > off["concurrency"]
+        mine = [x for x in rows if x["policy"] == pol]
+        yes_c = [x["key"] for x in mine if x["higher_c"]]
+        yes_m = [x["key"] for x in mine if x["higher_m"]]
+        out += [*_gate_default(pol, d, off), "", *_gate_table(per[pol]["by_profile"], mine), ""]
         out += [
-            f"With a key-wide `{pol}` across runs the default pair would be *c* = "
-            f"{d['concurrency']}, *m* = {d['max_concurrent']}: "
-            + ("a higher *c* is safe with it." if higher else "no higher *c* is safe with it."),
+            f"Per key and load (table), `{pol}` admits a higher *c* than upstream's client on "
+            f"{len(yes_c)} of {len(mine)} ({', '.join(yes_c) or 'none'}) and a higher *m* on "
+            f'{len(yes_m)} ({", ".join(yes_m) or "none"}); "–": no pair of that policy is '
+            "admissible there (every pair refuses, pauses or fails more runs than the best pair "
+            "of either policy + the budget). The gate's picks trade stall for time to first "
+            "scene on tight keys: a new run's first scene passes ahead of the older runs' later "
+            "scenes (the stall column).",
             "",
         ]
+    return out
+
+
+def _gate_default(pol: str, d: dict[str, Any], off: dict[str, Any]) -> list[str]:
+    """Does the policy make a higher default safe? Yes (its default holds everywhere and is
+    higher than ``off``'s), not strictly (higher and less harm, but no pair holds), or no."""
+    pair, off_pair = (
+        (d["concurrency"], d["max_concurrent"]),
+        (
+            off["concurrency"],
+            off["max_concurrent"],
+        ),
+    )
+    higher = pair[0] > off_pair[0] or (pair[0] == off_pair[0] and pair[1] > off_pair[1])
+    head = f"Does the key-wide `{pol}` across runs make a higher default safe? "
+    link = "[runs.md](runs.md#the-key-wide-gate-across-runs---adaptive-gate)"
+    what = (
+        f"With it (one gate per provider key, shared by every run, learner-first; {link}) "
+        f"the default pair is *c* = **{pair[0]}** with *m* = **{pair[1]}**"
+    )
+    if d["within_budget"]:
+        verdict = "Yes. " if higher else "No. "
+        return [f"{head}{verdict}{what}, admissible on every default key and load."]
+    excess = (
+        f"its worst excess of runs refused, paused or with a failed scene over the best pair "
+        f"is {100 * d['worst_excess']:.1f} points (on {d['worst_profile']}), against "
+        f"{100 * off['worst_excess']:.1f} points for *c* = {off_pair[0]}, *m* = {off_pair[1]} "
+        f"without it (on {off['worst_profile']})"
+    )
+    if higher and d["worst_excess"] < off["worst_excess"]:
+        return [
+            f"{head}Not strictly. {what}: no single pair holds on every key and load with it "
+            f"either, but {excess}."
+        ]
+    return [f"{head}No. {what}; {excess}."]
+
+
+def _gate_table(picks: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    by = {(e["preset"], e["quota"], e["load_per_h"]): e for e in picks}
+    out = [
+        "| key allows | runs/hour | highest admissible *c*: off / gate | highest *m*: off "
+        "/ gate | pick off → gate (*c*, *m*) | P(bad run) off → gate | gate pick: Δ p95 to "
+        "first scene vs defaults, paired (95% CI) | stall (s) (Δ) | higher? |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in sorted(rows, key=lambda x: (x["profile"]["preset"], quota_key(x["profile"]["quota"]),
+                                         x["profile"]["load_per_h"])):  # fmt: skip
+        p = x["profile"]
+        e = by.get((p["preset"], p["quota"], p["load_per_h"]))
+        pk = e["pick"] if e is not None else {}
+        key = p["preset"] or ("unlimited" if p["quota"] == 0 else f"{p['quota']} in flight")
+        yes = [w for w, h in (("*c*", x["higher_c"]), ("*m*", x["higher_m"])) if h]
+        out.append(
+            f"| {key} | {p['load_per_h']:g} | {x['max_c_off'] or '–'} / {x['max_c_pol'] or '–'}"
+            f" | {x['max_m_off'] or '–'} / {x['max_m_pol'] or '–'} | "
+            f"({x['off_pair'][0]}, {x['off_pair'][1]}) → ({x['pol_pair'][0]}, "
+            f"{x['pol_pair'][1]}) | {_pct(x['off_p_bad'])} → {_pct(x['pol_p_bad'])} | "
+            f"{_delta(pk, 'ttfs_p95_delta') if pk else '–'} | "
+            f"{fmt(pk.get('stall_mean_s'), 1)} ({_delta(pk, 'stall_delta', 1) if pk else '–'}) | "
+            f"{'yes: ' + ', '.join(yes) if yes else 'no'} |"
+        )
     return out
 
 
@@ -237,7 +314,6 @@ def runs_findings_lines(rec: dict[str, Any], spec: dict[str, Any] | None = None)
     c, m = rec["recommended"], rec["recommended_max_concurrent"]
     offs = [v["off"]["default"] for v in rec["scenarios"].values() if "off" in v]
     held = all(d["within_budget"] for d in offs)
-    first: dict[str, Any] = next(iter(rec["scenarios"].values()), {})
     lines = [
         "## The answer today",
         "",
@@ -261,7 +337,7 @@ def runs_findings_lines(rec: dict[str, Any], spec: dict[str, Any] | None = None)
             "deployer who knows the key and the load should set both knobs per the table."
         ),
         "",
-        *_gate_lines(first),
+        *_gate_lines(rec, next(iter(rec["scenarios"]), "")),
     ]
     for name, per in rec["scenarios"].items():
         v = per.get("off")

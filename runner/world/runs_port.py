@@ -291,13 +291,25 @@ class RunsPort:
         cur, self.pending = self.pending, []
         per_run: dict[int, list[RunEvent]] = {}
         srv: list[ServerEvent] = []
+        w = self.world
         for kind, r, ev in cur:
             if kind == "srv":
                 srv.append(ev)
+            elif kind == "gate":  # an outline's expiry at its gate, or a hold's end
+                if ev is not None and w.gates is not None and w.gates.expire(ev):
+                    per_run.setdefault(r, []).append(Answer(ev, 504, 0))
             else:
                 per_run.setdefault(r, []).append(ev)
+        if w.gates is not None:  # the answers tell their gates, in canonical order
+            ended = sorted(
+                (ev.req, ev.status, ev.provider_status)
+                for evs in per_run.values()
+                for ev in evs
+                if isinstance(ev, Answer)
+            )
+            for req, status, pstatus in ended:
+                w.gates.ended(t, req, status, pstatus)
         sends: list[Send] = []
-        w = self.world
         for r in sorted(per_run):
             for cmd in w.machines[r].feed(t, per_run[r]):
                 if isinstance(cmd, Send):
@@ -305,7 +317,8 @@ class RunsPort:
                 elif isinstance(cmd, SetTimer):
                     self._later(t, cmd.at_us, ("run", r, Timer(cmd.tag)))
                 elif isinstance(cmd, Cancel):
-                    self._abort(cmd.req, t, CANCELLED)
+                    if w.gates is None or not w.gates.cancel(cmd.req):
+                        self._abort(cmd.req, t, CANCELLED)
                 elif isinstance(cmd, Released):
                     srv.append(Ended(r, cmd.phase))
                     if w.machines[r].finished:
@@ -319,11 +332,28 @@ class RunsPort:
                     self.left -= 1
                 elif isinstance(sc, SetServerTimer):
                     self._later(t, sc.at_us, ("srv", sc.tag.run, sc.tag))
-        for send in sorted(sends, key=lambda s: s.req):
+        sends.sort(key=lambda s: s.req)
+        for send in self._through_gates(t, sends) if w.gates is not None else sends:
             self._send(t, send)
         done = self.done
         if self.left == 0 and not self.flight and done is not None and not done.done():
             done.set_result(None)
+
+    def _through_gates(self, t: int, sends: list[Send]) -> list[Send]:
+        """The key-wide gates (:mod:`sim.run_gate`), as the model passes its requests
+        through them (:meth:`sim.runs_world.RunsWorld._through_gates`)."""
+        gates = self.world.gates
+        assert gates is not None
+        for send in sends:
+            q = send.req
+            expiry = gates.offer(t, q, send.key, send.deadline_us)
+            if expiry is not None:
+                self._later(t, expiry, ("gate", q.run, q))
+        admitted, wakes = gates.pump(t)
+        for at in wakes:
+            self._schedule(at, ("gate", -1, None))
+        out = [Send(ReqId(*a.req), a.key, a.deadline_us, t) for a in admitted]
+        return sorted(out, key=lambda s: s.req)
 
     def _later(self, t: int, at_us: int, item: Item) -> None:
         if at_us <= t:

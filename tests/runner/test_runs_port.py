@@ -189,3 +189,46 @@ def test_random_cells_are_identical_too() -> None:
     rep = rx.validate_runs_exact(cells, runs=1)
     assert rep.ok, rep.divergences
     assert rep.cells == 3 and rep.requests > 0
+
+
+@pytest.mark.parametrize("name", ["gate-one-slot", "gate-outline-expires", "limited-key@gate"])
+def test_the_key_wide_gate_is_the_model_request_for_request(name: str) -> None:
+    cells = {c[0]: c for c in rx.gate_cells()}
+    rep = rx.validate_runs_exact([cells[name]], runs=1)
+    assert rep.ok, rep.divergences
+    assert rep.cells == 1 and rep.requests > 50
+
+
+def test_validate_exact_upstream_runs_adaptive_gate_on_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = [c for c in rx.gate_cells() if c[0] == "gate-one-slot"]
+    off = _cells("refused")
+    monkeypatch.setattr(rx, "gate_cells", lambda names=None: one)
+    monkeypatch.setattr(rx, "exact_cells", lambda names=None: off)
+    args = ["validate", "--exact", "--upstream", "runs", "--runs", "1"]
+    assert main([*args, "--adaptive", "off,gate"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cells x 1 replications" in out and "adaptive off,gate" in out
+    assert main([*args, "--adaptive", "halve"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "off and gate" in err[0]
+
+
+def test_run_upstream_runs_with_the_gate_on_the_virtual_clock_is_the_model(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--upstream", "runs", "--concurrency", "3", "--runs", "3", "--key-inflight", "1"]
+    assert main(["run", "--clock", "virtual", *args, "--adaptive", "gate"]) == 0
+    real = capsys.readouterr().out.splitlines()
+    assert main(["sim", "--engine", "simpy", *args, "--adaptive", "gate"]) == 0
+    model = capsys.readouterr().out.splitlines()
+    assert "adaptive gate" in real[1] and real[1:] == model[1:]
+
+
+def test_the_wall_clock_runs_validation_refuses_the_gate_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["validate", "--upstream", "runs", "--quick", "--adaptive", "gate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--exact" in err[0]

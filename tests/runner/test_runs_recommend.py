@@ -10,6 +10,7 @@ from runner.report.runs_recommendation import (
     RUNS_RULE,
     Profile,
     RunsCellStats,
+    gate_versus_off,
     knob_sentence,
     pick_default,
     pick_profile,
@@ -157,3 +158,34 @@ def test_a_gate_is_judged_against_upstreams_baseline_and_can_raise_the_default()
 def test_nan_shares_are_not_admissible():
     assert pick_profile([_x(1, 4, 100), _x(2, 4, 10, paused=math.nan)]).pick.pair == (1, 4)  # type: ignore[union-attr]
     assert RUNS_RULE.baseline_max_concurrent == 4 and RUNS_RULE.baseline_concurrency == 1
+
+
+def test_gate_versus_off_reads_the_highest_admissible_pair_of_each_policy():
+    # floor 0% (off at (1, 4), gate everywhere but (5, 8)); budget 1 point
+    off = [_x(1, 4, 100), _x(2, 4, 80, paused=0.005), _x(3, 8, 50, paused=0.2)]
+    gate = [_x(1, 4, 90, pol="gate"), _x(3, 8, 52, pol="gate"), _x(5, 8, 40, pol="gate",
+                                                                   paused=0.5)]  # fmt: skip
+    cells = off + gate
+    vs = gate_versus_off(cells, recommend_runs(cells))
+    (x,) = vs["s"]
+    assert (x.max_c_off, x.max_m_off) == (2, 4)  # (3, 8) pauses 20% > 0% + 1 pp
+    assert (x.max_c_pol, x.max_m_pol) == (3, 8)  # (5, 8) pauses 50%
+    assert x.higher_c and x.higher_m and x.off_pair == (2, 4) and x.pol_pair == (3, 8)
+    assert x.floor == 0.0 and x.as_dict()["key"] == "q3@10"
+    # the same cells under off only: nothing to compare
+    assert gate_versus_off(off, recommend_runs(off)) == {}
+
+
+def test_the_findings_say_yes_not_strictly_or_no():
+    from runner.report.runs_report import _gate_default
+
+    off = {"concurrency": 1, "max_concurrent": 2, "within_budget": False, "worst_excess": 0.34,
+           "worst_profile": "an unlimited key at 60 runs/hour"}  # fmt: skip
+    d = dict(off, concurrency=2, max_concurrent=4, worst_excess=0.025)
+    (line,) = _gate_default("gate", d, off)
+    assert "safe? Not strictly." in line and "*c* = **2** with *m* = **4**" in line
+    assert "2.5 points" in line and "34.0 points" in line
+    (line,) = _gate_default("gate", dict(d, within_budget=True), off)
+    assert "safe? Yes." in line
+    (line,) = _gate_default("gate", dict(d, concurrency=1, max_concurrent=2), off)
+    assert "safe? No." in line

@@ -51,7 +51,10 @@ def test_a_small_runs_sweep_names_both_knobs_and_recommend_agrees(tmp_path, caps
         (["--upstream", "runs,pr788"], "a runs sweep runs alone"),
         (["--upstream", "runs", "--loads", "0"], "--loads must be a comma list of numbers > 0"),
         (["--upstream", "runs", "--max-concurrent", "0"], "--max-concurrent must be"),
-        (["--upstream", "runs", "--adaptive", "gate"], "the runs model has no policy 'gate'"),
+        (
+            ["--upstream", "runs", "--adaptive", "aimd"],
+            "the runs model has off and gate; got 'aimd'",
+        ),
     ],
 )
 def test_runs_flags_are_checked_in_one_line(tmp_path, capsys, args, says):

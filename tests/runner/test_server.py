@@ -111,7 +111,9 @@ def test_health_reports_parallel_scene_concurrency():
 
 def test_429_carries_retry_after_headers_and_error_body():
     app = create_app(
-        const_scenario(content=5.0, quota_llm=Quota(max_inflight=1, retry_after_s=1.5)),
+        # the first answer holds the key's one slot for 500 ms of real time: the second
+        # request, sent in the same loop turn, meets it even on a loaded machine
+        const_scenario(content=500.0, quota_llm=Quota(max_inflight=1, retry_after_s=1.5)),
         0,
         time_scale=0.001,
     )
