@@ -55,6 +55,11 @@ _PLAYBACK_KEY = (98, 0, 0)  # the audio duration of each speech clip (the learne
 US_PER_S = 1_000_000
 
 
+_Uniforms = NDArray[np.float64] | None
+Admission = tuple[NDArray[np.int64], _Uniforms, _Uniforms, _Uniforms]
+"""An attempt's latencies and its 429, 5xx and fault uniforms (:meth:`Draws.admission`)."""
+
+
 def seconds_to_us(seconds: NDArray[np.float64]) -> NDArray[np.int64]:
     """Round seconds to whole microseconds."""
     out: NDArray[np.int64] = np.rint(np.asarray(seconds, dtype=float) * US_PER_S).astype(np.int64)
@@ -109,6 +114,7 @@ class Draws:
         self._speeches: NDArray[np.int64] | None = None
         self._audio: NDArray[np.int64] | None = None
         self._tok: dict[tuple[int, int, int], NDArray[np.int64]] = {}
+        self._admit: dict[tuple[int, int], Admission] = {}  # :meth:`admission`'s cache
 
     def _per(self, step: int) -> int:
         return self.n * self.kmax if step == 2 else self.n
@@ -121,6 +127,22 @@ class Draws:
             u = gen.random((self.hi - self.lo) * per).reshape(self.hi - self.lo, per)
             self._cache[key] = u
         return u
+
+    def admission(self, step: int, attempt: int) -> Admission:
+        """What the provider's admission of an attempt reads (:meth:`sim.provider.Provider.
+        decide`), in one look-up: the latencies, and the 429, 5xx and fault uniforms where the
+        step's key can draw them (``None`` where it cannot: its ``u`` is 1)."""
+        got = self._admit.get((step, attempt))
+        if got is None:
+            sc = self.scenario
+            q = sc.quota_tts if step == 2 else sc.quota_llm
+            got = self._admit[(step, attempt)] = (
+                self.latency_us(step, attempt),
+                self.fault_u(step, attempt, KIND_429) if q.p_429 else None,
+                self.fault_u(step, attempt, KIND_5XX) if q.p_5xx else None,
+                self.fault_u(step, attempt, KIND_FAULT) if q.faulty else None,
+            )
+        return got
 
     def fault_u(self, step: int, attempt: int, kind: int) -> NDArray[np.float64]:
         """Uniforms deciding a random 429 (``KIND_429``) or 5xx (``KIND_5XX``)."""

@@ -18,22 +18,24 @@ that instant, in :func:`sim.provider.arrival_order`.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
+from heapq import heappush
 from typing import Any
 
 import simpy
-from simpy.events import NORMAL, Event, EventPriority
+from simpy.events import NORMAL, URGENT, Event, EventPriority
 
 from .config import RunConfig
 from .draws import Draws, tenant_offsets_us
 from .limiter import LOOP_DONE, GateCore, Rank, tell_gate
-from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
+from .provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider, new_call
 from .rules import (
     Act,
     CallMachine,
     Counts,
     Mode,
     Policy,
+    RetryPolicy,
     RunStatus,
     Step,
     after_attempt,
@@ -57,16 +59,38 @@ _TIMEOUT = Decision(0, 0, None, 0, "timeout")
 
 
 class _Batch(Event):
-    """Fires after every normal event of its instant: decides the batched arrivals."""
+    """Fires after every normal event of its instant: decides the batched arrivals.
 
-    def __init__(self, world: _World, key: int) -> None:
-        super().__init__(world.env)
+    The arriving processes yield the batch itself: its callbacks are :meth:`_World._flush`,
+    then each process's resume in arrival order (``items[i]`` is the arrival of the
+    process resumed by ``cbs[i + 1]``). The flush decides the arrivals in canonical order
+    and keeps only the first one's resume, with its decision as the batch's value; every
+    other process gets an event of its own scheduled with its decision, in that order.
+    That is the order in which one event per arrival, scheduled by the flush, would resume
+    them: nothing is due before the first of those events when the batch fires."""
+
+    def __init__(self, world: _World, key: bool) -> None:
+        env = world.env
+        self.env = env
+        self.cbs: list[Callable[[Any], None]] = [world._flush]
+        self.callbacks = self.cbs
         self._ok = True
         self._value = None
         self.key = key
-        self.items: list[tuple[Call, Event]] = []
-        self.callbacks.append(world._flush)
-        world.env.schedule(self, _BATCH_PRIORITY)
+        self.items: list[Call] = []
+        heappush(env._queue, (env._now, _BATCH_PRIORITY, next(env._eid), self))
+
+
+class _Sleep(Event):
+    """``env.timeout(delay)`` for a process to yield, without its checks (the same entry in
+    the schedule: time, ``NORMAL``, the next event id)."""
+
+    def __init__(self, env: simpy.Environment, delay: int) -> None:
+        self.env = env
+        self.callbacks = []
+        self._value = None
+        self._ok = True
+        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 class _SimGate:
@@ -110,6 +134,74 @@ class _SimGate:
             t.callbacks.append(fire)
 
 
+class _Task:
+    """A process run as SimPy runs a :class:`~simpy.events.Process`, without the bookkeeping
+    the model does not use: the same start (an ``URGENT`` event at the instant it is made)
+    and the same resumptions, but no end event — at its end ``ended`` (if any) is called
+    at once. Nothing in the model waits for a process's end event except the groups of
+    :func:`_all_ended`, which schedule the one that matters."""
+
+    __slots__ = ("ended", "gen", "resume")
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        gen: Generator[Event, Any, Any],
+        ended: Callable[[], None] | None = None,
+    ) -> None:
+        self.gen = gen
+        self.ended = ended
+        self.resume = self._resume
+        start = Event(env)  # as simpy's Initialize
+        start.callbacks.append(self.resume)  # type: ignore[union-attr]
+        start._ok = True
+        start._value = None
+        heappush(env._queue, (env._now, URGENT, next(env._eid), start))  # type: ignore[attr-defined]
+
+    def _resume(self, event: Event) -> None:
+        gen = self.gen
+        while True:
+            try:
+                if event._ok:
+                    event = gen.send(event._value)
+                else:  # as Process._resume: the failure is thrown into the generator
+                    event._defused = True  # type: ignore[attr-defined]
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    event = gen.throw(exc)
+            except StopIteration:
+                if self.ended is not None:
+                    self.ended()
+                return
+            cbs = event.callbacks
+            if cbs is not None:  # not processed yet: wait for it
+                cbs.append(self.resume)
+                return
+
+
+def _all_ended(env: simpy.Environment, gens: list[Generator[Event, Any, Any]]) -> Event:
+    """Start a task per generator, in order; the event that ``env.all_of`` of their processes
+    would be: the last one's end schedules one event, which triggers it (the same two
+    schedulings as a process's end event and the condition; the others' end events had no
+    callbacks but the condition's count, so they are not made)."""
+    done = Event(env)
+    left = [len(gens)]
+
+    def relay(_ev: Event) -> None:
+        done.succeed()
+
+    def ended() -> None:
+        left[0] -= 1
+        if left[0] == 0:
+            last = Event(env)
+            last.callbacks.append(relay)  # type: ignore[union-attr]
+            last.succeed()
+
+    for gen in gens:
+        _Task(env, gen, ended)
+    return done
+
+
 _Fetch = tuple[int, int, int | None, int, Counts | None]
 """One client request's end (a plain tuple: one is made per request): the status the client
 sees (HTTP, or 0 timeout, -1 network, -2 bad body), the provider's own status of the last
@@ -120,17 +212,31 @@ _ONE_OK = Counts(requests=1)  # what a request answered 200 at once counts (read
 
 
 _SEEN = {RESET: -1, TRUNCATED: -2}  # provider fault → what the client sees
+_ONE_FAILED: dict[int, Counts] = {}
+
+
+def _one_failed(status: int) -> Counts:
+    """What one request answered ``status`` (not 200) counts: shared, read only (a call's
+    stats only add it)."""
+    got = _ONE_FAILED.get(status)
+    if got is None:
+        got = _ONE_FAILED[status] = Counts()
+        got.count(status)
+    return got
 
 
 class _Env(simpy.Environment):
     """SimPy's environment with :meth:`run_out`: ``run()`` to an empty schedule with
-    :meth:`step`'s body inlined (the same events in the same order, one call less each)."""
+    :meth:`step`'s body inlined (the same events in the same order, one call less each).
+    The model's times are whole µs: ``_now`` is always an ``int``."""
+
+    _now: int  # type: ignore[assignment]
 
     def run_out(self) -> None:
         queue = self._queue
         pop = heapq.heappop
         while queue:
-            self._now, _, _, event = pop(queue)
+            self._now, _, _, event = pop(queue)  # type: ignore[assignment]  # int times
             callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
             for callback in callbacks:
                 callback(event)
@@ -140,24 +246,38 @@ class _Env(simpy.Environment):
                 raise exc
 
 
+_Policies = dict[tuple[int, bool], RetryPolicy]
+_Tables = tuple[_Policies, _Policies, tuple[bool, ...], tuple[bool, ...]]
+
+
+def _tables(scenario: Scenario, provider: Provider) -> _Tables:
+    """A world's fixed tables, per step (0 content, 1 actions, 2 tts) and foreground: the
+    route's and the client's retry policies; per step, whether its key is limited and
+    whether a client's abort frees its slot (a run's worlds share them)."""
+    client = scenario.client
+    fgs = (False, True)
+    route = {(st, fg): client.route_policy(st, fg) for st in range(3) for fg in fgs}
+    own = {(st, fg): client.client_policy(st, fg) for st in range(3) for fg in fgs}
+    limited = tuple(provider.limited(st) for st in range(3))
+    frees = tuple(provider.frees_on_disconnect(st) for st in range(3))
+    return route, own, limited, frees
+
+
 class _World:
-    def __init__(self, scenario: Scenario, provider: Provider) -> None:
+    def __init__(
+        self, scenario: Scenario, provider: Provider, tables: _Tables | None = None
+    ) -> None:
         self.env = _Env()
         self.scenario = scenario
         self.client = scenario.client
         self.provider = provider
-        self.batches: dict[int, _Batch] = {}
+        self.batches: dict[bool, _Batch] = {}  # per key (TTS or not), this instant's
         self.timeout_us = round(scenario.request_timeout_s * 1e6)
         self._armed: set[int] = set()
-        # per step (0 content, 1 actions, 2 tts) and foreground: fixed for the run
-        client = scenario.client
-        fgs = (False, True)
-        self._route = {(st, fg): client.route_policy(st, fg) for st in range(3) for fg in fgs}
-        self._client = {(st, fg): client.client_policy(st, fg) for st in range(3) for fg in fgs}
-        self._shape = client.provider_errors
-        self._direct = client.provider_errors == ErrorShape.DIRECT  # only then a Retry-After
-        self._limited = tuple(provider.limited(st) for st in range(3))
-        self._frees = tuple(provider.frees_on_disconnect(st) for st in range(3))
+        self._shape = scenario.client.provider_errors
+        self._direct = self._shape == ErrorShape.DIRECT  # only then a Retry-After
+        tables = _tables(scenario, provider) if tables is None else tables
+        self._route, self._client, self._limited, self._frees = tables
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -192,28 +312,40 @@ class _World:
         return done
 
     def _flush(self, batch: Event) -> None:
+        """Decide a batch's arrivals (see :class:`_Batch`)."""
         assert isinstance(batch, _Batch)
         del self.batches[batch.key]
-        now = int(self.env.now)
+        env = self.env
+        now = env._now
         decide = self.provider.decide
         items = batch.items
-        if len(items) > 1:
-            items.sort(key=lambda it: self.provider.arrival_key(it[0]))
-        for call, ev in items:
-            ev.succeed(decide(call, now))
+        if len(items) == 1:
+            batch._value = decide(items[0], now)
+            return
+        cbs = batch.cbs
+        key = self.provider.arrival_key
+        waiters = sorted(zip(items, cbs[1:], strict=True), key=lambda it: key(it[0]))
+        del cbs[1:]  # the first resumes from the batch, right after this flush
+        for i, (call, resume) in enumerate(waiters):
+            dec = decide(call, now)
+            if i == 0:
+                batch._value = dec
+                cbs.append(resume)
+                continue
+            ev = Event(env)
+            ev.callbacks.append(resume)  # type: ignore[union-attr]
+            ev.succeed(dec)
 
-    def _arrive(self, call: Call) -> Decision | Event:
-        """A request's arrival: its decision now, or on a limited key the event by which
-        the instant's batch decides it (:meth:`_flush`)."""
-        if not self._limited[call.step]:
-            return self.provider.decide(call, int(self.env.now))
-        ks = self.provider.key_state(call.step, call.api_key)
-        batch = self.batches.get(id(ks))
+    def _arrive(self, call: Call) -> _Batch:
+        """A request's arrival on a limited key: the instant's batch that decides it
+        (:meth:`_flush`), for the process to yield at once. A batch per key: the model's
+        calls use one LLM key and one TTS key, so per kind of step."""
+        tts = call[1] == 2
+        batch = self.batches.get(tts)
         if batch is None:
-            batch = self.batches[id(ks)] = _Batch(self, id(ks))
-        ev = Event(self.env)
-        batch.items.append((call, ev))
-        return ev
+            batch = self.batches[tts] = _Batch(self, tts)
+        batch.items.append(call)
+        return batch
 
     def fetch(
         self, cid: int, step: int, order: int, clip: int, fg: bool, first: int
@@ -224,29 +356,30 @@ class _World:
         the client's request timeout."""
         env = self.env
         key = TTS_KEY if step == 2 else LLM_KEY
-        deadline = int(env.now) + self.timeout_us
+        deadline = env._now + self.timeout_us
         counts: Counts | None = None  # made at the first failed attempt
         n = first
+        limited = self._limited[step]
+        decide = self.provider.decide
         while True:
-            call = Call(cid, step, order, clip, n, key)
-            got = self._arrive(call)
+            call = new_call((cid, step, order, clip, n, key))
             n += 1
-            dec: Decision = (yield got) if isinstance(got, Event) else got
-            lat = dec.latency_us
+            dec: Decision = (yield self._arrive(call)) if limited else decide(call, env._now)
+            lat = dec[1]  # latency_us
             if lat == PENDING:
                 dec = yield from self._served(dec, deadline)
                 if dec is _TIMEOUT:
                     return (0, 0, None, n, None)
             else:
-                now = int(env.now)
+                now = env._now
                 if now + lat > deadline:
-                    yield env.timeout(deadline - now)
+                    yield _Sleep(env, deadline - now)
                     if self._frees[step]:  # the client's abort frees its slot
                         self.provider.release(call, now + lat, int(env.now))
                     return (0, 0, None, n, None)
                 if lat:
-                    yield env.timeout(lat)
-            status = dec.status
+                    yield _Sleep(env, lat)
+            status = dec[0]
             if status == 200:
                 if counts is None:
                     return (200, 200, None, n, _ONE_OK)
@@ -254,23 +387,36 @@ class _World:
                 return (200, 200, None, n, counts)
             seen = _SEEN.get(status, status)
             if seen < 0:  # a transport fault of the answer: the client learns of one request
-                lone = Counts()
-                lone.count(status)
-                return (seen, status, None, n, lone)
+                return (seen, status, None, n, _one_failed(status))
+            ra = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
+            policy = self._route[step, fg]
+            if policy.max_retries == 0:  # no retries in the route: after_attempt's FAIL
+                got = _one_failed(status) if counts is None else counts
+                if counts is not None:
+                    counts.count(status)
+                status = route_status(self._shape, step, seen)
+                return (status, dec.status, ra if self._direct else None, n, got)
             if counts is None:
                 counts = Counts()
             counts.count(status)
-            ra = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
-            policy = self._route[step, fg]
             verdict = after_attempt(policy, n - 1 - first, outcome_of(seen), ra)
             if verdict.fail:
                 status = route_status(self._shape, step, seen)
                 return (status, dec.status, ra if self._direct else None, n, counts)
             if int(env.now) + verdict.wait_us >= deadline:
-                yield env.timeout(deadline - int(env.now))
+                yield _Sleep(env, deadline - env._now)
                 return (0, 0, None, n, None)
             counts.retries += 1
-            yield env.timeout(verdict.wait_us)
+            yield _Sleep(env, verdict.wait_us)
+
+    def _jitter(self, cid: int, step: int, order: int, clip: int) -> Callable[[int], float]:
+        """A call's retry jitter as a function of the attempt (the provider's keyed draw)."""
+        jitter_u = self.provider.jitter_u
+
+        def jitter(attempt: int) -> float:
+            return jitter_u(cid, step, order, clip, attempt)
+
+        return jitter
 
     def call(
         self,
@@ -287,12 +433,9 @@ class _World:
         the ``gate`` policy every attempt passes the gate at its rank (outline order, step,
         clip) and a 429 re-queues it there instead of spending the retry budget."""
         held = gate if gate is not None and gate.core.policy is Policy.GATE else None
-        machine = CallMachine(self._client[step, fg], gated=held is not None)
+        machine: CallMachine | None = None  # made at the first attempt it must judge
+        jitter: Callable[[int], float] | float = 0.0  # the keyed draw, made with the machine
         rank = (order, step, clip)
-
-        def jitter(attempt: int) -> float:
-            return self.provider.jitter_u(cid, step, order, clip, attempt)
-
         n = 0
         while True:
             if held is not None:
@@ -302,7 +445,15 @@ class _World:
             status, provider_status, ra, n, counts = yield from self.fetch(
                 cid, step, order, clip, fg, n
             )
-            stats.add(counts)
+            if counts is _ONE_OK:
+                stats.requests += 1
+            else:
+                stats.add(counts)
+            if status == 200 and gate is None:
+                return True  # the machine's verdict on a 200, with no gate to tell
+            if machine is None:
+                machine = CallMachine(self._client[step, fg], gated=held is not None)
+                jitter = self._jitter(cid, step, order, clip)
             verdict = machine.step(status, provider_status, ra, jitter)
             if gate is not None:
                 slot = rank if held is not None else None
@@ -314,7 +465,7 @@ class _World:
                 return False
             stats.retries += 1  # WAIT and REQUEUE are retries (Verdict.retry)
             if kind is Act.WAIT:
-                yield self.env.timeout(verdict.wait_us)
+                yield _Sleep(self.env, verdict.wait_us)
 
     def tts(
         self,
@@ -347,7 +498,7 @@ class _World:
                 if not ok:
                     oks[0] = False
 
-            yield env.all_of([env.process(gated_clip(j)) for j in range(k)])
+            yield _all_ended(env, [gated_clip(j) for j in range(k)])
             return oks[0]
         # A bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
         nxt = [0]
@@ -363,7 +514,7 @@ class _World:
         if tts_c <= 1 or k == 1:
             yield from worker()
         else:
-            yield env.all_of([env.process(worker()) for _ in range(min(tts_c, k))])
+            yield _all_ended(env, [worker() for _ in range(min(tts_c, k))])
         return oks[0]
 
 
@@ -477,10 +628,10 @@ class _Classroom:
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues
                         # actions i) before the slot goes to the next content
-                        yield env.timeout(0)
+                        yield _Sleep(env, 0)
 
             for _ in range(slots):
-                env.process(worker())
+                _Task(env, worker())
             return done
         gate = _SimGate(env, GateCore(slots, self.adaptive))
 
@@ -493,7 +644,7 @@ class _Classroom:
             done[i].succeed(ok)
 
         for i in pending:
-            env.process(task(i))
+            _Task(env, task(i))
         return done
 
     def parallel_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
@@ -541,11 +692,16 @@ def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[
 
 
 def _run_one(
-    sc: Scenario, cfg: RunConfig, seed: int, run_id: int, draws: Draws | None = None
+    sc: Scenario,
+    cfg: RunConfig,
+    seed: int,
+    run_id: int,
+    draws: Draws | None = None,
+    tables: _Tables | None = None,
 ) -> list[RunResult]:
     """One run: ``cfg.tenants`` classrooms on one provider (ids ``run_id * tenants + j``)."""
     prov = Provider(sc, seed, draws=draws, keep_log=cfg.records)
-    w = _World(sc, prov)
+    w = _World(sc, prov, tables)
     c = cfg.c
     tts_c = tts_concurrency(cfg.mode, c, cfg.tts_concurrency, sc.client.tts_at_concurrency)
     tenants = cfg.tenants
@@ -553,7 +709,7 @@ def _run_one(
     rooms = []
     for j in range(tenants):
         cr = _Classroom(w, run_id * tenants + j, cfg.mode, c, tts_c, cfg.adaptive)
-        w.env.process(cr.run(offsets[j]))
+        _Task(w.env, cr.run(offsets[j]))
         rooms.append(cr)
     w.env.run_out()
     results = []
@@ -571,7 +727,8 @@ def simulate_simpy(
     point is :func:`sim.simulate`, which checks the ids and picks the engine."""
     lo = first_run * config.tenants
     draws = Draws(scenario, seed, lo, lo + reps * config.tenants)
+    tables = _tables(scenario, Provider(scenario, seed, keep_log=False))
     out: list[RunResult] = []
     for r in range(first_run, first_run + reps):
-        out.extend(_run_one(scenario, config, seed, r, draws))
+        out.extend(_run_one(scenario, config, seed, r, draws, tables))
     return out

@@ -39,9 +39,11 @@ import heapq
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from functools import partial
+from heapq import heappop, heappush
 from typing import NamedTuple, cast
 
-from .draws import KIND_5XX, KIND_429, KIND_FAULT, Draws, client_jitter_u
+from .draws import Draws, client_jitter_u
 from .faults import KeyLimits, has_limits
 from .scenario import Quota, Scenario
 from .sharing import SharedCore
@@ -56,6 +58,7 @@ __all__ = [
     "KeyState",
     "Provider",
     "arrival_order",
+    "new_call",
 ]
 
 RESET = 1  # decision status: the connection is reset after the latency
@@ -85,6 +88,15 @@ class Decision(NamedTuple):
     job: tuple[int, ...] | None = None  # a shared-capacity job to wait for (latency PENDING)
 
 
+# The hot paths build these tuples without the NamedTuples' Python-level ``__new__`` (the same
+# values; every field given, in order).
+new_call = cast(Callable[[tuple[int, int, int, int, int, str]], Call], partial(tuple.__new__, Call))
+_new_decision = cast(
+    Callable[[tuple[int, int, int | None, int, str, RateInfo | None, None]], Decision],
+    partial(tuple.__new__, Decision),
+)
+
+
 _RANK_ACTIONS_FIRST = (1, 0, 2)  # rank of content, actions, tts
 
 
@@ -104,7 +116,9 @@ class KeyState:
         "core",
         "extras",
         "last_us",
+        "open",
         "p_fault",
+        "plain",
         "quota",
         "ra_ms",
         "rate_per_us",
@@ -132,6 +146,15 @@ class KeyState:
             else None
         )
         self.extras = KeyLimits(q) if has_limits(q) else None  # issue 21 (sim.faults)
+        # no admission limit: the decision depends on the call's draws alone (and the
+        # in-flight count it reports); ``plain``: nor any random answer, every request a 200
+        self.open = not (q.max_inflight or q.rpm > 0) and (
+            self.buckets,
+            self.window,
+            self.core,
+            self.extras,
+        ) == (None, None, None, None)
+        self.plain = self.open and not (q.p_429 or q.p_5xx or self.p_fault > 0)
 
     def inflight(self, now_us: int) -> int:
         ends = self._ends
@@ -149,18 +172,29 @@ class KeyState:
         need: tuple[int, int] = (0, 0),
     ) -> Decision:
         """``need``: the call's estimated (input, output) tokens for the token buckets."""
+        ends = self._ends
+        if self.core is None:
+            while ends and ends[0] <= now_us:  # :meth:`inflight`, inline
+                heappop(ends)
+            n = len(ends)
+        else:
+            n = len(self.core)
+        if self.plain:  # what the rules below come to on a key without limits or faults
+            heappush(ends, now_us + latency_us)
+            return _new_decision((200, latency_us, None, n, "ok", None, None))
         q = self.quota
-        n = len(self.core) if self.core is not None else self.inflight(now_us)
         ra = self.ra_ms
+        if self.open:  # the same, without the limits' checks (none applies)
+            return self._random(now_us, latency_us, u429, u5xx, ufault, n, ra)
         if self.extras is not None:
             hit = self.extras.scripted(now_us)
             if hit is not None:
                 status, why, left_us = hit
                 if ra is not None and left_us is not None and status == 429:
                     ra = -(-left_us // 1000)
-                return Decision(status, 0, ra, n, why)
+                return _new_decision((status, 0, ra, n, why, None, None))
         if q.max_inflight and n >= q.max_inflight:
-            return Decision(429, 0, ra, n, "inflight")
+            return _new_decision((429, 0, ra, n, "inflight", None, None))
         if q.rpm > 0 and not q.rpm_window_s:  # windows (sim.faults) replace the bucket
             tokens = self.tokens + (now_us - self.last_us) * self.rate_per_us
             self.tokens = tokens if tokens < self.cap else self.cap
@@ -173,23 +207,42 @@ class KeyState:
                 return limited
         if q.rpm > 0 and not q.rpm_window_s:
             self.tokens -= 1.0
+        return self._random(now_us, latency_us, u429, u5xx, ufault, n, ra)
+
+    def _random(
+        self,
+        now_us: int,
+        latency_us: int,
+        u429: float,
+        u5xx: float,
+        ufault: float,
+        n: int,
+        ra: int | None,
+    ) -> Decision:
+        """An admitted request's answer: a random 429, a 5xx, a fault, else a 200."""
+        q = self.quota
         if u429 < q.p_429:
-            return Decision(429, 0, ra, n, "random")
+            return _new_decision((429, 0, ra, n, "random", None, None))
         if u5xx < q.p_5xx:
-            heapq.heappush(self._ends, now_us + latency_us)
-            return Decision(q.status_5xx, latency_us, None, n, "5xx")
+            heappush(self._ends, now_us + latency_us)
+            return _new_decision((q.status_5xx, latency_us, None, n, "5xx", None, None))
         if ufault < self.p_fault:
-            if ufault < q.p_reset:
-                heapq.heappush(self._ends, now_us + latency_us)
-                return Decision(RESET, latency_us, None, n, "reset")
-            if ufault < q.p_reset + q.p_stall:
-                stall_us = round(q.stall_s * 1e6)
-                heapq.heappush(self._ends, now_us + stall_us)
-                return Decision(200, stall_us, None, n, "stall")
-            heapq.heappush(self._ends, now_us + latency_us)
-            return Decision(TRUNCATED, latency_us, None, n, "truncated")
-        heapq.heappush(self._ends, now_us + latency_us)
-        return Decision(200, latency_us, None, n, "ok")
+            return self._fault(now_us, latency_us, ufault, n)
+        heappush(self._ends, now_us + latency_us)
+        return _new_decision((200, latency_us, None, n, "ok", None, None))
+
+    def _fault(self, now_us: int, latency_us: int, ufault: float, n: int) -> Decision:
+        """An admitted request's injected fault (``ufault < p_fault``)."""
+        q = self.quota
+        if ufault < q.p_reset:
+            heappush(self._ends, now_us + latency_us)
+            return Decision(RESET, latency_us, None, n, "reset")
+        if ufault < q.p_reset + q.p_stall:
+            stall_us = round(q.stall_s * 1e6)
+            heappush(self._ends, now_us + stall_us)
+            return Decision(200, stall_us, None, n, "stall")
+        heappush(self._ends, now_us + latency_us)
+        return Decision(TRUNCATED, latency_us, None, n, "truncated")
 
     def _limits(
         self, now_us: int, need: tuple[int, int], n: int, ra: int | None
@@ -262,6 +315,7 @@ class Provider:
         self._draws: OrderedDict[int, Draws] = OrderedDict()
         self._draws_cache = draws_cache
         self._keys: dict[tuple[str, str], KeyState] = {}
+        self._by_step: dict[tuple[int, str], KeyState] = {}  # (step, key): :meth:`key_state`
         self.keep_log = keep_log
         # the request log keeps the newest max_log entries (a long soak stays flat)
         self.log: deque[tuple[object, ...]] = deque(maxlen=max_log)
@@ -274,10 +328,9 @@ class Provider:
         self._results: dict[tuple[int, ...], Decision] = {}
         self._unused: dict[tuple[int, ...], int] = {}  # output tokens to refund at the end
         self._forgotten: set[tuple[int, ...]] = set()
-        # per step (0 content, 1 actions, 2 tts): its quota and whether faults can happen
+        # per step (0 content, 1 actions, 2 tts): its quota
         llm, tts = scenario.quota_llm, scenario.quota_tts
         self._quota = (llm, llm, tts, llm, llm, llm)  # by step (sim.rules.Step): only TTS is tts
-        self._faulty = tuple(q.faulty for q in self._quota)
 
     def arrival_key(self, call: Call) -> tuple[int, int, int, int, int]:
         """:func:`arrival_order` under this scenario's hand-off rule."""
@@ -286,6 +339,7 @@ class Provider:
     def reset(self) -> None:
         """Forget quota state and the log (a fresh provider with the same seed)."""
         self._keys.clear()
+        self._by_step.clear()
         self.log.clear()
         self._jobs.clear()
         self._waiters.clear()
@@ -320,6 +374,9 @@ class Provider:
     def jitter_u(self, cid: int, step: int, order: int, clip: int, attempt: int) -> float:
         """The client's retry jitter after ``attempt`` of a call: the profile's fixed
         ``jitter_u``, else the keyed draw."""
+        fixed = self._fixed  # :meth:`draws_for`'s first case, inline
+        if fixed is not None and fixed.lo <= cid < fixed.hi:
+            return client_jitter_u(self.scenario, fixed, cid - fixed.lo, step, order, clip, attempt)
         d, row = self.draws_for(cid)
         return client_jitter_u(self.scenario, d, row, step, order, clip, attempt)
 
@@ -328,17 +385,26 @@ class Provider:
         return int(d.speeches().item(row, order % d.n))
 
     def decide(self, call: Call, now_us: int, arrival_us: int | None = None) -> Decision:
-        d, row = self.draws_for(call.cid)
-        step, attempt = call.step, call.attempt
-        col = d.column(step, call.order, call.clip)
-        lat: int = d.latency_us(step, attempt).item(row, col)  # .item: a Python number
-        q = self._quota[step]
-        u429: float = d.fault_u(step, attempt, KIND_429).item(row, col) if q.p_429 else 1.0
-        u5xx: float = d.fault_u(step, attempt, KIND_5XX).item(row, col) if q.p_5xx else 1.0
-        uf: float = (
-            d.fault_u(step, attempt, KIND_FAULT).item(row, col) if self._faulty[step] else 1.0
-        )
-        ks = self.key_state(step, call.api_key)
+        cid, step, order, clip, attempt, api_key = call
+        fixed = self._fixed  # :meth:`draws_for`'s first case, inline
+        if fixed is not None and fixed.lo <= cid < fixed.hi:
+            d, row = fixed, cid - fixed.lo
+        else:
+            d, row = self.draws_for(cid)
+        col = d.column(step, order, clip)
+        rows = d._admit.get((step, attempt))  # :meth:`Draws.admission`'s cache, else it
+        if rows is None:
+            rows = d.admission(step, attempt)
+        lats, r429, r5xx, rf = rows
+        lat: int = lats.item(row, col)  # .item: a Python number
+        u429: float = 1.0 if r429 is None else r429.item(row, col)
+        u5xx: float = 1.0 if r5xx is None else r5xx.item(row, col)
+        uf: float = 1.0 if rf is None else rf.item(row, col)
+        ks = self._by_step.get((step, api_key))
+        if ks is None:
+            ks = self._by_step[(step, api_key)] = self.key_state(step, api_key)
+        if ks.open and not self.force_status and not self.keep_log:
+            return ks.decide(now_us, lat, u429, u5xx, uf)  # nothing else below applies
         need, used = self._need(ks, call, d, row, col) if ks.buckets is not None else _NO_NEED
         if ks.core is not None:
             self.fire(now_us)  # what ended by now has left (normally the worlds' timers did)

@@ -149,7 +149,7 @@ class _FastCall(_Call):
             self.done(False, seen)
             return
         step, run, order, clip, _ = self.base
-        u = m.jitter(ReqId(step, run, order, clip, index))
+        u = self.fm.fjitter((step, run, order, clip, index))
         wait_us = self.policy.delay_us(self.used, None, u)
         self.used += 1
         counts.retries += 1
@@ -189,8 +189,9 @@ class _Released:
 class _FastRun(RunMachine):
     """A run whose calls are :class:`_FastCall`; the world feeds it event by event."""
 
-    def __init__(self, spec: RunSpec, jitter: Callable[[ReqId], float], w: FastWorld) -> None:
+    def __init__(self, spec: RunSpec, jitter: Callable[[Req], float], w: FastWorld) -> None:
         super().__init__(spec, jitter)
+        self.fjitter = jitter  # the same, called with a plain tuple by the fast calls
         self.w = w
         self.cid = w.base + spec.run
         self.out = _Released(w)  # type: ignore[assignment]
@@ -283,16 +284,19 @@ class FastWorld(RunsWorld):
     def _machine(self, r: int) -> RunMachine:
         return _FastRun(self._spec(r), self._jitter(r), self)
 
-    def _jitter(self, r: int) -> Callable[[ReqId], float]:
+    def _jitter(self, r: int) -> Callable[[Req], float]:
+        """Run ``r``'s retry jitter of an attempt ``(step, run, order, clip, attempt)`` (a
+        :class:`ReqId` or a plain tuple)."""
         fixed = self.sc.client.jitter_u
         if fixed is not None:
             return lambda q: fixed
         table, block = self._table, self.block
         b, row = divmod(r, self.chunk)
 
-        def jitter(q: ReqId) -> float:
-            col = block(b).column(q.step, q.order, q.clip)
-            u: float = table(b, q.step, q.attempt, KIND_JITTER).item(row, col)
+        def jitter(q: Req) -> float:
+            step = q[0]
+            col = block(b).column(step, q[2], q[3])
+            u: float = table(b, step, q[4], KIND_JITTER).item(row, col)
             return u
 
         return jitter
@@ -342,15 +346,17 @@ class FastWorld(RunsWorld):
         heap = self.heap
         pop = heapq.heappop
         while heap:
-            t = heap[0][0]
-            cur: list[Keyed] = []
+            e = pop(heap)
+            t = e[0]
+            cur: list[Keyed] = [(e[1], e[3])]
             while heap and heap[0][0] == t:
                 e = pop(heap)
                 cur.append((e[1], e[3]))
             self.now = t
             while cur:
                 cur = self._fast_round(t, cur)
-                cur.sort(key=itemgetter(0))
+                if len(cur) > 1:
+                    cur.sort(key=itemgetter(0))
 
     def _fast_round(self, t: int, cur: list[Keyed]) -> list[Keyed]:
         """One round (``cur`` in canonical order); the next round's items."""
@@ -360,9 +366,10 @@ class FastWorld(RunsWorld):
         self.nxt, self.srv, self.sends = nxt, srv, sends
         if len(cur) == 1:  # most rounds: one answer
             item = cur[0][1]
-            if item[0] == _SRV:
+            kind = item[0]
+            if kind == _SRV:
                 srv.append(item[1])
-            elif item[0] != _ANS or self._answered(t, item):
+            elif kind != _ANS or self._answered(t, item):
                 m = self.machines[item[1]]
                 m.t = t
                 _deliver(m, item)
@@ -373,8 +380,9 @@ class FastWorld(RunsWorld):
                 self._server_cmd(t, cmd)
         if len(sends) > 1:
             sends.sort(key=itemgetter(0))
+        decide = self._decide_req
         for _, req, dl in sends:
-            self._decide_req(t, req, dl)
+            decide(t, req, dl)
         return nxt
 
     def _feed_all(self, t: int, cur: list[Keyed]) -> None:
@@ -460,7 +468,8 @@ class FastWorld(RunsWorld):
             u5xx = 1.0 if r5xx is None else r5xx.item(row, col)
             uf = 1.0 if rf is None else rf.item(row, col)
             ks = self.keys[tts]
-            status, lat = ks.decide(t, lat_rows.item(row, col), u429, u5xx, uf)[:2]
+            dec = ks.decide(t, lat_rows.item(row, col), u429, u5xx, uf)
+            status, lat = dec[0], dec[1]
         else:
             key = _KEYS.get(step, LLM_KEY)
             dec = self.provider.decide(Call(self.base + r, step, order, clip, attempt, key), t)
@@ -469,10 +478,15 @@ class FastWorld(RunsWorld):
         end = t + lat
         self.flights[req] = (t, ks, end, step != _TTS and step != _MEDIA)
         if end > dl:
-            self.at(dl, (1, *req, 0), (_ANS, r, req, 504, 0, True))
+            end, item = dl, (_ANS, r, req, 504, 0, True)
         else:
             seen = -1 if status in (RESET, TRUNCATED) else status
-            self.at(end, (1, *req, 0), (_ANS, r, req, seen, status, False))
+            item = (_ANS, r, req, seen, status, False)
+        akey = (1, step, r, order, clip, attempt, 0)  # the answer's canonical key
+        if end <= t:
+            self.nxt.append((akey, item))
+        else:
+            heapq.heappush(self.heap, (end, akey, next(self._seq), item))
 
 
 def _deliver(m: RunMachine, item: FItem) -> None:

@@ -57,12 +57,19 @@ PINNED_CELLS = (
     ("default+quota pipelined c=3", True, "pipelined", 3),
 )
 # Times the cells in the tree at argv[1] (first on sys.path): CPU seconds per classroom of
-# simulate_many over ``reps`` classrooms, one seed per round; prints {cell: classrooms/s}.
+# the SimPy model over ``reps`` classrooms, one seed per round; prints {cell: classrooms/s}.
+# The pinned tree has ``simulate_many(sc, mode, c, reps, seed=)``; this one ``simulate_simpy``.
 _PINNED_CHILD = """
 import dataclasses, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from sim.model import simulate_many
 from sim.scenario import load_scenario
+try:  # the pinned tree's entry point
+    from sim.model import simulate_many
+except ImportError:  # this tree's: the SimPy engine with a RunConfig (since 2c0f63b)
+    from sim.config import RunConfig
+    from sim.model import simulate_simpy
+    def simulate_many(sc, mode, c, reps, seed):
+        return simulate_simpy(sc, RunConfig.of(mode, c), reps, seed=seed)
 cells, reps = json.loads(sys.argv[2]), int(sys.argv[3])
 base = load_scenario("default")
 quota = base.replace(
@@ -457,6 +464,10 @@ def run_bench(
     out["lines"] += out["runs_engines"]["lines"]
     out["fast_quota"] = run_quota_engine_bench(quick=quick)
     out["lines"] += out["fast_quota"]["lines"]
+    from .grid_bench import run_grid_bench  # the full default grids' time (issue 24)
+
+    out["grid"] = run_grid_bench(quick=quick)
+    out["lines"] += out["grid"]["lines"]
     return out
 
 
