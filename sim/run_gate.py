@@ -9,13 +9,17 @@ spending the retry budget (:class:`~sim.rules.CallMachine` ``gated``, at most
 :data:`~sim.rules.MAX_429_WAITS` times). The media key has no gate: the model gives the image
 provider no limit, and each run sends one media item at a time.
 
-Waiting order, lowest first (``docs/runs.md``, "The key-wide gate"): ``(tier, arrival, run,
-scene, step, clip)``. Tier 0 is a run's work before its first scene is written — the outline,
-the agent profiles, scene 0's content, actions and clips — so a new run's first scene passes
-ahead of the older runs' later work (time to first scene is the learners' main measure). Tier 1
-is the rest, by the run's arrival (first come, first served between runs) and, inside a run, by
-scene: the actions and clips of the scene the run plays next and the content it waits for have
-the lowest scene of that run's requests, so they pass ahead of its content generated ahead.
+Waiting order, lowest first (``docs/runs.md``, "The key-wide gate"): earliest **need time**
+first, ``(need, run, scene, step, clip)``. A request's need time is the moment its run's
+learner will need the work if the run played from its request on: for a run's work before its
+first scene (the outline, the agent profiles, scene 0's content, actions and clips) the run's
+arrival; for scene k >= 1 the arrival plus the playback time of scenes 0..k-1 (the learner's
+keyed playback draws, known in advance: :meth:`sim.draws.Draws.playback_us`). The rank is
+static (fixed when the request is offered, kept by a re-queued attempt), so the three drivers
+compute it from the same integers. Inside a run, at one need time, the scene it plays next
+(its actions and clips) passes ahead of the content generated ahead.
+:data:`ORDERS` also keeps the orders it was measured against: ``tiers`` (a run's work before
+its first scene, then the rest, each by arrival) and ``fifo`` (by arrival).
 
 Deadlines: an attempt's per-attempt deadline starts when it passes the gate (upstream's
 ``AbortSignal`` starts with the request); the outline's deadline is the whole step's and keeps
@@ -29,6 +33,7 @@ one ended (in canonical order), cancels, expires, and after every round takes wh
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .keygate import KeyGate, key_cap
@@ -36,7 +41,7 @@ from .rules import Step
 from .run_machine import LLM_KEY, TTS_KEY
 from .scenario import Scenario
 
-__all__ = ["Admitted", "RunGates", "gate_rank"]
+__all__ = ["ORDER", "ORDERS", "Admitted", "RunGates", "gate_rank"]
 
 Req = tuple[int, ...]  # (step, run, order, clip, attempt): a ReqId or the fast engine's tuple
 
@@ -51,22 +56,42 @@ class Admitted:
     deadline_us: int
 
 
-def gate_rank(req: Req, arrival_us: int) -> tuple[int, ...]:
-    """A request's place at its gate (lowest first; see the module docstring)."""
-    step, run, order, clip = req[0], req[1], req[2], req[3]
-    tier = 0 if order == 0 else 1
-    return (tier, arrival_us, run, order, step, clip)
+ORDERS = ("need", "tiers", "fifo")
+ORDER = "need"  # the gate's waiting order (docs/runs.md: the comparison that chose it)
+
+
+def gate_rank(req: Req, arrival_us: int, before_us: int = 0, order: str = ORDER) -> tuple[int, ...]:
+    """A request's place at its gate (lowest first; see the module docstring);
+    ``before_us``: the playback time of its run's scenes before the request's scene."""
+    step, run, scene, clip = req[0], req[1], req[2], req[3]
+    if order == "need":
+        return (arrival_us + before_us, run, scene, step, clip)
+    if order == "tiers":
+        return (0 if scene == 0 else 1, arrival_us, run, scene, step, clip)
+    return (arrival_us, run, scene, step, clip)
 
 
 class RunGates:
     """The server's key-wide gates and the requests waiting at them or holding a slot."""
 
-    def __init__(self, sc: Scenario, arrivals_us: list[int]) -> None:
+    def __init__(
+        self,
+        sc: Scenario,
+        arrivals_us: list[int],
+        playback_us: Callable[[int], Sequence[int]] | None = None,
+        order: str | None = None,
+    ) -> None:
+        """``playback_us(run)``: the run's scenes' playback times, in scene order (asked once
+        per run, at its first request past scene 0; None: every scene plays 0 s);
+        ``order``: one of :data:`ORDERS` (None: :data:`ORDER`)."""
         self.gates = {
             LLM_KEY: KeyGate(key_cap(sc.quota_llm.max_inflight)),
             TTS_KEY: KeyGate(key_cap(sc.quota_tts.max_inflight)),
         }
         self.arrivals_us = arrivals_us
+        self.playback_us = playback_us
+        self.order = ORDER if order is None else order
+        self._before: dict[int, list[int]] = {}  # run -> playback before each scene
         # waiting: req -> (key, window or absolute deadline, absolute?)
         self.waiting: dict[Req, tuple[str, int, bool]] = {}
         self.held: dict[Req, tuple[str, tuple[int, ...]]] = {}
@@ -83,9 +108,23 @@ class RunGates:
             return None
         whole = req[0] == Step.OUTLINE  # the step's deadline, running since the claim
         self.waiting[req] = (key, deadline_us if whole else deadline_us - t_us, whole)
-        rank = gate_rank(req, self.arrivals_us[req[1]])
+        rank = gate_rank(req, self.arrivals_us[req[1]], self._before_us(req), self.order)
         gate.wait(rank, lambda: self._wake(req, rank))
         return deadline_us if whole else None
+
+    def _before_us(self, req: Req) -> int:
+        """The playback time of ``req``'s run's scenes before its scene."""
+        run, scene = req[1], req[2]
+        if self.playback_us is None or scene == 0 or self.order != "need":
+            return 0
+        before = self._before.get(run)
+        if before is None:
+            before, total = [], 0
+            for play in self.playback_us(run):
+                before.append(total)
+                total += play
+            self._before[run] = before
+        return before[scene]
 
     def _wake(self, req: Req, rank: tuple[int, ...]) -> bool:
         got = self.waiting.pop(req, None)

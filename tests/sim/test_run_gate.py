@@ -1,7 +1,10 @@
 """The key-wide gate across runs (sim/run_gate.py), derived from its rules on tiny cells with
 constant latencies: outline 10 s, agents 2 s, content 20 s, actions 5 s, a clip 1 s, two clips
 a scene, no random faults. A run's work before its first scene on the LLM key is then
-S = 10 + 2 + 20 + 5 = 37 s, and the gate serves it (tier 0) before any run's later scenes."""
+S = 10 + 2 + 20 + 5 = 37 s. The gate serves the work needed earliest first: a run's first
+scene is needed at its arrival, its scene k at the arrival plus the playback of scenes
+0..k-1 (the default playback: 5 s plus a clip's audio, > 0), so runs arriving together
+all get their first scene before any run's later scenes."""
 
 from __future__ import annotations
 
@@ -54,7 +57,8 @@ def test_two_runs_on_one_slot_no_429_and_learner_first_order() -> None:
     llm = sorted((r[0], r[8]) for r in log if r[2] != Step.TTS)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(llm))  # one at a time
     # run 0 (first by rank at the same arrival) does its whole first scene's LLM work first;
-    # run 1's outline passes next, ahead of run 0's content generated ahead (tier 1)
+    # run 1's outline (needed at 0) passes next, ahead of run 0's content generated ahead
+    # (needed once scene 0 has played, > 0)
     assert _sent(log, 0, Step.OUTLINE, 0) == 0
     assert _sent(log, 1, Step.OUTLINE, 0) == FIRST_US
     assert _sent(log, 0, Step.CONTENT, 1) == 2 * FIRST_US
@@ -111,14 +115,40 @@ def test_a_429_from_an_rpm_window_requeues_without_spending_the_budget() -> None
     assert off.records[0].state == "paused" and off.records[0].pause_status == 429
 
 
-def test_rank_tiers() -> None:
-    arrival = 7
+def test_rank_need_time() -> None:
+    # the rank is the need time (arrival + playback before the scene), then run, scene, step
     first = [ReqId(s, 1, 0, 0, 0) for s in (Step.OUTLINE, Step.AGENTS, Step.CONTENT, Step.TTS)]
-    later = gate_rank(ReqId(Step.CONTENT, 0, 1, 0, 0), 0)  # an older run's later scene
-    assert all(gate_rank(q, arrival) < later for q in first)  # a new run's first scene first
-    # inside a run: the scene it plays next (actions, clips) before content generated ahead
-    assert gate_rank(ReqId(Step.ACTIONS, 0, 3, 0, 0), 0) < gate_rank(ReqId(0, 0, 4, 0, 0), 0)
-    assert gate_rank(ReqId(Step.TTS, 0, 3, 1, 0), 0) < gate_rank(ReqId(0, 0, 4, 0, 0), 0)
+    older = gate_rank(ReqId(Step.CONTENT, 0, 1, 0, 0), 0, 25)  # needed at 0 + 25
+    assert all(gate_rank(q, 7) < older for q in first)  # a run arriving at 7 needs it sooner
+    assert all(gate_rank(q, 30) > older for q in first)  # one arriving at 30 later
+    assert gate_rank(ReqId(Step.ACTIONS, 0, 3, 0, 0), 0, 9) < gate_rank(ReqId(0, 0, 4, 0, 0), 0, 9)
+    assert gate_rank(ReqId(Step.TTS, 0, 3, 1, 0), 0, 9) < gate_rank(ReqId(0, 0, 4, 0, 0), 0, 9)
+    # the orders it was measured against
+    q1, q0 = ReqId(Step.CONTENT, 0, 1, 0, 0), ReqId(Step.OUTLINE, 1, 0, 0, 0)
+    assert gate_rank(q0, 30, 0, "tiers") < gate_rank(q1, 0, 25, "tiers")
+    assert gate_rank(q0, 30, 0, "fifo") > gate_rank(q1, 0, 25, "fifo")
+
+
+def _later_run(order: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """When run 1 (arriving at 55 s) sends its outline, behind run 0 (at 0 s) on one slot.
+    Three scenes, each playing 5 + 2 × 10 = 25 s: run 0's scene k is needed at 25·k s."""
+    monkeypatch.setattr("sim.run_gate.ORDER", order)
+    sc = _const(1).replace(outlines=3)
+    sc = sc.replace(playback=dataclasses.replace(sc.playback, clip=Constant(10.0)))
+    cfg = RunsConfig(2, arrivals=((0.0, 0), (55.0, 1)), settings=FIXED, adaptive="gate")
+    res = simulate_runs(sc, cfg, 1)
+    assert [r.state for r in res.records] == ["completed", "completed"]
+    return _sent(res.log, 1, Step.OUTLINE, 0)
+
+
+def test_need_time_order_serves_the_scene_needed_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # run 0 writes scene 0 at 38 s (37 s of LLM work, its clips 37..38 s); content(1) and
+    # content(2) are then made (c = 2): (1) passes at once (38..58 s), (2) waits (need 50 s).
+    # Run 1's outline is made at 55 s (need 55 s). At 58 s actions(1) (need 25 s) passes,
+    # then content(2) at 63 s (need 50 s), then actions(2) at 83 s (need 50 s), and run 1's
+    # outline only at 88 s. Tiers send it at 58 s, as soon as the slot frees.
+    assert _later_run("need", monkeypatch) == 88 * S
+    assert _later_run("tiers", monkeypatch) == 58 * S
 
 
 def test_gates_caps_and_media() -> None:

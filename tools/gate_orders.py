@@ -1,0 +1,88 @@
+"""The key-wide gate's waiting orders compared (docs/runs.md, "The key-wide gate across runs").
+
+Runs the findings sweep's gate cells (the `default` scenario, 20 deployments of 20 runs from 5
+learners, Poisson, seed 11 onwards, every *c* x *m*) on the tight keys once per order of
+:data:`sim.run_gate.ORDERS`, picks each order's pair per key and load by the findings' rule
+(:func:`runner.report.runs_recommendation.pick_profile`), and prints one markdown row per key
+and load: each order's pick, its p50/p95 time to first scene, mean stall per run and P(bad run).
+
+    python tools/gate_orders.py --quotas 1,2,3 --loads 10,30,60 --out results/gate-orders
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
+from pathlib import Path
+
+import pandas as pd
+
+import sim.run_gate
+from runner.experiments.runs_sweep import RunsCell, run_runs_cell
+from runner.report.runs_recommendation import pick_profile, runs_rule_cells
+from runner.store.runs_cells import runs_cell_table
+from sim.scenario import load_scenario
+
+
+def _cell(order: str, cell: RunsCell) -> pd.DataFrame:
+    sim.run_gate.ORDER = order  # the order RunGates takes when a driver names none
+    df = run_runs_cell(cell, load_scenario("default", upstream="runs"))
+    df["order"] = order
+    return df
+
+
+def _cells(quotas: list[int], loads: list[float]) -> list[RunsCell]:
+    return [
+        RunsCell("sim", "default", q, "", load, m, c, "gate", 20, 20, 5, 11)
+        for q in quotas
+        for load in loads
+        for m in (1, 2, 4, 8)
+        for c in (1, 2, 3, 5)
+    ]
+
+
+def _row(q: int, load: float, table: pd.DataFrame) -> str:
+    out = [f"| {q} in flight, {load:g}/h"]
+    for order in sim.run_gate.ORDERS:
+        t = table[(table["order"] == order) & (table["quota"] == q)]
+        t = t[t["load_per_h"] == load]
+        pk = pick_profile(runs_rule_cells(t))
+        assert pk is not None
+        x = pk.pick
+        out.append(
+            f"{order}: ({x.concurrency}, {x.max_concurrent}) {x.ttfs_p50_s:.0f} / "
+            f"{x.ttfs_p95_s:.0f} s, {x.stall_mean_s:.1f} s, {100 * x.p_bad:.1f}%"
+        )
+    return " | ".join(out) + " |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quotas", default="1,2,3")
+    ap.add_argument("--loads", default="10,30,60")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("results/gate-orders"))
+    a = ap.parse_args()
+    quotas = [int(x) for x in a.quotas.split(",")]
+    loads = [float(x) for x in a.loads.split(",")]
+    jobs = [(o, c) for o in sim.run_gate.ORDERS for c in _cells(quotas, loads)]
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(a.workers, mp_context=ctx) as pool:
+        parts = list(pool.map(_cell, *zip(*jobs, strict=True)))
+    runs = pd.concat(parts, ignore_index=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+    runs.to_parquet(a.out / "runs.parquet")
+    table = pd.concat(
+        [runs_cell_table(g).assign(order=o) for o, g in runs.groupby("order")], ignore_index=True
+    )
+    table.to_csv(a.out / "cells.csv", index=False)
+    print("| key, load | " + " | ".join(sim.run_gate.ORDERS) + " |")
+    print("|---" * (1 + len(sim.run_gate.ORDERS)) + "|")
+    for q in quotas:
+        for load in loads:
+            print(_row(q, load, table))
+
+
+if __name__ == "__main__":
+    main()
