@@ -56,16 +56,24 @@ class Admitted:
     deadline_us: int
 
 
-ORDERS = ("need", "tiers", "fifo")
+ORDERS = ("need", "need-arrival", "tiers", "fifo")
 ORDER = "need"  # the gate's waiting order (docs/runs.md: the comparison that chose it)
 
 
-def gate_rank(req: Req, arrival_us: int, before_us: int = 0, order: str = ORDER) -> tuple[int, ...]:
+def gate_rank(
+    req: Req,
+    arrival_us: int,
+    before_us: int = 0,
+    order: str = ORDER,
+    first_us: int | None = None,
+) -> tuple[int, ...]:
     """A request's place at its gate (lowest first; see the module docstring);
-    ``before_us``: the playback time of its run's scenes before the request's scene."""
+    ``before_us``: the playback time of its run's scenes before the request's scene;
+    ``first_us``: when the run's first scene was written (None: not yet)."""
     step, run, scene, clip = req[0], req[1], req[2], req[3]
-    if order == "need":
-        return (arrival_us + before_us, run, scene, step, clip)
+    if order in ("need", "need-arrival"):
+        since = first_us if order == "need" and scene > 0 and first_us is not None else arrival_us
+        return (since + before_us, run, scene, step, clip)
     if order == "tiers":
         return (0 if scene == 0 else 1, arrival_us, run, scene, step, clip)
     return (arrival_us, run, scene, step, clip)
@@ -80,10 +88,12 @@ class RunGates:
         arrivals_us: list[int],
         playback_us: Callable[[int], Sequence[int]] | None = None,
         order: str | None = None,
+        first_scene_us: Callable[[int], int | None] | None = None,
     ) -> None:
         """``playback_us(run)``: the run's scenes' playback times, in scene order (asked once
         per run, at its first request past scene 0; None: every scene plays 0 s);
-        ``order``: one of :data:`ORDERS` (None: :data:`ORDER`)."""
+        ``order``: one of :data:`ORDERS` (None: :data:`ORDER`); ``first_scene_us(run)``: when
+        the run's first scene was written (None: not yet)."""
         self.gates = {
             LLM_KEY: KeyGate(key_cap(sc.quota_llm.max_inflight)),
             TTS_KEY: KeyGate(key_cap(sc.quota_tts.max_inflight)),
@@ -91,6 +101,7 @@ class RunGates:
         self.arrivals_us = arrivals_us
         self.playback_us = playback_us
         self.order = ORDER if order is None else order
+        self.first_scene_us = first_scene_us
         self._before: dict[int, list[int]] = {}  # run -> playback before each scene
         # waiting: req -> (key, window or absolute deadline, absolute?)
         self.waiting: dict[Req, tuple[str, int, bool]] = {}
@@ -108,14 +119,17 @@ class RunGates:
             return None
         whole = req[0] == Step.OUTLINE  # the step's deadline, running since the claim
         self.waiting[req] = (key, deadline_us if whole else deadline_us - t_us, whole)
-        rank = gate_rank(req, self.arrivals_us[req[1]], self._before_us(req), self.order)
+        run, first = req[1], None
+        if req[2] > 0 and self.first_scene_us is not None:
+            first = self.first_scene_us(run)
+        rank = gate_rank(req, self.arrivals_us[run], self._before_us(req), self.order, first)
         gate.wait(rank, lambda: self._wake(req, rank))
         return deadline_us if whole else None
 
     def _before_us(self, req: Req) -> int:
         """The playback time of ``req``'s run's scenes before its scene."""
         run, scene = req[1], req[2]
-        if self.playback_us is None or scene == 0 or self.order != "need":
+        if self.playback_us is None or scene == 0 or not self.order.startswith("need"):
             return 0
         before = self._before.get(run)
         if before is None:

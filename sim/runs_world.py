@@ -195,7 +195,12 @@ class RunsWorld:
         self.log: list[tuple[int, ...]] = []
         self.now = 0
         self.gates = (
-            RunGates(sc, [t for t, _ in self.arrivals], self._playback_us)
+            RunGates(
+                sc,
+                [t for t, _ in self.arrivals],
+                self._playback_us,
+                first_scene_us=self._first_scene_us,
+            )
             if cfg.adaptive == "gate"
             else None
         )
@@ -207,6 +212,11 @@ class RunsWorld:
         counts them): the gate's need times (:mod:`sim.run_gate`)."""
         d, row = self.provider.draws_for(self.base + r)
         return [d.playback_us(row, k, n) for k, n in enumerate(self.machines[r].spec.clips)]
+
+    def _first_scene_us(self, r: int) -> int | None:
+        """When run ``r``'s first scene was written (None: not yet): its learner plays from
+        then (the gate's need times)."""
+        return next((t for k, t in self.machines[r].record.ready if k == 0), None)
 
     def _new_provider(self, n: int) -> RunProvider:
         """The cell's provider: per-classroom keyed draws (a driver may give one block)."""

@@ -42,9 +42,9 @@ def _cells(quotas: list[int], loads: list[float]) -> list[RunsCell]:
     ]
 
 
-def _row(q: int, load: float, table: pd.DataFrame) -> str:
+def _row(q: int, load: float, table: pd.DataFrame, orders: list[str]) -> str:
     out = [f"| {q} in flight, {load:g}/h"]
-    for order in sim.run_gate.ORDERS:
+    for order in orders:
         t = table[(table["order"] == order) & (table["quota"] == q)]
         t = t[t["load_per_h"] == load]
         pk = pick_profile(runs_rule_cells(t))
@@ -61,12 +61,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quotas", default="1,2,3")
     ap.add_argument("--loads", default="10,30,60")
+    ap.add_argument("--orders", default=",".join(sim.run_gate.ORDERS))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("results/gate-orders"))
     a = ap.parse_args()
     quotas = [int(x) for x in a.quotas.split(",")]
     loads = [float(x) for x in a.loads.split(",")]
-    jobs = [(o, c) for o in sim.run_gate.ORDERS for c in _cells(quotas, loads)]
+    orders = a.orders.split(",")
+    jobs = [(o, c) for o in orders for c in _cells(quotas, loads)]
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(a.workers, mp_context=ctx) as pool:
         parts = list(pool.map(_cell, *zip(*jobs, strict=True)))
@@ -77,11 +79,11 @@ def main() -> None:
         [runs_cell_table(g).assign(order=o) for o, g in runs.groupby("order")], ignore_index=True
     )
     table.to_csv(a.out / "cells.csv", index=False)
-    print("| key, load | " + " | ".join(sim.run_gate.ORDERS) + " |")
-    print("|---" * (1 + len(sim.run_gate.ORDERS)) + "|")
+    print("| key, load | " + " | ".join(orders) + " |")
+    print("|---" * (1 + len(orders)) + "|")
     for q in quotas:
         for load in loads:
-            print(_row(q, load, table))
+            print(_row(q, load, table, orders))
 
 
 if __name__ == "__main__":

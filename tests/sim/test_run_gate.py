@@ -116,39 +116,52 @@ def test_a_429_from_an_rpm_window_requeues_without_spending_the_budget() -> None
 
 
 def test_rank_need_time() -> None:
-    # the rank is the need time (arrival + playback before the scene), then run, scene, step
+    # the rank is the need time, then run, scene, step: a run's first scene is needed at its
+    # arrival; scene k at its first scene's time + the playback of the scenes before it
     first = [ReqId(s, 1, 0, 0, 0) for s in (Step.OUTLINE, Step.AGENTS, Step.CONTENT, Step.TTS)]
-    older = gate_rank(ReqId(Step.CONTENT, 0, 1, 0, 0), 0, 25)  # needed at 0 + 25
-    assert all(gate_rank(q, 7) < older for q in first)  # a run arriving at 7 needs it sooner
-    assert all(gate_rank(q, 30) > older for q in first)  # one arriving at 30 later
-    assert gate_rank(ReqId(Step.ACTIONS, 0, 3, 0, 0), 0, 9) < gate_rank(ReqId(0, 0, 4, 0, 0), 0, 9)
-    assert gate_rank(ReqId(Step.TTS, 0, 3, 1, 0), 0, 9) < gate_rank(ReqId(0, 0, 4, 0, 0), 0, 9)
-    # the orders it was measured against
-    q1, q0 = ReqId(Step.CONTENT, 0, 1, 0, 0), ReqId(Step.OUTLINE, 1, 0, 0, 0)
-    assert gate_rank(q0, 30, 0, "tiers") < gate_rank(q1, 0, 25, "tiers")
-    assert gate_rank(q0, 30, 0, "fifo") > gate_rank(q1, 0, 25, "fifo")
+    q1 = ReqId(Step.CONTENT, 0, 1, 0, 0)  # run 0 (arrived at 0, first scene at 20): scene 1
+    older = gate_rank(q1, 0, 25, first_us=20)  # needed at 20 + 25 = 45
+    assert all(gate_rank(q, 44) < older for q in first)  # a run arriving at 44 needs it sooner
+    assert all(gate_rank(q, 46) > older for q in first)  # one arriving at 46 later
+    assert gate_rank(ReqId(Step.ACTIONS, 0, 3, 0, 0), 0, 9, first_us=5) < gate_rank(
+        ReqId(0, 0, 4, 0, 0), 0, 9, first_us=5
+    )
+    assert gate_rank(ReqId(Step.TTS, 0, 3, 1, 0), 0, 9, first_us=5) < gate_rank(
+        ReqId(0, 0, 4, 0, 0), 0, 9, first_us=5
+    )
+    # the orders it was measured against: need times from the arrival, tiers, fifo
+    q0 = ReqId(Step.OUTLINE, 1, 0, 0, 0)
+    assert gate_rank(q0, 30, 0, "need-arrival") > gate_rank(q1, 0, 25, "need-arrival", 20)
+    assert gate_rank(q0, 50, 0, "tiers") < gate_rank(q1, 0, 25, "tiers", 20)
+    assert gate_rank(q0, 30, 0, "fifo") > gate_rank(q1, 0, 25, "fifo", 20)
 
 
 def _later_run(order: str, monkeypatch: pytest.MonkeyPatch) -> int:
-    """When run 1 (arriving at 55 s) sends its outline, behind run 0 (at 0 s) on one slot.
-    Three scenes, each playing 5 + 2 × 10 = 25 s: run 0's scene k is needed at 25·k s."""
+    """When run 1 (arriving at 50 s) sends its outline, behind run 0 (at 0 s) on one slot.
+    Three scenes, each playing 5 s + 2 clips × 1 s = 7 s."""
     monkeypatch.setattr("sim.run_gate.ORDER", order)
     sc = _const(1).replace(outlines=3)
-    sc = sc.replace(playback=dataclasses.replace(sc.playback, clip=Constant(10.0)))
-    cfg = RunsConfig(2, arrivals=((0.0, 0), (55.0, 1)), settings=FIXED, adaptive="gate")
+    sc = sc.replace(playback=dataclasses.replace(sc.playback, clip=Constant(1.0)))
+    cfg = RunsConfig(2, arrivals=((0.0, 0), (50.0, 1)), settings=FIXED, adaptive="gate")
     res = simulate_runs(sc, cfg, 1)
     assert [r.state for r in res.records] == ["completed", "completed"]
     return _sent(res.log, 1, Step.OUTLINE, 0)
 
 
-def test_need_time_order_serves_the_scene_needed_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    # run 0 writes scene 0 at 38 s (37 s of LLM work, its clips 37..38 s); content(1) and
-    # content(2) are then made (c = 2): (1) passes at once (38..58 s), (2) waits (need 50 s).
-    # Run 1's outline is made at 55 s (need 55 s). At 58 s actions(1) (need 25 s) passes,
-    # then content(2) at 63 s (need 50 s), then actions(2) at 83 s (need 50 s), and run 1's
-    # outline only at 88 s. Tiers send it at 58 s, as soon as the slot frees.
-    assert _later_run("need", monkeypatch) == 88 * S
-    assert _later_run("tiers", monkeypatch) == 58 * S
+@pytest.mark.parametrize(
+    ("order", "sent_s"), [("need", 63), ("need-arrival", 88), ("tiers", 58), ("fifo", 88)]
+)
+def test_the_orders_on_a_later_run(
+    order: str, sent_s: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # run 0 writes scene 0 at 38 s (37 s of LLM work, its clips 37..38 s): its learner needs
+    # scene 1 at 45 s, scene 2 at 52 s. content(1) and content(2) are made then (c = 2);
+    # (1) passes at once (38..58 s), (2) waits. Run 1's outline is made at 50 s (needed
+    # then). At 58 s actions(1) is made. need: actions(1) (45 s) at 58 s, then run 1's
+    # outline (50 s) ahead of content(2) (52 s) at 63 s. tiers: the outline at 58 s, as soon
+    # as the slot frees. need-arrival (scene k needed at 0 + 7k s) and fifo: run 0's
+    # actions(1), content(2) (63..83 s) and actions(2) (83..88 s) first: 88 s.
+    assert _later_run(order, monkeypatch) == sent_s * S
 
 
 def test_gates_caps_and_media() -> None:
