@@ -9,17 +9,24 @@ spending the retry budget (:class:`~sim.rules.CallMachine` ``gated``, at most
 :data:`~sim.rules.MAX_429_WAITS` times). The media key has no gate: the model gives the image
 provider no limit, and each run sends one media item at a time.
 
-Waiting order, lowest first (``docs/runs.md``, "The key-wide gate"): earliest **need time**
-first, ``(need, run, scene, step, clip)``. A request's need time is the moment its run's
-learner will need the work if the run played from its request on: for a run's work before its
-first scene (the outline, the agent profiles, scene 0's content, actions and clips) the run's
-arrival; for scene k >= 1 the arrival plus the playback time of scenes 0..k-1 (the learner's
-keyed playback draws, known in advance: :meth:`sim.draws.Draws.playback_us`). The rank is
-static (fixed when the request is offered, kept by a re-queued attempt), so the three drivers
-compute it from the same integers. Inside a run, at one need time, the scene it plays next
-(its actions and clips) passes ahead of the content generated ahead.
-:data:`ORDERS` also keeps the orders it was measured against: ``tiers`` (a run's work before
-its first scene, then the rest, each by arrival) and ``fifo`` (by arrival).
+Waiting order, lowest first (``docs/runs.md``, "The key-wide gate"): :data:`ORDER`, one of
+:data:`ORDERS` (:func:`gate_rank`), the one the comparison there chose:
+
+* ``tiers`` (the default): ``(tier, arrival, run, scene, step, clip)``. Tier 0 is a run's work
+  before its first scene is written (the outline, the agent profiles, scene 0's content,
+  actions and clips), so a new run's first scene passes ahead of the older runs' later work;
+  tier 1 is the rest, by the run's arrival (first come, first served between runs).
+* ``need``: earliest need time first, ``(need, run, scene, step, clip)``: the moment the run's
+  learner will need the work if nothing stalls. For the work before the first scene, the
+  run's arrival; for scene k >= 1, the time the run's first scene was written plus the
+  playback of scenes 0..k-1 (the learner's keyed draws, :meth:`sim.draws.Draws.playback_us`).
+  Scene k >= 1's work is made only after scene 0 is written, so its need time is known when
+  it is offered and never changes (a re-queued attempt gets the same one).
+* ``need-arrival``: the same from the arrival (scene k at arrival + playback before it).
+* ``fifo``: ``(arrival, run, scene, step, clip)``.
+
+Inside a run, every order puts the scene it plays next (its actions and clips, the content it
+waits for) ahead of the content generated ahead; a re-queued attempt keeps its rank.
 
 Deadlines: an attempt's per-attempt deadline starts when it passes the gate (upstream's
 ``AbortSignal`` starts with the request); the outline's deadline is the whole step's and keeps
@@ -57,7 +64,7 @@ class Admitted:
 
 
 ORDERS = ("need", "need-arrival", "tiers", "fifo")
-ORDER = "need"  # the gate's waiting order (docs/runs.md: the comparison that chose it)
+ORDER = "tiers"  # the gate's waiting order (docs/runs.md: the comparison that chose it)
 
 
 def gate_rank(
@@ -120,7 +127,7 @@ class RunGates:
         whole = req[0] == Step.OUTLINE  # the step's deadline, running since the claim
         self.waiting[req] = (key, deadline_us if whole else deadline_us - t_us, whole)
         run, first = req[1], None
-        if req[2] > 0 and self.first_scene_us is not None:
+        if req[2] > 0 and self.order == "need" and self.first_scene_us is not None:
             first = self.first_scene_us(run)
         rank = gate_rank(req, self.arrivals_us[run], self._before_us(req), self.order, first)
         gate.wait(rank, lambda: self._wake(req, rank))

@@ -1,10 +1,8 @@
 """The key-wide gate across runs (sim/run_gate.py), derived from its rules on tiny cells with
 constant latencies: outline 10 s, agents 2 s, content 20 s, actions 5 s, a clip 1 s, two clips
 a scene, no random faults. A run's work before its first scene on the LLM key is then
-S = 10 + 2 + 20 + 5 = 37 s. The gate serves the work needed earliest first: a run's first
-scene is needed at its arrival, its scene k at the arrival plus the playback of scenes
-0..k-1 (the default playback: 5 s plus a clip's audio, > 0), so runs arriving together
-all get their first scene before any run's later scenes."""
+S = 10 + 2 + 20 + 5 = 37 s, and the gate serves it (tier 0) before any run's later scenes.
+The other orders the gate was measured with (sim.run_gate.ORDERS) are derived on one cell."""
 
 from __future__ import annotations
 
@@ -57,8 +55,7 @@ def test_two_runs_on_one_slot_no_429_and_learner_first_order() -> None:
     llm = sorted((r[0], r[8]) for r in log if r[2] != Step.TTS)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(llm))  # one at a time
     # run 0 (first by rank at the same arrival) does its whole first scene's LLM work first;
-    # run 1's outline (needed at 0) passes next, ahead of run 0's content generated ahead
-    # (needed once scene 0 has played, > 0)
+    # run 1's outline passes next, ahead of run 0's content generated ahead (tier 1)
     assert _sent(log, 0, Step.OUTLINE, 0) == 0
     assert _sent(log, 1, Step.OUTLINE, 0) == FIRST_US
     assert _sent(log, 0, Step.CONTENT, 1) == 2 * FIRST_US
@@ -115,21 +112,28 @@ def test_a_429_from_an_rpm_window_requeues_without_spending_the_budget() -> None
     assert off.records[0].state == "paused" and off.records[0].pause_status == 429
 
 
+def test_rank_tiers() -> None:
+    # the default order: a run's work before its first scene (tier 0), then by arrival
+    arrival = 7
+    first = [ReqId(s, 1, 0, 0, 0) for s in (Step.OUTLINE, Step.AGENTS, Step.CONTENT, Step.TTS)]
+    later = gate_rank(ReqId(Step.CONTENT, 0, 1, 0, 0), 0)  # an older run's later scene
+    assert all(gate_rank(q, arrival) < later for q in first)  # a new run's first scene first
+    # inside a run: the scene it plays next (actions, clips) before content generated ahead
+    assert gate_rank(ReqId(Step.ACTIONS, 0, 3, 0, 0), 0) < gate_rank(ReqId(0, 0, 4, 0, 0), 0)
+    assert gate_rank(ReqId(Step.TTS, 0, 3, 1, 0), 0) < gate_rank(ReqId(0, 0, 4, 0, 0), 0)
+
+
 def test_rank_need_time() -> None:
-    # the rank is the need time, then run, scene, step: a run's first scene is needed at its
-    # arrival; scene k at its first scene's time + the playback of the scenes before it
+    # the need-time order: a run's first scene is needed at its arrival, its scene k at its
+    # first scene's time + the playback of the scenes before it; then run, scene, step
     first = [ReqId(s, 1, 0, 0, 0) for s in (Step.OUTLINE, Step.AGENTS, Step.CONTENT, Step.TTS)]
     q1 = ReqId(Step.CONTENT, 0, 1, 0, 0)  # run 0 (arrived at 0, first scene at 20): scene 1
-    older = gate_rank(q1, 0, 25, first_us=20)  # needed at 20 + 25 = 45
-    assert all(gate_rank(q, 44) < older for q in first)  # a run arriving at 44 needs it sooner
-    assert all(gate_rank(q, 46) > older for q in first)  # one arriving at 46 later
-    assert gate_rank(ReqId(Step.ACTIONS, 0, 3, 0, 0), 0, 9, first_us=5) < gate_rank(
-        ReqId(0, 0, 4, 0, 0), 0, 9, first_us=5
-    )
-    assert gate_rank(ReqId(Step.TTS, 0, 3, 1, 0), 0, 9, first_us=5) < gate_rank(
-        ReqId(0, 0, 4, 0, 0), 0, 9, first_us=5
-    )
-    # the orders it was measured against: need times from the arrival, tiers, fifo
+    older = gate_rank(q1, 0, 25, "need", 20)  # needed at 20 + 25 = 45
+    assert all(gate_rank(q, 44, 0, "need") < older for q in first)  # arriving at 44: sooner
+    assert all(gate_rank(q, 46, 0, "need") > older for q in first)  # arriving at 46: later
+    actions, ahead = ReqId(Step.ACTIONS, 0, 3, 0, 0), ReqId(0, 0, 4, 0, 0)
+    assert gate_rank(actions, 0, 9, "need", 5) < gate_rank(ahead, 0, 9, "need", 5)
+    # need times from the arrival instead (need-arrival), and fifo
     q0 = ReqId(Step.OUTLINE, 1, 0, 0, 0)
     assert gate_rank(q0, 30, 0, "need-arrival") > gate_rank(q1, 0, 25, "need-arrival", 20)
     assert gate_rank(q0, 50, 0, "tiers") < gate_rank(q1, 0, 25, "tiers", 20)
