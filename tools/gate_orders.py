@@ -3,8 +3,11 @@
 Runs the findings sweep's gate cells (the `default` scenario, 20 deployments of 20 runs from 5
 learners, Poisson, seed 11 onwards, every *c* x *m*) on the tight keys once per order of
 :data:`sim.run_gate.ORDERS`, picks each order's pair per key and load by the findings' rule
-(:func:`runner.report.runs_recommendation.pick_profile`), and prints one markdown row per key
-and load: each order's pick, its p50/p95 time to first scene, mean stall per run and P(bad run).
+(:func:`runner.report.runs_recommendation.pick_profile`, every order held to the least
+P(bad run) of any order's pair) and prints one markdown row per key and load: each order's
+pick (*c*, *m*), its p50 / p95 time to first scene, mean stall per run, P(bad run) and mean
+wait per started run (time to first scene + stall); then the orders the same rule picks
+among those picks (near-best p95 to first scene, then near-best stall).
 
     python tools/gate_orders.py --quotas 1,2,3 --loads 10,30,60 --out results/gate-orders
 """
@@ -20,7 +23,13 @@ import pandas as pd
 
 import sim.run_gate
 from runner.experiments.runs_sweep import RunsCell, run_runs_cell
-from runner.report.runs_recommendation import pick_profile, runs_rule_cells
+from runner.report.runs_recommendation import (
+    RUNS_RULE,
+    RunsCellStats,
+    floor_of,
+    pick_profile,
+    runs_rule_cells,
+)
 from runner.store.runs_cells import runs_cell_table
 from sim.scenario import load_scenario
 
@@ -42,18 +51,46 @@ def _cells(quotas: list[int], loads: list[float]) -> list[RunsCell]:
     ]
 
 
-def _row(q: int, load: float, table: pd.DataFrame, orders: list[str]) -> str:
-    out = [f"| {q} in flight, {load:g}/h"]
+def _picks(t: pd.DataFrame, orders: list[str]) -> dict[str, RunsCellStats | None]:
+    """Each order's pick by the findings' rule, held to one floor: the least P(bad run) of
+    any order's pair (None: no pair of that order is admissible)."""
+    floor = floor_of(runs_rule_cells(t))
+    out: dict[str, RunsCellStats | None] = {}
     for order in orders:
-        t = table[(table["order"] == order) & (table["quota"] == q)]
-        t = t[t["load_per_h"] == load]
-        pk = pick_profile(runs_rule_cells(t))
-        assert pk is not None
-        x = pk.pick
+        pk = pick_profile(runs_rule_cells(t[t["order"] == order]), floor=floor)
+        out[order] = pk.pick if pk is not None and pk.admissible else None
+    return out
+
+
+def _best(picks: dict[str, RunsCellStats | None]) -> list[str]:
+    """The rule once more over the orders' picks: the near-best p95 to first scene, then
+    the near-best mean stall (RUNS_RULE's tolerances)."""
+    ok = {o: x for o, x in picks.items() if x is not None}
+    if not ok:
+        return []
+    p95 = min(x.ttfs_p95_s for x in ok.values())
+    near = {o: x for o, x in ok.items() if x.ttfs_p95_s <= p95 * (1 + RUNS_RULE.within_best)}
+    stall = min(x.stall_mean_s for x in near.values())
+    slack = max(stall * RUNS_RULE.within_best, RUNS_RULE.stall_slack_s)
+    return [o for o, x in near.items() if x.stall_mean_s <= stall + slack]
+
+
+def _row(q: int, load: float, table: pd.DataFrame, runs: pd.DataFrame, orders: list[str]) -> str:
+    t = table[(table["quota"] == q) & (table["load_per_h"] == load)]
+    picks = _picks(t, orders)
+    out = [f"| {q} in flight, {load:g}/h"]
+    for order, x in picks.items():
+        if x is None:
+            out.append("–")
+            continue
+        r = runs[(runs["order"] == order) & (runs["quota"] == q) & (runs["load_per_h"] == load)]
+        r = r[(r["concurrency"] == x.concurrency) & (r["max_concurrent"] == x.max_concurrent)]
+        wait = (r["ttfs_s"] + r["stall_s"])[~r["refused"].astype(bool)].mean()
         out.append(
-            f"{order}: ({x.concurrency}, {x.max_concurrent}) {x.ttfs_p50_s:.0f} / "
-            f"{x.ttfs_p95_s:.0f} s, {x.stall_mean_s:.1f} s, {100 * x.p_bad:.1f}%"
+            f"({x.concurrency}, {x.max_concurrent}): {x.ttfs_p50_s:.0f} / {x.ttfs_p95_s:.0f} s, "
+            f"{x.stall_mean_s:.1f} s, {100 * x.p_bad:.1f}%, {wait:.0f} s"
         )
+    out.append(", ".join(_best(picks)) or "–")
     return " | ".join(out) + " |"
 
 
@@ -79,11 +116,11 @@ def main() -> None:
         [runs_cell_table(g).assign(order=o) for o, g in runs.groupby("order")], ignore_index=True
     )
     table.to_csv(a.out / "cells.csv", index=False)
-    print("| key, load | " + " | ".join(orders) + " |")
-    print("|---" * (1 + len(orders)) + "|")
+    print("| key, load | " + " | ".join(orders) + " | the rule picks |")
+    print("|---" * (2 + len(orders)) + "|")
     for q in quotas:
         for load in loads:
-            print(_row(q, load, table, orders))
+            print(_row(q, load, table, runs, orders))
 
 
 if __name__ == "__main__":
