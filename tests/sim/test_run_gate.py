@@ -184,6 +184,15 @@ def test_gate_engines_agree_on_the_gate_cells() -> None:
         assert ok, f"{name}: {why}"
 
 
+@pytest.mark.parametrize("order", ["need", "need-arrival", "fifo"])
+def test_gate_engines_agree_under_every_order(order: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the orders docs/runs.md compares: the fast engine equals the SimPy model under each
+    monkeypatch.setattr("sim.run_gate.ORDER", order)
+    for name, sc, cfg, seed in gate_cells():
+        ok, why = check_engines(sc, cfg, seed)
+        assert ok, f"{order}, {name}: {why}"
+
+
 def test_gate_engines_agree_on_random_cells() -> None:
     from runner.experiments.runs_exact import random_cells
 
