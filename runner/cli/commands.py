@@ -326,7 +326,12 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 def _cmd_bench(a: argparse.Namespace) -> int:
     from ..experiments.bench import run_bench
 
-    report = run_bench(quick=a.quick, load=not a.no_load)
+    if a.load_only:
+        from ..experiments.bench import run_load_bench
+
+        report = run_load_bench(quick=a.quick, soak_requests=a.soak_requests)
+    else:
+        report = run_bench(quick=a.quick, load=not a.no_load, soak_requests=a.soak_requests)
     if a.json:
         _json_out(report)
     else:
@@ -745,7 +750,7 @@ def _add_sim(sub: Any) -> None:
     add_stagger(s)
     s.add_argument("--reps", type=int_in("--reps", 1), default=1000)
     s.add_argument("--tenants", type=int_in("--tenants", 1, 1000), default=1)
-    s.add_argument("--engine", choices=("auto", "simpy", "fast"), default="auto")
+    s.add_argument("--engine", choices=("auto", "simpy", "fast", "fast_quota"), default="auto")
     add_json(s)
     s.set_defaults(fn=_cmd_sim)
     add_server_args(s)
@@ -956,6 +961,14 @@ def _add_bench(sub: Any) -> None:
     b = sub.add_parser("bench", help="speed of the model and the harness, as ratios")
     b.add_argument("--quick", action="store_true")
     b.add_argument("--no-load", action="store_true", help="skip the server load and soak")
+    b.add_argument(
+        "--soak-requests",
+        type=int_in("--soak-requests", 800),
+        default=None,
+        help="requests to the fake provider in the soak (default 40,000; quick 8,000); "
+        "200000 or more checks that its memory stays flat",
+    )
+    b.add_argument("--load-only", action="store_true", help="only the server load and soak")
     add_json(b)
     b.set_defaults(fn=_cmd_bench)
 

@@ -152,78 +152,84 @@ def run_pinned_bench(*, quick: bool = False) -> dict[str, Any]:
     }
 
 
-def run_load_bench(*, quick: bool = False) -> dict[str, Any]:
-    """2,000 concurrent sleeping requests, then a soak; the fake provider beside a bare app."""
-    from .load import run_load
+SOAK_REQUESTS = 40_000  # the default soak: ratios only (memory needs >= 200,000)
+SOAK_REQUESTS_QUICK = 8_000
+
+
+def run_load_bench(*, quick: bool = False, soak_requests: int | None = None) -> dict[str, Any]:
+    """2,000 concurrent sleeping requests on each API shape, then a soak of the fake provider
+    beside a bare app, interleaved (:func:`runner.experiments.load.run_soak`)."""
+    from .load import run_load, run_soak
 
     out: dict[str, Any] = {}
-    burst = run_load(connections=2000, per_connection=1, latency_s=1.0)
-    soak_n = 20_000 if quick else 200_000
-    soak = run_load(
-        connections=100, per_connection=soak_n // 100, latency_s=0.0, rss_every=soak_n // 10
-    )
-    lines = [
-        f"load (server in its own process, thin HTTP/1.1 client in another; "
-        f"{soak_n:,}-request soak)"
-    ]
-    for tag, (fake, bare) in (("burst", burst), ("soak", soak)):
-        for r in (fake, bare):
-            key = f"{tag}_{'fake' if r is fake else 'bare'}"
+    bursts = {
+        "tts": run_load(connections=2000, per_connection=1, latency_s=1.0),
+        "chat": run_load(connections=2000, per_connection=1, latency_s=1.0, target="chat"),
+    }
+    n = soak_requests or (SOAK_REQUESTS_QUICK if quick else SOAK_REQUESTS)
+    soak = run_soak(n, rounds=max(4, n // 5_000))  # chunks of about 2,500 requests
+    sd = out["soak"] = soak.to_dict()
+    for tag, (fake, bare) in bursts.items():
+        for key, r in ((f"burst_{tag}_fake", fake), (f"burst_{tag}_bare", bare)):
             out[key] = {
                 "requests": r.requests,
                 "seconds": r.seconds,
-                "rps": r.rps,
                 "statuses": {str(k): v for k, v in r.statuses.items()},
-                "errors": r.errors,
+                "non_200": sum(v for k, v in r.statuses.items() if k != 200),
                 "added_p50_ms": r.added_p50_ms,
                 "added_p99_ms": r.added_p99_ms,
-                "rss_mb": r.rss_mb,
             }
-    bf, bb = burst
-    lines.append(
-        f"  2,000 requests in flight at once (each sleeps 1 s): fake provider "
-        f"{bf.statuses} in {bf.seconds:.2f} s, added p50 {bf.added_p50_ms:.0f} ms / "
-        f"p99 {bf.added_p99_ms:.0f} ms; bare ASGI app {bb.statuses} in "
-        f"{bb.seconds:.2f} s, added p50 {bb.added_p50_ms:.0f} / p99 "
-        f"{bb.added_p99_ms:.0f} ms"
+    out["burst_all_answered"] = all(
+        out[f"burst_{t}_fake"]["non_200"] == 0 and out[f"burst_{t}_fake"]["requests"] == 2000
+        for t in bursts
     )
-    sf, sb = soak
+    lines = [
+        f"load (servers in their own processes, thin HTTP/1.1 client in another; load average "
+        f"{_load(sd['load_avg_before'])} before, {_load(sd['load_avg_after'])} after the soak)"
+    ]
+    for tag, (bf, bb) in bursts.items():
+        route = "OpenMAIC's TTS route" if tag == "tts" else "POST /v1/chat/completions"
+        lines.append(
+            f"  2,000 requests in flight at once, {route} (each sleeps 1 s): fake provider "
+            f"{bf.statuses} in {bf.seconds:.2f} s, added p50 {bf.added_p50_ms:.0f} ms / "
+            f"p99 {bf.added_p99_ms:.0f} ms; bare ASGI app {bb.statuses} in "
+            f"{bb.seconds:.2f} s, added p50 {bb.added_p50_ms:.0f} / p99 "
+            f"{bb.added_p99_ms:.0f} ms"
+        )
     lines.append(
-        f"  soak, zero latency, 100 connections: fake provider {sf.rps:,.0f} req/s, "
-        f"added p50 {sf.added_p50_ms:.1f} / p99 {sf.added_p99_ms:.1f} ms, "
-        f"{sf.errors} errors; bare ASGI app {sb.rps:,.0f} req/s, p50 "
-        f"{sb.added_p50_ms:.1f} / p99 {sb.added_p99_ms:.1f} ms "
-        f"(fake/bare throughput {sf.rps / sb.rps:.2f})"
-    )
-    chat_fake, chat_bare = run_load(
-        connections=100,
-        per_connection=soak_n // 100,
-        latency_s=0.0,
-        rss_every=soak_n // 10,
-        target="chat",
-    )
-    for key, r in (("soak_chat_fake", chat_fake), ("soak_chat_bare", chat_bare)):
-        out[key] = {
-            "requests": r.requests,
-            "seconds": r.seconds,
-            "rps": r.rps,
-            "statuses": {str(k): v for k, v in r.statuses.items()},
-            "errors": r.errors,
-            "added_p50_ms": r.added_p50_ms,
-            "added_p99_ms": r.added_p99_ms,
-        }
-    lines.append(
-        f"  soak on POST /v1/chat/completions (the provider API, issue 21), same load: "
-        f"fake provider {chat_fake.rps:,.0f} req/s, added p50 {chat_fake.added_p50_ms:.1f} / "
-        f"p99 {chat_fake.added_p99_ms:.1f} ms, {chat_fake.errors} errors; bare ASGI app "
-        f"{chat_bare.rps:,.0f} req/s (chat/bare throughput {chat_fake.rps / chat_bare.rps:.2f})"
+        f"  all 2,000 answered 200 on both: {'yes' if out['burst_all_answered'] else 'NO'}"
     )
     lines.append(
-        "  fake provider resident memory (requests: MB): "
-        + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in sf.rss_mb)
+        f"  soak, zero latency, 100 connections, {soak.requests:,} requests to the fake provider "
+        f"(half per API shape) and as many to the bare app, interleaved in {soak.rounds} rounds:"
+    )
+    for name, key, r in (
+        ("fake provider, OpenMAIC's TTS route", "fake_tts", soak.tts),
+        ("fake provider, POST /v1/chat/completions", "fake_chat", soak.chat),
+        ("bare ASGI app", "bare", soak.bare),
+    ):
+        ratio = "" if r is soak.bare else f"  ({r.rps / soak.bare.rps:.2f} x bare)"
+        lines.append(
+            f"    {name:<41} {r.rps:>7,.0f} req/s{ratio}, added p50 {r.added_p50_ms:.1f} / "
+            f"p99 {r.added_p99_ms:.1f} ms, non-200: {sd['non_200'][key]}"
+        )
+    flat = sd["memory_flat"]
+    verdict = (
+        "not checked (half the soak under 100,000)"
+        if flat is None
+        else ("flat" if flat else "NOT flat")
+    )
+    lines.append(
+        f"  fake provider resident memory: {sd['rss_start_mb']:.0f} MB at start, "
+        f"{sd['rss_half_mb']:.0f} MB after {sd['rss_half_at']:,}, {sd['rss_end_mb']:.0f} MB "
+        f"after {soak.requests:,} requests: {verdict} ({sd['memory_bound']})"
     )
     out["lines"] = lines
     return out
+
+
+def _load(avg: list[float]) -> str:
+    return " / ".join(f"{x:.1f}" for x in avg)
 
 
 def run_floor_bench(*, quick: bool = False) -> dict[str, Any]:
@@ -309,7 +315,82 @@ def run_runs_engines_bench(*, quick: bool = False) -> dict[str, Any]:
     return {"cells": cells, "lines": lines}
 
 
-def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
+def quota_engine_cells() -> list[tuple[str, Scenario, RunConfig]]:
+    """Limited-key cells the limited-key engine and SimPy are timed on (issue 24): the quota
+    cell above in both loop shapes, and a sweep-grid cell (both keys at 2 in flight)."""
+    from .sweep import apply_quota
+
+    base = load_scenario("default")
+    quota = quota_scenario(base)
+    return [
+        ("default+quota pipelined c=3", quota, RunConfig.of("pipelined", 3)),
+        ("default+quota serial", quota, RunConfig.of("serial", 1)),
+        ("default quota 2 pipelined c=5", apply_quota(base, 2), RunConfig.of("pipelined", 5)),
+    ]
+
+
+def run_quota_engine_bench(*, quick: bool = False) -> dict[str, Any]:
+    """Classrooms per CPU second on limited-key cells, SimPy vs the limited-key engine
+    (:mod:`sim.fast_quota`), in one process: each round runs every cell on both engines with
+    the same runs (a new seed each round), the order alternating; CPU time summed. Each
+    engine's output as the sweep takes it: SimPy's results, the engine's columns (the frame
+    :func:`runner.experiments.sweep._sim_frame` reads)."""
+    from sim.fast_quota import simulate_quota
+
+    reps = 500 if quick else 2000
+    rounds = 2 if quick else 4
+    cells: list[dict[str, Any]] = []
+    for name, sc, cfg in quota_engine_cells():
+        simulate(sc, cfg, reps=20, seed=10_000, engine="fast_quota")  # warm-up
+        spent = {"simpy": 0.0, "fast_quota": 0.0}
+        for i in range(rounds):
+            order = ("simpy", "fast_quota") if i % 2 == 0 else ("fast_quota", "simpy")
+            for engine in order:
+                t0 = time.process_time()
+                if engine == "simpy":
+                    simulate(sc, cfg, reps=reps, seed=100 + i, engine=engine)
+                else:
+                    simulate_quota(sc, cfg, reps, seed=100 + i).runs.frame()
+                spent[engine] += time.process_time() - t0
+        cells.append(
+            {
+                "cell": name,
+                "reps": reps,
+                "rounds": rounds,
+                "simpy_per_s": reps * rounds / spent["simpy"],
+                "fast_quota_per_s": reps * rounds / spent["fast_quota"],
+                "fast_quota_over_simpy": spent["simpy"] / spent["fast_quota"],
+            }
+        )
+    lines = [
+        f"limited-key engine (sim.fast_quota) vs SimPy on quota cells, CPU time, {rounds} "
+        f"rounds alternating, {reps} classrooms per cell and round (SimPy's results, the "
+        "engine's columns: what the sweep reads)"
+    ]
+    for c in cells:
+        lines.append(
+            f"  {c['cell']:<30} SimPy {c['simpy_per_s']:>7,.0f}/s, fast_quota "
+            f"{c['fast_quota_per_s']:>8,.0f}/s  ({c['fast_quota_over_simpy']:.1f}x)"
+        )
+    # the engine's rate grows with the runs it steps together (a call's fixed cost is spread):
+    # the first cell once more at 5x the runs per call, against that cell's SimPy rate above
+    big = reps * 5
+    name, sc, cfg = quota_engine_cells()[0]
+    t0 = time.process_time()
+    simulate_quota(sc, cfg, big, seed=999).runs.frame()
+    big_rate = big / (time.process_time() - t0)
+    ratio = big_rate / cells[0]["simpy_per_s"]
+    lines.append(
+        f"  {name}, {big:,} runs per call: fast_quota {big_rate:,.0f}/s ({ratio:.1f}x SimPy above)"
+    )
+    large = {"cell": name, "reps": big, "fast_quota_per_s": big_rate, "over_simpy": ratio}
+    ratios = [c["fast_quota_over_simpy"] for c in cells]
+    return {"cells": cells, "min_ratio": min(ratios), "large_batch": large, "lines": lines}
+
+
+def run_bench(
+    *, quick: bool = False, load: bool = True, soak_requests: int | None = None
+) -> dict[str, Any]:
     base = load_scenario("default")
     quota = quota_scenario(base)
     min_s = 0.5 if quick else 2.0
@@ -370,10 +451,12 @@ def run_bench(*, quick: bool = False, load: bool = True) -> dict[str, Any]:
     out["runs"] = run_runs_bench(min_s)  # generation runs (issue 22)
     out["lines"] += out["runs"]["lines"]
     if load:
-        out["load"] = run_load_bench(quick=quick)
+        out["load"] = run_load_bench(quick=quick, soak_requests=soak_requests)
         out["lines"] += out["load"]["lines"]
     out["runs_engines"] = run_runs_engines_bench(quick=quick)
     out["lines"] += out["runs_engines"]["lines"]
+    out["fast_quota"] = run_quota_engine_bench(quick=quick)
+    out["lines"] += out["fast_quota"]["lines"]
     return out
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "check_engine_checkout",
     "compare_engine",
     "conform_engine",
+    "decidable_model_trace",
     "engine_cases",
     "load_trace",
     "model_trace",
@@ -63,11 +64,12 @@ WALL_REL_TOL = 0.01  # as the browser-era conform: a time may be off by 1 % of i
 # the case scenarios' client table: the model swaps in the runs profile and keeps this fixed
 # jitter draw (the driver pins Math.random to the same U)
 CLIENT: dict[str, Any] = {"upstream": "pr696", "foreground_first_scene": False, "jitter_u": 0.5}
-# name -> (scenario file in conform_cases, c, seed)
+# name -> (scenario file in conform_cases, c, seed); run2-c3's seed is conform.CASE2_SEED
+# (its race margins: conform_margin)
 ENGINE_CASES: dict[str, tuple[str, int, int]] = {
     "run1-c0": ("case1", 0, 0),  # serial scenes, no faults
     "run1-c3": ("case1", 3, 0),  # content generated ahead (lazyBoundedMap), clips at c
-    "run2-c3": ("case2", 3, 0),  # LLM key 2 in flight: generate-ahead queues at the key
+    "run2-c3": ("case2", 3, 210),  # LLM key 2 in flight: generate-ahead queues at the key
     "run4-c0": ("case4", 0, 0),  # every clip answers 429: scene 0's narration pauses the run
     "run4-c3": ("case4", 3, 0),  # the same with scene 0's clips at c
 }
@@ -266,6 +268,20 @@ def model_trace(case: EngineCase) -> EngineTrace:
     return EngineTrace(_sorted_rows(rows), outcome)
 
 
+def decidable_model_trace(case: EngineCase) -> EngineTrace:
+    """:func:`model_trace`, after checking that every admission decision of its scene phase
+    is at least ``RACE_MARGIN_S`` from the event that would flip it (a
+    :class:`~runner.experiments.conform_margin.RaceMarginError`, one line, otherwise)."""
+    from .conform_margin import check_margin
+    from .traces import Request
+
+    model = model_trace(case)
+    reqs = [Request(r[2], r[3], r[4], r[5], r[0], r[1], r[6]) for r in model.rows]
+    sc = case.scenario
+    check_margin(case.name, reqs, {"llm": sc.quota_llm, "tts": sc.quota_tts})
+    return model
+
+
 def compare_engine(upstream: EngineTrace, model: EngineTrace, tol_s: float = 1.0) -> list[str]:
     """The differences, as the browser-era conform counts them
     (:func:`runner.experiments.traces.compare`): the outcome, and the requests matched by
@@ -380,15 +396,15 @@ def conform_engine(
     (:func:`trace_record`). ``runner.experiments.conform.conform`` makes its report."""
     root = check_engine_checkout(openmaic_path)
     cases = engine_cases(case_names)
+    models = [decidable_model_trace(case) for case in cases]  # before Node: a race is exit 2
     esb = ensure_esbuild(cache_dir)
     rows = []
     with tempfile.TemporaryDirectory(prefix="scenebench-conform-runs-") as tmp:
         bundle = build_engine_bundle(root, tmp, esb)
-        for case in cases:
+        for case, model in zip(cases, models, strict=True):
             if progress is not None:
                 progress(case.name)
             up = run_engine_case(case, bundle, time_scale=time_scale, random_u=random_u)
-            model = model_trace(case)
             diffs = tuple(compare_engine(up, model, tol_s))
             rows.append(
                 EngineRow(case.name, case.concurrency, up.metrics(), model.metrics(), diffs)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sim.dists import Constant
 from sim.scenario import load_scenario
@@ -23,7 +25,7 @@ from sim.scenario import load_scenario
 from ..world.bare import bare_app
 from ..world.fake_provider import ServerProcess
 
-__all__ = ["LoadResult", "bare_app", "run_load"]
+__all__ = ["FLAT_BOUND_MB", "LoadResult", "Soak", "bare_app", "run_load", "run_soak"]
 
 _BODY = json.dumps(
     {
@@ -37,7 +39,8 @@ _BODY = json.dumps(
 
 # issue 21: the OpenAI-compatible endpoint, each request a fresh call of its own classroom
 _CHAT_BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello"}]})
-_CHAT_HEADERS = "Authorization: Bearer load\r\nx-scenebench-call: content/{cid}/0/0/0\r\n"
+# (its attempt counted by the fake, as for an SDK's or upstream's calls and the old routes')
+_CHAT_HEADERS = "Authorization: Bearer load\r\nx-scenebench-call: content/{cid}/0/0\r\n"
 # target -> (path, body template, extra header lines template)
 _TARGETS = {
     "tts": (b"/api/generate/tts", _BODY, ""),
@@ -82,41 +85,56 @@ async def _worker(
     cid: int,
     target: str = "tts",
 ) -> None:
-    path, template, head_template = _TARGETS[target]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        for i in range(n):
-            # every request its own classroom: a fresh call, as in real traffic
-            room = str(cid * 1_000_000 + i)
-            body = template.replace("{cid}", room).encode()
-            heads = head_template.replace("{cid}", room).encode()
-            req = (
-                b"POST "
-                + path
-                + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                + heads
-                + b"Content-Type: application/json\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
-            t0 = time.perf_counter()
-            writer.write(req)
-            status_line = await reader.readline()
-            status = int(status_line.split()[1])
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            added.append(time.perf_counter() - t0 - latency_s)
-            statuses[status] = statuses.get(status, 0) + 1
-            counter[0] += 1
+        await _requests(reader, writer, n, latency_s, added, statuses, counter, cid, target)
     finally:
         writer.close()
+
+
+async def _requests(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    n: int,
+    latency_s: float,
+    added: list[float],
+    statuses: dict[int, int],
+    counter: list[int],
+    cid: int,
+    target: str,
+) -> None:
+    """``n`` requests one after another on an open keep-alive connection."""
+    path, template, head_template = _TARGETS[target]
+    for i in range(n):
+        # every request its own classroom: a fresh call, as in real traffic
+        room = str(cid * 1_000_000 + i)
+        body = template.replace("{cid}", room).encode()
+        heads = head_template.replace("{cid}", room).encode()
+        req = (
+            b"POST "
+            + path
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + heads
+            + b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        t0 = time.perf_counter()
+        writer.write(req)
+        status_line = await reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        added.append(time.perf_counter() - t0 - latency_s)
+        statuses[status] = statuses.get(status, 0) + 1
+        counter[0] += 1
 
 
 async def _drive(
@@ -128,6 +146,7 @@ async def _drive(
     label: str,
     rss_every: int,
     target: str = "tts",
+    first_connection: int = 0,
 ) -> LoadResult:
     added: list[float] = []
     statuses: dict[int, int] = {}
@@ -148,7 +167,7 @@ async def _drive(
         await asyncio.gather(
             *(
                 _worker(port, per_connection, latency_s, added, statuses, counter, i, target)
-                for i in range(connections)
+                for i in range(first_connection, first_connection + connections)
             )
         )
     finally:
@@ -172,6 +191,19 @@ def math_nan() -> float:
     return float("nan")
 
 
+def _zero_latency_scenario(latency_s: float, chat: bool) -> Any:
+    """The default scenario with every call ``latency_s`` long, no quota and no random fault
+    on the TTS key (and on the LLM key too with ``chat``): every request a plain 200."""
+    sc = load_scenario("default").replace(
+        content=Constant(latency_s), actions=Constant(latency_s), tts=Constant(latency_s)
+    )
+    sc = sc.with_quota(llm_inflight=0, tts_inflight=0)
+    sc = sc.replace(quota_tts=sc.quota_tts.__class__())  # no random faults either
+    if chat:  # the chat endpoint uses the LLM key: no faults there either
+        sc = sc.replace(quota_llm=sc.quota_llm.__class__())
+    return sc
+
+
 def run_load(
     *,
     connections: int,
@@ -183,13 +215,7 @@ def run_load(
     """The same load on the fake provider and on a bare ASGI app; both in their own process.
     ``target``: the fake provider's route, ``tts`` (OpenMAIC's TTS route, the default) or
     ``chat`` (``POST /v1/chat/completions``, issue 21)."""
-    sc = load_scenario("default").replace(
-        content=Constant(latency_s), actions=Constant(latency_s), tts=Constant(latency_s)
-    )
-    sc = sc.with_quota(llm_inflight=0, tts_inflight=0)
-    sc = sc.replace(quota_tts=sc.quota_tts.__class__())  # no random faults either
-    if target == "chat":  # the chat endpoint uses the LLM key: no faults there either
-        sc = sc.replace(quota_llm=sc.quota_llm.__class__())
+    sc = _zero_latency_scenario(latency_s, target == "chat")
     out = []
     for label, srv in (
         ("fake provider", ServerProcess(sc, 0, time_scale=1.0, keep_log=True)),
@@ -212,3 +238,186 @@ def run_load(
                 )
             )
     return out[0], out[1]
+
+
+LOG_WINDOW = 100_000  # the fake provider keeps the newest 100,000 log rows and calls
+# Memory is flat when RSS after N requests is at most this many MB above RSS after N / 2, once
+# N / 2 >= LOG_WINDOW (log and attempt table full): the attempt table (an OrderedDict of the
+# newest 100,000 calls) grows once more after it is full, when its churn first forces a
+# reallocation: 10.5 -> 17.9 MB (sys.getsizeof; then flat, checked to 400,000 calls); twice
+# that step, for the allocator keeping what it freed.
+FLAT_BOUND_MB = 16.0
+
+
+@dataclass
+class Soak:
+    """A soak of the fake provider beside the bare app, interleaved in rounds; per round a
+    chunk on OpenMAIC's TTS route, one on the bare app, one on ``POST /v1/chat/completions``
+    and one more on the bare app (each the same number of requests)."""
+
+    requests: int  # on the fake provider, both routes together
+    rounds: int
+    tts: LoadResult  # OpenMAIC's old route, all rounds together
+    chat: LoadResult  # the provider-shaped endpoint
+    bare: LoadResult  # the bare app, as many requests as the fake provider
+    rss_mb: list[tuple[int, float]]  # (fake provider requests so far, its RSS) after each chunk
+    load_avg: tuple[list[float], list[float]]  # os.getloadavg() before and after
+
+    def rss_at(self, n: int) -> tuple[int, float]:
+        """The first RSS sample at or after ``n`` requests."""
+        return next((at, mb) for at, mb in self.rss_mb if at >= n)
+
+    @property
+    def memory_flat(self) -> bool | None:
+        """RSS after all requests within :data:`FLAT_BOUND_MB` of RSS after half of them;
+        ``None`` while half is under :data:`LOG_WINDOW` (the bounded log still filling)."""
+        if self.requests // 2 < LOG_WINDOW:
+            return None
+        return self.rss_mb[-1][1] - self.rss_at(self.requests // 2)[1] <= FLAT_BOUND_MB
+
+    def to_dict(self) -> dict[str, Any]:
+        half_at, half_mb = self.rss_at(self.requests // 2)
+        return {
+            "requests": self.requests,
+            "rounds": self.rounds,
+            "tts_rps": self.tts.rps,
+            "chat_rps": self.chat.rps,
+            "bare_rps": self.bare.rps,
+            "tts_over_bare": self.tts.rps / self.bare.rps,
+            "chat_over_bare": self.chat.rps / self.bare.rps,
+            "non_200": {k: _non_200(r) for k, r in self._parts()},
+            "rss_mb": [list(x) for x in self.rss_mb],
+            "rss_start_mb": self.rss_mb[0][1],
+            "rss_half_at": half_at,
+            "rss_half_mb": half_mb,
+            "rss_end_mb": self.rss_mb[-1][1],
+            "memory_flat": self.memory_flat,
+            "memory_bound": f"RSS after {self.requests:,} requests <= RSS after {half_at:,} "
+            f"+ {FLAT_BOUND_MB:.0f} MB (the 100,000-call attempt table's last growth, twice); "
+            f"checked once half the soak is >= {LOG_WINDOW:,} requests (log and table full)",
+            "load_avg_before": self.load_avg[0],
+            "load_avg_after": self.load_avg[1],
+            **{k: _result_dict(r) for k, r in self._parts()},
+        }
+
+    def _parts(self) -> tuple[tuple[str, LoadResult], ...]:
+        return (("fake_tts", self.tts), ("fake_chat", self.chat), ("bare", self.bare))
+
+
+def _non_200(r: LoadResult) -> int:
+    return sum(n for s, n in r.statuses.items() if s != 200)
+
+
+def _result_dict(r: LoadResult) -> dict[str, Any]:
+    return {
+        "requests": r.requests,
+        "seconds": r.seconds,
+        "rps": r.rps,
+        "statuses": {str(k): v for k, v in r.statuses.items()},
+        "non_200": _non_200(r),
+        "added_p50_ms": r.added_p50_ms,
+        "added_p99_ms": r.added_p99_ms,
+    }
+
+
+def _merge(label: str, parts: list[LoadResult]) -> LoadResult:
+    """Chunks of one kind as one result (seconds summed; percentiles: the chunks' medians)."""
+    statuses: dict[int, int] = {}
+    for r in parts:
+        for k, v in r.statuses.items():
+            statuses[k] = statuses.get(k, 0) + v
+    return LoadResult(
+        label,
+        sum(r.requests for r in parts),
+        sum(r.seconds for r in parts),
+        statuses,
+        statistics.median(r.added_p50_ms for r in parts),
+        statistics.median(r.added_p99_ms for r in parts),
+        max(r.max_concurrent for r in parts),
+        [],
+    )
+
+
+async def _chunk(
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    per_connection: int,
+    target: str,
+    first_cid: int,
+    label: str,
+) -> LoadResult:
+    """``per_connection`` requests on each open connection at once (connection ``i`` names
+    classrooms ``(first_cid + i) * 1,000,000 + k``)."""
+    added: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = [0]
+    t0 = time.perf_counter()
+    await asyncio.gather(
+        *(
+            _requests(r, w, per_connection, 0.0, added, statuses, counter, first_cid + i, target)
+            for i, (r, w) in enumerate(conns)
+        )
+    )
+    seconds = time.perf_counter() - t0
+    q = statistics.quantiles(added, n=100) if len(added) >= 100 else [math_nan()] * 99
+    p50 = 1e3 * statistics.median(added)
+    return LoadResult(label, counter[0], seconds, statuses, p50, 1e3 * q[98], len(conns), [])
+
+
+async def _soak_rounds(
+    ports: dict[str, int], pid: int, rounds: int, connections: int, per_chunk: int
+) -> tuple[dict[str, list[LoadResult]], list[tuple[int, float]]]:
+    conns = {
+        k: [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
+        for k, port in ports.items()
+    }
+    parts: dict[str, list[LoadResult]] = {"tts": [], "chat": [], "bare": []}
+    rss = [(0, _rss_mb(pid))]
+    done = 0
+    try:
+        for r in range(rounds):
+            for k, (kind, target) in enumerate(_ROUND):
+                # connection ids apart per chunk: every request its own classroom
+                first = (r * len(_ROUND) + k) * connections
+                server = "bare" if kind == "bare" else "fake"
+                got = await _chunk(conns[server], per_chunk, target, first, kind)
+                parts[kind].append(got)
+                if kind != "bare":
+                    done += got.requests
+                    rss.append((done, _rss_mb(pid)))
+    finally:
+        for pairs in conns.values():
+            for _, w in pairs:
+                w.close()
+    return parts, rss
+
+
+# one round of the soak: (what, route on the fake provider)
+_ROUND = (("tts", "tts"), ("bare", "tts"), ("chat", "chat"), ("bare", "tts"))
+
+
+def run_soak(requests: int, *, rounds: int = 4, connections: int = 100) -> Soak:
+    """``requests`` zero-latency requests to the fake provider, half on the TTS route and half
+    on the chat endpoint, each request its own classroom (a fresh call), and as many to the
+    bare app, interleaved in ``rounds`` rounds (so a busy machine slows all three alike);
+    both servers in their own process, alive for the whole soak, ``connections`` keep-alive
+    connections to each opened once."""
+    per_chunk = max(1, requests // (2 * rounds * connections))  # per connection
+    chunk = per_chunk * connections
+    sc = _zero_latency_scenario(0.0, chat=True)
+    before = list(os.getloadavg())
+    with (
+        ServerProcess(sc, 0, time_scale=1.0, keep_log=True) as fake,
+        ServerProcess(sc, 0, bare_latency_s=0.0) as bare,
+    ):
+        pid = fake.process.pid or 0
+        ports = {k: int(s.base_url.rsplit(":", 1)[1]) for k, s in (("fake", fake), ("bare", bare))}
+        parts, rss = asyncio.run(_soak_rounds(ports, pid, rounds, connections, per_chunk))
+    return Soak(
+        2 * chunk * rounds,
+        rounds,
+        _merge("fake provider, TTS route", parts["tts"]),
+        _merge("fake provider, /v1/chat/completions", parts["chat"]),
+        _merge("bare ASGI app", parts["bare"]),
+        rss,
+        (before, list(os.getloadavg())),
+    )

@@ -256,8 +256,13 @@ def run_cell(cell: Cell, scenario: Scenario, real_time_scale: float | None = Non
 def _sim_frame(cell: Cell, sc: Scenario) -> pd.DataFrame:
     """A model cell's runs, on the engine :func:`sim.engines.pick_engine` picks (the
     vectorised path's columns straight into a frame)."""
-    if pick_engine(sc, cell.config, cell.reps) == "fast":
+    picked = pick_engine(sc, cell.config, cell.reps)
+    if picked == "fast":
         return simulate_fast(sc, cell.config, cell.reps, seed=cell.seed).frame()
+    if picked == "fast_quota":
+        from sim.fast_quota import simulate_quota
+
+        return simulate_quota(sc, cell.config, cell.reps, seed=cell.seed).runs.frame()
     return runs_frame(simulate(sc, cell.config, reps=cell.reps, seed=cell.seed, engine="simpy"))
 
 

@@ -137,6 +137,7 @@ class ExactReport:
     http_429: int = 0
     retries: int = 0
     divergences: list[str] = field(default_factory=list)
+    fast_quota_runs: int = 0  # runs the limited-key engine computed, equal to SimPy's
 
     @property
     def ok(self) -> bool:
@@ -152,6 +153,7 @@ class ExactReport:
             "retries": self.retries,
             "ok": self.ok,
             "divergences": self.divergences,
+            "fast_quota_runs": self.fast_quota_runs,
         }
 
     def lines(self, scenarios: Sequence[str], profiles: Sequence[str]) -> list[str]:
@@ -161,6 +163,12 @@ class ExactReport:
             f"requests ({self.http_429} answered 429, {self.retries} retries) over "
             f"{', '.join(scenarios)} x upstream {', '.join(profiles)}",
             "real pipeline (virtual clock) and model agree on every timeline"
+            + (
+                f"; the limited-key engine (sim.fast_quota) equals SimPy on "
+                f"{self.fast_quota_runs} runs, request for request"
+                if self.fast_quota_runs
+                else ""
+            )
             if self.ok
             else f"DIVERGED: {self.divergences[0]}",
         ]
@@ -174,13 +182,30 @@ def _exact_runs(
     return reals, simulate(s, cfg, seed=seed, run_id=r, engine="simpy")
 
 
+def _engine_check(s: Scenario, cfg: RunConfig, models: list[RunResult], seed: int) -> str | None:
+    """The limited-key engine (:mod:`sim.fast_quota`) on the cell's runs against the SimPy
+    model's (``models``: runs 0 .., one classroom each), every field and every request."""
+    from sim.fast_quota import divergence, simulate_quota
+
+    fast = simulate_quota(s, cfg, len(models), seed=seed).results()
+    limited = (s.quota_llm.limited, s.quota_tts.limited)
+    for model, got in zip(models, fast, strict=True):
+        diff = divergence(model, got, limited)
+        if diff is not None:
+            return f"fast_quota vs simpy: {diff}"
+    return None
+
+
 def _exact_cell(
     sc: Scenario, q: int | None, cfg: RunConfig, runs: int, seed: int
 ) -> tuple[int, int, int, str | None]:
     s = sc if q is None else apply_quota(sc, q)
     n_req = n429 = nretry = 0
+    check = _fast_quota_cell(sc, q, cfg)
+    all_models: list[RunResult] = []
     for r in range(runs):
         reals, models = _exact_runs(s, cfg, r, seed)
+        all_models += models
         for real, model in zip(reals, models, strict=True):
             n_req += len(real.requests_log)
             n429 += real.http_429
@@ -193,7 +218,20 @@ def _exact_cell(
                     f"tenants {cfg.tenants}, seed {seed}, run {r}, tenant {real.tenant}"
                 )
                 return n_req, n429, nretry, f"{where}: {diff}"
+    if check:
+        diff = _engine_check(s, cfg, all_models, seed)
+        if diff is not None:
+            where = f"scenario {sc.name}, quota {'scenario' if q is None else q}"
+            return n_req, n429, nretry, f"{where}, mode {cfg.mode}, c {cfg.c}, seed {seed}: {diff}"
     return n_req, n429, nretry, None
+
+
+def _fast_quota_cell(sc: Scenario, q: int | None, cfg: RunConfig) -> bool:
+    """Whether :func:`_exact_cell` also checks the limited-key engine on this cell."""
+    from sim.fast_quota import quota_fits
+
+    s = sc if q is None else apply_quota(sc, q)
+    return quota_fits(s, cfg) and (s.quota_llm.limited or s.quota_tts.limited)
 
 
 def validate_exact(
@@ -229,6 +267,8 @@ def validate_exact(
             records=True,
         )  # fmt: skip
         n_req, n429, nretry, diff = _exact_cell(sc, q, cfg, runs, seed)
+        if _fast_quota_cell(sc, q, cfg):
+            rep.fast_quota_runs += runs
         rep.cells += 1
         rep.runs += runs
         rep.requests += n_req

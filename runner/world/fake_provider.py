@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sim.draws import Draws
 from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
 from sim.rules import Counts, Step, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
@@ -125,6 +126,28 @@ class ServerOptions(TypedDict, total=False):
     latency_factor: float
 
 
+DRAWS_BLOCK = 16  # classrooms per block of keyed draws (see _BlockProvider)
+
+
+class _BlockProvider(Provider):
+    """:class:`~sim.provider.Provider` whose draws are made for :data:`DRAWS_BLOCK`
+    consecutive classrooms at once: a classroom's row of a block holds the numbers of its own
+    :class:`~sim.draws.Draws` (keyed streams, each classroom at its own offset; the engines
+    draw in blocks too), and the block's seeding and quantiles are paid once for its
+    classrooms instead of once each (a long soak gives every request its own classroom).
+    The newest ``draws_cache / DRAWS_BLOCK`` blocks are kept."""
+
+    def draws_for(self, cid: int) -> tuple[Draws, int]:
+        lo = cid - cid % DRAWS_BLOCK
+        d = self._draws.get(lo)
+        if d is None:
+            d = Draws(self.scenario, self.seed, lo, lo + DRAWS_BLOCK)
+            self._draws[lo] = d
+            if len(self._draws) * DRAWS_BLOCK > self._draws_cache:
+                self._draws.popitem(last=False)
+        return d, cid - lo
+
+
 class FakeProvider:
     """State behind the app: the shared provider rules, the clock, the batcher, the log."""
 
@@ -147,7 +170,9 @@ class FakeProvider:
         self.virtual = virtual
         self.time_scale = 1.0 if virtual else float(time_scale)
         # the newest 100,000 requests are kept: enough for any run, flat over a long soak
-        self.provider = Provider(scenario, seed, keep_log=keep_log, max_log=100_000)
+        self.provider: Provider = _BlockProvider(
+            scenario, seed, keep_log=keep_log, max_log=100_000, draws_cache=4096
+        )
         pscv: int | str = (
             scenario.parallel_scene_concurrency
             if parallel_scene_concurrency is None
@@ -239,7 +264,10 @@ class FakeProvider:
         self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
     ) -> Decision:
         attempt = self.next_attempt(cid, step, order, clip)
-        return await self.admit_call(Call(cid, step, order, clip, attempt, api_key), sent)
+        call = Call(cid, step, order, clip, attempt, api_key)
+        if not (self.virtual and self.provider.limited(step)):  # admit_call's first case
+            return self.provider.decide(call, self.decision_us(sent))
+        return await self.admit_call(call, sent)
 
     def next_attempt(self, cid: int, step: int, order: int, clip: int) -> int:
         """The attempt number of the call's next request (0 for the first), counted here."""
@@ -303,7 +331,7 @@ class FakeProvider:
                 sent = self.epoch + self._last_decided_us / 1e6 * self.time_scale
             if dec.latency_us == PENDING:  # a shared capacity serves it (sim.sharing)
                 dec = await self.served(dec)
-            elif dec.status != 429:
+            elif dec.status != 429 and dec.latency_us > 0:  # (sleep_us waits nothing for 0)
                 decided_us = self.now_us() if self.virtual else self._last_decided_us
                 try:
                     await self.sleep_us(dec.latency_us, sent)
@@ -366,6 +394,11 @@ def _actions_inputs(body: dict[str, Any]) -> list[str]:
 
 
 def _check_tts(body: dict[str, Any]) -> None:
+    g = body.get
+    t, a, p, v, k = g("text"), g("audioId"), g("ttsProviderId"), g("ttsVoice"), g("ttsApiKey")
+    strings = type(t) is type(a) is type(p) is type(v) is str and t and a and p and v
+    if strings and (k is None or type(k) is str):  # the checks below would pass
+        return
     _require(body, "text", "audioId", "ttsProviderId", "ttsVoice")
     for name in ("text", "audioId", "ttsProviderId", "ttsVoice"):
         if not isinstance(body[name], str):
@@ -391,8 +424,16 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
             raise _too_large()
+    return json_object(raw)
+
+
+def json_object(raw: bytes | None) -> dict[str, Any]:
+    """The body's JSON object, else the route's 400 (413: ``None``, a body over
+    :data:`MAX_BODY_BYTES`), raised as :class:`_BadRequest`."""
+    if raw is None:
+        raise _too_large()
     try:
-        data = json.loads(raw)
+        data = _api.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _BadRequest(ErrorCode.INVALID_REQUEST, "Body is not valid JSON") from None
     if not isinstance(data, dict):
@@ -424,19 +465,38 @@ class _ResetResponse(Response):
         raise InjectedReset("scenebench: injected connection reset")
 
 
-def _ok(dec: Decision, payload: dict[str, Any]) -> Response:
-    """The success answer, or its first half when the decision is an injected truncation."""
+# JSONResponse's encoding (compact, UTF-8, no NaN), one encoder for every answer
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+class _Json(Response):
+    """``JSONResponse(payload, headers={COUNTS_HEADER: counts})``'s status, headers and bytes,
+    without building its headers one by one: the success answer of the hot routes."""
+
+    def __init__(self, body: bytes, counts: str) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            _JSON_TYPE,
+            (COUNTS_HEADER.encode(), counts.encode("latin-1")),
+        ]
+
+
+def _ok_counted(dec: Decision, counts: str, payload: dict[str, Any] | bytes) -> Response:
+    """The success answer (``payload``, or its JSON already encoded as JSONResponse would),
+    or its first half when the decision is an injected truncation (no counts: a cut answer
+    tells the client nothing more)."""
     if dec.status == TRUNCATED:
+        if isinstance(payload, bytes):
+            payload = json.loads(payload)
         raw = json.dumps(payload).encode()
         return Response(raw[: len(raw) // 2], media_type="application/json")
-    return JSONResponse(payload)
-
-
-def _ok_counted(dec: Decision, counts: str, payload: dict[str, Any]) -> Response:
-    resp = _ok(dec, payload)
-    if dec.status != TRUNCATED:  # a cut answer tells the client nothing more
-        resp.headers[COUNTS_HEADER] = counts
-    return resp
+    if not isinstance(payload, bytes):
+        payload = _COMPACT.encode(payload).encode()
+    return _Json(payload, counts)
 
 
 class _DropInjectedResets(logging.Filter):
@@ -497,23 +557,29 @@ def _fake(request: Request) -> FakeProvider:
     return fake
 
 
+Headers = _api.Headers
+
+
 async def _generate(
-    request: Request,
+    fake: FakeProvider,
     call: tuple[Step, int, int, int],
     api_key: str,
-    payload: Callable[[], dict[str, Any]],
+    headers: Headers,
+    request: Request | None,
+    payload: Callable[[], dict[str, Any] | bytes],
 ) -> Response:
     """The route's model call ``call`` (step, classroom, order, clip), then its answer: the
-    ``payload`` (built once the call succeeded) or the failure's."""
-    fake = _fake(request)
+    ``payload`` (built once the call succeeded) or the failure's. ``request``: needed when
+    the key's client frees its slot by going away (else may be ``None``)."""
     step, cid, order, clip = call
-    fg = request.headers.get(FOREGROUND_HEADER) == "1"
-    sent = fake.sent_at(request.headers.get(SENT_HEADER))
+    fg = headers.get(FOREGROUND_HEADER) == "1"
+    sent = fake.sent_at(headers.get(SENT_HEADER))
     # the plain int: the request log holds the same values as the model's
     routed = fake.route_call(cid, int(step), order, clip, api_key, fg, sent)
     if not fake.provider.frees_on_disconnect(int(step)):
         dec, counts = await routed
     else:  # issue 21: a client that goes away frees its slot (route_call's cleanup)
+        assert request is not None, "a key freed on disconnect needs the request"
         done, got = await _api.unless_disconnected(request, routed)
         if not done:
             return Response(status_code=499)
@@ -575,35 +641,65 @@ def _scene(
 
 async def scene_content(request: Request) -> Response:
     body = await _json_body(request)
+    return await content_answer(_fake(request), body, request.headers, request)
+
+
+async def content_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """Scene-content's answer to a request body (``request``: see :func:`_generate`)."""
     outline = _outline(body)
     _require(body, "allOutlines", "stageId")
     call = (Step.CONTENT, classroom_of(body["stageId"]), outline["order"], 0)
     payload = {"success": True, "content": _content(outline), "effectiveOutline": outline}
-    return await _generate(request, call, request.headers.get("x-api-key", ""), lambda: payload)
+    key = headers.get("x-api-key", "")
+    return await _generate(fake, call, key, headers, request, lambda: payload)
 
 
 async def scene_actions(request: Request) -> Response:
     body = await _json_body(request)
+    return await actions_answer(_fake(request), body, request.headers, request)
+
+
+async def actions_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """Scene-actions' answer to a request body (``request``: see :func:`_generate`)."""
     outline = _outline(body)
     _require(body, "allOutlines", "stageId", "content")
     prev = _actions_inputs(body)
-    fake = _fake(request)
     cid, order = classroom_of(body["stageId"]), outline["order"]
     fake.actions_inputs[(cid, order)] = prev
-    key = request.headers.get("x-api-key", "")
+    key = headers.get("x-api-key", "")
+    call = (Step.ACTIONS, cid, order, 0)
     return await _generate(
-        request, (Step.ACTIONS, cid, order, 0), key, lambda: _scene(fake, cid, outline, body)
+        fake, call, key, headers, request, lambda: _scene(fake, cid, outline, body)
     )
 
 
 async def tts(request: Request) -> Response:
     body = await _json_body(request)
+    return await tts_answer(_fake(request), body, request.headers, request)
+
+
+# the TTS answer's JSON around its audio id, as JSONResponse writes it
+_TTS_HEAD = b'{"success":true,"audioId":'
+_TTS_TAIL = f',"base64":"{_FAKE_AUDIO}","format":"mp3"}}'.encode()
+
+
+async def tts_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """The TTS route's answer to a request body (``request``: see :func:`_generate`)."""
     _check_tts(body)
     audio_id = body["audioId"]
     cid, order, clip = parse_audio_id(audio_id)
     key = str(body.get("ttsApiKey") or "")
-    payload = {"success": True, "audioId": audio_id, "base64": _FAKE_AUDIO, "format": "mp3"}
-    return await _generate(request, (Step.TTS, cid, order, clip), key, lambda: payload)
+
+    def payload() -> bytes:  # {"success", "audioId", "base64", "format"}, encoded
+        return _TTS_HEAD + _COMPACT.encode(audio_id).encode() + _TTS_TAIL
+
+    return await _generate(fake, (Step.TTS, cid, order, clip), key, headers, request, payload)
 
 
 async def health(request: Request) -> Response:
@@ -724,9 +820,11 @@ def create_app(
 
     ``config`` (default :class:`ServerConfig`'s), with any of its fields overridden by
     keyword (``time_scale=...``, ``virtual=...``, ...)."""
+    from .hot_routes import FakeApp  # it builds on this module's routes
+
     cfg = replace(config or ServerConfig(), **options)
     routes = [*ROUTES, *API_ROUTES]
-    app = Starlette(routes=routes, exception_handlers=dict(_EXCEPTION_HANDLERS))
+    app = FakeApp(routes=routes, exception_handlers=dict(_EXCEPTION_HANDLERS))
     app.state.fake = FakeProvider(scenario, seed, **asdict(cfg))
     return app
 

@@ -30,7 +30,7 @@ import itertools
 import json
 import math
 import wave
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -86,6 +86,7 @@ class FakeProvider(Protocol):
     _last_decided_us: int
 
     def now_us(self) -> int: ...
+    def decision_us(self, sent: float | None) -> int: ...
     def sent_at(self, header: str | None) -> float | None: ...
     async def admit(
         self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
@@ -123,13 +124,40 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
             raise _Invalid(f"body over {MAX_BODY_BYTES} bytes")
+    return _json_object(raw)
+
+
+def loads(raw: bytes) -> Any:
+    """``json.loads(raw)``; a body that starts ``{`` and is not UTF-16/32 (its second byte
+    not NUL) is decoded as UTF-8 first, skipping ``json``'s encoding detection (which would
+    say UTF-8 too): the same value, or on any error the bytes' own error."""
+    if raw[:1] == b"{" and raw[1:2] != b"\x00":
+        try:
+            return json.loads(raw.decode())
+        except ValueError:
+            pass
+    return json.loads(raw)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _Invalid("body is not valid JSON") from None
     if not isinstance(data, dict):
         raise _Invalid("body must be a JSON object")
     return data
+
+
+def read_raw(raw: bytes | None, shape: str) -> dict[str, Any] | Response:
+    """As :func:`_read`, for a body already read (``None``: it was over
+    :data:`MAX_BODY_BYTES`; the hot routes read it, :mod:`runner.world.hot_routes`)."""
+    try:
+        if raw is None:
+            raise _Invalid(f"body over {MAX_BODY_BYTES} bytes")
+        return _json_object(raw)
+    except _Invalid as e:
+        return _invalid(shape, str(e))
 
 
 async def _read(request: Request, shape: str) -> dict[str, Any] | Response:
@@ -170,23 +198,31 @@ def parse_call(value: str | None) -> tuple[str, int, int, int, int | None] | Non
     if not value:
         return None
     parts = value.strip().split("/")
-    if len(parts) not in (4, 5) or parts[0] not in STEP_IDS:
+    n = len(parts)
+    if (n != 4 and n != 5) or parts[0] not in STEP_IDS:
         return None
-    if not all(p.isdigit() for p in parts[1:]):
+    a, b, c = parts[1], parts[2], parts[3]
+    if not (a.isdigit() and b.isdigit() and c.isdigit()):
         return None
-    nums = [int(p) for p in parts[1:]]
-    return parts[0], nums[0], nums[1], nums[2], (nums[3] if len(nums) == 4 else None)
+    if n == 4:
+        return parts[0], int(a), int(b), int(c), None
+    if not parts[4].isdigit():
+        return None
+    return parts[0], int(a), int(b), int(c), int(parts[4])
 
 
-def _bearer(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
+Headers = Mapping[str, str]  # a request's headers: Starlette's, or the hot routes' dict
+
+
+def _bearer(headers: Headers) -> str:
+    auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    return request.headers.get("x-api-key", "") or request.headers.get("x-goog-api-key", "")
+    return headers.get("x-api-key", "") or headers.get("x-goog-api-key", "")
 
 
-def _anthropic_key(request: Request) -> str:
-    return request.headers.get("x-api-key", "") or _bearer(request)
+def _anthropic_key(headers: Headers) -> str:
+    return headers.get("x-api-key", "") or _bearer(headers)
 
 
 def resolve_call(
@@ -196,7 +232,13 @@ def resolve_call(
     ``run_steps``: the provider's draws know generation runs' steps (a
     :class:`sim.runs_world.RunProvider`), so ``outline``/``agents`` are those steps (3, 4) of
     the run itself, as :mod:`sim.runs_world` decides them."""
-    got = parse_call(request.headers.get(CALL_HEADER))
+    return _resolve(_fake(request), request.headers, key, default_step, text, run_steps)
+
+
+def _resolve(
+    fake: FakeProvider, headers: Headers, key: str, default_step: str, text: str, run_steps: bool
+) -> ApiCall:
+    got = parse_call(headers.get(CALL_HEADER))
     if got is None:
         got = (default_step, hash_id(text), 0, 0, None)
     name, cid, order, clip, attempt = got
@@ -205,20 +247,15 @@ def resolve_call(
         step, order, clip = RUN_STEP_IDS[name], 0, 0
     elif name in ("outline", "agents"):  # not modelled steps: their own classroom's draws
         cid, order, clip = hash_id(f"{name}/{cid}"), 0, 0
-    call = ApiCall(step, cid, order, clip if step == 2 else 0, attempt, key, name)
-    return _numbered(_fake(request), call)
+    clip = clip if step == 2 else 0
+    if attempt is None:  # the fake counts the call's attempts
+        attempt = fake.next_attempt(cid, step, order, clip)
+    return ApiCall(step, cid, order, clip, attempt, key, name)
 
 
 def _fake(request: Request) -> FakeProvider:
     fake: FakeProvider = request.app.state.fake
     return fake
-
-
-def _numbered(fake: FakeProvider, c: ApiCall) -> ApiCall:
-    """The call with its attempt: the caller's, else the next one the fake counts."""
-    if c.attempt is not None:
-        return c
-    return dataclasses.replace(c, attempt=fake.next_attempt(c.cid, c.step, c.order, c.clip))
 
 
 async def _admit(fake: FakeProvider, c: ApiCall, sent: float | None) -> Decision:
@@ -261,14 +298,19 @@ def _frees_on_disconnect(fake: FakeProvider, step: int) -> bool:
 
 
 async def _decide(
-    request: Request, fake: FakeProvider, c: ApiCall, wait: bool
+    request: Request | None, fake: FakeProvider, c: ApiCall, wait: bool, headers: Headers
 ) -> tuple[Decision | None, int, float]:
     """Admit the call; with ``wait``, also wait its latency (or its shared capacity). Returns
     the decision (``None``: the client disconnected while it waited), the decision's model
-    time, and the event loop's time it counts from."""
-    sent = fake.sent_at(request.headers.get(SENT_HEADER))
-    dec = await _admit(fake, c, sent)
+    time, and the event loop's time it counts from. ``request``: for a key whose client
+    frees its slot by going away (else unused, may be ``None``)."""
+    sent = fake.sent_at(headers.get(SENT_HEADER))
     batched = fake.virtual and fake.provider.limited(c.step)
+    if batched:
+        dec = await _admit(fake, c, sent)
+    else:  # fake.admit_call's first case, inline
+        call = Call(c.cid, c.step, c.order, c.clip, 0 if c.attempt is None else c.attempt, c.key)
+        dec = fake.provider.decide(call, fake.decision_us(sent))
     at_us = fake.now_us() if batched else fake._last_decided_us
     base = fake.epoch + at_us / 1e6 * fake.time_scale  # the decision on the loop's clock
     if dec.latency_us == PENDING:  # a shared capacity serves it (sim.sharing)
@@ -281,6 +323,7 @@ async def _decide(
         await sleep
         return dec, at_us, base
     call = Call(c.cid, c.step, c.order, c.clip, 0, c.key)
+    assert request is not None, "a key freed on disconnect needs the request"
     try:  # a client gone (uvicorn: a disconnect; in-process: the request task cancelled)
         if await _or_disconnect(request, sleep):
             return dec, at_us, base
@@ -456,13 +499,56 @@ def _openai_body(ans: _Answer, model: str) -> dict[str, Any]:
     }
 
 
-def _plain(dec: Decision, payload: dict[str, Any]) -> Response:
+class _Json(Response):
+    """``Response(body, media_type="application/json")`` with ``headers`` after its own,
+    its header list written at once."""
+
+    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
+        for k, v in headers.items():  # as MutableHeaders.update: lower-case names, latin-1
+            self.raw_headers.append((k.lower().encode("latin-1"), v.encode("latin-1")))
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+# _openai_body as json.dumps writes it (default separators, ASCII), its fields filled in
+_OPENAI_JSON = (
+    '{"id": "chatcmpl-sb%d", "object": "chat.completion", "created": 1767225600, "model": %s, '
+    '"choices": [{"index": 0, "message": {"role": "assistant", "content": %s}, '
+    '"logprobs": null, "finish_reason": %s}], '
+    '"usage": {"prompt_tokens": %d, "completion_tokens": %d, "total_tokens": %d}}'
+)
+_ascii = json.encoder.encode_basestring_ascii  # how json.dumps writes a str
+
+
+def _openai_json(ans: _Answer, model: str) -> bytes:
+    """``json.dumps(_openai_body(ans, model)).encode()``, written from a template."""
+    tin, tout = ans.prompt_tokens, ans.completion_tokens
+    if type(tin) is not int or type(tout) is not int:  # %d is int's repr only for an int
+        return json.dumps(_openai_body(ans, model)).encode()
+    fields = (next(_ids), _ascii(model), _ascii(ans.text), _ascii(ans.finish), tin, tout)
+    return (_OPENAI_JSON % (*fields, tin + tout)).encode()
+
+
+def _plain(
+    dec: Decision, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None
+) -> Response:
+    """The answer's JSON (``payload``, or its bytes as json.dumps writes them; a cut half for
+    an injected truncation, a dropped connection for a reset); ``headers`` added to a whole
+    answer."""
     if dec.status == RESET:
         return _ResetResponse(status_code=200)
-    raw = json.dumps(payload).encode()
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     if dec.status == TRUNCATED:
-        return Response(raw[: len(raw) // 2], media_type="application/json")
-    return Response(raw, media_type="application/json")
+        resp = Response(raw[: len(raw) // 2], media_type="application/json")
+        if headers:
+            resp.headers.update(headers)
+        return resp
+    return _Json(raw, headers or {})
 
 
 def _refused(
@@ -492,17 +578,23 @@ def _ok_status(dec: Decision) -> bool:
 
 async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions`` (OpenAI-compatible), streamed or not."""
-    fake = _fake(request)
     body = await _read(request, "openai")
     if isinstance(body, Response):
         return body
+    return await chat_answer(_fake(request), body, request.headers, request)
+
+
+async def chat_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """:func:`chat_completions`' answer to a request body (``request``: see :func:`_decide`)."""
     prompt = prompt_text(body.get("messages"))
     model = str(body.get("model") or "fake-llm")
     default = "actions" if classify(prompt) == "actions" else "content"
     run_steps = isinstance(fake.provider, RunProvider)
-    c = resolve_call(request, _bearer(request), default, prompt, run_steps)
+    c = _resolve(fake, headers, _bearer(headers), default, prompt, run_steps)
     stream = body.get("stream") is True
-    dec, at_us, base = await _decide(request, fake, c, wait=not stream)
+    dec, at_us, base = await _decide(request, fake, c, not stream, headers)
     if dec is None:
         return Response(status_code=499)
     shape = _shape(fake, c.step, "openai")
@@ -513,9 +605,7 @@ async def chat_completions(request: Request) -> Response:
     ans = _answer(fake, c, dec, prompt, body)
     rate = _success_headers(fake, c, dec, shape, at_us)
     if not stream:
-        resp = _plain(dec, _openai_body(ans, model))
-        resp.headers.update(rate)
-        return resp
+        return _plain(dec, _openai_json(ans, model), rate)
     opts = body.get("stream_options")
     usage = isinstance(opts, dict) and opts.get("include_usage") is True
     gen = _openai_stream(fake, ans, dec, base, model, usage)
@@ -580,17 +670,23 @@ def _anthropic_body(ans: _Answer, model: str) -> dict[str, Any]:
 
 async def messages(request: Request) -> Response:
     """``POST /v1/messages`` (Anthropic), streamed or not."""
-    fake = _fake(request)
     body = await _read(request, "anthropic")
     if isinstance(body, Response):
         return body
+    return await messages_answer(_fake(request), body, request.headers, request)
+
+
+async def messages_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """:func:`messages`' answer to a request body (``request``: see :func:`_decide`)."""
     prompt = prompt_text(body.get("messages"), body.get("system"))
     model = str(body.get("model") or "fake-llm")
     default = "actions" if classify(prompt) == "actions" else "content"
     run_steps = isinstance(fake.provider, RunProvider)
-    c = resolve_call(request, _anthropic_key(request), default, prompt, run_steps)
+    c = _resolve(fake, headers, _anthropic_key(headers), default, prompt, run_steps)
     stream = body.get("stream") is True
-    dec, at_us, base = await _decide(request, fake, c, wait=not stream)
+    dec, at_us, base = await _decide(request, fake, c, not stream, headers)
     if dec is None:
         return Response(status_code=499)
     if not _ok_status(dec):
@@ -601,9 +697,7 @@ async def messages(request: Request) -> Response:
     shape = _shape(fake, c.step, "anthropic")
     rid = {"request-id": f"req_sb{next(_ids)}", **_success_headers(fake, c, dec, shape, at_us)}
     if not stream:
-        resp = _plain(dec, _anthropic_body(ans, model))
-        resp.headers.update(rid)
-        return resp
+        return _plain(dec, _anthropic_body(ans, model), rid)
     gen = _anthropic_stream(fake, ans, dec, base, model)
     return StreamingResponse(gen, media_type="text/event-stream", headers={**_SSE_HEADERS, **rid})
 
@@ -631,14 +725,13 @@ def _clip_us(fake: FakeProvider, c: ApiCall) -> int:
 
 
 async def _speech_call(
-    request: Request, text: str
-) -> tuple[FakeProvider, ApiCall, Decision | None, int]:
-    fake = _fake(request)
-    c = resolve_call(request, _bearer(request), "tts", text)
+    fake: FakeProvider, headers: Headers, request: Request | None, text: str
+) -> tuple[ApiCall, Decision | None, int]:
+    c = _resolve(fake, headers, _bearer(headers), "tts", text, False)
     if c.step != 2:  # speech is the TTS key's, whatever step the header named
         c = dataclasses.replace(c, step=2)
-    dec, at_us, _ = await _decide(request, fake, c, wait=True)
-    return fake, c, dec, at_us
+    dec, at_us, _ = await _decide(request, fake, c, True, headers)
+    return c, dec, at_us
 
 
 async def speech(request: Request) -> Response:
@@ -647,11 +740,18 @@ async def speech(request: Request) -> Response:
     body = await _read(request, "openai")
     if isinstance(body, Response):
         return body
+    return await speech_answer(_fake(request), body, request.headers, request)
+
+
+async def speech_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """:func:`speech`'s answer to a request body (``request``: see :func:`_decide`)."""
     text = body.get("input")
     if not isinstance(text, str) or not text:
         err = {"message": "input: required", "type": "invalid_request_error", "param": "input"}
         return JSONResponse({"error": {**err, "code": None}}, 400)
-    fake, c, dec, at_us = await _speech_call(request, text)
+    c, dec, at_us = await _speech_call(fake, headers, request, text)
     if dec is None:
         return Response(status_code=499)
     model = str(body.get("model") or "tts-1")
@@ -672,10 +772,17 @@ async def t2a_v2(request: Request) -> Response:
     body = await _read(request, "minimax")
     if isinstance(body, Response):
         return body
+    return await t2a_answer(_fake(request), body, request.headers, request)
+
+
+async def t2a_answer(
+    fake: FakeProvider, body: dict[str, Any], headers: Headers, request: Request | None
+) -> Response:
+    """:func:`t2a_v2`'s answer to a request body (``request``: see :func:`_decide`)."""
     text = body.get("text")
     if not isinstance(text, str) or not text:
         return JSONResponse({"base_resp": {"status_code": 2013, "status_msg": "invalid params"}})
-    fake, c, dec, at_us = await _speech_call(request, text)
+    c, dec, at_us = await _speech_call(fake, headers, request, text)
     if dec is None:
         return Response(status_code=499)
     if dec.status == RESET:

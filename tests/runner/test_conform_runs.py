@@ -5,6 +5,7 @@ scenebench's own code; Node needed, skipped without it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -95,6 +96,9 @@ def test_recorded_traces_exist_for_every_case() -> None:
 @pytest.mark.parametrize("path", _recorded(), ids=lambda p: p.stem)
 def test_the_runs_model_reproduces_upstreams_engine(path: Path) -> None:
     case, upstream = cr.load_trace(path)
+    # recorded with the case's seed (the draws of its latencies): a case changed since must be
+    # recorded again, not compared with a trace of the old one
+    assert json.loads(path.read_text(encoding="utf-8"))["seed"] == case.seed
     assert cr.compare_engine(upstream, cr.model_trace(case)) == []
 
 

@@ -94,7 +94,8 @@ def test_the_engine_rule():
     one = RunConfig.of("pipelined", 3)
     assert pick_engine(free, one, 200) == "fast"
     assert pick_engine(free, one, 199) == "simpy"  # too few runs to pay for the set-up
-    assert pick_engine(tight, one, 1000) == "simpy"  # an in-flight limit: SimPy decides
+    assert pick_engine(tight, one, 1000) == "fast_quota"  # an in-flight limit: lock step
+    assert pick_engine(tight, one, 199) == "simpy"
     assert pick_engine(free, RunConfig.of("pipelined", 3, tenants=2), 1000) == "simpy"
     assert pick_engine(free, RunConfig.of("pipelined", 3, adaptive="gate"), 1000) == "simpy"
     assert pick_engine(free, one, 1, "fast") == "fast"  # as asked

@@ -6,10 +6,22 @@
 //
 // Prints one JSON line: {ok, stubbed, auto_stubbed, missing_names, workspace,
 // workspace_unresolved, inputs} or {ok: false, error}.
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { builtinModules, createRequire } from 'node:module';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import {
+  bundleOptions,
+  importedNames,
+  inRoot,
+  isBare,
+  isFile,
+  loadEsbuild,
+  missingNames,
+  resolveInstalled,
+  runMain,
+  splitPath,
+  stubExports,
+  stubPath,
+} from './bundle_util.mjs';
 import { workspaceResolver } from './workspace.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -66,9 +78,8 @@ export const STUBS = {
   'next/server': 'next-server.mjs',
 };
 
-const EXTS = ['', '.ts', '.tsx', '.mts', '.js', '.mjs', '.jsx'];
-const INDEX = ['/index.ts', '/index.tsx', '/index.js'];
-const IDENT = /^[A-Za-z_$][\w$]*$/;
+// how an '@/' path finds its file: these extensions, then these index files
+const SUFFIXES = ['', '.ts', '.tsx', '.mts', '.js', '.mjs', '.jsx', '/index.ts', '/index.tsx', '/index.js'];
 // assets a loop module might import: bundled as empty modules
 const ASSETS = ['.svg', '.png', '.jpg', '.css', '.woff2'];
 
@@ -83,72 +94,7 @@ function stubKey(spec) {
   return null;
 }
 
-function isFile(p) {
-  try {
-    return statSync(p).isFile();
-  } catch {
-    return false;
-  }
-}
-
-function inRoot(root, rel) {
-  for (const ext of [...EXTS, ...INDEX]) {
-    const p = join(root, rel + ext);
-    if (isFile(p)) return p;
-  }
-  return null;
-}
-
-function escapeRe(s) {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-// Value names that `importer` imports from `spec` (type-only imports left out).
-function importedNames(importer, spec) {
-  let src;
-  try {
-    src = readFileSync(importer, 'utf8');
-  } catch {
-    return { names: [], wantsDefault: false };
-  }
-  src = src.replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
-  const re = new RegExp(`(?:import|export)\\s+([^;]*?)\\s+from\\s*['"]${escapeRe(spec)}['"]`, 'g');
-  const names = new Set();
-  let wantsDefault = false;
-  for (const m of src.matchAll(re)) {
-    const clause = m[1].trim();
-    if (/^type\s/.test(clause)) continue;
-    const brace = clause.match(/\{([\s\S]*)\}/);
-    const head = clause.replace(/\{[\s\S]*\}/, '').replace(/,/g, ' ').trim();
-    if (head && !head.startsWith('*')) wantsDefault = true;
-    if (!brace) continue;
-    for (let part of brace[1].split(',')) {
-      part = part.trim();
-      if (!part || /^type\s/.test(part)) continue;
-      const name = part.split(/\s+as\s+/)[0].trim();
-      if (name === 'default') wantsDefault = true;
-      else if (IDENT.test(name)) names.add(name);
-    }
-  }
-  return { names: [...names].sort(), wantsDefault };
-}
-
-function stubExports(file) {
-  const src = readFileSync(join(STUB_DIR, file), 'utf8');
-  const names = new Set();
-  const decl = /^export\s+(?:async\s+)?(?:function|const|let|class)\s+([\w$]+)/gm;
-  for (const m of src.matchAll(decl)) {
-    names.add(m[1]);
-  }
-  return { names, hasDefault: /^export default /m.test(src) };
-}
-
 const AUTO = JSON.stringify(join(STUB_DIR, '_auto.mjs'));
-
-function splitPath(path) {
-  const cut = path.indexOf('|');
-  return [path.slice(0, cut), JSON.parse(path.slice(cut + 1))];
-}
 
 // A stubbed module as its importer sees it: the stub's names, plus a recorded no-op for each
 // name the importer wants that the stub lacks (reported as missing_names).
@@ -156,13 +102,12 @@ function loadStub(path, missing) {
   const [spec, want] = splitPath(path);
   const stub = STUBS[stubKey(spec)];
   const file = JSON.stringify(join(STUB_DIR, stub));
-  const have = stubExports(stub);
+  const have = stubExports(join(STUB_DIR, stub));
   const lines = [`import { unstubbed } from ${AUTO};`];
   const present = want.names.filter((n) => have.names.has(n));
   if (present.length) lines.push(`export { ${present.join(', ')} } from ${file};`);
   for (const n of want.names.filter((n) => !have.names.has(n))) {
-    if (!missing.has(spec)) missing.set(spec, new Set());
-    missing.get(spec).add(n);
+    missing.add(spec, n);
     lines.push(`export const ${n} = unstubbed(${JSON.stringify(`${spec}:${n}`)});`);
   }
   if (want.wantsDefault) {
@@ -189,16 +134,11 @@ function loadAuto(path) {
 function autoStub(spec, args, report) {
   report.auto.add(spec);
   const want = importedNames(args.importer, spec);
-  return { path: `${spec}|${JSON.stringify(want)}`, namespace: 'sb-auto' };
-}
-
-function isBare(spec) {
-  if (spec.startsWith('.') || isAbsolute(spec) || spec.startsWith('node:')) return false;
-  return !builtinModules.includes(spec.split('/')[0]);
+  return { path: stubPath(spec, want), namespace: 'sb-auto' };
 }
 
 function scenebenchPlugin(root, report, workspace) {
-  const missing = new Map();
+  const missing = missingNames();
   return {
     name: 'scenebench-conform',
     setup(build) {
@@ -209,10 +149,10 @@ function scenebenchPlugin(root, report, workspace) {
         if (key) {
           report.stubbed.add(spec);
           const want = importedNames(args.importer, spec);
-          return { path: `${spec}|${JSON.stringify(want)}`, namespace: 'sb-stub' };
+          return { path: stubPath(spec, want), namespace: 'sb-stub' };
         }
         if (spec.startsWith('@/')) {
-          const file = inRoot(root, spec.slice(2));
+          const file = inRoot(root, spec.slice(2), SUFFIXES);
           return file ? { path: file } : autoStub(spec, args, report);
         }
         if (!isBare(spec)) return undefined;
@@ -220,20 +160,15 @@ function scenebenchPlugin(root, report, workspace) {
         const ws = workspace.resolveSpec(spec);
         if (ws?.file) return { path: ws.file, sideEffects: ws.sideEffects ? undefined : false };
         // another package: as the checkout would resolve it, else an auto-stub
-        const r = await build.resolve(spec, {
-          kind: args.kind,
-          importer: args.importer,
-          resolveDir: args.resolveDir,
-          pluginData: { sbInner: true },
-        });
-        if (r.errors.length > 0) return autoStub(spec, args, report);
+        const r = await resolveInstalled(build, spec, args);
+        if (!r) return autoStub(spec, args, report);
         const { path, external, sideEffects, namespace } = r;
         return { path, external, sideEffects, namespace };
       });
       build.onLoad({ filter: /.*/, namespace: 'sb-stub' }, (args) => loadStub(args.path, missing));
       build.onLoad({ filter: /.*/, namespace: 'sb-auto' }, (args) => loadAuto(args.path));
       build.onEnd(() => {
-        report.missing = Object.fromEntries([...missing].map(([k, v]) => [k, [...v].sort()]));
+        report.missing = missing.sorted();
       });
     },
   };
@@ -255,32 +190,15 @@ function entrySource(root, cfg) {
 
 async function main() {
   const cfg = JSON.parse(process.argv[2]);
-  const require = createRequire(join(resolve(cfg.esbuild), 'package.json'));
-  const esbuild = require(resolve(cfg.esbuild));
+  const esbuild = loadEsbuild(cfg);
   const root = resolve(cfg.root);
   const report = { stubbed: new Set(), auto: new Set(), missing: {} };
   const workspace = workspaceResolver(root);
   const result = await esbuild.build({
-    absWorkingDir: root,
+    ...bundleOptions(root, cfg.outfile),
     stdin: { contents: entrySource(root, cfg), resolveDir: root, sourcefile: ENTRY_NAME, loader: 'ts' },
-    outfile: resolve(cfg.outfile),
-    bundle: true,
-    format: 'esm',
-    platform: 'node',
-    target: 'node18',
-    write: true,
-    metafile: true,
-    logLevel: 'silent',
-    tsconfigRaw: { compilerOptions: {} },
     jsx: 'automatic',
     loader: Object.fromEntries(ASSETS.map((ext) => [ext, 'empty'])),
-    // the determinism hooks: every setTimeout delay and every Math.random of the bundled code
-    // go through the driver (scaled delay, pinned value)
-    define: {
-      setTimeout: 'globalThis.__sbSetTimeout',
-      'Math.random': 'globalThis.__sbRandom',
-      'process.env.NODE_ENV': '"production"',
-    },
     plugins: [scenebenchPlugin(root, report, workspace)],
   });
   const inputs = Object.keys(result.metafile.inputs).filter(
@@ -300,10 +218,4 @@ async function main() {
   );
 }
 
-main().catch((err) => {
-  const where = (e) => (e.location ? `${e.location.file}:${e.location.line}: ` : '');
-  const errors = err?.errors?.map((e) => `${where(e)}${e.text}`);
-  const error = errors?.length ? errors.join('; ') : String(err?.message ?? err);
-  console.log(JSON.stringify({ ok: false, error }));
-  process.exit(1);
-});
+runMain(main);

@@ -11,10 +11,21 @@
 // deadlines, the generate-ahead pool, the plan) is bundled from the checkout as it is. A module
 // that cannot be found becomes an auto-stub; a run that touches one of its names, or a name a
 // stand-in lacks, is a harness error (runs_driver.mjs reports it).
-import { readFileSync, statSync } from 'node:fs';
-import { builtinModules, createRequire } from 'node:module';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import {
+  bundleOptions,
+  importedNames,
+  inRoot,
+  isBare,
+  loadEsbuild,
+  missingNames,
+  resolveInstalled,
+  runMain,
+  splitPath,
+  stubExports,
+  stubPath,
+} from './bundle_util.mjs';
 import { workspaceResolver } from './workspace.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -59,23 +70,8 @@ export const RUN_STUBS = {
   '@openmaic/storage/*': '../stubs/storage.mjs',
 };
 
-const EXTS = ['', '.ts', '.tsx', '.mts', '.js', '.mjs'];
-const IDENT = /^[A-Za-z_$][\w$]*$/;
-
-function isFile(p) {
-  try {
-    return statSync(p).isFile();
-  } catch {
-    return false;
-  }
-}
-
-function inRoot(root, rel) {
-  for (const ext of [...EXTS, '/index.ts', '/index.js']) {
-    if (isFile(join(root, rel + ext))) return join(root, rel + ext);
-  }
-  return null;
-}
+// how an '@/' path finds its file: these extensions, then these index files
+const SUFFIXES = ['', '.ts', '.tsx', '.mts', '.js', '.mjs', '/index.ts', '/index.js'];
 
 // The RUN_STUBS key for an import (a '@/' path, a relative path inside the checkout, a package).
 function stubKey(root, spec, importer) {
@@ -92,61 +88,23 @@ function stubKey(root, spec, importer) {
   return null;
 }
 
-function escapeRe(s) {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-// Value names `importer` imports from `spec` (type-only imports left out).
-function importedNames(importer, spec) {
-  let src;
-  try {
-    src = readFileSync(importer, 'utf8');
-  } catch {
-    return [];
-  }
-  src = src.replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
-  const re = new RegExp(`import\\s+([^;]*?)\\s+from\\s*['"]${escapeRe(spec)}['"]`, 'g');
-  const names = new Set();
-  for (const m of src.matchAll(re)) {
-    if (/^type\s/.test(m[1].trim())) continue;
-    const brace = m[1].match(/\{([\s\S]*)\}/);
-    for (const part of brace ? brace[1].split(',') : []) {
-      const name = part.trim().split(/\s+as\s+/)[0].trim();
-      if (name && !/^type\s/.test(name) && IDENT.test(name)) names.add(name);
-    }
-  }
-  return [...names].sort();
-}
-
-function stubNames(file) {
-  const src = readFileSync(join(RUN_STUB_DIR, file), 'utf8');
-  const decl = /^export\s+(?:async\s+)?(?:function|const|let|class)\s+([\w$]+)/gm;
-  return new Set([...src.matchAll(decl)].map((m) => m[1]));
-}
-
 function moduleSource(label, file, want, missing) {
   const lines = [`import { unstubbed } from ${AUTO};`];
-  const have = file ? stubNames(file) : new Set();
+  const have = file ? stubExports(join(RUN_STUB_DIR, file)).names : new Set();
   const present = want.filter((n) => have.has(n));
   if (present.length) {
     lines.push(`export { ${present.join(', ')} } from ${JSON.stringify(join(RUN_STUB_DIR, file))};`);
   }
   for (const n of want.filter((n) => !have.has(n))) {
-    if (!missing.has(label)) missing.set(label, new Set());
-    missing.get(label).add(n);
+    missing.add(label, n);
     lines.push(`export const ${n} = unstubbed(${JSON.stringify(`${label}:${n}`)});`);
   }
   lines.push(`export default unstubbed(${JSON.stringify(label)});`);
   return { contents: lines.join('\n'), loader: 'js', resolveDir: RUN_STUB_DIR };
 }
 
-function isBare(spec) {
-  if (spec.startsWith('.') || isAbsolute(spec) || spec.startsWith('node:')) return false;
-  return !builtinModules.includes(spec.split('/')[0]);
-}
-
 function plugin(root, report, workspace) {
-  const missing = new Map();
+  const missing = missingNames();
   return {
     name: 'scenebench-runs',
     setup(build) {
@@ -154,41 +112,36 @@ function plugin(root, report, workspace) {
         if (args.pluginData?.sbInner) return undefined;
         const spec = args.path;
         const key = stubKey(root, spec, args.importer);
-        const want = () => JSON.stringify(importedNames(args.importer, spec));
+        // the names it imports (not re-exports) from the module
+        const want = () => importedNames(args.importer, spec, { reexports: false }).names;
         if (key) {
           report.stubbed.add(key);
-          return { path: `${key}|${want()}`, namespace: 'sb-run-stub' };
+          return { path: stubPath(key, want()), namespace: 'sb-run-stub' };
         }
         if (spec.startsWith('@/')) {
-          const file = inRoot(root, spec.slice(2));
+          const file = inRoot(root, spec.slice(2), SUFFIXES);
           if (file) return { path: file };
           report.auto.add(spec);
-          return { path: `${spec}|${want()}`, namespace: 'sb-run-auto' };
+          return { path: stubPath(spec, want()), namespace: 'sb-run-auto' };
         }
         if (!isBare(spec)) return undefined;
         const ws = workspace.resolveSpec(spec);
         if (ws?.file) return { path: ws.file };
-        const r = await build.resolve(spec, {
-          kind: args.kind,
-          importer: args.importer,
-          resolveDir: args.resolveDir,
-          pluginData: { sbInner: true },
-        });
-        if (r.errors.length === 0) return { path: r.path, external: r.external };
+        const r = await resolveInstalled(build, spec, args);
+        if (r) return { path: r.path, external: r.external };
         report.auto.add(spec);
-        return { path: `${spec}|${want()}`, namespace: 'sb-run-auto' };
+        return { path: stubPath(spec, want()), namespace: 'sb-run-auto' };
       });
-      const split = (p) => [p.slice(0, p.indexOf('|')), JSON.parse(p.slice(p.indexOf('|') + 1))];
       build.onLoad({ filter: /.*/, namespace: 'sb-run-stub' }, (args) => {
-        const [key, want] = split(args.path);
+        const [key, want] = splitPath(args.path);
         return moduleSource(key, RUN_STUBS[key], want, missing);
       });
       build.onLoad({ filter: /.*/, namespace: 'sb-run-auto' }, (args) => {
-        const [spec, want] = split(args.path);
-        return moduleSource(spec, null, want, new Map());
+        const [spec, want] = splitPath(args.path);
+        return moduleSource(spec, null, want, missingNames());
       });
       build.onEnd(() => {
-        report.missing = Object.fromEntries([...missing].map(([k, v]) => [k, [...v].sort()]));
+        report.missing = missing.sorted();
       });
     },
   };
@@ -196,37 +149,21 @@ function plugin(root, report, workspace) {
 
 async function main() {
   const cfg = JSON.parse(process.argv[2]);
-  const require = createRequire(join(resolve(cfg.esbuild), 'package.json'));
-  const esbuild = require(resolve(cfg.esbuild));
+  const esbuild = loadEsbuild(cfg);
   const root = resolve(cfg.root);
   const report = { stubbed: new Set(), auto: new Set(), missing: {} };
   const workspace = workspaceResolver(root);
   const result = await esbuild.build({
-    absWorkingDir: root,
+    ...bundleOptions(root, cfg.outfile),
     stdin: {
       contents: `export { executeGenerationRun } from ${JSON.stringify(`./${cfg.entry}`)};`,
       resolveDir: root,
       sourcefile: 'scenebench-runs-entry.ts',
       loader: 'ts',
     },
-    outfile: resolve(cfg.outfile),
-    bundle: true,
-    format: 'esm',
-    platform: 'node',
-    target: 'node18',
-    write: true,
-    metafile: true,
-    logLevel: 'silent',
-    tsconfigRaw: { compilerOptions: {} },
     loader: { '.svg': 'empty', '.png': 'empty', '.css': 'empty' },
     // CommonJS dependencies of the checkout's packages (the AI SDK's) require Node built-ins
     banner: { js: "import { createRequire as __sbCreateRequire } from 'node:module'; const require = __sbCreateRequire(import.meta.url);" },
-    // every timer and Math.random of the bundled engine go through the driver
-    define: {
-      setTimeout: 'globalThis.__sbSetTimeout',
-      'Math.random': 'globalThis.__sbRandom',
-      'process.env.NODE_ENV': '"production"',
-    },
     plugins: [plugin(root, report, workspace)],
   });
   const inputs = Object.keys(result.metafile.inputs).filter(
@@ -243,10 +180,4 @@ async function main() {
   );
 }
 
-main().catch((err) => {
-  const where = (e) => (e.location ? `${e.location.file}:${e.location.line}: ` : '');
-  const errors = err?.errors?.map((e) => `${where(e)}${e.text}`);
-  const error = errors?.length ? errors.join('; ') : String(err?.message ?? err);
-  console.log(JSON.stringify({ ok: false, error }));
-  process.exit(1);
-});
+runMain(main);
