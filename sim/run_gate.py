@@ -9,8 +9,9 @@ spending the retry budget (:class:`~sim.rules.CallMachine` ``gated``, at most
 :data:`~sim.rules.MAX_429_WAITS` times). The media key has no gate: the model gives the image
 provider no limit, and each run sends one media item at a time.
 
-Waiting order, lowest first (``docs/runs.md``, "The key-wide gate"): :data:`ORDER`, one of
-:data:`ORDERS` (:func:`gate_rank`), the one the comparison there chose:
+Waiting order, lowest first (``docs/runs.md``, "The key-wide gate"): a :class:`GateOrder`
+(:func:`gate_rank`), the deployment's ``RunsConfig.gate_order`` (``--gate-order``); the
+default is the one the comparison there chose:
 
 * ``tiers`` (the default): ``(tier, arrival, run, scene, step, clip)``. Tier 0 is a run's work
   before its first scene is written (the outline, the agent profiles, scene 0's content,
@@ -42,13 +43,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .keygate import KeyGate, key_cap
 from .rules import Step
 from .run_machine import LLM_KEY, TTS_KEY
 from .scenario import Scenario
 
-__all__ = ["ORDER", "ORDERS", "Admitted", "RunGates", "gate_rank"]
+__all__ = ["GATE_ORDERS", "Admitted", "GateOrder", "RunGates", "gate_rank"]
 
 Req = tuple[int, ...]  # (step, run, order, clip, attempt): a ReqId or the fast engine's tuple
 
@@ -63,15 +65,23 @@ class Admitted:
     deadline_us: int
 
 
-ORDERS = ("need", "need-arrival", "tiers", "fifo")
-ORDER = "tiers"  # the gate's waiting order (docs/runs.md: the comparison that chose it)
+class GateOrder(StrEnum):
+    """The gate's waiting orders (the module docstring); ``TIERS`` is the default."""
+
+    NEED = "need"
+    NEED_ARRIVAL = "need-arrival"
+    TIERS = "tiers"
+    FIFO = "fifo"
+
+
+GATE_ORDERS = tuple(o.value for o in GateOrder)  # the values --gate-order takes
 
 
 def gate_rank(
     req: Req,
     arrival_us: int,
     before_us: int = 0,
-    order: str = ORDER,
+    order: str = GateOrder.TIERS,
     first_us: int | None = None,
 ) -> tuple[int, ...]:
     """A request's place at its gate (lowest first; see the module docstring);
@@ -94,12 +104,12 @@ class RunGates:
         sc: Scenario,
         arrivals_us: list[int],
         playback_us: Callable[[int], Sequence[int]] | None = None,
-        order: str | None = None,
+        order: str = GateOrder.TIERS,
         first_scene_us: Callable[[int], int | None] | None = None,
     ) -> None:
         """``playback_us(run)``: the run's scenes' playback times, in scene order (asked once
         per run, at its first request past scene 0; None: every scene plays 0 s);
-        ``order``: one of :data:`ORDERS` (None: :data:`ORDER`); ``first_scene_us(run)``: when
+        ``order``: a :class:`GateOrder` (a bad one: ValueError); ``first_scene_us(run)``: when
         the run's first scene was written (None: not yet)."""
         self.gates = {
             LLM_KEY: KeyGate(key_cap(sc.quota_llm.max_inflight)),
@@ -107,7 +117,7 @@ class RunGates:
         }
         self.arrivals_us = arrivals_us
         self.playback_us = playback_us
-        self.order = ORDER if order is None else order
+        self.order = GateOrder(order)
         self.first_scene_us = first_scene_us
         self._before: dict[int, list[int]] = {}  # run -> playback before each scene
         # waiting: req -> (key, window or absolute deadline, absolute?)

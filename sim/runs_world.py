@@ -199,6 +199,7 @@ class RunsWorld:
                 sc,
                 [t for t, _ in self.arrivals],
                 self._playback_us,
+                cfg.gate_order,
                 first_scene_us=self._first_scene_us,
             )
             if cfg.adaptive == "gate"

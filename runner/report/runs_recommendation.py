@@ -498,6 +498,16 @@ _FLOATS = (
 )
 
 
+def _policy(r: dict[str, Any]) -> str:
+    """A cell's policy as the rule compares them: ``off``, ``gate`` (the default order) or
+    ``gate/<order>`` (another waiting order of the gate, ``--gate-order``)."""
+    pol = str(r.get("adaptive", "off"))
+    order = r.get("gate_order")
+    if pol != "gate" or not isinstance(order, str) or order in ("", "tiers"):
+        return pol
+    return f"gate/{order}"
+
+
 def runs_rule_cells(cells: pd.DataFrame, rule: RunsRule = RUNS_RULE) -> tuple[RunsCellStats, ...]:
     """The cells the rule reads, from a runs cell table
     (:func:`runner.store.runs_cells.runs_cell_table`)."""
@@ -512,7 +522,7 @@ def runs_rule_cells(cells: pd.DataFrame, rule: RunsRule = RUNS_RULE) -> tuple[Ru
                 load_per_h=float(r["load_per_h"]),
                 concurrency=int(r["concurrency"]),
                 max_concurrent=int(r["max_concurrent"]),
-                adaptive=str(r.get("adaptive", "off")),
+                adaptive=_policy(r),
                 runs=int(r.get("runs", 0)),
                 replicates=int(r.get("replicates", 0)),
                 **{k: _num(r.get(k)) for k in _FLOATS},

@@ -2,7 +2,8 @@
 constant latencies: outline 10 s, agents 2 s, content 20 s, actions 5 s, a clip 1 s, two clips
 a scene, no random faults. A run's work before its first scene on the LLM key is then
 S = 10 + 2 + 20 + 5 = 37 s, and the gate serves it (tier 0) before any run's later scenes.
-The other orders the gate was measured with (sim.run_gate.ORDERS) are derived on one cell."""
+The other orders the gate was measured with (sim.run_gate.GateOrder, RunsConfig.gate_order)
+are derived on one cell."""
 
 from __future__ import annotations
 
@@ -140,24 +141,26 @@ def test_rank_need_time() -> None:
     assert gate_rank(q0, 30, 0, "fifo") > gate_rank(q1, 0, 25, "fifo", 20)
 
 
-def _later_run(order: str, monkeypatch: pytest.MonkeyPatch) -> int:
-    """When run 1 (arriving at 50 s) sends its outline, behind run 0 (at 0 s) on one slot.
+def later_run_cell(order: str) -> tuple[Scenario, RunsConfig]:
+    """Run 1 arriving at 50 s behind run 0 (at 0 s) on one slot, the gate in ``order``.
     Three scenes, each playing 5 s + 2 clips × 1 s = 7 s."""
-    monkeypatch.setattr("sim.run_gate.ORDER", order)
     sc = _const(1).replace(outlines=3)
     sc = sc.replace(playback=dataclasses.replace(sc.playback, clip=Constant(1.0)))
-    cfg = RunsConfig(2, arrivals=((0.0, 0), (50.0, 1)), settings=FIXED, adaptive="gate")
-    res = simulate_runs(sc, cfg, 1)
-    assert [r.state for r in res.records] == ["completed", "completed"]
-    return _sent(res.log, 1, Step.OUTLINE, 0)
+    arrivals = ((0.0, 0), (50.0, 1))
+    return sc, RunsConfig(2, arrivals=arrivals, settings=FIXED, adaptive="gate", gate_order=order)
 
 
-@pytest.mark.parametrize(
-    ("order", "sent_s"), [("need", 63), ("need-arrival", 88), ("tiers", 58), ("fifo", 88)]
-)
-def test_the_orders_on_a_later_run(
-    order: str, sent_s: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def later_outline_us(log: list[tuple[int, ...]]) -> int:
+    """When run 1 sends its outline."""
+    return _sent(log, 1, Step.OUTLINE, 0)
+
+
+LATER_RUN_S = [("need", 63), ("need-arrival", 88), ("tiers", 58), ("fifo", 88)]
+
+
+@pytest.mark.parametrize("engine", ["simpy", "fast"])
+@pytest.mark.parametrize(("order", "sent_s"), LATER_RUN_S)
+def test_the_orders_on_a_later_run(order: str, sent_s: int, engine: str) -> None:
     # run 0 writes scene 0 at 38 s (37 s of LLM work, its clips 37..38 s): its learner needs
     # scene 1 at 45 s, scene 2 at 52 s. content(1) and content(2) are made then (c = 2);
     # (1) passes at once (38..58 s), (2) waits. Run 1's outline is made at 50 s (needed
@@ -165,7 +168,17 @@ def test_the_orders_on_a_later_run(
     # outline (50 s) ahead of content(2) (52 s) at 63 s. tiers: the outline at 58 s, as soon
     # as the slot frees. need-arrival (scene k needed at 0 + 7k s) and fifo: run 0's
     # actions(1), content(2) (63..83 s) and actions(2) (83..88 s) first: 88 s.
-    assert _later_run(order, monkeypatch) == sent_s * S
+    res = simulate_runs(*later_run_cell(order), 1, engine)
+    assert [r.state for r in res.records] == ["completed", "completed"]
+    assert later_outline_us(res.log) == sent_s * S
+
+
+def test_a_bad_gate_order_is_one_user_error() -> None:
+    with pytest.raises(UserError, match=r"^--gate-order: must be one of need, need-arrival, ti"):
+        RunsConfig(2, adaptive="gate", gate_order="lifo")
+    with pytest.raises(UserError, match="needs --adaptive gate"):
+        RunsConfig(2, gate_order="need")
+    assert RunsConfig(2).gate_order == "tiers"
 
 
 def test_gates_caps_and_media() -> None:
@@ -185,10 +198,10 @@ def test_gate_engines_agree_on_the_gate_cells() -> None:
 
 
 @pytest.mark.parametrize("order", ["need", "need-arrival", "fifo"])
-def test_gate_engines_agree_under_every_order(order: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gate_engines_agree_under_every_order(order: str) -> None:
     # the orders docs/runs.md compares: the fast engine equals the SimPy model under each
-    monkeypatch.setattr("sim.run_gate.ORDER", order)
-    for name, sc, cfg, seed in gate_cells():
+    for name, sc, cfg, seed in gate_cells(order=order):
+        assert cfg.gate_order == order
         ok, why = check_engines(sc, cfg, seed)
         assert ok, f"{order}, {name}: {why}"
 
