@@ -1,0 +1,80 @@
+"""``--gate-order``: the key-wide gate's waiting order as a setting (``RunsConfig.gate_order``),
+checked once at the edge and carried to the gates in every driver; on ``sweep`` an axis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.experiments.runs_sweep import RunsCell, RunsSweepSpec, runs_grid, runs_spec
+from runner.world.runs_port import run_runs_real
+from tests.sim.test_run_gate import S, later_outline_us, later_run_cell
+
+CMD = [sys.executable, "-m", "runner.cli"]
+
+
+def sb(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sim", "--upstream", "runs", "--concurrency", "2", "--runs", "2", "--adaptive", "gate"),
+        ("run", "--upstream", "runs", "--concurrency", "2", "--runs", "2", "--adaptive", "gate"),
+        ("validate", "--exact", "--upstream", "runs", "--adaptive", "gate", "--quick"),
+        ("sweep", "--upstream", "runs", "--adaptive", "gate", "--quick"),
+    ],
+)
+def test_a_bad_gate_order_exits_2_in_one_line(args: tuple[str, ...], tmp_path: Path) -> None:
+    out = ("--out", str(tmp_path / "s")) if args[0] == "sweep" else ()
+    p = sb(*args, *out, "--gate-order", "lifo")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert "--gate-order" in lines[0] and "need, need-arrival, tiers, fifo" in lines[0]
+
+
+def test_a_gate_order_without_the_gate_is_refused(tmp_path: Path) -> None:
+    for args in (
+        ("sim", "--upstream", "runs", "--concurrency", "2", "--runs", "2"),
+        ("sweep", "--upstream", "runs", "--quick", "--out", str(tmp_path / "s")),
+    ):
+        p = sb(*args, "--gate-order", "need")
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and "--adaptive gate" in lines[0], p.stderr
+
+
+def test_sim_reports_the_order_it_ran() -> None:
+    p = sb("sim", "--upstream", "runs", "--concurrency", "2", "--runs", "3", "--adaptive", "gate", "--gate-order", "need",
+           "--json")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)["summary"]
+    assert s["adaptive"] == "gate" and s["gate_order"] == "need"
+
+
+@pytest.mark.parametrize(("order", "sent_s"), [("need", 63), ("tiers", 58), ("fifo", 88)])
+def test_the_asyncio_port_orders_its_gate_from_the_config(order: str, sent_s: int) -> None:
+    # the hand-derived later run of tests/sim/test_run_gate.py, over HTTP on the virtual clock
+    out = run_runs_real(*later_run_cell(order), 1)
+    assert [r.state for r in out.result.records] == ["completed", "completed"]
+    assert later_outline_us(out.result.log) == sent_s * S
+
+
+def test_the_sweep_axis_keeps_the_default_cells_ids() -> None:
+    cell = RunsCell("sim", "default", 3, "", 30.0, 4, 2, "gate", 4, 8, 2, 0)
+    assert cell.cell_id == "runs__sim__default__q3__l30__m4__c2__a-gate"
+    need = RunsCell("sim", "default", 3, "", 30.0, 4, 2, "gate", 4, 8, 2, 0, "need")
+    assert need.cell_id == cell.cell_id + "__o-need"
+    spec = runs_spec(quick=True, scenarios=None, adaptives=("off", "gate"),
+                     gate_orders=("tiers", "need"))  # fmt: skip
+    cells = runs_grid(spec)
+    per = {(a, o): sum(1 for c in cells if (c.adaptive, c.gate_order) == (a, o))
+           for a, o in {(c.adaptive, c.gate_order) for c in cells}}  # fmt: skip
+    assert set(per) == {("off", "tiers"), ("gate", "tiers"), ("gate", "need")}
+    assert len(set(per.values())) == 1  # every order: the whole grid, off once
+    old = {k: v for k, v in spec.to_json().items() if k != "gate_orders"}
+    assert RunsSweepSpec.from_json(old).gate_orders == ("tiers",)  # folders from before
