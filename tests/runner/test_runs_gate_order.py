@@ -49,8 +49,8 @@ def test_a_gate_order_without_the_gate_is_refused(tmp_path: Path) -> None:
 
 
 def test_sim_reports_the_order_it_ran() -> None:
-    p = sb("sim", "--upstream", "runs", "--concurrency", "2", "--runs", "3", "--adaptive", "gate", "--gate-order", "need",
-           "--json")  # fmt: skip
+    flags = ("--concurrency", "2", "--runs", "3", "--adaptive", "gate", "--gate-order", "need")
+    p = sb("sim", "--upstream", "runs", *flags, "--json")
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout)["summary"]
     assert s["adaptive"] == "gate" and s["gate_order"] == "need"
