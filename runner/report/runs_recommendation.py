@@ -500,12 +500,12 @@ _FLOATS = (
 
 def _policy(r: dict[str, Any]) -> str:
     """A cell's policy as the rule compares them: ``off``, ``gate`` (the default order) or
-    ``gate/<order>`` (another waiting order of the gate, ``--gate-order``)."""
+    ``gate-<order>`` (another waiting order of the gate, ``--gate-order``)."""
     pol = str(r.get("adaptive", "off"))
     order = r.get("gate_order")
     if pol != "gate" or not isinstance(order, str) or order in ("", "tiers"):
         return pol
-    return f"gate/{order}"
+    return f"gate-{order}"
 
 
 def runs_rule_cells(cells: pd.DataFrame, rule: RunsRule = RUNS_RULE) -> tuple[RunsCellStats, ...]:

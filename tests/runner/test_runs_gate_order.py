@@ -78,3 +78,20 @@ def test_the_sweep_axis_keeps_the_default_cells_ids() -> None:
     assert len(set(per.values())) == 1  # every order: the whole grid, off once
     old = {k: v for k, v in spec.to_json().items() if k != "gate_orders"}
     assert RunsSweepSpec.from_json(old).gate_orders == ("tiers",)  # folders from before
+
+
+def test_the_report_compares_the_orders_a_sweep_ran(tmp_path: Path) -> None:
+    # an unlimited key: the gate's cap never binds, nothing waits, so the order cannot
+    # matter: both orders' rows are the same pick with the same figures
+    d = tmp_path / "s"
+    grid = ("--quotas", "0", "--concurrency", "2", "--max-concurrent", "4")
+    p = sb("sweep", "--upstream", "runs", "--quick", *grid, "--adaptive", "off,gate",
+           "--gate-order", "tiers,need", "--out", str(d), "--no-progress")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert (d / "cells" / "runs__sim__default__q0__l30__m4__c2__a-gate__o-need.parquet").exists()
+    text = (d / "REPORT.md").read_text(encoding="utf-8")
+    assert "## The gate's waiting orders compared" in text
+    row = next(x for x in text.splitlines() if x.startswith("| unlimited, 30/h"))
+    cols = [c.strip() for c in row.strip("|").split("|")]
+    assert cols[1] == cols[2] and cols[1].startswith("(") and cols[3] == "need, tiers"
+    assert "policy `gate-need`" in text
