@@ -342,7 +342,7 @@ def pick_default(
     if calm:
         best = min(calm, key=lambda s: s[0])
         return DefaultPick(best[0][0], best[0][1], tuple(profiles), best[1], best[2], blocked)
-    if not full:
+    if not full or not profiles:  # no pair on every profile, or no default profile (tight keys)
         c, m = rule.baseline_concurrency, rule.baseline_max_concurrent
         return DefaultPick(c, m, tuple(profiles), math.nan, math.nan, blocked, False)
 

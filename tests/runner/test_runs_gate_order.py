@@ -95,3 +95,15 @@ def test_the_report_compares_the_orders_a_sweep_ran(tmp_path: Path) -> None:
     cols = [c.strip() for c in row.strip("|").split("|")]
     assert cols[1] == cols[2] and cols[1].startswith("(") and cols[3] == "need, tiers"
     assert "policy `gate-need`" in text
+
+
+def test_a_gate_only_sweep_on_a_tight_key_reports(tmp_path: Path) -> None:
+    # no profile a default must hold on (1 in flight is below the rule's minimum key) and no
+    # off cells: the report still renders, with upstream's pair as the (unheld) default
+    d = tmp_path / "s"
+    grid = ("--quotas", "1", "--concurrency", "2", "--max-concurrent", "4")
+    p = sb("sweep", "--upstream", "runs", "--quick", *grid, "--adaptive", "gate",
+           "--gate-order", "tiers,fifo", "--out", str(d), "--no-progress")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    text = (d / "REPORT.md").read_text(encoding="utf-8")
+    assert "| 1 in flight, 30/h |" in text and "| key, load | tiers | fifo |" in text
