@@ -160,7 +160,7 @@ def runs_lines(rec: dict[str, Any]) -> list[str]:
                 ci = (
                     f" (paired Δ p95 vs c = 1, 4 runs: {p['ttfs_p95_delta_s']:+.0f} s, 95% CI "
                     f"{p['ttfs_p95_delta_lo_s']:+.0f} to {p['ttfs_p95_delta_hi_s']:+.0f})"
-                    if not math.isnan(p["ttfs_p95_delta_s"])
+                    if p["ttfs_p95_delta_s"] is not None and not math.isnan(p["ttfs_p95_delta_s"])
                     else ""
                 )
                 out.append(
