@@ -69,7 +69,7 @@ def gate_order_lines(runs: pd.DataFrame, cells: pd.DataFrame) -> list[str]:
     orders = [o for o in ("need", "need-arrival", "tiers", "fifo") if o in set(gate["gate_order"])]
     if len(orders) < 2:
         return []
-    rg = runs[runs["adaptive"] == "gate"].fillna({"preset": "", "gate_order": "tiers"})
+    rg = runs[runs["adaptive"] == "gate"].fillna({"preset": ""})
     many = gate["scenario"].nunique() > 1
     out = [
         "## The gate's waiting orders compared",

@@ -200,7 +200,8 @@ def runs_cell_table(runs: pd.DataFrame, baseline: tuple[int, int] = BASELINE) ->
     runs = runs.copy()
     runs["preset"] = runs["preset"].fillna("") if "preset" in runs.columns else ""
     # folders from before the gate's orders were an axis: every cell's order is the default
-    runs["gate_order"] = runs["gate_order"].fillna("tiers") if "gate_order" in runs else "tiers"
+    order = runs["gate_order"].astype(object) if "gate_order" in runs else None
+    runs["gate_order"] = "tiers" if order is None else order.where(order.notna(), "tiers")
     c0, m0 = baseline
     is_base = (
         (runs["concurrency"] == c0) & (runs["max_concurrent"] == m0) & (runs["adaptive"] == "off")
