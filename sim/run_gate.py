@@ -9,13 +9,25 @@ spending the retry budget (:class:`~sim.rules.CallMachine` ``gated``, at most
 :data:`~sim.rules.MAX_429_WAITS` times). The media key has no gate: the model gives the image
 provider no limit, and each run sends one media item at a time.
 
-Waiting order, lowest first (``docs/runs.md``, "The key-wide gate"): ``(tier, arrival, run,
-scene, step, clip)``. Tier 0 is a run's work before its first scene is written — the outline,
-the agent profiles, scene 0's content, actions and clips — so a new run's first scene passes
-ahead of the older runs' later work (time to first scene is the learners' main measure). Tier 1
-is the rest, by the run's arrival (first come, first served between runs) and, inside a run, by
-scene: the actions and clips of the scene the run plays next and the content it waits for have
-the lowest scene of that run's requests, so they pass ahead of its content generated ahead.
+Waiting order, lowest first (``docs/runs.md``, "The key-wide gate"): a :class:`GateOrder`
+(:func:`gate_rank`), the deployment's ``RunsConfig.gate_order`` (``--gate-order``); the
+default is the one the comparison there chose:
+
+* ``tiers`` (the default): ``(tier, arrival, run, scene, step, clip)``. Tier 0 is a run's work
+  before its first scene is written (the outline, the agent profiles, scene 0's content,
+  actions and clips), so a new run's first scene passes ahead of the older runs' later work;
+  tier 1 is the rest, by the run's arrival (first come, first served between runs).
+* ``need``: earliest need time first, ``(need, run, scene, step, clip)``: the moment the run's
+  learner will need the work if nothing stalls. For the work before the first scene, the
+  run's arrival; for scene k >= 1, the time the run's first scene was written plus the
+  playback of scenes 0..k-1 (the learner's keyed draws, :meth:`sim.draws.Draws.playback_us`).
+  Scene k >= 1's work is made only after scene 0 is written, so its need time is known when
+  it is offered and never changes (a re-queued attempt gets the same one).
+* ``need-arrival``: the same from the arrival (scene k at arrival + playback before it).
+* ``fifo``: ``(arrival, run, scene, step, clip)``.
+
+Inside a run, every order puts the scene it plays next (its actions and clips, the content it
+waits for) ahead of the content generated ahead; a re-queued attempt keeps its rank.
 
 Deadlines: an attempt's per-attempt deadline starts when it passes the gate (upstream's
 ``AbortSignal`` starts with the request); the outline's deadline is the whole step's and keeps
@@ -29,14 +41,16 @@ one ended (in canonical order), cancels, expires, and after every round takes wh
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .keygate import KeyGate, key_cap
 from .rules import Step
 from .run_machine import LLM_KEY, TTS_KEY
 from .scenario import Scenario
 
-__all__ = ["Admitted", "RunGates", "gate_rank"]
+__all__ = ["GATE_ORDERS", "Admitted", "GateOrder", "RunGates", "gate_rank"]
 
 Req = tuple[int, ...]  # (step, run, order, clip, attempt): a ReqId or the fast engine's tuple
 
@@ -51,22 +65,61 @@ class Admitted:
     deadline_us: int
 
 
-def gate_rank(req: Req, arrival_us: int) -> tuple[int, ...]:
-    """A request's place at its gate (lowest first; see the module docstring)."""
-    step, run, order, clip = req[0], req[1], req[2], req[3]
-    tier = 0 if order == 0 else 1
-    return (tier, arrival_us, run, order, step, clip)
+class GateOrder(StrEnum):
+    """The gate's waiting orders (the module docstring); ``TIERS`` is the default."""
+
+    NEED = "need"
+    NEED_ARRIVAL = "need-arrival"
+    TIERS = "tiers"
+    FIFO = "fifo"
+
+
+GATE_ORDERS = tuple(o.value for o in GateOrder)  # the values --gate-order takes
+
+
+def gate_rank(
+    req: Req,
+    arrival_us: int,
+    before_us: int = 0,
+    order: str = GateOrder.TIERS,
+    first_us: int | None = None,
+) -> tuple[int, ...]:
+    """A request's place at its gate (lowest first; see the module docstring);
+    ``before_us``: the playback time of its run's scenes before the request's scene;
+    ``first_us``: when the run's first scene was written (None: not yet)."""
+    step, run, scene, clip = req[0], req[1], req[2], req[3]
+    if order in ("need", "need-arrival"):
+        since = first_us if order == "need" and scene > 0 and first_us is not None else arrival_us
+        return (since + before_us, run, scene, step, clip)
+    if order == "tiers":
+        return (0 if scene == 0 else 1, arrival_us, run, scene, step, clip)
+    return (arrival_us, run, scene, step, clip)
 
 
 class RunGates:
     """The server's key-wide gates and the requests waiting at them or holding a slot."""
 
-    def __init__(self, sc: Scenario, arrivals_us: list[int]) -> None:
+    def __init__(
+        self,
+        sc: Scenario,
+        arrivals_us: list[int],
+        playback_us: Callable[[int], Sequence[int]] | None = None,
+        order: str = GateOrder.TIERS,
+        first_scene_us: Callable[[int], int | None] | None = None,
+    ) -> None:
+        """``playback_us(run)``: the run's scenes' playback times, in scene order (asked once
+        per run, at its first request past scene 0; None: every scene plays 0 s);
+        ``order``: a :class:`GateOrder` (a bad one: ValueError); ``first_scene_us(run)``: when
+        the run's first scene was written (None: not yet)."""
         self.gates = {
             LLM_KEY: KeyGate(key_cap(sc.quota_llm.max_inflight)),
             TTS_KEY: KeyGate(key_cap(sc.quota_tts.max_inflight)),
         }
         self.arrivals_us = arrivals_us
+        self.playback_us = playback_us
+        self.order = GateOrder(order)
+        self.first_scene_us = first_scene_us
+        self._before: dict[int, list[int]] = {}  # run -> playback before each scene
         # waiting: req -> (key, window or absolute deadline, absolute?)
         self.waiting: dict[Req, tuple[str, int, bool]] = {}
         self.held: dict[Req, tuple[str, tuple[int, ...]]] = {}
@@ -83,9 +136,26 @@ class RunGates:
             return None
         whole = req[0] == Step.OUTLINE  # the step's deadline, running since the claim
         self.waiting[req] = (key, deadline_us if whole else deadline_us - t_us, whole)
-        rank = gate_rank(req, self.arrivals_us[req[1]])
+        run, first = req[1], None
+        if req[2] > 0 and self.order == "need" and self.first_scene_us is not None:
+            first = self.first_scene_us(run)
+        rank = gate_rank(req, self.arrivals_us[run], self._before_us(req), self.order, first)
         gate.wait(rank, lambda: self._wake(req, rank))
         return deadline_us if whole else None
+
+    def _before_us(self, req: Req) -> int:
+        """The playback time of ``req``'s run's scenes before its scene."""
+        run, scene = req[1], req[2]
+        if self.playback_us is None or scene == 0 or not self.order.startswith("need"):
+            return 0
+        before = self._before.get(run)
+        if before is None:
+            before, total = [], 0
+            for play in self.playback_us(run):
+                before.append(total)
+                total += play
+            self._before[run] = before
+        return before[scene]
 
     def _wake(self, req: Req, rank: tuple[int, ...]) -> bool:
         got = self.waiting.pop(req, None)

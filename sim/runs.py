@@ -112,6 +112,7 @@ class RunsResult:
             "llm_inflight": self.scenario.quota_llm.max_inflight,
             "tts_inflight": self.scenario.quota_tts.max_inflight,
             "adaptive": self.config.adaptive,
+            "gate_order": str(self.config.gate_order),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -42,16 +42,19 @@ from typing import Any, Protocol
 from .dists import Dist, LogNormal, dist_from_mapping
 from .errors import UserError
 from .rules import ScenarioError, check_number, parse_knob
+from .run_gate import GATE_ORDERS, GateOrder
 from .run_server import Confirm
 
 __all__ = [
     "AGENT_MODES",
     "CONFIRM_MODES",
+    "GATE_ORDERS",
     "RUNS_ADAPTIVE",
     "RUNS_TABLE_FIELDS",
     "RunsConfig",
     "RunsSettings",
     "RunsTable",
+    "check_gate_order",
     "load_arrivals",
     "runs_settings_from_mapping",
     "runs_table_from_mapping",
@@ -224,12 +227,15 @@ class RunsConfig:
     settings: RunsSettings = field(default_factory=RunsSettings)
     keep_log: bool = True
     adaptive: str = "off"  # off (upstream) | gate (sim.run_gate: a key-wide gate across runs)
+    gate_order: str = GateOrder.TIERS  # the gate's waiting order (sim.run_gate.GateOrder)
 
     def __post_init__(self) -> None:
         if self.adaptive not in RUNS_ADAPTIVE:
             raise UserError(
                 f"adaptive: the runs model has {' and '.join(RUNS_ADAPTIVE)}; got {self.adaptive!r}"
             )
+        check_gate_order(self.gate_order, self.adaptive)
+        object.__setattr__(self, "gate_order", GateOrder(self.gate_order))
         _int("max_concurrent", self.max_concurrent, 1, 1000)
         _int("per_owner", self.per_owner, 1, 1_000_000)
         _int("owners", self.owners, 0, 1_000_000)
@@ -267,6 +273,15 @@ class RunsConfig:
     @property
     def n_runs(self) -> int:
         return len(self.arrivals) if self.arrivals is not None else self.runs
+
+
+def check_gate_order(order: object, *adaptive: str) -> None:
+    """``--gate-order``: one of :data:`GATE_ORDERS`, and only a gate (``adaptive`` has
+    ``gate``) takes one other than the default; else a one-line :class:`UserError`."""
+    if order not in GATE_ORDERS:
+        raise UserError(f"--gate-order: must be one of {', '.join(GATE_ORDERS)}; got {order!r}")
+    if order != GateOrder.TIERS and "gate" not in adaptive:
+        raise UserError(f"--gate-order {order}: orders the key-wide gate; needs --adaptive gate")
 
 
 def _int(name: str, v: Any, lo: int, hi: int) -> None:

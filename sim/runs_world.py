@@ -194,9 +194,30 @@ class RunsWorld:
         self.flight: dict[ReqId, _Flight] = {}
         self.log: list[tuple[int, ...]] = []
         self.now = 0
-        self.gates = RunGates(sc, [t for t, _ in self.arrivals]) if cfg.adaptive == "gate" else None
+        self.gates = (
+            RunGates(
+                sc,
+                [t for t, _ in self.arrivals],
+                self._playback_us,
+                cfg.gate_order,
+                first_scene_us=self._first_scene_us,
+            )
+            if cfg.adaptive == "gate"
+            else None
+        )
         for r, (t, owner) in enumerate(self.arrivals):
             schedule(t, ("srv", r, Arrive(r, owner)))
+
+    def _playback_us(self, r: int) -> list[int]:
+        """Run ``r``'s scenes' playback times (the learner's keyed draws, as the run's record
+        counts them): the gate's need times (:mod:`sim.run_gate`)."""
+        d, row = self.provider.draws_for(self.base + r)
+        return [d.playback_us(row, k, n) for k, n in enumerate(self.machines[r].spec.clips)]
+
+    def _first_scene_us(self, r: int) -> int | None:
+        """When run ``r``'s first scene was written (None: not yet): its learner plays from
+        then (the gate's need times)."""
+        return next((t for k, t in self.machines[r].record.ready if k == 0), None)
 
     def _new_provider(self, n: int) -> RunProvider:
         """The cell's provider: per-classroom keyed draws (a driver may give one block)."""

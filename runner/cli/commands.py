@@ -903,6 +903,9 @@ def _add_validate(sub: Any) -> None:
     )
     va.add_argument("--seed", type=int_in("--seed", 0), default=0)
     add_dimensions(va)
+    from .runs_sim import add_gate_order  # --upstream runs --adaptive gate
+
+    add_gate_order(va)
     va.add_argument("--results-root", default="results")
     va.add_argument("--out", default=None)
     add_json(va)

@@ -93,6 +93,9 @@ def add_runs_flags(w: argparse.ArgumentParser) -> None:
         default=None,
         help="with --upstream runs: requested runs per simulated deployment (default 20; quick 8)",
     )
+    from .runs_sim import add_gate_order
+
+    add_gate_order(w, axis=True)
 
 
 def is_runs_sweep(a: argparse.Namespace) -> bool:
@@ -106,6 +109,7 @@ def is_runs_sweep(a: argparse.Namespace) -> bool:
             ("--loads", a.loads),
             ("--max-concurrent", a.max_concurrent),
             ("--runs-per-deployment", a.runs_per_deployment),
+            ("--gate-order", a.gate_order),
         ):
             if v is not None:
                 raise UserError(f"{flag} applies to runs sweeps only (--upstream runs)")
@@ -115,6 +119,7 @@ def is_runs_sweep(a: argparse.Namespace) -> bool:
 def runs_spec_of(a: argparse.Namespace) -> Any:
     """The runs grid the flags ask for."""
     from ..experiments.runs_sweep import runs_spec
+    from .runs_sim import gate_orders_of
 
     if a.backend not in ("sim", "both") or a.tenants or a.real_reps:
         raise UserError("--upstream runs: runs sweeps run on the model (--backend sim), one key")
@@ -128,6 +133,7 @@ def runs_spec_of(a: argparse.Namespace) -> Any:
         loads_per_h=a.loads,
         max_concurrents=a.max_concurrent,
         adaptives=a.adaptive or ("off",),
+        gate_orders=gate_orders_of(a, a.adaptive or ("off",)),
         runs=a.runs_per_deployment,
     )
 
@@ -154,7 +160,7 @@ def runs_lines(rec: dict[str, Any]) -> list[str]:
                 ci = (
                     f" (paired Δ p95 vs c = 1, 4 runs: {p['ttfs_p95_delta_s']:+.0f} s, 95% CI "
                     f"{p['ttfs_p95_delta_lo_s']:+.0f} to {p['ttfs_p95_delta_hi_s']:+.0f})"
-                    if not math.isnan(p["ttfs_p95_delta_s"])
+                    if p["ttfs_p95_delta_s"] is not None and not math.isnan(p["ttfs_p95_delta_s"])
                     else ""
                 )
                 out.append(

@@ -37,8 +37,13 @@ def validate_runs(a: argparse.Namespace) -> int:
         raise UsageError(
             f"scenebench validate: the runs model has the policies off and gate; got {other[0]}"
         )
+    from .runs_sim import gate_orders_of
+
+    order = gate_orders_of(a, pols)
+    if len(order) > 1:
+        raise UsageError(f"scenebench validate: --gate-order: one order, got {','.join(order)}")
     cells = (exact_cells(names) if "off" in pols else []) + (
-        gate_cells(names) if "gate" in pols else []
+        gate_cells(names, order[0]) if "gate" in pols else []
     )
     bar: Any = None
     if not a.json and not a.no_progress and sys.stderr.isatty():
@@ -60,6 +65,7 @@ def validate_runs(a: argparse.Namespace) -> int:
         f"validate --exact --upstream runs: {rep.cells} cells x {runs} replications, "
         f"{rep.runs} generation runs, {rep.requests} requests ({rep.http_429} answered 429, "
         f"{rep.retries} retries) over {', '.join(names)}, adaptive {','.join(pols)}"
+        + ("" if order[0] == "tiers" else f", gate order {order[0]}")
     )
     print(
         "real world (asyncio + httpx against the fake provider's /v1 endpoints; virtual "
@@ -101,7 +107,7 @@ def run_runs(a: argparse.Namespace) -> int:
 
     from ..store.stamps import dumps, provenance
     from ..world.runs_port import run_runs_real
-    from .runs_sim import runs_lines
+    from .runs_sim import gate_order_of, runs_lines
 
     if a.base_url is not None:
         raise UsageError("scenebench run: --base-url is not used with --upstream runs")
@@ -119,6 +125,7 @@ def run_runs(a: argparse.Namespace) -> int:
         run_id=a.run_id,
         settings=RunsSettings(confirm=a.confirm, free_on_give_up=a.free_on_give_up),
         adaptive=getattr(a, "adaptive", "off"),
+        gate_order=gate_order_of(a, getattr(a, "adaptive", "off")),
     )
     out = run_runs_real(sc, cfg, a.seed, clock=a.clock, time_scale=a.time_scale)
     summary = out.result.summary() | {"world": f"real ({a.clock} clock)"}

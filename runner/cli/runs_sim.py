@@ -9,13 +9,25 @@ import argparse
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from sim.errors import UserError
 
 if TYPE_CHECKING:
     from sim.runs_config import RunsConfig
     from sim.scenario import Scenario
 
-__all__ = ["RUNS_TABLE_FLAGS", "add_runs_args", "runs_config_from_args", "runs_lines", "sim_runs"]
+__all__ = [
+    "RUNS_TABLE_FLAGS",
+    "add_gate_order",
+    "add_runs_args",
+    "gate_order_of",
+    "gate_orders_of",
+    "runs_config_from_args",
+    "runs_lines",
+    "sim_runs",
+]
 
 # flags that override a scenario's [runs] table when given (their defaults are upstream's)
 RUNS_TABLE_FLAGS = ("max_concurrent", "per_owner", "confirm", "free_on_give_up")
@@ -96,6 +108,43 @@ def add_runs_args(p: argparse.ArgumentParser) -> None:
         "(default: the scenario's [runs] table, else not)",
     )
     g.add_argument("--per-run", action="store_true", help="with --json: every run's record")
+    add_gate_order(g)
+
+
+def add_gate_order(g: Any, axis: bool = False) -> None:
+    """``--gate-order``: the key-wide gate's waiting order (with ``--adaptive gate``); on
+    ``sweep`` (``axis``) a comma list, one cell per order."""
+    g.add_argument(
+        "--gate-order",
+        default=None,
+        metavar="ORDER" + ("[,ORDER...]" if axis else ""),
+        help="with --adaptive gate: the gate's waiting order, tiers (default), need, "
+        "need-arrival or fifo" + (" (comma list: an axis)" if axis else "") + " (docs/runs.md)",
+    )
+
+
+def gate_orders_of(a: argparse.Namespace, adaptives: Sequence[str]) -> tuple[str, ...]:
+    """The ``--gate-order`` values (default: tiers), each checked at the edge
+    (:func:`sim.runs_config.check_gate_order`); given without ``--adaptive gate``, refused."""
+    from sim.runs_config import check_gate_order
+
+    given = getattr(a, "gate_order", None)
+    if given is None:
+        return ("tiers",)
+    orders = tuple(x.strip() for x in str(given).split(","))
+    for o in orders:
+        check_gate_order(o, "gate")
+    if "gate" not in adaptives:
+        raise UserError(f"--gate-order {given}: orders the key-wide gate; needs --adaptive gate")
+    return orders
+
+
+def gate_order_of(a: argparse.Namespace, adaptive: str) -> str:
+    """The one ``--gate-order`` of a deployment (``sim``, ``run``, ``validate``)."""
+    orders = gate_orders_of(a, (adaptive,))
+    if len(orders) > 1:
+        raise UserError(f"--gate-order: one order here, got {','.join(orders)}")
+    return orders[0]
 
 
 def runs_config_from_args(a: argparse.Namespace, sc: Scenario) -> RunsConfig:
@@ -115,6 +164,7 @@ def runs_config_from_args(a: argparse.Namespace, sc: Scenario) -> RunsConfig:
         owners=a.owners,
         keep_log=False,
         adaptive=getattr(a, "adaptive", "off"),
+        gate_order=gate_order_of(a, getattr(a, "adaptive", "off")),
         **caps,
     )
     changes = {k: getattr(a, k) for k in ("confirm", "free_on_give_up") if k in given}
@@ -174,6 +224,7 @@ def runs_lines(s: dict[str, Any]) -> list[str]:
         f"{s['tts_inflight'] or 'unlimited'}  arrivals "
         + (f"{rate:g}/h" if rate is not None else "replayed")
         + ("" if s.get("adaptive", "off") == "off" else f"  adaptive {s['adaptive']}")
+        + ("" if s.get("gate_order", "tiers") == "tiers" else f"  gate order {s['gate_order']}")
     )
     pp = s["p_paused"]
     lines = [

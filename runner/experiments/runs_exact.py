@@ -123,12 +123,13 @@ def exact_cells(names: Sequence[str] | None = None) -> list[Cell]:
     return out
 
 
-def gate_cells(names: Sequence[str] | None = None) -> list[Cell]:
+def gate_cells(names: Sequence[str] | None = None, order: str = "tiers") -> list[Cell]:
     """The cells of ``validate --exact --upstream runs --adaptive gate``: every cell of
     :func:`exact_cells` with the key-wide gate (:mod:`sim.run_gate`), then runs that meet on
     one slot: three at once on a 1-in-flight LLM and TTS key, and twelve at once whose later
     outlines wait at the gate past their step deadline (refused starts: one learner owns
-    them all, two active at most)."""
+    them all, two active at most). ``order``: the gate's waiting order
+    (:class:`sim.run_gate.GateOrder`), every cell's."""
     out = [(f"{n}@gate", sc, dataclasses.replace(cfg, adaptive="gate"), s)
            for n, sc, cfg, s in exact_cells(names)]  # fmt: skip
     one = load_scenario("default", upstream="runs").with_quota(llm_inflight=1, tts_inflight=1)
@@ -149,7 +150,7 @@ def gate_cells(names: Sequence[str] | None = None) -> list[Cell]:
             14,
         ),
     ]
-    return out
+    return [(n, sc, dataclasses.replace(cfg, gate_order=order), s) for n, sc, cfg, s in out]
 
 
 _RANDOM_BASES = ("default", "burst-429", "content-heavy", "low-quota", "output-tpm", "tts-heavy")

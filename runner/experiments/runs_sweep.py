@@ -28,7 +28,7 @@ import pandas as pd
 
 from sim.errors import UserError
 from sim.presets import apply_preset, load_preset
-from sim.runs_config import RUNS_ADAPTIVE
+from sim.runs_config import RUNS_ADAPTIVE, check_gate_order
 from sim.scenario import Scenario, load_scenario, scenario_from_mapping
 
 if TYPE_CHECKING:
@@ -82,12 +82,14 @@ class RunsCell:
     runs: int  # requested runs per deployment
     owners: int  # learners per deployment (run r is learner r % owners's); 0: one each
     seed: int
+    gate_order: str = "tiers"  # the gate's waiting order (sim.run_gate.GateOrder)
 
     @property
     def cell_id(self) -> str:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.scenario)
         key = f"p-{self.preset}" if self.preset else f"q{self.quota}"
         pol = "" if self.adaptive == "off" else f"__a-{self.adaptive}"
+        pol += "" if self.gate_order == "tiers" else f"__o-{self.gate_order}"
         return (
             f"runs__{self.backend}__{slug}__{key}__l{self.load_per_h:g}"
             f"__m{self.max_concurrent}__c{self.concurrency}{pol}"
@@ -106,6 +108,7 @@ class RunsSweepSpec:
     loads_per_h: tuple[float, ...] = (10.0, 30.0, 60.0)
     max_concurrents: tuple[int, ...] = (1, 2, 4, 8)
     adaptives: tuple[str, ...] = ("off",)
+    gate_orders: tuple[str, ...] = ("tiers",)  # with the gate: its waiting orders, an axis
     replicates: int = 20
     runs: int = 20
     owners: int = 5
@@ -122,6 +125,8 @@ class RunsSweepSpec:
                 raise UserError(
                     f"adaptive: the runs model has {' and '.join(RUNS_ADAPTIVE)}; got {a!r}"
                 )
+        for o in self.gate_orders:
+            check_gate_order(o, *self.adaptives)
         for b in self.backends:
             if b != "sim":
                 raise UserError(f"backend: runs sweeps run on the model (sim); got {b!r}")
@@ -164,8 +169,9 @@ def _with_baseline(xs: Sequence[int], x: int) -> tuple[int, ...]:
 
 
 def runs_grid(spec: RunsSweepSpec) -> list[RunsCell]:
-    """Every cell: scenario × backend × key × load × policy × *m* × *c* (upstream's defaults
-    added to *c* and *m* when the flags leave them out)."""
+    """Every cell: scenario × backend × key × load × policy (× the gate's orders, for
+    ``gate``) × *m* × *c* (upstream's defaults added to *c* and *m* when the flags leave
+    them out)."""
     cs = _with_baseline(spec.concurrencies, BASELINE[0])
     ms = _with_baseline(spec.max_concurrents, BASELINE[1])
     keys = [(q, "") for q in spec.quotas] + [(0, p) for p in spec.presets]
@@ -183,12 +189,14 @@ def runs_grid(spec: RunsSweepSpec) -> list[RunsCell]:
             spec.runs,
             spec.owners,
             spec.seed,
+            o,
         )
         for sc in spec.scenario_objects()
         for b in spec.backends
         for q, p in keys
         for load in spec.loads_per_h
         for a in spec.adaptives
+        for o in (spec.gate_orders if a == "gate" else ("tiers",))
         for m in ms
         for c in cs
     ]
@@ -205,6 +213,7 @@ def runs_spec(
     loads_per_h: Sequence[float] | None = None,
     max_concurrents: Sequence[int] | None = None,
     adaptives: Sequence[str] = ("off",),
+    gate_orders: Sequence[str] = ("tiers",),
     runs: int | None = None,
 ) -> RunsSweepSpec:
     """The runs grid the flags ask for (``quick``: :data:`QUICK`, else :data:`FULL`)."""
@@ -220,6 +229,7 @@ def runs_spec(
         loads_per_h=tuple(float(x) for x in (loads_per_h or base["loads_per_h"])),
         max_concurrents=tuple(max_concurrents or base["max_concurrents"]),
         adaptives=tuple(adaptives),
+        gate_orders=tuple(gate_orders),
         replicates=replicates or base["replicates"],
         runs=runs or base["runs"],
         owners=base["owners"] if runs is None else max(1, runs // 4),
@@ -242,6 +252,7 @@ def simulate_deployment(sc: Scenario, params: dict[str, Any], seed: int) -> list
         owners=params["owners"],
         keep_log=False,
         adaptive=params["adaptive"],
+        gate_order=params.get("gate_order", "tiers"),
     )
     return learner_rows(simulate_runs(sc, cfg, seed=seed).records)
 

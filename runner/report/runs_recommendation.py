@@ -342,7 +342,7 @@ def pick_default(
     if calm:
         best = min(calm, key=lambda s: s[0])
         return DefaultPick(best[0][0], best[0][1], tuple(profiles), best[1], best[2], blocked)
-    if not full:
+    if not full or not profiles:  # no pair on every profile, or no default profile (tight keys)
         c, m = rule.baseline_concurrency, rule.baseline_max_concurrent
         return DefaultPick(c, m, tuple(profiles), math.nan, math.nan, blocked, False)
 
@@ -498,6 +498,16 @@ _FLOATS = (
 )
 
 
+def _policy(r: dict[str, Any]) -> str:
+    """A cell's policy as the rule compares them: ``off``, ``gate`` (the default order) or
+    ``gate-<order>`` (another waiting order of the gate, ``--gate-order``)."""
+    pol = str(r.get("adaptive", "off"))
+    order = r.get("gate_order")
+    if pol != "gate" or not isinstance(order, str) or order in ("", "tiers"):
+        return pol
+    return f"gate-{order}"
+
+
 def runs_rule_cells(cells: pd.DataFrame, rule: RunsRule = RUNS_RULE) -> tuple[RunsCellStats, ...]:
     """The cells the rule reads, from a runs cell table
     (:func:`runner.store.runs_cells.runs_cell_table`)."""
@@ -512,7 +522,7 @@ def runs_rule_cells(cells: pd.DataFrame, rule: RunsRule = RUNS_RULE) -> tuple[Ru
                 load_per_h=float(r["load_per_h"]),
                 concurrency=int(r["concurrency"]),
                 max_concurrent=int(r["max_concurrent"]),
-                adaptive=str(r.get("adaptive", "off")),
+                adaptive=_policy(r),
                 runs=int(r.get("runs", 0)),
                 replicates=int(r.get("replicates", 0)),
                 **{k: _num(r.get(k)) for k in _FLOATS},

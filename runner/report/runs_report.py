@@ -18,6 +18,7 @@ import pandas as pd
 from ..store.folders import load_runs, read_metadata, write_atomic, write_json_atomic
 from ..store.runs_cells import is_runs_spec, runs_cell_table
 from .labels import fmt, quota_key
+from .runs_gate_orders import gate_order_lines
 from .runs_recommendation import (
     RunsCellStats,
     admissible,
@@ -43,7 +44,7 @@ def is_runs_folder(d: Path) -> bool:
     return is_runs_spec(read_metadata(d)["spec"])
 
 
-def _evidence(d: Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+def _evidence(d: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     runs, meta = load_runs(d)
     cells = runs_cell_table(runs)
     stats = runs_rule_cells(cells)
@@ -52,7 +53,7 @@ def _evidence(d: Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
     vs = gate_versus_off(stats, r)
     if vs:
         rec["gate_vs_off"] = {s: [x.as_dict() for x in xs] for s, xs in vs.items()}
-    return meta, cells, _headline(rec)
+    return meta, runs, cells, _headline(rec)
 
 
 def _headline(rec: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def _headline(rec: dict[str, Any]) -> dict[str, Any]:
 
 def runs_recommendation_of(d: Path) -> dict[str, Any]:
     """What ``recommendation.json`` holds for a runs folder, from its saved runs."""
-    return _evidence(d)[2]
+    return _evidence(d)[3]
 
 
 # -- text -----------------------------------------------------------------------------------
@@ -456,7 +457,7 @@ def _panels(plt: Any, group: list[RunsCellStats], floors: dict[Any, float]) -> A
 def render_runs_results(d: Path) -> dict[str, Any]:
     """(Re-)render cells.csv, the figures, REPORT.md and recommendation.json of a runs
     folder from its runs.parquet."""
-    meta, cells, rec = _evidence(d)
+    meta, runs, cells, rec = _evidence(d)
     write_atomic(d / "cells.csv", lambda p: cells.to_csv(p, index=False))
     figures = runs_figure(cells, d / "figures")
     argv = " ".join(meta.get("argv", []))
@@ -467,6 +468,7 @@ def render_runs_results(d: Path) -> dict[str, Any]:
         f"by `{argv}`.",
         "",
         *runs_section(rec),
+        *gate_order_lines(runs, cells),
         "## Figures",
         "",
         *[f"![{p.stem}](figures/{p.name})" for p in figures if p.suffix == ".png"],

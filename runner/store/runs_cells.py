@@ -50,6 +50,7 @@ RUNS_CELL_KEYS = [
     "max_concurrent",
     "concurrency",
     "adaptive",
+    "gate_order",  # with the gate: its waiting order (sim.run_gate.GateOrder); else tiers
 ]
 # one row per requested run (refused starts included)
 RUN_COLUMNS = [
@@ -198,6 +199,9 @@ def runs_cell_table(runs: pd.DataFrame, baseline: tuple[int, int] = BASELINE) ->
     baseline pair of its profile (policy ``off``)."""
     runs = runs.copy()
     runs["preset"] = runs["preset"].fillna("") if "preset" in runs.columns else ""
+    # folders from before the gate's orders were an axis: every cell's order is the default
+    order = runs["gate_order"].astype(object) if "gate_order" in runs else None
+    runs["gate_order"] = "tiers" if order is None else order.where(order.notna(), "tiers")
     c0, m0 = baseline
     is_base = (
         (runs["concurrency"] == c0) & (runs["max_concurrent"] == m0) & (runs["adaptive"] == "off")

@@ -204,7 +204,7 @@ def test_validate_exact_upstream_runs_adaptive_gate_on_the_command_line(
 ) -> None:
     one = [c for c in rx.gate_cells() if c[0] == "gate-one-slot"]
     off = _cells("refused")
-    monkeypatch.setattr(rx, "gate_cells", lambda names=None: one)
+    monkeypatch.setattr(rx, "gate_cells", lambda names=None, order="tiers": one)
     monkeypatch.setattr(rx, "exact_cells", lambda names=None: off)
     args = ["validate", "--exact", "--upstream", "runs", "--runs", "1"]
     assert main([*args, "--adaptive", "off,gate"]) == 0

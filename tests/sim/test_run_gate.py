@@ -1,7 +1,9 @@
 """The key-wide gate across runs (sim/run_gate.py), derived from its rules on tiny cells with
 constant latencies: outline 10 s, agents 2 s, content 20 s, actions 5 s, a clip 1 s, two clips
 a scene, no random faults. A run's work before its first scene on the LLM key is then
-S = 10 + 2 + 20 + 5 = 37 s, and the gate serves it (tier 0) before any run's later scenes."""
+S = 10 + 2 + 20 + 5 = 37 s, and the gate serves it (tier 0) before any run's later scenes.
+The other orders the gate was measured with (sim.run_gate.GateOrder, RunsConfig.gate_order)
+are derived on one cell."""
 
 from __future__ import annotations
 
@@ -112,6 +114,7 @@ def test_a_429_from_an_rpm_window_requeues_without_spending_the_budget() -> None
 
 
 def test_rank_tiers() -> None:
+    # the default order: a run's work before its first scene (tier 0), then by arrival
     arrival = 7
     first = [ReqId(s, 1, 0, 0, 0) for s in (Step.OUTLINE, Step.AGENTS, Step.CONTENT, Step.TTS)]
     later = gate_rank(ReqId(Step.CONTENT, 0, 1, 0, 0), 0)  # an older run's later scene
@@ -119,6 +122,63 @@ def test_rank_tiers() -> None:
     # inside a run: the scene it plays next (actions, clips) before content generated ahead
     assert gate_rank(ReqId(Step.ACTIONS, 0, 3, 0, 0), 0) < gate_rank(ReqId(0, 0, 4, 0, 0), 0)
     assert gate_rank(ReqId(Step.TTS, 0, 3, 1, 0), 0) < gate_rank(ReqId(0, 0, 4, 0, 0), 0)
+
+
+def test_rank_need_time() -> None:
+    # the need-time order: a run's first scene is needed at its arrival, its scene k at its
+    # first scene's time + the playback of the scenes before it; then run, scene, step
+    first = [ReqId(s, 1, 0, 0, 0) for s in (Step.OUTLINE, Step.AGENTS, Step.CONTENT, Step.TTS)]
+    q1 = ReqId(Step.CONTENT, 0, 1, 0, 0)  # run 0 (arrived at 0, first scene at 20): scene 1
+    older = gate_rank(q1, 0, 25, "need", 20)  # needed at 20 + 25 = 45
+    assert all(gate_rank(q, 44, 0, "need") < older for q in first)  # arriving at 44: sooner
+    assert all(gate_rank(q, 46, 0, "need") > older for q in first)  # arriving at 46: later
+    actions, ahead = ReqId(Step.ACTIONS, 0, 3, 0, 0), ReqId(0, 0, 4, 0, 0)
+    assert gate_rank(actions, 0, 9, "need", 5) < gate_rank(ahead, 0, 9, "need", 5)
+    # need times from the arrival instead (need-arrival), and fifo
+    q0 = ReqId(Step.OUTLINE, 1, 0, 0, 0)
+    assert gate_rank(q0, 30, 0, "need-arrival") > gate_rank(q1, 0, 25, "need-arrival", 20)
+    assert gate_rank(q0, 50, 0, "tiers") < gate_rank(q1, 0, 25, "tiers", 20)
+    assert gate_rank(q0, 30, 0, "fifo") > gate_rank(q1, 0, 25, "fifo", 20)
+
+
+def later_run_cell(order: str) -> tuple[Scenario, RunsConfig]:
+    """Run 1 arriving at 50 s behind run 0 (at 0 s) on one slot, the gate in ``order``.
+    Three scenes, each playing 5 s + 2 clips × 1 s = 7 s."""
+    sc = _const(1).replace(outlines=3)
+    sc = sc.replace(playback=dataclasses.replace(sc.playback, clip=Constant(1.0)))
+    arrivals = ((0.0, 0), (50.0, 1))
+    return sc, RunsConfig(2, arrivals=arrivals, settings=FIXED, adaptive="gate", gate_order=order)
+
+
+def later_outline_us(log: list[tuple[int, ...]]) -> int:
+    """When run 1 sends its outline."""
+    return _sent(log, 1, Step.OUTLINE, 0)
+
+
+LATER_RUN_S = [("need", 63), ("need-arrival", 88), ("tiers", 58), ("fifo", 88)]
+
+
+@pytest.mark.parametrize("engine", ["simpy", "fast"])
+@pytest.mark.parametrize(("order", "sent_s"), LATER_RUN_S)
+def test_the_orders_on_a_later_run(order: str, sent_s: int, engine: str) -> None:
+    # run 0 writes scene 0 at 38 s (37 s of LLM work, its clips 37..38 s): its learner needs
+    # scene 1 at 45 s, scene 2 at 52 s. content(1) and content(2) are made then (c = 2);
+    # (1) passes at once (38..58 s), (2) waits. Run 1's outline is made at 50 s (needed
+    # then). At 58 s actions(1) is made. need: actions(1) (45 s) at 58 s, then run 1's
+    # outline (50 s) ahead of content(2) (52 s) at 63 s. tiers: the outline at 58 s, as soon
+    # as the slot frees. need-arrival (scene k needed at 0 + 7k s) and fifo: run 0's
+    # actions(1), content(2) (63..83 s) and actions(2) (83..88 s) first: 88 s.
+    res = simulate_runs(*later_run_cell(order), 1, engine)
+    assert [r.state for r in res.records] == ["completed", "completed"]
+    assert later_outline_us(res.log) == sent_s * S
+
+
+def test_a_bad_gate_order_is_one_user_error() -> None:
+    with pytest.raises(UserError, match=r"^--gate-order: must be one of need, need-arrival, ti"):
+        RunsConfig(2, adaptive="gate", gate_order="lifo")
+    with pytest.raises(UserError, match="needs --adaptive gate"):
+        RunsConfig(2, gate_order="need")
+    assert RunsConfig(2).gate_order == "tiers"
 
 
 def test_gates_caps_and_media() -> None:
@@ -135,6 +195,15 @@ def test_gate_engines_agree_on_the_gate_cells() -> None:
     for name, sc, cfg, seed in gate_cells():
         ok, why = check_engines(sc, cfg, seed)
         assert ok, f"{name}: {why}"
+
+
+@pytest.mark.parametrize("order", ["need", "need-arrival", "fifo"])
+def test_gate_engines_agree_under_every_order(order: str) -> None:
+    # the orders docs/runs.md compares: the fast engine equals the SimPy model under each
+    for name, sc, cfg, seed in gate_cells(order=order):
+        assert cfg.gate_order == order
+        ok, why = check_engines(sc, cfg, seed)
+        assert ok, f"{order}, {name}: {why}"
 
 
 def test_gate_engines_agree_on_random_cells() -> None:
