@@ -43,11 +43,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 from .keygate import KeyGate, key_cap
 from .rules import Step
 from .run_machine import LLM_KEY, TTS_KEY
+from .runs_config import GATE_ORDERS, GateOrder
 from .scenario import Scenario
 
 __all__ = ["GATE_ORDERS", "Admitted", "GateOrder", "RunGates", "gate_rank"]
@@ -63,18 +63,6 @@ class Admitted:
     req: Req
     key: str
     deadline_us: int
-
-
-class GateOrder(StrEnum):
-    """The gate's waiting orders (the module docstring); ``TIERS`` is the default."""
-
-    NEED = "need"
-    NEED_ARRIVAL = "need-arrival"
-    TIERS = "tiers"
-    FIFO = "fifo"
-
-
-GATE_ORDERS = tuple(o.value for o in GateOrder)  # the values --gate-order takes
 
 
 def gate_rank(

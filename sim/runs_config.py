@@ -36,13 +36,13 @@ import csv
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from .dists import Dist, LogNormal, dist_from_mapping
 from .errors import UserError
 from .rules import ScenarioError, check_number, parse_knob
-from .run_gate import GATE_ORDERS, GateOrder
 from .run_server import Confirm
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "GATE_ORDERS",
     "RUNS_ADAPTIVE",
     "RUNS_TABLE_FIELDS",
+    "GateOrder",
     "RunsConfig",
     "RunsSettings",
     "RunsTable",
@@ -62,6 +63,18 @@ __all__ = [
 
 CONFIRM_MODES = tuple(m.value for m in Confirm)
 AGENT_MODES = ("auto", "preset")
+
+
+class GateOrder(StrEnum):
+    """The gate's waiting orders (``sim.run_gate``, docs/runs.md); ``TIERS`` is the default."""
+
+    NEED = "need"
+    NEED_ARRIVAL = "need-arrival"
+    TIERS = "tiers"
+    FIFO = "fifo"
+
+
+GATE_ORDERS = tuple(o.value for o in GateOrder)  # the values --gate-order takes
 
 
 @dataclass(frozen=True)
