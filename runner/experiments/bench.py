@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.config import RunConfig
-from sim.engines import simulate
+from sim.engines import pick_engine, simulate
 from sim.fast import simulate_fast
 from sim.scenario import Scenario, load_scenario
 
@@ -71,6 +71,7 @@ except ImportError:  # this tree's: the SimPy engine with a RunConfig (since 2c0
     def simulate_many(sc, mode, c, reps, seed):
         return simulate_simpy(sc, RunConfig.of(mode, c), reps, seed=seed)
 cells, reps = json.loads(sys.argv[2]), int(sys.argv[3])
+AUTO, AUTO_REPS = " [auto]", int(sys.argv[4])
 base = load_scenario("default")
 quota = base.replace(
     quota_llm=dataclasses.replace(base.quota_llm, max_inflight=2, p_429=0.02),
@@ -83,6 +84,14 @@ for name, q, mode, c in cells:
     t0 = time.process_time()
     simulate_many(sc, mode, c, reps, seed=1)
     out[name] = reps / (time.process_time() - t0)
+if sys.argv[5] == "now":  # this tree: the model as simulate and the sweep run it (the rule)
+    from sim.engines import simulate
+    from sim.config import RunConfig
+for name, q, mode, c in cells if sys.argv[5] == "now" else ():
+    sc = quota if q else base
+    t0 = time.process_time()
+    simulate(sc, RunConfig.of(mode, c), seed=1, reps=AUTO_REPS)
+    out[name + AUTO] = AUTO_REPS / (time.process_time() - t0)
 print(json.dumps(out))
 """
 
@@ -107,10 +116,16 @@ def _pinned_tree(root: Path, dest: Path) -> str | None:
     return None
 
 
-def _time_tree(tree: Path, reps: int) -> dict[str, float]:
+ROUNDS = 3  # alternations of the two trees; each tree's best round is kept
+AUTO = " [auto]"  # a cell's key for this tree's rate on the engine rule's pick
+AUTO_REPS = 2_000  # runs per cell there: what the sweep's cells have
+
+
+def _time_tree(tree: Path, reps: int, tag: str) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     cells = json.dumps(PINNED_CELLS)
-    cmd = [sys.executable, "-c", _PINNED_CHILD, str(tree), cells, str(reps)]
+    args = [str(tree), cells, str(reps), str(AUTO_REPS), tag]
+    cmd = [sys.executable, "-c", _PINNED_CHILD, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=tree)
     rates: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
     return rates
@@ -118,45 +133,67 @@ def _time_tree(tree: Path, reps: int) -> dict[str, float]:
 
 def run_pinned_bench(*, quick: bool = False) -> dict[str, Any]:
     """The SimPy model's per-classroom rate in this tree against commit ``6ad8a24`` on the same
-    cells, timed in this run: each tree in its own subprocess, alternated twice, the best
-    round of each kept (CPU time, so a shared machine biases both alike)."""
+    cells, timed in this run: each tree in its own subprocess, alternated :data:`ROUNDS` times,
+    the best round of each kept (CPU time, so a shared machine biases both alike); and this
+    tree's rate on the engine the rule picks for :data:`AUTO_REPS` runs (what the sweep does)."""
     root = Path(__file__).resolve().parents[2]
-    reps = 40 if quick else 100
+    reps = 40 if quick else 400
     with tempfile.TemporaryDirectory(prefix="scenebench-pinned-") as tmp:
         reason = _pinned_tree(root, Path(tmp))
         if reason is not None:
             line = f"  model now vs {PINNED_COMMIT}: skipped, {reason}"
             return {"skipped": reason, "lines": [line]}
         best: dict[str, dict[str, float]] = {"old": {}, "now": {}}
-        for _ in range(2):
+        for _ in range(ROUNDS):
             for tag, tree in (("old", Path(tmp)), ("now", root)):
-                for cell, rate in _time_tree(tree, reps).items():
+                for cell, rate in _time_tree(tree, reps, tag).items():
                     best[tag][cell] = max(rate, best[tag].get(cell, 0.0))
-    cells = {
+    cells: dict[str, dict[str, Any]] = {
         name: {
             "old_per_s": best["old"][name],
             "now_per_s": best["now"][name],
             "ratio": best["now"][name] / best["old"][name],
+            "auto_engine": _auto_engine(name),
+            "auto_per_s": best["now"][name + AUTO],
+            "auto_ratio": best["now"][name + AUTO] / best["old"][name],
         }
         for name, *_ in PINNED_CELLS
     }
     ratios = [c["ratio"] for c in cells.values()]
     lines = [
         f"SimPy model now vs commit {PINNED_COMMIT} (same cells, each tree in a subprocess, "
-        f"alternated twice, best round; CPU time, {reps} classrooms per round)"
+        f"alternated {ROUNDS} times, best round; CPU time, {reps} classrooms per round)"
     ]
     for name, c in cells.items():
         lines.append(
             f"  {name:<30} {c['now_per_s']:>7,.0f} vs {c['old_per_s']:>7,.0f} classrooms/s  "
             f"({c['ratio']:.2f}x)"
         )
+    lines.append(
+        f"the model as simulate and the sweep run it now ({AUTO_REPS:,} classrooms, the "
+        f"engine rule's pick) vs commit {PINNED_COMMIT}'s SimPy model, same cells"
+    )
+    for name, c in cells.items():
+        lines.append(
+            f"  {name:<30} {c['auto_per_s']:>7,.0f} vs {c['old_per_s']:>7,.0f} classrooms/s  "
+            f"({c['auto_ratio']:.1f}x, {c['auto_engine']})"
+        )
     return {
         "commit": PINNED_COMMIT,
         "reps": reps,
         "cells": cells,
         "min_ratio": min(ratios),
+        "min_auto_ratio": min(c["auto_ratio"] for c in cells.values()),
         "lines": lines,
     }
+
+
+def _auto_engine(name: str) -> str:
+    """The engine the rule picks for a pinned cell at :data:`AUTO_REPS` runs."""
+    _, quota, mode, c = next(cell for cell in PINNED_CELLS if cell[0] == name)
+    base = load_scenario("default")
+    sc = quota_scenario(base) if quota else base
+    return pick_engine(sc, RunConfig.of(mode, c), AUTO_REPS)
 
 
 SOAK_REQUESTS = 40_000  # the default soak: ratios only (memory needs >= 200,000)

@@ -6,7 +6,8 @@ Two grids, each timed on a measured fraction and scaled (the scaling is stated i
   sweep.default_spec`: ``default``, ``content-heavy``, ``tts-heavy`` × in-flight quotas 1, 2,
   3, 5, 10, 0 × 21 settings × 2,000 runs on the model). Every cell is run through the sweep's
   own :func:`~runner.experiments.sweep.run_cell` on the engine the sweep picks for 2,000 runs
-  (:func:`sim.engines.pick_engine`): a cell on the vectorised path at its full size, a SimPy
+  (:func:`sim.engines.pick_engine`): a cell on a fast engine (the vectorised path, the
+  limited-key engine) at its full size, a SimPy
   cell twice, at ``small`` and ``large`` runs; the SimPy cells' summed CPU time is a fixed
   part (set-up, the frame) plus a part per run, both read off the two sizes, and the grid's
   is that line at 2,000 runs;
@@ -43,12 +44,16 @@ def browser_grid(small: int, large: int) -> dict[str, Any]:
     scenarios = {sc.name: sc for sc in spec.scenario_objects()}
     full = spec.sim_reps
     fast_s, simpy_s = 0.0, {small: 0.0, large: 0.0}
-    cells = {"fast": 0, "simpy": 0}
+    cells = {"fast": 0, "fast_quota": 0, "simpy": 0}
+    by_engine = {"fast": 0.0, "fast_quota": 0.0}
     for cell in grid_cells(spec):
         sc = scenarios[cell.scenario]
-        if pick_engine(apply_quota(sc, cell.quota), cell.config, full) == "fast":
-            fast_s += _cpu_of_cell(cell, sc)
-            cells["fast"] += 1
+        engine = pick_engine(apply_quota(sc, cell.quota), cell.config, full)
+        if engine != "simpy":  # a fast engine: the cell at its full size
+            cpu_s = _cpu_of_cell(cell, sc)
+            fast_s += cpu_s
+            by_engine[engine] += cpu_s
+            cells[engine] += 1
             continue
         cells["simpy"] += 1
         for n in (small, large):
@@ -63,7 +68,7 @@ def browser_grid(small: int, large: int) -> dict[str, Any]:
         "simpy_cpu_s_per_run": per_run,  # summed over the SimPy cells: one run of each
         "simpy_fixed_cpu_s": fixed,
         "cpu_s": total,
-        "cpu_s_by_engine": {"fast": fast_s, "simpy": simpy_full},
+        "cpu_s_by_engine": {**by_engine, "simpy": simpy_full},
         "cores": CORES,
         "grid_s": total / CORES,
         "target_s": TARGET_S,
@@ -116,16 +121,21 @@ def run_grid_bench(*, quick: bool = False) -> dict[str, Any]:
     """Both grids' times on :data:`CORES` cores (``quick``: smaller fractions)."""
     b = browser_grid(*((2, 6) if quick else (5, 25)))
     r = runs_cells_grid(1 if quick else 2)
-    fast, simpy = b["cells"]["fast"], b["cells"]["simpy"]
+    n = b["cells"]
     small, large = b["simpy_sizes_measured"]
+    per_classroom = (
+        f"SimPy {b['simpy_cpu_s_per_run'] / n['simpy'] * 1e3:.2f} ms CPU per classroom; "
+        if n["simpy"]
+        else ""
+    )
     lines = [
         f"grid time on {CORES} cores (CPU time of a measured fraction, scaled; cells shared "
         "evenly by the sweep's workers)",
         f"  browser grid (sweep --upstream pr696: 3 scenarios x 6 quotas x 21 settings x "
-        f"{b['runs_per_cell']:,} runs; {fast} cells on the vectorised path at full size, "
-        f"{simpy} SimPy cells at {small} and {large} runs, scaled to {b['runs_per_cell']:,} "
-        f"along the line through both): {b['grid_s']:,.0f} s (CPU {b['cpu_s']:,.0f} s; "
-        f"SimPy {b['simpy_cpu_s_per_run'] / simpy * 1e3:.2f} ms CPU per classroom; target "
+        f"{b['runs_per_cell']:,} runs; at full size {n['fast']} cells on the vectorised path "
+        f"and {n['fast_quota']} on the limited-key engine; {n['simpy']} SimPy cells at {small} "
+        f"and {large} runs, scaled to {b['runs_per_cell']:,} along the line through both): "
+        f"{b['grid_s']:,.0f} s (CPU {b['cpu_s']:,.0f} s; {per_classroom}target "
         f"{TARGET_S:.0f} s)",
         f"  runs grid (sweep: {r['cells']} cells of c x key limit x load x run cap, "
         f"{r['runs_per_cell']} runs each; {r['measured_runs']:,} runs measured): "
