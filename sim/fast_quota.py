@@ -959,8 +959,14 @@ class _Q:
         s = self.k.s
         self.begin()
         self.round(np.zeros(self.reps * s, dtype=np.int64))  # the rest of time 0
+        wake = self.wake.reshape(self.reps, s)
+        now = np.empty(self.reps, dtype=np.int64)
         while True:
-            now = self.wake.reshape(self.reps, s).min(axis=1)
+            # each run's next instant: its slots' minimum, slot by slot (a reduction along
+            # the short axis, ``min(axis=1)``, costs ~10x as much per call)
+            now[:] = wake[:, 0]
+            for j in range(1, s):
+                np.minimum(now, wake[:, j], out=now)
             act = self.alive & (now < INF)
             if not act.any():
                 return
