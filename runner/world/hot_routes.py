@@ -120,7 +120,7 @@ async def _serve(
 ) -> None:
     started: list[bool] = []  # whether the answer has begun (then an error only re-raises)
     try:
-        fake = app.state.fake
+        fake = app.state._state["fake"]  # app.state.fake without State.__getattr__'s miss
         # the first of a repeated header, as Starlette's Headers.get
         raw = scope["headers"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}

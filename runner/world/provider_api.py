@@ -126,15 +126,25 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return _json_object(raw)
 
 
+# json.loads' scanner (the C one where built): the same settings as its default decoder
+_scan_once = json.JSONDecoder().scan_once
+
+
 def loads(raw: bytes) -> Any:
     """``json.loads(raw)``; a body that starts ``{`` and is not UTF-16/32 (its second byte
-    not NUL) is decoded as UTF-8 first, skipping ``json``'s encoding detection (which would
-    say UTF-8 too): the same value, or on any error the bytes' own error."""
+    not NUL) is decoded as UTF-8 and scanned at once, skipping ``json``'s encoding detection
+    (which would say UTF-8 too) and its whitespace checks (a body that starts ``{`` has no
+    leading space; one with anything after its value takes the full path): the same value,
+    or on any error the bytes' own error."""
     if raw[:1] == b"{" and raw[1:2] != b"\x00":
         try:
-            return json.loads(raw.decode())
-        except ValueError:
+            text = raw.decode()
+            value, end = _scan_once(text, 0)
+        except (ValueError, StopIteration):
             pass
+        else:
+            if end == len(text):
+                return value
     return json.loads(raw)
 
 
