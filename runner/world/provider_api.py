@@ -29,7 +29,7 @@ import itertools
 import json
 import math
 import wave
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, NamedTuple, Protocol
@@ -127,7 +127,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 # json.loads' scanner (the C one where built): the same settings as its default decoder
-_scan_once = json.JSONDecoder().scan_once
+_scan_once: Callable[[str, int], tuple[Any, int]]
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # (set in __init__)
 
 
 def loads(raw: bytes) -> Any:
