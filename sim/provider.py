@@ -431,12 +431,12 @@ class Provider:
             arr = now_us if arrival_us is None else arrival_us
             self.log.append(
                 (
-                    call.cid,
-                    call.step,
-                    call.order,
-                    call.clip,
-                    call.attempt,
-                    call.api_key,
+                    cid,
+                    step,
+                    order,
+                    clip,
+                    attempt,
+                    api_key,
                     arr,
                     now_us,
                     now_us + dec.latency_us,

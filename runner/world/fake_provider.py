@@ -326,8 +326,14 @@ class FakeProvider:
         policy = self.scenario.client.route_policy(step, fg)
         counts = Counts()
         k = 0
+        batched = self.virtual and self.provider.limited(step)
         while True:
-            dec = await self.admit(cid, step, order, clip, api_key, sent)
+            if batched:
+                dec = await self.admit(cid, step, order, clip, api_key, sent)
+            else:  # :meth:`admit`'s first case, inline (no coroutine per attempt)
+                attempt = self.next_attempt(cid, step, order, clip)
+                call = Call(cid, step, order, clip, attempt, api_key)
+                dec = self.provider.decide(call, self.decision_us(sent))
             if sent is not None:  # decided without a pause just now: the latency runs from then
                 sent = self.epoch + self._last_decided_us / 1e6 * self.time_scale
             if dec.latency_us == PENDING:  # a shared capacity serves it (sim.sharing)

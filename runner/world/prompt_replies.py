@@ -34,21 +34,26 @@ def prompt_text(messages: Any, system: Any = None) -> str:
     """All text of a chat request: the system prompt(s) and every message's text parts
     (OpenAI's string or parts array, Anthropic's string or content blocks)."""
     out: list[str] = []
-
-    def add(content: Any) -> None:
-        if isinstance(content, str):
-            out.append(content)
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    out.append(part["text"])
-
-    add(system)
+    _add(out, system)
     if isinstance(messages, list):
         for m in messages:
             if isinstance(m, dict):
-                add(m.get("content"))
+                content = m.get("content")
+                if isinstance(content, str):  # the common case, _add's first, inline
+                    out.append(content)
+                else:
+                    _add(out, content)
     return "\n".join(out)
+
+
+def _add(out: list[str], content: Any) -> None:
+    """A message's (or the system prompt's) text parts, appended to ``out``."""
+    if isinstance(content, str):
+        out.append(content)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.append(part["text"])
 
 
 def classify(text: str) -> str:

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import io
 import itertools
 import json
 import math
 import wave
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -127,15 +126,26 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return _json_object(raw)
 
 
+# json.loads' scanner (the C one where built): the same settings as its default decoder
+_scan_once: Callable[[str, int], tuple[Any, int]]
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # (set in __init__)
+
+
 def loads(raw: bytes) -> Any:
     """``json.loads(raw)``; a body that starts ``{`` and is not UTF-16/32 (its second byte
-    not NUL) is decoded as UTF-8 first, skipping ``json``'s encoding detection (which would
-    say UTF-8 too): the same value, or on any error the bytes' own error."""
+    not NUL) is decoded as UTF-8 and scanned at once, skipping ``json``'s encoding detection
+    (which would say UTF-8 too) and its whitespace checks (a body that starts ``{`` has no
+    leading space; one with anything after its value takes the full path): the same value,
+    or on any error the bytes' own error."""
     if raw[:1] == b"{" and raw[1:2] != b"\x00":
         try:
-            return json.loads(raw.decode())
-        except ValueError:
+            text = raw.decode()
+            value, end = _scan_once(text, 0)
+        except (ValueError, StopIteration):
             pass
+        else:
+            if end == len(text):
+                return value
     return json.loads(raw)
 
 
@@ -179,9 +189,9 @@ def _invalid(shape: str, message: str) -> Response:
     return JSONResponse({"error": err2}, HTTPStatus.BAD_REQUEST)
 
 
-@dataclass(frozen=True)
-class ApiCall:
-    """One call to a provider endpoint, resolved: its identity, key and model."""
+class ApiCall(NamedTuple):
+    """One call to a provider endpoint, resolved: its identity, key and model (a named
+    tuple: made once per request, cheaper than a frozen dataclass)."""
 
     step: int  # 0 content, 1 actions, 2 tts (the model's steps)
     cid: int
@@ -384,13 +394,13 @@ class _Answer:
 
 
 def _answer(
-    fake: FakeProvider, c: ApiCall, dec: Decision, prompt: str, body: dict[str, Any]
+    fake: FakeProvider, c: ApiCall, dec: Decision, prompt: str, body: dict[str, Any], kind: str
 ) -> _Answer:
+    """``kind``: the prompt's (``classify(prompt)``)."""
     stream = body.get("stream") is True
     attempt = 0 if c.attempt is None else c.attempt
     toks = _tokens(fake, c, attempt)
     words = toks[1] if toks is not None else DEFAULT_WORDS
-    kind = classify(prompt)
     speeches = fake.provider.speeches(c.cid, c.order) if kind == "actions" else 0
     sc = fake.scenario
     text = reply_text(
@@ -590,7 +600,8 @@ async def chat_answer(
     """:func:`chat_completions`' answer to a request body (``request``: see :func:`_decide`)."""
     prompt = prompt_text(body.get("messages"))
     model = str(body.get("model") or "fake-llm")
-    default = "actions" if classify(prompt) == "actions" else "content"
+    kind = classify(prompt)
+    default = "actions" if kind == "actions" else "content"
     run_steps = isinstance(fake.provider, RunProvider)
     c = _resolve(fake, headers, _bearer(headers), default, prompt, run_steps)
     stream = body.get("stream") is True
@@ -602,7 +613,7 @@ async def chat_answer(
         if stream and dec.status != 429 and dec.latency_us > 0:
             await _sleep_until(fake, base, dec.latency_us)
         return _refused(fake, c, dec, at_us, shape, model)
-    ans = _answer(fake, c, dec, prompt, body)
+    ans = _answer(fake, c, dec, prompt, body, kind)
     rate = _success_headers(fake, c, dec, shape, at_us)
     if not stream:
         return _plain(dec, _openai_json(ans, model), rate)
@@ -682,7 +693,8 @@ async def messages_answer(
     """:func:`messages`' answer to a request body (``request``: see :func:`_decide`)."""
     prompt = prompt_text(body.get("messages"), body.get("system"))
     model = str(body.get("model") or "fake-llm")
-    default = "actions" if classify(prompt) == "actions" else "content"
+    kind = classify(prompt)
+    default = "actions" if kind == "actions" else "content"
     run_steps = isinstance(fake.provider, RunProvider)
     c = _resolve(fake, headers, _anthropic_key(headers), default, prompt, run_steps)
     stream = body.get("stream") is True
@@ -693,7 +705,7 @@ async def messages_answer(
         if stream and dec.status != 429 and dec.latency_us > 0:
             await _sleep_until(fake, base, dec.latency_us)
         return _refused(fake, c, dec, at_us, _shape(fake, c.step, "anthropic"), model)
-    ans = _answer(fake, c, dec, prompt, body)
+    ans = _answer(fake, c, dec, prompt, body, kind)
     shape = _shape(fake, c.step, "anthropic")
     rid = {"request-id": f"req_sb{next(_ids)}", **_success_headers(fake, c, dec, shape, at_us)}
     if not stream:
@@ -729,7 +741,7 @@ async def _speech_call(
 ) -> tuple[ApiCall, Decision | None, int]:
     c = _resolve(fake, headers, _bearer(headers), "tts", text, False)
     if c.step != 2:  # speech is the TTS key's, whatever step the header named
-        c = dataclasses.replace(c, step=2)
+        c = c._replace(step=2)
     dec, at_us, _ = await _decide(request, fake, c, True, headers)
     return c, dec, at_us
 
