@@ -155,7 +155,9 @@ def test_since_788_the_routes_pass_the_providers_status_through(quota, path, sta
         **{"quota_tts" if tts else "quota_llm": quota}
     )
     body = {"text": "hi", "audioId": "tts_s0_a", "ttsProviderId": "x", "ttsVoice": "v"}
-    r = _post(create_app(sc), path, body if tts else _content_body())
+    # a 5xx answers after the call's latency (the provider did work): 1 model s = 1 ms here
+    app = create_app(sc, time_scale=0.001)
+    r = _post(app, path, body if tts else _content_body())
     assert (r.status_code, r.json()["errorCode"]) == (status, code)
     assert "retry-after" not in r.headers
     assert r.headers[COUNTS_HEADER].split(",")[0] == "1"  # one provider attempt: no route retry
