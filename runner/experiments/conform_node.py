@@ -147,6 +147,20 @@ class Bundle:
     inputs: tuple[str, ...]
     workspace: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def built(cls, path: Path, checkout: Path, res: dict[str, Any]) -> Bundle:
+        """The bundle at ``path`` as a bundler script (``build.mjs``, ``runs_build.mjs``)
+        reported it in ``res``."""
+        return cls(
+            path=path,
+            checkout=checkout,
+            stubbed=tuple(res.get("stubbed", [])),
+            auto_stubbed=tuple(res.get("auto_stubbed", [])),
+            missing_names=dict(res.get("missing_names", {})),
+            inputs=tuple(res.get("inputs", [])),
+            workspace=dict(res.get("workspace", {})),
+        )
+
 
 def node_json(script: str, config: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """Run ``node <script> <json>`` and parse the JSON object on its last stdout line."""
@@ -189,12 +203,4 @@ def build_bundle(
     also = [{"file": FOREGROUND_RETRY, "names": ["FOREGROUND_SCENE_RETRY_OPTIONS"]}]
     cfg = {"root": str(root), "entry": entry, "outfile": str(outfile), "esbuild": str(esb)}
     res = node_json("build.mjs", {**cfg, "also": also}, timeout_s=300)
-    return Bundle(
-        path=outfile,
-        checkout=root,
-        stubbed=tuple(res.get("stubbed", [])),
-        auto_stubbed=tuple(res.get("auto_stubbed", [])),
-        missing_names=dict(res.get("missing_names", {})),
-        inputs=tuple(res.get("inputs", [])),
-        workspace=dict(res.get("workspace", {})),
-    )
+    return Bundle.built(outfile, root, res)

@@ -148,14 +148,7 @@ def build_engine_bundle(
     outfile = Path(out_dir) / "run-engine.mjs"
     cfg = {"root": str(root), "entry": ENGINE, "outfile": str(outfile), "esbuild": str(esb)}
     res = node_json("runs_build.mjs", cfg, timeout_s=300)
-    return Bundle(
-        path=outfile,
-        checkout=root,
-        stubbed=tuple(res.get("stubbed", [])),
-        auto_stubbed=tuple(res.get("auto_stubbed", [])),
-        missing_names=dict(res.get("missing_names", {})),
-        inputs=tuple(res.get("inputs", [])),
-    )
+    return Bundle.built(outfile, root, res)
 
 
 # -- traces: one row per request, scene steps only, times from the first scene request --------
