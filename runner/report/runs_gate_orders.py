@@ -16,7 +16,14 @@ import math
 import pandas as pd
 
 from .labels import quota_key
-from .runs_recommendation import RUNS_RULE, RunsCellStats, floor_of, pick_profile, runs_rule_cells
+from .runs_recommendation import (
+    RUNS_RULE,
+    RunsCellStats,
+    floor_of,
+    narrow,
+    pick_profile,
+    runs_rule_cells,
+)
 
 __all__ = ["best_orders", "gate_order_lines", "order_picks"]
 
@@ -37,14 +44,12 @@ def order_picks(cells: pd.DataFrame, orders: list[str]) -> dict[str, RunsCellSta
 def best_orders(picks: dict[str, RunsCellStats | None]) -> list[str]:
     """The rule once more over the orders' picks: the near-best p95 to first scene, then the
     near-best mean stall (:data:`RUNS_RULE`'s tolerances)."""
-    ok = {o: x for o, x in picks.items() if x is not None}
-    if not ok:
-        return []
-    p95 = min(x.ttfs_p95_s for x in ok.values())
-    near = {o: x for o, x in ok.items() if x.ttfs_p95_s <= p95 * (1 + RUNS_RULE.within_best)}
-    stall = min(x.stall_mean_s for x in near.values())
-    slack = max(stall * RUNS_RULE.within_best, RUNS_RULE.stall_slack_s)
-    return [o for o, x in near.items() if x.stall_mean_s <= stall + slack]
+    ok = [(o, x) for o, x in picks.items() if x is not None]
+    near = narrow(ok, lambda ox: ox[1].ttfs_p95_s, RUNS_RULE.within_best)
+    calm = narrow(
+        near, lambda ox: ox[1].stall_mean_s, RUNS_RULE.within_best, RUNS_RULE.stall_slack_s
+    )
+    return [o for o, _ in calm]
 
 
 def _wait_s(runs: pd.DataFrame, order: str, x: RunsCellStats) -> float:

@@ -62,6 +62,7 @@ __all__ = [
     "floor_of",
     "gate_versus_off",
     "knob_sentence",
+    "narrow",
     "pick_default",
     "pick_profile",
     "recommend_runs",
@@ -246,7 +247,7 @@ def admissible(x: RunsCellStats, floor: float, rule: RunsRule = RUNS_RULE) -> bo
     return x.p_bad <= floor + rule.failure_budget_pp / 100 + 1e-12
 
 
-def _narrow(xs: Sequence[Any], score: Any, rel: float, slack: float = 0.0) -> list[Any]:
+def narrow(xs: Sequence[Any], score: Any, rel: float, slack: float = 0.0) -> list[Any]:
     """The items whose ``score`` is within ``rel`` (or ``slack``) of the least finite one."""
     finite = [x for x in xs if not math.isnan(score(x))]
     if not finite:
@@ -280,8 +281,8 @@ def pick_profile(
     f = floor_of(cells) if floor is None else floor
     base = baseline if baseline is not None else _baseline(cells, rule)
     ok = [x for x in cells if admissible(x, f, rule)]
-    near = _narrow(ok, lambda x: x.ttfs_p95_s, rule.within_best)
-    calm = _narrow(near, lambda x: x.stall_mean_s, rule.within_best, rule.stall_slack_s)
+    near = narrow(ok, lambda x: x.ttfs_p95_s, rule.within_best)
+    calm = narrow(near, lambda x: x.stall_mean_s, rule.within_best, rule.stall_slack_s)
     pool = calm or ok or list(cells)
     pick = min(pool, key=lambda x: x.pair) if calm else min(pool, key=lambda x: (x.p_bad, x.pair))
     return ProfilePick(
@@ -337,8 +338,8 @@ def pick_default(
                 _geomean([by[p].stall_mean_s for p in profiles]),
             )
         )
-    near = _narrow(scored, lambda s: s[1], rule.within_best)
-    calm = _narrow(near, lambda s: s[2], rule.within_best, rule.stall_slack_s)
+    near = narrow(scored, lambda s: s[1], rule.within_best)
+    calm = narrow(near, lambda s: s[2], rule.within_best, rule.stall_slack_s)
     if calm:
         best = min(calm, key=lambda s: s[0])
         return DefaultPick(best[0][0], best[0][1], tuple(profiles), best[1], best[2], blocked)
