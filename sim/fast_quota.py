@@ -40,7 +40,6 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -88,6 +87,19 @@ _CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
 def _nz(mask: B) -> I64:
     """``np.flatnonzero`` of a 1-D mask, without its Python wrappers."""
     out: I64 = mask.nonzero()[0]
+    return out
+
+
+def _uniq(a: I64) -> I64:
+    """The distinct values of ``a``, ascending (``np.unique`` of a small int array without
+    its hash table, ~20x slower at these sizes)."""
+    if len(a) < 2:
+        return a
+    s = np.sort(a)
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    out: I64 = s[keep]
     return out
 
 
@@ -143,8 +155,10 @@ def _rate_limited(status: I64) -> B:
 
 class _Tables:
     """The keyed draws of every attempt, stacked for one gather per decision: per key
-    (0 LLM, 1 TTS) and stream a flat array over ``(steps, attempts, runs, columns)``,
-    filled attempt by attempt as runs reach them (:meth:`flat` gives the index)."""
+    (0 LLM, 1 TTS) a flat array over ``(steps, attempts, runs, columns)`` of the latencies,
+    of each attempt's drawn outcome (:func:`_codes`) and of the client's jitter, filled
+    attempt by attempt as runs reach them. A call's cell of attempt 0 (:meth:`base`) plus
+    ``attempt * stride[key]`` is its index."""
 
     def __init__(self, sc: Scenario, d: Draws, attempts: int, jitter_attempts: int) -> None:
         self.d = d
@@ -152,25 +166,21 @@ class _Tables:
         self.quota = (sc.quota_llm, sc.quota_tts)
         self.reps = d.hi - d.lo
         self.per = (d.n, d.n * d.kmax)
+        self.stride = tuple(self.reps * p for p in self.per)  # one attempt's cells
         self.cap = (attempts, jitter_attempts)
         self.filled = [0, 0, 0, 0]  # attempts drawn per key, then jitter draws per key
-        kinds: list[tuple[int | None, bool, bool]] = []  # kind, per key: used
-        q0, q1 = self.quota
-        kinds.append((None, True, True))
-        kinds.append((KIND_429, q0.p_429 > 0, q1.p_429 > 0))
-        kinds.append((KIND_5XX, q0.p_5xx > 0, q1.p_5xx > 0))
-        kinds.append((KIND_FAULT, q0.faulty, q1.faulty))
-        self.kinds = kinds
-        self.arrays: dict[tuple[int | None, int], Any] = {}
-        for kind, *used in kinds:
-            for key in (0, 1):
-                if used[key]:
-                    dtype = np.int64 if kind is None else np.float64
-                    shape = (len(self.steps[key]), attempts, self.reps, self.per[key])
-                    self.arrays[kind, key] = np.empty(shape, dtype=dtype)
+        self.lat: list[I64] = []
+        self.codes: list[NDArray[np.int8] | None] = []
+        self.jit: list[F64] = []
         for key in (0, 1):
+            shape = (len(self.steps[key]), attempts, self.reps, self.per[key])
+            self.lat.append(np.empty(shape, dtype=np.int64))
+            drawn = _drawn(self.quota[key])
+            self.codes.append(np.empty(shape, dtype=np.int8) if drawn else None)
             shape = (len(self.steps[key]), jitter_attempts, self.reps, self.per[key])
-            self.arrays[-1, key] = np.empty(shape)
+            self.jit.append(np.empty(shape))
+        # the jitter's index from a call's cell (:meth:`base`): its step's offset removed
+        self.jit_off = np.array([0, (attempts - jitter_attempts) * self.stride[0], 0])
         # TTS latencies (n * kmax columns: the costly quantiles) are drawn only where read:
         # attempt 0 at the clips runs have (``clip < speeches``), retries cell by cell as
         # calls reach them (:meth:`latencies`). Derived latencies (tokens) are drawn whole.
@@ -181,16 +191,14 @@ class _Tables:
             self.tts_cells = _nz(clips.reshape(-1))
             self.tts_have = np.zeros(attempts * self.reps * self.per[1], dtype=bool)
 
-    def flat(
-        self, key: int, sl: I64 | int, att: I64, r: I64, col: I64, jitter: bool = False
-    ) -> I64:
-        """Flat indices of (step, attempt, run, column) into a key's arrays."""
-        a = self.cap[1 if jitter else 0]
-        out: I64 = ((sl * a + att) * self.reps + r) * self.per[key] + col
+    def base(self, key: int, step: int, r: I64, order: I64 | int, clip: I64 | int) -> I64:
+        """Flat indices of attempt 0 of the calls (``step``, ``order``, ``clip``) of runs
+        ``r`` into ``key``'s arrays (LLM: per step, then attempt, run, column)."""
+        if key == 0:
+            out: I64 = (step * self.cap[0] * self.reps + r) * self.per[0] + order
+            return out
+        out = r * self.per[1] + np.asarray(order) * self.d.kmax + clip
         return out
-
-    def get(self, kind: int | None, key: int) -> Any:
-        return self.arrays[kind, key].reshape(-1)
 
     def grow(self, key: int, n: int, jitter: bool = False) -> None:
         """Have ``key``'s draws of attempts ``0 .. n-1`` (``jitter``: the client's jitter)."""
@@ -200,22 +208,19 @@ class _Tables:
         if n > self.cap[1 if jitter else 0]:
             raise AssertionError(f"attempt {n - 1} beyond the retry budgets' bound")
         d = self.d
+        codes = self.codes[key]
         for a in range(self.filled[which], n):
             for si, step in enumerate(self.steps[key]):
                 if jitter:
-                    self.arrays[-1, key][si, a] = d.jitter_u(step, a)
+                    self.jit[key][si, a] = d.jitter_u(step, a)
                     continue
-                for kind, *used in self.kinds:
-                    if not used[key]:
-                        continue
-                    arr = self.arrays[kind, key]
-                    if kind is None and key == 1 and self.tts_cells is not None:
-                        if a == 0:
-                            self._tts_latencies(0, self.tts_cells, self.tts_cells)
-                    elif kind is None:
-                        arr[si, a] = d.latency_us(step, a)
-                    else:
-                        arr[si, a] = d.fault_u(step, a, kind)
+                if key == 1 and self.tts_cells is not None:
+                    if a == 0:
+                        self._tts_latencies(0, self.tts_cells, self.tts_cells)
+                else:
+                    self.lat[key][si, a] = d.latency_us(step, a)
+                if codes is not None:
+                    codes[si, a] = _codes(self.quota[key], d, step, a)
         self.filled[which] = n
 
     def latencies(self, key: int, at: I64, retries: bool) -> I64:
@@ -226,10 +231,10 @@ class _Tables:
             miss = at[(at >= slab) & ~self.tts_have.take(at)]
             if len(miss):
                 a = miss // slab
-                for aa in np.unique(a).tolist():
+                for aa in _uniq(a).tolist():
                     got = miss[a == aa]
                     self._tts_latencies(aa, got - aa * slab, got)
-        out: I64 = self.get(None, key).take(at)
+        out: I64 = self.lat[key].reshape(-1).take(at)
         return out
 
     def _tts_latencies(self, a: int, cells: I64, at: I64) -> None:
@@ -237,7 +242,7 @@ class _Tables:
         (runs, columns)), put at ``at``: the same elementwise quantiles, on those cells."""
         d = self.d
         u = d.uniforms((int(Step.TTS), a, KIND_LATENCY), self.per[1]).reshape(-1)
-        self.get(None, 1)[at] = seconds_to_us(d.scenario.tts.quantile(u.take(cells)))
+        self.lat[1].reshape(-1)[at] = seconds_to_us(d.scenario.tts.quantile(u.take(cells)))
         self.tts_have[at] = True
 
 
@@ -259,22 +264,56 @@ def _rank(r: I64) -> tuple[I64, I64]:
     return rank, count
 
 
-def _faults(q: Quota, uf: F64, ok: B, status: I64) -> I64:
-    """Reset, stall and truncated answers of the admitted, non-5xx requests ``ok``
-    (:meth:`KeyState.decide`'s order of the fault draw ``uf``): statuses set in ``status``;
-    returns each request's reason code (``_OK`` or ``_R5XX`` where no fault, as ``status``)."""
-    p_fault = q.p_reset + q.p_stall + q.p_truncate
-    hit = ok & (uf < p_fault)
-    reset = hit & (uf < q.p_reset)
-    stall = hit & ~reset & (uf < q.p_reset + q.p_stall)
-    trunc = hit & ~reset & ~stall
-    status[reset] = RESET
-    status[trunc] = TRUNCATED
-    kinds: I64 = np.where(status == 200, _OK, _R5XX)
-    kinds[reset] = _RESET
-    kinds[stall] = _STALL
-    kinds[trunc] = _TRUNC
-    return kinds
+def _drawn(q: Quota) -> bool:
+    """Whether a key's attempts draw an outcome (a random 429 or 5xx, a fault)."""
+    return bool(q.p_429 or q.p_5xx or q.faulty)
+
+
+# what an attempt's draws decide (:meth:`KeyState.decide`'s order): a random 429, else a 5xx,
+# else a reset, a stall or a truncated answer; per code its status and its logged reason
+C_OK, C_RAND, C_5XX, C_RESET, C_STALL, C_TRUNC = range(6)
+_REASON_OF = np.array([_OK, _RAND, _R5XX, _RESET, _STALL, _TRUNC], dtype=np.int64)
+
+
+def _status_of(q: Quota) -> I64:
+    """Per code, the status the provider answers (a stall answers 200, late)."""
+    return np.array([200, 429, q.status_5xx, RESET, 200, TRUNCATED], dtype=np.int64)
+
+
+def _codes(q: Quota, d: Draws, step: int, a: int) -> NDArray[np.int8]:
+    """Attempt ``a`` of ``step``: each cell's code, from its 429, 5xx and fault uniforms
+    (the comparisons of :meth:`KeyState.decide`, in its order)."""
+    rand = d.fault_u(step, a, KIND_429) < q.p_429 if q.p_429 else None
+    shape = (d.hi - d.lo, d.n * d.kmax if step == Step.TTS else d.n)
+    code = np.zeros(shape, dtype=np.int8)
+    ok = np.ones(shape, dtype=bool) if rand is None else ~rand
+    if q.p_5xx:
+        five = ok & (d.fault_u(step, a, KIND_5XX) < q.p_5xx)
+        code[five] = C_5XX
+        ok &= ~five
+    if q.faulty:
+        uf = d.fault_u(step, a, KIND_FAULT)
+        hit = ok & (uf < q.p_reset + q.p_stall + q.p_truncate)
+        reset = hit & (uf < q.p_reset)
+        stall = hit & ~reset & (uf < q.p_reset + q.p_stall)
+        code[reset] = C_RESET
+        code[stall] = C_STALL
+        code[hit & ~reset & ~stall] = C_TRUNC
+    if rand is not None:
+        code[rand] = C_RAND
+    return code
+
+
+def _earlier(r: I64, x: B) -> I64:
+    """Per element, how many earlier elements of its run (``r``: a run's elements
+    consecutive) have ``x``: shifted comparisons, one per distance up to the largest run."""
+    out = np.zeros(len(r), dtype=np.int64)
+    for d in range(1, len(r)):
+        same = r[d:] == r[:-d]
+        if not same.any():
+            break
+        out[d:] += same & x[:-d]
+    return out
 
 
 def _bump(arr: I64, r: I64, v: int) -> None:
@@ -368,6 +407,8 @@ class _Cell:
         self.timeout_us = round(sc.request_timeout_s * 1e6)
         self.quota = (sc.quota_llm, sc.quota_tts)
         self.limited = tuple(q.max_inflight > 0 for q in self.quota)
+        self.status_of = tuple(_status_of(q) for q in self.quota)
+        self.stall_us = tuple(round(q.stall_s * 1e6) for q in self.quota)
         self.ra_us = tuple(
             -1 if q.retry_after_s is None else round(q.retry_after_s * 1000) * 1000
             for q in self.quota
@@ -409,7 +450,7 @@ class _Q:
         self.step, self.order, self.clip, self.fgc = z(), z(), z(), np.zeros(m, dtype=bool)
         self.ctr = np.zeros((3, m), dtype=i64)  # attempts made, client requests, budget used
         self.att, self.idx, self.used = self.ctr  # (rows: views)
-        self.first, self.dl = z(), z()
+        self.first, self.dl, self.dbase = z(), z(), z()
         self.dst, self.dra = z(), z()
         self.pc = np.zeros((4, m), dtype=i64)  # the client request's counts so far
         self.preq, self.p429, self.p5xx, self.pret = self.pc
@@ -428,6 +469,9 @@ class _Q:
         self.end = z(reps)
         self.cfail, self.paused = np.zeros(reps, dtype=bool), np.zeros(reps, dtype=bool)
         self.cnt = np.zeros((5, m), dtype=i64)  # per caller; summed per run at the end
+        self.c_req, self.c_429, self.c_5xx, self.c_ret, _ = self.cnt  # (rows: views)
+        self.cdone_f, self.speeches_f = self.cdone.reshape(-1), self.speeches.reshape(-1)
+        self.ready_f, self.failed_f = self.ready.reshape(-1), self.failed.reshape(-1)
         self.ends = [np.zeros((reps, max(1, q.max_inflight)), dtype=i64) for q in cell.quota]
         self.log: list[tuple[I64, ...]] | None = [] if records else None
         self.pend: list[I64] = []  # callers arriving on a limited key this round
@@ -442,15 +486,20 @@ class _Q:
         self.order[f] = order
         self.clip[f] = clip
         self.fgc[f] = fg
-        self.ctr[:, f] = 0
+        self.att[f] = 0
+        self.idx[f] = 0
+        self.used[f] = 0
         key = 1 if step == _TTS else 0
         self.key[f] = key
         lim = self.k.limited[key]
         self.lim[f] = lim
-        t = self.now[f // self.k.s]
+        r = f // self.k.s
+        t = self.now.take(r)
+        self.dbase[f] = self.tab.base(key, step, r, order, clip)
         self.first[f] = 0
         self.dl[f] = t + self.k.timeout_us
-        self.pc[:, f] = 0
+        if self.k.route_retries:  # else never read
+            self.pc[:, f] = 0
         self.arrive(f, t, lim)
 
     def request(self, f: I64, lim: bool | None = None) -> None:
@@ -460,7 +509,8 @@ class _Q:
         t = self.now[f // self.k.s]
         self.first[f] = self.att[f]
         self.dl[f] = t + self.k.timeout_us
-        self.pc[:, f] = 0
+        if self.k.route_retries:  # else never read
+            self.pc[:, f] = 0
         self.arrive(f, t, lim)
 
     def arrive(self, f: I64, t: I64, on_limited: bool | None = None) -> None:
@@ -510,42 +560,40 @@ class _Q:
         q = k.quota[key]
         tb = self.tab
         r = f // k.s
-        t = self.now[r]
-        att = self.att[f]
+        t = self.now.take(r)
+        att = self.att.take(f)
         top = int(att.max())
         tb.grow(key, top + 1)
-        sl: I64 | int = self.step[f] if key == 0 else 0
-        col = self.order[f] if key == 0 else self.order[f] * k.kmax + self.clip[f]
-        at = tb.flat(key, sl, att, r, col)
+        at = self.dbase.take(f)
+        if top:
+            at = at + att * tb.stride[key]
         lat = tb.latencies(key, at, top > 0)
         m = len(f)
-        status = np.full(m, 200, dtype=np.int64)
-        rand = tb.get(KIND_429, key).take(at) < q.p_429 if q.p_429 else np.zeros(m, dtype=bool)
-        if q.p_5xx:
-            five = tb.get(KIND_5XX, key).take(at) < q.p_5xx
-            five &= ~rand
-            status[five] = q.status_5xx
+        codes = tb.codes[key]
+        if codes is None:
+            code = None
+            status = np.full(m, 200, dtype=np.int64)
+            rand = np.zeros(m, dtype=bool)
         else:
-            five = np.zeros(m, dtype=bool)
-        kinds = None
-        if q.faulty:
-            kinds = _faults(q, tb.get(KIND_FAULT, key).take(at), ~rand & ~five, status)
-            lat = np.where(kinds == _STALL, round(q.stall_s * 1e6), lat)
+            code = codes.reshape(-1).take(at)
+            status = k.status_of[key].take(code)
+            rand = code == C_RAND
+            if q.faulty:
+                lat = np.where(code == C_STALL, k.stall_us[key], lat)
         nin: I64 | None = None
         over: B | None = None
         if k.limited[key]:
             nin = self._slots(key, r, t, lat, rand, grouped)
             over = nin >= q.max_inflight
-            rand &= ~over
+            status[over] = 429
             adm = ~over & ~rand
         else:
             adm = ~rand
-        status[~adm] = 429
         lat = np.where(adm, lat, 0)
         end = t + lat
-        late = adm & (end > self.dl[f])
+        late = adm & (end > self.dl.take(f))
         if late.any():
-            self.drop(np.unique(r[late]))
+            self.drop(_uniq(r[late]))
         self.att[f] = att + 1
         self.dst[f] = status
         if k.needs_ra:
@@ -553,10 +601,9 @@ class _Q:
         self.ph[f] = FLIGHT
         self.wake[f] = end
         if self.log is not None:
-            reason = np.where(five, _R5XX, _OK) if kinds is None else kinds
-            reason = np.where(rand, _RAND, reason)
+            reason = np.zeros(m, dtype=np.int64) if code is None else _REASON_OF.take(code)
             if over is not None:
-                reason = np.where(over, _INFL, reason)
+                reason[over] = _INFL
             nin = np.full(m, -1, dtype=np.int64) if nin is None else nin
             self.log.append(
                 (r, self.step[f], self.order[f], self.clip[f], att, t, end, status, nin, reason)
@@ -569,37 +616,22 @@ class _Q:
         cap = self.k.quota[key].max_inflight
         ends = self.ends[key]
         held = ends[r]
-        busy = [held[:, j] > t for j in range(cap)]  # per slot (caps are small)
-        n0 = busy[0].astype(np.int64)
-        for b in busy[1:]:
-            n0 += b
+        free = [held[:, j] <= t for j in range(cap)]  # per slot (caps are small)
+        n0 = np.full(len(r), cap, dtype=np.int64)
+        for fr in free:
+            n0 -= fr
         inc = ~rand & (lat > 0)
-        if not grouped:
-            take = inc & (n0 < cap)
-            if take.any():
-                slot = np.zeros(len(r), dtype=np.int64)  # the last free slot
-                for j in range(1, cap):
-                    slot[~busy[j]] = j
-                ends[r[take], slot[take]] = (t + lat)[take]
-            out: I64 = n0
-            return out
-        head = np.concatenate(([True], r[1:] != r[:-1]))
-        gid = np.cumsum(head) - 1
-        starts = _nz(head)
-        csum: I64 = np.cumsum(inc)
-        before: I64 = csum - inc
-        before = before - before[starts][gid]
-        nin = np.minimum(cap, n0 + before)
+        nin = np.minimum(cap, n0 + _earlier(r, inc)) if grouped else n0
         take = inc & (nin < cap)
-        if take.any():
-            tsum: I64 = np.cumsum(take)
-            kth: I64 = tsum - take
-            kth = (kth - kth[starts][gid])[take]
-            rt = r[take]
-            free = np.argsort(ends[rt], axis=1)  # the free slots (ends <= now) come first
-            ends[rt, free[np.arange(len(rt)), kth]] = (t + lat)[take]
-        out = nin
-        return out
+        if take.any():  # a run's k-th taker (its earlier takers: k) takes its k-th free slot
+            kth = _earlier(r, take) if grouped else np.zeros(len(r), dtype=np.int64)
+            slot = np.zeros(len(r), dtype=np.int64)
+            seen = np.zeros(len(r), dtype=np.int64)  # free slots before slot j
+            for j, fr in enumerate(free):
+                slot[fr & (seen == kth)] = j
+                seen += fr
+            ends.reshape(-1)[(r * cap + slot)[take]] = (t + lat)[take]
+        return nin
 
     def batch(self, f: I64, key: int) -> None:
         """The arrivals on a limited key at one instant (``f`` ascending: a run's callers
@@ -628,7 +660,7 @@ class _Q:
         ok = st == 200
         g = f[ok]
         c = self.cnt
-        c[0, g] += 1
+        self.c_req[g] += 1
         if k.route_retries:  # else nothing failed before in this client request
             c[:4, g] += self.pc[:, g]
         failed = np.zeros(len(f), dtype=bool)
@@ -637,7 +669,7 @@ class _Q:
             tpos = _nz(transport)
             if len(tpos):
                 ft = f[tpos]
-                c[0, ft] += 1  # the client learns of one request
+                self.c_req[ft] += 1  # the client learns of one request
                 seen_t = np.where(st[tpos] == RESET, -1, -2)
                 none = np.full(len(ft), -1, dtype=np.int64)
                 failed[tpos[self.client(ft, seen_t, none)]] = True
@@ -653,9 +685,9 @@ class _Q:
                 keep = self._route(fb, sb)
                 bpos, fb, sb = bpos[keep], fb[keep], sb[keep]
             else:  # one attempt per request: its end
-                c[0, fb] += 1
-                c[1, fb] += sb == 429
-                c[2, fb] += sb >= 500
+                self.c_req[fb] += 1
+                self.c_429[fb] += sb == 429
+                self.c_5xx[fb] += sb >= 500
             ra = self.dra[fb] if k.direct else np.full(len(fb), -1, dtype=np.int64)
             failed[bpos[self.client(fb, self._route_status(fb, sb), ra)]] = True
         return ok, failed
@@ -690,7 +722,7 @@ class _Q:
                 t = self.now[fr // k.s]
                 late = t + w >= self.dl[fr]
                 if late.any():
-                    self.drop(np.unique((fr // k.s)[late]))
+                    self.drop(_uniq((fr // k.s)[late]))
                 self.pret[fr] += 1
                 self.ph[fr] = RSLEEP
                 self.wake[fr] = t + w
@@ -714,7 +746,7 @@ class _Q:
         u = self._jitter(fr, index[retry])
         w = k.client_waits(pid[retry], used[retry], ra[retry], _rate_limited(status[retry]), u)
         self.used[fr] += 1
-        self.cnt[3, fr] += 1
+        self.c_ret[fr] += 1
         self.ph[fr] = SLEEP
         self.wake[fr] = self.now[fr // k.s] + w
         out: B = ~retry
@@ -726,18 +758,19 @@ class _Q:
             return np.full(len(f), k.jitter_fixed)
         if not k.any_jitter:
             return np.zeros(len(f))
-        key = (self.step[f] == _TTS).astype(np.int64)
+        tb = self.tab
+        step = self.step.take(f)
+        at = self.dbase.take(f) - tb.jit_off.take(step)
+        tts = step == _TTS
+        if not tts.any() or tts.all():  # one key
+            kk = int(tts[0])
+            tb.grow(kk, int(index.max()) + 1, jitter=True)
+            out: F64 = tb.jit[kk].reshape(-1).take(at + index * tb.stride[kk])
+            return out
         out = np.empty(len(f))
-        for kk in (0, 1):
-            sel = key == kk
-            if not sel.any():
-                continue
-            g = f[sel]
-            self.tab.grow(kk, int(index[sel].max()) + 1, jitter=True)
-            sl = self.step[g] if kk == 0 else 0
-            col = self.order[g] if kk == 0 else self.order[g] * k.kmax + self.clip[g]
-            at = self.tab.flat(kk, sl, index[sel], g // k.s, col, jitter=True)
-            out[sel] = self.tab.get(-1, kk).take(at)
+        for kk, sel in ((0, ~tts), (1, tts)):
+            tb.grow(kk, int(index[sel].max()) + 1, jitter=True)
+            out[sel] = tb.jit[kk].reshape(-1).take(at[sel] + index[sel] * tb.stride[kk])
         return out
 
     # -- the loop ------------------------------------------------------------------
@@ -759,7 +792,7 @@ class _Q:
     def _content_ended(self, f: I64, ok: B) -> None:
         k = self.k
         r = f // k.s
-        self.cdone[r, self.order[f]] = np.where(ok, 1, 2)
+        self.cdone_f[r * k.n + self.order[f]] = np.where(ok, 1, 2)
         self.woken.append(r)
         rank, _ = _rank(r)
         nxt = self.cnext[r] + rank
@@ -779,7 +812,7 @@ class _Q:
         rank, _ = _rank(r)
         li = self.li[r]
         nxt = self.tnext[r] + rank
-        go = nxt < self.speeches[r, li]
+        go = nxt < self.speeches_f.take(r * k.n + li)
         _bump(self.tnext, r, 1)
         if go.all():
             self.start(f, _TTS, li, nxt, self.fgc[f].copy())
@@ -792,7 +825,7 @@ class _Q:
         rs = r[stop]
         _bump(self.tbusy, rs, -1)
         if len(rs) > 1 and not (rs[1:] > rs[:-1]).all():
-            rs = np.unique(rs)
+            rs = _uniq(rs)
         done = rs[self.tbusy[rs] == 0]
         if len(done):
             self.scene_end(done, self.tok[done].copy())
@@ -830,7 +863,7 @@ class _Q:
         k = self.k
         li = self.li[r]
         fg = k.fg & (li == 0)
-        clips = self.speeches[r, li]
+        clips = self.speeches_f.take(r * k.n + li)
         none = clips == 0
         if none.any():
             self.scene_end(r[none], np.ones(int(none.sum()), dtype=bool))
@@ -857,8 +890,9 @@ class _Q:
         k = self.k
         li = self.li[r]
         t = self.now[r]
-        self.ready[r[ok], li[ok]] = t[ok]
-        self.failed[r[~ok], li[~ok]] = True
+        at = r * k.n + li
+        self.ready_f[at[ok]] = t[ok]
+        self.failed_f[at[~ok]] = True
         fg = k.fg & (li == 0)
         if (fg & ~ok).any():
             self._finish(r[fg & ~ok], _FIRST_FAILED)
@@ -929,7 +963,7 @@ class _Q:
         cand = self.woken[0] if len(self.woken) == 1 else np.concatenate(self.woken)
         self.woken = []
         if len(cand) > 1 and not (cand[1:] > cand[:-1]).all():
-            cand = np.unique(cand)
+            cand = _uniq(cand)
         first = k.first
         hyb = cand[self.lst[cand] == L_HYB]
         if len(hyb):
@@ -941,7 +975,7 @@ class _Q:
             over = li >= k.n
             self._finish_parallel(aw[over])
             aw, li = aw[~over], li[~over]
-            got = self.cdone[aw, li]
+            got = self.cdone_f.take(aw * k.n + li)
             bad = aw[got == 2]
             self.failed[bad, self.li[bad]] = True
             self.cfail[bad] = True
