@@ -353,8 +353,10 @@ class _Waits:
             cap_ms = p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf
             for k in range(top):
                 exp_ms[i, k] = min(cap_ms, p.initial_delay_s * p.backoff_factor**k * 1000.0)
-        self.exp_ms = exp_ms
-        self.exp_us = np.array([[round(x * 1000) for x in row] for row in exp_ms.tolist()])
+        self.top = top
+        self.exp_ms = exp_ms.reshape(-1)  # flat: policy * top + retry
+        rows = exp_ms.tolist()
+        self.exp_us = np.array([round(x * 1000) for row in rows for x in row], dtype=np.int64)
         caps = [p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf for p in policies]
         self.cap_ms = np.array(caps)
         self.honour = np.array([p.honour_retry_after for p in policies])
@@ -366,17 +368,18 @@ class _Waits:
     def __call__(self, pid: I64, index: I64, ra: I64, rate: B, u: F64) -> I64:
         """Waits before retry ``index`` of policy ``pid``, after a Retry-After ``ra`` µs (-1:
         none; used only where ``rate``), jitter draw ``u``."""
-        exp_us = self.exp_us[pid, index]
+        cell = pid * self.top + index
+        exp_us = self.exp_us.take(cell)
         out: I64 = exp_us
         if self.any_jitter:
-            exp_ms = self.exp_ms[pid, index]
-            jit = self.jitter[pid]
+            exp_ms = self.exp_ms.take(cell)
+            jit = self.jitter.take(pid)
             uc = np.minimum(np.maximum(u, 0.0), 1.0)
-            j = np.minimum(self.cap_ms[pid], exp_ms + np.floor(exp_ms * uc * jit))
+            j = np.minimum(self.cap_ms.take(pid), exp_ms + np.floor(exp_ms * uc * jit))
             out = np.where(jit != 0, np.rint(j * 1000).astype(np.int64), exp_us)
         if self.any_honour:
-            use = self.honour[pid] & rate & (ra >= 0)
-            use &= (ra < self.ra_cap_us[pid]) | (ra < exp_us)
+            use = self.honour.take(pid) & rate & (ra >= 0)
+            use &= (ra < self.ra_cap_us.take(pid)) | (ra < exp_us)
             out = np.where(use, ra, out)
         return out
 
@@ -408,6 +411,7 @@ class _Cell:
         self.quota = (sc.quota_llm, sc.quota_tts)
         self.limited = tuple(q.max_inflight > 0 for q in self.quota)
         self.status_of = tuple(_status_of(q) for q in self.quota)
+        self.lim_of_step = np.array([self.limited[0], self.limited[0], self.limited[1]])
         self.stall_us = tuple(round(q.stall_s * 1e6) for q in self.quota)
         self.ra_us = tuple(
             -1 if q.retry_after_s is None else round(q.retry_after_s * 1000) * 1000
@@ -447,14 +451,14 @@ class _Q:
 
         # callers (flat: run * slots + slot)
         self.ph, self.wake = z(), np.full(m, INF, dtype=i64)
-        self.step, self.order, self.clip, self.fgc = z(), z(), z(), np.zeros(m, dtype=bool)
-        self.ctr = np.zeros((3, m), dtype=i64)  # attempts made, client requests, budget used
-        self.att, self.idx, self.used = self.ctr  # (rows: views)
+        self.step, self.order, self.clip, self.pid = z(), z(), z(), z()  # pid: step * 2 + fg
+        # attempts made in the call, retries used (= the client requests failed before: a
+        # failed request not retried ends the call)
+        self.att, self.used = z(), z()
         self.first, self.dl, self.dbase = z(), z(), z()
         self.dst, self.dra = z(), z()
         self.pc = np.zeros((4, m), dtype=i64)  # the client request's counts so far
         self.preq, self.p429, self.p5xx, self.pret = self.pc
-        self.key, self.lim = z(), np.zeros(m, dtype=bool)
         # runs
         self.now = z(reps)
         self.alive = np.ones(reps, dtype=bool)
@@ -472,44 +476,44 @@ class _Q:
         self.c_req, self.c_429, self.c_5xx, self.c_ret, _ = self.cnt  # (rows: views)
         self.cdone_f, self.speeches_f = self.cdone.reshape(-1), self.speeches.reshape(-1)
         self.ready_f, self.failed_f = self.ready.reshape(-1), self.failed.reshape(-1)
-        self.ends = [np.zeros((reps, max(1, q.max_inflight)), dtype=i64) for q in cell.quota]
+        # per key, each in-flight slot's scheduled end, flat (slot * reps + run)
+        self.ends = [np.zeros(max(1, q.max_inflight) * reps, dtype=i64) for q in cell.quota]
         self.log: list[tuple[I64, ...]] | None = [] if records else None
         self.pend: list[I64] = []  # callers arriving on a limited key this round
         self.woken: list[I64] = []  # runs whose loop may go on (parallel: a content ended)
 
     # -- callers -------------------------------------------------------------------
-    def start(self, f: I64, step: int, order: I64 | int, clip: I64 | int, fg: B | bool) -> None:
-        """Callers ``f`` begin a step call (attempt 0, a fresh retry budget)."""
+    def start(
+        self, f: I64, step: int, order: I64 | int, clip: I64 | int, fg: B | I64 | bool
+    ) -> None:
+        """Callers ``f`` begin a step call (attempt 0, a fresh retry budget; ``fg``: 1 in the
+        foreground scene)."""
         if not len(f):
             return
+        key = 1 if step == _TTS else 0
         self.step[f] = step
         self.order[f] = order
         self.clip[f] = clip
-        self.fgc[f] = fg
+        self.pid[f] = 2 * step + np.asarray(fg, dtype=np.int64)
         self.att[f] = 0
-        self.idx[f] = 0
         self.used[f] = 0
-        key = 1 if step == _TTS else 0
-        self.key[f] = key
-        lim = self.k.limited[key]
-        self.lim[f] = lim
         r = f // self.k.s
         t = self.now.take(r)
         self.dbase[f] = self.tab.base(key, step, r, order, clip)
-        self.first[f] = 0
         self.dl[f] = t + self.k.timeout_us
         if self.k.route_retries:  # else never read
+            self.first[f] = 0
             self.pc[:, f] = 0
-        self.arrive(f, t, lim)
+        self.arrive(f, t, self.k.limited[key])
 
     def request(self, f: I64, lim: bool | None = None) -> None:
         """Callers ``f`` send a new client request now (its own deadline and counts)."""
         if not len(f):
             return
-        t = self.now[f // self.k.s]
-        self.first[f] = self.att[f]
+        t = self.now.take(f // self.k.s)
         self.dl[f] = t + self.k.timeout_us
         if self.k.route_retries:  # else never read
+            self.first[f] = self.att.take(f)
             self.pc[:, f] = 0
         self.arrive(f, t, lim)
 
@@ -525,7 +529,7 @@ class _Q:
             else:
                 self.wake[f] = t
             return
-        lim = self.lim[f]
+        lim = self.k.lim_of_step.take(self.step.take(f))
         if lim.all():
             self.wake[f] = INF
             self.pend.append(f)
@@ -615,22 +619,22 @@ class _Q:
         admitted below the cap unless a random 429; it holds a slot while it lasts (> 0)."""
         cap = self.k.quota[key].max_inflight
         ends = self.ends[key]
-        held = ends[r]
-        free = [held[:, j] <= t for j in range(cap)]  # per slot (caps are small)
+        free = [ends.take(r + j * self.reps) <= t for j in range(cap)]  # per slot (caps are small)
         n0 = np.full(len(r), cap, dtype=np.int64)
         for fr in free:
             n0 -= fr
         inc = ~rand & (lat > 0)
         nin = np.minimum(cap, n0 + _earlier(r, inc)) if grouped else n0
         take = inc & (nin < cap)
-        if take.any():  # a run's k-th taker (its earlier takers: k) takes its k-th free slot
+        if np.count_nonzero(take):  # a run's k-th taker (k earlier takers) takes its k-th free
             kth = _earlier(r, take) if grouped else np.zeros(len(r), dtype=np.int64)
             slot = np.zeros(len(r), dtype=np.int64)
             seen = np.zeros(len(r), dtype=np.int64)  # free slots before slot j
-            for j, fr in enumerate(free):
+            for j in range(cap):
+                fr = free[j]
                 slot[fr & (seen == kth)] = j
                 seen += fr
-            ends.reshape(-1)[(r * cap + slot)[take]] = (t + lat)[take]
+            ends[(r + slot * self.reps)[take]] = (t + lat)[take]
         return nin
 
     def batch(self, f: I64, key: int) -> None:
@@ -656,20 +660,22 @@ class _Q:
         """Callers ``f`` (ascending) got their answer now: the route's and the client's retry
         rules. Returns, aligned with ``f``, whose call ended ok and whose failed."""
         k = self.k
-        st = self.dst[f]
+        st = self.dst.take(f)
         ok = st == 200
-        g = f[ok]
-        c = self.cnt
-        self.c_req[g] += 1
-        if k.route_retries:  # else nothing failed before in this client request
-            c[:4, g] += self.pc[:, g]
+        if k.route_retries:  # a request's counts wait for its end (or its timeout)
+            g = f[ok]
+            self.c_req[g] += 1
+            self.cnt[:4, g] += self.pc[:, g]
+        else:  # one attempt per request: each answer ends one
+            self.c_req[f] += 1
         failed = np.zeros(len(f), dtype=bool)
         if k.faulty:
             transport = (st == RESET) | (st == TRUNCATED)
             tpos = _nz(transport)
             if len(tpos):
                 ft = f[tpos]
-                self.c_req[ft] += 1  # the client learns of one request
+                if k.route_retries:
+                    self.c_req[ft] += 1  # the client learns of one request
                 seen_t = np.where(st[tpos] == RESET, -1, -2)
                 none = np.full(len(ft), -1, dtype=np.int64)
                 failed[tpos[self.client(ft, seen_t, none)]] = True
@@ -685,7 +691,6 @@ class _Q:
                 keep = self._route(fb, sb)
                 bpos, fb, sb = bpos[keep], fb[keep], sb[keep]
             else:  # one attempt per request: its end
-                self.c_req[fb] += 1
                 self.c_429[fb] += sb == 429
                 self.c_5xx[fb] += sb >= 500
             ra = self.dra[fb] if k.direct else np.full(len(fb), -1, dtype=np.int64)
@@ -711,7 +716,7 @@ class _Q:
         k = self.k
         keep = np.ones(len(f), dtype=bool)
         if k.route_retries:
-            pid = self.step[f] * 2 + self.fgc[f]
+            pid = self.pid.take(f)
             index = self.att[f] - 1 - self.first[f]
             retry = _outcome_retry(seen) & (index < k.route_max[pid])
             if retry.any():
@@ -735,20 +740,23 @@ class _Q:
         """:meth:`CallMachine.step` (ungated) on failed requests ``f``: those that retry
         sleep; returns the mask of those whose call failed."""
         k = self.k
-        index = self.idx[f].copy()
-        self.idx[f] += 1
-        pid = self.step[f] * 2 + self.fgc[f]
-        used = self.used[f]
-        retry = _outcome_retry(status) & (used < k.client_max[pid])
+        pid = self.pid.take(f)
+        used = self.used.take(f)
+        index = used  # the client requests failed before in this call
+        retry = _outcome_retry(status) & (used < k.client_max.take(pid))
         if not retry.any():
             return ~retry
-        fr = f[retry]
-        u = self._jitter(fr, index[retry])
-        w = k.client_waits(pid[retry], used[retry], ra[retry], _rate_limited(status[retry]), u)
-        self.used[fr] += 1
+        if retry.all():
+            fr, index_r, pid_r, used_r, ra_r, st_r = f, index, pid, used, ra, status
+        else:
+            fr, index_r, pid_r = f[retry], index[retry], pid[retry]
+            used_r, ra_r, st_r = used[retry], ra[retry], status[retry]
+        u = self._jitter(fr, index_r)
+        w = k.client_waits(pid_r, used_r, ra_r, _rate_limited(st_r), u)
+        self.used[fr] = used_r + 1
         self.c_ret[fr] += 1
         self.ph[fr] = SLEEP
-        self.wake[fr] = self.now[fr // k.s] + w
+        self.wake[fr] = self.now.take(fr // k.s) + w
         out: B = ~retry
         return out
 
@@ -815,11 +823,11 @@ class _Q:
         go = nxt < self.speeches_f.take(r * k.n + li)
         _bump(self.tnext, r, 1)
         if go.all():
-            self.start(f, _TTS, li, nxt, self.fgc[f].copy())
+            self.start(f, _TTS, li, nxt, self.pid.take(f) & 1)
             return
         if go.any():
             g = f[go]
-            self.start(g, _TTS, li[go], nxt[go], self.fgc[g].copy())
+            self.start(g, _TTS, li[go], nxt[go], self.pid.take(g) & 1)
         stop = ~go
         self.idle(f[stop])
         rs = r[stop]
@@ -1009,8 +1017,8 @@ class _Q:
         if not flight.all():
             fl = due[flight]
             arrive = due[ph == ARRIVE]  # on keys without a limit: decided on arrival
-            for key in (0, 1):
-                fk = arrive[self.key[arrive] == key]
+            tts = self.step.take(arrive) == _TTS
+            for key, fk in ((0, arrive[~tts]), (1, arrive[tts])):
                 if len(fk):
                     self.decide(fk, key)
             self.request(due[ph == SLEEP])
@@ -1059,7 +1067,7 @@ class _Q:
         if self.dropped:
             f = f[(self.ph[f] == ARRIVE) & self.alive[f // k.s]]
         f = np.sort(f)
-        keys = self.key[f]
+        keys = self.step.take(f) == _TTS
         for key in (0, 1):
             fk = f[keys == key] if k.limited[1 - key] else f
             if k.limited[key] and len(fk):
