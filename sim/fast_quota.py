@@ -84,6 +84,16 @@ _KEYS = ("llm-key", "tts-key")
 _CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
 
 
+def _any(mask: B) -> bool:
+    """``mask.any()`` by a count (the method's Python wrapper costs twice as much)."""
+    return bool(np.count_nonzero(mask))
+
+
+def _all(mask: B) -> bool:
+    """``mask.all()`` by a count."""
+    return int(np.count_nonzero(mask)) == len(mask)
+
+
 def _nz(mask: B) -> I64:
     """``np.flatnonzero`` of a 1-D mask, without its Python wrappers."""
     out: I64 = mask.nonzero()[0]
@@ -250,7 +260,7 @@ def _rank(r: I64) -> tuple[I64, I64]:
     """Each element's rank among the equal values of ``r`` (in order), and per element
     the count of its value."""
     m = len(r)
-    if m < 2 or (r[1:] > r[:-1]).all():  # ascending, no two equal: the usual case
+    if m < 2 or _all(r[1:] > r[:-1]):  # ascending, no two equal: the usual case
         return np.zeros(m, dtype=np.int64), np.ones(m, dtype=np.int64)
     order = np.argsort(r, kind="stable")
     rs = r[order]
@@ -310,7 +320,7 @@ def _earlier(r: I64, x: B) -> I64:
     out = np.zeros(len(r), dtype=np.int64)
     for d in range(1, len(r)):
         same = r[d:] == r[:-d]
-        if not same.any():
+        if not _any(same):
             break
         out[d:] += same & x[:-d]
     return out
@@ -318,7 +328,7 @@ def _earlier(r: I64, x: B) -> I64:
 
 def _bump(arr: I64, r: I64, v: int) -> None:
     """``arr[r] += v`` once per element of ``r`` (``r`` ascending; repeats add up)."""
-    if len(r) < 2 or (r[1:] > r[:-1]).all():
+    if len(r) < 2 or _all(r[1:] > r[:-1]):
         arr[r] += v
     else:
         np.add.at(arr, r, v)
@@ -530,10 +540,10 @@ class _Q:
                 self.wake[f] = t
             return
         lim = self.k.lim_of_step.take(self.step.take(f))
-        if lim.all():
+        if _all(lim):
             self.wake[f] = INF
             self.pend.append(f)
-        elif lim.any():
+        elif _any(lim):
             self.wake[f] = np.where(lim, INF, t)
             self.pend.append(f[lim])
         else:
@@ -596,7 +606,7 @@ class _Q:
         lat = np.where(adm, lat, 0)
         end = t + lat
         late = adm & (end > self.dl.take(f))
-        if late.any():
+        if _any(late):
             self.drop(_uniq(r[late]))
         self.att[f] = att + 1
         self.dst[f] = status
@@ -642,7 +652,7 @@ class _Q:
         together), each run's in :func:`arrival_order`."""
         r = f // self.k.s
         same = r[1:] == r[:-1]
-        if not same.any():  # one arrival per run
+        if not _any(same):  # one arrival per run
             self.decide(f, key)
             return
         both = np.concatenate((same, [False])) | np.concatenate(([False], same))
@@ -719,14 +729,14 @@ class _Q:
             pid = self.pid.take(f)
             index = self.att[f] - 1 - self.first[f]
             retry = _outcome_retry(seen) & (index < k.route_max[pid])
-            if retry.any():
+            if _any(retry):
                 fr = f[retry]
                 rate = _rate_limited(seen[retry])
                 u = np.zeros(len(fr))
                 w = k.route_waits(pid[retry], index[retry], self.dra[fr], rate, u)
                 t = self.now[fr // k.s]
                 late = t + w >= self.dl[fr]
-                if late.any():
+                if _any(late):
                     self.drop(_uniq((fr // k.s)[late]))
                 self.pret[fr] += 1
                 self.ph[fr] = RSLEEP
@@ -744,9 +754,9 @@ class _Q:
         used = self.used.take(f)
         index = used  # the client requests failed before in this call
         retry = _outcome_retry(status) & (used < k.client_max.take(pid))
-        if not retry.any():
+        if not _any(retry):
             return ~retry
-        if retry.all():
+        if _all(retry):
             fr, index_r, pid_r, used_r, ra_r, st_r = f, index, pid, used, ra, status
         else:
             fr, index_r, pid_r = f[retry], index[retry], pid[retry]
@@ -770,7 +780,7 @@ class _Q:
         step = self.step.take(f)
         at = self.dbase.take(f) - tb.jit_off.take(step)
         tts = step == _TTS
-        if not tts.any() or tts.all():  # one key
+        if not _any(tts) or _all(tts):  # one key
             kk = int(tts[0])
             tb.grow(kk, int(index.max()) + 1, jitter=True)
             out: F64 = tb.jit[kk].reshape(-1).take(at + index * tb.stride[kk])
@@ -789,11 +799,11 @@ class _Q:
         loop = slot == 0
         content = (slot >= 1) & (slot <= k.w)
         tts = slot > k.w
-        if content.any():
+        if _any(content):
             self._content_ended(f[content], ok[content])
-        if tts.any():
+        if _any(tts):
             self._tts_ended(f[tts], ok[tts])
-        if loop.any():
+        if _any(loop):
             self._loop_ended(f[loop], ok[loop])
         self.advance()
 
@@ -805,7 +815,7 @@ class _Q:
         rank, _ = _rank(r)
         nxt = self.cnext[r] + rank
         go = nxt < k.n
-        if go.all():
+        if _all(go):
             self.start(f, _CONTENT, nxt, 0, False)
         else:
             self.idle(f[~go])
@@ -815,24 +825,24 @@ class _Q:
     def _tts_ended(self, f: I64, ok: B) -> None:
         k = self.k
         r = f // k.s
-        if not ok.all():
+        if not _all(ok):
             self.tok[r[~ok]] = False
         rank, _ = _rank(r)
         li = self.li[r]
         nxt = self.tnext[r] + rank
         go = nxt < self.speeches_f.take(r * k.n + li)
         _bump(self.tnext, r, 1)
-        if go.all():
+        if _all(go):
             self.start(f, _TTS, li, nxt, self.pid.take(f) & 1)
             return
-        if go.any():
+        if _any(go):
             g = f[go]
             self.start(g, _TTS, li[go], nxt[go], self.pid.take(g) & 1)
         stop = ~go
         self.idle(f[stop])
         rs = r[stop]
         _bump(self.tbusy, rs, -1)
-        if len(rs) > 1 and not (rs[1:] > rs[:-1]).all():
+        if len(rs) > 1 and not _all(rs[1:] > rs[:-1]):
             rs = _uniq(rs)
         done = rs[self.tbusy[rs] == 0]
         if len(done):
@@ -844,25 +854,25 @@ class _Q:
         kind = self.lkind[r]
         self.idle(f)
         fgc = (kind == K_FGC) & ~ok
-        if fgc.any():  # the foreground content failed: the run ends
+        if _any(fgc):  # the foreground content failed: the run ends
             rf = r[fgc]
             self.failed[rf, 0] = True
             self._finish(rf, _FIRST_FAILED)
         serc = (kind == K_SERC) & ~ok
-        if serc.any():
+        if _any(serc):
             rs = r[serc]
             self.failed[rs, self.li[rs]] = True
             self._finish(rs, _PAUSED)
         content_ok = (kind != K_ACT) & ok
-        if content_ok.any():
+        if _any(content_ok):
             rc = r[content_ok]
             fg = self.k.fg & (self.li[rc] == 0) & (kind[content_ok] == K_FGC)
             self.lkind[rc] = K_ACT
             self.start(rc * k.s, _ACTIONS, self.li[rc], 0, fg)
         act = kind == K_ACT
-        if (act & ~ok).any():
+        if _any(act & ~ok):
             self.scene_end(r[act & ~ok], np.zeros(int((act & ~ok).sum()), dtype=bool))
-        if (act & ok).any():
+        if _any(act & ok):
             self.start_tts(r[act & ok])
 
     def start_tts(self, r: I64) -> None:
@@ -873,7 +883,7 @@ class _Q:
         fg = k.fg & (li == 0)
         clips = self.speeches_f.take(r * k.n + li)
         none = clips == 0
-        if none.any():
+        if _any(none):
             self.scene_end(r[none], np.ones(int(none.sum()), dtype=bool))
         r, li, fg, clips = r[~none], li[~none], fg[~none], clips[~none]
         if not len(r):
@@ -884,7 +894,7 @@ class _Q:
         self.tnext[r] = w
         self.tbusy[r] = w
         self.tok[r] = True
-        if (w == 1).all():
+        if _all(w == 1):
             self.start(r * k.s + 1 + k.w, _TTS, li, 0, fg)
             return
         rr = np.repeat(r, w)  # worker j of each run takes clip j
@@ -902,9 +912,9 @@ class _Q:
         self.ready_f[at[ok]] = t[ok]
         self.failed_f[at[~ok]] = True
         fg = k.fg & (li == 0)
-        if (fg & ~ok).any():
+        if _any(fg & ~ok):
             self._finish(r[fg & ~ok], _FIRST_FAILED)
-        if (fg & ok).any():
+        if _any(fg & ok):
             self.loop_start(r[fg & ok])
         r, ok = r[~fg], ok[~fg]
         if not len(r):
@@ -970,7 +980,7 @@ class _Q:
             return
         cand = self.woken[0] if len(self.woken) == 1 else np.concatenate(self.woken)
         self.woken = []
-        if len(cand) > 1 and not (cand[1:] > cand[:-1]).all():
+        if len(cand) > 1 and not _all(cand[1:] > cand[:-1]):
             cand = _uniq(cand)
         first = k.first
         hyb = cand[self.lst[cand] == L_HYB]
@@ -1014,7 +1024,7 @@ class _Q:
         ph = self.ph[due]
         flight = ph == FLIGHT
         fl = due
-        if not flight.all():
+        if not _all(flight):
             fl = due[flight]
             arrive = due[ph == ARRIVE]  # on keys without a limit: decided on arrival
             tts = self.step.take(arrive) == _TTS
@@ -1028,14 +1038,14 @@ class _Q:
         if len(fl):
             ok, failed = self.answer(fl)
             done = ok | failed
-            if done.any():
+            if _any(done):
                 self.ended(fl[done], ok[done])
 
     def run(self) -> None:
         """Every run to its end: rounds at each run's next instant, in lock step."""
         s = self.k.s
         self.begin()
-        self.round(np.zeros(self.reps * s, dtype=np.int64))  # the rest of time 0
+        self.round(np.zeros((self.reps, 1), dtype=np.int64))  # the rest of time 0
         wake = self.wake.reshape(self.reps, s)
         now = np.empty(self.reps, dtype=np.int64)
         while True:
@@ -1045,18 +1055,19 @@ class _Q:
             for j in range(1, s):
                 np.minimum(now, wake[:, j], out=now)
             act = self.alive & (now < INF)
-            if not act.any():
+            if not _any(act):
                 return
             self.now = np.where(act, now, self.now)
-            self.round(np.repeat(np.where(act, now, -1), s))
+            self.round(np.where(act, now, -1)[:, None])
 
-    def round(self, nowf: I64) -> None:
-        """One round at each run's instant (``nowf``, per caller; -1: none): the zero-time
-        work, then the batch of arrivals on limited keys in :func:`arrival_order` (answers
-        given at once, 429s, make the next round at the same instant)."""
+    def round(self, nowc: I64) -> None:
+        """One round at each run's instant (``nowc``: a column, a row per run; -1: none): the
+        zero-time work, then the batch of arrivals on limited keys in :func:`arrival_order`
+        (answers given at once, 429s, make the next round at the same instant)."""
         k = self.k
+        wake = self.wake.reshape(self.reps, k.s)
         while True:
-            due = _nz(self.wake == nowf)
+            due = _nz((wake == nowc).reshape(-1))
             if not len(due):
                 break
             self.step_pass(due)
