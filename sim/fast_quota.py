@@ -40,7 +40,6 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -85,9 +84,32 @@ _KEYS = ("llm-key", "tts-key")
 _CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
 
 
+def _any(mask: B) -> bool:
+    """``mask.any()`` by a count (the method's Python wrapper costs twice as much)."""
+    return bool(np.count_nonzero(mask))
+
+
+def _all(mask: B) -> bool:
+    """``mask.all()`` by a count."""
+    return int(np.count_nonzero(mask)) == len(mask)
+
+
 def _nz(mask: B) -> I64:
     """``np.flatnonzero`` of a 1-D mask, without its Python wrappers."""
     out: I64 = mask.nonzero()[0]
+    return out
+
+
+def _uniq(a: I64) -> I64:
+    """The distinct values of ``a``, ascending (``np.unique`` of a small int array without
+    its hash table, ~20x slower at these sizes)."""
+    if len(a) < 2:
+        return a
+    s = np.sort(a)
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    out: I64 = s[keep]
     return out
 
 
@@ -143,8 +165,10 @@ def _rate_limited(status: I64) -> B:
 
 class _Tables:
     """The keyed draws of every attempt, stacked for one gather per decision: per key
-    (0 LLM, 1 TTS) and stream a flat array over ``(steps, attempts, runs, columns)``,
-    filled attempt by attempt as runs reach them (:meth:`flat` gives the index)."""
+    (0 LLM, 1 TTS) a flat array over ``(steps, attempts, runs, columns)`` of the latencies,
+    of each attempt's drawn outcome (:func:`_codes`) and of the client's jitter, filled
+    attempt by attempt as runs reach them. A call's cell of attempt 0 (:meth:`base`) plus
+    ``attempt * stride[key]`` is its index."""
 
     def __init__(self, sc: Scenario, d: Draws, attempts: int, jitter_attempts: int) -> None:
         self.d = d
@@ -152,25 +176,21 @@ class _Tables:
         self.quota = (sc.quota_llm, sc.quota_tts)
         self.reps = d.hi - d.lo
         self.per = (d.n, d.n * d.kmax)
+        self.stride = tuple(self.reps * p for p in self.per)  # one attempt's cells
         self.cap = (attempts, jitter_attempts)
         self.filled = [0, 0, 0, 0]  # attempts drawn per key, then jitter draws per key
-        kinds: list[tuple[int | None, bool, bool]] = []  # kind, per key: used
-        q0, q1 = self.quota
-        kinds.append((None, True, True))
-        kinds.append((KIND_429, q0.p_429 > 0, q1.p_429 > 0))
-        kinds.append((KIND_5XX, q0.p_5xx > 0, q1.p_5xx > 0))
-        kinds.append((KIND_FAULT, q0.faulty, q1.faulty))
-        self.kinds = kinds
-        self.arrays: dict[tuple[int | None, int], Any] = {}
-        for kind, *used in kinds:
-            for key in (0, 1):
-                if used[key]:
-                    dtype = np.int64 if kind is None else np.float64
-                    shape = (len(self.steps[key]), attempts, self.reps, self.per[key])
-                    self.arrays[kind, key] = np.empty(shape, dtype=dtype)
+        self.lat: list[I64] = []
+        self.codes: list[NDArray[np.int8] | None] = []
+        self.jit: list[F64] = []
         for key in (0, 1):
+            shape = (len(self.steps[key]), attempts, self.reps, self.per[key])
+            self.lat.append(np.empty(shape, dtype=np.int64))
+            drawn = _drawn(self.quota[key])
+            self.codes.append(np.empty(shape, dtype=np.int8) if drawn else None)
             shape = (len(self.steps[key]), jitter_attempts, self.reps, self.per[key])
-            self.arrays[-1, key] = np.empty(shape)
+            self.jit.append(np.empty(shape))
+        # the jitter's index from a call's cell (:meth:`base`): its step's offset removed
+        self.jit_off = np.array([0, (attempts - jitter_attempts) * self.stride[0], 0])
         # TTS latencies (n * kmax columns: the costly quantiles) are drawn only where read:
         # attempt 0 at the clips runs have (``clip < speeches``), retries cell by cell as
         # calls reach them (:meth:`latencies`). Derived latencies (tokens) are drawn whole.
@@ -181,16 +201,14 @@ class _Tables:
             self.tts_cells = _nz(clips.reshape(-1))
             self.tts_have = np.zeros(attempts * self.reps * self.per[1], dtype=bool)
 
-    def flat(
-        self, key: int, sl: I64 | int, att: I64, r: I64, col: I64, jitter: bool = False
-    ) -> I64:
-        """Flat indices of (step, attempt, run, column) into a key's arrays."""
-        a = self.cap[1 if jitter else 0]
-        out: I64 = ((sl * a + att) * self.reps + r) * self.per[key] + col
+    def base(self, key: int, step: int, r: I64, order: I64 | int, clip: I64 | int) -> I64:
+        """Flat indices of attempt 0 of the calls (``step``, ``order``, ``clip``) of runs
+        ``r`` into ``key``'s arrays (LLM: per step, then attempt, run, column)."""
+        if key == 0:
+            out: I64 = (step * self.cap[0] * self.reps + r) * self.per[0] + order
+            return out
+        out = r * self.per[1] + np.asarray(order) * self.d.kmax + clip
         return out
-
-    def get(self, kind: int | None, key: int) -> Any:
-        return self.arrays[kind, key].reshape(-1)
 
     def grow(self, key: int, n: int, jitter: bool = False) -> None:
         """Have ``key``'s draws of attempts ``0 .. n-1`` (``jitter``: the client's jitter)."""
@@ -200,22 +218,19 @@ class _Tables:
         if n > self.cap[1 if jitter else 0]:
             raise AssertionError(f"attempt {n - 1} beyond the retry budgets' bound")
         d = self.d
+        codes = self.codes[key]
         for a in range(self.filled[which], n):
             for si, step in enumerate(self.steps[key]):
                 if jitter:
-                    self.arrays[-1, key][si, a] = d.jitter_u(step, a)
+                    self.jit[key][si, a] = d.jitter_u(step, a)
                     continue
-                for kind, *used in self.kinds:
-                    if not used[key]:
-                        continue
-                    arr = self.arrays[kind, key]
-                    if kind is None and key == 1 and self.tts_cells is not None:
-                        if a == 0:
-                            self._tts_latencies(0, self.tts_cells, self.tts_cells)
-                    elif kind is None:
-                        arr[si, a] = d.latency_us(step, a)
-                    else:
-                        arr[si, a] = d.fault_u(step, a, kind)
+                if key == 1 and self.tts_cells is not None:
+                    if a == 0:
+                        self._tts_latencies(0, self.tts_cells, self.tts_cells)
+                else:
+                    self.lat[key][si, a] = d.latency_us(step, a)
+                if codes is not None:
+                    codes[si, a] = _codes(self.quota[key], d, step, a)
         self.filled[which] = n
 
     def latencies(self, key: int, at: I64, retries: bool) -> I64:
@@ -226,10 +241,10 @@ class _Tables:
             miss = at[(at >= slab) & ~self.tts_have.take(at)]
             if len(miss):
                 a = miss // slab
-                for aa in np.unique(a).tolist():
+                for aa in _uniq(a).tolist():
                     got = miss[a == aa]
                     self._tts_latencies(aa, got - aa * slab, got)
-        out: I64 = self.get(None, key).take(at)
+        out: I64 = self.lat[key].reshape(-1).take(at)
         return out
 
     def _tts_latencies(self, a: int, cells: I64, at: I64) -> None:
@@ -237,7 +252,7 @@ class _Tables:
         (runs, columns)), put at ``at``: the same elementwise quantiles, on those cells."""
         d = self.d
         u = d.uniforms((int(Step.TTS), a, KIND_LATENCY), self.per[1]).reshape(-1)
-        self.get(None, 1)[at] = seconds_to_us(d.scenario.tts.quantile(u.take(cells)))
+        self.lat[1].reshape(-1)[at] = seconds_to_us(d.scenario.tts.quantile(u.take(cells)))
         self.tts_have[at] = True
 
 
@@ -245,7 +260,7 @@ def _rank(r: I64) -> tuple[I64, I64]:
     """Each element's rank among the equal values of ``r`` (in order), and per element
     the count of its value."""
     m = len(r)
-    if m < 2 or (r[1:] > r[:-1]).all():  # ascending, no two equal: the usual case
+    if m < 2 or _all(r[1:] > r[:-1]):  # ascending, no two equal: the usual case
         return np.zeros(m, dtype=np.int64), np.ones(m, dtype=np.int64)
     order = np.argsort(r, kind="stable")
     rs = r[order]
@@ -259,27 +274,61 @@ def _rank(r: I64) -> tuple[I64, I64]:
     return rank, count
 
 
-def _faults(q: Quota, uf: F64, ok: B, status: I64) -> I64:
-    """Reset, stall and truncated answers of the admitted, non-5xx requests ``ok``
-    (:meth:`KeyState.decide`'s order of the fault draw ``uf``): statuses set in ``status``;
-    returns each request's reason code (``_OK`` or ``_R5XX`` where no fault, as ``status``)."""
-    p_fault = q.p_reset + q.p_stall + q.p_truncate
-    hit = ok & (uf < p_fault)
-    reset = hit & (uf < q.p_reset)
-    stall = hit & ~reset & (uf < q.p_reset + q.p_stall)
-    trunc = hit & ~reset & ~stall
-    status[reset] = RESET
-    status[trunc] = TRUNCATED
-    kinds: I64 = np.where(status == 200, _OK, _R5XX)
-    kinds[reset] = _RESET
-    kinds[stall] = _STALL
-    kinds[trunc] = _TRUNC
-    return kinds
+def _drawn(q: Quota) -> bool:
+    """Whether a key's attempts draw an outcome (a random 429 or 5xx, a fault)."""
+    return bool(q.p_429 or q.p_5xx or q.faulty)
+
+
+# what an attempt's draws decide (:meth:`KeyState.decide`'s order): a random 429, else a 5xx,
+# else a reset, a stall or a truncated answer; per code its status and its logged reason
+C_OK, C_RAND, C_5XX, C_RESET, C_STALL, C_TRUNC = range(6)
+_REASON_OF = np.array([_OK, _RAND, _R5XX, _RESET, _STALL, _TRUNC], dtype=np.int64)
+
+
+def _status_of(q: Quota) -> I64:
+    """Per code, the status the provider answers (a stall answers 200, late)."""
+    return np.array([200, 429, q.status_5xx, RESET, 200, TRUNCATED], dtype=np.int64)
+
+
+def _codes(q: Quota, d: Draws, step: int, a: int) -> NDArray[np.int8]:
+    """Attempt ``a`` of ``step``: each cell's code, from its 429, 5xx and fault uniforms
+    (the comparisons of :meth:`KeyState.decide`, in its order)."""
+    rand = d.fault_u(step, a, KIND_429) < q.p_429 if q.p_429 else None
+    shape = (d.hi - d.lo, d.n * d.kmax if step == Step.TTS else d.n)
+    code = np.zeros(shape, dtype=np.int8)
+    ok = np.ones(shape, dtype=bool) if rand is None else ~rand
+    if q.p_5xx:
+        five = ok & (d.fault_u(step, a, KIND_5XX) < q.p_5xx)
+        code[five] = C_5XX
+        ok &= ~five
+    if q.faulty:
+        uf = d.fault_u(step, a, KIND_FAULT)
+        hit = ok & (uf < q.p_reset + q.p_stall + q.p_truncate)
+        reset = hit & (uf < q.p_reset)
+        stall = hit & ~reset & (uf < q.p_reset + q.p_stall)
+        code[reset] = C_RESET
+        code[stall] = C_STALL
+        code[hit & ~reset & ~stall] = C_TRUNC
+    if rand is not None:
+        code[rand] = C_RAND
+    return code
+
+
+def _earlier(r: I64, x: B) -> I64:
+    """Per element, how many earlier elements of its run (``r``: a run's elements
+    consecutive) have ``x``: shifted comparisons, one per distance up to the largest run."""
+    out = np.zeros(len(r), dtype=np.int64)
+    for d in range(1, len(r)):
+        same = r[d:] == r[:-d]
+        if not _any(same):
+            break
+        out[d:] += same & x[:-d]
+    return out
 
 
 def _bump(arr: I64, r: I64, v: int) -> None:
     """``arr[r] += v`` once per element of ``r`` (``r`` ascending; repeats add up)."""
-    if len(r) < 2 or (r[1:] > r[:-1]).all():
+    if len(r) < 2 or _all(r[1:] > r[:-1]):
         arr[r] += v
     else:
         np.add.at(arr, r, v)
@@ -314,8 +363,10 @@ class _Waits:
             cap_ms = p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf
             for k in range(top):
                 exp_ms[i, k] = min(cap_ms, p.initial_delay_s * p.backoff_factor**k * 1000.0)
-        self.exp_ms = exp_ms
-        self.exp_us = np.array([[round(x * 1000) for x in row] for row in exp_ms.tolist()])
+        self.top = top
+        self.exp_ms = exp_ms.reshape(-1)  # flat: policy * top + retry
+        rows = exp_ms.tolist()
+        self.exp_us = np.array([round(x * 1000) for row in rows for x in row], dtype=np.int64)
         caps = [p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf for p in policies]
         self.cap_ms = np.array(caps)
         self.honour = np.array([p.honour_retry_after for p in policies])
@@ -327,17 +378,18 @@ class _Waits:
     def __call__(self, pid: I64, index: I64, ra: I64, rate: B, u: F64) -> I64:
         """Waits before retry ``index`` of policy ``pid``, after a Retry-After ``ra`` µs (-1:
         none; used only where ``rate``), jitter draw ``u``."""
-        exp_us = self.exp_us[pid, index]
+        cell = pid * self.top + index
+        exp_us = self.exp_us.take(cell)
         out: I64 = exp_us
         if self.any_jitter:
-            exp_ms = self.exp_ms[pid, index]
-            jit = self.jitter[pid]
+            exp_ms = self.exp_ms.take(cell)
+            jit = self.jitter.take(pid)
             uc = np.minimum(np.maximum(u, 0.0), 1.0)
-            j = np.minimum(self.cap_ms[pid], exp_ms + np.floor(exp_ms * uc * jit))
+            j = np.minimum(self.cap_ms.take(pid), exp_ms + np.floor(exp_ms * uc * jit))
             out = np.where(jit != 0, np.rint(j * 1000).astype(np.int64), exp_us)
         if self.any_honour:
-            use = self.honour[pid] & rate & (ra >= 0)
-            use &= (ra < self.ra_cap_us[pid]) | (ra < exp_us)
+            use = self.honour.take(pid) & rate & (ra >= 0)
+            use &= (ra < self.ra_cap_us.take(pid)) | (ra < exp_us)
             out = np.where(use, ra, out)
         return out
 
@@ -368,6 +420,9 @@ class _Cell:
         self.timeout_us = round(sc.request_timeout_s * 1e6)
         self.quota = (sc.quota_llm, sc.quota_tts)
         self.limited = tuple(q.max_inflight > 0 for q in self.quota)
+        self.status_of = tuple(_status_of(q) for q in self.quota)
+        self.lim_of_step = np.array([self.limited[0], self.limited[0], self.limited[1]])
+        self.stall_us = tuple(round(q.stall_s * 1e6) for q in self.quota)
         self.ra_us = tuple(
             -1 if q.retry_after_s is None else round(q.retry_after_s * 1000) * 1000
             for q in self.quota
@@ -406,14 +461,14 @@ class _Q:
 
         # callers (flat: run * slots + slot)
         self.ph, self.wake = z(), np.full(m, INF, dtype=i64)
-        self.step, self.order, self.clip, self.fgc = z(), z(), z(), np.zeros(m, dtype=bool)
-        self.ctr = np.zeros((3, m), dtype=i64)  # attempts made, client requests, budget used
-        self.att, self.idx, self.used = self.ctr  # (rows: views)
-        self.first, self.dl = z(), z()
+        self.step, self.order, self.clip, self.pid = z(), z(), z(), z()  # pid: step * 2 + fg
+        # attempts made in the call, retries used (= the client requests failed before: a
+        # failed request not retried ends the call)
+        self.att, self.used = z(), z()
+        self.first, self.dl, self.dbase = z(), z(), z()
         self.dst, self.dra = z(), z()
         self.pc = np.zeros((4, m), dtype=i64)  # the client request's counts so far
         self.preq, self.p429, self.p5xx, self.pret = self.pc
-        self.key, self.lim = z(), np.zeros(m, dtype=bool)
         # runs
         self.now = z(reps)
         self.alive = np.ones(reps, dtype=bool)
@@ -428,39 +483,48 @@ class _Q:
         self.end = z(reps)
         self.cfail, self.paused = np.zeros(reps, dtype=bool), np.zeros(reps, dtype=bool)
         self.cnt = np.zeros((5, m), dtype=i64)  # per caller; summed per run at the end
-        self.ends = [np.zeros((reps, max(1, q.max_inflight)), dtype=i64) for q in cell.quota]
+        self.c_req, self.c_429, self.c_5xx, self.c_ret, _ = self.cnt  # (rows: views)
+        self.cdone_f, self.speeches_f = self.cdone.reshape(-1), self.speeches.reshape(-1)
+        self.ready_f, self.failed_f = self.ready.reshape(-1), self.failed.reshape(-1)
+        # per key, each in-flight slot's scheduled end, flat (slot * reps + run)
+        self.ends = [np.zeros(max(1, q.max_inflight) * reps, dtype=i64) for q in cell.quota]
         self.log: list[tuple[I64, ...]] | None = [] if records else None
         self.pend: list[I64] = []  # callers arriving on a limited key this round
         self.woken: list[I64] = []  # runs whose loop may go on (parallel: a content ended)
 
     # -- callers -------------------------------------------------------------------
-    def start(self, f: I64, step: int, order: I64 | int, clip: I64 | int, fg: B | bool) -> None:
-        """Callers ``f`` begin a step call (attempt 0, a fresh retry budget)."""
+    def start(
+        self, f: I64, step: int, order: I64 | int, clip: I64 | int, fg: B | I64 | bool
+    ) -> None:
+        """Callers ``f`` begin a step call (attempt 0, a fresh retry budget; ``fg``: 1 in the
+        foreground scene)."""
         if not len(f):
             return
+        key = 1 if step == _TTS else 0
         self.step[f] = step
         self.order[f] = order
         self.clip[f] = clip
-        self.fgc[f] = fg
-        self.ctr[:, f] = 0
-        key = 1 if step == _TTS else 0
-        self.key[f] = key
-        lim = self.k.limited[key]
-        self.lim[f] = lim
-        t = self.now[f // self.k.s]
-        self.first[f] = 0
+        self.pid[f] = 2 * step + np.asarray(fg, dtype=np.int64)
+        self.att[f] = 0
+        self.used[f] = 0
+        r = f // self.k.s
+        t = self.now.take(r)
+        self.dbase[f] = self.tab.base(key, step, r, order, clip)
         self.dl[f] = t + self.k.timeout_us
-        self.pc[:, f] = 0
-        self.arrive(f, t, lim)
+        if self.k.route_retries:  # else never read
+            self.first[f] = 0
+            self.pc[:, f] = 0
+        self.arrive(f, t, self.k.limited[key])
 
     def request(self, f: I64, lim: bool | None = None) -> None:
         """Callers ``f`` send a new client request now (its own deadline and counts)."""
         if not len(f):
             return
-        t = self.now[f // self.k.s]
-        self.first[f] = self.att[f]
+        t = self.now.take(f // self.k.s)
         self.dl[f] = t + self.k.timeout_us
-        self.pc[:, f] = 0
+        if self.k.route_retries:  # else never read
+            self.first[f] = self.att.take(f)
+            self.pc[:, f] = 0
         self.arrive(f, t, lim)
 
     def arrive(self, f: I64, t: I64, on_limited: bool | None = None) -> None:
@@ -475,11 +539,11 @@ class _Q:
             else:
                 self.wake[f] = t
             return
-        lim = self.lim[f]
-        if lim.all():
+        lim = self.k.lim_of_step.take(self.step.take(f))
+        if _all(lim):
             self.wake[f] = INF
             self.pend.append(f)
-        elif lim.any():
+        elif _any(lim):
             self.wake[f] = np.where(lim, INF, t)
             self.pend.append(f[lim])
         else:
@@ -510,42 +574,40 @@ class _Q:
         q = k.quota[key]
         tb = self.tab
         r = f // k.s
-        t = self.now[r]
-        att = self.att[f]
+        t = self.now.take(r)
+        att = self.att.take(f)
         top = int(att.max())
         tb.grow(key, top + 1)
-        sl: I64 | int = self.step[f] if key == 0 else 0
-        col = self.order[f] if key == 0 else self.order[f] * k.kmax + self.clip[f]
-        at = tb.flat(key, sl, att, r, col)
+        at = self.dbase.take(f)
+        if top:
+            at = at + att * tb.stride[key]
         lat = tb.latencies(key, at, top > 0)
         m = len(f)
-        status = np.full(m, 200, dtype=np.int64)
-        rand = tb.get(KIND_429, key).take(at) < q.p_429 if q.p_429 else np.zeros(m, dtype=bool)
-        if q.p_5xx:
-            five = tb.get(KIND_5XX, key).take(at) < q.p_5xx
-            five &= ~rand
-            status[five] = q.status_5xx
+        codes = tb.codes[key]
+        if codes is None:
+            code = None
+            status = np.full(m, 200, dtype=np.int64)
+            rand = np.zeros(m, dtype=bool)
         else:
-            five = np.zeros(m, dtype=bool)
-        kinds = None
-        if q.faulty:
-            kinds = _faults(q, tb.get(KIND_FAULT, key).take(at), ~rand & ~five, status)
-            lat = np.where(kinds == _STALL, round(q.stall_s * 1e6), lat)
+            code = codes.reshape(-1).take(at)
+            status = k.status_of[key].take(code)
+            rand = code == C_RAND
+            if q.faulty:
+                lat = np.where(code == C_STALL, k.stall_us[key], lat)
         nin: I64 | None = None
         over: B | None = None
         if k.limited[key]:
             nin = self._slots(key, r, t, lat, rand, grouped)
             over = nin >= q.max_inflight
-            rand &= ~over
+            status[over] = 429
             adm = ~over & ~rand
         else:
             adm = ~rand
-        status[~adm] = 429
         lat = np.where(adm, lat, 0)
         end = t + lat
-        late = adm & (end > self.dl[f])
-        if late.any():
-            self.drop(np.unique(r[late]))
+        late = adm & (end > self.dl.take(f))
+        if _any(late):
+            self.drop(_uniq(r[late]))
         self.att[f] = att + 1
         self.dst[f] = status
         if k.needs_ra:
@@ -553,10 +615,9 @@ class _Q:
         self.ph[f] = FLIGHT
         self.wake[f] = end
         if self.log is not None:
-            reason = np.where(five, _R5XX, _OK) if kinds is None else kinds
-            reason = np.where(rand, _RAND, reason)
+            reason = np.zeros(m, dtype=np.int64) if code is None else _REASON_OF.take(code)
             if over is not None:
-                reason = np.where(over, _INFL, reason)
+                reason[over] = _INFL
             nin = np.full(m, -1, dtype=np.int64) if nin is None else nin
             self.log.append(
                 (r, self.step[f], self.order[f], self.clip[f], att, t, end, status, nin, reason)
@@ -568,45 +629,30 @@ class _Q:
         admitted below the cap unless a random 429; it holds a slot while it lasts (> 0)."""
         cap = self.k.quota[key].max_inflight
         ends = self.ends[key]
-        held = ends[r]
-        busy = [held[:, j] > t for j in range(cap)]  # per slot (caps are small)
-        n0 = busy[0].astype(np.int64)
-        for b in busy[1:]:
-            n0 += b
+        free = [ends.take(r + j * self.reps) <= t for j in range(cap)]  # per slot (caps are small)
+        n0 = np.full(len(r), cap, dtype=np.int64)
+        for fr in free:
+            n0 -= fr
         inc = ~rand & (lat > 0)
-        if not grouped:
-            take = inc & (n0 < cap)
-            if take.any():
-                slot = np.zeros(len(r), dtype=np.int64)  # the last free slot
-                for j in range(1, cap):
-                    slot[~busy[j]] = j
-                ends[r[take], slot[take]] = (t + lat)[take]
-            out: I64 = n0
-            return out
-        head = np.concatenate(([True], r[1:] != r[:-1]))
-        gid = np.cumsum(head) - 1
-        starts = _nz(head)
-        csum: I64 = np.cumsum(inc)
-        before: I64 = csum - inc
-        before = before - before[starts][gid]
-        nin = np.minimum(cap, n0 + before)
+        nin = np.minimum(cap, n0 + _earlier(r, inc)) if grouped else n0
         take = inc & (nin < cap)
-        if take.any():
-            tsum: I64 = np.cumsum(take)
-            kth: I64 = tsum - take
-            kth = (kth - kth[starts][gid])[take]
-            rt = r[take]
-            free = np.argsort(ends[rt], axis=1)  # the free slots (ends <= now) come first
-            ends[rt, free[np.arange(len(rt)), kth]] = (t + lat)[take]
-        out = nin
-        return out
+        if np.count_nonzero(take):  # a run's k-th taker (k earlier takers) takes its k-th free
+            kth = _earlier(r, take) if grouped else np.zeros(len(r), dtype=np.int64)
+            slot = np.zeros(len(r), dtype=np.int64)
+            seen = np.zeros(len(r), dtype=np.int64)  # free slots before slot j
+            for j in range(cap):
+                fr = free[j]
+                slot[fr & (seen == kth)] = j
+                seen += fr
+            ends[(r + slot * self.reps)[take]] = (t + lat)[take]
+        return nin
 
     def batch(self, f: I64, key: int) -> None:
         """The arrivals on a limited key at one instant (``f`` ascending: a run's callers
         together), each run's in :func:`arrival_order`."""
         r = f // self.k.s
         same = r[1:] == r[:-1]
-        if not same.any():  # one arrival per run
+        if not _any(same):  # one arrival per run
             self.decide(f, key)
             return
         both = np.concatenate((same, [False])) | np.concatenate(([False], same))
@@ -624,20 +670,22 @@ class _Q:
         """Callers ``f`` (ascending) got their answer now: the route's and the client's retry
         rules. Returns, aligned with ``f``, whose call ended ok and whose failed."""
         k = self.k
-        st = self.dst[f]
+        st = self.dst.take(f)
         ok = st == 200
-        g = f[ok]
-        c = self.cnt
-        c[0, g] += 1
-        if k.route_retries:  # else nothing failed before in this client request
-            c[:4, g] += self.pc[:, g]
+        if k.route_retries:  # a request's counts wait for its end (or its timeout)
+            g = f[ok]
+            self.c_req[g] += 1
+            self.cnt[:4, g] += self.pc[:, g]
+        else:  # one attempt per request: each answer ends one
+            self.c_req[f] += 1
         failed = np.zeros(len(f), dtype=bool)
         if k.faulty:
             transport = (st == RESET) | (st == TRUNCATED)
             tpos = _nz(transport)
             if len(tpos):
                 ft = f[tpos]
-                c[0, ft] += 1  # the client learns of one request
+                if k.route_retries:
+                    self.c_req[ft] += 1  # the client learns of one request
                 seen_t = np.where(st[tpos] == RESET, -1, -2)
                 none = np.full(len(ft), -1, dtype=np.int64)
                 failed[tpos[self.client(ft, seen_t, none)]] = True
@@ -653,9 +701,8 @@ class _Q:
                 keep = self._route(fb, sb)
                 bpos, fb, sb = bpos[keep], fb[keep], sb[keep]
             else:  # one attempt per request: its end
-                c[0, fb] += 1
-                c[1, fb] += sb == 429
-                c[2, fb] += sb >= 500
+                self.c_429[fb] += sb == 429
+                self.c_5xx[fb] += sb >= 500
             ra = self.dra[fb] if k.direct else np.full(len(fb), -1, dtype=np.int64)
             failed[bpos[self.client(fb, self._route_status(fb, sb), ra)]] = True
         return ok, failed
@@ -679,18 +726,18 @@ class _Q:
         k = self.k
         keep = np.ones(len(f), dtype=bool)
         if k.route_retries:
-            pid = self.step[f] * 2 + self.fgc[f]
+            pid = self.pid.take(f)
             index = self.att[f] - 1 - self.first[f]
             retry = _outcome_retry(seen) & (index < k.route_max[pid])
-            if retry.any():
+            if _any(retry):
                 fr = f[retry]
                 rate = _rate_limited(seen[retry])
                 u = np.zeros(len(fr))
                 w = k.route_waits(pid[retry], index[retry], self.dra[fr], rate, u)
                 t = self.now[fr // k.s]
                 late = t + w >= self.dl[fr]
-                if late.any():
-                    self.drop(np.unique((fr // k.s)[late]))
+                if _any(late):
+                    self.drop(_uniq((fr // k.s)[late]))
                 self.pret[fr] += 1
                 self.ph[fr] = RSLEEP
                 self.wake[fr] = t + w
@@ -703,20 +750,23 @@ class _Q:
         """:meth:`CallMachine.step` (ungated) on failed requests ``f``: those that retry
         sleep; returns the mask of those whose call failed."""
         k = self.k
-        index = self.idx[f].copy()
-        self.idx[f] += 1
-        pid = self.step[f] * 2 + self.fgc[f]
-        used = self.used[f]
-        retry = _outcome_retry(status) & (used < k.client_max[pid])
-        if not retry.any():
+        pid = self.pid.take(f)
+        used = self.used.take(f)
+        index = used  # the client requests failed before in this call
+        retry = _outcome_retry(status) & (used < k.client_max.take(pid))
+        if not _any(retry):
             return ~retry
-        fr = f[retry]
-        u = self._jitter(fr, index[retry])
-        w = k.client_waits(pid[retry], used[retry], ra[retry], _rate_limited(status[retry]), u)
-        self.used[fr] += 1
-        self.cnt[3, fr] += 1
+        if _all(retry):
+            fr, index_r, pid_r, used_r, ra_r, st_r = f, index, pid, used, ra, status
+        else:
+            fr, index_r, pid_r = f[retry], index[retry], pid[retry]
+            used_r, ra_r, st_r = used[retry], ra[retry], status[retry]
+        u = self._jitter(fr, index_r)
+        w = k.client_waits(pid_r, used_r, ra_r, _rate_limited(st_r), u)
+        self.used[fr] = used_r + 1
+        self.c_ret[fr] += 1
         self.ph[fr] = SLEEP
-        self.wake[fr] = self.now[fr // k.s] + w
+        self.wake[fr] = self.now.take(fr // k.s) + w
         out: B = ~retry
         return out
 
@@ -726,18 +776,19 @@ class _Q:
             return np.full(len(f), k.jitter_fixed)
         if not k.any_jitter:
             return np.zeros(len(f))
-        key = (self.step[f] == _TTS).astype(np.int64)
+        tb = self.tab
+        step = self.step.take(f)
+        at = self.dbase.take(f) - tb.jit_off.take(step)
+        tts = step == _TTS
+        if not _any(tts) or _all(tts):  # one key
+            kk = int(tts[0])
+            tb.grow(kk, int(index.max()) + 1, jitter=True)
+            out: F64 = tb.jit[kk].reshape(-1).take(at + index * tb.stride[kk])
+            return out
         out = np.empty(len(f))
-        for kk in (0, 1):
-            sel = key == kk
-            if not sel.any():
-                continue
-            g = f[sel]
-            self.tab.grow(kk, int(index[sel].max()) + 1, jitter=True)
-            sl = self.step[g] if kk == 0 else 0
-            col = self.order[g] if kk == 0 else self.order[g] * k.kmax + self.clip[g]
-            at = self.tab.flat(kk, sl, index[sel], g // k.s, col, jitter=True)
-            out[sel] = self.tab.get(-1, kk).take(at)
+        for kk, sel in ((0, ~tts), (1, tts)):
+            tb.grow(kk, int(index[sel].max()) + 1, jitter=True)
+            out[sel] = tb.jit[kk].reshape(-1).take(at[sel] + index[sel] * tb.stride[kk])
         return out
 
     # -- the loop ------------------------------------------------------------------
@@ -748,23 +799,23 @@ class _Q:
         loop = slot == 0
         content = (slot >= 1) & (slot <= k.w)
         tts = slot > k.w
-        if content.any():
+        if _any(content):
             self._content_ended(f[content], ok[content])
-        if tts.any():
+        if _any(tts):
             self._tts_ended(f[tts], ok[tts])
-        if loop.any():
+        if _any(loop):
             self._loop_ended(f[loop], ok[loop])
         self.advance()
 
     def _content_ended(self, f: I64, ok: B) -> None:
         k = self.k
         r = f // k.s
-        self.cdone[r, self.order[f]] = np.where(ok, 1, 2)
+        self.cdone_f[r * k.n + self.order[f]] = np.where(ok, 1, 2)
         self.woken.append(r)
         rank, _ = _rank(r)
         nxt = self.cnext[r] + rank
         go = nxt < k.n
-        if go.all():
+        if _all(go):
             self.start(f, _CONTENT, nxt, 0, False)
         else:
             self.idle(f[~go])
@@ -774,25 +825,25 @@ class _Q:
     def _tts_ended(self, f: I64, ok: B) -> None:
         k = self.k
         r = f // k.s
-        if not ok.all():
+        if not _all(ok):
             self.tok[r[~ok]] = False
         rank, _ = _rank(r)
         li = self.li[r]
         nxt = self.tnext[r] + rank
-        go = nxt < self.speeches[r, li]
+        go = nxt < self.speeches_f.take(r * k.n + li)
         _bump(self.tnext, r, 1)
-        if go.all():
-            self.start(f, _TTS, li, nxt, self.fgc[f].copy())
+        if _all(go):
+            self.start(f, _TTS, li, nxt, self.pid.take(f) & 1)
             return
-        if go.any():
+        if _any(go):
             g = f[go]
-            self.start(g, _TTS, li[go], nxt[go], self.fgc[g].copy())
+            self.start(g, _TTS, li[go], nxt[go], self.pid.take(g) & 1)
         stop = ~go
         self.idle(f[stop])
         rs = r[stop]
         _bump(self.tbusy, rs, -1)
-        if len(rs) > 1 and not (rs[1:] > rs[:-1]).all():
-            rs = np.unique(rs)
+        if len(rs) > 1 and not _all(rs[1:] > rs[:-1]):
+            rs = _uniq(rs)
         done = rs[self.tbusy[rs] == 0]
         if len(done):
             self.scene_end(done, self.tok[done].copy())
@@ -803,25 +854,25 @@ class _Q:
         kind = self.lkind[r]
         self.idle(f)
         fgc = (kind == K_FGC) & ~ok
-        if fgc.any():  # the foreground content failed: the run ends
+        if _any(fgc):  # the foreground content failed: the run ends
             rf = r[fgc]
             self.failed[rf, 0] = True
             self._finish(rf, _FIRST_FAILED)
         serc = (kind == K_SERC) & ~ok
-        if serc.any():
+        if _any(serc):
             rs = r[serc]
             self.failed[rs, self.li[rs]] = True
             self._finish(rs, _PAUSED)
         content_ok = (kind != K_ACT) & ok
-        if content_ok.any():
+        if _any(content_ok):
             rc = r[content_ok]
             fg = self.k.fg & (self.li[rc] == 0) & (kind[content_ok] == K_FGC)
             self.lkind[rc] = K_ACT
             self.start(rc * k.s, _ACTIONS, self.li[rc], 0, fg)
         act = kind == K_ACT
-        if (act & ~ok).any():
+        if _any(act & ~ok):
             self.scene_end(r[act & ~ok], np.zeros(int((act & ~ok).sum()), dtype=bool))
-        if (act & ok).any():
+        if _any(act & ok):
             self.start_tts(r[act & ok])
 
     def start_tts(self, r: I64) -> None:
@@ -830,9 +881,9 @@ class _Q:
         k = self.k
         li = self.li[r]
         fg = k.fg & (li == 0)
-        clips = self.speeches[r, li]
+        clips = self.speeches_f.take(r * k.n + li)
         none = clips == 0
-        if none.any():
+        if _any(none):
             self.scene_end(r[none], np.ones(int(none.sum()), dtype=bool))
         r, li, fg, clips = r[~none], li[~none], fg[~none], clips[~none]
         if not len(r):
@@ -843,7 +894,7 @@ class _Q:
         self.tnext[r] = w
         self.tbusy[r] = w
         self.tok[r] = True
-        if (w == 1).all():
+        if _all(w == 1):
             self.start(r * k.s + 1 + k.w, _TTS, li, 0, fg)
             return
         rr = np.repeat(r, w)  # worker j of each run takes clip j
@@ -857,12 +908,13 @@ class _Q:
         k = self.k
         li = self.li[r]
         t = self.now[r]
-        self.ready[r[ok], li[ok]] = t[ok]
-        self.failed[r[~ok], li[~ok]] = True
+        at = r * k.n + li
+        self.ready_f[at[ok]] = t[ok]
+        self.failed_f[at[~ok]] = True
         fg = k.fg & (li == 0)
-        if (fg & ~ok).any():
+        if _any(fg & ~ok):
             self._finish(r[fg & ~ok], _FIRST_FAILED)
-        if (fg & ok).any():
+        if _any(fg & ok):
             self.loop_start(r[fg & ok])
         r, ok = r[~fg], ok[~fg]
         if not len(r):
@@ -928,8 +980,8 @@ class _Q:
             return
         cand = self.woken[0] if len(self.woken) == 1 else np.concatenate(self.woken)
         self.woken = []
-        if len(cand) > 1 and not (cand[1:] > cand[:-1]).all():
-            cand = np.unique(cand)
+        if len(cand) > 1 and not _all(cand[1:] > cand[:-1]):
+            cand = _uniq(cand)
         first = k.first
         hyb = cand[self.lst[cand] == L_HYB]
         if len(hyb):
@@ -941,7 +993,7 @@ class _Q:
             over = li >= k.n
             self._finish_parallel(aw[over])
             aw, li = aw[~over], li[~over]
-            got = self.cdone[aw, li]
+            got = self.cdone_f.take(aw * k.n + li)
             bad = aw[got == 2]
             self.failed[bad, self.li[bad]] = True
             self.cfail[bad] = True
@@ -972,11 +1024,11 @@ class _Q:
         ph = self.ph[due]
         flight = ph == FLIGHT
         fl = due
-        if not flight.all():
+        if not _all(flight):
             fl = due[flight]
             arrive = due[ph == ARRIVE]  # on keys without a limit: decided on arrival
-            for key in (0, 1):
-                fk = arrive[self.key[arrive] == key]
+            tts = self.step.take(arrive) == _TTS
+            for key, fk in ((0, arrive[~tts]), (1, arrive[tts])):
                 if len(fk):
                     self.decide(fk, key)
             self.request(due[ph == SLEEP])
@@ -986,14 +1038,14 @@ class _Q:
         if len(fl):
             ok, failed = self.answer(fl)
             done = ok | failed
-            if done.any():
+            if _any(done):
                 self.ended(fl[done], ok[done])
 
     def run(self) -> None:
         """Every run to its end: rounds at each run's next instant, in lock step."""
         s = self.k.s
         self.begin()
-        self.round(np.zeros(self.reps * s, dtype=np.int64))  # the rest of time 0
+        self.round(np.zeros((self.reps, 1), dtype=np.int64))  # the rest of time 0
         wake = self.wake.reshape(self.reps, s)
         now = np.empty(self.reps, dtype=np.int64)
         while True:
@@ -1003,18 +1055,19 @@ class _Q:
             for j in range(1, s):
                 np.minimum(now, wake[:, j], out=now)
             act = self.alive & (now < INF)
-            if not act.any():
+            if not _any(act):
                 return
             self.now = np.where(act, now, self.now)
-            self.round(np.repeat(np.where(act, now, -1), s))
+            self.round(np.where(act, now, -1)[:, None])
 
-    def round(self, nowf: I64) -> None:
-        """One round at each run's instant (``nowf``, per caller; -1: none): the zero-time
-        work, then the batch of arrivals on limited keys in :func:`arrival_order` (answers
-        given at once, 429s, make the next round at the same instant)."""
+    def round(self, nowc: I64) -> None:
+        """One round at each run's instant (``nowc``: a column, a row per run; -1: none): the
+        zero-time work, then the batch of arrivals on limited keys in :func:`arrival_order`
+        (answers given at once, 429s, make the next round at the same instant)."""
         k = self.k
+        wake = self.wake.reshape(self.reps, k.s)
         while True:
-            due = _nz(self.wake == nowf)
+            due = _nz((wake == nowc).reshape(-1))
             if not len(due):
                 break
             self.step_pass(due)
@@ -1025,7 +1078,7 @@ class _Q:
         if self.dropped:
             f = f[(self.ph[f] == ARRIVE) & self.alive[f // k.s]]
         f = np.sort(f)
-        keys = self.key[f]
+        keys = self.step.take(f) == _TTS
         for key in (0, 1):
             fk = f[keys == key] if k.limited[1 - key] else f
             if k.limited[key] and len(fk):
