@@ -673,7 +673,11 @@ def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[
     """The classroom's :class:`RunResult` (:func:`sim.timeline.run_result`)."""
     prov = cr.w.provider
     d, row = prov.draws_for(cr.cid)
-    play = {i: d.playback_us(row, i, prov.speeches(cr.cid, i)) for i, _ in cr.ready}
+    if d.hi - d.lo > 1:  # a batch of classrooms: their playback table, made once
+        plays = d.playback_row(row)
+        play = {i: plays[i] for i, _ in cr.ready}
+    else:
+        play = {i: d.playback_us(row, i, prov.speeches(cr.cid, i)) for i, _ in cr.ready}
     tl = Timeline(cr.ready, cr.failed, cr.stats, cr.status, cr.end)
     return run_result(
         cr.w.scenario,

@@ -119,6 +119,7 @@ class KeyState:
         "open",
         "p_fault",
         "plain",
+        "quick",
         "quota",
         "ra_ms",
         "rate_per_us",
@@ -155,6 +156,8 @@ class KeyState:
             self.extras,
         ) == (None, None, None, None)
         self.plain = self.open and not (q.p_429 or q.p_5xx or self.p_fault > 0)
+        # no token buckets nor shared capacity: :meth:`Provider.decide` has nothing to add
+        self.quick = self.buckets is None and self.core is None
 
     def inflight(self, now_us: int) -> int:
         ends = self._ends
@@ -208,6 +211,26 @@ class KeyState:
         if q.rpm > 0 and not q.rpm_window_s:
             self.tokens -= 1.0
         return self._random(now_us, latency_us, u429, u5xx, ufault, n, ra)
+
+    def decide_open(
+        self, now_us: int, latency_us: int, u429: float, u5xx: float, ufault: float
+    ) -> Decision:
+        """:meth:`decide` on an ``open`` key (no admission limit): the same answer, in one
+        call (the model's hot path)."""
+        ends = self._ends
+        while ends and ends[0] <= now_us:  # :meth:`inflight`, inline
+            heappop(ends)
+        n = len(ends)
+        q = self.quota
+        if u429 < q.p_429:
+            return _new_decision((429, 0, self.ra_ms, n, "random", None, None))
+        if u5xx < q.p_5xx:
+            heappush(ends, now_us + latency_us)
+            return _new_decision((q.status_5xx, latency_us, None, n, "5xx", None, None))
+        if ufault < self.p_fault:
+            return self._fault(now_us, latency_us, ufault, n)
+        heappush(ends, now_us + latency_us)
+        return _new_decision((200, latency_us, None, n, "ok", None, None))
 
     def _random(
         self,
@@ -391,7 +414,8 @@ class Provider:
             d, row = fixed, cid - fixed.lo
         else:
             d, row = self.draws_for(cid)
-        col = d.column(step, order, clip)
+        # :meth:`Draws.column`, inline
+        col = order % d.n * d.kmax + clip % d.kmax if step == 2 else order % d.n
         rows = d._admit.get((step, attempt))  # :meth:`Draws.admission`'s cache, else it
         if rows is None:
             rows = d.admission(step, attempt)
@@ -403,8 +427,10 @@ class Provider:
         ks = self._by_step.get((step, api_key))
         if ks is None:
             ks = self._by_step[(step, api_key)] = self.key_state(step, api_key)
-        if ks.open and not self.force_status and not self.keep_log:
-            return ks.decide(now_us, lat, u429, u5xx, uf)  # nothing else below applies
+        if ks.quick and not self.force_status and not self.keep_log:  # nothing below applies
+            if ks.open:
+                return ks.decide_open(now_us, lat, u429, u5xx, uf)
+            return ks.decide(now_us, lat, u429, u5xx, uf)
         need, used = self._need(ks, call, d, row, col) if ks.buckets is not None else _NO_NEED
         if ks.core is not None:
             self.fire(now_us)  # what ended by now has left (normally the worlds' timers did)
