@@ -247,20 +247,24 @@ class _Env(simpy.Environment):
 
 
 _Policies = dict[tuple[int, bool], RetryPolicy]
-_Tables = tuple[_Policies, _Policies, tuple[bool, ...], tuple[bool, ...]]
+_Singles = dict[tuple[int, bool], bool]
+_Tables = tuple[_Policies, _Policies, tuple[bool, ...], tuple[bool, ...], _Singles]
 
 
 def _tables(scenario: Scenario, provider: Provider) -> _Tables:
     """A world's fixed tables, per step (0 content, 1 actions, 2 tts) and foreground: the
     route's and the client's retry policies; per step, whether its key is limited and
-    whether a client's abort frees its slot (a run's worlds share them)."""
+    whether a client's abort frees its slot; per step and foreground, whether a request is
+    one provider attempt (no route retries, no shared capacity) (a run's worlds share them)."""
     client = scenario.client
     fgs = (False, True)
     route = {(st, fg): client.route_policy(st, fg) for st in range(3) for fg in fgs}
     own = {(st, fg): client.client_policy(st, fg) for st in range(3) for fg in fgs}
     limited = tuple(provider.limited(st) for st in range(3))
     frees = tuple(provider.frees_on_disconnect(st) for st in range(3))
-    return route, own, limited, frees
+    shared = (scenario.quota_llm.shared, scenario.quota_llm.shared, scenario.quota_tts.shared)
+    single = {k: route[k].max_retries == 0 and not shared[k[0]] for k in route}
+    return route, own, limited, frees, single
 
 
 class _World:
@@ -277,7 +281,7 @@ class _World:
         self._shape = scenario.client.provider_errors
         self._direct = self._shape == ErrorShape.DIRECT  # only then a Retry-After
         tables = _tables(scenario, provider) if tables is None else tables
-        self._route, self._client, self._limited, self._frees = tables
+        self._route, self._client, self._limited, self._frees, self._single = tables
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -409,6 +413,18 @@ class _World:
             counts.retries += 1
             yield _Sleep(env, verdict.wait_us)
 
+    def _seen(self, dec: Decision, step: int) -> tuple[int, int | None]:
+        """What the client sees of a failed attempt in a route without retries (as
+        :meth:`fetch` returns it): the status, and the Retry-After it passes on."""
+        status = dec[0]
+        seen = _SEEN.get(status, status)
+        if seen < 0:  # a transport fault of the answer
+            return seen, None
+        seen = route_status(self._shape, step, seen)
+        if not self._direct or dec.retry_after_ms is None:
+            return seen, None
+        return seen, dec.retry_after_ms * 1000
+
     def _jitter(self, cid: int, step: int, order: int, clip: int) -> Callable[[int], float]:
         """A call's retry jitter as a function of the attempt (the provider's keyed draw)."""
         jitter_u = self.provider.jitter_u
@@ -437,20 +453,52 @@ class _World:
         jitter: Callable[[int], float] | float = 0.0  # the keyed draw, made with the machine
         rank = (order, step, clip)
         n = 0
+        env = self.env
+        single = self._single[step, fg]  # a request is one attempt: :meth:`fetch`, inline
         while True:
             if held is not None:
                 ev = held.acquire(rank)
                 if ev is not None:
                     yield ev
-            status, provider_status, ra, n, counts = yield from self.fetch(
-                cid, step, order, clip, fg, n
-            )
-            if counts is _ONE_OK:
-                stats.requests += 1
+            if single:
+                deadline = env._now + self.timeout_us
+                call = new_call((cid, step, order, clip, n, TTS_KEY if step == 2 else LLM_KEY))
+                n += 1
+                if self._limited[step]:
+                    dec: Decision = yield self._arrive(call)
+                else:
+                    dec = self.provider.decide(call, env._now)
+                now = env._now
+                lat = dec[1]  # latency_us
+                if now + lat > deadline:
+                    yield _Sleep(env, deadline - now)
+                    if self._frees[step]:  # the client's abort frees its slot
+                        self.provider.release(call, now + lat, env._now)
+                    stats.timeouts += 1
+                    status = provider_status = 0
+                    ra = None
+                else:
+                    if lat:
+                        yield _Sleep(env, lat)
+                    provider_status = dec[0]
+                    if provider_status == 200:
+                        stats.requests += 1
+                        if gate is None:
+                            return True  # the machine's verdict on a 200, no gate to tell
+                        status, ra = 200, None
+                    else:
+                        stats.count(provider_status)
+                        status, ra = self._seen(dec, step)
             else:
-                stats.add(counts)
-            if status == 200 and gate is None:
-                return True  # the machine's verdict on a 200, with no gate to tell
+                status, provider_status, ra, n, counts = yield from self.fetch(
+                    cid, step, order, clip, fg, n
+                )
+                if counts is _ONE_OK:
+                    stats.requests += 1
+                else:
+                    stats.add(counts)
+                if status == 200 and gate is None:
+                    return True  # the machine's verdict on a 200, with no gate to tell
             if machine is None:
                 machine = CallMachine(self._client[step, fg], gated=held is not None)
                 jitter = self._jitter(cid, step, order, clip)
