@@ -93,6 +93,18 @@ class _Sleep(Event):
         heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
+class _Start(Event):
+    """A process's start (as simpy's ``Initialize``): an ``URGENT`` event at the instant it
+    is made, whose one callback is the process's resume."""
+
+    def __init__(self, env: simpy.Environment, resume: Callable[[Event], None]) -> None:
+        self.env = env
+        self.callbacks = [resume]
+        self._value = None
+        self._ok = True
+        heappush(env._queue, (env._now, URGENT, next(env._eid), self))  # type: ignore[attr-defined]
+
+
 class _SimGate:
     """The adaptive gate (:class:`sim.limiter.GateCore`) on SimPy events."""
 
@@ -152,11 +164,7 @@ class _Task:
         self.gen = gen
         self.ended = ended
         self.resume = self._resume
-        start = Event(env)  # as simpy's Initialize
-        start.callbacks.append(self.resume)  # type: ignore[union-attr]
-        start._ok = True
-        start._value = None
-        heappush(env._queue, (env._now, URGENT, next(env._eid), start))  # type: ignore[attr-defined]
+        _Start(env, self.resume)
 
     def _resume(self, event: Event) -> None:
         gen = self.gen

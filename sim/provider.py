@@ -43,7 +43,7 @@ from functools import partial
 from heapq import heappop, heappush
 from typing import NamedTuple, cast
 
-from .draws import Draws, client_jitter_u
+from .draws import KIND_JITTER, Draws, client_jitter_u
 from .faults import KeyLimits, has_limits
 from .scenario import Quota, Scenario
 from .sharing import SharedCore
@@ -399,6 +399,16 @@ class Provider:
         ``jitter_u``, else the keyed draw."""
         fixed = self._fixed  # :meth:`draws_for`'s first case, inline
         if fixed is not None and fixed.lo <= cid < fixed.hi:
+            table = fixed._cache.get((step, attempt, KIND_JITTER))
+            if table is not None and self.scenario.client.jitter_u is None:
+                # :func:`client_jitter_u` on a table drawn already (``float(table[row, col])``)
+                col = (
+                    order % fixed.n * fixed.kmax + clip % fixed.kmax
+                    if step == 2
+                    else order % fixed.n
+                )
+                u: float = table.item(cid - fixed.lo, col)
+                return u
             return client_jitter_u(self.scenario, fixed, cid - fixed.lo, step, order, clip, attempt)
         d, row = self.draws_for(cid)
         return client_jitter_u(self.scenario, d, row, step, order, clip, attempt)
