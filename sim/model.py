@@ -290,6 +290,11 @@ class _World:
         self._direct = self._shape == ErrorShape.DIRECT  # only then a Retry-After
         tables = _tables(scenario, provider) if tables is None else tables
         self._route, self._client, self._limited, self._frees, self._single = tables
+        # per step: a key without limits answers at once (Provider.open_decide), else None
+        self._open = tuple(
+            None if self._limited[st] else provider.open_decide(st, TTS_KEY if st == 2 else LLM_KEY)
+            for st in range(3)
+        )
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -421,6 +426,14 @@ class _World:
             counts.retries += 1
             yield _Sleep(env, verdict.wait_us)
 
+    def _abandon(self, call: Call, end_us: int) -> None:
+        """The client gave up on an attempt admitted to end at ``end_us``: its slot is free
+        from now where the step's quota frees slots on disconnect (``call``: its identity,
+        the key taken from the step)."""
+        if self._frees[call[1]]:
+            call = new_call((*call[:5], TTS_KEY if call[1] == 2 else LLM_KEY))
+            self.provider.release(call, end_us, self.env._now)
+
     def _seen(self, dec: Decision, step: int) -> tuple[int, int | None]:
         """What the client sees of a failed attempt in a route without retries (as
         :meth:`fetch` returns it): the status, and the Retry-After it passes on."""
@@ -470,18 +483,22 @@ class _World:
                     yield ev
             if single:
                 deadline = env._now + self.timeout_us
-                call = new_call((cid, step, order, clip, n, TTS_KEY if step == 2 else LLM_KEY))
-                n += 1
-                if self._limited[step]:
-                    dec: Decision = yield self._arrive(call)
+                opened = self._open[step]
+                call = None
+                if opened is not None:  # a key without limits: no call tuple, no batch
+                    dec: Decision = opened(cid, order, clip, n, env._now)
                 else:
-                    dec = self.provider.decide(call, env._now)
+                    call = new_call((cid, step, order, clip, n, TTS_KEY if step == 2 else LLM_KEY))
+                    if self._limited[step]:
+                        dec = yield self._arrive(call)
+                    else:
+                        dec = self.provider.decide(call, env._now)
+                n += 1
                 now = env._now
                 lat = dec[1]  # latency_us
                 if now + lat > deadline:
                     yield _Sleep(env, deadline - now)
-                    if self._frees[step]:  # the client's abort frees its slot
-                        self.provider.release(call, now + lat, env._now)
+                    self._abandon(call or new_call((cid, step, order, clip, n - 1, "")), now + lat)
                     stats.timeouts += 1
                     status = provider_status = 0
                     ra = None
@@ -501,10 +518,7 @@ class _World:
                 status, provider_status, ra, n, counts = yield from self.fetch(
                     cid, step, order, clip, fg, n
                 )
-                if counts is _ONE_OK:
-                    stats.requests += 1
-                else:
-                    stats.add(counts)
+                stats.add(counts)
                 if status == 200 and gate is None:
                     return True  # the machine's verdict on a 200, with no gate to tell
             if machine is None:
@@ -512,8 +526,7 @@ class _World:
                 jitter = self._jitter(cid, step, order, clip)
             verdict = machine.step(status, provider_status, ra, jitter)
             if gate is not None:
-                slot = rank if held is not None else None
-                tell_gate(gate, verdict.tell, int(self.env.now), ra, slot)
+                tell_gate(gate, verdict.tell, env._now, ra, rank if held is not None else None)
             kind = verdict.kind
             if kind is Act.DONE:
                 return True

@@ -56,6 +56,7 @@ __all__ = [
     "Call",
     "Decision",
     "KeyState",
+    "OpenDecide",
     "Provider",
     "arrival_order",
     "new_call",
@@ -314,6 +315,8 @@ class KeyState:
         return RateInfo(*req, *tok)
 
 
+OpenDecide = Callable[[int, int, int, int, int], Decision]
+"""(cid, order, clip, attempt, now_us) -> the decision (:meth:`Provider.open_decide`)."""
 _NO_NEED = ((0, 0), 0)  # no token buckets: no estimate, no output tokens
 PENDING = -1  # Decision.latency_us of a request a shared capacity is still serving
 
@@ -416,6 +419,40 @@ class Provider:
     def speeches(self, cid: int, order: int) -> int:
         d, row = self.draws_for(cid)
         return int(d.speeches().item(row, order % d.n))
+
+    def open_decide(self, step: int, api_key: str) -> OpenDecide | None:
+        """:meth:`decide` for the calls of ``step`` on ``api_key`` as a function of the call's
+        fields (``cid, order, clip, attempt, now_us``), for a key without admission limits
+        (``open``) with no request log and fixed draws; ``None`` where that does not apply.
+        The same draws and the same :meth:`KeyState.decide_open`, without a call tuple or
+        the look-ups :meth:`decide` makes for every key (the model's hot path)."""
+        fixed = self._fixed
+        ks = self._by_step.get((step, api_key))
+        if ks is None:
+            ks = self._by_step[(step, api_key)] = self.key_state(step, api_key)
+        if fixed is None or self.keep_log or not ks.open:
+            return None
+        d, lo, hi, n, kmax = fixed, fixed.lo, fixed.hi, fixed.n, fixed.kmax
+        tables, answer, full = fixed._admit, ks.decide_open, self.decide
+
+        def decide(cid: int, order: int, clip: int, attempt: int, now_us: int) -> Decision:
+            if self.force_status or not lo <= cid < hi:
+                return full(new_call((cid, step, order, clip, attempt, api_key)), now_us)
+            rows = tables.get((step, attempt))
+            if rows is None:
+                rows = d.admission(step, attempt)
+            row = cid - lo
+            col = order % n * kmax + clip % kmax if step == 2 else order % n
+            lats, r429, r5xx, rf = rows
+            return answer(
+                now_us,
+                lats.item(row, col),
+                1.0 if r429 is None else r429.item(row, col),
+                1.0 if r5xx is None else r5xx.item(row, col),
+                1.0 if rf is None else rf.item(row, col),
+            )
+
+        return decide
 
     def decide(self, call: Call, now_us: int, arrival_us: int | None = None) -> Decision:
         cid, step, order, clip, attempt, api_key = call
