@@ -93,6 +93,17 @@ class _Sleep(Event):
         heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
+class _Timer(Event):
+    """:class:`_Sleep` with one callback, ``cb``, instead of a process waiting on it."""
+
+    def __init__(self, env: simpy.Environment, delay: int, cb: Callable[[Event], None]) -> None:
+        self.env = env
+        self.callbacks = [cb]
+        self._value = None
+        self._ok = True
+        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
+
+
 class _Start(Event):
     """A process's start (as simpy's ``Initialize``): an ``URGENT`` event at the instant it
     is made, whose one callback is the process's resume."""
@@ -151,7 +162,7 @@ class _Task:
     the model does not use: the same start (an ``URGENT`` event at the instant it is made)
     and the same resumptions, but no end event — at its end ``ended`` (if any) is called
     at once. Nothing in the model waits for a process's end event except the groups of
-    :func:`_all_ended`, which schedule the one that matters."""
+    :class:`_AllEnded`, which schedule the one that matters."""
 
     __slots__ = ("ended", "gen", "resume")
 
@@ -187,27 +198,29 @@ class _Task:
                 return
 
 
-def _all_ended(env: simpy.Environment, gens: list[Generator[Event, Any, Any]]) -> Event:
+class _AllEnded(Event):
     """Start a task per generator, in order; the event that ``env.all_of`` of their processes
-    would be: the last one's end schedules one event, which triggers it (the same two
+    would be: the last one's end schedules one event, which triggers this one (the same two
     schedulings as a process's end event and the condition; the others' end events had no
     callbacks but the condition's count, so they are not made)."""
-    done = Event(env)
-    left = [len(gens)]
 
-    def relay(_ev: Event) -> None:
-        done.succeed()
+    def __init__(self, env: simpy.Environment, gens: list[Generator[Event, Any, Any]]) -> None:
+        self.env = env
+        self.callbacks = []
+        self._ok = True
+        self._value = None
+        self.left = len(gens)
+        for gen in gens:
+            _Task(env, gen, self._ended)
 
-    def ended() -> None:
-        left[0] -= 1
-        if left[0] == 0:
-            last = Event(env)
-            last.callbacks.append(relay)  # type: ignore[union-attr]
-            last.succeed()
+    def _ended(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            _Timer(self.env, 0, self._relay)  # the last process's end event
 
-    for gen in gens:
-        _Task(env, gen, ended)
-    return done
+    def _relay(self, _ev: Event) -> None:
+        env = self.env  # this event triggered: scheduled now, as ``succeed`` does
+        heappush(env._queue, (env._now, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 _Fetch = tuple[int, int, int | None, int, Counts | None]
@@ -567,7 +580,7 @@ class _World:
                 if not ok:
                     oks[0] = False
 
-            yield _all_ended(env, [gated_clip(j) for j in range(k)])
+            yield _AllEnded(env, [gated_clip(j) for j in range(k)])
             return oks[0]
         # A bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
         nxt = [0]
@@ -583,7 +596,7 @@ class _World:
         if tts_c <= 1 or k == 1:
             yield from worker()
         else:
-            yield _all_ended(env, [worker() for _ in range(min(tts_c, k))])
+            yield _AllEnded(env, [worker() for _ in range(min(tts_c, k))])
         return oks[0]
 
 

@@ -417,6 +417,9 @@ class Provider:
         return client_jitter_u(self.scenario, d, row, step, order, clip, attempt)
 
     def speeches(self, cid: int, order: int) -> int:
+        fixed = self._fixed  # :meth:`draws_for`'s first case, inline
+        if fixed is not None and fixed.lo <= cid < fixed.hi:
+            return fixed.speeches_row(cid - fixed.lo)[order % fixed.n]
         d, row = self.draws_for(cid)
         return int(d.speeches().item(row, order % d.n))
 
