@@ -582,6 +582,12 @@ class _World:
 
             yield _AllEnded(env, [gated_clip(j) for j in range(k)])
             return oks[0]
+        if tts_c <= 1 or k == 1:  # one worker: the clips in order, in this process
+            for clip in range(k):
+                ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats)
+                if not ok:
+                    oks[0] = False
+            return oks[0]
         # A bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
         nxt = [0]
 
@@ -593,10 +599,7 @@ class _World:
                 if not ok:
                     oks[0] = False
 
-        if tts_c <= 1 or k == 1:
-            yield from worker()
-        else:
-            yield _AllEnded(env, [worker() for _ in range(min(tts_c, k))])
+        yield _AllEnded(env, [worker() for _ in range(min(tts_c, k))])
         return oks[0]
 
 
