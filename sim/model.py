@@ -303,10 +303,9 @@ class _World:
         self._direct = self._shape == ErrorShape.DIRECT  # only then a Retry-After
         tables = _tables(scenario, provider) if tables is None else tables
         self._route, self._client, self._limited, self._frees, self._single = tables
-        # per step: a key without limits answers at once (Provider.open_decide), else None
-        self._open = tuple(
-            None if self._limited[st] else provider.open_decide(st, TTS_KEY if st == 2 else LLM_KEY)
-            for st in range(3)
+        # per step: Provider.quick_decide for its key (None where it does not apply)
+        self._quick = tuple(
+            provider.quick_decide(st, TTS_KEY if st == 2 else LLM_KEY) for st in range(3)
         )
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
@@ -347,7 +346,7 @@ class _World:
         del self.batches[batch.key]
         env = self.env
         now = env._now
-        decide = self.provider.decide
+        decide = self._decide
         items = batch.items
         if len(items) == 1:
             batch._value = decide(items[0], now)
@@ -365,6 +364,14 @@ class _World:
             ev = Event(env)
             ev.callbacks.append(resume)  # type: ignore[union-attr]
             ev.succeed(dec)
+
+    def _decide(self, call: Call, now_us: int) -> Decision:
+        """The provider's decision on an arrival (:meth:`Provider.quick_decide` where it
+        applies)."""
+        quick = self._quick[call[1]]
+        if quick is None:
+            return self.provider.decide(call, now_us)
+        return quick(call[0], call[2], call[3], call[4], now_us)
 
     def _arrive(self, call: Call) -> _Batch:
         """A request's arrival on a limited key: the instant's batch that decides it
@@ -496,10 +503,10 @@ class _World:
                     yield ev
             if single:
                 deadline = env._now + self.timeout_us
-                opened = self._open[step]
+                quick = None if self._limited[step] else self._quick[step]
                 call = None
-                if opened is not None:  # a key without limits: no call tuple, no batch
-                    dec: Decision = opened(cid, order, clip, n, env._now)
+                if quick is not None:  # a key without limits: no call tuple, no batch
+                    dec: Decision = quick(cid, order, clip, n, env._now)
                 else:
                     call = new_call((cid, step, order, clip, n, TTS_KEY if step == 2 else LLM_KEY))
                     if self._limited[step]:

@@ -56,8 +56,8 @@ __all__ = [
     "Call",
     "Decision",
     "KeyState",
-    "OpenDecide",
     "Provider",
+    "QuickDecide",
     "arrival_order",
     "new_call",
 ]
@@ -315,8 +315,8 @@ class KeyState:
         return RateInfo(*req, *tok)
 
 
-OpenDecide = Callable[[int, int, int, int, int], Decision]
-"""(cid, order, clip, attempt, now_us) -> the decision (:meth:`Provider.open_decide`)."""
+QuickDecide = Callable[[int, int, int, int, int], Decision]
+"""(cid, order, clip, attempt, now_us) -> the decision (:meth:`Provider.quick_decide`)."""
 _NO_NEED = ((0, 0), 0)  # no token buckets: no estimate, no output tokens
 PENDING = -1  # Decision.latency_us of a request a shared capacity is still serving
 
@@ -423,20 +423,24 @@ class Provider:
         d, row = self.draws_for(cid)
         return int(d.speeches().item(row, order % d.n))
 
-    def open_decide(self, step: int, api_key: str) -> OpenDecide | None:
+    def quick_decide(self, step: int, api_key: str) -> QuickDecide | None:
         """:meth:`decide` for the calls of ``step`` on ``api_key`` as a function of the call's
-        fields (``cid, order, clip, attempt, now_us``), for a key without admission limits
-        (``open``) with no request log and fixed draws; ``None`` where that does not apply.
-        The same draws and the same :meth:`KeyState.decide_open`, without a call tuple or
-        the look-ups :meth:`decide` makes for every key (the model's hot path)."""
+        fields (``cid, order, clip, attempt, now_us``), for a key without token buckets or
+        shared capacity (:attr:`KeyState.quick`) with no request log and fixed draws; ``None``
+        where that does not apply. The same draws and the same :meth:`KeyState.decide` (or
+        :meth:`KeyState.decide_open`), without a call tuple or the look-ups :meth:`decide`
+        makes for every key (the model's hot path)."""
         fixed = self._fixed
+        quota = self._quota[step]
+        if fixed is None or self.keep_log or quota.tokens_limited or quota.shared:
+            return None  # (no key state made for such keys here: they are made as they come)
         ks = self._by_step.get((step, api_key))
         if ks is None:
             ks = self._by_step[(step, api_key)] = self.key_state(step, api_key)
-        if fixed is None or self.keep_log or not ks.open:
-            return None
+        assert ks.quick
         d, lo, hi, n, kmax = fixed, fixed.lo, fixed.hi, fixed.n, fixed.kmax
-        tables, answer, full = fixed._admit, ks.decide_open, self.decide
+        tables, full = fixed._admit, self.decide
+        answer = ks.decide_open if ks.open else ks.decide
 
         def decide(cid: int, order: int, clip: int, attempt: int, now_us: int) -> Decision:
             if self.force_status or not lo <= cid < hi:
