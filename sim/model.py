@@ -55,6 +55,10 @@ __all__ = ["simulate_simpy"]
 LLM_KEY = "llm-key"
 TTS_KEY = "tts-key"
 _BATCH_PRIORITY = EventPriority(NORMAL + 1)  # after every normal event of the instant
+# The hot paths' constants as module globals: a Python 3.11 enum member read from its class
+# costs a few hundred ns; the steps as plain ints (the same values, keys and log names)
+_CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
+_DONE, _FAIL, _WAIT = Act.DONE, Act.FAIL, Act.WAIT
 _TIMEOUT = Decision(0, 0, None, 0, "timeout")
 
 
@@ -548,12 +552,12 @@ class _World:
             if gate is not None:
                 tell_gate(gate, verdict.tell, env._now, ra, rank if held is not None else None)
             kind = verdict.kind
-            if kind is Act.DONE:
+            if kind is _DONE:
                 return True
-            if kind is Act.FAIL:
+            if kind is _FAIL:
                 return False
             stats.retries += 1  # WAIT and REQUEUE are retries (Verdict.retry)
-            if kind is Act.WAIT:
+            if kind is _WAIT:
                 yield _Sleep(self.env, verdict.wait_us)
 
     def tts(
@@ -577,12 +581,12 @@ class _World:
             def gated_clip(clip: int) -> Generator[Event, Any, None]:
                 assert gate is not None
                 if gate_all:
-                    ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, _TTS, order, clip, fg, stats, gate)
                 else:  # adaptive: every clip waits for the gate in order
                     ev = gate.acquire()
                     if ev is not None:
                         yield ev
-                    ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, _TTS, order, clip, fg, stats, gate)
                     gate.release()
                 if not ok:
                     oks[0] = False
@@ -591,7 +595,7 @@ class _World:
             return oks[0]
         if tts_c <= 1 or k == 1:  # one worker: the clips in order, in this process
             for clip in range(k):
-                ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats)
+                ok = yield from self.call(cid, _TTS, order, clip, fg, stats)
                 if not ok:
                     oks[0] = False
             return oks[0]
@@ -602,7 +606,7 @@ class _World:
             while nxt[0] < k:
                 clip = nxt[0]
                 nxt[0] += 1
-                ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats)
+                ok = yield from self.call(cid, _TTS, order, clip, fg, stats)
                 if not ok:
                     oks[0] = False
 
@@ -656,7 +660,7 @@ class _Classroom:
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions, then every clip; the scene is added on success."""
-        ok = yield from self.llm_call(Step.ACTIONS, i, fg)
+        ok = yield from self.llm_call(_ACTIONS, i, fg)
         if ok and not fg:
             self.frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
@@ -675,7 +679,7 @@ class _Classroom:
         self.t0 = int(self.env.now)
         first = 0
         if self.w.client.foreground_first_scene:  # the preview page, before the loop
-            ok = yield from self.llm_call(Step.CONTENT, 0, True)
+            ok = yield from self.llm_call(_CONTENT, 0, True)
             ok = ok and (yield from self.scene_tail(0, True))
             if not ok:
                 if 0 not in self.failed:
@@ -694,7 +698,7 @@ class _Classroom:
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(Step.CONTENT, i)
+            ok = yield from self.llm_call(_CONTENT, i)
             if not ok:
                 self.failed.append(i)
                 self.status = RunStatus.PAUSED
@@ -715,7 +719,7 @@ class _Classroom:
 
             def worker() -> Generator[Event, Any, None]:
                 for i in queue:
-                    ok = yield from self.llm_call(Step.CONTENT, i)
+                    ok = yield from self.llm_call(_CONTENT, i)
                     done[i].succeed(ok)
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues
@@ -731,7 +735,7 @@ class _Classroom:
             ev = gate.acquire()
             if ev is not None:
                 yield ev
-            ok = yield from self.w.call(self.cid, Step.CONTENT, i, 0, False, self.stats, gate)
+            ok = yield from self.w.call(self.cid, _CONTENT, i, 0, False, self.stats, gate)
             gate.release()
             done[i].succeed(ok)
 
