@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from functools import partial
@@ -114,6 +115,8 @@ class KeyState:
         "_ends",
         "buckets",
         "cap",
+        "cap_n",
+        "capped",
         "core",
         "extras",
         "last_us",
@@ -159,6 +162,10 @@ class KeyState:
         self.plain = self.open and not (q.p_429 or q.p_5xx or self.p_fault > 0)
         # no token buckets nor shared capacity: :meth:`Provider.decide` has nothing to add
         self.quick = self.buckets is None and self.core is None
+        # the in-flight cap is the only limit: :meth:`decide_open` with the cap ``cap_n``
+        no_limit = (self.buckets, self.window, self.core, self.extras) == (None, None, None, None)
+        self.capped = bool(q.max_inflight) and not q.rpm > 0 and no_limit
+        self.cap_n = q.max_inflight if self.capped else sys.maxsize
 
     def inflight(self, now_us: int) -> int:
         ends = self._ends
@@ -216,12 +223,14 @@ class KeyState:
     def decide_open(
         self, now_us: int, latency_us: int, u429: float, u5xx: float, ufault: float
     ) -> Decision:
-        """:meth:`decide` on an ``open`` key (no admission limit): the same answer, in one
-        call (the model's hot path)."""
+        """:meth:`decide` on an ``open`` key (no admission limit) or a ``capped`` one (its only
+        limit the in-flight cap): the same answer, in one call (the model's hot path)."""
         ends = self._ends
         while ends and ends[0] <= now_us:  # :meth:`inflight`, inline
             heappop(ends)
         n = len(ends)
+        if n >= self.cap_n:  # a ``capped`` key's limit
+            return _new_decision((429, 0, self.ra_ms, n, "inflight", None, None))
         q = self.quota
         if u429 < q.p_429:
             return _new_decision((429, 0, self.ra_ms, n, "random", None, None))
@@ -440,7 +449,7 @@ class Provider:
         assert ks.quick
         d, lo, hi, n, kmax = fixed, fixed.lo, fixed.hi, fixed.n, fixed.kmax
         tables, full = fixed._admit, self.decide
-        answer = ks.decide_open if ks.open else ks.decide
+        answer = ks.decide_open if ks.open or ks.capped else ks.decide
 
         def decide(cid: int, order: int, clip: int, attempt: int, now_us: int) -> Decision:
             if self.force_status or not lo <= cid < hi:
