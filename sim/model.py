@@ -622,10 +622,10 @@ class _Classroom:
         self.w = w
         self.env = w.env
         self.cid = cid
-        self.mode = Mode(mode)
+        self.mode = mode if isinstance(mode, Mode) else Mode(mode)
         self.c = c
         self.tts_c = tts_c
-        self.adaptive = Policy(adaptive)
+        self.adaptive = adaptive if isinstance(adaptive, Policy) else Policy(adaptive)
         self.stats = Counts()
         self.ready: list[tuple[int, int]] = []
         self.failed: list[int] = []
@@ -798,12 +798,15 @@ def _run_one(
     run_id: int,
     draws: Draws | None = None,
     tables: _Tables | None = None,
+    tts_c: int | None = None,
 ) -> list[RunResult]:
-    """One run: ``cfg.tenants`` classrooms on one provider (ids ``run_id * tenants + j``)."""
+    """One run: ``cfg.tenants`` classrooms on one provider (ids ``run_id * tenants + j``);
+    ``tts_c``: the clips at once, when the caller knows it."""
     prov = Provider(sc, seed, draws=draws, keep_log=cfg.records)
     w = _World(sc, prov, tables)
     c = cfg.c
-    tts_c = tts_concurrency(cfg.mode, c, cfg.tts_concurrency, sc.client.tts_at_concurrency)
+    if tts_c is None:
+        tts_c = tts_concurrency(cfg.mode, c, cfg.tts_concurrency, sc.client.tts_at_concurrency)
     tenants = cfg.tenants
     offsets = tenant_offsets_us(seed, run_id, tenants, cfg.stagger_s, cfg.stagger_dist)
     rooms = []
@@ -828,7 +831,9 @@ def simulate_simpy(
     lo = first_run * config.tenants
     draws = Draws(scenario, seed, lo, lo + reps * config.tenants)
     tables = _tables(scenario, Provider(scenario, seed, keep_log=False))
+    sc, c = scenario, config.c
+    tts_c = tts_concurrency(config.mode, c, config.tts_concurrency, sc.client.tts_at_concurrency)
     out: list[RunResult] = []
     for r in range(first_run, first_run + reps):
-        out.extend(_run_one(scenario, config, seed, r, draws, tables))
+        out.extend(_run_one(scenario, config, seed, r, draws, tables, tts_c))
     return out
