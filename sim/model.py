@@ -166,9 +166,12 @@ class _Task:
     the model does not use: the same start (an ``URGENT`` event at the instant it is made)
     and the same resumptions, but no end event — at its end ``ended`` (if any) is called
     at once. Nothing in the model waits for a process's end event except the groups of
-    :class:`_AllEnded`, which schedule the one that matters."""
+    :class:`_AllEnded`, which schedule the one that matters. Its resume is bound where it
+    is handed out, not kept: a task holding its own bound method would be a reference cycle,
+    left to the cyclic garbage collector with everything it reaches (a run's generators, its
+    classroom, its environment) — a third of a pipelined run's time went to those passes."""
 
-    __slots__ = ("ended", "gen", "resume")
+    __slots__ = ("ended", "gen")
 
     def __init__(
         self,
@@ -178,8 +181,7 @@ class _Task:
     ) -> None:
         self.gen = gen
         self.ended = ended
-        self.resume = self._resume
-        _Start(env, self.resume)
+        _Start(env, self._resume)
 
     def _resume(self, event: Event) -> None:
         gen = self.gen
@@ -198,7 +200,7 @@ class _Task:
                 return
             cbs = event.callbacks
             if cbs is not None:  # not processed yet: wait for it
-                cbs.append(self.resume)
+                cbs.append(self._resume)
                 return
 
 
