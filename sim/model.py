@@ -169,7 +169,7 @@ class _Task:
     :class:`_AllEnded`, which schedule the one that matters. Its resume is bound where it
     is handed out, not kept: a task holding its own bound method would be a reference cycle,
     left to the cyclic garbage collector with everything it reaches (a run's generators, its
-    classroom, its environment) — a third of a pipelined run's time went to those passes."""
+    classroom, its environment) — a quarter of a pipelined run's CPU went to those passes."""
 
     __slots__ = ("ended", "gen")
 
