@@ -115,6 +115,8 @@ class Draws:
         self._audio: NDArray[np.int64] | None = None
         self._tok: dict[tuple[int, int, int], NDArray[np.int64]] = {}
         self._admit: dict[tuple[int, int], Admission] = {}  # :meth:`admission`'s cache
+        self._play: list[list[int]] | None = None  # :meth:`playback_row`'s table
+        self._speeches_rows: list[list[int]] | None = None  # :meth:`speeches_row`'s table
 
     def _per(self, step: int) -> int:
         return self.n * self.kmax if step == 2 else self.n
@@ -228,6 +230,22 @@ class Draws:
             mask, audio, 0
         ).sum(axis=2)
         return out
+
+    def speeches_row(self, row: int) -> list[int]:
+        """Row ``row`` of :meth:`speeches` as Python integers (made once for all the
+        classrooms)."""
+        if self._speeches_rows is None:
+            self._speeches_rows = self.speeches().tolist()
+        got: list[int] = self._speeches_rows[row]
+        return got
+
+    def playback_row(self, row: int) -> list[int]:
+        """Row ``row`` of :meth:`playback_table_us` as Python integers (the table made once
+        for all the classrooms; the same integers :meth:`playback_us` sums)."""
+        if self._play is None:
+            self._play = self.playback_table_us().tolist()
+        got: list[int] = self._play[row]
+        return got
 
     def column(self, step: int, order: int, clip: int) -> int:
         """Index of a call in a row of the step's table."""

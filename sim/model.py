@@ -55,6 +55,10 @@ __all__ = ["simulate_simpy"]
 LLM_KEY = "llm-key"
 TTS_KEY = "tts-key"
 _BATCH_PRIORITY = EventPriority(NORMAL + 1)  # after every normal event of the instant
+# The hot paths' constants as module globals: a Python 3.11 enum member read from its class
+# costs a few hundred ns; the steps as plain ints (the same values, keys and log names)
+_CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
+_DONE, _FAIL, _WAIT = Act.DONE, Act.FAIL, Act.WAIT
 _TIMEOUT = Decision(0, 0, None, 0, "timeout")
 
 
@@ -91,6 +95,29 @@ class _Sleep(Event):
         self._value = None
         self._ok = True
         heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
+
+
+class _Timer(Event):
+    """:class:`_Sleep` with one callback, ``cb``, instead of a process waiting on it."""
+
+    def __init__(self, env: simpy.Environment, delay: int, cb: Callable[[Event], None]) -> None:
+        self.env = env
+        self.callbacks = [cb]
+        self._value = None
+        self._ok = True
+        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
+
+
+class _Start(Event):
+    """A process's start (as simpy's ``Initialize``): an ``URGENT`` event at the instant it
+    is made, whose one callback is the process's resume."""
+
+    def __init__(self, env: simpy.Environment, resume: Callable[[Event], None]) -> None:
+        self.env = env
+        self.callbacks = [resume]
+        self._value = None
+        self._ok = True
+        heappush(env._queue, (env._now, URGENT, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 class _SimGate:
@@ -139,9 +166,12 @@ class _Task:
     the model does not use: the same start (an ``URGENT`` event at the instant it is made)
     and the same resumptions, but no end event — at its end ``ended`` (if any) is called
     at once. Nothing in the model waits for a process's end event except the groups of
-    :func:`_all_ended`, which schedule the one that matters."""
+    :class:`_AllEnded`, which schedule the one that matters. Its resume is bound where it
+    is handed out, not kept: a task holding its own bound method would be a reference cycle,
+    left to the cyclic garbage collector with everything it reaches (a run's generators, its
+    classroom, its environment) — a quarter of a pipelined run's CPU went to those passes."""
 
-    __slots__ = ("ended", "gen", "resume")
+    __slots__ = ("ended", "gen")
 
     def __init__(
         self,
@@ -151,12 +181,7 @@ class _Task:
     ) -> None:
         self.gen = gen
         self.ended = ended
-        self.resume = self._resume
-        start = Event(env)  # as simpy's Initialize
-        start.callbacks.append(self.resume)  # type: ignore[union-attr]
-        start._ok = True
-        start._value = None
-        heappush(env._queue, (env._now, URGENT, next(env._eid), start))  # type: ignore[attr-defined]
+        _Start(env, self._resume)
 
     def _resume(self, event: Event) -> None:
         gen = self.gen
@@ -175,31 +200,33 @@ class _Task:
                 return
             cbs = event.callbacks
             if cbs is not None:  # not processed yet: wait for it
-                cbs.append(self.resume)
+                cbs.append(self._resume)
                 return
 
 
-def _all_ended(env: simpy.Environment, gens: list[Generator[Event, Any, Any]]) -> Event:
+class _AllEnded(Event):
     """Start a task per generator, in order; the event that ``env.all_of`` of their processes
-    would be: the last one's end schedules one event, which triggers it (the same two
+    would be: the last one's end schedules one event, which triggers this one (the same two
     schedulings as a process's end event and the condition; the others' end events had no
     callbacks but the condition's count, so they are not made)."""
-    done = Event(env)
-    left = [len(gens)]
 
-    def relay(_ev: Event) -> None:
-        done.succeed()
+    def __init__(self, env: simpy.Environment, gens: list[Generator[Event, Any, Any]]) -> None:
+        self.env = env
+        self.callbacks = []
+        self._ok = True
+        self._value = None
+        self.left = len(gens)
+        for gen in gens:
+            _Task(env, gen, self._ended)
 
-    def ended() -> None:
-        left[0] -= 1
-        if left[0] == 0:
-            last = Event(env)
-            last.callbacks.append(relay)  # type: ignore[union-attr]
-            last.succeed()
+    def _ended(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            _Timer(self.env, 0, self._relay)  # the last process's end event
 
-    for gen in gens:
-        _Task(env, gen, ended)
-    return done
+    def _relay(self, _ev: Event) -> None:
+        env = self.env  # this event triggered: scheduled now, as ``succeed`` does
+        heappush(env._queue, (env._now, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 _Fetch = tuple[int, int, int | None, int, Counts | None]
@@ -247,20 +274,24 @@ class _Env(simpy.Environment):
 
 
 _Policies = dict[tuple[int, bool], RetryPolicy]
-_Tables = tuple[_Policies, _Policies, tuple[bool, ...], tuple[bool, ...]]
+_Singles = dict[tuple[int, bool], bool]
+_Tables = tuple[_Policies, _Policies, tuple[bool, ...], tuple[bool, ...], _Singles]
 
 
 def _tables(scenario: Scenario, provider: Provider) -> _Tables:
     """A world's fixed tables, per step (0 content, 1 actions, 2 tts) and foreground: the
     route's and the client's retry policies; per step, whether its key is limited and
-    whether a client's abort frees its slot (a run's worlds share them)."""
+    whether a client's abort frees its slot; per step and foreground, whether a request is
+    one provider attempt (no route retries, no shared capacity) (a run's worlds share them)."""
     client = scenario.client
     fgs = (False, True)
     route = {(st, fg): client.route_policy(st, fg) for st in range(3) for fg in fgs}
     own = {(st, fg): client.client_policy(st, fg) for st in range(3) for fg in fgs}
     limited = tuple(provider.limited(st) for st in range(3))
     frees = tuple(provider.frees_on_disconnect(st) for st in range(3))
-    return route, own, limited, frees
+    shared = (scenario.quota_llm.shared, scenario.quota_llm.shared, scenario.quota_tts.shared)
+    single = {k: route[k].max_retries == 0 and not shared[k[0]] for k in route}
+    return route, own, limited, frees, single
 
 
 class _World:
@@ -277,7 +308,11 @@ class _World:
         self._shape = scenario.client.provider_errors
         self._direct = self._shape == ErrorShape.DIRECT  # only then a Retry-After
         tables = _tables(scenario, provider) if tables is None else tables
-        self._route, self._client, self._limited, self._frees = tables
+        self._route, self._client, self._limited, self._frees, self._single = tables
+        # per step: Provider.quick_decide for its key (None where it does not apply)
+        self._quick = tuple(
+            provider.quick_decide(st, TTS_KEY if st == 2 else LLM_KEY) for st in range(3)
+        )
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -317,7 +352,7 @@ class _World:
         del self.batches[batch.key]
         env = self.env
         now = env._now
-        decide = self.provider.decide
+        decide = self._decide
         items = batch.items
         if len(items) == 1:
             batch._value = decide(items[0], now)
@@ -335,6 +370,14 @@ class _World:
             ev = Event(env)
             ev.callbacks.append(resume)  # type: ignore[union-attr]
             ev.succeed(dec)
+
+    def _decide(self, call: Call, now_us: int) -> Decision:
+        """The provider's decision on an arrival (:meth:`Provider.quick_decide` where it
+        applies)."""
+        quick = self._quick[call[1]]
+        if quick is None:
+            return self.provider.decide(call, now_us)
+        return quick(call[0], call[2], call[3], call[4], now_us)
 
     def _arrive(self, call: Call) -> _Batch:
         """A request's arrival on a limited key: the instant's batch that decides it
@@ -409,6 +452,26 @@ class _World:
             counts.retries += 1
             yield _Sleep(env, verdict.wait_us)
 
+    def _abandon(self, call: Call, end_us: int) -> None:
+        """The client gave up on an attempt admitted to end at ``end_us``: its slot is free
+        from now where the step's quota frees slots on disconnect (``call``: its identity,
+        the key taken from the step)."""
+        if self._frees[call[1]]:
+            call = new_call((*call[:5], TTS_KEY if call[1] == 2 else LLM_KEY))
+            self.provider.release(call, end_us, self.env._now)
+
+    def _seen(self, dec: Decision, step: int) -> tuple[int, int | None]:
+        """What the client sees of a failed attempt in a route without retries (as
+        :meth:`fetch` returns it): the status, and the Retry-After it passes on."""
+        status = dec[0]
+        seen = _SEEN.get(status, status)
+        if seen < 0:  # a transport fault of the answer
+            return seen, None
+        seen = route_status(self._shape, step, seen)
+        if not self._direct or dec.retry_after_ms is None:
+            return seen, None
+        return seen, dec.retry_after_ms * 1000
+
     def _jitter(self, cid: int, step: int, order: int, clip: int) -> Callable[[int], float]:
         """A call's retry jitter as a function of the attempt (the provider's keyed draw)."""
         jitter_u = self.provider.jitter_u
@@ -437,34 +500,66 @@ class _World:
         jitter: Callable[[int], float] | float = 0.0  # the keyed draw, made with the machine
         rank = (order, step, clip)
         n = 0
+        env = self.env
+        single = self._single[step, fg]  # a request is one attempt: :meth:`fetch`, inline
         while True:
             if held is not None:
                 ev = held.acquire(rank)
                 if ev is not None:
                     yield ev
-            status, provider_status, ra, n, counts = yield from self.fetch(
-                cid, step, order, clip, fg, n
-            )
-            if counts is _ONE_OK:
-                stats.requests += 1
+            if single:
+                deadline = env._now + self.timeout_us
+                quick = None if self._limited[step] else self._quick[step]
+                call = None
+                if quick is not None:  # a key without limits: no call tuple, no batch
+                    dec: Decision = quick(cid, order, clip, n, env._now)
+                else:
+                    call = new_call((cid, step, order, clip, n, TTS_KEY if step == 2 else LLM_KEY))
+                    if self._limited[step]:
+                        dec = yield self._arrive(call)
+                    else:
+                        dec = self.provider.decide(call, env._now)
+                n += 1
+                now = env._now
+                lat = dec[1]  # latency_us
+                if now + lat > deadline:
+                    yield _Sleep(env, deadline - now)
+                    self._abandon(call or new_call((cid, step, order, clip, n - 1, "")), now + lat)
+                    stats.timeouts += 1
+                    status = provider_status = 0
+                    ra = None
+                else:
+                    if lat:
+                        yield _Sleep(env, lat)
+                    provider_status = dec[0]
+                    if provider_status == 200:
+                        stats.requests += 1
+                        if gate is None:
+                            return True  # the machine's verdict on a 200, no gate to tell
+                        status, ra = 200, None
+                    else:
+                        stats.count(provider_status)
+                        status, ra = self._seen(dec, step)
             else:
+                status, provider_status, ra, n, counts = yield from self.fetch(
+                    cid, step, order, clip, fg, n
+                )
                 stats.add(counts)
-            if status == 200 and gate is None:
-                return True  # the machine's verdict on a 200, with no gate to tell
+                if status == 200 and gate is None:
+                    return True  # the machine's verdict on a 200, with no gate to tell
             if machine is None:
                 machine = CallMachine(self._client[step, fg], gated=held is not None)
                 jitter = self._jitter(cid, step, order, clip)
             verdict = machine.step(status, provider_status, ra, jitter)
             if gate is not None:
-                slot = rank if held is not None else None
-                tell_gate(gate, verdict.tell, int(self.env.now), ra, slot)
+                tell_gate(gate, verdict.tell, env._now, ra, rank if held is not None else None)
             kind = verdict.kind
-            if kind is Act.DONE:
+            if kind is _DONE:
                 return True
-            if kind is Act.FAIL:
+            if kind is _FAIL:
                 return False
             stats.retries += 1  # WAIT and REQUEUE are retries (Verdict.retry)
-            if kind is Act.WAIT:
+            if kind is _WAIT:
                 yield _Sleep(self.env, verdict.wait_us)
 
     def tts(
@@ -488,17 +583,23 @@ class _World:
             def gated_clip(clip: int) -> Generator[Event, Any, None]:
                 assert gate is not None
                 if gate_all:
-                    ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, _TTS, order, clip, fg, stats, gate)
                 else:  # adaptive: every clip waits for the gate in order
                     ev = gate.acquire()
                     if ev is not None:
                         yield ev
-                    ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats, gate)
+                    ok = yield from self.call(cid, _TTS, order, clip, fg, stats, gate)
                     gate.release()
                 if not ok:
                     oks[0] = False
 
-            yield _all_ended(env, [gated_clip(j) for j in range(k)])
+            yield _AllEnded(env, [gated_clip(j) for j in range(k)])
+            return oks[0]
+        if tts_c <= 1 or k == 1:  # one worker: the clips in order, in this process
+            for clip in range(k):
+                ok = yield from self.call(cid, _TTS, order, clip, fg, stats)
+                if not ok:
+                    oks[0] = False
             return oks[0]
         # A bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
         nxt = [0]
@@ -507,14 +608,11 @@ class _World:
             while nxt[0] < k:
                 clip = nxt[0]
                 nxt[0] += 1
-                ok = yield from self.call(cid, Step.TTS, order, clip, fg, stats)
+                ok = yield from self.call(cid, _TTS, order, clip, fg, stats)
                 if not ok:
                     oks[0] = False
 
-        if tts_c <= 1 or k == 1:
-            yield from worker()
-        else:
-            yield _all_ended(env, [worker() for _ in range(min(tts_c, k))])
+        yield _AllEnded(env, [worker() for _ in range(min(tts_c, k))])
         return oks[0]
 
 
@@ -526,10 +624,10 @@ class _Classroom:
         self.w = w
         self.env = w.env
         self.cid = cid
-        self.mode = Mode(mode)
+        self.mode = mode if isinstance(mode, Mode) else Mode(mode)
         self.c = c
         self.tts_c = tts_c
-        self.adaptive = Policy(adaptive)
+        self.adaptive = adaptive if isinstance(adaptive, Policy) else Policy(adaptive)
         self.stats = Counts()
         self.ready: list[tuple[int, int]] = []
         self.failed: list[int] = []
@@ -564,7 +662,7 @@ class _Classroom:
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions, then every clip; the scene is added on success."""
-        ok = yield from self.llm_call(Step.ACTIONS, i, fg)
+        ok = yield from self.llm_call(_ACTIONS, i, fg)
         if ok and not fg:
             self.frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
@@ -583,7 +681,7 @@ class _Classroom:
         self.t0 = int(self.env.now)
         first = 0
         if self.w.client.foreground_first_scene:  # the preview page, before the loop
-            ok = yield from self.llm_call(Step.CONTENT, 0, True)
+            ok = yield from self.llm_call(_CONTENT, 0, True)
             ok = ok and (yield from self.scene_tail(0, True))
             if not ok:
                 if 0 not in self.failed:
@@ -602,7 +700,7 @@ class _Classroom:
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(Step.CONTENT, i)
+            ok = yield from self.llm_call(_CONTENT, i)
             if not ok:
                 self.failed.append(i)
                 self.status = RunStatus.PAUSED
@@ -623,7 +721,7 @@ class _Classroom:
 
             def worker() -> Generator[Event, Any, None]:
                 for i in queue:
-                    ok = yield from self.llm_call(Step.CONTENT, i)
+                    ok = yield from self.llm_call(_CONTENT, i)
                     done[i].succeed(ok)
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues
@@ -639,7 +737,7 @@ class _Classroom:
             ev = gate.acquire()
             if ev is not None:
                 yield ev
-            ok = yield from self.w.call(self.cid, Step.CONTENT, i, 0, False, self.stats, gate)
+            ok = yield from self.w.call(self.cid, _CONTENT, i, 0, False, self.stats, gate)
             gate.release()
             done[i].succeed(ok)
 
@@ -673,7 +771,11 @@ def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[
     """The classroom's :class:`RunResult` (:func:`sim.timeline.run_result`)."""
     prov = cr.w.provider
     d, row = prov.draws_for(cr.cid)
-    play = {i: d.playback_us(row, i, prov.speeches(cr.cid, i)) for i, _ in cr.ready}
+    if d.hi - d.lo > 1:  # a batch of classrooms: their playback table, made once
+        plays = d.playback_row(row)
+        play = {i: plays[i] for i, _ in cr.ready}
+    else:
+        play = {i: d.playback_us(row, i, prov.speeches(cr.cid, i)) for i, _ in cr.ready}
     tl = Timeline(cr.ready, cr.failed, cr.stats, cr.status, cr.end)
     return run_result(
         cr.w.scenario,
@@ -698,12 +800,15 @@ def _run_one(
     run_id: int,
     draws: Draws | None = None,
     tables: _Tables | None = None,
+    tts_c: int | None = None,
 ) -> list[RunResult]:
-    """One run: ``cfg.tenants`` classrooms on one provider (ids ``run_id * tenants + j``)."""
+    """One run: ``cfg.tenants`` classrooms on one provider (ids ``run_id * tenants + j``);
+    ``tts_c``: the clips at once, when the caller knows it."""
     prov = Provider(sc, seed, draws=draws, keep_log=cfg.records)
     w = _World(sc, prov, tables)
     c = cfg.c
-    tts_c = tts_concurrency(cfg.mode, c, cfg.tts_concurrency, sc.client.tts_at_concurrency)
+    if tts_c is None:
+        tts_c = tts_concurrency(cfg.mode, c, cfg.tts_concurrency, sc.client.tts_at_concurrency)
     tenants = cfg.tenants
     offsets = tenant_offsets_us(seed, run_id, tenants, cfg.stagger_s, cfg.stagger_dist)
     rooms = []
@@ -728,7 +833,9 @@ def simulate_simpy(
     lo = first_run * config.tenants
     draws = Draws(scenario, seed, lo, lo + reps * config.tenants)
     tables = _tables(scenario, Provider(scenario, seed, keep_log=False))
+    sc, c = scenario, config.c
+    tts_c = tts_concurrency(config.mode, c, config.tts_concurrency, sc.client.tts_at_concurrency)
     out: list[RunResult] = []
     for r in range(first_run, first_run + reps):
-        out.extend(_run_one(scenario, config, seed, r, draws, tables))
+        out.extend(_run_one(scenario, config, seed, r, draws, tables, tts_c))
     return out

@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from functools import partial
 from heapq import heappop, heappush
 from typing import NamedTuple, cast
 
-from .draws import Draws, client_jitter_u
+from .draws import KIND_JITTER, Draws, client_jitter_u
 from .faults import KeyLimits, has_limits
 from .scenario import Quota, Scenario
 from .sharing import SharedCore
@@ -57,6 +58,7 @@ __all__ = [
     "Decision",
     "KeyState",
     "Provider",
+    "QuickDecide",
     "arrival_order",
     "new_call",
 ]
@@ -113,12 +115,15 @@ class KeyState:
         "_ends",
         "buckets",
         "cap",
+        "cap_n",
+        "capped",
         "core",
         "extras",
         "last_us",
         "open",
         "p_fault",
         "plain",
+        "quick",
         "quota",
         "ra_ms",
         "rate_per_us",
@@ -155,6 +160,12 @@ class KeyState:
             self.extras,
         ) == (None, None, None, None)
         self.plain = self.open and not (q.p_429 or q.p_5xx or self.p_fault > 0)
+        # no token buckets nor shared capacity: :meth:`Provider.decide` has nothing to add
+        self.quick = self.buckets is None and self.core is None
+        # the in-flight cap is the only limit: :meth:`decide_open` with the cap ``cap_n``
+        no_limit = (self.buckets, self.window, self.core, self.extras) == (None, None, None, None)
+        self.capped = bool(q.max_inflight) and not q.rpm > 0 and no_limit
+        self.cap_n = q.max_inflight if self.capped else sys.maxsize
 
     def inflight(self, now_us: int) -> int:
         ends = self._ends
@@ -208,6 +219,28 @@ class KeyState:
         if q.rpm > 0 and not q.rpm_window_s:
             self.tokens -= 1.0
         return self._random(now_us, latency_us, u429, u5xx, ufault, n, ra)
+
+    def decide_open(
+        self, now_us: int, latency_us: int, u429: float, u5xx: float, ufault: float
+    ) -> Decision:
+        """:meth:`decide` on an ``open`` key (no admission limit) or a ``capped`` one (its only
+        limit the in-flight cap): the same answer, in one call (the model's hot path)."""
+        ends = self._ends
+        while ends and ends[0] <= now_us:  # :meth:`inflight`, inline
+            heappop(ends)
+        n = len(ends)
+        if n >= self.cap_n:  # a ``capped`` key's limit
+            return _new_decision((429, 0, self.ra_ms, n, "inflight", None, None))
+        q = self.quota
+        if u429 < q.p_429:
+            return _new_decision((429, 0, self.ra_ms, n, "random", None, None))
+        if u5xx < q.p_5xx:
+            heappush(ends, now_us + latency_us)
+            return _new_decision((q.status_5xx, latency_us, None, n, "5xx", None, None))
+        if ufault < self.p_fault:
+            return self._fault(now_us, latency_us, ufault, n)
+        heappush(ends, now_us + latency_us)
+        return _new_decision((200, latency_us, None, n, "ok", None, None))
 
     def _random(
         self,
@@ -291,6 +324,8 @@ class KeyState:
         return RateInfo(*req, *tok)
 
 
+QuickDecide = Callable[[int, int, int, int, int], Decision]
+"""(cid, order, clip, attempt, now_us) -> the decision (:meth:`Provider.quick_decide`)."""
 _NO_NEED = ((0, 0), 0)  # no token buckets: no estimate, no output tokens
 PENDING = -1  # Decision.latency_us of a request a shared capacity is still serving
 
@@ -376,13 +411,66 @@ class Provider:
         ``jitter_u``, else the keyed draw."""
         fixed = self._fixed  # :meth:`draws_for`'s first case, inline
         if fixed is not None and fixed.lo <= cid < fixed.hi:
+            table = fixed._cache.get((step, attempt, KIND_JITTER))
+            if table is not None and self.scenario.client.jitter_u is None:
+                # :func:`client_jitter_u` on a table drawn already (``float(table[row, col])``)
+                col = (
+                    order % fixed.n * fixed.kmax + clip % fixed.kmax
+                    if step == 2
+                    else order % fixed.n
+                )
+                u: float = table.item(cid - fixed.lo, col)
+                return u
             return client_jitter_u(self.scenario, fixed, cid - fixed.lo, step, order, clip, attempt)
         d, row = self.draws_for(cid)
         return client_jitter_u(self.scenario, d, row, step, order, clip, attempt)
 
     def speeches(self, cid: int, order: int) -> int:
+        fixed = self._fixed  # :meth:`draws_for`'s first case, inline
+        if fixed is not None and fixed.lo <= cid < fixed.hi:
+            return fixed.speeches_row(cid - fixed.lo)[order % fixed.n]
         d, row = self.draws_for(cid)
         return int(d.speeches().item(row, order % d.n))
+
+    def quick_decide(self, step: int, api_key: str) -> QuickDecide | None:
+        """:meth:`decide` for the calls of ``step`` on ``api_key`` as a function of the call's
+        fields (``cid, order, clip, attempt, now_us``), for a key without token buckets or
+        shared capacity (:attr:`KeyState.quick`) with no request log and fixed draws; ``None``
+        where that does not apply. The same draws and the same :meth:`KeyState.decide` (or
+        :meth:`KeyState.decide_open`), without a call tuple or the look-ups :meth:`decide`
+        makes for every key (the model's hot path)."""
+        fixed = self._fixed
+        quota = self._quota[step]
+        if fixed is None or self.keep_log or quota.tokens_limited or quota.shared:
+            return None  # (no key state made for such keys here: they are made as they come)
+        if type(self).decide is not _PROVIDER_DECIDE:
+            return None  # a replaced decide (a subclass, a test's patch) decides every call
+        ks = self._by_step.get((step, api_key))
+        if ks is None:
+            ks = self._by_step[(step, api_key)] = self.key_state(step, api_key)
+        assert ks.quick
+        d, lo, hi, n, kmax = fixed, fixed.lo, fixed.hi, fixed.n, fixed.kmax
+        tables, full = fixed._admit, self.decide
+        answer = ks.decide_open if ks.open or ks.capped else ks.decide
+
+        def decide(cid: int, order: int, clip: int, attempt: int, now_us: int) -> Decision:
+            if self.force_status or not lo <= cid < hi:
+                return full(new_call((cid, step, order, clip, attempt, api_key)), now_us)
+            rows = tables.get((step, attempt))
+            if rows is None:
+                rows = d.admission(step, attempt)
+            row = cid - lo
+            col = order % n * kmax + clip % kmax if step == 2 else order % n
+            lats, r429, r5xx, rf = rows
+            return answer(
+                now_us,
+                lats.item(row, col),
+                1.0 if r429 is None else r429.item(row, col),
+                1.0 if r5xx is None else r5xx.item(row, col),
+                1.0 if rf is None else rf.item(row, col),
+            )
+
+        return decide
 
     def decide(self, call: Call, now_us: int, arrival_us: int | None = None) -> Decision:
         cid, step, order, clip, attempt, api_key = call
@@ -391,7 +479,8 @@ class Provider:
             d, row = fixed, cid - fixed.lo
         else:
             d, row = self.draws_for(cid)
-        col = d.column(step, order, clip)
+        # :meth:`Draws.column`, inline
+        col = order % d.n * d.kmax + clip % d.kmax if step == 2 else order % d.n
         rows = d._admit.get((step, attempt))  # :meth:`Draws.admission`'s cache, else it
         if rows is None:
             rows = d.admission(step, attempt)
@@ -403,8 +492,10 @@ class Provider:
         ks = self._by_step.get((step, api_key))
         if ks is None:
             ks = self._by_step[(step, api_key)] = self.key_state(step, api_key)
-        if ks.open and not self.force_status and not self.keep_log:
-            return ks.decide(now_us, lat, u429, u5xx, uf)  # nothing else below applies
+        if ks.quick and not self.force_status and not self.keep_log:  # nothing below applies
+            if ks.open:
+                return ks.decide_open(now_us, lat, u429, u5xx, uf)
+            return ks.decide(now_us, lat, u429, u5xx, uf)
         need, used = self._need(ks, call, d, row, col) if ks.buckets is not None else _NO_NEED
         if ks.core is not None:
             self.fire(now_us)  # what ended by now has left (normally the worlds' timers did)
@@ -535,3 +626,6 @@ class Provider:
             self._forgotten.add(job)
         else:
             self._results.pop(job, None)
+
+
+_PROVIDER_DECIDE = Provider.decide  # :meth:`Provider.quick_decide` only stands in for this one
