@@ -103,7 +103,7 @@ _DATE = re.compile(rb"\r\ndate: [^\r]*")
 
 def _exchange(srv: ServerThread, raw: bytes, want_responses: int) -> bytes:
     """Send ``raw`` on one connection; read until ``want_responses`` answers are complete
-    (each carries a content-length, or the connection closes)."""
+    (by their content-length or last chunk) or the connection closes."""
     port = int(srv.base_url.rsplit(":", 1)[1])
     got = b""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -118,8 +118,10 @@ def _exchange(srv: ServerThread, raw: bytes, want_responses: int) -> bytes:
 
 def _complete(got: bytes) -> bool:
     head, sep, body = got.rpartition(b"HTTP/1.1 ")[2].partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head:  # a stream: until its last chunk
+        return body.endswith(b"0\r\n\r\n")
     m = re.search(rb"content-length: (\d+)", head)
-    return bool(sep) and (m is None or len(body) >= int(m.group(1)))
+    return bool(sep) and m is not None and len(body) >= int(m.group(1))
 
 
 def _request(path: str, body: bytes, extra: str = "") -> bytes:
@@ -152,3 +154,5 @@ def test_answers_on_a_socket_are_uvicorns_own_bytes(which: str) -> None:
             answers.append([_exchange(srv, raw, n) for raw, n in reqs])
     assert answers[0] == answers[1]
     assert all(a.startswith(b"HTTP/1.1 ") for a in answers[0])
+    if which == "fake":  # the stream read to its end
+        assert b"data: [DONE]" in answers[0][2] and answers[0][2].endswith(b"0\r\n\r\n")
