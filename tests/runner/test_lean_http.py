@@ -1,6 +1,8 @@
-"""The server's transport holds one write back: a response's head and body go out in one
-write, a lone write at the end of the loop's iteration, in order; and over a real socket the
-answers are byte for byte uvicorn's own protocol's (the date header aside)."""
+"""The server's protocol (runner.world.lean_http): its transport holds one write back (a
+response's head and body go out in one write, a lone write at the end of the loop's
+iteration, in order); one keep-alive timer per connection closes it once idle as long as
+uvicorn's would; and over a real socket the answers are byte for byte uvicorn's own
+protocol's (the date header aside)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,16 @@ import asyncio
 import itertools
 import re
 import socket
+import time
 from typing import Any
 
+import looptime
 import pytest
 
 from runner.world import provider_api as _api
 from runner.world.bare import bare_app
 from runner.world.fake_provider import ServerThread, create_app
-from runner.world.one_write import HeldWrites, OneWriteProtocol, _flusher
+from runner.world.lean_http import HeldWrites, LeanHttpProtocol, _flusher, _KeepAlive
 from tests.conftest import const_scenario
 
 
@@ -144,7 +148,7 @@ def test_answers_on_a_socket_are_uvicorns_own_bytes(which: str) -> None:
         (b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1),
     ]
     answers = []
-    for protocol in (OneWriteProtocol, "httptools"):
+    for protocol in (LeanHttpProtocol, "httptools"):
         sc = const_scenario(content=0.002, actions=0.002, tts=0.001)
         app = create_app(sc, 0) if which == "fake" else bare_app(0.001)
         srv = ServerThread(app)
@@ -156,3 +160,75 @@ def test_answers_on_a_socket_are_uvicorns_own_bytes(which: str) -> None:
     assert all(a.startswith(b"HTTP/1.1 ") for a in answers[0])
     if which == "fake":  # the stream read to its end
         assert b"data: [DONE]" in answers[0][2] and answers[0][2].endswith(b"0\r\n\r\n")
+
+
+class _Proto:
+    """What the keep-alive timer uses of its protocol: the loop, and the handler it calls."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.fired_at: list[float] = []
+
+    def timeout_keep_alive_handler(self) -> None:
+        self.fired_at.append(self.loop.time())
+
+
+def test_the_keep_alive_timer_fires_once_at_the_last_deadline() -> None:
+    """On a virtual clock: armed at 0 and again at 3 (5 s each), the one loop timer fires at
+    5, finds the deadline moved to 8, is set again and fires the handler at 8; disarmed
+    (a request came), it calls nothing; stopped, the loop's timer is cancelled."""
+
+    async def main() -> list[Any]:
+        p = _Proto(asyncio.get_running_loop())
+        k = _KeepAlive(p)  # type: ignore[arg-type]
+        k.arm(p.loop, 5.0)
+        first = k.handle
+        await asyncio.sleep(3.0)
+        k.arm(p.loop, 5.0)
+        same = k.handle is first
+        await asyncio.sleep(2.5)  # t = 5.5: the first timer fired early and was set again
+        early = (list(p.fired_at), k.handle is not None and k.handle is not first)
+        await asyncio.sleep(10.0)
+        k.arm(p.loop, 5.0)
+        k.cancel()
+        await asyncio.sleep(10.0)
+        k.arm(p.loop, 5.0)
+        last = k.handle
+        k.stop()
+        assert last is not None
+        return [same, early, p.fired_at, last.cancelled(), k.handle]
+
+    loop = looptime.new_event_loop(start=0.0, resolution=1e-6, noop_cycles=0)
+    try:
+        got = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert got == [True, ([], True), [8.0], True, None]
+
+
+@pytest.mark.wallclock
+def test_a_connection_stays_open_while_busy_and_closes_once_idle() -> None:
+    """Requests back to back for three keep-alive timeouts keep the connection (each answer
+    moves the deadline); idle, it is closed, no earlier than the timeout after the last
+    request was sent (a one-sided bound)."""
+    timeout_s = 0.5
+    srv = ServerThread(bare_app(0.0))
+    srv.server.config.timeout_keep_alive = timeout_s  # type: ignore[assignment]  # (a delay)
+    req = _request("/", b"{}")
+    with srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            t0 = time.monotonic()
+            answers = 0
+            while time.monotonic() - t0 < 3 * timeout_s:
+                sent = time.monotonic()
+                s.sendall(req)
+                got = b""
+                while not _complete(got):
+                    chunk = s.recv(65536)
+                    assert chunk, "closed while busy"
+                    got += chunk
+                answers += 1
+            assert s.recv(1) == b""  # closed by the server
+            assert time.monotonic() - sent >= timeout_s
+    assert answers > 3
