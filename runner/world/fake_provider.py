@@ -858,32 +858,16 @@ def create_app(
     return app
 
 
-def _http_protocol() -> Any:
-    """httptools' protocol with a response's head and body in one write and one keep-alive
-    timer per connection (:mod:`runner.world.lean_http`); without httptools, uvicorn's own
-    choice."""
-    try:
-        from .lean_http import LeanHttpProtocol
-    except ImportError:  # pragma: no cover - httptools is a dependency
-        return "auto"
-    return LeanHttpProtocol
-
-
 def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
-    """uvicorn for the fake provider, and for the bare app it is measured against (the
-    same settings): no access log, no proxy headers; httptools' parser (a dependency; about
-    a tenth of h11's cost per request) with a response's head and body in one write and
-    one keep-alive timer per connection (:mod:`runner.world.lean_http`). The event loop
-    stays asyncio's:
+    """uvicorn for the fake provider: no access log; httptools' parser when it is installed
+    (a dependency; about a tenth of h11's cost per request). The event loop stays asyncio's:
     uvloop's timers and ``loop.time()`` have millisecond resolution (a latency of 1.2345 ms
     would sleep 1 ms), and it did not lower the floor here (docs/validation.md)."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=_http_protocol(),
-        # no proxy in front: the client's address is the socket's (no headers rewritten)
-        proxy_headers=False,
+        http="auto",
         log_level="warning",
         lifespan="off",
         access_log=False,
