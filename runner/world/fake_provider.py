@@ -481,6 +481,8 @@ class _ResetResponse(Response):
 _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _JSON_TYPE = (b"content-type", b"application/json")
 _COUNTS_NAME = COUNTS_HEADER.encode()
+# what _COMPACT.encode does with a str (JSONEncoder.encode's first case, ensure_ascii off)
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
 class _Json(Response):
@@ -710,7 +712,7 @@ async def tts_answer(
     key = str(body.get("ttsApiKey") or "")
 
     def payload() -> bytes:  # {"success", "audioId", "base64", "format"}, encoded
-        return _TTS_HEAD + _COMPACT.encode(audio_id).encode() + _TTS_TAIL
+        return _TTS_HEAD + _json_str(audio_id).encode() + _TTS_TAIL
 
     return await _generate(fake, (Step.TTS, cid, order, clip), key, headers, request, payload)
 

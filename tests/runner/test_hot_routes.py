@@ -268,3 +268,12 @@ def _audio_id_three_matches(value: str) -> tuple[int, int, int]:
 )
 def test_audio_ids_read_in_one_match_as_in_three(value: str) -> None:
     assert wire.parse_audio_id(value) == _audio_id_three_matches(value)
+
+
+@pytest.mark.parametrize(
+    "text", ["tts_sb-3-o1-s0", 'quo"te \\ back\nslash\t\x01', "é 漢字 🙂 \ud800", ""]
+)
+def test_the_tts_answers_audio_id_is_written_as_jsonresponse_writes_it(text: str) -> None:
+    from runner.world.fake_provider import _COMPACT, _json_str
+
+    assert _json_str(text) == _COMPACT.encode(text)
