@@ -189,6 +189,11 @@ class FakeProvider:
         self._last_decided_us = 0
         self.actions_inputs: dict[tuple[int, int], list[str]] = {}
         self._armed: set[int] = set()
+        # whether a client that goes away frees a slot on either key (the hot routes then
+        # watch the connection, runner.world.hot_routes)
+        self.frees_on_disconnect_any = bool(
+            scenario.quota_llm.disconnect_frees or scenario.quota_tts.disconnect_frees
+        )
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             self.provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -323,7 +328,6 @@ class FakeProvider:
         """What the route does with the model call: admit, wait the latency and, in the
         ``route`` error shape before #788, retry a 429 or 5xx as the AI SDK does; returns the
         last decision and the provider attempts' counts (the same rule as the model's)."""
-        policy = self.scenario.client.route_policy(step, fg)
         counts = Counts()
         k = 0
         batched = self.virtual and self.provider.limited(step)
@@ -354,6 +358,7 @@ class FakeProvider:
             if dec.status == 200:
                 return dec, counts
             ra = None if dec.retry_after_ms is None else dec.retry_after_ms * 1000
+            policy = self.scenario.client.route_policy(step, fg)  # (a 200 needs none)
             verdict = after_attempt(policy, k, outcome_of(dec.status), ra)
             if verdict.fail:
                 return dec, counts
@@ -475,6 +480,9 @@ class _ResetResponse(Response):
 # JSONResponse's encoding (compact, UTF-8, no NaN), one encoder for every answer
 _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _JSON_TYPE = (b"content-type", b"application/json")
+_COUNTS_NAME = COUNTS_HEADER.encode()
+# what _COMPACT.encode does with a str (JSONEncoder.encode's first case, ensure_ascii off)
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
 class _Json(Response):
@@ -486,9 +494,9 @@ class _Json(Response):
         self.background = None
         self.body = body
         self.raw_headers = [
-            (b"content-length", str(len(body)).encode()),
+            (b"content-length", b"%d" % len(body)),
             _JSON_TYPE,
-            (COUNTS_HEADER.encode(), counts.encode("latin-1")),
+            (_COUNTS_NAME, counts.encode("latin-1")),
         ]
 
 
@@ -704,7 +712,7 @@ async def tts_answer(
     key = str(body.get("ttsApiKey") or "")
 
     def payload() -> bytes:  # {"success", "audioId", "base64", "format"}, encoded
-        return _TTS_HEAD + _COMPACT.encode(audio_id).encode() + _TTS_TAIL
+        return _TTS_HEAD + _json_str(audio_id).encode() + _TTS_TAIL
 
     return await _generate(fake, (Step.TTS, cid, order, clip), key, headers, request, payload)
 

@@ -33,30 +33,27 @@ __all__ = ["PLAIN", "FakeApp", "HotRoutes", "old_route", "provider_route"]
 
 # (fake, body, headers, request or None) -> the answer
 _Answer = Callable[[Any, dict[str, Any], _api.Headers, Request | None], Awaitable[Response]]
+# a body read: its JSON object, or the answer to an unreadable one (or it raises the
+# route's bad-request exception)
+Read = Callable[[bytes | None], "dict[str, Any] | Response"]
 
 
-Route = Callable[..., Awaitable[Response]]
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A hot route: how its body is read, and its answer to a body read."""
+
+    read: Read
+    answer: _Answer
 
 
 def old_route(answer: _Answer, parse: Callable[[bytes | None], dict[str, Any]]) -> Route:
     """An OpenMAIC route: its body read by ``parse``, which raises the route's 400/413."""
-
-    async def route(fake: Any, raw: bytes | None, headers: _api.Headers, req: Any) -> Response:
-        return await answer(fake, parse(raw), headers, req)
-
-    return route
+    return Route(parse, answer)
 
 
 def provider_route(answer: _Answer, shape: str) -> Route:
     """A provider endpoint: its body's errors answered in the provider's ``shape``."""
-
-    async def route(fake: Any, raw: bytes | None, headers: _api.Headers, req: Any) -> Response:
-        body = _api.read_raw(raw, shape)
-        if isinstance(body, Response):
-            return body
-        return await answer(fake, body, headers, req)
-
-    return route
+    return Route(functools.partial(_api.read_raw, shape=shape), answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +97,6 @@ async def _body(receive: Receive, headers: _api.Headers) -> bytes | None:
 PLAIN = frozenset({Response, JSONResponse, _api._Json})
 
 
-def _frees_on_disconnect(fake: Any) -> bool:
-    sc = fake.scenario
-    return bool(sc.quota_llm.disconnect_frees or sc.quota_tts.disconnect_frees)
-
-
 async def _started(send: Send, started: list[bool], message: Any) -> None:
     if message["type"] == "http.response.start":
         started.append(True)
@@ -119,18 +111,24 @@ async def _serve(
     send: Send,
 ) -> None:
     started: list[bool] = []  # whether the answer has begun (then an error only re-raises)
+    hot = app.hot
     try:
         fake = app.state._state["fake"]  # app.state.fake without State.__getattr__'s miss
         # the first of a repeated header, as Starlette's Headers.get
         raw = scope["headers"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}
         # a key freed when its client goes away watches the connection through the request
-        req = Request(scope, receive) if _frees_on_disconnect(fake) else None
+        req = Request(scope, receive) if fake.frees_on_disconnect_any else None
         try:
-            resp = await route(fake, await _body(receive, headers), headers, req)
-        except app.hot.bad_request as e:  # the app's handler for it
-            resp = await app.exception_handlers[app.hot.bad_request](Request(scope), e)
-        if type(resp) in app.hot.plain and resp.background is None:  # Response.__call__, inline
+            body = route.read(await _body(receive, headers))
+            if type(body) is dict:
+                resp = await route.answer(fake, body, headers, req)
+            else:  # the provider's answer to an unreadable body
+                assert isinstance(body, Response)
+                resp = body
+        except hot.bad_request as e:  # the app's handler for it
+            resp = await app.exception_handlers[hot.bad_request](Request(scope), e)
+        if type(resp) in hot.plain and resp.background is None:  # Response.__call__, inline
             started.append(True)
             head = resp.raw_headers
             await send({"type": "http.response.start", "status": resp.status_code, "headers": head})

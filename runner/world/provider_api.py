@@ -30,7 +30,6 @@ import json
 import math
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, NamedTuple, Protocol
 
@@ -381,9 +380,9 @@ def _pieces(text: str, n: int) -> list[str]:
     return [text[len(text) * i // n : len(text) * (i + 1) // n] for i in range(n)]
 
 
-@dataclass
-class _Answer:
-    """A successful chat call's answer: its text, usage and timing."""
+class _Answer(NamedTuple):
+    """A successful chat call's answer: its text, usage and timing (a named tuple: made
+    once per answer, cheaper than a dataclass)."""
 
     text: str
     prompt_tokens: int
@@ -517,7 +516,7 @@ class _Json(Response):
         self.status_code = 200
         self.background = None
         self.body = body
-        self.raw_headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
+        self.raw_headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
         for k, v in headers.items():  # as MutableHeaders.update: lower-case names, latin-1
             self.raw_headers.append((k.lower().encode("latin-1"), v.encode("latin-1")))
 
@@ -525,23 +524,34 @@ class _Json(Response):
 _JSON_TYPE = (b"content-type", b"application/json")
 
 
-# _openai_body as json.dumps writes it (default separators, ASCII), its fields filled in
-_OPENAI_JSON = (
-    '{"id": "chatcmpl-sb%d", "object": "chat.completion", "created": 1767225600, "model": %s, '
+# _openai_body as json.dumps writes it (default separators, ASCII): the id, then the rest
+_OPENAI_HEAD = b'{"id": "chatcmpl-sb%d'
+_OPENAI_TAIL = (
+    '", "object": "chat.completion", "created": 1767225600, "model": %s, '
     '"choices": [{"index": 0, "message": {"role": "assistant", "content": %s}, '
     '"logprobs": null, "finish_reason": %s}], '
     '"usage": {"prompt_tokens": %d, "completion_tokens": %d, "total_tokens": %d}}'
 )
 _ascii = json.encoder.encode_basestring_ascii  # how json.dumps writes a str
+# the encoded rest by (model, text, finish, prompt tokens, completion tokens): all it says
+_TAILS: dict[tuple[str, str, str, int, int], bytes] = {}
+_TAILS_MAX = 1024  # forgotten all at once when full (a long soak stays flat)
 
 
 def _openai_json(ans: _Answer, model: str) -> bytes:
-    """``json.dumps(_openai_body(ans, model)).encode()``, written from a template."""
+    """``json.dumps(_openai_body(ans, model)).encode()``, written from a template: the id,
+    then the rest (a pure function of the answer and the model, encoded once)."""
     tin, tout = ans.prompt_tokens, ans.completion_tokens
     if type(tin) is not int or type(tout) is not int:  # %d is int's repr only for an int
         return json.dumps(_openai_body(ans, model)).encode()
-    fields = (next(_ids), _ascii(model), _ascii(ans.text), _ascii(ans.finish), tin, tout)
-    return (_OPENAI_JSON % (*fields, tin + tout)).encode()
+    key = (model, ans.text, ans.finish, tin, tout)
+    tail = _TAILS.get(key)
+    if tail is None:
+        if len(_TAILS) >= _TAILS_MAX:
+            _TAILS.clear()
+        fields = (_ascii(model), _ascii(ans.text), _ascii(ans.finish), tin, tout, tin + tout)
+        tail = _TAILS[key] = (_OPENAI_TAIL % fields).encode()
+    return _OPENAI_HEAD % next(_ids) + tail
 
 
 def _plain(

@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 
 from runner.world import provider_api as _api
+from runner.world import wire
 from runner.world.fake_provider import DRAWS_BLOCK, HOT_PATHS, MAX_BODY_BYTES, create_app
 from runner.world.hot_routes import FakeApp
 from runner.world.provider_api import CALL_HEADER
@@ -218,7 +219,61 @@ def test_block_draws_are_each_classrooms_own(scenario: str) -> None:
 )
 def test_the_chat_template_writes_what_json_dumps_wrote(text: str, model: str) -> None:
     ans = _api._Answer(text, 12, 34, "length", [], [])
-    _api._ids = itertools.count(7)
-    got = _api._openai_json(ans, model)
-    _api._ids = itertools.count(7)
-    assert got == json.dumps(_api._openai_body(ans, model)).encode()
+    for first_id in (7, 12_345):  # the rest encoded, then read back for another id
+        _api._ids = itertools.count(first_id)
+        got = _api._openai_json(ans, model)
+        _api._ids = itertools.count(first_id)
+        assert got == json.dumps(_api._openai_body(ans, model)).encode()
+    assert (model, text, "length", 12, 34) in _api._TAILS
+
+
+def test_the_chat_templates_rest_is_forgotten_when_full() -> None:
+    _api._TAILS.clear()
+    for words in range(_api._TAILS_MAX + 1):
+        _api._openai_json(_api._Answer(f"w{words}", 1, 2, "stop", [], []), "m")
+    assert len(_api._TAILS) == 1  # cleared at the bound, then the last one
+
+
+def _audio_id_three_matches(value: str) -> tuple[int, int, int]:
+    """parse_audio_id as written before its one-match path (the upstream form, the older
+    form, then the action id searched in either)."""
+    m = wire._UPSTREAM_AUDIO_RE.match(value)
+    action = m.group(2) if m else None
+    if action is None:
+        own = wire._OWN_AUDIO_RE.match(value)
+        action = own.group(1) if own else None
+    a = wire._ACTION_RE.search(action) if action is not None else None
+    if a is not None:
+        return int(a.group(1)), int(a.group(2)), int(a.group(3))
+    return wire.hash_id(value), int(m.group(1)) if m else 0, 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "tts_sb-3-o1-s0",
+        "tts_s1_sb-3-o1-s0",
+        "tts_s12_sb-1000007-o40-s19",
+        "tts_sb-3-o1-s0\n",  # $ matches before a final newline, in every pattern
+        "tts_s2_sb-3-o1-s0\n",
+        "tts_s2_xsb-3-o1-s0",  # the action id found inside upstream's action
+        "tts_s2_sb-3-o1-s0-sb-4-o2-s1",
+        "tts_sb-٣-o1-s0",  # a non-ASCII decimal digit is a \\d, and int() reads it
+        "tts_s_sb-3-o1-s0",
+        "tts_sb-3-o1",
+        "tts_s2_some-upstream-action",
+        "x",
+        "",
+    ],
+)
+def test_audio_ids_read_in_one_match_as_in_three(value: str) -> None:
+    assert wire.parse_audio_id(value) == _audio_id_three_matches(value)
+
+
+@pytest.mark.parametrize(
+    "text", ["tts_sb-3-o1-s0", 'quo"te \\ back\nslash\t\x01', "é 漢字 🙂 \ud800", ""]
+)
+def test_the_tts_answers_audio_id_is_written_as_jsonresponse_writes_it(text: str) -> None:
+    from runner.world.fake_provider import _COMPACT, _json_str
+
+    assert _json_str(text) == _COMPACT.encode(text)
