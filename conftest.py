@@ -5,9 +5,10 @@ pyproject's addopts run the suite on pytest-xdist workers (``-n auto --dist load
 test is its own unit of work but the wall-clock tests (marker ``wallclock``), which are one unit,
 run on one worker one at a time. The order the units are handed out in:
 
-1. the wall-clock unit first, to one worker: it waits on real sockets and sleeps most of the
-   time (its chain is long in wall time, short in CPU), and it keeps that worker's core to itself
-   while the other workers run the model-only tests;
+1. the wall-clock unit first, to the first worker (``gw0``): it waits on real sockets and sleeps
+   most of the time (its chain is long in wall time, short in CPU). The other workers run at a
+   lower CPU priority (``nice`` +10, their subprocesses too), so the model-only tests they run
+   take only the CPU the wall-clock tests leave: those keep a quiet core;
 2. then the ``heavy`` tests (many seconds of CPU each: a sweep, a whole-grid check), so that the
    longest work starts early and no worker is left with it at the end;
 3. then the rest, in collection order.
@@ -41,9 +42,21 @@ def _marks_file(testrunuid: str) -> Path:
     return Path(tempfile.gettempdir()) / f"scenebench-marks-{testrunuid}.json"
 
 
+WALLCLOCK_WORKER = "gw0"
+MODEL_WORKER_NICE = 10
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """The controller names the run, so that its workers and its scheduler share the file."""
-    if hasattr(config, "workerinput") or config.getoption("dist", "no") != "loadgroup":
+    """The controller names the run, so that its workers and its scheduler share the file; a
+    worker other than the wall-clock tests' lowers its own priority."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        if config.getoption("dist", "no") == "loadgroup" and (
+            workerinput.get("workerid") != WALLCLOCK_WORKER
+        ):
+            os.nice(MODEL_WORKER_NICE)
+        return
+    if config.getoption("dist", "no") != "loadgroup":
         return
     if config.getoption("testrunuid", None) is None:
         config.option.testrunuid = uuid.uuid4().hex
@@ -100,15 +113,28 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
                 for units in self.assigned_work.values()
             )
 
+        def _wallclock_node(self, node: Any) -> bool:
+            ids = [n.gateway.id for n in self.nodes]
+            want = WALLCLOCK_WORKER if WALLCLOCK_WORKER in ids else ids[0]
+            return bool(node.gateway.id == want)
+
+        def _pick(self, node: Any) -> str:
+            """The unit to hand ``node``: the wall-clock unit to its worker; to the others the
+            first unit in order, a multicore one only once the wall-clock unit is done (or
+            when nothing else is left: an idle worker gets no more calls)."""
+            queue = list(self.workqueue)
+            if WALLCLOCK_GROUP in self.workqueue and self._wallclock_node(node):
+                return WALLCLOCK_GROUP
+            rest = [s for s in queue if s != WALLCLOCK_GROUP] or queue
+            if self._wallclock_running() or WALLCLOCK_GROUP in self.workqueue:
+                multicore = self._marked("multicore")
+                return next((s for s in rest if s not in multicore), rest[0])
+            return rest[0]
+
         def _assign_work_unit(self, node: Any) -> None:
             if not self.ordered:
                 self._order_queue()
-            queue = self.workqueue
-            multicore = self._marked("multicore")
-            if next(iter(queue)) in multicore and self._wallclock_running():
-                other = next((s for s in queue if s not in multicore), None)
-                if other is not None:  # else hand it out: an idle worker gets no more calls
-                    queue.move_to_end(other, last=False)
+            self.workqueue.move_to_end(self._pick(node), last=False)
             super()._assign_work_unit(node)
 
     return WallclockFirst(config, log)
