@@ -51,7 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
     worker other than the wall-clock tests' lowers its own priority."""
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
-        if config.getoption("dist", "no") == "loadgroup" and (
+        # a worker's dist option is "no"; xdist keeps whether it was loadgroup here
+        if getattr(config.option, "loadgroup", False) and (
             workerinput.get("workerid") != WALLCLOCK_WORKER
         ):
             os.nice(MODEL_WORKER_NICE)
