@@ -1,18 +1,31 @@
 """Test-run plumbing for the whole suite (pytest loads this first; tests/conftest.py holds the
 tests' own helpers).
 
-pyproject's addopts run the suite on pytest-xdist workers (``-n auto --dist loadgroup``). The
-wall-clock tests (marker ``wallclock``) are one unit of work, run on one worker one at a time,
-and handed out last, once every other test has been given out, so that they run on a machine
-the model-only tests have (nearly) left. ``-n 0`` runs everything in one process as before.
+pyproject's addopts run the suite on pytest-xdist workers (``-n auto --dist loadgroup``). Every
+test is its own unit of work but the wall-clock tests (marker ``wallclock``), which are one unit,
+run on one worker one at a time. The order the units are handed out in:
+
+1. the wall-clock unit first, to the first worker (``gw0``): it waits on real sockets and sleeps
+   most of the time (its chain is long in wall time, short in CPU). The other workers run at a
+   lower CPU priority (``nice`` +10, their subprocesses too), so the model-only tests they run
+   take only the CPU the wall-clock tests leave: those keep a quiet core;
+2. then the ``heavy`` tests (many seconds of CPU each: a sweep, a whole-grid check), so that the
+   longest work starts early and no worker is left with it at the end;
+3. then the rest, in collection order.
+
+A ``multicore`` test (a process pool, a Dask cluster, a sweep on every core) is held back while
+the wall-clock unit is running on another worker, as long as anything else is left to hand out:
+it would take the wall-clock tests' core. ``-n 0`` runs everything in one process, in collection
+order.
 
 xdist's own ``xdist_group`` mark cannot be used: it renames node ids, which pytest 9 no
-longer allows. The workers write the wall-clock tests' ids to a file named by the run's id;
+longer allows. The workers write the marked tests' ids to a file named by the run's id;
 the controller's scheduler reads it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
@@ -22,15 +35,29 @@ from typing import Any
 import pytest
 
 WALLCLOCK_GROUP = "wallclock"
+_MARKS = ("wallclock", "heavy", "multicore")
 
 
-def _wallclock_file(testrunuid: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"scenebench-wallclock-{testrunuid}.txt"
+def _marks_file(testrunuid: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"scenebench-marks-{testrunuid}.json"
+
+
+WALLCLOCK_WORKER = "gw0"
+MODEL_WORKER_NICE = 10
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The controller names the run, so that its workers and its scheduler share the file."""
-    if hasattr(config, "workerinput") or config.getoption("dist", "no") != "loadgroup":
+    """The controller names the run, so that its workers and its scheduler share the file; a
+    worker other than the wall-clock tests' lowers its own priority."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        # a worker's dist option is "no"; xdist keeps whether it was loadgroup here
+        if getattr(config.option, "loadgroup", False) and (
+            workerinput.get("workerid") != WALLCLOCK_WORKER
+        ):
+            os.nice(MODEL_WORKER_NICE)
+        return
+    if config.getoption("dist", "no") != "loadgroup":
         return
     if config.getoption("testrunuid", None) is None:
         config.option.testrunuid = uuid.uuid4().hex
@@ -38,41 +65,77 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On a worker: the ids of the wall-clock tests collected, for the scheduler."""
+    """On a worker: the ids of the marked tests collected, for the scheduler."""
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:
         return
-    ids = [item.nodeid for item in items if item.get_closest_marker("wallclock") is not None]
-    path = _wallclock_file(workerinput["testrunuid"])
+    ids = {m: [i.nodeid for i in items if i.get_closest_marker(m) is not None] for m in _MARKS}
+    path = _marks_file(workerinput["testrunuid"])
     tmp = path.with_name(f"{path.name}.{os.getpid()}")
-    tmp.write_text("\n".join(ids), encoding="utf-8")
-    os.replace(tmp, path)  # every worker writes the same list
+    tmp.write_text(json.dumps(ids), encoding="utf-8")
+    os.replace(tmp, path)  # every worker writes the same lists
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadgroup``: every test its own unit of work but the wall-clock tests, one
-    unit handed out last (other modes: xdist's own)."""
+    """``--dist loadgroup``: the order above (other modes: xdist's own)."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    path = _wallclock_file(config.getoption("testrunuid"))
+    path = _marks_file(config.getoption("testrunuid"))
 
-    class WallclockLast(LoadScopeScheduling):  # type: ignore[misc]
-        wallclock: frozenset[str] | None = None
+    class WallclockFirst(LoadScopeScheduling):  # type: ignore[misc]
+        marks: dict[str, frozenset[str]] | None = None
+        ordered = False
+
+        def _marked(self, mark: str) -> frozenset[str]:
+            if self.marks is None:
+                text = path.read_text(encoding="utf-8") if path.exists() else "{}"
+                path.unlink(missing_ok=True)
+                self.marks = {m: frozenset(v) for m, v in json.loads(text).items()}
+            return self.marks.get(mark, frozenset())
 
         def _split_scope(self, nodeid: str) -> str:
-            if self.wallclock is None:
-                text = path.read_text(encoding="utf-8") if path.exists() else ""
-                path.unlink(missing_ok=True)
-                self.wallclock = frozenset(text.split("\n")) - {""}
-            return WALLCLOCK_GROUP if nodeid in self.wallclock else nodeid
+            return WALLCLOCK_GROUP if nodeid in self._marked("wallclock") else nodeid
+
+        def _order_queue(self) -> None:
+            """Wall-clock unit, heavy tests, the rest (a stable sort of the queue, once)."""
+            heavy = self._marked("heavy")
+            rank = {WALLCLOCK_GROUP: 0} | dict.fromkeys(heavy, 1)
+            units = sorted(self.workqueue.items(), key=lambda kv: rank.get(kv[0], 2))
+            self.workqueue.clear()
+            self.workqueue.update(units)
+            self.ordered = True
+
+        def _wallclock_running(self) -> bool:
+            return any(
+                WALLCLOCK_GROUP in units and not all(units[WALLCLOCK_GROUP].values())
+                for units in self.assigned_work.values()
+            )
+
+        def _wallclock_node(self, node: Any) -> bool:
+            ids = [n.gateway.id for n in self.nodes]
+            want = WALLCLOCK_WORKER if WALLCLOCK_WORKER in ids else ids[0]
+            return bool(node.gateway.id == want)
+
+        def _pick(self, node: Any) -> str:
+            """The unit to hand ``node``: the wall-clock unit to its worker; to the others the
+            first unit in order, a multicore one only once the wall-clock unit is done (or
+            when nothing else is left: an idle worker gets no more calls)."""
+            queue = list(self.workqueue)
+            if WALLCLOCK_GROUP in self.workqueue and self._wallclock_node(node):
+                return WALLCLOCK_GROUP
+            rest = [s for s in queue if s != WALLCLOCK_GROUP] or queue
+            if self._wallclock_running() or WALLCLOCK_GROUP in self.workqueue:
+                multicore = self._marked("multicore")
+                return next((s for s in rest if s not in multicore), rest[0])
+            return rest[0]
 
         def _assign_work_unit(self, node: Any) -> None:
-            queue = self.workqueue
-            if WALLCLOCK_GROUP in queue and len(queue) > 1:
-                queue.move_to_end(WALLCLOCK_GROUP)
+            if not self.ordered:
+                self._order_queue()
+            self.workqueue.move_to_end(self._pick(node), last=False)
             super()._assign_work_unit(node)
 
-    return WallclockLast(config, log)
+    return WallclockFirst(config, log)

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from runner.report.findings import render_findings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,6 +13,7 @@ COMMAND = (
 )
 
 
+@pytest.mark.heavy
 def test_findings_are_current(monkeypatch):
     monkeypatch.chdir(ROOT)  # the page names the folders as the command was given them
     want = render_findings(Path("results/findings"), Path("results/findings-browser"))

@@ -45,6 +45,7 @@ def _text(nb):
     return "\n".join(out)
 
 
+@pytest.mark.heavy
 def test_explore_runs_on_a_results_folder(tmp_path):
     spec = default_spec(
         quick=True,
@@ -75,6 +76,7 @@ def test_calibrate_runs_offline_and_writes_a_scenario(tmp_path):
     assert "lognormal" in text and "written:" in text
 
 
+@pytest.mark.heavy
 def test_explore_parameter_cell_uses_the_reports_rule_on_a_tight_key(tmp_path):
     """KEY_INFLIGHT = 3 (the value its comment suggests): pipelined c needs c + 1 LLM slots,
     so every c >= 3 fails a scene in (almost) every run. The cell must not show those

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 80
 
@@ -49,6 +51,7 @@ def test_ruff_is_clean() -> None:
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
+@pytest.mark.heavy
 def test_mypy_strict_is_clean() -> None:
     res = _tool("mypy")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -19,6 +19,7 @@ gate and the explore notebook, so they cannot disagree:
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,15 @@ def fails_too_often(
     return p > s + budget_pp / 100 + 1e-12
 
 
+@lru_cache(maxsize=4)
+def _resamples(seed: int, n_boot: int, n: int) -> np.ndarray[Any, Any]:
+    """The resampled pair indices of a seed and a size (read-only): the same draws every
+    time, so cells of one size share them instead of drawing them again."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    idx.flags.writeable = False
+    return idx
+
+
 def bootstrap_ratio(
     num: np.ndarray[Any, Any], den: np.ndarray[Any, Any], *, seed: int = 0, n_boot: int = 2000
 ) -> tuple[float, float]:
@@ -66,8 +76,7 @@ def bootstrap_ratio(
     n = len(num)
     if n < 2:
         return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
+    idx = _resamples(seed, n_boot, n)
     ratios = num[idx].mean(axis=1) / den[idx].mean(axis=1)
     lo, hi = np.percentile(ratios, [2.5, 97.5])
     return float(lo), float(hi)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,15 @@ def qoe_summary(results: Sequence[RunResult]) -> dict[str, Any]:
 _COLS = ("startup_s", "stall_s", "stalls", "stall_ratio", "last_scene_s", "playback_s")
 
 
+@lru_cache(maxsize=4)
+def _resamples(seed: int, n: int) -> np.ndarray[Any, Any]:
+    """The resampled run indices of a seed and a cell size (read-only): the same draws every
+    time, so a cell's metrics drawn with one seed share them instead of drawing them again."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(_N_BOOT, n))
+    idx.flags.writeable = False
+    return idx
+
+
 def _boot(
     x: np.ndarray[Any, Any], y: np.ndarray[Any, Any] | None, seed: int
 ) -> tuple[float, float]:
@@ -57,7 +67,7 @@ def _boot(
     n = len(x)
     if n < 2:
         return (math.nan, math.nan)
-    idx = np.random.default_rng(seed).integers(0, n, size=(_N_BOOT, n))
+    idx = _resamples(seed, n)
     if y is None:
         v = x[idx].mean(axis=1)
     else:

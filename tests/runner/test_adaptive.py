@@ -181,6 +181,7 @@ def test_gate_runs_agree_exactly_between_the_real_pipeline_and_the_model():
     assert rep.cells == 2 * 2 * (1 + 3) and rep.http_429 > 100
 
 
+@pytest.mark.heavy
 def test_a_sweep_with_adaptive_and_tenant_dimensions(tmp_path):
     import json
 
@@ -222,6 +223,8 @@ def test_exponential_arrivals_are_keyed_by_seed_and_run():
         tenant_offsets_us(1, 2, 3, 10.0, "poisson")
 
 
+@pytest.mark.heavy
+@pytest.mark.multicore
 def test_the_report_states_the_adaptive_default(tmp_path):
     import json
 

@@ -145,6 +145,7 @@ def test_serve_listens_on_loopback_and_stops_on_ctrl_c():
     assert proc.returncode == 0
 
 
+@pytest.mark.heavy
 def test_sweep_recommend_and_report_from_the_command_line(tmp_path):
     out = tmp_path / "res"
     p = sb(
@@ -193,13 +194,37 @@ def test_missing_results_folder_is_one_line_exit_2(args):
     assert "does not exist" in p.stderr
 
 
-def test_validate_exact_from_the_command_line():
+@pytest.mark.heavy
+def test_validate_exact_from_the_command_line(capsys, monkeypatch):
+    # in-process (``main`` is what the installed command runs): the second command's cells
+    # are cells of the first (the same scenario under pr660 and pr788, the same runs and
+    # seed), so each cell's comparison is kept by its arguments and not computed twice
+    from runner.cli.commands import main
+    from runner.experiments import validate
+
+    done: dict[tuple[object, ...], tuple[object, tuple[int, int, int, str | None]]] = {}
+    exact_cell = validate._exact_cell
+
+    def once(sc, q, cfg, runs, seed):
+        key = (sc.name, q, cfg, runs, seed)
+        if key not in done or done[key][0] != sc:
+            done[key] = (sc, exact_cell(sc, q, cfg, runs, seed))
+        return done[key][1]
+
+    monkeypatch.setattr(validate, "_exact_cell", once)
+
+    def sb_in(*args):
+        rc = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, rc, out, err)
+
     # 7 quota settings x 21 (mode, c) cells, under each of the 5 upstream profiles
-    p = sb("validate", "--exact", "--scenario", "low-quota", "--runs", "1", "--json")
+    p = sb_in("validate", "--exact", "--scenario", "low-quota", "--runs", "1", "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["ok"] and d["cells"] == 7 * 21 * 5 and d["http_429"] > 0
-    p = sb(
+    assert len(done) == 7 * 21 * 5  # every cell computed once
+    p = sb_in(
         "validate",
         "--exact",
         "--scenario",
@@ -211,6 +236,7 @@ def test_validate_exact_from_the_command_line():
         "--json",
     )
     assert p.returncode == 0 and json.loads(p.stdout)["cells"] == 7 * 21 * 2
+    assert len(done) == 7 * 21 * 5  # none computed again
     p = sb("validate", "--exact", "--upstream", "v9")
     assert p.returncode == 2 and "--upstream must be 'all' or a comma list" in p.stderr
 

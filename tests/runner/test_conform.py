@@ -179,6 +179,7 @@ def test_the_stub_table_is_documented() -> None:
 
 
 # -- the driver against the fake provider -------------------------------------------------------
+@pytest.mark.wallclock  # real sleeps at a time scale, timed one-sidedly: a quiet core
 @needs_node
 def test_the_driver_runs_the_loop_and_the_trace_has_the_expected_requests(
     mini_bundle: Bundle,
@@ -206,6 +207,7 @@ def test_the_driver_runs_the_loop_and_the_trace_has_the_expected_requests(
     assert (t.concurrency, t.tts_concurrency, t.recorded_time_scale) == (0, 1, 0.2)
 
 
+@pytest.mark.wallclock  # real sleeps at a time scale, timed one-sidedly: a quiet core
 @needs_node
 @pytest.mark.parametrize("u", [0.0, 0.5])
 def test_set_timeout_is_scaled_and_math_random_pinned(mini_bundle: Bundle, u: float) -> None:
@@ -228,6 +230,7 @@ def test_set_timeout_is_scaled_and_math_random_pinned(mini_bundle: Bundle, u: fl
     assert t.summary.ttfs_s is None and t.summary.makespan_s is None
 
 
+@pytest.mark.wallclock  # real sleeps at a time scale, timed one-sidedly: a quiet core
 @needs_node
 def test_conform_on_a_small_case_equal_to_the_port(tmp_path: Path) -> None:
     sc = const_scenario(n=2, content=2.0, actions=1.0, tts=0.5, clips=2)

@@ -137,7 +137,7 @@ def test_the_bundle_uses_the_stand_ins(mini_engine: Bundle) -> None:
     }
 
 
-@pytest.mark.wallclock  # real sockets at a time scale: a quiet core, after the rest
+@pytest.mark.wallclock  # real sockets at a time scale: a quiet core
 def test_the_stand_in_engine_equals_the_model_when_clips_fail(mini_engine: Bundle) -> None:
     (case,) = cr.engine_cases(["run4-c0"])
     out: dict[str, object] = {}

@@ -15,6 +15,8 @@ import pytest
 from runner.experiments import sweep
 from runner.experiments.sweep import default_spec, run_sweep
 
+pytestmark = pytest.mark.multicore  # a sweep on a pool of 2 processes
+
 # the installed command (as a user runs it; ``-m`` would make every spawned worker re-run it)
 CMD = [str(Path(sys.executable).parent / "scenebench")]
 # model-only cells on a 2-in-flight key (SimPy) with many runs: none ends before the signal

@@ -161,6 +161,7 @@ def test_replayed_arrivals_from_a_file(tmp_path):
     assert {"latency_s", "scenes_failed", "clips_failed", "http_429"} <= set(jobs[0])
 
 
+@pytest.mark.heavy
 def test_validate_and_capacity_from_the_command_line(tmp_path):
     p = sb("validate", "--exact", "--client", "server", "--scenario", "low-quota", "--json")
     assert p.returncode == 0, p.stderr

@@ -77,6 +77,7 @@ def test_an_unknown_quota_name_is_a_one_line_usage_error():
     assert "nope" in p.stderr and "kimi-tier0" in p.stderr
 
 
+@pytest.mark.heavy
 def test_a_sweep_with_presets_reports_a_line_per_preset_and_the_flat_verdict(tmp_path):
     out = tmp_path / "res"
     args = ["--backend", "sim", "--reps", "6", "--concurrency", "1,3", "--workers", "1"]

@@ -221,6 +221,7 @@ def test_a_provider_that_dies_mid_run_gives_a_paused_result_not_a_hang():
     assert r.makespan_s < 6 * (20.0 + 5.0 + 2 * 2.0) + 1 + 2 + 4 + 8 + 16
 
 
+@pytest.mark.heavy
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     real_run_cell = sw.run_cell
 

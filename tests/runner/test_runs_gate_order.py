@@ -80,6 +80,8 @@ def test_the_sweep_axis_keeps_the_default_cells_ids() -> None:
     assert RunsSweepSpec.from_json(old).gate_orders == ("tiers",)  # folders from before
 
 
+@pytest.mark.heavy
+@pytest.mark.multicore
 def test_the_report_compares_the_orders_a_sweep_ran(tmp_path: Path) -> None:
     # an unlimited key: the gate's cap never binds, nothing waits, so the order cannot
     # matter: both orders' rows are the same pick with the same figures
@@ -97,6 +99,8 @@ def test_the_report_compares_the_orders_a_sweep_ran(tmp_path: Path) -> None:
     assert "policy `gate-need`" in text
 
 
+@pytest.mark.heavy
+@pytest.mark.multicore
 def test_a_gate_only_sweep_on_a_tight_key_reports(tmp_path: Path) -> None:
     # no profile a default must hold on (1 in flight is below the rule's minimum key) and no
     # off cells: the report still renders, with upstream's pair as the (unheld) default

@@ -37,6 +37,7 @@ def _read(d):
     return runs.sort_values(["cell_id", "classroom"]).reset_index(drop=True)
 
 
+@pytest.mark.heavy
 def test_a_sweep_writes_data_figures_report_and_recommendation(tmp_path):
     d = swept(_spec(), out=tmp_path / "r", workers=1, progress=False)
     for f in (
@@ -76,6 +77,7 @@ def test_a_sweep_writes_data_figures_report_and_recommendation(tmp_path):
     assert "Replications per cell: " in report and "paired" in report
 
 
+@pytest.mark.heavy
 def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
     full = swept(_spec(backends=("sim",)), out=tmp_path / "full", workers=1, progress=False)
     calls = {"n": 0}
@@ -128,6 +130,8 @@ def test_foreign_or_corrupted_folders_are_refused(tmp_path):
         swept(_spec(), resume=d, progress=False)
 
 
+@pytest.mark.heavy
+@pytest.mark.multicore
 def test_dask_local_cluster_gives_the_same_results(tmp_path):
     from distributed import LocalCluster
 
@@ -144,6 +148,8 @@ def test_dask_local_cluster_gives_the_same_results(tmp_path):
     )
 
 
+@pytest.mark.heavy
+@pytest.mark.multicore
 def test_process_pool_gives_the_same_results(tmp_path):
     spec = _spec(backends=("sim",), quotas=(2,), concurrencies=(3,))
     a = swept(spec, out=tmp_path / "a", workers=1, progress=False)

@@ -187,6 +187,7 @@ def test_a_table_speedup_is_plain_only_where_runs_count():
 
 
 # -- strict JSON and provenance ---------------------------------------------------------
+@pytest.mark.heavy
 def test_every_json_file_of_a_quick_sweep_is_strict_and_names_its_provenance(tmp_path: Path):
     out = tmp_path / "quick"
     p = sb(
@@ -347,6 +348,7 @@ def test_run_against_nothing_listening_is_one_line_exit_1():
 
 
 # -- files, folders, clusters -----------------------------------------------------------
+@pytest.mark.heavy
 def test_file_and_cluster_errors_are_one_line_exit_2_and_leave_nothing(tmp_path: Path):
     out = tmp_path / "never"
     cases = [
@@ -405,6 +407,7 @@ def test_errors_name_the_program_and_the_flag_once():
     assert line == "scenebench sim: error: --reps must be an integer >= 1, got 'x'"
 
 
+@pytest.mark.heavy
 def test_no_progress_bar_into_a_pipe():
     p = sb("validate", "--exact", "--scenario", "burst-429", "--upstream", "pr788", "--runs", "1")
     assert p.returncode == 0, p.stderr
@@ -421,6 +424,7 @@ def test_scenarios_cite_public_sources():
 
 
 # -- Ctrl-C -----------------------------------------------------------------------------
+@pytest.mark.multicore
 def test_ctrl_c_prints_the_folder_first_and_one_resume_line_at_the_end(tmp_path: Path):
     """As ``timeout -s INT`` or a terminal does: SIGINT to the whole process group (the
     workers too), a few seconds into a sweep with real-pipeline cells running."""

@@ -2,11 +2,14 @@
 
 import dataclasses
 
+import pytest
+
 from runner import run
 from runner.experiments.validate import first_divergence, validate_exact
 from sim import RunConfig, load_scenario, simulate
 
 
+@pytest.mark.heavy
 def test_exact_validation_over_the_whole_grid_including_a_429_heavy_scenario():
     rep = validate_exact([load_scenario("default"), load_scenario("burst-429")], runs=1)
     assert rep.ok, rep.divergences
