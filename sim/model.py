@@ -320,6 +320,7 @@ class _World:
         self._armed: set[int] = set()
         self._shape = scenario.client.provider_errors
         self._direct = self._shape == ErrorShape.DIRECT  # only then a Retry-After
+        self._seen_of: dict[tuple[int, int], tuple[int, bool]] = {}  # :meth:`_seen`'s
         tables = _tables(scenario, provider) if tables is None else tables
         self._route, self._client, self._limited, self._frees, self._single = tables
         # per step: Provider.quick_decide for its key (None where it does not apply)
@@ -480,13 +481,17 @@ class _World:
         """What the client sees of a failed attempt in a route without retries (as
         :meth:`fetch` returns it): the status, and the Retry-After it passes on."""
         status = dec[0]
-        seen = _SEEN.get(status, status)
-        if seen < 0:  # a transport fault of the answer
-            return seen, None
-        seen = route_status(self._shape, step, seen)
-        if not self._direct or dec.retry_after_ms is None:
-            return seen, None
-        return seen, dec.retry_after_ms * 1000
+        got = self._seen_of.get((status, step))
+        if got is None:  # (the status seen, whether it carries the Retry-After), made once
+            seen = _SEEN.get(status, status)
+            if seen < 0:  # a transport fault of the answer
+                got = (seen, False)
+            else:
+                got = (route_status(self._shape, step, seen), self._direct)
+            self._seen_of[status, step] = got
+        if not got[1] or dec.retry_after_ms is None:
+            return got[0], None
+        return got[0], dec.retry_after_ms * 1000
 
     def call(
         self,

@@ -335,7 +335,7 @@ def _after(
     """:func:`after_attempt`'s verdict, telling the gate ``tell`` (one verdict made)."""
     if outcome is _OK:
         return DONE if tell is _NEWS_NONE else Verdict(Act.DONE, 0, tell)
-    if not policy.retries(outcome) or attempt >= policy.max_retries:
+    if outcome is _CLIENT_ERROR or attempt >= policy.max_retries:  # policy.retries, inline
         return FAIL if tell is _NEWS_NONE else _FAIL_429
     ra = retry_after_us if outcome is _RATE_LIMITED else None
     return Verdict(_A_WAIT, policy.delay_us(attempt, ra, jitter_u), tell)
