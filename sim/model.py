@@ -83,6 +83,7 @@ class _Batch(Event):
         self._value = None
         self.key = key
         self.items: list[Call] = []
+        world.batches[key] = self  # the instant's batch of its key
         heappush(env._queue, (env._now, _BATCH_PRIORITY, next(env._eid), self))
 
 
@@ -401,9 +402,7 @@ class _World:
         (:meth:`_flush`), for the process to yield at once. A batch per key: the model's
         calls use one LLM key and one TTS key, so per kind of step."""
         tts = call[1] == 2
-        batch = self.batches.get(tts)
-        if batch is None:
-            batch = self.batches[tts] = _Batch(self, tts)
+        batch = self.batches.get(tts) or _Batch(self, tts)
         batch.items.append(call)
         return batch
 
@@ -509,14 +508,11 @@ class _World:
         clip) and a 429 re-queues it there instead of spending the retry budget."""
         held = gate if gate is not None and gate.core.policy is Policy.GATE else None
         machine: CallMachine | None = None  # made at the first attempt it must judge
-        jitter: Callable[[int], float] | float = 0.0  # the keyed draw, made with the machine
         rank = (order, step, clip)
-        n = 0
-        env = self.env
+        n, env = 0, self.env
         single = self._single[step, fg]  # a request is one attempt: :meth:`fetch`, inline
-        limited = self._limited[step]
+        limited, key = self._limited[step], TTS_KEY if step == 2 else LLM_KEY
         quick = None if limited else self._quick[step]
-        key = TTS_KEY if step == 2 else LLM_KEY
         while True:
             if held is not None:
                 ev = held.acquire(rank)
@@ -530,9 +526,7 @@ class _World:
                 else:
                     call = new_call((cid, step, order, clip, n, key))
                     if limited:  # :meth:`_arrive`, inline
-                        batch = self.batches.get(step == 2)
-                        if batch is None:
-                            batch = self.batches[step == 2] = _Batch(self, step == 2)
+                        batch = self.batches.get(step == 2) or _Batch(self, step == 2)
                         batch.items.append(call)
                         dec = yield batch
                     else:
@@ -544,8 +538,7 @@ class _World:
                     yield _Sleep(env, deadline - now)
                     self._abandon(call or new_call((cid, step, order, clip, n - 1, "")), now + lat)
                     stats.timeouts += 1
-                    status = provider_status = 0
-                    ra = None
+                    status, provider_status, ra = 0, 0, None
                 else:
                     if lat:
                         yield _Sleep(env, lat)
@@ -567,7 +560,7 @@ class _World:
                     return True  # the machine's verdict on a 200, with no gate to tell
             if machine is None:
                 machine = CallMachine(self._client[step, fg], gated=held is not None)
-                jitter = partial(self.provider.jitter_u, cid, step, order, clip)
+                jitter = partial(self.provider.jitter_u, cid, step, order, clip)  # keyed draw
             verdict = machine.step(status, provider_status, ra, jitter)
             if gate is not None:
                 tell_gate(gate, verdict.tell, env._now, ra, rank if held is not None else None)
