@@ -72,6 +72,7 @@ except ImportError:  # this tree's: the SimPy engine with a RunConfig (since 2c0
         return simulate_simpy(sc, RunConfig.of(mode, c), reps, seed=seed)
 cells, reps = json.loads(sys.argv[2]), int(sys.argv[3])
 AUTO, AUTO_REPS = " [auto]", int(sys.argv[4])
+REQ, PER = " [requests/s]", " [requests/classroom]"
 base = load_scenario("default")
 quota = base.replace(
     quota_llm=dataclasses.replace(base.quota_llm, max_inflight=2, p_429=0.02),
@@ -82,8 +83,11 @@ for name, q, mode, c in cells:
     sc = quota if q else base
     simulate_many(sc, mode, c, 10, seed=99)
     t0 = time.process_time()
-    simulate_many(sc, mode, c, reps, seed=1)
-    out[name] = reps / (time.process_time() - t0)
+    runs = simulate_many(sc, mode, c, reps, seed=1)
+    spent = time.process_time() - t0
+    out[name] = reps / spent
+    out[name + REQ] = sum(r.requests for r in runs) / spent
+    out[name + PER] = sum(r.requests for r in runs) / reps
 if sys.argv[5] == "now":  # this tree: the model as simulate and the sweep run it (the rule)
     from sim.engines import simulate
     from sim.config import RunConfig
@@ -118,6 +122,9 @@ def _pinned_tree(root: Path, dest: Path) -> str | None:
 
 ROUNDS = 3  # alternations of the two trees; each tree's best round is kept
 AUTO = " [auto]"  # a cell's key for this tree's rate on the engine rule's pick
+# a cell's keys for its provider requests per CPU second, and per classroom: each tree's
+# ``default`` scenario has its own client rules, so a classroom is not the same work in both
+REQ, PER = " [requests/s]", " [requests/classroom]"
 AUTO_REPS = 2_000  # runs per cell there: what the sweep's cells have
 
 
@@ -156,6 +163,7 @@ def run_pinned_bench(*, quick: bool = False) -> dict[str, Any]:
             "auto_engine": _auto_engine(name),
             "auto_per_s": best["now"][name + AUTO],
             "auto_ratio": best["now"][name + AUTO] / best["old"][name],
+            **_per_request(best, name),
         }
         for name, *_ in PINNED_CELLS
     }
@@ -168,6 +176,16 @@ def run_pinned_bench(*, quick: bool = False) -> dict[str, Any]:
         lines.append(
             f"  {name:<30} {c['now_per_s']:>7,.0f} vs {c['old_per_s']:>7,.0f} classrooms/s  "
             f"({c['ratio']:.2f}x)"
+        )
+    lines.append(
+        "the same, per provider request (each tree's own `default` rules: a classroom's "
+        "requests differ)"
+    )
+    for name, c in cells.items():
+        lines.append(
+            f"  {name:<30} {c['now_requests_per_s']:>7,.0f} vs {c['old_requests_per_s']:>7,.0f} "
+            f"requests/s  ({c['per_request_ratio']:.2f}x; {c['now_requests_per_classroom']:.1f} vs "
+            f"{c['old_requests_per_classroom']:.1f} requests per classroom)"
         )
     lines.append(
         f"the model as simulate and the sweep run it now ({AUTO_REPS:,} classrooms, the "
@@ -185,6 +203,19 @@ def run_pinned_bench(*, quick: bool = False) -> dict[str, Any]:
         "min_ratio": min(ratios),
         "min_auto_ratio": min(c["auto_ratio"] for c in cells.values()),
         "lines": lines,
+    }
+
+
+def _per_request(best: dict[str, dict[str, float]], name: str) -> dict[str, float]:
+    """A pinned cell's work-normalised figures: provider requests per CPU second in each tree,
+    their ratio, and each tree's requests per classroom (the work its rules give a classroom)."""
+    old, now = best["old"], best["now"]
+    return {
+        "old_requests_per_s": old[name + REQ],
+        "now_requests_per_s": now[name + REQ],
+        "per_request_ratio": now[name + REQ] / old[name + REQ],
+        "old_requests_per_classroom": old[name + PER],
+        "now_requests_per_classroom": now[name + PER],
     }
 
 
