@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Generator, Sequence
+from functools import partial
 from heapq import heappush
 from typing import Any
 
@@ -82,6 +83,7 @@ class _Batch(Event):
         self._value = None
         self.key = key
         self.items: list[Call] = []
+        world.batches[key] = self  # the instant's batch of its key
         heappush(env._queue, (env._now, _BATCH_PRIORITY, next(env._eid), self))
 
 
@@ -106,6 +108,18 @@ class _Timer(Event):
         self._value = None
         self._ok = True
         heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
+
+
+class _Ready(Event):
+    """``Event(env)`` with one callback, ``cb``, succeeded at once with ``value`` (the same
+    entry in the schedule as ``succeed``: now, ``NORMAL``, the next event id)."""
+
+    def __init__(self, env: simpy.Environment, value: Any, cb: Callable[[Event], None]) -> None:
+        self.env = env
+        self.callbacks = [cb]
+        self._value = value
+        self._ok = True
+        heappush(env._queue, (env._now, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 class _Start(Event):
@@ -307,6 +321,7 @@ class _World:
         self._armed: set[int] = set()
         self._shape = scenario.client.provider_errors
         self._direct = self._shape == ErrorShape.DIRECT  # only then a Retry-After
+        self._seen_of: dict[tuple[int, int], tuple[int, bool]] = {}  # :meth:`_seen`'s
         tables = _tables(scenario, provider) if tables is None else tables
         self._route, self._client, self._limited, self._frees, self._single = tables
         # per step: Provider.quick_decide for its key (None where it does not apply)
@@ -354,22 +369,25 @@ class _World:
         now = env._now
         decide = self._decide
         items = batch.items
-        if len(items) == 1:
-            batch._value = decide(items[0], now)
+        if len(items) == 1:  # :meth:`_decide`, inline
+            call = items[0]
+            quick = self._quick[call[1]]
+            if quick is None:
+                batch._value = self.provider.decide(call, now)
+            else:
+                batch._value = quick(call[0], call[2], call[3], call[4], now)
             return
         cbs = batch.cbs
-        key = self.provider.arrival_key
-        waiters = sorted(zip(items, cbs[1:], strict=True), key=lambda it: key(it[0]))
+        resumes = cbs[1:]
+        assert len(resumes) == len(items)
+        keys = list(map(self.provider.arrival_key, items))
+        ranked = sorted(range(len(items)), key=keys.__getitem__)  # stable, as sorting the pairs
         del cbs[1:]  # the first resumes from the batch, right after this flush
-        for i, (call, resume) in enumerate(waiters):
-            dec = decide(call, now)
-            if i == 0:
-                batch._value = dec
-                cbs.append(resume)
-                continue
-            ev = Event(env)
-            ev.callbacks.append(resume)  # type: ignore[union-attr]
-            ev.succeed(dec)
+        first = ranked[0]
+        batch._value = decide(items[first], now)
+        cbs.append(resumes[first])
+        for i in ranked[1:]:  # each an event succeeded now with its decision
+            _Ready(env, decide(items[i], now), resumes[i])
 
     def _decide(self, call: Call, now_us: int) -> Decision:
         """The provider's decision on an arrival (:meth:`Provider.quick_decide` where it
@@ -384,9 +402,7 @@ class _World:
         (:meth:`_flush`), for the process to yield at once. A batch per key: the model's
         calls use one LLM key and one TTS key, so per kind of step."""
         tts = call[1] == 2
-        batch = self.batches.get(tts)
-        if batch is None:
-            batch = self.batches[tts] = _Batch(self, tts)
+        batch = self.batches.get(tts) or _Batch(self, tts)
         batch.items.append(call)
         return batch
 
@@ -464,22 +480,17 @@ class _World:
         """What the client sees of a failed attempt in a route without retries (as
         :meth:`fetch` returns it): the status, and the Retry-After it passes on."""
         status = dec[0]
-        seen = _SEEN.get(status, status)
-        if seen < 0:  # a transport fault of the answer
-            return seen, None
-        seen = route_status(self._shape, step, seen)
-        if not self._direct or dec.retry_after_ms is None:
-            return seen, None
-        return seen, dec.retry_after_ms * 1000
-
-    def _jitter(self, cid: int, step: int, order: int, clip: int) -> Callable[[int], float]:
-        """A call's retry jitter as a function of the attempt (the provider's keyed draw)."""
-        jitter_u = self.provider.jitter_u
-
-        def jitter(attempt: int) -> float:
-            return jitter_u(cid, step, order, clip, attempt)
-
-        return jitter
+        got = self._seen_of.get((status, step))
+        if got is None:  # (the status seen, whether it carries the Retry-After), made once
+            seen = _SEEN.get(status, status)
+            if seen < 0:  # a transport fault of the answer
+                got = (seen, False)
+            else:
+                got = (route_status(self._shape, step, seen), self._direct)
+            self._seen_of[status, step] = got
+        if not got[1] or dec.retry_after_ms is None:
+            return got[0], None
+        return got[0], dec.retry_after_ms * 1000
 
     def call(
         self,
@@ -497,11 +508,11 @@ class _World:
         clip) and a 429 re-queues it there instead of spending the retry budget."""
         held = gate if gate is not None and gate.core.policy is Policy.GATE else None
         machine: CallMachine | None = None  # made at the first attempt it must judge
-        jitter: Callable[[int], float] | float = 0.0  # the keyed draw, made with the machine
         rank = (order, step, clip)
-        n = 0
-        env = self.env
+        n, env = 0, self.env
         single = self._single[step, fg]  # a request is one attempt: :meth:`fetch`, inline
+        limited, key = self._limited[step], TTS_KEY if step == 2 else LLM_KEY
+        quick = None if limited else self._quick[step]
         while True:
             if held is not None:
                 ev = held.acquire(rank)
@@ -509,14 +520,15 @@ class _World:
                     yield ev
             if single:
                 deadline = env._now + self.timeout_us
-                quick = None if self._limited[step] else self._quick[step]
                 call = None
                 if quick is not None:  # a key without limits: no call tuple, no batch
                     dec: Decision = quick(cid, order, clip, n, env._now)
                 else:
-                    call = new_call((cid, step, order, clip, n, TTS_KEY if step == 2 else LLM_KEY))
-                    if self._limited[step]:
-                        dec = yield self._arrive(call)
+                    call = new_call((cid, step, order, clip, n, key))
+                    if limited:  # :meth:`_arrive`, inline
+                        batch = self.batches.get(step == 2) or _Batch(self, step == 2)
+                        batch.items.append(call)
+                        dec = yield batch
                     else:
                         dec = self.provider.decide(call, env._now)
                 n += 1
@@ -526,8 +538,7 @@ class _World:
                     yield _Sleep(env, deadline - now)
                     self._abandon(call or new_call((cid, step, order, clip, n - 1, "")), now + lat)
                     stats.timeouts += 1
-                    status = provider_status = 0
-                    ra = None
+                    status, provider_status, ra = 0, 0, None
                 else:
                     if lat:
                         yield _Sleep(env, lat)
@@ -549,7 +560,7 @@ class _World:
                     return True  # the machine's verdict on a 200, with no gate to tell
             if machine is None:
                 machine = CallMachine(self._client[step, fg], gated=held is not None)
-                jitter = self._jitter(cid, step, order, clip)
+                jitter = partial(self.provider.jitter_u, cid, step, order, clip)  # keyed draw
             verdict = machine.step(status, provider_status, ra, jitter)
             if gate is not None:
                 tell_gate(gate, verdict.tell, env._now, ra, rank if held is not None else None)
@@ -560,7 +571,7 @@ class _World:
                 return False
             stats.retries += 1  # WAIT and REQUEUE are retries (Verdict.retry)
             if kind is _WAIT:
-                yield _Sleep(self.env, verdict.wait_us)
+                yield _Sleep(env, verdict.wait_us)
 
     def tts(
         self,

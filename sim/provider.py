@@ -452,10 +452,16 @@ class Provider:
         d, lo, hi, n, kmax = fixed, fixed.lo, fixed.hi, fixed.n, fixed.kmax
         tables, full = fixed._admit, self.decide
         answer = ks.decide_open if ks.open or ks.capped else ks.decide
+        capped, cap_n, ends = ks.capped, ks.cap_n, ks._ends
 
         def decide(cid: int, order: int, clip: int, attempt: int, now_us: int) -> Decision:
             if self.force_status or not lo <= cid < hi:
                 return full(new_call((cid, step, order, clip, attempt, api_key)), now_us)
+            if capped:  # :meth:`KeyState.decide_open`'s limit first: a full key reads no draw
+                while ends and ends[0] <= now_us:
+                    heappop(ends)
+                if len(ends) >= cap_n:
+                    return _new_decision((429, 0, ks.ra_ms, len(ends), "inflight", None, None))
             rows = tables.get((step, attempt))
             if rows is None:
                 rows = d.admission(step, attempt)

@@ -239,20 +239,22 @@ class RetryPolicy:
         """Microseconds to wait before retry number ``retry_index`` (0-based)."""
         exp_ms = self.initial_delay_s * self.backoff_factor**retry_index * 1000.0
         cap_ms = self.max_delay_s * 1000.0 if self.max_delay_s > 0 else math.inf
-        exp_ms = min(cap_ms, exp_ms)
-        exp_us = round(exp_ms * 1000)
+        if exp_ms > cap_ms:  # min(cap_ms, exp_ms)
+            exp_ms = cap_ms
         if (
-            self.honour_retry_after
-            and retry_after_us is not None
+            retry_after_us is not None
+            and self.honour_retry_after
             and retry_after_us >= 0
-            and (retry_after_us < self.retry_after_cap_s * 1e6 or retry_after_us < exp_us)
+            and (
+                retry_after_us < self.retry_after_cap_s * 1e6
+                or retry_after_us < round(exp_ms * 1000)
+            )
         ):
             return retry_after_us
         if self.jitter:
             u = min(max(jitter_u, 0.0), 1.0)
             exp_ms = min(cap_ms, exp_ms + math.floor(exp_ms * u * self.jitter))
-            return round(exp_ms * 1000)
-        return exp_us
+        return round(exp_ms * 1000)
 
     def retries(self, outcome: Outcome) -> bool:
         """Whether an attempt with this outcome is retried (budget permitting)."""
@@ -308,6 +310,7 @@ _NEWS_NONE, _NEWS_429 = GateNews.NONE, GateNews.RATE_LIMITED
 DONE = Verdict(Act.DONE)
 FAIL = Verdict(Act.FAIL)
 _SUCCEEDED = Verdict(Act.DONE, tell=GateNews.SUCCESS)  # a 200 (shared: verdicts are frozen)
+_FAIL_429 = Verdict(Act.FAIL, tell=GateNews.RATE_LIMITED)  # given up after a provider 429
 
 
 def after_attempt(
@@ -318,12 +321,24 @@ def after_attempt(
     jitter_u: float = 0.0,
 ) -> Verdict:
     """The retry rule: attempt ``attempt`` (0-based) of the budget ended with ``outcome``."""
+    return _after(policy, attempt, outcome, retry_after_us, jitter_u, _NEWS_NONE)
+
+
+def _after(
+    policy: RetryPolicy,
+    attempt: int,
+    outcome: Outcome,
+    retry_after_us: int | None,
+    jitter_u: float,
+    tell: GateNews,
+) -> Verdict:
+    """:func:`after_attempt`'s verdict, telling the gate ``tell`` (one verdict made)."""
     if outcome is _OK:
-        return DONE
-    if not policy.retries(outcome) or attempt >= policy.max_retries:
-        return FAIL
+        return DONE if tell is _NEWS_NONE else Verdict(Act.DONE, 0, tell)
+    if outcome is _CLIENT_ERROR or attempt >= policy.max_retries:  # policy.retries, inline
+        return FAIL if tell is _NEWS_NONE else _FAIL_429
     ra = retry_after_us if outcome is _RATE_LIMITED else None
-    return Verdict(_A_WAIT, policy.delay_us(attempt, ra, jitter_u))
+    return Verdict(_A_WAIT, policy.delay_us(attempt, ra, jitter_u), tell)
 
 
 Jitter = Callable[[int], float] | float
@@ -378,12 +393,10 @@ class CallMachine:
             return Verdict(_A_FAIL if self.waits > MAX_429_WAITS else _A_REQUEUE, tell=tell)
         ra = None if self.gated else retry_after_us
         u = jitter(index) if callable(jitter) else jitter
-        v = after_attempt(self.policy, self.used, outcome_of(status), ra, u)
+        v = _after(self.policy, self.used, outcome_of(status), ra, u, tell)
         if v.kind is _A_WAIT:
             self.used += 1
-        if tell is _NEWS_NONE:
-            return v  # after_attempt's verdict already tells nothing
-        return Verdict(v.kind, v.wait_us, tell)
+        return v
 
 
 _PARSE_INT = re.compile(r"^[\s]*([+-]?\d+)")
