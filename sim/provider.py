@@ -44,7 +44,7 @@ from functools import partial
 from heapq import heappop, heappush
 from typing import NamedTuple, cast
 
-from .draws import KIND_JITTER, Draws, client_jitter_u
+from .draws import Draws, client_jitter_u
 from .faults import KeyLimits, has_limits
 from .scenario import Quota, Scenario
 from .sharing import SharedCore
@@ -220,17 +220,24 @@ class KeyState:
             self.tokens -= 1.0
         return self._random(now_us, latency_us, u429, u5xx, ufault, n, ra)
 
+    def over_cap(self, now_us: int) -> Decision | None:
+        """A ``capped`` key's limit (``cap_n``; none on other keys): its 429 when the key is
+        full at ``now_us``, else ``None`` (what ended by then has left)."""
+        n = self.inflight(now_us)
+        if n >= self.cap_n:
+            return _new_decision((429, 0, self.ra_ms, n, "inflight", None, None))
+        return None
+
     def decide_open(
         self, now_us: int, latency_us: int, u429: float, u5xx: float, ufault: float
     ) -> Decision:
         """:meth:`decide` on an ``open`` key (no admission limit) or a ``capped`` one (its only
         limit the in-flight cap): the same answer, in one call (the model's hot path)."""
+        full_key = self.over_cap(now_us)
+        if full_key is not None:
+            return full_key
         ends = self._ends
-        while ends and ends[0] <= now_us:  # :meth:`inflight`, inline
-            heappop(ends)
         n = len(ends)
-        if n >= self.cap_n:  # a ``capped`` key's limit
-            return _new_decision((429, 0, self.ra_ms, n, "inflight", None, None))
         q = self.quota
         if u429 < q.p_429:
             return _new_decision((429, 0, self.ra_ms, n, "random", None, None))
@@ -411,16 +418,6 @@ class Provider:
         ``jitter_u``, else the keyed draw."""
         fixed = self._fixed  # :meth:`draws_for`'s first case, inline
         if fixed is not None and fixed.lo <= cid < fixed.hi:
-            table = fixed._cache.get((step, attempt, KIND_JITTER))
-            if table is not None and self.scenario.client.jitter_u is None:
-                # :func:`client_jitter_u` on a table drawn already (``float(table[row, col])``)
-                col = (
-                    order % fixed.n * fixed.kmax + clip % fixed.kmax
-                    if step == 2
-                    else order % fixed.n
-                )
-                u: float = table.item(cid - fixed.lo, col)
-                return u
             return client_jitter_u(self.scenario, fixed, cid - fixed.lo, step, order, clip, attempt)
         d, row = self.draws_for(cid)
         return client_jitter_u(self.scenario, d, row, step, order, clip, attempt)
@@ -449,24 +446,23 @@ class Provider:
         if ks is None:
             ks = self._by_step[(step, api_key)] = self.key_state(step, api_key)
         assert ks.quick
-        d, lo, hi, n, kmax = fixed, fixed.lo, fixed.hi, fixed.n, fixed.kmax
+        d, lo, hi = fixed, fixed.lo, fixed.hi
         tables, full = fixed._admit, self.decide
         answer = ks.decide_open if ks.open or ks.capped else ks.decide
-        capped, cap_n, ends = ks.capped, ks.cap_n, ks._ends
+        capped, over_cap = ks.capped, ks.over_cap
 
         def decide(cid: int, order: int, clip: int, attempt: int, now_us: int) -> Decision:
             if self.force_status or not lo <= cid < hi:
                 return full(new_call((cid, step, order, clip, attempt, api_key)), now_us)
             if capped:  # :meth:`KeyState.decide_open`'s limit first: a full key reads no draw
-                while ends and ends[0] <= now_us:
-                    heappop(ends)
-                if len(ends) >= cap_n:
-                    return _new_decision((429, 0, ks.ra_ms, len(ends), "inflight", None, None))
+                full_key = over_cap(now_us)
+                if full_key is not None:
+                    return full_key
             rows = tables.get((step, attempt))
             if rows is None:
                 rows = d.admission(step, attempt)
             row = cid - lo
-            col = order % n * kmax + clip % kmax if step == 2 else order % n
+            col = d.column(step, order, clip)
             lats, r429, r5xx, rf = rows
             return answer(
                 now_us,
@@ -485,8 +481,7 @@ class Provider:
             d, row = fixed, cid - fixed.lo
         else:
             d, row = self.draws_for(cid)
-        # :meth:`Draws.column`, inline
-        col = order % d.n * d.kmax + clip % d.kmax if step == 2 else order % d.n
+        col = d.column(step, order, clip)
         rows = d._admit.get((step, attempt))  # :meth:`Draws.admission`'s cache, else it
         if rows is None:
             rows = d.admission(step, attempt)

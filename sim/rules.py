@@ -310,7 +310,6 @@ _NEWS_NONE, _NEWS_429 = GateNews.NONE, GateNews.RATE_LIMITED
 DONE = Verdict(Act.DONE)
 FAIL = Verdict(Act.FAIL)
 _SUCCEEDED = Verdict(Act.DONE, tell=GateNews.SUCCESS)  # a 200 (shared: verdicts are frozen)
-_FAIL_429 = Verdict(Act.FAIL, tell=GateNews.RATE_LIMITED)  # given up after a provider 429
 
 
 def after_attempt(
@@ -335,8 +334,8 @@ def _after(
     """:func:`after_attempt`'s verdict, telling the gate ``tell`` (one verdict made)."""
     if outcome is _OK:
         return DONE if tell is _NEWS_NONE else Verdict(Act.DONE, 0, tell)
-    if outcome is _CLIENT_ERROR or attempt >= policy.max_retries:  # policy.retries, inline
-        return FAIL if tell is _NEWS_NONE else _FAIL_429
+    if not policy.retries(outcome) or attempt >= policy.max_retries:
+        return FAIL if tell is _NEWS_NONE else Verdict(_A_FAIL, 0, tell)
     ra = retry_after_us if outcome is _RATE_LIMITED else None
     return Verdict(_A_WAIT, policy.delay_us(attempt, ra, jitter_u), tell)
 
