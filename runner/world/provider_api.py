@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import itertools
 import json
@@ -533,25 +534,22 @@ _OPENAI_TAIL = (
     '"usage": {"prompt_tokens": %d, "completion_tokens": %d, "total_tokens": %d}}'
 )
 _ascii = json.encoder.encode_basestring_ascii  # how json.dumps writes a str
-# the encoded rest by (model, text, finish, prompt tokens, completion tokens): all it says
-_TAILS: dict[tuple[str, str, str, int, int], bytes] = {}
-_TAILS_MAX = 1024  # forgotten all at once when full (a long soak stays flat)
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: a long soak stays flat
+def _openai_tail(model: str, text: str, finish: str, tin: int, tout: int) -> bytes:
+    """The encoded rest after the id: a pure function of the answer and the model."""
+    fields = (_ascii(model), _ascii(text), _ascii(finish), tin, tout, tin + tout)
+    return (_OPENAI_TAIL % fields).encode()
 
 
 def _openai_json(ans: _Answer, model: str) -> bytes:
     """``json.dumps(_openai_body(ans, model)).encode()``, written from a template: the id,
-    then the rest (a pure function of the answer and the model, encoded once)."""
+    then the rest (encoded once per answer and model)."""
     tin, tout = ans.prompt_tokens, ans.completion_tokens
     if type(tin) is not int or type(tout) is not int:  # %d is int's repr only for an int
         return json.dumps(_openai_body(ans, model)).encode()
-    key = (model, ans.text, ans.finish, tin, tout)
-    tail = _TAILS.get(key)
-    if tail is None:
-        if len(_TAILS) >= _TAILS_MAX:
-            _TAILS.clear()
-        fields = (_ascii(model), _ascii(ans.text), _ascii(ans.finish), tin, tout, tin + tout)
-        tail = _TAILS[key] = (_OPENAI_TAIL % fields).encode()
-    return _OPENAI_HEAD % next(_ids) + tail
+    return _OPENAI_HEAD % next(_ids) + _openai_tail(model, ans.text, ans.finish, tin, tout)
 
 
 def _plain(

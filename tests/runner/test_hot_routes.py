@@ -219,19 +219,24 @@ def test_block_draws_are_each_classrooms_own(scenario: str) -> None:
 )
 def test_the_chat_template_writes_what_json_dumps_wrote(text: str, model: str) -> None:
     ans = _api._Answer(text, 12, 34, "length", [], [])
+    _api._openai_tail.cache_clear()
     for first_id in (7, 12_345):  # the rest encoded, then read back for another id
         _api._ids = itertools.count(first_id)
         got = _api._openai_json(ans, model)
         _api._ids = itertools.count(first_id)
         assert got == json.dumps(_api._openai_body(ans, model)).encode()
-    assert (model, text, "length", 12, 34) in _api._TAILS
+    info = _api._openai_tail.cache_info()
+    assert (info.misses, info.hits) == (1, 1)  # encoded once, read back for the second id
 
 
-def test_the_chat_templates_rest_is_forgotten_when_full() -> None:
-    _api._TAILS.clear()
-    for words in range(_api._TAILS_MAX + 1):
+def test_the_chat_templates_rest_is_bounded() -> None:
+    _api._openai_tail.cache_clear()
+    bound = _api._openai_tail.cache_info().maxsize
+    assert bound is not None
+    for words in range(bound + 1):
         _api._openai_json(_api._Answer(f"w{words}", 1, 2, "stop", [], []), "m")
-    assert len(_api._TAILS) == 1  # cleared at the bound, then the last one
+    info = _api._openai_tail.cache_info()
+    assert (info.misses, info.currsize) == (bound + 1, bound)  # one more answer, none more kept
 
 
 def _audio_id_three_matches(value: str) -> tuple[int, int, int]:
