@@ -85,9 +85,10 @@ for name, q, mode, c in cells:
     t0 = time.process_time()
     runs = simulate_many(sc, mode, c, reps, seed=1)
     spent = time.process_time() - t0
+    requests = sum(r.requests for r in runs)
     out[name] = reps / spent
-    out[name + REQ] = sum(r.requests for r in runs) / spent
-    out[name + PER] = sum(r.requests for r in runs) / reps
+    out[name + REQ] = requests / spent
+    out[name + PER] = requests / reps
 if sys.argv[5] == "now":  # this tree: the model as simulate and the sweep run it (the rule)
     from sim.engines import simulate
     from sim.config import RunConfig
