@@ -223,7 +223,10 @@ class KeyState:
     def over_cap(self, now_us: int) -> Decision | None:
         """A ``capped`` key's limit (``cap_n``; none on other keys): its 429 when the key is
         full at ``now_us``, else ``None`` (what ended by then has left)."""
-        n = self.inflight(now_us)
+        ends = self._ends
+        while ends and ends[0] <= now_us:  # :meth:`inflight`, inline
+            heappop(ends)
+        n = len(ends)
         if n >= self.cap_n:
             return _new_decision((429, 0, self.ra_ms, n, "inflight", None, None))
         return None
@@ -236,6 +239,13 @@ class KeyState:
         full_key = self.over_cap(now_us)
         if full_key is not None:
             return full_key
+        return self.admit_open(now_us, latency_us, u429, u5xx, ufault)
+
+    def admit_open(
+        self, now_us: int, latency_us: int, u429: float, u5xx: float, ufault: float
+    ) -> Decision:
+        """:meth:`decide_open` once :meth:`over_cap` has found room (the fast engine asks
+        :meth:`over_cap` first, so a full key reads no draws): its random answer."""
         ends = self._ends
         n = len(ends)
         q = self.quota

@@ -35,8 +35,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
-from typing import NamedTuple
+from functools import lru_cache, partial
+from typing import NamedTuple, cast
 
 from .rules import Act, CallMachine, Counts, RetryPolicy, Step
 from .upstream import CLIENT_RETRY, FOREGROUND_RETRY
@@ -88,6 +88,10 @@ class ReqId(NamedTuple):
     order: int  # the scene (0 for the outline and the agents; the item for media)
     clip: int  # the clip within the scene's narration (0 otherwise)
     attempt: int  # 0-based, within the call
+
+
+# A ReqId without the NamedTuple's Python-level ``__new__`` (the same value; every field given)
+_req_id = cast(Callable[[tuple[int, int, int, int, int]], ReqId], partial(tuple.__new__, ReqId))
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,7 +502,7 @@ class RunMachine:
         first = order == 0
         policy = sp.first_retry if first else sp.later_retry
         dl = (sp.content_deadline_us, sp.actions_deadline_us, sp.clip_deadline_us)[step]
-        return self.make_call(ReqId(step, sp.run, order, clip, 0), policy, dl, done)
+        return self.make_call(_req_id((step, sp.run, order, clip, 0)), policy, dl, done)
 
     def make_call(
         self,

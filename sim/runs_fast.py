@@ -72,7 +72,8 @@ _KEYS = {_TTS: TTS_KEY, _MEDIA: MEDIA_KEY}
 Req = tuple[int, int, int, int, int]  # (step, run, order, clip, attempt), like ReqId
 FItem = tuple[Any, ...]
 Keyed = tuple[tuple[int, ...], FItem]
-_Rows = tuple[NDArray[Any], NDArray[Any] | None, NDArray[Any] | None, NDArray[Any] | None]
+_Table = list[list[Any]]  # a stream of a block of draws, rows of Python numbers
+_Rows = tuple[_Table, _Table | None, _Table | None, _Table | None]
 
 
 def _lean(prov: RunProvider, ks: KeyState) -> bool:
@@ -123,10 +124,10 @@ class _FastCall(_Call):
         if sdl is not None and sdl < dl:
             dl = sdl
         m.inflight[req] = self  # type: ignore[index]
-        m.w.sends.append(((step, m.cid, order, clip, n), req, dl))
+        m.w.sends.append((req, dl))  # sorted by req: the arrival order (cid = base + run)
 
     def on_answer(self, req: ReqId, status: int, provider_status: int) -> None:
-        m = self.m
+        m = self.fm
         counts = m.record.counts
         if status == 200:
             self.attempts += 1
@@ -149,7 +150,7 @@ class _FastCall(_Call):
             self.done(False, seen)
             return
         step, run, order, clip, _ = self.base
-        u = self.fm.fjitter((step, run, order, clip, index))
+        u = m.w.jitter_u(step, run, order, clip, index)
         wait_us = self.policy.delay_us(self.used, None, u)
         self.used += 1
         counts.retries += 1
@@ -159,7 +160,7 @@ class _FastCall(_Call):
         tag = (step, run, order, clip, self.attempts)
         self.wait = tag  # type: ignore[assignment]
         m.timers[tag] = self  # type: ignore[index]
-        self.fm.w.at(m.t + wait_us, (1, *tag, 1), (_TIM, run, tag))
+        m.w.at(m.t + wait_us, (1, *tag, 1), (_TIM, run, tag))
 
     def abort(self) -> None:
         m = self.fm
@@ -191,7 +192,6 @@ class _FastRun(RunMachine):
 
     def __init__(self, spec: RunSpec, jitter: Callable[[Req], float], w: FastWorld) -> None:
         super().__init__(spec, jitter)
-        self.fjitter = jitter  # the same, called with a plain tuple by the fast calls
         self.w = w
         self.cid = w.base + spec.run
         self.out = _Released(w)  # type: ignore[assignment]
@@ -248,7 +248,7 @@ class FastWorld(RunsWorld):
         self.heap: list[tuple[Any, ...]] = []
         self._seq = itertools.count()
         self._lists: dict[int, dict[tuple[int, ...], Any]] = {}  # per block: its arrays, rows
-        self.sends: list[tuple[tuple[int, ...], Req, int]] = []
+        self.sends: list[tuple[Req, int]] = []
         self.srv: list[ServerEvent] = []
         self.nxt: list[Keyed] = []
         self.flights: dict[Req, tuple[int, KeyState | None, int, bool]] = {}
@@ -257,9 +257,12 @@ class FastWorld(RunsWorld):
         self.keys = (prov.key_state(0, LLM_KEY), prov.key_state(_TTS, TTS_KEY))
         q = (self.sc.quota_llm, self.sc.quota_tts)
         self.lean = (_lean(prov, self.keys[0]), _lean(prov, self.keys[1]))
+        # KeyState.decide, or (a key whose only limit is the cap, asked first) decide_open's rest
+        self.answer = tuple(k.admit_open if k.capped else k.decide for k in self.keys)
         self.uses = tuple((x.p_429 > 0, x.p_5xx > 0, x.faulty) for x in q)
         self.kmax = max(1, self.sc.max_clips)  # as Draws lays out a step's columns
         self.n_out = self.sc.outlines
+        self.fixed_u = self.sc.client.jitter_u
 
     # -- construction (RunsWorld's hooks) ------------------------------------------------
     def _new_provider(self, n: int) -> RunProvider:
@@ -284,22 +287,36 @@ class FastWorld(RunsWorld):
     def _machine(self, r: int) -> RunMachine:
         return _FastRun(self._spec(r), self._jitter(r), self)
 
-    def _jitter(self, r: int) -> Callable[[Req], float]:
-        """Run ``r``'s retry jitter of an attempt ``(step, run, order, clip, attempt)`` (a
-        :class:`ReqId` or a plain tuple)."""
-        fixed = self.sc.client.jitter_u
-        if fixed is not None:
-            return lambda q: fixed
-        table, block = self._table, self.block
+    def _clips(self, r: int) -> tuple[int, ...]:
+        """:meth:`RunsWorld._clips` from the block's rows (the same integers)."""
         b, row = divmod(r, self.chunk)
+        return tuple(self.block(b).speeches_row(row))
 
-        def jitter(q: Req) -> float:
-            step = q[0]
-            col = block(b).column(step, q[2], q[3])
-            u: float = table(b, step, q[4], KIND_JITTER).item(row, col)
-            return u
+    def _jitter(self, r: int) -> Callable[[Req], float]:
+        """Run ``r``'s retry jitter of an attempt ``(step, run, order, clip, attempt)``."""
+        u = self.jitter_u
+        return lambda q: u(q[0], r, q[2], q[3], q[4])
 
-        return jitter
+    def jitter_u(self, step: int, r: int, order: int, clip: int, attempt: int) -> float:
+        """The retry jitter after ``attempt`` of run ``r``'s call (the profile's fixed ``u``,
+        else the keyed draw: :func:`sim.draws.client_jitter_u`, read from the block)."""
+        fixed = self.fixed_u
+        if fixed is not None:
+            return fixed
+        b, row = divmod(r, self.chunk)
+        lists = self._lists.get(b)
+        got = None if lists is None else lists.get((step, attempt, KIND_JITTER))
+        if got is None:
+            got = self._table(b, step, attempt, KIND_JITTER)
+        u: float = got[row][self._column(step, order, clip)]
+        return u
+
+    def _column(self, step: int, order: int, clip: int) -> int:
+        """:meth:`RunDraws.column <sim.runs_world.RunDraws.column>` of a call."""
+        if step == _MEDIA:
+            return order
+        col = order % self.n_out
+        return col * self.kmax + clip % self.kmax if step == _TTS else col
 
     def _push(self, at: int, item: Item) -> None:
         """The reference's items: only the arrivals (server events) come this way."""
@@ -308,15 +325,15 @@ class FastWorld(RunsWorld):
         key = (0, *server_event_key(ev))
         heapq.heappush(self.heap, (at, key, next(self._seq), (_SRV, ev)))
 
-    def _table(self, b: int, step: int, attempt: int, kind: int) -> NDArray[Any]:
-        """A stream of block ``b`` as lists (``kind`` -1: the latencies in µs)."""
+    def _table(self, b: int, step: int, attempt: int, kind: int) -> _Table:
+        """A stream of block ``b`` as lists of rows (``kind`` -1: the latencies in µs)."""
         d = self.block(b)
         lists = self._lists[b]
         key = (step, attempt, kind)
         got = lists.get(key)
         if got is None:
             arr = d.latency_us(step, attempt) if kind < 0 else d.fault_u(step, attempt, kind)
-            got = lists[key] = arr
+            got = lists[key] = arr.tolist()  # Python numbers, as ndarray.item gives them
         return got  # type: ignore[no-any-return]
 
     def _rows_of(self, b: int, step: int, attempt: int, tts: bool) -> _Rows:
@@ -345,24 +362,60 @@ class FastWorld(RunsWorld):
         """Every instant in time order, in rounds (the module docstring)."""
         heap = self.heap
         pop = heapq.heappop
+        one, rnd = self._one_item, self._fast_round
         while heap:
             e = pop(heap)
             t = e[0]
-            cur: list[Keyed] = [(e[1], e[3])]
-            while heap and heap[0][0] == t:
-                e = pop(heap)
-                cur.append((e[1], e[3]))
             self.now = t
+            if heap and heap[0][0] == t:
+                cur: list[Keyed] = [(e[1], e[3])]
+                while heap and heap[0][0] == t:
+                    e = pop(heap)
+                    cur.append((e[1], e[3]))
+                cur = rnd(t, cur)
+            else:  # most instants: one item
+                cur = one(t, e[1], e[3])
             while cur:
-                cur = self._fast_round(t, cur)
                 if len(cur) > 1:
                     cur.sort(key=itemgetter(0))
+                cur = rnd(t, cur)
+
+    def _one_item(self, t: int, key: tuple[int, ...], item: FItem) -> list[Keyed]:
+        """A round of one item (:meth:`_fast_round` of ``[(key, item)]``, in short)."""
+        nxt: list[Keyed] = []
+        srv: list[ServerEvent] = []
+        sends: list[tuple[Req, int]] = []
+        self.nxt, self.srv, self.sends = nxt, srv, sends
+        kind = item[0]
+        if kind == _ANS:
+            if self._answered(t, item):
+                m = self.machines[item[1]]
+                m.t = t
+                call = m.inflight.pop(item[2], None)
+                if call is not None:
+                    call.on_answer(item[2], item[3], item[4])
+        elif kind == _SRV:
+            srv.append(item[1])
+        else:
+            m = self.machines[item[1]]
+            m.t = t
+            _deliver(m, item)
+        if srv:
+            for cmd in self.server.feed(t, srv):
+                self._server_cmd(t, cmd)
+        if sends:
+            if len(sends) > 1:
+                sends.sort(key=itemgetter(0))
+            decide = self._decide_req
+            for req, dl in sends:
+                decide(t, req, dl)
+        return nxt
 
     def _fast_round(self, t: int, cur: list[Keyed]) -> list[Keyed]:
         """One round (``cur`` in canonical order); the next round's items."""
         nxt: list[Keyed] = []
         srv: list[ServerEvent] = []
-        sends: list[tuple[tuple[int, ...], Req, int]] = []
+        sends: list[tuple[Req, int]] = []
         self.nxt, self.srv, self.sends = nxt, srv, sends
         if len(cur) == 1:  # most rounds: one answer
             item = cur[0][1]
@@ -381,7 +434,7 @@ class FastWorld(RunsWorld):
         if len(sends) > 1:
             sends.sort(key=itemgetter(0))
         decide = self._decide_req
-        for _, req, dl in sends:
+        for req, dl in sends:
             decide(t, req, dl)
         return nxt
 
@@ -428,7 +481,7 @@ class FastWorld(RunsWorld):
         if f is None:
             sends = self.sends
             for i, s in enumerate(sends):
-                if s[1] == req:
+                if s[0] == req:
                     del sends[i]
                     return
             return
@@ -455,20 +508,25 @@ class FastWorld(RunsWorld):
             status, lat = self._media(self.base + r, ReqId(*req))
             ks = None
         elif self.lean[tts]:
-            col = order % self.n_out
-            if tts:
-                col = col * self.kmax + clip % self.kmax
-            b, row = divmod(r, self.chunk)
-            lists = self._lists.get(b)
-            rows = None if lists is None else lists.get((step, attempt))
-            if rows is None:
-                rows = self._rows_of(b, step, attempt, tts)
-            lat_rows, r429, r5xx, rf = rows
-            u429 = 1.0 if r429 is None else r429.item(row, col)
-            u5xx = 1.0 if r5xx is None else r5xx.item(row, col)
-            uf = 1.0 if rf is None else rf.item(row, col)
             ks = self.keys[tts]
-            dec = ks.decide(t, lat_rows.item(row, col), u429, u5xx, uf)
+            dec = ks.over_cap(t) if ks.capped else None  # a full key reads no draws
+            if dec is None:
+                col = order % self.n_out
+                if tts:
+                    col = col * self.kmax + clip % self.kmax
+                b, row = divmod(r, self.chunk)
+                lists = self._lists.get(b)
+                rows = None if lists is None else lists.get((step, attempt))
+                if rows is None:
+                    rows = self._rows_of(b, step, attempt, tts)
+                lat_rows, r429, r5xx, rf = rows
+                dec = self.answer[tts](
+                    t,
+                    lat_rows[row][col],
+                    1.0 if r429 is None else r429[row][col],
+                    1.0 if r5xx is None else r5xx[row][col],
+                    1.0 if rf is None else rf[row][col],
+                )
             status, lat = dec[0], dec[1]
         else:
             key = _KEYS.get(step, LLM_KEY)

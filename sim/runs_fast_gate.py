@@ -80,7 +80,7 @@ class GateFastWorld(FastWorld):
         """One round as :meth:`FastWorld._fast_round`, the requests through the gates."""
         nxt: list[Keyed] = []
         srv: list[ServerEvent] = []
-        sends: list[tuple[tuple[int, ...], Req, int]] = []
+        sends: list[tuple[Req, int]] = []
         self.nxt, self.srv, self.sends = nxt, srv, sends
         gates = self.gates
         assert gates is not None
@@ -99,12 +99,15 @@ class GateFastWorld(FastWorld):
         self._gate_sends(t, gates, sends)
         return nxt
 
+    def _one_item(self, t: int, key: tuple[int, ...], item: FItem) -> list[Keyed]:
+        return self._fast_round(t, [(key, item)])
+
     def _gate_sends(
-        self, t: int, gates: RunGates, sends: list[tuple[tuple[int, ...], Req, int]]
+        self, t: int, gates: RunGates, sends: list[tuple[Req, int]]
     ) -> None:
         if len(sends) > 1:
             sends.sort(key=itemgetter(0))
-        for _, req, dl in sends:
+        for req, dl in sends:
             expiry = gates.offer(t, req, _KEYS.get(req[0], LLM_KEY), dl)
             if expiry is not None:
                 self.at(expiry, (2, *req), (_GATE, req[1], req))

@@ -189,6 +189,7 @@ class RunsWorld:
                 review_us=st.us("review_s"),
             )
         )
+        self._spec_common = self._common_spec()
         self.machines: list[RunMachine] = [self._machine(r) for r in range(n)]
         self.refused: set[int] = set()
         self.flight: dict[ReqId, _Flight] = {}
@@ -236,25 +237,33 @@ class RunsWorld:
         return jitter
 
     def _spec(self, r: int) -> RunSpec:
-        sc, st, prov, cid = self.sc, self.cfg.settings, self.provider, self.base + r
-        return RunSpec(
-            run=r,
-            clips=tuple(prov.speeches(cid, k) for k in range(sc.outlines)),
-            c=self.cfg.c,
-            confirm_auto=st.confirm == "auto",
-            agents_auto=st.agents_mode == "auto",
-            outline_deadline_us=st.us("outline_deadline_s"),
-            agents_deadline_us=st.us("agents_deadline_s"),
-            content_deadline_us=st.us("content_deadline_s"),
-            actions_deadline_us=st.us("actions_deadline_s"),
-            clip_deadline_us=st.us("clip_deadline_s"),
-            media=st.media_items,
-            media_deadline_us=st.us("media_deadline_s"),
-            outline_attempts=st.outline_attempts,
-            first_retry=sc.client.foreground_retry_llm,
-            later_retry=sc.client.retry_llm,
-            gated=self.cfg.adaptive == "gate",
-        )
+        """Run ``r``'s spec: its scenes' clips (:meth:`_clips`), the cell's settings."""
+        return RunSpec(run=r, clips=self._clips(r), **self._spec_common)
+
+    def _clips(self, r: int) -> tuple[int, ...]:
+        """Run ``r``'s speech clips per scene (its keyed draws)."""
+        prov, cid = self.provider, self.base + r
+        return tuple(prov.speeches(cid, k) for k in range(self.sc.outlines))
+
+    def _common_spec(self) -> dict[str, Any]:
+        """The fields of :class:`RunSpec` every run of the cell shares (made once)."""
+        sc, st = self.sc, self.cfg.settings
+        return {
+            "c": self.cfg.c,
+            "confirm_auto": st.confirm == "auto",
+            "agents_auto": st.agents_mode == "auto",
+            "outline_deadline_us": st.us("outline_deadline_s"),
+            "agents_deadline_us": st.us("agents_deadline_s"),
+            "content_deadline_us": st.us("content_deadline_s"),
+            "actions_deadline_us": st.us("actions_deadline_s"),
+            "clip_deadline_us": st.us("clip_deadline_s"),
+            "media": st.media_items,
+            "media_deadline_us": st.us("media_deadline_s"),
+            "outline_attempts": st.outline_attempts,
+            "first_retry": sc.client.foreground_retry_llm,
+            "later_retry": sc.client.retry_llm,
+            "gated": self.cfg.adaptive == "gate",
+        }
 
     # -- one instant -----------------------------------------------------------------
     def instant(self, t: int, items: list[Item]) -> None:
