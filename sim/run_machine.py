@@ -162,6 +162,15 @@ class Released:
 RunCommand = Send | Cancel | SetTimer | Released
 
 
+# The members the loop reads on every call and event, as module names (a Python 3.11 enum
+# member read from its class costs a few hundred ns; these are the same members)
+_CONTENT, _ACTIONS, _TTS = Step.CONTENT, Step.ACTIONS, Step.TTS
+_OUTLINE, _AGENTS, _MEDIA = Step.OUTLINE, Step.AGENTS, Step.MEDIA
+_PREPARING, _OUTLINING, _AWAITING = Phase.PREPARING, Phase.OUTLINING, Phase.AWAITING
+_GENERATING, _PAUSED, _COMPLETED = Phase.GENERATING, Phase.PAUSED, Phase.COMPLETED
+_FINAL = (Phase.PAUSED, Phase.COMPLETED)
+
+
 def event_key(ev: RunEvent) -> tuple[int, ...]:
     """The canonical order of events at one instant."""
     if isinstance(ev, Claimed):
@@ -173,11 +182,11 @@ def event_key(ev: RunEvent) -> tuple[int, ...]:
 
 def step_id(step: int, order: int) -> str:
     """Upstream's step id: ``outline``, ``agents``, ``scene:<k>:content|actions|narration``."""
-    if step == Step.OUTLINE:
+    if step == _OUTLINE:
         return "outline"
-    if step == Step.AGENTS:
+    if step == _AGENTS:
         return "agents"
-    if step == Step.MEDIA:
+    if step == _MEDIA:
         return f"media:{order}"
     name = ("content", "actions", "narration")[step]
     return f"scene:{order}:{name}"
@@ -273,7 +282,7 @@ class _Call:
         self.step_deadline_us = step_deadline_us
         self.done = done
         step = base.step
-        self.key = TTS_KEY if step == Step.TTS else MEDIA_KEY if step == Step.MEDIA else LLM_KEY
+        self.key = TTS_KEY if step == _TTS else MEDIA_KEY if step == _MEDIA else LLM_KEY
         self.wait: ReqId | None = None
 
     def send(self) -> None:
@@ -351,7 +360,7 @@ class _Pool:
         while self.free > 0 and self.queue and not self.aborted:
             k = self.queue.popleft()
             self.free -= 1
-            call = self.m.call(Step.CONTENT, k, 0, self._done_fn(k))
+            call = self.m.call(_CONTENT, k, 0, self._done_fn(k))
             self.calls[k] = call
             call.send()
 
@@ -396,7 +405,7 @@ class _Clips:
             j = self.queue.popleft()
             self.free -= 1
             self.running += 1
-            self.m.call(Step.TTS, self.k, j, self._done_fn(j)).send()
+            self.m.call(_TTS, self.k, j, self._done_fn(j)).send()
         if self.running == 0 and not self.queue:
             self.m.narration_done(self.k, self.failed)
 
@@ -433,7 +442,7 @@ class _Media:
         if self.busy or self.stopped or self.next >= m.spec.media:
             return
         i, self.next, self.busy = self.next, self.next + 1, True
-        base = ReqId(Step.MEDIA, m.spec.run, i, 0, 0)
+        base = ReqId(_MEDIA, m.spec.run, i, 0, 0)
         m.make_call(base, _ONE_ATTEMPT, m.spec.media_deadline_us, self._done).send()
 
     def _done(self, ok: bool, status: int) -> None:
@@ -471,7 +480,7 @@ class RunMachine:
 
     @property
     def finished(self) -> bool:
-        return self.record.phase in (Phase.PAUSED, Phase.COMPLETED)
+        return self.record.phase in _FINAL
 
     def feed(self, t_us: int, events: Iterable[RunEvent]) -> list[RunCommand]:
         """Handle every event of instant ``t_us`` (canonical order); the commands, in order."""
@@ -518,37 +527,37 @@ class RunMachine:
     def _claimed(self) -> None:
         r = self.record
         r.claims_us.append(self.t)
-        if r.phase == Phase.PREPARING:
-            r.phase = Phase.OUTLINING
+        if r.phase == _PREPARING:
+            r.phase = _OUTLINING
             sp = self.spec
             policy = _outline_policy(sp.outline_attempts)
             step_dl = self.t + sp.outline_deadline_us
-            base = ReqId(Step.OUTLINE, sp.run, 0, 0, 0)
+            base = ReqId(_OUTLINE, sp.run, 0, 0, 0)
             self.make_call(base, policy, sp.outline_deadline_us, self._outline_done, step_dl).send()
-        elif r.phase == Phase.AWAITING:
-            r.phase = Phase.GENERATING
+        elif r.phase == _AWAITING:
+            r.phase = _GENERATING
             self._agents()
         else:
             raise RuntimeError(f"driver bug: run {self.spec.run} claimed while {r.phase}")
 
     def _outline_done(self, ok: bool, status: int) -> None:
         if not ok:
-            self._pause(step_id(Step.OUTLINE, 0), status)
+            self._pause(step_id(_OUTLINE, 0), status)
             return
         self.record.outline_us = self.t
         if self.spec.confirm_auto:
-            self.record.phase = Phase.GENERATING
+            self.record.phase = _GENERATING
             self._agents()
         else:
-            self.record.phase = Phase.AWAITING
-            self.out.append(Released(self.spec.run, Phase.AWAITING, self.t))
+            self.record.phase = _AWAITING
+            self.out.append(Released(self.spec.run, _AWAITING, self.t))
 
     def _agents(self) -> None:
         sp = self.spec
         if not sp.agents_auto:
             self._content(0)
             return
-        base = ReqId(Step.AGENTS, sp.run, 0, 0, 0)
+        base = ReqId(_AGENTS, sp.run, 0, 0, 0)
 
         def done(ok: bool, status: int) -> None:
             self.record.agents_preset = not ok  # any failure → presets, no pause
@@ -578,9 +587,9 @@ class RunMachine:
             if ok:
                 self._actions(k)
             else:
-                self._pause(step_id(Step.CONTENT, k), status)
+                self._pause(step_id(_CONTENT, k), status)
 
-        self.call(Step.CONTENT, k, 0, done).send()
+        self.call(_CONTENT, k, 0, done).send()
 
     def pool_result(self, k: int) -> None:
         if self.waiting_for == k and not self.finished:
@@ -602,13 +611,13 @@ class RunMachine:
             if ok:
                 _Clips(self, k, self.spec.clips[k])
             else:
-                self._pause(step_id(Step.ACTIONS, k), status)
+                self._pause(step_id(_ACTIONS, k), status)
 
-        self.call(Step.ACTIONS, k, 0, done).send()
+        self.call(_ACTIONS, k, 0, done).send()
 
     def narration_done(self, k: int, failed_status: int | None) -> None:
         if failed_status is not None:
-            self._pause(step_id(Step.TTS, k), failed_status)
+            self._pause(step_id(_TTS, k), failed_status)
             return
         self.record.ready.append((k, self.t))  # narration and the write: one step
         if k == 0 and self.spec.media > 0 and self.media is None:
@@ -628,14 +637,14 @@ class RunMachine:
         r = self.record
         if r.skipped:
             k = min(r.skipped)
-            self._pause(step_id(Step.CONTENT, k), self.skip_status[k])
+            self._pause(step_id(_CONTENT, k), self.skip_status[k])
             return
         if self.media is not None and not self.media.settled:
             self.completing = True  # settleMedia: completion waits for every item
             return
-        r.phase = Phase.COMPLETED
+        r.phase = _COMPLETED
         r.end_us = self.t
-        self.out.append(Released(self.spec.run, Phase.COMPLETED, self.t))
+        self.out.append(Released(self.spec.run, _COMPLETED, self.t))
 
     def _pause(self, step: str, status: int) -> None:
         if self.pool is not None:
@@ -650,11 +659,11 @@ class RunMachine:
 
     def _commit_pause(self, step: str, status: int) -> None:
         r = self.record
-        r.phase = Phase.PAUSED
+        r.phase = _PAUSED
         r.paused_at = step
         r.pause_status = status
         r.end_us = self.t
-        self.out.append(Released(self.spec.run, Phase.PAUSED, self.t))
+        self.out.append(Released(self.spec.run, _PAUSED, self.t))
 
 
 def _prune(out: list[RunCommand]) -> list[RunCommand]:

@@ -45,6 +45,11 @@ __all__ = [
 
 ACTIVE_RUN_LIMIT = "ACTIVE_RUN_LIMIT"
 _ACTIVE = (Phase.PREPARING, Phase.OUTLINING, Phase.GENERATING)
+_CLAIMABLE = (Phase.PREPARING, Phase.GENERATING)  # waiting for a worker
+# the members read on every event and scan, as module names (the same members; a Python 3.11
+# enum member read from its class costs a few hundred ns)
+_PREPARING, _OUTLINING, _AWAITING = Phase.PREPARING, Phase.OUTLINING, Phase.AWAITING
+_GENERATING = Phase.GENERATING
 MAX_CONFIRMS_PER_SCAN = 10
 
 
@@ -195,7 +200,7 @@ class ServerMachine:
         self.running -= 1
         r.phase = ev.phase
         r.updated_us = self.t
-        if ev.phase != Phase.AWAITING:
+        if ev.phase != _AWAITING:
             del self.runs[ev.run]  # final: neither active nor claimable any more
             return
         if self.spec.confirm == Confirm.COUNTDOWN:
@@ -212,7 +217,7 @@ class ServerMachine:
             self.out.append(Refuse(run, self.t, confirm=True))
             self.out.append(SetServerTimer(self.t + self.spec.review_us, ServerTimer(1, run)))
             return False
-        r.phase = Phase.GENERATING
+        r.phase = _GENERATING
         r.updated_us = self.t
         return True
 
@@ -227,7 +232,7 @@ class ServerMachine:
         due = sorted(
             (r.due_us, i)
             for i, r in self.runs.items()
-            if r.due_us is not None and r.phase == Phase.AWAITING
+            if r.due_us is not None and r.phase == _AWAITING
         )
         for n, (at, i) in enumerate(due):
             if at > self.t:
@@ -237,19 +242,19 @@ class ServerMachine:
                 self._arm_tick(self.t + 1)
                 break
             r = self.runs[i]
-            r.phase, r.updated_us, r.due_us = Phase.GENERATING, self.t, None
+            r.phase, r.updated_us, r.due_us = _GENERATING, self.t, None
         while self.running < self.spec.max_concurrent:
             waiting = [
                 (r.updated_us, i)
                 for i, r in self.runs.items()
-                if not r.executing and r.phase in (Phase.PREPARING, Phase.GENERATING)
+                if not r.executing and r.phase in _CLAIMABLE
             ]
             if not waiting:
                 return
             _, i = min(waiting)
             r = self.runs[i]
             r.executing = True
-            if r.phase == Phase.PREPARING:
-                r.phase = Phase.OUTLINING
+            if r.phase == _PREPARING:
+                r.phase = _OUTLINING
             self.running += 1
             self.out.append(Claim(i, self.t))

@@ -72,7 +72,7 @@ _KEYS = {_TTS: TTS_KEY, _MEDIA: MEDIA_KEY}
 Req = tuple[int, int, int, int, int]  # (step, run, order, clip, attempt), like ReqId
 FItem = tuple[Any, ...]
 Keyed = tuple[tuple[int, ...], FItem]
-_Table = list[list[Any]]  # a stream of a block of draws, rows of Python numbers
+_Table = NDArray[Any]  # a stream of a block of draws (runs, columns)
 _Rows = tuple[_Table, _Table | None, _Table | None, _Table | None]
 
 
@@ -263,6 +263,7 @@ class FastWorld(RunsWorld):
         self.kmax = max(1, self.sc.max_clips)  # as Draws lays out a step's columns
         self.n_out = self.sc.outlines
         self.fixed_u = self.sc.client.jitter_u
+        self.keep_log = cfg.keep_log
 
     # -- construction (RunsWorld's hooks) ------------------------------------------------
     def _new_provider(self, n: int) -> RunProvider:
@@ -308,7 +309,7 @@ class FastWorld(RunsWorld):
         got = None if lists is None else lists.get((step, attempt, KIND_JITTER))
         if got is None:
             got = self._table(b, step, attempt, KIND_JITTER)
-        u: float = got[row][self._column(step, order, clip)]
+        u: float = got.item(row, self._column(step, order, clip))
         return u
 
     def _column(self, step: int, order: int, clip: int) -> int:
@@ -326,14 +327,14 @@ class FastWorld(RunsWorld):
         heapq.heappush(self.heap, (at, key, next(self._seq), (_SRV, ev)))
 
     def _table(self, b: int, step: int, attempt: int, kind: int) -> _Table:
-        """A stream of block ``b`` as lists of rows (``kind`` -1: the latencies in µs)."""
+        """A stream of block ``b`` (``kind`` -1: the latencies in µs)."""
         d = self.block(b)
         lists = self._lists[b]
         key = (step, attempt, kind)
         got = lists.get(key)
         if got is None:
             arr = d.latency_us(step, attempt) if kind < 0 else d.fault_u(step, attempt, kind)
-            got = lists[key] = arr.tolist()  # Python numbers, as ndarray.item gives them
+            got = lists[key] = arr
         return got  # type: ignore[no-any-return]
 
     def _rows_of(self, b: int, step: int, attempt: int, tts: bool) -> _Rows:
@@ -381,19 +382,25 @@ class FastWorld(RunsWorld):
                 cur = rnd(t, cur)
 
     def _one_item(self, t: int, key: tuple[int, ...], item: FItem) -> list[Keyed]:
-        """A round of one item (:meth:`_fast_round` of ``[(key, item)]``, in short)."""
+        """A round of one item (:meth:`_fast_round` of ``[(key, item)]``, in short; an
+        answer resolved as :meth:`_answered` does)."""
         nxt: list[Keyed] = []
-        srv: list[ServerEvent] = []
-        sends: list[tuple[Req, int]] = []
-        self.nxt, self.srv, self.sends = nxt, srv, sends
+        self.nxt = nxt
+        srv, sends = self.srv, self.sends  # empty between rounds
         kind = item[0]
         if kind == _ANS:
-            if self._answered(t, item):
+            req = item[2]
+            f = self.flights.pop(req, None)
+            if f is not None:  # else cancelled before
+                if item[5] and f[3] and self.free_llm:
+                    _free_slot(f[1], f[2], t)
+                if self.keep_log:
+                    self.log.append((f[0], req[1], req[0], req[2], req[3], req[4], *item[3:5], t))
                 m = self.machines[item[1]]
                 m.t = t
-                call = m.inflight.pop(item[2], None)
+                call = m.inflight.pop(req, None)
                 if call is not None:
-                    call.on_answer(item[2], item[3], item[4])
+                    call.on_answer(req, item[3], item[4])
         elif kind == _SRV:
             srv.append(item[1])
         else:
@@ -401,41 +408,47 @@ class FastWorld(RunsWorld):
             m.t = t
             _deliver(m, item)
         if srv:
-            for cmd in self.server.feed(t, srv):
-                self._server_cmd(t, cmd)
+            self._serve(t)
         if sends:
-            if len(sends) > 1:
-                sends.sort(key=itemgetter(0))
-            decide = self._decide_req
-            for req, dl in sends:
-                decide(t, req, dl)
+            self._decide_sends(t)
         return nxt
+
+    def _serve(self, t: int) -> None:
+        """The round's server events to the server machine; its commands done."""
+        cmds = self.server.feed(t, self.srv)
+        self.srv.clear()
+        for cmd in cmds:
+            self._server_cmd(t, cmd)
+
+    def _decide_sends(self, t: int) -> None:
+        """The round's requests decided in arrival order (sorted by request: content first)."""
+        sends = self.sends
+        if len(sends) > 1:
+            sends.sort(key=itemgetter(0))
+        decide = self._decide_req
+        for req, dl in sends:
+            decide(t, req, dl)
+        sends.clear()
 
     def _fast_round(self, t: int, cur: list[Keyed]) -> list[Keyed]:
         """One round (``cur`` in canonical order); the next round's items."""
         nxt: list[Keyed] = []
-        srv: list[ServerEvent] = []
-        sends: list[tuple[Req, int]] = []
-        self.nxt, self.srv, self.sends = nxt, srv, sends
+        self.nxt = nxt
         if len(cur) == 1:  # most rounds: one answer
             item = cur[0][1]
             kind = item[0]
             if kind == _SRV:
-                srv.append(item[1])
+                self.srv.append(item[1])
             elif kind != _ANS or self._answered(t, item):
                 m = self.machines[item[1]]
                 m.t = t
                 _deliver(m, item)
         else:
             self._feed_all(t, cur)
-        if srv:
-            for cmd in self.server.feed(t, srv):
-                self._server_cmd(t, cmd)
-        if len(sends) > 1:
-            sends.sort(key=itemgetter(0))
-        decide = self._decide_req
-        for req, dl in sends:
-            decide(t, req, dl)
+        if self.srv:
+            self._serve(t)
+        if self.sends:
+            self._decide_sends(t)
         return nxt
 
     def _feed_all(self, t: int, cur: list[Keyed]) -> None:
@@ -470,7 +483,7 @@ class FastWorld(RunsWorld):
             return False
         if item[5] and f[3] and self.free_llm:
             _free_slot(f[1], f[2], t)
-        if self.cfg.keep_log:
+        if self.keep_log:
             self.log.append((f[0], req[1], req[0], req[2], req[3], req[4], item[3], item[4], t))
         return True
 
@@ -522,10 +535,10 @@ class FastWorld(RunsWorld):
                 lat_rows, r429, r5xx, rf = rows
                 dec = self.answer[tts](
                     t,
-                    lat_rows[row][col],
-                    1.0 if r429 is None else r429[row][col],
-                    1.0 if r5xx is None else r5xx[row][col],
-                    1.0 if rf is None else rf[row][col],
+                    lat_rows.item(row, col),
+                    1.0 if r429 is None else r429.item(row, col),
+                    1.0 if r5xx is None else r5xx.item(row, col),
+                    1.0 if rf is None else rf.item(row, col),
                 )
             status, lat = dec[0], dec[1]
         else:

@@ -102,9 +102,7 @@ class GateFastWorld(FastWorld):
     def _one_item(self, t: int, key: tuple[int, ...], item: FItem) -> list[Keyed]:
         return self._fast_round(t, [(key, item)])
 
-    def _gate_sends(
-        self, t: int, gates: RunGates, sends: list[tuple[Req, int]]
-    ) -> None:
+    def _gate_sends(self, t: int, gates: RunGates, sends: list[tuple[Req, int]]) -> None:
         if len(sends) > 1:
             sends.sort(key=itemgetter(0))
         for req, dl in sends:
