@@ -377,9 +377,11 @@ class FastWorld(RunsWorld):
             else:  # most instants: one item
                 cur = one(t, e[1], e[3])
             while cur:
-                if len(cur) > 1:
+                if len(cur) == 1:  # an immediate answer (a 429), a claim
+                    cur = one(t, *cur[0])
+                else:
                     cur.sort(key=itemgetter(0))
-                cur = rnd(t, cur)
+                    cur = rnd(t, cur)
 
     def _one_item(self, t: int, key: tuple[int, ...], item: FItem) -> list[Keyed]:
         """A round of one item (:meth:`_fast_round` of ``[(key, item)]``, in short; an
@@ -431,20 +433,11 @@ class FastWorld(RunsWorld):
         sends.clear()
 
     def _fast_round(self, t: int, cur: list[Keyed]) -> list[Keyed]:
-        """One round (``cur`` in canonical order); the next round's items."""
+        """One round (``cur`` in canonical order; a round of one item is :meth:`_one_item`'s);
+        the next round's items."""
         nxt: list[Keyed] = []
         self.nxt = nxt
-        if len(cur) == 1:  # most rounds: one answer
-            item = cur[0][1]
-            kind = item[0]
-            if kind == _SRV:
-                self.srv.append(item[1])
-            elif kind != _ANS or self._answered(t, item):
-                m = self.machines[item[1]]
-                m.t = t
-                _deliver(m, item)
-        else:
-            self._feed_all(t, cur)
+        self._feed_all(t, cur)
         if self.srv:
             self._serve(t)
         if self.sends:
