@@ -58,8 +58,22 @@ def _gaps_s(rows: list[tuple[Any, ...]]) -> list[float]:
     return [(b - a) / 1e6 for a, b in itertools.pairwise(arrivals)]
 
 
+_CLIENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _closed_clients() -> Iterator[None]:
+    """Every SDK client a test made is closed when the test ends, its pooled sockets with it:
+    a socket left to the garbage collector is a ResourceWarning, an error in whichever test
+    happens to collect it (a gc.collect() in the next test's setup once)."""
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def _openai(s: ServerThread, key: str, **kw: Any) -> Any:
-    return _sdk("openai").OpenAI(base_url=s.base_url + "/v1", api_key=key, **kw)
+    _CLIENTS.append(_sdk("openai").OpenAI(base_url=s.base_url + "/v1", api_key=key, **kw))
+    return _CLIENTS[-1]
 
 
 def test_openai_sdk_non_streamed_sees_the_drawn_latency(srv: ServerThread) -> None:
@@ -173,7 +187,8 @@ def test_a_disconnect_frees_the_slot_on_a_real_socket() -> None:
 
 
 def _anthropic(s: ServerThread, key: str) -> Any:
-    return _sdk("anthropic").Anthropic(base_url=s.base_url, api_key=key)
+    _CLIENTS.append(_sdk("anthropic").Anthropic(base_url=s.base_url, api_key=key))
+    return _CLIENTS[-1]
 
 
 def test_anthropic_sdk_non_streamed_and_streamed(srv: ServerThread) -> None:
