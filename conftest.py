@@ -1,9 +1,10 @@
 """Test-run plumbing for the whole suite (pytest loads this first; tests/conftest.py holds the
 tests' own helpers).
 
-pyproject's addopts run the suite on pytest-xdist workers (``-n auto --dist loadgroup``). Every
-test is its own unit of work but the wall-clock tests (marker ``wallclock``), which are one unit,
-run on one worker one at a time. The order the units are handed out in:
+pyproject's addopts run the suite on pytest-xdist workers (``-n auto --dist loadgroup``): one per
+core plus one, as the wall-clock tests on theirs leave most of a core idle. Every test is its own
+unit of work but the wall-clock tests (marker ``wallclock``), which are one unit, run on one worker
+one at a time. The order the units are handed out in:
 
 1. the wall-clock unit first, to the first worker (``gw0``): it waits on real sockets and sleeps
    most of the time (its chain is long in wall time, short in CPU). The other workers run at a
@@ -44,6 +45,18 @@ def _marks_file(testrunuid: str) -> Path:
 
 WALLCLOCK_WORKER = "gw0"
 MODEL_WORKER_NICE = 10
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: -p no:xdist
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto --dist loadgroup``: one model worker per core, plus the wall-clock worker.
+    The wall-clock unit waits on sockets and sleeps (a minute of CPU in three of wall time):
+    beside it, a model worker per core uses the CPU it leaves, at nice +10, so the wall-clock
+    tests still get a core the moment they wake. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` (xdist's own
+    override) and other modes: xdist's count."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.getoption("dist") != "loadgroup":
+        return None
+    return len(os.sched_getaffinity(0)) + 1
 
 
 def pytest_configure(config: pytest.Config) -> None:
