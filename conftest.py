@@ -1,9 +1,10 @@
 """Test-run plumbing for the whole suite (pytest loads this first; tests/conftest.py holds the
 tests' own helpers).
 
-pyproject's addopts run the suite on pytest-xdist workers (``-n auto --dist loadgroup``). Every
-test is its own unit of work but the wall-clock tests (marker ``wallclock``), which are one unit,
-run on one worker one at a time. The order the units are handed out in:
+pyproject's addopts run the suite on pytest-xdist workers (``-n auto --dist loadgroup``): one per
+core plus one, as the wall-clock tests on theirs leave most of a core idle. Every test is its own
+unit of work but the wall-clock tests (marker ``wallclock``), which are one unit, run on one worker
+one at a time. The order the units are handed out in:
 
 1. the wall-clock unit first, to the first worker (``gw0``): it waits on real sockets and sleeps
    most of the time (its chain is long in wall time, short in CPU). The other workers run at a
@@ -15,7 +16,10 @@ run on one worker one at a time. The order the units are handed out in:
 
 A ``multicore`` test (a process pool, a Dask cluster, a sweep on every core) is held back while
 the wall-clock unit is running on another worker, as long as anything else is left to hand out:
-it would take the wall-clock tests' core. ``-n 0`` runs everything in one process, in collection
+it would take the wall-clock tests' core. A ``quiet`` wall-clock test picks its time scale from
+the floor it measures, so its length grows with the load beside it (test_wall_validation: 51 s
+beside one model worker, 124-135 s beside two): from two tests before it until it ends, only the
+first model worker is handed new work. ``-n 0`` runs everything in one process, in collection
 order.
 
 xdist's own ``xdist_group`` mark cannot be used: it renames node ids, which pytest 9 no
@@ -35,7 +39,12 @@ from typing import Any
 import pytest
 
 WALLCLOCK_GROUP = "wallclock"
-_MARKS = ("wallclock", "heavy", "multicore")
+_MARKS = ("wallclock", "heavy", "multicore", "quiet")
+QUIET_MARKER = (
+    "quiet: a wall-clock test whose length grows with the load it measures (it picks its time "
+    "scale from the floor): while it runs, one model worker gets new work, as on a core each"
+)
+QUIET_LOOKAHEAD = 2  # held from two wall-clock tests before: a worker first runs what it was sent
 
 
 def _marks_file(testrunuid: str) -> Path:
@@ -46,9 +55,22 @@ WALLCLOCK_WORKER = "gw0"
 MODEL_WORKER_NICE = 10
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: -p no:xdist
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto --dist loadgroup``: one model worker per core, plus the wall-clock worker.
+    The wall-clock unit waits on sockets and sleeps (a minute of CPU in three of wall time):
+    beside it, a model worker per core uses the CPU it leaves, at nice +10, so the wall-clock
+    tests still get a core the moment they wake. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` (xdist's own
+    override) and other modes: xdist's count."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.getoption("dist") != "loadgroup":
+        return None
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The controller names the run, so that its workers and its scheduler share the file; a
     worker other than the wall-clock tests' lowers its own priority."""
+    config.addinivalue_line("markers", QUIET_MARKER)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         # a worker's dist option is "no"; xdist keeps whether it was loadgroup here
@@ -131,6 +153,35 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
                 multicore = self._marked("multicore")
                 return next((s for s in rest if s not in multicore), rest[0])
             return rest[0]
+
+        def _quiet_near(self) -> bool:
+            """A ``quiet`` test is running on the wall-clock worker, or is one of the next
+            :data:`QUIET_LOOKAHEAD` there (its tests run in the order they were sent)."""
+            quiet = self._marked("quiet")
+            for units in self.assigned_work.values():
+                unit = units.get(WALLCLOCK_GROUP, {})
+                todo = [n for n, done in unit.items() if not done][: QUIET_LOOKAHEAD + 1]
+                if any(n in quiet for n in todo):
+                    return True
+            return False
+
+        def _held(self, node: Any) -> bool:
+            """The model workers beyond the first get no new unit while a quiet test is near."""
+            model = sorted(n.gateway.id for n in self.nodes if not self._wallclock_node(n))
+            return bool(node.gateway.id in model[1:] and self._quiet_near())
+
+        def _reschedule(self, node: Any) -> None:
+            if self.workqueue and not node.shutting_down and self._held(node):
+                return
+            super()._reschedule(node)
+
+        def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
+            """As xdist's, then the other workers are offered work again: a held one is short
+            of it (a worker keeps its last test until it has a next one, or is shut down)."""
+            super().mark_test_complete(node, item_index, duration)
+            for other in self.nodes:
+                if other is not node and self.workqueue:
+                    self._reschedule(other)
 
         def _assign_work_unit(self, node: Any) -> None:
             if not self.ordered:

@@ -155,6 +155,7 @@ def test_a_missing_stand_in_the_run_uses_is_a_harness_error(mini_engine: Bundle)
         cr.run_engine_case(case, mini_engine, time_scale=0.1, run_input={"SB_TOUCH_UNSTUBBED": 1})
 
 
+@pytest.mark.wallclock  # the case on real sockets at time scale 0.1, as above: a quiet core
 def test_cli_routes_the_engine_era_and_a_harness_error_is_one_line(
     esbuild_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -33,10 +33,10 @@ def test_committed_baseline_has_the_gate_version_and_metrics(baseline):
 
 
 @pytest.mark.heavy
-def test_gate_passes_on_this_code_and_fails_on_a_broken_pipeline(baseline, monkeypatch):
-    # the model's cells do not run the pipeline: measured once, reused by every measure below
-    model_cells = gate._model_cells()
-    monkeypatch.setattr(gate, "_model_cells", lambda: model_cells)
+def test_gate_fails_on_a_broken_pipeline(baseline, monkeypatch):
+    # that this code passes the gate is .ci/run's last step, `scenebench gate --baseline
+    # results/baseline.json`: the same comparison of every metric with the same baseline (and
+    # the wall-clock check besides), so it is not measured a second time here
 
     # break the pipelined mode: each content waits for the previous one (one slot)
     monkeypatch.setattr(ScenePipeline, "content_slots", staticmethod(lambda c, n: 1))
@@ -51,14 +51,8 @@ def test_gate_passes_on_this_code_and_fails_on_a_broken_pipeline(baseline, monke
     text = dumps({"ok": False, "metrics": [m.to_json() for m in broken]})
     parsed = json.loads(text, parse_constant=_no_constants)
     assert all(isinstance(m["ok"], bool) for m in parsed["metrics"])
-
-    # restored, this code passes (after the break: one measure shows both that the code
-    # passes and that undoing the break restores it)
-    monkeypatch.undo()
-    monkeypatch.setattr(gate, "_model_cells", lambda: model_cells)
-    now = gate.measure(wall=False)
-    metrics = gate.compare(baseline, now)
-    assert all(m.ok for m in metrics), gate.render_table(metrics, only_failed=True)
+    # only the pipeline's metrics moved: the model's cells do not run it
+    assert not {n for n in failed if n.startswith("model ")}
 
 
 def test_compare_flags_drift_missing_metrics_and_writes_junit(tmp_path):

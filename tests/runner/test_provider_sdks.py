@@ -22,8 +22,13 @@ from runner.world.fake_provider import ServerThread, create_app
 from sim import Quota
 from tests.conftest import const_scenario
 
-openai = pytest.importorskip("openai")
-anthropic = pytest.importorskip("anthropic")
+
+def _sdk(name: str) -> Any:
+    """An SDK, imported when a test first uses it (the test skipped when it is not installed):
+    not at collection, where every xdist worker collects this file and importing both takes
+    over a second of CPU, while only the wall-clock worker runs these tests."""
+    return pytest.importorskip(name)
+
 
 pytestmark = pytest.mark.wallclock
 MSG = [{"role": "user", "content": "Say hello."}]
@@ -53,8 +58,22 @@ def _gaps_s(rows: list[tuple[Any, ...]]) -> list[float]:
     return [(b - a) / 1e6 for a, b in itertools.pairwise(arrivals)]
 
 
+_CLIENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _closed_clients() -> Iterator[None]:
+    """Every SDK client a test made is closed when the test ends, its pooled sockets with it:
+    a socket left to the garbage collector is a ResourceWarning, an error in whichever test
+    happens to collect it (a gc.collect() in the next test's setup once)."""
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def _openai(s: ServerThread, key: str, **kw: Any) -> Any:
-    return openai.OpenAI(base_url=s.base_url + "/v1", api_key=key, **kw)
+    _CLIENTS.append(_sdk("openai").OpenAI(base_url=s.base_url + "/v1", api_key=key, **kw))
+    return _CLIENTS[-1]
 
 
 def test_openai_sdk_non_streamed_sees_the_drawn_latency(srv: ServerThread) -> None:
@@ -105,7 +124,7 @@ def test_openai_sdk_honours_retry_after_ms() -> None:
 
 def test_openai_sdk_backs_off_twice_then_raises_without_a_header() -> None:
     with _server(quota_llm=Quota(first_429=5, retry_after_s=None)) as s:
-        with pytest.raises(openai.RateLimitError) as e:
+        with pytest.raises(_sdk("openai").RateLimitError) as e:
             _openai(s, "k").chat.completions.create(model="m", messages=MSG)
         rows = _rows(s, "k")
     assert e.value.status_code == 429 and e.value.body["code"] == "rate_limit_exceeded"
@@ -119,7 +138,7 @@ def test_openai_sdk_refuses_a_retry_after_over_two_minutes() -> None:
     if not hasattr(consts, "MAX_RETRY_AFTER_DELAY"):
         pytest.skip("openai-python < 2.52 backs off instead (docs/provider-api.md)")
     with _server(quota_llm=Quota(first_429=1, retry_after_s=200.0)) as s:
-        with pytest.raises(openai.RateLimitError):
+        with pytest.raises(_sdk("openai").RateLimitError):
             _openai(s, "k").chat.completions.create(model="m", messages=MSG)
         assert len(_rows(s, "k")) == 1
 
@@ -155,7 +174,7 @@ def test_a_disconnect_frees_the_slot_on_a_real_socket() -> None:
     q = Quota(max_inflight=1, disconnect_frees=True)
     with _server(content=2.0, quota_llm=q) as s:
         c = _openai(s, "k", max_retries=0)
-        with pytest.raises(openai.APITimeoutError):
+        with pytest.raises(_sdk("openai").APITimeoutError):
             c.chat.completions.create(model="m", messages=MSG, timeout=0.3)
         import time
 
@@ -168,7 +187,8 @@ def test_a_disconnect_frees_the_slot_on_a_real_socket() -> None:
 
 
 def _anthropic(s: ServerThread, key: str) -> Any:
-    return anthropic.Anthropic(base_url=s.base_url, api_key=key)
+    _CLIENTS.append(_sdk("anthropic").Anthropic(base_url=s.base_url, api_key=key))
+    return _CLIENTS[-1]
 
 
 def test_anthropic_sdk_non_streamed_and_streamed(srv: ServerThread) -> None:
@@ -195,7 +215,7 @@ def test_anthropic_sdk_honours_retry_after() -> None:
 def test_anthropic_sdk_retries_529_overloaded_then_raises() -> None:
     q = Quota(outages=((0.0, 3600.0, 529),), retry_after_s=None, shape="anthropic")
     with _server(quota_llm=q) as s:
-        with pytest.raises(anthropic.APIStatusError) as e:
+        with pytest.raises(_sdk("anthropic").APIStatusError) as e:
             _anthropic(s, "a").messages.create(model="c", max_tokens=10, messages=MSG)
         rows = _rows(s, "a")
     assert e.value.status_code == 529 and len(rows) == 3
