@@ -51,8 +51,8 @@ def _jit(fn: _F) -> _F:
 
 
 def _leaf(fn: _F) -> _F:
-    """:func:`_jit` for a small helper that calls no other (or only such helpers): inlined
-    where it is called (numba's IR: no call, no arguments passed)."""
+    """:func:`_jit` for a small helper, or one called from one place: inlined where it is
+    called (numba's IR: no call, no arguments passed)."""
     import numba
 
     opts: dict[str, Any] = {"_nrt": False, "inline": "always"}
@@ -209,7 +209,7 @@ def _need(
     W[CT_NEEDS] = n + 1
 
 
-@_mid
+@_leaf
 def _ask(
     P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, kind: int, key: int, si: int, a: int
 ) -> bool:
@@ -222,7 +222,7 @@ def _ask(
     return bool(T[at] == 1)
 
 
-@_mid
+@_leaf
 def _ask_lat(
     P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, key: int, si: int, a: int, at: int
 ) -> bool:
@@ -246,7 +246,7 @@ def _wi(P: I64, ws: int, pid: int, field: int) -> int:
     return int(P[P[P_OP2] + (ws * P[P_NPOL] + pid) * 2 + field])
 
 
-@_jit
+@_leaf
 def _round_draws(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: int) -> bool:
     """Whether every draw the round at ``now`` may read is there (else they are asked for)."""
     ok = True
@@ -292,7 +292,7 @@ def _attempt(
     return int(lat), int(code)
 
 
-@_mid
+@_leaf
 def _jitter(
     P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: int, used: int
 ) -> float:
@@ -309,7 +309,7 @@ def _jitter(
     return float(F[P[P_OF4] + at] if key else F[P[P_OF3] + at])
 
 
-@_mid
+@_leaf
 def _wait(
     P: I64,
     F: F64,
@@ -398,7 +398,7 @@ def _start(
     _arrive(P, F, T, S, R, W, L, r, j, t)
 
 
-@_mid
+@_leaf
 def _request(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: int) -> None:
     """Caller ``j`` sends a new client request now (its own deadline and counts)."""
     t = R[r, R_NOW]
@@ -502,7 +502,7 @@ def _settle(
     S[r, j, F_WAKE] = end
 
 
-@_mid
+@_leaf
 def _decide_open(
     P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: int, key: int
 ) -> None:
@@ -519,7 +519,7 @@ def _canon(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: in
     return int(out * 100_000 + S[r, j, F_ATT])
 
 
-@_jit
+@_leaf
 def _batch(
     P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, key: int, js: I64, m: int
 ) -> None:
@@ -589,7 +589,7 @@ def _add_request(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int,
     R[r, R_RET] += S[r, j, F_PRET]
 
 
-@_jit
+@_leaf
 def _route(
     P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: int, seen: int
 ) -> bool:
@@ -627,7 +627,7 @@ def _route_status(
     return seen if 400 <= seen <= 599 else 500
 
 
-@_jit
+@_leaf
 def _answer(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: int) -> int:
     """Caller ``j`` got its answer now: the route's and the client's retry rules. Returns 1
     (its call ended ok), 2 (its call failed) or 0 (it retries)."""
@@ -734,7 +734,7 @@ def _scene_end(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, o
         _finish(P, F, T, S, R, W, L, r, PAUSED)
 
 
-@_jit
+@_leaf
 def _start_tts(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int) -> None:
     """Scene ``li``'s clips on ``min(c, clips)`` workers (one when a scene has one clip or
     the within-scene concurrency is 1)."""
@@ -754,7 +754,7 @@ def _start_tts(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int) -
         _start(P, F, T, S, R, W, L, r, 1 + P[P_W] + k, TTS, li, k, fg)
 
 
-@_jit
+@_leaf
 def _loop_ended(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, ok: bool) -> None:
     """The loop's own call ended (``ok``): the next step, the scene's clips, or the end."""
     kind = R[r, R_LKIND]
@@ -815,7 +815,7 @@ def _advance(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int) -> 
         return
 
 
-@_jit
+@_leaf
 def _content_ended(
     P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: int, ok: bool
 ) -> None:
@@ -830,7 +830,7 @@ def _content_ended(
         _idle(P, F, T, S, R, W, L, r, j)
 
 
-@_jit
+@_leaf
 def _tts_ended(
     P: I64,
     F: F64,
@@ -866,7 +866,7 @@ def _tts_ended(
             _scene_end(P, F, T, S, R, W, L, r, R[r, R_TOK] != 0)
 
 
-@_jit
+@_leaf
 def _ended(
     P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, js: I64, oks: I64, m: int
 ) -> None:
@@ -890,7 +890,7 @@ def _ended(
 # -- time -------------------------------------------------------------------------------
 
 
-@_jit
+@_leaf
 def _pass(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: int, m: int) -> None:
     """One pass of the instant's zero-time work on the ``m`` callers due (``due``: slots,
     then their phases as the pass began): arrivals on keys without a limit decided, sleepers
@@ -972,7 +972,7 @@ def _round(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: 
             _batch(P, F, T, S, R, W, L, r, key, mine, m)
 
 
-@_jit
+@_leaf
 def _begin(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int) -> None:
     """Time 0: the run's state, then the foreground first scene's content, or the loop."""
     cdone = R[:, NR : NR + P[P_N]]
