@@ -92,6 +92,7 @@ REASONS = ("ok", "5xx", "inflight", "random", "reset", "stall", "truncated")
 _KEYS = ("llm-key", "tts-key")
 _TTS = int(Step.TTS)
 _T = TypeVar("_T", bound=np.generic)
+_LOG_ROWS_PER_RUN: int | None = None  # the request log's first size per run (None: a guess)
 
 
 def _plain_key(q: Quota) -> bool:
@@ -461,7 +462,8 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
     tb = _Tables(cell, d, jitter, [fixed, exp_ms, wf])
     tb.first(cell.chains())
     reps, s = tb.reps, cell.s
-    logcap = reps * cell.n * (4 + cell.kmax) if records else 0
+    per_run = _LOG_ROWS_PER_RUN or cell.n * (4 + cell.kmax)
+    logcap = reps * per_run if records else 0
     while True:
         C = _ctx(cell, tb, d, records, logcap)
         W = C.W
