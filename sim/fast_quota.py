@@ -92,6 +92,7 @@ REASONS = ("ok", "5xx", "inflight", "random", "reset", "stall", "truncated")
 _KEYS = ("llm-key", "tts-key")
 _TTS = int(Step.TTS)
 _T = TypeVar("_T", bound=np.generic)
+_WHOLE = 8  # a TTS retry attempt is drawn whole when 1 run in _WHOLE waits for one of its cells
 _LOG_ROWS_PER_RUN: int | None = None  # the request log's first size per run (None: a guess)
 
 
@@ -406,18 +407,24 @@ class _Tables:
                             self.draw(2, key, si, a)
 
     def fill(self, needs: I64) -> None:
-        """Draw what suspended runs wait for (rows: table, key, step, attempt, flat cell)."""
-        cellwise = (needs[:, 0] == 0) & (needs[:, 1] == 1) if self.cellwise else None
-        whole = needs if cellwise is None else needs[~cellwise]
-        for kind, key, si, a in np.unique(whole[:, :4], axis=0).tolist():
-            self.draw(kind, key, si, a)
-        if cellwise is not None and cellwise.any():
-            at = np.unique(needs[cellwise, 4])
-            for a in np.unique(at // self.slab).tolist():
-                mine = at[at // self.slab == a]
-                if len(mine) * 8 >= self.reps:  # many runs wait: the whole attempt at once
-                    mine = np.arange(a * self.slab, (a + 1) * self.slab, dtype=np.int64)
-                self.tts_cells(a, mine - a * self.slab)
+        """Draw what suspended runs wait for (rows: table, key, step, attempt, flat cell; a
+        whole table is asked for once, a TTS latency drawn cell by cell once per cell)."""
+        cells = []
+        for kind, key, si, a, at in needs.tolist():
+            if kind == 0 and key == 1 and self.cellwise:
+                cells.append(at)
+            else:
+                self.draw(kind, key, si, a)
+        if not cells:
+            return
+        at = np.array(cells, dtype=np.int64)
+        tops = at // self.slab
+        attempts = set(tops.tolist())
+        for a in attempts:
+            mine = at[tops == a] if len(attempts) > 1 else at
+            if len(mine) * _WHOLE >= self.reps:  # most runs wait: the whole attempt at once
+                mine = np.arange(a * self.slab, (a + 1) * self.slab, dtype=np.int64)
+            self.tts_cells(a, mine - a * self.slab)
 
 
 def _ctx(cell: _Cell, tb: _Tables, d: Draws, records: bool, logcap: int) -> Ctx:
