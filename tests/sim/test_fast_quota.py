@@ -136,3 +136,26 @@ def test_the_sweeps_columns_equal_simpys_runs_frame(stall: bool) -> None:
     cols = got.runs.frame()
     model = runs_frame(simulate(sc, cfg, reps=40, seed=6, run_id=5, engine="simpy"))
     pd.testing.assert_frame_equal(cols, model[list(cols.columns)])
+
+
+def test_a_log_too_small_at_first_is_grown_and_the_runs_computed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compiled loop's request log starts at a guessed size; when the runs log more, the
+    engine runs them again with room for all: the same records as SimPy's."""
+    import sim.fast_quota as fq
+
+    monkeypatch.setattr(fq, "_LOG_ROWS_PER_RUN", 1)
+    sc = load_scenario("low-quota")
+    _, diff = check_quota_engine(sc, RunConfig.of("pipelined", 3), 6, seed=2)
+    assert diff is None, diff
+
+
+def test_zero_waits_draw_every_table_first() -> None:
+    """With an honoured Retry-After of 0 a caller can retry at the instant it was answered
+    (a round then reads beyond its next attempt): every table is drawn up front, and the
+    runs still equal SimPy's."""
+    base = load_scenario("default").with_client(provider_errors=ErrorShape.DIRECT)
+    sc = base.replace(outlines=4, quota_llm=Quota(max_inflight=1, p_429=0.3, retry_after_s=0.0))
+    _, diff = check_quota_engine(sc, RunConfig.of("pipelined", 3), 8, seed=3)
+    assert diff is None, diff
