@@ -41,11 +41,16 @@ in at one instant; nothing reads it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import math
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -457,6 +462,34 @@ def _ctx(cell: _Cell, tb: _Tables, d: Draws, records: bool, logcap: int) -> Ctx:
     )
 
 
+_LOADED: list[bool] = [False]  # whether this process has the compiled loop
+
+
+def _lock_path() -> Path:
+    """The lock file of this checkout's compiled loop (one per source folder)."""
+    src = str(Path(__file__).resolve().with_name("fast_quota_loop.py"))
+    digest = hashlib.sha256(src.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"scenebench-numba-{digest}.lock"
+
+
+@contextlib.contextmanager
+def _first_use() -> Iterator[None]:
+    """The compiled loop's first call in a process, under a lock file shared by processes:
+    the first to come compiles it and writes numba's cache (~40 s of CPU), the others wait
+    and then load it from the cache (a fraction of a second) instead of each compiling it
+    too (pytest's workers, a sweep's process pool). Later calls take no lock."""
+    if _LOADED[0]:
+        yield
+        return
+    with open(_lock_path(), "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+    _LOADED[0] = True
+
+
 def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
     """Every run to its end: the compiled loop over the runs, again over those suspended
     for draws once they are drawn; with ``records``, again from the start if the log was
@@ -477,7 +510,8 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
         todo = np.arange(reps, dtype=np.int64)
         while len(todo):
             W[CT_NEEDS] = 0
-            k = run_runs(*C, todo, todo)  # the suspended ones overwrite the list's head
+            with _first_use():  # the suspended ones overwrite the list's head
+                k = run_runs(*C, todo, todo)
             if W[CT_ERR]:
                 raise AssertionError("fast_quota: a draw was read before it was drawn")
             todo = todo[:k].copy()

@@ -6,11 +6,15 @@ timeout are handed to SimPy), constant latencies (ties at one instant) and drawn
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+from pathlib import Path
+from typing import IO
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import sim.fast_quota as fq
 from sim import Constant, ConstantInt, Quota, RunConfig, load_scenario, simulate
 from sim.dists import Uniform, UniformInt
 from sim.engines import pick_engine
@@ -159,3 +163,36 @@ def test_zero_waits_draw_every_table_first() -> None:
     sc = base.replace(outlines=4, quota_llm=Quota(max_inflight=1, p_429=0.3, retry_after_s=0.0))
     _, diff = check_quota_engine(sc, RunConfig.of("pipelined", 3), 8, seed=3)
     assert diff is None, diff
+
+
+def test_only_a_process_first_call_takes_the_compile_lock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The compiled loop's first call in a process runs under the lock file (exclusive: a
+    second open of the file cannot lock it meanwhile), so concurrent processes compile it
+    once; the calls after it take no lock."""
+    ops: list[int] = []
+    excluded: list[bool] = []
+    lock = tmp_path / "loop.lock"
+    real = fcntl.flock
+
+    def flock(f: IO[bytes], op: int) -> None:
+        real(f, op)
+        ops.append(op)
+        if op == fcntl.LOCK_EX:
+            with open(lock, "a+b") as other:
+                try:
+                    real(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    excluded.append(True)
+
+    monkeypatch.setattr(fq, "_LOADED", [False])
+    monkeypatch.setattr(fq, "_lock_path", lambda: lock)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    base = load_scenario("default")
+    sc = base.replace(outlines=2, quota_llm=dataclasses.replace(base.quota_llm, max_inflight=1))
+    for _ in range(2):
+        simulate_quota(sc, RunConfig.of("pipelined", 2), 3, seed=4)
+    assert ops == [fcntl.LOCK_EX, fcntl.LOCK_UN]
+    assert excluded == [True]
+    assert fq._LOADED == [True]
