@@ -127,7 +127,8 @@ class ServerOptions(TypedDict, total=False):
     latency_factor: float
 
 
-DRAWS_BLOCK = 16  # classrooms per block of keyed draws (see _BlockProvider)
+DRAWS_BLOCK = 64  # classrooms per block of keyed draws (see _BlockProvider)
+DRAWS_CACHE = 256 * DRAWS_BLOCK  # classrooms whose draws are kept (the newest blocks)
 
 
 class _BlockProvider(Provider):
@@ -170,9 +171,11 @@ class FakeProvider:
         self.seed = seed
         self.virtual = virtual
         self.time_scale = 1.0 if virtual else float(time_scale)
-        # the newest 100,000 requests are kept: enough for any run, flat over a long soak
+        # the newest 100,000 requests are kept: enough for any run, flat over a long soak;
+        # the draws of the newest 16,384 classrooms (256 blocks: one per client connection
+        # of a busy load, each naming its own run of classrooms, and room to spare)
         self.provider: Provider = _BlockProvider(
-            scenario, seed, keep_log=keep_log, max_log=100_000, draws_cache=4096
+            scenario, seed, keep_log=keep_log, max_log=100_000, draws_cache=DRAWS_CACHE
         )
         pscv: int | str = (
             scenario.parallel_scene_concurrency
