@@ -17,6 +17,7 @@ whole request (issue 24, docs/cli.md#bench).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -129,6 +130,8 @@ async def _serve(
         except hot.bad_request as e:  # the app's handler for it
             resp = await app.exception_handlers[hot.bad_request](Request(scope), e)
         if type(resp) in hot.plain and resp.background is None:  # Response.__call__, inline
+            if not fake.virtual:  # one turn of the loop first, as the bare app's sleep(0)
+                await asyncio.sleep(0)
             started.append(True)
             head = resp.raw_headers
             await send({"type": "http.response.start", "status": resp.status_code, "headers": head})
