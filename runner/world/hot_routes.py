@@ -13,6 +13,12 @@ lifespan) goes through the Starlette app as before.
 
 Why: a soak of 100 connections costs Starlette's layers about as much as the bare app's
 whole request (issue 24, docs/cli.md#bench).
+
+On the wall clock an answer is sent after one turn of the event loop (as the bare app's own
+``asyncio.sleep(0)``): a burst of requests is computed before its answers are written, so a
+write that wakes the waiting client (which may then preempt the server) does not come between
+two of the burst's computations. The virtual clock sends at once (its order at equal times is
+the model's).
 """
 
 from __future__ import annotations
