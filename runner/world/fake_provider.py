@@ -127,7 +127,8 @@ class ServerOptions(TypedDict, total=False):
     latency_factor: float
 
 
-DRAWS_BLOCK = 16  # classrooms per block of keyed draws (see _BlockProvider)
+DRAWS_BLOCK = 64  # classrooms per block of keyed draws (see _BlockProvider)
+DRAWS_CACHE = 256 * DRAWS_BLOCK  # classrooms whose draws are kept (the newest blocks)
 
 
 class _BlockProvider(Provider):
@@ -170,9 +171,11 @@ class FakeProvider:
         self.seed = seed
         self.virtual = virtual
         self.time_scale = 1.0 if virtual else float(time_scale)
-        # the newest 100,000 requests are kept: enough for any run, flat over a long soak
+        # the newest 100,000 requests are kept: enough for any run, flat over a long soak;
+        # the draws of the newest 16,384 classrooms (256 blocks: one per client connection
+        # of a busy load, each naming its own run of classrooms, and room to spare)
         self.provider: Provider = _BlockProvider(
-            scenario, seed, keep_log=keep_log, max_log=100_000, draws_cache=4096
+            scenario, seed, keep_log=keep_log, max_log=100_000, draws_cache=DRAWS_CACHE
         )
         pscv: int | str = (
             scenario.parallel_scene_concurrency
@@ -577,7 +580,7 @@ Headers = _api.Headers
 
 async def _generate(
     fake: FakeProvider,
-    call: tuple[Step, int, int, int],
+    call: tuple[int, int, int, int],
     api_key: str,
     headers: Headers,
     request: Request | None,
@@ -586,12 +589,11 @@ async def _generate(
     """The route's model call ``call`` (step, classroom, order, clip), then its answer: the
     ``payload`` (built once the call succeeded) or the failure's. ``request``: needed when
     the key's client frees its slot by going away (else may be ``None``)."""
-    step, cid, order, clip = call
+    step, cid, order, clip = call  # plain ints: the request log holds the model's values
     fg = headers.get(FOREGROUND_HEADER) == "1"
     sent = fake.sent_at(headers.get(SENT_HEADER))
-    # the plain int: the request log holds the same values as the model's
-    routed = fake.route_call(cid, int(step), order, clip, api_key, fg, sent)
-    if not fake.provider.frees_on_disconnect(int(step)):
+    routed = fake.route_call(cid, step, order, clip, api_key, fg, sent)
+    if not fake.provider.frees_on_disconnect(step):
         dec, counts = await routed
     else:  # issue 21: a client that goes away frees its slot (route_call's cleanup)
         assert request is not None, "a key freed on disconnect needs the request"
@@ -600,9 +602,15 @@ async def _generate(
             return Response(status_code=499)
         dec, counts = got
     tally = format_counts(counts, dec.status)
-    if dec.status in (HTTPStatus.OK, TRUNCATED):
+    if dec.status in _ANSWERED:
         return _ok_counted(dec, tally, payload())
-    return _failed(fake, dec, tally, int(step))
+    return _failed(fake, dec, tally, step)
+
+
+# what the hot routes compare with, as plain ints: an enum member's look-up costs a
+# descriptor call per request (Python 3.11)
+_ANSWERED = (int(HTTPStatus.OK), TRUNCATED)  # a success, or one whose body is cut
+_CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
 
 
 def _content(outline: dict[str, Any]) -> dict[str, Any]:
@@ -665,7 +673,7 @@ async def content_answer(
     """Scene-content's answer to a request body (``request``: see :func:`_generate`)."""
     outline = _outline(body)
     _require(body, "allOutlines", "stageId")
-    call = (Step.CONTENT, classroom_of(body["stageId"]), outline["order"], 0)
+    call = (_CONTENT, classroom_of(body["stageId"]), outline["order"], 0)
     payload = {"success": True, "content": _content(outline), "effectiveOutline": outline}
     key = headers.get("x-api-key", "")
     return await _generate(fake, call, key, headers, request, lambda: payload)
@@ -686,7 +694,7 @@ async def actions_answer(
     cid, order = classroom_of(body["stageId"]), outline["order"]
     fake.actions_inputs[(cid, order)] = prev
     key = headers.get("x-api-key", "")
-    call = (Step.ACTIONS, cid, order, 0)
+    call = (_ACTIONS, cid, order, 0)
     return await _generate(
         fake, call, key, headers, request, lambda: _scene(fake, cid, outline, body)
     )
@@ -714,7 +722,7 @@ async def tts_answer(
     def payload() -> bytes:  # {"success", "audioId", "base64", "format"}, encoded
         return _TTS_HEAD + _json_str(audio_id).encode() + _TTS_TAIL
 
-    return await _generate(fake, (Step.TTS, cid, order, clip), key, headers, request, payload)
+    return await _generate(fake, (_TTS, cid, order, clip), key, headers, request, payload)
 
 
 async def health(request: Request) -> Response:

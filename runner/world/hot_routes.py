@@ -13,10 +13,17 @@ lifespan) goes through the Starlette app as before.
 
 Why: a soak of 100 connections costs Starlette's layers about as much as the bare app's
 whole request (issue 24, docs/cli.md#bench).
+
+On the wall clock an answer is sent after one turn of the event loop (as the bare app's own
+``asyncio.sleep(0)``): a burst of requests is computed before its answers are written, so a
+write that wakes the waiting client (which may then preempt the server) does not come between
+two of the burst's computations. The virtual clock sends at once (its order at equal times is
+the model's).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -129,6 +136,8 @@ async def _serve(
         except hot.bad_request as e:  # the app's handler for it
             resp = await app.exception_handlers[hot.bad_request](Request(scope), e)
         if type(resp) in hot.plain and resp.background is None:  # Response.__call__, inline
+            if not fake.virtual:  # one turn of the loop first, as the bare app's sleep(0)
+                await asyncio.sleep(0)
             started.append(True)
             head = resp.raw_headers
             await send({"type": "http.response.start", "status": resp.status_code, "headers": head})

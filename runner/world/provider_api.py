@@ -30,8 +30,9 @@ import itertools
 import json
 import math
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 from starlette.requests import Request
@@ -253,11 +254,13 @@ def _resolve(
         got = (default_step, hash_id(text), 0, 0, None)
     name, cid, order, clip, attempt = got
     step = STEP_IDS[name]
-    if name in ("outline", "agents") and run_steps:
-        step, order, clip = RUN_STEP_IDS[name], 0, 0
-    elif name in ("outline", "agents"):  # not modelled steps: their own classroom's draws
-        cid, order, clip = hash_id(f"{name}/{cid}"), 0, 0
-    clip = clip if step == 2 else 0
+    if name in RUN_STEP_IDS:  # outline, agents
+        if run_steps:
+            step, order, clip = RUN_STEP_IDS[name], 0, 0
+        else:  # not modelled steps: their own classroom's draws
+            cid, order, clip = hash_id(f"{name}/{cid}"), 0, 0
+    elif step != 2:
+        clip = 0
     if attempt is None:  # the fake counts the call's attempts
         attempt = fake.next_attempt(cid, step, order, clip)
     return ApiCall(step, cid, order, clip, attempt, key, name)
@@ -389,8 +392,8 @@ class _Answer(NamedTuple):
     prompt_tokens: int
     completion_tokens: int
     finish: str  # "stop" or "length"
-    times_us: list[int]
-    pieces: list[str]
+    times_us: Sequence[int]  # (empty for an answer not streamed)
+    pieces: Sequence[str]
 
 
 def _answer(
@@ -420,7 +423,7 @@ def _answer(
     else:
         tin, tout = math.ceil(len(prompt) / 4), math.ceil(len(text) / 4)
     if not stream:
-        return _Answer(text, tin, tout, finish, [], [])
+        return _Answer(text, tin, tout, finish, (), ())
     pieces = _pieces(text, max(1, min(MAX_CHUNKS, tout)))
     lat = max(0, dec.latency_us)
     times = stream_times_us(lat, len(pieces), _ttft_us(fake, c, lat, toks[1] if toks else None))
@@ -513,13 +516,14 @@ class _Json(Response):
     """``Response(body, media_type="application/json")`` with ``headers`` after its own,
     its header list written at once."""
 
-    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+    def __init__(self, body: bytes, headers: Mapping[str, str] | None) -> None:
         self.status_code = 200
         self.background = None
         self.body = body
         self.raw_headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
-        for k, v in headers.items():  # as MutableHeaders.update: lower-case names, latin-1
-            self.raw_headers.append((k.lower().encode("latin-1"), v.encode("latin-1")))
+        if headers:  # as MutableHeaders.update: lower-case names, latin-1
+            for k, v in headers.items():
+                self.raw_headers.append((k.lower().encode("latin-1"), v.encode("latin-1")))
 
 
 _JSON_TYPE = (b"content-type", b"application/json")
@@ -553,7 +557,7 @@ def _openai_json(ans: _Answer, model: str) -> bytes:
 
 
 def _plain(
-    dec: Decision, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None
+    dec: Decision, payload: dict[str, Any] | bytes, headers: Mapping[str, str] | None = None
 ) -> Response:
     """The answer's JSON (``payload``, or its bytes as json.dumps writes them; a cut half for
     an injected truncation, a dropped connection for a reset); ``headers`` added to a whole
@@ -566,7 +570,7 @@ def _plain(
         if headers:
             resp.headers.update(headers)
         return resp
-    return _Json(raw, headers or {})
+    return _Json(raw, headers)
 
 
 def _refused(
@@ -579,15 +583,18 @@ def _refused(
 
 def _success_headers(
     fake: FakeProvider, c: ApiCall, dec: Decision, shape: str, at_us: int
-) -> dict[str, str]:
+) -> Mapping[str, str]:
     """The key's rate-limit headers on a success (OpenAI sends them on every answer): the
     RPM bucket and the first token bucket as they stand after this call."""
     ks = fake.provider.key_state(c.step, c.key)
     if shape not in ("openai", "azure", "kimi", "anthropic") or not (
         ks.quota.rpm > 0 or ks.buckets is not None
     ):
-        return {}
+        return _NO_HEADERS
     return rate_headers(shape, dec._replace(rate=ks.rate_info(at_us, None)), at_us)
+
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})  # (shared: read only)
 
 
 def _ok_status(dec: Decision) -> bool:

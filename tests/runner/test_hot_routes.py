@@ -282,3 +282,37 @@ def test_the_tts_answers_audio_id_is_written_as_jsonresponse_writes_it(text: str
     from runner.world.fake_provider import _COMPACT, _json_str
 
     assert _json_str(text) == _COMPACT.encode(text)
+
+
+@pytest.mark.parametrize("virtual", [False, True])
+def test_a_wall_clock_answer_goes_out_after_one_turn_of_the_loop(virtual: bool) -> None:
+    """On the wall clock a hot route's answer is sent after one turn of the event loop (as
+    the bare app's sleep(0): a burst is computed before its answers are written); on the
+    virtual clock at once (its order at equal times is the model's)."""
+    import asyncio
+
+    app = create_app(const_scenario(tts=0.0), 0, virtual=virtual)
+    body = json.dumps({**TTS, "ttsApiKey": "k"}).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/generate/tts",
+        "root_path": "",
+        "headers": [(b"content-length", str(len(body)).encode())],
+        "query_string": b"",
+    }
+    turned: list[bool] = []  # whether a callback queued before the call ran, at each send
+
+    async def main() -> list[bool]:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: Any) -> None:
+            turned.append(bool(ran))
+
+        ran: list[bool] = []
+        asyncio.get_running_loop().call_soon(ran.append, True)
+        await app(scope, receive, send)
+        return turned
+
+    assert asyncio.run(main()) == [not virtual, not virtual]  # start and body
