@@ -7,21 +7,19 @@ unit of work but the wall-clock tests (marker ``wallclock``), which are one unit
 one at a time. The order the units are handed out in:
 
 1. the wall-clock unit first, to the first worker (``gw0``): it waits on real sockets and sleeps
-   most of the time (its chain is long in wall time, short in CPU). The other workers run at a
-   lower CPU priority (Linux's idle scheduling class, else ``nice`` +10; their subprocesses too),
-   so the model-only tests they run
-   take only the CPU the wall-clock tests leave: those keep a quiet core;
+   most of the time (its chain is long in wall time, short in CPU). The other workers run at the
+   lowest CPU priority (Linux's idle scheduling class, else ``nice`` +10; their subprocesses
+   too), and while the wall-clock unit runs only the first of them is handed new work: the
+   wall-clock tests keep a quiet core;
 2. then the ``heavy`` tests (many seconds of CPU each: a sweep, a whole-grid check), so that the
    longest work starts early and no worker is left with it at the end;
-3. then the rest, in collection order.
+3. then the rest, in collection order, on every model worker once the wall-clock unit is done.
 
 A ``multicore`` test (a process pool, a Dask cluster, a sweep on every core) is held back while
 the wall-clock unit is running on another worker, as long as anything else is left to hand out:
-it would take the wall-clock tests' core. A ``quiet`` wall-clock test picks its time scale from
-the floor it measures, so its length grows with the load beside it (test_wall_validation: 51 s
-beside one model worker, 124-135 s beside two): from two tests before it until it ends, only the
-first model worker is handed new work. ``-n 0`` runs everything in one process, in collection
-order.
+it would take the wall-clock tests' core. Before the workers start, the limited-key engine's
+compiled loop is compiled into numba's cache, so that no compile runs beside the wall-clock
+tests. ``-n 0`` runs everything in one process, in collection order.
 
 xdist's own ``xdist_group`` mark cannot be used: it renames node ids, which pytest 9 no
 longer allows. The workers write the marked tests' ids to a file named by the run's id;
@@ -32,6 +30,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -40,12 +40,7 @@ from typing import Any
 import pytest
 
 WALLCLOCK_GROUP = "wallclock"
-_MARKS = ("wallclock", "heavy", "multicore", "quiet")
-QUIET_MARKER = (
-    "quiet: a wall-clock test whose length grows with the load it measures (it picks its time "
-    "scale from the floor): while it runs, one model worker gets new work, as on a core each"
-)
-QUIET_LOOKAHEAD = 2  # held from two wall-clock tests before: a worker first runs what it was sent
+_MARKS = ("wallclock", "heavy", "multicore")
 
 
 def _marks_file(testrunuid: str) -> Path:
@@ -83,7 +78,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 def pytest_configure(config: pytest.Config) -> None:
     """The controller names the run, so that its workers and its scheduler share the file; a
     worker other than the wall-clock tests' lowers its own priority."""
-    config.addinivalue_line("markers", QUIET_MARKER)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         # a worker's dist option is "no"; xdist keeps whether it was loadgroup here
@@ -96,6 +90,16 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if config.getoption("testrunuid", None) is None:
         config.option.testrunuid = uuid.uuid4().hex
+    _compile_engine()
+
+
+def _compile_engine() -> None:
+    """Before the workers start: the limited-key engine's compiled loop, compiled once into
+    numba's cache (about 40 s of CPU in a fresh checkout, about 1 s once cached), so that no
+    compile runs beside the wall-clock tests. A failure here is left to the tests that use
+    the engine to show."""
+    code = "from sim.fast_quota import warm_up; warm_up()"
+    subprocess.run([sys.executable, "-c", code], check=False, capture_output=True)
 
 
 @pytest.hookimpl(trylast=True)
@@ -167,21 +171,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
                 return next((s for s in rest if s not in multicore), rest[0])
             return rest[0]
 
-        def _quiet_near(self) -> bool:
-            """A ``quiet`` test is running on the wall-clock worker, or is one of the next
-            :data:`QUIET_LOOKAHEAD` there (its tests run in the order they were sent)."""
-            quiet = self._marked("quiet")
-            for units in self.assigned_work.values():
-                unit = units.get(WALLCLOCK_GROUP, {})
-                todo = [n for n, done in unit.items() if not done][: QUIET_LOOKAHEAD + 1]
-                if any(n in quiet for n in todo):
-                    return True
-            return False
-
         def _held(self, node: Any) -> bool:
-            """The model workers beyond the first get no new unit while a quiet test is near."""
+            """The model workers beyond the first get no new unit while the wall-clock unit
+            runs: one busy worker per core beside it delayed its woken tests past their
+            bounds, even in the idle scheduling class (3 suite runs in 4 on an idle machine
+            failed a wall-clock test so)."""
             model = sorted(n.gateway.id for n in self.nodes if not self._wallclock_node(n))
-            return bool(node.gateway.id in model[1:] and self._quiet_near())
+            return bool(node.gateway.id in model[1:] and self._wallclock_running())
 
         def _reschedule(self, node: Any) -> None:
             if self.workqueue and not node.shutting_down and self._held(node):

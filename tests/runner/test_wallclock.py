@@ -125,7 +125,6 @@ def test_a_long_call_is_not_cut_by_a_client_timeout_in_real_seconds(scale):
 
 
 @pytest.mark.wallclock
-@pytest.mark.quiet  # its time scale, so its length, grows with the floor it measures
 def test_wall_validation_is_not_fooled_by_a_provider_two_percent_slow(wall_floor_s):
     cells = [WallCell.of("default", 0, "pipelined", 3)]
     kw = {"reps": 8, "model_reps": 200, "floor_s": wall_floor_s}
