@@ -378,7 +378,6 @@ def _start(
     fg: int,
 ) -> None:
     """Caller ``j`` begins a step call (attempt 0, a fresh retry budget)."""
-    S = S
     S[r, j, F_STEP] = step
     S[r, j, F_ORDER] = order
     S[r, j, F_CLIP] = clip
