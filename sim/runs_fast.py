@@ -394,28 +394,14 @@ class FastWorld(RunsWorld):
                     cur = rnd(t, cur)
 
     def _one_item(self, t: int, key: tuple[int, ...], item: FItem) -> list[Keyed]:
-        """A round of one item (:meth:`_fast_round` of ``[(key, item)]``, in short; an
-        answer resolved as :meth:`_answered` does)."""
+        """A round of one item (:meth:`_fast_round` of ``[(key, item)]``, in short)."""
         nxt: list[Keyed] = []
         self.nxt = nxt
         srv, sends = self.srv, self.sends  # empty between rounds
         kind = item[0]
-        if kind == _ANS:
-            req = item[2]
-            f = self.flights.pop(req, None)
-            if f is not None:  # else cancelled before
-                if item[5] and f[3] and self.free_llm:
-                    _free_slot(f[1], f[2], t)
-                if self.keep_log:
-                    self.log.append((f[0], req[1], req[0], req[2], req[3], req[4], *item[3:5], t))
-                m = self.machines[item[1]]
-                m.t = t
-                call = m.inflight.pop(req, None)
-                if call is not None:
-                    call.on_answer(req, item[3], item[4])
-        elif kind == _SRV:
+        if kind == _SRV:
             srv.append(item[1])
-        else:
+        elif kind != _ANS or self._answered(t, item):  # an answer cancelled before: dropped
             m = self.machines[item[1]]
             m.t = t
             _deliver(m, item)
@@ -527,9 +513,7 @@ class FastWorld(RunsWorld):
             ks = self.keys[tts]
             dec = ks.over_cap(t) if ks.capped else None  # a full key reads no draws
             if dec is None:
-                col = order % self.n_out
-                if tts:
-                    col = col * self.kmax + clip % self.kmax
+                col = self._column(step, order, clip)
                 b, row = divmod(r, self.chunk)
                 lists = self._lists.get(b)
                 rows = None if lists is None else lists.get((step, attempt))
