@@ -174,8 +174,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         def _held(self, node: Any) -> bool:
             """The model workers beyond the first get no new unit while the wall-clock unit
             runs: one busy worker per core beside it delayed its woken tests past their
-            bounds, even in the idle scheduling class (3 suite runs in 4 on an idle machine
-            failed a wall-clock test so)."""
+            bounds (on an idle machine 3 suite runs in 4 so laid out failed a wall-clock test,
+            one of the two with the model workers in the idle scheduling class)."""
             model = sorted(n.gateway.id for n in self.nodes if not self._wallclock_node(n))
             return bool(node.gateway.id in model[1:] and self._wallclock_running())
 
