@@ -30,42 +30,33 @@ from numpy.typing import NDArray
 __all__ = ["Ctx", "run_runs"]
 
 I64 = NDArray[np.int64]
-I8 = NDArray[np.int8]
 F64 = NDArray[np.float64]
-B = NDArray[np.bool_]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _jit(fn: _F) -> _F:
-    """``numba.njit(cache=True)``, typed; in memory only where no cache folder is writable.
-    Without numba's reference counting (``_nrt=False``): the loop allocates nothing, and
-    counting every array argument of every call made it ten times slower."""
+def _compiled(fn: _F, **opts: Any) -> _F:
+    """``numba.njit(cache=True, **opts)``, typed; in memory only where no cache folder is
+    writable. Without numba's reference counting (``_nrt=False``): the loop allocates nothing,
+    and counting every array argument of every call made it ten times slower."""
     import numba
 
-    opts: dict[str, Any] = {"_nrt": False}
+    options: dict[str, Any] = {"_nrt": False, **opts}
     try:
-        out = numba.njit(cache=True, **opts)(fn)
+        out = numba.njit(cache=True, **options)(fn)
     except RuntimeError:  # numba found no writable place for its cache
-        out = numba.njit(**opts)(fn)
+        out = numba.njit(**options)(fn)
     return cast(_F, out)
+
+
+def _jit(fn: _F) -> _F:
+    """A compiled function, called (compiled once)."""
+    return _compiled(fn)
 
 
 def _leaf(fn: _F) -> _F:
     """:func:`_jit` for a small helper, or one called from one place: inlined where it is
     called (numba's IR: no call, no arguments passed)."""
-    import numba
-
-    opts: dict[str, Any] = {"_nrt": False, "inline": "always"}
-    try:
-        out = numba.njit(cache=True, **opts)(fn)
-    except RuntimeError:  # numba found no writable place for its cache
-        out = numba.njit(**opts)(fn)
-    return cast(_F, out)
-
-
-def _mid(fn: _F) -> _F:
-    """:func:`_jit` for a helper that calls others (compiled once, called)."""
-    return _jit(fn)
+    return _compiled(fn, inline="always")
 
 
 INF = 2**62
@@ -384,17 +375,11 @@ def _start(
     S[r, j, F_PID] = 2 * step + fg
     S[r, j, F_ATT] = 0
     S[r, j, F_USED] = 0
-    t = R[r, R_NOW]
     if step == TTS:
         S[r, j, F_DBASE] = r * P[P_PER1] + order * P[P_KMAX] + clip
     else:
         S[r, j, F_DBASE] = (step * P[P_A] * P[P_REPS] + r) * P[P_PER0] + order
-    S[r, j, F_DL] = t + P[P_TIMEOUT]
-    if P[P_ROUTE] != 0:
-        S[r, j, F_FIRST] = 0
-        for f in range(F_PREQ, F_PRET + 1):
-            S[r, j, f] = 0
-    _arrive(P, F, T, S, R, W, L, r, j, t)
+    _request(P, F, T, S, R, W, L, r, j)
 
 
 @_leaf
