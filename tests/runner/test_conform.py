@@ -543,6 +543,7 @@ def test_a_foreground_case_needs_the_loops_exports(
 
 
 @needs_node
+@pytest.mark.wallclock  # two checkouts' runs on real sleeps at time scale 0.1: a quiet core
 def test_against_compares_two_checkouts_on_the_same_cases(
     esbuild_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
