@@ -1,0 +1,1007 @@
+"""The compiled generation-runs engine's loop (:mod:`sim.runs_nb`, issue 24): one whole cell.
+
+The runs of a cell share the provider's keys, so the cell is one event loop (unlike the
+browser loop's limited-key engine, :mod:`sim.fast_quota_loop`, whose runs never meet). It is
+the reference's loop (:mod:`sim.runs_world`) re-stated over integer arrays and compiled with
+numba (``cache=True``: compiled on first use, then loaded from numba's on-disk cache):
+
+* a binary heap of timed items ``(µs, canonical key)``: the items of one instant leave it in
+  the canonical order the reference sorts them into (:func:`sim.runs_world._item_key`,
+  encoded in one integer: :func:`_key`);
+* one instant in *rounds*: the round's answers resolved (logged) in canonical order, each run
+  fed its events (runs ascending, each run's in :func:`sim.run_machine.event_key` order), the
+  server fed the runs' ends and its arrivals, then the round's requests decided at the keys in
+  ``(step, run, order, clip, attempt)`` order; what is due at once is the next round;
+* each run's loop (:class:`sim.run_machine.RunMachine`: the outline, the agents, scene 0, the
+  content pool, actions, the clips; pauses and their cancels) and each call's retries
+  (:class:`sim.rules.CallMachine`, ungated) as functions on the run's row of ``R`` and its
+  calls' rows of ``C`` (slot 0 the loop's serial call, ``1 + k`` content ``k``, ``1 + n + j``
+  clip ``j``);
+* the server (:class:`sim.run_server.ServerMachine` with ``confirm = auto``): runs waiting for
+  a worker claimed in arrival order, the per-owner active limit refusing starts;
+* each key's admission (:class:`sim.provider.KeyState` on a key whose only limit is its
+  in-flight cap): a full key answers 429 at once, else the keyed draws decide a random 429, a
+  5xx, a fault or a 200; the slot is held to the scheduled end (freed at a give-up with
+  ``free_on_give_up``).
+
+Draws are read from tables :mod:`sim.runs_nb` fills from :class:`sim.runs_world.RunDraws` (the
+numbers the reference reads). A table not drawn yet is asked for before the phase that may
+read it (a round's feeds read the jitter of failed answers, its decisions the admission
+draws); the loop then returns, :mod:`sim.runs_nb` draws it, and the loop resumes at that
+phase. The loop allocates nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar, cast
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Ctx", "run_cell"]
+
+I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _compiled(fn: _F, **opts: Any) -> _F:
+    """``numba.njit(cache=True, **opts)`` without reference counting (the loop allocates
+    nothing); in memory only where no cache folder is writable."""
+    import numba
+
+    options: dict[str, Any] = {"_nrt": False, **opts}
+    try:
+        out = numba.njit(cache=True, **options)(fn)
+    except RuntimeError:  # numba found no writable place for its cache
+        out = numba.njit(**options)(fn)
+    return cast(_F, out)
+
+
+def _jit(fn: _F) -> _F:
+    return _compiled(fn)
+
+
+INF = 2**62
+# the loop's return codes
+DONE, NEED, LOG_FULL = 0, 1, 2
+# phases of the loop (W[W_MODE]): next instant, a round's feeds, a round's decisions
+M_INSTANT, M_FEED, M_DECIDE = 0, 1, 2
+# steps (sim.rules.Step) and the table kinds (latency, then the uniforms)
+CONTENT, ACTIONS, TTS, OUTLINE, AGENTS = 0, 1, 2, 3, 4
+K_LAT, K_429, K_5XX, K_FAULT, K_JIT = 0, 1, 2, 3, 4
+NK = 5
+NSTEP = 5
+# run phases (sim.run_machine.Phase)
+PREPARING, OUTLINING, AWAITING, GENERATING, PAUSED, COMPLETED = 0, 1, 2, 3, 4, 5
+# call states; what a call's end does
+IDLE, INFLIGHT, SLEEPING = 0, 1, 2
+D_OUTLINE, D_AGENTS, D_CONTENT, D_POOL, D_ACTIONS, D_CLIP = 0, 1, 2, 3, 4, 5
+# retry policies: the first scene's, the later scenes', the outline's, one attempt
+POL_FIRST, POL_LATER, POL_OUTLINE, POL_ONE = 0, 1, 2, 3
+NPOL = 4
+RESET_ST, TRUNC_ST = 1, 2  # sim.provider.RESET, TRUNCATED
+CANCELLED = -3
+
+# a run's fields: R[run, field], then per scene: content result (0 pending, 1 ok, 2 failed),
+# its failure's status, skipped, when it was written (-1 never), its clips
+(RF_PHASE, RF_CLAIM0, RF_AGENTS_PRESET, RF_END, RF_PSTEP, RF_PK, RF_PSTATUS) = range(7)
+(RF_REQ, RF_429, RF_5XX, RF_RET, RF_TO) = range(7, 12)
+(RF_POOL, RF_PTRIED, RF_PQ, RF_PFREE, RF_PABORT, RF_WAITFOR) = range(12, 18)
+(RF_CK, RF_CQ, RF_CN, RF_CPAR, RF_CFREE, RF_CRUN, RF_CFAILED, RF_CFST, RF_CFCLIP) = range(18, 27)
+(RF_OWNER, RF_SPHASE, RF_REFUSED, RF_ARR) = range(27, 31)
+NRF = 31
+S_RES, S_FST, S_SKIP, S_READY, S_CLIPS = 0, 1, 2, 3, 4  # per-scene blocks (times n)
+# a call's fields: C[run, slot, field] (the call, then the world's flight of its request)
+(CF_STATE, CF_STEP, CF_ORDER, CF_CLIP, CF_ATT, CF_POL, CF_DL, CF_SDL, CF_DONE) = range(9)
+(FL_PENDING, FL_ACTIVE, FL_KEY, FL_T, FL_END, FL_ST, FL_PST, FL_GIVEUP) = range(9, 17)
+NCF = 17
+# the cell's settings: P[...]
+(P_RUNS, P_N, P_KMAX, P_SLOTS, P_C, P_A, P_MAXC, P_PEROWN, P_FREELLM) = range(9)
+(P_CAP0, P_CAP1, P_STALL0, P_STALL1, P_ST5XX0, P_ST5XX1, P_JITFIX) = range(9, 16)
+(P_USE429_0, P_USE429_1, P_USE5XX_0, P_USE5XX_1, P_USEF_0, P_USEF_1) = range(16, 22)
+(P_OUTLINE_DL, P_AGENTS_DL, P_CONTENT_DL, P_ACTIONS_DL, P_CLIP_DL) = range(22, 27)
+(P_AGENTS_AUTO, P_KEEPLOG, P_LOGCAP, P_HCAP, P_BCAP, P_TOPR) = range(27, 33)
+(P_O_EXPUS, P_O_PMAX, P_O_RETRIED, P_O_ENDS, P_O_OWN, P_O_QUEUE) = range(33, 39)
+NP = 39
+# the floats: F[...], then per policy its cap (ms) and jitter, then its exponential part (ms)
+(F_P429_0, F_P429_1, F_P5XX_0, F_P5XX_1, F_PF_0, F_PF_1) = range(6)
+(F_PRESET_0, F_PRESET_1, F_PRS_0, F_PRS_1, F_JFIX) = range(6, 11)
+F_POL = 11  # NPOL * (cap_ms, jitter), then NPOL * TOPR exponential parts
+# scalars: W[...]
+(W_MODE, W_T, W_HN, W_NCUR, W_NNXT, W_NSENDS, W_NEND, W_NLOG, W_RUNNING) = range(9)
+(W_QHEAD, W_QTAIL, W_NEEDS) = range(9, 12)
+W_NEED0 = 16  # the needs: rows of (step, attempt, kind)
+# buffer rows: B[row, i]
+B_CUR, B_NXT, B_SENDS, B_EV, B_EVST, B_EVPST, B_END = 0, 1, 2, 3, 4, 5, 6
+NB = 7
+
+# the canonical key of an item, one integer (sim.runs_world._item_key's order): a flag (0 an
+# answer, 1 a timer), the attempt, the clip, the order, the run, the step + 1 (0: a claim; a
+# server item's rank), and whether it is a run's item (1) or the server's (0)
+SH_ATT, SH_CLIP, SH_ORDER, SH_RUN, SH_STEP, SH_TOP = 1, 6, 14, 24, 45, 48
+LOW24 = (1 << 24) - 1
+
+
+class Ctx(NamedTuple):
+    """Everything the loop reads and writes."""
+
+    P: I64  # the settings (P_*), then integer tables (P_O_*)
+    F: F64  # float settings (F_*)
+    OFF: I64  # (steps, attempts, kinds): where a drawn table starts in LT or U (-1: not drawn)
+    LT: I64  # the latency tables (runs, columns), end to end
+    U: F64  # the uniform tables
+    R: I64  # (runs, NRF + 5 n): the runs
+    C: I64  # (runs, slots, NCF): the calls and their requests' flights
+    H: I64  # (2, heap capacity): the heap's times and keys
+    B: I64  # (NB, capacity): a round's items, the next round's, its sends, its events, ends
+    Q: I64  # key slots' scheduled ends, owners' active runs, the runs waiting for a worker
+    W: I64  # scalars (W_*), then the needs
+    L: I64  # (capacity, 9): the request log rows
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+@_jit
+def _key(top: int, step1: int, run: int, order: int, clip: int, att: int, flag: int) -> int:
+    return (
+        (top << SH_TOP)
+        | (step1 << SH_STEP)
+        | (run << SH_RUN)
+        | (order << SH_ORDER)
+        | (clip << SH_CLIP)
+        | (att << SH_ATT)
+        | flag
+    )
+
+
+@_jit
+def _kstep(k: int) -> int:
+    return ((k >> SH_STEP) & 7) - 1
+
+
+@_jit
+def _krun(k: int) -> int:
+    return (k >> SH_RUN) & ((1 << 21) - 1)
+
+
+@_jit
+def _korder(k: int) -> int:
+    return (k >> SH_ORDER) & 1023
+
+
+@_jit
+def _kclip(k: int) -> int:
+    return (k >> SH_CLIP) & 255
+
+
+@_jit
+def _katt(k: int) -> int:
+    return (k >> SH_ATT) & 31
+
+
+@_jit
+def _slot(x: Ctx, step: int, order: int, clip: int) -> int:
+    """A call's slot: 0 the serial call (outline, agents, actions), ``1 + k`` content ``k``,
+    ``1 + n + j`` clip ``j``."""
+    if step == CONTENT:
+        return 1 + order
+    if step == TTS:
+        return 1 + int(x.P[P_N]) + clip
+    return 0
+
+
+# -- the heap and the buffers ----------------------------------------------------------
+
+
+@_jit
+def _less(H: I64, i: int, j: int) -> bool:
+    return H[0, i] < H[0, j] or (H[0, i] == H[0, j] and H[1, i] < H[1, j])
+
+
+@_jit
+def _swap(H: I64, i: int, j: int) -> None:
+    for row in range(2):
+        v = H[row, i]
+        H[row, i] = H[row, j]
+        H[row, j] = v
+
+
+@_jit
+def _push(x: Ctx, at: int, key: int) -> None:
+    H, W = x.H, x.W
+    i = W[W_HN]
+    W[W_HN] = i + 1
+    H[0, i] = at
+    H[1, i] = key
+    while i > 0:
+        p = (i - 1) >> 1
+        if not _less(H, i, p):
+            break
+        _swap(H, i, p)
+        i = p
+
+
+@_jit
+def _pop(x: Ctx) -> int:
+    """The heap's first item's key (its time is ``H[0, 0]`` before the call)."""
+    H, W = x.H, x.W
+    key = H[1, 0]
+    n = W[W_HN] - 1
+    W[W_HN] = n
+    H[0, 0] = H[0, n]
+    H[1, 0] = H[1, n]
+    i = 0
+    while True:
+        a = 2 * i + 1
+        if a >= n:
+            break
+        b = a + 1
+        m = b if b < n and _less(H, b, a) else a
+        if not _less(H, m, i):
+            break
+        _swap(H, i, m)
+        i = m
+    return int(key)
+
+
+@_jit
+def _sort(B: I64, row: int, n: int, rows: int) -> None:
+    """Sort ``B[row, :n]`` ascending (Shell's sort; the next ``rows - 1`` rows move along)."""
+    gap = 1
+    while gap < n // 3:
+        gap = 3 * gap + 1
+    while gap >= 1:
+        for i in range(gap, n):
+            j = i
+            while j >= gap and B[row, j - gap] > B[row, j]:
+                for q in range(rows):
+                    v = B[row + q, j]
+                    B[row + q, j] = B[row + q, j - gap]
+                    B[row + q, j - gap] = v
+                j -= gap
+        gap //= 3
+
+
+@_jit
+def _at(x: Ctx, t: int, at: int, key: int) -> None:
+    """An item at ``at``: the next round of this instant, or the heap."""
+    if at <= t:
+        n = x.W[W_NNXT]
+        x.B[B_NXT, n] = key
+        x.W[W_NNXT] = n + 1
+    else:
+        _push(x, at, key)
+
+
+# -- draws -----------------------------------------------------------------------------
+
+
+@_jit
+def _per(x: Ctx, step: int) -> int:
+    return int(x.P[P_N] * x.P[P_KMAX]) if step == TTS else int(x.P[P_N])
+
+
+@_jit
+def _col(x: Ctx, step: int, order: int, clip: int) -> int:
+    """:meth:`sim.draws.Draws.column` of a call."""
+    o = order % x.P[P_N]
+    if step == TTS:
+        return int(o * x.P[P_KMAX] + clip % x.P[P_KMAX])
+    return int(o)
+
+
+@_jit
+def _off(x: Ctx, step: int, att: int, kind: int) -> int:
+    return int(x.OFF[(step * x.P[P_A] + att) * NK + kind])
+
+
+@_jit
+def _ask(x: Ctx, step: int, att: int, kind: int) -> bool:
+    """Whether a table is drawn; if not, it is asked for (once)."""
+    at = (step * x.P[P_A] + att) * NK + kind
+    if x.OFF[at] >= 0:
+        return True
+    if x.OFF[at] == -1:
+        x.OFF[at] = -2
+        n = x.W[W_NEEDS]
+        o = W_NEED0 + 3 * n
+        x.W[o] = step
+        x.W[o + 1] = att
+        x.W[o + 2] = kind
+        x.W[W_NEEDS] = n + 1
+    return False
+
+
+@_jit
+def _uses(x: Ctx, kk: int, kind: int) -> bool:
+    """Whether key ``kk``'s admission reads uniforms of ``kind``."""
+    return x.P[P_USE429_0 + 2 * (kind - 1) + kk] != 0
+
+
+@_jit
+def _uni(x: Ctx, step: int, att: int, kind: int, r: int, col: int) -> float:
+    return float(x.U[_off(x, step, att, kind) + r * _per(x, step) + col])
+
+
+# -- the retry rule --------------------------------------------------------------------
+
+
+@_jit
+def _round_half_even(v: float) -> int:
+    """Python's ``round`` of a float."""
+    f = math.floor(v)
+    d = v - f
+    if d > 0.5:
+        return int(f) + 1
+    if d < 0.5:
+        return int(f)
+    return int(f) + (int(f) & 1)
+
+
+@_jit
+def _delay_us(x: Ctx, pol: int, index: int, u: float) -> int:
+    """:meth:`sim.rules.RetryPolicy.delay_us` (no Retry-After) before retry ``index``."""
+    jit = x.F[F_POL + 2 * pol + 1]
+    if jit == 0.0:
+        return int(x.P[x.P[P_O_EXPUS] + pol * x.P[P_TOPR] + index])
+    cap = x.F[F_POL + 2 * pol]
+    exp_ms = x.F[F_POL + 2 * NPOL + pol * x.P[P_TOPR] + index]
+    uc = min(max(u, 0.0), 1.0)
+    v = min(cap, exp_ms + math.floor(exp_ms * uc * jit))
+    return _round_half_even(v * 1000.0)
+
+
+@_jit
+def _jitter_needed(x: Ctx, r: int, s: int) -> bool:
+    """Whether call ``s`` of run ``r``, answered with a failure now, reads a jitter draw."""
+    if x.P[P_JITFIX] != 0:
+        return False
+    pol = x.C[r, s, CF_POL]
+    att = x.C[r, s, CF_ATT]
+    return x.F[F_POL + 2 * pol + 1] != 0.0 and att < x.P[x.P[P_O_PMAX] + pol]
+
+
+@_jit
+def _jitter(x: Ctx, r: int, s: int, index: int) -> float:
+    if x.P[P_JITFIX] != 0:
+        return float(x.F[F_JFIX])
+    step, order, clip = x.C[r, s, CF_STEP], x.C[r, s, CF_ORDER], x.C[r, s, CF_CLIP]
+    return _uni(x, step, index, K_JIT, r, _col(x, step, order, clip))
+
+
+# -- the world: requests, cancels, the log ---------------------------------------------
+
+
+@_jit
+def _log(x: Ctx, t0: int, key: int, status: int, pstatus: int, t: int) -> None:
+    if x.P[P_KEEPLOG] == 0:
+        return
+    n = x.W[W_NLOG]
+    x.W[W_NLOG] = n + 1
+    if n >= x.P[P_LOGCAP]:
+        return  # counted: the caller runs the cell again with a bigger log
+    L = x.L
+    L[n, 0] = t0
+    L[n, 1] = _krun(key)
+    L[n, 2] = _kstep(key)
+    L[n, 3] = _korder(key)
+    L[n, 4] = _kclip(key)
+    L[n, 5] = _katt(key)
+    L[n, 6] = status
+    L[n, 7] = pstatus
+    L[n, 8] = t
+
+
+@_jit
+def _free_slot(x: Ctx, kk: int, end: int, t: int) -> None:
+    """A slot held to ``end`` is free from ``t`` (its client gave up; ``free_on_give_up``)."""
+    cap = x.P[P_CAP0 + kk]
+    if cap == 0 or end <= t:
+        return
+    o = x.P[P_O_ENDS] + kk * max(1, max(x.P[P_CAP0], x.P[P_CAP1]))
+    for i in range(cap):
+        if x.Q[o + i] == end:
+            x.Q[o + i] = t
+            return
+
+
+@_jit
+def _send(x: Ctx, r: int, s: int, t: int) -> None:
+    """The call's next attempt: a request of this round (decided after the feeds)."""
+    C = x.C
+    step, att = C[r, s, CF_STEP], C[r, s, CF_ATT]
+    key = _key(1, step + 1, r, C[r, s, CF_ORDER], C[r, s, CF_CLIP], att, 0)
+    dl = t + C[r, s, CF_DL]
+    sdl = C[r, s, CF_SDL]
+    if sdl >= 0 and sdl < dl:
+        dl = sdl
+    C[r, s, CF_STATE] = INFLIGHT
+    C[r, s, FL_PENDING] = 1
+    C[r, s, FL_KEY] = key
+    C[r, s, FL_END] = dl  # the deadline until it is decided
+    n = x.W[W_NSENDS]
+    x.B[B_SENDS, n] = key
+    x.W[W_NSENDS] = n + 1
+
+
+@_jit
+def _cancel(x: Ctx, r: int, s: int, t: int) -> None:
+    """A pause's Cancel of call ``s``'s request: one sent in this round never reaches the
+    provider; one in flight is aborted (logged; its slot freed with ``free_on_give_up``)."""
+    C = x.C
+    key = C[r, s, FL_KEY]
+    if C[r, s, FL_PENDING] != 0:
+        C[r, s, FL_PENDING] = 0
+        n = x.W[W_NSENDS]
+        for i in range(n):
+            if x.B[B_SENDS, i] == key:
+                x.B[B_SENDS, i] = x.B[B_SENDS, n - 1]
+                x.W[W_NSENDS] = n - 1
+                break
+        return
+    if C[r, s, FL_ACTIVE] == 0:
+        return
+    C[r, s, FL_ACTIVE] = 0
+    step = _kstep(key)
+    if step != TTS and x.P[P_FREELLM] != 0:
+        _free_slot(x, 0, C[r, s, FL_END], t)
+    _log(x, C[r, s, FL_T], key, CANCELLED, 0, t)
+
+
+@_jit
+def _admit(x: Ctx, t: int, key: int) -> tuple[int, int]:
+    """:class:`sim.provider.KeyState`'s decision on a request: (status, latency µs)."""
+    step, r, att = _kstep(key), _krun(key), _katt(key)
+    kk = 1 if step == TTS else 0
+    cap = x.P[P_CAP0 + kk]
+    o = x.P[P_O_ENDS] + kk * max(1, max(x.P[P_CAP0], x.P[P_CAP1]))
+    free = -1
+    if cap > 0:
+        n = 0
+        for i in range(cap):
+            if x.Q[o + i] > t:
+                n += 1
+            else:
+                free = i
+        if n >= cap:
+            return 429, 0
+    col = _col(x, step, _korder(key), _kclip(key))
+    lat = int(x.LT[_off(x, step, att, K_LAT) + r * _per(x, step) + col])
+    u429 = _uni(x, step, att, K_429, r, col) if _uses(x, kk, K_429) else 1.0
+    u5xx = _uni(x, step, att, K_5XX, r, col) if _uses(x, kk, K_5XX) else 1.0
+    uf = _uni(x, step, att, K_FAULT, r, col) if _uses(x, kk, K_FAULT) else 1.0
+    if u429 < x.F[F_P429_0 + kk]:
+        return 429, 0
+    status = 200
+    if u5xx < x.F[F_P5XX_0 + kk]:
+        status = int(x.P[P_ST5XX0 + kk])
+    elif uf < x.F[F_PF_0 + kk]:
+        if uf < x.F[F_PRESET_0 + kk]:
+            status = RESET_ST
+        elif uf < x.F[F_PRS_0 + kk]:
+            lat = int(x.P[P_STALL0 + kk])
+        else:
+            status = TRUNC_ST
+    if cap > 0:
+        x.Q[o + free] = t + lat
+    return status, lat
+
+
+@_jit
+def _decide(x: Ctx, t: int, key: int) -> None:
+    """A request of the round at its key; its answer (or its deadline's 504) scheduled."""
+    r = _krun(key)
+    s = _slot(x, _kstep(key), _korder(key), _kclip(key))
+    C = x.C
+    dl = C[r, s, FL_END]
+    status, lat = _admit(x, t, key)
+    end = t + lat
+    C[r, s, FL_PENDING] = 0
+    C[r, s, FL_ACTIVE] = 1
+    C[r, s, FL_T] = t
+    C[r, s, FL_END] = end
+    if end > dl:
+        C[r, s, FL_ST] = 504
+        C[r, s, FL_PST] = 0
+        C[r, s, FL_GIVEUP] = 1
+        _at(x, t, dl, key)
+    else:
+        C[r, s, FL_ST] = -1 if status == RESET_ST or status == TRUNC_ST else status
+        C[r, s, FL_PST] = status
+        C[r, s, FL_GIVEUP] = 0
+        _at(x, t, end, key)
+
+
+@_jit
+def _resolve(x: Ctx, t: int, key: int) -> bool:
+    """An answer item: its request resolves (logged); False when it was cancelled before."""
+    r = _krun(key)
+    s = _slot(x, _kstep(key), _korder(key), _kclip(key))
+    C = x.C
+    if C[r, s, FL_ACTIVE] == 0 or C[r, s, FL_KEY] != key:
+        return False
+    C[r, s, FL_ACTIVE] = 0
+    if C[r, s, FL_GIVEUP] != 0 and _kstep(key) != TTS and x.P[P_FREELLM] != 0:
+        _free_slot(x, 0, C[r, s, FL_END], t)
+    _log(x, C[r, s, FL_T], key, C[r, s, FL_ST], C[r, s, FL_PST], t)
+    return True
+
+
+# -- a run's loop (sim.run_machine.RunMachine) -----------------------------------------
+
+
+@_jit
+def _start(x: Ctx, r: int, t: int, step: int, order: int, clip: int, done: int) -> None:
+    """A new step call (:class:`sim.run_machine._Call`) and its first request."""
+    P, C = x.P, x.C
+    s = _slot(x, step, order, clip)
+    sdl = -1
+    if step == OUTLINE:
+        pol, dl = POL_OUTLINE, P[P_OUTLINE_DL]
+        sdl = t + dl
+    elif step == AGENTS:
+        pol, dl = POL_ONE, P[P_AGENTS_DL]
+    else:
+        pol = POL_FIRST if order == 0 else POL_LATER
+        dl = P[P_CONTENT_DL + step]
+    C[r, s, CF_STEP] = step
+    C[r, s, CF_ORDER] = order
+    C[r, s, CF_CLIP] = clip
+    C[r, s, CF_ATT] = 0
+    C[r, s, CF_POL] = pol
+    C[r, s, CF_DL] = dl
+    C[r, s, CF_SDL] = sdl
+    C[r, s, CF_DONE] = done
+    _send(x, r, s, t)
+
+
+@_jit
+def _retried(x: Ctx, status: int) -> bool:
+    """:meth:`sim.rules.RetryPolicy.retries` of the status's outcome."""
+    if status < -2 or status > 599:
+        return status > 599
+    return x.P[x.P[P_O_RETRIED] + status + 2] != 0
+
+
+@_jit
+def _count(x: Ctx, r: int, seen: int, pstatus: int) -> None:
+    R = x.R
+    if seen == 504 and pstatus == 0:
+        R[r, RF_TO] += 1
+        return
+    R[r, RF_REQ] += 1
+    if seen == 429:
+        R[r, RF_429] += 1
+    elif seen >= 500:
+        R[r, RF_5XX] += 1
+
+
+@_jit
+def _on_answer(x: Ctx, r: int, s: int, status: int, pstatus: int, t: int) -> None:
+    """:meth:`sim.run_machine._Call.on_answer` with its ungated ``CallMachine``."""
+    C = x.C
+    index = C[r, s, CF_ATT]
+    C[r, s, CF_ATT] = index + 1
+    C[r, s, CF_STATE] = IDLE
+    if status == 200:
+        x.R[r, RF_REQ] += 1
+        _done(x, r, s, True, 200, t)
+        return
+    seen = 500 if status < 0 else (504 if status == 0 else status)
+    _count(x, r, seen, pstatus)
+    pol = C[r, s, CF_POL]
+    sdl = C[r, s, CF_SDL]
+    over = sdl >= 0 and t >= sdl
+    if not _retried(x, seen) or index >= x.P[x.P[P_O_PMAX] + pol] or over:
+        _done(x, r, s, False, seen, t)
+        return
+    x.R[r, RF_RET] += 1
+    wait = _delay_us(x, pol, index, _jitter(x, r, s, index))
+    if wait == 0:
+        _send(x, r, s, t)
+    else:
+        C[r, s, CF_STATE] = SLEEPING
+        key = _key(1, C[r, s, CF_STEP] + 1, r, C[r, s, CF_ORDER], C[r, s, CF_CLIP], index + 1, 1)
+        _push(x, t + wait, key)
+
+
+@_jit
+def _release(x: Ctx, r: int, phase: int, t: int) -> None:
+    x.R[r, RF_PHASE] = phase
+    x.R[r, RF_END] = t
+    n = x.W[W_NEND]
+    x.B[B_END, n] = r
+    x.W[W_NEND] = n + 1
+
+
+@_jit
+def _pool_abort(x: Ctx, r: int, t: int) -> None:
+    """The pool's calls stopped: in-flight requests cancelled (ascending scene: the pool's
+    order), retry sleeps dropped, nothing queued starts."""
+    R, C = x.R, x.C
+    R[r, RF_PABORT] = 1
+    n = x.P[P_N]
+    R[r, RF_PQ] = n
+    for k in range(1, n):
+        st = C[r, 1 + k, CF_STATE]
+        if st == IDLE or C[r, 1 + k, CF_DONE] != D_POOL:
+            continue
+        if st == INFLIGHT:
+            _cancel(x, r, 1 + k, t)
+        C[r, 1 + k, CF_STATE] = IDLE
+
+
+@_jit
+def _pause(x: Ctx, r: int, step: int, k: int, status: int, t: int) -> None:
+    R = x.R
+    if R[r, RF_POOL] != 0:
+        _pool_abort(x, r, t)
+    R[r, RF_PSTEP] = step
+    R[r, RF_PK] = k
+    R[r, RF_PSTATUS] = status
+    _release(x, r, PAUSED, t)
+
+
+@_jit
+def _finish(x: Ctx, r: int, t: int) -> None:
+    """All scenes passed: paused at the lowest skipped scene, else completed."""
+    n = x.P[P_N]
+    for k in range(n):
+        if x.R[r, NRF + S_SKIP * n + k] != 0:
+            _pause(x, r, CONTENT, k, x.R[r, NRF + S_FST * n + k], t)
+            return
+    _release(x, r, COMPLETED, t)
+
+
+@_jit
+def _pool_pump(x: Ctx, r: int, t: int) -> None:
+    R = x.R
+    n = x.P[P_N]
+    while R[r, RF_PFREE] > 0 and R[r, RF_PQ] < n and R[r, RF_PABORT] == 0:
+        k = R[r, RF_PQ]
+        R[r, RF_PQ] = k + 1
+        R[r, RF_PFREE] -= 1
+        _start(x, r, t, CONTENT, k, 0, D_POOL)
+
+
+@_jit
+def _content(x: Ctx, r: int, k: int, t: int) -> None:
+    """:meth:`sim.run_machine.RunMachine._content` from scene ``k`` (skips looped over)."""
+    R, P = x.R, x.P
+    n = P[P_N]
+    while True:
+        if k >= n:
+            _finish(x, r, t)
+            return
+        if k >= 1 and R[r, RF_PTRIED] == 0:
+            R[r, RF_PTRIED] = 1
+            if P[P_C] > 1 and n - k > 1:
+                R[r, RF_POOL] = 1
+                R[r, RF_PQ] = k
+                R[r, RF_PFREE] = min(P[P_C], n - k)
+                _pool_pump(x, r, t)
+        if k >= 1 and R[r, RF_POOL] != 0:
+            res = R[r, NRF + S_RES * n + k]
+            if res == 0:
+                R[r, RF_WAITFOR] = k
+                return
+            if res == 1:
+                _start(x, r, t, ACTIONS, k, 0, D_ACTIONS)
+                return
+            R[r, NRF + S_SKIP * n + k] = 1
+            k += 1
+            continue
+        _start(x, r, t, CONTENT, k, 0, D_CONTENT)
+        return
+
+
+@_jit
+def _clips_pump(x: Ctx, r: int, t: int) -> None:
+    """:class:`sim.run_machine._Clips`'s pump; the narration's end when all are done."""
+    R = x.R
+    k = R[r, RF_CK]
+    while R[r, RF_CFREE] > 0 and R[r, RF_CQ] < R[r, RF_CN]:
+        j = R[r, RF_CQ]
+        R[r, RF_CQ] = j + 1
+        R[r, RF_CFREE] -= 1
+        R[r, RF_CRUN] += 1
+        _start(x, r, t, TTS, k, j, D_CLIP)
+    if R[r, RF_CRUN] == 0 and R[r, RF_CQ] >= R[r, RF_CN]:
+        if R[r, RF_CFAILED] != 0:
+            _pause(x, r, TTS, k, R[r, RF_CFST], t)
+            return
+        n = x.P[P_N]
+        R[r, NRF + S_READY * n + k] = t
+        _content(x, r, k + 1, t)
+
+
+@_jit
+def _clips(x: Ctx, r: int, k: int, t: int) -> None:
+    R = x.R
+    n = x.P[P_N]
+    nc = R[r, NRF + S_CLIPS * n + k]
+    c = x.P[P_C]
+    par = c > 1 and nc > 1
+    R[r, RF_CK] = k
+    R[r, RF_CQ] = 0
+    R[r, RF_CN] = nc
+    R[r, RF_CPAR] = 1 if par else 0
+    R[r, RF_CFREE] = min(c, nc) if par else 1
+    R[r, RF_CRUN] = 0
+    R[r, RF_CFAILED] = 0
+    R[r, RF_CFST] = 0
+    R[r, RF_CFCLIP] = nc
+    _clips_pump(x, r, t)
+
+
+@_jit
+def _clip_done(x: Ctx, r: int, j: int, ok: bool, status: int, t: int) -> None:
+    R = x.R
+    R[r, RF_CRUN] -= 1
+    R[r, RF_CFREE] += 1
+    if not ok and j < R[r, RF_CFCLIP]:
+        R[r, RF_CFAILED] = 1
+        R[r, RF_CFST] = status
+        R[r, RF_CFCLIP] = j
+    if not ok and R[r, RF_CPAR] == 0:
+        R[r, RF_CQ] = R[r, RF_CN]
+    _clips_pump(x, r, t)
+
+
+@_jit
+def _pool_done(x: Ctx, r: int, k: int, ok: bool, status: int, t: int) -> None:
+    R = x.R
+    n = x.P[P_N]
+    R[r, NRF + S_RES * n + k] = 1 if ok else 2
+    if not ok:
+        R[r, NRF + S_FST * n + k] = status
+    R[r, RF_PFREE] += 1
+    _pool_pump(x, r, t)
+    if R[r, RF_WAITFOR] == k and R[r, RF_PHASE] != PAUSED and R[r, RF_PHASE] != COMPLETED:
+        R[r, RF_WAITFOR] = -1
+        if ok:
+            _start(x, r, t, ACTIONS, k, 0, D_ACTIONS)
+        else:
+            R[r, NRF + S_SKIP * n + k] = 1
+            _content(x, r, k + 1, t)
+
+
+@_jit
+def _done(x: Ctx, r: int, s: int, ok: bool, status: int, t: int) -> None:
+    """A call's end, as the loop's callback for it."""
+    C, R = x.C, x.R
+    kind = C[r, s, CF_DONE]
+    k = C[r, s, CF_ORDER]
+    if kind == D_OUTLINE:
+        if not ok:
+            _pause(x, r, OUTLINE, 0, status, t)
+            return
+        R[r, RF_PHASE] = GENERATING
+        _agents(x, r, t)
+    elif kind == D_AGENTS:
+        R[r, RF_AGENTS_PRESET] = 0 if ok else 1
+        _content(x, r, 0, t)
+    elif kind == D_CONTENT:
+        if ok:
+            _start(x, r, t, ACTIONS, k, 0, D_ACTIONS)
+        else:
+            _pause(x, r, CONTENT, k, status, t)
+    elif kind == D_POOL:
+        _pool_done(x, r, k, ok, status, t)
+    elif kind == D_ACTIONS:
+        if ok:
+            _clips(x, r, k, t)
+        else:
+            _pause(x, r, ACTIONS, k, status, t)
+    else:
+        _clip_done(x, r, C[r, s, CF_CLIP], ok, status, t)
+
+
+@_jit
+def _agents(x: Ctx, r: int, t: int) -> None:
+    if x.P[P_AGENTS_AUTO] == 0:
+        _content(x, r, 0, t)
+    else:
+        _start(x, r, t, AGENTS, 0, 0, D_AGENTS)
+
+
+@_jit
+def _claimed(x: Ctx, r: int, t: int) -> None:
+    """A worker claimed the run (``confirm = auto``: its only claim): the outline starts."""
+    R = x.R
+    if R[r, RF_CLAIM0] < 0:
+        R[r, RF_CLAIM0] = t
+    R[r, RF_PHASE] = OUTLINING
+    _start(x, r, t, OUTLINE, 0, 0, D_OUTLINE)
+
+
+# -- the server (sim.run_server.ServerMachine, confirm = auto) -------------------------
+
+
+@_jit
+def _serve(x: Ctx, t: int) -> None:
+    """The round's server events (the runs' ends, then the arrivals in run order) and, on a
+    wake, a scan: waiting runs claimed in arrival order up to the run cap."""
+    P, Q, R, W = x.P, x.Q, x.R, x.W
+    own = P[P_O_OWN]
+    wake = W[W_NEND] > 0
+    for i in range(W[W_NEND]):
+        r = x.B[B_END, i]
+        W[W_RUNNING] -= 1
+        R[r, RF_SPHASE] = -1
+        Q[own + R[r, RF_OWNER]] -= 1
+    W[W_NEND] = 0
+    for i in range(W[W_NCUR]):
+        key = x.B[B_CUR, i]
+        if key >> SH_TOP != 0:
+            break  # the server's items come first
+        r = _krun(key)
+        o = own + R[r, RF_OWNER]
+        if Q[o] >= P[P_PEROWN]:
+            R[r, RF_REFUSED] = 1
+            continue
+        Q[o] += 1
+        R[r, RF_SPHASE] = PREPARING
+        Q[P[P_O_QUEUE] + W[W_QTAIL]] = r
+        W[W_QTAIL] += 1
+        wake = True
+    if not wake:
+        return
+    while W[W_RUNNING] < P[P_MAXC] and W[W_QHEAD] < W[W_QTAIL]:
+        r = Q[P[P_O_QUEUE] + W[W_QHEAD]]
+        W[W_QHEAD] += 1
+        W[W_RUNNING] += 1
+        R[r, RF_SPHASE] = OUTLINING
+        _at(x, t, t, _key(1, 0, r, 0, 0, 0, 0))
+
+
+# -- one round -------------------------------------------------------------------------
+
+
+@_jit
+def _feed_ready(x: Ctx) -> bool:
+    """Whether every jitter draw the round's feeds may read is there (else asked for)."""
+    ok = True
+    C = x.C
+    for i in range(x.W[W_NCUR]):
+        key = x.B[B_CUR, i]
+        if key >> SH_TOP == 0 or key & 1 != 0 or _kstep(key) < 0:
+            continue
+        r = _krun(key)
+        s = _slot(x, _kstep(key), _korder(key), _kclip(key))
+        if C[r, s, FL_ACTIVE] == 0 or C[r, s, FL_KEY] != key or C[r, s, FL_ST] == 200:
+            continue
+        if _jitter_needed(x, r, s) and not _ask(x, _kstep(key), _katt(key), K_JIT):
+            ok = False
+    return ok
+
+
+@_jit
+def _gather(x: Ctx, t: int) -> int:
+    """The round's run events (answers resolved and logged on the way), by run then
+    canonical order, in the event rows; their count."""
+    B, C = x.B, x.C
+    nev = 0
+    for i in range(x.W[W_NCUR]):
+        key = B[B_CUR, i]
+        if key >> SH_TOP == 0:
+            continue
+        step1 = (key >> SH_STEP) & 7
+        st, pst = 0, 0
+        if step1 != 0 and key & 1 == 0:
+            if not _resolve(x, t, key):
+                continue
+            r = _krun(key)
+            s = _slot(x, step1 - 1, _korder(key), _kclip(key))
+            st, pst = C[r, s, FL_ST], C[r, s, FL_PST]
+        B[B_EV, nev] = (_krun(key) << 27) | (step1 << 24) | (key & LOW24)
+        B[B_EVST, nev] = st
+        B[B_EVPST, nev] = pst
+        nev += 1
+    _sort(B, B_EV, nev, 3)
+    return nev
+
+
+@_jit
+def _deliver(x: Ctx, t: int, ev: int, st: int, pst: int) -> None:
+    """One event to its run: a claim, a timer, an answer (dropped when the call no longer
+    waits for it: aborted by a pause)."""
+    r = ev >> 27
+    step = ((ev >> 24) & 7) - 1
+    if step < 0:
+        _claimed(x, r, t)
+        return
+    order, clip, att = (ev >> SH_ORDER) & 1023, (ev >> SH_CLIP) & 255, (ev >> SH_ATT) & 31
+    s = _slot(x, step, order, clip)
+    C = x.C
+    if ev & 1 != 0:
+        if C[r, s, CF_STATE] == SLEEPING and C[r, s, CF_ATT] == att:
+            _send(x, r, s, t)
+        return
+    if C[r, s, CF_STATE] == INFLIGHT and C[r, s, FL_KEY] == _key(1, step + 1, r, order, clip, att, 0):
+        _on_answer(x, r, s, st, pst, t)
+
+
+@_jit
+def _feed(x: Ctx) -> int:
+    """A round's feeds and the server; NEED / LOG_FULL (nothing done yet) or DONE."""
+    W = x.W
+    if x.P[P_KEEPLOG] != 0 and x.P[P_LOGCAP] - W[W_NLOG] < W[W_NCUR] * (1 + x.P[P_C]) + 1:
+        return LOG_FULL
+    if not _feed_ready(x):
+        return NEED
+    t = W[W_T]
+    nev = _gather(x, t)
+    for i in range(nev):
+        _deliver(x, t, x.B[B_EV, i], x.B[B_EVST, i], x.B[B_EVPST, i])
+    _serve(x, t)
+    return DONE
+
+
+@_jit
+def _decide_ready(x: Ctx) -> bool:
+    """Whether every admission draw the round's requests may read is there."""
+    ok = True
+    for i in range(x.W[W_NSENDS]):
+        key = x.B[B_SENDS, i]
+        step, att = _kstep(key), _katt(key)
+        kk = 1 if step == TTS else 0
+        if not _ask(x, step, att, K_LAT):
+            ok = False
+        for kind in (K_429, K_5XX, K_FAULT):
+            if _uses(x, kk, kind) and not _ask(x, step, att, kind):
+                ok = False
+    return ok
+
+
+@_jit
+def _decide_all(x: Ctx) -> None:
+    """The round's requests decided in ``(step, run, order, clip, attempt)`` order; the next
+    round's items sorted into the round's row."""
+    W, B = x.W, x.B
+    n = W[W_NSENDS]
+    _sort(B, B_SENDS, n, 1)
+    t = W[W_T]
+    for i in range(n):
+        _decide(x, t, B[B_SENDS, i])
+    W[W_NSENDS] = 0
+    m = W[W_NNXT]
+    for i in range(m):
+        B[B_CUR, i] = B[B_NXT, i]
+    W[W_NNXT] = 0
+    _sort(B, B_CUR, m, 1)
+    W[W_NCUR] = m
+    W[W_MODE] = M_FEED if m > 0 else M_INSTANT
+
+
+@_jit
+def run_cell(x: Ctx) -> int:
+    """Run the cell from where it stands to its end (DONE), or until a draw is missing
+    (NEED: the needs listed in ``W``) or the log is full (LOG_FULL); call again after."""
+    W, H = x.W, x.H
+    while True:
+        mode = W[W_MODE]
+        if mode == M_INSTANT:
+            if W[W_HN] == 0:
+                return DONE
+            t = H[0, 0]
+            W[W_T] = t
+            n = 0
+            while W[W_HN] > 0 and H[0, 0] == t:
+                x.B[B_CUR, n] = _pop(x)
+                n += 1
+            W[W_NCUR] = n
+            W[W_MODE] = M_FEED
+        elif mode == M_FEED:
+            code = _feed(x)
+            if code != DONE:
+                return code
+            W[W_MODE] = M_DECIDE
+        else:
+            if not _decide_ready(x):
+                return NEED
+            _decide_all(x)
