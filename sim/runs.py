@@ -37,12 +37,14 @@ __all__ = [
     "RunsSettings",
     "check_cells",
     "check_engines",
+    "pick_runs_engine",
+    "results_differ",
     "run_outcome",
     "simulate_runs",
     "summarize_runs",
 ]
 
-ENGINES = ("auto", "fast", "simpy")
+ENGINES = ("auto", "fast", "simpy", "compiled")
 REFUSED = "refused"
 
 
@@ -219,17 +221,44 @@ def outcomes_block(w: RunsWorld, play_us: NDArray[np.int64]) -> list[RunOutcome]
     ]
 
 
+def pick_runs_engine(sc: Scenario, cfg: RunsConfig, engine: str = "auto") -> str:
+    """The engine that runs a cell (the one rule): ``auto`` is the compiled engine
+    (:mod:`sim.runs_nb`) where it applies (:func:`sim.runs_nb.nb_fits`: adaptive off, confirm
+    auto, no media lane, keys limited by in-flight caps only), else the heap engine
+    (:mod:`sim.runs_fast`, every cell; ``fast``); ``simpy`` the reference; ``compiled`` where
+    it applies (else a one-line error)."""
+    if engine not in ENGINES:
+        raise UserError(f"engine: must be one of {', '.join(ENGINES)}; got {engine!r}")
+    if engine in ("fast", "simpy"):
+        return engine
+    from .runs_nb import nb_fits
+
+    if nb_fits(sc, cfg):
+        return "compiled"
+    if engine == "compiled":
+        raise UserError(
+            "engine: the compiled runs engine needs adaptive off, confirm auto, no media items "
+            "and keys limited by in-flight caps only; use fast or simpy"
+        )
+    return "fast"
+
+
 def simulate_runs(sc: Scenario, cfg: RunsConfig, seed: int = 0, engine: str = "auto") -> RunsResult:
-    """One deployment cell (see the module docstring); ``engine``: ``fast`` (the heap; also
-    ``auto``) or ``simpy`` (the reference). The scenario's client becomes the ``runs``
-    profile if it is not already."""
+    """One deployment cell (see the module docstring); ``engine``: ``auto`` (the rule of
+    :func:`pick_runs_engine`), ``fast`` (the heap), ``compiled`` or ``simpy`` (the reference).
+    The scenario's client becomes the ``runs`` profile if it is not already."""
     if engine not in ENGINES:
         raise UserError(f"engine: must be one of {', '.join(ENGINES)}; got {engine!r}")
     if not isinstance(cfg, RunsConfig):
         raise UserError(f"cfg: must be a RunsConfig, got {type(cfg).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"seed: must be an integer >= 0, got {seed!r}")
-    used = "simpy" if engine == "simpy" else "fast"
+    used = pick_runs_engine(sc, cfg, engine)
+    if used == "compiled":
+        from .runs_nb import simulate_nb
+
+        recs, log, run_sc = simulate_nb(sc, cfg, seed)
+        return RunsResult(recs, log, run_sc, cfg, seed, used, 0)  # confirm auto: no refusals
     if used == "simpy":
         w: RunsWorld = run_simpy(sc, cfg, seed)
         recs = [_outcome(w, r, m) for r, m in enumerate(w.machines)]
@@ -282,23 +311,36 @@ def summarize_runs(records: Sequence[RunOutcome]) -> dict[str, Any]:
     }
 
 
-def check_engines(sc: Scenario, cfg: RunsConfig, seed: int = 0) -> tuple[bool, str]:
-    """Whether the fast engine equals the SimPy model on one cell: the same request log
-    (every request: when, what, its status, when it ended) and the same records."""
-    cfg = dataclasses.replace(cfg, keep_log=True)
-    a = simulate_runs(sc, cfg, seed, "simpy")
-    b = simulate_runs(sc, cfg, seed, "fast")
+def results_differ(a: RunsResult, b: RunsResult) -> str | None:
+    """None when ``b`` equals ``a`` (the same request log, row for row, and the same
+    records, NaN equal to NaN, and the same confirm refusals); else the first difference."""
     if a.log != b.log:
         i = next(
             (i for i, (x, y) in enumerate(zip(a.log, b.log, strict=False)) if x != y),
             min(len(a.log), len(b.log)),
         )
-        return False, f"request logs differ at row {i} ({len(a.log)} vs {len(b.log)} rows)"
+        return f"request logs differ at row {i} ({len(a.log)} vs {len(b.log)} rows)"
     ra = [dataclasses.asdict(r) for r in a.records]
     rb = [dataclasses.asdict(r) for r in b.records]
     if repr(ra) != repr(rb):  # repr: NaN == NaN
-        return False, "records differ"
-    return True, f"{len(a.log)} requests, {len(a.records)} runs identical"
+        return "records differ"
+    if a.confirm_refusals != b.confirm_refusals:
+        return f"confirm refusals differ ({a.confirm_refusals} vs {b.confirm_refusals})"
+    return None
+
+
+def check_engines(sc: Scenario, cfg: RunsConfig, seed: int = 0) -> tuple[bool, str]:
+    """Whether the fast engines equal the SimPy model on one cell: the heap engine, and the
+    compiled engine where it applies (:func:`pick_runs_engine`) — the same request log (every
+    request: when, what, its status, when it ended), the same records and confirm refusals."""
+    cfg = dataclasses.replace(cfg, keep_log=True)
+    a = simulate_runs(sc, cfg, seed, "simpy")
+    engines = ["fast"] + (["compiled"] if pick_runs_engine(sc, cfg) == "compiled" else [])
+    for engine in engines:
+        diff = results_differ(a, simulate_runs(sc, cfg, seed, engine))
+        if diff is not None:
+            return False, f"{engine}: {diff}"
+    return True, f"{len(a.log)} requests, {len(a.records)} runs identical ({', '.join(engines)})"
 
 
 def check_cells() -> list[tuple[str, Scenario, RunsConfig, int]]:

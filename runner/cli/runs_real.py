@@ -73,6 +73,11 @@ def validate_runs(a: argparse.Namespace) -> int:
         if rep.ok
         else f"DIVERGED: {rep.divergences[0]}"
     )
+    if rep.ok and rep.compiled_runs:
+        print(
+            f"compiled runs engine (sim.runs_nb) equal to the SimPy model on {rep.compiled_runs} "
+            "runs of the cells it applies to"
+        )
     return 0 if rep.ok else 1
 
 

@@ -27,7 +27,17 @@ from typing import Any
 
 from sim.dists import Constant
 from sim.errors import UserError
-from sim.runs import RunOutcome, RunsConfig, RunsResult, RunsSettings, check_cells, run_outcome
+from sim.runs import (
+    RunOutcome,
+    RunsConfig,
+    RunsResult,
+    RunsSettings,
+    check_cells,
+    pick_runs_engine,
+    results_differ,
+    run_outcome,
+    simulate_runs,
+)
 from sim.runs_model import run_simpy
 from sim.scenario import Scenario, load_scenario
 
@@ -270,6 +280,21 @@ def divergence(real: PortRun, model: PortRun) -> str | None:
     return None
 
 
+def _compiled_diff(
+    rep: ExactReport, sc: Scenario, cfg: RunsConfig, seed: int, model: RunsResult
+) -> str | None:
+    """Where the compiled engine applies (:func:`sim.runs.pick_runs_engine`), its result
+    against the SimPy model's (:func:`sim.runs.results_differ`); its runs counted when equal."""
+    if pick_runs_engine(sc, cfg) != "compiled":
+        return None
+    got = simulate_runs(sc, cfg, seed, "compiled")
+    diff = results_differ(model, got)
+    if diff is not None:
+        return f"compiled engine vs SimPy model: {diff}"
+    rep.compiled_runs += len(got.records)
+    return None
+
+
 def validate_runs_exact(
     cells: Sequence[Cell] | None = None,
     *,
@@ -291,7 +316,7 @@ def validate_runs_exact(
             rep.requests += len(b.result.log)
             rep.http_429 += sum(1 for row in b.result.log if row[6] == 429)
             rep.retries += sum(x.retries for x in b.result.records)
-            diff = divergence(a, b)
+            diff = divergence(a, b) or _compiled_diff(rep, sc, c, seed, b.result)
             if diff is not None:
                 rep.divergences.append(f"cell {name}, seed {seed}, replication {r}: {diff}")
                 if stop_at_first:

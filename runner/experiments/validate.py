@@ -138,6 +138,7 @@ class ExactReport:
     retries: int = 0
     divergences: list[str] = field(default_factory=list)
     fast_quota_runs: int = 0  # runs the limited-key engine computed, equal to SimPy's
+    compiled_runs: int = 0  # generation runs the compiled runs engine computed, equal to SimPy's
 
     @property
     def ok(self) -> bool:
@@ -154,6 +155,7 @@ class ExactReport:
             "ok": self.ok,
             "divergences": self.divergences,
             "fast_quota_runs": self.fast_quota_runs,
+            "compiled_runs": self.compiled_runs,
         }
 
     def lines(self, scenarios: Sequence[str], profiles: Sequence[str]) -> list[str]:
