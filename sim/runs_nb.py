@@ -52,6 +52,7 @@ __all__ = ["NbCell", "nb_fits", "simulate_nb", "warm_up"]
 
 I64 = NDArray[np.int64]
 _MAX_RUNS = 1 << 21  # what the loop's keys hold: runs, outlines, clips, attempts
+_FIRST_CAP = 1 << 22  # the draw tables' first size at most (then grown by doubling)
 _STEP_NAMES = {0: "content", 1: "actions", 2: "narration"}
 
 
@@ -113,6 +114,17 @@ _RETRIED = np.array(
 )
 
 
+def _put(buf: NDArray[Any], used: int, arr: NDArray[Any]) -> tuple[NDArray[Any], int]:
+    """``arr`` written after the ``used`` head of ``buf`` (a copy twice as big when full):
+    the buffer, and where ``arr`` starts."""
+    if used + arr.size > buf.size:
+        grown = np.empty(max(2 * buf.size, used + arr.size), dtype=buf.dtype)
+        grown[:used] = buf[:used]
+        buf = grown
+    buf[used : used + arr.size] = arr
+    return buf, used
+
+
 class NbCell:
     """One cell's arrays for :func:`sim.runs_nb_loop.run_cell`, its draws, and its results."""
 
@@ -159,8 +171,9 @@ class NbCell:
         self.W = np.zeros(nl.W_NEED0 + 3 * nl.NSTEP * self.attempts * nl.NK, dtype=np.int64)
         self._arrivals_in(nl)
         self.OFF = np.full(nl.NSTEP * self.attempts * nl.NK, -1, dtype=np.int64)
-        self.LT = np.zeros(0, dtype=np.int64)
-        self.U = np.zeros(0)
+        per = min(self.runs * n * (4 + kmax) * self.attempts, _FIRST_CAP)  # every latency
+        self.LT, self.U = np.empty(per, dtype=np.int64), np.empty(4 * per)
+        self.n_lt = self.n_u = 0  # of LT and U in use
         self.C = np.zeros((runs, slots, nl.NCF), dtype=np.int64)
         self.B = np.zeros((nl.NB, hcap), dtype=np.int64)
         self.L = np.zeros((max(16, int(P[nl.P_LOGCAP])), 9), dtype=np.int64)
@@ -215,27 +228,35 @@ class NbCell:
         return d.fault_u(step, att, kind)
 
     def _add(self, needs: list[tuple[int, int, int]]) -> None:
-        """Draw tables (step, attempt, kind) and put them at the ends of LT and U."""
+        """Draw tables (step, attempt, kind) into LT (latencies) and U (uniforms), each grown
+        by doubling when full (the loop reads them at the offsets in OFF)."""
         from .runs_nb_loop import NK
 
-        lat: list[NDArray[Any]] = [self.LT]
-        uni: list[NDArray[Any]] = [self.U]
-        nl, nu = self.LT.size, self.U.size
         for step, att, kind in needs:
-            arr = self._table(step, att, kind).reshape(-1)
             at = (step * self.attempts + att) * NK + kind
+            if self.OFF[at] >= 0:
+                continue
+            arr = self._table(step, att, kind).reshape(-1)
             if kind == 0:
-                self.OFF[at] = nl
-                nl += arr.size
-                lat.append(arr)
+                self.LT, self.OFF[at] = _put(self.LT, self.n_lt, arr)
+                self.n_lt += arr.size
             else:
-                self.OFF[at] = nu
-                nu += arr.size
-                uni.append(arr)
-        if len(lat) > 1:
-            self.LT = np.concatenate(lat).astype(np.int64, copy=False)
-        if len(uni) > 1:
-            self.U = np.concatenate(uni).astype(np.float64, copy=False)
+                self.U, self.OFF[at] = _put(self.U, self.n_u, arr)
+                self.n_u += arr.size
+
+    def _ahead(self, needs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        """What the loop asked for and, for a jitter draw of attempt ``a`` (a failed request
+        about to be retried), the admission draws of attempt ``a + 1`` (the retry reads them
+        next: one return to draw fewer)."""
+        out = list(needs)
+        sc = self.sc
+        for step, att, kind in needs:
+            if kind != 4 or att + 1 >= self.attempts:
+                continue
+            q = sc.quota_tts if step == 2 else sc.quota_llm
+            used = ((1, q.p_429), (2, q.p_5xx), (3, q.faulty))
+            out += [(step, att + 1, 0)] + [(step, att + 1, k) for k, u in used if u]
+        return out
 
     def _first_tables(self) -> None:
         """Every attempt 0's admission draws (every run reads them)."""
@@ -272,7 +293,7 @@ class NbCell:
                 k = int(self.W[nl.W_NEEDS])
                 rows = self.W[nl.W_NEED0 : nl.W_NEED0 + 3 * k].reshape(-1, 3).tolist()
                 self.W[nl.W_NEEDS] = 0
-                self._add([(s, a, kind) for s, a, kind in rows])
+                self._add(self._ahead([(s, a, kind) for s, a, kind in rows]))
             else:
                 grown = np.zeros((2 * len(self.L), 9), dtype=np.int64)
                 grown[: len(self.L)] = self.L

@@ -352,20 +352,23 @@ def runs_engine_cells(quick: bool = False) -> list[tuple[str, Scenario, Any]]:
 
 
 def run_runs_engines_bench(*, quick: bool = False) -> dict[str, Any]:
-    """Runs cells per second, SimPy model vs the fast engine (:mod:`sim.runs_fast`), on the
-    same cells in one process: each round runs every cell (a new block of draws each round)
-    on both engines, the order alternating; CPU time summed per engine."""
+    """Runs cells per second, SimPy model vs the heap engine (:mod:`sim.runs_fast`) and the
+    compiled engine (:mod:`sim.runs_nb`), on the same cells in one process: each round runs
+    every cell (a new block of draws each round) on the three engines, the order rotating;
+    CPU time summed per engine."""
     from sim.runs import simulate_runs
 
     rounds = 2 if quick else 4
+    engines = ("simpy", "fast", "compiled")
     cells: list[dict[str, Any]] = []
     for name, sc, cfg in runs_engine_cells(quick):
         simulate_runs(sc, cfg, 0, "fast")  # warm-up (imports, caches)
-        spent = {"simpy": 0.0, "fast": 0.0}
+        simulate_runs(sc, cfg, 0, "compiled")  # (its loop compiled or loaded from the cache)
+        spent = dict.fromkeys(engines, 0.0)
         requests = 0
         for i in range(rounds):
             c = dataclasses.replace(cfg, run_id=i + 1)
-            for engine in ("simpy", "fast") if i % 2 == 0 else ("fast", "simpy"):
+            for engine in engines[i % 3 :] + engines[: i % 3]:
                 t0 = time.process_time()
                 res = simulate_runs(sc, c, 0, engine)
                 spent[engine] += time.process_time() - t0
@@ -377,18 +380,21 @@ def run_runs_engines_bench(*, quick: bool = False) -> dict[str, Any]:
                 "requests_per_cell": requests / rounds,
                 "simpy_cells_per_s": rounds / spent["simpy"],
                 "fast_cells_per_s": rounds / spent["fast"],
+                "compiled_cells_per_s": rounds / spent["compiled"],
                 "fast_over_simpy": spent["simpy"] / spent["fast"],
+                "compiled_over_simpy": spent["simpy"] / spent["compiled"],
             }
         )
     lines = [
-        f"generation runs cells (--upstream runs), SimPy vs fast engine, CPU time, "
-        f"{rounds} rounds alternating, the same cells"
+        f"generation runs cells (--upstream runs), SimPy vs heap engine vs compiled engine, "
+        f"CPU time, {rounds} rounds, the order rotating, the same cells"
     ]
     for c in cells:
         lines.append(
             f"  {c['cell']} (~{c['requests_per_cell']:,.0f} requests): SimPy "
-            f"{c['simpy_cells_per_s']:.2f} cells/s, fast {c['fast_cells_per_s']:.2f} cells/s "
-            f"({c['fast_over_simpy']:.1f}x)"
+            f"{c['simpy_cells_per_s']:.2f} cells/s, heap {c['fast_cells_per_s']:.2f} cells/s "
+            f"({c['fast_over_simpy']:.1f}x), compiled {c['compiled_cells_per_s']:.2f} cells/s "
+            f"({c['compiled_over_simpy']:.1f}x)"
         )
     return {"cells": cells, "lines": lines}
 

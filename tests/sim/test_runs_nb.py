@@ -1,0 +1,186 @@
+"""The compiled generation-runs engine (sim/runs_nb.py, sim/runs_nb_loop.py): equal to the SimPy
+model request for request on random cells where it applies, the one engine rule that picks it,
+its lazy draw tables and growing log, and the lock its first compile runs under."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim import runs_nb
+from sim.dists import Constant
+from sim.errors import UserError
+from sim.runs import (
+    RunsConfig,
+    RunsSettings,
+    check_engines,
+    pick_runs_engine,
+    results_differ,
+    simulate_runs,
+)
+from sim.runs_nb import NbCell, nb_fits
+from sim.scenario import Scenario, load_scenario
+
+BASE = load_scenario("default", upstream="runs")
+
+
+def _quota(sc: Scenario, which: str, **kw: object) -> Scenario:
+    return sc.replace(**{which: dataclasses.replace(getattr(sc, which), **kw)})
+
+
+@st.composite
+def cells(draw: st.DrawFn) -> tuple[Scenario, RunsConfig, int]:
+    """A random cell where the compiled engine applies: capped or open keys with random 429s,
+    5xx and faults (stalls past a clip's deadline), deadline ties, the knob, the caps, owners,
+    agents, free-on-give-up, Poisson arrivals or a replay with ties at one instant."""
+    ql = dataclasses.replace(
+        BASE.quota_llm,
+        max_inflight=draw(st.integers(0, 5)),
+        p_429=draw(st.sampled_from([0.0, 0.1])),
+        p_5xx=draw(st.sampled_from([0.0, 0.05, 0.3])),
+        p_reset=draw(st.sampled_from([0.0, 0.05])),
+        p_truncate=draw(st.sampled_from([0.0, 0.03])),
+        p_stall=draw(st.sampled_from([0.0, 0.02])),
+        stall_s=400.0,
+    )
+    qt = dataclasses.replace(
+        BASE.quota_tts,
+        max_inflight=draw(st.integers(0, 3)),
+        p_5xx=draw(st.sampled_from([0.0, 0.1])),
+        p_stall=draw(st.sampled_from([0.0, 0.05])),
+        stall_s=40.0,
+    )
+    sc = BASE.replace(quota_llm=ql, quota_tts=qt, outlines=draw(st.integers(1, 6)))
+    if draw(st.booleans()):  # answers exactly at a deadline (30 s clips, 60 s actions)
+        sc = sc.replace(tts=Constant(30.0), actions=Constant(60.0))
+    runs_settings = RunsSettings(
+        agents_mode=draw(st.sampled_from(["auto", "preset"])),
+        free_on_give_up=draw(st.booleans()),
+        content_deadline_s=draw(st.sampled_from([300.0, 40.0])),
+    )
+    common = {
+        "concurrency": draw(st.integers(0, 5)),
+        "max_concurrent": draw(st.integers(1, 4)),
+        "per_owner": draw(st.integers(1, 3)),
+        "settings": runs_settings,
+    }
+    if draw(st.booleans()):
+        cfg = RunsConfig(
+            runs=draw(st.integers(1, 10)),
+            arrival_per_hour=draw(st.sampled_from([30.0, 300.0, 3000.0])),
+            owners=draw(st.integers(0, 2)),
+            **common,
+        )
+    else:
+        times = draw(st.lists(st.sampled_from([0.0, 0.0, 5.0, 60.0]), min_size=1, max_size=8))
+        owners = draw(st.lists(st.integers(0, 2), min_size=len(times), max_size=len(times)))
+        cfg = RunsConfig(arrivals=tuple(zip(times, owners, strict=True)), **common)
+    return sc, cfg, draw(st.integers(0, 1000))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cells())
+def test_compiled_equals_simpy_on_random_cells(cell: tuple[Scenario, RunsConfig, int]) -> None:
+    sc, cfg, seed = cell
+    assert nb_fits(sc, cfg)
+    a = simulate_runs(sc, cfg, seed, "simpy")
+    b = simulate_runs(sc, cfg, seed, "compiled")
+    assert b.engine == "compiled"
+    assert results_differ(a, b) is None
+
+
+def test_compiled_equals_simpy_on_many_runs_on_one_key() -> None:
+    """Sixty runs at 60/h on a 3-slot LLM key and a 2-slot TTS key, 5xx and resets: the runs
+    meet at the keys (429s, retries), every request equal."""
+    sc = _quota(BASE.with_quota(llm_inflight=3, tts_inflight=2), "quota_llm", p_reset=0.02)
+    cfg = RunsConfig(concurrency=3, runs=60, arrival_per_hour=60.0, run_id=2)
+    ok, msg = check_engines(sc, cfg, 5)
+    assert ok and msg.endswith("(fast, compiled)"), msg
+    res = simulate_runs(sc, cfg, 5, "compiled")
+    assert sum(1 for row in res.log if row[6] == 429) > 0  # the key was full at times
+
+
+def test_the_rule_picks_compiled_where_it_fits_and_the_heap_elsewhere() -> None:
+    sc = BASE.with_quota(llm_inflight=3)
+    cfg = RunsConfig(concurrency=3, runs=4)
+    assert pick_runs_engine(sc, cfg) == "compiled"
+    assert simulate_runs(sc, cfg, 1).engine == "compiled"
+    outside = [
+        (sc, dataclasses.replace(cfg, adaptive="gate")),
+        (sc, dataclasses.replace(cfg, settings=RunsSettings(confirm="countdown"))),
+        (sc, dataclasses.replace(cfg, settings=RunsSettings(confirm="wait"))),
+        (sc, dataclasses.replace(cfg, settings=RunsSettings(media_items=2))),
+        (_quota(sc, "quota_llm", rpm=30.0, rpm_burst=3), cfg),
+        (_quota(sc, "quota_tts", rpd=100), cfg),
+    ]
+    for s, c in outside:
+        assert not nb_fits(s, c)
+        assert pick_runs_engine(s, c) == "fast"
+        assert simulate_runs(s, c, 1).engine == "fast"
+        with pytest.raises(UserError, match="compiled runs engine needs"):
+            simulate_runs(s, c, 1, "compiled")
+    assert pick_runs_engine(sc, cfg, "simpy") == "simpy"
+    assert pick_runs_engine(sc, cfg, "fast") == "fast"
+    with pytest.raises(UserError, match="engine: must be one of"):
+        pick_runs_engine(sc, cfg, "numba")
+
+
+def test_only_the_draws_read_are_drawn() -> None:
+    """Without failures or a limit no request is retried: only attempt 0's tables are drawn
+    (and no jitter); with 5xx the retries' tables come as runs reach them."""
+    from sim.runs_nb_loop import NK
+
+    cfg = RunsConfig(concurrency=2, runs=3)
+    quiet = _quota(_quota(BASE, "quota_llm", p_5xx=0.0), "quota_tts", p_5xx=0.0)
+    cell = NbCell(quiet, cfg, 0)
+    cell.run()
+    drawn = (cell.OFF.reshape(-1, cell.attempts, NK) >= 0).nonzero()
+    assert set(drawn[1].tolist()) == {0}  # attempts
+    assert 4 not in set(drawn[2].tolist())  # no jitter table
+    noisy = _quota(BASE, "quota_llm", p_5xx=0.3)
+    cell = NbCell(noisy, cfg, 0)
+    cell.run()
+    assert (cell.OFF.reshape(-1, cell.attempts, NK)[:, 1:, :] >= 0).any()
+    assert results_differ(simulate_runs(noisy, cfg, 0, "simpy"), simulate_runs(noisy, cfg, 0)) is None
+
+
+def test_a_small_log_grows_and_the_cell_resumes() -> None:
+    """The loop stops when its log may overflow in a round; the log grows and it goes on:
+    the same rows as SimPy's."""
+    import numpy as np
+
+    from sim.runs_nb_loop import P_LOGCAP
+
+    sc = BASE.with_quota(llm_inflight=2)
+    cfg = RunsConfig(concurrency=3, runs=5, arrival_per_hour=120.0)
+    cell = NbCell(runs_nb._runs_scenario(sc), cfg, 3)
+    cell.L = np.zeros((16, 9), dtype=np.int64)
+    cell.P[P_LOGCAP] = 16
+    cell.run()
+    a = simulate_runs(sc, cfg, 3, "simpy")
+    assert len(cell.L) > 16 and cell.log() == a.log
+
+
+def test_the_first_use_holds_the_lock_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first compiled call of a process runs under an exclusive lock on this checkout's
+    lock file (another process waits for it); later calls take no lock."""
+    monkeypatch.setattr(runs_nb, "_LOADED", [False])
+    path = runs_nb._lock_path()
+    assert path.name.startswith("scenebench-numba-runs-")
+    with open(path, "a+b") as other:
+        with runs_nb._first_use():
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert runs_nb._LOADED == [True]
+        with runs_nb._first_use():
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # not held: taken at once
+            fcntl.flock(other, fcntl.LOCK_UN)
+
+
+def test_warm_up_runs_a_cell() -> None:
+    spent, _cached = runs_nb.warm_up()
+    assert spent > 0
