@@ -88,7 +88,12 @@ def _policies(sc: Scenario, cfg: RunsConfig) -> tuple[RetryPolicy, ...]:
     """The calls' retry policies, in the loop's order (``POL_*``)."""
     cl = sc.client
     one = RetryPolicy(max_retries=0)
-    return (cl.foreground_retry_llm, cl.retry_llm, _outline_policy(cfg.settings.outline_attempts), one)
+    return (
+        cl.foreground_retry_llm,
+        cl.retry_llm,
+        _outline_policy(cfg.settings.outline_attempts),
+        one,
+    )
 
 
 def _exp_parts(pols: tuple[RetryPolicy, ...], top: int) -> tuple[I64, NDArray[np.float64]]:
@@ -141,6 +146,7 @@ class NbCell:
         pols = _policies(sc, cfg)
         top = max(p.max_retries for p in pols) + 1
         self.attempts = max(top, cfg.settings.outline_attempts)
+        self.OFF_N = nl.NSTEP * self.attempts * nl.NK  # the tables
         slots = 1 + n + kmax
         hcap = runs * (slots + 1) + 16
         owners = sorted({o for _, o in self.arrivals})
@@ -168,9 +174,9 @@ class NbCell:
         self.R = R
         self.H = np.zeros((2, hcap), dtype=np.int64)
         self.Q = np.zeros(P[nl.P_O_QUEUE] + runs, dtype=np.int64)
-        self.W = np.zeros(nl.W_NEED0 + 3 * nl.NSTEP * self.attempts * nl.NK, dtype=np.int64)
+        self.W = np.zeros(nl.W_NEED0 + 4 * (self.OFF_N + hcap), dtype=np.int64)
         self._arrivals_in(nl)
-        self.OFF = np.full(nl.NSTEP * self.attempts * nl.NK, -1, dtype=np.int64)
+        self.OFF = np.full(self.OFF_N, -1, dtype=np.int64)
         per = min(self.runs * n * (4 + kmax) * self.attempts, _FIRST_CAP)  # every latency
         self.LT, self.U = np.empty(per, dtype=np.int64), np.empty(4 * per)
         self.n_lt = self.n_u = 0  # of LT and U in use
@@ -198,7 +204,9 @@ class NbCell:
             st.agents_mode == "auto", cfg.keep_log, logcap, hcap, hcap, top, *p_at,
         ]  # fmt: skip
 
-    def _floats(self, pols: tuple[RetryPolicy, ...], ms: NDArray[np.float64]) -> NDArray[np.float64]:
+    def _floats(
+        self, pols: tuple[RetryPolicy, ...], ms: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
         ql, qt = self.sc.quota_llm, self.sc.quota_tts
         head = [ql.p_429, qt.p_429, ql.p_5xx, qt.p_5xx]
         head += [q.p_reset + q.p_stall + q.p_truncate for q in (ql, qt)]
@@ -291,9 +299,9 @@ class NbCell:
                 return
             if code == nl.NEED:
                 k = int(self.W[nl.W_NEEDS])
-                rows = self.W[nl.W_NEED0 : nl.W_NEED0 + 3 * k].reshape(-1, 3).tolist()
+                rows = self.W[nl.W_NEED0 : nl.W_NEED0 + 4 * k].reshape(-1, 4)
                 self.W[nl.W_NEEDS] = 0
-                self._add(self._ahead([(s, a, kind) for s, a, kind in rows]))
+                self._add(self._ahead([(s, a, kind) for s, a, kind, _ in rows.tolist()]))
             else:
                 grown = np.zeros((2 * len(self.L), 9), dtype=np.int64)
                 grown[: len(self.L)] = self.L
@@ -307,78 +315,72 @@ class NbCell:
         n = int(self.W[W_NLOG])
         if n > len(self.L):
             raise AssertionError("runs_nb: the request log overflowed")  # a bug: the loop checks
-        return list(map(tuple, self.L[:n].tolist()))
+        return list(zip(*self.L[:n].T.tolist(), strict=True)) if n else []
 
     def records(self) -> list[RunOutcome]:
         """Every run's record (:func:`sim.runs.outcomes_block`'s, from the loop's rows)."""
         from . import runs_nb_loop as nl
+        from .runs import REFUSED, RunOutcome
 
         n, R = self.n, self.R
         t0 = R[:, nl.RF_ARR]
         ready = R[:, nl.NRF + nl.S_READY * n : nl.NRF + (nl.S_READY + 1) * n]
         rel = np.where(ready >= 0, ready - t0[:, None], -1)
-        play = self.d.playback_table_us()
         pb = self.sc.playback
-        q = qoe_us(rel, np.where(rel >= 0, play, 0), pb.start, pb.buffer_us)
-        qs = (q.startup_s.tolist(), q.stall_s.tolist(), q.stalls.tolist())
-        skip = (R[:, nl.NRF + nl.S_SKIP * n : nl.NRF + (nl.S_SKIP + 1) * n] != 0).tolist()
-        rows, rels = R[:, : nl.NRF].tolist(), rel.tolist()
-        return [
-            self._record(r, rows[r], rels[r], skip[r], qs) for r in range(self.runs)
-        ]
-
-    def _record(
-        self,
-        r: int,
-        row: list[int],
-        rel: list[int],
-        skip: list[bool],
-        qs: tuple[list[float], list[float], list[int]],
-    ) -> RunOutcome:
-        from . import runs_nb_loop as nl
-        from .runs import REFUSED, RunOutcome
-
-        t0, owner = self.arrivals[r]
-        if row[nl.RF_REFUSED]:
-            nan = math.nan
-            return RunOutcome(
-                r, owner, t0 / 1e6, REFUSED, nan, nan, nan, None, None, 0, (), False, nan, 0.0,
-                0, 0, 0, 0, 0, 0,
-            )  # fmt: skip
-        paused = row[nl.RF_PHASE] == nl.PAUSED
-        if not paused and row[nl.RF_PHASE] != nl.COMPLETED:
-            raise AssertionError(f"run {r} ended in phase {row[nl.RF_PHASE]}")  # a bug
-        failed = {k for k, s in enumerate(skip) if s}
-        at: str | None = None
-        if paused:
-            pstep, pk = row[nl.RF_PSTEP], row[nl.RF_PK]
-            if pstep == nl.OUTLINE:
-                at = "outline"
-            else:
-                at = f"scene:{pk}:{_STEP_NAMES[pstep]}"
-                failed.add(pk)
-        return RunOutcome(
-            run=r,
-            owner=owner,
-            arrival_s=t0 / 1e6,
-            state="paused" if paused else "completed",
-            wait_s=(row[nl.RF_CLAIM0] - t0) / 1e6,
-            first_scene_s=math.nan if rel[0] < 0 else rel[0] / 1e6,
-            end_s=(row[nl.RF_END] - t0) / 1e6,
-            paused_at=at,
-            pause_status=row[nl.RF_PSTATUS] if paused else None,
-            scenes_ok=sum(1 for v in rel if v >= 0),
-            failed_scenes=tuple(sorted(failed)),
-            agents_preset=bool(row[nl.RF_AGENTS_PRESET]),
-            startup_s=float(qs[0][r]),
-            stall_s=float(qs[1][r]),
-            stalls=int(qs[2][r]),
-            requests=row[nl.RF_REQ],
-            http_429=row[nl.RF_429],
-            http_5xx=row[nl.RF_5XX],
-            retries=row[nl.RF_RET],
-            timeouts=row[nl.RF_TO],
+        q = qoe_us(rel, np.where(rel >= 0, self.d.playback_table_us(), 0), pb.start, pb.buffer_us)
+        skip = R[:, nl.NRF + nl.S_SKIP * n : nl.NRF + (nl.S_SKIP + 1) * n]
+        cols = (
+            R[:, : nl.NRF].tolist(),
+            rel[:, 0].tolist(),
+            (rel >= 0).sum(axis=1).tolist(),
+            skip.any(axis=1).tolist(),
+            q.startup_s.tolist(),
+            q.stall_s.tolist(),
+            q.stalls.tolist(),
         )
+        out = []
+        nan = math.nan
+        for r, (t_us, owner) in enumerate(self.arrivals):
+            row = cols[0][r]
+            if row[nl.RF_REFUSED]:
+                out.append(
+                    RunOutcome(
+                        r, owner, t_us / 1e6, REFUSED, nan, nan, nan, None, None, 0, (), False,
+                        nan, 0.0, 0, 0, 0, 0, 0, 0,
+                    )
+                )  # fmt: skip
+                continue
+            failed = np.flatnonzero(skip[r]).tolist() if cols[3][r] else []
+            state, at, status = _ending(nl, r, row, failed)
+            first = cols[1][r]
+            out.append(
+                RunOutcome(
+                    r, owner, t_us / 1e6, state, (row[nl.RF_CLAIM0] - t_us) / 1e6,
+                    nan if first < 0 else first / 1e6, (row[nl.RF_END] - t_us) / 1e6, at,
+                    status, cols[2][r], tuple(sorted(set(failed))),
+                    bool(row[nl.RF_AGENTS_PRESET]), cols[4][r], cols[5][r], cols[6][r],
+                    row[nl.RF_REQ], row[nl.RF_429], row[nl.RF_5XX], row[nl.RF_RET],
+                    row[nl.RF_TO],
+                )
+            )  # fmt: skip
+        return out
+
+
+def _ending(
+    nl: Any, r: int, row: list[int], failed: list[int]
+) -> tuple[str, str | None, int | None]:
+    """A finished run's state, the step it paused at and the status (``failed``: its failed
+    scenes, the paused one added); ``nl`` the loop's module (its constants)."""
+    phase = row[nl.RF_PHASE]
+    if phase == nl.COMPLETED:
+        return "completed", None, None
+    if phase != nl.PAUSED:
+        raise AssertionError(f"run {r} ended in phase {phase}")  # a bug: every run ends
+    pstep, pk = row[nl.RF_PSTEP], row[nl.RF_PK]
+    if pstep == nl.OUTLINE:
+        return "paused", "outline", row[nl.RF_PSTATUS]
+    failed.append(pk)
+    return "paused", f"scene:{pk}:{_STEP_NAMES[pstep]}", row[nl.RF_PSTATUS]
 
 
 def simulate_nb(

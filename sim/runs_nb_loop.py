@@ -64,6 +64,12 @@ def _jit(fn: _F) -> _F:
     return _compiled(fn)
 
 
+def _leaf(fn: _F) -> _F:
+    """:func:`_jit` for a small helper: inlined where it is called (numba's IR: no call, no
+    arguments passed)."""
+    return _compiled(fn, inline="always")
+
+
 INF = 2**62
 # the loop's return codes
 DONE, NEED, LOG_FULL = 0, 1, 2
@@ -113,7 +119,7 @@ F_POL = 11  # NPOL * (cap_ms, jitter), then NPOL * TOPR exponential parts
 # scalars: W[...]
 (W_MODE, W_T, W_HN, W_NCUR, W_NNXT, W_NSENDS, W_NEND, W_NLOG, W_RUNNING) = range(9)
 (W_QHEAD, W_QTAIL, W_NEEDS) = range(9, 12)
-W_NEED0 = 16  # the needs: rows of (step, attempt, kind)
+W_NEED0 = 16  # the needs: rows of (step, attempt, kind, cell: -1 the whole table)
 # buffer rows: B[row, i]
 B_CUR, B_NXT, B_SENDS, B_EV, B_EVST, B_EVPST, B_END = 0, 1, 2, 3, 4, 5, 6
 NB = 7
@@ -145,7 +151,7 @@ class Ctx(NamedTuple):
 # -- keys ------------------------------------------------------------------------------
 
 
-@_jit
+@_leaf
 def _key(top: int, step1: int, run: int, order: int, clip: int, att: int, flag: int) -> int:
     return (
         (top << SH_TOP)
@@ -158,32 +164,32 @@ def _key(top: int, step1: int, run: int, order: int, clip: int, att: int, flag: 
     )
 
 
-@_jit
+@_leaf
 def _kstep(k: int) -> int:
     return ((k >> SH_STEP) & 7) - 1
 
 
-@_jit
+@_leaf
 def _krun(k: int) -> int:
     return (k >> SH_RUN) & ((1 << 21) - 1)
 
 
-@_jit
+@_leaf
 def _korder(k: int) -> int:
     return (k >> SH_ORDER) & 1023
 
 
-@_jit
+@_leaf
 def _kclip(k: int) -> int:
     return (k >> SH_CLIP) & 255
 
 
-@_jit
+@_leaf
 def _katt(k: int) -> int:
     return (k >> SH_ATT) & 31
 
 
-@_jit
+@_leaf
 def _slot(x: Ctx, step: int, order: int, clip: int) -> int:
     """A call's slot: 0 the serial call (outline, agents, actions), ``1 + k`` content ``k``,
     ``1 + n + j`` clip ``j``."""
@@ -197,12 +203,12 @@ def _slot(x: Ctx, step: int, order: int, clip: int) -> int:
 # -- the heap and the buffers ----------------------------------------------------------
 
 
-@_jit
+@_leaf
 def _less(H: I64, i: int, j: int) -> bool:
     return H[0, i] < H[0, j] or (H[0, i] == H[0, j] and H[1, i] < H[1, j])
 
 
-@_jit
+@_leaf
 def _swap(H: I64, i: int, j: int) -> None:
     for row in range(2):
         v = H[row, i]
@@ -210,7 +216,7 @@ def _swap(H: I64, i: int, j: int) -> None:
         H[row, j] = v
 
 
-@_jit
+@_leaf
 def _push(x: Ctx, at: int, key: int) -> None:
     H, W = x.H, x.W
     i = W[W_HN]
@@ -225,7 +231,7 @@ def _push(x: Ctx, at: int, key: int) -> None:
         i = p
 
 
-@_jit
+@_leaf
 def _pop(x: Ctx) -> int:
     """The heap's first item's key (its time is ``H[0, 0]`` before the call)."""
     H, W = x.H, x.W
@@ -248,7 +254,7 @@ def _pop(x: Ctx) -> int:
     return int(key)
 
 
-@_jit
+@_leaf
 def _sort(B: I64, row: int, n: int, rows: int) -> None:
     """Sort ``B[row, :n]`` ascending (Shell's sort; the next ``rows - 1`` rows move along)."""
     gap = 1
@@ -266,7 +272,7 @@ def _sort(B: I64, row: int, n: int, rows: int) -> None:
         gap //= 3
 
 
-@_jit
+@_leaf
 def _at(x: Ctx, t: int, at: int, key: int) -> None:
     """An item at ``at``: the next round of this instant, or the heap."""
     if at <= t:
@@ -280,12 +286,12 @@ def _at(x: Ctx, t: int, at: int, key: int) -> None:
 # -- draws -----------------------------------------------------------------------------
 
 
-@_jit
+@_leaf
 def _per(x: Ctx, step: int) -> int:
     return int(x.P[P_N] * x.P[P_KMAX]) if step == TTS else int(x.P[P_N])
 
 
-@_jit
+@_leaf
 def _col(x: Ctx, step: int, order: int, clip: int) -> int:
     """:meth:`sim.draws.Draws.column` of a call."""
     o = order % x.P[P_N]
@@ -294,12 +300,12 @@ def _col(x: Ctx, step: int, order: int, clip: int) -> int:
     return int(o)
 
 
-@_jit
+@_leaf
 def _off(x: Ctx, step: int, att: int, kind: int) -> int:
     return int(x.OFF[(step * x.P[P_A] + att) * NK + kind])
 
 
-@_jit
+@_leaf
 def _ask(x: Ctx, step: int, att: int, kind: int) -> bool:
     """Whether a table is drawn; if not, it is asked for (once)."""
     at = (step * x.P[P_A] + att) * NK + kind
@@ -307,22 +313,28 @@ def _ask(x: Ctx, step: int, att: int, kind: int) -> bool:
         return True
     if x.OFF[at] == -1:
         x.OFF[at] = -2
-        n = x.W[W_NEEDS]
-        o = W_NEED0 + 3 * n
-        x.W[o] = step
-        x.W[o + 1] = att
-        x.W[o + 2] = kind
-        x.W[W_NEEDS] = n + 1
+        _need(x, step, att, kind, -1)
     return False
 
 
-@_jit
+@_leaf
+def _need(x: Ctx, step: int, att: int, kind: int, cell: int) -> None:
+    n = x.W[W_NEEDS]
+    o = W_NEED0 + 4 * n
+    x.W[o] = step
+    x.W[o + 1] = att
+    x.W[o + 2] = kind
+    x.W[o + 3] = cell
+    x.W[W_NEEDS] = n + 1
+
+
+@_leaf
 def _uses(x: Ctx, kk: int, kind: int) -> bool:
     """Whether key ``kk``'s admission reads uniforms of ``kind``."""
     return x.P[P_USE429_0 + 2 * (kind - 1) + kk] != 0
 
 
-@_jit
+@_leaf
 def _uni(x: Ctx, step: int, att: int, kind: int, r: int, col: int) -> float:
     return float(x.U[_off(x, step, att, kind) + r * _per(x, step) + col])
 
@@ -330,7 +342,7 @@ def _uni(x: Ctx, step: int, att: int, kind: int, r: int, col: int) -> float:
 # -- the retry rule --------------------------------------------------------------------
 
 
-@_jit
+@_leaf
 def _round_half_even(v: float) -> int:
     """Python's ``round`` of a float."""
     f = math.floor(v)
@@ -342,7 +354,7 @@ def _round_half_even(v: float) -> int:
     return int(f) + (int(f) & 1)
 
 
-@_jit
+@_leaf
 def _delay_us(x: Ctx, pol: int, index: int, u: float) -> int:
     """:meth:`sim.rules.RetryPolicy.delay_us` (no Retry-After) before retry ``index``."""
     jit = x.F[F_POL + 2 * pol + 1]
@@ -355,7 +367,7 @@ def _delay_us(x: Ctx, pol: int, index: int, u: float) -> int:
     return _round_half_even(v * 1000.0)
 
 
-@_jit
+@_leaf
 def _jitter_needed(x: Ctx, r: int, s: int) -> bool:
     """Whether call ``s`` of run ``r``, answered with a failure now, reads a jitter draw."""
     if x.P[P_JITFIX] != 0:
@@ -365,7 +377,7 @@ def _jitter_needed(x: Ctx, r: int, s: int) -> bool:
     return x.F[F_POL + 2 * pol + 1] != 0.0 and att < x.P[x.P[P_O_PMAX] + pol]
 
 
-@_jit
+@_leaf
 def _jitter(x: Ctx, r: int, s: int, index: int) -> float:
     if x.P[P_JITFIX] != 0:
         return float(x.F[F_JFIX])
@@ -376,7 +388,7 @@ def _jitter(x: Ctx, r: int, s: int, index: int) -> float:
 # -- the world: requests, cancels, the log ---------------------------------------------
 
 
-@_jit
+@_leaf
 def _log(x: Ctx, t0: int, key: int, status: int, pstatus: int, t: int) -> None:
     if x.P[P_KEEPLOG] == 0:
         return
@@ -396,7 +408,7 @@ def _log(x: Ctx, t0: int, key: int, status: int, pstatus: int, t: int) -> None:
     L[n, 8] = t
 
 
-@_jit
+@_leaf
 def _free_slot(x: Ctx, kk: int, end: int, t: int) -> None:
     """A slot held to ``end`` is free from ``t`` (its client gave up; ``free_on_give_up``)."""
     cap = x.P[P_CAP0 + kk]
@@ -409,7 +421,7 @@ def _free_slot(x: Ctx, kk: int, end: int, t: int) -> None:
             return
 
 
-@_jit
+@_leaf
 def _send(x: Ctx, r: int, s: int, t: int) -> None:
     """The call's next attempt: a request of this round (decided after the feeds)."""
     C = x.C
@@ -428,7 +440,7 @@ def _send(x: Ctx, r: int, s: int, t: int) -> None:
     x.W[W_NSENDS] = n + 1
 
 
-@_jit
+@_leaf
 def _cancel(x: Ctx, r: int, s: int, t: int) -> None:
     """A pause's Cancel of call ``s``'s request: one sent in this round never reaches the
     provider; one in flight is aborted (logged; its slot freed with ``free_on_give_up``)."""
@@ -452,7 +464,7 @@ def _cancel(x: Ctx, r: int, s: int, t: int) -> None:
     _log(x, C[r, s, FL_T], key, CANCELLED, 0, t)
 
 
-@_jit
+@_leaf
 def _admit(x: Ctx, t: int, key: int) -> tuple[int, int]:
     """:class:`sim.provider.KeyState`'s decision on a request: (status, latency µs)."""
     step, r, att = _kstep(key), _krun(key), _katt(key)
@@ -491,7 +503,7 @@ def _admit(x: Ctx, t: int, key: int) -> tuple[int, int]:
     return status, lat
 
 
-@_jit
+@_leaf
 def _decide(x: Ctx, t: int, key: int) -> None:
     """A request of the round at its key; its answer (or its deadline's 504) scheduled."""
     r = _krun(key)
@@ -510,13 +522,13 @@ def _decide(x: Ctx, t: int, key: int) -> None:
         C[r, s, FL_GIVEUP] = 1
         _at(x, t, dl, key)
     else:
-        C[r, s, FL_ST] = -1 if status == RESET_ST or status == TRUNC_ST else status
+        C[r, s, FL_ST] = -1 if status in (RESET_ST, TRUNC_ST) else status
         C[r, s, FL_PST] = status
         C[r, s, FL_GIVEUP] = 0
         _at(x, t, end, key)
 
 
-@_jit
+@_leaf
 def _resolve(x: Ctx, t: int, key: int) -> bool:
     """An answer item: its request resolves (logged); False when it was cancelled before."""
     r = _krun(key)
@@ -534,7 +546,7 @@ def _resolve(x: Ctx, t: int, key: int) -> bool:
 # -- a run's loop (sim.run_machine.RunMachine) -----------------------------------------
 
 
-@_jit
+@_leaf
 def _start(x: Ctx, r: int, t: int, step: int, order: int, clip: int, done: int) -> None:
     """A new step call (:class:`sim.run_machine._Call`) and its first request."""
     P, C = x.P, x.C
@@ -559,7 +571,7 @@ def _start(x: Ctx, r: int, t: int, step: int, order: int, clip: int, done: int) 
     _send(x, r, s, t)
 
 
-@_jit
+@_leaf
 def _retried(x: Ctx, status: int) -> bool:
     """:meth:`sim.rules.RetryPolicy.retries` of the status's outcome."""
     if status < -2 or status > 599:
@@ -567,7 +579,7 @@ def _retried(x: Ctx, status: int) -> bool:
     return x.P[x.P[P_O_RETRIED] + status + 2] != 0
 
 
-@_jit
+@_leaf
 def _count(x: Ctx, r: int, seen: int, pstatus: int) -> None:
     R = x.R
     if seen == 504 and pstatus == 0:
@@ -580,7 +592,7 @@ def _count(x: Ctx, r: int, seen: int, pstatus: int) -> None:
         R[r, RF_5XX] += 1
 
 
-@_jit
+@_leaf
 def _on_answer(x: Ctx, r: int, s: int, status: int, pstatus: int, t: int) -> None:
     """:meth:`sim.run_machine._Call.on_answer` with its ungated ``CallMachine``."""
     C = x.C
@@ -609,7 +621,7 @@ def _on_answer(x: Ctx, r: int, s: int, status: int, pstatus: int, t: int) -> Non
         _push(x, t + wait, key)
 
 
-@_jit
+@_leaf
 def _release(x: Ctx, r: int, phase: int, t: int) -> None:
     x.R[r, RF_PHASE] = phase
     x.R[r, RF_END] = t
@@ -738,7 +750,7 @@ def _clips(x: Ctx, r: int, k: int, t: int) -> None:
     _clips_pump(x, r, t)
 
 
-@_jit
+@_leaf
 def _clip_done(x: Ctx, r: int, j: int, ok: bool, status: int, t: int) -> None:
     R = x.R
     R[r, RF_CRUN] -= 1
@@ -809,7 +821,7 @@ def _agents(x: Ctx, r: int, t: int) -> None:
         _start(x, r, t, AGENTS, 0, 0, D_AGENTS)
 
 
-@_jit
+@_leaf
 def _claimed(x: Ctx, r: int, t: int) -> None:
     """A worker claimed the run (``confirm = auto``: its only claim): the outline starts."""
     R = x.R
@@ -822,7 +834,7 @@ def _claimed(x: Ctx, r: int, t: int) -> None:
 # -- the server (sim.run_server.ServerMachine, confirm = auto) -------------------------
 
 
-@_jit
+@_leaf
 def _serve(x: Ctx, t: int) -> None:
     """The round's server events (the runs' ends, then the arrivals in run order) and, on a
     wake, a scan: waiting runs claimed in arrival order up to the run cap."""
@@ -862,7 +874,7 @@ def _serve(x: Ctx, t: int) -> None:
 # -- one round -------------------------------------------------------------------------
 
 
-@_jit
+@_leaf
 def _feed_ready(x: Ctx) -> bool:
     """Whether every jitter draw the round's feeds may read is there (else asked for)."""
     ok = True
@@ -880,7 +892,7 @@ def _feed_ready(x: Ctx) -> bool:
     return ok
 
 
-@_jit
+@_leaf
 def _gather(x: Ctx, t: int) -> int:
     """The round's run events (answers resolved and logged on the way), by run then
     canonical order, in the event rows; their count."""
@@ -906,7 +918,7 @@ def _gather(x: Ctx, t: int) -> int:
     return nev
 
 
-@_jit
+@_leaf
 def _deliver(x: Ctx, t: int, ev: int, st: int, pst: int) -> None:
     """One event to its run: a claim, a timer, an answer (dropped when the call no longer
     waits for it: aborted by a pause)."""
@@ -922,11 +934,13 @@ def _deliver(x: Ctx, t: int, ev: int, st: int, pst: int) -> None:
         if C[r, s, CF_STATE] == SLEEPING and C[r, s, CF_ATT] == att:
             _send(x, r, s, t)
         return
-    if C[r, s, CF_STATE] == INFLIGHT and C[r, s, FL_KEY] == _key(1, step + 1, r, order, clip, att, 0):
+    if C[r, s, CF_STATE] == INFLIGHT and C[r, s, FL_KEY] == _key(
+        1, step + 1, r, order, clip, att, 0
+    ):
         _on_answer(x, r, s, st, pst, t)
 
 
-@_jit
+@_leaf
 def _feed(x: Ctx) -> int:
     """A round's feeds and the server; NEED / LOG_FULL (nothing done yet) or DONE."""
     W = x.W
@@ -942,7 +956,7 @@ def _feed(x: Ctx) -> int:
     return DONE
 
 
-@_jit
+@_leaf
 def _decide_ready(x: Ctx) -> bool:
     """Whether every admission draw the round's requests may read is there."""
     ok = True
@@ -958,7 +972,7 @@ def _decide_ready(x: Ctx) -> bool:
     return ok
 
 
-@_jit
+@_leaf
 def _decide_all(x: Ctx) -> None:
     """The round's requests decided in ``(step, run, order, clip, attempt)`` order; the next
     round's items sorted into the round's row."""

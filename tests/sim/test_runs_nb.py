@@ -145,7 +145,9 @@ def test_only_the_draws_read_are_drawn() -> None:
     cell = NbCell(noisy, cfg, 0)
     cell.run()
     assert (cell.OFF.reshape(-1, cell.attempts, NK)[:, 1:, :] >= 0).any()
-    assert results_differ(simulate_runs(noisy, cfg, 0, "simpy"), simulate_runs(noisy, cfg, 0)) is None
+    assert (
+        results_differ(simulate_runs(noisy, cfg, 0, "simpy"), simulate_runs(noisy, cfg, 0)) is None
+    )
 
 
 def test_a_small_log_grows_and_the_cell_resumes() -> None:
@@ -172,9 +174,8 @@ def test_the_first_use_holds_the_lock_once(monkeypatch: pytest.MonkeyPatch) -> N
     path = runs_nb._lock_path()
     assert path.name.startswith("scenebench-numba-runs-")
     with open(path, "a+b") as other:
-        with runs_nb._first_use():
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with runs_nb._first_use(), pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert runs_nb._LOADED == [True]
         with runs_nb._first_use():
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # not held: taken at once
