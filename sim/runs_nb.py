@@ -147,6 +147,8 @@ class NbCell:
         top = max(p.max_retries for p in pols) + 1
         self.attempts = max(top, cfg.settings.outline_attempts)
         self.OFF_N = nl.NSTEP * self.attempts * nl.NK  # the tables
+        # per step: its calls' attempts at most (content, actions, TTS; outline; agents)
+        self.top = (top, top, top, cfg.settings.outline_attempts, 1)
         slots = 1 + n + kmax
         hcap = runs * (slots + 1) + 16
         owners = sorted({o for _, o in self.arrivals})
@@ -255,15 +257,20 @@ class NbCell:
     def _ahead(self, needs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         """What the loop asked for and, for a jitter draw of attempt ``a`` (a failed request
         about to be retried), the admission draws of attempt ``a + 1`` (the retry reads them
-        next: one return to draw fewer)."""
+        next); from a second retry on (``a >= 1``: calls of this step retry again and again, as
+        on a full key) every later attempt's draws of the step at once (fewer returns)."""
         out = list(needs)
         sc = self.sc
         for step, att, kind in needs:
             if kind != 4 or att + 1 >= self.attempts:
                 continue
             q = sc.quota_tts if step == 2 else sc.quota_llm
-            used = ((1, q.p_429), (2, q.p_5xx), (3, q.faulty))
-            out += [(step, att + 1, 0)] + [(step, att + 1, k) for k, u in used if u]
+            kinds = [0] + [k for k, u in ((1, q.p_429), (2, q.p_5xx), (3, q.faulty)) if u]
+            top = att + 2 if att == 0 else self.top[step]
+            for a in range(att + 1, top):
+                out += [(step, a, k) for k in kinds]
+                if a + 1 < top:
+                    out.append((step, a, 4))
         return out
 
     def _first_tables(self) -> None:
