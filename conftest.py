@@ -19,7 +19,8 @@ A ``multicore`` test (a process pool, a Dask cluster, a sweep on every core) is 
 the wall-clock unit is running on another worker, as long as anything else is left to hand out:
 it would take the wall-clock tests' core. Before the workers start, the limited-key engine's
 compiled loop is compiled into numba's cache, so that no compile runs beside the wall-clock
-tests. ``-n 0`` runs everything in one process, in collection order.
+tests (and the compiled runs engine's loop). ``-n 0`` runs everything in one process, in
+collection order.
 
 xdist's own ``xdist_group`` mark cannot be used: it renames node ids, which pytest 9 no
 longer allows. The workers write the marked tests' ids to a file named by the run's id;
@@ -94,11 +95,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _compile_engine() -> None:
-    """Before the workers start: the limited-key engine's compiled loop, compiled once into
-    numba's cache (about 40 s of CPU in a fresh checkout, about 1 s once cached), so that no
-    compile runs beside the wall-clock tests. A failure here is left to the tests that use
-    the engine to show."""
-    code = "from sim.fast_quota import warm_up; warm_up()"
+    """Before the workers start: the limited-key engine's compiled loop and the compiled runs
+    engine's (:mod:`sim.runs_nb`), compiled once into numba's cache in one subprocess (about
+    40 s of CPU each in a fresh checkout, about 1 s together once cached), so that no compile
+    runs beside the wall-clock tests. A failure here is left to the tests that use the
+    engines to show."""
+    code = (
+        "from sim.fast_quota import warm_up; warm_up()\n"
+        "from sim.runs_nb import warm_up as runs_warm_up; runs_warm_up()"
+    )
     subprocess.run([sys.executable, "-c", code], check=False, capture_output=True)
 
 

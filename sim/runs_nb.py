@@ -223,10 +223,11 @@ class NbCell:
         key0 = (3 << nl.SH_STEP) | 0
         H = self.H
         n = self.runs
-        order = np.lexsort((np.arange(n), [t for t, _ in self.arrivals]))
-        H[0, :n] = [self.arrivals[r][0] for r in order.tolist()]
-        H[1, :n] = [key0 | (r << nl.SH_RUN) for r in order.tolist()]
-        self.W[nl.W_HN] = n  # sorted by (time, key): already a heap
+        # runs are numbered in arrival order (sim.runs_world.arrivals_of): the items are
+        # sorted by (time, key), already a heap
+        H[0, :n] = [t for t, _ in self.arrivals]
+        H[1, :n] = [key0 | (r << nl.SH_RUN) for r in range(n)]
+        self.W[nl.W_HN] = n
 
     # -- draws ---------------------------------------------------------------------------
     def _table(self, step: int, att: int, kind: int) -> NDArray[Any]:
@@ -299,9 +300,13 @@ class NbCell:
         """The loop to the cell's end, drawing what it asks for, growing its log."""
         from . import runs_nb_loop as nl
 
+        run_cell = nl.run_cell
         while True:
-            with _first_use():
-                code = nl.run_cell(self.ctx())
+            if _LOADED[0]:
+                code = run_cell(self.ctx())
+            else:
+                with _first_use():
+                    code = run_cell(self.ctx())
             if code == nl.DONE:
                 return
             if code == nl.NEED:
@@ -336,7 +341,7 @@ class NbCell:
         pb = self.sc.playback
         q = qoe_us(rel, np.where(rel >= 0, self.d.playback_table_us(), 0), pb.start, pb.buffer_us)
         skip = R[:, nl.NRF + nl.S_SKIP * n : nl.NRF + (nl.S_SKIP + 1) * n]
-        cols = (
+        cols: tuple[Any, ...] = (
             R[:, : nl.NRF].tolist(),
             rel[:, 0].tolist(),
             (rel >= 0).sum(axis=1).tolist(),

@@ -205,7 +205,7 @@ def _slot(x: Ctx, step: int, order: int, clip: int) -> int:
 
 @_leaf
 def _less(H: I64, i: int, j: int) -> bool:
-    return H[0, i] < H[0, j] or (H[0, i] == H[0, j] and H[1, i] < H[1, j])
+    return bool(H[0, i] < H[0, j] or (H[0, i] == H[0, j] and H[1, i] < H[1, j]))
 
 
 @_leaf
@@ -331,7 +331,7 @@ def _need(x: Ctx, step: int, att: int, kind: int, cell: int) -> None:
 @_leaf
 def _uses(x: Ctx, kk: int, kind: int) -> bool:
     """Whether key ``kk``'s admission reads uniforms of ``kind``."""
-    return x.P[P_USE429_0 + 2 * (kind - 1) + kk] != 0
+    return bool(x.P[P_USE429_0 + 2 * (kind - 1) + kk] != 0)
 
 
 @_leaf
@@ -374,7 +374,7 @@ def _jitter_needed(x: Ctx, r: int, s: int) -> bool:
         return False
     pol = x.C[r, s, CF_POL]
     att = x.C[r, s, CF_ATT]
-    return x.F[F_POL + 2 * pol + 1] != 0.0 and att < x.P[x.P[P_O_PMAX] + pol]
+    return bool(x.F[F_POL + 2 * pol + 1] != 0.0 and att < x.P[x.P[P_O_PMAX] + pol])
 
 
 @_leaf
@@ -576,7 +576,7 @@ def _retried(x: Ctx, status: int) -> bool:
     """:meth:`sim.rules.RetryPolicy.retries` of the status's outcome."""
     if status < -2 or status > 599:
         return status > 599
-    return x.P[x.P[P_O_RETRIED] + status + 2] != 0
+    return bool(x.P[x.P[P_O_RETRIED] + status + 2] != 0)
 
 
 @_leaf

@@ -185,7 +185,9 @@ def sim_runs(a: argparse.Namespace) -> int:
     cfg = runs_config_from_args(a, sc)
     from ..store.stamps import provenance, provenance_line
 
-    res = simulate_runs(sc, cfg, a.seed, "simpy" if a.engine == "simpy" else "fast")
+    # simpy and fast (the heap) as named; otherwise the rule (sim.runs.pick_runs_engine)
+    engine = a.engine if a.engine in ("simpy", "fast") else "auto"
+    res = simulate_runs(sc, cfg, a.seed, engine)
     prov = provenance(sc)
     if a.json:
         d: dict[str, Any] = {"summary": res.summary(), "provenance": prov}
