@@ -258,8 +258,9 @@ class NbCell:
     def _ahead(self, needs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         """What the loop asked for and, for a jitter draw of attempt ``a`` (a failed request
         about to be retried), the admission draws of attempt ``a + 1`` (the retry reads them
-        next); from a second retry on (``a >= 1``: calls of this step retry again and again, as
-        on a full key) every later attempt's draws of the step at once (fewer returns)."""
+        next); for an LLM step from a second retry on (``a >= 1``: its calls retry again and
+        again, as on a full key) every later attempt's draws at once (fewer returns; a TTS
+        step's tables, ``kmax`` times wider, stay one attempt ahead: measured faster)."""
         out = list(needs)
         sc = self.sc
         for step, att, kind in needs:
@@ -267,7 +268,7 @@ class NbCell:
                 continue
             q = sc.quota_tts if step == 2 else sc.quota_llm
             kinds = [0] + [k for k, u in ((1, q.p_429), (2, q.p_5xx), (3, q.faulty)) if u]
-            top = att + 2 if att == 0 else self.top[step]
+            top = att + 2 if att == 0 or step == 2 else self.top[step]
             for a in range(att + 1, top):
                 out += [(step, a, k) for k in kinds]
                 if a + 1 < top:
