@@ -27,7 +27,7 @@ import hashlib
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -333,8 +333,9 @@ class NbCell:
     def records(self) -> list[RunOutcome]:
         """Every run's record (:func:`sim.runs.outcomes_block`'s, from the loop's rows)."""
         from . import runs_nb_loop as nl
-        from .runs import REFUSED, RunOutcome
+        from .runs import REFUSED
 
+        make = _outcome_maker()
         n, R = self.n, self.R
         t0 = R[:, nl.RF_ARR]
         ready = R[:, nl.NRF + nl.S_READY * n : nl.NRF + (nl.S_READY + 1) * n]
@@ -357,9 +358,11 @@ class NbCell:
             row = cols[0][r]
             if row[nl.RF_REFUSED]:
                 out.append(
-                    RunOutcome(
-                        r, owner, t_us / 1e6, REFUSED, nan, nan, nan, None, None, 0, (), False,
-                        nan, 0.0, 0, 0, 0, 0, 0, 0,
+                    make(
+                        (
+                            r, owner, t_us / 1e6, REFUSED, nan, nan, nan, None, None, 0, (), False,
+                            nan, 0.0, 0, 0, 0, 0, 0, 0, 0, 0,
+                        )
                     )
                 )  # fmt: skip
                 continue
@@ -367,16 +370,37 @@ class NbCell:
             state, at, status = _ending(nl, r, row, failed)
             first = cols[1][r]
             out.append(
-                RunOutcome(
-                    r, owner, t_us / 1e6, state, (row[nl.RF_CLAIM0] - t_us) / 1e6,
-                    nan if first < 0 else first / 1e6, (row[nl.RF_END] - t_us) / 1e6, at,
-                    status, cols[2][r], tuple(sorted(set(failed))),
-                    bool(row[nl.RF_AGENTS_PRESET]), cols[4][r], cols[5][r], cols[6][r],
-                    row[nl.RF_REQ], row[nl.RF_429], row[nl.RF_5XX], row[nl.RF_RET],
-                    row[nl.RF_TO],
+                make(
+                    (
+                        r, owner, t_us / 1e6, state, (row[nl.RF_CLAIM0] - t_us) / 1e6,
+                        nan if first < 0 else first / 1e6, (row[nl.RF_END] - t_us) / 1e6, at,
+                        status, cols[2][r], tuple(sorted(set(failed))),
+                        bool(row[nl.RF_AGENTS_PRESET]), cols[4][r], cols[5][r], cols[6][r],
+                        row[nl.RF_REQ], row[nl.RF_429], row[nl.RF_5XX], row[nl.RF_RET],
+                        row[nl.RF_TO], 0, 0,
+                    )
                 )
             )  # fmt: skip
         return out
+
+
+def _outcome_maker() -> Callable[[tuple[Any, ...]], RunOutcome]:
+    """A :class:`~sim.runs.RunOutcome` from its fields' values in order: its ``__init__``
+    bypassed (a frozen dataclass's sets each field through ``object.__setattr__``; these
+    records are made by the hundred per cell) while it does nothing else, else it."""
+    from .runs import RunOutcome
+
+    names = tuple(f.name for f in dataclasses.fields(RunOutcome))
+    if hasattr(RunOutcome, "__post_init__") or hasattr(RunOutcome, "__slots__"):
+        return lambda vals: RunOutcome(*vals)
+    new = object.__new__
+
+    def make(vals: tuple[Any, ...]) -> RunOutcome:
+        o = new(RunOutcome)
+        o.__dict__.update(zip(names, vals, strict=True))
+        return o
+
+    return make
 
 
 def _ending(
