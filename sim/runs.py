@@ -223,8 +223,8 @@ def outcomes_block(w: RunsWorld, play_us: NDArray[np.int64]) -> list[RunOutcome]
 
 def pick_runs_engine(sc: Scenario, cfg: RunsConfig, engine: str = "auto") -> str:
     """The engine that runs a cell (the one rule): ``auto`` is the compiled engine
-    (:mod:`sim.runs_nb`) where it applies (:func:`sim.runs_nb.nb_fits`: adaptive off, confirm
-    auto, no media lane, keys limited by in-flight caps only), else the heap engine
+    (:mod:`sim.runs_nb`) where it applies (:func:`sim.runs_nb.nb_fits`: adaptive off, no
+    media lane, keys limited by in-flight caps only), else the heap engine
     (:mod:`sim.runs_fast`, every cell; ``fast``); ``simpy`` the reference; ``compiled`` where
     it applies (else a one-line error)."""
     if engine not in ENGINES:
@@ -237,8 +237,8 @@ def pick_runs_engine(sc: Scenario, cfg: RunsConfig, engine: str = "auto") -> str
         return "compiled"
     if engine == "compiled":
         raise UserError(
-            "engine: the compiled runs engine needs adaptive off, confirm auto, no media items "
-            "and keys limited by in-flight caps only; use fast or simpy"
+            "engine: the compiled runs engine needs adaptive off, no media items and keys "
+            "limited by in-flight caps only; use fast or simpy"
         )
     return "fast"
 
@@ -257,8 +257,8 @@ def simulate_runs(sc: Scenario, cfg: RunsConfig, seed: int = 0, engine: str = "a
     if used == "compiled":
         from .runs_nb import simulate_nb
 
-        recs, log, run_sc = simulate_nb(sc, cfg, seed)
-        return RunsResult(recs, log, run_sc, cfg, seed, used, 0)  # confirm auto: no refusals
+        recs, log, run_sc, refusals = simulate_nb(sc, cfg, seed)
+        return RunsResult(recs, log, run_sc, cfg, seed, used, refusals)
     if used == "simpy":
         w: RunsWorld = run_simpy(sc, cfg, seed)
         recs = [_outcome(w, r, m) for r, m in enumerate(w.machines)]

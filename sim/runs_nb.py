@@ -11,8 +11,8 @@ runs it, and turns what it leaves into the same :class:`~sim.runs.RunOutcome` re
 request log as the reference's. :func:`sim.runs.check_engines` proves it equal to the SimPy
 model request for request.
 
-Where it applies (:func:`nb_fits`): adaptive ``off``, ``confirm = auto``, no media lane, and
-keys whose only limit is an in-flight cap (random 429s, 5xx and injected faults included;
+Where it applies (:func:`nb_fits`): adaptive ``off``, no media lane (every confirmation
+mode), and keys whose only limit is an in-flight cap (random 429s, 5xx and injected faults included;
 no RPM bucket, per-second window, token buckets, shared capacity or issue-21 limits). Slots
 freed on give-up (``free_on_give_up``, ``disconnect_frees``) are modelled. Elsewhere the heap
 engine (:mod:`sim.runs_fast`) runs the cell.
@@ -53,6 +53,7 @@ __all__ = ["NbCell", "nb_fits", "simulate_nb", "warm_up"]
 I64 = NDArray[np.int64]
 _MAX_RUNS = 1 << 21  # what the loop's keys hold: runs, outlines, clips, attempts
 _FIRST_CAP = 1 << 22  # the draw tables' first size at most (then grown by doubling)
+CONFIRMS = ("auto", "countdown", "wait")  # the loop's C_* codes
 _STEP_NAMES = {0: "content", 1: "actions", 2: "narration"}
 
 
@@ -62,12 +63,11 @@ def _plain(q: Quota) -> bool:
 
 
 def nb_fits(sc: Scenario, cfg: RunsConfig) -> bool:
-    """Whether the compiled engine computes this cell: adaptive ``off``, ``confirm = auto``,
-    no media items, keys limited by in-flight caps only, and sizes its keys hold."""
+    """Whether the compiled engine computes this cell: adaptive ``off``, no media items, keys
+    limited by in-flight caps only, and sizes its keys hold (every confirmation mode)."""
     st = cfg.settings
     return (
         cfg.adaptive == "off"
-        and st.confirm == "auto"
         and st.media_items == 0
         and _plain(sc.quota_llm)
         and _plain(sc.quota_tts)
@@ -150,16 +150,20 @@ class NbCell:
         # per step: its calls' attempts at most (content, actions, TTS; outline; agents)
         self.top = (top, top, top, cfg.settings.outline_attempts, 1)
         slots = 1 + n + kmax
-        hcap = runs * (slots + 1) + 16
+        hcap = runs * (slots + 3) + 32  # calls, arrivals, reviews, ticks
         owners = sorted({o for _, o in self.arrivals})
         own = {o: i for i, o in enumerate(owners)}
         capmax = max(1, sc.quota_llm.max_inflight, sc.quota_tts.max_inflight)
         us, ms = _exp_parts(pols, top)
+        # where P's tables start (the waits, the budgets, the retried statuses; then its end)
         p_at = [nl.NP, nl.NP + us.size, nl.NP + us.size + len(pols)]
-        p_at += [p_at[-1] + _RETRIED.size, p_at[-1] + _RETRIED.size + 2 * capmax]
-        p_at.append(p_at[-1] + len(owners))
+        p_at.append(p_at[-1] + _RETRIED.size)
+        # where Q's parts start: the keys' slots, the owners' active runs, the runs waiting
+        # for a worker (arrivals and confirmations), the due countdowns, the pending ticks
+        q_at = [0, 2 * capmax, 2 * capmax + len(owners)]
+        q_at += [q_at[-1] + 2 * runs, q_at[-1] + 3 * runs, q_at[-1] + 4 * runs + 16]
         P = np.zeros(p_at[-1], dtype=np.int64)
-        P[: nl.NP] = self._settings(pols, slots, hcap, top, p_at)
+        P[: nl.NP] = self._settings(pols, slots, hcap, top, p_at[:3] + q_at[:3], q_at[3:5])
         P[p_at[0] : p_at[1]] = us.reshape(-1)
         P[p_at[1] : p_at[2]] = [p.max_retries for p in pols]
         P[p_at[2] : p_at[3]] = _RETRIED
@@ -169,13 +173,14 @@ class NbCell:
         R[:, nl.RF_CLAIM0] = -1
         R[:, nl.RF_WAITFOR] = -1
         R[:, nl.RF_SPHASE] = -1
+        R[:, nl.RF_DUE] = -1
         R[:, nl.NRF + nl.S_READY * n : nl.NRF + (nl.S_READY + 1) * n] = -1
         R[:, nl.NRF + nl.S_CLIPS * n :] = self.d.speeches()
         R[:, nl.RF_OWNER] = [own[o] for _, o in self.arrivals]
         R[:, nl.RF_ARR] = [t for t, _ in self.arrivals]
         self.R = R
         self.H = np.zeros((2, hcap), dtype=np.int64)
-        self.Q = np.zeros(P[nl.P_O_QUEUE] + runs, dtype=np.int64)
+        self.Q = np.zeros(q_at[-1], dtype=np.int64)
         self.W = np.zeros(nl.W_NEED0 + 4 * (self.OFF_N + hcap), dtype=np.int64)
         self._arrivals_in(nl)
         self.OFF = np.full(self.OFF_N, -1, dtype=np.int64)
@@ -188,7 +193,13 @@ class NbCell:
         self._first_tables()
 
     def _settings(
-        self, pols: tuple[RetryPolicy, ...], slots: int, hcap: int, top: int, p_at: list[int]
+        self,
+        pols: tuple[RetryPolicy, ...],
+        slots: int,
+        hcap: int,
+        top: int,
+        offsets: list[int],
+        server: list[int],
     ) -> list[int]:
         sc, cfg, st = self.sc, self.cfg, self.cfg.settings
         ql, qt = sc.quota_llm, sc.quota_tts
@@ -203,7 +214,9 @@ class NbCell:
             ql.faulty, qt.faulty,
             st.us("outline_deadline_s"), st.us("agents_deadline_s"), st.us("content_deadline_s"),
             st.us("actions_deadline_s"), st.us("clip_deadline_s"),
-            st.agents_mode == "auto", cfg.keep_log, logcap, hcap, hcap, top, *p_at,
+            st.agents_mode == "auto", cfg.keep_log, logcap, hcap, hcap, top, *offsets,
+            CONFIRMS.index(st.confirm), st.us("scan_interval_s"), st.us("countdown_s"),
+            st.us("review_s"), *server,
         ]  # fmt: skip
 
     def _floats(
@@ -422,13 +435,17 @@ def _ending(
 
 def simulate_nb(
     sc: Scenario, cfg: RunsConfig, seed: int
-) -> tuple[list[RunOutcome], list[tuple[int, ...]], Scenario]:
+) -> tuple[list[RunOutcome], list[tuple[int, ...]], Scenario, int]:
     """One cell on the compiled engine (where :func:`nb_fits`): the records, the request log
-    (empty without ``keep_log``) and the scenario as run (the ``runs`` profile)."""
+    (empty without ``keep_log``), the scenario as run (the ``runs`` profile) and the learners'
+    confirmations refused (``wait`` mode)."""
+    from .runs_nb_loop import W_CONFREF
+
     sc = _runs_scenario(sc)
     cell = NbCell(sc, cfg, seed)
     cell.run()
-    return cell.records(), cell.log() if cfg.keep_log else [], sc
+    log = cell.log() if cfg.keep_log else []
+    return cell.records(), log, sc, int(cell.W[W_CONFREF])
 
 
 _LOADED: list[bool] = [False]  # whether this process has the compiled loop

@@ -17,8 +17,9 @@ numba (``cache=True``: compiled on first use, then loaded from numba's on-disk c
   (:class:`sim.rules.CallMachine`, ungated) as functions on the run's row of ``R`` and its
   calls' rows of ``C`` (slot 0 the loop's serial call, ``1 + k`` content ``k``, ``1 + n + j``
   clip ``j``);
-* the server (:class:`sim.run_server.ServerMachine` with ``confirm = auto``): runs waiting for
-  a worker claimed in arrival order, the per-owner active limit refusing starts;
+* the server (:class:`sim.run_server.ServerMachine`): runs waiting for a worker claimed in
+  (updated, run) order, the per-owner active limit refusing starts and learners'
+  confirmations, countdown confirmations at the scan ticks;
 * each key's admission (:class:`sim.provider.KeyState` on a key whose only limit is its
   in-flight cap): a full key answers 429 at once, else the keyed draws decide a random 429, a
   5xx, a fault or a 200; the slot is held to the scheduled end (freed at a give-up with
@@ -97,8 +98,8 @@ CANCELLED = -3
 (RF_REQ, RF_429, RF_5XX, RF_RET, RF_TO) = range(7, 12)
 (RF_POOL, RF_PTRIED, RF_PQ, RF_PFREE, RF_PABORT, RF_WAITFOR) = range(12, 18)
 (RF_CK, RF_CQ, RF_CN, RF_CPAR, RF_CFREE, RF_CRUN, RF_CFAILED, RF_CFST, RF_CFCLIP) = range(18, 27)
-(RF_OWNER, RF_SPHASE, RF_REFUSED, RF_ARR) = range(27, 31)
-NRF = 31
+(RF_OWNER, RF_SPHASE, RF_REFUSED, RF_ARR, RF_UPD, RF_DUE) = range(27, 33)
+NRF = 33
 S_RES, S_FST, S_SKIP, S_READY, S_CLIPS = 0, 1, 2, 3, 4  # per-scene blocks (times n)
 # a call's fields: C[run, slot, field] (the call, then the world's flight of its request)
 (CF_STATE, CF_STEP, CF_ORDER, CF_CLIP, CF_ATT, CF_POL, CF_DL, CF_SDL, CF_DONE) = range(9)
@@ -111,14 +112,17 @@ NCF = 17
 (P_OUTLINE_DL, P_AGENTS_DL, P_CONTENT_DL, P_ACTIONS_DL, P_CLIP_DL) = range(22, 27)
 (P_AGENTS_AUTO, P_KEEPLOG, P_LOGCAP, P_HCAP, P_BCAP, P_TOPR) = range(27, 33)
 (P_O_EXPUS, P_O_PMAX, P_O_RETRIED, P_O_ENDS, P_O_OWN, P_O_QUEUE) = range(33, 39)
-NP = 39
+(P_CONFIRM, P_SCAN, P_COUNTDOWN, P_REVIEW, P_O_DUE, P_O_TICKS) = range(39, 45)
+NP = 45
+C_AUTO, C_COUNTDOWN, C_WAIT = 0, 1, 2  # sim.run_server.Confirm
+MAX_CONFIRMS_PER_SCAN = 10
 # the floats: F[...], then per policy its cap (ms) and jitter, then its exponential part (ms)
 (F_P429_0, F_P429_1, F_P5XX_0, F_P5XX_1, F_PF_0, F_PF_1) = range(6)
 (F_PRESET_0, F_PRESET_1, F_PRS_0, F_PRS_1, F_JFIX) = range(6, 11)
 F_POL = 11  # NPOL * (cap_ms, jitter), then NPOL * TOPR exponential parts
 # scalars: W[...]
 (W_MODE, W_T, W_HN, W_NCUR, W_NNXT, W_NSENDS, W_NEND, W_NLOG, W_RUNNING) = range(9)
-(W_QHEAD, W_QTAIL, W_NEEDS) = range(9, 12)
+(W_QHEAD, W_QTAIL, W_NEEDS, W_NDUE, W_NTICKS, W_CONFREF) = range(9, 15)
 W_NEED0 = 16  # the needs: rows of (step, attempt, kind, cell: -1 the whole table)
 # buffer rows: B[row, i]
 B_CUR, B_NXT, B_SENDS, B_EV, B_EVST, B_EVPST, B_END = 0, 1, 2, 3, 4, 5, 6
@@ -623,8 +627,11 @@ def _on_answer(x: Ctx, r: int, s: int, status: int, pstatus: int, t: int) -> Non
 
 @_leaf
 def _release(x: Ctx, r: int, phase: int, t: int) -> None:
+    """The execution ended (awaiting its outline's confirmation, paused or completed): the
+    server hears of it in this round."""
     x.R[r, RF_PHASE] = phase
-    x.R[r, RF_END] = t
+    if phase != AWAITING:
+        x.R[r, RF_END] = t
     n = x.W[W_NEND]
     x.B[B_END, n] = r
     x.W[W_NEND] = n + 1
@@ -791,9 +798,11 @@ def _done(x: Ctx, r: int, s: int, ok: bool, status: int, t: int) -> None:
     if kind == D_OUTLINE:
         if not ok:
             _pause(x, r, OUTLINE, 0, status, t)
-            return
-        R[r, RF_PHASE] = GENERATING
-        _agents(x, r, t)
+        elif x.P[P_CONFIRM] == C_AUTO:
+            R[r, RF_PHASE] = GENERATING
+            _agents(x, r, t)
+        else:
+            _release(x, r, AWAITING, t)
     elif kind == D_AGENTS:
         R[r, RF_AGENTS_PRESET] = 0 if ok else 1
         _content(x, r, 0, t)
@@ -823,51 +832,179 @@ def _agents(x: Ctx, r: int, t: int) -> None:
 
 @_leaf
 def _claimed(x: Ctx, r: int, t: int) -> None:
-    """A worker claimed the run (``confirm = auto``: its only claim): the outline starts."""
+    """A worker claimed the run: the outline starts, or (its outline confirmed) the rest."""
     R = x.R
     if R[r, RF_CLAIM0] < 0:
         R[r, RF_CLAIM0] = t
-    R[r, RF_PHASE] = OUTLINING
-    _start(x, r, t, OUTLINE, 0, 0, D_OUTLINE)
+    if R[r, RF_PHASE] == PREPARING:
+        R[r, RF_PHASE] = OUTLINING
+        _start(x, r, t, OUTLINE, 0, 0, D_OUTLINE)
+    else:
+        R[r, RF_PHASE] = GENERATING
+        _agents(x, r, t)
 
 
 # -- the server (sim.run_server.ServerMachine, confirm = auto) -------------------------
 
 
 @_leaf
-def _serve(x: Ctx, t: int) -> None:
-    """The round's server events (the runs' ends, then the arrivals in run order) and, on a
-    wake, a scan: waiting runs claimed in arrival order up to the run cap."""
+def _enqueue(x: Ctx, r: int, t: int) -> None:
+    """Run ``r`` waits for a worker from ``t`` (its ``updated_at``): the queue stays sorted by
+    (updated, run), the scan's order (entries come in time order; ties by run)."""
+    Q, W, R = x.Q, x.W, x.R
+    q = x.P[P_O_QUEUE]
+    i = W[W_QTAIL]
+    W[W_QTAIL] = i + 1
+    R[r, RF_UPD] = t
+    while i > W[W_QHEAD]:
+        p = Q[q + i - 1]
+        if R[p, RF_UPD] < t or (R[p, RF_UPD] == t and p < r):
+            break
+        Q[q + i] = p
+        i -= 1
+    Q[q + i] = r
+
+
+@_leaf
+def _arm_tick(x: Ctx, due: int) -> None:
+    """A scan tick at the first multiple of the scan interval at or after ``due`` (one
+    timer per tick)."""
+    scan = x.P[P_SCAN]
+    tick = (due + scan - 1) // scan * scan
+    o = x.P[P_O_TICKS]
+    for i in range(x.W[W_NTICKS]):
+        if x.Q[o + i] == tick:
+            return
+    x.Q[o + x.W[W_NTICKS]] = tick
+    x.W[W_NTICKS] += 1
+    _push(x, tick, _key(0, 1, 0, 0, 0, 0, 0))
+
+
+@_leaf
+def _tick(x: Ctx, t: int) -> None:
+    """A scan tick fired: it is no longer pending."""
+    o = x.P[P_O_TICKS]
+    n = x.W[W_NTICKS]
+    for i in range(n):
+        if x.Q[o + i] == t:
+            x.Q[o + i] = x.Q[o + n - 1]
+            x.W[W_NTICKS] = n - 1
+            return
+
+
+@_leaf
+def _ended(x: Ctx, r: int, t: int) -> None:
+    """A run's execution ended: final (it leaves), or awaiting its outline's confirmation
+    (the countdown's tick armed, or the learner's review timer set)."""
+    P, R = x.P, x.R
+    x.W[W_RUNNING] -= 1
+    x.Q[P[P_O_OWN] + R[r, RF_OWNER]] -= 1  # no longer active
+    if R[r, RF_PHASE] != AWAITING:
+        R[r, RF_SPHASE] = -1
+        return
+    R[r, RF_SPHASE] = AWAITING
+    R[r, RF_UPD] = t
+    if P[P_CONFIRM] == C_COUNTDOWN:
+        R[r, RF_DUE] = t + P[P_COUNTDOWN]
+        x.Q[P[P_O_DUE] + x.W[W_NDUE]] = r
+        x.W[W_NDUE] += 1
+        _arm_tick(x, R[r, RF_DUE])
+    else:
+        _push(x, t + P[P_REVIEW], _key(0, 2, r, 0, 0, 0, 0))
+
+
+@_leaf
+def _review(x: Ctx, r: int, t: int) -> bool:
+    """The learner confirms run ``r``'s outline: refused (429, counted; they try again after
+    another review) while its owner has ``per_owner`` active runs, else it waits for a
+    worker (a wake)."""
+    o = x.P[P_O_OWN] + x.R[r, RF_OWNER]
+    if x.Q[o] >= x.P[P_PEROWN]:
+        x.W[W_CONFREF] += 1
+        _push(x, t + x.P[P_REVIEW], _key(0, 2, r, 0, 0, 0, 0))
+        return False
+    x.Q[o] += 1
+    x.R[r, RF_SPHASE] = GENERATING
+    _enqueue(x, r, t)
+    return True
+
+
+@_leaf
+def _arrive(x: Ctx, r: int, t: int) -> bool:
+    o = x.P[P_O_OWN] + x.R[r, RF_OWNER]
+    if x.Q[o] >= x.P[P_PEROWN]:
+        x.R[r, RF_REFUSED] = 1
+        return False
+    x.Q[o] += 1
+    x.R[r, RF_SPHASE] = PREPARING
+    _enqueue(x, r, t)
+    return True
+
+
+@_jit
+def _confirm_due(x: Ctx, t: int) -> None:
+    """A scan's countdown confirmations: the due outlines, earliest first (then by run), at
+    most :data:`MAX_CONFIRMS_PER_SCAN`; a tick armed for the rest."""
     P, Q, R, W = x.P, x.Q, x.R, x.W
-    own = P[P_O_OWN]
+    o = P[P_O_DUE]
+    n = W[W_NDUE]
+    done = 0
+    while n > 0:
+        best = 0
+        for i in range(1, n):
+            a, b = Q[o + i], Q[o + best]
+            if R[a, RF_DUE] < R[b, RF_DUE] or (R[a, RF_DUE] == R[b, RF_DUE] and a < b):
+                best = i
+        r = Q[o + best]
+        if R[r, RF_DUE] > t:
+            _arm_tick(x, R[r, RF_DUE])
+            break
+        if done >= MAX_CONFIRMS_PER_SCAN:
+            _arm_tick(x, t + 1)
+            break
+        Q[o + best] = Q[o + n - 1]
+        n -= 1
+        done += 1
+        R[r, RF_DUE] = -1
+        R[r, RF_SPHASE] = GENERATING
+        Q[P[P_O_OWN] + R[r, RF_OWNER]] += 1
+        _enqueue(x, r, t)
+    W[W_NDUE] = n
+
+
+@_leaf
+def _serve(x: Ctx, t: int) -> None:
+    """The round's server events in :func:`sim.run_server.server_event_key` order (the runs'
+    ends, the scan ticks, the learners' reviews, the arrivals) and, on a wake, a scan: due
+    countdowns confirmed, then waiting runs claimed in (updated, run) order up to the cap."""
+    P, W = x.P, x.W
     wake = W[W_NEND] > 0
     for i in range(W[W_NEND]):
-        r = x.B[B_END, i]
-        W[W_RUNNING] -= 1
-        R[r, RF_SPHASE] = -1
-        Q[own + R[r, RF_OWNER]] -= 1
+        _ended(x, x.B[B_END, i], t)
     W[W_NEND] = 0
     for i in range(W[W_NCUR]):
         key = x.B[B_CUR, i]
         if key >> SH_TOP != 0:
             break  # the server's items come first
-        r = _krun(key)
-        o = own + R[r, RF_OWNER]
-        if Q[o] >= P[P_PEROWN]:
-            R[r, RF_REFUSED] = 1
-            continue
-        Q[o] += 1
-        R[r, RF_SPHASE] = PREPARING
-        Q[P[P_O_QUEUE] + W[W_QTAIL]] = r
-        W[W_QTAIL] += 1
-        wake = True
+        rank = (key >> SH_STEP) & 7
+        if rank == 1:
+            _tick(x, t)
+            wake = True
+        elif rank == 2:
+            if _review(x, _krun(key), t):
+                wake = True
+        elif _arrive(x, _krun(key), t):
+            wake = True
     if not wake:
         return
+    if W[W_NDUE] > 0:
+        _confirm_due(x, t)
     while W[W_RUNNING] < P[P_MAXC] and W[W_QHEAD] < W[W_QTAIL]:
-        r = Q[P[P_O_QUEUE] + W[W_QHEAD]]
+        r = x.Q[P[P_O_QUEUE] + W[W_QHEAD]]
         W[W_QHEAD] += 1
         W[W_RUNNING] += 1
-        R[r, RF_SPHASE] = OUTLINING
+        if x.R[r, RF_SPHASE] == PREPARING:
+            x.R[r, RF_SPHASE] = OUTLINING
         _at(x, t, t, _key(1, 0, r, 0, 0, 0, 0))
 
 

@@ -36,7 +36,8 @@ def _quota(sc: Scenario, which: str, **kw: object) -> Scenario:
 def cells(draw: st.DrawFn) -> tuple[Scenario, RunsConfig, int]:
     """A random cell where the compiled engine applies: capped or open keys with random 429s,
     5xx and faults (stalls past a clip's deadline), deadline ties, the knob, the caps, owners,
-    agents, free-on-give-up, Poisson arrivals or a replay with ties at one instant."""
+    confirmation (auto, countdown, the learner's), agents, free-on-give-up, Poisson arrivals or
+    a replay with ties at one instant."""
     ql = dataclasses.replace(
         BASE.quota_llm,
         max_inflight=draw(st.integers(0, 5)),
@@ -58,6 +59,8 @@ def cells(draw: st.DrawFn) -> tuple[Scenario, RunsConfig, int]:
     if draw(st.booleans()):  # answers exactly at a deadline (30 s clips, 60 s actions)
         sc = sc.replace(tts=Constant(30.0), actions=Constant(60.0))
     runs_settings = RunsSettings(
+        confirm=draw(st.sampled_from(["auto", "auto", "countdown", "wait"])),
+        review_s=draw(st.sampled_from([10.0, 60.0])),
         agents_mode=draw(st.sampled_from(["auto", "preset"])),
         free_on_give_up=draw(st.booleans()),
         content_deadline_s=draw(st.sampled_from([300.0, 40.0])),
@@ -93,6 +96,22 @@ def test_compiled_equals_simpy_on_random_cells(cell: tuple[Scenario, RunsConfig,
     assert results_differ(a, b) is None
 
 
+def test_the_check_cells_on_every_engine_that_applies() -> None:
+    """The engines' check cells (sim.runs.check_cells): every one but the media lane's runs on
+    the compiled engine too; the learners' refused confirmations are counted the same."""
+    from sim.runs import check_cells
+
+    compiled = []
+    for name, sc, cfg, seed in check_cells():
+        ok, msg = check_engines(sc, cfg, seed)
+        assert ok, f"{name}: {msg}"
+        if msg.endswith("(fast, compiled)"):
+            compiled.append(name)
+    assert compiled == ["limited-key", "deadlines", "refused", "wait-confirm", "countdown"]
+    _, sc, cfg, seed = next(c for c in check_cells() if c[0] == "wait-confirm")
+    assert simulate_runs(sc, cfg, seed, "compiled").confirm_refusals > 0
+
+
 def test_compiled_equals_simpy_on_many_runs_on_one_key() -> None:
     """Sixty runs at 60/h on a 3-slot LLM key and a 2-slot TTS key, 5xx and resets: the runs
     meet at the keys (429s, retries), every request equal."""
@@ -111,8 +130,6 @@ def test_the_rule_picks_compiled_where_it_fits_and_the_heap_elsewhere() -> None:
     assert simulate_runs(sc, cfg, 1).engine == "compiled"
     outside = [
         (sc, dataclasses.replace(cfg, adaptive="gate")),
-        (sc, dataclasses.replace(cfg, settings=RunsSettings(confirm="countdown"))),
-        (sc, dataclasses.replace(cfg, settings=RunsSettings(confirm="wait"))),
         (sc, dataclasses.replace(cfg, settings=RunsSettings(media_items=2))),
         (_quota(sc, "quota_llm", rpm=30.0, rpm_burst=3), cfg),
         (_quota(sc, "quota_tts", rpd=100), cfg),
