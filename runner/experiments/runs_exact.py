@@ -225,7 +225,7 @@ def model_side(sc: Scenario, cfg: RunsConfig, seed: int) -> PortRun:
     """The SimPy model of a cell, in the real world's terms: records, client log, provider log."""
     w = run_simpy(sc, cfg, seed)
     recs: list[RunOutcome] = [run_outcome(w, r, m) for r, m in enumerate(w.machines)]
-    res = RunsResult(recs, w.log, w.sc, cfg, seed, "simpy")
+    res = RunsResult(recs, w.log, w.sc, cfg, seed, "simpy", w.server.record.confirm_refusals)
     return PortRun(res, [tuple(row) for row in w.provider.log])
 
 
