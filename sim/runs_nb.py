@@ -11,8 +11,8 @@ runs it, and turns what it leaves into the same :class:`~sim.runs.RunOutcome` re
 request log as the reference's. :func:`sim.runs.check_engines` proves it equal to the SimPy
 model request for request.
 
-Where it applies (:func:`nb_fits`): adaptive ``off``, no media lane (every confirmation
-mode), and keys whose only limit is an in-flight cap (random 429s, 5xx and injected faults included;
+Where it applies (:func:`nb_fits`): adaptive ``off`` (every confirmation mode, the media
+lane) and keys whose only limit is an in-flight cap (random 429s, 5xx and injected faults included;
 no RPM bucket, per-second window, token buckets, shared capacity or issue-21 limits). Slots
 freed on give-up (``free_on_give_up``, ``disconnect_frees``) are modelled. Elsewhere the heap
 engine (:mod:`sim.runs_fast`) runs the cell.
@@ -63,12 +63,10 @@ def _plain(q: Quota) -> bool:
 
 
 def nb_fits(sc: Scenario, cfg: RunsConfig) -> bool:
-    """Whether the compiled engine computes this cell: adaptive ``off``, no media items, keys
-    limited by in-flight caps only, and sizes its keys hold (every confirmation mode)."""
-    st = cfg.settings
+    """Whether the compiled engine computes this cell: adaptive ``off`` and keys limited by
+    in-flight caps only (every confirmation mode, the media lane), sizes its keys hold."""
     return (
         cfg.adaptive == "off"
-        and st.media_items == 0
         and _plain(sc.quota_llm)
         and _plain(sc.quota_tts)
         and cfg.n_runs < _MAX_RUNS
@@ -148,8 +146,8 @@ class NbCell:
         self.attempts = max(top, cfg.settings.outline_attempts)
         self.OFF_N = nl.NSTEP * self.attempts * nl.NK  # the tables
         # per step: its calls' attempts at most (content, actions, TTS; outline; agents)
-        self.top = (top, top, top, cfg.settings.outline_attempts, 1)
-        slots = 1 + n + kmax
+        self.top = (top, top, top, cfg.settings.outline_attempts, 1, 1)
+        slots = 2 + n + kmax  # the serial call, the contents, the clips, a media item
         hcap = runs * (slots + 3) + 32  # calls, arrivals, reviews, ticks
         owners = sorted({o for _, o in self.arrivals})
         own = {o: i for i, o in enumerate(owners)}
@@ -169,7 +167,7 @@ class NbCell:
         P[p_at[2] : p_at[3]] = _RETRIED
         self.P, self.pols = P, pols
         self.F = self._floats(pols, ms)
-        R = np.zeros((runs, nl.NRF + 5 * n), dtype=np.int64)
+        R = np.zeros((runs, nl.NRF + 5 * n), dtype=np.int64)  # (every field 0 but these)
         R[:, nl.RF_CLAIM0] = -1
         R[:, nl.RF_WAITFOR] = -1
         R[:, nl.RF_SPHASE] = -1
@@ -216,7 +214,7 @@ class NbCell:
             st.us("actions_deadline_s"), st.us("clip_deadline_s"),
             st.agents_mode == "auto", cfg.keep_log, logcap, hcap, hcap, top, *offsets,
             CONFIRMS.index(st.confirm), st.us("scan_interval_s"), st.us("countdown_s"),
-            st.us("review_s"), *server,
+            st.us("review_s"), *server, st.media_items, st.us("media_deadline_s"),
         ]  # fmt: skip
 
     def _floats(
@@ -226,7 +224,7 @@ class NbCell:
         head = [ql.p_429, qt.p_429, ql.p_5xx, qt.p_5xx]
         head += [q.p_reset + q.p_stall + q.p_truncate for q in (ql, qt)]
         head += [ql.p_reset, qt.p_reset, ql.p_reset + ql.p_stall, qt.p_reset + qt.p_stall]
-        head.append(self.sc.client.jitter_u or 0.0)
+        head += [self.sc.client.jitter_u or 0.0, self.cfg.settings.media_p_fail]
         for p in pols:
             head += [p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf, p.jitter]
         return np.concatenate([np.array(head, dtype=np.float64), ms.reshape(-1)])
@@ -299,6 +297,8 @@ class NbCell:
             for kind, used in ((1, q.p_429), (2, q.p_5xx), (3, q.faulty)):
                 if used:
                     needs.append((step, 0, kind))
+        if self.cfg.settings.media_items:
+            needs += [(5, 0, 0), (5, 0, 3)]  # a media item's latency and its failure's draw
         self._add(needs)
 
     # -- running -------------------------------------------------------------------------
@@ -390,7 +390,7 @@ class NbCell:
                         status, cols[2][r], tuple(sorted(set(failed))),
                         bool(row[nl.RF_AGENTS_PRESET]), cols[4][r], cols[5][r], cols[6][r],
                         row[nl.RF_REQ], row[nl.RF_429], row[nl.RF_5XX], row[nl.RF_RET],
-                        row[nl.RF_TO], 0, 0,
+                        row[nl.RF_TO], row[nl.RF_MOK], row[nl.RF_MFAIL],
                     )
                 )
             )  # fmt: skip

@@ -16,7 +16,8 @@ numba (``cache=True``: compiled on first use, then loaded from numba's on-disk c
   content pool, actions, the clips; pauses and their cancels) and each call's retries
   (:class:`sim.rules.CallMachine`, ungated) as functions on the run's row of ``R`` and its
   calls' rows of ``C`` (slot 0 the loop's serial call, ``1 + k`` content ``k``, ``1 + n + j``
-  clip ``j``);
+  clip ``j``, the last the media item in hand), and the media lane (one item at a time once
+  scene 0 is written; a pause or the completion waits for the item in hand);
 * the server (:class:`sim.run_server.ServerMachine`): runs waiting for a worker claimed in
   (updated, run) order, the per-owner active limit refusing starts and learners'
   confirmations, countdown confirmations at the scan ticks;
@@ -77,15 +78,15 @@ DONE, NEED, LOG_FULL = 0, 1, 2
 # phases of the loop (W[W_MODE]): next instant, a round's feeds, a round's decisions
 M_INSTANT, M_FEED, M_DECIDE = 0, 1, 2
 # steps (sim.rules.Step) and the table kinds (latency, then the uniforms)
-CONTENT, ACTIONS, TTS, OUTLINE, AGENTS = 0, 1, 2, 3, 4
+CONTENT, ACTIONS, TTS, OUTLINE, AGENTS, MEDIA = 0, 1, 2, 3, 4, 5
 K_LAT, K_429, K_5XX, K_FAULT, K_JIT = 0, 1, 2, 3, 4
 NK = 5
-NSTEP = 5
+NSTEP = 6
 # run phases (sim.run_machine.Phase)
 PREPARING, OUTLINING, AWAITING, GENERATING, PAUSED, COMPLETED = 0, 1, 2, 3, 4, 5
 # call states; what a call's end does
 IDLE, INFLIGHT, SLEEPING = 0, 1, 2
-D_OUTLINE, D_AGENTS, D_CONTENT, D_POOL, D_ACTIONS, D_CLIP = 0, 1, 2, 3, 4, 5
+D_OUTLINE, D_AGENTS, D_CONTENT, D_POOL, D_ACTIONS, D_CLIP, D_MEDIA = 0, 1, 2, 3, 4, 5, 6
 # retry policies: the first scene's, the later scenes', the outline's, one attempt
 POL_FIRST, POL_LATER, POL_OUTLINE, POL_ONE = 0, 1, 2, 3
 NPOL = 4
@@ -99,7 +100,11 @@ CANCELLED = -3
 (RF_POOL, RF_PTRIED, RF_PQ, RF_PFREE, RF_PABORT, RF_WAITFOR) = range(12, 18)
 (RF_CK, RF_CQ, RF_CN, RF_CPAR, RF_CFREE, RF_CRUN, RF_CFAILED, RF_CFST, RF_CFCLIP) = range(18, 27)
 (RF_OWNER, RF_SPHASE, RF_REFUSED, RF_ARR, RF_UPD, RF_DUE) = range(27, 33)
-NRF = 33
+# the media lane (sim.run_machine._Media): started, next item, busy, stopped, ok, failed; a
+# pause waiting for the item in hand (its step, scene, status), completion waiting for it
+(RF_MEDIA, RF_MNEXT, RF_MBUSY, RF_MSTOP, RF_MOK, RF_MFAIL) = range(33, 39)
+(RF_DEFER, RF_DSTEP, RF_DK, RF_DSTATUS, RF_COMPLETING) = range(39, 44)
+NRF = 44
 S_RES, S_FST, S_SKIP, S_READY, S_CLIPS = 0, 1, 2, 3, 4  # per-scene blocks (times n)
 # a call's fields: C[run, slot, field] (the call, then the world's flight of its request)
 (CF_STATE, CF_STEP, CF_ORDER, CF_CLIP, CF_ATT, CF_POL, CF_DL, CF_SDL, CF_DONE) = range(9)
@@ -113,13 +118,14 @@ NCF = 17
 (P_AGENTS_AUTO, P_KEEPLOG, P_LOGCAP, P_HCAP, P_BCAP, P_TOPR) = range(27, 33)
 (P_O_EXPUS, P_O_PMAX, P_O_RETRIED, P_O_ENDS, P_O_OWN, P_O_QUEUE) = range(33, 39)
 (P_CONFIRM, P_SCAN, P_COUNTDOWN, P_REVIEW, P_O_DUE, P_O_TICKS) = range(39, 45)
-NP = 45
+(P_MEDIA, P_MEDIA_DL) = range(45, 47)
+NP = 47
 C_AUTO, C_COUNTDOWN, C_WAIT = 0, 1, 2  # sim.run_server.Confirm
 MAX_CONFIRMS_PER_SCAN = 10
 # the floats: F[...], then per policy its cap (ms) and jitter, then its exponential part (ms)
 (F_P429_0, F_P429_1, F_P5XX_0, F_P5XX_1, F_PF_0, F_PF_1) = range(6)
-(F_PRESET_0, F_PRESET_1, F_PRS_0, F_PRS_1, F_JFIX) = range(6, 11)
-F_POL = 11  # NPOL * (cap_ms, jitter), then NPOL * TOPR exponential parts
+(F_PRESET_0, F_PRESET_1, F_PRS_0, F_PRS_1, F_JFIX, F_MEDIA_FAIL) = range(6, 12)
+F_POL = 12  # NPOL * (cap_ms, jitter), then NPOL * TOPR exponential parts
 # scalars: W[...]
 (W_MODE, W_T, W_HN, W_NCUR, W_NNXT, W_NSENDS, W_NEND, W_NLOG, W_RUNNING) = range(9)
 (W_QHEAD, W_QTAIL, W_NEEDS, W_NDUE, W_NTICKS, W_CONFREF) = range(9, 15)
@@ -196,11 +202,13 @@ def _katt(k: int) -> int:
 @_leaf
 def _slot(x: Ctx, step: int, order: int, clip: int) -> int:
     """A call's slot: 0 the serial call (outline, agents, actions), ``1 + k`` content ``k``,
-    ``1 + n + j`` clip ``j``."""
+    ``1 + n + j`` clip ``j``, the last the media item in hand."""
     if step == CONTENT:
         return 1 + order
     if step == TTS:
         return 1 + int(x.P[P_N]) + clip
+    if step == MEDIA:
+        return int(x.P[P_SLOTS]) - 1
     return 0
 
 
@@ -292,12 +300,16 @@ def _at(x: Ctx, t: int, at: int, key: int) -> None:
 
 @_leaf
 def _per(x: Ctx, step: int) -> int:
+    if step == MEDIA:
+        return int(max(1, x.P[P_MEDIA]))
     return int(x.P[P_N] * x.P[P_KMAX]) if step == TTS else int(x.P[P_N])
 
 
 @_leaf
 def _col(x: Ctx, step: int, order: int, clip: int) -> int:
-    """:meth:`sim.draws.Draws.column` of a call."""
+    """:meth:`sim.draws.Draws.column` of a call (a media item's: its index)."""
+    if step == MEDIA:
+        return order
     o = order % x.P[P_N]
     if step == TTS:
         return int(o * x.P[P_KMAX] + clip % x.P[P_KMAX])
@@ -463,7 +475,7 @@ def _cancel(x: Ctx, r: int, s: int, t: int) -> None:
         return
     C[r, s, FL_ACTIVE] = 0
     step = _kstep(key)
-    if step != TTS and x.P[P_FREELLM] != 0:
+    if step != TTS and step != MEDIA and x.P[P_FREELLM] != 0:
         _free_slot(x, 0, C[r, s, FL_END], t)
     _log(x, C[r, s, FL_T], key, CANCELLED, 0, t)
 
@@ -472,6 +484,11 @@ def _cancel(x: Ctx, r: int, s: int, t: int) -> None:
 def _admit(x: Ctx, t: int, key: int) -> tuple[int, int]:
     """:class:`sim.provider.KeyState`'s decision on a request: (status, latency µs)."""
     step, r, att = _kstep(key), _krun(key), _katt(key)
+    if step == MEDIA:  # no key's admission: the item's latency, failed with media_p_fail
+        col = _korder(key)
+        lat = int(x.LT[_off(x, step, att, K_LAT) + r * _per(x, step) + col])
+        failed = _uni(x, step, att, K_FAULT, r, col) < x.F[F_MEDIA_FAIL]
+        return (500 if failed else 200), lat
     kk = 1 if step == TTS else 0
     cap = x.P[P_CAP0 + kk]
     o = x.P[P_O_ENDS] + kk * max(1, max(x.P[P_CAP0], x.P[P_CAP1]))
@@ -541,7 +558,8 @@ def _resolve(x: Ctx, t: int, key: int) -> bool:
     if C[r, s, FL_ACTIVE] == 0 or C[r, s, FL_KEY] != key:
         return False
     C[r, s, FL_ACTIVE] = 0
-    if C[r, s, FL_GIVEUP] != 0 and _kstep(key) != TTS and x.P[P_FREELLM] != 0:
+    step = _kstep(key)
+    if C[r, s, FL_GIVEUP] != 0 and step != TTS and step != MEDIA and x.P[P_FREELLM] != 0:
         _free_slot(x, 0, C[r, s, FL_END], t)
     _log(x, C[r, s, FL_T], key, C[r, s, FL_ST], C[r, s, FL_PST], t)
     return True
@@ -561,6 +579,8 @@ def _start(x: Ctx, r: int, t: int, step: int, order: int, clip: int, done: int) 
         sdl = t + dl
     elif step == AGENTS:
         pol, dl = POL_ONE, P[P_AGENTS_DL]
+    elif step == MEDIA:
+        pol, dl = POL_ONE, P[P_MEDIA_DL]
     else:
         pol = POL_FIRST if order == 0 else POL_LATER
         dl = P[P_CONTENT_DL + step]
@@ -656,9 +676,25 @@ def _pool_abort(x: Ctx, r: int, t: int) -> None:
 
 @_jit
 def _pause(x: Ctx, r: int, step: int, k: int, status: int, t: int) -> None:
+    """A pause: the pool aborted; the media lane stopped gently (the pause waits for the item
+    in hand), else committed."""
     R = x.R
     if R[r, RF_POOL] != 0:
         _pool_abort(x, r, t)
+    if R[r, RF_MEDIA] != 0:
+        R[r, RF_MSTOP] = 1
+        if R[r, RF_MBUSY] != 0:
+            R[r, RF_DEFER] = 1
+            R[r, RF_DSTEP] = step
+            R[r, RF_DK] = k
+            R[r, RF_DSTATUS] = status
+            return
+    _commit_pause(x, r, step, k, status, t)
+
+
+@_leaf
+def _commit_pause(x: Ctx, r: int, step: int, k: int, status: int, t: int) -> None:
+    R = x.R
     R[r, RF_PSTEP] = step
     R[r, RF_PK] = k
     R[r, RF_PSTATUS] = status
@@ -673,7 +709,54 @@ def _finish(x: Ctx, r: int, t: int) -> None:
         if x.R[r, NRF + S_SKIP * n + k] != 0:
             _pause(x, r, CONTENT, k, x.R[r, NRF + S_FST * n + k], t)
             return
+    if _media_busy(x, r):
+        x.R[r, RF_COMPLETING] = 1  # completion waits for every item
+        return
     _release(x, r, COMPLETED, t)
+
+
+@_leaf
+def _media_busy(x: Ctx, r: int) -> bool:
+    """Whether the media lane has started and is not settled (an item in hand, or items
+    left and not stopped)."""
+    R = x.R
+    if R[r, RF_MEDIA] == 0:
+        return False
+    left = R[r, RF_MSTOP] == 0 and R[r, RF_MNEXT] < x.P[P_MEDIA]
+    return bool(R[r, RF_MBUSY] != 0 or left)
+
+
+@_leaf
+def _media_pump(x: Ctx, r: int, t: int) -> None:
+    """The next media item, one at a time in order (one attempt each)."""
+    R = x.R
+    if R[r, RF_MBUSY] != 0 or R[r, RF_MSTOP] != 0 or R[r, RF_MNEXT] >= x.P[P_MEDIA]:
+        return
+    i = R[r, RF_MNEXT]
+    R[r, RF_MNEXT] = i + 1
+    R[r, RF_MBUSY] = 1
+    _start(x, r, t, MEDIA, i, 0, D_MEDIA)
+
+
+@_jit
+def _media_done(x: Ctx, r: int, ok: bool, t: int) -> None:
+    """A media item ended (counted, never a pause); once the lane is settled a deferred pause
+    is committed, or a waiting completion done."""
+    R = x.R
+    if ok:
+        R[r, RF_MOK] += 1
+    else:
+        R[r, RF_MFAIL] += 1
+    R[r, RF_MBUSY] = 0
+    _media_pump(x, r, t)
+    if _media_busy(x, r):
+        return
+    if R[r, RF_DEFER] != 0:
+        R[r, RF_DEFER] = 0
+        _commit_pause(x, r, R[r, RF_DSTEP], R[r, RF_DK], R[r, RF_DSTATUS], t)
+    elif R[r, RF_COMPLETING] != 0:
+        R[r, RF_COMPLETING] = 0
+        _finish(x, r, t)
 
 
 @_jit
@@ -735,6 +818,9 @@ def _clips_pump(x: Ctx, r: int, t: int) -> None:
             return
         n = x.P[P_N]
         R[r, NRF + S_READY * n + k] = t
+        if k == 0 and x.P[P_MEDIA] > 0 and R[r, RF_MEDIA] == 0:
+            R[r, RF_MEDIA] = 1  # the course exists: the lane starts before scene 1
+            _media_pump(x, r, t)
         _content(x, r, k + 1, t)
 
 
@@ -818,8 +904,10 @@ def _done(x: Ctx, r: int, s: int, ok: bool, status: int, t: int) -> None:
             _clips(x, r, k, t)
         else:
             _pause(x, r, ACTIONS, k, status, t)
-    else:
+    elif kind == D_CLIP:
         _clip_done(x, r, C[r, s, CF_CLIP], ok, status, t)
+    else:
+        _media_done(x, r, ok, t)
 
 
 @_jit
@@ -1103,6 +1191,10 @@ def _decide_ready(x: Ctx) -> bool:
         kk = 1 if step == TTS else 0
         if not _ask(x, step, att, K_LAT):
             ok = False
+        if step == MEDIA:
+            if not _ask(x, step, att, K_FAULT):
+                ok = False
+            continue
         for kind in (K_429, K_5XX, K_FAULT):
             if _uses(x, kk, kind) and not _ask(x, step, att, kind):
                 ok = False
