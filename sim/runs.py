@@ -224,7 +224,7 @@ def outcomes_block(w: RunsWorld, play_us: NDArray[np.int64]) -> list[RunOutcome]
 def pick_runs_engine(sc: Scenario, cfg: RunsConfig, engine: str = "auto") -> str:
     """The engine that runs a cell (the one rule): ``auto`` is the compiled engine
     (:mod:`sim.runs_nb`) where it applies (:func:`sim.runs_nb.nb_fits`: adaptive off, keys
-    limited by in-flight caps only), else the heap engine
+    limited by in-flight caps and RPM buckets only), else the heap engine
     (:mod:`sim.runs_fast`, every cell; ``fast``); ``simpy`` the reference; ``compiled`` where
     it applies (else a one-line error)."""
     if engine not in ENGINES:
@@ -238,7 +238,7 @@ def pick_runs_engine(sc: Scenario, cfg: RunsConfig, engine: str = "auto") -> str
     if engine == "compiled":
         raise UserError(
             "engine: the compiled runs engine needs adaptive off and keys limited by in-flight "
-            "caps only; use fast or simpy"
+            "caps and RPM buckets only; use fast or simpy"
         )
     return "fast"
 

@@ -12,10 +12,10 @@ request log as the reference's. :func:`sim.runs.check_engines` proves it equal t
 model request for request.
 
 Where it applies (:func:`nb_fits`): adaptive ``off`` (every confirmation mode, the media
-lane) and keys whose only limit is an in-flight cap (random 429s, 5xx and injected faults included;
-no RPM bucket, per-second window, token buckets, shared capacity or issue-21 limits). Slots
-freed on give-up (``free_on_give_up``, ``disconnect_frees``) are modelled. Elsewhere the heap
-engine (:mod:`sim.runs_fast`) runs the cell.
+lane) and keys whose limits are an in-flight cap and an RPM bucket (random 429s, 5xx and
+injected faults included; no per-second window, token buckets, shared capacity or issue-21
+limits). Slots freed on give-up (``free_on_give_up``, ``disconnect_frees``) are modelled.
+Elsewhere the heap engine (:mod:`sim.runs_fast`) runs the cell.
 """
 
 from __future__ import annotations
@@ -58,13 +58,14 @@ _STEP_NAMES = {0: "content", 1: "actions", 2: "narration"}
 
 
 def _plain(q: Quota) -> bool:
-    """A key whose only admission limit is its in-flight cap (or none)."""
-    return not (q.rpm > 0 or q.rpm_per_second or q.tokens_limited or q.shared or has_limits(q))
+    """A key whose admission limits are an in-flight cap and an RPM bucket (or none)."""
+    return not (q.rpm_per_second or q.tokens_limited or q.shared or has_limits(q))
 
 
 def nb_fits(sc: Scenario, cfg: RunsConfig) -> bool:
     """Whether the compiled engine computes this cell: adaptive ``off`` and keys limited by
-    in-flight caps only (every confirmation mode, the media lane), sizes its keys hold."""
+    in-flight caps and RPM buckets only (every confirmation mode, the media lane), in sizes
+    its keys hold."""
     return (
         cfg.adaptive == "off"
         and _plain(sc.quota_llm)
@@ -160,8 +161,9 @@ class NbCell:
         # for a worker (arrivals and confirmations), the due countdowns, the pending ticks
         q_at = [0, 2 * capmax, 2 * capmax + len(owners)]
         q_at += [q_at[-1] + 2 * runs, q_at[-1] + 3 * runs, q_at[-1] + 4 * runs + 16]
+        q_at.append(q_at[-1] + 2)  # the keys' buckets' last refills
         P = np.zeros(p_at[-1], dtype=np.int64)
-        P[: nl.NP] = self._settings(pols, slots, hcap, top, p_at[:3] + q_at[:3], q_at[3:5])
+        P[: nl.NP] = self._settings(pols, slots, hcap, top, p_at[:3] + q_at[:3], q_at[3:6])
         P[p_at[0] : p_at[1]] = us.reshape(-1)
         P[p_at[1] : p_at[2]] = [p.max_retries for p in pols]
         P[p_at[2] : p_at[3]] = _RETRIED
@@ -214,7 +216,7 @@ class NbCell:
             st.us("actions_deadline_s"), st.us("clip_deadline_s"),
             st.agents_mode == "auto", cfg.keep_log, logcap, hcap, hcap, top, *offsets,
             CONFIRMS.index(st.confirm), st.us("scan_interval_s"), st.us("countdown_s"),
-            st.us("review_s"), *server, st.media_items, st.us("media_deadline_s"),
+            st.us("review_s"), *server[:2], st.media_items, st.us("media_deadline_s"), server[2],
         ]  # fmt: skip
 
     def _floats(
@@ -225,6 +227,8 @@ class NbCell:
         head += [q.p_reset + q.p_stall + q.p_truncate for q in (ql, qt)]
         head += [ql.p_reset, qt.p_reset, ql.p_reset + ql.p_stall, qt.p_reset + qt.p_stall]
         head += [self.sc.client.jitter_u or 0.0, self.cfg.settings.media_p_fail]
+        head += [q.rpm / 60e6 if q.rpm > 0 else 0.0 for q in (ql, qt)]  # the RPM buckets
+        head += [q.bucket_capacity for q in (ql, qt)] * 2  # their capacities, full at first
         for p in pols:
             head += [p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf, p.jitter]
         return np.concatenate([np.array(head, dtype=np.float64), ms.reshape(-1)])

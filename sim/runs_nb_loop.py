@@ -21,10 +21,10 @@ numba (``cache=True``: compiled on first use, then loaded from numba's on-disk c
 * the server (:class:`sim.run_server.ServerMachine`): runs waiting for a worker claimed in
   (updated, run) order, the per-owner active limit refusing starts and learners'
   confirmations, countdown confirmations at the scan ticks;
-* each key's admission (:class:`sim.provider.KeyState` on a key whose only limit is its
-  in-flight cap): a full key answers 429 at once, else the keyed draws decide a random 429, a
-  5xx, a fault or a 200; the slot is held to the scheduled end (freed at a give-up with
-  ``free_on_give_up``).
+* each key's admission (:class:`sim.provider.KeyState` on a key whose limits are its in-flight
+  cap and its RPM bucket): a full key or an empty bucket answers 429 at once, else the keyed
+  draws decide a random 429, a 5xx, a fault or a 200; the slot is held to the scheduled end
+  (freed at a give-up with ``free_on_give_up``).
 
 Draws are read from tables :mod:`sim.runs_nb` fills from :class:`sim.runs_world.RunDraws` (the
 numbers the reference reads). A table not drawn yet is asked for before the phase that may
@@ -118,14 +118,16 @@ NCF = 17
 (P_AGENTS_AUTO, P_KEEPLOG, P_LOGCAP, P_HCAP, P_BCAP, P_TOPR) = range(27, 33)
 (P_O_EXPUS, P_O_PMAX, P_O_RETRIED, P_O_ENDS, P_O_OWN, P_O_QUEUE) = range(33, 39)
 (P_CONFIRM, P_SCAN, P_COUNTDOWN, P_REVIEW, P_O_DUE, P_O_TICKS) = range(39, 45)
-(P_MEDIA, P_MEDIA_DL) = range(45, 47)
-NP = 47
+(P_MEDIA, P_MEDIA_DL, P_O_LAST) = range(45, 48)  # (Q: each key's bucket's last refill)
+NP = 48
 C_AUTO, C_COUNTDOWN, C_WAIT = 0, 1, 2  # sim.run_server.Confirm
 MAX_CONFIRMS_PER_SCAN = 10
 # the floats: F[...], then per policy its cap (ms) and jitter, then its exponential part (ms)
 (F_P429_0, F_P429_1, F_P5XX_0, F_P5XX_1, F_PF_0, F_PF_1) = range(6)
 (F_PRESET_0, F_PRESET_1, F_PRS_0, F_PRS_1, F_JFIX, F_MEDIA_FAIL) = range(6, 12)
-F_POL = 12  # NPOL * (cap_ms, jitter), then NPOL * TOPR exponential parts
+# per key its RPM bucket (sim.provider.KeyState): refill per µs (0: none), capacity, tokens
+(F_RATE_0, F_RATE_1, F_BCAP_0, F_BCAP_1, F_TOK_0, F_TOK_1) = range(12, 18)
+F_POL = 18  # NPOL * (cap_ms, jitter), then NPOL * TOPR exponential parts
 # scalars: W[...]
 (W_MODE, W_T, W_HN, W_NCUR, W_NNXT, W_NSENDS, W_NEND, W_NLOG, W_RUNNING) = range(9)
 (W_QHEAD, W_QTAIL, W_NEEDS, W_NDUE, W_NTICKS, W_CONFREF) = range(9, 15)
@@ -502,6 +504,8 @@ def _admit(x: Ctx, t: int, key: int) -> tuple[int, int]:
                 free = i
         if n >= cap:
             return 429, 0
+    if x.F[F_RATE_0 + kk] > 0.0 and not _token(x, kk, t):
+        return 429, 0
     col = _col(x, step, _korder(key), _kclip(key))
     lat = int(x.LT[_off(x, step, att, K_LAT) + r * _per(x, step) + col])
     u429 = _uni(x, step, att, K_429, r, col) if _uses(x, kk, K_429) else 1.0
@@ -522,6 +526,20 @@ def _admit(x: Ctx, t: int, key: int) -> tuple[int, int]:
     if cap > 0:
         x.Q[o + free] = t + lat
     return status, lat
+
+
+@_leaf
+def _token(x: Ctx, kk: int, t: int) -> bool:
+    """Key ``kk``'s RPM bucket refilled to ``t`` (capped); a token spent if there is one."""
+    F = x.F
+    last = x.P[P_O_LAST] + kk
+    tokens = F[F_TOK_0 + kk] + (t - x.Q[last]) * F[F_RATE_0 + kk]
+    F[F_TOK_0 + kk] = tokens if tokens < F[F_BCAP_0 + kk] else F[F_BCAP_0 + kk]
+    x.Q[last] = t
+    if F[F_TOK_0 + kk] < 1.0:
+        return False
+    F[F_TOK_0 + kk] -= 1.0
+    return True
 
 
 @_leaf

@@ -34,7 +34,8 @@ def _quota(sc: Scenario, which: str, **kw: object) -> Scenario:
 
 @st.composite
 def cells(draw: st.DrawFn) -> tuple[Scenario, RunsConfig, int]:
-    """A random cell where the compiled engine applies: capped or open keys with random 429s,
+    """A random cell where the compiled engine applies: capped or open keys (an RPM bucket on
+    the LLM key or not) with random 429s,
     5xx and faults (stalls past a clip's deadline), deadline ties, the knob, the caps, owners,
     confirmation (auto, countdown, the learner's), agents, the media lane (failures, items past
     their deadline), free-on-give-up, Poisson arrivals or a replay with ties at one
@@ -48,6 +49,8 @@ def cells(draw: st.DrawFn) -> tuple[Scenario, RunsConfig, int]:
         p_truncate=draw(st.sampled_from([0.0, 0.03])),
         p_stall=draw(st.sampled_from([0.0, 0.02])),
         stall_s=400.0,
+        rpm=draw(st.sampled_from([0.0, 0.0, 30.0, 90.0])),
+        rpm_burst=5,
     )
     qt = dataclasses.replace(
         BASE.quota_tts,
@@ -134,7 +137,7 @@ def test_the_rule_picks_compiled_where_it_fits_and_the_heap_elsewhere() -> None:
     assert simulate_runs(sc, cfg, 1).engine == "compiled"
     outside = [
         (sc, dataclasses.replace(cfg, adaptive="gate")),
-        (_quota(sc, "quota_llm", rpm=30.0, rpm_burst=3), cfg),
+        (_quota(sc, "quota_llm", rpm=30.0, rpm_burst=3, rpm_per_second=True), cfg),
         (_quota(sc, "quota_tts", rpd=100), cfg),
     ]
     for s, c in outside:
