@@ -181,7 +181,7 @@ class NbCell:
         self.R = R
         self.H = np.zeros((2, hcap), dtype=np.int64)
         self.Q = np.zeros(q_at[-1], dtype=np.int64)
-        self.W = np.zeros(nl.W_NEED0 + 4 * (self.OFF_N + hcap), dtype=np.int64)
+        self.W = np.zeros(nl.W_NEED0 + 3 * self.OFF_N, dtype=np.int64)  # each table once
         self._arrivals_in(nl)
         self.OFF = np.full(self.OFF_N, -1, dtype=np.int64)
         per = min(self.runs * n * (4 + kmax) * self.attempts, _FIRST_CAP)  # every latency
@@ -329,9 +329,9 @@ class NbCell:
                 return
             if code == nl.NEED:
                 k = int(self.W[nl.W_NEEDS])
-                rows = self.W[nl.W_NEED0 : nl.W_NEED0 + 4 * k].reshape(-1, 4)
+                rows = self.W[nl.W_NEED0 : nl.W_NEED0 + 3 * k].reshape(-1, 3)
                 self.W[nl.W_NEEDS] = 0
-                self._add(self._ahead([(s, a, kind) for s, a, kind, _ in rows.tolist()]))
+                self._add(self._ahead([(s, a, kind) for s, a, kind in rows.tolist()]))
             else:
                 grown = np.zeros((2 * len(self.L), 9), dtype=np.int64)
                 grown[: len(self.L)] = self.L

@@ -131,7 +131,7 @@ F_POL = 18  # NPOL * (cap_ms, jitter), then NPOL * TOPR exponential parts
 # scalars: W[...]
 (W_MODE, W_T, W_HN, W_NCUR, W_NNXT, W_NSENDS, W_NEND, W_NLOG, W_RUNNING) = range(9)
 (W_QHEAD, W_QTAIL, W_NEEDS, W_NDUE, W_NTICKS, W_CONFREF) = range(9, 15)
-W_NEED0 = 16  # the needs: rows of (step, attempt, kind, cell: -1 the whole table)
+W_NEED0 = 16  # the needs: rows of (step, attempt, kind)
 # buffer rows: B[row, i]
 B_CUR, B_NXT, B_SENDS, B_EV, B_EVST, B_EVPST, B_END = 0, 1, 2, 3, 4, 5, 6
 NB = 7
@@ -331,19 +331,13 @@ def _ask(x: Ctx, step: int, att: int, kind: int) -> bool:
         return True
     if x.OFF[at] == -1:
         x.OFF[at] = -2
-        _need(x, step, att, kind, -1)
+        n = x.W[W_NEEDS]
+        o = W_NEED0 + 3 * n
+        x.W[o] = step
+        x.W[o + 1] = att
+        x.W[o + 2] = kind
+        x.W[W_NEEDS] = n + 1
     return False
-
-
-@_leaf
-def _need(x: Ctx, step: int, att: int, kind: int, cell: int) -> None:
-    n = x.W[W_NEEDS]
-    o = W_NEED0 + 4 * n
-    x.W[o] = step
-    x.W[o + 1] = att
-    x.W[o + 2] = kind
-    x.W[o + 3] = cell
-    x.W[W_NEEDS] = n + 1
 
 
 @_leaf
