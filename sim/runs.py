@@ -237,8 +237,8 @@ def pick_runs_engine(sc: Scenario, cfg: RunsConfig, engine: str = "auto") -> str
         return "compiled"
     if engine == "compiled":
         raise UserError(
-            "engine: the compiled runs engine needs adaptive off and keys limited by in-flight "
-            "caps and RPM buckets only; use fast or simpy"
+            "engine: the compiled runs engine needs adaptive off, keys limited by in-flight "
+            "caps and RPM buckets only, and at most 20,000 runs; use fast or simpy"
         )
     return "fast"
 

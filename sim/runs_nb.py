@@ -48,10 +48,13 @@ if TYPE_CHECKING:
     from .runs import RunOutcome
     from .runs_nb_loop import Ctx
 
-__all__ = ["NbCell", "nb_fits", "simulate_nb", "warm_up"]
+__all__ = ["MAX_RUNS", "NbCell", "nb_fits", "simulate_nb", "warm_up"]
 
 I64 = NDArray[np.int64]
-_MAX_RUNS = 1 << 21  # what the loop's keys hold: runs, outlines, clips, attempts
+# runs per cell at most: the cell's draw tables and call rows are held whole (tens of MB per
+# 10k runs; the heap engine keeps its draws in bounded blocks for larger cells); the loop's
+# keys hold 2**21 runs, 1024 outlines (and media items), 256 clips, 32 attempts
+MAX_RUNS = 20_000
 _FIRST_CAP = 1 << 22  # the draw tables' first size at most (then grown by doubling)
 CONFIRMS = ("auto", "countdown", "wait")  # the loop's C_* codes
 _STEP_NAMES = {0: "content", 1: "actions", 2: "narration"}
@@ -64,13 +67,13 @@ def _plain(q: Quota) -> bool:
 
 def nb_fits(sc: Scenario, cfg: RunsConfig) -> bool:
     """Whether the compiled engine computes this cell: adaptive ``off`` and keys limited by
-    in-flight caps and RPM buckets only (every confirmation mode, the media lane), in sizes
-    its keys hold."""
+    in-flight caps and RPM buckets only (every confirmation mode, the media lane), at most
+    :data:`MAX_RUNS` runs."""
     return (
         cfg.adaptive == "off"
         and _plain(sc.quota_llm)
         and _plain(sc.quota_tts)
-        and cfg.n_runs < _MAX_RUNS
+        and cfg.n_runs <= MAX_RUNS
         and sc.outlines < 1024
         and max(1, sc.max_clips) < 256
     )

@@ -146,6 +146,10 @@ def test_the_rule_picks_compiled_where_it_fits_and_the_heap_elsewhere() -> None:
         assert simulate_runs(s, c, 1).engine == "fast"
         with pytest.raises(UserError, match="compiled runs engine needs"):
             simulate_runs(s, c, 1, "compiled")
+    big = dataclasses.replace(cfg, runs=runs_nb.MAX_RUNS + 1)  # (not run: the rule only)
+    assert not nb_fits(sc, big) and pick_runs_engine(sc, big) == "fast"
+    with pytest.raises(UserError, match="compiled runs engine needs"):
+        pick_runs_engine(sc, big, "compiled")
     assert pick_runs_engine(sc, cfg, "simpy") == "simpy"
     assert pick_runs_engine(sc, cfg, "fast") == "fast"
     with pytest.raises(UserError, match="engine: must be one of"):
