@@ -185,8 +185,8 @@ def sim_runs(a: argparse.Namespace) -> int:
     cfg = runs_config_from_args(a, sc)
     from ..store.stamps import provenance, provenance_line
 
-    # simpy and fast (the heap) as named; otherwise the rule (sim.runs.pick_runs_engine)
-    engine = a.engine if a.engine in ("simpy", "fast") else "auto"
+    # simpy, fast (the heap) and compiled as named; otherwise the rule (sim.runs.pick_runs_engine)
+    engine = a.engine if a.engine in ("simpy", "fast", "compiled") else "auto"
     res = simulate_runs(sc, cfg, a.seed, engine)
     prov = provenance(sc)
     if a.json:

@@ -47,3 +47,22 @@ def test_sim_upstream_runs_table_and_a_bad_flag() -> None:
     bad = sb("sim", "--upstream", "runs", "--concurrency", "3", "--max-concurrent", "0")
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and "--max-concurrent" in lines[0]
+
+
+def test_sim_engine_compiled_names_the_compiled_runs_engine_and_refuses_elsewhere() -> None:
+    """``--engine compiled``: the compiled runs engine, the same summary as the SimPy model's
+    (it is proven equal request for request); where it does not apply (the key-wide gate, a
+    classroom profile) one line naming the engine, exit 2."""
+    cell = ["sim", "--upstream", "runs", "--runs", "6", "--concurrency", "2", "--json"]
+    by = {}
+    for engine in ("compiled", "simpy"):
+        p = sb(*cell, "--key-inflight", "2", "--engine", engine)
+        assert p.returncode == 0, p.stderr
+        by[engine] = json.loads(p.stdout)["summary"]
+    assert by["compiled"].pop("engine") == "compiled" and by["simpy"].pop("engine") == "simpy"
+    assert by["compiled"] == by["simpy"]
+    classroom = ["sim", "--upstream", "pr660", "--concurrency", "2"]
+    for bad in ([*cell, "--adaptive", "gate"], classroom):
+        p = sb(*bad, "--engine", "compiled")
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and "engine" in lines[0], p.stderr
