@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sim.draws import Draws
-from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
+from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider, new_call
 from sim.rules import Counts, Step, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
 from sim.upstream import ErrorShape, route_status
@@ -318,6 +318,26 @@ class FakeProvider:
             if not fut.cancelled():
                 fut.set_result(self.provider.decide(call, now))
 
+    def route_now(
+        self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
+    ) -> tuple[Decision | None, Counts | None]:
+        """:meth:`route_call`'s first attempt made on arrival: ``(decision, counts)`` when it
+        ends the call with nothing to wait (a 200 or an injected fault with no latency: no
+        coroutine made), ``(decision, None)`` when :meth:`route_call` goes on from it, and
+        ``(None, None)`` for a call batched with its virtual instant's arrivals."""
+        if self.virtual and self.provider.limited(step):
+            return None, None
+        attempt = self.next_attempt(cid, step, order, clip)  # route_call's unbatched attempt
+        dec = self.provider.decide(
+            new_call((cid, step, order, clip, attempt, api_key)), self.decision_us(sent)
+        )
+        if dec.latency_us != 0 or dec.status not in _SETTLED:  # (PENDING is not 0 either)
+            return dec, None
+        counts = Counts()
+        if dec.status == 200:  # route_call's count of it
+            counts.count(200)
+        return dec, counts
+
     async def route_call(
         self,
         cid: int,
@@ -327,15 +347,19 @@ class FakeProvider:
         api_key: str,
         fg: bool,
         sent: float | None = None,
+        first: Decision | None = None,
     ) -> tuple[Decision, Counts]:
         """What the route does with the model call: admit, wait the latency and, in the
         ``route`` error shape before #788, retry a 429 or 5xx as the AI SDK does; returns the
-        last decision and the provider attempts' counts (the same rule as the model's)."""
+        last decision and the provider attempts' counts (the same rule as the model's).
+        ``first``: its first attempt's decision, already made (by :meth:`route_now`)."""
         counts = Counts()
         k = 0
         batched = self.virtual and self.provider.limited(step)
         while True:
-            if batched:
+            if first is not None:  # made on arrival, unbatched
+                dec, first = first, None
+            elif batched:
                 dec = await self.admit(cid, step, order, clip, api_key, sent)
             else:  # :meth:`admit`'s first case, inline (no coroutine per attempt)
                 attempt = self.next_attempt(cid, step, order, clip)
@@ -592,11 +616,15 @@ async def _generate(
     step, cid, order, clip = call  # plain ints: the request log holds the model's values
     fg = headers.get(FOREGROUND_HEADER) == "1"
     sent = fake.sent_at(headers.get(SENT_HEADER))
-    routed = fake.route_call(cid, step, order, clip, api_key, fg, sent)
     if not fake.provider.frees_on_disconnect(step):
-        dec, counts = await routed
+        first, settled = fake.route_now(cid, step, order, clip, api_key, sent)
+        if first is not None and settled is not None:
+            dec, counts = first, settled
+        else:  # route_call goes on from the first attempt (unless batched: made there)
+            dec, counts = await fake.route_call(cid, step, order, clip, api_key, fg, sent, first)
     else:  # issue 21: a client that goes away frees its slot (route_call's cleanup)
         assert request is not None, "a key freed on disconnect needs the request"
+        routed = fake.route_call(cid, step, order, clip, api_key, fg, sent)
         done, got = await _api.unless_disconnected(request, routed)
         if not done:
             return Response(status_code=499)
@@ -610,6 +638,7 @@ async def _generate(
 # what the hot routes compare with, as plain ints: an enum member's look-up costs a
 # descriptor call per request (Python 3.11)
 _ANSWERED = (int(HTTPStatus.OK), TRUNCATED)  # a success, or one whose body is cut
+_SETTLED = frozenset({int(HTTPStatus.OK), RESET, TRUNCATED})  # route_call's last attempt
 _CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
 
 
