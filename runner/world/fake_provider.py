@@ -264,9 +264,11 @@ class FakeProvider:
         """When a request is decided, in model µs: when the client sent it (``sent``, this
         machine's monotonic seconds) if known, else now; never before the previous decision
         (arrivals may overtake each other on the way in)."""
-        now = self.now_us()
+        t = asyncio.get_running_loop().time() if self.virtual else time.monotonic()  # now_us
+        now = round((t - self.epoch) / self.time_scale * 1e6)
         at = now if sent is None else min(now, round((sent - self.epoch) / self.time_scale * 1e6))
-        self._last_decided_us = max(self._last_decided_us, at)
+        if at > self._last_decided_us:
+            self._last_decided_us = at
         return self._last_decided_us
 
     async def admit(
@@ -281,10 +283,11 @@ class FakeProvider:
     def next_attempt(self, cid: int, step: int, order: int, clip: int) -> int:
         """The attempt number of the call's next request (0 for the first), counted here."""
         ident = (cid, step, order, clip)
-        attempt = self._attempts.pop(ident, 0)
-        self._attempts[ident] = attempt + 1
-        if len(self._attempts) > self.max_calls_tracked:
-            self._attempts.popitem(last=False)
+        attempts = self._attempts
+        attempt = attempts.pop(ident, 0)
+        attempts[ident] = attempt + 1
+        if len(attempts) > self.max_calls_tracked:
+            attempts.popitem(last=False)
         return attempt
 
     async def admit_call(self, call: Call, sent: float | None = None) -> Decision:

@@ -140,13 +140,14 @@ async def _serve(
         # a key freed when its client goes away watches the connection through the request
         req = Request(scope, receive) if fake.frees_on_disconnect_any else None
         try:
-            if _declared_over(headers):
-                raw_body = None
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > _MAX:
+                raw_body = None  # (_body's first check)
             else:  # _body: a whole body in its first message, the usual case, read here
                 msg = await receive()
                 if msg["type"] == "http.request" and not msg.get("more_body", False):
                     raw_body = msg.get("body", b"")
-                    if len(raw_body) > _api.MAX_BODY_BYTES:
+                    if len(raw_body) > _MAX:
                         raw_body = None
                 else:
                     raw_body = await _rest(msg, receive)
@@ -176,6 +177,9 @@ async def _serve(
             handler = app.exception_handlers[Exception]
             await (await handler(Request(scope), exc))(scope, receive, send)
         raise
+
+
+_MAX = _api.MAX_BODY_BYTES
 
 
 class FakeApp(Starlette):

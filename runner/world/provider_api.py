@@ -167,6 +167,16 @@ def read_raw(shape: str, raw: bytes | None) -> dict[str, Any] | Response:
     try:
         if raw is None:
             raise _Invalid(f"body over {MAX_BODY_BYTES} bytes")
+        if raw[:1] == b"{" and raw[1:2] != b"\x00":  # loads' first case, inline
+            try:
+                text = raw.decode()
+                value, end = _scan_once(text, 0)
+            except (ValueError, StopIteration):
+                pass
+            else:
+                if end == len(text):  # (an object: the scan began at its "{")
+                    obj: dict[str, Any] = value
+                    return obj
         return _json_object(raw)
     except _Invalid as e:
         return _invalid(shape, str(e))
@@ -619,6 +629,31 @@ def _openai_json(ans: _Answer, model: str) -> bytes:
     return _OPENAI_HEAD % next(_ids) + _openai_tail(model, ans.text, ans.finish, tin, tout)
 
 
+# _anthropic_body as json.dumps writes it: the id, then the rest
+_ANTHROPIC_HEAD = b'{"id": "msg_sb%d'
+_ANTHROPIC_TAIL = (
+    '", "type": "message", "role": "assistant", "model": %s, '
+    '"content": [{"type": "text", "text": %s}], "stop_reason": %s, "stop_sequence": null, '
+    '"usage": {"input_tokens": %d, "output_tokens": %d}}'
+)
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: a long soak stays flat
+def _anthropic_tail(model: str, text: str, finish: str, tin: int, tout: int) -> bytes:
+    """The encoded rest after the id (as :func:`_openai_tail`)."""
+    stop = "max_tokens" if finish == "length" else "end_turn"
+    return (_ANTHROPIC_TAIL % (_ascii(model), _ascii(text), _ascii(stop), tin, tout)).encode()
+
+
+def _anthropic_json(ans: _Answer, model: str) -> bytes:
+    """``json.dumps(_anthropic_body(ans, model)).encode()``, written from a template (as
+    :func:`_openai_json`)."""
+    tin, tout = ans.prompt_tokens, ans.completion_tokens
+    if type(tin) is not int or type(tout) is not int:  # %d is int's repr only for an int
+        return json.dumps(_anthropic_body(ans, model)).encode()
+    return _ANTHROPIC_HEAD % next(_ids) + _anthropic_tail(model, ans.text, ans.finish, tin, tout)
+
+
 def _plain(
     dec: Decision, payload: dict[str, Any] | bytes, headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -649,11 +684,10 @@ def _success_headers(
 ) -> Mapping[str, str]:
     """The key's rate-limit headers on a success (OpenAI sends them on every answer): the
     RPM bucket and the first token bucket as they stand after this call."""
-    if shape not in _RATE_SHAPES:
+    q = fake.scenario.quota_tts if c.step == 2 else fake.scenario.quota_llm  # the key's
+    if shape not in _RATE_SHAPES or not (q.rpm > 0 or q.tokens_limited):  # (its buckets')
         return _NO_HEADERS
     ks = fake.provider.key_state(c.step, c.key)
-    if not (ks.quota.rpm > 0 or ks.buckets is not None):
-        return _NO_HEADERS
     return rate_headers(shape, dec._replace(rate=ks.rate_info(at_us, None)), at_us)
 
 
@@ -662,7 +696,10 @@ _RATE_SHAPES = frozenset({"openai", "azure", "kimi", "anthropic"})  # rate heade
 
 
 def _ok_status(dec: Decision) -> bool:
-    return dec.status in (200, RESET, TRUNCATED)
+    return dec.status in _OK
+
+
+_OK = frozenset({200, RESET, TRUNCATED})  # answered (a cut or dropped answer: a fault)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -689,7 +726,7 @@ async def chat_answer(
     if dec is None:
         return Response(status_code=499)
     shape = _shape(fake, c.step, "openai")
-    if not _ok_status(dec) or (shape == "minimax" and dec.status != 200):
+    if dec.status not in _OK or (shape == "minimax" and dec.status != 200):  # _ok_status
         if stream and dec.status != 429 and dec.latency_us > 0:
             await _sleep_until(fake, base, dec.latency_us)
         return _refused(fake, c, dec, at_us, shape, model)
@@ -782,7 +819,7 @@ async def messages_answer(
     dec, at_us, base = got if isinstance(got, tuple) else await got
     if dec is None:
         return Response(status_code=499)
-    if not _ok_status(dec):
+    if dec.status not in _OK:  # _ok_status
         if stream and dec.status != 429 and dec.latency_us > 0:
             await _sleep_until(fake, base, dec.latency_us)
         return _refused(fake, c, dec, at_us, _shape(fake, c.step, "anthropic"), model)
@@ -790,7 +827,7 @@ async def messages_answer(
     shape = _shape(fake, c.step, "anthropic")
     rid = {"request-id": f"req_sb{next(_ids)}", **_success_headers(fake, c, dec, shape, at_us)}
     if not stream:
-        return _plain(dec, _anthropic_body(ans, model), rid)
+        return _plain(dec, _anthropic_json(ans, model), rid)
     gen = _anthropic_stream(fake, ans, dec, base, model)
     return StreamingResponse(gen, media_type="text/event-stream", headers={**_SSE_HEADERS, **rid})
 
