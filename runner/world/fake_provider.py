@@ -323,23 +323,18 @@ class FakeProvider:
 
     def route_now(
         self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
-    ) -> tuple[Decision | None, Counts | None]:
-        """:meth:`route_call`'s first attempt made on arrival: ``(decision, counts)`` when it
-        ends the call with nothing to wait (a 200 or an injected fault with no latency: no
-        coroutine made), ``(decision, None)`` when :meth:`route_call` goes on from it, and
-        ``(None, None)`` for a call batched with its virtual instant's arrivals."""
+    ) -> tuple[Decision | None, bool]:
+        """:meth:`route_call`'s first attempt made on arrival, and whether it ends the call
+        with nothing to wait (a 200 or an injected fault with no latency: no coroutine made;
+        the call's counts are then ``_FIRST_COUNTS``'); if not, :meth:`route_call` goes on
+        from it. ``(None, False)`` for a call batched with its virtual instant's arrivals."""
         if self.virtual and self.provider.limited(step):
-            return None, None
+            return None, False
         attempt = self.next_attempt(cid, step, order, clip)  # route_call's unbatched attempt
         dec = self.provider.decide(
             new_call((cid, step, order, clip, attempt, api_key)), self.decision_us(sent)
         )
-        if dec.latency_us != 0 or dec.status not in _SETTLED:  # (PENDING is not 0 either)
-            return dec, None
-        counts = Counts()
-        if dec.status == 200:  # route_call's count of it
-            counts.count(200)
-        return dec, counts
+        return dec, dec.latency_us == 0 and dec.status in _FIRST_COUNTS  # (PENDING is not 0)
 
     async def route_call(
         self,
@@ -621,10 +616,11 @@ async def _generate(
     sent = fake.sent_at(headers.get(SENT_HEADER))
     if not fake.provider.frees_on_disconnect(step):
         first, settled = fake.route_now(cid, step, order, clip, api_key, sent)
-        if first is not None and settled is not None:
-            dec, counts = first, settled
+        if settled and first is not None:  # (its counts: the first attempt's alone)
+            dec, tally = first, _FIRST_TALLIES[first.status]
         else:  # route_call goes on from the first attempt (unless batched: made there)
             dec, counts = await fake.route_call(cid, step, order, clip, api_key, fg, sent, first)
+            tally = format_counts(counts, dec.status)
     else:  # issue 21: a client that goes away frees its slot (route_call's cleanup)
         assert request is not None, "a key freed on disconnect needs the request"
         routed = fake.route_call(cid, step, order, clip, api_key, fg, sent)
@@ -632,7 +628,7 @@ async def _generate(
         if not done:
             return Response(status_code=499)
         dec, counts = got
-    tally = format_counts(counts, dec.status)
+        tally = format_counts(counts, dec.status)
     if dec.status in _ANSWERED:
         return _ok_counted(dec, tally, payload())
     return _failed(fake, dec, tally, step)
@@ -641,7 +637,20 @@ async def _generate(
 # what the hot routes compare with, as plain ints: an enum member's look-up costs a
 # descriptor call per request (Python 3.11)
 _ANSWERED = (int(HTTPStatus.OK), TRUNCATED)  # a success, or one whose body is cut
-_SETTLED = frozenset({int(HTTPStatus.OK), RESET, TRUNCATED})  # route_call's last attempt
+
+
+def _first_counts(status: int) -> Counts:
+    """route_call's counts when its first attempt, of ``status``, is its last: a 200 counted,
+    an injected fault not."""
+    counts = Counts()
+    if status == 200:
+        counts.count(status)
+    return counts
+
+
+# a first attempt that ends route_call at once, and its counts (as route_call counts them)
+_FIRST_COUNTS = {s: _first_counts(s) for s in (int(HTTPStatus.OK), RESET, TRUNCATED)}
+_FIRST_TALLIES = {s: format_counts(c, s) for s, c in _FIRST_COUNTS.items()}  # their headers
 _CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
 
 
