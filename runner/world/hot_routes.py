@@ -75,22 +75,10 @@ class HotRoutes:
     plain: frozenset[type[Response]]
 
 
-async def _body(receive: Receive, headers: _api.Headers) -> bytes | None:
-    """The request body as Starlette's ``request.stream()`` reads it; ``None`` once it is
-    (or says it is) over :data:`MAX_BODY_BYTES`."""
-    if _declared_over(headers):
-        return None
-    return await _rest(await receive(), receive)
-
-
-def _declared_over(headers: _api.Headers) -> bool:
-    """Whether the request says its body is over :data:`MAX_BODY_BYTES`."""
-    declared = headers.get("content-length")
-    return declared is not None and declared.isdigit() and int(declared) > _api.MAX_BODY_BYTES
-
-
 async def _rest(msg: Message, receive: Receive) -> bytes | None:
-    """The body from its first message ``msg`` on (:func:`_body` after its first receive)."""
+    """The request body from its first message ``msg`` on, as Starlette's ``request.stream()``
+    reads it; ``None`` once it is over :data:`MAX_BODY_BYTES` (:func:`_serve` reads a whole
+    body in one message itself)."""
     raw = b""
     while True:
         kind = msg["type"]
@@ -142,8 +130,8 @@ async def _serve(
         try:
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > _MAX:
-                raw_body = None  # (_body's first check)
-            else:  # _body: a whole body in its first message, the usual case, read here
+                raw_body = None  # (it says it is over MAX_BODY_BYTES)
+            else:  # a whole body in its first message, the usual case, read here
                 msg = await receive()
                 if msg["type"] == "http.request" and not msg.get("more_body", False):
                     raw_body = msg.get("body", b"")

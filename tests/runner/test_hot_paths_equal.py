@@ -7,7 +7,10 @@ with latencies, with random refusals and faults and with the route's own retries
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import itertools
+import json
 from typing import Any
 
 import pytest
@@ -66,3 +69,39 @@ def test_the_shortcuts_answer_as_the_general_paths(
         _general(m)
         general = run()
     assert fast == general
+
+
+def _sent(body: bytes, pieces: int) -> list[Any]:
+    """The ASGI messages a fresh fake provider sends for a chat request whose body comes in
+    ``pieces`` messages (``more_body`` on all but the last)."""
+    cuts = [len(body) * k // pieces for k in range(pieces + 1)]
+    received = [
+        {"type": "http.request", "body": body[a:b], "more_body": b < len(body)}
+        for a, b in itertools.pairwise(cuts)
+    ]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "root_path": "",
+        "headers": [(b"authorization", b"Bearer k"), (b"x-scenebench-call", b"content/5/0/0")],
+        "query_string": b"",
+    }
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return received.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    _api._ids = itertools.count(1)
+    asyncio.run(create_app(const_scenario(content=0.0), 0, virtual=True)(scope, receive, send))
+    return sent
+
+
+def test_a_body_in_several_messages_is_read_whole() -> None:
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello"}]}).encode()
+    whole = _sent(body, 1)
+    assert whole[0]["status"] == 200 and b'"content": "the scene' in whole[1]["body"]
+    assert _sent(body, 3) == whole
