@@ -235,17 +235,20 @@ SOAK_REQUESTS_QUICK = 8_000
 
 
 def run_load_bench(*, quick: bool = False, soak_requests: int | None = None) -> dict[str, Any]:
-    """2,000 concurrent sleeping requests on each API shape, then a soak of the fake provider
-    beside a bare app, interleaved (:func:`runner.experiments.load.run_soak`)."""
-    from .load import run_load, run_soak
+    """2,000 concurrent sleeping requests on each route (OpenMAIC's TTS route, OpenAI's chat,
+    Anthropic's messages), then a soak of the fake provider beside a bare app, interleaved
+    (:func:`runner.experiments.load.run_soak`)."""
+    from .load import ALL_ROUTES, run_load, run_soak
 
     out: dict[str, Any] = {}
     bursts = {
         "tts": run_load(connections=2000, per_connection=1, latency_s=1.0),
         "chat": run_load(connections=2000, per_connection=1, latency_s=1.0, target="chat"),
+        "messages": run_load(connections=2000, per_connection=1, latency_s=1.0, target="messages"),
     }
     n = soak_requests or (SOAK_REQUESTS_QUICK if quick else SOAK_REQUESTS)
-    soak = run_soak(n, rounds=max(4, n // 5_000))  # chunks of about 2,500 requests
+    # chunks of about 2,500 requests, a third of them per route
+    soak = run_soak(n, rounds=max(4, n // 7_500), routes=ALL_ROUTES)
     sd = out["soak"] = soak.to_dict()
     for tag, (fake, bare) in bursts.items():
         for key, r in ((f"burst_{tag}_fake", fake), (f"burst_{tag}_bare", bare)):
@@ -266,7 +269,7 @@ def run_load_bench(*, quick: bool = False, soak_requests: int | None = None) -> 
         f"{_load(sd['load_avg_before'])} before, {_load(sd['load_avg_after'])} after the soak)"
     ]
     for tag, (bf, bb) in bursts.items():
-        route = "OpenMAIC's TTS route" if tag == "tts" else "POST /v1/chat/completions"
+        route = _BURST_ROUTES[tag]
         lines.append(
             f"  2,000 requests in flight at once, {route} (each sleeps 1 s): fake provider "
             f"{bf.statuses} in {bf.seconds:.2f} s, added p50 {bf.added_p50_ms:.0f} ms / "
@@ -275,15 +278,20 @@ def run_load_bench(*, quick: bool = False, soak_requests: int | None = None) -> 
             f"{bb.added_p99_ms:.0f} ms"
         )
     lines.append(
-        f"  all 2,000 answered 200 on both: {'yes' if out['burst_all_answered'] else 'NO'}"
+        f"  all 2,000 answered 200 on every route: {'yes' if out['burst_all_answered'] else 'NO'}"
     )
     lines.append(
         f"  soak, zero latency, 100 connections, {soak.requests:,} requests to the fake provider "
-        f"(half per API shape) and as many to the bare app, interleaved in {soak.rounds} rounds:"
+        f"(a third per route) and as many to the bare app, interleaved in {soak.rounds} rounds:"
     )
     for name, key, r in (
         ("fake provider, OpenMAIC's TTS route", "fake_tts", soak.tts),
         ("fake provider, POST /v1/chat/completions", "fake_chat", soak.chat),
+        *(
+            [("fake provider, POST /v1/messages", "fake_messages", soak.messages)]
+            if soak.messages is not None
+            else []
+        ),
         ("bare ASGI app", "bare", soak.bare),
     ):
         ratio = "" if r is soak.bare else f"  ({r.rps / soak.bare.rps:.2f} x bare)"
@@ -304,6 +312,13 @@ def run_load_bench(*, quick: bool = False, soak_requests: int | None = None) -> 
     )
     out["lines"] = lines
     return out
+
+
+_BURST_ROUTES = {
+    "tts": "OpenMAIC's TTS route",
+    "chat": "POST /v1/chat/completions",
+    "messages": "POST /v1/messages",
+}
 
 
 def _load(avg: list[float]) -> str:

@@ -25,7 +25,15 @@ from sim.scenario import load_scenario
 from ..world.bare import bare_app
 from ..world.fake_provider import ServerProcess
 
-__all__ = ["FLAT_BOUND_MB", "LoadResult", "Soak", "bare_app", "run_load", "run_soak"]
+__all__ = [
+    "ALL_ROUTES",
+    "FLAT_BOUND_MB",
+    "LoadResult",
+    "Soak",
+    "bare_app",
+    "run_load",
+    "run_soak",
+]
 
 _BODY = json.dumps(
     {
@@ -41,10 +49,19 @@ _BODY = json.dumps(
 _CHAT_BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello"}]})
 # (its attempt counted by the fake, as for an SDK's or upstream's calls and the old routes')
 _CHAT_HEADERS = "Authorization: Bearer load\r\nx-scenebench-call: content/{cid}/0/0\r\n"
+# Anthropic's shape (POST /v1/messages): its key in x-api-key, max_tokens required (the
+# answer's 64 filler words stay under it), attempts counted by the fake as above
+_MESSAGES_BODY = json.dumps(
+    {"model": "m", "max_tokens": 1024, "messages": [{"role": "user", "content": "hello"}]}
+)
+_MESSAGES_HEADERS = (
+    "x-api-key: load\r\nanthropic-version: 2023-06-01\r\nx-scenebench-call: content/{cid}/0/0\r\n"
+)
 # target -> (path, body template, extra header lines template)
 _TARGETS = {
     "tts": (b"/api/generate/tts", _BODY, ""),
     "chat": (b"/v1/chat/completions", _CHAT_BODY, _CHAT_HEADERS),
+    "messages": (b"/v1/messages", _MESSAGES_BODY, _MESSAGES_HEADERS),
 }
 
 
@@ -213,9 +230,9 @@ def run_load(
     target: str = "tts",
 ) -> tuple[LoadResult, LoadResult]:
     """The same load on the fake provider and on a bare ASGI app; both in their own process.
-    ``target``: the fake provider's route, ``tts`` (OpenMAIC's TTS route, the default) or
-    ``chat`` (``POST /v1/chat/completions``, issue 21)."""
-    sc = _zero_latency_scenario(latency_s, target == "chat")
+    ``target``: the fake provider's route, ``tts`` (OpenMAIC's TTS route, the default),
+    ``chat`` (``POST /v1/chat/completions``, issue 21) or ``messages`` (``POST /v1/messages``)."""
+    sc = _zero_latency_scenario(latency_s, target != "tts")
     out = []
     for label, srv in (
         ("fake provider", ServerProcess(sc, 0, time_scale=1.0, keep_log=True)),
@@ -252,16 +269,18 @@ FLAT_BOUND_MB = 16.0
 @dataclass
 class Soak:
     """A soak of the fake provider beside the bare app, interleaved in rounds; per round a
-    chunk on OpenMAIC's TTS route, one on the bare app, one on ``POST /v1/chat/completions``
-    and one more on the bare app (each the same number of requests)."""
+    chunk on OpenMAIC's TTS route, one on the bare app, one on ``POST /v1/chat/completions``,
+    one more on the bare app and, when soaked, one on ``POST /v1/messages`` and one more on
+    the bare app (each the same number of requests)."""
 
-    requests: int  # on the fake provider, both routes together
+    requests: int  # on the fake provider, its routes together
     rounds: int
     tts: LoadResult  # OpenMAIC's old route, all rounds together
-    chat: LoadResult  # the provider-shaped endpoint
+    chat: LoadResult  # the provider-shaped endpoints: OpenAI's
     bare: LoadResult  # the bare app, as many requests as the fake provider
     rss_mb: list[tuple[int, float]]  # (fake provider requests so far, its RSS) after each chunk
     load_avg: tuple[list[float], list[float]]  # os.getloadavg() before and after
+    messages: LoadResult | None = None  # Anthropic's, when soaked
 
     def rss_at(self, n: int) -> tuple[int, float]:
         """The first RSS sample at or after ``n`` requests."""
@@ -285,6 +304,14 @@ class Soak:
             "bare_rps": self.bare.rps,
             "tts_over_bare": self.tts.rps / self.bare.rps,
             "chat_over_bare": self.chat.rps / self.bare.rps,
+            **(
+                {}
+                if self.messages is None
+                else {
+                    "messages_rps": self.messages.rps,
+                    "messages_over_bare": self.messages.rps / self.bare.rps,
+                }
+            ),
             "non_200": {k: _non_200(r) for k, r in self._parts()},
             "rss_mb": [list(x) for x in self.rss_mb],
             "rss_start_mb": self.rss_mb[0][1],
@@ -301,7 +328,12 @@ class Soak:
         }
 
     def _parts(self) -> tuple[tuple[str, LoadResult], ...]:
-        return (("fake_tts", self.tts), ("fake_chat", self.chat), ("bare", self.bare))
+        apis = (("fake_chat", self.chat), ("fake_messages", self.messages))
+        return (
+            ("fake_tts", self.tts),
+            *((k, r) for k, r in apis if r is not None),
+            ("bare", self.bare),
+        )
 
 
 def _non_200(r: LoadResult) -> int:
@@ -364,20 +396,25 @@ async def _chunk(
 
 
 async def _soak_rounds(
-    ports: dict[str, int], pid: int, rounds: int, connections: int, per_chunk: int
+    ports: dict[str, int],
+    pid: int,
+    rounds: int,
+    connections: int,
+    per_chunk: int,
+    one_round: tuple[tuple[str, str], ...],
 ) -> tuple[dict[str, list[LoadResult]], list[tuple[int, float]]]:
     conns = {
         k: [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
         for k, port in ports.items()
     }
-    parts: dict[str, list[LoadResult]] = {"tts": [], "chat": [], "bare": []}
+    parts: dict[str, list[LoadResult]] = {kind: [] for kind, _ in one_round}
     rss = [(0, _rss_mb(pid))]
     done = 0
     try:
         for r in range(rounds):
-            for k, (kind, target) in enumerate(_ROUND):
+            for k, (kind, target) in enumerate(one_round):
                 # connection ids apart per chunk: every request its own classroom
-                first = (r * len(_ROUND) + k) * connections
+                first = (r * len(one_round) + k) * connections
                 server = "bare" if kind == "bare" else "fake"
                 got = await _chunk(conns[server], per_chunk, target, first, kind)
                 parts[kind].append(got)
@@ -391,17 +428,28 @@ async def _soak_rounds(
     return parts, rss
 
 
-# one round of the soak: (what, route on the fake provider)
-_ROUND = (("tts", "tts"), ("bare", "tts"), ("chat", "chat"), ("bare", "tts"))
+def _round(routes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """One round of the soak: (what, route on the fake provider), a chunk on each of the fake
+    provider's ``routes`` with one on the bare app after each."""
+    return tuple(pair for r in routes for pair in ((r, r), ("bare", "tts")))
 
 
-def run_soak(requests: int, *, rounds: int = 4, connections: int = 100) -> Soak:
-    """``requests`` zero-latency requests to the fake provider, half on the TTS route and half
-    on the chat endpoint, each request its own classroom (a fresh call), and as many to the
-    bare app, interleaved in ``rounds`` rounds (so a busy machine slows all three alike);
-    both servers in their own process, alive for the whole soak, ``connections`` keep-alive
-    connections to each opened once."""
-    per_chunk = max(1, requests // (2 * rounds * connections))  # per connection
+ROUTES = ("tts", "chat")  # the soak's routes unless given: OpenMAIC's TTS route, OpenAI's chat
+ALL_ROUTES = (*ROUTES, "messages")  # and Anthropic's messages (what bench soaks)
+
+
+def run_soak(
+    requests: int, *, rounds: int = 4, connections: int = 100, routes: tuple[str, ...] = ROUTES
+) -> Soak:
+    """At least ``requests`` zero-latency requests to the fake provider (a whole chunk per
+    connection, round and route), an equal share on each of ``routes`` (``tts``: the TTS
+    route; ``chat``: the OpenAI chat endpoint; ``messages``: Anthropic's), each request its
+    own classroom (a fresh call), and as many to the bare app, interleaved in ``rounds``
+    rounds (so a busy machine slows them all alike); both servers in their own process,
+    alive for the whole soak, ``connections`` keep-alive connections to each opened once.
+    ``tts`` and ``chat`` are always soaked."""
+    routes = tuple(dict.fromkeys((*ROUTES, *routes)))
+    per_chunk = max(1, -(-requests // (len(routes) * rounds * connections)))  # per connection
     chunk = per_chunk * connections
     sc = _zero_latency_scenario(0.0, chat=True)
     before = list(os.getloadavg())
@@ -411,13 +459,15 @@ def run_soak(requests: int, *, rounds: int = 4, connections: int = 100) -> Soak:
     ):
         pid = fake.process.pid or 0
         ports = {k: int(s.base_url.rsplit(":", 1)[1]) for k, s in (("fake", fake), ("bare", bare))}
-        parts, rss = asyncio.run(_soak_rounds(ports, pid, rounds, connections, per_chunk))
+        soaked = _soak_rounds(ports, pid, rounds, connections, per_chunk, _round(routes))
+        parts, rss = asyncio.run(soaked)
     return Soak(
-        2 * chunk * rounds,
+        len(routes) * chunk * rounds,
         rounds,
         _merge("fake provider, TTS route", parts["tts"]),
         _merge("fake provider, /v1/chat/completions", parts["chat"]),
         _merge("bare ASGI app", parts["bare"]),
         rss,
         (before, list(os.getloadavg())),
+        _merge("fake provider, /v1/messages", parts["messages"]) if "messages" in parts else None,
     )

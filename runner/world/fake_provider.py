@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sim.draws import Draws
-from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
+from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider, new_call
 from sim.rules import Counts, Step, after_attempt, outcome_of, parse_knob
 from sim.scenario import SCENE_TYPES, Scenario
 from sim.upstream import ErrorShape, route_status
@@ -264,9 +264,11 @@ class FakeProvider:
         """When a request is decided, in model µs: when the client sent it (``sent``, this
         machine's monotonic seconds) if known, else now; never before the previous decision
         (arrivals may overtake each other on the way in)."""
-        now = self.now_us()
+        t = asyncio.get_running_loop().time() if self.virtual else time.monotonic()  # now_us
+        now = round((t - self.epoch) / self.time_scale * 1e6)
         at = now if sent is None else min(now, round((sent - self.epoch) / self.time_scale * 1e6))
-        self._last_decided_us = max(self._last_decided_us, at)
+        if at > self._last_decided_us:
+            self._last_decided_us = at
         return self._last_decided_us
 
     async def admit(
@@ -281,10 +283,11 @@ class FakeProvider:
     def next_attempt(self, cid: int, step: int, order: int, clip: int) -> int:
         """The attempt number of the call's next request (0 for the first), counted here."""
         ident = (cid, step, order, clip)
-        attempt = self._attempts.pop(ident, 0)
-        self._attempts[ident] = attempt + 1
-        if len(self._attempts) > self.max_calls_tracked:
-            self._attempts.popitem(last=False)
+        attempts = self._attempts
+        attempt = attempts.pop(ident, 0)
+        attempts[ident] = attempt + 1
+        if len(attempts) > self.max_calls_tracked:
+            attempts.popitem(last=False)
         return attempt
 
     async def admit_call(self, call: Call, sent: float | None = None) -> Decision:
@@ -318,6 +321,21 @@ class FakeProvider:
             if not fut.cancelled():
                 fut.set_result(self.provider.decide(call, now))
 
+    def route_now(
+        self, cid: int, step: int, order: int, clip: int, api_key: str, sent: float | None = None
+    ) -> tuple[Decision | None, bool]:
+        """:meth:`route_call`'s first attempt made on arrival, and whether it ends the call
+        with nothing to wait (a 200 or an injected fault with no latency: no coroutine made;
+        the call's counts are then ``_FIRST_COUNTS``'); if not, :meth:`route_call` goes on
+        from it. ``(None, False)`` for a call batched with its virtual instant's arrivals."""
+        if self.virtual and self.provider.limited(step):
+            return None, False
+        attempt = self.next_attempt(cid, step, order, clip)  # route_call's unbatched attempt
+        dec = self.provider.decide(
+            new_call((cid, step, order, clip, attempt, api_key)), self.decision_us(sent)
+        )
+        return dec, dec.latency_us == 0 and dec.status in _FIRST_COUNTS  # (PENDING is not 0)
+
     async def route_call(
         self,
         cid: int,
@@ -327,15 +345,19 @@ class FakeProvider:
         api_key: str,
         fg: bool,
         sent: float | None = None,
+        first: Decision | None = None,
     ) -> tuple[Decision, Counts]:
         """What the route does with the model call: admit, wait the latency and, in the
         ``route`` error shape before #788, retry a 429 or 5xx as the AI SDK does; returns the
-        last decision and the provider attempts' counts (the same rule as the model's)."""
+        last decision and the provider attempts' counts (the same rule as the model's).
+        ``first``: its first attempt's decision, already made (by :meth:`route_now`)."""
         counts = Counts()
         k = 0
         batched = self.virtual and self.provider.limited(step)
         while True:
-            if batched:
+            if first is not None:  # made on arrival, unbatched
+                dec, first = first, None
+            elif batched:
                 dec = await self.admit(cid, step, order, clip, api_key, sent)
             else:  # :meth:`admit`'s first case, inline (no coroutine per attempt)
                 attempt = self.next_attempt(cid, step, order, clip)
@@ -592,16 +614,21 @@ async def _generate(
     step, cid, order, clip = call  # plain ints: the request log holds the model's values
     fg = headers.get(FOREGROUND_HEADER) == "1"
     sent = fake.sent_at(headers.get(SENT_HEADER))
-    routed = fake.route_call(cid, step, order, clip, api_key, fg, sent)
     if not fake.provider.frees_on_disconnect(step):
-        dec, counts = await routed
+        first, settled = fake.route_now(cid, step, order, clip, api_key, sent)
+        if settled and first is not None:  # (its counts: the first attempt's alone)
+            dec, tally = first, _FIRST_TALLIES[first.status]
+        else:  # route_call goes on from the first attempt (unless batched: made there)
+            dec, counts = await fake.route_call(cid, step, order, clip, api_key, fg, sent, first)
+            tally = format_counts(counts, dec.status)
     else:  # issue 21: a client that goes away frees its slot (route_call's cleanup)
         assert request is not None, "a key freed on disconnect needs the request"
+        routed = fake.route_call(cid, step, order, clip, api_key, fg, sent)
         done, got = await _api.unless_disconnected(request, routed)
         if not done:
             return Response(status_code=499)
         dec, counts = got
-    tally = format_counts(counts, dec.status)
+        tally = format_counts(counts, dec.status)
     if dec.status in _ANSWERED:
         return _ok_counted(dec, tally, payload())
     return _failed(fake, dec, tally, step)
@@ -610,6 +637,20 @@ async def _generate(
 # what the hot routes compare with, as plain ints: an enum member's look-up costs a
 # descriptor call per request (Python 3.11)
 _ANSWERED = (int(HTTPStatus.OK), TRUNCATED)  # a success, or one whose body is cut
+
+
+def _first_counts(status: int) -> Counts:
+    """route_call's counts when its first attempt, of ``status``, is its last: a 200 counted,
+    an injected fault not."""
+    counts = Counts()
+    if status == 200:
+        counts.count(status)
+    return counts
+
+
+# a first attempt that ends route_call at once, and its counts (as route_call counts them)
+_FIRST_COUNTS = {s: _first_counts(s) for s in (int(HTTPStatus.OK), RESET, TRUNCATED)}
+_FIRST_TALLIES = {s: format_counts(c, s) for s, c in _FIRST_COUNTS.items()}  # their headers
 _CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
 
 

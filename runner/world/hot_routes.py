@@ -23,16 +23,16 @@ the model's).
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+import types
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from . import provider_api as _api
 
@@ -60,7 +60,7 @@ def old_route(answer: _Answer, parse: Callable[[bytes | None], dict[str, Any]]) 
 
 def provider_route(answer: _Answer, shape: str) -> Route:
     """A provider endpoint: its body's errors answered in the provider's ``shape``."""
-    return Route(functools.partial(_api.read_raw, shape=shape), answer)
+    return Route(functools.partial(_api.read_raw, shape), answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +75,10 @@ class HotRoutes:
     plain: frozenset[type[Response]]
 
 
-async def _body(receive: Receive, headers: _api.Headers) -> bytes | None:
-    """The request body as Starlette's ``request.stream()`` reads it; ``None`` once it is
-    (or says it is) over :data:`MAX_BODY_BYTES`."""
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > _api.MAX_BODY_BYTES:
-        return None
-    msg = await receive()
-    if msg["type"] == "http.request" and not msg.get("more_body", False):  # the whole body
-        first: bytes = msg.get("body", b"")
-        return first if len(first) <= _api.MAX_BODY_BYTES else None
+async def _rest(msg: Message, receive: Receive) -> bytes | None:
+    """The request body from its first message ``msg`` on, as Starlette's ``request.stream()``
+    reads it; ``None`` once it is over :data:`MAX_BODY_BYTES` (:func:`_serve` reads a whole
+    body in one message itself)."""
     raw = b""
     while True:
         kind = msg["type"]
@@ -110,6 +104,13 @@ async def _started(send: Send, started: list[bool], message: Any) -> None:
     await send(message)
 
 
+@types.coroutine
+def _turn() -> Generator[None, None, None]:
+    """One turn of the event loop: ``asyncio.sleep(0)``'s own bare yield (its task is
+    scheduled again at once), without the call of ``sleep`` around it."""
+    yield
+
+
 async def _serve(
     app: FakeApp,
     route: Route,
@@ -117,7 +118,7 @@ async def _serve(
     receive: Receive,
     send: Send,
 ) -> None:
-    started: list[bool] = []  # whether the answer has begun (then an error only re-raises)
+    started = False  # whether the answer has begun (then an error only re-raises)
     hot = app.hot
     try:
         fake = app.state._state["fake"]  # app.state.fake without State.__getattr__'s miss
@@ -127,7 +128,18 @@ async def _serve(
         # a key freed when its client goes away watches the connection through the request
         req = Request(scope, receive) if fake.frees_on_disconnect_any else None
         try:
-            body = route.read(await _body(receive, headers))
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > _MAX:
+                raw_body = None  # (it says it is over MAX_BODY_BYTES)
+            else:  # a whole body in its first message, the usual case, read here
+                msg = await receive()
+                if msg["type"] == "http.request" and not msg.get("more_body", False):
+                    raw_body = msg.get("body", b"")
+                    if len(raw_body) > _MAX:
+                        raw_body = None
+                else:
+                    raw_body = await _rest(msg, receive)
+            body = route.read(raw_body)
             if type(body) is dict:
                 resp = await route.answer(fake, body, headers, req)
             else:  # the provider's answer to an unreadable body
@@ -137,18 +149,25 @@ async def _serve(
             resp = await app.exception_handlers[hot.bad_request](Request(scope), e)
         if type(resp) in hot.plain and resp.background is None:  # Response.__call__, inline
             if not fake.virtual:  # one turn of the loop first, as the bare app's sleep(0)
-                await asyncio.sleep(0)
-            started.append(True)
+                await _turn()
+            started = True
             head = resp.raw_headers
             await send({"type": "http.response.start", "status": resp.status_code, "headers": head})
             await send({"type": "http.response.body", "body": resp.body})
         else:
-            await resp(scope, receive, functools.partial(_started, send, started))
+            began: list[bool] = []
+            try:
+                await resp(scope, receive, functools.partial(_started, send, began))
+            finally:
+                started = bool(began)
     except Exception as exc:  # as Starlette's ServerErrorMiddleware with the app's handler
         if not started:
             handler = app.exception_handlers[Exception]
             await (await handler(Request(scope), exc))(scope, receive, send)
         raise
+
+
+_MAX = _api.MAX_BODY_BYTES
 
 
 class FakeApp(Starlette):

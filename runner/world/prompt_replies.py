@@ -34,7 +34,8 @@ def prompt_text(messages: Any, system: Any = None) -> str:
     """All text of a chat request: the system prompt(s) and every message's text parts
     (OpenAI's string or parts array, Anthropic's string or content blocks)."""
     out: list[str] = []
-    _add(out, system)
+    if system is not None:  # (_add adds nothing for None)
+        _add(out, system)
     if isinstance(messages, list):
         for m in messages:
             if isinstance(m, dict):

@@ -30,7 +30,7 @@ import itertools
 import json
 import math
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
@@ -38,13 +38,13 @@ from typing import Any, NamedTuple, Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider
+from sim.provider import PENDING, RESET, TRUNCATED, Call, Decision, Provider, new_call
 from sim.rules import Step
 from sim.runs_world import RunProvider
 from sim.scenario import Scenario
 
 from .error_shapes import error_response, rate_headers
-from .prompt_replies import classify, prompt_text, reply_text
+from .prompt_replies import classify, filler, prompt_text, reply_text
 from .wire import SENT_HEADER, hash_id
 
 __all__ = [
@@ -160,12 +160,23 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def read_raw(raw: bytes | None, shape: str) -> dict[str, Any] | Response:
+def read_raw(shape: str, raw: bytes | None) -> dict[str, Any] | Response:
     """As :func:`_read`, for a body already read (``None``: it was over
-    :data:`MAX_BODY_BYTES`; the hot routes read it, :mod:`runner.world.hot_routes`)."""
+    :data:`MAX_BODY_BYTES`; the hot routes read it, :mod:`runner.world.hot_routes`, through
+    ``functools.partial(read_raw, shape)``)."""
     try:
         if raw is None:
             raise _Invalid(f"body over {MAX_BODY_BYTES} bytes")
+        if raw[:1] == b"{" and raw[1:2] != b"\x00":  # loads' first case, inline
+            try:
+                text = raw.decode()
+                value, end = _scan_once(text, 0)
+            except (ValueError, StopIteration):
+                pass
+            else:
+                if end == len(text):  # (an object: the scan began at its "{")
+                    obj: dict[str, Any] = value
+                    return obj
         return _json_object(raw)
     except _Invalid as e:
         return _invalid(shape, str(e))
@@ -203,6 +214,11 @@ class ApiCall(NamedTuple):
     kind: str  # the step name the caller gave, or the prompt kind
 
 
+# :class:`ApiCall` and :class:`_Answer` built on the hot path without the NamedTuples'
+# Python-level ``__new__`` (the same values; every field given, in order)
+_new_api_call = functools.partial(tuple.__new__, ApiCall)
+
+
 def parse_call(value: str | None) -> tuple[str, int, int, int, int | None] | None:
     """``<step>/<classroom>/<order>/<clip>[/<attempt>]`` → its parts; ``None`` if absent or
     malformed (the call is then keyed by its content)."""
@@ -223,6 +239,8 @@ def parse_call(value: str | None) -> tuple[str, int, int, int, int | None] | Non
 
 
 Headers = Mapping[str, str]  # a request's headers: Starlette's, or the hot routes' dict
+# an admitted call: its decision, the decision's model time, the loop's time it counts from
+Admitted = tuple[Decision, int, float]
 
 
 def _bearer(headers: Headers) -> str:
@@ -263,7 +281,8 @@ def _resolve(
         clip = 0
     if attempt is None:  # the fake counts the call's attempts
         attempt = fake.next_attempt(cid, step, order, clip)
-    return ApiCall(step, cid, order, clip, attempt, key, name)
+    c: ApiCall = _new_api_call((step, cid, order, clip, attempt, key, name))
+    return c
 
 
 def _fake(request: Request) -> FakeProvider:
@@ -310,41 +329,88 @@ def _frees_on_disconnect(fake: FakeProvider, step: int) -> bool:
     return q.disconnect_frees
 
 
-async def _decide(
+def _admitted(fake: FakeProvider, c: ApiCall, headers: Headers) -> Admitted | None:
+    """The call's admission on arrival (its decision, the decision's model time and the event
+    loop's time it counts from), made here unless the call is batched with the other arrivals
+    of its virtual instant (then ``None``: :func:`_decide` awaits it)."""
+    if fake.virtual and fake.provider.limited(c.step):
+        return None
+    sent = fake.sent_at(headers.get(SENT_HEADER))  # fake.admit_call's first case, inline
+    call = new_call((c.cid, c.step, c.order, c.clip, 0 if c.attempt is None else c.attempt, c.key))
+    dec = fake.provider.decide(call, fake.decision_us(sent))
+    at_us = fake._last_decided_us
+    return dec, at_us, fake.epoch + at_us / 1e6 * fake.time_scale  # the loop's clock
+
+
+async def _admitted_batched(fake: FakeProvider, c: ApiCall, headers: Headers) -> Admitted:
+    """:func:`_admitted` for a call batched with its virtual instant's arrivals."""
+    dec = await _admit(fake, c, fake.sent_at(headers.get(SENT_HEADER)))
+    at_us = fake.now_us()
+    return dec, at_us, fake.epoch + at_us / 1e6 * fake.time_scale
+
+
+def _waits(dec: Decision, wait: bool) -> bool:
+    """Whether an admitted call is waited for: served by a shared capacity, or (``wait``) its
+    latency slept when it was not refused at once."""
+    return dec.latency_us == PENDING or (wait and dec.status != 429 and dec.latency_us > 0)
+
+
+Decided = tuple[Decision | None, int, float]  # _decide's: None, the client went away
+
+
+def _decide_now(
     request: Request | None, fake: FakeProvider, c: ApiCall, wait: bool, headers: Headers
-) -> tuple[Decision | None, int, float]:
-    """Admit the call; with ``wait``, also wait its latency (or its shared capacity). Returns
-    the decision (``None``: the client disconnected while it waited), the decision's model
-    time, and the event loop's time it counts from. ``request``: for a key whose client
-    frees its slot by going away (else unused, may be ``None``)."""
-    sent = fake.sent_at(headers.get(SENT_HEADER))
-    batched = fake.virtual and fake.provider.limited(c.step)
-    if batched:
-        dec = await _admit(fake, c, sent)
-    else:  # fake.admit_call's first case, inline
-        call = Call(c.cid, c.step, c.order, c.clip, 0 if c.attempt is None else c.attempt, c.key)
-        dec = fake.provider.decide(call, fake.decision_us(sent))
-    at_us = fake.now_us() if batched else fake._last_decided_us
-    base = fake.epoch + at_us / 1e6 * fake.time_scale  # the decision on the loop's clock
+) -> Decided | Coroutine[Any, Any, Decided]:
+    """:func:`_decide`'s result when it has nothing to await (an unbatched call not waited
+    for: no coroutine made), else its coroutine: ``got if isinstance(got, tuple) else await
+    got``."""
+    got = _admitted(fake, c, headers)
+    if got is None or _waits(got[0], wait):
+        return _decide(request, fake, c, wait, headers, got)
+    return got
+
+
+async def _decide(
+    request: Request | None,
+    fake: FakeProvider,
+    c: ApiCall,
+    wait: bool,
+    headers: Headers,
+    admitted: Admitted | None = None,
+) -> Decided:
+    """Admit the call (unless ``admitted`` already: :func:`_admitted`'s); with ``wait``, also
+    wait its latency (or its shared capacity). Returns the decision (``None``: the client
+    disconnected while it waited), the decision's model time, and the event loop's time it
+    counts from. ``request``: for a key whose client frees its slot by going away (else
+    unused, may be ``None``)."""
+    got = _admitted(fake, c, headers) if admitted is None else admitted
+    dec, at_us, base = got if got is not None else await _admitted_batched(fake, c, headers)
+    if not _waits(dec, wait):
+        return dec, at_us, base
+    return await _waited(request, fake, c, dec, at_us, base), at_us, base
+
+
+async def _waited(
+    request: Request | None, fake: FakeProvider, c: ApiCall, dec: Decision, at_us: int, base: float
+) -> Decision | None:
+    """The wait of an admitted call (:func:`_waits`): its shared capacity's answer, or its
+    latency slept; ``None`` when the client went away first (its slot then freed)."""
     if dec.latency_us == PENDING:  # a shared capacity serves it (sim.sharing)
-        dec = await fake.served(dec)
-        return dec, at_us, base
-    if not wait or dec.status == 429 or dec.latency_us <= 0:
-        return dec, at_us, base
+        return await fake.served(dec)
     sleep = _sleep_until(fake, base, dec.latency_us)
     if not _frees_on_disconnect(fake, c.step):
         await sleep
-        return dec, at_us, base
+        return dec
     call = Call(c.cid, c.step, c.order, c.clip, 0, c.key)
     assert request is not None, "a key freed on disconnect needs the request"
     try:  # a client gone (uvicorn: a disconnect; in-process: the request task cancelled)
         if await _or_disconnect(request, sleep):
-            return dec, at_us, base
+            return dec
     except asyncio.CancelledError:
         fake.provider.release(call, at_us + dec.latency_us, fake.now_us())
         raise
     fake.provider.release(call, at_us + dec.latency_us, fake.now_us())
-    return None, at_us, base
+    return None
 
 
 def _shape(fake: FakeProvider, step: int, default: str) -> str:
@@ -396,6 +462,9 @@ class _Answer(NamedTuple):
     pieces: Sequence[str]
 
 
+_new_answer = functools.partial(tuple.__new__, _Answer)
+
+
 def _answer(
     fake: FakeProvider, c: ApiCall, dec: Decision, prompt: str, body: dict[str, Any], kind: str
 ) -> _Answer:
@@ -404,26 +473,30 @@ def _answer(
     attempt = 0 if c.attempt is None else c.attempt
     toks = _tokens(fake, c, attempt)
     words = toks[1] if toks is not None else DEFAULT_WORDS
-    speeches = fake.provider.speeches(c.cid, c.order) if kind == "actions" else 0
-    sc = fake.scenario
-    text = reply_text(
-        kind,
-        words=words,
-        speeches=speeches,
-        scenes=sc.outlines,
-        scene_types=sc.scene_types,
-        spotlight="spotlight" in prompt,
-    )
-    cap = body.get("max_completion_tokens") or body.get("max_tokens")
     finish = "stop"
-    if kind == "other" and isinstance(cap, int) and 0 < cap < words:
-        text, finish = " ".join(text.split()[:cap]), "length"
+    if kind == "other":  # reply_text's filler words, cut at the call's token cap
+        text = filler(words)
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(cap, int) and 0 < cap < words:
+            text, finish = " ".join(text.split()[:cap]), "length"
+    else:
+        speeches = fake.provider.speeches(c.cid, c.order) if kind == "actions" else 0
+        sc = fake.scenario
+        text = reply_text(
+            kind,
+            words=words,
+            speeches=speeches,
+            scenes=sc.outlines,
+            scene_types=sc.scene_types,
+            spotlight="spotlight" in prompt,
+        )
     if toks is not None:
         tin, tout = toks
     else:
         tin, tout = math.ceil(len(prompt) / 4), math.ceil(len(text) / 4)
     if not stream:
-        return _Answer(text, tin, tout, finish, (), ())
+        answer: _Answer = _new_answer((text, tin, tout, finish, (), ()))
+        return answer
     pieces = _pieces(text, max(1, min(MAX_CHUNKS, tout)))
     lat = max(0, dec.latency_us)
     times = stream_times_us(lat, len(pieces), _ttft_us(fake, c, lat, toks[1] if toks else None))
@@ -556,6 +629,31 @@ def _openai_json(ans: _Answer, model: str) -> bytes:
     return _OPENAI_HEAD % next(_ids) + _openai_tail(model, ans.text, ans.finish, tin, tout)
 
 
+# _anthropic_body as json.dumps writes it: the id, then the rest
+_ANTHROPIC_HEAD = b'{"id": "msg_sb%d'
+_ANTHROPIC_TAIL = (
+    '", "type": "message", "role": "assistant", "model": %s, '
+    '"content": [{"type": "text", "text": %s}], "stop_reason": %s, "stop_sequence": null, '
+    '"usage": {"input_tokens": %d, "output_tokens": %d}}'
+)
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: a long soak stays flat
+def _anthropic_tail(model: str, text: str, finish: str, tin: int, tout: int) -> bytes:
+    """The encoded rest after the id (as :func:`_openai_tail`)."""
+    stop = "max_tokens" if finish == "length" else "end_turn"
+    return (_ANTHROPIC_TAIL % (_ascii(model), _ascii(text), _ascii(stop), tin, tout)).encode()
+
+
+def _anthropic_json(ans: _Answer, model: str) -> bytes:
+    """``json.dumps(_anthropic_body(ans, model)).encode()``, written from a template (as
+    :func:`_openai_json`)."""
+    tin, tout = ans.prompt_tokens, ans.completion_tokens
+    if type(tin) is not int or type(tout) is not int:  # %d is int's repr only for an int
+        return json.dumps(_anthropic_body(ans, model)).encode()
+    return _ANTHROPIC_HEAD % next(_ids) + _anthropic_tail(model, ans.text, ans.finish, tin, tout)
+
+
 def _plain(
     dec: Decision, payload: dict[str, Any] | bytes, headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -586,19 +684,22 @@ def _success_headers(
 ) -> Mapping[str, str]:
     """The key's rate-limit headers on a success (OpenAI sends them on every answer): the
     RPM bucket and the first token bucket as they stand after this call."""
-    ks = fake.provider.key_state(c.step, c.key)
-    if shape not in ("openai", "azure", "kimi", "anthropic") or not (
-        ks.quota.rpm > 0 or ks.buckets is not None
-    ):
+    q = fake.scenario.quota_tts if c.step == 2 else fake.scenario.quota_llm  # the key's
+    if shape not in _RATE_SHAPES or not (q.rpm > 0 or q.tokens_limited):  # (its buckets')
         return _NO_HEADERS
+    ks = fake.provider.key_state(c.step, c.key)
     return rate_headers(shape, dec._replace(rate=ks.rate_info(at_us, None)), at_us)
 
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})  # (shared: read only)
+_RATE_SHAPES = frozenset({"openai", "azure", "kimi", "anthropic"})  # rate headers on successes
 
 
 def _ok_status(dec: Decision) -> bool:
-    return dec.status in (200, RESET, TRUNCATED)
+    return dec.status in _OK
+
+
+_OK = frozenset({200, RESET, TRUNCATED})  # answered (a cut or dropped answer: a fault)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -620,11 +721,12 @@ async def chat_answer(
     run_steps = isinstance(fake.provider, RunProvider)
     c = _resolve(fake, headers, _bearer(headers), default, prompt, run_steps)
     stream = body.get("stream") is True
-    dec, at_us, base = await _decide(request, fake, c, not stream, headers)
+    got = _decide_now(request, fake, c, not stream, headers)
+    dec, at_us, base = got if isinstance(got, tuple) else await got
     if dec is None:
         return Response(status_code=499)
     shape = _shape(fake, c.step, "openai")
-    if not _ok_status(dec) or (shape == "minimax" and dec.status != 200):
+    if dec.status not in _OK or (shape == "minimax" and dec.status != 200):  # _ok_status
         if stream and dec.status != 429 and dec.latency_us > 0:
             await _sleep_until(fake, base, dec.latency_us)
         return _refused(fake, c, dec, at_us, shape, model)
@@ -713,10 +815,11 @@ async def messages_answer(
     run_steps = isinstance(fake.provider, RunProvider)
     c = _resolve(fake, headers, _anthropic_key(headers), default, prompt, run_steps)
     stream = body.get("stream") is True
-    dec, at_us, base = await _decide(request, fake, c, not stream, headers)
+    got = _decide_now(request, fake, c, not stream, headers)
+    dec, at_us, base = got if isinstance(got, tuple) else await got
     if dec is None:
         return Response(status_code=499)
-    if not _ok_status(dec):
+    if dec.status not in _OK:  # _ok_status
         if stream and dec.status != 429 and dec.latency_us > 0:
             await _sleep_until(fake, base, dec.latency_us)
         return _refused(fake, c, dec, at_us, _shape(fake, c.step, "anthropic"), model)
@@ -724,7 +827,7 @@ async def messages_answer(
     shape = _shape(fake, c.step, "anthropic")
     rid = {"request-id": f"req_sb{next(_ids)}", **_success_headers(fake, c, dec, shape, at_us)}
     if not stream:
-        return _plain(dec, _anthropic_body(ans, model), rid)
+        return _plain(dec, _anthropic_json(ans, model), rid)
     gen = _anthropic_stream(fake, ans, dec, base, model)
     return StreamingResponse(gen, media_type="text/event-stream", headers={**_SSE_HEADERS, **rid})
 
