@@ -750,7 +750,9 @@ def _add_sim(sub: Any) -> None:
     add_stagger(s)
     s.add_argument("--reps", type=int_in("--reps", 1), default=1000)
     s.add_argument("--tenants", type=int_in("--tenants", 1, 1000), default=1)
-    s.add_argument("--engine", choices=("auto", "simpy", "fast", "fast_quota", "compiled"), default="auto")
+    s.add_argument(
+        "--engine", choices=("auto", "simpy", "fast", "fast_quota", "compiled"), default="auto"
+    )
     add_json(s)
     s.set_defaults(fn=_cmd_sim)
     add_server_args(s)
