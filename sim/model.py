@@ -74,13 +74,14 @@ class _Batch(Event):
     That is the order in which one event per arrival, scheduled by the flush, would resume
     them: nothing is due before the first of those events when the batch fires."""
 
+    _ok = True  # (class attributes: one store less per event)
+    _value: Any = None
+
     def __init__(self, world: _World, key: bool) -> None:
         env = world.env
         self.env = env
         self.cbs: list[Callable[[Any], None]] = [world._flush]
         self.callbacks = self.cbs
-        self._ok = True
-        self._value = None
         self.key = key
         self.items: list[Call] = []
         world.batches[key] = self  # the instant's batch of its key
@@ -91,22 +92,24 @@ class _Sleep(Event):
     """``env.timeout(delay)`` for a process to yield, without its checks (the same entry in
     the schedule: time, ``NORMAL``, the next event id)."""
 
+    _ok = True  # (class attributes: one store less per event)
+    _value: Any = None
+
     def __init__(self, env: simpy.Environment, delay: int) -> None:
         self.env = env
         self.callbacks = []
-        self._value = None
-        self._ok = True
         heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 class _Timer(Event):
     """:class:`_Sleep` with one callback, ``cb``, instead of a process waiting on it."""
 
+    _ok = True  # (class attributes: one store less per event)
+    _value: Any = None
+
     def __init__(self, env: simpy.Environment, delay: int, cb: Callable[[Event], None]) -> None:
         self.env = env
         self.callbacks = [cb]
-        self._value = None
-        self._ok = True
         heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
@@ -114,11 +117,12 @@ class _Ready(Event):
     """``Event(env)`` with one callback, ``cb``, succeeded at once with ``value`` (the same
     entry in the schedule as ``succeed``: now, ``NORMAL``, the next event id)."""
 
+    _ok = True  # (class attributes: one store less per event)
+
     def __init__(self, env: simpy.Environment, value: Any, cb: Callable[[Event], None]) -> None:
         self.env = env
         self.callbacks = [cb]
         self._value = value
-        self._ok = True
         heappush(env._queue, (env._now, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
@@ -126,11 +130,12 @@ class _Start(Event):
     """A process's start (as simpy's ``Initialize``): an ``URGENT`` event at the instant it
     is made, whose one callback is the process's resume."""
 
+    _ok = True  # (class attributes: one store less per event)
+    _value: Any = None
+
     def __init__(self, env: simpy.Environment, resume: Callable[[Event], None]) -> None:
         self.env = env
         self.callbacks = [resume]
-        self._value = None
-        self._ok = True
         heappush(env._queue, (env._now, URGENT, next(env._eid), self))  # type: ignore[attr-defined]
 
 
@@ -192,10 +197,12 @@ class _Task:
         env: simpy.Environment,
         gen: Generator[Event, Any, Any],
         ended: Callable[[], None] | None = None,
+        start: bool = True,
     ) -> None:
         self.gen = gen
         self.ended = ended
-        _Start(env, self._resume)
+        if start:  # (else its maker starts it: ``_resume(_STARTED)``)
+            _Start(env, self._resume)
 
     def _resume(self, event: Event) -> None:
         gen = self.gen
@@ -218,29 +225,70 @@ class _Task:
                 return
 
 
+_STARTED = _Start.__new__(_Start)  # a start event already processed (a task started inline)
+
+
 class _AllEnded(Event):
     """Start a task per generator, in order; the event that ``env.all_of`` of their processes
     would be: the last one's end schedules one event, which triggers this one (the same two
     schedulings as a process's end event and the condition; the others' end events had no
     callbacks but the condition's count, so they are not made)."""
 
+    _ok = True  # (class attributes: one store less per event)
+    _value: Any = None
+
     def __init__(self, env: simpy.Environment, gens: list[Generator[Event, Any, Any]]) -> None:
         self.env = env
         self.callbacks = []
-        self._ok = True
-        self._value = None
         self.left = len(gens)
+        cbs: list[Any] | None = getattr(env, "_cbs", None)
+        queue = env._queue  # type: ignore[attr-defined]
+        if cbs is not None and len(cbs) == 1 and not (queue and queue[0][1] == URGENT):
+            # Started here, in order, as their start events would start them: the process
+            # making the group (which yields it at once) is its event's one callback, and no
+            # other URGENT event is due, so those starts would be the next events processed.
+            # A group made meanwhile by these tasks gets start events (as SimPy's would).
+            env._cbs = None  # type: ignore[attr-defined]
+            for gen in gens:
+                _Task(env, gen, self._ended, False)._resume(_STARTED)
+            env._cbs = cbs  # type: ignore[attr-defined]
+            return
         for gen in gens:
             _Task(env, gen, self._ended)
 
     def _ended(self) -> None:
         self.left -= 1
         if self.left == 0:
-            _Timer(self.env, 0, self._relay)  # the last process's end event
+            if self._next():  # the end event and then this one would be the next processed
+                self._fire()
+            else:
+                _Timer(self.env, 0, self._relay)  # the last process's end event
 
     def _relay(self, _ev: Event) -> None:
-        env = self.env  # this event triggered: scheduled now, as ``succeed`` does
-        heappush(env._queue, (env._now, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
+        if self._next():  # (the end event has no other callback)
+            self._fire()
+        else:  # this event triggered: scheduled now, as ``succeed`` does
+            env = self.env
+            heappush(env._queue, (env._now, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
+
+    def _next(self) -> bool:
+        """Whether an event scheduled now would be the next one processed: the callback
+        running is its event's only one, called by :meth:`_Env.run_out` (not in a task
+        started inline), and nothing is due now at ``NORMAL`` or before."""
+        env = self.env
+        cbs: list[Any] | None = getattr(env, "_cbs", None)
+        if cbs is None or len(cbs) != 1:
+            return False
+        queue = env._queue  # type: ignore[attr-defined]
+        return not (queue and queue[0][0] == env._now and queue[0][1] <= NORMAL)
+
+    def _fire(self) -> None:
+        """Process this event here, as :meth:`_Env.run_out` would when it comes next: one
+        or two schedulings less."""
+        callbacks, self.callbacks = self.callbacks, None  # type: ignore[assignment]
+        self.env._cbs = callbacks  # type: ignore[attr-defined]
+        for callback in callbacks:
+            callback(self)
 
 
 _Fetch = tuple[int, int, int | None, int, Counts | None]
@@ -272,31 +320,49 @@ class _Env(simpy.Environment):
     The model's times are whole µs: ``_now`` is always an ``int``."""
 
     _now: int  # type: ignore[assignment]
+    _cbs: list[Any] | None = None  # the callbacks being called by :meth:`run_out` (else None)
 
     def run_out(self) -> None:
         queue = self._queue
         pop = heapq.heappop
-        while queue:
-            self._now, _, _, event = pop(queue)  # type: ignore[assignment]  # int times
-            callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
-            for callback in callbacks:
-                callback(event)
-            if not event._ok and not hasattr(event, "_defused"):
-                exc = type(event._value)(*event._value.args)
-                exc.__cause__ = event._value
-                raise exc
+        try:
+            while queue:
+                self._now, _, _, event = pop(queue)  # type: ignore[assignment]  # int times
+                callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+                self._cbs = callbacks
+                for callback in callbacks:
+                    callback(event)
+                if not event._ok and not hasattr(event, "_defused"):
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    raise exc
+        finally:
+            self._cbs = None
+
+
+def _answered(sleep: _Sleep) -> Generator[Event, Any, bool]:
+    """A call answered 200 at once: its wait for the answer (:meth:`_World.call`)."""
+    yield sleep
+    return True
+
+
+def _ANSWERED_NOW() -> Generator[Event, Any, bool]:
+    """A call answered 200 with no latency: nothing to wait for."""
+    return True
+    yield  # a generator
 
 
 _Policies = dict[tuple[int, bool], RetryPolicy]
 _Singles = dict[tuple[int, bool], bool]
-_Tables = tuple[_Policies, _Policies, tuple[bool, ...], tuple[bool, ...], _Singles]
+_Tables = tuple[_Policies, _Policies, tuple[bool, ...], tuple[bool, ...], _Singles, _Singles]
 
 
 def _tables(scenario: Scenario, provider: Provider) -> _Tables:
     """A world's fixed tables, per step (0 content, 1 actions, 2 tts) and foreground: the
     route's and the client's retry policies; per step, whether its key is limited and
     whether a client's abort frees its slot; per step and foreground, whether a request is
-    one provider attempt (no route retries, no shared capacity) (a run's worlds share them)."""
+    one provider attempt (no route retries, no shared capacity), and whether it is one on a
+    key whose arrivals are not batched (a run's worlds share them)."""
     client = scenario.client
     fgs = (False, True)
     route = {(st, fg): client.route_policy(st, fg) for st in range(3) for fg in fgs}
@@ -305,7 +371,8 @@ def _tables(scenario: Scenario, provider: Provider) -> _Tables:
     frees = tuple(provider.frees_on_disconnect(st) for st in range(3))
     shared = (scenario.quota_llm.shared, scenario.quota_llm.shared, scenario.quota_tts.shared)
     single = {k: route[k].max_retries == 0 and not shared[k[0]] for k in route}
-    return route, own, limited, frees, single
+    bare = {k: one and not limited[k[0]] for k, one in single.items()}
+    return route, own, limited, frees, single, bare
 
 
 class _World:
@@ -323,7 +390,7 @@ class _World:
         self._direct = self._shape == ErrorShape.DIRECT  # only then a Retry-After
         self._seen_of: dict[tuple[int, int], tuple[int, bool]] = {}  # :meth:`_seen`'s
         tables = _tables(scenario, provider) if tables is None else tables
-        self._route, self._client, self._limited, self._frees, self._single = tables
+        self._route, self._client, self._limited, self._frees, self._single, self._bare = tables
         # per step: Provider.quick_decide for its key (None where it does not apply)
         self._quick = tuple(
             provider.quick_decide(st, TTS_KEY if st == 2 else LLM_KEY) for st in range(3)
@@ -505,10 +572,38 @@ class _World:
         """One step call with the client's retries (:class:`sim.rules.CallMachine`); True on
         success. A call with an adaptive gate tells it of every 429 and of its success; under
         the ``gate`` policy every attempt passes the gate at its rank (outline order, step,
-        clip) and a 429 re-queues it there instead of spending the retry budget."""
+        clip) and a 429 re-queues it there instead of spending the retry budget.
+
+        Callers ``yield from`` it at once. A call without a gate whose request is one attempt
+        on a key without limits is decided here, as :meth:`_call` would decide it first:
+        answered 200 in time, it is only that answer's wait (no call generator); else
+        :meth:`_call` goes on from that decision."""
+        if gate is None and self._bare[step, fg]:
+            quick = self._quick[step]
+            if quick is not None:
+                dec = quick(cid, order, clip, 0, self.env._now)
+                lat = dec[1]
+                if dec[0] != 200 or lat > self.timeout_us:
+                    return self._call(cid, step, order, clip, fg, stats, None, dec)
+                stats.requests += 1  # (counted before its wait: nothing reads it meanwhile)
+                return _answered(_Sleep(self.env, lat)) if lat else _ANSWERED_NOW()
+        return self._call(cid, step, order, clip, fg, stats, gate, None)
+
+    def _call(
+        self,
+        cid: int,
+        step: int,
+        order: int,
+        clip: int,
+        fg: bool,
+        stats: Counts,
+        gate: _SimGate | None,
+        first: Decision | None,
+    ) -> Generator[Event, Any, bool]:
+        """:meth:`call`'s generator; ``first``: its first attempt's decision, made by it."""
         held = gate if gate is not None and gate.core.policy is Policy.GATE else None
         machine: CallMachine | None = None  # made at the first attempt it must judge
-        rank = (order, step, clip)
+        rank = (order, step, clip) if gate is not None else ()
         n, env = 0, self.env
         single = self._single[step, fg]  # a request is one attempt: :meth:`fetch`, inline
         limited, key = self._limited[step], TTS_KEY if step == 2 else LLM_KEY
@@ -522,7 +617,8 @@ class _World:
                 deadline = env._now + self.timeout_us
                 call = None
                 if quick is not None:  # a key without limits: no call tuple, no batch
-                    dec: Decision = quick(cid, order, clip, n, env._now)
+                    dec = quick(cid, order, clip, n, env._now) if first is None else first
+                    first = None  # (the first decided by :meth:`call`, if given)
                 else:
                     call = new_call((cid, step, order, clip, n, key))
                     if limited:  # :meth:`_arrive`, inline

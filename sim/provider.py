@@ -458,13 +458,15 @@ class Provider:
         assert ks.quick
         d, lo, hi = fixed, fixed.lo, fixed.hi
         tables, full = fixed._admit, self.decide
-        answer = ks.decide_open if ks.open or ks.capped else ks.decide
-        capped, over_cap = ks.capped, ks.over_cap
+        # an open or capped key: :meth:`KeyState.decide_open`'s two halves, the limit first (a
+        # full key reads no draw; an open key's cap is never reached); other keys: decide
+        over_cap = ks.over_cap if ks.open or ks.capped else None
+        answer = ks.decide if over_cap is None else ks.admit_open
 
         def decide(cid: int, order: int, clip: int, attempt: int, now_us: int) -> Decision:
             if self.force_status or not lo <= cid < hi:
                 return full(new_call((cid, step, order, clip, attempt, api_key)), now_us)
-            if capped:  # :meth:`KeyState.decide_open`'s limit first: a full key reads no draw
+            if over_cap is not None:
                 full_key = over_cap(now_us)
                 if full_key is not None:
                     return full_key
