@@ -70,9 +70,13 @@ class _Batch(Event):
     then each process's resume in arrival order (``items[i]`` is the arrival of the
     process resumed by ``cbs[i + 1]``). The flush decides the arrivals in canonical order
     and keeps only the first one's resume, with its decision as the batch's value; every
-    other process gets an event of its own scheduled with its decision, in that order.
-    That is the order in which one event per arrival, scheduled by the flush, would resume
-    them: nothing is due before the first of those events when the batch fires."""
+    other process would get an event of its own scheduled with its decision, in that
+    order (the order in which one event per arrival, scheduled by the flush, would resume
+    them: nothing is due before the first of those events when the batch fires).
+    :meth:`_World._rest` resumes them from the batch while each such event would be the
+    next one processed, and schedules the rest as those events. An arrival that would be
+    its batch's only one, with the batch the next event processed, is decided at once
+    (:meth:`_World._alone`) and makes no batch."""
 
     _ok = True  # (class attributes: one store less per event)
     _value: Any = None
@@ -84,6 +88,7 @@ class _Batch(Event):
         self.callbacks = self.cbs
         self.key = key
         self.items: list[Call] = []
+        self.rest: list[tuple[Decision, int, Callable[[Any], None]]] = []  # :meth:`_World._rest`
         world.batches[key] = self  # the instant's batch of its key
         heappush(env._queue, (env._now, _BATCH_PRIORITY, next(env._eid), self))
 
@@ -119,11 +124,14 @@ class _Ready(Event):
 
     _ok = True  # (class attributes: one store less per event)
 
-    def __init__(self, env: simpy.Environment, value: Any, cb: Callable[[Event], None]) -> None:
+    def __init__(
+        self, env: simpy.Environment, value: Any, cb: Callable[[Event], None], eid: int = -1
+    ) -> None:
         self.env = env
         self.callbacks = [cb]
         self._value = value
-        heappush(env._queue, (env._now, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
+        eid = next(env._eid) if eid < 0 else eid  # type: ignore[attr-defined]  # (or one taken)
+        heappush(env._queue, (env._now, NORMAL, eid, self))  # type: ignore[attr-defined]
 
 
 class _Start(Event):
@@ -453,8 +461,28 @@ class _World:
         first = ranked[0]
         batch._value = decide(items[first], now)
         cbs.append(resumes[first])
-        for i in ranked[1:]:  # each an event succeeded now with its decision
-            _Ready(env, decide(items[i], now), resumes[i])
+        # each other one: its decision, and the id of the event succeeded now with it that
+        # would resume it (taken here, in the same order); :meth:`_rest` resumes them
+        eid = env._eid  # type: ignore[attr-defined]
+        batch.rest = [(decide(items[i], now), next(eid), resumes[i]) for i in ranked[1:]]
+        cbs.append(self._rest)
+
+    def _rest(self, batch: Event) -> None:
+        """Resume a batch's other arrivals in order (:meth:`_flush`), each here while its
+        event would be the next one processed (nothing due before it: no ``URGENT`` event
+        made by those resumed, no event of an earlier id), else from that event itself,
+        scheduled with the id it would have had, with the others after it."""
+        assert isinstance(batch, _Batch)
+        env = self.env
+        queue, now = env._queue, env._now  # type: ignore[attr-defined]
+        rest = batch.rest
+        for j, (dec, eid, resume) in enumerate(rest):
+            if queue and queue[0] < (now, NORMAL, eid):
+                for dec, eid, resume in rest[j:]:
+                    _Ready(env, dec, resume, eid)
+                return
+            batch._value = dec
+            resume(batch)
 
     def _decide(self, call: Call, now_us: int) -> Decision:
         """The provider's decision on an arrival (:meth:`Provider.quick_decide` where it
@@ -464,10 +492,41 @@ class _World:
             return self.provider.decide(call, now_us)
         return quick(call[0], call[2], call[3], call[4], now_us)
 
-    def _arrive(self, call: Call) -> _Batch:
-        """A request's arrival on a limited key: the instant's batch that decides it
-        (:meth:`_flush`), for the process to yield at once. A batch per key: the model's
-        calls use one LLM key and one TTS key, so per kind of step."""
+    def _arrival(self, cid: int, step: int, order: int, clip: int, attempt: int) -> Any:
+        """A request's arrival on a limited key: its decision if it is alone (:meth:`_alone`),
+        else the instant's batch that decides it, for the process to yield at once."""
+        alone = self._alone()
+        quick = self._quick[step] if alone else None
+        if quick is not None:  # :meth:`_decide`, without a call tuple
+            return quick(cid, order, clip, attempt, self.env._now)
+        call = new_call((cid, step, order, clip, attempt, TTS_KEY if step == 2 else LLM_KEY))
+        if alone:
+            return self.provider.decide(call, self.env._now)
+        tts = step == 2  # :meth:`_arrive`, inline
+        batch = self.batches.get(tts) or _Batch(self, tts)
+        batch.items.append(call)
+        return batch
+
+    def _alone(self) -> bool:
+        """Whether an arrival on a limited key now would be its batch's only one, and the
+        batch the next event processed, its flush resuming the process at once: the process
+        runs as its event's only callback (called by :meth:`_Env.run_out`, not in a task
+        started inline) and nothing else is due now (no batch either). The process may then
+        take its decision at once (:meth:`_decide`, as the flush would): one event less."""
+        env = self.env
+        cbs = env._cbs
+        if cbs is None or len(cbs) != 1:
+            return False
+        queue = env._queue
+        return not (queue and queue[0][0] == env._now)
+
+    def _arrive(self, call: Call) -> Any:
+        """A request's arrival on a limited key: its decision if it is alone (:meth:`_alone`),
+        else the instant's batch that decides it (:meth:`_flush`), for the process to yield
+        at once. A batch per key: the model's calls use one LLM key and one TTS key, so per
+        kind of step."""
+        if self._alone():
+            return self._decide(call, self.env._now)
         tts = call[1] == 2
         batch = self.batches.get(tts) or _Batch(self, tts)
         batch.items.append(call)
@@ -490,7 +549,11 @@ class _World:
         while True:
             call = new_call((cid, step, order, clip, n, key))
             n += 1
-            dec: Decision = (yield self._arrive(call)) if limited else decide(call, env._now)
+            if limited:
+                got = self._arrive(call)
+                dec: Decision = (yield got) if type(got) is _Batch else got
+            else:
+                dec = decide(call, env._now)
             lat = dec[1]  # latency_us
             if lat == PENDING:
                 dec = yield from self._served(dec, deadline)
@@ -578,7 +641,18 @@ class _World:
         on a key without limits is decided here, as :meth:`_call` would decide it first:
         answered 200 in time, it is only that answer's wait (no call generator); else
         :meth:`_call` goes on from that decision."""
-        if gate is None and self._bare[step, fg]:
+        if gate is None:
+            got = self._request(cid, step, order, clip, fg, stats)
+            if got is None:
+                return _ANSWERED_NOW()
+            return _answered(got) if type(got) is _Sleep else got
+        return self._call(cid, step, order, clip, fg, stats, gate, None)
+
+    def _request(self, cid: int, step: int, order: int, clip: int, fg: bool, stats: Counts) -> Any:
+        """:meth:`call` without a gate, its first attempt decided now (for its caller to wait
+        for at once): ``None`` if answered 200 at once, the :class:`_Sleep` to yield if
+        answered 200 after it, else the call's generator."""
+        if self._bare[step, fg]:
             quick = self._quick[step]
             if quick is not None:
                 dec = quick(cid, order, clip, 0, self.env._now)
@@ -586,8 +660,8 @@ class _World:
                 if dec[0] != 200 or lat > self.timeout_us:
                     return self._call(cid, step, order, clip, fg, stats, None, dec)
                 stats.requests += 1  # (counted before its wait: nothing reads it meanwhile)
-                return _answered(_Sleep(self.env, lat)) if lat else _ANSWERED_NOW()
-        return self._call(cid, step, order, clip, fg, stats, gate, None)
+                return _Sleep(self.env, lat) if lat else None
+        return self._call(cid, step, order, clip, fg, stats, None, None)
 
     def _call(
         self,
@@ -619,14 +693,12 @@ class _World:
                 if quick is not None:  # a key without limits: no call tuple, no batch
                     dec = quick(cid, order, clip, n, env._now) if first is None else first
                     first = None  # (the first decided by :meth:`call`, if given)
+                elif limited:
+                    got = self._arrival(cid, step, order, clip, n)
+                    dec = (yield got) if type(got) is _Batch else got
                 else:
                     call = new_call((cid, step, order, clip, n, key))
-                    if limited:  # :meth:`_arrive`, inline
-                        batch = self.batches.get(step == 2) or _Batch(self, step == 2)
-                        batch.items.append(call)
-                        dec = yield batch
-                    else:
-                        dec = self.provider.decide(call, env._now)
+                    dec = self.provider.decide(call, env._now)
                 n += 1
                 now = env._now
                 lat = dec[1]  # latency_us
@@ -704,8 +776,10 @@ class _World:
             return oks[0]
         if tts_c <= 1 or k == 1:  # one worker: the clips in order, in this process
             for clip in range(k):
-                ok = yield from self.call(cid, _TTS, order, clip, fg, stats)
-                if not ok:
+                got = self._request(cid, _TTS, order, clip, fg, stats)  # :meth:`call`'s
+                if type(got) is _Sleep:
+                    yield got
+                elif got is not None and not (yield from got):
                     oks[0] = False
             return oks[0]
         # A bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
@@ -715,8 +789,10 @@ class _World:
             while nxt[0] < k:
                 clip = nxt[0]
                 nxt[0] += 1
-                ok = yield from self.call(cid, _TTS, order, clip, fg, stats)
-                if not ok:
+                got = self._request(cid, _TTS, order, clip, fg, stats)  # :meth:`call`'s
+                if type(got) is _Sleep:
+                    yield got
+                elif got is not None and not (yield from got):
                     oks[0] = False
 
         yield _AllEnded(env, [worker() for _ in range(min(tts_c, k))])

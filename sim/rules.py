@@ -251,9 +251,10 @@ class RetryPolicy:
             )
         ):
             return retry_after_us
-        if self.jitter:
-            u = min(max(jitter_u, 0.0), 1.0)
-            exp_ms = min(cap_ms, exp_ms + math.floor(exp_ms * u * self.jitter))
+        if self.jitter:  # (min and max as comparisons: the same values, NaN too)
+            u = 0.0 if jitter_u < 0.0 else jitter_u if not jitter_u > 1.0 else 1.0
+            jittered = exp_ms + math.floor(exp_ms * u * self.jitter)
+            exp_ms = jittered if jittered < cap_ms else cap_ms
         return round(exp_ms * 1000)
 
     def retries(self, outcome: Outcome) -> bool:
