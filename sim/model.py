@@ -249,7 +249,7 @@ class _AllEnded(Event):
         self.env = env
         self.callbacks = []
         self.left = len(gens)
-        cbs: list[Any] | None = getattr(env, "_cbs", None)
+        cbs: list[Any] | None = env._cbs  # type: ignore[attr-defined]  # (an _Env)
         queue = env._queue  # type: ignore[attr-defined]
         if cbs is not None and len(cbs) == 1 and not (queue and queue[0][1] == URGENT):
             # Started here, in order, as their start events would start them: the process
@@ -284,7 +284,7 @@ class _AllEnded(Event):
         running is its event's only one, called by :meth:`_Env.run_out` (not in a task
         started inline), and nothing is due now at ``NORMAL`` or before."""
         env = self.env
-        cbs: list[Any] | None = getattr(env, "_cbs", None)
+        cbs: list[Any] | None = env._cbs  # type: ignore[attr-defined]  # (an _Env)
         if cbs is None or len(cbs) != 1:
             return False
         queue = env._queue  # type: ignore[attr-defined]
@@ -403,6 +403,9 @@ class _World:
         self._quick = tuple(
             provider.quick_decide(st, TTS_KEY if st == 2 else LLM_KEY) for st in range(3)
         )
+        # per (step, foreground): the quick decide of a call's first attempt (:meth:`_request`)
+        quick = self._quick
+        self._first = {k: quick[k[0]] if one else None for k, one in self._bare.items()}
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -652,16 +655,15 @@ class _World:
         """:meth:`call` without a gate, its first attempt decided now (for its caller to wait
         for at once): ``None`` if answered 200 at once, the :class:`_Sleep` to yield if
         answered 200 after it, else the call's generator."""
-        if self._bare[step, fg]:
-            quick = self._quick[step]
-            if quick is not None:
-                dec = quick(cid, order, clip, 0, self.env._now)
-                lat = dec[1]
-                if dec[0] != 200 or lat > self.timeout_us:
-                    return self._call(cid, step, order, clip, fg, stats, None, dec)
-                stats.requests += 1  # (counted before its wait: nothing reads it meanwhile)
-                return _Sleep(self.env, lat) if lat else None
-        return self._call(cid, step, order, clip, fg, stats, None, None)
+        quick = self._first[step, fg]
+        if quick is None:
+            return self._call(cid, step, order, clip, fg, stats, None, None)
+        dec = quick(cid, order, clip, 0, self.env._now)
+        lat = dec[1]
+        if dec[0] != 200 or lat > self.timeout_us:
+            return self._call(cid, step, order, clip, fg, stats, None, dec)
+        stats.requests += 1  # (counted before its wait: nothing reads it meanwhile)
+        return _Sleep(self.env, lat) if lat else None
 
     def _call(
         self,

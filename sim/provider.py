@@ -485,14 +485,19 @@ class Provider:
         d, lo, hi = fixed, fixed.lo, fixed.hi
         tables, full = fixed._admit, self.decide
         # an open or capped key: :meth:`KeyState.decide_open`'s two halves, the limit first (a
-        # full key reads no draw; an open key's cap is never reached); other keys: decide
-        over_cap = ks.over_cap if ks.open or ks.capped else None
-        answer = ks.decide if over_cap is None else ks.admit_open
+        # full key reads no draw); an open key's limit is over_cap without a cap (what ended
+        # leaves, inline); other keys: decide
+        over_cap = ks.over_cap if ks.capped else None
+        answer = ks.admit_open if ks.open or ks.capped else ks.decide
+        ends = ks._ends if ks.open else None
 
         def decide(cid: int, order: int, clip: int, attempt: int, now_us: int) -> Decision:
             if self.force_status or not lo <= cid < hi:
                 return full(new_call((cid, step, order, clip, attempt, api_key)), now_us)
-            if over_cap is not None:
+            if ends is not None:
+                while ends and ends[0] <= now_us:  # :meth:`KeyState.inflight`, inline
+                    heappop(ends)
+            elif over_cap is not None:
                 full_key = over_cap(now_us)
                 if full_key is not None:
                     return full_key

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import fields
+from typing import Any, NamedTuple
 
 from .qoe import qoe_of_run
 from .rules import Counts, RunStatus
@@ -21,11 +21,11 @@ from .schema import SCHEMA_VERSION, RequestRecord, RunResult
 __all__ = ["Timeline", "run_result"]
 
 
-@dataclass(frozen=True)
-class Timeline:
+class Timeline(NamedTuple):
     """What happened to one classroom: ``ready`` (outline order, µs from its start) in the
     order the scenes were added, ``failed`` outline orders, its ``counts``, its final
-    ``status`` and ``end_us``, the loop's end (µs from its start)."""
+    ``status`` and ``end_us``, the loop's end (µs from its start). (A named tuple: one is
+    made per classroom, and a frozen dataclass's ``__init__`` cost 1.5 µs.)"""
 
     ready: Sequence[tuple[int, int]]
     failed: Sequence[int]
