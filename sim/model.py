@@ -838,6 +838,15 @@ class _Classroom:
         gate = None if fg else self.llm_gate  # the ``gate`` policy's: every attempt gated
         return w.call(self.cid, step, i, 0, fg, self.stats, gate)  # its generator
 
+    def _llm(self, step: int, i: int, fg: bool = False) -> Any:
+        """:meth:`llm_call` for a caller that waits for it at once: without a gate, its first
+        attempt decided now (:meth:`_World._request`: ``None`` if answered 200 at once, the
+        :class:`_Sleep` to yield if answered 200 after it, else the call's generator), unless
+        a subclass replaces :meth:`llm_call`; else :meth:`llm_call`'s generator."""
+        if (fg or self.llm_gate is None) and type(self).llm_call is _LLM_CALL:
+            return self.w._request(self.cid, step, i, 0, fg, self.stats)
+        return self.llm_call(step, i, fg)
+
     def frontier(self, i: int) -> None:
         """The scene whose LLM work the loop does or awaits next (the gate keeps it a slot)."""
         gate = self.llm_gate
@@ -847,7 +856,10 @@ class _Classroom:
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions, then every clip; the scene is added on success."""
-        ok = yield from self.llm_call(_ACTIONS, i, fg)
+        got = self._llm(_ACTIONS, i, fg)
+        if type(got) is _Sleep:
+            yield got
+        ok = got is None or type(got) is _Sleep or (yield from got)
         if ok and not fg:
             self.frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
@@ -885,8 +897,10 @@ class _Classroom:
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(_CONTENT, i)
-            if not ok:
+            got = self._llm(_CONTENT, i)
+            if type(got) is _Sleep:
+                yield got
+            elif got is not None and not (yield from got):
                 self.failed.append(i)
                 self.status = RunStatus.PAUSED
                 return
@@ -906,7 +920,10 @@ class _Classroom:
 
             def worker() -> Generator[Event, Any, None]:
                 for i in queue:
-                    ok = yield from self.llm_call(_CONTENT, i)
+                    got = self._llm(_CONTENT, i)
+                    if type(got) is _Sleep:
+                        yield got
+                    ok = got is None or type(got) is _Sleep or (yield from got)
                     done[i].succeed(ok)
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues
@@ -950,6 +967,9 @@ class _Classroom:
         self.frontier(LOOP_DONE)  # the content still queued runs to the end
         pauses = self.w.client.content_failure_pauses
         self.status = final_status(paused, content_failed, pauses)
+
+
+_LLM_CALL = _Classroom.llm_call  # :meth:`_Classroom._llm` stands in only for this one
 
 
 def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[Any]) -> RunResult:
