@@ -70,19 +70,25 @@ class _Batch(Event):
     then each process's resume in arrival order (``items[i]`` is the arrival of the
     process resumed by ``cbs[i + 1]``). The flush decides the arrivals in canonical order
     and keeps only the first one's resume, with its decision as the batch's value; every
-    other process gets an event of its own scheduled with its decision, in that order.
-    That is the order in which one event per arrival, scheduled by the flush, would resume
-    them: nothing is due before the first of those events when the batch fires."""
+    other process would get an event of its own scheduled with its decision, in that
+    order (the order in which one event per arrival, scheduled by the flush, would resume
+    them: nothing is due before the first of those events when the batch fires).
+    :meth:`_World._rest` resumes them from the batch while each such event would be the
+    next one processed, and schedules the rest as those events. An arrival that would be
+    its batch's only one, with the batch the next event processed, is decided at once
+    (:meth:`_World._alone`) and makes no batch."""
+
+    _ok = True  # (class attributes: one store less per event)
+    _value: Any = None
 
     def __init__(self, world: _World, key: bool) -> None:
         env = world.env
         self.env = env
         self.cbs: list[Callable[[Any], None]] = [world._flush]
         self.callbacks = self.cbs
-        self._ok = True
-        self._value = None
         self.key = key
         self.items: list[Call] = []
+        self.rest: list[tuple[Decision, int, Callable[[Any], None]]] = []  # :meth:`_World._rest`
         world.batches[key] = self  # the instant's batch of its key
         heappush(env._queue, (env._now, _BATCH_PRIORITY, next(env._eid), self))
 
@@ -91,22 +97,24 @@ class _Sleep(Event):
     """``env.timeout(delay)`` for a process to yield, without its checks (the same entry in
     the schedule: time, ``NORMAL``, the next event id)."""
 
+    _ok = True  # (class attributes: one store less per event)
+    _value: Any = None
+
     def __init__(self, env: simpy.Environment, delay: int) -> None:
         self.env = env
         self.callbacks = []
-        self._value = None
-        self._ok = True
         heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 class _Timer(Event):
     """:class:`_Sleep` with one callback, ``cb``, instead of a process waiting on it."""
 
+    _ok = True  # (class attributes: one store less per event)
+    _value: Any = None
+
     def __init__(self, env: simpy.Environment, delay: int, cb: Callable[[Event], None]) -> None:
         self.env = env
         self.callbacks = [cb]
-        self._value = None
-        self._ok = True
         heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
 
 
@@ -114,23 +122,28 @@ class _Ready(Event):
     """``Event(env)`` with one callback, ``cb``, succeeded at once with ``value`` (the same
     entry in the schedule as ``succeed``: now, ``NORMAL``, the next event id)."""
 
-    def __init__(self, env: simpy.Environment, value: Any, cb: Callable[[Event], None]) -> None:
+    _ok = True  # (class attributes: one store less per event)
+
+    def __init__(
+        self, env: simpy.Environment, value: Any, cb: Callable[[Event], None], eid: int = -1
+    ) -> None:
         self.env = env
         self.callbacks = [cb]
         self._value = value
-        self._ok = True
-        heappush(env._queue, (env._now, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
+        eid = next(env._eid) if eid < 0 else eid  # type: ignore[attr-defined]  # (or one taken)
+        heappush(env._queue, (env._now, NORMAL, eid, self))  # type: ignore[attr-defined]
 
 
 class _Start(Event):
     """A process's start (as simpy's ``Initialize``): an ``URGENT`` event at the instant it
     is made, whose one callback is the process's resume."""
 
+    _ok = True  # (class attributes: one store less per event)
+    _value: Any = None
+
     def __init__(self, env: simpy.Environment, resume: Callable[[Event], None]) -> None:
         self.env = env
         self.callbacks = [resume]
-        self._value = None
-        self._ok = True
         heappush(env._queue, (env._now, URGENT, next(env._eid), self))  # type: ignore[attr-defined]
 
 
@@ -192,10 +205,12 @@ class _Task:
         env: simpy.Environment,
         gen: Generator[Event, Any, Any],
         ended: Callable[[], None] | None = None,
+        start: bool = True,
     ) -> None:
         self.gen = gen
         self.ended = ended
-        _Start(env, self._resume)
+        if start:  # (else its maker starts it: ``_resume(_STARTED)``)
+            _Start(env, self._resume)
 
     def _resume(self, event: Event) -> None:
         gen = self.gen
@@ -218,29 +233,70 @@ class _Task:
                 return
 
 
+_STARTED = _Start.__new__(_Start)  # a start event already processed (a task started inline)
+
+
 class _AllEnded(Event):
     """Start a task per generator, in order; the event that ``env.all_of`` of their processes
     would be: the last one's end schedules one event, which triggers this one (the same two
     schedulings as a process's end event and the condition; the others' end events had no
     callbacks but the condition's count, so they are not made)."""
 
+    _ok = True  # (class attributes: one store less per event)
+    _value: Any = None
+
     def __init__(self, env: simpy.Environment, gens: list[Generator[Event, Any, Any]]) -> None:
         self.env = env
         self.callbacks = []
-        self._ok = True
-        self._value = None
         self.left = len(gens)
+        cbs: list[Any] | None = env._cbs  # type: ignore[attr-defined]  # (an _Env)
+        queue = env._queue  # type: ignore[attr-defined]
+        if cbs is not None and len(cbs) == 1 and not (queue and queue[0][1] == URGENT):
+            # Started here, in order, as their start events would start them: the process
+            # making the group (which yields it at once) is its event's one callback, and no
+            # other URGENT event is due, so those starts would be the next events processed.
+            # A group made meanwhile by these tasks gets start events (as SimPy's would).
+            env._cbs = None  # type: ignore[attr-defined]
+            for gen in gens:
+                _Task(env, gen, self._ended, False)._resume(_STARTED)
+            env._cbs = cbs  # type: ignore[attr-defined]
+            return
         for gen in gens:
             _Task(env, gen, self._ended)
 
     def _ended(self) -> None:
         self.left -= 1
         if self.left == 0:
-            _Timer(self.env, 0, self._relay)  # the last process's end event
+            if self._next():  # the end event and then this one would be the next processed
+                self._fire()
+            else:
+                _Timer(self.env, 0, self._relay)  # the last process's end event
 
     def _relay(self, _ev: Event) -> None:
-        env = self.env  # this event triggered: scheduled now, as ``succeed`` does
-        heappush(env._queue, (env._now, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
+        if self._next():  # (the end event has no other callback)
+            self._fire()
+        else:  # this event triggered: scheduled now, as ``succeed`` does
+            env = self.env
+            heappush(env._queue, (env._now, NORMAL, next(env._eid), self))  # type: ignore[attr-defined]
+
+    def _next(self) -> bool:
+        """Whether an event scheduled now would be the next one processed: the callback
+        running is its event's only one, called by :meth:`_Env.run_out` (not in a task
+        started inline), and nothing is due now at ``NORMAL`` or before."""
+        env = self.env
+        cbs: list[Any] | None = env._cbs  # type: ignore[attr-defined]  # (an _Env)
+        if cbs is None or len(cbs) != 1:
+            return False
+        queue = env._queue  # type: ignore[attr-defined]
+        return not (queue and queue[0][0] == env._now and queue[0][1] <= NORMAL)
+
+    def _fire(self) -> None:
+        """Process this event here, as :meth:`_Env.run_out` would when it comes next: one
+        or two schedulings less."""
+        callbacks, self.callbacks = self.callbacks, None  # type: ignore[assignment]
+        self.env._cbs = callbacks  # type: ignore[attr-defined]
+        for callback in callbacks:
+            callback(self)
 
 
 _Fetch = tuple[int, int, int | None, int, Counts | None]
@@ -272,31 +328,49 @@ class _Env(simpy.Environment):
     The model's times are whole µs: ``_now`` is always an ``int``."""
 
     _now: int  # type: ignore[assignment]
+    _cbs: list[Any] | None = None  # the callbacks being called by :meth:`run_out` (else None)
 
     def run_out(self) -> None:
         queue = self._queue
         pop = heapq.heappop
-        while queue:
-            self._now, _, _, event = pop(queue)  # type: ignore[assignment]  # int times
-            callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
-            for callback in callbacks:
-                callback(event)
-            if not event._ok and not hasattr(event, "_defused"):
-                exc = type(event._value)(*event._value.args)
-                exc.__cause__ = event._value
-                raise exc
+        try:
+            while queue:
+                self._now, _, _, event = pop(queue)  # type: ignore[assignment]  # int times
+                callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+                self._cbs = callbacks
+                for callback in callbacks:
+                    callback(event)
+                if not event._ok and not hasattr(event, "_defused"):
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    raise exc
+        finally:
+            self._cbs = None
+
+
+def _answered(sleep: _Sleep) -> Generator[Event, Any, bool]:
+    """A call answered 200 at once: its wait for the answer (:meth:`_World.call`)."""
+    yield sleep
+    return True
+
+
+def _ANSWERED_NOW() -> Generator[Event, Any, bool]:
+    """A call answered 200 with no latency: nothing to wait for."""
+    return True
+    yield  # a generator
 
 
 _Policies = dict[tuple[int, bool], RetryPolicy]
 _Singles = dict[tuple[int, bool], bool]
-_Tables = tuple[_Policies, _Policies, tuple[bool, ...], tuple[bool, ...], _Singles]
+_Tables = tuple[_Policies, _Policies, tuple[bool, ...], tuple[bool, ...], _Singles, _Singles]
 
 
 def _tables(scenario: Scenario, provider: Provider) -> _Tables:
     """A world's fixed tables, per step (0 content, 1 actions, 2 tts) and foreground: the
     route's and the client's retry policies; per step, whether its key is limited and
     whether a client's abort frees its slot; per step and foreground, whether a request is
-    one provider attempt (no route retries, no shared capacity) (a run's worlds share them)."""
+    one provider attempt (no route retries, no shared capacity), and whether it is one on a
+    key whose arrivals are not batched (a run's worlds share them)."""
     client = scenario.client
     fgs = (False, True)
     route = {(st, fg): client.route_policy(st, fg) for st in range(3) for fg in fgs}
@@ -305,7 +379,8 @@ def _tables(scenario: Scenario, provider: Provider) -> _Tables:
     frees = tuple(provider.frees_on_disconnect(st) for st in range(3))
     shared = (scenario.quota_llm.shared, scenario.quota_llm.shared, scenario.quota_tts.shared)
     single = {k: route[k].max_retries == 0 and not shared[k[0]] for k in route}
-    return route, own, limited, frees, single
+    bare = {k: one and not limited[k[0]] for k, one in single.items()}
+    return route, own, limited, frees, single, bare
 
 
 class _World:
@@ -323,11 +398,14 @@ class _World:
         self._direct = self._shape == ErrorShape.DIRECT  # only then a Retry-After
         self._seen_of: dict[tuple[int, int], tuple[int, bool]] = {}  # :meth:`_seen`'s
         tables = _tables(scenario, provider) if tables is None else tables
-        self._route, self._client, self._limited, self._frees, self._single = tables
+        self._route, self._client, self._limited, self._frees, self._single, self._bare = tables
         # per step: Provider.quick_decide for its key (None where it does not apply)
         self._quick = tuple(
             provider.quick_decide(st, TTS_KEY if st == 2 else LLM_KEY) for st in range(3)
         )
+        # per (step, foreground): the quick decide of a call's first attempt (:meth:`_request`)
+        quick = self._quick
+        self._first = {k: quick[k[0]] if one else None for k, one in self._bare.items()}
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -386,8 +464,28 @@ class _World:
         first = ranked[0]
         batch._value = decide(items[first], now)
         cbs.append(resumes[first])
-        for i in ranked[1:]:  # each an event succeeded now with its decision
-            _Ready(env, decide(items[i], now), resumes[i])
+        # each other one: its decision, and the id of the event succeeded now with it that
+        # would resume it (taken here, in the same order); :meth:`_rest` resumes them
+        eid = env._eid  # type: ignore[attr-defined]
+        batch.rest = [(decide(items[i], now), next(eid), resumes[i]) for i in ranked[1:]]
+        cbs.append(self._rest)
+
+    def _rest(self, batch: Event) -> None:
+        """Resume a batch's other arrivals in order (:meth:`_flush`), each here while its
+        event would be the next one processed (nothing due before it: no ``URGENT`` event
+        made by those resumed, no event of an earlier id), else from that event itself,
+        scheduled with the id it would have had, with the others after it."""
+        assert isinstance(batch, _Batch)
+        env = self.env
+        queue, now = env._queue, env._now  # type: ignore[attr-defined]
+        rest = batch.rest
+        for j, (dec, eid, resume) in enumerate(rest):
+            if queue and queue[0] < (now, NORMAL, eid):
+                for dec, eid, resume in rest[j:]:
+                    _Ready(env, dec, resume, eid)
+                return
+            batch._value = dec
+            resume(batch)
 
     def _decide(self, call: Call, now_us: int) -> Decision:
         """The provider's decision on an arrival (:meth:`Provider.quick_decide` where it
@@ -397,10 +495,41 @@ class _World:
             return self.provider.decide(call, now_us)
         return quick(call[0], call[2], call[3], call[4], now_us)
 
-    def _arrive(self, call: Call) -> _Batch:
-        """A request's arrival on a limited key: the instant's batch that decides it
-        (:meth:`_flush`), for the process to yield at once. A batch per key: the model's
-        calls use one LLM key and one TTS key, so per kind of step."""
+    def _arrival(self, cid: int, step: int, order: int, clip: int, attempt: int) -> Any:
+        """A request's arrival on a limited key: its decision if it is alone (:meth:`_alone`),
+        else the instant's batch that decides it, for the process to yield at once."""
+        alone = self._alone()
+        quick = self._quick[step] if alone else None
+        if quick is not None:  # :meth:`_decide`, without a call tuple
+            return quick(cid, order, clip, attempt, self.env._now)
+        call = new_call((cid, step, order, clip, attempt, TTS_KEY if step == 2 else LLM_KEY))
+        if alone:
+            return self.provider.decide(call, self.env._now)
+        tts = step == 2  # :meth:`_arrive`, inline
+        batch = self.batches.get(tts) or _Batch(self, tts)
+        batch.items.append(call)
+        return batch
+
+    def _alone(self) -> bool:
+        """Whether an arrival on a limited key now would be its batch's only one, and the
+        batch the next event processed, its flush resuming the process at once: the process
+        runs as its event's only callback (called by :meth:`_Env.run_out`, not in a task
+        started inline) and nothing else is due now (no batch either). The process may then
+        take its decision at once (:meth:`_decide`, as the flush would): one event less."""
+        env = self.env
+        cbs = env._cbs
+        if cbs is None or len(cbs) != 1:
+            return False
+        queue = env._queue
+        return not (queue and queue[0][0] == env._now)
+
+    def _arrive(self, call: Call) -> Any:
+        """A request's arrival on a limited key: its decision if it is alone (:meth:`_alone`),
+        else the instant's batch that decides it (:meth:`_flush`), for the process to yield
+        at once. A batch per key: the model's calls use one LLM key and one TTS key, so per
+        kind of step."""
+        if self._alone():
+            return self._decide(call, self.env._now)
         tts = call[1] == 2
         batch = self.batches.get(tts) or _Batch(self, tts)
         batch.items.append(call)
@@ -423,7 +552,11 @@ class _World:
         while True:
             call = new_call((cid, step, order, clip, n, key))
             n += 1
-            dec: Decision = (yield self._arrive(call)) if limited else decide(call, env._now)
+            if limited:
+                got = self._arrive(call)
+                dec: Decision = (yield got) if type(got) is _Batch else got
+            else:
+                dec = decide(call, env._now)
             lat = dec[1]  # latency_us
             if lat == PENDING:
                 dec = yield from self._served(dec, deadline)
@@ -505,10 +638,48 @@ class _World:
         """One step call with the client's retries (:class:`sim.rules.CallMachine`); True on
         success. A call with an adaptive gate tells it of every 429 and of its success; under
         the ``gate`` policy every attempt passes the gate at its rank (outline order, step,
-        clip) and a 429 re-queues it there instead of spending the retry budget."""
+        clip) and a 429 re-queues it there instead of spending the retry budget.
+
+        Callers ``yield from`` it at once. A call without a gate whose request is one attempt
+        on a key without limits is decided here, as :meth:`_call` would decide it first:
+        answered 200 in time, it is only that answer's wait (no call generator); else
+        :meth:`_call` goes on from that decision."""
+        if gate is None:
+            got = self._request(cid, step, order, clip, fg, stats)
+            if got is None:
+                return _ANSWERED_NOW()
+            return _answered(got) if type(got) is _Sleep else got
+        return self._call(cid, step, order, clip, fg, stats, gate, None)
+
+    def _request(self, cid: int, step: int, order: int, clip: int, fg: bool, stats: Counts) -> Any:
+        """:meth:`call` without a gate, its first attempt decided now (for its caller to wait
+        for at once): ``None`` if answered 200 at once, the :class:`_Sleep` to yield if
+        answered 200 after it, else the call's generator."""
+        quick = self._first[step, fg]
+        if quick is None:
+            return self._call(cid, step, order, clip, fg, stats, None, None)
+        dec = quick(cid, order, clip, 0, self.env._now)
+        lat = dec[1]
+        if dec[0] != 200 or lat > self.timeout_us:
+            return self._call(cid, step, order, clip, fg, stats, None, dec)
+        stats.requests += 1  # (counted before its wait: nothing reads it meanwhile)
+        return _Sleep(self.env, lat) if lat else None
+
+    def _call(
+        self,
+        cid: int,
+        step: int,
+        order: int,
+        clip: int,
+        fg: bool,
+        stats: Counts,
+        gate: _SimGate | None,
+        first: Decision | None,
+    ) -> Generator[Event, Any, bool]:
+        """:meth:`call`'s generator; ``first``: its first attempt's decision, made by it."""
         held = gate if gate is not None and gate.core.policy is Policy.GATE else None
         machine: CallMachine | None = None  # made at the first attempt it must judge
-        rank = (order, step, clip)
+        rank = (order, step, clip) if gate is not None else ()
         n, env = 0, self.env
         single = self._single[step, fg]  # a request is one attempt: :meth:`fetch`, inline
         limited, key = self._limited[step], TTS_KEY if step == 2 else LLM_KEY
@@ -522,15 +693,14 @@ class _World:
                 deadline = env._now + self.timeout_us
                 call = None
                 if quick is not None:  # a key without limits: no call tuple, no batch
-                    dec: Decision = quick(cid, order, clip, n, env._now)
+                    dec = quick(cid, order, clip, n, env._now) if first is None else first
+                    first = None  # (the first decided by :meth:`call`, if given)
+                elif limited:
+                    got = self._arrival(cid, step, order, clip, n)
+                    dec = (yield got) if type(got) is _Batch else got
                 else:
                     call = new_call((cid, step, order, clip, n, key))
-                    if limited:  # :meth:`_arrive`, inline
-                        batch = self.batches.get(step == 2) or _Batch(self, step == 2)
-                        batch.items.append(call)
-                        dec = yield batch
-                    else:
-                        dec = self.provider.decide(call, env._now)
+                    dec = self.provider.decide(call, env._now)
                 n += 1
                 now = env._now
                 lat = dec[1]  # latency_us
@@ -608,8 +778,10 @@ class _World:
             return oks[0]
         if tts_c <= 1 or k == 1:  # one worker: the clips in order, in this process
             for clip in range(k):
-                ok = yield from self.call(cid, _TTS, order, clip, fg, stats)
-                if not ok:
+                got = self._request(cid, _TTS, order, clip, fg, stats)  # :meth:`call`'s
+                if type(got) is _Sleep:
+                    yield got
+                elif got is not None and not (yield from got):
                     oks[0] = False
             return oks[0]
         # A bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
@@ -619,8 +791,10 @@ class _World:
             while nxt[0] < k:
                 clip = nxt[0]
                 nxt[0] += 1
-                ok = yield from self.call(cid, _TTS, order, clip, fg, stats)
-                if not ok:
+                got = self._request(cid, _TTS, order, clip, fg, stats)  # :meth:`call`'s
+                if type(got) is _Sleep:
+                    yield got
+                elif got is not None and not (yield from got):
                     oks[0] = False
 
         yield _AllEnded(env, [worker() for _ in range(min(tts_c, k))])
@@ -664,6 +838,15 @@ class _Classroom:
         gate = None if fg else self.llm_gate  # the ``gate`` policy's: every attempt gated
         return w.call(self.cid, step, i, 0, fg, self.stats, gate)  # its generator
 
+    def _llm(self, step: int, i: int, fg: bool = False) -> Any:
+        """:meth:`llm_call` for a caller that waits for it at once: without a gate, its first
+        attempt decided now (:meth:`_World._request`: ``None`` if answered 200 at once, the
+        :class:`_Sleep` to yield if answered 200 after it, else the call's generator), unless
+        a subclass replaces :meth:`llm_call`; else :meth:`llm_call`'s generator."""
+        if (fg or self.llm_gate is None) and type(self).llm_call is _LLM_CALL:
+            return self.w._request(self.cid, step, i, 0, fg, self.stats)
+        return self.llm_call(step, i, fg)
+
     def frontier(self, i: int) -> None:
         """The scene whose LLM work the loop does or awaits next (the gate keeps it a slot)."""
         gate = self.llm_gate
@@ -673,7 +856,10 @@ class _Classroom:
 
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions, then every clip; the scene is added on success."""
-        ok = yield from self.llm_call(_ACTIONS, i, fg)
+        got = self._llm(_ACTIONS, i, fg)
+        if type(got) is _Sleep:
+            yield got
+        ok = got is None or type(got) is _Sleep or (yield from got)
         if ok and not fg:
             self.frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
@@ -711,8 +897,10 @@ class _Classroom:
 
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
-            ok = yield from self.llm_call(_CONTENT, i)
-            if not ok:
+            got = self._llm(_CONTENT, i)
+            if type(got) is _Sleep:
+                yield got
+            elif got is not None and not (yield from got):
                 self.failed.append(i)
                 self.status = RunStatus.PAUSED
                 return
@@ -732,7 +920,10 @@ class _Classroom:
 
             def worker() -> Generator[Event, Any, None]:
                 for i in queue:
-                    ok = yield from self.llm_call(_CONTENT, i)
+                    got = self._llm(_CONTENT, i)
+                    if type(got) is _Sleep:
+                        yield got
+                    ok = got is None or type(got) is _Sleep or (yield from got)
                     done[i].succeed(ok)
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues
@@ -776,6 +967,9 @@ class _Classroom:
         self.frontier(LOOP_DONE)  # the content still queued runs to the end
         pauses = self.w.client.content_failure_pauses
         self.status = final_status(paused, content_failed, pauses)
+
+
+_LLM_CALL = _Classroom.llm_call  # :meth:`_Classroom._llm` stands in only for this one
 
 
 def _result(cr: _Classroom, seed: int, tenants: int, tenant: int, log: Sequence[Any]) -> RunResult:

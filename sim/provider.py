@@ -134,38 +134,29 @@ class KeyState:
     def __init__(self, quota: Quota) -> None:
         self.quota = quota
         self._ends: list[int] = []
-        self.cap = quota.bucket_capacity
+        q = quota
+        (
+            self.cap,
+            self.rate_per_us,
+            self.ra_ms,
+            self.p_fault,
+            self.open,
+            self.plain,
+            self.quick,
+            self.capped,
+            self.cap_n,
+            (tokens, per_second, shared, limits),
+        ) = _constants(q)
         self.tokens = self.cap
         self.last_us = 0
-        self.rate_per_us = quota.rpm / 60e6
-        q = quota
-        self.ra_ms = None if q.retry_after_s is None else round(q.retry_after_s * 1000)
-        self.p_fault = q.p_reset + q.p_stall + q.p_truncate
-        self.buckets = (
-            TokenBuckets(q.tpm, q.itpm, q.otpm, q.token_refund) if q.tokens_limited else None
-        )
-        self.window = SecondWindow(q.rpm) if q.rpm_per_second else None
+        self.buckets = TokenBuckets(q.tpm, q.itpm, q.otpm, q.token_refund) if tokens else None
+        self.window = SecondWindow(q.rpm) if per_second else None
         self.core = (
             SharedCore(q.throughput, q.parallel, q.max_queue, round(q.max_hold_s * 1e6))
-            if q.shared
+            if shared
             else None
         )
-        self.extras = KeyLimits(q) if has_limits(q) else None  # issue 21 (sim.faults)
-        # no admission limit: the decision depends on the call's draws alone (and the
-        # in-flight count it reports); ``plain``: nor any random answer, every request a 200
-        self.open = not (q.max_inflight or q.rpm > 0) and (
-            self.buckets,
-            self.window,
-            self.core,
-            self.extras,
-        ) == (None, None, None, None)
-        self.plain = self.open and not (q.p_429 or q.p_5xx or self.p_fault > 0)
-        # no token buckets nor shared capacity: :meth:`Provider.decide` has nothing to add
-        self.quick = self.buckets is None and self.core is None
-        # the in-flight cap is the only limit: :meth:`decide_open` with the cap ``cap_n``
-        no_limit = (self.buckets, self.window, self.core, self.extras) == (None, None, None, None)
-        self.capped = bool(q.max_inflight) and not q.rpm > 0 and no_limit
-        self.cap_n = q.max_inflight if self.capped else sys.maxsize
+        self.extras = KeyLimits(q) if limits else None  # issue 21 (sim.faults)
 
     def inflight(self, now_us: int) -> int:
         ends = self._ends
@@ -341,6 +332,41 @@ class KeyState:
         return RateInfo(*req, *tok)
 
 
+_Constants = tuple[
+    float, float, int | None, float, bool, bool, bool, bool, int, tuple[bool, bool, bool, bool]
+]
+_CONSTANTS: dict[int, tuple[Quota, _Constants]] = {}  # by id(quota), the quota kept alive
+
+
+def _constants(q: Quota) -> _Constants:
+    """A :class:`KeyState`'s constants for quota ``q`` (made once per quota object: a run's
+    provider makes its key states anew): bucket capacity, refill per µs, Retry-After in ms,
+    fault probability, ``open``, ``plain``, ``quick``, ``capped``, ``cap_n``, and whether it
+    has token buckets, a per-second window, a shared capacity, issue 21's limits."""
+    got = _CONSTANTS.get(id(q))
+    if got is not None and got[0] is q:
+        return got[1]
+    p_fault = q.p_reset + q.p_stall + q.p_truncate
+    kinds = (q.tokens_limited, bool(q.rpm_per_second), q.shared, has_limits(q))
+    no_limit = not any(kinds)  # no token buckets, window, shared capacity, extras
+    # no admission limit: the decision depends on the call's draws alone (and the
+    # in-flight count it reports); ``plain``: nor any random answer, every request a 200
+    is_open = not (q.max_inflight or q.rpm > 0) and no_limit
+    plain = is_open and not (q.p_429 or q.p_5xx or p_fault > 0)
+    # no token buckets nor shared capacity: :meth:`Provider.decide` has nothing to add
+    quick = not kinds[0] and not kinds[2]
+    # the in-flight cap is the only limit: :meth:`decide_open` with the cap ``cap_n``
+    capped = bool(q.max_inflight) and not q.rpm > 0 and no_limit
+    cap_n = q.max_inflight if capped else sys.maxsize
+    ra_ms = None if q.retry_after_s is None else round(q.retry_after_s * 1000)
+    made = (q.bucket_capacity, q.rpm / 60e6, ra_ms, p_fault, is_open, plain, quick, capped)
+    consts: _Constants = (*made, cap_n, kinds)
+    if len(_CONSTANTS) >= 4096:
+        _CONSTANTS.clear()
+    _CONSTANTS[id(q)] = (q, consts)
+    return consts
+
+
 QuickDecide = Callable[[int, int, int, int, int], Decision]
 """(cid, order, clip, attempt, now_us) -> the decision (:meth:`Provider.quick_decide`)."""
 _NO_NEED = ((0, 0), 0)  # no token buckets: no estimate, no output tokens
@@ -458,13 +484,20 @@ class Provider:
         assert ks.quick
         d, lo, hi = fixed, fixed.lo, fixed.hi
         tables, full = fixed._admit, self.decide
-        answer = ks.decide_open if ks.open or ks.capped else ks.decide
-        capped, over_cap = ks.capped, ks.over_cap
+        # an open or capped key: :meth:`KeyState.decide_open`'s two halves, the limit first (a
+        # full key reads no draw); an open key's limit is over_cap without a cap (what ended
+        # leaves, inline); other keys: decide
+        over_cap = ks.over_cap if ks.capped else None
+        answer = ks.admit_open if ks.open or ks.capped else ks.decide
+        ends = ks._ends if ks.open else None
 
         def decide(cid: int, order: int, clip: int, attempt: int, now_us: int) -> Decision:
             if self.force_status or not lo <= cid < hi:
                 return full(new_call((cid, step, order, clip, attempt, api_key)), now_us)
-            if capped:  # :meth:`KeyState.decide_open`'s limit first: a full key reads no draw
+            if ends is not None:
+                while ends and ends[0] <= now_us:  # :meth:`KeyState.inflight`, inline
+                    heappop(ends)
+            elif over_cap is not None:
                 full_key = over_cap(now_us)
                 if full_key is not None:
                     return full_key
