@@ -238,12 +238,14 @@ def _wi(P: I64, ws: int, pid: int, field: int) -> int:
 
 
 @_leaf
-def _round_draws(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: int) -> bool:
-    """Whether every draw the round at ``now`` may read is there (else they are asked for)."""
+def _round_draws(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, m: int) -> bool:
+    """Whether every draw the round may read is there (else they are asked for): the ``m``
+    callers due now are listed in ``W`` (:func:`_run`)."""
     ok = True
-    for j in range(P[P_S]):
+    for i in range(m):
+        j = W[4 + 5 * P[P_S] + i]
         ph = S[r, j, F_PH]
-        if S[r, j, F_WAKE] != now or ph == IDLE:
+        if ph == IDLE:
             continue
         step = S[r, j, F_STEP]
         key, si = _key(step), _si(step)
@@ -510,14 +512,19 @@ def _batch(
     """The ``m`` arrivals ``js`` on limited key ``key`` at one instant, in arrival order:
     each sees the slots the earlier ones took; an arrival below the cap takes one unless a
     random 429; it holds it to its end (ends at ``t`` are free for arrivals at ``t``)."""
-    for a in range(1, m):  # insertion sort by arrival order (a few callers)
+    keys = W[4 + 4 * P[P_S] : 4 + 5 * P[P_S]]  # free while a batch is decided
+    for a in range(m):
+        keys[a] = _canon(P, F, T, S, R, W, L, r, js[a])
+    for a in range(1, m):  # insertion sort by arrival order (a few callers; a total order)
         x = js[a]
-        cx = _canon(P, F, T, S, R, W, L, r, x)
+        cx = keys[a]
         b = a - 1
-        while b >= 0 and _canon(P, F, T, S, R, W, L, r, js[b]) > cx:
+        while b >= 0 and keys[b] > cx:
             js[b + 1] = js[b]
+            keys[b + 1] = keys[b]
             b -= 1
         js[b + 1] = x
+        keys[b + 1] = cx
     cap = P[P_CAP0 + key]
     t = R[r, R_NOW]
     n0 = 0
@@ -543,7 +550,7 @@ def _batch(
 # -- the client -------------------------------------------------------------------------
 
 
-@_jit
+@_leaf
 def _client(
     P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: int, status: int, ra: int
 ) -> bool:
@@ -910,30 +917,27 @@ def _pass(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: i
 
 
 @_leaf
-def _sort(a: I64, n: int) -> None:
-    """``a[:n]`` ascending (insertion sort: a few slots)."""
-    for i in range(1, n):
-        x = a[i]
-        b = i - 1
-        while b >= 0 and a[b] > x:
-            a[b + 1] = a[b]
-            b -= 1
-        a[b + 1] = x
-
-
-@_jit
-def _round(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: int) -> None:
+def _round(
+    P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: int, due: int
+) -> None:
     """One round at ``now``: the zero-time work, then the batch of arrivals on limited keys
-    in arrival order (answers given at once, 429s, make the next round at the same instant)."""
+    in arrival order (answers given at once, 429s, make the next round at the same instant).
+    ``due`` >= 0: the first pass's callers are listed in ``W`` (:func:`_run`)."""
     sj = W[4 + P[P_S] : 4 + 4 * P[P_S]]
     s = P[P_S]
     while R[r, R_STAGE] == ST_RUN:
         m = 0
-        for j in range(s):
-            if S[r, j, F_WAKE] == now:
-                W[4 + 5 * P[P_S] + m] = j
-                W[4 + 5 * P[P_S] + s + m] = S[r, j, F_PH]
-                m += 1
+        if due >= 0:
+            m = due
+            due = -1
+            for a in range(m):
+                W[4 + 5 * P[P_S] + s + a] = S[r, W[4 + 5 * P[P_S] + a], F_PH]
+        else:
+            for j in range(s):
+                if S[r, j, F_WAKE] == now:
+                    W[4 + 5 * P[P_S] + m] = j
+                    W[4 + 5 * P[P_S] + s + m] = S[r, j, F_PH]
+                    m += 1
         if m == 0:
             break
         _pass(P, F, T, S, R, W, L, r, now, m)
@@ -944,7 +948,6 @@ def _round(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: 
     js = sj[s : 2 * s]
     for a in range(n):
         js[a] = W[4 + a]
-    _sort(js, n)
     mine = sj[2 * s :]
     for key in range(2):
         m = 0
@@ -958,7 +961,8 @@ def _round(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: 
 
 @_leaf
 def _begin(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int) -> None:
-    """Time 0: the run's state, then the foreground first scene's content, or the loop."""
+    """Time 0: the run's state, then the foreground first scene's content, or the loop (the
+    rest of time 0 is :func:`_run`'s first round)."""
     cdone = R[:, NR : NR + P[P_N]]
     ready = R[:, NR + P[P_N] : NR + 2 * P[P_N]]
     failed = R[:, NR + 2 * P[P_N] : NR + 3 * P[P_N]]
@@ -980,27 +984,38 @@ def _begin(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int) -> No
     else:
         _loop_start(P, F, T, S, R, W, L, r)
     _advance(P, F, T, S, R, W, L, r)
-    _round(P, F, T, S, R, W, L, r, 0)  # the rest of time 0
 
 
 @_jit
 def _run(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int) -> bool:
     """Run ``r`` from where it stands to its end (True), or to a round that needs draws not
     drawn yet (False: suspended, the draws listed)."""
-    if R[r, R_STAGE] == ST_NEW:
+    fresh = R[r, R_STAGE] == ST_NEW
+    if fresh:
         _begin(P, F, T, S, R, W, L, r)
     s = P[P_S]
     while R[r, R_STAGE] == ST_RUN:
+        if fresh:  # the rest of time 0 (its draws, attempt 0, are all there)
+            fresh = False
+            _round(P, F, T, S, R, W, L, r, 0, -1)
+            continue
         now = INF
-        for j in range(s):
-            now = min(now, S[r, j, F_WAKE])
+        m = 0
+        for j in range(s):  # the next instant, and the callers due then (in slot order)
+            wake = S[r, j, F_WAKE]
+            if wake < now:
+                now = wake
+                m = 0
+            if wake == now:
+                W[4 + 5 * P[P_S] + m] = j
+                m += 1
         if now >= INF:
             R[r, R_STAGE] = ST_DONE
             break
         R[r, R_NOW] = now
-        if P[P_CHAIN] == 0 and not _round_draws(P, F, T, S, R, W, L, r, now):
+        if P[P_CHAIN] == 0 and not _round_draws(P, F, T, S, R, W, L, r, m):
             return False
-        _round(P, F, T, S, R, W, L, r, now)
+        _round(P, F, T, S, R, W, L, r, now, m)
     return True
 
 
