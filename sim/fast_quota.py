@@ -154,28 +154,21 @@ def _status_of(q: Quota) -> I64:
     return np.array([200, 429, q.status_5xx, RESET, 200, TRUNCATED], dtype=np.int64)
 
 
-def _codes(q: Quota, d: Draws, step: int, a: int) -> NDArray[np.int8]:
+def _codes(q: Quota, d: Draws, step: int, a: int, code: NDArray[np.generic]) -> None:
     """Attempt ``a`` of ``step``: each cell's code, from its 429, 5xx and fault uniforms
-    (the comparisons of :meth:`KeyState.decide`, in its order)."""
-    rand = d.fault_u(step, a, KIND_429) < q.p_429 if q.p_429 else None
-    shape = (d.hi - d.lo, d.n * d.kmax if step == Step.TTS else d.n)
-    code = np.zeros(shape, dtype=np.int8)
-    ok = np.ones(shape, dtype=bool) if rand is None else ~rand
-    if q.p_5xx:
-        five = ok & (d.fault_u(step, a, KIND_5XX) < q.p_5xx)
-        code[five] = C_5XX
-        ok &= ~five
+    (the comparisons of :meth:`KeyState.decide`: a random 429, else a 5xx, else a reset, a
+    stall or a truncated body, by the fault uniform's band), written into ``code`` (runs,
+    columns): the lower in that order written first, each later one over it."""
+    code[...] = C_OK
     if q.faulty:
         uf = d.fault_u(step, a, KIND_FAULT)
-        hit = ok & (uf < q.p_reset + q.p_stall + q.p_truncate)
-        reset = hit & (uf < q.p_reset)
-        stall = hit & ~reset & (uf < q.p_reset + q.p_stall)
-        code[reset] = C_RESET
-        code[stall] = C_STALL
-        code[hit & ~reset & ~stall] = C_TRUNC
-    if rand is not None:
-        code[rand] = C_RAND
-    return code
+        np.copyto(code, C_TRUNC, where=uf < q.p_reset + q.p_stall + q.p_truncate)
+        np.copyto(code, C_STALL, where=uf < q.p_reset + q.p_stall)
+        np.copyto(code, C_RESET, where=uf < q.p_reset)
+    if q.p_5xx:
+        np.copyto(code, C_5XX, where=d.fault_u(step, a, KIND_5XX) < q.p_5xx)
+    if q.p_429:
+        np.copyto(code, C_RAND, where=d.fault_u(step, a, KIND_429) < q.p_429)
 
 
 @dataclass(frozen=True)
@@ -364,26 +357,29 @@ class _Tables:
         d = self.d
         step = self.steps[key][si]
         if kind == 0 and key == 1 and self.cellwise:
-            self.tts_cells(a, np.arange(self.slab, dtype=np.int64))
+            self.tts_cells(a, None)
             return
         if kind == 0:
             self.view(0, key, si, a)[...] = d.latency_us(step, a)
         elif kind == 1:
-            self.view(1, key, si, a)[...] = _codes(self.cell.quota[key], d, step, a)
+            _codes(self.cell.quota[key], d, step, a, self.view(1, key, si, a))
         else:
             self.view(2, key, si, a)[...] = d.jitter_u(step, a)
         self.have[kind, key, si, a] = 1
 
-    def tts_cells(self, a: int, cells: I64) -> None:
+    def tts_cells(self, a: int, cells: I64 | None) -> None:
         """:meth:`Draws.latency_us` of TTS attempt ``a`` at ``cells`` (flat indices into its
-        (runs, columns)): the same elementwise quantiles, on those cells."""
+        (runs, columns); None: every cell): the same elementwise quantiles, on those cells."""
         lat = self.lat[1].reshape(-1, self.slab)[a]
-        if self.have[0, 1, 0, a] != 1:
-            lat[...] = -1
-            self.have[0, 1, 0, a] = 1
         d = self.d
         u = d.uniforms((_TTS, a, KIND_LATENCY), self.slab // self.reps).reshape(-1)
-        lat[cells] = seconds_to_us(d.scenario.tts.quantile(u.take(cells)))
+        if cells is None:
+            lat[...] = seconds_to_us(d.scenario.tts.quantile(u))
+        else:
+            if self.have[0, 1, 0, a] != 1:
+                lat[...] = -1
+            lat[cells] = seconds_to_us(d.scenario.tts.quantile(u.take(cells)))
+        self.have[0, 1, 0, a] = 1
 
     def first(self, everything: bool) -> None:
         """What the loop reads without asking: every attempt 0; the jitter of a first retry
@@ -414,22 +410,20 @@ class _Tables:
     def fill(self, needs: I64) -> None:
         """Draw what suspended runs wait for (rows: table, key, step, attempt, flat cell; a
         whole table is asked for once, a TTS latency drawn cell by cell once per cell)."""
-        cells = []
-        for kind, key, si, a, at in needs.tolist():
-            if kind == 0 and key == 1 and self.cellwise:
-                cells.append(at)
-            else:
-                self.draw(kind, key, si, a)
-        if not cells:
+        cellwise = (needs[:, 0] == 0) & (needs[:, 1] == 1) if self.cellwise else None
+        whole = needs if cellwise is None else needs[~cellwise]
+        for kind, key, si, a, _ in whole.tolist():
+            self.draw(kind, key, si, a)
+        if cellwise is None or not cellwise.any():
             return
-        at = np.array(cells, dtype=np.int64)
+        at = needs[cellwise, 4]
         tops = at // self.slab
-        attempts = set(tops.tolist())
-        for a in attempts:
-            mine = at[tops == a] if len(attempts) > 1 else at
+        for a in np.unique(tops).tolist():
+            mine = at[tops == a]
             if len(mine) * _WHOLE >= self.reps:  # most runs wait: the whole attempt at once
-                mine = np.arange(a * self.slab, (a + 1) * self.slab, dtype=np.int64)
-            self.tts_cells(a, mine - a * self.slab)
+                self.tts_cells(a, None)
+            else:
+                self.tts_cells(a, mine - a * self.slab)
 
 
 def _ctx(cell: _Cell, tb: _Tables, d: Draws, records: bool, logcap: int) -> Ctx:
