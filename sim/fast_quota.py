@@ -60,8 +60,21 @@ from .config import RunConfig
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, KIND_LATENCY, Draws, seconds_to_us
 from .errors import UserError
 from .fast import STATUSES, FastRuns, _Counters
+from .fast_quota_codes import (
+    C_5XX,
+    C_OK,
+    C_RAND,
+    C_RESET,
+    C_STALL,
+    C_TRUNC,
+    RANK_ACTIONS_FIRST,
+    RANK_IN_ORDER,
+    REASONS,
+    RESET,
+    TRUNCATED,
+    TTS,
+)
 from .faults import has_limits
-from .provider import RESET, TRUNCATED
 from .qoe import qoe_us
 from .rules import (
     Mode,
@@ -93,9 +106,7 @@ __all__ = [
 I64 = NDArray[np.int64]
 B = NDArray[np.bool_]
 F64 = NDArray[np.float64]
-REASONS = ("ok", "5xx", "inflight", "random", "reset", "stall", "truncated")
 _KEYS = ("llm-key", "tts-key")
-_TTS = int(Step.TTS)
 _T = TypeVar("_T", bound=np.generic)
 _WHOLE = 8  # a TTS retry attempt is drawn whole when 1 run in _WHOLE waits for one of its cells
 _LOG_ROWS_PER_RUN: int | None = None  # the request log's first size per run (None: a guess)
@@ -142,11 +153,6 @@ _RATE = np.array([o is Outcome.RATE_LIMITED for o in _OUTCOMES])
 def _drawn(q: Quota) -> bool:
     """Whether a key's attempts draw an outcome (a random 429 or 5xx, a fault)."""
     return bool(q.p_429 or q.p_5xx or q.faulty)
-
-
-# what an attempt's draws decide (:meth:`KeyState.decide`'s order): a random 429, else a 5xx,
-# else a reset, a stall or a truncated answer; per code its status and its logged reason
-C_OK, C_RAND, C_5XX, C_RESET, C_STALL, C_TRUNC = range(6)
 
 
 def _status_of(q: Quota) -> I64:
@@ -244,7 +250,7 @@ class _Cell:
         )
         self.shape = client.provider_errors
         self.direct = self.shape == ErrorShape.DIRECT
-        self.rank = (1, 0, 2) if client.handoff == Handoff.ACTIONS_FIRST else (0, 1, 2)
+        self.rank = RANK_ACTIONS_FIRST if client.handoff == Handoff.ACTIONS_FIRST else RANK_IN_ORDER
         self.pol = _Delays.of(sc)
         self.waits = _wait_tables((self.pol.client, self.pol.route))
         self.route_retries = any(p.max_retries > 0 for p in self.pol.route)
@@ -336,7 +342,7 @@ class _Tables:
         self.F = np.empty(self.f_at[-1])
         self.F[: at[-1]] = head
         self.jit = [self.F[self.f_at[-3 + k] : self.f_at[-2 + k]] for k in (0, 1)]
-        spec = cell.sc.step_tokens(_TTS)
+        spec = cell.sc.step_tokens(TTS)
         self.cellwise = spec is None or not spec.derived
         self.slab = self.reps * per[1]  # one attempt's TTS cells
 
@@ -372,7 +378,7 @@ class _Tables:
         (runs, columns); None: every cell): the same elementwise quantiles, on those cells."""
         lat = self.lat[1].reshape(-1, self.slab)[a]
         d = self.d
-        u = d.uniforms((_TTS, a, KIND_LATENCY), self.slab // self.reps).reshape(-1)
+        u = d.uniforms((TTS, a, KIND_LATENCY), self.slab // self.reps).reshape(-1)
         if cells is None:
             lat[...] = seconds_to_us(d.scenario.tts.quantile(u))
         else:
@@ -542,7 +548,7 @@ def _logs(C: Ctx, reps: int, first_run: int) -> list[list[RequestRecord]]:
     for r, step, order, clip, att, t, end, status, nin, reason in rows[srt].tolist():
         out[r].append(
             (
-                first_run + r, step, order, clip, att, _KEYS[1] if step == _TTS else _KEYS[0],
+                first_run + r, step, order, clip, att, _KEYS[1] if step == TTS else _KEYS[0],
                 t, t, end, status, nin, REASONS[reason],
             )
         )  # fmt: skip

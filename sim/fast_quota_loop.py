@@ -27,6 +27,29 @@ from typing import Any, NamedTuple, TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from .fast_quota_codes import (
+    ACTIONS,
+    C_5XX,
+    C_RAND,
+    C_RESET,
+    C_STALL,
+    C_TRUNC,
+    COMPLETED,
+    CONTENT,
+    FIRST_FAILED,
+    PAUSED,
+    RESET,
+    RS_5XX,
+    RS_INFL,
+    RS_OK,
+    RS_RAND,
+    RS_RESET,
+    RS_STALL,
+    RS_TRUNC,
+    TRUNCATED,
+    TTS,
+)
+
 __all__ = ["Ctx", "run_runs"]
 
 I64 = NDArray[np.int64]
@@ -65,14 +88,8 @@ IDLE, ARRIVE, FLIGHT, SLEEP, RSLEEP = 0, 1, 2, 3, 4
 # the loop's states, and the kind of call its own caller runs
 L_CALL, L_TTS, L_AWAIT, L_HYB, L_DONE = 0, 1, 2, 3, 4
 K_FGC, K_SERC, K_ACT = 0, 1, 2
-COMPLETED, PAUSED, FIRST_FAILED = 0, 1, 2  # codes into sim.fast.STATUSES
 # run stages
 ST_NEW, ST_RUN, ST_DONE, ST_DROPPED = 0, 1, 2, 3
-CONTENT, ACTIONS, TTS = 0, 1, 2
-# what an attempt's draws decide (sim.fast_quota._codes), and the reasons logged
-C_OK, C_RAND, C_5XX, C_RESET, C_STALL, C_TRUNC = 0, 1, 2, 3, 4, 5
-RS_OK, RS_5XX, RS_INFL, RS_RAND, RS_RESET, RS_STALL, RS_TRUNC = 0, 1, 2, 3, 4, 5, 6
-RESET_ST, TRUNC_ST = 1, 2  # sim.provider.RESET, TRUNCATED
 SHAPE_DIRECT, SHAPE_ROUTE, SHAPE_STATUS = 0, 1, 2
 JIT_ZERO, JIT_FIXED, JIT_TABLE = 0, 1, 2
 # tables (``Ctx.have``'s first index) and a need's row: kind, key, step within key, attempt, cell
@@ -629,9 +646,9 @@ def _answer(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: i
         if route:  # with the request's route-retried attempts
             _add_request(P, F, T, S, R, W, L, r, j)
         return 1
-    if P[P_FAULTY] != 0 and st in (RESET_ST, TRUNC_ST):
+    if P[P_FAULTY] != 0 and st in (RESET, TRUNCATED):
         R[r, R_REQ] += 1  # the client learns of one request
-        seen = -1 if st == RESET_ST else -2
+        seen = -1 if st == RESET else -2
         return 2 if _client(P, F, T, S, R, W, L, r, j, seen, -1) else 0
     if route:  # the request's counts wait for its end (or its timeout)
         S[r, j, F_PREQ] += 1
