@@ -108,7 +108,6 @@ B = NDArray[np.bool_]
 F64 = NDArray[np.float64]
 _KEYS = ("llm-key", "tts-key")
 _T = TypeVar("_T", bound=np.generic)
-_WHOLE = 8  # a TTS retry attempt is drawn whole when 1 run in _WHOLE waits for one of its cells
 _LOG_ROWS_PER_RUN: int | None = None  # the request log's first size per run (None: a guess)
 
 
@@ -165,16 +164,22 @@ def _codes(q: Quota, d: Draws, step: int, a: int, code: NDArray[np.generic]) -> 
     (the comparisons of :meth:`KeyState.decide`: a random 429, else a 5xx, else a reset, a
     stall or a truncated body, by the fault uniform's band), written into ``code`` (runs,
     columns): the lower in that order written first, each later one over it."""
-    code[...] = C_OK
+    bands: list[tuple[F64, float, int]] = []  # (uniforms, below, code)
     if q.faulty:
         uf = d.fault_u(step, a, KIND_FAULT)
-        np.copyto(code, C_TRUNC, where=uf < q.p_reset + q.p_stall + q.p_truncate)
-        np.copyto(code, C_STALL, where=uf < q.p_reset + q.p_stall)
-        np.copyto(code, C_RESET, where=uf < q.p_reset)
+        bands += [(uf, q.p_reset + q.p_stall + q.p_truncate, C_TRUNC)]
+        bands += [(uf, q.p_reset + q.p_stall, C_STALL), (uf, q.p_reset, C_RESET)]
     if q.p_5xx:
-        np.copyto(code, C_5XX, where=d.fault_u(step, a, KIND_5XX) < q.p_5xx)
+        bands.append((d.fault_u(step, a, KIND_5XX), q.p_5xx, C_5XX))
     if q.p_429:
-        np.copyto(code, C_RAND, where=d.fault_u(step, a, KIND_429) < q.p_429)
+        bands.append((d.fault_u(step, a, KIND_429), q.p_429, C_RAND))
+    if not bands:
+        code[...] = C_OK
+    for i, (u, below, c) in enumerate(bands):
+        if i == 0:  # C_OK (0) where not below
+            np.multiply(u < below, c, out=code)
+        else:
+            np.copyto(code, c, where=u < below)
 
 
 @dataclass(frozen=True)
@@ -196,9 +201,10 @@ class _Delays:
 
 def _wait_tables(sets: Sequence[Sequence[RetryPolicy]]) -> tuple[F64, I64, F64, I64]:
     """:meth:`RetryPolicy.delay_us`'s parts per wait set (0 the client's, 1 the route's) and
-    policy (``step * 2 + fg``): the exponential part per retry in ms (computed as the method
-    computes it) and in µs as it rounds it; per policy its cap (ms), Retry-After cap (µs) and
-    jitter; whether it honours Retry-After, its retries."""
+    policy (``step * 2 + fg``): the exponential part per retry in µs (the method's own wait
+    without Retry-After or jitter) and in ms (the jitter's base: as the method computes it,
+    checked against the µs); per policy its cap (ms), Retry-After cap (µs) and jitter;
+    whether it honours Retry-After, its retries."""
     top = max(p.max_retries for ps in sets for p in ps) + 1
     shape = (len(sets), len(sets[0]))
     exp_ms = np.zeros((*shape, top))
@@ -209,8 +215,10 @@ def _wait_tables(sets: Sequence[Sequence[RetryPolicy]]) -> tuple[F64, I64, F64, 
         for k, p in enumerate(ps):
             cap_ms = p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf
             for x in range(top):
+                exp_us[i, k, x] = p.delay_us(x, None)
                 exp_ms[i, k, x] = min(cap_ms, p.initial_delay_s * p.backoff_factor**x * 1000.0)
-                exp_us[i, k, x] = round(float(exp_ms[i, k, x]) * 1000)
+                if round(float(exp_ms[i, k, x]) * 1000) != exp_us[i, k, x]:
+                    raise AssertionError(f"fast_quota: {p} retry {x}: not delay_us's wait")
             wf[i, k] = (cap_ms, p.retry_after_cap_s * 1e6, p.jitter)
             wi[i, k] = (p.honour_retry_after, p.max_retries)
     return exp_ms, exp_us, wf, wi
@@ -314,8 +322,9 @@ class _Tables:
     of the client's jitter (``(steps, retries, runs, columns)`` per key) after the loop's
     other floats. Tables are drawn whole per (step, attempt) as runs reach them, as SimPy
     draws them; TTS latencies (n * kmax columns: the costly quantiles) only where read, -1
-    elsewhere: attempt 0 at the clips runs have, retries cell by cell. Derived latencies
-    (tokens) are drawn whole."""
+    elsewhere: attempt 0 at the clips runs have; a retry attempt, for a run that waits for
+    one of its cells, at the clips it has from that cell's scene on (a run goes through its
+    scenes in order). Derived latencies (tokens) are drawn whole."""
 
     def __init__(self, cell: _Cell, d: Draws, jitter: bool, floats: Sequence[F64]) -> None:
         self.d = d
@@ -345,6 +354,8 @@ class _Tables:
         spec = cell.sc.step_tokens(TTS)
         self.cellwise = spec is None or not spec.derived
         self.slab = self.reps * per[1]  # one attempt's TTS cells
+        clips = np.arange(d.kmax)[None, None, :] < d.speeches()[:, :, None]
+        self.clips = clips.reshape(self.reps, per[1])  # the TTS cells runs have (clips < speeches)
 
     def view(self, kind: int, key: int, si: int, a: int) -> NDArray[np.generic]:
         """Table ``kind`` (0 latencies, 1 codes, 2 jitter) of ``key``, step ``si`` within the
@@ -391,7 +402,7 @@ class _Tables:
         """What the loop reads without asking: every attempt 0; the jitter of a first retry
         on a key without a limit (its answer can come the instant its call starts); with
         ``everything`` (waits of 0: :meth:`_Cell.chains`), every table."""
-        cell, d = self.cell, self.d
+        cell = self.cell
         a_top = cell.attempts if everything else 1
         for a in range(a_top):
             for key, steps in enumerate(self.steps):
@@ -401,8 +412,7 @@ class _Tables:
                     if _drawn(cell.quota[key]):
                         self.draw(1, key, si, a)
         if self.cellwise:
-            clips = np.arange(d.kmax)[None, None, :] < d.speeches()[:, :, None]
-            self.tts_cells(0, np.flatnonzero(clips.reshape(-1)))
+            self.tts_cells(0, np.flatnonzero(self.clips))
             for a in range(1, a_top):
                 self.draw(0, 1, 0, a)
         if len(self.jit[0]):
@@ -415,7 +425,8 @@ class _Tables:
 
     def fill(self, needs: I64) -> None:
         """Draw what suspended runs wait for (rows: table, key, step, attempt, flat cell; a
-        whole table is asked for once, a TTS latency drawn cell by cell once per cell)."""
+        whole table is asked for once; for a TTS latency, the waiting run's cells of that
+        attempt from the cell's scene on: :meth:`rest_of_runs`)."""
         cellwise = (needs[:, 0] == 0) & (needs[:, 1] == 1) if self.cellwise else None
         whole = needs if cellwise is None else needs[~cellwise]
         for kind, key, si, a, _ in whole.tolist():
@@ -425,11 +436,21 @@ class _Tables:
         at = needs[cellwise, 4]
         tops = at // self.slab
         for a in np.unique(tops).tolist():
-            mine = at[tops == a]
-            if len(mine) * _WHOLE >= self.reps:  # most runs wait: the whole attempt at once
-                self.tts_cells(a, None)
-            else:
-                self.tts_cells(a, mine - a * self.slab)
+            self.tts_cells(a, self.rest_of_runs(at[tops == a] - a * self.slab))
+
+    def rest_of_runs(self, cells: I64) -> I64:
+        """For TTS ``cells`` (flat: run, column) of one attempt, every cell of their runs from
+        the earliest of their scenes on at a clip the run has: what those runs can read of
+        that attempt from now on (a run's scenes come in order)."""
+        per, kmax = self.slab // self.reps, self.d.kmax
+        runs = cells // per
+        start = np.full(self.reps, per, dtype=np.int64)
+        np.minimum.at(start, runs, cells % per // kmax * kmax)  # the scene's first column
+        rows = np.unique(runs)
+        cols = np.arange(per, dtype=np.int64)
+        mask = (cols[None, :] >= start[rows][:, None]) & self.clips[rows]
+        out: I64 = (rows[:, None] * per + cols[None, :])[mask]
+        return out
 
 
 def _ctx(cell: _Cell, tb: _Tables, d: Draws, records: bool, logcap: int) -> Ctx:
