@@ -567,7 +567,7 @@ def _batch(
 # -- the client -------------------------------------------------------------------------
 
 
-@_leaf
+@_jit
 def _client(
     P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: int, status: int, ra: int
 ) -> bool:
