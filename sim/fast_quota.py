@@ -60,8 +60,21 @@ from .config import RunConfig
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, KIND_LATENCY, Draws, seconds_to_us
 from .errors import UserError
 from .fast import STATUSES, FastRuns, _Counters
+from .fast_quota_codes import (
+    C_5XX,
+    C_OK,
+    C_RAND,
+    C_RESET,
+    C_STALL,
+    C_TRUNC,
+    RANK_ACTIONS_FIRST,
+    RANK_IN_ORDER,
+    REASONS,
+    RESET,
+    TRUNCATED,
+    TTS,
+)
 from .faults import has_limits
-from .provider import RESET, TRUNCATED
 from .qoe import qoe_us
 from .rules import (
     Mode,
@@ -93,11 +106,8 @@ __all__ = [
 I64 = NDArray[np.int64]
 B = NDArray[np.bool_]
 F64 = NDArray[np.float64]
-REASONS = ("ok", "5xx", "inflight", "random", "reset", "stall", "truncated")
 _KEYS = ("llm-key", "tts-key")
-_TTS = int(Step.TTS)
 _T = TypeVar("_T", bound=np.generic)
-_WHOLE = 8  # a TTS retry attempt is drawn whole when 1 run in _WHOLE waits for one of its cells
 _LOG_ROWS_PER_RUN: int | None = None  # the request log's first size per run (None: a guess)
 
 
@@ -144,38 +154,32 @@ def _drawn(q: Quota) -> bool:
     return bool(q.p_429 or q.p_5xx or q.faulty)
 
 
-# what an attempt's draws decide (:meth:`KeyState.decide`'s order): a random 429, else a 5xx,
-# else a reset, a stall or a truncated answer; per code its status and its logged reason
-C_OK, C_RAND, C_5XX, C_RESET, C_STALL, C_TRUNC = range(6)
-
-
 def _status_of(q: Quota) -> I64:
     """Per code, the status the provider answers (a stall answers 200, late)."""
     return np.array([200, 429, q.status_5xx, RESET, 200, TRUNCATED], dtype=np.int64)
 
 
-def _codes(q: Quota, d: Draws, step: int, a: int) -> NDArray[np.int8]:
+def _codes(q: Quota, d: Draws, step: int, a: int, code: NDArray[np.generic]) -> None:
     """Attempt ``a`` of ``step``: each cell's code, from its 429, 5xx and fault uniforms
-    (the comparisons of :meth:`KeyState.decide`, in its order)."""
-    rand = d.fault_u(step, a, KIND_429) < q.p_429 if q.p_429 else None
-    shape = (d.hi - d.lo, d.n * d.kmax if step == Step.TTS else d.n)
-    code = np.zeros(shape, dtype=np.int8)
-    ok = np.ones(shape, dtype=bool) if rand is None else ~rand
-    if q.p_5xx:
-        five = ok & (d.fault_u(step, a, KIND_5XX) < q.p_5xx)
-        code[five] = C_5XX
-        ok &= ~five
+    (the comparisons of :meth:`KeyState.decide`: a random 429, else a 5xx, else a reset, a
+    stall or a truncated body, by the fault uniform's band), written into ``code`` (runs,
+    columns): the lower in that order written first, each later one over it."""
+    bands: list[tuple[F64, float, int]] = []  # (uniforms, below, code)
     if q.faulty:
         uf = d.fault_u(step, a, KIND_FAULT)
-        hit = ok & (uf < q.p_reset + q.p_stall + q.p_truncate)
-        reset = hit & (uf < q.p_reset)
-        stall = hit & ~reset & (uf < q.p_reset + q.p_stall)
-        code[reset] = C_RESET
-        code[stall] = C_STALL
-        code[hit & ~reset & ~stall] = C_TRUNC
-    if rand is not None:
-        code[rand] = C_RAND
-    return code
+        bands += [(uf, q.p_reset + q.p_stall + q.p_truncate, C_TRUNC)]
+        bands += [(uf, q.p_reset + q.p_stall, C_STALL), (uf, q.p_reset, C_RESET)]
+    if q.p_5xx:
+        bands.append((d.fault_u(step, a, KIND_5XX), q.p_5xx, C_5XX))
+    if q.p_429:
+        bands.append((d.fault_u(step, a, KIND_429), q.p_429, C_RAND))
+    if not bands:
+        code[...] = C_OK
+    for i, (u, below, c) in enumerate(bands):
+        if i == 0:  # C_OK (0) where not below
+            np.multiply(u < below, c, out=code)
+        else:
+            np.copyto(code, c, where=u < below)
 
 
 @dataclass(frozen=True)
@@ -197,9 +201,10 @@ class _Delays:
 
 def _wait_tables(sets: Sequence[Sequence[RetryPolicy]]) -> tuple[F64, I64, F64, I64]:
     """:meth:`RetryPolicy.delay_us`'s parts per wait set (0 the client's, 1 the route's) and
-    policy (``step * 2 + fg``): the exponential part per retry in ms (computed as the method
-    computes it) and in µs as it rounds it; per policy its cap (ms), Retry-After cap (µs) and
-    jitter; whether it honours Retry-After, its retries."""
+    policy (``step * 2 + fg``): the exponential part per retry in µs (the method's own wait
+    without Retry-After or jitter) and in ms (the jitter's base: as the method computes it,
+    checked against the µs); per policy its cap (ms), Retry-After cap (µs) and jitter;
+    whether it honours Retry-After, its retries."""
     top = max(p.max_retries for ps in sets for p in ps) + 1
     shape = (len(sets), len(sets[0]))
     exp_ms = np.zeros((*shape, top))
@@ -210,8 +215,10 @@ def _wait_tables(sets: Sequence[Sequence[RetryPolicy]]) -> tuple[F64, I64, F64, 
         for k, p in enumerate(ps):
             cap_ms = p.max_delay_s * 1000.0 if p.max_delay_s > 0 else math.inf
             for x in range(top):
+                exp_us[i, k, x] = p.delay_us(x, None)
                 exp_ms[i, k, x] = min(cap_ms, p.initial_delay_s * p.backoff_factor**x * 1000.0)
-                exp_us[i, k, x] = round(float(exp_ms[i, k, x]) * 1000)
+                if round(float(exp_ms[i, k, x]) * 1000) != exp_us[i, k, x]:
+                    raise AssertionError(f"fast_quota: {p} retry {x}: not delay_us's wait")
             wf[i, k] = (cap_ms, p.retry_after_cap_s * 1e6, p.jitter)
             wi[i, k] = (p.honour_retry_after, p.max_retries)
     return exp_ms, exp_us, wf, wi
@@ -251,7 +258,7 @@ class _Cell:
         )
         self.shape = client.provider_errors
         self.direct = self.shape == ErrorShape.DIRECT
-        self.rank = (1, 0, 2) if client.handoff == Handoff.ACTIONS_FIRST else (0, 1, 2)
+        self.rank = RANK_ACTIONS_FIRST if client.handoff == Handoff.ACTIONS_FIRST else RANK_IN_ORDER
         self.pol = _Delays.of(sc)
         self.waits = _wait_tables((self.pol.client, self.pol.route))
         self.route_retries = any(p.max_retries > 0 for p in self.pol.route)
@@ -315,8 +322,9 @@ class _Tables:
     of the client's jitter (``(steps, retries, runs, columns)`` per key) after the loop's
     other floats. Tables are drawn whole per (step, attempt) as runs reach them, as SimPy
     draws them; TTS latencies (n * kmax columns: the costly quantiles) only where read, -1
-    elsewhere: attempt 0 at the clips runs have, retries cell by cell. Derived latencies
-    (tokens) are drawn whole."""
+    elsewhere: attempt 0 at the clips runs have; a retry attempt, for a run that waits for
+    one of its cells, at the clips it has from that cell's scene on (a run goes through its
+    scenes in order). Derived latencies (tokens) are drawn whole."""
 
     def __init__(self, cell: _Cell, d: Draws, jitter: bool, floats: Sequence[F64]) -> None:
         self.d = d
@@ -343,9 +351,11 @@ class _Tables:
         self.F = np.empty(self.f_at[-1])
         self.F[: at[-1]] = head
         self.jit = [self.F[self.f_at[-3 + k] : self.f_at[-2 + k]] for k in (0, 1)]
-        spec = cell.sc.step_tokens(_TTS)
+        spec = cell.sc.step_tokens(TTS)
         self.cellwise = spec is None or not spec.derived
         self.slab = self.reps * per[1]  # one attempt's TTS cells
+        clips = np.arange(d.kmax)[None, None, :] < d.speeches()[:, :, None]
+        self.clips = clips.reshape(self.reps, per[1])  # the TTS cells runs have (clips < speeches)
 
     def view(self, kind: int, key: int, si: int, a: int) -> NDArray[np.generic]:
         """Table ``kind`` (0 latencies, 1 codes, 2 jitter) of ``key``, step ``si`` within the
@@ -364,32 +374,35 @@ class _Tables:
         d = self.d
         step = self.steps[key][si]
         if kind == 0 and key == 1 and self.cellwise:
-            self.tts_cells(a, np.arange(self.slab, dtype=np.int64))
+            self.tts_cells(a, None)
             return
         if kind == 0:
             self.view(0, key, si, a)[...] = d.latency_us(step, a)
         elif kind == 1:
-            self.view(1, key, si, a)[...] = _codes(self.cell.quota[key], d, step, a)
+            _codes(self.cell.quota[key], d, step, a, self.view(1, key, si, a))
         else:
             self.view(2, key, si, a)[...] = d.jitter_u(step, a)
         self.have[kind, key, si, a] = 1
 
-    def tts_cells(self, a: int, cells: I64) -> None:
+    def tts_cells(self, a: int, cells: I64 | None) -> None:
         """:meth:`Draws.latency_us` of TTS attempt ``a`` at ``cells`` (flat indices into its
-        (runs, columns)): the same elementwise quantiles, on those cells."""
+        (runs, columns); None: every cell): the same elementwise quantiles, on those cells."""
         lat = self.lat[1].reshape(-1, self.slab)[a]
-        if self.have[0, 1, 0, a] != 1:
-            lat[...] = -1
-            self.have[0, 1, 0, a] = 1
         d = self.d
-        u = d.uniforms((_TTS, a, KIND_LATENCY), self.slab // self.reps).reshape(-1)
-        lat[cells] = seconds_to_us(d.scenario.tts.quantile(u.take(cells)))
+        u = d.uniforms((TTS, a, KIND_LATENCY), self.slab // self.reps).reshape(-1)
+        if cells is None:
+            lat[...] = seconds_to_us(d.scenario.tts.quantile(u))
+        else:
+            if self.have[0, 1, 0, a] != 1:
+                lat[...] = -1
+            lat[cells] = seconds_to_us(d.scenario.tts.quantile(u.take(cells)))
+        self.have[0, 1, 0, a] = 1
 
     def first(self, everything: bool) -> None:
         """What the loop reads without asking: every attempt 0; the jitter of a first retry
         on a key without a limit (its answer can come the instant its call starts); with
         ``everything`` (waits of 0: :meth:`_Cell.chains`), every table."""
-        cell, d = self.cell, self.d
+        cell = self.cell
         a_top = cell.attempts if everything else 1
         for a in range(a_top):
             for key, steps in enumerate(self.steps):
@@ -399,8 +412,7 @@ class _Tables:
                     if _drawn(cell.quota[key]):
                         self.draw(1, key, si, a)
         if self.cellwise:
-            clips = np.arange(d.kmax)[None, None, :] < d.speeches()[:, :, None]
-            self.tts_cells(0, np.flatnonzero(clips.reshape(-1)))
+            self.tts_cells(0, np.flatnonzero(self.clips))
             for a in range(1, a_top):
                 self.draw(0, 1, 0, a)
         if len(self.jit[0]):
@@ -413,23 +425,32 @@ class _Tables:
 
     def fill(self, needs: I64) -> None:
         """Draw what suspended runs wait for (rows: table, key, step, attempt, flat cell; a
-        whole table is asked for once, a TTS latency drawn cell by cell once per cell)."""
-        cells = []
-        for kind, key, si, a, at in needs.tolist():
-            if kind == 0 and key == 1 and self.cellwise:
-                cells.append(at)
-            else:
-                self.draw(kind, key, si, a)
-        if not cells:
+        whole table is asked for once; for a TTS latency, the waiting run's cells of that
+        attempt from the cell's scene on: :meth:`rest_of_runs`)."""
+        cellwise = (needs[:, 0] == 0) & (needs[:, 1] == 1) if self.cellwise else None
+        whole = needs if cellwise is None else needs[~cellwise]
+        for kind, key, si, a, _ in whole.tolist():
+            self.draw(kind, key, si, a)
+        if cellwise is None or not cellwise.any():
             return
-        at = np.array(cells, dtype=np.int64)
+        at = needs[cellwise, 4]
         tops = at // self.slab
-        attempts = set(tops.tolist())
-        for a in attempts:
-            mine = at[tops == a] if len(attempts) > 1 else at
-            if len(mine) * _WHOLE >= self.reps:  # most runs wait: the whole attempt at once
-                mine = np.arange(a * self.slab, (a + 1) * self.slab, dtype=np.int64)
-            self.tts_cells(a, mine - a * self.slab)
+        for a in np.unique(tops).tolist():
+            self.tts_cells(a, self.rest_of_runs(at[tops == a] - a * self.slab))
+
+    def rest_of_runs(self, cells: I64) -> I64:
+        """For TTS ``cells`` (flat: run, column) of one attempt, every cell of their runs from
+        the earliest of their scenes on at a clip the run has: what those runs can read of
+        that attempt from now on (a run's scenes come in order)."""
+        per, kmax = self.slab // self.reps, self.d.kmax
+        runs = cells // per
+        start = np.full(self.reps, per, dtype=np.int64)
+        np.minimum.at(start, runs, cells % per // kmax * kmax)  # the scene's first column
+        rows = np.unique(runs)
+        cols = np.arange(per, dtype=np.int64)
+        mask = (cols[None, :] >= start[rows][:, None]) & self.clips[rows]
+        out: I64 = (rows[:, None] * per + cols[None, :])[mask]
+        return out
 
 
 def _ctx(cell: _Cell, tb: _Tables, d: Draws, records: bool, logcap: int) -> Ctx:
@@ -548,7 +569,7 @@ def _logs(C: Ctx, reps: int, first_run: int) -> list[list[RequestRecord]]:
     for r, step, order, clip, att, t, end, status, nin, reason in rows[srt].tolist():
         out[r].append(
             (
-                first_run + r, step, order, clip, att, _KEYS[1] if step == _TTS else _KEYS[0],
+                first_run + r, step, order, clip, att, _KEYS[1] if step == TTS else _KEYS[0],
                 t, t, end, status, nin, REASONS[reason],
             )
         )  # fmt: skip

@@ -27,6 +27,29 @@ from typing import Any, NamedTuple, TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from .fast_quota_codes import (
+    ACTIONS,
+    C_5XX,
+    C_RAND,
+    C_RESET,
+    C_STALL,
+    C_TRUNC,
+    COMPLETED,
+    CONTENT,
+    FIRST_FAILED,
+    PAUSED,
+    RESET,
+    RS_5XX,
+    RS_INFL,
+    RS_OK,
+    RS_RAND,
+    RS_RESET,
+    RS_STALL,
+    RS_TRUNC,
+    TRUNCATED,
+    TTS,
+)
+
 __all__ = ["Ctx", "run_runs"]
 
 I64 = NDArray[np.int64]
@@ -65,14 +88,8 @@ IDLE, ARRIVE, FLIGHT, SLEEP, RSLEEP = 0, 1, 2, 3, 4
 # the loop's states, and the kind of call its own caller runs
 L_CALL, L_TTS, L_AWAIT, L_HYB, L_DONE = 0, 1, 2, 3, 4
 K_FGC, K_SERC, K_ACT = 0, 1, 2
-COMPLETED, PAUSED, FIRST_FAILED = 0, 1, 2  # codes into sim.fast.STATUSES
 # run stages
 ST_NEW, ST_RUN, ST_DONE, ST_DROPPED = 0, 1, 2, 3
-CONTENT, ACTIONS, TTS = 0, 1, 2
-# what an attempt's draws decide (sim.fast_quota._codes), and the reasons logged
-C_OK, C_RAND, C_5XX, C_RESET, C_STALL, C_TRUNC = 0, 1, 2, 3, 4, 5
-RS_OK, RS_5XX, RS_INFL, RS_RAND, RS_RESET, RS_STALL, RS_TRUNC = 0, 1, 2, 3, 4, 5, 6
-RESET_ST, TRUNC_ST = 1, 2  # sim.provider.RESET, TRUNCATED
 SHAPE_DIRECT, SHAPE_ROUTE, SHAPE_STATUS = 0, 1, 2
 JIT_ZERO, JIT_FIXED, JIT_TABLE = 0, 1, 2
 # tables (``Ctx.have``'s first index) and a need's row: kind, key, step within key, attempt, cell
@@ -238,12 +255,14 @@ def _wi(P: I64, ws: int, pid: int, field: int) -> int:
 
 
 @_leaf
-def _round_draws(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: int) -> bool:
-    """Whether every draw the round at ``now`` may read is there (else they are asked for)."""
+def _round_draws(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, m: int) -> bool:
+    """Whether every draw the round may read is there (else they are asked for): the ``m``
+    callers due now are listed in ``W`` (:func:`_run`)."""
     ok = True
-    for j in range(P[P_S]):
+    for i in range(m):
+        j = W[4 + 5 * P[P_S] + i]
         ph = S[r, j, F_PH]
-        if S[r, j, F_WAKE] != now or ph == IDLE:
+        if ph == IDLE:
             continue
         step = S[r, j, F_STEP]
         key, si = _key(step), _si(step)
@@ -510,14 +529,19 @@ def _batch(
     """The ``m`` arrivals ``js`` on limited key ``key`` at one instant, in arrival order:
     each sees the slots the earlier ones took; an arrival below the cap takes one unless a
     random 429; it holds it to its end (ends at ``t`` are free for arrivals at ``t``)."""
-    for a in range(1, m):  # insertion sort by arrival order (a few callers)
+    keys = W[4 + 4 * P[P_S] : 4 + 5 * P[P_S]]  # free while a batch is decided
+    for a in range(m):
+        keys[a] = _canon(P, F, T, S, R, W, L, r, js[a])
+    for a in range(1, m):  # insertion sort by arrival order (a few callers; a total order)
         x = js[a]
-        cx = _canon(P, F, T, S, R, W, L, r, x)
+        cx = keys[a]
         b = a - 1
-        while b >= 0 and _canon(P, F, T, S, R, W, L, r, js[b]) > cx:
+        while b >= 0 and keys[b] > cx:
             js[b + 1] = js[b]
+            keys[b + 1] = keys[b]
             b -= 1
         js[b + 1] = x
+        keys[b + 1] = cx
     cap = P[P_CAP0 + key]
     t = R[r, R_NOW]
     n0 = 0
@@ -622,9 +646,9 @@ def _answer(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: i
         if route:  # with the request's route-retried attempts
             _add_request(P, F, T, S, R, W, L, r, j)
         return 1
-    if P[P_FAULTY] != 0 and st in (RESET_ST, TRUNC_ST):
+    if P[P_FAULTY] != 0 and st in (RESET, TRUNCATED):
         R[r, R_REQ] += 1  # the client learns of one request
-        seen = -1 if st == RESET_ST else -2
+        seen = -1 if st == RESET else -2
         return 2 if _client(P, F, T, S, R, W, L, r, j, seen, -1) else 0
     if route:  # the request's counts wait for its end (or its timeout)
         S[r, j, F_PREQ] += 1
@@ -910,30 +934,27 @@ def _pass(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: i
 
 
 @_leaf
-def _sort(a: I64, n: int) -> None:
-    """``a[:n]`` ascending (insertion sort: a few slots)."""
-    for i in range(1, n):
-        x = a[i]
-        b = i - 1
-        while b >= 0 and a[b] > x:
-            a[b + 1] = a[b]
-            b -= 1
-        a[b + 1] = x
-
-
-@_jit
-def _round(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: int) -> None:
+def _round(
+    P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: int, due: int
+) -> None:
     """One round at ``now``: the zero-time work, then the batch of arrivals on limited keys
-    in arrival order (answers given at once, 429s, make the next round at the same instant)."""
+    in arrival order (answers given at once, 429s, make the next round at the same instant).
+    ``due`` >= 0: the first pass's callers are listed in ``W`` (:func:`_run`)."""
     sj = W[4 + P[P_S] : 4 + 4 * P[P_S]]
     s = P[P_S]
     while R[r, R_STAGE] == ST_RUN:
         m = 0
-        for j in range(s):
-            if S[r, j, F_WAKE] == now:
-                W[4 + 5 * P[P_S] + m] = j
-                W[4 + 5 * P[P_S] + s + m] = S[r, j, F_PH]
-                m += 1
+        if due >= 0:
+            m = due
+            due = -1
+            for a in range(m):
+                W[4 + 5 * P[P_S] + s + a] = S[r, W[4 + 5 * P[P_S] + a], F_PH]
+        else:
+            for j in range(s):
+                if S[r, j, F_WAKE] == now:
+                    W[4 + 5 * P[P_S] + m] = j
+                    W[4 + 5 * P[P_S] + s + m] = S[r, j, F_PH]
+                    m += 1
         if m == 0:
             break
         _pass(P, F, T, S, R, W, L, r, now, m)
@@ -944,7 +965,6 @@ def _round(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: 
     js = sj[s : 2 * s]
     for a in range(n):
         js[a] = W[4 + a]
-    _sort(js, n)
     mine = sj[2 * s :]
     for key in range(2):
         m = 0
@@ -958,7 +978,8 @@ def _round(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, now: 
 
 @_leaf
 def _begin(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int) -> None:
-    """Time 0: the run's state, then the foreground first scene's content, or the loop."""
+    """Time 0: the run's state, then the foreground first scene's content, or the loop (the
+    rest of time 0 is :func:`_run`'s first round)."""
     cdone = R[:, NR : NR + P[P_N]]
     ready = R[:, NR + P[P_N] : NR + 2 * P[P_N]]
     failed = R[:, NR + 2 * P[P_N] : NR + 3 * P[P_N]]
@@ -980,27 +1001,38 @@ def _begin(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int) -> No
     else:
         _loop_start(P, F, T, S, R, W, L, r)
     _advance(P, F, T, S, R, W, L, r)
-    _round(P, F, T, S, R, W, L, r, 0)  # the rest of time 0
 
 
 @_jit
 def _run(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int) -> bool:
     """Run ``r`` from where it stands to its end (True), or to a round that needs draws not
     drawn yet (False: suspended, the draws listed)."""
-    if R[r, R_STAGE] == ST_NEW:
+    fresh = R[r, R_STAGE] == ST_NEW
+    if fresh:
         _begin(P, F, T, S, R, W, L, r)
     s = P[P_S]
     while R[r, R_STAGE] == ST_RUN:
+        if fresh:  # the rest of time 0 (its draws, attempt 0, are all there)
+            fresh = False
+            _round(P, F, T, S, R, W, L, r, 0, -1)
+            continue
         now = INF
-        for j in range(s):
-            now = min(now, S[r, j, F_WAKE])
+        m = 0
+        for j in range(s):  # the next instant, and the callers due then (in slot order)
+            wake = S[r, j, F_WAKE]
+            if wake < now:
+                now = wake
+                m = 0
+            if wake == now:
+                W[4 + 5 * P[P_S] + m] = j
+                m += 1
         if now >= INF:
             R[r, R_STAGE] = ST_DONE
             break
         R[r, R_NOW] = now
-        if P[P_CHAIN] == 0 and not _round_draws(P, F, T, S, R, W, L, r, now):
+        if P[P_CHAIN] == 0 and not _round_draws(P, F, T, S, R, W, L, r, m):
             return False
-        _round(P, F, T, S, R, W, L, r, now)
+        _round(P, F, T, S, R, W, L, r, now, m)
     return True
 
 
