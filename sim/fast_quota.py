@@ -505,6 +505,9 @@ def _first_use() -> Iterator[None]:
     with open(_lock_path(), "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            from .fast_quota_loop import recompile_if_stale
+
+            recompile_if_stale()  # a code changed since the cache was written: compiled again
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)

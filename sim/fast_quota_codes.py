@@ -5,8 +5,9 @@
 Where a code stands for something defined elsewhere it is taken from there (the steps from
 :class:`sim.rules.Step`, the provider's decision statuses from :mod:`sim.provider`, the run
 statuses' indices from :data:`sim.fast.STATUSES`). The compiled loop reads these as constants
-and numba's on-disk cache does not track them: after changing one, touch
-``sim/fast_quota_loop.py`` so that it is compiled again.
+frozen when it is compiled, and numba's on-disk cache does not track this module: before the
+loop's first call in a process, :func:`sim.fast_quota_loop.recompile_if_stale` compares the
+codes compiled in with these and compiles the loop again if one changed.
 """
 
 from __future__ import annotations

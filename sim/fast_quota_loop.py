@@ -50,7 +50,7 @@ from .fast_quota_codes import (
     TTS,
 )
 
-__all__ = ["Ctx", "run_runs"]
+__all__ = ["Ctx", "codes_compiled_in", "recompile_if_stale", "run_runs"]
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
@@ -1048,3 +1048,30 @@ def run_runs(
             suspended[k] = r
             k += 1
     return k
+
+
+@_jit
+def codes_compiled_in() -> tuple[int, ...]:
+    """The codes this module reads from :mod:`sim.fast_quota_codes`, as the compiled loop has
+    them: numba freezes globals when it compiles, and its on-disk cache is keyed on this file
+    only. Its Python version (``codes_compiled_in.py_func``) gives them as they are now."""
+    return (
+        ACTIONS, C_5XX, C_RAND, C_RESET, C_STALL, C_TRUNC, COMPLETED, CONTENT, FIRST_FAILED,
+        PAUSED, RESET, RS_5XX, RS_INFL, RS_OK, RS_RAND, RS_RESET, RS_STALL, RS_TRUNC,
+        TRUNCATED, TTS,
+    )  # fmt: skip
+
+
+def recompile_if_stale(dispatchers: list[Any] | None = None) -> bool:
+    """Whether the cached loop was compiled with other codes than :mod:`sim.fast_quota_codes`
+    holds now (one of them changed since); if so, ``dispatchers`` (default: every compiled
+    function of this module) are compiled afresh, their cache replaced. Called under the
+    compile lock, before the loop's first call in a process."""
+    if codes_compiled_in() == codes_compiled_in.py_func():  # type: ignore[attr-defined]
+        return False
+    import numba
+
+    found = [v for v in globals().values() if isinstance(v, numba.core.dispatcher.Dispatcher)]
+    for d in found if dispatchers is None else dispatchers:
+        d.recompile()
+    return True

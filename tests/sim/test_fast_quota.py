@@ -196,3 +196,40 @@ def test_only_a_process_first_call_takes_the_compile_lock(
     assert ops == [fcntl.LOCK_EX, fcntl.LOCK_UN]
     assert excluded == [True]
     assert fq._LOADED == [True]
+
+
+_STALE_CHILD = """
+import sys
+import sim.fast_quota_codes as codes
+codes.RS_OK = int(sys.argv[1])  # as if the code had been edited since the cache was written
+from sim import fast_quota_loop as fl
+before = fl.codes_compiled_in()
+stale = fl.recompile_if_stale([fl.codes_compiled_in])
+print(before[13], stale, fl.codes_compiled_in()[13], fl.recompile_if_stale([]))
+"""
+
+
+def test_a_code_changed_since_the_cache_was_written_is_found_and_compiled_again(
+    tmp_path: Path,
+) -> None:
+    """numba's cache is keyed on the loop's file only, so a code changed in
+    sim.fast_quota_codes would leave the cached loop with the old one: recompile_if_stale sees
+    the compiled-in codes differ from the module's and compiles again (in a cache folder of
+    the test's own, on the small function that carries the codes)."""
+    import os
+    import subprocess
+    import sys
+
+    from sim.fast_quota_codes import RS_OK
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def child(code: int) -> list[str]:
+        cmd = [sys.executable, "-c", _STALE_CHILD, str(code)]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.split()
+
+    assert child(RS_OK) == [str(RS_OK), "False", str(RS_OK), "False"]  # cached as it is
+    assert child(RS_OK + 40) == [str(RS_OK), "True", str(RS_OK + 40), "False"]  # stale, redone
+    assert child(RS_OK + 40) == [str(RS_OK + 40), "False", str(RS_OK + 40), "False"]  # saved
