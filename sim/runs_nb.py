@@ -40,12 +40,12 @@ from .qoe import qoe_us
 from .rules import Outcome, RetryPolicy, outcome_of
 from .run_machine import _outline_policy
 from .runs_config import RunsConfig
+from .runs_outcome import REFUSED, RunOutcome
 from .runs_world import RunDraws, arrivals_of
 from .scenario import Quota, Scenario
 from .upstream import RUNS
 
 if TYPE_CHECKING:
-    from .runs import RunOutcome
     from .runs_nb_loop import Ctx
 
 __all__ = ["MAX_RUNS", "NbCell", "nb_fits", "simulate_nb", "warm_up"]
@@ -353,7 +353,6 @@ class NbCell:
     def records(self) -> list[RunOutcome]:
         """Every run's record (:func:`sim.runs.outcomes_block`'s, from the loop's rows)."""
         from . import runs_nb_loop as nl
-        from .runs import REFUSED
 
         make = _outcome_maker()
         n, R = self.n, self.R
@@ -408,7 +407,6 @@ def _outcome_maker() -> Callable[[tuple[Any, ...]], RunOutcome]:
     """A :class:`~sim.runs.RunOutcome` from its fields' values in order: its ``__init__``
     bypassed (a frozen dataclass's sets each field through ``object.__setattr__``; these
     records are made by the hundred per cell) while it does nothing else, else it."""
-    from .runs import RunOutcome
 
     names = tuple(f.name for f in dataclasses.fields(RunOutcome))
     if hasattr(RunOutcome, "__post_init__") or hasattr(RunOutcome, "__slots__"):
