@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .draws import KIND_JITTER
+from .dists import Dist
+from .draws import seconds_to_us
 from .faults import has_limits
 from .qoe import qoe_us
 from .rules import Outcome, RetryPolicy, outcome_of
@@ -193,6 +194,7 @@ class NbCell:
         self.C = np.zeros((runs, slots, nl.NCF), dtype=np.int64)
         self.B = np.zeros((nl.NB, hcap), dtype=np.int64)
         self.L = np.zeros((max(16, int(P[nl.P_LOGCAP])), 9), dtype=np.int64)
+        self._dist = self._lat_dists()
         self._first_tables()
 
     def _settings(
@@ -248,30 +250,62 @@ class NbCell:
         self.W[nl.W_HN] = n
 
     # -- draws ---------------------------------------------------------------------------
-    def _table(self, step: int, att: int, kind: int) -> NDArray[Any]:
-        d = self.d
-        if kind == 0:
-            return d.latency_us(step, att)
-        if kind == 4:
-            return d.uniforms((step, att, KIND_JITTER), d._per(step))
-        return d.fault_u(step, att, kind)
+    def _lat_dists(self) -> dict[int, Dist | None]:
+        """Per step, the one distribution its whole latency table is drawn from (``None``:
+        drawn by :meth:`RunDraws.latency_us` itself: content whose scene types differ, or a
+        step whose latency adds the decoding of drawn tokens)."""
+        sc, st = self.sc, self.cfg.settings
+        content = {id(sc.content_dist(o)): sc.content_dist(o) for o in range(self.n)}
+        out: dict[int, Dist | None] = {
+            0: next(iter(content.values())) if len(content) == 1 else None,
+            1: sc.actions,
+            2: sc.tts,
+            3: st.outline,
+            4: st.agents,
+            5: st.media,
+        }
+        for step in (0, 1, 2):
+            spec = sc.step_tokens(step)
+            if spec is not None and spec.derived:
+                out[step] = None
+        return out
 
     def _add(self, needs: list[tuple[int, int, int]]) -> None:
         """Draw tables (step, attempt, kind) into LT (latencies) and U (uniforms), each grown
-        by doubling when full (the loop reads them at the offsets in OFF)."""
+        by doubling when full (the loop reads them at the offsets in OFF). The latency tables
+        of one distribution are turned into µs by one quantile call over their uniforms laid
+        end to end (an element's value depends on its uniform only: the same numbers as
+        :meth:`RunDraws.latency_us`, tests/sim/test_runs_nb_draws.py)."""
         from .runs_nb_loop import NK
 
+        d, OFF, att_n = self.d, self.OFF, self.attempts
+        groups: dict[int, tuple[Dist, list[tuple[int, NDArray[np.float64]]]]] = {}
+        asked: set[int] = set()  # the latency tables drawn below
         for step, att, kind in needs:
-            at = (step * self.attempts + att) * NK + kind
-            if self.OFF[at] >= 0:
+            at = (step * att_n + att) * NK + kind
+            if OFF[at] >= 0 or at in asked:
                 continue
-            arr = self._table(step, att, kind).reshape(-1)
+            per = d._per(step)
             if kind == 0:
-                self.LT, self.OFF[at] = _put(self.LT, self.n_lt, arr)
-                self.n_lt += arr.size
+                dist = self._dist[step]
+                if dist is None:
+                    self.LT, OFF[at] = _put(self.LT, self.n_lt, d.latency_us(step, att).ravel())
+                    self.n_lt += self.runs * per
+                    continue
+                asked.add(at)
+                u = d.uniforms((step, att, 0), per)
+                groups.setdefault(id(dist), (dist, []))[1].append((at, u))
             else:
-                self.U, self.OFF[at] = _put(self.U, self.n_u, arr)
-                self.n_u += arr.size
+                u = d.uniforms((step, att, kind), per)
+                self.U, OFF[at] = _put(self.U, self.n_u, u.ravel())
+                self.n_u += u.size
+        for dist, tables in groups.values():
+            us = tables[0][1] if len(tables) == 1 else np.concatenate([u for _, u in tables], None)
+            self.LT, at0 = _put(self.LT, self.n_lt, seconds_to_us(dist.quantile(us)).ravel())
+            for at, u in tables:
+                OFF[at] = at0
+                at0 += u.size
+            self.n_lt = at0
 
     def _ahead(self, needs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         """What the loop asked for and, for a jitter draw of attempt ``a`` (a failed request
