@@ -41,14 +41,10 @@ in at one instant; nothing reads it).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import hashlib
 import math
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -56,6 +52,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from .compiled import CompileLock
 from .config import RunConfig
 from .draws import KIND_5XX, KIND_429, KIND_FAULT, KIND_LATENCY, Draws, seconds_to_us
 from .errors import UserError
@@ -483,35 +480,14 @@ def _ctx(cell: _Cell, tb: _Tables, d: Draws, records: bool, logcap: int) -> Ctx:
     )
 
 
-_LOADED: list[bool] = [False]  # whether this process has the compiled loop
+def _fresh() -> None:
+    from .fast_quota_loop import recompile_if_stale
+
+    recompile_if_stale()  # a code changed since the cache was written: compiled again
 
 
-def _lock_path() -> Path:
-    """The lock file of this checkout's compiled loop (one per source folder)."""
-    src = str(Path(__file__).resolve().with_name("fast_quota_loop.py"))
-    digest = hashlib.sha256(src.encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"scenebench-numba-{digest}.lock"
-
-
-@contextlib.contextmanager
-def _first_use() -> Iterator[None]:
-    """The compiled loop's first call in a process, under a lock file shared by processes:
-    the first to come compiles it and writes numba's cache (~40 s of CPU), the others wait
-    and then load it from the cache (a fraction of a second) instead of each compiling it
-    too (pytest's workers, a sweep's process pool). Later calls take no lock."""
-    if _LOADED[0]:
-        yield
-        return
-    with open(_lock_path(), "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            from .fast_quota_loop import recompile_if_stale
-
-            recompile_if_stale()  # a code changed since the cache was written: compiled again
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-    _LOADED[0] = True
+# the loop's first call in a process: compiled (or loaded) once per machine, its codes checked
+_LOCK = CompileLock(Path(__file__).with_name("fast_quota_loop.py"), "numba", before=_fresh)
 
 
 def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
@@ -534,7 +510,7 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
         todo = np.arange(reps, dtype=np.int64)
         while len(todo):
             W[CT_NEEDS] = 0
-            with _first_use():  # the suspended ones overwrite the list's head
+            with _LOCK.first_use():  # the suspended ones overwrite the list's head
                 k = run_runs(*C, todo, todo)
             if W[CT_ERR]:
                 raise AssertionError("fast_quota: a draw was read before it was drawn")

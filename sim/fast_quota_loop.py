@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .compiled import njit_cached
 from .fast_quota_codes import (
     ACTIONS,
     C_5XX,
@@ -57,29 +58,15 @@ F64 = NDArray[np.float64]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _compiled(fn: _F, **opts: Any) -> _F:
-    """``numba.njit(cache=True, **opts)``, typed; in memory only where no cache folder is
-    writable. Without numba's reference counting (``_nrt=False``): the loop allocates nothing,
-    and counting every array argument of every call made it ten times slower."""
-    import numba
-
-    options: dict[str, Any] = {"_nrt": False, **opts}
-    try:
-        out = numba.njit(cache=True, **options)(fn)
-    except RuntimeError:  # numba found no writable place for its cache
-        out = numba.njit(**options)(fn)
-    return cast(_F, out)
-
-
 def _jit(fn: _F) -> _F:
     """A compiled function, called (compiled once)."""
-    return _compiled(fn)
+    return njit_cached(fn)
 
 
 def _leaf(fn: _F) -> _F:
     """:func:`_jit` for a small helper, or one called from one place: inlined where it is
     called (numba's IR: no call, no arguments passed)."""
-    return _compiled(fn, inline="always")
+    return njit_cached(fn, inline="always")
 
 
 INF = 2**62

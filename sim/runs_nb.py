@@ -20,20 +20,17 @@ Elsewhere the heap engine (:mod:`sim.runs_fast`) runs the cell.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import hashlib
 import math
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .compiled import CompileLock
 from .dists import Dist
 from .draws import seconds_to_us
 from .faults import has_limits
@@ -357,10 +354,10 @@ class NbCell:
 
         run_cell = nl.run_cell
         while True:
-            if _LOADED[0]:
+            if _LOCK.loaded:
                 code = run_cell(self.ctx())
             else:
-                with _first_use():
+                with _LOCK.first_use():
                     code = run_cell(self.ctx())
             if code == nl.DONE:
                 return
@@ -487,31 +484,8 @@ def simulate_nb(
     return cell.records(), log, sc, int(cell.W[W_CONFREF])
 
 
-_LOADED: list[bool] = [False]  # whether this process has the compiled loop
-
-
-def _lock_path() -> Path:
-    """The lock file of this checkout's compiled loop (one per source folder)."""
-    src = str(Path(__file__).resolve().with_name("runs_nb_loop.py"))
-    digest = hashlib.sha256(src.encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"scenebench-numba-runs-{digest}.lock"
-
-
-@contextlib.contextmanager
-def _first_use() -> Iterator[None]:
-    """The compiled loop's first call in a process, under a lock file shared by processes:
-    the first to come compiles it and writes numba's cache, the others wait and then load it
-    from the cache; later calls take no lock."""
-    if _LOADED[0]:
-        yield
-        return
-    with open(_lock_path(), "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-    _LOADED[0] = True
+# the loop's first call in a process: compiled (or loaded) once per machine
+_LOCK = CompileLock(Path(__file__).with_name("runs_nb_loop.py"), "numba-runs")
 
 
 def warm_up() -> tuple[float, bool]:

@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+
+from .compiled import njit_cached
 
 __all__ = ["Ctx", "run_cell"]
 
@@ -49,27 +51,14 @@ F64 = NDArray[np.float64]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _compiled(fn: _F, **opts: Any) -> _F:
-    """``numba.njit(cache=True, **opts)`` without reference counting (the loop allocates
-    nothing); in memory only where no cache folder is writable."""
-    import numba
-
-    options: dict[str, Any] = {"_nrt": False, **opts}
-    try:
-        out = numba.njit(cache=True, **options)(fn)
-    except RuntimeError:  # numba found no writable place for its cache
-        out = numba.njit(**options)(fn)
-    return cast(_F, out)
-
-
 def _jit(fn: _F) -> _F:
-    return _compiled(fn)
+    return njit_cached(fn)
 
 
 def _leaf(fn: _F) -> _F:
     """:func:`_jit` for a small helper: inlined where it is called (numba's IR: no call, no
     arguments passed)."""
-    return _compiled(fn, inline="always")
+    return njit_cached(fn, inline="always")
 
 
 INF = 2**62

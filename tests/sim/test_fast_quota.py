@@ -186,8 +186,8 @@ def test_only_a_process_first_call_takes_the_compile_lock(
                 except BlockingIOError:
                     excluded.append(True)
 
-    monkeypatch.setattr(fq, "_LOADED", [False])
-    monkeypatch.setattr(fq, "_lock_path", lambda: lock)
+    monkeypatch.setattr(fq._LOCK, "loaded", False)
+    monkeypatch.setattr(fq._LOCK, "path", lambda: lock)
     monkeypatch.setattr(fcntl, "flock", flock)
     base = load_scenario("default")
     sc = base.replace(outlines=2, quota_llm=dataclasses.replace(base.quota_llm, max_inflight=1))
@@ -195,7 +195,7 @@ def test_only_a_process_first_call_takes_the_compile_lock(
         simulate_quota(sc, RunConfig.of("pipelined", 2), 3, seed=4)
     assert ops == [fcntl.LOCK_EX, fcntl.LOCK_UN]
     assert excluded == [True]
-    assert fq._LOADED == [True]
+    assert fq._LOCK.loaded
 
 
 _STALE_CHILD = """

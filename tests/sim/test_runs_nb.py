@@ -197,14 +197,14 @@ def test_a_small_log_grows_and_the_cell_resumes() -> None:
 def test_the_first_use_holds_the_lock_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first compiled call of a process runs under an exclusive lock on this checkout's
     lock file (another process waits for it); later calls take no lock."""
-    monkeypatch.setattr(runs_nb, "_LOADED", [False])
-    path = runs_nb._lock_path()
+    monkeypatch.setattr(runs_nb._LOCK, "loaded", False)
+    path = runs_nb._LOCK.path()
     assert path.name.startswith("scenebench-numba-runs-")
     with open(path, "a+b") as other:
-        with runs_nb._first_use(), pytest.raises(BlockingIOError):
+        with runs_nb._LOCK.first_use(), pytest.raises(BlockingIOError):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert runs_nb._LOADED == [True]
-        with runs_nb._first_use():
+        assert runs_nb._LOCK.loaded
+        with runs_nb._LOCK.first_use():
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # not held: taken at once
             fcntl.flock(other, fcntl.LOCK_UN)
 
