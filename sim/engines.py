@@ -31,6 +31,11 @@ def pick_engine(scenario: Scenario, config: RunConfig, reps: int, engine: str = 
     engine when it applies (:func:`sim.fast_quota.quota_fits`: in-flight caps only, one
     classroom, no limiter) and pays (``reps >= QUOTA_MIN_REPS``), else SimPy; ``simpy``,
     ``fast`` and ``fast_quota`` as asked (where it does not apply, a one-line error)."""
+    if engine == "compiled":
+        raise UserError(
+            "engine: compiled is the generation-runs engine (--upstream runs); for classroom "
+            f"cells use one of {', '.join(ENGINES)}"
+        )
     if engine not in ENGINES:
         raise UserError(f"engine: must be one of {', '.join(ENGINES)}; got {engine!r}")
     if engine == "auto":

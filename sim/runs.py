@@ -200,7 +200,8 @@ def pick_runs_engine(sc: Scenario, cfg: RunsConfig, engine: str = "auto") -> str
     if engine == "compiled":
         raise UserError(
             "engine: the compiled runs engine needs adaptive off, keys limited by in-flight "
-            "caps and RPM buckets only, and at most 20,000 runs; use fast or simpy"
+            "caps and RPM buckets only, at most 20,000 runs and 1 GiB of arrays (runs x "
+            "outlines x clips); use fast or simpy"
         )
     return "fast"
 

@@ -46,13 +46,22 @@ from .upstream import RUNS
 if TYPE_CHECKING:
     from .runs_nb_loop import Ctx
 
-__all__ = ["MAX_RUNS", "NbCell", "nb_fits", "simulate_nb", "warm_up"]
+__all__ = [
+    "MAX_CELL_BYTES",
+    "MAX_RUNS",
+    "NbCell",
+    "cell_bytes",
+    "nb_fits",
+    "simulate_nb",
+    "warm_up",
+]
 
 I64 = NDArray[np.int64]
 # runs per cell at most: the cell's draw tables and call rows are held whole (tens of MB per
 # 10k runs; the heap engine keeps its draws in bounded blocks for larger cells); the loop's
 # keys hold 2**21 runs, 1024 outlines (and media items), 256 clips, 32 attempts
 MAX_RUNS = 20_000
+MAX_CELL_BYTES = 1 << 30  # the arrays of one cell at most (cell_bytes): 1 GiB
 _FIRST_CAP = 1 << 22  # the draw tables' first size at most (then grown by doubling)
 CONFIRMS = ("auto", "countdown", "wait")  # the loop's C_* codes
 _STEP_NAMES = {0: "content", 1: "actions", 2: "narration"}
@@ -63,10 +72,23 @@ def _plain(q: Quota) -> bool:
     return not (q.rpm_per_second or q.tokens_limited or q.shared or has_limits(q))
 
 
+def cell_bytes(sc: Scenario, cfg: RunsConfig) -> int:
+    """About what the loop's arrays take for this cell (they are made whole, for every run at
+    once): per run its calls' slots (``C``), the heap and a round's items (``B``, ``H``), its
+    fields, and with ``keep_log`` its log rows; the draw tables (at most a fixed size) aside."""
+    n, kmax = sc.outlines, max(1, sc.max_clips)
+    slots = 2 + n + kmax
+    words = 17 * slots + 9 * (slots + 3) + 44 + 5 * n + 8  # NCF, NB + 2, NRF, Q's (nb_loop)
+    if cfg.keep_log:
+        words += 9 * n * (4 + kmax)
+    return 8 * words * cfg.n_runs + (1 << 16)
+
+
 def nb_fits(sc: Scenario, cfg: RunsConfig) -> bool:
     """Whether the compiled engine computes this cell: adaptive ``off`` and keys limited by
     in-flight caps and RPM buckets only (every confirmation mode, the media lane), at most
-    :data:`MAX_RUNS` runs."""
+    :data:`MAX_RUNS` runs and :data:`MAX_CELL_BYTES` of arrays (:func:`cell_bytes`; a larger
+    cell goes to the heap engine, whose draws are kept in bounded blocks)."""
     return (
         cfg.adaptive == "off"
         and _plain(sc.quota_llm)
@@ -74,6 +96,7 @@ def nb_fits(sc: Scenario, cfg: RunsConfig) -> bool:
         and cfg.n_runs <= MAX_RUNS
         and sc.outlines < 1024
         and max(1, sc.max_clips) < 256
+        and cell_bytes(sc, cfg) <= MAX_CELL_BYTES
     )
 
 

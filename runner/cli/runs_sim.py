@@ -185,8 +185,13 @@ def sim_runs(a: argparse.Namespace) -> int:
     cfg = runs_config_from_args(a, sc)
     from ..store.stamps import provenance, provenance_line
 
-    # simpy, fast (the heap) and compiled as named; otherwise the rule (sim.runs.pick_runs_engine)
-    engine = a.engine if a.engine in ("simpy", "fast", "compiled") else "auto"
+    # simpy, fast (the heap) and compiled as named; auto: the rule (sim.runs.pick_runs_engine)
+    if a.engine == "fast_quota":
+        raise UserError(
+            "--engine fast_quota: the limited-key engine is for classroom cells; with "
+            "--upstream runs use auto, simpy, fast or compiled"
+        )
+    engine = a.engine
     res = simulate_runs(sc, cfg, a.seed, engine)
     prov = provenance(sc)
     if a.json:

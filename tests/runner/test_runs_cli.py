@@ -62,7 +62,11 @@ def test_sim_engine_compiled_names_the_compiled_runs_engine_and_refuses_elsewher
     assert by["compiled"].pop("engine") == "compiled" and by["simpy"].pop("engine") == "simpy"
     assert by["compiled"] == by["simpy"]
     classroom = ["sim", "--upstream", "pr660", "--concurrency", "2"]
-    for bad in ([*cell, "--adaptive", "gate"], classroom):
-        p = sb(*bad, "--engine", "compiled")
+    for bad, engine, says in (
+        ([*cell, "--adaptive", "gate"], "compiled", "compiled runs engine needs adaptive off"),
+        (classroom, "compiled", "compiled is the generation-runs engine"),
+        (cell, "fast_quota", "--engine fast_quota: the limited-key engine is for classroom"),
+    ):
+        p = sb(*bad, "--engine", engine)
         lines = p.stderr.strip().splitlines()
-        assert p.returncode == 2 and len(lines) == 1 and "engine" in lines[0], p.stderr
+        assert p.returncode == 2 and len(lines) == 1 and says in lines[0], p.stderr

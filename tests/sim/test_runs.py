@@ -24,7 +24,7 @@ from sim.run_server import (
     ServerTimer,
     SetServerTimer,
 )
-from sim.runs import RunsConfig, RunsSettings, check_cells, check_engines, simulate_runs
+from sim.runs import RunsConfig, RunsSettings, check_cells, simulate_runs
 from sim.scenario import Scenario, load_scenario
 
 S = 1_000_000
@@ -142,12 +142,6 @@ def test_a_countdown_is_confirmed_at_the_first_scan_tick_after_2_5_s() -> None:
     cmds = s.feed(1_300_000, [Ended(0, Phase.AWAITING)])  # due 3.8 s → tick at 4 s
     assert cmds == [SetServerTimer(4 * S, ServerTimer(0, 0))]
     assert s.feed(4 * S, [ServerTimer(0, 0)]) == [Claim(0, 4 * S)]
-
-
-def test_the_fast_engine_equals_the_simpy_model_request_for_request() -> None:
-    for name, sc, cfg, seed in check_cells():
-        ok, why = check_engines(sc, cfg, seed)
-        assert ok, f"{name}: {why}"
 
 
 def test_the_check_cells_exercise_what_they_claim() -> None:

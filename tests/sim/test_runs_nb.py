@@ -104,8 +104,9 @@ def test_compiled_equals_simpy_on_random_cells(cell: tuple[Scenario, RunsConfig,
 
 
 def test_the_check_cells_on_every_engine_that_applies() -> None:
-    """The engines' check cells (sim.runs.check_cells) all run on the compiled engine too; the
-    learners' refused confirmations are counted the same."""
+    """The engines' check cells (sim.runs.check_cells): the heap engine and the compiled one
+    equal the SimPy model request for request on every one (check_engines compares both);
+    the learners' refused confirmations are counted the same."""
     from sim.runs import check_cells
 
     compiled = []
@@ -209,6 +210,29 @@ def test_the_first_use_holds_the_lock_once(monkeypatch: pytest.MonkeyPatch) -> N
             fcntl.flock(other, fcntl.LOCK_UN)
 
 
-def test_warm_up_runs_a_cell() -> None:
-    spent, _cached = runs_nb.warm_up()
-    assert spent > 0
+def test_warm_up_runs_a_cell_through_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """warm_up makes the loop's first call of the process (under the compile lock)."""
+    monkeypatch.setattr(runs_nb._LOCK, "loaded", False)
+    runs_nb.warm_up()
+    assert runs_nb._LOCK.loaded
+
+
+@pytest.mark.parametrize("name", ["default", "content-heavy", "tts-heavy"])
+@pytest.mark.parametrize("keep_log", [True, False])
+def test_cell_bytes_bounds_the_arrays_and_a_cell_too_big_goes_to_the_heap(
+    name: str, keep_log: bool
+) -> None:
+    """cell_bytes (what nb_fits bounds) is at least what the loop's arrays take, and not much
+    more; a cell over MAX_CELL_BYTES (many outlines, many runs) is the heap engine's under
+    auto, and asking for the compiled engine there is a one-line error."""
+    sc = runs_nb._runs_scenario(load_scenario(name, upstream="runs"))
+    cfg = RunsConfig(concurrency=2, runs=40, arrival_per_hour=30.0, keep_log=keep_log)
+    cell = runs_nb.NbCell(sc, cfg, 0)
+    actual = sum(getattr(cell, a).nbytes for a in ("C", "B", "H", "R", "L", "Q"))
+    assert actual <= runs_nb.cell_bytes(sc, cfg) <= 1.5 * actual + (1 << 16)
+    big = RunsConfig(concurrency=2, runs=runs_nb.MAX_RUNS, arrival_per_hour=30.0)
+    wide = sc.replace(outlines=300)
+    assert runs_nb.cell_bytes(wide, big) > runs_nb.MAX_CELL_BYTES
+    assert not nb_fits(wide, big) and pick_runs_engine(wide, big) == "fast"
+    with pytest.raises(UserError, match="1 GiB of arrays"):
+        pick_runs_engine(wide, big, "compiled")
