@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-__all__ = ["CompileLock", "njit_cached"]
+__all__ = ["CompileLock", "jit", "leaf", "njit_cached"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -29,6 +29,17 @@ def njit_cached(fn: _F, **opts: Any) -> _F:
     except RuntimeError:  # numba found no writable place for its cache
         out = numba.njit(**options)(fn)
     return cast(_F, out)
+
+
+def jit(fn: _F) -> _F:
+    """A compiled function of a loop, called (compiled once, cached)."""
+    return njit_cached(fn)
+
+
+def leaf(fn: _F) -> _F:
+    """:func:`jit` for a small helper, or one called from one place: inlined where it is
+    called (numba's IR: no call, no arguments passed)."""
+    return njit_cached(fn, inline="always")
 
 
 class CompileLock:

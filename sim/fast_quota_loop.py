@@ -21,13 +21,13 @@ and the run resumes at that round once :mod:`sim.fast_quota` has drawn them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .compiled import njit_cached
+from .compiled import jit as _jit
+from .compiled import leaf as _leaf
 from .fast_quota_codes import (
     ACTIONS,
     C_5XX,
@@ -55,18 +55,6 @@ __all__ = ["Ctx", "codes_compiled_in", "recompile_if_stale", "run_runs"]
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _jit(fn: _F) -> _F:
-    """A compiled function, called (compiled once)."""
-    return njit_cached(fn)
-
-
-def _leaf(fn: _F) -> _F:
-    """:func:`_jit` for a small helper, or one called from one place: inlined where it is
-    called (numba's IR: no call, no arguments passed)."""
-    return njit_cached(fn, inline="always")
 
 
 INF = 2**62

@@ -36,29 +36,18 @@ phase. The loop allocates nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .compiled import njit_cached
+from .compiled import jit as _jit
+from .compiled import leaf as _leaf
 
 __all__ = ["Ctx", "run_cell"]
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _jit(fn: _F) -> _F:
-    return njit_cached(fn)
-
-
-def _leaf(fn: _F) -> _F:
-    """:func:`_jit` for a small helper: inlined where it is called (numba's IR: no call, no
-    arguments passed)."""
-    return njit_cached(fn, inline="always")
 
 
 INF = 2**62
