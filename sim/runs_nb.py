@@ -200,7 +200,7 @@ class NbCell:
         R[:, nl.NRF + nl.S_READY * n : nl.NRF + (nl.S_READY + 1) * n] = -1
         R[:, nl.NRF + nl.S_CLIPS * n :] = self.d.speeches()
         R[:, nl.RF_OWNER] = [own[o] for _, o in self.arrivals]
-        R[:, nl.RF_ARR] = [t for t, _ in self.arrivals]
+        R[:, nl.RF_ARR] = self._ts = [t for t, _ in self.arrivals]
         self.R = R
         self.H = np.zeros((2, hcap), dtype=np.int64)
         self.Q = np.zeros(q_at[-1], dtype=np.int64)
@@ -264,8 +264,8 @@ class NbCell:
         n = self.runs
         # runs are numbered in arrival order (sim.runs_world.arrivals_of): the items are
         # sorted by (time, key), already a heap
-        H[0, :n] = [t for t, _ in self.arrivals]
-        H[1, :n] = [key0 | (r << nl.SH_RUN) for r in range(n)]
+        H[0, :n] = self._ts
+        H[1, :n] = key0 | (np.arange(n, dtype=np.int64) << nl.SH_RUN)
         self.W[nl.W_HN] = n
 
     # -- draws ---------------------------------------------------------------------------
@@ -274,7 +274,9 @@ class NbCell:
         drawn by :meth:`RunDraws.latency_us` itself: content whose scene types differ, or a
         step whose latency adds the decoding of drawn tokens)."""
         sc, st = self.sc, self.cfg.settings
-        content = {id(sc.content_dist(o)): sc.content_dist(o) for o in range(self.n)}
+        # (scene o's type is the (o mod types)th: the first outlines hold every type used)
+        kinds = min(self.n, len(sc.scene_types))
+        content = {id(d): d for d in map(sc.content_dist, range(kinds))}
         out: dict[int, Dist | None] = {
             0: next(iter(content.values())) if len(content) == 1 else None,
             1: sc.actions,
