@@ -182,16 +182,19 @@ def qoe_us(ready_us: I64, play_us: I64, start: str = "first_scene", buffer_us: i
     if ready.shape != play.shape:
         raise ValueError(f"ready_us and play_us: shapes differ, {ready.shape} vs {play.shape}")
     s = _start_us(ready, play, start, buffer_us)
-    clock = s.copy()  # when the learner is free for the next scene
-    stall = np.zeros(len(ready), dtype=np.int64)
-    stalls = np.zeros(len(ready), dtype=np.int64)
-    for j in range(ready.shape[1]):
-        ok = ready[:, j] >= 0
-        wait = np.where(ok, np.maximum(ready[:, j] - clock, 0), 0)
-        stall += wait
-        stalls += wait > 0
-        clock = np.where(ok, clock + wait + play[:, j], clock)
-    playback = np.where(ready >= 0, play, 0).sum(axis=1)
+    # The learner, free at ``clock`` (at first ``s``), waits for each ready scene in turn:
+    # clock = max(clock, ready_j) + play_j. In integers, clock after scene j is
+    # done_j + M_j: done_j the playback of the ready scenes up to j, M_j the running max of
+    # s and ready_k - (playback before k) over the ready k <= j. So a scene is waited for
+    # exactly when it raises M, by what it raises it: the stall is M's rise over s.
+    ok = ready >= 0
+    okplay = np.where(ok, play, 0)
+    before = np.cumsum(okplay, axis=1) - okplay
+    m = np.concatenate([s[:, None], np.where(ok, ready - before, s[:, None])], axis=1)
+    m = np.maximum.accumulate(m, axis=1)
+    stall = m[:, -1] - s
+    stalls = (m[:, 1:] > m[:, :-1]).sum(axis=1)
+    playback = okplay.sum(axis=1)
     any_ok = s >= 0
     last = np.where(ready >= 0, ready, -1).max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):

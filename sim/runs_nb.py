@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,7 +200,7 @@ class NbCell:
         R[:, nl.NRF + nl.S_READY * n : nl.NRF + (nl.S_READY + 1) * n] = -1
         R[:, nl.NRF + nl.S_CLIPS * n :] = self.d.speeches()
         R[:, nl.RF_OWNER] = [own[o] for _, o in self.arrivals]
-        R[:, nl.RF_ARR] = [t for t, _ in self.arrivals]
+        R[:, nl.RF_ARR] = self._ts = [t for t, _ in self.arrivals]
         self.R = R
         self.H = np.zeros((2, hcap), dtype=np.int64)
         self.Q = np.zeros(q_at[-1], dtype=np.int64)
@@ -265,8 +264,8 @@ class NbCell:
         n = self.runs
         # runs are numbered in arrival order (sim.runs_world.arrivals_of): the items are
         # sorted by (time, key), already a heap
-        H[0, :n] = [t for t, _ in self.arrivals]
-        H[1, :n] = [key0 | (r << nl.SH_RUN) for r in range(n)]
+        H[0, :n] = self._ts
+        H[1, :n] = key0 | (np.arange(n, dtype=np.int64) << nl.SH_RUN)
         self.W[nl.W_HN] = n
 
     # -- draws ---------------------------------------------------------------------------
@@ -275,7 +274,9 @@ class NbCell:
         drawn by :meth:`RunDraws.latency_us` itself: content whose scene types differ, or a
         step whose latency adds the decoding of drawn tokens)."""
         sc, st = self.sc, self.cfg.settings
-        content = {id(sc.content_dist(o)): sc.content_dist(o) for o in range(self.n)}
+        # (scene o's type is the (o mod types)th: the first outlines hold every type used)
+        kinds = min(self.n, len(sc.scene_types))
+        content = {id(d): d for d in map(sc.content_dist, range(kinds))}
         out: dict[int, Dist | None] = {
             0: next(iter(content.values())) if len(content) == 1 else None,
             1: sc.actions,
@@ -402,94 +403,113 @@ class NbCell:
         n = int(self.W[W_NLOG])
         if n > len(self.L):
             raise AssertionError("runs_nb: the request log overflowed")  # a bug: the loop checks
-        return list(zip(*self.L[:n].T.tolist(), strict=True)) if n else []
+        return list(zip(*self.L[:n].T.tolist(), strict=False)) if n else []  # (9 columns)
 
     def records(self) -> list[RunOutcome]:
-        """Every run's record (:func:`sim.runs.outcomes_block`'s, from the loop's rows)."""
+        """Every run's record (:func:`sim.runs.outcomes_block`'s, from the loop's rows): its
+        fields made column by column, the records in one pass."""
         from . import runs_nb_loop as nl
 
-        make = _outcome_maker()
-        n, R = self.n, self.R
+        n, R, runs = self.n, self.R, self.runs
         t0 = R[:, nl.RF_ARR]
         ready = R[:, nl.NRF + nl.S_READY * n : nl.NRF + (nl.S_READY + 1) * n]
         rel = np.where(ready >= 0, ready - t0[:, None], -1)
         pb = self.sc.playback
         q = qoe_us(rel, np.where(rel >= 0, self.d.playback_table_us(), 0), pb.start, pb.buffer_us)
-        skip = R[:, nl.NRF + nl.S_SKIP * n : nl.NRF + (nl.S_SKIP + 1) * n]
-        cols: tuple[Any, ...] = (
-            R[:, : nl.NRF].tolist(),
-            rel[:, 0].tolist(),
+        refused = R[:, nl.RF_REFUSED] != 0
+        phase = R[:, nl.RF_PHASE]
+        ended = refused | (phase == nl.COMPLETED) | (phase == nl.PAUSED)
+        if not ended.all():  # a bug: every run ends
+            r = int(np.argmin(ended))
+            raise AssertionError(f"run {r} ended in phase {phase[r]}")
+        nan = math.nan
+        first = rel[:, 0]
+        first_s = (first / 1e6).tolist()
+        for r in np.flatnonzero(first < 0).tolist():
+            first_s[r] = nan
+        ends = self._endings(nl, refused, phase)
+        counts = R[:, [nl.RF_REQ, nl.RF_429, nl.RF_5XX, nl.RF_RET, nl.RF_TO, nl.RF_MOK]]
+        cols: list[list[Any]] = [
+            list(range(runs)),
+            [o for _, o in self.arrivals],
+            (t0 / 1e6).tolist(),
+            ends[0],
+            ((R[:, nl.RF_CLAIM0] - t0) / 1e6).tolist(),
+            first_s,
+            ((R[:, nl.RF_END] - t0) / 1e6).tolist(),
+            *ends[1:3],
             (rel >= 0).sum(axis=1).tolist(),
-            skip.any(axis=1).tolist(),
+            ends[3],
+            (R[:, nl.RF_AGENTS_PRESET] != 0).tolist(),
             q.startup_s.tolist(),
             q.stall_s.tolist(),
             q.stalls.tolist(),
-        )
-        out = []
-        nan = math.nan
-        for r, (t_us, owner) in enumerate(self.arrivals):
-            row = cols[0][r]
-            if row[nl.RF_REFUSED]:
-                out.append(
-                    make(
-                        (
-                            r, owner, t_us / 1e6, REFUSED, nan, nan, nan, None, None, 0, (), False,
-                            nan, 0.0, 0, 0, 0, 0, 0, 0, 0, 0,
-                        )
-                    )
-                )  # fmt: skip
-                continue
-            failed = np.flatnonzero(skip[r]).tolist() if cols[3][r] else []
-            state, at, status = _ending(nl, r, row, failed)
-            first = cols[1][r]
-            out.append(
-                make(
-                    (
-                        r, owner, t_us / 1e6, state, (row[nl.RF_CLAIM0] - t_us) / 1e6,
-                        nan if first < 0 else first / 1e6, (row[nl.RF_END] - t_us) / 1e6, at,
-                        status, cols[2][r], tuple(sorted(set(failed))),
-                        bool(row[nl.RF_AGENTS_PRESET]), cols[4][r], cols[5][r], cols[6][r],
-                        row[nl.RF_REQ], row[nl.RF_429], row[nl.RF_5XX], row[nl.RF_RET],
-                        row[nl.RF_TO], row[nl.RF_MOK], row[nl.RF_MFAIL],
-                    )
-                )
-            )  # fmt: skip
-        return out
+            *counts.T.tolist(),
+            R[:, nl.RF_MFAIL].tolist(),
+        ]
+        for r in np.flatnonzero(refused).tolist():
+            for col, v in zip(cols[3:], _REFUSED_TAIL, strict=True):
+                col[r] = v
+        return _outcomes(cols)
+
+    def _endings(
+        self, nl: Any, refused: NDArray[np.bool_], phase: I64
+    ) -> tuple[list[str], list[str | None], list[int | None], list[tuple[int, ...]]]:
+        """The runs' states, the steps they paused at, the statuses and their failed scenes
+        (skipped, and the scene a pause stopped at): refused runs' are replaced after."""
+        n, R, runs = self.n, self.R, self.runs
+        states: list[str] = ["completed"] * runs
+        at: list[str | None] = [None] * runs
+        status: list[int | None] = [None] * runs
+        failed: list[tuple[int, ...]] = [()] * runs
+        skip = R[:, nl.NRF + nl.S_SKIP * n : nl.NRF + (nl.S_SKIP + 1) * n]
+        rs, ks = np.nonzero(skip & ~refused[:, None])  # (row by row: each run's ascending)
+        skipped: dict[int, list[int]] = {}
+        for r, k in zip(rs.tolist(), ks.tolist(), strict=True):
+            skipped.setdefault(r, []).append(k)
+        for r, scenes in skipped.items():
+            failed[r] = tuple(scenes)
+        paused = np.flatnonzero((phase == nl.PAUSED) & ~refused)
+        rows = R[paused][:, [nl.RF_PSTEP, nl.RF_PK, nl.RF_PSTATUS]].tolist()
+        for r, (pstep, pk, pst) in zip(paused.tolist(), rows, strict=True):
+            states[r] = "paused"
+            status[r] = pst
+            if pstep == nl.OUTLINE:
+                at[r] = "outline"
+            else:
+                at[r] = f"scene:{pk}:{_STEP_NAMES[pstep]}"
+                failed[r] = tuple(sorted({*failed[r], pk}))
+        return states, at, status, failed
 
 
-def _outcome_maker() -> Callable[[tuple[Any, ...]], RunOutcome]:
-    """A :class:`~sim.runs.RunOutcome` from its fields' values in order: its ``__init__``
-    bypassed (a frozen dataclass's sets each field through ``object.__setattr__``; these
-    records are made by the hundred per cell) while it does nothing else, else it."""
+# a refused run's fields after its run, owner and arrival: as the reference makes them
+_REFUSED_TAIL: tuple[Any, ...] = (
+    REFUSED, math.nan, math.nan, math.nan, None, None, 0, (), False,
+    math.nan, 0.0, 0, 0, 0, 0, 0, 0, 0, 0,
+)  # fmt: skip
 
-    names = tuple(f.name for f in dataclasses.fields(RunOutcome))
+
+_NAMES = tuple(f.name for f in dataclasses.fields(RunOutcome))
+
+
+def _outcomes(cols: list[list[Any]]) -> list[RunOutcome]:
+    """The :class:`~sim.runs.RunOutcome` records of fields given column by column: their
+    ``__init__`` bypassed (a frozen dataclass's sets each field through
+    ``object.__setattr__``; these records are made by the hundred per cell) while it does
+    nothing else, else it."""
     if hasattr(RunOutcome, "__post_init__") or hasattr(RunOutcome, "__slots__"):
-        return lambda vals: RunOutcome(*vals)
+        return [RunOutcome(*vals) for vals in zip(*cols, strict=True)]
+    names = _NAMES
+    if len(names) != len(cols):
+        raise AssertionError("runs_nb: RunOutcome's fields changed")  # a bug: update records
     new = object.__new__
-
-    def make(vals: tuple[Any, ...]) -> RunOutcome:
+    out: list[RunOutcome] = []
+    add = out.append
+    for vals in zip(*cols, strict=True):
         o = new(RunOutcome)
-        o.__dict__.update(zip(names, vals, strict=True))
-        return o
-
-    return make
-
-
-def _ending(
-    nl: Any, r: int, row: list[int], failed: list[int]
-) -> tuple[str, str | None, int | None]:
-    """A finished run's state, the step it paused at and the status (``failed``: its failed
-    scenes, the paused one added); ``nl`` the loop's module (its constants)."""
-    phase = row[nl.RF_PHASE]
-    if phase == nl.COMPLETED:
-        return "completed", None, None
-    if phase != nl.PAUSED:
-        raise AssertionError(f"run {r} ended in phase {phase}")  # a bug: every run ends
-    pstep, pk = row[nl.RF_PSTEP], row[nl.RF_PK]
-    if pstep == nl.OUTLINE:
-        return "paused", "outline", row[nl.RF_PSTATUS]
-    failed.append(pk)
-    return "paused", f"scene:{pk}:{_STEP_NAMES[pstep]}", row[nl.RF_PSTATUS]
+        o.__dict__.update(zip(names, vals, strict=False))  # (as many: checked above)
+        add(o)
+    return out
 
 
 def simulate_nb(
