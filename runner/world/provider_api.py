@@ -825,7 +825,13 @@ async def messages_answer(
         return _refused(fake, c, dec, at_us, _shape(fake, c.step, "anthropic"), model)
     ans = _answer(fake, c, dec, prompt, body, kind)
     shape = _shape(fake, c.step, "anthropic")
-    rid = {"request-id": f"req_sb{next(_ids)}", **_success_headers(fake, c, dec, shape, at_us)}
+    n = next(_ids)  # the request id's, drawn before the message id's
+    rate = _success_headers(fake, c, dec, shape, at_us)
+    if not stream and dec.status == 200:  # _plain's whole answer, its request id pre-encoded
+        resp = _Json(_anthropic_json(ans, model), rate)
+        resp.raw_headers.insert(2, (b"request-id", b"req_sb%d" % n))  # before the rate's
+        return resp
+    rid = {"request-id": f"req_sb{n}", **rate}
     if not stream:
         return _plain(dec, _anthropic_json(ans, model), rid)
     gen = _anthropic_stream(fake, ans, dec, base, model)
