@@ -139,15 +139,10 @@ async def _requests(
         )
         t0 = time.perf_counter()
         writer.write(req)
-        status_line = await reader.readline()
-        status = int(status_line.split()[1])
-        length = 0
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
+        head = await reader.readuntil(b"\r\n\r\n")  # the status line and headers at once
+        status = int(head.split(None, 2)[1])
+        at = head.lower().find(b"\r\ncontent-length:")
+        length = 0 if at < 0 else int(head[at + 17 : head.index(b"\r\n", at + 2)])
         await reader.readexactly(length)
         added.append(time.perf_counter() - t0 - latency_s)
         statuses[status] = statuses.get(status, 0) + 1
