@@ -38,9 +38,8 @@ from .rules import Outcome, RetryPolicy, outcome_of
 from .run_machine import _outline_policy
 from .runs_config import RunsConfig
 from .runs_outcome import REFUSED, RunOutcome
-from .runs_world import RunDraws, arrivals_of
+from .runs_world import RunDraws, arrivals_of, runs_scenario
 from .scenario import Quota, Scenario
-from .upstream import RUNS
 
 if TYPE_CHECKING:
     from .runs_nb_loop import Ctx
@@ -97,13 +96,6 @@ def nb_fits(sc: Scenario, cfg: RunsConfig) -> bool:
         and max(1, sc.max_clips) < 256
         and cell_bytes(sc, cfg) <= MAX_CELL_BYTES
     )
-
-
-def _runs_scenario(sc: Scenario) -> Scenario:
-    """The scenario as the reference runs it (:class:`sim.runs_world.RunsWorld`)."""
-    if sc.client.upstream != RUNS.upstream:
-        sc = sc.replace(client=dataclasses.replace(RUNS, jitter_u=sc.client.jitter_u))
-    return sc
 
 
 def _policies(sc: Scenario, cfg: RunsConfig) -> tuple[RetryPolicy, ...]:
@@ -520,7 +512,7 @@ def simulate_nb(
     confirmations refused (``wait`` mode)."""
     from .runs_nb_loop import W_CONFREF
 
-    sc = _runs_scenario(sc)
+    sc = runs_scenario(sc)
     cell = NbCell(sc, cfg, seed)
     cell.run()
     log = cell.log() if cfg.keep_log else []

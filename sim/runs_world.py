@@ -60,7 +60,15 @@ from .runs_config import RunsConfig, RunsSettings
 from .scenario import Scenario
 from .upstream import RUNS
 
-__all__ = ["CANCELLED", "Item", "RunDraws", "RunProvider", "RunsWorld", "arrivals_of"]
+__all__ = [
+    "CANCELLED",
+    "Item",
+    "RunDraws",
+    "RunProvider",
+    "RunsWorld",
+    "arrivals_of",
+    "runs_scenario",
+]
 
 CANCELLED = -3  # a request-log status: the client aborted it (a pause)
 
@@ -116,6 +124,14 @@ Item = tuple[str, int, Any]
 Schedule = Callable[[int, Item], None]
 
 
+def runs_scenario(sc: Scenario) -> Scenario:
+    """The scenario as every runs engine runs it: the ``runs`` profile's rules (if it has
+    another), the scenario's fixed jitter kept."""
+    if sc.client.upstream != RUNS.upstream:
+        sc = sc.replace(client=dataclasses.replace(RUNS, jitter_u=sc.client.jitter_u))
+    return sc
+
+
 def arrivals_of(cfg: RunsConfig, seed: int) -> list[tuple[int, int]]:
     """(µs, owner) of every run, in run order: the replay, else Poisson from the keyed stream."""
     from .draws import tenant_offsets_us
@@ -165,8 +181,7 @@ class RunsWorld:
     def __init__(self, sc: Scenario, cfg: RunsConfig, seed: int, schedule: Schedule) -> None:
         if sc.quota_llm.shared or sc.quota_tts.shared:
             raise UserError("runs: shared-capacity keys (throughput, parallel) are not modelled")
-        if sc.client.upstream != RUNS.upstream:  # the runs rules, the scenario's fixed jitter
-            sc = sc.replace(client=dataclasses.replace(RUNS, jitter_u=sc.client.jitter_u))
+        sc = runs_scenario(sc)
         self.sc = sc
         self.cfg = cfg
         self.seed = seed

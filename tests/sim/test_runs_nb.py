@@ -23,6 +23,7 @@ from sim.runs import (
     simulate_runs,
 )
 from sim.runs_nb import NbCell, nb_fits
+from sim.runs_world import runs_scenario
 from sim.scenario import Scenario, load_scenario
 
 BASE = load_scenario("default", upstream="runs")
@@ -187,7 +188,7 @@ def test_a_small_log_grows_and_the_cell_resumes() -> None:
 
     sc = BASE.with_quota(llm_inflight=2)
     cfg = RunsConfig(concurrency=3, runs=5, arrival_per_hour=120.0)
-    cell = NbCell(runs_nb._runs_scenario(sc), cfg, 3)
+    cell = NbCell(runs_scenario(sc), cfg, 3)
     cell.L = np.zeros((16, 9), dtype=np.int64)
     cell.P[P_LOGCAP] = 16
     cell.run()
@@ -225,7 +226,7 @@ def test_cell_bytes_bounds_the_arrays_and_a_cell_too_big_goes_to_the_heap(
     """cell_bytes (what nb_fits bounds) is at least what the loop's arrays take, and not much
     more; a cell over MAX_CELL_BYTES (many outlines, many runs) is the heap engine's under
     auto, and asking for the compiled engine there is a one-line error."""
-    sc = runs_nb._runs_scenario(load_scenario(name, upstream="runs"))
+    sc = runs_scenario(load_scenario(name, upstream="runs"))
     cfg = RunsConfig(concurrency=2, runs=40, arrival_per_hour=30.0, keep_log=keep_log)
     cell = runs_nb.NbCell(sc, cfg, 0)
     actual = sum(getattr(cell, a).nbytes for a in ("C", "B", "H", "R", "L", "Q"))

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from sim.runs import RunsConfig, RunsSettings
-from sim.runs_nb import NbCell, _runs_scenario, nb_fits
+from sim.runs_nb import NbCell, nb_fits
 from sim.runs_nb_loop import NK
-from sim.runs_world import RunDraws
+from sim.runs_world import RunDraws, runs_scenario
 from sim.scenario import Scenario, load_scenario
 
 
@@ -42,7 +42,7 @@ def test_every_table_equals_the_reference_draws(
     name: str, llm: dict[str, float], media: int, kinds: set[int]
 ) -> None:
     sc = _plain_keys(load_scenario(name, upstream="runs"))
-    sc = _runs_scenario(sc.replace(quota_llm=dataclasses.replace(sc.quota_llm, **llm)))
+    sc = runs_scenario(sc.replace(quota_llm=dataclasses.replace(sc.quota_llm, **llm)))
     cfg = RunsConfig(
         concurrency=3,
         runs=12,
