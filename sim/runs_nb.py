@@ -133,6 +133,13 @@ _RETRIED = np.array(
 )
 
 
+def _capacity(runs: int, slots: int) -> int:
+    """The heap's and a round's rows' capacity (``H``, ``B``): every item a cell can hold at
+    once (per run a timed item per call slot, its arrival, a review, a tick; a few spare). The
+    loop checks each append against it (an overflow is an AssertionError: a bug here)."""
+    return runs * (slots + 3) + 32
+
+
 def _put(buf: NDArray[Any], used: int, arr: NDArray[Any]) -> tuple[NDArray[Any], int]:
     """``arr`` written after the ``used`` head of ``buf`` (a copy twice as big when full):
     the buffer, and where ``arr`` starts."""
@@ -164,7 +171,7 @@ class NbCell:
         # per step: its calls' attempts at most (content, actions, TTS; outline; agents)
         self.top = (top, top, top, cfg.settings.outline_attempts, 1, 1)
         slots = 2 + n + kmax  # the serial call, the contents, the clips, a media item
-        hcap = runs * (slots + 3) + 32  # calls, arrivals, reviews, ticks
+        hcap = _capacity(runs, slots)
         owners = sorted({o for _, o in self.arrivals})
         own = {o: i for i, o in enumerate(owners)}
         capmax = max(1, sc.quota_llm.max_inflight, sc.quota_tts.max_inflight)
@@ -365,7 +372,8 @@ class NbCell:
         )  # fmt: skip
 
     def run(self) -> None:
-        """The loop to the cell's end, drawing what it asks for, growing its log."""
+        """The loop to the cell's end, drawing what it asks for, growing its log; an
+        AssertionError naming the array if one of its fixed-size arrays overflowed."""
         from . import runs_nb_loop as nl
 
         run_cell = nl.run_cell
@@ -377,6 +385,9 @@ class NbCell:
                     code = run_cell(self.ctx())
             if code == nl.DONE:
                 return
+            if code == nl.OVERFLOW:
+                what = nl.ERR_NAMES.get(int(self.W[nl.W_ERR]), f"code {int(self.W[nl.W_ERR])}")
+                raise AssertionError(f"runs_nb: {what} overflowed")  # a bug: its size estimate
             if code == nl.NEED:
                 k = int(self.W[nl.W_NEEDS])
                 rows = self.W[nl.W_NEED0 : nl.W_NEED0 + 3 * k].reshape(-1, 3)

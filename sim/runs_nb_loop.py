@@ -52,7 +52,7 @@ F64 = NDArray[np.float64]
 
 INF = 2**62
 # the loop's return codes
-DONE, NEED, LOG_FULL = 0, 1, 2
+DONE, NEED, LOG_FULL, OVERFLOW = 0, 1, 2, 3
 # phases of the loop (W[W_MODE]): next instant, a round's feeds, a round's decisions
 M_INSTANT, M_FEED, M_DECIDE = 0, 1, 2
 # steps (sim.rules.Step) and the table kinds (latency, then the uniforms)
@@ -109,7 +109,25 @@ F_POL = 18  # NPOL * (cap_ms, jitter), then NPOL * TOPR exponential parts
 # scalars: W[...]
 (W_MODE, W_T, W_HN, W_NCUR, W_NNXT, W_NSENDS, W_NEND, W_NLOG, W_RUNNING) = range(9)
 (W_QHEAD, W_QTAIL, W_NEEDS, W_NDUE, W_NTICKS, W_CONFREF) = range(9, 15)
+W_ERR = 15  # an append that found its array full (ERR_*): the loop returns OVERFLOW
 W_NEED0 = 16  # the needs: rows of (step, attempt, kind)
+# what overflowed (W[W_ERR]): each fixed-capacity array the loop appends to, checked at each
+# append (the loop is compiled without bounds checks: a write past one would go unseen); the
+# item is dropped and the loop returns OVERFLOW at its next phase, where Python raises
+ERR_HEAP, ERR_ROUND, ERR_NEXT, ERR_SENDS, ERR_ENDS = 1, 2, 3, 4, 5
+ERR_QUEUE, ERR_DUE, ERR_TICKS, ERR_NEEDS, ERR_LOG = 6, 7, 8, 9, 10
+ERR_NAMES = {
+    ERR_HEAP: "the heap (H)",
+    ERR_ROUND: "a round's items (B's current row)",
+    ERR_NEXT: "the next round's items (B's next row)",
+    ERR_SENDS: "a round's requests (B's sends row)",
+    ERR_ENDS: "a round's run ends (B's ends row)",
+    ERR_QUEUE: "the runs waiting for a worker (Q)",
+    ERR_DUE: "the due countdowns (Q)",
+    ERR_TICKS: "the pending scan ticks (Q)",
+    ERR_NEEDS: "the draw tables asked for (W)",
+    ERR_LOG: "the request log (L)",
+}
 # buffer rows: B[row, i]
 B_CUR, B_NXT, B_SENDS, B_EV, B_EVST, B_EVPST, B_END = 0, 1, 2, 3, 4, 5, 6
 NB = 7
@@ -212,6 +230,9 @@ def _swap(H: I64, i: int, j: int) -> None:
 def _push(x: Ctx, at: int, key: int) -> None:
     H, W = x.H, x.W
     i = W[W_HN]
+    if i >= H.shape[1]:
+        W[W_ERR] = ERR_HEAP
+        return
     W[W_HN] = i + 1
     H[0, i] = at
     H[1, i] = key
@@ -269,6 +290,9 @@ def _at(x: Ctx, t: int, at: int, key: int) -> None:
     """An item at ``at``: the next round of this instant, or the heap."""
     if at <= t:
         n = x.W[W_NNXT]
+        if n >= x.B.shape[1]:
+            x.W[W_ERR] = ERR_NEXT
+            return
         x.B[B_NXT, n] = key
         x.W[W_NNXT] = n + 1
     else:
@@ -308,9 +332,12 @@ def _ask(x: Ctx, step: int, att: int, kind: int) -> bool:
     if x.OFF[at] >= 0:
         return True
     if x.OFF[at] == -1:
-        x.OFF[at] = -2
         n = x.W[W_NEEDS]
         o = W_NEED0 + 3 * n
+        if o + 3 > x.W.shape[0]:
+            x.W[W_ERR] = ERR_NEEDS
+            return False
+        x.OFF[at] = -2
         x.W[o] = step
         x.W[o + 1] = att
         x.W[o + 2] = kind
@@ -384,8 +411,9 @@ def _log(x: Ctx, t0: int, key: int, status: int, pstatus: int, t: int) -> None:
         return
     n = x.W[W_NLOG]
     x.W[W_NLOG] = n + 1
-    if n >= x.P[P_LOGCAP]:
-        return  # counted: the caller runs the cell again with a bigger log
+    if n >= x.P[P_LOGCAP] or n >= x.L.shape[0]:
+        x.W[W_ERR] = ERR_LOG  # (a round stops before when its rows may not fit: LOG_FULL)
+        return
     L = x.L
     L[n, 0] = t0
     L[n, 1] = _krun(key)
@@ -426,6 +454,9 @@ def _send(x: Ctx, r: int, s: int, t: int) -> None:
     C[r, s, FL_KEY] = key
     C[r, s, FL_END] = dl  # the deadline until it is decided
     n = x.W[W_NSENDS]
+    if n >= x.B.shape[1]:
+        x.W[W_ERR] = ERR_SENDS
+        return
     x.B[B_SENDS, n] = key
     x.W[W_NSENDS] = n + 1
 
@@ -643,6 +674,9 @@ def _release(x: Ctx, r: int, phase: int, t: int) -> None:
     if phase != AWAITING:
         x.R[r, RF_END] = t
     n = x.W[W_NEND]
+    if n >= x.B.shape[1]:
+        x.W[W_ERR] = ERR_ENDS
+        return
     x.B[B_END, n] = r
     x.W[W_NEND] = n + 1
 
@@ -932,6 +966,9 @@ def _enqueue(x: Ctx, r: int, t: int) -> None:
     Q, W, R = x.Q, x.W, x.R
     q = x.P[P_O_QUEUE]
     i = W[W_QTAIL]
+    if i >= x.P[P_O_DUE] - q:
+        W[W_ERR] = ERR_QUEUE
+        return
     W[W_QTAIL] = i + 1
     R[r, RF_UPD] = t
     while i > W[W_QHEAD]:
@@ -953,6 +990,9 @@ def _arm_tick(x: Ctx, due: int) -> None:
     for i in range(x.W[W_NTICKS]):
         if x.Q[o + i] == tick:
             return
+    if x.W[W_NTICKS] >= x.P[P_O_LAST] - o:
+        x.W[W_ERR] = ERR_TICKS
+        return
     x.Q[o + x.W[W_NTICKS]] = tick
     x.W[W_NTICKS] += 1
     _push(x, tick, _key(0, 1, 0, 0, 0, 0, 0))
@@ -984,6 +1024,9 @@ def _ended(x: Ctx, r: int, t: int) -> None:
     R[r, RF_UPD] = t
     if P[P_CONFIRM] == C_COUNTDOWN:
         R[r, RF_DUE] = t + P[P_COUNTDOWN]
+        if x.W[W_NDUE] >= P[P_O_TICKS] - P[P_O_DUE]:
+            x.W[W_ERR] = ERR_DUE
+            return
         x.Q[P[P_O_DUE] + x.W[W_NDUE]] = r
         x.W[W_NDUE] += 1
         _arm_tick(x, R[r, RF_DUE])
@@ -1214,9 +1257,12 @@ def _decide_all(x: Ctx) -> None:
 @_jit
 def run_cell(x: Ctx) -> int:
     """Run the cell from where it stands to its end (DONE), or until a draw is missing
-    (NEED: the needs listed in ``W``) or the log is full (LOG_FULL); call again after."""
+    (NEED: the needs listed in ``W``) or the log is full (LOG_FULL); call again after. An
+    append to a full array (W[W_ERR]) ends it (OVERFLOW: a bug, not to be resumed)."""
     W, H = x.W, x.H
     while True:
+        if W[W_ERR] != 0:
+            return OVERFLOW
         mode = W[W_MODE]
         if mode == M_INSTANT:
             if W[W_HN] == 0:
@@ -1225,6 +1271,9 @@ def run_cell(x: Ctx) -> int:
             W[W_T] = t
             n = 0
             while W[W_HN] > 0 and H[0, 0] == t:
+                if n >= x.B.shape[1]:
+                    W[W_ERR] = ERR_ROUND
+                    return OVERFLOW
                 x.B[B_CUR, n] = _pop(x)
                 n += 1
             W[W_NCUR] = n

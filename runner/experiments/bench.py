@@ -580,9 +580,11 @@ def run_bench(
 def run_runs_bench(min_s: float) -> dict[str, Any]:
     """Generation-runs cells per second (issue 22): the engines' ``limited-key`` check cell
     (:func:`sim.runs.check_cells`: 8 runs on a 3-slot LLM key, c = 3, arrivals 30/h) in the
-    SimPy model, the heap engine, and the real world under the virtual clock (asyncio + httpx
-    against the fake provider's ``/v1`` endpoints, :mod:`runner.world.runs_port`)."""
+    SimPy model, the heap engine, the compiled engine where it applies (:func:`sim.runs_nb.nb_fits`;
+    else ``compiled_per_s`` is None), and the real world under the virtual clock (asyncio +
+    httpx against the fake provider's ``/v1`` endpoints, :mod:`runner.world.runs_port`)."""
     from sim.runs import check_cells, simulate_runs
+    from sim.runs_nb import nb_fits
 
     from ..world.runs_port import run_runs_real
 
@@ -600,6 +602,13 @@ def run_runs_bench(min_s: float) -> dict[str, Any]:
     out: dict[str, Any] = {"runs_per_cell": cfg.n_runs}
     out["simpy_per_s"], _ = _rate(cell(lambda c: simulate_runs(sc, c, seed0, "simpy")), min_s)
     out["fast_per_s"], _ = _rate(cell(lambda c: simulate_runs(sc, c, seed0, "fast")), min_s)
+    out["fast_over_simpy"] = out["fast_per_s"] / out["simpy_per_s"]
+    out["compiled_per_s"] = out["compiled_over_simpy"] = None
+    if nb_fits(sc, cfg):  # (_rate's warm-up call compiles the loop or loads it: not timed)
+        out["compiled_per_s"], _ = _rate(
+            cell(lambda c: simulate_runs(sc, c, seed0, "compiled")), min_s
+        )
+        out["compiled_over_simpy"] = out["compiled_per_s"] / out["simpy_per_s"]
     out["real_virtual_per_s"], _ = _rate(cell(lambda c: run_runs_real(sc, c, seed0)), min_s)
     out["simpy_over_real"] = out["simpy_per_s"] / out["real_virtual_per_s"]
     out["lines"] = [
@@ -607,7 +616,19 @@ def run_runs_bench(min_s: float) -> dict[str, Any]:
         "c = 3, 30 runs/h)",
         f"  SimPy model:                       {out['simpy_per_s']:,.1f} runs cells/s",
         f"  heap engine:                       {out['fast_per_s']:,.1f} runs cells/s",
+        _compiled_line(out),
         f"  real world, virtual clock (/v1):   {out['real_virtual_per_s']:,.2f} runs cells/s"
         f"  (SimPy is {out['simpy_over_real']:.0f}x faster)",
     ]
     return out
+
+
+def _compiled_line(out: dict[str, Any]) -> str:
+    """The generation-runs section's compiled-engine line."""
+    if out["compiled_per_s"] is None:
+        return "  compiled engine:                   does not apply (sim.runs_nb.nb_fits)"
+    return (
+        f"  compiled engine:                   {out['compiled_per_s']:,.1f} runs cells/s"
+        f"  ({out['compiled_over_simpy']:.1f}x SimPy, "
+        f"{out['compiled_per_s'] / out['fast_per_s']:.1f}x the heap engine)"
+    )

@@ -36,11 +36,12 @@ def _quota(sc: Scenario, which: str, **kw: object) -> Scenario:
 @st.composite
 def cells(draw: st.DrawFn) -> tuple[Scenario, RunsConfig, int]:
     """A random cell where the compiled engine applies: capped or open keys (an RPM bucket on
-    the LLM key or not) with random 429s,
-    5xx and faults (stalls past a clip's deadline), deadline ties, the knob, the caps, owners,
-    confirmation (auto, countdown, the learner's), agents, the media lane (failures, items past
-    their deadline), free-on-give-up, Poisson arrivals or a replay with ties at one
-    instant."""
+    either key or not) with random 429s, 5xx and faults on either key (resets, truncations,
+    stalls past a clip's deadline), deadline ties, the knob, the caps, owners, confirmation
+    (auto, countdown, the learner's), agents, the media lane (failures, items past their
+    deadline), free-on-give-up and either key's ``disconnect_frees`` (the LLM key's frees its
+    slots at a give-up, the TTS key's is never read: clips never go away), Poisson arrivals or
+    a replay with ties at one instant."""
     ql = dataclasses.replace(
         BASE.quota_llm,
         max_inflight=draw(st.integers(0, 5)),
@@ -52,13 +53,20 @@ def cells(draw: st.DrawFn) -> tuple[Scenario, RunsConfig, int]:
         stall_s=400.0,
         rpm=draw(st.sampled_from([0.0, 0.0, 30.0, 90.0])),
         rpm_burst=5,
+        disconnect_frees=draw(st.sampled_from([False, False, True])),
     )
     qt = dataclasses.replace(
         BASE.quota_tts,
         max_inflight=draw(st.integers(0, 3)),
+        p_429=draw(st.sampled_from([0.0, 0.0, 0.1])),
         p_5xx=draw(st.sampled_from([0.0, 0.1])),
+        p_reset=draw(st.sampled_from([0.0, 0.0, 0.05])),
+        p_truncate=draw(st.sampled_from([0.0, 0.0, 0.03])),
         p_stall=draw(st.sampled_from([0.0, 0.05])),
         stall_s=40.0,
+        rpm=draw(st.sampled_from([0.0, 0.0, 12.0, 60.0])),
+        rpm_burst=draw(st.sampled_from([1, 3])),
+        disconnect_frees=draw(st.sampled_from([False, False, True])),
     )
     sc = BASE.replace(quota_llm=ql, quota_tts=qt, outlines=draw(st.integers(1, 6)))
     if draw(st.booleans()):  # answers exactly at a deadline (30 s clips, 60 s actions)
