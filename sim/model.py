@@ -21,7 +21,7 @@ import heapq
 from collections.abc import Callable, Generator, Sequence
 from functools import partial
 from heapq import heappush
-from typing import Any
+from typing import Any, cast
 
 import simpy
 from simpy.events import NORMAL, URGENT, Event, EventPriority
@@ -61,6 +61,7 @@ _BATCH_PRIORITY = EventPriority(NORMAL + 1)  # after every normal event of the i
 _CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
 _DONE, _FAIL, _WAIT = Act.DONE, Act.FAIL, Act.WAIT
 _TIMEOUT = Decision(0, 0, None, 0, "timeout")
+_FGS = (False, True)  # a call's foreground flag, in the order of _World._first's pairs
 
 
 class _Batch(Event):
@@ -403,9 +404,16 @@ class _World:
         self._quick = tuple(
             provider.quick_decide(st, TTS_KEY if st == 2 else LLM_KEY) for st in range(3)
         )
-        # per (step, foreground): the quick decide of a call's first attempt (:meth:`_request`)
-        quick = self._quick
-        self._first = {k: quick[k[0]] if one else None for k, one in self._bare.items()}
+        # per step * 2 + foreground: Provider.quick_first, the first attempt of a call on a key
+        # without limits that is one attempt (:meth:`_request`; None where it does not apply)
+        bare = self._bare
+        firsts = [
+            provider.quick_first(st, TTS_KEY if st == 2 else LLM_KEY, self.timeout_us, quick)
+            if bare[st, False] or bare[st, True]
+            else None
+            for st, quick in enumerate(self._quick)
+        ]
+        self._first = [firsts[st] if bare[st, fg] else None for st in range(3) for fg in _FGS]
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -655,15 +663,27 @@ class _World:
         """:meth:`call` without a gate, its first attempt decided now (for its caller to wait
         for at once): ``None`` if answered 200 at once, the :class:`_Sleep` to yield if
         answered 200 after it, else the call's generator."""
-        quick = self._first[step, fg]
-        if quick is None:
+        first = self._first[step + step + fg]
+        if first is None:
             return self._call(cid, step, order, clip, fg, stats, None, None)
-        dec = quick(cid, order, clip, 0, self.env._now)
-        lat = dec[1]
-        if dec[0] != 200 or lat > self.timeout_us:
-            return self._call(cid, step, order, clip, fg, stats, None, dec)
+        env = self.env
+        lat = first(cid, order, clip, env._now)
+        if type(lat) is not int:  # not a plain 200 in time: its decision
+            dec = cast(Decision, lat)
+            lat = dec[1]
+            if dec[0] != 200 or lat > self.timeout_us:
+                return self._call(cid, step, order, clip, fg, stats, None, dec)
         stats.requests += 1  # (counted before its wait: nothing reads it meanwhile)
-        return _Sleep(self.env, lat) if lat else None
+        if not lat:
+            return None
+        cbs = env._cbs
+        if cbs is not None and len(cbs) == 1:
+            queue = env._queue
+            t = env._now + lat
+            if not queue or queue[0][0] > t or (queue[0][0] == t and queue[0][1] > NORMAL):
+                env._now = t
+                return None
+        return _Sleep(env, lat)
 
     def _call(
         self,
