@@ -783,20 +783,16 @@ class _World:
                     call = new_call((cid, step, order, clip, n, key))
                     dec = self.provider.decide(call, env._now)
                 n += 1
-                now = env._now
-                lat = dec[1]  # latency_us
-                if now + lat > deadline:
-                    got = _wait(env, deadline - now)
-                    if got is not None:
-                        yield got
+                now, lat = env._now, dec[1]  # (latency_us)
+                late = now + lat > deadline  # the client gives up at its deadline
+                got = _wait(env, deadline - now if late else lat) if late or lat else None
+                if got is not None:
+                    yield got
+                if late:
                     self._abandon(call or new_call((cid, step, order, clip, n - 1, "")), now + lat)
                     stats.timeouts += 1
                     status, provider_status, ra = 0, 0, None
                 else:
-                    if lat:
-                        got = _wait(env, lat)
-                        if got is not None:
-                            yield got
                     provider_status = dec[0]
                     if provider_status == 200:
                         stats.requests += 1
