@@ -103,7 +103,8 @@ class _Batch(Event):
 
 class _Sleep(Event):
     """``env.timeout(delay)`` for a process to yield, without its checks (the same entry in
-    the schedule: time, ``NORMAL``, the next event id)."""
+    the schedule: time, ``NORMAL``, the next event id). In :meth:`_Env.run_out` a task sleeps
+    without one (:func:`_wait`)."""
 
     _ok = True  # (class attributes: one store less per event)
     _value: Any = None
@@ -204,7 +205,10 @@ class _Task:
     :class:`_AllEnded`, which schedule the one that matters. Its resume is bound where it
     is handed out, not kept: a task holding its own bound method would be a reference cycle,
     left to the cyclic garbage collector with everything it reaches (a run's generators, its
-    classroom, its environment) — a quarter of a pipelined run's CPU went to those passes."""
+    classroom, its environment) — a quarter of a pipelined run's CPU went to those passes.
+    A task that yields an ``int`` (in :meth:`_Env.run_out` only, :func:`_wait`) sleeps that
+    many µs: it is itself the schedule's entry (the one an :class:`_Sleep` would have), and
+    ``run_out`` resumes it when it comes up, as the sleep's one callback."""
 
     __slots__ = ("ended", "env", "gen")
 
@@ -720,8 +724,10 @@ class _World:
 
     def _request(self, cid: int, step: int, order: int, clip: int, fg: bool, stats: Counts) -> Any:
         """:meth:`call` without a gate, its first attempt decided now (for its caller to wait
-        for at once): ``None`` if answered 200 at once, the :class:`_Sleep` to yield if
-        answered 200 after it, else the call's generator."""
+        for at once): ``None`` if answered 200 at once (or after a wait taken here, :func:`_wait`),
+        the wait to yield (:func:`_wait`'s) if answered 200 after it, else the call's
+        generator. On a key without limits a plain 200 comes as its latency alone
+        (:meth:`sim.provider.Provider.quick_first`)."""
         first = self._first[step + step + fg]
         if first is None:
             return self._call(cid, step, order, clip, fg, stats, None, None)
@@ -928,7 +934,7 @@ class _Classroom:
     def _llm(self, step: int, i: int, fg: bool = False) -> Any:
         """:meth:`llm_call` for a caller that waits for it at once: without a gate, its first
         attempt decided now (:meth:`_World._request`: ``None`` if answered 200 at once, the
-        :class:`_Sleep` to yield if answered 200 after it, else the call's generator), unless
+        wait to yield if answered 200 after it, else the call's generator), unless
         a subclass replaces :meth:`llm_call`; else :meth:`llm_call`'s generator."""
         if (fg or self.llm_gate is None) and type(self).llm_call is _LLM_CALL:
             return self.w._request(self.cid, step, i, 0, fg, self.stats)
