@@ -117,6 +117,7 @@ class Draws:
         self._admit: dict[tuple[int, int], Admission] = {}  # :meth:`admission`'s cache
         self._play: list[list[int]] | None = None  # :meth:`playback_row`'s table
         self._speeches_rows: list[list[int]] | None = None  # :meth:`speeches_row`'s table
+        self._plain: dict[tuple[int, int, float, float, float], list[list[int | None]]] = {}
 
     def _per(self, step: int) -> int:
         return self.n * self.kmax if step == 2 else self.n
@@ -144,6 +145,28 @@ class Draws:
                 self.fault_u(step, attempt, KIND_5XX) if q.p_5xx else None,
                 self.fault_u(step, attempt, KIND_FAULT) if q.faulty else None,
             )
+        return got
+
+    def plain_ok_us(
+        self, step: int, attempt: int, p_429: float, p_5xx: float, p_fault: float
+    ) -> list[list[int | None]]:
+        """Per classroom and column (:meth:`column`), the attempt's latency where its draws
+        make an admitted request a plain 200 on a key with these probabilities (its 429,
+        5xx and fault uniforms each at least the probability: the tests of
+        :meth:`sim.provider.KeyState.admit_open`, a missing uniform read as 1), else
+        ``None``; as Python lists, made once per key's probabilities (the model's hot
+        path reads one value per request)."""
+        key = (step, attempt, p_429, p_5xx, p_fault)
+        got = self._plain.get(key)
+        if got is None:
+            lats, r429, r5xx, rf = self.admission(step, attempt)
+            ok = np.ones(lats.shape, dtype=bool)
+            for u, p in ((r429, p_429), (r5xx, p_5xx), (rf, p_fault)):
+                if u is not None:  # (a missing one, 1, is below no probability)
+                    ok &= ~(u < p)
+            table: NDArray[Any] = lats.astype(object)  # (Python integers)
+            table[~ok] = None
+            got = self._plain[key] = table.tolist()
         return got
 
     def fault_u(self, step: int, attempt: int, kind: int) -> NDArray[np.float64]:

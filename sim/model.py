@@ -21,7 +21,8 @@ import heapq
 from collections.abc import Callable, Generator, Sequence
 from functools import partial
 from heapq import heappush
-from typing import Any
+from types import GeneratorType
+from typing import Any, cast
 
 import simpy
 from simpy.events import NORMAL, URGENT, Event, EventPriority
@@ -61,6 +62,13 @@ _BATCH_PRIORITY = EventPriority(NORMAL + 1)  # after every normal event of the i
 _CONTENT, _ACTIONS, _TTS = int(Step.CONTENT), int(Step.ACTIONS), int(Step.TTS)
 _DONE, _FAIL, _WAIT = Act.DONE, Act.FAIL, Act.WAIT
 _TIMEOUT = Decision(0, 0, None, 0, "timeout")
+_FGS = (False, True)  # a call's foreground flag, in the order of _World._first's pairs
+# The model's shortcuts (decisions read from the draws' tables, a request inline, an event
+# that would be the next one processed taken at once, sleeps without events): switched off
+# (False), a world runs on SimPy's own loop, every event made and processed, every call a
+# generator and every decision Provider.decide's: the same results (tests/sim/test_model_
+# shortcuts.py). Not an option: a test's switch.
+_SHORTCUTS = True
 
 
 class _Batch(Event):
@@ -95,7 +103,8 @@ class _Batch(Event):
 
 class _Sleep(Event):
     """``env.timeout(delay)`` for a process to yield, without its checks (the same entry in
-    the schedule: time, ``NORMAL``, the next event id)."""
+    the schedule: time, ``NORMAL``, the next event id). In :meth:`_Env.run_out` a task sleeps
+    without one (:func:`_wait`)."""
 
     _ok = True  # (class attributes: one store less per event)
     _value: Any = None
@@ -196,9 +205,12 @@ class _Task:
     :class:`_AllEnded`, which schedule the one that matters. Its resume is bound where it
     is handed out, not kept: a task holding its own bound method would be a reference cycle,
     left to the cyclic garbage collector with everything it reaches (a run's generators, its
-    classroom, its environment) — a quarter of a pipelined run's CPU went to those passes."""
+    classroom, its environment) — a quarter of a pipelined run's CPU went to those passes.
+    A task that yields an ``int`` (in :meth:`_Env.run_out` only, :func:`_wait`) sleeps that
+    many µs: it is itself the schedule's entry (the one an :class:`_Sleep` would have), and
+    ``run_out`` resumes it when it comes up, as the sleep's one callback."""
 
-    __slots__ = ("ended", "gen")
+    __slots__ = ("ended", "env", "gen")
 
     def __init__(
         self,
@@ -209,10 +221,11 @@ class _Task:
     ) -> None:
         self.gen = gen
         self.ended = ended
+        self.env = env
         if start:  # (else its maker starts it: ``_resume(_STARTED)``)
             _Start(env, self._resume)
 
-    def _resume(self, event: Event) -> None:
+    def _resume(self, event: Any) -> None:  # an event, or (yielded) a sleep's µs
         gen = self.gen
         while True:
             try:
@@ -226,6 +239,10 @@ class _Task:
             except StopIteration:
                 if self.ended is not None:
                     self.ended()
+                return
+            if type(event) is int:  # a sleep of that many µs (:func:`_wait`): the task itself
+                env = self.env  # is the entry in the schedule (an _Sleep's)
+                heappush(env._queue, (env._now + event, NORMAL, next(env._eid), self))  # type: ignore[attr-defined,misc]
                 return
             cbs = event.callbacks
             if cbs is not None:  # not processed yet: wait for it
@@ -329,13 +346,20 @@ class _Env(simpy.Environment):
 
     _now: int  # type: ignore[assignment]
     _cbs: list[Any] | None = None  # the callbacks being called by :meth:`run_out` (else None)
+    _lean = False  # in :meth:`run_out`: its processes are tasks, which may sleep bare (_wait)
 
     def run_out(self) -> None:
         queue = self._queue
         pop = heapq.heappop
+        self._lean = True
         try:
             while queue:
-                self._now, _, _, event = pop(queue)  # type: ignore[assignment]  # int times
+                entry: Any = pop(queue)
+                self._now, _, _, event = entry  # (int times)
+                if type(event) is _Task:  # a task's sleep ended: its one callback, the task
+                    self._cbs = _WOKEN
+                    event._resume(_STARTED)
+                    continue
                 callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
                 self._cbs = callbacks
                 for callback in callbacks:
@@ -346,10 +370,41 @@ class _Env(simpy.Environment):
                     raise exc
         finally:
             self._cbs = None
+            self._lean = False
 
 
-def _answered(sleep: _Sleep) -> Generator[Event, Any, bool]:
-    """A call answered 200 at once: its wait for the answer (:meth:`_World.call`)."""
+class _PlainEnv(_Env):
+    """:class:`_Env` whose :meth:`run_out` is SimPy's own ``run()`` (the model without its
+    shortcuts, :data:`_SHORTCUTS`)."""
+
+    def run_out(self) -> None:
+        self.run()
+
+
+_WOKEN: list[Any] = [None]  # a task woken from its sleep runs as its event's one callback
+
+
+def _wait(env: _Env, delay: int) -> Any:
+    """A process's wait of ``delay`` µs, for it to yield at once: ``None`` if taken here (the
+    sleep would be the next event processed, its one callback the process, which runs as
+    its own event's one callback: the clock moves, no event), else the delay itself in
+    :meth:`_Env.run_out` (the task is the sleep's entry: :meth:`_Task._resume`), else a
+    :class:`_Sleep`. An event due at that time comes first (an earlier id), a batch after."""
+    cbs = env._cbs
+    t = env._now + delay
+    if cbs is not None and len(cbs) == 1:
+        queue = env._queue  # type: ignore[attr-defined]
+        if not queue or queue[0][0] > t or (queue[0][0] == t and queue[0][1] > NORMAL):
+            env._now = t
+            return None
+    if env._lean:
+        return delay
+    return _Sleep(env, delay)
+
+
+def _answered(sleep: Any) -> Generator[Event, Any, bool]:
+    """A call answered 200 after a wait (:func:`_wait`'s ``sleep``, not ``None``): that
+    wait (:meth:`_World.call`)."""
     yield sleep
     return True
 
@@ -378,7 +433,7 @@ def _tables(scenario: Scenario, provider: Provider) -> _Tables:
     limited = tuple(provider.limited(st) for st in range(3))
     frees = tuple(provider.frees_on_disconnect(st) for st in range(3))
     shared = (scenario.quota_llm.shared, scenario.quota_llm.shared, scenario.quota_tts.shared)
-    single = {k: route[k].max_retries == 0 and not shared[k[0]] for k in route}
+    single = {k: route[k].max_retries == 0 and not shared[k[0]] and _SHORTCUTS for k in route}
     bare = {k: one and not limited[k[0]] for k, one in single.items()}
     return route, own, limited, frees, single, bare
 
@@ -387,7 +442,7 @@ class _World:
     def __init__(
         self, scenario: Scenario, provider: Provider, tables: _Tables | None = None
     ) -> None:
-        self.env = _Env()
+        self.env = _Env() if _SHORTCUTS else _PlainEnv()
         self.scenario = scenario
         self.client = scenario.client
         self.provider = provider
@@ -401,11 +456,19 @@ class _World:
         self._route, self._client, self._limited, self._frees, self._single, self._bare = tables
         # per step: Provider.quick_decide for its key (None where it does not apply)
         self._quick = tuple(
-            provider.quick_decide(st, TTS_KEY if st == 2 else LLM_KEY) for st in range(3)
+            provider.quick_decide(st, TTS_KEY if st == 2 else LLM_KEY) if _SHORTCUTS else None
+            for st in range(3)
         )
-        # per (step, foreground): the quick decide of a call's first attempt (:meth:`_request`)
-        quick = self._quick
-        self._first = {k: quick[k[0]] if one else None for k, one in self._bare.items()}
+        # per step * 2 + foreground: Provider.quick_first, the first attempt of a call on a key
+        # without limits that is one attempt (:meth:`_request`; None where it does not apply)
+        bare = self._bare
+        firsts = [
+            provider.quick_first(st, TTS_KEY if st == 2 else LLM_KEY, self.timeout_us, quick)
+            if bare[st, False] or bare[st, True]
+            else None
+            for st, quick in enumerate(self._quick)
+        ]
+        self._first = [firsts[st] if bare[st, fg] else None for st in range(3) for fg in _FGS]
         if scenario.quota_llm.shared or scenario.quota_tts.shared:
             provider.arm = self._arm  # shared capacity: the provider decides, we wait
 
@@ -480,7 +543,7 @@ class _World:
         queue, now = env._queue, env._now  # type: ignore[attr-defined]
         rest = batch.rest
         for j, (dec, eid, resume) in enumerate(rest):
-            if queue and queue[0] < (now, NORMAL, eid):
+            if (queue and queue[0] < (now, NORMAL, eid)) or env._cbs is None:
                 for dec, eid, resume in rest[j:]:
                     _Ready(env, dec, resume, eid)
                 return
@@ -565,12 +628,16 @@ class _World:
             else:
                 now = env._now
                 if now + lat > deadline:
-                    yield _Sleep(env, deadline - now)
+                    got = _wait(env, deadline - now)
+                    if got is not None:
+                        yield got
                     if self._frees[step]:  # the client's abort frees its slot
                         self.provider.release(call, now + lat, int(env.now))
                     return (0, 0, None, n, None)
                 if lat:
-                    yield _Sleep(env, lat)
+                    got = _wait(env, lat)
+                    if got is not None:
+                        yield got
             status = dec[0]
             if status == 200:
                 if counts is None:
@@ -596,10 +663,14 @@ class _World:
                 status = route_status(self._shape, step, seen)
                 return (status, dec.status, ra if self._direct else None, n, counts)
             if int(env.now) + verdict.wait_us >= deadline:
-                yield _Sleep(env, deadline - env._now)
+                got = _wait(env, deadline - env._now)
+                if got is not None:
+                    yield got
                 return (0, 0, None, n, None)
             counts.retries += 1
-            yield _Sleep(env, verdict.wait_us)
+            got = _wait(env, verdict.wait_us)
+            if got is not None:
+                yield got
 
     def _abandon(self, call: Call, end_us: int) -> None:
         """The client gave up on an attempt admitted to end at ``end_us``: its slot is free
@@ -648,22 +719,38 @@ class _World:
             got = self._request(cid, step, order, clip, fg, stats)
             if got is None:
                 return _ANSWERED_NOW()
-            return _answered(got) if type(got) is _Sleep else got
+            return got if type(got) is GeneratorType else _answered(got)
         return self._call(cid, step, order, clip, fg, stats, gate, None)
 
     def _request(self, cid: int, step: int, order: int, clip: int, fg: bool, stats: Counts) -> Any:
         """:meth:`call` without a gate, its first attempt decided now (for its caller to wait
-        for at once): ``None`` if answered 200 at once, the :class:`_Sleep` to yield if
-        answered 200 after it, else the call's generator."""
-        quick = self._first[step, fg]
-        if quick is None:
+        for at once): ``None`` if answered 200 at once (or after a wait taken here, :func:`_wait`),
+        the wait to yield (:func:`_wait`'s) if answered 200 after it, else the call's
+        generator. On a key without limits a plain 200 comes as its latency alone
+        (:meth:`sim.provider.Provider.quick_first`)."""
+        first = self._first[step + step + fg]
+        if first is None:
             return self._call(cid, step, order, clip, fg, stats, None, None)
-        dec = quick(cid, order, clip, 0, self.env._now)
-        lat = dec[1]
-        if dec[0] != 200 or lat > self.timeout_us:
-            return self._call(cid, step, order, clip, fg, stats, None, dec)
+        env = self.env
+        lat = first(cid, order, clip, env._now)
+        if type(lat) is not int:  # not a plain 200 in time: its decision
+            dec = cast(Decision, lat)
+            lat = dec[1]
+            if dec[0] != 200 or lat > self.timeout_us:
+                return self._call(cid, step, order, clip, fg, stats, None, dec)
         stats.requests += 1  # (counted before its wait: nothing reads it meanwhile)
-        return _Sleep(self.env, lat) if lat else None
+        if not lat:
+            return None
+        cbs = env._cbs  # :func:`_wait`, inline
+        t = env._now + lat
+        if cbs is not None and len(cbs) == 1:
+            queue = env._queue
+            if not queue or queue[0][0] > t or (queue[0][0] == t and queue[0][1] > NORMAL):
+                env._now = t
+                return None
+        if env._lean:
+            return lat
+        return _Sleep(env, lat)
 
     def _call(
         self,
@@ -702,16 +789,16 @@ class _World:
                     call = new_call((cid, step, order, clip, n, key))
                     dec = self.provider.decide(call, env._now)
                 n += 1
-                now = env._now
-                lat = dec[1]  # latency_us
-                if now + lat > deadline:
-                    yield _Sleep(env, deadline - now)
+                now, lat = env._now, dec[1]  # (latency_us)
+                late = now + lat > deadline  # the client gives up at its deadline
+                got = _wait(env, deadline - now if late else lat) if late or lat else None
+                if got is not None:
+                    yield got
+                if late:
                     self._abandon(call or new_call((cid, step, order, clip, n - 1, "")), now + lat)
                     stats.timeouts += 1
                     status, provider_status, ra = 0, 0, None
                 else:
-                    if lat:
-                        yield _Sleep(env, lat)
                     provider_status = dec[0]
                     if provider_status == 200:
                         stats.requests += 1
@@ -741,7 +828,9 @@ class _World:
                 return False
             stats.retries += 1  # WAIT and REQUEUE are retries (Verdict.retry)
             if kind is _WAIT:
-                yield _Sleep(env, verdict.wait_us)
+                got = _wait(env, verdict.wait_us)
+                if got is not None:
+                    yield got
 
     def tts(
         self,
@@ -779,9 +868,11 @@ class _World:
         if tts_c <= 1 or k == 1:  # one worker: the clips in order, in this process
             for clip in range(k):
                 got = self._request(cid, _TTS, order, clip, fg, stats)  # :meth:`call`'s
-                if type(got) is _Sleep:
+                if got is None:
+                    continue
+                if type(got) is not GeneratorType:
                     yield got
-                elif got is not None and not (yield from got):
+                elif not (yield from got):
                     oks[0] = False
             return oks[0]
         # A bounded map: min(c, k) workers take clips in order (= a FIFO semaphore of size c).
@@ -792,9 +883,11 @@ class _World:
                 clip = nxt[0]
                 nxt[0] += 1
                 got = self._request(cid, _TTS, order, clip, fg, stats)  # :meth:`call`'s
-                if type(got) is _Sleep:
+                if got is None:
+                    continue
+                if type(got) is not GeneratorType:
                     yield got
-                elif got is not None and not (yield from got):
+                elif not (yield from got):
                     oks[0] = False
 
         yield _AllEnded(env, [worker() for _ in range(min(tts_c, k))])
@@ -841,7 +934,7 @@ class _Classroom:
     def _llm(self, step: int, i: int, fg: bool = False) -> Any:
         """:meth:`llm_call` for a caller that waits for it at once: without a gate, its first
         attempt decided now (:meth:`_World._request`: ``None`` if answered 200 at once, the
-        :class:`_Sleep` to yield if answered 200 after it, else the call's generator), unless
+        wait to yield if answered 200 after it, else the call's generator), unless
         a subclass replaces :meth:`llm_call`; else :meth:`llm_call`'s generator."""
         if (fg or self.llm_gate is None) and type(self).llm_call is _LLM_CALL:
             return self.w._request(self.cid, step, i, 0, fg, self.stats)
@@ -857,9 +950,13 @@ class _Classroom:
     def scene_tail(self, i: int, fg: bool = False) -> Generator[Event, Any, bool]:
         """Actions, then every clip; the scene is added on success."""
         got = self._llm(_ACTIONS, i, fg)
-        if type(got) is _Sleep:
+        if got is None:
+            ok = True
+        elif type(got) is not GeneratorType:
             yield got
-        ok = got is None or type(got) is _Sleep or (yield from got)
+            ok = True
+        else:
+            ok = yield from got
         if ok and not fg:
             self.frontier(i + 1)  # the loop's next LLM call is for the next scene
         if ok:
@@ -898,9 +995,11 @@ class _Classroom:
     def serial_loop(self, pending: list[int]) -> Generator[Event, Any, None]:
         for i in pending:
             got = self._llm(_CONTENT, i)
-            if type(got) is _Sleep:
+            if got is None:
+                pass
+            elif type(got) is not GeneratorType:
                 yield got
-            elif got is not None and not (yield from got):
+            elif not (yield from got):
                 self.failed.append(i)
                 self.status = RunStatus.PAUSED
                 return
@@ -921,14 +1020,20 @@ class _Classroom:
             def worker() -> Generator[Event, Any, None]:
                 for i in queue:
                     got = self._llm(_CONTENT, i)
-                    if type(got) is _Sleep:
+                    if got is None:
+                        ok = True
+                    elif type(got) is not GeneratorType:
                         yield got
-                    ok = got is None or type(got) is _Sleep or (yield from got)
+                        ok = True
+                    else:
+                        ok = yield from got
                     done[i].succeed(ok)
                     if handoff_first and self.awaiting == i:
                         # JavaScript's hand-off: the loop's await resumes (and issues
                         # actions i) before the slot goes to the next content
-                        yield _Sleep(env, 0)
+                        got = _wait(env, 0)
+                        if got is not None:
+                            yield got
 
             for _ in range(slots):
                 _Task(env, worker())

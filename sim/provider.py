@@ -59,6 +59,7 @@ __all__ = [
     "KeyState",
     "Provider",
     "QuickDecide",
+    "QuickFirst",
     "arrival_order",
     "new_call",
 ]
@@ -369,6 +370,9 @@ def _constants(q: Quota) -> _Constants:
 
 QuickDecide = Callable[[int, int, int, int, int], Decision]
 """(cid, order, clip, attempt, now_us) -> the decision (:meth:`Provider.quick_decide`)."""
+QuickFirst = Callable[[int, int, int, int], "int | Decision"]
+"""(cid, order, clip, now_us) -> a plain 200's latency, else the decision of the call's first
+attempt (:meth:`Provider.quick_first`)."""
 _NO_NEED = ((0, 0), 0)  # no token buckets: no estimate, no output tokens
 PENDING = -1  # Decision.latency_us of a request a shared capacity is still serving
 
@@ -516,6 +520,41 @@ class Provider:
             )
 
         return decide
+
+    def quick_first(
+        self, step: int, api_key: str, max_us: int, quick: QuickDecide | None
+    ) -> QuickFirst | None:
+        """:meth:`quick_decide` for a call's first attempt (attempt 0) on an ``open`` key (no
+        admission limit), as a function of ``cid, order, clip, now_us``: an attempt that is a
+        plain 200 ending within ``max_us`` is answered by its latency alone (an ``int``; its
+        slot taken as :meth:`KeyState.admit_open` takes it), any other by its
+        :class:`Decision`. The same draws and answers (:meth:`Draws.plain_ok_us` tells the
+        plain 200s apart), one look-up per plain 200 (the model's hot path); ``None`` where
+        :meth:`quick_decide` does not apply or the key has limits (``quick``: its function
+        for this step and key, made by the caller)."""
+        if quick is None:
+            return None
+        ks = self._by_step[(step, api_key)]  # (made by quick_decide)
+        if not ks.open:
+            return None
+        fixed = self._fixed
+        assert fixed is not None
+        q = ks.quota
+        plain = fixed.plain_ok_us(step, 0, q.p_429, q.p_5xx, ks.p_fault)
+        lo, hi, n, kmax, ends = fixed.lo, fixed.hi, fixed.n, fixed.kmax, ks._ends
+        tts = step == 2
+
+        def first(cid: int, order: int, clip: int, now_us: int) -> int | Decision:
+            if lo <= cid < hi and not self.force_status:
+                lat = plain[cid - lo][order % n * kmax + clip % kmax if tts else order % n]
+                if lat is not None and lat <= max_us:
+                    while ends and ends[0] <= now_us:  # :meth:`KeyState.inflight`, inline
+                        heappop(ends)
+                    heappush(ends, now_us + lat)
+                    return lat
+            return quick(cid, order, clip, 0, now_us)
+
+        return first
 
     def decide(self, call: Call, now_us: int, arrival_us: int | None = None) -> Decision:
         cid, step, order, clip, attempt, api_key = call

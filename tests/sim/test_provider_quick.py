@@ -71,3 +71,44 @@ def test_decide_open_of_a_capped_key_is_its_decide():
     for now, lat in ((0, 10), (0, 20), (5, 10), (10, 10), (10, 5)):
         assert a.decide_open(now, lat, 1.0, 1.0, 1.0) == b.decide(now, lat, 1.0, 1.0)
     assert not KeyState(Quota(max_inflight=2, rpm=60)).capped  # a bucket too: decide's path
+
+
+def test_quick_first_answers_a_plain_200_by_its_latency_and_the_rest_as_decide():
+    # first attempts on keys without limits, with every kind of answer (429, 5xx, faults and
+    # stalls); the plain 200s ending within max_us come as their latency alone, and take
+    # their slot as decide does (the in-flight counts of the later decisions agree)
+    sc = load_scenario("default")
+    llm = dataclasses.replace(sc.quota_llm, p_429=0.1, p_5xx=0.1, p_reset=0.05, p_stall=0.05)
+    tts = dataclasses.replace(sc.quota_tts, p_5xx=0.2, p_truncate=0.1)
+    sc = sc.replace(quota_llm=llm, quota_tts=tts)
+    draws = Draws(sc, 7, 0, 3)
+    ref = Provider(sc, 7, draws=draws, keep_log=False)
+    quick = Provider(sc, 7, draws=draws, keep_log=False)
+    max_us = 4_000_000  # some plain 200s end later: their decision instead
+    keys = ["tts-key" if st == 2 else "llm-key" for st in range(3)]
+    fns = [
+        quick.quick_first(st, keys[st], max_us, quick.quick_decide(st, keys[st])) for st in range(3)
+    ]
+    kinds = set()
+    for cid, step, order, clip, _, now in _calls(11, 600):
+        want = ref.decide(new_call((cid, step, order, clip, 0, keys[step])), now)
+        got = fns[step](cid, order, clip, now)  # type: ignore[misc]
+        if type(got) is int:
+            assert (want.status, want.reason, want.latency_us) == (200, "ok", got)
+            assert got <= max_us
+            kinds.add("latency")
+        else:
+            assert got == want
+            assert want.reason != "ok" or want.latency_us > max_us  # a 200 ending too late
+            kinds.add(want.reason)
+    assert kinds == {"latency", "ok", "random", "5xx", "reset", "stall", "truncated"}
+
+
+def test_quick_first_leaves_limited_keys_to_decide():
+    sc = load_scenario("default")
+    sc = sc.replace(quota_llm=dataclasses.replace(sc.quota_llm, max_inflight=2))
+    prov = Provider(sc, 1, draws=Draws(sc, 1, 0, 2), keep_log=False)
+    assert prov.quick_first(0, "llm-key", 10**9, prov.quick_decide(0, "llm-key")) is None
+    assert prov.quick_first(2, "tts-key", 10**9, prov.quick_decide(2, "tts-key")) is not None
+    logged = Provider(sc, 1, draws=Draws(sc, 1, 0, 2), keep_log=True)
+    assert logged.quick_first(2, "tts-key", 10**9, logged.quick_decide(2, "tts-key")) is None
