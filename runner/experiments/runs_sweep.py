@@ -260,10 +260,10 @@ def simulate_deployment(sc: Scenario, params: dict[str, Any], seed: int) -> list
 def learner_rows(records: Sequence[RunOutcome]) -> list[dict[str, Any]]:
     """The model's per-run records (:class:`sim.runs.RunOutcome`) in the learner's terms
     (:data:`RUN_COLUMNS` after the cell keys), with the deployment's span (first request to
-    the last run's end, :func:`sim.runs.summarize_runs`) on every row."""
-    from sim.runs import summarize_runs
+    the last run's end, :func:`sim.runs.span_s`) on every row."""
+    from sim.runs import span_s
 
-    span_h = float(summarize_runs(records)["span_s"]) / 3600.0 if records else math.nan
+    span_h = float(span_s(records)) / 3600.0 if records else math.nan
     return [
         {
             "refused": r.refused,

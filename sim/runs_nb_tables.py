@@ -1,0 +1,165 @@
+"""The compiled runs engine's draw tables (:mod:`sim.runs_nb`): which tables a batch holds,
+and their numbers drawn at once.
+
+A table is one keyed stream of :class:`sim.runs_world.RunDraws` — (step, attempt, kind) —
+for the cell's block of runs, flat, at ``OFF[(step * attempts + attempt) * NK + kind]`` in
+``LT`` (latencies, µs) or ``U`` (uniforms). A :class:`Batch` is a list of tables in the order
+they are drawn: the uniform tables, then the latency tables grouped by distribution. Its
+streams' uniforms come from one compiled call (:func:`sim.runs_nb_pcg.fill_uniforms`: numpy's
+PCG64 numbers, every stream at once), and each group's latencies from one quantile call over
+its uniforms laid end to end (an element's value depends on its uniform only: the same numbers
+as :meth:`RunDraws.latency_us`, tests/sim/test_runs_nb_draws.py). A batch depends on the
+scenario and the settings only, so a cell's first batch is made once for every cell of them
+(:mod:`sim.runs_nb`'s shapes); the seeded streams once per seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .compiled import CompileLock
+from .dists import Dist
+from .draws import seconds_to_us
+
+__all__ = ["Batch", "Need", "put", "seeded_of", "uniforms_of"]
+
+Need = tuple[int, int, int]  # a table: (step, attempt, kind)
+I64 = NDArray[np.int64]
+
+
+def put(buf: NDArray[Any], used: int, arr: NDArray[Any]) -> tuple[NDArray[Any], int]:
+    """``arr`` written after the ``used`` head of ``buf`` (a copy twice as big when full):
+    the buffer, and where ``arr`` starts."""
+    if used + arr.size > buf.size:
+        grown = np.empty(max(2 * buf.size, used + arr.size), dtype=buf.dtype)
+        grown[:used] = buf[:used]
+        buf = grown
+    buf[used : used + arr.size] = arr
+    return buf, used
+
+
+_SEEDED: dict[tuple[int, Need], tuple[int, int, int, int]] = {}
+_MAX_SEEDED = 1 << 14
+_M64 = (1 << 64) - 1
+
+
+def seeded_of(seed: int, key: Need) -> tuple[int, int, int, int]:
+    """Stream ``key`` of ``seed`` as :mod:`sim.draws` seeds it (``PCG64(SeedSequence(seed,
+    spawn_key=key))``): its state's and increment's high and low words (kept per stream)."""
+    got = _SEEDED.get((seed, key))
+    if got is None:
+        if len(_SEEDED) >= _MAX_SEEDED:
+            _SEEDED.clear()
+        st = np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)).state["state"]
+        s, inc = int(st["state"]), int(st["inc"])
+        got = _SEEDED[(seed, key)] = (s >> 64, s & _M64, inc >> 64, inc & _M64)
+    return got
+
+
+_KERNEL: list[Callable[..., None]] = []  # runs_nb_pcg.fill_uniforms, once imported
+_LOCK = CompileLock(Path(__file__).with_name("runs_nb_pcg.py"), "numba-pcg")
+
+
+def uniforms_of(seeded: NDArray[np.uint64], pers: I64, lo: int, rows: int) -> NDArray[np.float64]:
+    """The uniforms :meth:`sim.draws.Draws.uniforms` gives the block of ``rows`` classrooms
+    from ``lo`` for each stream (``seeded``: :func:`seeded_of`'s rows; ``pers``: its width per
+    classroom), one table after another (flat)."""
+    out = np.empty(int(pers.sum()) * rows)
+    if _LOCK.loaded:
+        _KERNEL[0](seeded, lo * pers, rows * pers, out)
+    else:
+        with _LOCK.first_use():
+            from .runs_nb_pcg import fill_uniforms
+
+            _KERNEL[:] = [fill_uniforms]
+            fill_uniforms(seeded, lo * pers, rows * pers, out)
+    return out
+
+
+class Batch:
+    """Tables to draw together (see the module doc): ``needs`` without repeats and without
+    ``skip``'s tables; ``dists`` per step the one distribution of its latency table (``None``:
+    drawn by :meth:`RunDraws.latency_us` itself, a table of :attr:`slow`); ``per`` a step's
+    width per classroom; ``attempts`` the cell's attempts (``OFF``'s layout)."""
+
+    def __init__(
+        self,
+        needs: list[Need],
+        dists: dict[int, Dist | None],
+        per: Callable[[int], int],
+        attempts: int,
+        skip: Callable[[int], bool] = lambda at: False,
+    ) -> None:
+        from .runs_nb_loop import NK
+
+        unif: list[tuple[int, Need]] = []
+        groups: dict[int, tuple[Dist, list[tuple[int, Need]]]] = {}
+        self.slow: list[tuple[int, int, int]] = []  # (at, step, attempt)
+        seen: set[int] = set()
+        for need in needs:
+            step, att, kind = need
+            at = (step * attempts + att) * NK + kind
+            if at in seen or skip(at):
+                continue
+            seen.add(at)
+            if kind != 0:
+                unif.append((at, need))
+            elif (dist := dists[step]) is None:
+                self.slow.append((at, step, att))
+            else:
+                groups.setdefault(id(dist), (dist, []))[1].append((at, need))
+        tables = unif + [t for _, ts in groups.values() for t in ts]
+        self.keys = [need for _, need in tables]
+        self.ats = np.array([at for at, _ in tables], dtype=np.int64)
+        self.pers = np.array([per(step) for step, _, _ in self.keys], dtype=np.int64)
+        self.n_unif = len(unif)
+        # per run: where each table starts in the batch's uniforms, then their end
+        self.starts = np.concatenate([[0], np.cumsum(self.pers)]).astype(np.int64)
+        self.groups: list[tuple[Dist, int, int]] = []  # (distribution, first table, end)
+        i = self.n_unif
+        for dist, ts in groups.values():
+            self.groups.append((dist, i, i + len(ts)))
+            i += len(ts)
+        self._seeded: dict[int, NDArray[np.uint64]] = {}
+
+    def seeded(self, seed: int) -> NDArray[np.uint64]:
+        """The batch's streams seeded (:func:`seeded_of`), kept per seed (a few)."""
+        got = self._seeded.get(seed)
+        if got is None:
+            if len(self._seeded) >= 64:
+                self._seeded.clear()
+            got = np.array([seeded_of(seed, key) for key in self.keys], dtype=np.uint64)
+            got = got.reshape(len(self.keys), 4)
+            self._seeded[seed] = got
+        return got
+
+    def per_run(self) -> int:
+        """The batch's draws per run (its slow tables aside)."""
+        return int(self.starts[-1])
+
+    def draw(self, cell: Any) -> None:
+        """The batch's tables into ``cell``'s ``LT``, ``U`` and ``OFF`` (an :class:`sim.runs_nb.
+        NbCell`; its ``d``: the runs' :class:`RunDraws`)."""
+        d, OFF, runs = cell.d, cell.OFF, cell.runs
+        for at, step, att in self.slow:
+            cell.LT, OFF[at] = put(cell.LT, cell.n_lt, d.latency_us(step, att).ravel())
+            cell.n_lt += runs * d._per(step)
+        if not len(self.keys):
+            return
+        u = uniforms_of(self.seeded(d.seed), self.pers, d.lo, runs)
+        rel = self.starts * runs  # where each table starts in u
+        k = self.n_unif
+        if k:
+            cell.U, at0 = put(cell.U, cell.n_u, u[: rel[k]])
+            OFF[self.ats[:k]] = at0 + rel[:k]
+            cell.n_u = at0 + int(rel[k])
+        for dist, i, j in self.groups:
+            lat = seconds_to_us(dist.quantile(u[rel[i] : rel[j]]))
+            cell.LT, at0 = put(cell.LT, cell.n_lt, lat)
+            OFF[self.ats[i:j]] = at0 + rel[i:j] - rel[i]
+            cell.n_lt = at0 + lat.size
