@@ -32,7 +32,6 @@ from numpy.typing import NDArray
 from .compiled import CompileLock
 from .dists import Dist
 from .faults import has_limits
-from .qoe import qoe_us
 from .rules import Outcome, RetryPolicy, outcome_of
 from .run_machine import _outline_policy
 from .runs_config import RunsConfig, RunsSettings
@@ -444,43 +443,52 @@ class NbCell:
 
     def records(self) -> list[RunOutcome]:
         """Every run's record (:func:`sim.runs.outcomes_block`'s, from the loop's rows): its
-        fields made column by column, the records in one pass."""
+        numbers by one compiled call (:func:`sim.runs_nb_records.record_cols`), its fields
+        made column by column, the records in one pass."""
         from . import runs_nb_loop as nl
+        from . import runs_nb_records as rc
 
         n, R, runs = self.n, self.R, self.runs
-        t0 = R[:, nl.RF_ARR]
-        ready = R[:, nl.NRF + nl.S_READY * n : nl.NRF + (nl.S_READY + 1) * n]
-        rel = np.where(ready >= 0, ready - t0[:, None], -1)
-        pb = self.sc.playback
-        q = qoe_us(rel, np.where(rel >= 0, self.d.playback_table_us(), 0), pb.start, pb.buffer_us)
         refused = R[:, nl.RF_REFUSED] != 0
         phase = R[:, nl.RF_PHASE]
         ended = refused | (phase == nl.COMPLETED) | (phase == nl.PAUSED)
         if not ended.all():  # a bug: every run ends
             r = int(np.argmin(ended))
             raise AssertionError(f"run {r} ended in phase {phase[r]}")
-        nan = math.nan
-        first = rel[:, 0]
-        first_s = (first / 1e6).tolist()
-        for r in np.flatnonzero(first < 0).tolist():
-            first_s[r] = nan
+        pb = self.sc.playback
+        K = np.array(
+            [
+                n, self.d.kmax, nl.NRF + nl.S_READY * n, nl.NRF + nl.S_CLIPS * n, nl.RF_ARR,
+                nl.RF_CLAIM0, nl.RF_END, pb.non_speech_us, rc.START_CODES.index(pb.start),
+                pb.buffer_us,
+            ],
+            dtype=np.int64,
+        )  # fmt: skip
+        F, I = np.empty((runs, rc.NF)), np.empty((runs, rc.NI), dtype=np.int64)  # noqa: E741
+        if _REC_LOCK.loaded:
+            rc.record_cols(R, self.d.audio_us(), K, F, I)
+        else:
+            with _REC_LOCK.first_use():
+                rc.record_cols(R, self.d.audio_us(), K, F, I)
+        arr_s, wait_s, first_s, end_s, startup_s, stall_s = F.T.tolist()
+        scenes_ok, stalls = I.T.tolist()
         ends = self._endings(nl, refused, phase)
         counts = R[:, [nl.RF_REQ, nl.RF_429, nl.RF_5XX, nl.RF_RET, nl.RF_TO, nl.RF_MOK]]
         cols: list[list[Any]] = [
             list(range(runs)),
             [o for _, o in self.arrivals],
-            (t0 / 1e6).tolist(),
+            arr_s,
             ends[0],
-            ((R[:, nl.RF_CLAIM0] - t0) / 1e6).tolist(),
+            wait_s,
             first_s,
-            ((R[:, nl.RF_END] - t0) / 1e6).tolist(),
+            end_s,
             *ends[1:3],
-            (rel >= 0).sum(axis=1).tolist(),
+            scenes_ok,
             ends[3],
             (R[:, nl.RF_AGENTS_PRESET] != 0).tolist(),
-            q.startup_s.tolist(),
-            q.stall_s.tolist(),
-            q.stalls.tolist(),
+            startup_s,
+            stall_s,
+            stalls,
             *counts.T.tolist(),
             R[:, nl.RF_MFAIL].tolist(),
         ]
@@ -566,7 +574,7 @@ def simulate_nb(
 
 # the loop's first call in a process: compiled (or loaded) once per machine
 _LOCK = CompileLock(Path(__file__).with_name("runs_nb_loop.py"), "numba-runs")
-_PCG_LOCK = CompileLock(Path(__file__).with_name("runs_nb_pcg.py"), "numba-pcg")
+_REC_LOCK = CompileLock(Path(__file__).with_name("runs_nb_records.py"), "numba-runs-records")
 
 
 def warm_up() -> tuple[float, bool]:
