@@ -182,7 +182,8 @@ class _Shape:
     """What every cell of one scenario and one set of settings shares: the retry policies,
     the attempts, the loop's constant settings and floats, the latency distributions, and
     the draw tables a cell starts with (:attr:`first`: every attempt 0's admission draws,
-    which every run reads; :attr:`early`: those and attempt 1's, and attempt 0's jitter)."""
+    which every run reads; :attr:`early`: those and attempt 1's (the outline's every
+    attempt's), and attempt 0's jitter)."""
 
     def __init__(self, sc: Scenario, cfg: RunsConfig) -> None:
         from .runs_nb_loop import NK, NSTEP
@@ -221,14 +222,15 @@ class _Shape:
         self._asked: dict[tuple[int, ...], Batch] = {}
 
     def _later(self, kinds: dict[int, list[int]], upto: int) -> list[Need]:
-        """The tables of every later attempt (a step's attempts at most, :attr:`top`) and the
-        jitter of every attempt but the last (where its policy draws one); the latencies of
-        a distribution :class:`RunDraws` draws itself left to when the loop asks."""
+        """The tables of the later attempts below ``upto`` (a step's attempts at most,
+        :attr:`top`; the outline's all: one draw per run each) and the jitter of each attempt
+        but the last (where its policy draws one); the latencies of a distribution
+        :class:`RunDraws` draws itself left to when the loop asks."""
         jit = self.sc.client.jitter_u is None
         pols = self.pols
         out: list[Need] = []
         for step, ks in kinds.items():
-            top = min(upto, self.top[step])
+            top = self.top[step] if step == 3 else min(upto, self.top[step])
             drawn = ks if self.dists[step] is not None else ks[1:]
             for a in range(1, top):
                 out += [(step, a, k) for k in drawn]
@@ -242,8 +244,9 @@ class _Shape:
         a jitter draw of attempt ``a`` (a failed request about to be retried), the admission
         draws of attempt ``a + 1`` (the retry reads them next); for an LLM step from a second
         retry on (``a >= 1``: its calls retry again and again, as on a full key) every later
-        attempt's draws at once (fewer returns; a TTS step's tables, ``kmax`` times wider,
-        stay one attempt ahead: measured faster)."""
+        attempt's draws at once, and the other LLM step's from attempt 2 (its key is the
+        same: fewer returns); a TTS step's tables, ``kmax`` times wider, stay one attempt
+        ahead (measured faster)."""
         needs = [(rows[i], rows[i + 1], rows[i + 2]) for i in range(0, len(rows), 3)]
         out = list(needs)
         sc = self.sc
@@ -252,11 +255,11 @@ class _Shape:
                 continue
             q = sc.quota_tts if step == 2 else sc.quota_llm
             kinds = [0] + [k for k, u in ((1, q.p_429), (2, q.p_5xx), (3, q.faulty)) if u]
-            top = att + 2 if att == 0 or step == 2 else self.top[step]
-            for a in range(att + 1, top):
-                out += [(step, a, k) for k in kinds]
-                if a + 1 < top:
-                    out.append((step, a, 4))
+            for s in (0, 1) if step < 2 and att >= 1 else (step,):
+                lo = att + 1 if s == step else 2  # (attempt 1's: drawn at the start)
+                top = att + 2 if att == 0 or s == 2 else self.top[s]
+                out += [(s, a, k) for a in range(lo, top) for k in kinds]
+                out += [(s, a, 4) for a in range(lo - 1 if s != step else lo, top - 1)]
         return out
 
     def asked(self, rows: tuple[int, ...]) -> Batch:

@@ -192,7 +192,7 @@ def test_only_the_draws_read_are_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_cell_draws_attempt_1s_tables_at_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
     """A cell draws attempts 0 and 1 and attempt 0's jitter before its loop runs (every key's
-    5xx draws; no jitter for the outline's back-to-back attempts; the agents' one attempt):
+    5xx draws; the outline's 3 attempts, back to back: no jitter; the agents' one attempt):
     its LLM calls retried once need no return to draw. Later attempts come as the loop asks
     (a jitter of attempt 1 or later on a 1-slot key at 30% 5xx brings every later LLM
     attempt's tables at once); the cell equals SimPy's."""
@@ -204,7 +204,8 @@ def test_a_cell_draws_attempt_1s_tables_at_its_start(monkeypatch: pytest.MonkeyP
     cell = NbCell(runs_scenario(sc), cfg, 0)
     drawn = cell.OFF.reshape(nl.NSTEP, cell.attempts, nl.NK) >= 0
     assert cell.attempts == 6 and drawn[:4, :2][:, :, [0, 2]].all() and drawn[:3, 0, 4].all()
-    assert not drawn[:, 2:].any() and not drawn[:, 1, 4].any() and not drawn[3, :, 4].any()
+    assert drawn[3, :3][:, [0, 2]].all() and not drawn[3, 3:].any()  # (the outline's 3)
+    assert not drawn[:3, 2:].any() and not drawn[:, 1, 4].any() and not drawn[3, :, 4].any()
     assert drawn[4, 0, [0, 2]].all() and not drawn[4, 1:].any() and not drawn[:, :, [1, 3]].any()
     calls: list[int] = []
     run_cell = nl.run_cell
