@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from .compiled import CompileLock
 from .dists import Dist
+from .draws import _PLAYBACK_KEY, _SPEECHES_KEY
 from .faults import has_limits
 from .rules import Outcome, RetryPolicy, outcome_of
 from .run_machine import _outline_policy
@@ -210,9 +211,13 @@ class _Shape:
             needs += [(step, 0, k) for k in kinds[step]]
         if st.media_items:
             needs += [(5, 0, 0), (5, 0, 3)]  # a media item's latency and its failure's draw
-        per = RunDraws(sc, st, 0, 0, 1)._per
-        self.first = Batch(needs, self.dists, per, self.attempts)
-        self.early = Batch(needs + self._later(kinds, 2), self.dists, per, self.attempts)
+        d = RunDraws(sc, st, 0, 0, 1)
+        per = d._per
+        # the clips per scene and their audio (the records' playback), with the first tables
+        side = ((_SPEECHES_KEY, d.n), (_PLAYBACK_KEY, d.n * d.kmax))
+        self.first = Batch(needs, self.dists, per, self.attempts, side=side)
+        early = needs + self._later(kinds, 2)
+        self.early = Batch(early, self.dists, per, self.attempts, side=side)
         # per run: the latencies and the uniforms of every table (LT's and U's room)
         every = needs + self._later(kinds, self.attempts)
         self.room = (
@@ -305,23 +310,19 @@ class NbCell:
         n, kmax = sc.outlines, self.d.kmax
         self.n = n
         self.pols, self.attempts, self.top, self.OFF_N = sh.pols, sh.attempts, sh.top, sh.off_n
+        self._dist = sh.dists
+        self.OFF = np.full(self.OFF_N, -1, dtype=np.int64)
+        lat, unif = (min(runs * k, _FIRST_CAP) for k in sh.room)  # (for those drawn later)
+        self.LT, self.U = np.empty(lat, dtype=np.int64), np.empty(unif)
+        self.n_lt = self.n_u = 0  # of LT and U in use
+        # attempts 0 and 1 (every run reads the first, a retried call the second: a return
+        # to draw costs more than these draws), or attempt 0's only in a large cell
+        (sh.early if runs * sh.early.per_run() <= EARLY_MAX else sh.first).draw(self)
         slots = 2 + n + kmax  # the serial call, the contents, the clips, a media item
         hcap = _capacity(runs, slots)
         owners = sorted({o for _, o in self.arrivals})
         own = {o: i for i, o in enumerate(owners)}
-        capmax = max(1, sc.quota_llm.max_inflight, sc.quota_tts.max_inflight)
-        # where P's tables start (the waits, the budgets, the retried statuses; then its end)
-        p_at = [nl.NP, nl.NP + sh.p_tail.size - len(self.pols) - _RETRIED.size]
-        p_at += [p_at[1] + len(self.pols)]
-        # where Q's parts start: the keys' slots, the owners' active runs, the runs waiting
-        # for a worker (arrivals and confirmations), the due countdowns, the pending ticks
-        q_at = [0, 2 * capmax, 2 * capmax + len(owners)]
-        q_at += [q_at[-1] + 2 * runs, q_at[-1] + 3 * runs, q_at[-1] + 4 * runs + 16]
-        q_at.append(q_at[-1] + 2)  # the keys' buckets' last refills
-        P = np.empty(nl.NP + sh.p_tail.size, dtype=np.int64)
-        P[: nl.NP] = self._settings(slots, hcap, sh.top[0], p_at + q_at[:3], q_at[3:6])
-        P[nl.NP :] = sh.p_tail
-        self.P = P
+        q_end = self._params(nl, slots, hcap, len(owners))
         self.F = sh.floats.copy()  # (the loop spends its buckets' tokens)
         R = np.zeros((runs, nl.NRF + 5 * n), dtype=np.int64)  # (every field 0 but these)
         R[:, nl.RF_CLAIM0] = -1
@@ -334,21 +335,31 @@ class NbCell:
         R[:, nl.RF_ARR] = self._ts = [t for t, _ in self.arrivals]
         self.R = R
         self.H = np.zeros((2, hcap), dtype=np.int64)
-        self.Q = np.zeros(q_at[-1], dtype=np.int64)
+        self.Q = np.zeros(q_end, dtype=np.int64)
         self.W = np.zeros(nl.W_NEED0 + 3 * self.OFF_N, dtype=np.int64)  # each table once
         self._arrivals_in(nl)
-        self.OFF = np.full(self.OFF_N, -1, dtype=np.int64)
         self.C = np.zeros((runs, slots, nl.NCF), dtype=np.int64)
         self.B = np.zeros((nl.NB, hcap), dtype=np.int64)
-        self.L = np.zeros((max(16, int(P[nl.P_LOGCAP])), 9), dtype=np.int64)
-        self._dist = sh.dists
-        # attempts 0 and 1 (every run reads the first, a retried call the second: a return
-        # to draw costs more than these draws), or attempt 0's only in a large cell
-        first = sh.early if runs * sh.early.per_run() <= EARLY_MAX else sh.first
-        lat, unif = (min(runs * k, _FIRST_CAP) for k in sh.room)  # (for those drawn later)
-        self.LT, self.U = np.empty(lat, dtype=np.int64), np.empty(unif)
-        self.n_lt = self.n_u = 0  # of LT and U in use
-        first.draw(self)
+        self.L = np.zeros((max(16, int(self.P[nl.P_LOGCAP])), 9), dtype=np.int64)
+
+    def _params(self, nl: Any, slots: int, hcap: int, owners: int) -> int:
+        """The loop's settings ``P`` (:meth:`_settings`, then the shape's tables); the size of
+        its queues' array ``Q``."""
+        sc, runs, sh = self.sc, self.runs, self.shape
+        capmax = max(1, sc.quota_llm.max_inflight, sc.quota_tts.max_inflight)
+        # where P's tables start (the waits, the budgets, the retried statuses; then its end)
+        p_at = [nl.NP, nl.NP + sh.p_tail.size - len(self.pols) - _RETRIED.size]
+        p_at += [p_at[1] + len(self.pols)]
+        # where Q's parts start: the keys' slots, the owners' active runs, the runs waiting
+        # for a worker (arrivals and confirmations), the due countdowns, the pending ticks
+        q_at = [0, 2 * capmax, 2 * capmax + owners]
+        q_at += [q_at[-1] + 2 * runs, q_at[-1] + 3 * runs, q_at[-1] + 4 * runs + 16]
+        q_at.append(q_at[-1] + 2)  # the keys' buckets' last refills
+        P = np.empty(nl.NP + sh.p_tail.size, dtype=np.int64)
+        P[: nl.NP] = self._settings(slots, hcap, sh.top[0], p_at + q_at[:3], q_at[3:6])
+        P[nl.NP :] = sh.p_tail
+        self.P = P
+        return q_at[-1]
 
     def _settings(
         self, slots: int, hcap: int, top: int, offsets: list[int], server: list[int]

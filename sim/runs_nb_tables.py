@@ -85,7 +85,9 @@ class Batch:
     """Tables to draw together (see the module doc): ``needs`` without repeats and without
     ``skip``'s tables; ``dists`` per step the one distribution of its latency table (``None``:
     drawn by :meth:`RunDraws.latency_us` itself, a table of :attr:`slow`); ``per`` a step's
-    width per classroom; ``attempts`` the cell's attempts (``OFF``'s layout)."""
+    width per classroom; ``attempts`` the cell's attempts (``OFF``'s layout); ``side``
+    streams (key, width per classroom) drawn with them for :class:`RunDraws`' own use (kept
+    in its cache, as :meth:`sim.draws.Draws.uniforms` keeps them: the clips and their audio)."""
 
     def __init__(
         self,
@@ -94,6 +96,7 @@ class Batch:
         per: Callable[[int], int],
         attempts: int,
         skip: Callable[[int], bool] = lambda at: False,
+        side: tuple[tuple[Need, int], ...] = (),
     ) -> None:
         from .runs_nb_loop import NK
 
@@ -114,14 +117,16 @@ class Batch:
             else:
                 groups.setdefault(id(dist), (dist, []))[1].append((at, need))
         tables = unif + [t for _, ts in groups.values() for t in ts]
-        self.keys = [need for _, need in tables]
+        self.side = side
+        self.keys = [key for key, _ in side] + [need for _, need in tables]
         self.ats = np.array([at for at, _ in tables], dtype=np.int64)
-        self.pers = np.array([per(step) for step, _, _ in self.keys], dtype=np.int64)
+        pers = [w for _, w in side] + [per(step) for _, (step, _, _) in tables]
+        self.pers = np.array(pers, dtype=np.int64)
         self.n_unif = len(unif)
-        # per run: where each table starts in the batch's uniforms, then their end
+        # per run: where each stream starts in the batch's uniforms, then their end
         self.starts = np.concatenate([[0], np.cumsum(self.pers)]).astype(np.int64)
-        self.groups: list[tuple[Dist, int, int]] = []  # (distribution, first table, end)
-        i = self.n_unif
+        self.groups: list[tuple[Dist, int, int]] = []  # (distribution, first stream, end)
+        i = len(side) + self.n_unif
         for dist, ts in groups.values():
             self.groups.append((dist, i, i + len(ts)))
             i += len(ts)
@@ -139,7 +144,7 @@ class Batch:
         return got
 
     def per_run(self) -> int:
-        """The batch's draws per run (its slow tables aside)."""
+        """The batch's draws per run (its slow tables aside, its side streams in)."""
         return int(self.starts[-1])
 
     def draw(self, cell: Any) -> None:
@@ -152,14 +157,18 @@ class Batch:
         if not len(self.keys):
             return
         u = uniforms_of(self.seeded(d.seed), self.pers, d.lo, runs)
-        rel = self.starts * runs  # where each table starts in u
-        k = self.n_unif
-        if k:
-            cell.U, at0 = put(cell.U, cell.n_u, u[: rel[k]])
-            OFF[self.ats[:k]] = at0 + rel[:k]
-            cell.n_u = at0 + int(rel[k])
-        for dist, i, j in self.groups:
-            lat = seconds_to_us(dist.quantile(u[rel[i] : rel[j]]))
+        rel = self.starts * runs  # where each stream starts in u
+        for i, (key, per) in enumerate(self.side):  # (as Draws.uniforms keeps them)
+            d._cache[key] = u[rel[i] : rel[i + 1]].reshape(runs, per)
+        a = len(self.side)
+        b = a + self.n_unif
+        if b > a:
+            cell.U, at0 = put(cell.U, cell.n_u, u[rel[a] : rel[b]])
+            OFF[self.ats[: b - a]] = at0 + rel[a:b] - rel[a]
+            cell.n_u = at0 + int(rel[b] - rel[a])
+        if self.groups:  # (each group's seconds, then all in µs at once)
+            parts = [dist.quantile(u[rel[i] : rel[j]]) for dist, i, j in self.groups]
+            lat = seconds_to_us(parts[0] if len(parts) == 1 else np.concatenate(parts))
             cell.LT, at0 = put(cell.LT, cell.n_lt, lat)
-            OFF[self.ats[i:j]] = at0 + rel[i:j] - rel[i]
+            OFF[self.ats[b - a :]] = at0 + rel[b:-1] - rel[b]
             cell.n_lt = at0 + lat.size

@@ -68,3 +68,7 @@ def test_every_table_equals_the_reference_draws(
         got = buf[cell.OFF[at] : cell.OFF[at] + want.size]
         assert got.dtype == want.dtype
         assert got.tobytes() == want.tobytes(), (step, att, kind)
+    # the clips per scene and their audio, drawn with the first tables (the records' playback)
+    assert cell.d.speeches().tobytes() == ref.speeches().tobytes()
+    assert cell.d.audio_us().tobytes() == ref.audio_us().tobytes()
+    assert cell.d.playback_table_us().tobytes() == ref.playback_table_us().tobytes()
