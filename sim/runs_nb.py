@@ -31,12 +31,12 @@ from numpy.typing import NDArray
 
 from .compiled import CompileLock
 from .dists import Dist
-from .draws import _PLAYBACK_KEY, _SPEECHES_KEY
+from .draws import _PLAYBACK_KEY, _SPEECHES_KEY, seconds_to_us
 from .faults import has_limits
 from .rules import Outcome, RetryPolicy, outcome_of
 from .run_machine import _outline_policy
 from .runs_config import RunsConfig, RunsSettings
-from .runs_nb_tables import Batch, Need
+from .runs_nb_tables import Batch, Need, seeded_of, uniforms_of
 from .runs_outcome import REFUSED, RunOutcome
 from .runs_world import RunDraws, arrivals_of, runs_scenario
 from .scenario import Quota, Scenario
@@ -179,6 +179,22 @@ def _lat_dists(sc: Scenario, st: RunsSettings) -> dict[int, Dist | None]:
     return out
 
 
+def _arrivals(cfg: RunsConfig, seed: int) -> list[tuple[int, int]]:
+    """:func:`sim.runs_world.arrivals_of`: Poisson arrivals by its formula
+    (:func:`sim.draws.tenant_offsets_us`' exponential gaps) on the same uniforms, drawn by
+    :func:`sim.runs_nb_tables.uniforms_of` (its stream's seeding kept: cells of one seed
+    and block reuse it); a replay or a single run by it."""
+    if cfg.arrivals is not None or cfg.runs <= 1:
+        return arrivals_of(cfg, seed)
+    assert cfg.arrival_per_hour is not None
+    stagger_s = 3600.0 / cfg.arrival_per_hour
+    seeded = np.array([seeded_of(seed, (97, cfg.run_id))], dtype=np.uint64)
+    u = uniforms_of(seeded, np.ones(1, dtype=np.int64), 0, cfg.runs - 1)
+    ts: list[int] = [0, *np.cumsum(seconds_to_us(-stagger_s * np.log1p(-u))).tolist()]
+    owners = cfg.owners
+    return [(t, r if owners == 0 else r % owners) for r, t in enumerate(ts)]
+
+
 class _Shape:
     """What every cell of one scenario and one set of settings shares: the retry policies,
     the attempts, the loop's constant settings and floats, the latency distributions, and
@@ -303,7 +319,7 @@ class NbCell:
 
         self.sc, self.cfg, self.seed = sc, cfg, seed
         sh = self.shape = _shape(sc, cfg)
-        self.arrivals = arrivals_of(cfg, seed)
+        self.arrivals = _arrivals(cfg, seed)
         runs = self.runs = len(self.arrivals)
         self.base = cfg.run_id * runs
         self.d = RunDraws(sc, cfg.settings, seed, self.base, self.base + runs)

@@ -43,12 +43,12 @@ def put(buf: NDArray[Any], used: int, arr: NDArray[Any]) -> tuple[NDArray[Any], 
     return buf, used
 
 
-_SEEDED: dict[tuple[int, Need], tuple[int, int, int, int]] = {}
+_SEEDED: dict[tuple[int, tuple[int, ...]], tuple[int, int, int, int]] = {}
 _MAX_SEEDED = 1 << 14
 _M64 = (1 << 64) - 1
 
 
-def seeded_of(seed: int, key: Need) -> tuple[int, int, int, int]:
+def seeded_of(seed: int, key: tuple[int, ...]) -> tuple[int, int, int, int]:
     """Stream ``key`` of ``seed`` as :mod:`sim.draws` seeds it (``PCG64(SeedSequence(seed,
     spawn_key=key))``): its state's and increment's high and low words (kept per stream)."""
     got = _SEEDED.get((seed, key))

@@ -37,3 +37,23 @@ def test_streams_equal_numpys_at_any_start() -> None:
     for s, k, sk, c in one[:50]:  # (any start: a block of one classroom of width 1 at sk)
         got = uniforms_of(np.array([seeded_of(s, k)], dtype=np.uint64), np.ones(1, np.int64), sk, c)
         assert got.tobytes() == _numpy(s, k, sk, c).tobytes()
+
+
+def test_the_engines_arrivals_equal_arrivals_of() -> None:
+    """The compiled engine's Poisson arrivals (sim.runs_nb._arrivals: the reference's formula
+    on uniforms drawn here) are sim.runs_world.arrivals_of's, owners and blocks included;
+    a replay and a single run are arrivals_of's own."""
+    import itertools
+
+    from sim.runs import RunsConfig
+    from sim.runs_nb import _arrivals
+    from sim.runs_world import arrivals_of
+
+    cases = itertools.product((1, 2, 20, 57), (0.5, 30.0, 1e6), (0, 3), (0, 7), (0, 11))
+    for runs, per_h, owners, block, seed in cases:
+        cfg = RunsConfig(runs=runs, arrival_per_hour=per_h, owners=owners, run_id=block)
+        assert _arrivals(cfg, seed) == arrivals_of(cfg, seed), (runs, per_h, owners, block)
+    replay = RunsConfig(arrivals=((0.0, 0), (2.5, 1), (2.5, 0)))
+    assert (
+        _arrivals(replay, 0) == arrivals_of(replay, 0) == [(0, 0), (2_500_000, 0), (2_500_000, 1)]
+    )
