@@ -61,6 +61,8 @@ I64 = NDArray[np.int64]
 MAX_RUNS = 20_000
 MAX_CELL_BYTES = 1 << 30  # the arrays of one cell at most (cell_bytes): 1 GiB
 EARLY_MAX = 1 << 20  # a cell's draws at most for attempt 1's tables to be drawn at its start
+RETURN_DRAWS = 5000  # draws that cost about as much as one return of the loop to draw
+LEARN_CELLS = 2  # cells alike drawn as they ask before every table may be drawn at the start
 _FIRST_CAP = 1 << 22  # the draw tables' first size at most (then grown by doubling)
 CONFIRMS = ("auto", "countdown", "wait")  # the loop's C_* codes
 _STEP_NAMES = {0: "content", 1: "actions", 2: "narration"}
@@ -236,6 +238,8 @@ class _Shape:
         self.early = Batch(early, self.dists, per, self.attempts, side=side)
         # per run: the latencies and the uniforms of every table (LT's and U's room)
         every = needs + self._later(kinds, self.attempts)
+        self.every = Batch(every, self.dists, per, self.attempts, side=side)
+        self._returns: dict[tuple[Any, ...], list[int]] = {}  # per cell: early cells, returns
         self.room = (
             sum(per(step) for step, _, kind in every if kind == 0),
             sum(per(step) for step, _, kind in every if kind != 0),
@@ -259,6 +263,28 @@ class _Shape:
             if jit and any(p.jitter for p in pol):
                 out += [(step, a, 4) for a in range(top - 1)]
         return out
+
+    def start(self, cell: tuple[Any, ...], runs: int) -> Batch:
+        """The tables a cell starts with: :attr:`early` (attempt 0's alone in a large cell),
+        or :attr:`every` where the cells alike (``cell``: their settings, but the seed and
+        the block) returned to draw so often, on :attr:`early`, that every table costs less
+        (a return costs about :data:`RETURN_DRAWS` draws)."""
+        early = runs * self.early.per_run()
+        if early > EARLY_MAX:
+            return self.first
+        seen = self._returns.get(cell)
+        if seen is None or seen[0] < LEARN_CELLS:
+            return self.early
+        extra = runs * self.every.per_run() - early
+        return self.every if seen[1] * RETURN_DRAWS > seen[0] * extra else self.early
+
+    def learn(self, cell: tuple[Any, ...], returns: int) -> None:
+        """A cell started on :attr:`early` returned ``returns`` times to draw."""
+        if cell not in self._returns and len(self._returns) >= 4096:
+            self._returns.clear()
+        seen = self._returns.setdefault(cell, [0, 0])
+        seen[0] += 1
+        seen[1] += returns
 
     def ahead(self, rows: tuple[int, ...]) -> list[Need]:
         """What the loop asked for (``rows``: (step, attempt, kind) after each other) and, for
@@ -332,8 +358,13 @@ class NbCell:
         self.LT, self.U = np.empty(lat, dtype=np.int64), np.empty(unif)
         self.n_lt = self.n_u = 0  # of LT and U in use
         # attempts 0 and 1 (every run reads the first, a retried call the second: a return
-        # to draw costs more than these draws), or attempt 0's only in a large cell
-        (sh.early if runs * sh.early.per_run() <= EARLY_MAX else sh.first).draw(self)
+        # to draw costs more than these draws), or attempt 0's only in a large cell; every
+        # table where cells alike returned often (_Shape.start)
+        self._alike: tuple[Any, ...] = (cfg.c, cfg.max_concurrent, cfg.per_owner, runs)
+        self._alike += (cfg.arrival_per_hour, cfg.arrivals, cfg.owners, cfg.keep_log)
+        first = sh.start(self._alike, runs)
+        self._learn = first is sh.early
+        first.draw(self)
         slots = 2 + n + kmax  # the serial call, the contents, the clips, a media item
         hcap = _capacity(runs, slots)
         owners = sorted({o for _, o in self.arrivals})
@@ -440,6 +471,7 @@ class NbCell:
         from . import runs_nb_loop as nl
 
         run_cell = nl.run_cell
+        returns = 0
         while True:
             if _LOCK.loaded:
                 code = run_cell(self.ctx())
@@ -447,6 +479,8 @@ class NbCell:
                 with _LOCK.first_use():
                     code = run_cell(self.ctx())
             if code == nl.DONE:
+                if self._learn:
+                    self.shape.learn(self._alike, returns)
                 return
             if code == nl.OVERFLOW:
                 what = nl.ERR_NAMES.get(int(self.W[nl.W_ERR]), f"code {int(self.W[nl.W_ERR])}")
@@ -456,6 +490,7 @@ class NbCell:
                 rows = self.W[nl.W_NEED0 : nl.W_NEED0 + 3 * k]
                 self.W[nl.W_NEEDS] = 0
                 self._add_asked(tuple(rows.tolist()))
+                returns += 1
             else:
                 grown = np.zeros((2 * len(self.L), 9), dtype=np.int64)
                 grown[: len(self.L)] = self.L
