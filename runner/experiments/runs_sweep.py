@@ -300,15 +300,21 @@ def run_runs_cell(
     for r in range(cell.replicates):
         for i, rec in enumerate(one(sc, params, cell.seed + r)):
             rows.append({**rec, "replicate": r, "run": i})
-    df = pd.DataFrame.from_records(rows)
-    for k in RUN_COLUMNS:
-        if k in params:
-            df[k] = params[k]
-    for col in ("refused", "paused", "completed"):
-        df[col] = df[col].astype(bool)
-    df = df[RUN_COLUMNS]
-    df["cell_id"] = cell.cell_id
+    df = _run_frame(rows, params, cell.cell_id)
     df["cell_cpu_s"] = time.perf_counter() - t0
+    return df
+
+
+def _run_frame(rows: list[dict[str, Any]], params: dict[str, Any], cell_id: str) -> pd.DataFrame:
+    """The cell's rows as :data:`RUN_COLUMNS` and its id, made at once (per column the
+    values of every row, or the cell's key repeated; a column set at a time cost ~0.1 ms)."""
+    n = len(rows)
+    data = {k: [params[k]] * n if k in params else [r[k] for r in rows] for k in RUN_COLUMNS}
+    data["cell_id"] = [cell_id] * n
+    df = pd.DataFrame(data)
+    for col in ("refused", "paused", "completed"):
+        if df[col].dtype != bool:
+            df[col] = df[col].astype(bool)
     return df
 
 
