@@ -70,7 +70,7 @@ def uniforms_of(seeded: NDArray[np.uint64], pers: I64, lo: int, rows: int) -> ND
     from ``lo`` for each stream (``seeded``: :func:`seeded_of`'s rows; ``pers``: its width per
     classroom), one table after another (flat)."""
     out = np.empty(int(pers.sum()) * rows)
-    if _LOCK.loaded:
+    if _KERNEL:
         _KERNEL[0](seeded, lo * pers, rows * pers, out)
     else:
         with _LOCK.first_use():
