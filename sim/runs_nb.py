@@ -220,6 +220,21 @@ class _Shape:
         tail = [us.reshape(-1), np.array([p.max_retries for p in pols]), _RETRIED]
         self.p_tail = np.concatenate(tail).astype(np.int64)
         self.floats = _floats(sc, st, pols, ms)
+        # the loop's settings (P) of the keys, the deadlines and agents, the server, the media
+        ql, qt = sc.quota_llm, sc.quota_tts
+        free = st.free_on_give_up or bool(getattr(ql, "disconnect_frees", 0))
+        self.p_keys = [
+            free, ql.max_inflight, qt.max_inflight,
+            round(ql.stall_s * 1e6), round(qt.stall_s * 1e6), ql.status_5xx, qt.status_5xx,
+            sc.client.jitter_u is not None,
+            bool(ql.p_429), bool(qt.p_429), bool(ql.p_5xx), bool(qt.p_5xx),
+            ql.faulty, qt.faulty,
+        ]  # fmt: skip
+        dl = ("outline", "agents", "content", "actions", "clip")
+        self.p_deadlines = [st.us(f"{d}_deadline_s") for d in dl] + [st.agents_mode == "auto"]
+        self.p_server = [CONFIRMS.index(st.confirm), st.us("scan_interval_s")]
+        self.p_server += [st.us("countdown_s"), st.us("review_s")]
+        self.p_media = [st.media_items, st.us("media_deadline_s")]
         self.dists = _lat_dists(sc, st)
         needs: list[Need] = []
         kinds: dict[int, list[int]] = {}
@@ -344,6 +359,7 @@ class NbCell:
         from . import runs_nb_loop as nl
 
         self.sc, self.cfg, self.seed = sc, cfg, seed
+        self.c = cfg.c  # (the knob, parsed)
         sh = self.shape = _shape(sc, cfg)
         self.arrivals = _arrivals(cfg, seed)
         runs = self.runs = len(self.arrivals)
@@ -360,7 +376,7 @@ class NbCell:
         # attempts 0 and 1 (every run reads the first, a retried call the second: a return
         # to draw costs more than these draws), or attempt 0's only in a large cell; every
         # table where cells alike returned often (_Shape.start)
-        self._alike: tuple[Any, ...] = (cfg.c, cfg.max_concurrent, cfg.per_owner, runs)
+        self._alike: tuple[Any, ...] = (self.c, cfg.max_concurrent, cfg.per_owner, runs)
         self._alike += (cfg.arrival_per_hour, cfg.arrivals, cfg.owners, cfg.keep_log)
         first = sh.start(self._alike, runs)
         self._learn = first is sh.early
@@ -411,22 +427,12 @@ class NbCell:
     def _settings(
         self, slots: int, hcap: int, top: int, offsets: list[int], server: list[int]
     ) -> list[int]:
-        sc, cfg, st = self.sc, self.cfg, self.cfg.settings
-        ql, qt = sc.quota_llm, sc.quota_tts
-        free = st.free_on_give_up or bool(getattr(ql, "disconnect_frees", 0))
+        cfg, sh = self.cfg, self.shape
         logcap = self.runs * self.n * (4 + self.d.kmax) if cfg.keep_log else 0
         return [
-            self.runs, self.n, self.d.kmax, slots, cfg.c, self.attempts, cfg.max_concurrent,
-            cfg.per_owner, free, ql.max_inflight, qt.max_inflight,
-            round(ql.stall_s * 1e6), round(qt.stall_s * 1e6), ql.status_5xx, qt.status_5xx,
-            sc.client.jitter_u is not None,
-            bool(ql.p_429), bool(qt.p_429), bool(ql.p_5xx), bool(qt.p_5xx),
-            ql.faulty, qt.faulty,
-            st.us("outline_deadline_s"), st.us("agents_deadline_s"), st.us("content_deadline_s"),
-            st.us("actions_deadline_s"), st.us("clip_deadline_s"),
-            st.agents_mode == "auto", cfg.keep_log, logcap, hcap, hcap, top, *offsets,
-            CONFIRMS.index(st.confirm), st.us("scan_interval_s"), st.us("countdown_s"),
-            st.us("review_s"), *server[:2], st.media_items, st.us("media_deadline_s"), server[2],
+            self.runs, self.n, self.d.kmax, slots, self.c, self.attempts, cfg.max_concurrent,
+            cfg.per_owner, *sh.p_keys, *sh.p_deadlines, cfg.keep_log, logcap, hcap, hcap, top,
+            *offsets, *sh.p_server, *server[:2], *sh.p_media, server[2],
         ]  # fmt: skip
 
     def _arrivals_in(self, nl: Any) -> None:
