@@ -60,7 +60,7 @@ I64 = NDArray[np.int64]
 # keys hold 2**21 runs, 1024 outlines (and media items), 256 clips, 32 attempts
 MAX_RUNS = 20_000
 MAX_CELL_BYTES = 1 << 30  # the arrays of one cell at most (cell_bytes): 1 GiB
-EARLY_MAX = 1 << 20  # a cell's draws at most for attempt 1's tables to be drawn at its start
+EARLY_MAX = 1 << 18  # a cell's draws at most for attempt 1's tables to be drawn at its start
 RETURN_DRAWS = 5000  # draws that cost about as much as one return of the loop to draw
 LEARN_CELLS = 2  # cells alike drawn as they ask before every table may be drawn at the start
 _FIRST_CAP = 1 << 22  # the draw tables' first size at most (then grown by doubling)
@@ -259,7 +259,7 @@ class _Shape:
             sum(per(step) for step, _, kind in every if kind == 0),
             sum(per(step) for step, _, kind in every if kind != 0),
         )
-        self._asked: dict[tuple[int, ...], Batch] = {}
+        self._asked: dict[tuple[tuple[int, ...], bool], Batch] = {}
 
     def _later(self, kinds: dict[int, list[int]], upto: int) -> list[Need]:
         """The tables of the later attempts below ``upto`` (a step's attempts at most,
@@ -301,14 +301,15 @@ class _Shape:
         seen[0] += 1
         seen[1] += returns
 
-    def ahead(self, rows: tuple[int, ...]) -> list[Need]:
+    def ahead(self, rows: tuple[int, ...], small: bool) -> list[Need]:
         """What the loop asked for (``rows``: (step, attempt, kind) after each other) and, for
         a jitter draw of attempt ``a`` (a failed request about to be retried), the admission
         draws of attempt ``a + 1`` (the retry reads them next); for an LLM step from a second
         retry on (``a >= 1``: its calls retry again and again, as on a full key) every later
-        attempt's draws at once, and the other LLM step's from attempt 2 (its key is the
-        same: fewer returns); a TTS step's tables, ``kmax`` times wider, stay one attempt
-        ahead (measured faster)."""
+        attempt's draws at once, and in a ``small`` cell (one that drew attempt 1's tables at
+        its start) the other LLM step's from attempt 2 (its key is the same: fewer returns;
+        in a large cell the draws cost more than the returns); a TTS step's tables, ``kmax``
+        times wider, stay one attempt ahead (measured faster)."""
         needs = [(rows[i], rows[i + 1], rows[i + 2]) for i in range(0, len(rows), 3)]
         out = list(needs)
         sc = self.sc
@@ -317,21 +318,22 @@ class _Shape:
                 continue
             q = sc.quota_tts if step == 2 else sc.quota_llm
             kinds = [0] + [k for k, u in ((1, q.p_429), (2, q.p_5xx), (3, q.faulty)) if u]
-            for s in (0, 1) if step < 2 and att >= 1 else (step,):
+            for s in (0, 1) if small and step < 2 and att >= 1 else (step,):
                 lo = att + 1 if s == step else 2  # (attempt 1's: drawn at the start)
                 top = att + 2 if att == 0 or s == 2 else self.top[s]
                 out += [(s, a, k) for a in range(lo, top) for k in kinds]
                 out += [(s, a, 4) for a in range(lo - 1 if s != step else lo, top - 1)]
         return out
 
-    def asked(self, rows: tuple[int, ...]) -> Batch:
+    def asked(self, rows: tuple[int, ...], small: bool) -> Batch:
         """The batch of :meth:`ahead`'s tables (kept per request: cells ask alike)."""
-        got = self._asked.get(rows)
+        got = self._asked.get((rows, small))
         if got is None:
             if len(self._asked) >= 256:
                 self._asked.clear()
             per = RunDraws(self.sc, self.settings, 0, 0, 1)._per
-            got = self._asked[rows] = Batch(self.ahead(rows), self.dists, per, self.attempts)
+            need = self.ahead(rows, small)
+            got = self._asked[(rows, small)] = Batch(need, self.dists, per, self.attempts)
         return got
 
 
@@ -380,6 +382,7 @@ class NbCell:
         self._alike += (cfg.arrival_per_hour, cfg.arrivals, cfg.owners, cfg.keep_log)
         first = sh.start(self._alike, runs)
         self._learn = first is sh.early
+        self._small = first is not sh.first  # (attempt 1's tables drawn)
         first.draw(self)
         slots = 2 + n + kmax  # the serial call, the contents, the clips, a media item
         hcap = _capacity(runs, slots)
@@ -456,11 +459,11 @@ class NbCell:
         """The tables the loop asked for (``rows``: (step, attempt, kind) after each other)
         and those :meth:`_Shape.ahead` adds: the shape's batch for the same request, where
         none of its tables is drawn yet (else the tables not drawn)."""
-        batch = self.shape.asked(rows)
+        batch = self.shape.asked(rows, self._small)
         if (self.OFF[batch.ats] < 0).all():
             batch.draw(self)
         else:
-            self._add(self.shape.ahead(rows))
+            self._add(self.shape.ahead(rows, self._small))
 
     # -- running -------------------------------------------------------------------------
     def ctx(self) -> Ctx:

@@ -26,19 +26,27 @@ from .compiled import CompileLock
 from .dists import Dist
 from .draws import seconds_to_us
 
-__all__ = ["Batch", "Need", "put", "seeded_of", "uniforms_of"]
+__all__ = ["Batch", "Need", "put", "room", "seeded_of", "uniforms_of"]
 
 Need = tuple[int, int, int]  # a table: (step, attempt, kind)
 I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+
+
+def room(buf: NDArray[Any], need: int, used: int) -> NDArray[Any]:
+    """``buf`` with room for ``need`` items (a copy of its ``used`` head, twice as big, when
+    it has not)."""
+    if need > buf.size:
+        grown = np.empty(max(2 * buf.size, need), dtype=buf.dtype)
+        grown[:used] = buf[:used]
+        buf = grown
+    return buf
 
 
 def put(buf: NDArray[Any], used: int, arr: NDArray[Any]) -> tuple[NDArray[Any], int]:
-    """``arr`` written after the ``used`` head of ``buf`` (a copy twice as big when full):
-    the buffer, and where ``arr`` starts."""
-    if used + arr.size > buf.size:
-        grown = np.empty(max(2 * buf.size, used + arr.size), dtype=buf.dtype)
-        grown[:used] = buf[:used]
-        buf = grown
+    """``arr`` written after the ``used`` head of ``buf`` (:func:`room`): the buffer, and
+    where ``arr`` starts."""
+    buf = room(buf, used + arr.size, used)
     buf[used : used + arr.size] = arr
     return buf, used
 
@@ -61,15 +69,19 @@ def seeded_of(seed: int, key: tuple[int, ...]) -> tuple[int, int, int, int]:
     return got
 
 
+ONE_CALL = 1 << 16  # a batch's draws at most for one compiled call (Batch.draw)
 _KERNEL: list[Callable[..., None]] = []  # runs_nb_pcg.fill_uniforms, once imported
 _LOCK = CompileLock(Path(__file__).with_name("runs_nb_pcg.py"), "numba-pcg")
 
 
-def uniforms_of(seeded: NDArray[np.uint64], pers: I64, lo: int, rows: int) -> NDArray[np.float64]:
+def uniforms_of(
+    seeded: NDArray[np.uint64], pers: I64, lo: int, rows: int, out: F64 | None = None
+) -> F64:
     """The uniforms :meth:`sim.draws.Draws.uniforms` gives the block of ``rows`` classrooms
     from ``lo`` for each stream (``seeded``: :func:`seeded_of`'s rows; ``pers``: its width per
-    classroom), one table after another (flat)."""
-    out = np.empty(int(pers.sum()) * rows)
+    classroom), one table after another (flat; into ``out`` if given)."""
+    if out is None:
+        out = np.empty(int(pers.sum()) * rows)
     if _KERNEL:
         _KERNEL[0](seeded, lo * pers, rows * pers, out)
     else:
@@ -149,19 +161,25 @@ class Batch:
 
     def draw(self, cell: Any) -> None:
         """The batch's tables into ``cell``'s ``LT``, ``U`` and ``OFF`` (an :class:`sim.runs_nb.
-        NbCell`; its ``d``: the runs' :class:`RunDraws`)."""
+        NbCell`; its ``d``: the runs' :class:`RunDraws`): a small batch's streams by one
+        compiled call (what a call costs matters most), a large one's uniform tables straight
+        into ``U`` and its latencies a distribution at a time (arrays that stay in cache)."""
         d, OFF, runs = cell.d, cell.OFF, cell.runs
         for at, step, att in self.slow:
             cell.LT, OFF[at] = put(cell.LT, cell.n_lt, d.latency_us(step, att).ravel())
             cell.n_lt += runs * d._per(step)
         if not len(self.keys):
             return
-        u = uniforms_of(self.seeded(d.seed), self.pers, d.lo, runs)
-        rel = self.starts * runs  # where each stream starts in u
-        for i, (key, per) in enumerate(self.side):  # (as Draws.uniforms keeps them)
-            d._cache[key] = u[rel[i] : rel[i + 1]].reshape(runs, per)
+        rel = self.starts * runs  # where each stream starts in the batch's uniforms
         a = len(self.side)
         b = a + self.n_unif
+        seeded = self.seeded(d.seed)
+        if rel[-1] > ONE_CALL:
+            self._draw_large(cell, rel, seeded)
+            return
+        u = uniforms_of(seeded, self.pers, d.lo, runs)
+        for i, (key, per) in enumerate(self.side):  # (as Draws.uniforms keeps them)
+            d._cache[key] = u[rel[i] : rel[i + 1]].reshape(runs, per)
         if b > a:
             cell.U, at0 = put(cell.U, cell.n_u, u[rel[a] : rel[b]])
             OFF[self.ats[: b - a]] = at0 + rel[a:b] - rel[a]
@@ -171,4 +189,27 @@ class Batch:
             lat = seconds_to_us(parts[0] if len(parts) == 1 else np.concatenate(parts))
             cell.LT, at0 = put(cell.LT, cell.n_lt, lat)
             OFF[self.ats[b - a :]] = at0 + rel[b:-1] - rel[b]
+            cell.n_lt = at0 + lat.size
+
+    def _draw_large(self, cell: Any, rel: I64, seeded: NDArray[np.uint64]) -> None:
+        """:meth:`draw` of a large batch."""
+        d, OFF, runs = cell.d, cell.OFF, cell.runs
+        a = len(self.side)
+        b = a + self.n_unif
+
+        def streams(i: int, j: int, out: F64 | None = None) -> F64:
+            return uniforms_of(seeded[i:j], self.pers[i:j], d.lo, runs, out)
+
+        for i, (key, per) in enumerate(self.side):  # (as Draws.uniforms keeps them)
+            d._cache[key] = streams(i, i + 1).reshape(runs, per)
+        if b > a:
+            at0, size = cell.n_u, int(rel[b] - rel[a])
+            cell.U = room(cell.U, at0 + size, at0)
+            streams(a, b, cell.U[at0 : at0 + size])
+            OFF[self.ats[: b - a]] = at0 + rel[a:b] - rel[a]
+            cell.n_u = at0 + size
+        for dist, i, j in self.groups:
+            lat = seconds_to_us(dist.quantile(streams(i, j)))
+            cell.LT, at0 = put(cell.LT, cell.n_lt, lat)
+            OFF[self.ats[i - a : j - a]] = at0 + rel[i:j] - rel[i]
             cell.n_lt = at0 + lat.size
