@@ -42,6 +42,7 @@ __all__ = [
     "results_differ",
     "run_outcome",
     "simulate_runs",
+    "span_s",
     "summarize_runs",
 ]
 
@@ -243,6 +244,14 @@ def _pcts(x: Sequence[float]) -> dict[str, float | None]:
     }
 
 
+def span_s(records: Sequence[RunOutcome]) -> float:
+    """A deployment's span (:func:`summarize_runs`'s ``span_s``): its first arrival to the
+    last started run's end, seconds."""
+    t0 = min(r.arrival_s for r in records)
+    t1 = max((r.arrival_s + r.end_s for r in records if r.state != REFUSED), default=t0)
+    return t1 - t0
+
+
 def summarize_runs(records: Sequence[RunOutcome]) -> dict[str, Any]:
     """A deployment's figures: runs completed per hour of the span (first request to the
     last run's end: what the deployment sustained), time to the first scene and the wait
@@ -251,9 +260,7 @@ def summarize_runs(records: Sequence[RunOutcome]) -> dict[str, Any]:
     started = [r for r in records if not r.refused]
     done = [r for r in started if r.state == "completed"]
     paused = [r for r in started if r.state == "paused"]
-    t0 = min(r.arrival_s for r in records)
-    t1 = max((r.arrival_s + r.end_s for r in started), default=t0)
-    span = t1 - t0
+    span = span_s(records)
     return {
         "runs": len(records),
         "started": len(started),

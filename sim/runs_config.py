@@ -191,6 +191,9 @@ class RunsTable:
         return self.settings.to_mapping() | caps
 
 
+_UPSTREAM_TABLE = RunsTable()  # upstream's defaults (frozen: one for every scenario without one)
+
+
 def runs_table_from_mapping(m: Mapping[str, Any]) -> RunsTable:
     """A scenario's ``[runs]`` table (:class:`RunsTable`): any :class:`RunsSettings` field
     plus ``max_concurrent`` and ``per_owner``; a bad field is a one-line
@@ -274,7 +277,7 @@ class RunsConfig:
     def for_scenario(cls, sc: _WithRuns, **fields: Any) -> RunsConfig:
         """A cell on scenario ``sc``: its ``[runs]`` table's settings and caps (upstream's
         defaults when it has none); ``fields`` (any :class:`RunsConfig` field) override them."""
-        t = sc.runs if sc.runs is not None else RunsTable()
+        t = sc.runs if sc.runs is not None else _UPSTREAM_TABLE
         base = {"max_concurrent": t.max_concurrent, "per_owner": t.per_owner}
         return cls(**(base | {"settings": t.settings} | fields))
 

@@ -260,10 +260,10 @@ def simulate_deployment(sc: Scenario, params: dict[str, Any], seed: int) -> list
 def learner_rows(records: Sequence[RunOutcome]) -> list[dict[str, Any]]:
     """The model's per-run records (:class:`sim.runs.RunOutcome`) in the learner's terms
     (:data:`RUN_COLUMNS` after the cell keys), with the deployment's span (first request to
-    the last run's end, :func:`sim.runs.summarize_runs`) on every row."""
-    from sim.runs import summarize_runs
+    the last run's end, :func:`sim.runs.span_s`) on every row."""
+    from sim.runs import span_s
 
-    span_h = float(summarize_runs(records)["span_s"]) / 3600.0 if records else math.nan
+    span_h = float(span_s(records)) / 3600.0 if records else math.nan
     return [
         {
             "refused": r.refused,
@@ -300,15 +300,21 @@ def run_runs_cell(
     for r in range(cell.replicates):
         for i, rec in enumerate(one(sc, params, cell.seed + r)):
             rows.append({**rec, "replicate": r, "run": i})
-    df = pd.DataFrame.from_records(rows)
-    for k in RUN_COLUMNS:
-        if k in params:
-            df[k] = params[k]
-    for col in ("refused", "paused", "completed"):
-        df[col] = df[col].astype(bool)
-    df = df[RUN_COLUMNS]
-    df["cell_id"] = cell.cell_id
+    df = _run_frame(rows, params, cell.cell_id)
     df["cell_cpu_s"] = time.perf_counter() - t0
+    return df
+
+
+def _run_frame(rows: list[dict[str, Any]], params: dict[str, Any], cell_id: str) -> pd.DataFrame:
+    """The cell's rows as :data:`RUN_COLUMNS` and its id, made at once (per column the
+    values of every row, or the cell's key repeated; a column set at a time cost ~0.1 ms)."""
+    n = len(rows)
+    data = {k: [params[k]] * n if k in params else [r[k] for r in rows] for k in RUN_COLUMNS}
+    data["cell_id"] = [cell_id] * n
+    df = pd.DataFrame(data)
+    for col in ("refused", "paused", "completed"):
+        if df[col].dtype != bool:
+            df[col] = df[col].astype(bool)
     return df
 
 

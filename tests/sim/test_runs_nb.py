@@ -16,6 +16,7 @@ from sim.dists import Constant
 from sim.errors import UserError
 from sim.runs import (
     RunsConfig,
+    RunsResult,
     RunsSettings,
     check_engines,
     pick_runs_engine,
@@ -166,11 +167,14 @@ def test_the_rule_picks_compiled_where_it_fits_and_the_heap_elsewhere() -> None:
         pick_runs_engine(sc, cfg, "numba")
 
 
-def test_only_the_draws_read_are_drawn() -> None:
-    """Without failures or a limit no request is retried: only attempt 0's tables are drawn
-    (and no jitter); with 5xx the retries' tables come as runs reach them."""
+def test_only_the_draws_read_are_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drawn as the loop asks (a cell too big to draw attempt 1's tables at its start: here
+    every cell): without failures or a limit no request is retried, so only attempt 0's tables are
+    drawn (and no jitter); with 5xx the retries' tables come as runs reach them."""
+    from sim import runs_nb
     from sim.runs_nb_loop import NK
 
+    monkeypatch.setattr(runs_nb, "EARLY_MAX", 0)
     cfg = RunsConfig(concurrency=2, runs=3)
     quiet = _quota(_quota(BASE, "quota_llm", p_5xx=0.0), "quota_tts", p_5xx=0.0)
     cell = NbCell(quiet, cfg, 0)
@@ -185,6 +189,67 @@ def test_only_the_draws_read_are_drawn() -> None:
     assert (
         results_differ(simulate_runs(noisy, cfg, 0, "simpy"), simulate_runs(noisy, cfg, 0)) is None
     )
+
+
+def test_a_cell_draws_attempt_1s_tables_at_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cell draws attempts 0 and 1 and attempt 0's jitter before its loop runs (every key's
+    5xx draws; the outline's 3 attempts, back to back: no jitter; the agents' one attempt):
+    its LLM calls retried once need no return to draw. Later attempts come as the loop asks
+    (a jitter of attempt 1 or later on a 1-slot key at 30% 5xx brings every later LLM
+    attempt's tables at once); the cell equals SimPy's."""
+    from sim import runs_nb
+    from sim import runs_nb_loop as nl
+
+    monkeypatch.setattr(runs_nb, "_SHAPES", [])  # (no cells alike run before)
+    sc = _quota(BASE.with_quota(llm_inflight=1), "quota_llm", p_5xx=0.3)
+    cfg = RunsConfig(concurrency=2, runs=3)
+    cell = NbCell(runs_scenario(sc), cfg, 0)
+    drawn = cell.OFF.reshape(nl.NSTEP, cell.attempts, nl.NK) >= 0
+    assert cell.attempts == 6 and drawn[:4, :2][:, :, [0, 2]].all() and drawn[:3, 0, 4].all()
+    assert drawn[3, :3][:, [0, 2]].all() and not drawn[3, 3:].any()  # (the outline's 3)
+    assert not drawn[:3, 2:].any() and not drawn[:, 1, 4].any() and not drawn[3, :, 4].any()
+    assert drawn[4, 0, [0, 2]].all() and not drawn[4, 1:].any() and not drawn[:, :, [1, 3]].any()
+    calls: list[int] = []
+    run_cell = nl.run_cell
+    monkeypatch.setattr(nl, "run_cell", lambda ctx: calls.append(1) or run_cell(ctx))
+    monkeypatch.setattr(runs_nb._LOCK, "loaded", True)
+    cell.run()
+    drawn = cell.OFF.reshape(nl.NSTEP, cell.attempts, nl.NK) >= 0
+    assert drawn[0, :, [0, 2]].all() and drawn[0, :5, 4].all()  # (content: all at once)
+    assert len(calls) > 1 and int(cell.R[:, nl.RF_RET].sum()) > 0
+    assert results_differ(simulate_runs(sc, cfg, 0, "simpy"), simulate_runs(sc, cfg, 0)) is None
+
+
+def test_cells_alike_that_return_often_draw_every_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cells alike (the same settings but the seed and the block) that returned to draw
+    often start, from the third, with every table drawn (no return: the loop runs in one
+    call) and equal SimPy's; cells alike that never returned keep drawing as the loop asks."""
+    from sim import runs_nb_loop as nl
+
+    monkeypatch.setattr(runs_nb, "_SHAPES", [])
+    calls: list[int] = []
+    run_cell = nl.run_cell
+    monkeypatch.setattr(nl, "run_cell", lambda ctx: calls.append(1) or run_cell(ctx))
+    monkeypatch.setattr(runs_nb._LOCK, "loaded", True)
+    noisy = _quota(BASE.with_quota(llm_inflight=1), "quota_llm", p_5xx=0.3)
+    quiet = _quota(_quota(BASE, "quota_llm", p_5xx=0.0), "quota_tts", p_5xx=0.0)
+    for sc, every in ((noisy, True), (quiet, False)):
+        started = []
+        for block in range(4):
+            cfg = RunsConfig(concurrency=2, runs=3, run_id=block)
+            cell = NbCell(runs_scenario(sc), cfg, 0)
+            started.append(
+                bool(
+                    (cell.OFF.reshape(nl.NSTEP, cell.attempts, nl.NK) >= 0).all(1)[:3, [0, 2]].all()
+                )
+            )
+            calls.clear()
+            cell.run()
+            assert len(calls) == 1 if started[-1] else every == (len(calls) > 1)
+            b = RunsResult(cell.records(), cell.log(), sc, cfg, 0, "compiled")
+            b.confirm_refusals = int(cell.W[nl.W_CONFREF])
+            assert results_differ(simulate_runs(sc, cfg, 0, "simpy"), b) is None
+        assert started == [False, False, every, every]
 
 
 def test_a_small_log_grows_and_the_cell_resumes() -> None:

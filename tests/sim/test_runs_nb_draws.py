@@ -1,7 +1,8 @@
-"""The compiled runs engine's draw tables (sim/runs_nb.py ``NbCell._add``): latency tables of
-one distribution drawn by one quantile call over their uniforms laid end to end are, byte for
-byte, the tables :class:`sim.runs_world.RunDraws` draws one at a time (a value is a pure
-function of seed, classroom, order, step, clip and attempt)."""
+"""The compiled runs engine's draw tables (sim/runs_nb_tables.py ``Batch.draw``): latency
+tables of one distribution drawn by one quantile call over their uniforms laid end to end are,
+byte for byte, the tables :class:`sim.runs_world.RunDraws` draws one at a time (a value is a
+pure function of seed, classroom, order, step, clip and attempt), whether a batch's streams
+come from one compiled call (a small batch) or a distribution at a time (a large one)."""
 
 from __future__ import annotations
 
@@ -37,10 +38,19 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("one_call", [1 << 16, 0])  # (batches drawn small, or large)
 @pytest.mark.parametrize(("name", "llm", "media", "kinds"), CASES)
 def test_every_table_equals_the_reference_draws(
-    name: str, llm: dict[str, float], media: int, kinds: set[int]
+    name: str,
+    llm: dict[str, float],
+    media: int,
+    kinds: set[int],
+    one_call: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from sim import runs_nb_tables
+
+    monkeypatch.setattr(runs_nb_tables, "ONE_CALL", one_call)
     sc = _plain_keys(load_scenario(name, upstream="runs"))
     sc = runs_scenario(sc.replace(quota_llm=dataclasses.replace(sc.quota_llm, **llm)))
     cfg = RunsConfig(
@@ -68,3 +78,7 @@ def test_every_table_equals_the_reference_draws(
         got = buf[cell.OFF[at] : cell.OFF[at] + want.size]
         assert got.dtype == want.dtype
         assert got.tobytes() == want.tobytes(), (step, att, kind)
+    # the clips per scene and their audio, drawn with the first tables (the records' playback)
+    assert cell.d.speeches().tobytes() == ref.speeches().tobytes()
+    assert cell.d.audio_us().tobytes() == ref.audio_us().tobytes()
+    assert cell.d.playback_table_us().tobytes() == ref.playback_table_us().tobytes()
