@@ -131,6 +131,14 @@ class Draws:
             self._cache[key] = u
         return u
 
+    def keep_uniforms(self, key: tuple[int, int, int], u: NDArray[np.float64]) -> None:
+        """Stream ``key``'s uniforms for the classrooms, drawn elsewhere (the numbers
+        :meth:`uniforms` would draw: :mod:`sim.runs_nb_tables`' compiled PCG64), kept as
+        :meth:`uniforms` keeps its own; shape ``(hi-lo, per)``."""
+        if u.ndim != 2 or u.shape[0] != self.hi - self.lo:
+            raise ValueError(f"keep_uniforms: shape {u.shape}, {self.hi - self.lo} rows wanted")
+        self._cache[key] = u
+
     def admission(self, step: int, attempt: int) -> Admission:
         """What the provider's admission of an attempt reads (:meth:`sim.provider.Provider.
         decide`), in one look-up: the latencies, and the 429, 5xx and fault uniforms where the

@@ -179,7 +179,7 @@ class Batch:
             return
         u = uniforms_of(seeded, self.pers, d.lo, runs)
         for i, (key, per) in enumerate(self.side):  # (as Draws.uniforms keeps them)
-            d._cache[key] = u[rel[i] : rel[i + 1]].reshape(runs, per)
+            d.keep_uniforms(key, u[rel[i] : rel[i + 1]].reshape(runs, per))
         if b > a:
             cell.U, at0 = put(cell.U, cell.n_u, u[rel[a] : rel[b]])
             OFF[self.ats[: b - a]] = at0 + rel[a:b] - rel[a]
@@ -201,7 +201,7 @@ class Batch:
             return uniforms_of(seeded[i:j], self.pers[i:j], d.lo, runs, out)
 
         for i, (key, per) in enumerate(self.side):  # (as Draws.uniforms keeps them)
-            d._cache[key] = streams(i, i + 1).reshape(runs, per)
+            d.keep_uniforms(key, streams(i, i + 1).reshape(runs, per))
         if b > a:
             at0, size = cell.n_u, int(rel[b] - rel[a])
             cell.U = room(cell.U, at0 + size, at0)
