@@ -36,6 +36,8 @@ __all__ = [
     "KIND_LATENCY",
     "KIND_TOKENS_IN",
     "KIND_TOKENS_OUT",
+    "PLAYBACK_KEY",
+    "SPEECHES_KEY",
     "STAGGER_DISTS",
     "Draws",
     "client_jitter_u",
@@ -50,8 +52,8 @@ KIND_FAULT = 3
 KIND_JITTER = 4  # the client's retry jitter U[0, 1) after a failed attempt (#788)
 KIND_TOKENS_IN = 5  # a call's input tokens (drawn once per call: attempt 0)
 KIND_TOKENS_OUT = 6  # an attempt's output tokens (characters for TTS)
-_SPEECHES_KEY = (99, 0, 0)
-_PLAYBACK_KEY = (98, 0, 0)  # the audio duration of each speech clip (the learner's playback)
+SPEECHES_KEY = (99, 0, 0)
+PLAYBACK_KEY = (98, 0, 0)  # the audio duration of each speech clip (the learner's playback)
 US_PER_S = 1_000_000
 
 
@@ -121,6 +123,10 @@ class Draws:
 
     def _per(self, step: int) -> int:
         return self.n * self.kmax if step == 2 else self.n
+
+    def per_classroom(self, step: int) -> int:
+        """Columns of a step's tables per classroom (:meth:`column`'s range)."""
+        return self._per(step)
 
     def uniforms(self, key: tuple[int, int, int], per: int) -> NDArray[np.float64]:
         """Uniforms of stream ``key`` for the classrooms, shape ``(hi-lo, per)``."""
@@ -234,7 +240,7 @@ class Draws:
     def speeches(self) -> NDArray[np.int64]:
         """Speech actions per scene, shape ``(classrooms, N)``."""
         if self._speeches is None:
-            u = self.uniforms(_SPEECHES_KEY, self.n)
+            u = self.uniforms(SPEECHES_KEY, self.n)
             self._speeches = np.asarray(self.scenario.speech_actions.quantile(u), dtype=np.int64)
         return self._speeches
 
@@ -242,7 +248,7 @@ class Draws:
         """Audio duration of every speech clip in µs, shape ``(classrooms, N*kmax)`` (column
         :meth:`column` of step 2): stream ``(98, 0, 0)``, ``[playback] clip``."""
         if self._audio is None:
-            u = self.uniforms(_PLAYBACK_KEY, self.n * self.kmax)
+            u = self.uniforms(PLAYBACK_KEY, self.n * self.kmax)
             self._audio = seconds_to_us(self.scenario.playback.clip.quantile(u))
         return self._audio
 

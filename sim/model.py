@@ -384,22 +384,22 @@ class _PlainEnv(_Env):
 _WOKEN: list[Any] = [None]  # a task woken from its sleep runs as its event's one callback
 
 
-def _wait(env: _Env, delay: int) -> Any:
-    """A process's wait of ``delay`` µs, for it to yield at once: ``None`` if taken here (the
+def _wait(env: _Env, delay_us: int) -> Any:
+    """A process's wait of ``delay_us`` µs, for it to yield at once: ``None`` if taken here (the
     sleep would be the next event processed, its one callback the process, which runs as
     its own event's one callback: the clock moves, no event), else the delay itself in
     :meth:`_Env.run_out` (the task is the sleep's entry: :meth:`_Task._resume`), else a
     :class:`_Sleep`. An event due at that time comes first (an earlier id), a batch after."""
     cbs = env._cbs
-    t = env._now + delay
+    t = env._now + delay_us
     if cbs is not None and len(cbs) == 1:
         queue = env._queue  # type: ignore[attr-defined]
         if not queue or queue[0][0] > t or (queue[0][0] == t and queue[0][1] > NORMAL):
             env._now = t
             return None
     if env._lean:
-        return delay
-    return _Sleep(env, delay)
+        return delay_us
+    return _Sleep(env, delay_us)
 
 
 def _answered(sleep: Any) -> Generator[Event, Any, bool]:

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from .compiled import CompileLock
 from .dists import Dist
-from .draws import _PLAYBACK_KEY, _SPEECHES_KEY, seconds_to_us
+from .draws import PLAYBACK_KEY, SPEECHES_KEY, seconds_to_us
 from .faults import has_limits
 from .rules import Outcome, RetryPolicy, outcome_of
 from .run_machine import _outline_policy
@@ -60,7 +60,7 @@ I64 = NDArray[np.int64]
 # keys hold 2**21 runs, 1024 outlines (and media items), 256 clips, 32 attempts
 MAX_RUNS = 20_000
 MAX_CELL_BYTES = 1 << 30  # the arrays of one cell at most (cell_bytes): 1 GiB
-EARLY_MAX = 1 << 18  # a cell's draws at most for attempt 1's tables to be drawn at its start
+EARLY_MAX_DRAWS = 1 << 18  # a cell's draws at most for attempt 1's tables to be drawn at its start
 RETURN_DRAWS = 5000  # draws that cost about as much as one return of the loop to draw
 LEARN_CELLS = 2  # cells alike drawn as they ask before every table may be drawn at the start
 _FIRST_CAP = 1 << 22  # the draw tables' first size at most (then grown by doubling)
@@ -247,7 +247,7 @@ class _Shape:
         d = RunDraws(sc, st, 0, 0, 1)
         per = d._per
         # the clips per scene and their audio (the records' playback), with the first tables
-        side = ((_SPEECHES_KEY, d.n), (_PLAYBACK_KEY, d.n * d.kmax))
+        side = ((SPEECHES_KEY, d.n), (PLAYBACK_KEY, d.n * d.kmax))
         self.first = Batch(needs, self.dists, per, self.attempts, side=side)
         early = needs + self._later(kinds, 2)
         self.early = Batch(early, self.dists, per, self.attempts, side=side)
@@ -285,7 +285,7 @@ class _Shape:
         the block) returned to draw so often, on :attr:`early`, that every table costs less
         (a return costs about :data:`RETURN_DRAWS` draws)."""
         early = runs * self.early.per_run()
-        if early > EARLY_MAX:
+        if early > EARLY_MAX_DRAWS:
             return self.first
         seen = self._returns.get(cell)
         if seen is None or seen[0] < LEARN_CELLS:

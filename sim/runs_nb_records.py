@@ -44,7 +44,7 @@ def record_cols(R: I64, audio: I64, K: I64, F: F64, I: I64) -> None:  # noqa: E7
     clips' audio, µs, (runs, N * kmax); ``K``: the settings above)."""
     n, kmax = K[K_N], K[K_KMAX]
     ready0, clips0 = K[K_READY0], K[K_CLIPS0]
-    non_speech, start, buffer_us = K[K_NONSPEECH], K[K_START], K[K_BUFFER]
+    non_speech_us, start, buffer_us = K[K_NONSPEECH], K[K_START], K[K_BUFFER]
     nan = math.nan
     for r in range(R.shape[0]):
         t0 = R[r, K[K_ARR]]
@@ -54,7 +54,7 @@ def record_cols(R: I64, audio: I64, K: I64, F: F64, I: I64) -> None:  # noqa: E7
         first = R[r, ready0]
         F[r, O_FIRST] = (first - t0) / 1e6 if first >= 0 else nan
         # the start (sim.qoe._start_of_run): -1 when no scene is ready
-        last, lowest, s, held, ok = -1, -1, -1, 0, 0
+        last, lowest, s, held_us, ok = -1, -1, -1, 0, 0
         for k in range(n):
             t = R[r, ready0 + k]
             if t < 0:
@@ -64,8 +64,8 @@ def record_cols(R: I64, audio: I64, K: I64, F: F64, I: I64) -> None:  # noqa: E7
             last = t if t > last else last
             lowest = t if lowest < 0 or t < lowest else lowest
             if start == 1 and s < 0:
-                held += _play(R, audio, r, k, kmax, clips0, non_speech)
-                if held >= buffer_us:
+                held_us += _play(R, audio, r, k, kmax, clips0, non_speech_us)
+                if held_us >= buffer_us:
                     s = t
         if start == 2 or last < 0:
             s = last
@@ -74,27 +74,27 @@ def record_cols(R: I64, audio: I64, K: I64, F: F64, I: I64) -> None:  # noqa: E7
         elif s < 0:
             s = last
         # the waits (sim.qoe.qoe_of_run)
-        clock, stall, stalls = s, 0, 0
+        clock_us, stall_us, stalls = s, 0, 0
         for k in range(n):
             t = R[r, ready0 + k]
             if t < 0:
                 continue
             t -= t0
-            wait = t - clock if t > clock else 0
-            stall += wait
-            stalls += wait > 0
-            clock += wait + _play(R, audio, r, k, kmax, clips0, non_speech)
+            wait_us = t - clock_us if t > clock_us else 0
+            stall_us += wait_us
+            stalls += wait_us > 0
+            clock_us += wait_us + _play(R, audio, r, k, kmax, clips0, non_speech_us)
         F[r, O_STARTUP] = s / 1e6 if s >= 0 else nan
-        F[r, O_STALL] = stall / 1e6
+        F[r, O_STALL] = stall_us / 1e6
         I[r, O_OK] = ok
         I[r, O_STALLS] = stalls
 
 
 @_leaf
-def _play(R: I64, audio: I64, r: int, k: int, kmax: int, clips0: int, non_speech: int) -> int:
+def _play(R: I64, audio: I64, r: int, k: int, kmax: int, clips0: int, non_speech_us: int) -> int:
     """Scene ``k``'s playback of run ``r``: the non-speech constant and its clips' audio."""
     clips = min(R[r, clips0 + k], kmax)
-    total = non_speech
+    total = non_speech_us
     for j in range(clips):
         total += audio[r, k * kmax + j]
     return total  # type: ignore[no-any-return]

@@ -69,7 +69,7 @@ def seeded_of(seed: int, key: tuple[int, ...]) -> tuple[int, int, int, int]:
     return got
 
 
-ONE_CALL = 1 << 16  # a batch's draws at most for one compiled call (Batch.draw)
+ONE_CALL_DRAWS = 1 << 16  # a batch's draws at most for one compiled call (Batch.draw)
 _KERNEL: list[Callable[..., None]] = []  # runs_nb_pcg.fill_uniforms, once imported
 _LOCK = CompileLock(Path(__file__).with_name("runs_nb_pcg.py"), "numba-pcg")
 
@@ -167,14 +167,14 @@ class Batch:
         d, OFF, runs = cell.d, cell.OFF, cell.runs
         for at, step, att in self.slow:
             cell.LT, OFF[at] = put(cell.LT, cell.n_lt, d.latency_us(step, att).ravel())
-            cell.n_lt += runs * d._per(step)
+            cell.n_lt += runs * d.per_classroom(step)
         if not len(self.keys):
             return
         rel = self.starts * runs  # where each stream starts in the batch's uniforms
         a = len(self.side)
         b = a + self.n_unif
         seeded = self.seeded(d.seed)
-        if rel[-1] > ONE_CALL:
+        if rel[-1] > ONE_CALL_DRAWS:
             self._draw_large(cell, rel, seeded)
             return
         u = uniforms_of(seeded, self.pers, d.lo, runs)

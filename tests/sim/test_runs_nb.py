@@ -174,7 +174,7 @@ def test_only_the_draws_read_are_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
     from sim import runs_nb
     from sim.runs_nb_loop import NK
 
-    monkeypatch.setattr(runs_nb, "EARLY_MAX", 0)
+    monkeypatch.setattr(runs_nb, "EARLY_MAX_DRAWS", 0)
     cfg = RunsConfig(concurrency=2, runs=3)
     quiet = _quota(_quota(BASE, "quota_llm", p_5xx=0.0), "quota_tts", p_5xx=0.0)
     cell = NbCell(quiet, cfg, 0)

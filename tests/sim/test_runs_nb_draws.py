@@ -50,7 +50,7 @@ def test_every_table_equals_the_reference_draws(
 ) -> None:
     from sim import runs_nb_tables
 
-    monkeypatch.setattr(runs_nb_tables, "ONE_CALL", one_call)
+    monkeypatch.setattr(runs_nb_tables, "ONE_CALL_DRAWS", one_call)
     sc = _plain_keys(load_scenario(name, upstream="runs"))
     sc = runs_scenario(sc.replace(quota_llm=dataclasses.replace(sc.quota_llm, **llm)))
     cfg = RunsConfig(
