@@ -142,7 +142,7 @@ class Draws:
         :meth:`uniforms` would draw: :mod:`sim.runs_nb_tables`' compiled PCG64), kept as
         :meth:`uniforms` keeps its own; shape ``(hi-lo, per)``."""
         if u.ndim != 2 or u.shape[0] != self.hi - self.lo:
-            raise ValueError(f"keep_uniforms: shape {u.shape}, {self.hi - self.lo} rows wanted")
+            raise AssertionError(f"keep_uniforms: shape {u.shape}, {self.hi - self.lo} rows wanted")
         self._cache[key] = u
 
     def admission(self, step: int, attempt: int) -> Admission:
