@@ -227,6 +227,18 @@ def _swap(H: I64, i: int, j: int) -> None:
 
 
 @_leaf
+def _append(x: Ctx, row: int, count: int, err: int, value: int) -> None:
+    """``value`` after the ``W[count]`` entries of ``B``'s row ``row``; a full row sets
+    ``err`` instead (the loop returns OVERFLOW at its next phase)."""
+    n = x.W[count]
+    if n >= x.B.shape[1]:
+        x.W[W_ERR] = err
+        return
+    x.B[row, n] = value
+    x.W[count] = n + 1
+
+
+@_leaf
 def _push(x: Ctx, at: int, key: int) -> None:
     H, W = x.H, x.W
     i = W[W_HN]
@@ -289,12 +301,7 @@ def _sort(B: I64, row: int, n: int, rows: int) -> None:
 def _at(x: Ctx, t: int, at: int, key: int) -> None:
     """An item at ``at``: the next round of this instant, or the heap."""
     if at <= t:
-        n = x.W[W_NNXT]
-        if n >= x.B.shape[1]:
-            x.W[W_ERR] = ERR_NEXT
-            return
-        x.B[B_NXT, n] = key
-        x.W[W_NNXT] = n + 1
+        _append(x, B_NXT, W_NNXT, ERR_NEXT, key)
     else:
         _push(x, at, key)
 
@@ -453,12 +460,7 @@ def _send(x: Ctx, r: int, s: int, t: int) -> None:
     C[r, s, FL_PENDING] = 1
     C[r, s, FL_KEY] = key
     C[r, s, FL_END] = dl  # the deadline until it is decided
-    n = x.W[W_NSENDS]
-    if n >= x.B.shape[1]:
-        x.W[W_ERR] = ERR_SENDS
-        return
-    x.B[B_SENDS, n] = key
-    x.W[W_NSENDS] = n + 1
+    _append(x, B_SENDS, W_NSENDS, ERR_SENDS, key)
 
 
 @_leaf
@@ -673,12 +675,7 @@ def _release(x: Ctx, r: int, phase: int, t: int) -> None:
     x.R[r, RF_PHASE] = phase
     if phase != AWAITING:
         x.R[r, RF_END] = t
-    n = x.W[W_NEND]
-    if n >= x.B.shape[1]:
-        x.W[W_ERR] = ERR_ENDS
-        return
-    x.B[B_END, n] = r
-    x.W[W_NEND] = n + 1
+    _append(x, B_END, W_NEND, ERR_ENDS, r)
 
 
 @_jit
