@@ -167,16 +167,6 @@ def read_raw(shape: str, raw: bytes | None) -> dict[str, Any] | Response:
     try:
         if raw is None:
             raise _Invalid(f"body over {MAX_BODY_BYTES} bytes")
-        if raw[:1] == b"{" and raw[1:2] != b"\x00":  # loads' first case, inline
-            try:
-                text = raw.decode()
-                value, end = _scan_once(text, 0)
-            except (ValueError, StopIteration):
-                pass
-            else:
-                if end == len(text):  # (an object: the scan began at its "{")
-                    obj: dict[str, Any] = value
-                    return obj
         return _json_object(raw)
     except _Invalid as e:
         return _invalid(shape, str(e))
