@@ -54,7 +54,15 @@ from numpy.typing import NDArray
 
 from .compiled import CompileLock
 from .config import RunConfig
-from .draws import KIND_5XX, KIND_429, KIND_FAULT, KIND_LATENCY, Draws, seconds_to_us
+from .draws import (
+    KIND_5XX,
+    KIND_429,
+    KIND_FAULT,
+    KIND_JITTER,
+    KIND_LATENCY,
+    Draws,
+    seconds_to_us,
+)
 from .errors import UserError
 from .fast import STATUSES, FastRuns, _Counters
 from .fast_quota_codes import (
@@ -84,8 +92,10 @@ from .rules import (
     outcome_of,
     tts_concurrency,
 )
+from .runs_nb_tables import seeded_of, uniforms_at
 from .scenario import Quota, Scenario
 from .schema import RequestRecord, RunResult, records_from_log
+from .tokens import decode_us
 from .upstream import ErrorShape, Handoff
 
 if TYPE_CHECKING:
@@ -156,20 +166,27 @@ def _status_of(q: Quota) -> I64:
     return np.array([200, 429, q.status_5xx, RESET, 200, TRUNCATED], dtype=np.int64)
 
 
-def _codes(q: Quota, d: Draws, step: int, a: int, code: NDArray[np.generic]) -> None:
-    """Attempt ``a`` of ``step``: each cell's code, from its 429, 5xx and fault uniforms
-    (the comparisons of :meth:`KeyState.decide`: a random 429, else a 5xx, else a reset, a
-    stall or a truncated body, by the fault uniform's band), written into ``code`` (runs,
-    columns): the lower in that order written first, each later one over it."""
+def _code_kinds(q: Quota) -> list[int]:
+    """The uniforms a key's attempt draws its code from (:func:`_codes_of`'s order)."""
+    return [KIND_FAULT] * bool(q.faulty) + [KIND_5XX] * bool(q.p_5xx) + [KIND_429] * bool(q.p_429)
+
+
+def _codes_of(q: Quota, us: Sequence[F64], code: NDArray[np.generic]) -> None:
+    """Each cell's code from its uniforms ``us`` (:func:`_code_kinds`: the fault, 5xx and
+    429 uniforms the key draws), as :meth:`KeyState.decide` compares them (a random 429, else
+    a 5xx, else a reset, a stall or a truncated body, by the fault uniform's band), written
+    into ``code`` (the shape of each ``us``): the lower in that order written first, each
+    later one over it."""
     bands: list[tuple[F64, float, int]] = []  # (uniforms, below, code)
+    it = iter(us)
     if q.faulty:
-        uf = d.fault_u(step, a, KIND_FAULT)
+        uf = next(it)
         bands += [(uf, q.p_reset + q.p_stall + q.p_truncate, C_TRUNC)]
         bands += [(uf, q.p_reset + q.p_stall, C_STALL), (uf, q.p_reset, C_RESET)]
     if q.p_5xx:
-        bands.append((d.fault_u(step, a, KIND_5XX), q.p_5xx, C_5XX))
+        bands.append((next(it), q.p_5xx, C_5XX))
     if q.p_429:
-        bands.append((d.fault_u(step, a, KIND_429), q.p_429, C_RAND))
+        bands.append((next(it), q.p_429, C_RAND))
     if not bands:
         code[...] = C_OK
     for i, (u, below, c) in enumerate(bands):
@@ -227,6 +244,7 @@ class _Cell:
     def __init__(self, sc: Scenario, cfg: RunConfig, d: Draws) -> None:
         client = sc.client
         self.sc = sc
+        self.cfg = cfg
         self.n = sc.outlines
         self.kmax = d.kmax
         self.mode = Mode(cfg.mode)
@@ -281,7 +299,7 @@ class _Cell:
         honour = bool((wi[:, :, 0] & (wi[:, :, 1] > 0)).any())
         return honour and 0 in self.ra_us
 
-    def params(self, reps: int, cellwise: bool, records: bool, logcap: int) -> I64:
+    def params(self, reps: int, records: bool, logcap: int) -> I64:
         """The settings the compiled loop reads (:data:`sim.fast_quota_loop.P_*`)."""
         shape = {ErrorShape.DIRECT: 0, ErrorShape.ROUTE: 1}.get(self.shape, 2)
         jit = 2 if self.any_jitter else 0  # the client's jitter: none, fixed, drawn
@@ -295,7 +313,7 @@ class _Cell:
                 self.first, self.par, self.mode == Mode.HYBRID, self.pauses, self.faulty,
                 *self.limited, q0.max_inflight, q1.max_inflight, *self.stall_us, *self.ra_us,
                 shape, self.route_retries, self.needs_ra, *self.rank, records, jit,
-                self.chains(), _drawn(q0), _drawn(q1), cellwise, logcap,
+                self.chains(), _drawn(q0), _drawn(q1), logcap,
             ],
             dtype=np.int64,
         )  # fmt: skip
@@ -312,16 +330,39 @@ def _concat(parts: Sequence[NDArray[np.generic]], dtype: type[_T]) -> tuple[NDAr
     return out, starts
 
 
+_WHOLE_FROM = 0.25  # a table asked for by this share of the runs or more is drawn whole
+_DENSE_FROM = 0.4  # a table read at this share of its cells or more is drawn whole up front
+# per cell of late (its scenario and settings, compared by equality: a scenario holds dicts),
+# the attempts its runs read densely (:meth:`_Tables.dense`), the newest last
+_LEARNED: list[tuple[tuple[Scenario, RunConfig], frozenset[tuple[int, int, int]]]] = []
+_MAX_LEARNED = 8
+
+
+def _learned(alike: tuple[Scenario, RunConfig]) -> frozenset[tuple[int, int, int]]:
+    for got, dense in reversed(_LEARNED):
+        if got == alike:
+            return dense
+    return frozenset()
+
+
+def _learn(alike: tuple[Scenario, RunConfig], dense: frozenset[tuple[int, int, int]]) -> None:
+    _LEARNED[:] = [x for x in _LEARNED if x[0] != alike][-(_MAX_LEARNED - 1) :]
+    _LEARNED.append((alike, dense))
+
+
 class _Tables:
     """The keyed draws of every attempt as flat tables for the compiled loop, one int64 array
     (``T``: per key the latencies over ``(steps, attempts, runs, columns)``, then each
-    attempt's drawn outcome (:func:`_codes`), then which tables are drawn) and one float array
-    of the client's jitter (``(steps, retries, runs, columns)`` per key) after the loop's
-    other floats. Tables are drawn whole per (step, attempt) as runs reach them, as SimPy
-    draws them; TTS latencies (n * kmax columns: the costly quantiles) only where read, -1
-    elsewhere: attempt 0 at the clips runs have; a retry attempt, for a run that waits for
-    one of its cells, at the clips it has from that cell's scene on (a run goes through its
-    scenes in order). Derived latencies (tokens) are drawn whole."""
+    attempt's drawn outcome (:func:`_codes_of`), then how each table is drawn) and one float
+    array of the client's jitter (``(steps, retries, runs, columns)`` per key) after the
+    loop's other floats. A table is drawn whole (SimPy's numbers: :class:`Draws`' own table),
+    or cell by cell (the same numbers at those cells: their uniforms from the compiled PCG64,
+    :func:`sim.runs_nb_tables.uniforms_at`, their quantiles elementwise): the cells not drawn
+    hold -1 (a latency, a code) or NaN (a jitter). Attempt 0 is drawn before the runs start
+    (TTS at the clips runs have); later attempts as runs ask for them (:meth:`fill`): whole
+    when a quarter of the runs or more wait for one, else cell by cell, for each waiting run
+    its whole row (content and actions) or its clips from the waiting cell's scene on (TTS:
+    a run goes through its scenes in order), every kind of the attempt at once."""
 
     def __init__(self, cell: _Cell, d: Draws, jitter: bool, floats: Sequence[F64]) -> None:
         self.d = d
@@ -329,14 +370,14 @@ class _Tables:
         self.steps = ((Step.CONTENT, Step.ACTIONS), (Step.TTS,))
         self.reps = d.hi - d.lo
         a, aj = cell.attempts, cell.jitter_attempts
-        per = (d.n, d.n * d.kmax)
-        self.shape = [(2, a, self.reps, per[0]), (a, self.reps, per[1])]
-        self.jshape = [(2, aj, self.reps, per[0]), (aj, self.reps, per[1])]
+        self.per = (d.n, d.n * d.kmax)
+        self.shape = [(2, a, self.reps, self.per[0]), (a, self.reps, self.per[1])]
+        self.jshape = [(2, aj, self.reps, self.per[0]), (aj, self.reps, self.per[1])]
         sizes = [math.prod(s) for s in self.shape]
         codes = [n if _drawn(q) else 0 for n, q in zip(sizes, cell.quota, strict=True)]
         cut = [0, sizes[0], sum(sizes), sum(sizes) + codes[0], sum(sizes) + sum(codes)]
         cut.append(cut[-1] + 3 * 2 * 2 * a)
-        self.t_at = cut  # where the latencies, codes and drawn flags start in T
+        self.t_at = cut  # where the latencies, codes and flags start in T
         self.T = np.empty(cut[-1], dtype=np.int64)
         self.lat = [self.T[cut[0] : cut[1]], self.T[cut[1] : cut[2]]]
         self.codes = [self.T[cut[2] : cut[3]], self.T[cut[3] : cut[4]]]
@@ -348,11 +389,12 @@ class _Tables:
         self.F = np.empty(self.f_at[-1])
         self.F[: at[-1]] = head
         self.jit = [self.F[self.f_at[-3 + k] : self.f_at[-2 + k]] for k in (0, 1)]
-        spec = cell.sc.step_tokens(TTS)
-        self.cellwise = spec is None or not spec.derived
-        self.slab = self.reps * per[1]  # one attempt's TTS cells
+        self.jit_shift = (a - aj) * self.reps * self.per[0]  # actions: fewer attempts before
         clips = np.arange(d.kmax)[None, None, :] < d.speeches()[:, :, None]
-        self.clips = clips.reshape(self.reps, per[1])  # the TTS cells runs have (clips < speeches)
+        self.clips = clips.reshape(self.reps, self.per[1])  # the TTS cells runs have
+        dists = [d.scenario.content_dist(order) for order in range(d.n)]
+        self.content = list({id(x): x for x in dists}.values())  # each outline's, once
+        self.content_of = np.array([[id(x) for x in self.content].index(id(y)) for y in dists])
 
     def view(self, kind: int, key: int, si: int, a: int) -> NDArray[np.generic]:
         """Table ``kind`` (0 latencies, 1 codes, 2 jitter) of ``key``, step ``si`` within the
@@ -363,83 +405,141 @@ class _Tables:
         out: NDArray[np.generic] = whole[si, a] if key == 0 else whole[a]
         return out
 
-    def draw(self, kind: int, key: int, si: int, a: int) -> None:
-        """Table ``kind`` of (``key``, ``si``, ``a``) whole (TTS latencies cell by cell:
-        :meth:`tts_cells`)."""
-        if self.have[kind, key, si, a] == 1:
-            return
-        d = self.d
-        step = self.steps[key][si]
-        if kind == 0 and key == 1 and self.cellwise:
-            self.tts_cells(a, None)
-            return
-        if kind == 0:
-            self.view(0, key, si, a)[...] = d.latency_us(step, a)
-        elif kind == 1:
-            _codes(self.cell.quota[key], d, step, a, self.view(1, key, si, a))
-        else:
-            self.view(2, key, si, a)[...] = d.jitter_u(step, a)
-        self.have[kind, key, si, a] = 1
+    def kinds(self, key: int, a: int) -> list[int]:
+        """The tables attempt ``a`` of a step on ``key`` has (its latencies; its codes where
+        the key draws them; the jitter after it where the client draws one)."""
+        out = [0, 1] if _drawn(self.cell.quota[key]) else [0]
+        return out + [2] * bool(len(self.jit[key]) and a < self.cell.jitter_attempts)
 
-    def tts_cells(self, a: int, cells: I64 | None) -> None:
-        """:meth:`Draws.latency_us` of TTS attempt ``a`` at ``cells`` (flat indices into its
-        (runs, columns); None: every cell): the same elementwise quantiles, on those cells."""
-        lat = self.lat[1].reshape(-1, self.slab)[a]
-        d = self.d
-        u = d.uniforms((TTS, a, KIND_LATENCY), self.slab // self.reps).reshape(-1)
-        if cells is None:
-            lat[...] = seconds_to_us(d.scenario.tts.quantile(u))
-        else:
-            if self.have[0, 1, 0, a] != 1:
-                lat[...] = -1
-            lat[cells] = seconds_to_us(d.scenario.tts.quantile(u.take(cells)))
-        self.have[0, 1, 0, a] = 1
+    def whole(self, key: int, si: int, a: int) -> None:
+        """Every table of (``key``, ``si``, ``a``) whole: :class:`Draws`' own tables."""
+        d, step = self.d, self.steps[key][si]
+        for kind in self.kinds(key, a):
+            if self.have[kind, key, si, a] == 1:
+                continue
+            if kind == 0:
+                self.view(0, key, si, a)[...] = d.latency_us(step, a)
+            elif kind == 1:
+                q = self.cell.quota[key]
+                us = [d.fault_u(step, a, k) for k in _code_kinds(q)]
+                _codes_of(q, us, self.view(1, key, si, a))
+            else:
+                self.view(2, key, si, a)[...] = d.jitter_u(step, a)
+            self.have[kind, key, si, a] = 1
 
-    def first(self, everything: bool) -> None:
-        """What the loop reads without asking: every attempt 0; the jitter of a first retry
-        on a key without a limit (its answer can come the instant its call starts); with
-        ``everything`` (waits of 0: :meth:`_Cell.chains`), every table."""
+    def cells(self, key: int, si: int, a: int, cells: I64) -> None:
+        """The tables of (``key``, ``si``, ``a``) not drawn whole, at ``cells`` (flat: run,
+        column; ascending, without repeats)."""
+        d, cell, step = self.d, self.cell, self.steps[key][si]
+        kinds = [k for k in self.kinds(key, a) if self.have[k, key, si, a] != 1]
+        q = cell.quota[key]
+        streams = [KIND_LATENCY] * (0 in kinds) + _code_kinds(q) * (1 in kinds)
+        streams += [KIND_JITTER] * (2 in kinds)
+        seeded = np.array([seeded_of(d.seed, (int(step), a, k)) for k in streams], np.uint64)
+        u = uniforms_at(seeded, d.lo * self.per[key], cells)
+        for kind in kinds:
+            view = self.view(kind, key, si, a).reshape(-1)
+            if self.have[kind, key, si, a] == 0:
+                view[...] = np.nan if kind == 2 else -1  # not drawn
+                self.have[kind, key, si, a] = 3
+            if kind == 0:
+                view[cells] = self._latency_at(step, a, cells, u[0])
+            elif kind == 1:
+                at = 1 if 0 in kinds else 0
+                codes = np.empty(cells.size, dtype=np.int64)
+                _codes_of(q, list(u[at : at + len(_code_kinds(q))]), codes)
+                view[cells] = codes
+            else:
+                view[cells] = u[-1]
+
+    def _latency_at(self, step: int, a: int, cells: I64, u: F64) -> I64:
+        """:meth:`Draws.latency_us` at ``cells`` of its table, from their uniforms ``u``:
+        the same elementwise quantiles (content: each outline's distribution)."""
+        sc, d = self.d.scenario, self.d
+        if step == Step.CONTENT and len(self.content) > 1:
+            of = self.content_of[cells % d.n]
+            out = np.empty_like(u)
+            for i, dist in enumerate(self.content):
+                m = of == i
+                out[m] = dist.quantile(u[m])
+        elif step == Step.CONTENT:
+            out = self.content[0].quantile(u)
+        else:
+            out = (sc.actions if step == Step.ACTIONS else sc.tts).quantile(u)
+        lat = seconds_to_us(out)
+        spec = sc.step_tokens(step)
+        if spec is not None and spec.derived:  # time to first token + output / speed
+            lat = lat + decode_us(d.tokens_out(step, a).reshape(-1)[cells], spec.output_tps)
+        return lat
+
+    def first(self, everything: bool, dense: frozenset[tuple[int, int, int]]) -> None:
+        """What the loop reads without asking: attempt 0 (TTS: at the clips runs have), and
+        the jitter after it (every caller's round asks for it); with ``everything`` (waits of
+        0: :meth:`_Cell.chains`), every table whole. Also whole: the later attempts
+        ``dense`` names, (key, step within key, attempt): those the runs of a cell alike
+        read densely last time (:meth:`dense`; results cannot change, only which tables
+        exist before the runs ask)."""
         cell = self.cell
-        a_top = cell.attempts if everything else 1
-        for a in range(a_top):
+        for a in range(cell.attempts if everything else 1):
             for key, steps in enumerate(self.steps):
                 for si in range(len(steps)):
-                    if key == 0 or not self.cellwise:
-                        self.draw(0, key, si, a)
-                    if _drawn(cell.quota[key]):
-                        self.draw(1, key, si, a)
-        if self.cellwise:
-            self.tts_cells(0, np.flatnonzero(self.clips))
-            for a in range(1, a_top):
-                self.draw(0, 1, 0, a)
-        if len(self.jit[0]):
-            j_top = cell.jitter_attempts if everything else 1
-            for key, steps in enumerate(self.steps):
-                if everything or not cell.limited[key]:
-                    for si in range(len(steps)):
-                        for a in range(j_top):
-                            self.draw(2, key, si, a)
+                    if everything or key == 0:
+                        self.whole(key, si, a)
+                    else:
+                        self.cells(key, si, a, np.flatnonzero(self.clips))
+        for key, si, a in sorted(dense):
+            self.whole(key, si, a)
+
+    def dense(self) -> frozenset[tuple[int, int, int]]:
+        """The attempts beyond 0, (key, step within key, attempt), drawn whole or read at
+        :data:`_DENSE_FROM` of their cells or more."""
+        out = []
+        for key, si, a in zip(*np.nonzero(self.have[0]), strict=True):
+            flag = self.have[0, key, si, a]
+            view = self.view(0, int(key), int(si), int(a))
+            if a > 0 and (flag == 1 or np.count_nonzero(view >= 0) >= _DENSE_FROM * view.size):
+                out.append((int(key), int(si), int(a)))
+        return frozenset(out)
 
     def fill(self, needs: I64) -> None:
-        """Draw what suspended runs wait for (rows: table, key, step, attempt, flat cell; a
-        whole table is asked for once; for a TTS latency, the waiting run's cells of that
-        attempt from the cell's scene on: :meth:`rest_of_runs`)."""
-        cellwise = (needs[:, 0] == 0) & (needs[:, 1] == 1) if self.cellwise else None
-        whole = needs if cellwise is None else needs[~cellwise]
-        for kind, key, si, a, _ in whole.tolist():
-            self.draw(kind, key, si, a)
-        if cellwise is None or not cellwise.any():
-            return
-        at = needs[cellwise, 4]
-        tops = at // self.slab
-        for a in np.unique(tops).tolist():
-            self.tts_cells(a, self.rest_of_runs(at[tops == a] - a * self.slab))
+        """Draw what suspended runs wait for (rows: table, key, step within key, attempt,
+        flat cell of a latency table): per (key, step, attempt) asked for, whole if a quarter
+        of the runs or more wait for it, else at the waiting runs' cells (:meth:`cells`)."""
+        a_top = self.cell.attempts
+        key, si, a, at = needs[:, 1], needs[:, 2], needs[:, 3], needs[:, 4]
+        group = (key * 2 + si) * a_top + a
+        for g in np.unique(group).tolist():
+            k, s_, a_ = g // a_top // 2, g // a_top % 2, g % a_top
+            per = self.per[k]
+            rel = at[group == g] - (s_ * a_top + a_) * self.reps * per
+            runs = np.unique(rel // per)
+            if k == 0 and runs.size >= _WHOLE_FROM * self.reps:
+                self.whole(k, s_, a_)
+            elif k == 0:
+                self.cells(k, s_, a_, (runs[:, None] * per + np.arange(per)).reshape(-1))
+            else:
+                self.cells(k, s_, a_, self.rest_of_runs(rel))
+
+    def drawn(self, needs: I64) -> bool:
+        """Whether every draw ``needs`` lists (:meth:`fill`'s rows) is there."""
+        kind, key, si, a, at = needs.T
+        whole = self.have[kind, key, si, a] == 1
+        ints = np.where(key == 0, 0, self.lat[0].size) + at  # T's latencies: key 0's, key 1's
+        codes = np.where(key == 0, 0, self.codes[0].size) + at
+        for k, arr, where in ((0, self.T, ints), (1, self.T[self.t_at[2] :], codes)):
+            m = (kind == k) & ~whole
+            if (arr[where[m]] < 0).any():
+                return False
+        m = (kind == 2) & ~whole
+        jit = at[m] - np.where((key[m] == 0) & (si[m] == 1), self.jit_shift, 0)
+        flat = np.where(key[m] == 0, 0, self.jit[0].size) + jit
+        return not np.isnan(self.F[self.f_at[-3] :][flat]).any()
 
     def rest_of_runs(self, cells: I64) -> I64:
         """For TTS ``cells`` (flat: run, column) of one attempt, every cell of their runs from
         the earliest of their scenes on at a clip the run has: what those runs can read of
         that attempt from now on (a run's scenes come in order)."""
-        per, kmax = self.slab // self.reps, self.d.kmax
+        per, kmax = self.per[1], self.d.kmax
         runs = cells // per
         start = np.full(self.reps, per, dtype=np.int64)
         np.minimum.at(start, runs, cells % per // kmax * kmax)  # the scene's first column
@@ -462,7 +562,7 @@ def _ctx(cell: _Cell, tb: _Tables, d: Draws, records: bool, logcap: int) -> Ctx:
     ncap = 3 * s * reps
     head = np.zeros(fl.NP, dtype=np.int64)
     P, p_at = _concat([head, *ints], np.int64)
-    P[: fl.P_CAPMAX] = cell.params(reps, tb.cellwise, records, logcap)
+    P[: fl.P_CAPMAX] = cell.params(reps, records, logcap)
     P[fl.P_CAPMAX : fl.P_NCAP + 1] = (capmax, exp_us.shape[1], exp_us.shape[2], ncap)
     P[fl.P_OT0 : fl.P_OT5 + 1] = tb.t_at
     P[fl.P_OF1 : fl.P_OF5 + 1] = tb.f_at[1:6]
@@ -500,7 +600,8 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
     exp_ms, _, wf, _ = cell.waits
     fixed = np.array([cell.jitter_fixed or 0.0])
     tb = _Tables(cell, d, jitter, [fixed, exp_ms, wf])
-    tb.first(cell.chains())
+    alike = (cell.sc, cell.cfg)
+    tb.first(cell.chains(), _learned(alike))
     reps, s = tb.reps, cell.s
     per_run = _LOG_ROWS_PER_RUN or cell.n * (4 + cell.kmax)
     logcap = reps * per_run if records else 0
@@ -517,7 +618,10 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
             todo = todo[:k].copy()
             needs = W[4 + 7 * s :].reshape(-1, 5)[: W[CT_NEEDS]]
             tb.fill(needs)
+            if not tb.drawn(needs):  # else the runs would ask again, for ever
+                raise AssertionError("fast_quota: a draw asked for was not drawn")
         if W[CT_LOG] <= logcap:
+            _learn(alike, tb.dense())
             return C
         logcap = int(W[CT_LOG]) + 1024
 

@@ -83,17 +83,17 @@ NR = 18
 (P_FG, P_FGC, P_TTSC, P_FIRST, P_PAR, P_HYB, P_PAUSES, P_FAULTY) = range(10, 18)
 (P_LIM0, P_LIM1, P_CAP0, P_CAP1, P_STALL0, P_STALL1, P_RA0, P_RA1) = range(18, 26)
 (P_SHAPE, P_ROUTE, P_NEEDS_RA, P_RANK0, P_RANK1, P_RANK2, P_RECORDS, P_JIT) = range(26, 34)
-(P_CHAIN, P_DRAWN0, P_DRAWN1, P_CELLWISE, P_LOGCAP) = range(34, 39)
-(P_CAPMAX, P_NPOL, P_TOP, P_NCAP) = range(39, 43)
+(P_CHAIN, P_DRAWN0, P_DRAWN1, P_LOGCAP) = range(34, 38)
+(P_CAPMAX, P_NPOL, P_TOP, P_NCAP) = range(38, 42)
 # where the arrays below start: in T (latencies and codes per key, drawn tables), in F (the
 # fixed jitter, the waits' parts, the jitter draws per key), in P (after the settings: the
 # waits' parts, per key and code the status answered, per status + 2 (-2 .. 599) whether
 # RetryPolicy.retries its outcome and whether it is a rate limit); each ends where the next
 # starts
-(P_OT0, P_OT1, P_OT2, P_OT3, P_OT4, P_OT5) = range(43, 49)
-(P_OF1, P_OF2, P_OF3, P_OF4, P_OF5) = range(49, 54)
-(P_OP1, P_OP2, P_OP3, P_OP4, P_OP5, P_OP6) = range(54, 60)
-NP = 60
+(P_OT0, P_OT1, P_OT2, P_OT3, P_OT4, P_OT5) = range(42, 48)
+(P_OF1, P_OF2, P_OF3, P_OF4, P_OF5) = range(48, 53)
+(P_OP1, P_OP2, P_OP3, P_OP4, P_OP5, P_OP6) = range(53, 59)
+NP = 59
 # W[0:3] (CT_*): rows logged (may pass the log's capacity: then sim.fast_quota runs again
 # with more), needs listed, a draw read before it was drawn (a bug: sim.fast_quota raises);
 # then scratch, then the needs (rows: table, key, step within key, attempt, flat cell)
@@ -140,34 +140,39 @@ def _stride(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, key: int) ->
 
 @_leaf
 def _flag(P: I64, kind: int, key: int, si: int, a: int) -> int:
-    """Where table (``kind``, ``key``, ``si``, ``a``)'s flag is in T: 0 not drawn, 1 drawn,
-    2 asked for."""
+    """Where table (``kind``, ``key``, ``si``, ``a``)'s flag is in T: 0 not drawn, 1 drawn
+    whole, 3 drawn cell by cell (:func:`_drawn_at`)."""
     return int(P[P_OT4] + ((kind * 2 + key) * 2 + si) * P[P_A] + a)
 
 
 @_leaf
-def _lat_have(
-    P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, key: int, si: int, a: int, at: int
-) -> bool:
-    if T[_flag(P, T_LAT, key, si, a)] != 1:
-        return False
-    return not (key == 1 and P[P_CELLWISE] != 0 and T[P[P_OT1] + at] < 0)
+def _jit_of(P: I64, key: int, si: int, at: int) -> int:
+    """The jitter table's flat index of cell ``at`` (a latency table's: the same run,
+    column and attempt): the actions' jitter has fewer attempts before it than its
+    latencies."""
+    if key == 0 and si == 1:
+        return int(at - (P[P_A] - P[P_AJ]) * P[P_REPS] * P[P_PER0])
+    return at
 
 
 @_leaf
-def _jit_at(
-    P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int, j: int, used: int
-) -> int:
-    """Flat index of caller ``j``'s jitter draw after its failed request ``used``."""
-    step = S[r, j, F_STEP]
-    at = S[r, j, F_DBASE] + used * _stride(P, F, T, S, R, W, L, _key(step))
-    if step == ACTIONS:  # the jitter table has fewer attempts per step than the latencies
-        at -= (P[P_A] - P[P_AJ]) * _stride(P, F, T, S, R, W, L, 0)
-    return int(at)
+def _drawn_at(P: I64, F: F64, T: I64, kind: int, key: int, si: int, a: int, at: int) -> bool:
+    """Whether cell ``at`` (flat, in a latency table's layout) of table (``kind``, ``key``,
+    ``si``, ``a``) is drawn: the table whole, or cell by cell and this cell (a latency or a
+    code not negative, a jitter not NaN)."""
+    f = T[_flag(P, kind, key, si, a)]
+    if f != 3:
+        return bool(f == 1)
+    if kind == T_LAT:
+        return bool(T[P[P_OT0 + key] + at] >= 0)
+    if kind == T_CODE:
+        return bool(T[P[P_OT2 + key] + at] >= 0)
+    x = F[P[P_OF3 + key] + _jit_of(P, key, si, at)]
+    return bool(x == x)
 
 
 @_leaf
-def _need(
+def _ask(
     P: I64,
     F: F64,
     T: I64,
@@ -180,7 +185,11 @@ def _need(
     si: int,
     a: int,
     at: int,
-) -> None:
+) -> bool:
+    """Whether cell ``at`` of table (``kind``, ``key``, ``si``, ``a``) is drawn; if not, it is
+    asked for (a need: table, key, step within key, attempt, cell)."""
+    if _drawn_at(P, F, T, kind, key, si, a, at):
+        return True
     n = W[CT_NEEDS]
     if n < P[P_NCAP]:
         o = 4 + 7 * P[P_S] + n * 5
@@ -190,37 +199,7 @@ def _need(
         W[o + 3] = a
         W[o + 4] = at
     W[CT_NEEDS] = n + 1
-
-
-@_leaf
-def _ask(
-    P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, kind: int, key: int, si: int, a: int
-) -> bool:
-    """Whether table (``kind``, ``key``, ``si``, ``a``) is drawn; if not, it is asked for
-    (once: its flag says so)."""
-    at = _flag(P, kind, key, si, a)
-    if T[at] == 0:
-        T[at] = 2
-        _need(P, F, T, S, R, W, L, kind, key, si, a, 0)
-    return bool(T[at] == 1)
-
-
-@_leaf
-def _ask_lat(
-    P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, key: int, si: int, a: int, at: int
-) -> bool:
-    """:func:`_ask` for a latency; a TTS latency drawn cell by cell is asked for per cell
-    (-2 in its table once asked)."""
-    if key == 0 or P[P_CELLWISE] == 0:
-        return _ask(P, F, T, S, R, W, L, T_LAT, key, si, a)
-    if T[_flag(P, T_LAT, key, si, a)] == 0:  # the attempt's cells not even set to -1
-        _need(P, F, T, S, R, W, L, T_LAT, key, si, a, at)
-        return False
-    cell = P[P_OT1] + at
-    if T[cell] == -1:
-        T[cell] = -2
-        _need(P, F, T, S, R, W, L, T_LAT, key, si, a, at)
-    return bool(T[cell] >= 0)
+    return False
 
 
 @_leaf
@@ -241,17 +220,20 @@ def _round_draws(P: I64, F: F64, T: I64, S: I64, R: I64, W: I64, L: I64, r: int,
             continue
         step = S[r, j, F_STEP]
         key, si = _key(step), _si(step)
+        base = S[r, j, F_DBASE]
+        stride = _stride(P, F, T, S, R, W, L, key)
         if ph != FLIGHT:  # decided this round at its next attempt
             a = S[r, j, F_ATT]
-            at = S[r, j, F_DBASE] + a * _stride(P, F, T, S, R, W, L, key)
-            if not _ask_lat(P, F, T, S, R, W, L, key, si, a, at):
+            at = base + a * stride
+            if not _ask(P, F, T, S, R, W, L, T_LAT, key, si, a, at):
                 ok = False
-            if P[P_DRAWN0 + key] != 0 and not _ask(P, F, T, S, R, W, L, T_CODE, key, si, a):
+            drawn = P[P_DRAWN0 + key] != 0
+            if drawn and not _ask(P, F, T, S, R, W, L, T_CODE, key, si, a, at):
                 ok = False
         used = S[r, j, F_USED]
         if P[P_JIT] != JIT_TABLE or used >= _wi(P, 0, S[r, j, F_PID], WI_MAX):
             continue  # no jitter draw, or no retry left to read one
-        if not _ask(P, F, T, S, R, W, L, T_JIT, key, si, used):
+        if not _ask(P, F, T, S, R, W, L, T_JIT, key, si, used, base + used * stride):
             ok = False
     return ok
 
@@ -264,12 +246,12 @@ def _attempt(
     step = S[r, j, F_STEP]
     a = S[r, j, F_ATT]
     at = S[r, j, F_DBASE] + a * _stride(P, F, T, S, R, W, L, key)
-    if not _lat_have(P, F, T, S, R, W, L, key, _si(step), a, at):
+    if not _drawn_at(P, F, T, T_LAT, key, _si(step), a, at):
         W[CT_ERR] = 1
     lat = T[P[P_OT1] + at] if key else T[P[P_OT0] + at]
     code = 0
     if P[P_DRAWN0 + key] != 0:
-        if T[_flag(P, T_CODE, key, _si(step), a)] != 1:
+        if not _drawn_at(P, F, T, T_CODE, key, _si(step), a, at):
             W[CT_ERR] = 1
         code = T[P[P_OT3] + at] if key else T[P[P_OT2] + at]
         if code == C_STALL:
@@ -288,10 +270,10 @@ def _jitter(
         return 0.0
     step = S[r, j, F_STEP]
     key = _key(step)
-    if T[_flag(P, T_JIT, key, _si(step), used)] != 1:
+    at = S[r, j, F_DBASE] + used * _stride(P, F, T, S, R, W, L, key)
+    if not _drawn_at(P, F, T, T_JIT, key, _si(step), used, at):
         W[CT_ERR] = 1
-    at = _jit_at(P, F, T, S, R, W, L, r, j, used)
-    return float(F[P[P_OF4] + at] if key else F[P[P_OF3] + at])
+    return float(F[P[P_OF3 + key] + _jit_of(P, key, _si(step), at)])
 
 
 @_leaf

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from .compiled import jit as _jit
 from .compiled import leaf as _leaf
 
-__all__ = ["fill_uniforms"]
+__all__ = ["fill_at", "fill_uniforms"]
 
 _M32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
@@ -115,3 +115,33 @@ def fill_uniforms(
             x = (x >> r) | (x << ((-r) & _R63))  # rotate right by r
             out[at + j] = np.float64(x >> _S11) * _TO_DOUBLE
         at += count[i]
+
+
+_NEAR = 16  # a gap of fewer draws is stepped over, a longer one jumped (``_advance``)
+
+
+@_jit
+def fill_at(
+    seeded: NDArray[np.uint64], start: np.int64, cells: NDArray[np.int64], out: NDArray[np.float64]
+) -> None:
+    """Stream ``i``'s (``seeded[i]``) draws number ``start + cells[j]`` (``cells`` ascending,
+    without repeats) written to ``out[i, j]``: a few draws of each stream without drawing
+    those between (the numbers ``fill_uniforms`` gives at those places)."""
+    for i in range(seeded.shape[0]):
+        sh, sl, ih, il = seeded[i, 0], seeded[i, 1], seeded[i, 2], seeded[i, 3]
+        pos = np.int64(0)  # draws made so far
+        for j in range(cells.shape[0]):
+            gap = start + cells[j] - pos
+            if gap >= _NEAR:
+                sh, sl = _advance(sh, sl, ih, il, gap)
+            else:
+                for _ in range(gap):
+                    th, tl = _mul(sh, sl, _MUL_HI, _MUL_LO)
+                    sh, sl = _add(th, tl, ih, il)
+            th, tl = _mul(sh, sl, _MUL_HI, _MUL_LO)
+            sh, sl = _add(th, tl, ih, il)
+            x = sh ^ sl
+            r = sh >> _ROT
+            x = (x >> r) | (x << ((-r) & _R63))
+            out[i, j] = np.float64(x >> _S11) * _TO_DOUBLE
+            pos = start + cells[j] + 1

@@ -26,7 +26,7 @@ from .compiled import CompileLock
 from .dists import Dist
 from .draws import seconds_to_us
 
-__all__ = ["Batch", "Need", "put", "room", "seeded_of", "uniforms_of"]
+__all__ = ["Batch", "Need", "put", "room", "seeded_of", "uniforms_at", "uniforms_of"]
 
 Need = tuple[int, int, int]  # a table: (step, attempt, kind)
 I64 = NDArray[np.int64]
@@ -90,6 +90,26 @@ def uniforms_of(
 
             _KERNEL[:] = [fill_uniforms]
             fill_uniforms(seeded, lo * pers, rows * pers, out)
+    return out
+
+
+_AT: list[Callable[..., None]] = []  # runs_nb_pcg.fill_at, once imported
+_AT_LOCK = CompileLock(Path(__file__).with_name("runs_nb_pcg.py"), "numba-pcg-at")
+
+
+def uniforms_at(seeded: NDArray[np.uint64], start: int, cells: I64) -> F64:
+    """Per stream (``seeded``: :func:`seeded_of`'s rows), its draws number ``start + cells``
+    (``cells`` ascending, without repeats): shape (streams, cells); the numbers
+    :func:`uniforms_of` gives there, without drawing those between."""
+    out = np.empty((seeded.shape[0], cells.size))
+    if not _AT:
+        with _AT_LOCK.first_use():
+            from .runs_nb_pcg import fill_at
+
+            fill_at(seeded, np.int64(start), cells, out)
+            _AT[:] = [fill_at]
+            return out
+    _AT[0](seeded, np.int64(start), cells, out)
     return out
 
 

@@ -57,3 +57,22 @@ def test_the_engines_arrivals_equal_arrivals_of() -> None:
     assert (
         _arrivals(replay, 0) == arrivals_of(replay, 0) == [(0, 0), (2_500_000, 0), (2_500_000, 1)]
     )
+
+
+def test_draws_at_chosen_cells_are_numpys_draws_there() -> None:
+    """uniforms_at: a few draws of each stream, from any start, at cells one apart, a few
+    apart (stepped over) and far apart (jumped): numpy's numbers at those places."""
+    from sim.runs_nb_tables import seeded_of, uniforms_at
+
+    keys = [(2, 1, 4), (0, 3, 1)]
+    seeded = np.array([seeded_of(9, k) for k in keys], dtype=np.uint64)
+    start = 37 * 60
+    rng = np.random.default_rng(1)
+    far = np.unique(rng.integers(0, 100_000, 300))
+    cells = np.unique(np.concatenate([[0, 1, 2, 5, 20, 21, 40], far, far + 1, far + 7]))
+    got = uniforms_at(seeded, start, cells.astype(np.int64))
+    for i, k in enumerate(keys):
+        bitgen = np.random.PCG64(np.random.SeedSequence(9, spawn_key=k))
+        bitgen.advance(start)
+        want = np.random.Generator(bitgen).random(int(cells[-1]) + 1)[cells]
+        assert got[i].tobytes() == want.tobytes()
