@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 FloatArray = NDArray[np.float64]
+_SMALL = 512  # a log-normal quantile of this many values or more: sim.ndtri
 IntArray = NDArray[np.int64]
 
 
@@ -164,7 +165,13 @@ class LogNormal(_Sampling):
         return float(self.median_s * math.exp(self.sigma**2 / 2.0))
 
     def quantile(self, u: FloatArray) -> FloatArray:
-        z = special.ndtri(np.asarray(u, dtype=float))
+        x = np.asarray(u, dtype=float)
+        if x.size >= _SMALL:  # scipy's bits, compiled (numba: imported only then)
+            from .ndtri import ndtri
+
+            z = ndtri(x)
+        else:
+            z = special.ndtri(x)
         return np.asarray(self.median_s * np.exp(self.sigma * z), dtype=float)
 
     def to_mapping(self) -> dict[str, Any]:

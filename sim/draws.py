@@ -261,8 +261,14 @@ class Draws:
 
     def playback_table_us(self) -> NDArray[np.int64]:
         """Playback time of every scene, shape ``(classrooms, N)``, for its drawn clips."""
-        audio = self.audio_us().reshape(self.hi - self.lo, self.n, self.kmax)
+        rows = self.hi - self.lo
         mask = np.arange(self.kmax)[None, None, :] < self.speeches()[:, :, None]
+        if self._audio is not None:
+            audio = self._audio.reshape(rows, self.n, self.kmax)
+        else:  # only the clips scenes have (the same integers there: elementwise quantiles)
+            u = self.uniforms(PLAYBACK_KEY, self.n * self.kmax).reshape(mask.shape)
+            audio = np.zeros(mask.shape, dtype=np.int64)
+            audio[mask] = seconds_to_us(self.scenario.playback.clip.quantile(u[mask]))
         out: NDArray[np.int64] = self.scenario.playback.non_speech_us + np.where(
             mask, audio, 0
         ).sum(axis=2)

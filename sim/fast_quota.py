@@ -47,7 +47,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -331,6 +331,7 @@ def _concat(parts: Sequence[NDArray[np.generic]], dtype: type[_T]) -> tuple[NDAr
 
 
 _WHOLE_FROM = 0.25  # a table asked for by this share of the runs or more is drawn whole
+_DENSE_DRAWS = 4  # cells at a quarter of a table or more: its uniforms drawn whole by numpy
 _DENSE_FROM = 0.4  # a table read at this share of its cells or more is drawn whole up front
 # per cell of late (its scenario and settings, compared by equality: a scenario holds dicts),
 # the attempts its runs read densely (:meth:`_Tables.dense`), the newest last
@@ -411,11 +412,11 @@ class _Tables:
         out = [0, 1] if _drawn(self.cell.quota[key]) else [0]
         return out + [2] * bool(len(self.jit[key]) and a < self.cell.jitter_attempts)
 
-    def whole(self, key: int, si: int, a: int) -> None:
-        """Every table of (``key``, ``si``, ``a``) whole: :class:`Draws`' own tables."""
+    def whole(self, key: int, si: int, a: int, kinds: Sequence[int] = (0, 1, 2)) -> None:
+        """The tables ``kinds`` of (``key``, ``si``, ``a``) whole: :class:`Draws`' own."""
         d, step = self.d, self.steps[key][si]
         for kind in self.kinds(key, a):
-            if self.have[kind, key, si, a] == 1:
+            if self.have[kind, key, si, a] == 1 or kind not in kinds:
                 continue
             if kind == 0:
                 self.view(0, key, si, a)[...] = d.latency_us(step, a)
@@ -429,28 +430,39 @@ class _Tables:
 
     def cells(self, key: int, si: int, a: int, cells: I64) -> None:
         """The tables of (``key``, ``si``, ``a``) not drawn whole, at ``cells`` (flat: run,
-        column; ascending, without repeats)."""
-        d, cell, step = self.d, self.cell, self.steps[key][si]
+        column; ascending, without repeats). At a quarter of a table or more, numpy draws
+        the uniforms whole (quicker than stepping to the cells), and the codes and jitter,
+        cheap from there, are taken whole: only the latencies' quantiles are cell by cell."""
+        d, step = self.d, self.steps[key][si]
+        if cells.size * _DENSE_DRAWS >= self.reps * self.per[key]:
+            self.whole(key, si, a, (1, 2))
+            if self.have[0, key, si, a] != 1:
+                u = d.uniforms((int(step), a, KIND_LATENCY), self.per[key]).reshape(-1)
+                self._put(0, key, si, a, cells, self._latency_at(step, a, cells, u[cells]))
+            return
         kinds = [k for k in self.kinds(key, a) if self.have[k, key, si, a] != 1]
-        q = cell.quota[key]
+        q = self.cell.quota[key]
         streams = [KIND_LATENCY] * (0 in kinds) + _code_kinds(q) * (1 in kinds)
         streams += [KIND_JITTER] * (2 in kinds)
         seeded = np.array([seeded_of(d.seed, (int(step), a, k)) for k in streams], np.uint64)
         u = uniforms_at(seeded, d.lo * self.per[key], cells)
-        for kind in kinds:
-            view = self.view(kind, key, si, a).reshape(-1)
-            if self.have[kind, key, si, a] == 0:
-                view[...] = np.nan if kind == 2 else -1  # not drawn
-                self.have[kind, key, si, a] = 3
-            if kind == 0:
-                view[cells] = self._latency_at(step, a, cells, u[0])
-            elif kind == 1:
-                at = 1 if 0 in kinds else 0
-                codes = np.empty(cells.size, dtype=np.int64)
-                _codes_of(q, list(u[at : at + len(_code_kinds(q))]), codes)
-                view[cells] = codes
-            else:
-                view[cells] = u[-1]
+        if 0 in kinds:
+            self._put(0, key, si, a, cells, self._latency_at(step, a, cells, u[0]))
+        if 1 in kinds:
+            at = 1 if 0 in kinds else 0
+            codes = np.empty(cells.size, dtype=np.int64)
+            _codes_of(q, list(u[at : at + len(_code_kinds(q))]), codes)
+            self._put(1, key, si, a, cells, codes)
+        if 2 in kinds:
+            self._put(2, key, si, a, cells, u[-1])
+
+    def _put(self, kind: int, key: int, si: int, a: int, cells: I64, x: NDArray[Any]) -> None:
+        """``x`` at ``cells`` of a table drawn cell by cell (the others: not drawn)."""
+        view = self.view(kind, key, si, a).reshape(-1)
+        if self.have[kind, key, si, a] == 0:
+            view[...] = np.nan if kind == 2 else -1
+            self.have[kind, key, si, a] = 3
+        view[cells] = x
 
     def _latency_at(self, step: int, a: int, cells: I64, u: F64) -> I64:
         """:meth:`Draws.latency_us` at ``cells`` of its table, from their uniforms ``u``:
@@ -496,7 +508,8 @@ class _Tables:
         out = []
         for key, si, a in zip(*np.nonzero(self.have[0]), strict=True):
             flag = self.have[0, key, si, a]
-            view = self.view(0, int(key), int(si), int(a))
+            lat: I64 = self.lat[int(key)].reshape(self.shape[int(key)])
+            view = lat[si, a] if key == 0 else lat[a]
             if a > 0 and (flag == 1 or np.count_nonzero(view >= 0) >= _DENSE_FROM * view.size):
                 out.append((int(key), int(si), int(a)))
         return frozenset(out)
