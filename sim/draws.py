@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .dists import Dist, quantile
 from .errors import UserError
 from .rules import STAGGER_DISTS
 from .scenario import STEPS, Scenario
@@ -99,13 +100,16 @@ def _stream_at(seed: int, key: tuple[int, ...], skip: int) -> np.random.Generato
 class Draws:
     """Keyed draws for classrooms ``lo .. hi-1`` of one scenario and seed (lazy, cached)."""
 
-    def __init__(self, scenario: Scenario, seed: int, lo: int, hi: int) -> None:
+    def __init__(
+        self, scenario: Scenario, seed: int, lo: int, hi: int, *, compiled: bool = True
+    ) -> None:
         if seed < 0 or lo < 0 or hi <= lo:
             raise ValueError(
                 f"seed and classroom ids must be >= 0 and hi > lo; got "
                 f"seed={seed}, lo={lo}, hi={hi}"
             )
         self.scenario = scenario
+        self.compiled = compiled  # log-normal quantiles through sim.ndtri (dists.quantile)
         self.seed = int(seed)
         self.lo = int(lo)
         self.hi = int(hi)
@@ -120,6 +124,10 @@ class Draws:
         self._play: list[list[int]] | None = None  # :meth:`playback_row`'s table
         self._speeches_rows: list[list[int]] | None = None  # :meth:`speeches_row`'s table
         self._plain: dict[tuple[int, int, float, float, float], list[list[int | None]]] = {}
+
+    def quantile(self, dist: Dist, u: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``dist.quantile(u)`` (:func:`sim.dists.quantile`, compiled or not)."""
+        return quantile(dist, u, compiled=self.compiled)
 
     def _per(self, step: int) -> int:
         return self.n * self.kmax if step == 2 else self.n
@@ -205,9 +213,9 @@ class Draws:
                     groups.setdefault(id(sc.content_dist(order)), []).append(order)
                 for orders in groups.values():
                     dist = sc.content_dist(orders[0])
-                    out[:, orders] = dist.quantile(u[:, orders])
+                    out[:, orders] = self.quantile(dist, u[:, orders])
             else:
-                out = (sc.actions if step == 1 else sc.tts).quantile(u)
+                out = self.quantile(sc.actions if step == 1 else sc.tts, u)
             lat = seconds_to_us(out)
             spec = sc.step_tokens(step)
             if spec is not None and spec.derived:  # time to first token + output / speed
@@ -233,7 +241,7 @@ class Draws:
             if dist is None:
                 got = np.zeros(shape, dtype=np.int64)
             else:
-                got = tokens_to_int(dist.quantile(self.uniforms(key, self._per(step))))
+                got = tokens_to_int(self.quantile(dist, self.uniforms(key, self._per(step))))
             self._tok[key] = got
         return got
 
@@ -249,7 +257,7 @@ class Draws:
         :meth:`column` of step 2): stream ``(98, 0, 0)``, ``[playback] clip``."""
         if self._audio is None:
             u = self.uniforms(PLAYBACK_KEY, self.n * self.kmax)
-            self._audio = seconds_to_us(self.scenario.playback.clip.quantile(u))
+            self._audio = seconds_to_us(self.quantile(self.scenario.playback.clip, u))
         return self._audio
 
     def playback_us(self, row: int, order: int, clips: int) -> int:
@@ -268,7 +276,7 @@ class Draws:
         else:  # only the clips scenes have (the same integers there: elementwise quantiles)
             u = self.uniforms(PLAYBACK_KEY, self.n * self.kmax).reshape(mask.shape)
             audio = np.zeros(mask.shape, dtype=np.int64)
-            audio[mask] = seconds_to_us(self.scenario.playback.clip.quantile(u[mask]))
+            audio[mask] = seconds_to_us(self.quantile(self.scenario.playback.clip, u[mask]))
         out: NDArray[np.int64] = self.scenario.playback.non_speech_us + np.where(
             mask, audio, 0
         ).sum(axis=2)

@@ -473,11 +473,11 @@ class _Tables:
             out = np.empty_like(u)
             for i, dist in enumerate(self.content):
                 m = of == i
-                out[m] = dist.quantile(u[m])
+                out[m] = d.quantile(dist, u[m])
         elif step == Step.CONTENT:
-            out = self.content[0].quantile(u)
+            out = d.quantile(self.content[0], u)
         else:
-            out = (sc.actions if step == Step.ACTIONS else sc.tts).quantile(u)
+            out = d.quantile(sc.actions if step == Step.ACTIONS else sc.tts, u)
         lat = seconds_to_us(out)
         spec = sc.step_tokens(step)
         if spec is not None and spec.derived:  # time to first token + output / speed

@@ -205,7 +205,7 @@ class Batch:
             OFF[self.ats[: b - a]] = at0 + rel[a:b] - rel[a]
             cell.n_u = at0 + int(rel[b] - rel[a])
         if self.groups:  # (each group's seconds, then all in µs at once)
-            parts = [dist.quantile(u[rel[i] : rel[j]]) for dist, i, j in self.groups]
+            parts = [d.quantile(dist, u[rel[i] : rel[j]]) for dist, i, j in self.groups]
             lat = seconds_to_us(parts[0] if len(parts) == 1 else np.concatenate(parts))
             cell.LT, at0 = put(cell.LT, cell.n_lt, lat)
             OFF[self.ats[b - a :]] = at0 + rel[b:-1] - rel[b]
@@ -229,7 +229,7 @@ class Batch:
             OFF[self.ats[: b - a]] = at0 + rel[a:b] - rel[a]
             cell.n_u = at0 + size
         for dist, i, j in self.groups:
-            lat = seconds_to_us(dist.quantile(streams(i, j)))
+            lat = seconds_to_us(d.quantile(dist, streams(i, j)))
             cell.LT, at0 = put(cell.LT, cell.n_lt, lat)
             OFF[self.ats[i - a : j - a]] = at0 + rel[i:j] - rel[i]
             cell.n_lt = at0 + lat.size

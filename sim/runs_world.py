@@ -95,7 +95,7 @@ class RunDraws(Draws):
             st = self.settings
             dist = {Step.OUTLINE: st.outline, Step.AGENTS: st.agents}.get(Step(step), st.media)
             u = self.uniforms((step, attempt, KIND_LATENCY), self._per(step))
-            lat = self._lat[(step, attempt)] = seconds_to_us(dist.quantile(u))
+            lat = self._lat[(step, attempt)] = seconds_to_us(self.quantile(dist, u))
         return lat
 
 

@@ -136,14 +136,16 @@ class _BlockProvider(Provider):
     consecutive classrooms at once: a classroom's row of a block holds the numbers of its own
     :class:`~sim.draws.Draws` (keyed streams, each classroom at its own offset; the engines
     draw in blocks too), and the block's seeding and quantiles are paid once for its
-    classrooms instead of once each (a long soak gives every request its own classroom).
-    The newest ``draws_cache / DRAWS_BLOCK`` blocks are kept."""
+    classrooms instead of once each (a long soak gives every request its own classroom);
+    their quantiles scipy's own (``compiled=False``: the same numbers without numba's import
+    and first call in the middle of a run on the wall clock). The newest
+    ``draws_cache / DRAWS_BLOCK`` blocks are kept."""
 
     def draws_for(self, cid: int) -> tuple[Draws, int]:
         lo = cid - cid % DRAWS_BLOCK
         d = self._draws.get(lo)
         if d is None:
-            d = Draws(self.scenario, self.seed, lo, lo + DRAWS_BLOCK)
+            d = Draws(self.scenario, self.seed, lo, lo + DRAWS_BLOCK, compiled=False)
             self._draws[lo] = d
             if len(self._draws) * DRAWS_BLOCK > self._draws_cache:
                 self._draws.popitem(last=False)

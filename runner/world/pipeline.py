@@ -351,7 +351,7 @@ class ScenePipeline:
     def _draws(self) -> Draws:
         if self._draws_cache is None:
             cid = self.classroom
-            self._draws_cache = Draws(self.sc, self.seed, cid, cid + 1)
+            self._draws_cache = Draws(self.sc, self.seed, cid, cid + 1, compiled=False)
         return self._draws_cache
 
     def _llm_headers(self) -> dict[str, str]:

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 import sim.ndtri as nd
-from sim.dists import LogNormal
+from sim.dists import LogNormal, quantile
 
 
 def _same(a: NDArray[np.float64], b: NDArray[np.float64]) -> bool:
@@ -61,10 +61,13 @@ def test_where_numba_would_use_svml_scipy_is_called(monkeypatch: pytest.MonkeyPa
     assert _same(nd.ndtri(u), scipy_ndtri(u)) and calls == [1]
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("n", [10, 511, 512, 20_000])
-def test_log_normal_quantiles_are_the_same_either_way(n: int) -> None:
-    """Below sim.dists' threshold scipy's ndtri is called, from it on sim.ndtri's."""
+def test_log_normal_quantiles_are_the_same_either_way(n: int, compiled: bool) -> None:
+    """sim.dists.quantile: below COMPILED_FROM (or not compiled) scipy's ndtri, from it on
+    sim.ndtri's: the same numbers as LogNormal.quantile."""
     dist = LogNormal(median_s=1.2, sigma=0.5)
     u = np.random.default_rng(n).random(n)
     want = dist.median_s * np.exp(dist.sigma * special.ndtri(u))
+    assert _same(quantile(dist, u, compiled=compiled), want)
     assert _same(dist.quantile(u), want)
