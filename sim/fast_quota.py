@@ -23,7 +23,9 @@ resume in is not needed.
 
 The draws are SimPy's (:class:`sim.draws.Draws`), put in flat tables (:class:`_Tables`):
 attempt 0 at once, later attempts and the client's jitter as runs reach them (a run waits,
-suspended, for the tables its next round reads; :mod:`sim.fast_quota_loop`).
+suspended, for the draws its next round reads; :mod:`sim.fast_quota_loop`), whole or at the
+waiting runs' cells only, by how many runs wait, and up front where a cell alike read them
+densely (:meth:`_Tables.fill`, :meth:`_Tables.first`).
 
 Where a run meets something this engine does not model (a request the client gives up on:
 a timeout), that run is left and computed by the SimPy model instead (runs are independent:

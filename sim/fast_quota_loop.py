@@ -11,11 +11,13 @@ the callers due now, in slot order), then the arrivals on a limited key decided 
 same instant. :mod:`sim.fast_quota` documents the rules; this module only runs them.
 
 Draws are read from tables :mod:`sim.fast_quota` fills from :class:`sim.draws.Draws` (the same
-numbers SimPy reads). Tables beyond attempt 0 are drawn as runs reach them: before each round
-a run checks that every draw the round may read is there (without zero-time retry chains, a
-caller reads at most its next attempt and its next jitter in one round); if one is missing the
-run is *suspended* (its state stays in :class:`Ctx`), the missing draws are listed there,
-and the run resumes at that round once :mod:`sim.fast_quota` has drawn them.
+numbers SimPy reads), each drawn whole or cell by cell (a cell not drawn holds -1, or NaN for
+a jitter: :func:`_drawn_at`). Draws beyond attempt 0 are made as runs reach them: before each
+round a run checks that every draw the round may read is there (without zero-time retry chains,
+a caller reads at most its next attempt and its next jitter in one round); if one is missing
+the run is *suspended* (its state stays in :class:`Ctx`), the missing draws are listed there
+(table, key, step, attempt, cell), and the run resumes at that round once
+:mod:`sim.fast_quota` has drawn them.
 """
 
 from __future__ import annotations
