@@ -332,7 +332,7 @@ def _concat(parts: Sequence[NDArray[np.generic]], dtype: type[_T]) -> tuple[NDAr
     return out, starts
 
 
-_WHOLE_FROM = 0.25  # a table asked for by this share of the runs or more is drawn whole
+_WHOLE_FROM = 0.25  # content, actions: asked for by this share of the runs or more: whole
 _DENSE_DRAWS = 4  # cells at a quarter of a table or more: its uniforms drawn whole by numpy
 _DENSE_FROM = 0.4  # a table read at this share of its cells or more is drawn whole up front
 # per cell of late (its scenario and settings, compared by equality: a scenario holds dicts),
@@ -362,10 +362,11 @@ class _Tables:
     or cell by cell (the same numbers at those cells: their uniforms from the compiled PCG64,
     :func:`sim.runs_nb_tables.uniforms_at`, their quantiles elementwise): the cells not drawn
     hold -1 (a latency, a code) or NaN (a jitter). Attempt 0 is drawn before the runs start
-    (TTS at the clips runs have); later attempts as runs ask for them (:meth:`fill`): whole
-    when a quarter of the runs or more wait for one, else cell by cell, for each waiting run
-    its whole row (content and actions) or its clips from the waiting cell's scene on (TTS:
-    a run goes through its scenes in order), every kind of the attempt at once."""
+    (TTS at the clips runs have); later attempts as runs ask for them (:meth:`fill`): content
+    and actions whole when a quarter of the runs or more wait for one, else cell by cell, for
+    each waiting run its whole row; TTS cell by cell, a waiting run's clips from the waiting
+    cell's scene on (a run goes through its scenes in order); every kind of the attempt at
+    once; up front, what a cell alike read densely (:meth:`first`)."""
 
     def __init__(self, cell: _Cell, d: Draws, jitter: bool, floats: Sequence[F64]) -> None:
         self.d = d
@@ -518,8 +519,9 @@ class _Tables:
 
     def fill(self, needs: I64) -> None:
         """Draw what suspended runs wait for (rows: table, key, step within key, attempt,
-        flat cell of a latency table): per (key, step, attempt) asked for, whole if a quarter
-        of the runs or more wait for it, else at the waiting runs' cells (:meth:`cells`)."""
+        flat cell of a latency table): per (key, step, attempt) asked for, content's and
+        actions' whole if a quarter of the runs or more wait for it, else at the waiting runs'
+        cells (:meth:`cells`: their rows; TTS: their clips from the waiting scene on)."""
         a_top = self.cell.attempts
         key, si, a, at = needs[:, 1], needs[:, 2], needs[:, 3], needs[:, 4]
         group = (key * 2 + si) * a_top + a
