@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ from .draws import (
     KIND_FAULT,
     KIND_JITTER,
     KIND_LATENCY,
+    PLAYBACK_KEY,
     Draws,
     seconds_to_us,
 )
@@ -332,6 +334,27 @@ def _concat(parts: Sequence[NDArray[np.generic]], dtype: type[_T]) -> tuple[NDAr
     return out, starts
 
 
+_KEEP_MAX = 1 << 22  # items: a bigger array is not kept (32 MB of int64 or float64)
+_KEPT = threading.local()  # per thread, the engine's big arrays by name (:func:`_kept`)
+
+
+def _kept(name: str, size: int, dtype: type[_T], keep: bool = True) -> NDArray[_T]:
+    """A flat array of ``size`` items, uninitialised. With ``keep``: this thread's array
+    ``name`` of the engine's last call when it is big enough (a view of its head), else a
+    new one kept for the next call. Only :func:`_run` keeps (one call at a time per thread;
+    :func:`simulate_quota` copies out what it returns). The tables are megabytes: new ones
+    each call cost the kernel's page faults where the allocator gave the last call's memory
+    back, and cold caches, more than filling them."""
+    if not keep or size > _KEEP_MAX:
+        return np.empty(size, dtype=dtype)
+    kept: dict[str, NDArray[Any]] = _KEPT.__dict__.setdefault("arrays", {})
+    got = kept.get(name)
+    if got is None or got.size < size or got.dtype != dtype:
+        got = kept[name] = np.empty(size, dtype=dtype)
+    out: NDArray[_T] = got[:size]
+    return out
+
+
 _WHOLE_FROM = 0.25  # content, actions: asked for by this share of the runs or more: whole
 _DENSE_DRAWS = 4  # cells at a quarter of a table or more: its uniforms drawn whole by numpy
 _DENSE_FROM = 0.4  # a table read at this share of its cells or more is drawn whole up front
@@ -368,8 +391,11 @@ class _Tables:
     cell's scene on (a run goes through its scenes in order); every kind of the attempt at
     once; up front, what a cell alike read densely (:meth:`first`)."""
 
-    def __init__(self, cell: _Cell, d: Draws, jitter: bool, floats: Sequence[F64]) -> None:
+    def __init__(
+        self, cell: _Cell, d: Draws, jitter: bool, floats: Sequence[F64], keep: bool = False
+    ) -> None:
         self.d = d
+        self.keep = keep  # its arrays this thread's kept ones (:func:`_kept`)
         self.cell = cell
         self.steps = ((Step.CONTENT, Step.ACTIONS), (Step.TTS,))
         self.reps = d.hi - d.lo
@@ -382,7 +408,7 @@ class _Tables:
         cut = [0, sizes[0], sum(sizes), sum(sizes) + codes[0], sum(sizes) + sum(codes)]
         cut.append(cut[-1] + 3 * 2 * 2 * a)
         self.t_at = cut  # where the latencies, codes and flags start in T
-        self.T = np.empty(cut[-1], dtype=np.int64)
+        self.T = _kept("T", cut[-1], np.int64, keep)
         self.lat = [self.T[cut[0] : cut[1]], self.T[cut[1] : cut[2]]]
         self.codes = [self.T[cut[2] : cut[3]], self.T[cut[3] : cut[4]]]
         self.have = self.T[cut[4] : cut[5]].reshape(3, 2, 2, a)
@@ -390,12 +416,11 @@ class _Tables:
         head, at = _concat(floats, np.float64)
         jit = [math.prod(s) if jitter else 0 for s in self.jshape]
         self.f_at = [*at, at[-1] + jit[0], at[-1] + jit[0] + jit[1]]
-        self.F = np.empty(self.f_at[-1])
+        self.F = _kept("F", self.f_at[-1], np.float64, keep)
         self.F[: at[-1]] = head
         self.jit = [self.F[self.f_at[-3 + k] : self.f_at[-2 + k]] for k in (0, 1)]
         self.jit_shift = (a - aj) * self.reps * self.per[0]  # actions: fewer attempts before
-        clips = np.arange(d.kmax)[None, None, :] < d.speeches()[:, :, None]
-        self.clips = clips.reshape(self.reps, self.per[1])  # the TTS cells runs have
+        self.speeches = d.speeches()  # the TTS cells runs have: clip < speeches (:meth:`clips`)
         dists = [d.scenario.content_dist(order) for order in range(d.n)]
         self.content = list({id(x): x for x in dists}.values())  # each outline's, once
         self.content_of = np.array([[id(x) for x in self.content].index(id(y)) for y in dists])
@@ -501,9 +526,34 @@ class _Tables:
                     if everything or key == 0:
                         self.whole(key, si, a)
                     else:
-                        self.cells(key, si, a, np.flatnonzero(self.clips))
+                        self.tts_at_clips(a)
         for key, si, a in sorted(dense):
             self.whole(key, si, a)
+
+    def clips(self, rows: I64) -> B:
+        """Runs ``rows``' TTS cells (rows, columns): whether the run has that clip."""
+        got: B = np.arange(self.d.kmax)[None, None, :] < self.speeches[rows][:, :, None]
+        return got.reshape(len(rows), self.per[1])
+
+    def tts_at_clips(self, a: int) -> None:
+        """:meth:`cells` of TTS attempt ``a`` at every clip runs have, as :meth:`cells` draws
+        many cells (the uniforms, codes and jitter whole, the latencies' quantiles at the
+        clips), the clips gathered and put by :mod:`sim.clips_nb` (no mask, no fancy index)."""
+        from .clips_nb import at_clips, put_clips_us
+
+        d, per = self.d, self.per[1]
+        spec = d.scenario.step_tokens(Step.TTS)
+        many = np.minimum(self.speeches, d.kmax).sum() * _DENSE_DRAWS >= self.reps * per
+        if not many or (spec is not None and spec.derived) or self.have[0, 1, 0, a] != 0:
+            self.cells(1, 0, a, np.flatnonzero(self.clips(np.arange(self.reps))))
+            return
+        self.whole(1, 0, a, (1, 2))
+        u = d.uniforms((int(Step.TTS), a, KIND_LATENCY), per)
+        buf = _kept("clips", u.size, np.float64, self.keep)
+        x = d.quantile(d.scenario.tts, at_clips(u, self.speeches, d.kmax, buf))
+        lat: I64 = self.lat[1].reshape(self.shape[1])[a].reshape(-1)
+        put_clips_us(x, self.speeches, d.kmax, lat)
+        self.have[0, 1, 0, a] = 3
 
     def dense(self) -> frozenset[tuple[int, int, int]]:
         """The attempts beyond 0, (key, step within key, attempt), drawn whole or read at
@@ -562,7 +612,7 @@ class _Tables:
         np.minimum.at(start, runs, cells % per // kmax * kmax)  # the scene's first column
         rows = np.unique(runs)
         cols = np.arange(per, dtype=np.int64)
-        mask = (cols[None, :] >= start[rows][:, None]) & self.clips[rows]
+        mask = (cols[None, :] >= start[rows][:, None]) & self.clips(rows)
         out: I64 = (rows[:, None] * per + cols[None, :])[mask]
         return out
 
@@ -584,15 +634,19 @@ def _ctx(cell: _Cell, tb: _Tables, d: Draws, records: bool, logcap: int) -> Ctx:
     P[fl.P_OT0 : fl.P_OT5 + 1] = tb.t_at
     P[fl.P_OF1 : fl.P_OF5 + 1] = tb.f_at[1:6]
     P[fl.P_OP1 : fl.P_OP6 + 1] = p_at[1:7]
-    R = np.zeros((reps, fl.NR + 4 * n + 2 * capmax), dtype=np.int64)
+    cols = fl.NR + 4 * n + 2 * capmax
+    R = _kept("R", reps * cols, np.int64, tb.keep).reshape(reps, cols)
+    R[...] = 0
     R[:, fl.NR + 3 * n : fl.NR + 4 * n] = d.speeches()
+    W = _kept("W", 4 + 7 * s + 5 * ncap, np.int64, tb.keep)
+    W[...] = 0
     return fl.Ctx(
         P=P,
         F=tb.F,
         T=tb.T,
-        S=np.empty((reps, s, fl.NF), dtype=np.int64),
+        S=_kept("S", reps * s * fl.NF, np.int64, tb.keep).reshape(reps, s, fl.NF),
         R=R,
-        W=np.zeros(4 + 7 * s + 5 * ncap, dtype=np.int64),
+        W=W,
         L=np.empty((max(1, logcap), 10), dtype=np.int64),
     )
 
@@ -616,7 +670,7 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
     jitter = cell.jitter_fixed is None and cell.any_jitter
     exp_ms, _, wf, _ = cell.waits
     fixed = np.array([cell.jitter_fixed or 0.0])
-    tb = _Tables(cell, d, jitter, [fixed, exp_ms, wf])
+    tb = _Tables(cell, d, jitter, [fixed, exp_ms, wf], keep=True)
     alike = (cell.sc, cell.cfg)
     tb.first(cell.chains(), _learned(alike))
     reps, s = tb.reps, cell.s
@@ -706,6 +760,19 @@ def _from_simpy(
     return out
 
 
+def _playback_us(d: Draws, keep: bool = True) -> I64:
+    """:meth:`Draws.playback_table_us`: the same integers (its uniforms at the clips scenes
+    have, their quantiles as ``d`` takes them), gathered and summed by :mod:`sim.clips_nb`;
+    ``keep``: in this thread's kept scratch (:func:`_kept`, as :func:`simulate_quota` does)."""
+    from .clips_nb import at_clips, sum_clips_us
+
+    pb = d.scenario.playback
+    u = d.uniforms(PLAYBACK_KEY, d.n * d.kmax)
+    buf = _kept("clips", u.size, np.float64, keep)
+    x = d.quantile(pb.clip, at_clips(u, d.speeches(), d.kmax, buf))
+    return sum_clips_us(x, d.speeches(), d.kmax, pb.non_speech_us)
+
+
 def simulate_quota(
     scenario: Scenario,
     config: RunConfig,
@@ -744,7 +811,7 @@ def simulate_quota(
         for j, res in zip(dropped, simpy, strict=True):
             logs[j] = list(res.requests_log)
     pb = scenario.playback
-    qoe = qoe_us(ready, draws.playback_table_us(), pb.start, pb.buffer_us)
+    qoe = qoe_us(ready, _playback_us(draws), pb.start, pb.buffer_us)
     runs = FastRuns(
         scenario=scenario,
         mode=str(config.mode),
