@@ -96,7 +96,7 @@ from .rules import (
     outcome_of,
     tts_concurrency,
 )
-from .runs_nb_tables import seeded_of, uniforms_at
+from .runs_nb_tables import uniforms_at
 from .scenario import Quota, Scenario
 from .schema import RequestRecord, RunResult, records_from_log
 from .tokens import decode_us
@@ -472,7 +472,9 @@ class _Tables:
         q = self.cell.quota[key]
         streams = [KIND_LATENCY] * (0 in kinds) + _code_kinds(q) * (1 in kinds)
         streams += [KIND_JITTER] * (2 in kinds)
-        seeded = np.array([seeded_of(d.seed, (int(step), a, k)) for k in streams], np.uint64)
+        from .seeds_nb import seeded_many  # (numba: imported only then)
+
+        seeded = seeded_many(d.seed, [(int(step), a, k) for k in streams])
         u = uniforms_at(seeded, d.lo * self.per[key], cells)
         if 0 in kinds:
             self._put(0, key, si, a, cells, self._latency_at(step, a, cells, u[0]))
