@@ -700,8 +700,9 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
 
 
 def warm_up() -> tuple[float, bool]:
-    """Compile the loop (or load it from numba's cache) on a small cell: the seconds it took,
-    and whether it was loaded from the cache."""
+    """Compile the loop (or load it from numba's cache) on a small cell, and the engine's
+    other compiled helpers (:mod:`sim.clips_nb`, :mod:`sim.seeds_nb`): the seconds it took,
+    and whether the loop was loaded from the cache."""
     from . import fast_quota_loop as fl
     from .scenario import load_scenario
 
@@ -709,6 +710,9 @@ def warm_up() -> tuple[float, bool]:
     sc = sc.replace(outlines=2, quota_llm=dataclasses.replace(sc.quota_llm, max_inflight=1))
     t0 = time.perf_counter()
     simulate_quota(sc, RunConfig.of("pipelined", 2, records=True), 2)
+    from .seeds_nb import seeded_many
+
+    seeded_many(0, [(0, 0, 0)])  # (a cell drawn cell by cell seeds its streams compiled)
     spent = time.perf_counter() - t0
     stats = getattr(fl.run_runs, "stats", None)
     return spent, bool(stats is not None and stats.cache_hits and not stats.cache_misses)
