@@ -75,7 +75,7 @@ def at_clips(u: F64, speeches: I64, kmax: int, out: F64 | None = None) -> F64:
     if out is None:
         out = np.empty(flat.size)
     if out.size < flat.size:
-        raise ValueError(f"at_clips: out holds {out.size} values, {flat.size} needed")
+        raise AssertionError(f"at_clips: out holds {out.size} values, {flat.size} needed")
     with _LOCK.first_use():
         k = _gather_nb(flat, _flat(speeches), kmax, out)
     got: F64 = out[:k]
