@@ -227,14 +227,21 @@ class FastRuns:
         return out
 
     def frame(self) -> pd.DataFrame:
-        """The per-run columns of :func:`sim.schema.runs_frame`, without per-scene lists."""
+        """The per-run columns of :func:`sim.schema.runs_frame`, without per-scene lists
+        (its text columns taken from one-value arrays: pandas makes a text column from a
+        scalar or from Python strings value by value)."""
         c = self.counters
         n = len(self.end_us)
+        every = np.zeros(n, dtype=np.intp)
+
+        def text(*values: str) -> pd.api.extensions.ExtensionArray:
+            return pd.Series(list(values)).array
+
         return pd.DataFrame(
             {
-                "world": "sim",
-                "scenario": self.scenario.name,
-                "mode": self.mode,
+                "world": text("sim").take(every),
+                "scenario": text(self.scenario.name).take(every),
+                "mode": text(self.mode).take(every),
                 "concurrency": self.concurrency,
                 "tts_concurrency": self.tts_concurrency,
                 "seed": self.seed,
@@ -243,14 +250,14 @@ class FastRuns:
                 "ttfs_s": self.ttfs_s,
                 "scenes_ok": (self.ready_us >= 0).sum(axis=1),
                 "scenes_failed": self.failed.sum(axis=1),
-                "status": self.status_names.astype(object),
+                "status": text(*(str(x) for x in STATUSES)).take(self.status.astype(np.intp)),
                 "requests": c.requests,
                 "http_429": c.http_429,
                 "http_5xx": c.http_5xx,
                 "retries": c.retries,
                 "timeouts": c.timeouts,
                 **({k: getattr(self.qoe, k) for k in QOE_FIELDS} if self.qoe is not None else {}),
-                "upstream": self.scenario.upstream,
+                "upstream": text(self.scenario.upstream).take(every),
                 "tenants": 1,
                 "tenant": 0,
                 "schema_version": SCHEMA_VERSION,
