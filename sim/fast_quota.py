@@ -421,6 +421,8 @@ class _Tables:
         self.jit = [self.F[self.f_at[-3 + k] : self.f_at[-2 + k]] for k in (0, 1)]
         self.jit_shift = (a - aj) * self.reps * self.per[0]  # actions: fewer attempts before
         self.speeches = d.speeches()  # the TTS cells runs have: clip < speeches (:meth:`clips`)
+        self.live: I64 | None = None  # the runs that can still read (None: every run)
+        self.n_lat = np.zeros((2, 2, a), dtype=np.int64)  # latencies drawn cell by cell
         dists = [d.scenario.content_dist(order) for order in range(d.n)]
         self.content = list({id(x): x for x in dists}.values())  # each outline's, once
         self.content_of = np.array([[id(x) for x in self.content].index(id(y)) for y in dists])
@@ -487,12 +489,19 @@ class _Tables:
             self._put(2, key, si, a, cells, u[-1])
 
     def _put(self, kind: int, key: int, si: int, a: int, cells: I64, x: NDArray[Any]) -> None:
-        """``x`` at ``cells`` of a table drawn cell by cell (the others: not drawn)."""
-        view = self.view(kind, key, si, a).reshape(-1)
-        if self.have[kind, key, si, a] == 0:
-            view[...] = np.nan if kind == 2 else -1
+        """``x`` at ``cells`` of a table drawn cell by cell; the others hold "not drawn" (-1,
+        NaN) in the rows of the runs that can still read it (:attr:`live`: those suspended
+        when it was begun; a run that has ended reads nothing more)."""
+        table = self.view(kind, key, si, a)
+        if self.have[kind, key, si, a] == 0:  # not drawn: at the rows that can still be read
+            if self.live is None:
+                table[...] = np.nan if kind == 2 else -1
+            else:
+                table[self.live] = np.nan if kind == 2 else -1
             self.have[kind, key, si, a] = 3
-        view[cells] = x
+        table.reshape(-1)[cells] = x
+        if kind == 0:
+            self.n_lat[key, si, a] += cells.size
 
     def _latency_at(self, step: int, a: int, cells: I64, u: F64) -> I64:
         """:meth:`Draws.latency_us` at ``cells`` of its table, from their uniforms ``u``:
@@ -563,9 +572,8 @@ class _Tables:
         out = []
         for key, si, a in zip(*np.nonzero(self.have[0]), strict=True):
             flag = self.have[0, key, si, a]
-            lat: I64 = self.lat[int(key)].reshape(self.shape[int(key)])
-            view = lat[si, a] if key == 0 else lat[a]
-            if a > 0 and (flag == 1 or np.count_nonzero(view >= 0) >= _DENSE_FROM * view.size):
+            size = self.reps * self.per[int(key)]
+            if a > 0 and (flag == 1 or self.n_lat[key, si, a] >= _DENSE_FROM * size):
                 out.append((int(key), int(si), int(a)))
         return frozenset(out)
 
@@ -682,6 +690,7 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
         C = _ctx(cell, tb, d, records, logcap)
         W = C.W
         todo = np.arange(reps, dtype=np.int64)
+        tb.live = None
         while len(todo):
             W[CT_NEEDS] = 0
             with _LOCK.first_use():  # the suspended ones overwrite the list's head
@@ -689,6 +698,7 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
             if W[CT_ERR]:
                 raise AssertionError("fast_quota: a draw was read before it was drawn")
             todo = todo[:k].copy()
+            tb.live = todo  # (a run that ended reads no more: tables begun now skip its row)
             needs = W[4 + 7 * s :].reshape(-1, 5)[: W[CT_NEEDS]]
             tb.fill(needs)
             if not tb.drawn(needs):  # else the runs would ask again, for ever
