@@ -33,41 +33,45 @@ _MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
 _PCG_MULT = (2549297995355413924 << 64) | 4865540595714422341
 
 
+def _hashmix(value: np.uint64, h: np.uint64, mult: int) -> tuple[np.uint64, np.uint64]:
+    """SeedSequence's ``hashmix``: ``value`` hashed with the running constant ``h``, and
+    ``h`` stepped by ``mult`` (32-bit words in uint64)."""
+    m32 = np.uint64(_M32)
+    v = (value ^ h) & m32
+    h = (h * np.uint64(mult)) & m32
+    v = (v * h) & m32
+    return v ^ (v >> np.uint64(16)), h
+
+
+def _mix(x: np.uint64, y: np.uint64) -> np.uint64:
+    """SeedSequence's ``mix`` of two 32-bit words."""
+    r = (np.uint64(_MIX_L) * x - np.uint64(_MIX_R) * y) & np.uint64(_M32)
+    return r ^ (r >> np.uint64(16))  # type: ignore[no-any-return]
+
+
+_hashmix_nb = njit_cached(_hashmix, inline="always")
+_mix_nb = njit_cached(_mix, inline="always")
+
+
 def _pool_words(entropy: U64, pool: U64, out: U64) -> None:
     """SeedSequence's mixed pool (``mix_entropy``) of ``entropy`` (32-bit words in uint64),
     then ``generate_state(4, uint64)``'s eight 32-bit words into ``out``."""
-    m32 = np.uint64(_M32)
     h = np.uint64(_INIT_A)
     n = entropy.size
     for i in range(_POOL):
-        v = entropy[i] if i < n else np.uint64(0)
-        v = (v ^ h) & m32
-        h = (h * np.uint64(_MULT_A)) & m32
-        v = (v * h) & m32
-        pool[i] = v ^ (v >> np.uint64(16))
+        pool[i], h = _hashmix_nb(entropy[i] if i < n else np.uint64(0), h, _MULT_A)
     for i_src in range(_POOL):
         for i_dst in range(_POOL):
             if i_src != i_dst:
-                v = (pool[i_src] ^ h) & m32
-                h = (h * np.uint64(_MULT_A)) & m32
-                v = (v * h) & m32
-                v = v ^ (v >> np.uint64(16))
-                r = (np.uint64(_MIX_L) * pool[i_dst] - np.uint64(_MIX_R) * v) & m32
-                pool[i_dst] = r ^ (r >> np.uint64(16))
+                v, h = _hashmix_nb(pool[i_src], h, _MULT_A)
+                pool[i_dst] = _mix_nb(pool[i_dst], v)
     for i_src in range(_POOL, n):
         for i_dst in range(_POOL):
-            v = (entropy[i_src] ^ h) & m32
-            h = (h * np.uint64(_MULT_A)) & m32
-            v = (v * h) & m32
-            v = v ^ (v >> np.uint64(16))
-            r = (np.uint64(_MIX_L) * pool[i_dst] - np.uint64(_MIX_R) * v) & m32
-            pool[i_dst] = r ^ (r >> np.uint64(16))
+            v, h = _hashmix_nb(entropy[i_src], h, _MULT_A)
+            pool[i_dst] = _mix_nb(pool[i_dst], v)
     hb = np.uint64(_INIT_B)
     for i in range(out.size):
-        v = (pool[i % _POOL] ^ hb) & m32
-        hb = (hb * np.uint64(_MULT_B)) & m32
-        v = (v * hb) & m32
-        out[i] = v ^ (v >> np.uint64(16))
+        out[i], hb = _hashmix_nb(pool[i % _POOL], hb, _MULT_B)
 
 
 _pool_nb = njit_cached(_pool_words, inline="always")
