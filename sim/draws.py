@@ -205,22 +205,36 @@ class Draws:
         lat = self._lat.get((step, attempt))
         if lat is None:
             u = self.uniforms((step, attempt, KIND_LATENCY), self._per(step))
-            sc = self.scenario
-            if step == 0:
-                out = np.empty_like(u)
-                groups: dict[int, list[int]] = {}
-                for order in range(self.n):
-                    groups.setdefault(id(sc.content_dist(order)), []).append(order)
-                for orders in groups.values():
-                    dist = sc.content_dist(orders[0])
-                    out[:, orders] = self.quantile(dist, u[:, orders])
-            else:
-                out = self.quantile(sc.actions if step == 1 else sc.tts, u)
-            lat = seconds_to_us(out)
-            spec = sc.step_tokens(step)
-            if spec is not None and spec.derived:  # time to first token + output / speed
-                lat = lat + decode_us(self.tokens_out(step, attempt), spec.output_tps)
+            lat = self.latency_at(step, attempt, None, u.reshape(-1)).reshape(u.shape)
             self._lat[(step, attempt)] = lat
+        return lat
+
+    def latency_at(
+        self, step: int, attempt: int, cells: NDArray[np.int64] | None, u: NDArray[np.float64]
+    ) -> NDArray[np.int64]:
+        """:meth:`latency_us`'s values at ``cells`` of its table (flat; None: every cell) from
+        their uniforms ``u``: each cell's quantile of its outline's distribution (content by
+        scene type), in µs; plus the output's decoding time where the step derives it."""
+        sc = self.scenario
+        if step == 0:
+            dists = [sc.content_dist(order) for order in range(self.n)]
+            kinds = list({id(x): x for x in dists}.values())  # (each distribution once)
+            if len(kinds) == 1:
+                out = self.quantile(kinds[0], u)
+            else:
+                orders = (np.arange(u.size) if cells is None else cells) % self.n
+                ids = [id(x) for x in kinds]
+                of = np.array([ids.index(id(x)) for x in dists])[orders]
+                out = np.empty_like(u)
+                for i, dist in enumerate(kinds):
+                    out[of == i] = self.quantile(dist, u[of == i])
+        else:
+            out = self.quantile(sc.actions if step == 1 else sc.tts, u)
+        lat = seconds_to_us(out)
+        spec = sc.step_tokens(step)
+        if spec is not None and spec.derived:  # time to first token + output / speed
+            tok = self.tokens_out(step, attempt).reshape(-1)
+            lat = lat + decode_us(tok if cells is None else tok[cells], spec.output_tps)
         return lat
 
     def tokens_in(self, step: int) -> NDArray[np.int64]:

@@ -65,7 +65,6 @@ from .draws import (
     KIND_LATENCY,
     PLAYBACK_KEY,
     Draws,
-    seconds_to_us,
 )
 from .errors import UserError
 from .fast import STATUSES, FastRuns, _Counters
@@ -99,7 +98,6 @@ from .rules import (
 from .runs_nb_tables import uniforms_at
 from .scenario import Quota, Scenario
 from .schema import RequestRecord, RunResult, records_from_log
-from .tokens import decode_us
 from .upstream import ErrorShape, Handoff
 
 if TYPE_CHECKING:
@@ -423,9 +421,6 @@ class _Tables:
         self.speeches = d.speeches()  # the TTS cells runs have: clip < speeches (:meth:`clips`)
         self.live: I64 | None = None  # the runs that can still read (None: every run)
         self.n_lat = np.zeros((2, 2, a), dtype=np.int64)  # latencies drawn cell by cell
-        dists = [d.scenario.content_dist(order) for order in range(d.n)]
-        self.content = list({id(x): x for x in dists}.values())  # each outline's, once
-        self.content_of = np.array([[id(x) for x in self.content].index(id(y)) for y in dists])
 
     def view(self, kind: int, key: int, si: int, a: int) -> NDArray[np.generic]:
         """Table ``kind`` (0 latencies, 1 codes, 2 jitter) of ``key``, step ``si`` within the
@@ -468,7 +463,7 @@ class _Tables:
             self.whole(key, si, a, (1, 2))
             if self.have[0, key, si, a] != 1:
                 u = d.uniforms((int(step), a, KIND_LATENCY), self.per[key]).reshape(-1)
-                self._put(0, key, si, a, cells, self._latency_at(step, a, cells, u[cells]))
+                self._put(0, key, si, a, cells, d.latency_at(step, a, cells, u[cells]))
             return
         kinds = [k for k in self.kinds(key, a) if self.have[k, key, si, a] != 1]
         q = self.cell.quota[key]
@@ -479,7 +474,7 @@ class _Tables:
         seeded = seeded_many(d.seed, [(int(step), a, k) for k in streams])
         u = uniforms_at(seeded, d.lo * self.per[key], cells)
         if 0 in kinds:
-            self._put(0, key, si, a, cells, self._latency_at(step, a, cells, u[0]))
+            self._put(0, key, si, a, cells, d.latency_at(step, a, cells, u[0]))
         if 1 in kinds:
             at = 1 if 0 in kinds else 0
             codes = np.empty(cells.size, dtype=np.int64)
@@ -502,26 +497,6 @@ class _Tables:
         table.reshape(-1)[cells] = x
         if kind == 0:
             self.n_lat[key, si, a] += cells.size
-
-    def _latency_at(self, step: int, a: int, cells: I64, u: F64) -> I64:
-        """:meth:`Draws.latency_us` at ``cells`` of its table, from their uniforms ``u``:
-        the same elementwise quantiles (content: each outline's distribution)."""
-        sc, d = self.d.scenario, self.d
-        if step == Step.CONTENT and len(self.content) > 1:
-            of = self.content_of[cells % d.n]
-            out = np.empty_like(u)
-            for i, dist in enumerate(self.content):
-                m = of == i
-                out[m] = d.quantile(dist, u[m])
-        elif step == Step.CONTENT:
-            out = d.quantile(self.content[0], u)
-        else:
-            out = d.quantile(sc.actions if step == Step.ACTIONS else sc.tts, u)
-        lat = seconds_to_us(out)
-        spec = sc.step_tokens(step)
-        if spec is not None and spec.derived:  # time to first token + output / speed
-            lat = lat + decode_us(d.tokens_out(step, a).reshape(-1)[cells], spec.output_tps)
-        return lat
 
     def first(self, everything: bool, dense: frozenset[tuple[int, int, int]]) -> None:
         """What the loop reads without asking: attempt 0 (TTS: at the clips runs have), and
