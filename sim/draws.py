@@ -282,7 +282,16 @@ class Draws:
         return self.scenario.playback.non_speech_us + sum(audio)
 
     def playback_table_us(self) -> NDArray[np.int64]:
-        """Playback time of every scene, shape ``(classrooms, N)``, for its drawn clips."""
+        """Playback time of every scene, shape ``(classrooms, N)``, for its drawn clips: the
+        audio drawn at the clips scenes have only (the same integers there: elementwise
+        quantiles); with ``compiled``, the clips gathered and summed by :mod:`sim.clips_nb`."""
+        pb = self.scenario.playback
+        if self._audio is None and self.compiled:
+            from .clips_nb import at_clips, sum_clips_us
+
+            u = self.uniforms(PLAYBACK_KEY, self.n * self.kmax)
+            x = self.quantile(pb.clip, at_clips(u, self.speeches(), self.kmax))
+            return sum_clips_us(x, self.speeches(), self.kmax, pb.non_speech_us)
         rows = self.hi - self.lo
         mask = np.arange(self.kmax)[None, None, :] < self.speeches()[:, :, None]
         if self._audio is not None:
@@ -290,10 +299,8 @@ class Draws:
         else:  # only the clips scenes have (the same integers there: elementwise quantiles)
             u = self.uniforms(PLAYBACK_KEY, self.n * self.kmax).reshape(mask.shape)
             audio = np.zeros(mask.shape, dtype=np.int64)
-            audio[mask] = seconds_to_us(self.quantile(self.scenario.playback.clip, u[mask]))
-        out: NDArray[np.int64] = self.scenario.playback.non_speech_us + np.where(
-            mask, audio, 0
-        ).sum(axis=2)
+            audio[mask] = seconds_to_us(self.quantile(pb.clip, u[mask]))
+        out: NDArray[np.int64] = pb.non_speech_us + np.where(mask, audio, 0).sum(axis=2)
         return out
 
     def speeches_row(self, row: int) -> list[int]:

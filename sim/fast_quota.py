@@ -63,7 +63,6 @@ from .draws import (
     KIND_FAULT,
     KIND_JITTER,
     KIND_LATENCY,
-    PLAYBACK_KEY,
     Draws,
 )
 from .errors import UserError
@@ -336,7 +335,7 @@ _KEEP_MAX = 1 << 22  # items: a bigger array is not kept (32 MB of int64 or floa
 _KEPT = threading.local()  # per thread, the engine's big arrays by name (:func:`_kept`)
 
 
-def _kept(name: str, size: int, dtype: type[_T], keep: bool = True) -> NDArray[_T]:
+def _kept(name: str, size: int, dtype: type[_T], keep: bool) -> NDArray[_T]:
     """A flat array of ``size`` items, uninitialised. With ``keep``: this thread's array
     ``name`` of the engine's last call when it is big enough (a view of its head), else a
     new one kept for the next call. Only :func:`_run` keeps (one call at a time per thread;
@@ -751,19 +750,6 @@ def _from_simpy(
     return out
 
 
-def _playback_us(d: Draws, keep: bool = True) -> I64:
-    """:meth:`Draws.playback_table_us`: the same integers (its uniforms at the clips scenes
-    have, their quantiles as ``d`` takes them), gathered and summed by :mod:`sim.clips_nb`;
-    ``keep``: in this thread's kept scratch (:func:`_kept`, as :func:`simulate_quota` does)."""
-    from .clips_nb import at_clips, sum_clips_us
-
-    pb = d.scenario.playback
-    u = d.uniforms(PLAYBACK_KEY, d.n * d.kmax)
-    buf = _kept("clips", u.size, np.float64, keep)
-    x = d.quantile(pb.clip, at_clips(u, d.speeches(), d.kmax, buf))
-    return sum_clips_us(x, d.speeches(), d.kmax, pb.non_speech_us)
-
-
 def simulate_quota(
     scenario: Scenario,
     config: RunConfig,
@@ -802,7 +788,7 @@ def simulate_quota(
         for j, res in zip(dropped, simpy, strict=True):
             logs[j] = list(res.requests_log)
     pb = scenario.playback
-    qoe = qoe_us(ready, _playback_us(draws), pb.start, pb.buffer_us)
+    qoe = qoe_us(ready, draws.playback_table_us(), pb.start, pb.buffer_us)
     runs = FastRuns(
         scenario=scenario,
         mode=str(config.mode),

@@ -1,7 +1,7 @@
 """The compiled gathers and sums over speech clips (sim.clips_nb) and where the limited-key
-engine uses them: each equals numpy's masked version (the mask ``clip < speeches``), the
-engine's playback times and first TTS table equal the ones drawn without them, and the arrays
-the engine keeps between calls change no result."""
+engine and the model's draws use them: each equals numpy's masked version (the mask
+``clip < speeches``), the playback times and the engine's first TTS table equal the ones
+drawn without them, and the arrays the engine keeps between calls change no result."""
 
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ def test_the_clip_loops_equal_numpys_masked_gather_put_and_sum(kmax: int) -> Non
 
 
 @pytest.mark.parametrize("name", ["default", "content-heavy"])
-def test_the_engines_playback_times_are_draws_own(name: str) -> None:
+def test_the_model_draws_playback_times_through_them_the_same(name: str) -> None:
+    """Draws.playback_table_us compiled (the clip loops) and not (numpy's mask)."""
     sc = load_scenario(name)
-    for keep in (False, True):
-        got = fq._playback_us(Draws(sc, 5, 3, 203), keep)
-        want = Draws(sc, 5, 3, 203).playback_table_us()
-        assert got.dtype == want.dtype
-        np.testing.assert_array_equal(got, want)
+    got = Draws(sc, 5, 3, 203).playback_table_us()
+    want = Draws(sc, 5, 3, 203, compiled=False).playback_table_us()
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
 
 
 def test_tts_at_its_clips_is_the_table_drawn_cell_by_cell_there() -> None:

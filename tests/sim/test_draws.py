@@ -1,6 +1,7 @@
 import threading
 
 import numpy as np
+import pytest
 
 from sim import load_scenario
 from sim.draws import Draws
@@ -75,12 +76,14 @@ def test_kept_stream_states_give_the_numbers_of_a_freshly_seeded_pcg64():
     assert np.array_equal(out[0], fresh(7, (0, 1, 2), 5, 6))  # another thread's own scratch
 
 
-def test_the_playback_table_is_each_scenes_clips_summed_one_by_one() -> None:
-    """playback_table_us draws the audio of the clips scenes have only: each scene's sum is
-    playback_us's (the non-speech constant plus its clips' audio from the whole table), and
-    the same when the whole table was drawn first."""
+@pytest.mark.parametrize("compiled", [True, False])
+def test_the_playback_table_is_each_scenes_clips_summed_one_by_one(compiled: bool) -> None:
+    """playback_table_us draws the audio of the clips scenes have only (compiled: gathered
+    and summed by sim.clips_nb): each scene's sum is playback_us's (the non-speech constant
+    plus its clips' audio from the whole table), and the same when the whole table was drawn
+    first."""
     sc = load_scenario("default")
-    fresh, whole = Draws(sc, 8, 4, 24), Draws(sc, 8, 4, 24)
+    fresh, whole = Draws(sc, 8, 4, 24, compiled=compiled), Draws(sc, 8, 4, 24)
     whole.audio_us()
     table = fresh.playback_table_us()
     speeches = fresh.speeches()
