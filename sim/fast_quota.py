@@ -416,7 +416,6 @@ class _Tables:
         self.F = _kept("F", self.f_at[-1], np.float64, keep)
         self.F[: at[-1]] = head
         self.jit = [self.F[self.f_at[-3 + k] : self.f_at[-2 + k]] for k in (0, 1)]
-        self.jit_shift = (a - aj) * self.reps * self.per[0]  # actions: fewer attempts before
         self.speeches = d.speeches()  # the TTS cells runs have: clip < speeches (:meth:`clips`)
         self.live: I64 | None = None  # the runs that can still read (None: every run)
         self.n_lat = np.zeros((2, 2, a), dtype=np.int64)  # latencies drawn cell by cell
@@ -571,21 +570,6 @@ class _Tables:
             else:
                 self.cells(k, s_, a_, self.rest_of_runs(rel))
 
-    def drawn(self, needs: I64) -> bool:
-        """Whether every draw ``needs`` lists (:meth:`fill`'s rows) is there."""
-        kind, key, si, a, at = needs.T
-        whole = self.have[kind, key, si, a] == 1
-        ints = np.where(key == 0, 0, self.lat[0].size) + at  # T's latencies: key 0's, key 1's
-        codes = np.where(key == 0, 0, self.codes[0].size) + at
-        for k, arr, where in ((0, self.T, ints), (1, self.T[self.t_at[2] :], codes)):
-            m = (kind == k) & ~whole
-            if (arr[where[m]] < 0).any():
-                return False
-        m = (kind == 2) & ~whole
-        jit = at[m] - np.where((key[m] == 0) & (si[m] == 1), self.jit_shift, 0)
-        flat = np.where(key[m] == 0, 0, self.jit[0].size) + jit
-        return not np.isnan(self.F[self.f_at[-3] :][flat]).any()
-
     def rest_of_runs(self, cells: I64) -> I64:
         """For TTS ``cells`` (flat: run, column) of one attempt, every cell of their runs from
         the earliest of their scenes on at a clip the run has: what those runs can read of
@@ -649,7 +633,7 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
     """Every run to its end: the compiled loop over the runs, again over those suspended
     for draws once they are drawn; with ``records``, again from the start if the log was
     too small."""
-    from .fast_quota_loop import CT_ERR, CT_LOG, CT_NEEDS, run_runs
+    from .fast_quota_loop import CT_ERR, CT_LOG, CT_NEEDS, all_drawn, run_runs
 
     jitter = cell.jitter_fixed is None and cell.any_jitter
     exp_ms, _, wf, _ = cell.waits
@@ -675,7 +659,7 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
             tb.live = todo  # (a run that ended reads no more: tables begun now skip its row)
             needs = W[4 + 7 * s :].reshape(-1, 5)[: W[CT_NEEDS]]
             tb.fill(needs)
-            if not tb.drawn(needs):  # else the runs would ask again, for ever
+            if not all_drawn(C.P, C.F, C.T, needs):  # else the runs would ask again, for ever
                 raise AssertionError("fast_quota: a draw asked for was not drawn")
         if W[CT_LOG] <= logcap:
             _learn(alike, tb.dense())

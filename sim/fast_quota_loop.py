@@ -53,7 +53,7 @@ from .fast_quota_codes import (
     TTS,
 )
 
-__all__ = ["Ctx", "codes_compiled_in", "recompile_if_stale", "run_runs"]
+__all__ = ["Ctx", "all_drawn", "codes_compiled_in", "recompile_if_stale", "run_runs"]
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
@@ -1007,6 +1007,17 @@ def run_runs(
             suspended[k] = r
             k += 1
     return k
+
+
+@_jit
+def all_drawn(P: I64, F: F64, T: I64, needs: I64) -> bool:
+    """Whether every draw ``needs`` lists (rows as the loop asks: table, key, step within
+    key, attempt, cell) is there now (:func:`_drawn_at`)."""
+    for i in range(needs.shape[0]):
+        kind, key, si, a, at = needs[i, 0], needs[i, 1], needs[i, 2], needs[i, 3], needs[i, 4]
+        if not _drawn_at(P, F, T, kind, key, si, a, at):
+            return False
+    return True
 
 
 @_jit
