@@ -95,6 +95,24 @@ def _advance(
     return _add(th, tl, aph, apl)  # type: ignore[no-any-return]
 
 
+@_leaf
+def _step(
+    sh: np.uint64, sl: np.uint64, ih: np.uint64, il: np.uint64
+) -> tuple[np.uint64, np.uint64]:
+    """The LCG's next state."""
+    th, tl = _mul(sh, sl, _MUL_HI, _MUL_LO)
+    return _add(th, tl, ih, il)  # type: ignore[no-any-return]
+
+
+@_leaf
+def _double(sh: np.uint64, sl: np.uint64) -> float:
+    """The state's XSL-RR output as numpy's double: its top 53 bits times 2**-53."""
+    x = sh ^ sl
+    r = sh >> _ROT
+    x = (x >> r) | (x << ((-r) & _R63))  # rotate right by r
+    return float(np.float64(x >> _S11) * _TO_DOUBLE)
+
+
 @_jit
 def fill_uniforms(
     seeded: NDArray[np.uint64], skip: NDArray[np.int64], count: NDArray[np.int64],
@@ -108,12 +126,8 @@ def fill_uniforms(
         ih, il = seeded[i, 2], seeded[i, 3]
         sh, sl = _advance(seeded[i, 0], seeded[i, 1], ih, il, skip[i])
         for j in range(count[i]):
-            th, tl = _mul(sh, sl, _MUL_HI, _MUL_LO)
-            sh, sl = _add(th, tl, ih, il)
-            x = sh ^ sl
-            r = sh >> _ROT
-            x = (x >> r) | (x << ((-r) & _R63))  # rotate right by r
-            out[at + j] = np.float64(x >> _S11) * _TO_DOUBLE
+            sh, sl = _step(sh, sl, ih, il)
+            out[at + j] = _double(sh, sl)
         at += count[i]
 
 
@@ -136,12 +150,7 @@ def fill_at(
                 sh, sl = _advance(sh, sl, ih, il, gap)
             else:
                 for _ in range(gap):
-                    th, tl = _mul(sh, sl, _MUL_HI, _MUL_LO)
-                    sh, sl = _add(th, tl, ih, il)
-            th, tl = _mul(sh, sl, _MUL_HI, _MUL_LO)
-            sh, sl = _add(th, tl, ih, il)
-            x = sh ^ sl
-            r = sh >> _ROT
-            x = (x >> r) | (x << ((-r) & _R63))
-            out[i, j] = np.float64(x >> _S11) * _TO_DOUBLE
+                    sh, sl = _step(sh, sl, ih, il)
+            sh, sl = _step(sh, sl, ih, il)
+            out[i, j] = _double(sh, sl)
             pos = start + cells[j] + 1
