@@ -70,8 +70,26 @@ def seeded_of(seed: int, key: tuple[int, ...]) -> tuple[int, int, int, int]:
 
 
 ONE_CALL_DRAWS = 1 << 16  # a batch's draws at most for one compiled call (Batch.draw)
-_KERNEL: list[Callable[..., None]] = []  # runs_nb_pcg.fill_uniforms, once imported
-_LOCK = CompileLock(Path(__file__).with_name("runs_nb_pcg.py"), "numba-pcg")
+_KERNELS: dict[str, Callable[..., None]] = {}  # runs_nb_pcg's, once imported and called
+_LOCKS = {
+    name: CompileLock(Path(__file__).with_name("runs_nb_pcg.py"), tag)
+    for name, tag in (("fill_uniforms", "numba-pcg"), ("fill_at", "numba-pcg-at"))
+}
+
+
+def _pcg(name: str, *args: Any) -> None:
+    """:mod:`sim.runs_nb_pcg`'s kernel ``name`` called; its first call in the process under
+    its lock (it compiles then, or loads from numba's cache)."""
+    kernel = _KERNELS.get(name)
+    if kernel is not None:
+        kernel(*args)
+        return
+    with _LOCKS[name].first_use():
+        from . import runs_nb_pcg
+
+        kernel = getattr(runs_nb_pcg, name)
+        kernel(*args)
+    _KERNELS[name] = kernel
 
 
 def uniforms_of(
@@ -82,19 +100,8 @@ def uniforms_of(
     classroom), one table after another (flat; into ``out`` if given)."""
     if out is None:
         out = np.empty(int(pers.sum()) * rows)
-    if _KERNEL:
-        _KERNEL[0](seeded, lo * pers, rows * pers, out)
-    else:
-        with _LOCK.first_use():
-            from .runs_nb_pcg import fill_uniforms
-
-            _KERNEL[:] = [fill_uniforms]
-            fill_uniforms(seeded, lo * pers, rows * pers, out)
+    _pcg("fill_uniforms", seeded, lo * pers, rows * pers, out)
     return out
-
-
-_AT: list[Callable[..., None]] = []  # runs_nb_pcg.fill_at, once imported
-_AT_LOCK = CompileLock(Path(__file__).with_name("runs_nb_pcg.py"), "numba-pcg-at")
 
 
 def uniforms_at(seeded: NDArray[np.uint64], start: int, cells: I64) -> F64:
@@ -102,14 +109,7 @@ def uniforms_at(seeded: NDArray[np.uint64], start: int, cells: I64) -> F64:
     (``cells`` ascending, without repeats): shape (streams, cells); the numbers
     :func:`uniforms_of` gives there, without drawing those between."""
     out = np.empty((seeded.shape[0], cells.size))
-    if not _AT:
-        with _AT_LOCK.first_use():
-            from .runs_nb_pcg import fill_at
-
-            fill_at(seeded, np.int64(start), cells, out)
-            _AT[:] = [fill_at]
-            return out
-    _AT[0](seeded, np.int64(start), cells, out)
+    _pcg("fill_at", seeded, np.int64(start), cells, out)
     return out
 
 
