@@ -95,7 +95,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _compile_engine() -> None:
-    """Before the workers start: the limited-key engine's compiled loop and the compiled runs
+    """Before the workers start: the limited-key engine's compiled loop (and its compiled
+    helpers: the PCG64 at cells, the seeding, the clips, ``sim.ndtri``) and the compiled runs
     engine's (:mod:`sim.runs_nb`), each compiled once into numba's cache by its own subprocess,
     the two side by side (about 40 s of CPU each in a fresh checkout, so on two cores the wait
     is the longer one, not the sum; about 1 s once cached), so that no compile runs beside the

@@ -667,10 +667,30 @@ def _run(cell: _Cell, d: Draws, records: bool) -> Ctx:
         logcap = int(W[CT_LOG]) + 1024
 
 
+def _warm_helpers() -> None:
+    """Each compiled helper the engine calls, called once on small arrays (a small cell need
+    not reach them all): compiled, or loaded from numba's cache, now."""
+    from . import fast_quota_loop as fl
+    from .clips_nb import at_clips, put_clips_us, sum_clips_us
+    from .ndtri import ndtri
+    from .seeds_nb import seeded_many
+
+    seeded = seeded_many(0, [(0, 0, 0)])
+    u = uniforms_at(seeded, 0, np.arange(1024, dtype=np.int64))[0]
+    ndtri(u)
+    speeches = np.ones((1, 2), dtype=np.int64)
+    x = at_clips(u[:4], speeches, 2)
+    put_clips_us(x, speeches, 2, np.empty(4, dtype=np.int64))
+    sum_clips_us(x, speeches, 2, 0)
+    fl.all_drawn(
+        np.zeros(fl.NP, np.int64), np.zeros(1), np.zeros(1, np.int64), np.zeros((0, 5), np.int64)
+    )
+
+
 def warm_up() -> tuple[float, bool]:
     """Compile the loop (or load it from numba's cache) on a small cell, and the engine's
-    other compiled helpers (:mod:`sim.clips_nb`, :mod:`sim.seeds_nb`): the seconds it took,
-    and whether the loop was loaded from the cache."""
+    other compiled helpers (:func:`_warm_helpers`): the seconds it took, and whether the loop
+    was loaded from the cache."""
     from . import fast_quota_loop as fl
     from .scenario import load_scenario
 
@@ -678,9 +698,7 @@ def warm_up() -> tuple[float, bool]:
     sc = sc.replace(outlines=2, quota_llm=dataclasses.replace(sc.quota_llm, max_inflight=1))
     t0 = time.perf_counter()
     simulate_quota(sc, RunConfig.of("pipelined", 2, records=True), 2)
-    from .seeds_nb import seeded_many
-
-    seeded_many(0, [(0, 0, 0)])  # (a cell drawn cell by cell seeds its streams compiled)
+    _warm_helpers()
     spent = time.perf_counter() - t0
     stats = getattr(fl.run_runs, "stats", None)
     return spent, bool(stats is not None and stats.cache_hits and not stats.cache_misses)
