@@ -476,7 +476,15 @@ def _executor(workers: int, dask_scheduler: str | None) -> Any:
 def _stop_workers(ex: Any) -> None:
     """On Ctrl-C: stop the local worker processes now (their cells are lost, not half-saved),
     and wait for the pool to mark the unfinished cells broken. Nothing is cancelled first: the
-    pool's own thread would then fail setting those futures (``InvalidStateError``)."""
+    pool's own thread would then fail setting those futures (``InvalidStateError``).
+
+    A worker stopped half-way through sending a finished cell back (a frame of many pipe-fulls)
+    would leave the pool's thread reading the rest for ever: this process holds the pipe's
+    writing end too, so the reader never sees its end, and the wait below never returns. That
+    end is closed first (nothing here writes to it; no worker is started after a stop)."""
+    writer = getattr(getattr(ex, "_result_queue", None), "_writer", None)
+    if writer is not None:
+        writer.close()
     for proc in list((getattr(ex, "_processes", None) or {}).values()):
         proc.terminate()
     ex.shutdown(wait=True)

@@ -109,3 +109,44 @@ def test_an_interrupt_at_each_hook_leaves_no_thread_traceback(tmp_path, monkeypa
     assert errors == []
     (pool,) = pools
     assert not any(p.is_alive() for p in (pool._processes or {}).values())
+
+
+def _result_of(n_bytes: int) -> bytes:
+    """A finished cell's frame as big as ``n_bytes``: many pipe-fulls on its way back."""
+    return b"\0" * n_bytes
+
+
+def _in_recv(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is reading a frame from a pipe right now (multiprocessing's
+    ``Connection._recv_bytes`` is on its stack)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "_recv_bytes":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_a_worker_stopped_while_sending_a_cell_back_does_not_hang_the_stop(trial):
+    """Ctrl-C while a worker sends a finished cell back (64 MB, ~1,000 pipe-fulls): it is
+    stopped half-way through the frame, once the pool's thread is reading it. The stop still
+    returns; the reader is not left waiting for the rest of the frame (it did, for ever, until
+    issue 24's eighth pass)."""
+    ctx = sweep.multiprocessing.get_context("spawn")
+    pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=sweep._ignore_sigint)
+    pool.submit(_result_of, 64 << 20)
+    reader = pool._executor_manager_thread
+    assert reader is not None
+    waited = threading.Event()
+    while not _in_recv(reader):
+        assert reader.is_alive() and not waited.wait(0.0002)
+    stopper = threading.Thread(target=sweep._stop_workers, args=(pool,), daemon=True)
+    stopper.start()
+    stopper.join(60)
+    hung = stopper.is_alive()
+    if hung:  # let the pool's thread go, or this process would wait for it at exit
+        pool._result_queue._writer.close()  # type: ignore[attr-defined]
+        stopper.join(60)
+    assert not hung, "the stop waited for a frame that was never going to be finished"
+    assert not any(p.is_alive() for p in (pool._processes or {}).values())
