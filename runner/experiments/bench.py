@@ -431,48 +431,29 @@ def quota_engine_cells() -> list[tuple[str, Scenario, RunConfig]]:
 def run_quota_engine_bench(*, quick: bool = False) -> dict[str, Any]:
     """Classrooms per CPU second on limited-key cells, SimPy vs the limited-key engine
     (:mod:`sim.fast_quota`), in one process: each round runs every cell on both engines with
-    the same runs (a new seed each round), the order alternating; CPU time summed. Each
-    engine's output as the sweep takes it: SimPy's results, the engine's columns (the frame
-    :func:`runner.experiments.sweep._sim_frame` reads)."""
+    the same runs (a new seed each round), the order alternating; CPU time summed, in two parts
+    per engine: the model (SimPy's results; the engine's columns) and the frame the sweep
+    saves from them (:func:`runner.experiments.sweep._sim_frame`: ``runs_frame`` of SimPy's
+    results, the engine's ``frame()``). The ratio is taken to the same point on both sides: a
+    sweep's cell (model and frame), and the model alone."""
     from sim.fast_quota import simulate_quota, warm_up
 
     reps = 500 if quick else 2000
     rounds = 2 if quick else 4
     compile_s, cached = warm_up()  # the compiled loop's one-off cost, outside the ratios
-    cells: list[dict[str, Any]] = []
-    for name, sc, cfg in quota_engine_cells():
-        simulate(sc, cfg, reps=20, seed=10_000, engine="fast_quota")  # warm-up
-        spent = {"simpy": 0.0, "fast_quota": 0.0}
-        for i in range(rounds):
-            order = ("simpy", "fast_quota") if i % 2 == 0 else ("fast_quota", "simpy")
-            for engine in order:
-                t0 = time.process_time()
-                if engine == "simpy":
-                    simulate(sc, cfg, reps=reps, seed=100 + i, engine=engine)
-                else:
-                    simulate_quota(sc, cfg, reps, seed=100 + i).runs.frame()
-                spent[engine] += time.process_time() - t0
-        cells.append(
-            {
-                "cell": name,
-                "reps": reps,
-                "rounds": rounds,
-                "simpy_per_s": reps * rounds / spent["simpy"],
-                "fast_quota_per_s": reps * rounds / spent["fast_quota"],
-                "fast_quota_over_simpy": spent["simpy"] / spent["fast_quota"],
-            }
-        )
+    cells = [_quota_cell(name, sc, cfg, reps, rounds) for name, sc, cfg in quota_engine_cells()]
     lines = [
         f"limited-key engine (sim.fast_quota) vs SimPy on quota cells, CPU time, {rounds} "
-        f"rounds alternating, {reps} classrooms per cell and round (SimPy's results, the "
-        "engine's columns: what the sweep reads)"
+        f"rounds alternating, {reps} classrooms per cell and round; a sweep's cell (the model "
+        "and the frame the sweep saves, on both sides), in brackets the model alone"
     ]
     how = "loaded from numba's cache" if cached else "compiled: no cache yet"
     lines.append(f"  the engine's compiled loop, once per process: {compile_s:.2f} s ({how})")
     for c in cells:
         lines.append(
             f"  {c['cell']:<30} SimPy {c['simpy_per_s']:>7,.0f}/s, fast_quota "
-            f"{c['fast_quota_per_s']:>8,.0f}/s  ({c['fast_quota_over_simpy']:.1f}x)"
+            f"{c['fast_quota_per_s']:>8,.0f}/s  ({c['fast_quota_over_simpy']:.1f}x) "
+            f"[{c['model_over_simpy']:.1f}x]"
         )
     # the engine's rate grows with the runs it steps together (a call's fixed cost is spread):
     # the first cell once more at 5x the runs per call, against that cell's SimPy rate above
@@ -494,6 +475,41 @@ def run_quota_engine_bench(*, quick: bool = False) -> dict[str, Any]:
         "compile_s": compile_s,
         "compile_cached": cached,
         "lines": lines,
+    }
+
+
+def _quota_cell(name: str, sc: Scenario, cfg: RunConfig, reps: int, rounds: int) -> dict[str, Any]:
+    """One cell of :func:`run_quota_engine_bench`: CPU seconds per engine and part, summed over
+    the rounds, and the rates and ratios from them."""
+    from sim.fast_quota import simulate_quota
+    from sim.schema import runs_frame
+
+    simulate(sc, cfg, reps=20, seed=10_000, engine="fast_quota")  # warm-up
+    spent = {(e, part): 0.0 for e in ("simpy", "fast_quota") for part in ("model", "frame")}
+    for i in range(rounds):
+        for engine in ("simpy", "fast_quota") if i % 2 == 0 else ("fast_quota", "simpy"):
+            t0 = time.process_time()
+            if engine == "simpy":
+                res: Any = simulate(sc, cfg, reps=reps, seed=100 + i, engine=engine)
+                t1 = time.process_time()
+                runs_frame(res)
+            else:
+                res = simulate_quota(sc, cfg, reps, seed=100 + i).runs
+                t1 = time.process_time()
+                res.frame()
+            spent[engine, "model"] += t1 - t0
+            spent[engine, "frame"] += time.process_time() - t1
+    simpy_s = spent["simpy", "model"] + spent["simpy", "frame"]
+    fast_s = spent["fast_quota", "model"] + spent["fast_quota", "frame"]
+    return {
+        "cell": name,
+        "reps": reps,
+        "rounds": rounds,
+        "cpu_s": {f"{e}_{part}": v for (e, part), v in spent.items()},
+        "simpy_per_s": reps * rounds / simpy_s,
+        "fast_quota_per_s": reps * rounds / fast_s,
+        "fast_quota_over_simpy": simpy_s / fast_s,
+        "model_over_simpy": spent["simpy", "model"] / spent["fast_quota", "model"],
     }
 
 
