@@ -598,7 +598,7 @@ def simulate_fast(
     run = _Run(scenario, draws, mode, c, tts_c)
     run.run()
     pb = scenario.playback
-    qoe = qoe_us(run.ready, draws.playback_table_us(), pb.start, pb.buffer_us)
+    qoe = qoe_us(run.ready, draws.playback_table_us(), pb.start, pb.buffer_us, compiled=True)
     return FastRuns(
         scenario=scenario,
         mode=mode,

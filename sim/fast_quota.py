@@ -673,6 +673,7 @@ def _warm_helpers() -> None:
     from . import fast_quota_loop as fl
     from .clips_nb import at_clips, put_clips_us, sum_clips_us
     from .ndtri import ndtri
+    from .qoe_nb import learner_ints
     from .seeds_nb import seeded_many
 
     seeded = seeded_many(0, [(0, 0, 0)])
@@ -682,6 +683,7 @@ def _warm_helpers() -> None:
     x = at_clips(u[:4], speeches, 2)
     put_clips_us(x, speeches, 2, np.empty(4, dtype=np.int64))
     sum_clips_us(x, speeches, 2, 0)
+    learner_ints(speeches, speeches, "first_scene", 0)
     fl.all_drawn(
         np.zeros(fl.NP, np.int64), np.zeros(1), np.zeros(1, np.int64), np.zeros((0, 5), np.int64)
     )
@@ -790,7 +792,7 @@ def simulate_quota(
         for j, res in zip(dropped, simpy, strict=True):
             logs[j] = list(res.requests_log)
     pb = scenario.playback
-    qoe = qoe_us(ready, draws.playback_table_us(), pb.start, pb.buffer_us)
+    qoe = qoe_us(ready, draws.playback_table_us(), pb.start, pb.buffer_us, compiled=True)
     runs = FastRuns(
         scenario=scenario,
         mode=str(config.mode),

@@ -173,14 +173,45 @@ def _start_us(ready: I64, play: I64, start: str, buffer_us: int) -> I64:
     return out
 
 
-def qoe_us(ready_us: I64, play_us: I64, start: str = "first_scene", buffer_us: int = 0) -> QoE:
+def qoe_us(
+    ready_us: I64,
+    play_us: I64,
+    start: str = "first_scene",
+    buffer_us: int = 0,
+    *,
+    compiled: bool = False,
+) -> QoE:
     """The learner's metrics of runs: ``ready_us`` (runs, N) the time each scene was ready
     (µs from the run's start, -1 when it never was), ``play_us`` (runs, N) its playback
-    time in µs. The model of the module docstring; every world calls this function."""
+    time in µs. The model of the module docstring; every world calls this function. With
+    ``compiled``, the integers come from :mod:`sim.qoe_nb` (one compiled pass per run, the
+    same integers; it imports numba, which the real world never does)."""
     ready = np.atleast_2d(np.asarray(ready_us, dtype=np.int64))
     play = np.atleast_2d(np.asarray(play_us, dtype=np.int64))
     if ready.shape != play.shape:
         raise ValueError(f"ready_us and play_us: shapes differ, {ready.shape} vs {play.shape}")
+    if compiled:
+        from .qoe_nb import learner_ints
+
+        s, stall, stalls, playback, last = learner_ints(ready, play, start, buffer_us)
+    else:
+        s, stall, stalls, playback, last = _learner_ints(ready, play, start, buffer_us)
+    any_ok = s >= 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(playback > 0, stall / np.where(playback > 0, playback, 1), np.nan)
+    return QoE(
+        startup_s=np.where(any_ok, s / 1e6, np.nan),
+        stall_s=stall / 1e6,
+        stalls=stalls,
+        stall_ratio=np.where(any_ok, ratio, np.nan),
+        last_scene_s=np.where(any_ok, last / 1e6, np.nan),
+        playback_s=playback / 1e6,
+    )
+
+
+def _learner_ints(ready: I64, play: I64, start: str, buffer_us: int) -> tuple[I64, ...]:
+    """Per run: its start, stall, stalls, playback and last ready scene (-1 where none), in
+    µs and counts, by whole-array passes."""
     s = _start_us(ready, play, start, buffer_us)
     # The learner, free at ``clock`` (at first ``s``), waits for each ready scene in turn:
     # clock = max(clock, ready_j) + play_j. In integers, clock after scene j is
@@ -195,18 +226,8 @@ def qoe_us(ready_us: I64, play_us: I64, start: str = "first_scene", buffer_us: i
     stall = m[:, -1] - s
     stalls = (m[:, 1:] > m[:, :-1]).sum(axis=1)
     playback = okplay.sum(axis=1)
-    any_ok = s >= 0
     last = np.where(ready >= 0, ready, -1).max(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(playback > 0, stall / np.where(playback > 0, playback, 1), np.nan)
-    return QoE(
-        startup_s=np.where(any_ok, s / 1e6, np.nan),
-        stall_s=stall / 1e6,
-        stalls=stalls,
-        stall_ratio=np.where(any_ok, ratio, np.nan),
-        last_scene_s=np.where(any_ok, last / 1e6, np.nan),
-        playback_s=playback / 1e6,
-    )
+    return s, stall, stalls, playback, last
 
 
 def qoe_of_run(
