@@ -168,9 +168,14 @@ class LogNormal(_Sampling):
     def quantile(self, u: FloatArray) -> FloatArray:
         return self.of_normal(special.ndtri(np.asarray(u, dtype=float)))
 
-    def of_normal(self, z: FloatArray) -> FloatArray:
-        """The quantile of the standard normal quantile ``z`` (``ndtri(u)``)."""
-        return np.asarray(self.median_s * np.exp(self.sigma * z), dtype=float)
+    def of_normal(self, z: FloatArray, *, in_place: bool = False) -> FloatArray:
+        """The quantile of the standard normal quantile ``z`` (``ndtri(u)``); with
+        ``in_place``, written over ``z`` (a float64 array of the caller's, no new arrays)."""
+        x = z if in_place else np.array(z, dtype=float)
+        np.multiply(self.sigma, x, out=x)
+        np.exp(x, out=x)
+        np.multiply(self.median_s, x, out=x)
+        return x
 
     def to_mapping(self) -> dict[str, Any]:
         return {"dist": "lognormal", "median_s": self.median_s, "sigma": self.sigma}
@@ -379,5 +384,5 @@ def quantile(dist: Dist, u: FloatArray, *, compiled: bool) -> FloatArray:
     if compiled and isinstance(dist, LogNormal) and np.size(u) >= COMPILED_FROM:
         from .ndtri import ndtri
 
-        return dist.of_normal(ndtri(np.asarray(u, dtype=float)))
+        return dist.of_normal(ndtri(np.asarray(u, dtype=float)), in_place=True)
     return dist.quantile(u)
