@@ -683,7 +683,7 @@ def _warm_helpers() -> None:
     x = at_clips(u[:4], speeches, 2)
     put_clips_us(x, speeches, 2, np.empty(4, dtype=np.int64))
     sum_clips_us(x, speeches, 2, 0)
-    learner_ints(speeches, speeches, "first_scene", 0)
+    learner_ints(speeches, speeches, 0, 0)
     fl.all_drawn(
         np.zeros(fl.NP, np.int64), np.zeros(1), np.zeros(1, np.int64), np.zeros((0, 5), np.int64)
     )

@@ -193,7 +193,8 @@ def qoe_us(
     if compiled:
         from .qoe_nb import learner_ints
 
-        s, stall, stalls, playback, last = learner_ints(ready, play, start, buffer_us)
+        ints = learner_ints(ready, play, START_RULES.index(start), buffer_us)
+        s, stall, stalls, playback, last = ints
     else:
         s, stall, stalls, playback, last = _learner_ints(ready, play, start, buffer_us)
     any_ok = s >= 0

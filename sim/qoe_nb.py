@@ -17,7 +17,6 @@ from numpy.typing import NDArray
 from .compiled import CompileLock
 from .compiled import jit as _jit
 from .compiled import leaf as _leaf
-from .qoe import START_RULES
 
 __all__ = ["learner_ints"]
 
@@ -71,12 +70,13 @@ def _learner_ints(ready: I64, play: I64, start: int, buffer_us: int, out: I64) -
 _LOCK = CompileLock(Path(__file__), "numba-qoe")
 
 
-def learner_ints(ready: I64, play: I64, start: str, buffer_us: int) -> I64:
+def learner_ints(ready: I64, play: I64, start: int, buffer_us: int) -> I64:
     """Per run (rows of ``ready`` and ``play``, (runs, N), µs, ready -1 where never), shape
-    (5, runs): its start, stall, stalls, playback and last ready scene (-1 where none)."""
+    (5, runs): its start by rule ``start`` (its index in :data:`sim.qoe.START_RULES`), stall,
+    stalls, playback and last ready scene (-1 where none)."""
     ready = np.ascontiguousarray(ready, dtype=np.int64)
     play = np.ascontiguousarray(play, dtype=np.int64)
     out = np.empty((NQ, ready.shape[0]), dtype=np.int64)
     with _LOCK.first_use():
-        _learner_ints(ready, play, START_RULES.index(start), int(buffer_us), out)
+        _learner_ints(ready, play, int(start), int(buffer_us), out)
     return out
