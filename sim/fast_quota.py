@@ -673,7 +673,7 @@ def _warm_helpers() -> None:
     from . import fast_quota_loop as fl
     from .clips_nb import at_clips, put_clips_us, sum_clips_us
     from .ndtri import ndtri
-    from .qoe_nb import learner_ints
+    from .runs_nb_records import learner_ints
     from .seeds_nb import seeded_many
 
     seeded = seeded_many(0, [(0, 0, 0)])

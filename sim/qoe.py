@@ -184,17 +184,19 @@ def qoe_us(
     """The learner's metrics of runs: ``ready_us`` (runs, N) the time each scene was ready
     (µs from the run's start, -1 when it never was), ``play_us`` (runs, N) its playback
     time in µs. The model of the module docstring; every world calls this function. With
-    ``compiled``, the integers come from :mod:`sim.qoe_nb` (one compiled pass per run, the
-    same integers; it imports numba, which the real world never does)."""
+    ``compiled``, the integers come from :func:`sim.runs_nb_records.learner_ints` (one
+    compiled pass per run, the same integers; it imports numba, which the real world never
+    does)."""
     ready = np.atleast_2d(np.asarray(ready_us, dtype=np.int64))
     play = np.atleast_2d(np.asarray(play_us, dtype=np.int64))
     if ready.shape != play.shape:
         raise ValueError(f"ready_us and play_us: shapes differ, {ready.shape} vs {play.shape}")
     if compiled:
-        from .qoe_nb import learner_ints
+        from .runs_nb_records import learner_ints
 
-        ints = learner_ints(ready, play, START_RULES.index(start), buffer_us)
-        s, stall, stalls, playback, last = ints
+        s, stall, stalls, playback, last = learner_ints(
+            ready, play, START_RULES.index(start), buffer_us
+        )
     else:
         s, stall, stalls, playback, last = _learner_ints(ready, play, start, buffer_us)
     any_ok = s >= 0

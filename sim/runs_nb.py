@@ -539,11 +539,12 @@ class NbCell:
             dtype=np.int64,
         )  # fmt: skip
         F, I = np.empty((runs, rc.NF)), np.empty((runs, rc.NI), dtype=np.int64)  # noqa: E741
+        row = np.empty((2, n), dtype=np.int64)
         if _REC_LOCK.loaded:
-            rc.record_cols(R, self.d.audio_us(), K, F, I)
+            rc.record_cols(R, self.d.audio_us(), K, F, I, row)
         else:
             with _REC_LOCK.first_use():
-                rc.record_cols(R, self.d.audio_us(), K, F, I)
+                rc.record_cols(R, self.d.audio_us(), K, F, I, row)
         arr_s, wait_s, first_s, end_s, startup_s, stall_s = F.T.tolist()
         scenes_ok, stalls = I.T.tolist()
         ends = self._endings(nl, refused, phase)

@@ -38,7 +38,7 @@ def test_the_learners_numbers_equal_qoe_us(start: str) -> None:
     if start == "buffer":
         K[rc.K_BUFFER] = buffer_us
     F, I = np.empty((runs, rc.NF)), np.empty((runs, rc.NI), dtype=np.int64)  # noqa: E741
-    rc.record_cols(R, audio, K, F, I)
+    rc.record_cols(R, audio, K, F, I, np.empty((2, n), dtype=np.int64))
 
     rel = np.where(ready >= 0, ready - t0[:, None], -1)
     mask = np.arange(kmax)[None, None, :] < R[:, 10 + n :, None]

@@ -1,4 +1,4 @@
-"""The learner's metrics with their integers compiled (:mod:`sim.qoe_nb`) are
+"""The learner's metrics with their integers compiled (:func:`sim.runs_nb_records.learner_ints`) are
 :func:`sim.qoe.qoe_us`'s own, field for field and bit for bit, NaNs where they are."""
 
 from __future__ import annotations
