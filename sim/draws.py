@@ -227,7 +227,8 @@ class Draws:
                 of = np.array([ids.index(id(x)) for x in dists])[orders]
                 out = np.empty_like(u)
                 for i, dist in enumerate(kinds):
-                    out[of == i] = self.quantile(dist, u[of == i])
+                    sel = of == i
+                    out[sel] = self.quantile(dist, u[sel])
         else:
             out = self.quantile(sc.actions if step == 1 else sc.tts, u)
         lat = seconds_to_us(out)
