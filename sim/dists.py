@@ -35,6 +35,7 @@ __all__ = [
     "UniformInt",
     "dist_from_mapping",
     "int_dist_from_mapping",
+    "lognormal_quantile",
     "quantile",
 ]
 
@@ -387,3 +388,22 @@ def quantile(dist: Dist, u: FloatArray, *, compiled: bool) -> FloatArray:
 
         return dist.of_normal(ndtri(np.asarray(u, dtype=float)), in_place=True)
     return dist.quantile(u)
+
+
+def lognormal_quantile(
+    u: FloatArray, median_s: FloatArray, sigma: FloatArray, *, compiled: bool
+) -> FloatArray:
+    """Value by value ``LogNormal(median_s[i], sigma[i]).quantile(u[i])`` (arrays of one
+    shape): the same operations in the same order as :meth:`LogNormal.quantile`, so the same
+    bits, for several log-normals' values in one call (:func:`quantile`'s ``compiled``)."""
+    x = np.asarray(u, dtype=float)
+    if compiled and x.size >= COMPILED_FROM:
+        from .ndtri import ndtri
+
+        z = ndtri(x)
+    else:
+        z = np.asarray(special.ndtri(x), dtype=float)
+    np.multiply(sigma, z, out=z)
+    np.exp(z, out=z)
+    np.multiply(median_s, z, out=z)
+    return z

@@ -260,6 +260,7 @@ class _Shape:
             sum(per(step) for step, _, kind in every if kind != 0),
         )
         self._asked: dict[tuple[tuple[int, ...], bool], Batch] = {}
+        self.params: dict[tuple[Any, ...], tuple[I64, int]] = {}  # NbCell._params' per cell
 
     def _later(self, kinds: dict[int, list[int]], upto: int) -> list[Need]:
         """The tables of the later attempts below ``upto`` (a step's attempts at most,
@@ -388,7 +389,12 @@ class NbCell:
         hcap = _capacity(runs, slots)
         owners = sorted({o for _, o in self.arrivals})
         own = {o: i for i, o in enumerate(owners)}
-        q_end = self._params(nl, slots, hcap, len(owners))
+        got = sh.params.get((self._alike, len(owners)))  # (the same for cells alike)
+        if got is None:
+            if len(sh.params) >= 256:
+                sh.params.clear()
+            got = sh.params[(self._alike, len(owners))] = self._params(nl, slots, hcap, len(owners))
+        self.P, q_end = got[0].copy(), got[1]  # (the loop grows its log's capacity in P)
         self.F = sh.floats.copy()  # (the loop spends its buckets' tokens)
         R = np.zeros((runs, nl.NRF + 5 * n), dtype=np.int64)  # (every field 0 but these)
         R[:, nl.RF_CLAIM0] = -1
@@ -408,9 +414,9 @@ class NbCell:
         self.B = np.zeros((nl.NB, hcap), dtype=np.int64)
         self.L = np.zeros((max(16, int(self.P[nl.P_LOGCAP])), 9), dtype=np.int64)
 
-    def _params(self, nl: Any, slots: int, hcap: int, owners: int) -> int:
-        """The loop's settings ``P`` (:meth:`_settings`, then the shape's tables); the size of
-        its queues' array ``Q``."""
+    def _params(self, nl: Any, slots: int, hcap: int, owners: int) -> tuple[I64, int]:
+        """The loop's settings ``P`` (:meth:`_settings`, then the shape's tables), and the size
+        of its queues' array ``Q``: functions of the cell's settings and its count of owners."""
         sc, runs, sh = self.sc, self.runs, self.shape
         capmax = max(1, sc.quota_llm.max_inflight, sc.quota_tts.max_inflight)
         # where P's tables start (the waits, the budgets, the retried statuses; then its end)
@@ -424,8 +430,7 @@ class NbCell:
         P = np.empty(nl.NP + sh.p_tail.size, dtype=np.int64)
         P[: nl.NP] = self._settings(slots, hcap, sh.top[0], p_at + q_at[:3], q_at[3:6])
         P[nl.NP :] = sh.p_tail
-        self.P = P
-        return q_at[-1]
+        return P, q_at[-1]
 
     def _settings(
         self, slots: int, hcap: int, top: int, offsets: list[int], server: list[int]

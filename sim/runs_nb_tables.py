@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .compiled import CompileLock
-from .dists import Dist
+from .dists import Dist, LogNormal, lognormal_quantile
 from .draws import seconds_to_us
 
 __all__ = ["Batch", "Need", "put", "room", "seeded_of", "uniforms_at", "uniforms_of"]
@@ -163,6 +163,11 @@ class Batch:
             self.groups.append((dist, i, i + len(ts)))
             i += len(ts)
         self._seeded: dict[int, NDArray[np.uint64]] = {}
+        # every group a log-normal: their values by one quantile call (_scales' per value)
+        self._one_quantile = len(self.groups) > 1 and all(
+            isinstance(dist, LogNormal) for dist, _, _ in self.groups
+        )
+        self._scales: dict[int, tuple[F64, F64]] = {}
 
     def seeded(self, seed: int) -> NDArray[np.uint64]:
         """The batch's streams seeded (:func:`seeded_of`), kept per seed (a few)."""
@@ -204,12 +209,28 @@ class Batch:
             cell.U, at0 = put(cell.U, cell.n_u, u[rel[a] : rel[b]])
             OFF[self.ats[: b - a]] = at0 + rel[a:b] - rel[a]
             cell.n_u = at0 + int(rel[b] - rel[a])
-        if self.groups:  # (each group's seconds, then all in µs at once)
-            parts = [d.quantile(dist, u[rel[i] : rel[j]]) for dist, i, j in self.groups]
-            lat = seconds_to_us(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        if self.groups:
+            lat = self._latencies(d, u, rel, runs)
             cell.LT, at0 = put(cell.LT, cell.n_lt, lat)
             OFF[self.ats[b - a :]] = at0 + rel[b:-1] - rel[b]
             cell.n_lt = at0 + lat.size
+
+    def _latencies(self, d: Any, u: F64, rel: I64, runs: int) -> I64:
+        """The groups' latencies (µs) of a small batch's uniforms ``u``: every group a
+        log-normal, by one quantile call (each value's median and sigma kept per count of
+        runs); else each group's seconds, then all in µs at once."""
+        first = int(rel[len(self.side) + self.n_unif])
+        if not self._one_quantile:
+            parts = [d.quantile(dist, u[rel[i] : rel[j]]) for dist, i, j in self.groups]
+            return seconds_to_us(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        scales = self._scales.get(runs)
+        if scales is None:
+            if len(self._scales) >= 64:
+                self._scales.clear()
+            counts = [int(rel[j] - rel[i]) for _, i, j in self.groups]
+            med, sigma = ([getattr(g[0], f) for g in self.groups] for f in ("median_s", "sigma"))
+            scales = self._scales[runs] = (np.repeat(med, counts), np.repeat(sigma, counts))
+        return seconds_to_us(lognormal_quantile(u[first:], *scales, compiled=d.compiled))
 
     def _draw_large(self, cell: Any, rel: I64, seeded: NDArray[np.uint64]) -> None:
         """:meth:`draw` of a large batch."""

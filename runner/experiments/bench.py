@@ -481,24 +481,17 @@ def run_quota_engine_bench(*, quick: bool = False) -> dict[str, Any]:
 def _quota_cell(name: str, sc: Scenario, cfg: RunConfig, reps: int, rounds: int) -> dict[str, Any]:
     """One cell of :func:`run_quota_engine_bench`: CPU seconds per engine and part, summed over
     the rounds, and the rates and ratios from them."""
-    from sim.fast_quota import simulate_quota
-    from sim.schema import runs_frame
-
-    simulate(sc, cfg, reps=20, seed=10_000, engine="fast_quota")  # warm-up
     spent = {(e, part): 0.0 for e in ("simpy", "fast_quota") for part in ("model", "frame")}
+    # warm-up, untimed: each engine once at the cell's size (a process's first call of a size
+    # maps its arrays: the engine's first 2,000-run call after a small one took ~35% longer,
+    # with ~2,500 page faults against ~0 after; a sweep's worker runs many cells)
+    for engine in ("simpy", "fast_quota"):
+        _quota_run(sc, cfg, reps, 10_000, engine)
     for i in range(rounds):
         for engine in ("simpy", "fast_quota") if i % 2 == 0 else ("fast_quota", "simpy"):
-            t0 = time.process_time()
-            if engine == "simpy":
-                res: Any = simulate(sc, cfg, reps=reps, seed=100 + i, engine=engine)
-                t1 = time.process_time()
-                runs_frame(res)
-            else:
-                res = simulate_quota(sc, cfg, reps, seed=100 + i).runs
-                t1 = time.process_time()
-                res.frame()
-            spent[engine, "model"] += t1 - t0
-            spent[engine, "frame"] += time.process_time() - t1
+            model_s, frame_s = _quota_run(sc, cfg, reps, 100 + i, engine)
+            spent[engine, "model"] += model_s
+            spent[engine, "frame"] += frame_s
     simpy_s = spent["simpy", "model"] + spent["simpy", "frame"]
     fast_s = spent["fast_quota", "model"] + spent["fast_quota", "frame"]
     return {
@@ -511,6 +504,25 @@ def _quota_cell(name: str, sc: Scenario, cfg: RunConfig, reps: int, rounds: int)
         "fast_quota_over_simpy": simpy_s / fast_s,
         "model_over_simpy": spent["simpy", "model"] / spent["fast_quota", "model"],
     }
+
+
+def _quota_run(
+    sc: Scenario, cfg: RunConfig, reps: int, seed: int, engine: str
+) -> tuple[float, float]:
+    """CPU seconds of one quota cell on ``engine``: the model, then the frame a sweep saves."""
+    from sim.fast_quota import simulate_quota
+    from sim.schema import runs_frame
+
+    t0 = time.process_time()
+    if engine == "simpy":
+        res: Any = simulate(sc, cfg, reps=reps, seed=seed, engine=engine)
+        t1 = time.process_time()
+        runs_frame(res)
+    else:
+        res = simulate_quota(sc, cfg, reps, seed=seed).runs
+        t1 = time.process_time()
+        res.frame()
+    return t1 - t0, time.process_time() - t1
 
 
 def run_bench(
@@ -597,8 +609,9 @@ def run_runs_bench(min_s: float) -> dict[str, Any]:
     """Generation-runs cells per second (issue 22): the engines' ``limited-key`` check cell
     (:func:`sim.runs.check_cells`: 8 runs on a 3-slot LLM key, c = 3, arrivals 30/h) in the
     SimPy model, the heap engine, the compiled engine where it applies (:func:`sim.runs_nb.nb_fits`;
-    else ``compiled_per_s`` is None), and the real world under the virtual clock (asyncio +
-    httpx against the fake provider's ``/v1`` endpoints, :mod:`runner.world.runs_port`)."""
+    else ``compiled_per_s`` is None), by CPU time in rotating rounds (:func:`_rotating_rates`),
+    and the real world under the virtual clock (asyncio + httpx against the fake provider's
+    ``/v1`` endpoints, :mod:`runner.world.runs_port`), by the wall clock."""
     from sim.runs import check_cells, simulate_runs
     from sim.runs_nb import nb_fits
 
@@ -615,21 +628,24 @@ def run_runs_bench(min_s: float) -> dict[str, Any]:
 
         return one
 
+    def on(engine: str) -> Callable[[Any], object]:
+        return lambda c: simulate_runs(sc, c, seed0, engine)
+
+    engines = ["simpy", "fast"] + ["compiled"] * nb_fits(sc, cfg)
+    rates = _rotating_rates({e: cell(on(e)) for e in engines}, min_s)
     out: dict[str, Any] = {"runs_per_cell": cfg.n_runs}
-    out["simpy_per_s"], _ = _rate(cell(lambda c: simulate_runs(sc, c, seed0, "simpy")), min_s)
-    out["fast_per_s"], _ = _rate(cell(lambda c: simulate_runs(sc, c, seed0, "fast")), min_s)
+    out["simpy_per_s"], out["fast_per_s"] = rates["simpy"], rates["fast"]
     out["fast_over_simpy"] = out["fast_per_s"] / out["simpy_per_s"]
     out["compiled_per_s"] = out["compiled_over_simpy"] = None
-    if nb_fits(sc, cfg):  # (_rate's warm-up call compiles the loop or loads it: not timed)
-        out["compiled_per_s"], _ = _rate(
-            cell(lambda c: simulate_runs(sc, c, seed0, "compiled")), min_s
-        )
+    if "compiled" in rates:
+        out["compiled_per_s"] = rates["compiled"]
         out["compiled_over_simpy"] = out["compiled_per_s"] / out["simpy_per_s"]
     out["real_virtual_per_s"], _ = _rate(cell(lambda c: run_runs_real(sc, c, seed0)), min_s)
     out["simpy_over_real"] = out["simpy_per_s"] / out["real_virtual_per_s"]
     out["lines"] = [
         f"generation runs (--upstream runs; cells of {cfg.n_runs} runs on a 3-slot LLM key, "
-        "c = 3, 30 runs/h)",
+        f"c = 3, 30 runs/h; the engines by CPU time in {_ROUNDS} rounds, the order rotating; "
+        "the real world by the wall clock)",
         f"  SimPy model:                       {out['simpy_per_s']:,.1f} runs cells/s",
         f"  heap engine:                       {out['fast_per_s']:,.1f} runs cells/s",
         _compiled_line(out),
@@ -637,6 +653,31 @@ def run_runs_bench(min_s: float) -> dict[str, Any]:
         f"  (SimPy is {out['simpy_over_real']:.0f}x faster)",
     ]
     return out
+
+
+_ROUNDS = 4  # rounds of :func:`_rotating_rates`
+
+
+def _rotating_rates(fns: dict[str, Callable[[], int]], min_s: float) -> dict[str, float]:
+    """Items per CPU second of each of ``fns`` (each returns how many it did): each called
+    once untimed, then in :data:`_ROUNDS` rounds, the order rotating, each called until it
+    has spent ``min_s / _ROUNDS`` CPU seconds in the round (once at least)."""
+    names = list(fns)
+    for fn in fns.values():
+        fn()  # warm-up
+    done = dict.fromkeys(names, 0)
+    spent = dict.fromkeys(names, 0.0)
+    for i in range(_ROUNDS):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            t0 = time.process_time()
+            while True:
+                done[name] += fns[name]()
+                dt = time.process_time() - t0
+                if dt >= min_s / _ROUNDS:
+                    break
+            spent[name] += dt
+    return {name: done[name] / spent[name] for name in names}
 
 
 def _compiled_line(out: dict[str, Any]) -> str:

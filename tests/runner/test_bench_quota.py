@@ -46,3 +46,30 @@ def test_each_cell_is_one_line_with_both_ratios(section: dict[str, object]) -> N
     (line,) = [x for x in lines if c["cell"] in x and "runs per call" not in x]
     assert line.endswith(f"({c['fast_quota_over_simpy']:.1f}x) [{c['model_over_simpy']:.1f}x]")
     assert "in brackets the model alone" in lines[0]
+
+
+def test_each_engine_is_warmed_at_the_cells_size_and_the_warm_up_is_not_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, int, str]] = []
+
+    def fake(sc: object, cfg: object, reps: int, seed: int, engine: str) -> tuple[float, float]:
+        calls.append((reps, seed, engine))
+        # the warm-up would count 1,000 s; each round's model 2 s (SimPy) or 0.1 s, frame 1 s
+        if seed == 10_000:
+            return 1000.0, 0.0
+        return (2.0 if engine == "simpy" else 0.1), 1.0
+
+    monkeypatch.setattr(bench, "_quota_run", fake)
+    name, sc, cfg = bench.quota_engine_cells()[1]
+    c = bench._quota_cell(name, sc, cfg, reps=300, rounds=3)
+    assert calls[:2] == [(300, 10_000, "simpy"), (300, 10_000, "fast_quota")]
+    assert calls[2:] == [
+        (300, 100, "simpy"), (300, 100, "fast_quota"),
+        (300, 101, "fast_quota"), (300, 101, "simpy"),
+        (300, 102, "simpy"), (300, 102, "fast_quota"),
+    ]  # fmt: skip
+    # 3 rounds: SimPy 3 x (2 + 1) s, the engine 3 x (0.1 + 1) s
+    assert c["fast_quota_over_simpy"] == pytest.approx(9.0 / 3.3)
+    assert c["model_over_simpy"] == pytest.approx(6.0 / 0.3)
+    assert c["simpy_per_s"] == pytest.approx(900 / 9.0)

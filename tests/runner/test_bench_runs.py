@@ -47,3 +47,25 @@ def test_where_the_compiled_engine_does_not_apply_its_column_says_so(
     assert out["lines"][3] == (
         "  compiled engine:                   does not apply (sim.runs_nb.nb_fits)"
     )
+
+
+def test_rates_are_cpu_time_in_rounds_the_order_rotating_the_warm_up_not_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [0.0]
+    calls: list[str] = []
+
+    def fn(name: str, cost_s: float, items: int) -> Any:
+        def one() -> int:
+            # each one's first call (the warm-up) costs 100 s: it must not count
+            clock[0] += 100.0 if name not in calls else cost_s
+            calls.append(name)
+            return items
+
+        return one
+
+    monkeypatch.setattr(bench.time, "process_time", lambda: clock[0])
+    rates = bench._rotating_rates({"a": fn("a", 1.0, 2), "b": fn("b", 0.25, 1)}, min_s=2.0)
+    # a round gives each 0.5 CPU s at least: a one call (1 s), b two (0.5 s)
+    assert calls == ["a", "b"] + ["a", "b", "b", "b", "b", "a"] * 2
+    assert rates == {"a": pytest.approx(8 / 4.0), "b": pytest.approx(8 / 2.0)}

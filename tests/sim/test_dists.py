@@ -14,6 +14,7 @@ from sim.dists import (
     UniformInt,
     dist_from_mapping,
     int_dist_from_mapping,
+    lognormal_quantile,
 )
 
 N = 200_000
@@ -94,3 +95,21 @@ def test_from_mapping_names_allowed_kinds_and_fields():
         dist_from_mapping({"dist": "exponential", "mean": 2.0})
     with pytest.raises(ValueError, match="median_s: required"):
         dist_from_mapping({"dist": "lognormal", "sigma": 0.2})
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("size", [7, 3_000])  # (under and over COMPILED_FROM)
+def test_lognormal_quantile_of_several_equals_each_log_normals_own(compiled, size):
+    rng = np.random.default_rng(5)
+    u = rng.random(size)
+    u[:3] = [0.0, 1e-300, 1.0 - 2**-53]  # (the ends too)
+    dists = [LogNormal(26.0, 0.25), LogNormal(1.2, 0.5), LogNormal(18.0, 0.3)]
+    which = rng.integers(0, len(dists), size)
+    med = np.array([dists[i].median_s for i in which])
+    sigma = np.array([dists[i].sigma for i in which])
+    before = u.copy()
+    got = lognormal_quantile(u, med, sigma, compiled=compiled)
+    want = np.array([dists[i].quantile(u[k : k + 1])[0] for k, i in enumerate(which)])
+    assert got.dtype == np.float64
+    assert got.tobytes() == want.tobytes()
+    assert u.tobytes() == before.tobytes()  # (a new array: u left as it was)
