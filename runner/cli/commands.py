@@ -970,7 +970,7 @@ def _add_bench(sub: Any) -> None:
         "--soak-requests",
         type=int_in("--soak-requests", 800),
         default=None,
-        help="requests to the fake provider in the soak (default 40,000; quick 8,000); "
+        help="requests to the fake provider in the soak (default 80,000; quick 8,000); "
         "200000 or more checks that its memory stays flat",
     )
     b.add_argument("--load-only", action="store_true", help="only the server load and soak")
