@@ -283,23 +283,10 @@ def run_load_bench(*, quick: bool = False, soak_requests: int | None = None) -> 
     )
     lines.append(
         f"  soak, zero latency, 100 connections, {soak.requests:,} requests to the fake provider "
-        f"(a third per route) and as many to the bare app, interleaved in {soak.rounds} rounds:"
+        f"(a third per route) and the same to the bare app, interleaved in {soak.rounds} rounds; "
+        "a route's ratio to the bare app given its requests (then given the TTS route's):"
     )
-    for name, key, r in (
-        ("fake provider, OpenMAIC's TTS route", "fake_tts", soak.tts),
-        ("fake provider, POST /v1/chat/completions", "fake_chat", soak.chat),
-        *(
-            [("fake provider, POST /v1/messages", "fake_messages", soak.messages)]
-            if soak.messages is not None
-            else []
-        ),
-        ("bare ASGI app", "bare", soak.bare),
-    ):
-        ratio = "" if r is soak.bare else f"  ({r.rps / soak.bare.rps:.2f} x bare)"
-        lines.append(
-            f"    {name:<41} {r.rps:>7,.0f} req/s{ratio}, added p50 {r.added_p50_ms:.1f} / "
-            f"p99 {r.added_p99_ms:.1f} ms, non-200: {sd['non_200'][key]}"
-        )
+    lines += _soak_lines(soak, sd)
     flat = sd["memory_flat"]
     verdict = (
         "not checked (half the soak under 100,000)"
@@ -312,6 +299,33 @@ def run_load_bench(*, quick: bool = False, soak_requests: int | None = None) -> 
         f"after {soak.requests:,} requests: {verdict} ({sd['memory_bound']})"
     )
     out["lines"] = lines
+    return out
+
+
+def _soak_lines(soak: Any, sd: dict[str, Any]) -> list[str]:
+    """The soak's line per route on the fake provider, then the bare app's per route's
+    requests (``soak``: :class:`runner.experiments.load.Soak`; ``sd``: its ``to_dict``)."""
+    rows: list[tuple[str, str, Any, str]] = [
+        ("fake provider, OpenMAIC's TTS route", "fake_tts", soak.tts, "tts"),
+        ("fake provider, POST /v1/chat/completions", "fake_chat", soak.chat, "chat"),
+        ("fake provider, POST /v1/messages", "fake_messages", soak.messages, "messages"),
+        ("bare ASGI app, the TTS route's requests", "bare", soak.bare, ""),
+        ("bare ASGI app, the chat requests", "bare_chat", soak.bare_chat, ""),
+        ("bare ASGI app, the messages requests", "bare_messages", soak.bare_messages, ""),
+    ]
+    out = []
+    for name, key, r, route in rows:
+        if r is None:
+            continue
+        ratio = ""
+        if route == "tts":
+            ratio = f"  ({sd['tts_over_bare']:.3f} x bare)"
+        elif route:
+            ratio = f"  ({sd[route + '_over_bare']:.3f} x bare; {sd[route + '_over_bare_tts']:.3f})"
+        out.append(
+            f"    {name:<41} {r.rps:>7,.0f} req/s{ratio}, added p50 {r.added_p50_ms:.1f} / "
+            f"p99 {r.added_p99_ms:.1f} ms, non-200: {sd['non_200'][key]}"
+        )
     return out
 
 

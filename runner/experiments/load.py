@@ -264,18 +264,22 @@ FLAT_BOUND_MB = 16.0
 @dataclass
 class Soak:
     """A soak of the fake provider beside the bare app, interleaved in rounds; per round a
-    chunk on OpenMAIC's TTS route, one on the bare app, one on ``POST /v1/chat/completions``,
-    one more on the bare app and, when soaked, one on ``POST /v1/messages`` and one more on
-    the bare app (each the same number of requests)."""
+    chunk on OpenMAIC's TTS route, the same requests on the bare app, one on ``POST
+    /v1/chat/completions``, the same on the bare app and, when soaked, one on ``POST
+    /v1/messages`` and the same on the bare app (each the same number of requests). A route's
+    ratio is to the bare app given its own requests (its headers and body parsed by the same
+    server: only the fake provider's own work differs)."""
 
     requests: int  # on the fake provider, its routes together
     rounds: int
     tts: LoadResult  # OpenMAIC's old route, all rounds together
     chat: LoadResult  # the provider-shaped endpoints: OpenAI's
-    bare: LoadResult  # the bare app, as many requests as the fake provider
+    bare: LoadResult  # the bare app given the TTS route's requests
     rss_mb: list[tuple[int, float]]  # (fake provider requests so far, its RSS) after each chunk
     load_avg: tuple[list[float], list[float]]  # os.getloadavg() before and after
     messages: LoadResult | None = None  # Anthropic's, when soaked
+    bare_chat: LoadResult | None = None  # the bare app given the chat requests
+    bare_messages: LoadResult | None = None  # ... the messages requests, when soaked
 
     def rss_at(self, n: int) -> tuple[int, float]:
         """The first RSS sample at or after ``n`` requests."""
@@ -298,15 +302,8 @@ class Soak:
             "chat_rps": self.chat.rps,
             "bare_rps": self.bare.rps,
             "tts_over_bare": self.tts.rps / self.bare.rps,
-            "chat_over_bare": self.chat.rps / self.bare.rps,
-            **(
-                {}
-                if self.messages is None
-                else {
-                    "messages_rps": self.messages.rps,
-                    "messages_over_bare": self.messages.rps / self.bare.rps,
-                }
-            ),
+            **self._route_ratios("chat", self.chat, self.bare_chat),
+            **self._route_ratios("messages", self.messages, self.bare_messages),
             "non_200": {k: _non_200(r) for k, r in self._parts()},
             "rss_mb": [list(x) for x in self.rss_mb],
             "rss_start_mb": self.rss_mb[0][1],
@@ -322,12 +319,27 @@ class Soak:
             **{k: _result_dict(r) for k, r in self._parts()},
         }
 
+    def _route_ratios(
+        self, route: str, fake: LoadResult | None, bare: LoadResult | None
+    ) -> dict[str, float]:
+        """A route's rate and its ratio to the bare app given the same requests, and (as
+        before issue 24's ninth pass) to the bare app given the TTS route's."""
+        if fake is None:
+            return {}
+        out = {f"{route}_rps": fake.rps, f"{route}_over_bare_tts": fake.rps / self.bare.rps}
+        if bare is not None:
+            out[f"bare_{route}_rps"] = bare.rps
+            out[f"{route}_over_bare"] = fake.rps / bare.rps
+        return out
+
     def _parts(self) -> tuple[tuple[str, LoadResult], ...]:
         apis = (("fake_chat", self.chat), ("fake_messages", self.messages))
+        bares = (("bare_chat", self.bare_chat), ("bare_messages", self.bare_messages))
         return (
             ("fake_tts", self.tts),
             *((k, r) for k, r in apis if r is not None),
             ("bare", self.bare),
+            *((k, r) for k, r in bares if r is not None),
         )
 
 
@@ -410,10 +422,10 @@ async def _soak_rounds(
             for k, (kind, target) in enumerate(one_round):
                 # connection ids apart per chunk: every request its own classroom
                 first = (r * len(one_round) + k) * connections
-                server = "bare" if kind == "bare" else "fake"
+                server = "bare" if kind.startswith("bare") else "fake"
                 got = await _chunk(conns[server], per_chunk, target, first, kind)
                 parts[kind].append(got)
-                if kind != "bare":
+                if server == "fake":
                     done += got.requests
                     rss.append((done, _rss_mb(pid)))
     finally:
@@ -424,9 +436,11 @@ async def _soak_rounds(
 
 
 def _round(routes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """One round of the soak: (what, route on the fake provider), a chunk on each of the fake
-    provider's ``routes`` with one on the bare app after each."""
-    return tuple(pair for r in routes for pair in ((r, r), ("bare", "tts")))
+    """One round of the soak: (what, route), a chunk on each of the fake provider's ``routes``
+    with one of the same requests on the bare app after each (``bare`` for the TTS route's,
+    ``bare_<route>`` for another's)."""
+    bare = {r: "bare" if r == "tts" else f"bare_{r}" for r in routes}
+    return tuple(pair for r in routes for pair in ((r, r), (bare[r], r)))
 
 
 ROUTES = ("tts", "chat")  # the soak's routes unless given: OpenMAIC's TTS route, OpenAI's chat
@@ -439,7 +453,7 @@ def run_soak(
     """At least ``requests`` zero-latency requests to the fake provider (a whole chunk per
     connection, round and route), an equal share on each of ``routes`` (``tts``: the TTS
     route; ``chat``: the OpenAI chat endpoint; ``messages``: Anthropic's), each request its
-    own classroom (a fresh call), and as many to the bare app, interleaved in ``rounds``
+    own classroom (a fresh call), and the same requests to the bare app, interleaved in ``rounds``
     rounds (so a busy machine slows them all alike); both servers in their own process,
     alive for the whole soak, ``connections`` keep-alive connections to each opened once.
     ``tts`` and ``chat`` are always soaked."""
@@ -456,13 +470,16 @@ def run_soak(
         ports = {k: int(s.base_url.rsplit(":", 1)[1]) for k, s in (("fake", fake), ("bare", bare))}
         soaked = _soak_rounds(ports, pid, rounds, connections, per_chunk, _round(routes))
         parts, rss = asyncio.run(soaked)
+    msgs = "messages" in parts
     return Soak(
         len(routes) * chunk * rounds,
         rounds,
         _merge("fake provider, TTS route", parts["tts"]),
         _merge("fake provider, /v1/chat/completions", parts["chat"]),
-        _merge("bare ASGI app", parts["bare"]),
+        _merge("bare ASGI app, the TTS route's requests", parts["bare"]),
         rss,
         (before, list(os.getloadavg())),
-        _merge("fake provider, /v1/messages", parts["messages"]) if "messages" in parts else None,
+        _merge("fake provider, /v1/messages", parts["messages"]) if msgs else None,
+        _merge("bare ASGI app, the chat requests", parts["bare_chat"]),
+        _merge("bare ASGI app, the messages requests", parts["bare_messages"]) if msgs else None,
     )

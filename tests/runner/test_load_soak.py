@@ -13,11 +13,16 @@ pytestmark = pytest.mark.wallclock
 def test_soak_interleaves_both_api_shapes_with_the_bare_app_and_reports_memory():
     soak = run_soak(800, rounds=2, connections=10)
     d = soak.to_dict()
-    assert d["requests"] == 800 == soak.tts.requests + soak.chat.requests == soak.bare.requests
-    for key in ("tts_rps", "chat_rps", "bare_rps", "tts_over_bare", "chat_over_bare"):
+    assert soak.bare_chat is not None and soak.messages is None is soak.bare_messages
+    assert d["requests"] == 800 == soak.tts.requests + soak.chat.requests
+    assert soak.bare.requests == 400 == soak.bare_chat.requests  # each route's own requests
+    for key in ("tts_rps", "chat_rps", "bare_rps", "bare_chat_rps", "tts_over_bare"):
         assert d[key] > 0
     assert d["tts_over_bare"] == pytest.approx(d["tts_rps"] / d["bare_rps"])
-    assert d["non_200"] == {"fake_tts": 0, "fake_chat": 0, "bare": 0}
+    assert d["chat_over_bare"] == pytest.approx(d["chat_rps"] / d["bare_chat_rps"])
+    assert d["chat_over_bare_tts"] == pytest.approx(d["chat_rps"] / d["bare_rps"])
+    assert "messages_over_bare" not in d
+    assert d["non_200"] == {"fake_tts": 0, "fake_chat": 0, "bare": 0, "bare_chat": 0}
     assert d["fake_tts"]["statuses"] == {"200": 400} == d["fake_chat"]["statuses"]
     # RSS at start and after each of the fake provider's 4 chunks of 200
     assert [at for at, _ in d["rss_mb"]] == [0, 200, 400, 600, 800]

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from runner.experiments.load import ALL_ROUTES, run_load, run_soak
+from runner.experiments.load import ALL_ROUTES, _round, run_load, run_soak
 from runner.world import provider_api as _api
 
 
@@ -21,12 +21,28 @@ def test_the_soak_takes_a_third_route_in_equal_chunks_beside_the_bare_app() -> N
     d = soak.to_dict()
     assert soak.messages is not None
     assert d["requests"] == 1020 == soak.tts.requests + soak.chat.requests + soak.messages.requests
-    assert soak.bare.requests == 1020 and soak.messages.requests == 340
-    assert d["messages_over_bare"] == pytest.approx(d["messages_rps"] / d["bare_rps"])
-    assert d["non_200"] == {"fake_tts": 0, "fake_chat": 0, "fake_messages": 0, "bare": 0}
+    # the bare app given each route's own requests, as many
+    assert soak.bare_chat is not None and soak.bare_messages is not None
+    assert soak.messages.requests == 340 == soak.bare_messages.requests
+    assert soak.bare.requests + soak.bare_chat.requests + soak.bare_messages.requests == 1020
+    assert d["messages_over_bare"] == pytest.approx(d["messages_rps"] / d["bare_messages_rps"])
+    assert d["messages_over_bare_tts"] == pytest.approx(d["messages_rps"] / d["bare_rps"])
+    assert d["non_200"] == {
+        "fake_tts": 0, "fake_chat": 0, "fake_messages": 0,
+        "bare": 0, "bare_chat": 0, "bare_messages": 0,
+    }  # fmt: skip
+    assert d["bare_messages"]["statuses"] == {"200": 340}
     assert d["fake_messages"]["statuses"] == {"200": 340}
     # RSS at start and after each of the fake provider's 6 chunks of 170
     assert [at for at, _ in d["rss_mb"]] == [170 * k for k in range(7)]
+
+
+def test_each_route_is_followed_by_its_own_requests_on_the_bare_app() -> None:
+    assert _round(ALL_ROUTES) == (
+        ("tts", "tts"), ("bare", "tts"),
+        ("chat", "chat"), ("bare_chat", "chat"),
+        ("messages", "messages"), ("bare_messages", "messages"),
+    )  # fmt: skip
 
 
 @pytest.mark.wallclock
