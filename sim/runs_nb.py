@@ -36,7 +36,7 @@ from .faults import has_limits
 from .rules import Outcome, RetryPolicy, outcome_of
 from .run_machine import _outline_policy
 from .runs_config import RunsConfig, RunsSettings
-from .runs_nb_tables import Batch, Need, seeded_of, uniforms_of
+from .runs_nb_tables import Batch, Need, seeded_row, uniforms_of
 from .runs_outcome import REFUSED, RunOutcome
 from .runs_world import RunDraws, arrivals_of, runs_scenario
 from .scenario import Quota, Scenario
@@ -181,6 +181,9 @@ def _lat_dists(sc: Scenario, st: RunsSettings) -> dict[int, Dist | None]:
     return out
 
 
+_ONE = np.ones(1, dtype=np.int64)  # (one draw per run: read only)
+
+
 def _arrivals(cfg: RunsConfig, seed: int) -> list[tuple[int, int]]:
     """:func:`sim.runs_world.arrivals_of`: Poisson arrivals by its formula
     (:func:`sim.draws.tenant_offsets_us`' exponential gaps) on the same uniforms, drawn by
@@ -190,8 +193,7 @@ def _arrivals(cfg: RunsConfig, seed: int) -> list[tuple[int, int]]:
         return arrivals_of(cfg, seed)
     assert cfg.arrival_per_hour is not None
     stagger_s = 3600.0 / cfg.arrival_per_hour
-    seeded = np.array([seeded_of(seed, (97, cfg.run_id))], dtype=np.uint64)
-    u = uniforms_of(seeded, np.ones(1, dtype=np.int64), 0, cfg.runs - 1)
+    u = uniforms_of(seeded_row(seed, (97, cfg.run_id)), _ONE, 0, cfg.runs - 1)
     ts: list[int] = [0, *np.cumsum(seconds_to_us(-stagger_s * np.log1p(-u))).tolist()]
     owners = cfg.owners
     return [(t, r if owners == 0 else r % owners) for r, t in enumerate(ts)]

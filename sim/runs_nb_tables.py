@@ -26,7 +26,9 @@ from .compiled import CompileLock
 from .dists import Dist, LogNormal, lognormal_quantile
 from .draws import seconds_to_us
 
-__all__ = ["Batch", "Need", "put", "room", "seeded_of", "uniforms_at", "uniforms_of"]
+__all__ = [
+    "Batch", "Need", "put", "room", "seeded_of", "seeded_row", "uniforms_at", "uniforms_of",
+]  # fmt: skip
 
 Need = tuple[int, int, int]  # a table: (step, attempt, kind)
 I64 = NDArray[np.int64]
@@ -67,6 +69,22 @@ def seeded_of(seed: int, key: tuple[int, ...]) -> tuple[int, int, int, int]:
         s, inc = int(st["state"]), int(st["inc"])
         got = _SEEDED[(seed, key)] = (s >> 64, s & _M64, inc >> 64, inc & _M64)
     return got
+
+
+def seeded_row(seed: int, key: tuple[int, ...]) -> NDArray[np.uint64]:
+    """:func:`seeded_of` as a (1, 4) row: kept by it, or seeded by the compiled
+    :func:`sim.seeds_nb.seeded_many` (numpy's numbers, cheaper than numpy's own seeding for
+    a stream met once, as a cell's arrivals) and kept as it keeps them."""
+    got = _SEEDED.get((seed, key))
+    if got is not None:
+        return np.array([got], dtype=np.uint64)
+    from .seeds_nb import seeded_many
+
+    row = seeded_many(seed, [key])
+    if len(_SEEDED) >= _MAX_SEEDED:
+        _SEEDED.clear()
+    _SEEDED[(seed, key)] = (int(row[0, 0]), int(row[0, 1]), int(row[0, 2]), int(row[0, 3]))
+    return row
 
 
 ONE_CALL_DRAWS = 1 << 16  # a batch's draws at most for one compiled call (Batch.draw)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.runs_nb_tables import seeded_of
+from sim import runs_nb_tables
+from sim.runs_nb_tables import seeded_of, seeded_row
 from sim.seeds_nb import seeded_many
 
 
@@ -27,3 +28,18 @@ def test_what_is_not_compiled_is_numpys() -> None:
     for keys in ([(2**32, 1)], [(1,), (1, 2)], [()]):
         want = np.array([seeded_of(5, k) for k in keys], dtype=np.uint64).reshape(-1, 4)
         np.testing.assert_array_equal(seeded_many(5, keys), want)
+
+
+def test_a_row_seeded_once_is_numpys_and_kept_as_seeded_of_keeps_it() -> None:
+    keys = [(97, 1), (97, 2**32 - 1), (97, 2**32 + 5), (3, 1, 4)]  # (one not compiled)
+    for seed in (0, 7, 2**40):
+        for key in keys:
+            runs_nb_tables._SEEDED.pop((seed, key), None)
+            got = seeded_row(seed, key)  # seeded (compiled where it can), then kept
+            assert (seed, key) in runs_nb_tables._SEEDED
+            assert got.dtype == np.uint64 and got.shape == (1, 4)
+            kept = seeded_row(seed, key)
+            runs_nb_tables._SEEDED.pop((seed, key))
+            want = np.array([seeded_of(seed, key)], dtype=np.uint64)  # numpy's, afresh
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(kept, want)
