@@ -459,8 +459,9 @@ def run_quota_engine_bench(*, quick: bool = False) -> dict[str, Any]:
     cells = [_quota_cell(name, sc, cfg, reps, rounds) for name, sc, cfg in quota_engine_cells()]
     lines = [
         f"limited-key engine (sim.fast_quota) vs SimPy on quota cells, CPU time, {rounds} "
-        f"rounds alternating, {reps} classrooms per cell and round; a sweep's cell (the model "
-        "and the frame the sweep saves, on both sides), in brackets the model alone"
+        f"rounds alternating, {reps} classrooms per cell and call (per round SimPy 1 call, the "
+        f"engine {ENGINE_CALLS}); a sweep's cell (the model and the frame the sweep saves, on "
+        "both sides), in brackets the model alone"
     ]
     how = "loaded from numba's cache" if cached else "compiled: no cache yet"
     lines.append(f"  the engine's compiled loop, once per process: {compile_s:.2f} s ({how})")
@@ -493,31 +494,41 @@ def run_quota_engine_bench(*, quick: bool = False) -> dict[str, Any]:
     }
 
 
+ENGINE_CALLS = 5  # the engine's cells per round of _quota_cell, each with its own seed
+
+
 def _quota_cell(name: str, sc: Scenario, cfg: RunConfig, reps: int, rounds: int) -> dict[str, Any]:
     """One cell of :func:`run_quota_engine_bench`: CPU seconds per engine and part, summed over
-    the rounds, and the rates and ratios from them."""
+    the rounds, and the rates and ratios from them. Per round SimPy runs the cell once and the
+    engine :data:`ENGINE_CALLS` times (the first on SimPy's seed, the rest on seeds of their
+    own): a SimPy cell takes 20-50x an engine call, and a few ms of the machine's noise in a
+    round weigh on a short measure most."""
     spent = {(e, part): 0.0 for e in ("simpy", "fast_quota") for part in ("model", "frame")}
     # warm-up, untimed: each engine once at the cell's size (a process's first call of a size
     # maps its arrays: the engine's first 2,000-run call after a small one took ~35% longer,
     # with ~2,500 page faults against ~0 after; a sweep's worker runs many cells)
     for engine in ("simpy", "fast_quota"):
         _quota_run(sc, cfg, reps, 10_000, engine)
+    calls = {"simpy": 1, "fast_quota": ENGINE_CALLS}
     for i in range(rounds):
         for engine in ("simpy", "fast_quota") if i % 2 == 0 else ("fast_quota", "simpy"):
-            model_s, frame_s = _quota_run(sc, cfg, reps, 100 + i, engine)
-            spent[engine, "model"] += model_s
-            spent[engine, "frame"] += frame_s
-    simpy_s = spent["simpy", "model"] + spent["simpy", "frame"]
-    fast_s = spent["fast_quota", "model"] + spent["fast_quota", "frame"]
+            for k in range(calls[engine]):
+                model_s, frame_s = _quota_run(sc, cfg, reps, 100 + i + 1000 * k, engine)
+                spent[engine, "model"] += model_s
+                spent[engine, "frame"] += frame_s
+    runs = {e: reps * rounds * n for e, n in calls.items()}
+    per_s = {e: runs[e] / (spent[e, "model"] + spent[e, "frame"]) for e in calls}
+    model_per_s = {e: runs[e] / spent[e, "model"] for e in calls}
     return {
         "cell": name,
         "reps": reps,
         "rounds": rounds,
+        "calls_per_round": calls,
         "cpu_s": {f"{e}_{part}": v for (e, part), v in spent.items()},
-        "simpy_per_s": reps * rounds / simpy_s,
-        "fast_quota_per_s": reps * rounds / fast_s,
-        "fast_quota_over_simpy": simpy_s / fast_s,
-        "model_over_simpy": spent["simpy", "model"] / spent["fast_quota", "model"],
+        "simpy_per_s": per_s["simpy"],
+        "fast_quota_per_s": per_s["fast_quota"],
+        "fast_quota_over_simpy": per_s["fast_quota"] / per_s["simpy"],
+        "model_over_simpy": model_per_s["fast_quota"] / model_per_s["simpy"],
     }
 
 

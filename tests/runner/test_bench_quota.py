@@ -28,14 +28,17 @@ def test_both_sides_are_timed_to_the_frame_and_the_ratios_are_the_parts(
     assert all(v > 0 for v in cpu.values())
     simpy_s = cpu["simpy_model"] + cpu["simpy_frame"]
     fast_s = cpu["fast_quota_model"] + cpu["fast_quota_frame"]
-    assert c["fast_quota_over_simpy"] == pytest.approx(simpy_s / fast_s, rel=1e-12)
-    assert c["model_over_simpy"] == pytest.approx(
-        cpu["simpy_model"] / cpu["fast_quota_model"], rel=1e-12
-    )
-    runs = c["reps"] * c["rounds"]
     assert (c["reps"], c["rounds"]) == (500, 2)
-    assert c["simpy_per_s"] == pytest.approx(runs / simpy_s, rel=1e-12)
-    assert c["fast_quota_per_s"] == pytest.approx(runs / fast_s, rel=1e-12)
+    assert c["calls_per_round"] == {"simpy": 1, "fast_quota": bench.ENGINE_CALLS}
+    simpy_runs, fast_runs = 500 * 2, 500 * 2 * bench.ENGINE_CALLS
+    assert c["simpy_per_s"] == pytest.approx(simpy_runs / simpy_s, rel=1e-12)
+    assert c["fast_quota_per_s"] == pytest.approx(fast_runs / fast_s, rel=1e-12)
+    assert c["fast_quota_over_simpy"] == pytest.approx(
+        (fast_runs / fast_s) / (simpy_runs / simpy_s), rel=1e-12
+    )
+    assert c["model_over_simpy"] == pytest.approx(
+        (fast_runs / cpu["fast_quota_model"]) / (simpy_runs / cpu["simpy_model"]), rel=1e-12
+    )
     assert section["min_ratio"] == c["fast_quota_over_simpy"]
 
 
@@ -61,15 +64,18 @@ def test_each_engine_is_warmed_at_the_cells_size_and_the_warm_up_is_not_counted(
         return (2.0 if engine == "simpy" else 0.1), 1.0
 
     monkeypatch.setattr(bench, "_quota_run", fake)
+    monkeypatch.setattr(bench, "ENGINE_CALLS", 2)
     name, sc, cfg = bench.quota_engine_cells()[1]
     c = bench._quota_cell(name, sc, cfg, reps=300, rounds=3)
     assert calls[:2] == [(300, 10_000, "simpy"), (300, 10_000, "fast_quota")]
+    # per round SimPy once, the engine twice (its second call on a seed of its own)
     assert calls[2:] == [
-        (300, 100, "simpy"), (300, 100, "fast_quota"),
-        (300, 101, "fast_quota"), (300, 101, "simpy"),
-        (300, 102, "simpy"), (300, 102, "fast_quota"),
+        (300, 100, "simpy"), (300, 100, "fast_quota"), (300, 1100, "fast_quota"),
+        (300, 101, "fast_quota"), (300, 1101, "fast_quota"), (300, 101, "simpy"),
+        (300, 102, "simpy"), (300, 102, "fast_quota"), (300, 1102, "fast_quota"),
     ]  # fmt: skip
-    # 3 rounds: SimPy 3 x (2 + 1) s, the engine 3 x (0.1 + 1) s
-    assert c["fast_quota_over_simpy"] == pytest.approx(9.0 / 3.3)
-    assert c["model_over_simpy"] == pytest.approx(6.0 / 0.3)
+    # 3 rounds: SimPy 900 runs in 3 x (2 + 1) s; the engine 1,800 in 6 x (0.1 + 1) s
     assert c["simpy_per_s"] == pytest.approx(900 / 9.0)
+    assert c["fast_quota_per_s"] == pytest.approx(1800 / 6.6)
+    assert c["fast_quota_over_simpy"] == pytest.approx((1800 / 6.6) / (900 / 9.0))
+    assert c["model_over_simpy"] == pytest.approx((1800 / 0.6) / (900 / 6.0))
