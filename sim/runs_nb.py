@@ -36,7 +36,7 @@ from .faults import has_limits
 from .rules import Outcome, RetryPolicy, outcome_of
 from .run_machine import _outline_policy
 from .runs_config import RunsConfig, RunsSettings
-from .runs_nb_tables import Batch, Need, seeded_row, uniforms_of
+from .runs_nb_tables import Batch, Need, uniforms_of
 from .runs_outcome import REFUSED, RunOutcome
 from .runs_world import RunDraws, arrivals_of, runs_scenario
 from .scenario import Quota, Scenario
@@ -193,6 +193,8 @@ def _arrivals(cfg: RunsConfig, seed: int) -> list[tuple[int, int]]:
         return arrivals_of(cfg, seed)
     assert cfg.arrival_per_hour is not None
     stagger_s = 3600.0 / cfg.arrival_per_hour
+    from .seeds_nb import seeded_row  # (numba's, as this module's)
+
     u = uniforms_of(seeded_row(seed, (97, cfg.run_id)), _ONE, 0, cfg.runs - 1)
     ts: list[int] = [0, *np.cumsum(seconds_to_us(-stagger_s * np.log1p(-u))).tolist()]
     owners = cfg.owners

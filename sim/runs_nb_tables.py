@@ -27,7 +27,7 @@ from .dists import Dist, LogNormal, lognormal_quantile
 from .draws import seconds_to_us
 
 __all__ = [
-    "Batch", "Need", "put", "room", "seeded_of", "seeded_row", "uniforms_at", "uniforms_of",
+    "Batch", "Need", "Seeder", "put", "room", "seeded_of", "uniforms_at", "uniforms_of",
 ]  # fmt: skip
 
 Need = tuple[int, int, int]  # a table: (step, attempt, kind)
@@ -58,33 +58,29 @@ _MAX_SEEDED = 1 << 14
 _M64 = (1 << 64) - 1
 
 
-def seeded_of(seed: int, key: tuple[int, ...]) -> tuple[int, int, int, int]:
+Seeder = Callable[[int, tuple[int, ...]], tuple[int, int, int, int]]
+
+
+def seeded_of(
+    seed: int, key: tuple[int, ...], seeder: Seeder | None = None
+) -> tuple[int, int, int, int]:
     """Stream ``key`` of ``seed`` as :mod:`sim.draws` seeds it (``PCG64(SeedSequence(seed,
-    spawn_key=key))``): its state's and increment's high and low words (kept per stream)."""
+    spawn_key=key))``): its state's and increment's high and low words (kept per stream);
+    ``seeder`` seeds a stream not kept yet (numpy's own by default; the same numbers:
+    :func:`sim.seeds_nb.seeded_row`'s)."""
     got = _SEEDED.get((seed, key))
     if got is None:
         if len(_SEEDED) >= _MAX_SEEDED:
             _SEEDED.clear()
-        st = np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)).state["state"]
-        s, inc = int(st["state"]), int(st["inc"])
-        got = _SEEDED[(seed, key)] = (s >> 64, s & _M64, inc >> 64, inc & _M64)
+        got = (_numpy_seeded if seeder is None else seeder)(seed, key)
+        _SEEDED[(seed, key)] = got
     return got
 
 
-def seeded_row(seed: int, key: tuple[int, ...]) -> NDArray[np.uint64]:
-    """:func:`seeded_of` as a (1, 4) row: kept by it, or seeded by the compiled
-    :func:`sim.seeds_nb.seeded_many` (numpy's numbers, cheaper than numpy's own seeding for
-    a stream met once, as a cell's arrivals) and kept as it keeps them."""
-    got = _SEEDED.get((seed, key))
-    if got is not None:
-        return np.array([got], dtype=np.uint64)
-    from .seeds_nb import seeded_many
-
-    row = seeded_many(seed, [key])
-    if len(_SEEDED) >= _MAX_SEEDED:
-        _SEEDED.clear()
-    _SEEDED[(seed, key)] = (int(row[0, 0]), int(row[0, 1]), int(row[0, 2]), int(row[0, 3]))
-    return row
+def _numpy_seeded(seed: int, key: tuple[int, ...]) -> tuple[int, int, int, int]:
+    st = np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)).state["state"]
+    s, inc = int(st["state"]), int(st["inc"])
+    return s >> 64, s & _M64, inc >> 64, inc & _M64
 
 
 ONE_CALL_DRAWS = 1 << 16  # a batch's draws at most for one compiled call (Batch.draw)

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from .compiled import CompileLock, njit_cached
 
-__all__ = ["seeded_many"]
+__all__ = ["seeded_many", "seeded_row"]
 
 U64 = NDArray[np.uint64]
 _M32 = 0xFFFFFFFF
@@ -129,3 +129,17 @@ def seeded_many(seed: int, keys: Sequence[tuple[int, ...]]) -> U64:
     with _LOCK.first_use():
         _states_nb(entropy, np.array(keys, dtype=np.uint64), np.empty(_POOL, np.uint64), words)
     return np.array([_pcg(w) for w in words.tolist()], dtype=np.uint64)
+
+
+def seeded_row(seed: int, key: tuple[int, ...]) -> U64:
+    """:func:`sim.runs_nb_tables.seeded_of` as a (1, 4) row, a stream not kept yet seeded
+    here (numpy's numbers, cheaper than numpy's own seeding for a stream met once, as a
+    cell's arrivals) and kept as it keeps them."""
+    from .runs_nb_tables import seeded_of
+
+    return np.array([seeded_of(seed, key, _seeded_one)], dtype=np.uint64)
+
+
+def _seeded_one(seed: int, key: tuple[int, ...]) -> tuple[int, int, int, int]:
+    a, b, c, d = seeded_many(seed, [key])[0].tolist()
+    return int(a), int(b), int(c), int(d)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sim import runs_nb_tables
-from sim.runs_nb_tables import seeded_of, seeded_row
-from sim.seeds_nb import seeded_many
+from sim.runs_nb_tables import seeded_of
+from sim.seeds_nb import seeded_many, seeded_row
 
 
 @pytest.mark.parametrize("length", [1, 3, 5])
