@@ -169,15 +169,9 @@ class LogNormal(_Sampling):
     def quantile(self, u: FloatArray) -> FloatArray:
         return self.of_normal(special.ndtri(np.asarray(u, dtype=float)))
 
-    def of_normal(self, z: FloatArray, *, in_place: bool = False) -> FloatArray:
-        """The quantile of the standard normal quantile ``z`` (``ndtri(u)``); with
-        ``in_place``, written over ``z`` (a float64 array of the caller's, no new arrays)."""
-        if not in_place:  # (small arrays, the real world's: the fewest calls)
-            return np.asarray(self.median_s * np.exp(self.sigma * z), dtype=float)
-        np.multiply(self.sigma, z, out=z)  # the same operations, in the same order
-        np.exp(z, out=z)
-        np.multiply(self.median_s, z, out=z)
-        return z
+    def of_normal(self, z: FloatArray) -> FloatArray:
+        """The quantile of the standard normal quantile ``z`` (``ndtri(u)``)."""
+        return np.asarray(self.median_s * np.exp(self.sigma * z), dtype=float)
 
     def to_mapping(self) -> dict[str, Any]:
         return {"dist": "lognormal", "median_s": self.median_s, "sigma": self.sigma}
@@ -384,18 +378,21 @@ def quantile(dist: Dist, u: FloatArray, *, compiled: bool) -> FloatArray:
     compiled, bit for bit, about twice as fast; it imports numba, which the real world's
     provider never does: its clock is the wall's)."""
     if compiled and isinstance(dist, LogNormal) and np.size(u) >= COMPILED_FROM:
-        from .ndtri import ndtri
-
-        return dist.of_normal(ndtri(np.asarray(u, dtype=float)), in_place=True)
+        return lognormal_quantile(u, dist.median_s, dist.sigma, compiled=True)
     return dist.quantile(u)
 
 
 def lognormal_quantile(
-    u: FloatArray, median_s: FloatArray, sigma: FloatArray, *, compiled: bool
+    u: FloatArray,
+    median_s: float | FloatArray,
+    sigma: float | FloatArray,
+    *,
+    compiled: bool,
 ) -> FloatArray:
-    """Value by value ``LogNormal(median_s[i], sigma[i]).quantile(u[i])`` (arrays of one
-    shape): the same operations in the same order as :meth:`LogNormal.quantile`, so the same
-    bits, for several log-normals' values in one call (:func:`quantile`'s ``compiled``)."""
+    """Value by value ``LogNormal(median_s[i], sigma[i]).quantile(u[i])`` (arrays of ``u``'s
+    shape, or one log-normal's numbers): the same operations in the same order as
+    :meth:`LogNormal.quantile`, so the same bits, written over the normal quantiles' new
+    array (no other); :func:`quantile`'s ``compiled``."""
     x = np.asarray(u, dtype=float)
     if compiled and x.size >= COMPILED_FROM:
         from .ndtri import ndtri

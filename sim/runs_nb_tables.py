@@ -224,16 +224,15 @@ class Batch:
             OFF[self.ats[: b - a]] = at0 + rel[a:b] - rel[a]
             cell.n_u = at0 + int(rel[b] - rel[a])
         if self.groups:
-            lat = self._latencies(d, u, rel, runs)
+            lat = self._latencies(d, u, rel, b, runs)
             cell.LT, at0 = put(cell.LT, cell.n_lt, lat)
             OFF[self.ats[b - a :]] = at0 + rel[b:-1] - rel[b]
             cell.n_lt = at0 + lat.size
 
-    def _latencies(self, d: Any, u: F64, rel: I64, runs: int) -> I64:
-        """The groups' latencies (µs) of a small batch's uniforms ``u``: every group a
-        log-normal, by one quantile call (each value's median and sigma kept per count of
-        runs); else each group's seconds, then all in µs at once."""
-        first = int(rel[len(self.side) + self.n_unif])
+    def _latencies(self, d: Any, u: F64, rel: I64, b: int, runs: int) -> I64:
+        """The groups' latencies (µs) of a small batch's uniforms ``u`` (the groups' from
+        stream ``b`` on): every group a log-normal, by one quantile call (each value's median
+        and sigma kept per count of runs); else each group's seconds, then all in µs at once."""
         if not self._one_quantile:
             parts = [d.quantile(dist, u[rel[i] : rel[j]]) for dist, i, j in self.groups]
             return seconds_to_us(parts[0] if len(parts) == 1 else np.concatenate(parts))
@@ -244,7 +243,7 @@ class Batch:
             counts = [int(rel[j] - rel[i]) for _, i, j in self.groups]
             med, sigma = ([getattr(g[0], f) for g in self.groups] for f in ("median_s", "sigma"))
             scales = self._scales[runs] = (np.repeat(med, counts), np.repeat(sigma, counts))
-        return seconds_to_us(lognormal_quantile(u[first:], *scales, compiled=d.compiled))
+        return seconds_to_us(lognormal_quantile(u[rel[b] :], *scales, compiled=d.compiled))
 
     def _draw_large(self, cell: Any, rel: I64, seeded: NDArray[np.uint64]) -> None:
         """:meth:`draw` of a large batch."""
